@@ -1,0 +1,599 @@
+//! Framework, model_type, capabilities, context length and runtime compatibility, by
+//! mlx-knife's rules (reference §6). Heuristics on names look at the model's own name
+//! (`org/name`, or a workspace's folder name), never at parent folders.
+
+use serde_json::{Map, Value};
+use std::fs;
+use std::path::Path;
+
+use super::inventory::Inventory;
+use super::mlx_lm_types::{MODEL_REMAPPING, SUPPORTED_MODULES};
+
+/// The parse result of a model's `config.json`.
+#[derive(Debug, Clone)]
+pub enum Config {
+    Missing,
+    Invalid,
+    Parsed(Value),
+}
+
+impl Config {
+    pub fn load(root: &Path) -> Config {
+        match fs::read(root.join("config.json")) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Config::Missing,
+            Err(_) => Config::Invalid,
+            Ok(b) => match serde_json::from_slice(&b) {
+                Ok(v) => Config::Parsed(v),
+                Err(_) => Config::Invalid,
+            },
+        }
+    }
+    pub fn object(&self) -> Option<&Map<String, Value>> {
+        match self {
+            Config::Parsed(Value::Object(m)) => Some(m),
+            _ => None,
+        }
+    }
+}
+
+const VISION_MODEL_TYPES: &[&str] = &[
+    "llava",
+    "llava_next",
+    "pixtral",
+    "qwen2_vl",
+    "phi3_v",
+    "mllama",
+    "paligemma",
+    "idefics",
+    "smolvlm",
+];
+const STT_MODEL_TYPES: &[&str] = &["whisper", "vibevoice", "voxtral"];
+const AUDIO_MODEL_TYPES: &[&str] = &[
+    "gemma3n",
+    "gemma3n_audio",
+    "voxtral",
+    "whisper",
+    "vibevoice",
+    "audio",
+];
+const EMBEDDER_ENCODER_TYPES: &[&str] = &["bert", "xlm-roberta", "modernbert", "nomic_bert"];
+/// Modules of mlx_lm.models that exist but define no `Model` (importable, then fail).
+const HELPER_MODULES: &[&str] = &[
+    "activations",
+    "base",
+    "bitlinear_layers",
+    "cache",
+    "gated_delta",
+    "mla",
+    "pipeline",
+    "rope_utils",
+    "ssm",
+    "switch_layers",
+];
+pub const MODEL_FILE_REASON: &str =
+    "requires executing model-supplied code (config.json: model_file)";
+
+/// Python's `str()` of a JSON value, for messages.
+fn py_str(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Bool(true) => "True".into(),
+        Value::Bool(false) => "False".into(),
+        Value::Null => "None".into(),
+        other => other.to_string(),
+    }
+}
+
+fn truthy(v: Option<&Value>) -> bool {
+    match v {
+        None | Some(Value::Null) | Some(Value::Bool(false)) => false,
+        Some(Value::Number(n)) => n.as_f64() != Some(0.0),
+        Some(Value::String(s)) => !s.is_empty(),
+        Some(Value::Array(a)) => !a.is_empty(),
+        Some(Value::Object(o)) => !o.is_empty(),
+        Some(Value::Bool(true)) => true,
+    }
+}
+
+fn model_type_str(cfg: &Map<String, Value>) -> Option<&str> {
+    cfg.get("model_type").and_then(Value::as_str)
+}
+
+/// README front matter: (tags, library_name).
+fn front_matter(root: &Path) -> Option<(Vec<String>, Option<String>)> {
+    let bytes = fs::read(root.join("README.md")).ok()?;
+    let text = String::from_utf8_lossy(&bytes);
+    let mut lines = text.lines();
+    if lines.next()?.trim() != "---" {
+        return None;
+    }
+    let block: Vec<&str> = lines.take_while(|l| l.trim() != "---").collect();
+    if block.is_empty() {
+        return None;
+    }
+    let unquote = |s: &str| s.trim().trim_matches(|c| c == '"' || c == '\'').to_string();
+    let mut tags = Vec::new();
+    let mut library = None;
+    let mut in_tags = false;
+    for raw in block {
+        let s = raw.trim();
+        if s.is_empty() {
+            continue;
+        }
+        let low = s.to_lowercase();
+        if low.starts_with("library_name:") {
+            library = Some(unquote(s.split_once(':').map_or("", |x| x.1)));
+            in_tags = false;
+        } else if low.starts_with("tags:") && s.contains('[') && s.contains(']') {
+            let inside = s.split_once('[').map_or("", |x| x.1);
+            let inside = inside.rsplit_once(']').map_or("", |x| x.0);
+            tags.extend(inside.split(',').map(unquote).filter(|t| !t.is_empty()));
+            in_tags = false;
+        } else if low.starts_with("tags:") {
+            in_tags = true;
+        } else if in_tags {
+            if let Some(rest) = s.strip_prefix('-') {
+                let v = unquote(rest.trim_start_matches('-'));
+                if !v.is_empty() {
+                    tags.push(v);
+                }
+            } else {
+                in_tags = false;
+            }
+        }
+    }
+    Some((tags, library))
+}
+
+/// `MLX`, `GGUF`, `PyTorch` or `Unknown`.
+pub fn framework(
+    name: &str,
+    root: &Path,
+    inv: &Inventory,
+    cfg: Option<&Map<String, Value>>,
+) -> &'static str {
+    if name.contains("mlx-community/") {
+        return "MLX";
+    }
+    if let Some((tags, lib)) = front_matter(root)
+        && (tags.iter().any(|t| t.to_lowercase() == "mlx")
+            || lib.is_some_and(|l| l.to_lowercase() == "mlx"))
+    {
+        return "MLX";
+    }
+    if cfg.is_some_and(|c| c.contains_key("quantization")) {
+        return "MLX";
+    }
+    let files = || inv.entries.iter().filter(|e| !e.in_hf_cache);
+    if files().any(|e| e.name.ends_with(".gguf")) {
+        return "GGUF";
+    }
+    if files().any(|e| {
+        e.name.ends_with(".safetensors")
+            || (e.name.starts_with("pytorch_model") && e.name.ends_with(".bin"))
+    }) {
+        return "PyTorch";
+    }
+    "Unknown"
+}
+
+/// Embedder route: "decoder", "encoder", "encoder_declared".
+fn classify_embedder(cfg: Option<&Map<String, Value>>, name: &str) -> Option<&'static str> {
+    let cfg = cfg?;
+    let mt = cfg
+        .get("model_type")
+        .map(py_str)
+        .unwrap_or_default()
+        .to_lowercase();
+    let archs: Vec<String> = match cfg.get("architectures") {
+        Some(Value::Array(a)) => a.iter().map(|x| py_str(x).to_lowercase()).collect(),
+        _ => Vec::new(),
+    };
+    let n = name.to_lowercase();
+    let causal =
+        archs.iter().any(|a| a.contains("forcausallm")) || mt == "qwen3" || mt == "mistral";
+    if causal && (n.contains("embed") || n.contains("qwen3-embedding")) {
+        return Some("decoder");
+    }
+    if mt == "bert" {
+        return Some("encoder");
+    }
+    if EMBEDDER_ENCODER_TYPES.contains(&mt.as_str()) {
+        return Some("encoder_declared");
+    }
+    None
+}
+
+/// A non-empty `chat_template` string in tokenizer_config.json, then tokenizer.json.
+pub fn chat_template(root: &Path) -> Option<String> {
+    for f in ["tokenizer_config.json", "tokenizer.json"] {
+        let Ok(bytes) = fs::read(root.join(f)) else {
+            continue;
+        };
+        if !bytes.windows(15).any(|w| w == b"\"chat_template\"") {
+            continue;
+        }
+        if let Ok(Value::Object(o)) = serde_json::from_slice::<Value>(&bytes)
+            && let Some(Value::String(s)) = o.get("chat_template")
+            && !s.trim().is_empty()
+        {
+            return Some(s.clone());
+        }
+    }
+    None
+}
+
+/// `chat`, `base`, `embedding` or `audio`.
+pub fn model_type(
+    name: &str,
+    root: &Path,
+    cfg: Option<&Map<String, Value>>,
+    template: bool,
+) -> &'static str {
+    if classify_embedder(cfg, name).is_some() {
+        return "embedding";
+    }
+    if let Some(mt) = cfg.and_then(model_type_str) {
+        let mt = mt.to_lowercase();
+        if mt == "chat" || VISION_MODEL_TYPES.contains(&mt.as_str()) {
+            return "chat";
+        }
+        if STT_MODEL_TYPES.iter().any(|t| mt.contains(t)) {
+            return "audio";
+        }
+    }
+    if template
+        || root.join("chat_template.json").is_file()
+        || root.join("chat_template.jinja").is_file()
+    {
+        return "chat";
+    }
+    let n = name.to_lowercase();
+    if n.contains("instruct") || n.contains("chat") {
+        return "chat";
+    }
+    "base"
+}
+
+fn json_obj(p: &Path) -> Option<Map<String, Value>> {
+    match serde_json::from_slice::<Value>(&fs::read(p).ok()?).ok()? {
+        Value::Object(m) => Some(m),
+        _ => None,
+    }
+}
+
+fn video_preprocessor(m: &Map<String, Value>) -> bool {
+    m.get("processor_class").and_then(Value::as_str) == Some("AutoVideoProcessor")
+        || m.contains_key("temporal_patch_size")
+}
+
+/// Vision capability from config, then from processor files.
+pub fn detect_vision(inv: &Inventory, cfg: &Map<String, Value>) -> bool {
+    if matches!(cfg.get("vision_config"), Some(Value::Object(m)) if !m.is_empty()) {
+        return true;
+    }
+    if model_type_str(cfg)
+        .is_some_and(|mt| VISION_MODEL_TYPES.contains(&mt.to_lowercase().as_str()))
+    {
+        return true;
+    }
+    if truthy(cfg.get("image_processor")) {
+        return true;
+    }
+    if let Some(Value::Object(p)) = cfg.get("preprocessor_config") {
+        return !video_preprocessor(p);
+    }
+    if inv.top("video_preprocessor_config.json").is_some() {
+        return false;
+    }
+    let names = [
+        "preprocessor_config.json",
+        "processor_config.json",
+        "image_processor_config.json",
+    ];
+    if inv
+        .entries
+        .iter()
+        .any(|e| !e.in_hf_cache && names.contains(&e.name.as_str()))
+    {
+        if let Some(top) = inv.top("preprocessor_config.json")
+            && let Some(p) = json_obj(&top.path)
+            && video_preprocessor(&p)
+        {
+            return false;
+        }
+        return true;
+    }
+    false
+}
+
+fn whisper_preprocessor(root: &Path) -> bool {
+    json_obj(&root.join("preprocessor_config.json"))
+        .and_then(|p| {
+            p.get("feature_extractor_type")
+                .and_then(Value::as_str)
+                .map(str::to_lowercase)
+        })
+        .is_some_and(|f| f.contains("whisper"))
+}
+
+fn detect_audio(root: &Path, cfg: &Map<String, Value>) -> bool {
+    if matches!(cfg.get("audio_config"), Some(Value::Object(m)) if !m.is_empty()) {
+        return true;
+    }
+    if let Some(mt) = model_type_str(cfg) {
+        let mt = mt.to_lowercase();
+        if AUDIO_MODEL_TYPES.iter().any(|t| mt.contains(t)) {
+            return true;
+        }
+    }
+    whisper_preprocessor(root)
+}
+
+/// Has the name a Whisper variant without the translate task (`.en`, turbo)?
+fn whisper_no_translate(name: &str) -> bool {
+    let n = name.to_lowercase();
+    let ends_ok = |rest: &str| rest.is_empty() || rest.starts_with(['-', '_', '.', '/']);
+    for (i, _) in n.match_indices("whisper-") {
+        let tail = &n[i + 8..];
+        for size in ["tiny", "base", "small", "medium"] {
+            if let Some(rest) = tail.strip_prefix(size).and_then(|r| r.strip_prefix(".en"))
+                && ends_ok(rest)
+            {
+                return true;
+            }
+        }
+        // whisper-[a-z0-9.-]*turbo([-_./]|$)
+        let run: String = tail
+            .chars()
+            .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '.' || *c == '-')
+            .collect();
+        for (j, _) in run.match_indices("turbo") {
+            if ends_ok(&tail[j + 5..]) {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+/// The capability list, in mlx-knife's order.
+pub fn capabilities(
+    mtype: &str,
+    name: &str,
+    root: &Path,
+    inv: &Inventory,
+    cfg: Option<&Map<String, Value>>,
+    template: bool,
+) -> Vec<&'static str> {
+    if mtype == "embedding" {
+        return vec!["embeddings"];
+    }
+    if mtype == "audio" {
+        let mut caps = vec!["audio"];
+        if cfg
+            .and_then(model_type_str)
+            .is_some_and(|m| m.to_lowercase() == "whisper")
+            && !whisper_no_translate(name)
+        {
+            caps.push("audio-translate-en");
+        }
+        return caps;
+    }
+    let mut caps = vec!["text-generation"];
+    let n = name.to_lowercase();
+    if mtype == "chat" || n.contains("instruct") || n.contains("chat") || template {
+        caps.push("chat");
+    }
+    let empty = Map::new();
+    let c = cfg.unwrap_or(&empty);
+    if detect_vision(inv, c) {
+        caps.push("vision");
+    }
+    if detect_audio(root, c) {
+        caps.push("audio");
+    }
+    caps
+}
+
+/// First positive integer (or digit string) of the usual context keys, top level then
+/// `text_config`.
+pub fn context_length(cfg: Option<&Map<String, Value>>) -> Option<u64> {
+    const KEYS: &[&str] = &[
+        "max_position_embeddings",
+        "n_positions",
+        "context_length",
+        "max_sequence_length",
+        "seq_len",
+    ];
+    let pick = |m: &Map<String, Value>| {
+        KEYS.iter().find_map(|k| match m.get(*k) {
+            Some(Value::Number(n)) => n.as_u64().filter(|v| *v > 0),
+            Some(Value::String(s)) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => {
+                s.parse::<u64>().ok().filter(|v| *v > 0)
+            }
+            _ => None,
+        })
+    };
+    let cfg = cfg?;
+    pick(cfg).or_else(|| match cfg.get("text_config") {
+        Some(Value::Object(t)) => pick(t),
+        _ => None,
+    })
+}
+
+/// mlx-lm's `_get_classes` against the static table.
+fn mlx_lm_supports(mt: &Value) -> Result<(), String> {
+    let t = py_str(mt);
+    let module = MODEL_REMAPPING
+        .iter()
+        .find(|(k, _)| *k == t)
+        .map_or(t.as_str(), |(_, v)| v);
+    if SUPPORTED_MODULES.contains(&module) {
+        Ok(())
+    } else if HELPER_MODULES.contains(&module) {
+        Err(format!(
+            "module 'mlx_lm.models.{module}' has no attribute 'Model'"
+        ))
+    } else {
+        Err(format!("Model type {module} not supported."))
+    }
+}
+
+/// `check_runtime_compatibility` for text models.
+fn text_runtime(inv: &Inventory, cfg: &Map<String, Value>) -> Result<(), String> {
+    let top_st: Vec<&str> = inv
+        .entries
+        .iter()
+        .filter(|e| !e.rel.contains('/') && e.name.ends_with(".safetensors"))
+        .map(|e| e.name.as_str())
+        .collect();
+    let is_valid = |n: &str| n == "model.safetensors" || super::health::is_exact_shard_name(n);
+    let is_legacy = |n: &str| {
+        let num = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        n.strip_prefix("weights.")
+            .and_then(|r| r.strip_suffix(".safetensors"))
+            .is_some_and(num)
+            || n.strip_prefix("pytorch_model-")
+                .and_then(|r| r.strip_suffix(".safetensors"))
+                .is_some_and(num)
+    };
+    if !top_st.is_empty()
+        && top_st.iter().any(|n| is_legacy(n))
+        && !top_st.iter().any(|n| is_valid(n))
+    {
+        return Err("Legacy format not supported by mlx-lm".into());
+    }
+    if !matches!(cfg.get("model_file"), None | Some(Value::Null)) {
+        return Err(MODEL_FILE_REASON.into());
+    }
+    match cfg.get("model_type") {
+        None | Some(Value::Null) => Err("config.json missing model_type field".into()),
+        Some(v) if !truthy(Some(v)) => Err("config.json missing model_type field".into()),
+        Some(v) => mlx_lm_supports(v),
+    }
+}
+
+/// Audio backend: true = mlx-audio (speech to text), false = mlx-vlm (multimodal).
+fn audio_backend_is_stt(root: &Path, cfg: &Map<String, Value>) -> Option<bool> {
+    let mt = model_type_str(cfg).unwrap_or("").to_lowercase();
+    if mt == "voxtral" {
+        return Some(true);
+    }
+    if cfg.contains_key("audio_config")
+        && matches!(cfg.get("vision_config"), Some(Value::Object(m)) if !m.is_empty())
+    {
+        return Some(false);
+    }
+    if mt.contains("whisper") || mt.contains("vibevoice") || whisper_preprocessor(root) {
+        return Some(true);
+    }
+    let dir = root
+        .file_name()
+        .map(|n| n.to_string_lossy().to_lowercase())
+        .unwrap_or_default();
+    if ["whisper", "voxtral", "vibevoice"]
+        .iter()
+        .any(|k| dir.contains(k))
+    {
+        return Some(true);
+    }
+    if cfg.contains_key("audio_config") {
+        return Some(false);
+    }
+    None
+}
+
+/// `runtime_compatible` and its reason for a healthy model.
+pub fn runtime(
+    name: &str,
+    root: &Path,
+    inv: &Inventory,
+    fw: &str,
+    cfg: Option<&Map<String, Value>>,
+    caps: &[&str],
+) -> Result<(), String> {
+    if fw != "MLX" {
+        return Err(format!("Incompatible framework: {fw}"));
+    }
+    let empty = Map::new();
+    let c = cfg.unwrap_or(&empty);
+    if !matches!(c.get("model_file"), None | Some(Value::Null)) {
+        return Err(MODEL_FILE_REASON.into());
+    }
+    if caps.contains(&"audio")
+        && let Some(stt) = audio_backend_is_stt(root, c)
+    {
+        if stt {
+            let mt = model_type_str(c).unwrap_or("");
+            let low = mt.to_lowercase();
+            if c.get("model_type").is_some_and(Value::is_string)
+                && !(low.contains("whisper") || low.contains("vibevoice"))
+            {
+                return Err(format!(
+                    "Model type '{mt}' not supported (supported: whisper, vibevoice)"
+                ));
+            }
+            if inv.top("tekken.json").is_some() && inv.top("tokenizer.json").is_none() {
+                return Err("Voxtral tekken.json tokenizer not supported by mlx-audio".into());
+            }
+            return Ok(());
+        }
+        return text_runtime(inv, c);
+    }
+    if caps.contains(&"vision") {
+        return text_runtime(inv, c);
+    }
+    if caps.contains(&"embeddings") {
+        return match classify_embedder(cfg, name) {
+            Some("decoder") | Some("encoder") => Ok(()),
+            _ => Err(format!(
+                "Embedding encoder not vendored: {} — use bge/e5 or Qwen3-Embedding",
+                c.get("model_type")
+                    .map(py_str)
+                    .unwrap_or_default()
+                    .to_lowercase()
+            )),
+        };
+    }
+    text_runtime(inv, c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn whisper_variants() {
+        assert!(whisper_no_translate("mlx-community/whisper-tiny.en-mlx"));
+        assert!(whisper_no_translate("org/whisper-large-v3-turbo"));
+        assert!(!whisper_no_translate("mlx-community/whisper-large-v3-mlx"));
+        assert!(!whisper_no_translate("org/whisper-tiny.english"));
+    }
+
+    #[test]
+    fn mlx_lm_table() {
+        assert!(mlx_lm_supports(&Value::from("llama")).is_ok());
+        assert!(mlx_lm_supports(&Value::from("mistral")).is_ok());
+        assert_eq!(
+            mlx_lm_supports(&Value::from("foo")).unwrap_err(),
+            "Model type foo not supported."
+        );
+        assert_eq!(
+            mlx_lm_supports(&Value::from("base")).unwrap_err(),
+            "module 'mlx_lm.models.base' has no attribute 'Model'"
+        );
+    }
+
+    #[test]
+    fn context_keys() {
+        let c: Map<String, Value> =
+            serde_json::from_str(r#"{"n_positions": 0, "seq_len": "2048", "text_config": {"max_position_embeddings": 9}}"#).unwrap();
+        assert_eq!(context_length(Some(&c)), Some(2048));
+        let c: Map<String, Value> = serde_json::from_str(
+            r#"{"max_position_embeddings": true, "text_config": {"max_position_embeddings": 9}}"#,
+        )
+        .unwrap();
+        assert_eq!(context_length(Some(&c)), Some(9));
+    }
+}

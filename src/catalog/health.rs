@@ -1,0 +1,427 @@
+//! File integrity of one model folder: mlx-knife's `_check_snapshot_health` (same order, same
+//! reason strings), plus what mlx-knife crashes on — dangling links, links that leave the model,
+//! unreadable folders, non-UTF-8 names — each reported as this model's reason.
+
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::fs;
+use std::io::Read;
+use std::path::Path;
+
+use super::detect::{Config, detect_vision};
+use super::inventory::{Entry, Inventory, LinkState};
+
+/// Health verdict: `Ok(message)` when healthy, `Err(reason)` otherwise.
+pub type Health = Result<String, String>;
+
+const LFS_MARKER: &[u8] = b"version https://git-lfs.github.com/spec/v1";
+
+fn is_lfs_pointer(e: &Entry) -> bool {
+    if !e.is_file || e.size >= 200 {
+        return false;
+    }
+    let mut buf = [0u8; 100];
+    let Ok(mut f) = fs::File::open(&e.path) else {
+        return false;
+    };
+    let n = f.read(&mut buf).unwrap_or(0);
+    buf[..n].windows(LFS_MARKER.len()).any(|w| w == LFS_MARKER)
+}
+
+/// `model-00001-of-00003.safetensors` → (1, 3).
+fn shard_numbers(name: &str) -> Option<(u32, u32)> {
+    let stem = name.strip_suffix(".safetensors")?;
+    if stem.len() < 20 {
+        return None;
+    }
+    let tail = &stem[stem.len() - 20..];
+    let (a, b) = (tail.get(..6)?, tail.get(6..)?);
+    let idx = a.strip_prefix("model-")?;
+    let total = b.strip_prefix("-of-")?;
+    if idx.len() != 5
+        || total.len() != 5
+        || !idx.bytes().all(|c| c.is_ascii_digit())
+        || !total.bytes().all(|c| c.is_ascii_digit())
+    {
+        return None;
+    }
+    Some((idx.parse().ok()?, total.parse().ok()?))
+}
+
+fn list(names: &[String]) -> String {
+    names.join(", ")
+}
+
+/// Check a model folder. `config` is the parse result of its `config.json`.
+pub fn check(root: &Path, inv: &Inventory, config: &Config) -> Health {
+    if !root.is_dir() {
+        return Err("Model path does not exist".into());
+    }
+    let cfg = match config {
+        Config::Missing => return Err("config.json missing".into()),
+        Config::Invalid => return Err("config.json contains invalid JSON".into()),
+        Config::Parsed(Value::Object(m)) if !m.is_empty() => m,
+        Config::Parsed(_) => return Err("config.json is empty or invalid".into()),
+    };
+
+    // What mlx-knife cannot survive: report it here, for this model only.
+    let entries: Vec<&Entry> = inv.model_entries().collect();
+    let dangling: Vec<String> = entries
+        .iter()
+        .filter(|e| e.link == LinkState::Dangling)
+        .map(|e| e.rel.clone())
+        .collect();
+    if !dangling.is_empty() {
+        return Err(format!("Dangling symlinks: {}", list(&dangling)));
+    }
+    let escaping: Vec<String> = entries
+        .iter()
+        .filter(|e| e.link == LinkState::Escapes)
+        .map(|e| e.rel.clone())
+        .collect();
+    if !escaping.is_empty() {
+        return Err(format!(
+            "Symlinks pointing outside the model folder: {}",
+            list(&escaping)
+        ));
+    }
+    let unreadable: Vec<String> = inv
+        .unreadable
+        .iter()
+        .filter(|r| !r.starts_with(".hf_cache"))
+        .cloned()
+        .collect();
+    if !unreadable.is_empty() {
+        return Err(format!("Unreadable folders: {}", list(&unreadable)));
+    }
+    let non_utf8: Vec<String> = entries
+        .iter()
+        .filter(|e| e.non_utf8)
+        .map(|e| e.rel.clone())
+        .collect();
+    if !non_utf8.is_empty() {
+        return Err(format!(
+            "File names that are not valid UTF-8: {}",
+            list(&non_utf8)
+        ));
+    }
+
+    let any_suffix = |suf: &str| entries.iter().any(|e| e.name.ends_with(suf));
+    let sft_index = inv
+        .top("model.safetensors.index.json")
+        .filter(|e| e.is_file || e.is_dir);
+    let pt_index = inv
+        .top("pytorch_model.bin.index.json")
+        .filter(|e| e.is_file || e.is_dir);
+    let chosen = if sft_index.is_some() && any_suffix(".safetensors") {
+        sft_index
+    } else if pt_index.is_some() && any_suffix(".bin") {
+        pt_index
+    } else {
+        None
+    };
+
+    if let Some(index) = chosen {
+        return check_indexed(root, inv, index, cfg);
+    }
+
+    // No index: top-level weights, else anywhere below.
+    let is_weight = |e: &&Entry| {
+        e.name.ends_with(".safetensors") || e.name.ends_with(".bin") || e.name.ends_with(".gguf")
+    };
+    let mut weights: Vec<&Entry> = entries
+        .iter()
+        .copied()
+        .filter(|e| !e.rel.contains('/'))
+        .filter(is_weight)
+        .collect();
+    if weights.is_empty() {
+        weights = entries.iter().copied().filter(is_weight).collect();
+    }
+    let shards: Vec<(u32, u32, &Entry)> = weights
+        .iter()
+        .filter_map(|e| shard_numbers(&e.name).map(|(i, t)| (i, t, *e)))
+        .collect();
+    if let Some(reason) = shard_gaps(&shards) {
+        return Err(reason);
+    }
+    if !shards.is_empty() {
+        let empties: Vec<String> = shards
+            .iter()
+            .filter(|s| s.2.size == 0)
+            .map(|s| s.2.name.clone())
+            .collect();
+        if !empties.is_empty() {
+            return Err(format!("Empty shards: {}", list(&empties)));
+        }
+    }
+    if weights.is_empty() {
+        return Err("No model weights found".into());
+    }
+    if entries.iter().any(|e| {
+        let n = e.name.to_lowercase();
+        e.is_file && (n.ends_with(".partial") || n.ends_with(".tmp") || n.contains("partial"))
+    }) {
+        return Err("Partial download marker detected".into());
+    }
+    let empties: Vec<String> = weights
+        .iter()
+        .filter(|e| e.size == 0)
+        .map(|e| e.name.clone())
+        .collect();
+    if !empties.is_empty() {
+        return Err(format!("Empty weight files: {}", list(&empties)));
+    }
+    if !shards.is_empty() {
+        return Err("Safetensors index missing for sharded model".into());
+    }
+    let lfs: Vec<String> = entries
+        .iter()
+        .filter(|e| is_lfs_pointer(e))
+        .map(|e| e.rel.clone())
+        .collect();
+    if !lfs.is_empty() {
+        return Err(format!("LFS pointers instead of files: {}", list(&lfs)));
+    }
+    if let Some(problem) = check_safetensors_headers(&weights) {
+        return Err(problem);
+    }
+    check_aux(root, inv, cfg)?;
+    Ok("Model is healthy".into())
+}
+
+fn shard_gaps(shards: &[(u32, u32, &Entry)]) -> Option<String> {
+    if shards.is_empty() {
+        return None;
+    }
+    let totals: BTreeSet<u32> = shards.iter().map(|s| s.1).collect();
+    if totals.len() != 1 {
+        return Some("Inconsistent shard totals detected".into());
+    }
+    let total = *totals.iter().next().unwrap_or(&0);
+    let present: BTreeSet<u32> = shards.iter().map(|s| s.0).collect();
+    if (1..=total).any(|i| !present.contains(&i)) {
+        return Some(format!(
+            "Missing shards by pattern: {}/{} present",
+            present.len(),
+            total
+        ));
+    }
+    None
+}
+
+fn check_indexed(
+    root: &Path,
+    inv: &Inventory,
+    index: &Entry,
+    cfg: &serde_json::Map<String, Value>,
+) -> Health {
+    let invalid = || Err("Invalid index file".to_string());
+    let Ok(bytes) = fs::read(&index.path) else {
+        return invalid();
+    };
+    let Ok(v) = serde_json::from_slice::<Value>(&bytes) else {
+        return invalid();
+    };
+    let Value::Object(obj) = v else {
+        return invalid();
+    };
+    let wm = match obj.get("weight_map") {
+        Some(Value::Object(m)) if !m.is_empty() => m,
+        _ => return Err("Empty or invalid weight_map in index".into()),
+    };
+    let mut referenced = BTreeSet::new();
+    for v in wm.values() {
+        let Some(s) = v.as_str() else {
+            return Err("Empty or invalid weight_map in index".into());
+        };
+        referenced.insert(s.to_string());
+    }
+    // A shard path must stay inside the model folder.
+    let outside: Vec<String> = referenced
+        .iter()
+        .filter(|r| r.starts_with('/') || r.split('/').any(|c| c == ".."))
+        .cloned()
+        .collect();
+    if !outside.is_empty() {
+        return Err(format!(
+            "Index references files outside the model folder: {}",
+            outside.join(", ")
+        ));
+    }
+    let find = |r: &str| {
+        inv.entries
+            .iter()
+            .find(|e| e.rel == r && (e.is_file || e.is_dir))
+    };
+    let missing: Vec<String> = referenced
+        .iter()
+        .filter(|r| find(r).is_none())
+        .cloned()
+        .collect();
+    if !missing.is_empty() {
+        let actual = inv
+            .entries
+            .iter()
+            .filter(|e| !e.rel.contains('/') && e.name.ends_with(".safetensors"))
+            .count();
+        if actual > 0 {
+            return Err(format!(
+                "Index/shard mismatch (mlx-vlm #624). Index references {} shards but found {} different files. Fix: mlxk convert <model> <output> --repair-index",
+                referenced.len(),
+                actual
+            ));
+        }
+        return Err(format!("Missing weight shards: {}", missing.join(", ")));
+    }
+    let files: Vec<&Entry> = referenced.iter().filter_map(|r| find(r)).collect();
+    let empty: Vec<String> = files
+        .iter()
+        .filter(|e| e.size == 0)
+        .map(|e| e.rel.clone())
+        .collect();
+    if !empty.is_empty() {
+        return Err(format!("Empty weight shards: {}", empty.join(", ")));
+    }
+    let lfs: Vec<String> = files
+        .iter()
+        .filter(|e| is_lfs_pointer(e))
+        .map(|e| e.rel.clone())
+        .collect();
+    if !lfs.is_empty() {
+        return Err(format!("LFS pointers instead of files: {}", lfs.join(", ")));
+    }
+    if let Some(problem) = check_safetensors_headers(&files) {
+        return Err(problem);
+    }
+    check_aux(root, inv, cfg)?;
+    Ok("Multi-file model complete".into())
+}
+
+/// A safetensors file must start with a sane header that fits in the file and whose tensors
+/// end within it: catches truncated downloads that keep a plausible size.
+pub fn safetensors_problem(path: &Path, size: u64) -> Option<&'static str> {
+    let mut f = fs::File::open(path).ok()?;
+    let mut prefix = [0u8; 8];
+    if f.read_exact(&mut prefix).is_err() {
+        return Some("shorter than its 8-byte header length");
+    }
+    let n = u64::from_le_bytes(prefix);
+    if n == 0 || n > crate::hash::SAFETENSORS_HEADER_MAX {
+        return Some("absurd header length");
+    }
+    if 8 + n > size {
+        return Some("truncated header");
+    }
+    let mut header = vec![0u8; n as usize];
+    if f.read_exact(&mut header).is_err() {
+        return Some("truncated header");
+    }
+    let Ok(Value::Object(h)) = serde_json::from_slice::<Value>(&header) else {
+        return Some("header is not a JSON object");
+    };
+    let data_len = size - 8 - n;
+    for (k, v) in &h {
+        if k == "__metadata__" {
+            continue;
+        }
+        let end = v
+            .get("data_offsets")
+            .and_then(|o| o.get(1))
+            .and_then(Value::as_u64);
+        match end {
+            Some(end) if end <= data_len => {}
+            Some(_) => return Some("truncated tensor data"),
+            None => return Some("tensor without data_offsets"),
+        }
+    }
+    None
+}
+
+fn check_safetensors_headers(files: &[&Entry]) -> Option<String> {
+    let bad: Vec<String> = files
+        .iter()
+        .filter(|e| e.is_file && e.size > 0 && e.name.ends_with(".safetensors"))
+        .filter_map(|e| {
+            safetensors_problem(&e.path, e.size).map(|why| format!("{} ({why})", e.rel))
+        })
+        .collect();
+    if bad.is_empty() {
+        None
+    } else {
+        Some(format!("Corrupt safetensors files: {}", bad.join(", ")))
+    }
+}
+
+fn read_json_file(p: &Path) -> Option<Result<Value, ()>> {
+    if !p.exists() {
+        return None;
+    }
+    Some(
+        fs::read(p)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .ok_or(()),
+    )
+}
+
+fn check_aux(
+    root: &Path,
+    inv: &Inventory,
+    cfg: &serde_json::Map<String, Value>,
+) -> Result<(), String> {
+    if detect_vision(inv, cfg) {
+        let pre = root.join("preprocessor_config.json");
+        let proc = root.join("processor_config.json");
+        let (p, name) = if pre.exists() {
+            (pre, "preprocessor_config.json")
+        } else if proc.exists() {
+            (proc, "processor_config.json")
+        } else {
+            return Err(
+                "Vision model missing preprocessor_config.json or processor_config.json".into(),
+            );
+        };
+        match read_json_file(&p) {
+            Some(Ok(Value::Object(_))) => {}
+            Some(Ok(_)) => return Err(format!("{name} invalid")),
+            _ => return Err(format!("{name} invalid JSON")),
+        }
+    }
+    match read_json_file(&root.join("tokenizer_config.json")) {
+        None => {}
+        Some(Err(())) => return Err("tokenizer_config.json contains invalid JSON".into()),
+        Some(Ok(Value::Object(_))) if !root.join("tokenizer.json").exists() => {
+            return Err("tokenizer_config.json present but tokenizer.json missing".into());
+        }
+        Some(Ok(Value::Object(_))) => {}
+        Some(Ok(_)) => return Err("tokenizer_config.json exists but invalid".into()),
+    }
+    Ok(())
+}
+
+/// `^model-\d{5}-of-\d{5}\.safetensors$` (the names mlx-lm loads as shards).
+pub fn is_exact_shard_name(n: &str) -> bool {
+    n.len() == "model-00001-of-00002.safetensors".len()
+        && n.starts_with("model-")
+        && shard_numbers(n).is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shard_numbers;
+
+    #[test]
+    fn shard_names() {
+        assert_eq!(
+            shard_numbers("model-00001-of-00003.safetensors"),
+            Some((1, 3))
+        );
+        assert_eq!(
+            shard_numbers("xmodel-00002-of-00003.safetensors"),
+            Some((2, 3))
+        );
+        assert_eq!(shard_numbers("model-1-of-3.safetensors"), None);
+        assert_eq!(shard_numbers("model.safetensors"), None);
+    }
+}

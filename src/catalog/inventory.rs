@@ -1,0 +1,141 @@
+//! One walk of a model folder, shared by health, size and detection.
+//!
+//! Symlinked directories are not descended (as Python's `rglob`); every link is resolved once,
+//! so a dangling link or one that leaves the allowed boundary is recorded, never fatal.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::hash::realpath_lenient;
+
+/// What a symlink turned out to be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkState {
+    NotALink,
+    /// Target exists inside the boundary.
+    Inside,
+    /// Target does not exist.
+    Dangling,
+    /// Target exists but is outside the boundary (workspace root, or a hub repo folder).
+    Escapes,
+}
+
+/// One entry below a model folder.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// Path relative to the model folder, `/`-separated (lossy for non-UTF-8 names).
+    pub rel: String,
+    pub name: String,
+    pub path: PathBuf,
+    pub link: LinkState,
+    /// Followed type and size (None when dangling or unreadable).
+    pub is_file: bool,
+    pub is_dir: bool,
+    pub size: u64,
+    /// True for entries under the workspace's `.hf_cache/` (runtime artifacts).
+    pub in_hf_cache: bool,
+    pub non_utf8: bool,
+}
+
+/// All entries of a model folder.
+#[derive(Debug, Clone, Default)]
+pub struct Inventory {
+    pub entries: Vec<Entry>,
+    /// Folders that could not be read (relative paths).
+    pub unreadable: Vec<String>,
+}
+
+impl Inventory {
+    /// Walk `root`. Links must resolve inside `boundary` (the workspace itself, or the
+    /// `models--…` folder for a hub snapshot whose files point into `blobs/`).
+    pub fn scan(root: &Path, boundary: &Path) -> Inventory {
+        let mut inv = Inventory::default();
+        let mut stack = vec![(root.to_path_buf(), String::new(), false)];
+        while let Some((dir, prefix, in_cache)) = stack.pop() {
+            let rd = match fs::read_dir(&dir) {
+                Ok(rd) => rd,
+                Err(_) => {
+                    inv.unreadable.push(if prefix.is_empty() {
+                        ".".into()
+                    } else {
+                        prefix
+                    });
+                    continue;
+                }
+            };
+            for e in rd.flatten() {
+                let os_name = e.file_name();
+                let non_utf8 = os_name.to_str().is_none();
+                let name = os_name.to_string_lossy().into_owned();
+                let rel = if prefix.is_empty() {
+                    name.clone()
+                } else {
+                    format!("{prefix}/{name}")
+                };
+                let path = e.path();
+                let Ok(ft) = e.file_type() else { continue };
+                let in_hf_cache = in_cache || (prefix.is_empty() && name == ".hf_cache");
+                let (link, md) = if ft.is_symlink() {
+                    match fs::metadata(&path) {
+                        Err(_) => (LinkState::Dangling, None),
+                        Ok(md) => {
+                            let inside = realpath_lenient(&path)
+                                .map(|t| t.starts_with(boundary))
+                                .unwrap_or(false);
+                            if inside {
+                                (LinkState::Inside, Some(md))
+                            } else {
+                                (LinkState::Escapes, Some(md))
+                            }
+                        }
+                    }
+                } else {
+                    (LinkState::NotALink, fs::symlink_metadata(&path).ok())
+                };
+                let is_dir = md.as_ref().is_some_and(|m| m.is_dir());
+                let is_file = md.as_ref().is_some_and(|m| m.is_file());
+                let size = md.as_ref().map_or(0, |m| m.len());
+                if is_dir && link == LinkState::NotALink {
+                    stack.push((path.clone(), rel.clone(), in_hf_cache));
+                }
+                inv.entries.push(Entry {
+                    rel,
+                    name,
+                    path,
+                    link,
+                    is_file,
+                    is_dir,
+                    size,
+                    in_hf_cache,
+                    non_utf8,
+                });
+            }
+        }
+        inv.entries.sort_by(|a, b| a.rel.cmp(&b.rel));
+        inv
+    }
+
+    /// Entries that count for health (everything but `.hf_cache/`).
+    pub fn model_entries(&self) -> impl Iterator<Item = &Entry> {
+        self.entries.iter().filter(|e| !e.in_hf_cache)
+    }
+
+    /// Top-level entry by name.
+    pub fn top(&self, name: &str) -> Option<&Entry> {
+        self.entries.iter().find(|e| e.rel == name)
+    }
+
+    /// Does a top-level regular file (links followed) with this name exist?
+    pub fn has_file(&self, name: &str) -> bool {
+        self.top(name).is_some_and(|e| e.is_file)
+    }
+
+    /// Σ sizes of files (links followed), as mlx-knife's `size_bytes`.
+    pub fn total_size(&self) -> u64 {
+        self.entries
+            .iter()
+            .filter(|e| e.is_file)
+            .map(|e| e.size)
+            .sum()
+    }
+}

@@ -1,0 +1,328 @@
+//! Name resolution (design.md §3): the one place that turns what a user typed into a model.
+//!
+//! Explicit paths are exact. Names are looked up among workspace-home folders and hub repos:
+//! an exact name wins (workspace home first), otherwise a case-insensitive substring match,
+//! and more than one match is always an ambiguity listing every candidate.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use super::{HubRepo, Locations, ModelRef, has_config, scan_hub, scan_workspaces};
+
+/// Why a spec did not resolve to exactly one model.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResolveError {
+    #[error("No model found matching '{spec}'{}", hint.as_ref().map(|h| format!(" ({h})")).unwrap_or_default())]
+    NotFound { spec: String, hint: Option<String> },
+    #[error("Multiple models match '{spec}'")]
+    Ambiguous { spec: String, matches: Vec<String> },
+    #[error("Hash '{rev}' not found for model '{name}'{}", if available.is_empty() { String::new() } else { format!(" (available: {})", available.join(", ")) })]
+    HashNotFound {
+        name: String,
+        rev: String,
+        available: Vec<String>,
+    },
+    #[error("'{path}' is not a model folder: {why}")]
+    NotAModel { path: String, why: String },
+}
+
+impl ResolveError {
+    /// The `error.type` of the JSON envelope.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ResolveError::NotFound { .. } => "model_not_found",
+            ResolveError::Ambiguous { .. } => "ambiguous_match",
+            ResolveError::HashNotFound { .. } => "hash_not_found",
+            ResolveError::NotAModel { .. } => "model_not_found",
+        }
+    }
+}
+
+/// Starts with `/`, `./`, `../`, `~`, or is `.`/`..`.
+pub fn is_explicit_path(s: &str) -> bool {
+    s.starts_with('/')
+        || s.starts_with("./")
+        || s.starts_with("../")
+        || s.starts_with('~')
+        || s == "."
+        || s == ".."
+}
+
+/// Expand a leading `~` with `$HOME`.
+pub fn expand_user(s: &str) -> PathBuf {
+    if let Some(rest) = s.strip_prefix('~')
+        && (rest.is_empty() || rest.starts_with('/'))
+        && let Some(h) = std::env::var_os("HOME")
+    {
+        let mut p = PathBuf::from(h);
+        p.push(rest.trim_start_matches('/'));
+        return p;
+    }
+    PathBuf::from(s)
+}
+
+/// A folder given by path: a workspace, or a snapshot folder of the hub cache.
+pub fn resolve_path(spec: &str, loc: &Locations) -> Result<ModelRef, ResolveError> {
+    let p = expand_user(spec);
+    let canon = fs::canonicalize(&p).map_err(|e| ResolveError::NotFound {
+        spec: spec.to_string(),
+        hint: Some(format!("{}: {e}", p.display())),
+    })?;
+    if !canon.is_dir() {
+        return Err(ResolveError::NotAModel {
+            path: spec.to_string(),
+            why: "not a folder".into(),
+        });
+    }
+    if let Some(m) = hub_snapshot_at(&canon, loc) {
+        return Ok(m);
+    }
+    if !has_config(&canon) {
+        return Err(ResolveError::NotAModel {
+            path: spec.to_string(),
+            why: "no config.json in it".into(),
+        });
+    }
+    let short = canon
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| canon.to_string_lossy().into_owned());
+    Ok(ModelRef::workspace(canon, short))
+}
+
+/// `…/hub/models--o--n/snapshots/<commit>` → that hub model at that revision.
+fn hub_snapshot_at(canon: &Path, loc: &Locations) -> Option<ModelRef> {
+    let hub = fs::canonicalize(&loc.hub_cache).ok()?;
+    let rel = canon.strip_prefix(&hub).ok()?;
+    let parts: Vec<_> = rel.components().collect();
+    if parts.len() != 3 || parts[1].as_os_str() != "snapshots" {
+        return None;
+    }
+    let repo = HubRepo::load(&hub.join(parts[0].as_os_str()))?;
+    let commit = parts[2].as_os_str().to_str()?;
+    let idx = repo.snapshots.iter().position(|s| s.commit == commit)?;
+    Some(ModelRef::hub(&repo, Some(idx)))
+}
+
+enum Candidate {
+    Workspace(super::WorkspaceDir),
+    Hub(HubRepo),
+}
+
+impl Candidate {
+    fn name(&self) -> &str {
+        match self {
+            Candidate::Workspace(w) => &w.name,
+            Candidate::Hub(r) => &r.repo_id,
+        }
+    }
+}
+
+/// Resolve a name (optionally `name@rev`) or an explicit path to one model.
+pub fn resolve(spec: &str, loc: &Locations) -> Result<ModelRef, ResolveError> {
+    let not_found = |hint: Option<String>| ResolveError::NotFound {
+        spec: spec.to_string(),
+        hint,
+    };
+    if spec.trim().is_empty() {
+        return Err(not_found(Some("empty name".into())));
+    }
+    if is_explicit_path(spec) {
+        return resolve_path(spec, loc);
+    }
+    let (name, rev) = match spec.rsplit_once('@') {
+        Some((n, r)) => (n, Some(r)),
+        None => (spec, None),
+    };
+    if name.trim().is_empty() || rev.is_some_and(|r| r.trim().is_empty()) {
+        return Err(not_found(None));
+    }
+
+    let mut cands: Vec<Candidate> = Vec::new();
+    if rev.is_none()
+        && let Some(home) = &loc.workspace_home
+    {
+        cands.extend(scan_workspaces(home).into_iter().map(Candidate::Workspace));
+    }
+    cands.extend(scan_hub(&loc.hub_cache).into_iter().map(Candidate::Hub));
+
+    let expanded = (!name.contains('/')).then(|| format!("mlx-community/{name}"));
+    let exact = cands.iter().position(|c| c.name() == name).or_else(|| {
+        expanded
+            .as_ref()
+            .and_then(|e| cands.iter().position(|c| c.name() == e))
+    });
+    let chosen = match exact {
+        Some(i) => cands.swap_remove(i),
+        None => {
+            let low = name.to_lowercase();
+            let mut hits: Vec<Candidate> = cands
+                .into_iter()
+                .filter(|c| c.name().to_lowercase().contains(&low))
+                .collect();
+            match hits.len() {
+                0 => {
+                    let hint = loc
+                        .workspace_home_problem
+                        .as_ref()
+                        .map(|(v, why)| format!("MLXK_WORKSPACE_HOME={v} is unusable: {why}"));
+                    return Err(not_found(hint));
+                }
+                1 => hits.remove(0),
+                _ => {
+                    let mut matches: Vec<String> =
+                        hits.iter().map(|c| c.name().to_string()).collect();
+                    matches.sort();
+                    return Err(ResolveError::Ambiguous {
+                        spec: spec.to_string(),
+                        matches,
+                    });
+                }
+            }
+        }
+    };
+    match chosen {
+        Candidate::Workspace(w) => Ok(ModelRef::workspace(w.path, w.name)),
+        Candidate::Hub(repo) => {
+            let Some(rev) = rev else {
+                return Ok(ModelRef::hub(&repo, repo.current));
+            };
+            pick_revision(&repo, rev, spec).map(|i| ModelRef::hub(&repo, Some(i)))
+        }
+    }
+}
+
+/// `@rev`: a prefix of a snapshot commit, or a ref name under `refs/`.
+fn pick_revision(repo: &HubRepo, rev: &str, spec: &str) -> Result<usize, ResolveError> {
+    let low = rev.to_lowercase();
+    let hits: Vec<usize> = repo
+        .snapshots
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.commit.starts_with(&low))
+        .map(|(i, _)| i)
+        .collect();
+    match hits.len() {
+        1 => Ok(hits[0]),
+        0 => repo
+            .snapshot_for_ref(rev)
+            .ok_or_else(|| ResolveError::HashNotFound {
+                name: repo.repo_id.clone(),
+                rev: rev.to_string(),
+                available: repo
+                    .snapshots
+                    .iter()
+                    .map(|s| s.commit[..s.commit.len().min(7)].to_string())
+                    .collect(),
+            }),
+        _ => {
+            let mut matches: Vec<String> = hits
+                .iter()
+                .map(|&i| format!("{}@{}", repo.repo_id, repo.snapshots[i].commit))
+                .collect();
+            matches.sort();
+            Err(ResolveError::Ambiguous {
+                spec: spec.to_string(),
+                matches,
+            })
+        }
+    }
+}
+
+/// A model listed by `list PATTERN` with its display name (workspaces only).
+pub struct Listed {
+    pub model: ModelRef,
+    pub display_name: Option<String>,
+}
+
+/// `list [PATTERN]`: everything, a case-insensitive substring filter on names, or for an
+/// explicit path the workspace itself, the workspaces inside a folder, or a name prefix.
+pub fn list(pattern: Option<&str>, loc: &Locations) -> Vec<Listed> {
+    let pattern = pattern.map(str::trim).filter(|p| !p.is_empty());
+    if let Some(p) = pattern
+        && is_explicit_path(p)
+    {
+        return list_paths(p);
+    }
+    let low = pattern.map(str::to_lowercase);
+    let keep = |n: &str| low.as_ref().is_none_or(|l| n.to_lowercase().contains(l));
+    let mut out = Vec::new();
+    if let Some(home) = &loc.workspace_home {
+        for w in scan_workspaces(home) {
+            if keep(&w.name) {
+                let dn = w.name.clone();
+                out.push(Listed {
+                    model: ModelRef::workspace(w.path, w.name),
+                    display_name: Some(dn),
+                });
+            }
+        }
+    }
+    for repo in scan_hub(&loc.hub_cache) {
+        if keep(&repo.repo_id) {
+            out.push(Listed {
+                model: ModelRef::hub(&repo, repo.current),
+                display_name: None,
+            });
+        }
+    }
+    out.sort_by(|a, b| a.model.name.cmp(&b.model.name));
+    out
+}
+
+fn list_paths(pattern: &str) -> Vec<Listed> {
+    let p = expand_user(pattern);
+    let absolute = pattern.starts_with('/');
+    let ws = |path: PathBuf, shown: String| {
+        let canon = fs::canonicalize(&path).unwrap_or(path);
+        let short = canon
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let display = if absolute {
+            canon.to_string_lossy().into_owned()
+        } else {
+            shown
+        };
+        Listed {
+            model: ModelRef::workspace(canon, short),
+            display_name: Some(display),
+        }
+    };
+    if p.is_dir() && has_config(&p) {
+        let name = fs::canonicalize(&p)
+            .ok()
+            .and_then(|c| c.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| pattern.to_string());
+        return vec![ws(p, name)];
+    }
+    let (dir, prefix) = if p.is_dir() {
+        (p.clone(), String::new())
+    } else {
+        let prefix = p
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let parent = p.parent().map(Path::to_path_buf).unwrap_or_default();
+        let parent = if parent.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            parent
+        };
+        (parent, prefix)
+    };
+    let Ok(rd) = fs::read_dir(&dir) else {
+        return Vec::new();
+    };
+    let mut found: Vec<(String, PathBuf)> = rd
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_str()?.to_string();
+            let path = e.path();
+            (name.starts_with(&prefix) && path.is_dir() && has_config(&path))
+                .then_some((name, path))
+        })
+        .collect();
+    found.sort();
+    found.into_iter().map(|(n, path)| ws(path, n)).collect()
+}

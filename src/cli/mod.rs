@@ -1,0 +1,161 @@
+//! The command line: clap definitions, dispatch, and the JSON/human split. Each command lives
+//! in its own module and returns its `data` (or a `CliError`); this module prints and exits.
+
+pub mod health;
+pub mod list;
+pub mod output;
+pub mod show;
+
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use serde_json::{Value, json};
+
+use crate::catalog::Locations;
+use output::{CliError, Order, envelope, print_human_error, print_json};
+
+const ABOUT: &str =
+    "One catalog of your MLX models: the Hugging Face hub cache and your workspaces.";
+
+const AFTER_HELP: &str = "\
+Where models are found:
+  hub cache    HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub
+  workspaces   each folder with a config.json directly under MLXK_WORKSPACE_HOME
+
+Names: an exact name wins (workspace home first, then the hub cache); otherwise a
+case-insensitive substring match, and several matches are an error that lists them.
+`org/name@abc1234` picks a snapshot by commit prefix; a path (/, ./, ../, ~) is exact.
+
+Every command takes --json for mlx-knife's JSON envelope; exit codes: 0 success,
+1 error, 2 usage error.";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "mlxfs",
+    about = ABOUT,
+    after_help = AFTER_HELP,
+    disable_version_flag = true,
+    arg_required_else_help = false
+)]
+pub struct Cli {
+    /// Print the version (with --json: the version envelope)
+    #[arg(long, short = 'V', global = false)]
+    pub version: bool,
+
+    /// Print mlx-knife's JSON envelope on stdout instead of human output (accepted anywhere)
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// List models (default view: healthy, runnable ones; --all for every model)
+    #[command(alias = "ls")]
+    List(list::ListArgs),
+    /// Show one model's record, files, config and workspace state
+    Show(show::ShowArgs),
+    /// Check model file integrity (one model, or all)
+    Health(health::HealthArgs),
+}
+
+impl Command {
+    fn name(&self) -> &'static str {
+        match self {
+            Command::List(_) => "list",
+            Command::Show(_) => "show",
+            Command::Health(_) => "health",
+        }
+    }
+}
+
+fn version_data() -> Value {
+    json!({
+        "cli_version": env!("CARGO_PKG_VERSION"),
+        "json_api_spec_version": "0.2.4",
+        "system": null,
+    })
+}
+
+/// Parse `args`, run, print; returns the process exit code.
+pub fn run(args: Vec<std::ffi::OsString>) -> i32 {
+    let json_anywhere = args.iter().skip(1).any(|a| a == "--json");
+    let matches = Cli::command().try_get_matches_from(&args);
+    let cli = match matches.and_then(|m| Cli::from_arg_matches(&m)) {
+        Ok(c) => c,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                let _ = e.print();
+                return 0;
+            }
+            if json_anywhere {
+                let msg = e.render().to_string();
+                let first = msg
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .trim_start_matches("error: ");
+                let err = CliError::new("CommandError", first.to_string());
+                print_json(&envelope(None, Order::DataFirst, &Err(err)));
+            } else {
+                let _ = e.print();
+            }
+            return 2;
+        }
+    };
+
+    if cli.version {
+        if cli.json {
+            print_json(&envelope(
+                Some("version"),
+                Order::DataFirst,
+                &Ok(version_data()),
+            ));
+        } else {
+            println!("mlxfs {}", env!("CARGO_PKG_VERSION"));
+        }
+        return 0;
+    }
+    let Some(cmd) = cli.command else {
+        if cli.json {
+            let err = CliError::new("CommandError", "No command specified");
+            print_json(&envelope(None, Order::DataFirst, &Err(err)));
+            return 1;
+        }
+        let _ = Cli::command().print_help();
+        return 2;
+    };
+
+    let loc = Locations::from_env();
+    let name = cmd.name();
+    type Render<'a> = Box<dyn Fn(&Value) -> String + 'a>;
+    let (order, result, human): (Order, Result<Value, CliError>, Render) = match &cmd {
+        Command::List(a) => (
+            Order::DataFirst,
+            list::run(a, &loc),
+            Box::new(|d: &Value| list::render(d, a)),
+        ),
+        Command::Show(a) => (Order::DataFirst, show::run(a, &loc), Box::new(show::render)),
+        Command::Health(a) => (
+            Order::ErrorFirst,
+            health::run(a, &loc),
+            Box::new(health::render),
+        ),
+    };
+    let code = if result.is_ok() { 0 } else { 1 };
+    if cli.json {
+        print_json(&envelope(Some(name), order, &result));
+    } else {
+        match &result {
+            Ok(d) => {
+                let text = human(d);
+                if !text.is_empty() {
+                    println!("{text}");
+                }
+            }
+            Err(e) => print_human_error(name, e),
+        }
+    }
+    code
+}

@@ -1,0 +1,10 @@
+//! mlxfs: one catalog of the MLX models in the Hugging Face hub cache and in workspaces.
+//!
+//! The core (`catalog`, `hash`) knows nothing of the CLI, FUSE, Python or HTTP; `cli` is a thin
+//! adapter that turns its answers into mlx-knife-compatible JSON and human tables.
+
+pub mod catalog;
+pub mod cli;
+pub mod hash;
+pub mod jsonfmt;
+pub mod timefmt;
