@@ -35,7 +35,7 @@ fn shard_numbers(name: &str) -> Option<(u32, u32)> {
         return None;
     }
     let tail = &stem[stem.len() - 20..];
-    let (a, b) = (tail.get(..6)?, tail.get(6..)?);
+    let (a, b) = (tail.get(..11)?, tail.get(11..)?);
     let idx = a.strip_prefix("model-")?;
     let total = b.strip_prefix("-of-")?;
     if idx.len() != 5

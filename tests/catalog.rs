@@ -1,0 +1,661 @@
+//! The catalog core in-process: every health reason, the resolution rules, and records.
+
+mod support;
+
+use std::fs;
+use std::os::unix::fs::symlink;
+use std::path::Path;
+
+use mlxfs::catalog::record::describe;
+use mlxfs::catalog::resolve::{ResolveError, resolve};
+use mlxfs::catalog::{Locations, ModelRef, Source};
+use support::*;
+
+const ST_HDR: &str = r#"{"w":{"dtype":"F32","shape":[2,2],"data_offsets":[0,16]}}"#;
+
+fn with(extra: &[(&str, &[u8])], drop: &[&str]) -> Vec<(String, Vec<u8>)> {
+    let mut f: Vec<(String, Vec<u8>)> = good_files()
+        .into_iter()
+        .filter(|(n, _)| !drop.contains(&n.as_str()))
+        .collect();
+    for (n, b) in extra {
+        f.retain(|(x, _)| x != n);
+        f.push((n.to_string(), b.to_vec()));
+    }
+    f
+}
+
+/// Build a workspace from `files` and return (health, reason).
+fn ws_health(files: &[(String, Vec<u8>)]) -> (String, Option<String>, String) {
+    let tmp = tempfile::tempdir().unwrap();
+    let ws = tmp.path().join("m");
+    write_tree(&ws, files);
+    let d = describe(&ModelRef::workspace(ws, "m".into()));
+    (d.record.health, d.record.reason, d.health_message)
+}
+
+fn unhealthy_reason(files: &[(String, Vec<u8>)]) -> String {
+    let (h, reason, msg) = ws_health(files);
+    assert_eq!(h, "unhealthy", "expected unhealthy, got healthy: {msg}");
+    reason.unwrap()
+}
+
+#[test]
+fn healthy_single_file_model() {
+    let (h, reason, msg) = ws_health(&good_files());
+    assert_eq!(
+        (h.as_str(), reason, msg.as_str()),
+        ("healthy", None, "Model is healthy")
+    );
+}
+
+#[test]
+fn config_reasons() {
+    assert_eq!(
+        unhealthy_reason(&with(&[], &["config.json"])),
+        "config.json missing"
+    );
+    assert_eq!(
+        unhealthy_reason(&with(&[("config.json", b"{nope")], &[])),
+        "config.json contains invalid JSON"
+    );
+    assert_eq!(
+        unhealthy_reason(&with(&[("config.json", b"{}")], &[])),
+        "config.json is empty or invalid"
+    );
+    assert_eq!(
+        unhealthy_reason(&with(&[("config.json", b"[1]")], &[])),
+        "config.json is empty or invalid"
+    );
+}
+
+fn shard(i: u32, n: u32) -> String {
+    format!("model-{i:05}-of-{n:05}.safetensors")
+}
+
+fn index_json(shards: &[&str]) -> Vec<u8> {
+    let map: Vec<String> = shards
+        .iter()
+        .enumerate()
+        .map(|(i, s)| format!(r#""t{i}": "{s}""#))
+        .collect();
+    format!(
+        r#"{{"metadata": {{}}, "weight_map": {{{}}}}}"#,
+        map.join(", ")
+    )
+    .into_bytes()
+}
+
+#[test]
+fn index_reasons() {
+    let w = tiny_weights();
+    let (s1, s2) = (shard(1, 2), shard(2, 2));
+    let complete = with(
+        &[
+            (s1.as_str(), &w),
+            (s2.as_str(), &w),
+            ("model.safetensors.index.json", &index_json(&[&s1, &s2])),
+        ],
+        &["model.safetensors"],
+    );
+    let (h, _, msg) = ws_health(&complete);
+    assert_eq!(
+        (h.as_str(), msg.as_str()),
+        ("healthy", "Multi-file model complete")
+    );
+
+    let bad_index = with(&[("model.safetensors.index.json", b"{oops")], &[]);
+    assert_eq!(unhealthy_reason(&bad_index), "Invalid index file");
+
+    let empty_map = with(
+        &[("model.safetensors.index.json", br#"{"weight_map": {}}"#)],
+        &[],
+    );
+    assert_eq!(
+        unhealthy_reason(&empty_map),
+        "Empty or invalid weight_map in index"
+    );
+
+    let mismatch = with(
+        &[
+            (s1.as_str(), &w),
+            ("model.safetensors.index.json", &index_json(&[&s1, &s2])),
+        ],
+        &["model.safetensors"],
+    );
+    assert_eq!(
+        unhealthy_reason(&mismatch),
+        "Index/shard mismatch (mlx-vlm #624). Index references 2 shards but found 1 different files. Fix: mlxk convert <model> <output> --repair-index"
+    );
+
+    let sub = format!("sub/{s1}");
+    let missing = with(
+        &[
+            (sub.as_str(), &w),
+            ("model.safetensors.index.json", &index_json(&[&s1, &s2])),
+        ],
+        &["model.safetensors"],
+    );
+    assert_eq!(
+        unhealthy_reason(&missing),
+        format!("Missing weight shards: {s1}, {s2}")
+    );
+
+    let empty = with(
+        &[
+            (s1.as_str(), &w),
+            (s2.as_str(), b""),
+            ("model.safetensors.index.json", &index_json(&[&s1, &s2])),
+        ],
+        &["model.safetensors"],
+    );
+    assert_eq!(
+        unhealthy_reason(&empty),
+        format!("Empty weight shards: {s2}")
+    );
+
+    let lfs = b"version https://git-lfs.github.com/spec/v1\noid sha256:abc\nsize 123\n";
+    let pointer = with(
+        &[
+            (s1.as_str(), &w),
+            (s2.as_str(), lfs),
+            ("model.safetensors.index.json", &index_json(&[&s1, &s2])),
+        ],
+        &["model.safetensors"],
+    );
+    assert_eq!(
+        unhealthy_reason(&pointer),
+        format!("LFS pointers instead of files: {s2}")
+    );
+
+    let escape = with(
+        &[(
+            "model.safetensors.index.json",
+            &index_json(&["../x.safetensors"]),
+        )],
+        &[],
+    );
+    assert!(unhealthy_reason(&escape).starts_with("Index references files outside"));
+}
+
+#[test]
+fn weight_reasons_without_index() {
+    let w = tiny_weights();
+    let (s1, s3) = (shard(1, 3), shard(3, 3));
+    assert_eq!(
+        unhealthy_reason(&with(
+            &[(s1.as_str(), &w), (shard(2, 4).as_str(), &w)],
+            &["model.safetensors"]
+        )),
+        "Inconsistent shard totals detected"
+    );
+    assert_eq!(
+        unhealthy_reason(&with(
+            &[(s1.as_str(), &w), (s3.as_str(), &w)],
+            &["model.safetensors"]
+        )),
+        "Missing shards by pattern: 2/3 present"
+    );
+    let (a, b) = (shard(1, 2), shard(2, 2));
+    assert_eq!(
+        unhealthy_reason(&with(
+            &[(a.as_str(), &w), (b.as_str(), b"")],
+            &["model.safetensors"]
+        )),
+        format!("Empty shards: {b}")
+    );
+    assert_eq!(
+        unhealthy_reason(&with(
+            &[(a.as_str(), &w), (b.as_str(), &w)],
+            &["model.safetensors"]
+        )),
+        "Safetensors index missing for sharded model"
+    );
+    assert_eq!(
+        unhealthy_reason(&with(&[], &["model.safetensors"])),
+        "No model weights found"
+    );
+    assert_eq!(
+        unhealthy_reason(&with(&[("model.safetensors.partial", b"x")], &[])),
+        "Partial download marker detected"
+    );
+    assert_eq!(
+        unhealthy_reason(&with(&[("model.safetensors", b"")], &[])),
+        "Empty weight files: model.safetensors"
+    );
+    let lfs = b"version https://git-lfs.github.com/spec/v1\noid sha256:abc\nsize 123\n";
+    assert_eq!(
+        unhealthy_reason(&with(&[("extra/tokenizer.model", lfs)], &[])),
+        "LFS pointers instead of files: extra/tokenizer.model"
+    );
+    // Weights only in a sub-folder still count.
+    let (h, _, _) = ws_health(&with(
+        &[("sub/model.safetensors", &w)],
+        &["model.safetensors"],
+    ));
+    assert_eq!(h, "healthy");
+}
+
+#[test]
+fn truncated_and_absurd_safetensors() {
+    let mut truncated = tiny_weights();
+    truncated.truncate(truncated.len() - 4);
+    assert!(
+        unhealthy_reason(&with(&[("model.safetensors", &truncated)], &[]))
+            .contains("truncated tensor data")
+    );
+    let short_header = safetensors(ST_HDR, 16)[..20].to_vec();
+    assert!(
+        unhealthy_reason(&with(&[("model.safetensors", &short_header)], &[]))
+            .contains("truncated header")
+    );
+    let mut absurd = u64::MAX.to_le_bytes().to_vec();
+    absurd.extend_from_slice(b"{}");
+    assert!(
+        unhealthy_reason(&with(&[("model.safetensors", &absurd)], &[]))
+            .contains("absurd header length")
+    );
+    let not_json = safetensors("not json at all", 0);
+    assert!(
+        unhealthy_reason(&with(&[("model.safetensors", &not_json)], &[]))
+            .contains("not a JSON object")
+    );
+}
+
+#[test]
+fn aux_reasons() {
+    let vision = br#"{"model_type": "llava", "quantization": {"bits": 4}}"#;
+    assert_eq!(
+        unhealthy_reason(&with(&[("config.json", vision)], &[])),
+        "Vision model missing preprocessor_config.json or processor_config.json"
+    );
+    assert_eq!(
+        unhealthy_reason(&with(
+            &[("config.json", vision), ("preprocessor_config.json", b"{x")],
+            &[]
+        )),
+        "preprocessor_config.json invalid JSON"
+    );
+    assert_eq!(
+        unhealthy_reason(&with(
+            &[("config.json", vision), ("processor_config.json", b"[]")],
+            &[]
+        )),
+        "processor_config.json invalid"
+    );
+    assert_eq!(
+        unhealthy_reason(&with(&[("tokenizer_config.json", b"{x")], &[])),
+        "tokenizer_config.json contains invalid JSON"
+    );
+    assert_eq!(
+        unhealthy_reason(&with(&[("tokenizer_config.json", b"[]")], &[])),
+        "tokenizer_config.json exists but invalid"
+    );
+    assert_eq!(
+        unhealthy_reason(&with(&[], &["tokenizer.json"])),
+        "tokenizer_config.json present but tokenizer.json missing"
+    );
+}
+
+#[test]
+fn link_and_name_problems_are_this_models_reason() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ws = tmp.path().join("m");
+    write_tree(&ws, &good_files());
+    symlink("gone.bin", ws.join("dangling.bin")).unwrap();
+    let d = describe(&ModelRef::workspace(ws.clone(), "m".into()));
+    assert_eq!(
+        d.record.reason.as_deref(),
+        Some("Dangling symlinks: dangling.bin")
+    );
+    fs::remove_file(ws.join("dangling.bin")).unwrap();
+
+    symlink("/etc/hostname", ws.join("escape.txt")).unwrap();
+    let d = describe(&ModelRef::workspace(ws.clone(), "m".into()));
+    assert_eq!(
+        d.record.reason.as_deref(),
+        Some("Symlinks pointing outside the model folder: escape.txt")
+    );
+    fs::remove_file(ws.join("escape.txt")).unwrap();
+
+    // A link inside the workspace is fine.
+    symlink("model.safetensors", ws.join("alias.safetensors")).unwrap();
+    assert_eq!(
+        describe(&ModelRef::workspace(ws.clone(), "m".into()))
+            .record
+            .health,
+        "healthy"
+    );
+
+    use std::os::unix::ffi::OsStrExt;
+    let bad = std::ffi::OsStr::from_bytes(b"bad-\xff.txt");
+    fs::write(ws.join(bad), "x").unwrap();
+    let d = describe(&ModelRef::workspace(ws.clone(), "m".into()));
+    assert!(
+        d.record
+            .reason
+            .as_deref()
+            .unwrap()
+            .starts_with("File names that are not valid UTF-8"),
+        "{:?}",
+        d.record.reason
+    );
+}
+
+#[test]
+fn hf_cache_runtime_artifacts_do_not_make_a_workspace_unhealthy() {
+    let mut f = good_files();
+    f.push((
+        ".hf_cache/hub/models--x--y/blobs/abc.incomplete".into(),
+        b"".to_vec(),
+    ));
+    f.push((".hf_cache/tmp.partial".into(), b"x".to_vec()));
+    let (h, _, _) = ws_health(&f);
+    assert_eq!(h, "healthy");
+}
+
+#[test]
+fn hub_snapshot_problems() {
+    let fx = Fx::new();
+    fs::create_dir_all(fx.hub().join("models--org--nosnaps")).unwrap();
+    fs::create_dir_all(fx.hub().join("models--org--empty/snapshots")).unwrap();
+    let snap = fx.hub_model("org/dangling", &good_files());
+    let blob = fs::read_link(snap.join("model.safetensors")).unwrap();
+    fs::remove_file(snap.join(&blob)).unwrap();
+    fx.hub_model("org/good", &good_files());
+    // An interrupted download: the blob is still `.incomplete` and not linked.
+    let partial = fx.hub_model("org/partial", &with(&[], &["model.safetensors"]));
+    fs::write(partial.join("../../blobs/0123.incomplete"), b"half").unwrap();
+
+    let loc = fx.locations();
+    let models = mlxfs::catalog::all_models(&loc);
+    let got: Vec<(String, String, Option<String>)> = models
+        .iter()
+        .map(|m| {
+            let r = describe(m).record;
+            (r.name, r.health, r.reason)
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (
+                "org/dangling".to_string(),
+                "unhealthy".to_string(),
+                Some("Dangling symlinks: model.safetensors".to_string())
+            ),
+            (
+                "org/empty".into(),
+                "unhealthy".into(),
+                Some("No snapshots found".into())
+            ),
+            ("org/good".into(), "healthy".into(), None),
+            (
+                "org/nosnaps".into(),
+                "unhealthy".into(),
+                Some("No snapshots directory found".into())
+            ),
+            (
+                "org/partial".into(),
+                "unhealthy".into(),
+                Some("No model weights found".into())
+            ),
+        ]
+    );
+}
+
+#[test]
+fn record_fields_for_hub_and_workspace() {
+    let fx = Fx::new();
+    let snap = fx.hub_model("mlx-community/Tiny-Instruct-4bit", &good_files());
+    let ws = fx.workspace("my-ws", &good_files());
+    managed_sentinel(&ws, "");
+    mlxfs::hash::sentinel::recalc(&ws).unwrap();
+    let loc = fx.locations();
+
+    let hub = describe(&resolve("Tiny-Instruct", &loc).unwrap()).record;
+    assert_eq!(hub.name, "mlx-community/Tiny-Instruct-4bit");
+    assert_eq!(hub.hash.as_deref(), snap.file_name().unwrap().to_str());
+    assert_eq!(hub.revision, hub.hash);
+    assert_eq!(hub.path, snap.to_string_lossy());
+    assert_eq!(hub.source, "cache");
+    assert!(hub.cached);
+    assert_eq!(hub.framework, "MLX");
+    assert_eq!(hub.model_type, "chat");
+    assert_eq!(hub.capabilities, ["text-generation", "chat"]);
+    assert_eq!(hub.context_length, Some(2048));
+    assert_eq!(
+        (hub.health.as_str(), hub.runtime_compatible),
+        ("healthy", true)
+    );
+    assert_eq!(hub.clean, None);
+    let blob_sizes: u64 = good_files().iter().map(|f| f.1.len() as u64).sum();
+    assert_eq!(hub.size_bytes, blob_sizes);
+    assert!(hub.last_modified.ends_with('Z') && hub.last_modified.len() == 20);
+
+    let w = describe(&resolve("my-ws", &loc).unwrap()).record;
+    assert_eq!(w.name, ws.to_string_lossy());
+    assert_eq!(
+        (w.source, w.cached, w.hash.clone()),
+        ("workspace", false, None)
+    );
+    assert_eq!(w.origin.as_deref(), Some("org/x"));
+    assert_eq!(w.clean, Some(true));
+    assert!(w.content_hash.unwrap().starts_with("sha256:"));
+    // Name heuristics look at the model's own name, not the parent folders.
+    let chat_parent = fx.tmp.path().join("chat-models/plain");
+    write_tree(&chat_parent, &with(&[], &["tokenizer_config.json"]));
+    let r = describe(
+        &mlxfs::catalog::resolve::resolve_path(chat_parent.to_str().unwrap(), &loc).unwrap(),
+    )
+    .record;
+    assert_eq!(r.model_type, "base");
+}
+
+#[test]
+fn runtime_reasons() {
+    let fx = Fx::new();
+    let loc = fx.locations();
+    let cases: &[(&str, &[u8], &str)] = &[
+        (
+            "pt",
+            br#"{"model_type": "llama"}"#,
+            "Incompatible framework: PyTorch",
+        ),
+        (
+            "foo",
+            br#"{"model_type": "foo", "quantization": {}}"#,
+            "Model type foo not supported.",
+        ),
+        (
+            "nomt",
+            br#"{"hidden_size": 1, "quantization": {}}"#,
+            "config.json missing model_type field",
+        ),
+        (
+            "code",
+            br#"{"model_type": "llama", "model_file": "x.py", "quantization": {}}"#,
+            "requires executing model-supplied code (config.json: model_file)",
+        ),
+    ];
+    for (name, cfg, want) in cases {
+        fx.workspace(name, &with(&[("config.json", cfg)], &[]));
+        let r = describe(&resolve(name, &loc).unwrap()).record;
+        assert_eq!(
+            (r.health.as_str(), r.runtime_compatible),
+            ("healthy", false),
+            "{name}"
+        );
+        assert_eq!(r.reason.as_deref(), Some(*want), "{name}");
+    }
+    fx.workspace(
+        "legacy",
+        &with(
+            &[("weights.00.safetensors", &tiny_weights())],
+            &["model.safetensors"],
+        ),
+    );
+    let r = describe(&resolve("legacy", &loc).unwrap()).record;
+    assert_eq!(
+        r.reason.as_deref(),
+        Some("Legacy format not supported by mlx-lm")
+    );
+}
+
+fn names(e: ResolveError) -> Vec<String> {
+    match e {
+        ResolveError::Ambiguous { matches, .. } => matches,
+        other => panic!("expected ambiguity, got {other:?}"),
+    }
+}
+
+#[test]
+fn resolution_rules() {
+    let fx = Fx::new();
+    fx.hub_model("mlx-community/Llama-3.2-1B-4bit", &good_files());
+    fx.hub_model("mlx-community/Llama-3.2-3B-4bit", &good_files());
+    fx.hub_model("org/whisper-tiny", &good_files());
+    fx.hub_model("org/qwen", &good_files());
+    fx.workspace("qwen", &good_files());
+    fx.workspace("my-llama-ws", &good_files());
+    let loc = fx.locations();
+
+    // Exact beats fuzzy; workspace home first.
+    let m = resolve("qwen", &loc).unwrap();
+    assert_eq!(
+        (m.source, m.short_name.as_str()),
+        (Source::Workspace, "qwen")
+    );
+    assert_eq!(resolve("org/qwen", &loc).unwrap().source, Source::Cache);
+    // Fuzzy, case-insensitive, unique.
+    assert_eq!(resolve("WHISPER", &loc).unwrap().name, "org/whisper-tiny");
+    // mlx-community short name.
+    assert_eq!(
+        resolve("Llama-3.2-1B-4bit", &loc).unwrap().name,
+        "mlx-community/Llama-3.2-1B-4bit"
+    );
+    // Ambiguity lists every candidate, workspaces included, sorted.
+    assert_eq!(
+        names(resolve("llama", &loc).unwrap_err()),
+        [
+            "mlx-community/Llama-3.2-1B-4bit",
+            "mlx-community/Llama-3.2-3B-4bit",
+            "my-llama-ws"
+        ]
+    );
+    // Not found.
+    let e = resolve("nothing-like-this", &loc).unwrap_err();
+    assert_eq!(e.kind(), "model_not_found");
+    assert_eq!(resolve("   ", &loc).unwrap_err().kind(), "model_not_found");
+    // Explicit paths are exact.
+    let ws = fx.ws_home.join("qwen");
+    let m = resolve(ws.to_str().unwrap(), &loc).unwrap();
+    assert_eq!(m.name, ws.to_string_lossy());
+    let e = resolve(fx.ws_home.join("qwe").to_str().unwrap(), &loc).unwrap_err();
+    assert_eq!(e.kind(), "model_not_found");
+    let e = resolve(fx.ws_home.to_str().unwrap(), &loc).unwrap_err();
+    assert!(matches!(e, ResolveError::NotAModel { .. }));
+}
+
+#[test]
+fn revisions() {
+    let fx = Fx::new();
+    let old = "1111111111111111111111111111111111111111";
+    let new = "2222222222222222222222222222222222222222";
+    let also = "2223333333333333333333333333333333333333";
+    fx.hub_snapshot("org/m", old, &good_files(), true);
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    fx.hub_snapshot("org/m", new, &good_files(), false);
+    fx.hub_snapshot("org/m", also, &good_files(), false);
+    fs::create_dir_all(fx.hub().join("models--org--m/refs")).unwrap();
+    fs::write(fx.hub().join("models--org--m/refs/dev"), also).unwrap();
+    let loc = fx.locations();
+
+    // refs/main decides the current revision, not the newest snapshot.
+    let m = resolve("org/m", &loc).unwrap();
+    assert_eq!(m.revision.as_deref(), Some(old));
+    assert!(m.is_current);
+    let m = resolve("org/m@2222222", &loc).unwrap();
+    assert_eq!(m.revision.as_deref(), Some(new));
+    assert!(!m.is_current);
+    assert_eq!(m.spec(), "org/m@2222222");
+    assert_eq!(m.path, fx.hub().join("models--org--m/snapshots").join(new));
+    // A shared prefix is ambiguous; a branch under refs/ works.
+    assert_eq!(
+        names(resolve("org/m@222", &loc).unwrap_err()),
+        [format!("org/m@{new}"), format!("org/m@{also}")]
+    );
+    assert_eq!(
+        resolve("m@dev", &loc).unwrap().revision.as_deref(),
+        Some(also)
+    );
+    let e = resolve("org/m@deadbee", &loc).unwrap_err();
+    assert_eq!(e.kind(), "hash_not_found");
+    // Without refs/main the newest snapshot wins.
+    fs::remove_file(fx.hub().join("models--org--m/refs/main")).unwrap();
+    let newest = resolve("org/m", &loc).unwrap();
+    assert_ne!(newest.revision.as_deref(), Some(old));
+    // A snapshot folder given by path maps back to the hub model at that revision.
+    let p = fx.hub().join("models--org--m/snapshots").join(new);
+    let m = resolve(p.to_str().unwrap(), &loc).unwrap();
+    assert_eq!(
+        (m.source, m.revision.as_deref()),
+        (Source::Cache, Some(new))
+    );
+}
+
+fn loc_from(vars: &[(&str, &str)]) -> Locations {
+    Locations::from_vars(|k| {
+        vars.iter()
+            .find(|(n, _)| *n == k)
+            .map(|(_, v)| v.to_string())
+    })
+}
+
+#[test]
+fn locations_from_environment() {
+    let l = loc_from(&[("HOME", "/h"), ("HF_HOME", "")]);
+    assert_eq!(l.hub_cache, Path::new("/h/.cache/huggingface/hub"));
+    let l = loc_from(&[("HOME", "/h"), ("HF_HOME", "~/hf")]);
+    assert_eq!(l.hub_cache, Path::new("/h/hf/hub"));
+    let l = loc_from(&[("HOME", "/h"), ("HF_HOME", "/x"), ("HF_HUB_CACHE", "/c")]);
+    assert_eq!(l.hub_cache, Path::new("/c"));
+    let l = loc_from(&[
+        ("HOME", "/h"),
+        ("HF_HUB_CACHE", ""),
+        ("MLXK_WORKSPACE_HOME", ""),
+    ]);
+    assert_eq!(l.hub_cache, Path::new("/h/.cache/huggingface/hub"));
+    assert_eq!(l.workspace_home, None);
+    let l = loc_from(&[("MLXK_WORKSPACE_HOME", "/does/not/exist")]);
+    assert_eq!(l.workspace_home, None);
+    assert!(l.workspace_home_problem.is_some());
+}
+
+#[test]
+fn one_broken_model_never_hides_the_others() {
+    let fx = Fx::new();
+    for i in 0..5 {
+        fx.hub_model(&format!("org/good-{i}"), &good_files());
+    }
+    let snap = fx.hub_model("org/broken", &good_files());
+    fs::remove_file(snap.join(fs::read_link(snap.join("config.json")).unwrap())).unwrap();
+    fx.workspace("ws-bad-sentinel", &good_files());
+    fs::write(
+        fx.ws_home.join("ws-bad-sentinel/.mlxk_workspace.json"),
+        "{{{",
+    )
+    .unwrap();
+    let loc = fx.locations();
+    let listed = mlxfs::catalog::resolve::list(None, &loc);
+    assert_eq!(listed.len(), 7);
+    let recs: Vec<_> = listed.iter().map(|l| describe(&l.model).record).collect();
+    assert_eq!(recs.iter().filter(|r| r.health == "healthy").count(), 6);
+    let broken = recs.iter().find(|r| r.name == "org/broken").unwrap();
+    assert_eq!(broken.reason.as_deref(), Some("config.json missing"));
+    let bad = recs
+        .iter()
+        .find(|r| r.name.ends_with("ws-bad-sentinel"))
+        .unwrap();
+    assert_eq!((bad.health.as_str(), bad.clean), ("healthy", None));
+}

@@ -1,0 +1,357 @@
+//! The `mlxfs` binary end to end: envelopes, exit codes, human tables, and reads that never write.
+
+mod support;
+
+use serde_json::Value;
+use std::fs;
+use std::process::{Command, Output};
+
+use support::*;
+
+fn mlxfs(fx: &Fx, args: &[&str]) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_mlxfs"));
+    c.args(args).env_clear().env("PATH", "/usr/bin:/bin");
+    for (k, v) in fx.vars() {
+        c.env(k, v);
+    }
+    c.output().unwrap()
+}
+
+fn json(o: &Output) -> Value {
+    serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&o.stdout)))
+}
+
+fn keys(v: &Value) -> Vec<&str> {
+    v.as_object().unwrap().keys().map(String::as_str).collect()
+}
+
+/// A catalog with every Src state: cache, ws (clean), ws* (modified), ws? (no v2 hash).
+fn catalog() -> Fx {
+    let fx = Fx::new();
+    fx.hub_model("mlx-community/Tiny-Instruct-4bit", &good_files());
+    fx.hub_model("org/broken", &files(&[("config.json", b"{}")]));
+    for name in ["clean-ws", "dirty-ws"] {
+        let ws = fx.workspace(name, &good_files());
+        managed_sentinel(&ws, "");
+        mlxfs::hash::sentinel::recalc(&ws).unwrap();
+    }
+    fs::write(fx.ws_home.join("dirty-ws/extra.txt"), "changed").unwrap();
+    fx.workspace("plain-ws", &good_files());
+    fx
+}
+
+#[test]
+fn list_json_envelope() {
+    let fx = catalog();
+    let o = mlxfs(&fx, &["list", "--json"]);
+    assert_eq!(o.status.code(), Some(0));
+    let v = json(&o);
+    assert_eq!(keys(&v), ["status", "command", "data", "error"]);
+    assert_eq!(
+        (v["status"].as_str(), v["command"].as_str()),
+        (Some("success"), Some("list"))
+    );
+    assert_eq!(v["error"], Value::Null);
+    assert_eq!(keys(&v["data"]), ["models", "count", "system"]);
+    assert_eq!(v["data"]["count"], 5);
+    let m = &v["data"]["models"][0];
+    assert_eq!(
+        keys(m),
+        [
+            "name",
+            "hash",
+            "size_bytes",
+            "last_modified",
+            "framework",
+            "model_type",
+            "capabilities",
+            "context_length",
+            "health",
+            "runtime_compatible",
+            "reason",
+            "cached",
+            "origin",
+            "content_hash",
+            "hash_modified",
+            "clean",
+            "display_name",
+            "source",
+            "path",
+            "revision"
+        ]
+    );
+    let by_name = |n: &str| {
+        v["data"]["models"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"].as_str().unwrap().ends_with(n))
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(by_name("clean-ws")["clean"], true);
+    assert_eq!(by_name("dirty-ws")["clean"], false);
+    assert_eq!(by_name("plain-ws")["clean"], Value::Null);
+    assert_eq!(by_name("org/broken")["health"], "unhealthy");
+    assert!(by_name("org/broken").get("display_name").is_none());
+    // Output is ASCII: mlx-knife's ensure_ascii.
+    assert!(o.stdout.is_ascii());
+}
+
+#[test]
+fn json_is_accepted_anywhere_on_the_line() {
+    let fx = catalog();
+    for args in [
+        &["--json", "list"][..],
+        &["list", "--json"],
+        &["list", "tiny", "--json"],
+    ] {
+        let o = mlxfs(&fx, args);
+        assert_eq!(json(&o)["command"], "list", "{args:?}");
+    }
+}
+
+#[test]
+fn version() {
+    let fx = Fx::new();
+    let o = mlxfs(&fx, &["--version", "--json"]);
+    let v = json(&o);
+    assert_eq!(v["command"], "version");
+    assert_eq!(v["data"]["cli_version"], env!("CARGO_PKG_VERSION"));
+    let o = mlxfs(&fx, &["--version"]);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        format!("mlxfs {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn errors_and_exit_codes() {
+    let fx = catalog();
+    // Ambiguous: exit 1, every candidate listed.
+    let o = mlxfs(&fx, &["show", "ws", "--json"]);
+    assert_eq!(o.status.code(), Some(1));
+    let v = json(&o);
+    assert_eq!(v["error"]["type"], "ambiguous_match");
+    assert_eq!(
+        v["error"]["matches"],
+        serde_json::json!(["clean-ws", "dirty-ws", "plain-ws"])
+    );
+    // Human: message, candidates and a hint on stderr; nothing on stdout.
+    let o = mlxfs(&fx, &["show", "ws"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(o.stdout.is_empty());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.starts_with("show: Error: Multiple models match 'ws'"),
+        "{err}"
+    );
+    assert!(err.contains("  plain-ws") && err.contains("hint:"), "{err}");
+    // Not found.
+    let v = json(&mlxfs(&fx, &["show", "zzz", "--json"]));
+    assert_eq!(v["error"]["type"], "model_not_found");
+    // Usage errors: exit 2, JSON when --json is on the line.
+    let o = mlxfs(&fx, &["list", "--bogus", "--json"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(json(&o)["error"]["type"], "CommandError");
+    let o = mlxfs(&fx, &["show"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("Usage"));
+    let o = mlxfs(&fx, &["--json"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(json(&o)["error"]["message"], "No command specified");
+}
+
+#[test]
+fn human_list_table() {
+    let fx = catalog();
+    let out = String::from_utf8(mlxfs(&fx, &["list", "--all"]).stdout).unwrap();
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].starts_with("Name "), "{out}");
+    assert!(
+        lines[0].contains("| Src ") && lines[0].contains("| Clean "),
+        "{out}"
+    );
+    assert!(lines[1].contains("-+-"));
+    let row = |n: &str| {
+        *lines
+            .iter()
+            .find(|l| l.starts_with(n))
+            .unwrap_or_else(|| panic!("{n} in {out}"))
+    };
+    assert!(row("clean-ws").contains("| ws    |"), "{out}");
+    assert!(row("dirty-ws").contains("| ws*   |"), "{out}");
+    assert!(row("plain-ws").contains("| ws?   |"), "{out}");
+    // mlx-community/ is stripped without --verbose.
+    assert!(row("Tiny-Instruct-4bit").contains("| cache |"), "{out}");
+    // The default view hides unhealthy models.
+    let out = String::from_utf8(mlxfs(&fx, &["list"]).stdout).unwrap();
+    assert!(!out.contains("broken"), "{out}");
+    assert!(out.contains("Tiny-Instruct-4bit"));
+    let out =
+        String::from_utf8(mlxfs(&fx, &["list", "--all", "--health", "--verbose"]).stdout).unwrap();
+    // The reason column wraps at 26 characters, as mlx-knife's does.
+    assert!(out.contains("| config.json is empty or"), "{out}");
+    assert!(
+        out.lines().any(|l| l.trim_end().ends_with("| invalid")),
+        "{out}"
+    );
+}
+
+#[test]
+fn health_command() {
+    let fx = catalog();
+    let o = mlxfs(&fx, &["health", "--json"]);
+    assert_eq!(o.status.code(), Some(0));
+    let v = json(&o);
+    assert_eq!(keys(&v), ["status", "command", "error", "data"]);
+    assert_eq!(
+        v["data"]["summary"],
+        serde_json::json!({"total": 5, "healthy_count": 4, "unhealthy_count": 1})
+    );
+    let ws = &v["data"]["healthy"][0];
+    assert_eq!(
+        (ws["name"].as_str(), ws["managed"].as_bool()),
+        (Some("clean-ws"), Some(true))
+    );
+    assert_eq!(
+        v["data"]["unhealthy"][0]["reason"],
+        "config.json is empty or invalid"
+    );
+    let human = String::from_utf8(mlxfs(&fx, &["health"]).stdout).unwrap();
+    assert!(
+        human.starts_with("Summary: total 5, healthy 4, unhealthy 1\n"),
+        "{human}"
+    );
+    assert!(
+        human.contains("unhealthy org/broken — config.json is empty or invalid"),
+        "{human}"
+    );
+    let one = json(&mlxfs(&fx, &["health", "tiny", "--json"]));
+    assert_eq!(one["data"]["summary"]["total"], 1);
+    assert_eq!(
+        one["data"]["healthy"][0]["name"],
+        "mlx-community/Tiny-Instruct-4bit"
+    );
+}
+
+#[test]
+fn show_json_and_human() {
+    let fx = catalog();
+    let v = json(&mlxfs(&fx, &["show", "clean-ws", "--json"]));
+    assert_eq!(
+        keys(&v["data"]),
+        ["model", "workspace_metadata", "metadata"]
+    );
+    assert_eq!(
+        v["data"]["model"]["quantization"],
+        serde_json::json!({"group_size": 64, "bits": 4})
+    );
+    assert_eq!(v["data"]["workspace_metadata"]["operation"], "clone");
+    assert_eq!(v["data"]["metadata"]["model_type"], "llama");
+    let v = json(&mlxfs(&fx, &["show", "tiny", "--files", "--json"]));
+    let names: Vec<&str> = v["data"]["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "config.json",
+            "model.safetensors",
+            "tokenizer.json",
+            "tokenizer_config.json"
+        ]
+    );
+    assert_eq!(v["data"]["files"][1]["type"], "weights");
+    let v = json(&mlxfs(&fx, &["show", "tiny", "--config", "--json"]));
+    assert_eq!(v["data"]["config"]["model_type"], "llama");
+    let human = String::from_utf8(mlxfs(&fx, &["show", "dirty-ws"]).stdout).unwrap();
+    assert!(
+        human.contains("Workspace:\n  Source: org/x\n  Operation: clone"),
+        "{human}"
+    );
+    assert!(human.contains("  Clean: ✗"), "{human}");
+    assert!(human.contains("  Content Hash: sha256:"), "{human}");
+}
+
+#[test]
+fn reads_never_write() {
+    let fx = catalog();
+    // mtime drift with equal content: mlx-knife would rewrite the sentinel here.
+    let f = fs::File::options()
+        .write(true)
+        .open(fx.ws_home.join("clean-ws/tokenizer.json"))
+        .unwrap();
+    f.set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(3600))
+        .unwrap();
+    let before = tree_state(fx.tmp.path());
+    for args in [
+        &["list", "--json"][..],
+        &["list", "--all", "--health", "--verbose"],
+        &["show", "clean-ws", "--json"],
+        &["show", "dirty-ws", "--files"],
+        &["show", "tiny", "--config"],
+        &["health", "--json"],
+        &["health", "clean-ws"],
+    ] {
+        let o = mlxfs(&fx, args);
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    assert_eq!(tree_state(fx.tmp.path()), before);
+    let v = json(&mlxfs(&fx, &["show", "clean-ws", "--json"]));
+    assert_eq!(v["data"]["model"]["clean"], true);
+}
+
+#[test]
+fn recalc_hash_is_the_one_writer() {
+    let fx = catalog();
+    let v = json(&mlxfs(
+        &fx,
+        &["show", "dirty-ws", "--recalc-hash", "--json"],
+    ));
+    assert_eq!(v["data"]["hash_updated"], true);
+    assert_eq!(v["data"]["model"]["clean"], true);
+    // Unmanaged: warning, nothing written, still success.
+    let o = mlxfs(&fx, &["show", "plain-ws", "--recalc-hash", "--json"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(json(&o)["data"].get("hash_updated").is_none());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not a managed workspace"));
+    assert!(!fx.ws_home.join("plain-ws/.mlxk_workspace.json").exists());
+}
+
+#[test]
+fn list_patterns() {
+    let fx = catalog();
+    let v = json(&mlxfs(&fx, &["list", "DIRTY", "--json"]));
+    assert_eq!(v["data"]["count"], 1);
+    // A path prefix lists workspaces whose folder starts with it.
+    let prefix = format!("{}/c", fx.ws_home.display());
+    let v = json(&mlxfs(&fx, &["list", &prefix, "--json"]));
+    assert_eq!(v["data"]["count"], 1);
+    assert_eq!(
+        v["data"]["models"][0]["display_name"],
+        fx.ws_home.join("clean-ws").to_string_lossy().as_ref()
+    );
+    let v = json(&mlxfs(
+        &fx,
+        &["list", fx.ws_home.to_str().unwrap(), "--json"],
+    ));
+    assert_eq!(v["data"]["count"], 3);
+}
+
+#[test]
+fn empty_and_missing_caches_are_fine() {
+    let fx = Fx::new();
+    fs::remove_dir_all(fx.hub()).unwrap();
+    let v = json(&mlxfs(&fx, &["list", "--json"]));
+    assert_eq!(v["data"]["count"], 0);
+    assert_eq!(v["status"], "success");
+}

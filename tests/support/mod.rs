@@ -1,0 +1,206 @@
+//! Fixture trees for the tests: a hub cache laid out as huggingface_hub writes it (blobs,
+//! snapshot links, refs) and workspace folders, all in a temp dir.
+#![allow(dead_code)]
+
+use std::fs;
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+
+use mlxfs::catalog::Locations;
+use sha2::{Digest, Sha256};
+
+/// A safetensors file: u64-LE header length, JSON header, `data_len` zero bytes.
+pub fn safetensors(header: &str, data_len: usize) -> Vec<u8> {
+    let mut v = (header.len() as u64).to_le_bytes().to_vec();
+    v.extend_from_slice(header.as_bytes());
+    v.extend(std::iter::repeat_n(0u8, data_len));
+    v
+}
+
+/// A valid one-tensor safetensors file (2×2 F32).
+pub fn tiny_weights() -> Vec<u8> {
+    safetensors(
+        r#"{"w":{"dtype":"F32","shape":[2,2],"data_offsets":[0,16]},"__metadata__":{"format":"mlx"}}"#,
+        16,
+    )
+}
+
+pub const LLAMA_CONFIG: &str = r#"{"model_type": "llama", "hidden_size": 64, "max_position_embeddings": 2048, "quantization": {"group_size": 64, "bits": 4}}"#;
+
+/// The files of a small healthy MLX llama.
+pub fn good_files() -> Vec<(String, Vec<u8>)> {
+    vec![
+        ("config.json".into(), LLAMA_CONFIG.as_bytes().to_vec()),
+        ("model.safetensors".into(), tiny_weights()),
+        ("tokenizer.json".into(), br#"{"version": "1.0"}"#.to_vec()),
+        (
+            "tokenizer_config.json".into(),
+            br#"{"chat_template": "{{ messages }}"}"#.to_vec(),
+        ),
+    ]
+}
+
+pub fn files(list: &[(&str, &[u8])]) -> Vec<(String, Vec<u8>)> {
+    list.iter()
+        .map(|(n, b)| (n.to_string(), b.to_vec()))
+        .collect()
+}
+
+pub struct Fx {
+    pub tmp: tempfile::TempDir,
+    pub hf_home: PathBuf,
+    pub ws_home: PathBuf,
+    pub home: PathBuf,
+}
+
+impl Fx {
+    pub fn new() -> Fx {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = fs::canonicalize(tmp.path()).unwrap();
+        let hf_home = root.join("hf_home");
+        let ws_home = root.join("workspaces");
+        let home = root.join("home");
+        for d in [&hf_home.join("hub"), &ws_home, &home] {
+            fs::create_dir_all(d).unwrap();
+        }
+        Fx {
+            tmp,
+            hf_home,
+            ws_home,
+            home,
+        }
+    }
+
+    pub fn hub(&self) -> PathBuf {
+        self.hf_home.join("hub")
+    }
+
+    /// The environment the tests hand to the catalog (and to the binary).
+    pub fn vars(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("HF_HOME", self.hf_home.to_string_lossy().into_owned()),
+            (
+                "MLXK_WORKSPACE_HOME",
+                self.ws_home.to_string_lossy().into_owned(),
+            ),
+            ("HOME", self.home.to_string_lossy().into_owned()),
+            ("HF_HUB_CACHE", String::new()),
+        ]
+    }
+
+    pub fn locations(&self) -> Locations {
+        let vars = self.vars();
+        Locations::from_vars(|k| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone()))
+    }
+
+    /// Add a snapshot of `repo` at `commit`: files become blobs named by their sha256, linked
+    /// from the snapshot; `main` (when true) points refs/main at it.
+    pub fn hub_snapshot(
+        &self,
+        repo: &str,
+        commit: &str,
+        files: &[(String, Vec<u8>)],
+        main: bool,
+    ) -> PathBuf {
+        let dir = self
+            .hub()
+            .join(format!("models--{}", repo.replace('/', "--")));
+        let snap = dir.join("snapshots").join(commit);
+        fs::create_dir_all(dir.join("blobs")).unwrap();
+        fs::create_dir_all(&snap).unwrap();
+        for (name, bytes) in files {
+            let blob: String = Sha256::digest(bytes)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            let bp = dir.join("blobs").join(&blob);
+            if !bp.exists() {
+                fs::write(&bp, bytes).unwrap();
+            }
+            let link = snap.join(name);
+            fs::create_dir_all(link.parent().unwrap()).unwrap();
+            let depth = name.matches('/').count();
+            let target = format!("{}../../blobs/{blob}", "../".repeat(depth));
+            symlink(target, &link).unwrap();
+        }
+        if main {
+            fs::create_dir_all(dir.join("refs")).unwrap();
+            fs::write(dir.join("refs/main"), commit).unwrap();
+        }
+        snap
+    }
+
+    pub fn hub_model(&self, repo: &str, files: &[(String, Vec<u8>)]) -> PathBuf {
+        let commit: String = Sha256::digest(repo.as_bytes())
+            .iter()
+            .take(20)
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        self.hub_snapshot(repo, &commit, files, true)
+    }
+
+    /// A workspace folder under the workspace home with real files.
+    pub fn workspace(&self, name: &str, files: &[(String, Vec<u8>)]) -> PathBuf {
+        let ws = self.ws_home.join(name);
+        write_tree(&ws, files);
+        ws
+    }
+}
+
+pub fn write_tree(root: &Path, files: &[(String, Vec<u8>)]) {
+    fs::create_dir_all(root).unwrap();
+    for (name, bytes) in files {
+        let p = root.join(name);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, bytes).unwrap();
+    }
+}
+
+/// A minimal managed sentinel (no hash yet).
+pub fn managed_sentinel(ws: &Path, extra: &str) {
+    let s = format!(
+        r#"{{"mlxk_version": "2.0.8", "created_at": "2026-01-01T00:00:00Z", "source_repo": "org/x", "source_revision": null, "managed": true, "operation": "clone"{extra}}}"#
+    );
+    fs::write(ws.join(".mlxk_workspace.json"), s).unwrap();
+}
+
+/// Every path below `root` with its type, size, mtime and content digest: compare two of
+/// these to prove that nothing was written.
+pub fn tree_state(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let mut entries: Vec<_> = fs::read_dir(&d).unwrap().flatten().collect();
+        entries.sort_by_key(|e| e.path());
+        for e in entries {
+            let p = e.path();
+            let md = fs::symlink_metadata(&p).unwrap();
+            use std::os::unix::fs::MetadataExt;
+            let sum = if md.is_file() {
+                let b = fs::read(&p).unwrap();
+                Sha256::digest(&b)
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<String>()
+            } else if md.file_type().is_symlink() {
+                fs::read_link(&p).unwrap().to_string_lossy().into_owned()
+            } else {
+                String::new()
+            };
+            out.push(format!(
+                "{} {} {} {}.{} {}",
+                p.display(),
+                md.mode(),
+                md.len(),
+                md.mtime(),
+                md.mtime_nsec(),
+                sum
+            ));
+            if md.is_dir() {
+                stack.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
