@@ -659,3 +659,33 @@ fn one_broken_model_never_hides_the_others() {
         .unwrap();
     assert_eq!((bad.health.as_str(), bad.clean), ("healthy", None));
 }
+
+#[test]
+fn hub_cache_reached_through_a_symlink_stays_healthy() {
+    let fx = Fx::new();
+    fx.hub_model("org/m", &good_files());
+    let link = fx.tmp.path().join("hf-link");
+    symlink(&fx.hf_home, &link).unwrap();
+    let loc = Locations::from_vars(|k| match k {
+        "HF_HOME" => Some(link.to_string_lossy().into_owned()),
+        _ => None,
+    });
+    let r = describe(&resolve("org/m", &loc).unwrap()).record;
+    assert_eq!((r.health.as_str(), r.reason), ("healthy", None));
+}
+
+#[test]
+fn symlink_loops_are_reported_not_followed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ws = tmp.path().join("m");
+    write_tree(&ws, &good_files());
+    symlink("b", ws.join("a")).unwrap();
+    symlink("a", ws.join("b")).unwrap();
+    let d = describe(&ModelRef::workspace(ws.clone(), "m".into()));
+    assert_eq!(d.record.reason.as_deref(), Some("Dangling symlinks: a, b"));
+    let h = mlxfs::hash::compute_v2(&ws, &mlxfs::hash::Excludes::default_list());
+    assert!(
+        matches!(h, Err(mlxfs::hash::HashError::SymlinkLoop { .. })),
+        "{h:?}"
+    );
+}

@@ -204,6 +204,16 @@ fn classify_embedder(cfg: Option<&Map<String, Value>>, name: &str) -> Option<&'s
     None
 }
 
+/// Does the model carry a chat template? A `chat_template.jinja`/`.json` file decides without
+/// reading anything (it makes the model `chat`, which is all the template is used for);
+/// otherwise a non-empty `chat_template` string in tokenizer_config.json, then tokenizer.json
+/// (parsed only when its bytes contain the key: tokenizer.json is often many megabytes).
+pub fn has_chat_template(root: &Path) -> bool {
+    root.join("chat_template.jinja").is_file()
+        || root.join("chat_template.json").is_file()
+        || chat_template(root).is_some()
+}
+
 /// A non-empty `chat_template` string in tokenizer_config.json, then tokenizer.json.
 pub fn chat_template(root: &Path) -> Option<String> {
     for f in ["tokenizer_config.json", "tokenizer.json"] {
@@ -224,12 +234,7 @@ pub fn chat_template(root: &Path) -> Option<String> {
 }
 
 /// `chat`, `base`, `embedding` or `audio`.
-pub fn model_type(
-    name: &str,
-    root: &Path,
-    cfg: Option<&Map<String, Value>>,
-    template: bool,
-) -> &'static str {
+pub fn model_type(name: &str, cfg: Option<&Map<String, Value>>, template: bool) -> &'static str {
     if classify_embedder(cfg, name).is_some() {
         return "embedding";
     }
@@ -242,10 +247,8 @@ pub fn model_type(
             return "audio";
         }
     }
-    if template
-        || root.join("chat_template.json").is_file()
-        || root.join("chat_template.jinja").is_file()
-    {
+    // `template` already covers chat_template.jinja / chat_template.json (has_chat_template).
+    if template {
         return "chat";
     }
     let n = name.to_lowercase();

@@ -6,7 +6,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::hash::realpath_lenient;
+use crate::hash::resolve_link;
 
 /// What a symlink turned out to be.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,7 +50,12 @@ impl Inventory {
     /// `models--…` folder for a hub snapshot whose files point into `blobs/`).
     pub fn scan(root: &Path, boundary: &Path) -> Inventory {
         let mut inv = Inventory::default();
-        let mut stack = vec![(root.to_path_buf(), String::new(), false)];
+        // Walk from the resolved root: every folder reached is then resolved too (symlinked
+        // folders are not descended), so a link resolves from its parent without a full
+        // realpath of each path component.
+        let root = fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
+        let boundary = fs::canonicalize(boundary).unwrap_or_else(|_| boundary.to_path_buf());
+        let mut stack = vec![(root, String::new(), false)];
         while let Some((dir, prefix, in_cache)) = stack.pop() {
             let rd = match fs::read_dir(&dir) {
                 Ok(rd) => rd,
@@ -79,9 +84,10 @@ impl Inventory {
                     match fs::metadata(&path) {
                         Err(_) => (LinkState::Dangling, None),
                         Ok(md) => {
-                            let inside = realpath_lenient(&path)
-                                .map(|t| t.starts_with(boundary))
-                                .unwrap_or(false);
+                            let inside = fs::read_link(&path)
+                                .ok()
+                                .and_then(|t| resolve_link(&dir, &t))
+                                .is_some_and(|t| t.starts_with(&boundary));
                             if inside {
                                 (LinkState::Inside, Some(md))
                             } else {

@@ -67,9 +67,9 @@ pub fn describe(m: &ModelRef) -> Described {
     let config = Config::load(&m.path);
     let cfg = config.object();
     let heur_name = m.short_name.as_str();
-    let template = detect::chat_template(&m.path).is_some();
+    let template = detect::has_chat_template(&m.path);
     let framework = detect::framework(heur_name, &m.path, &inv, cfg);
-    let model_type = detect::model_type(heur_name, &m.path, cfg, template);
+    let model_type = detect::model_type(heur_name, cfg, template);
     let caps = detect::capabilities(model_type, heur_name, &m.path, &inv, cfg, template);
 
     let health = match &m.problem {

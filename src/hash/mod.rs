@@ -210,7 +210,7 @@ pub fn walk(root: &Path, excludes: &Excludes) -> Result<Vec<WalkItem>, HashError
             let path = entry.path();
             if ft.is_symlink() {
                 let rel = rel_parts.join("/");
-                let outcome = classify_symlink(&path, root, &rel);
+                let outcome = classify_symlink(&dir, &path, root, &rel);
                 out.push(WalkItem::Symlink { rel, outcome });
             } else if ft.is_dir() {
                 if !excludes.dir_excluded(&name) {
@@ -227,10 +227,20 @@ pub fn walk(root: &Path, excludes: &Excludes) -> Result<Vec<WalkItem>, HashError
     Ok(out)
 }
 
-/// Fingerprint of a symlink whose target (resolved like Python's `Path.resolve(strict=False)`)
-/// lies inside `root`: `sha256("SYMLINK\0" + target relative to root)`.
-pub fn classify_symlink(link: &Path, root: &Path, rel: &str) -> Result<String, HashError> {
-    let target = realpath_lenient(link).ok_or_else(|| HashError::SymlinkLoop {
+/// Fingerprint of a symlink (found in the resolved folder `dir`) whose target, resolved like
+/// Python's `Path.resolve(strict=False)`, lies inside `root`:
+/// `sha256("SYMLINK\0" + target relative to root)`.
+pub fn classify_symlink(
+    dir: &Path,
+    link: &Path,
+    root: &Path,
+    rel: &str,
+) -> Result<String, HashError> {
+    let target = fs::read_link(link).map_err(|e| HashError::Io {
+        path: rel.to_string(),
+        message: e.to_string(),
+    })?;
+    let target = resolve_link(dir, &target).ok_or_else(|| HashError::SymlinkLoop {
         link: rel.to_string(),
     })?;
     match target.strip_prefix(root) {
@@ -252,17 +262,13 @@ pub fn classify_symlink(link: &Path, root: &Path, rel: &str) -> Result<String, H
     }
 }
 
-/// `os.path.realpath(p, strict=False)`: resolve every link that exists, keep missing tails
-/// lexically. Returns `None` on a symlink loop (where Python's pathlib raises).
-pub fn realpath_lenient(p: &Path) -> Option<PathBuf> {
-    let mut seen: Vec<(PathBuf, Option<PathBuf>)> = Vec::new();
-    let start = if p.is_absolute() {
-        PathBuf::new()
-    } else {
-        std::env::current_dir().ok()?
-    };
-    let (resolved, ok) = join_realpath(start, p.as_os_str(), &mut seen, 0);
-    if ok { Some(resolved) } else { None }
+/// Resolve a symlink found in the already-resolved folder `parent` whose `readlink` is
+/// `target`, as `realpath` would (only the target's own components are looked at).
+/// `None` on a symlink loop.
+pub fn resolve_link(parent: &Path, target: &Path) -> Option<PathBuf> {
+    let mut seen = Vec::new();
+    let (resolved, ok) = join_realpath(parent.to_path_buf(), target.as_os_str(), &mut seen, 0);
+    ok.then_some(resolved)
 }
 
 fn join_realpath(
