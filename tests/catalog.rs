@@ -689,3 +689,18 @@ fn symlink_loops_are_reported_not_followed() {
         "{h:?}"
     );
 }
+
+#[test]
+fn non_utf8_workspace_folder_is_listed_as_unhealthy() {
+    use std::os::unix::ffi::OsStrExt;
+    let fx = Fx::new();
+    let name = std::ffi::OsStr::from_bytes(b"ws-\xfe");
+    write_tree(&fx.ws_home.join(name), &good_files());
+    fx.workspace("fine", &good_files());
+    let listed = mlxfs::catalog::resolve::list(None, &fx.locations());
+    assert_eq!(listed.len(), 2);
+    let recs: Vec<_> = listed.iter().map(|l| describe(&l.model).record).collect();
+    let bad = recs.iter().find(|r| r.name.contains("ws-")).unwrap();
+    assert_eq!(bad.health, "unhealthy");
+    assert!(bad.reason.as_deref().unwrap().contains("not valid UTF-8"));
+}

@@ -207,10 +207,20 @@ pub fn scan_hub(hub: &Path) -> Vec<HubRepo> {
 /// A workspace found under the workspace home.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorkspaceDir {
-    /// Folder name (the name users type).
+    /// Folder name (the name users type; lossy when not UTF-8).
     pub name: String,
     /// `home/name` (not resolved further).
     pub path: PathBuf,
+    /// A folder name that is not UTF-8 cannot be typed or hashed: reported, not hidden.
+    pub problem: Option<String>,
+}
+
+impl WorkspaceDir {
+    pub fn into_model(self) -> ModelRef {
+        let mut m = ModelRef::workspace(self.path, self.name);
+        m.problem = self.problem;
+        m
+    }
 }
 
 /// Is `p` a model folder (holds a `config.json`, even a dangling link)?
@@ -224,23 +234,31 @@ pub fn scan_workspaces(home: &Path) -> Vec<WorkspaceDir> {
     let Ok(rd) = fs::read_dir(home) else {
         return Vec::new();
     };
-    let mut out: Vec<WorkspaceDir> = rd
-        .flatten()
-        .filter_map(|e| {
-            let name = e.file_name().to_str()?.to_string();
-            let path = e.path();
-            let ft = e.file_type().ok()?;
-            if ft.is_symlink() {
-                let target = fs::canonicalize(&path).ok()?;
-                if !target.starts_with(home) || !target.is_dir() {
+    let mut out: Vec<WorkspaceDir> =
+        rd.flatten()
+            .filter_map(|e| {
+                let os_name = e.file_name();
+                let name = os_name.to_string_lossy().into_owned();
+                let problem = os_name.to_str().is_none().then(|| {
+                    "Folder name is not valid UTF-8: rename the workspace folder".to_string()
+                });
+                let path = e.path();
+                let ft = e.file_type().ok()?;
+                if ft.is_symlink() {
+                    let target = fs::canonicalize(&path).ok()?;
+                    if !target.starts_with(home) || !target.is_dir() {
+                        return None;
+                    }
+                } else if !ft.is_dir() {
                     return None;
                 }
-            } else if !ft.is_dir() {
-                return None;
-            }
-            has_config(&path).then_some(WorkspaceDir { name, path })
-        })
-        .collect();
+                has_config(&path).then_some(WorkspaceDir {
+                    name,
+                    path,
+                    problem,
+                })
+            })
+            .collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));
     out
 }
@@ -309,7 +327,7 @@ pub fn all_models(loc: &Locations) -> Vec<ModelRef> {
     let mut out = Vec::new();
     if let Some(home) = &loc.workspace_home {
         for w in scan_workspaces(home) {
-            out.push(ModelRef::workspace(w.path, w.name));
+            out.push(w.into_model());
         }
     }
     for repo in scan_hub(&loc.hub_cache) {

@@ -182,7 +182,7 @@ pub fn resolve(spec: &str, loc: &Locations) -> Result<ModelRef, ResolveError> {
         }
     };
     match chosen {
-        Candidate::Workspace(w) => Ok(ModelRef::workspace(w.path, w.name)),
+        Candidate::Workspace(w) => Ok(w.into_model()),
         Candidate::Hub(repo) => {
             let Some(rev) = rev else {
                 return Ok(ModelRef::hub(&repo, repo.current));
@@ -252,7 +252,7 @@ pub fn list(pattern: Option<&str>, loc: &Locations) -> Vec<Listed> {
             if keep(&w.name) {
                 let dn = w.name.clone();
                 out.push(Listed {
-                    model: ModelRef::workspace(w.path, w.name),
+                    model: w.into_model(),
                     display_name: Some(dn),
                 });
             }

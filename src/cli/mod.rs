@@ -128,6 +128,11 @@ pub fn run(args: Vec<std::ffi::OsString>) -> i32 {
     };
 
     let loc = Locations::from_env();
+    if let Some((value, why)) = &loc.workspace_home_problem {
+        eprintln!(
+            "warning: MLXK_WORKSPACE_HOME={value} is unusable ({why}); only the hub cache is searched"
+        );
+    }
     let name = cmd.name();
     type Render<'a> = Box<dyn Fn(&Value) -> String + 'a>;
     let (order, result, human): (Order, Result<Value, CliError>, Render) = match &cmd {
