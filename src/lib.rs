@@ -5,6 +5,7 @@
 
 pub mod catalog;
 pub mod cli;
+pub mod envelope;
 pub mod hash;
 pub mod jsonfmt;
 pub mod timefmt;

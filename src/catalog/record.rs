@@ -133,6 +133,26 @@ pub fn describe(m: &ModelRef) -> Described {
     }
 }
 
+/// The `data` of `list --json`: every matching model's record, `count`, `system` (null).
+pub fn list_data(loc: &super::Locations, pattern: Option<&str>) -> Value {
+    let listed = super::resolve::list(pattern, loc);
+    let records = super::par_map(&listed, |l| {
+        let mut r = describe(&l.model).record;
+        r.display_name = l.display_name.clone();
+        r
+    });
+    serde_json::json!({"models": records, "count": records.len(), "system": null})
+}
+
+/// The model object of `show --json` (the record plus `quantization` when the config has one).
+pub fn show_model(d: &Described) -> Value {
+    let mut model = serde_json::to_value(&d.record).unwrap_or(Value::Null);
+    if let (Value::Object(o), Some(q)) = (&mut model, quantization(&d.config)) {
+        o.insert("quantization".into(), q);
+    }
+    model
+}
+
 /// `quantization` of a config when it is an object (shown by `show`).
 pub fn quantization(config: &Config) -> Option<Value> {
     config

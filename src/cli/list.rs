@@ -1,11 +1,10 @@
 //! `mlxfs list [PATTERN]`.
 
 use clap::Args;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::output::{CliError, hash7, humanize_size, table};
-use crate::catalog::record::describe;
-use crate::catalog::{Locations, par_map, resolve};
+use crate::catalog::{Locations, record};
 use crate::timefmt;
 
 #[derive(Args, Debug)]
@@ -30,13 +29,7 @@ pub struct ListArgs {
 }
 
 pub fn run(a: &ListArgs, loc: &Locations) -> Result<Value, CliError> {
-    let listed = resolve::list(a.pattern.as_deref(), loc);
-    let records = par_map(&listed, |l| {
-        let mut r = describe(&l.model).record;
-        r.display_name = l.display_name.clone();
-        r
-    });
-    Ok(json!({"models": records, "count": records.len(), "system": null}))
+    Ok(record::list_data(loc, a.pattern.as_deref()))
 }
 
 fn s<'a>(m: &'a Value, k: &str) -> Option<&'a str> {

@@ -27,7 +27,7 @@ impl CliError {
         self.hint = Some(h.into());
         self
     }
-    fn json(&self) -> Value {
+    pub fn json(&self) -> Value {
         let mut m = Map::new();
         m.insert("type".into(), Value::from(self.kind.clone()));
         m.insert("message".into(), Value::from(self.message.clone()));
@@ -58,35 +58,15 @@ impl From<ResolveError> for CliError {
     }
 }
 
-/// Which key order the envelope uses (mlx-knife differs per command).
-#[derive(Clone, Copy)]
-pub enum Order {
-    /// status, command, data, error (list, show, version).
-    DataFirst,
-    /// status, command, error, data (health and the write commands).
-    ErrorFirst,
-}
+pub use crate::envelope::Order;
 
-/// Build an envelope.
+/// Build an envelope from a command's result.
 pub fn envelope(command: Option<&str>, order: Order, result: &Result<Value, CliError>) -> Value {
-    let mut m = Map::new();
-    let (status, data, error) = match result {
-        Ok(d) => ("success", d.clone(), Value::Null),
-        Err(e) => ("error", Value::Null, e.json()),
-    };
-    m.insert("status".into(), Value::from(status));
-    m.insert("command".into(), command.map_or(Value::Null, Value::from));
-    match order {
-        Order::DataFirst => {
-            m.insert("data".into(), data);
-            m.insert("error".into(), error);
-        }
-        Order::ErrorFirst => {
-            m.insert("error".into(), error);
-            m.insert("data".into(), data);
-        }
-    }
-    Value::Object(m)
+    crate::envelope::build(
+        command,
+        order,
+        result.as_ref().map_err(CliError::json).cloned(),
+    )
 }
 
 /// Print an envelope on stdout (Python `print(json.dumps(..., indent=2))`).

@@ -5,7 +5,7 @@ use serde_json::{Map, Value, json};
 
 use super::output::{CliError, hash7, humanize_size};
 use crate::catalog::inventory::Inventory;
-use crate::catalog::record::{Described, describe, quantization};
+use crate::catalog::record::{Described, describe, show_model};
 use crate::catalog::{Locations, Source, detect, resolve};
 use crate::hash::sentinel::{self, Clean};
 use crate::timefmt;
@@ -124,12 +124,8 @@ pub fn run(a: &ShowArgs, loc: &Locations) -> Result<Value, CliError> {
         }
     }
     let d = describe(&m);
-    let mut model = serde_json::to_value(&d.record).unwrap_or(Value::Null);
-    if let (Value::Object(o), Some(q)) = (&mut model, quantization(&d.config)) {
-        o.insert("quantization".into(), q);
-    }
     let mut data = Map::new();
-    data.insert("model".into(), model);
+    data.insert("model".into(), show_model(&d));
     let ws_meta = match d.sentinel.as_ref().and_then(|s| s.sentinel()) {
         Some(s) => Value::Object(s.raw.clone()),
         None => Value::Null,
