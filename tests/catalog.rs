@@ -704,3 +704,24 @@ fn non_utf8_workspace_folder_is_listed_as_unhealthy() {
     assert_eq!(bad.health, "unhealthy");
     assert!(bad.reason.as_deref().unwrap().contains("not valid UTF-8"));
 }
+
+#[test]
+fn hub_alias_names_and_staging_folders() {
+    let fx = Fx::new();
+    fx.hub_model("acme/model", &good_files());
+    fx.hub_model("gpt2", &good_files());
+    fx.workspace("acme", &good_files());
+    fx.workspace("gpt2", &good_files());
+    fx.workspace(".mlxfs-staging-x", &good_files());
+    fx.workspace(".mlxk2_temp_0123", &good_files());
+    let loc = fx.locations();
+    assert_eq!(resolve("acme@hub/model", &loc).unwrap().name, "acme/model");
+    assert_eq!(resolve("gpt2@hub", &loc).unwrap().source, Source::Cache);
+    assert_eq!(resolve("gpt2", &loc).unwrap().source, Source::Workspace);
+    let names: Vec<String> = mlxfs::catalog::resolve::list(None, &loc)
+        .into_iter()
+        .map(|l| l.model.short_name)
+        .collect();
+    assert_eq!(names.len(), 4, "{names:?}");
+    assert!(names.iter().all(|n| !n.starts_with('.')), "{names:?}");
+}

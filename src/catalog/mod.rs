@@ -223,6 +223,11 @@ impl WorkspaceDir {
     }
 }
 
+/// Staging folders of clones in progress (mlxfs's and mlx-knife's): never a workspace.
+pub fn is_staging_name(name: &str) -> bool {
+    name.starts_with(".mlxfs-") || name.starts_with(".mlxk2_temp_")
+}
+
 /// Is `p` a model folder (holds a `config.json`, even a dangling link)?
 pub fn has_config(p: &Path) -> bool {
     fs::symlink_metadata(p.join("config.json")).is_ok()
@@ -239,6 +244,9 @@ pub fn scan_workspaces(home: &Path) -> Vec<WorkspaceDir> {
             .filter_map(|e| {
                 let os_name = e.file_name();
                 let name = os_name.to_string_lossy().into_owned();
+                if is_staging_name(&name) {
+                    return None;
+                }
                 let problem = os_name.to_str().is_none().then(|| {
                     "Folder name is not valid UTF-8: rename the workspace folder".to_string()
                 });

@@ -130,9 +130,18 @@ pub fn resolve(spec: &str, loc: &Locations) -> Result<ModelRef, ResolveError> {
     if is_explicit_path(spec) {
         return resolve_path(spec, loc);
     }
-    let (name, rev) = match spec.rsplit_once('@') {
+    // The mount names a hub org that collides with a workspace `<org>@hub` (and an org-less
+    // hub model `<name>@hub`): those names mean "the hub cache only".
+    let (hub_only, unaliased) = if let Some((org, rest)) = spec.split_once("@hub/") {
+        (true, format!("{org}/{rest}"))
+    } else if let Some(n) = spec.strip_suffix("@hub") {
+        (true, n.to_string())
+    } else {
+        (false, spec.to_string())
+    };
+    let (name, rev) = match unaliased.rsplit_once('@') {
         Some((n, r)) => (n, Some(r)),
-        None => (spec, None),
+        None => (unaliased.as_str(), None),
     };
     if name.trim().is_empty() || rev.is_some_and(|r| r.trim().is_empty()) {
         return Err(not_found(None));
@@ -140,6 +149,7 @@ pub fn resolve(spec: &str, loc: &Locations) -> Result<ModelRef, ResolveError> {
 
     let mut cands: Vec<Candidate> = Vec::new();
     if rev.is_none()
+        && !hub_only
         && let Some(home) = &loc.workspace_home
     {
         cands.extend(scan_workspaces(home).into_iter().map(Candidate::Workspace));
