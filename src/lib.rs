@@ -6,6 +6,8 @@
 pub mod catalog;
 pub mod cli;
 pub mod envelope;
+pub mod fuse;
 pub mod hash;
 pub mod jsonfmt;
 pub mod timefmt;
+pub mod vfs;

@@ -3,6 +3,7 @@
 
 pub mod health;
 pub mod list;
+pub mod mount;
 pub mod output;
 pub mod show;
 
@@ -57,6 +58,10 @@ pub enum Command {
     Show(show::ShowArgs),
     /// Check model file integrity (one model, or all)
     Health(health::HealthArgs),
+    /// Mount every model as one read-only tree with virtual metadata files (FUSE)
+    Mount(mount::MountArgs),
+    /// Unmount an mlxfs mount (lazily when busy)
+    Umount(mount::UmountArgs),
 }
 
 impl Command {
@@ -65,6 +70,8 @@ impl Command {
             Command::List(_) => "list",
             Command::Show(_) => "show",
             Command::Health(_) => "health",
+            Command::Mount(_) => "mount",
+            Command::Umount(_) => "umount",
         }
     }
 }
@@ -146,6 +153,16 @@ pub fn run(args: Vec<std::ffi::OsString>) -> i32 {
             Order::ErrorFirst,
             health::run(a, &loc),
             Box::new(health::render),
+        ),
+        Command::Mount(a) => (
+            Order::ErrorFirst,
+            mount::run(a, &loc),
+            Box::new(|_: &Value| String::new()),
+        ),
+        Command::Umount(a) => (
+            Order::ErrorFirst,
+            mount::run_umount(a),
+            Box::new(|_: &Value| String::new()),
         ),
     };
     let code = if result.is_ok() { 0 } else { 1 };

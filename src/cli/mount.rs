@@ -1,0 +1,103 @@
+//! `mlxfs mount DIR` and `mlxfs umount DIR`.
+
+use clap::Args;
+use serde_json::{Value, json};
+use std::path::PathBuf;
+
+use super::output::CliError;
+use crate::catalog::Locations;
+use crate::fuse::lifecycle::{self, MountError, MountOptions, Unmounted};
+
+#[derive(Args, Debug)]
+#[command(after_help = "\
+The mount shows one read-only tree:
+  DIR/<workspace>/             each workspace (its real files, .hf_cache/ included)
+  DIR/<org>/<repo>/            each hub model at its current revision (refs/main)
+  DIR/<org>/<repo>@<rev7>/     further snapshots
+  DIR/.mlxfs/models.json       the `mlxfs list --json` envelope
+  DIR/.mlxfs/health            one line per model
+  DIR/.mlxfs/status.json       daemon facts (read mode, sources, model count)
+  .../<model>/.mlxfs/          model.json, health, hash, sentinel.json
+A workspace named like a hub org keeps its name; the org appears as <org>@hub.
+
+Weights are read with FUSE passthrough when possible (root, Linux >= 6.9), otherwise
+through the daemon with the kernel page cache kept. New, removed or changed models appear
+within about a second. Ctrl-C / SIGTERM unmount; a mount left by a killed daemon is
+cleared by the next mount.")]
+pub struct MountArgs {
+    /// An empty folder to mount on
+    pub dir: PathBuf,
+    /// Detach and run in the background (log in $XDG_STATE_HOME/mlxfs or ~/.local/state/mlxfs)
+    #[arg(long)]
+    pub daemon: bool,
+    /// Let other users see the mount (needs user_allow_other in /etc/fuse.conf unless root)
+    #[arg(long)]
+    pub allow_other: bool,
+    /// Never use FUSE passthrough: every read goes through the daemon
+    #[arg(long)]
+    pub no_passthrough: bool,
+    /// Worker threads serving requests
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub threads: u16,
+}
+
+#[derive(Args, Debug)]
+pub struct UmountArgs {
+    /// The mount point
+    pub dir: PathBuf,
+}
+
+impl From<MountError> for CliError {
+    fn from(e: MountError) -> CliError {
+        let mut c = CliError::new(e.kind, e.message);
+        c.hint = e.hint;
+        c
+    }
+}
+
+fn state_dir() -> PathBuf {
+    let var = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    var("XDG_STATE_HOME")
+        .or_else(|| var("HOME").map(|h| h.join(".local/state")))
+        .unwrap_or_else(std::env::temp_dir)
+        .join("mlxfs")
+}
+
+pub fn run(a: &MountArgs, loc: &Locations) -> Result<Value, CliError> {
+    if a.daemon && std::env::var_os("MLXFS_DAEMON_CHILD").is_none() {
+        let args: Vec<_> = std::env::args_os().collect();
+        let log = state_dir().join("mount.log");
+        let pid = lifecycle::daemonize(&args, &a.dir, &log)?;
+        eprintln!(
+            "mlxfs: mounted at {} (daemon pid {pid}, log {})",
+            a.dir.display(),
+            log.display()
+        );
+        return Ok(json!({"mountpoint": a.dir, "pid": pid, "log": log}));
+    }
+    lifecycle::mount(
+        loc.clone(),
+        &MountOptions {
+            dir: a.dir.clone(),
+            allow_other: a.allow_other,
+            passthrough: !a.no_passthrough,
+            threads: a.threads as usize,
+        },
+    )?;
+    Ok(json!({"mountpoint": a.dir, "unmounted": true}))
+}
+
+pub fn run_umount(a: &UmountArgs) -> Result<Value, CliError> {
+    let how = lifecycle::umount(&a.dir)?;
+    if how == Unmounted::Lazy {
+        eprintln!(
+            "mlxfs: {} was busy: detached now; it goes away when the last open file closes",
+            a.dir.display()
+        );
+    }
+    Ok(json!({"mountpoint": a.dir, "lazy": how == Unmounted::Lazy}))
+}

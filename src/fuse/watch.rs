@@ -1,0 +1,118 @@
+//! Keeping the mount current: inotify on the hub cache and the workspace home, a short
+//! debounce, a rescan, and kernel invalidations sent from this thread (never a FUSE worker).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{RecvTimeoutError, channel};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use fuser::{INodeNo, Notifier};
+use notify::{EventKind, RecursiveMode, Watcher};
+
+use crate::vfs::{Invalidation, Vfs};
+
+/// Changes arriving within this window are handled by one rescan.
+const DEBOUNCE: Duration = Duration::from_millis(150);
+/// A rescan also runs this often without events (a safety net for missed events).
+const PERIODIC: Duration = Duration::from_secs(30);
+
+/// Send the kernel what a refresh changed. Errors (e.g. ENOENT for names the kernel never
+/// cached) are expected and ignored.
+pub fn apply(notifier: &Notifier, changes: &[Invalidation]) {
+    for c in changes {
+        let _ = match c {
+            Invalidation::Entry { parent, name } => notifier.inval_entry(INodeNo(*parent), name),
+            Invalidation::Inode(ino) => notifier.inval_inode(INodeNo(*ino), 0, 0),
+        };
+    }
+}
+
+fn watch_roots(
+    w: &mut notify::RecommendedWatcher,
+    vfs: &Vfs,
+    watched: &mut Vec<std::path::PathBuf>,
+) {
+    let mut want: Vec<&Path> = vec![&vfs.loc.hub_cache];
+    if let Some(h) = &vfs.loc.workspace_home {
+        want.push(h);
+    }
+    for p in want {
+        if watched.iter().any(|x| x == p) {
+            continue;
+        }
+        if p.is_dir() {
+            if w.watch(p, RecursiveMode::Recursive).is_ok() {
+                watched.push(p.to_path_buf());
+            }
+        } else if let Some(parent) = p.parent().filter(|pp| pp.is_dir()) {
+            // Not there yet (e.g. no hub cache before the first pull): watch for it to appear.
+            if !watched.iter().any(|x| x == parent)
+                && w.watch(parent, RecursiveMode::NonRecursive).is_ok()
+            {
+                watched.push(parent.to_path_buf());
+            }
+        }
+    }
+}
+
+/// Run until `stop` is set: rescan on changes, then invalidate.
+pub fn spawn(
+    vfs: Arc<Vfs>,
+    notifier: Notifier,
+    stop: Arc<AtomicBool>,
+) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new().name("mlxfs-refresh".into()).spawn(move || {
+        let (tx, rx) = channel::<notify::Result<notify::Event>>();
+        let mut watcher = match notify::recommended_watcher(tx) {
+            Ok(w) => w,
+            Err(e) => {
+                eprintln!("mlxfs: warning: cannot watch for changes ({e}); the tree refreshes every {}s", PERIODIC.as_secs());
+                return periodic_only(&vfs, &notifier, &stop);
+            }
+        };
+        let mut watched = Vec::new();
+        watch_roots(&mut watcher, &vfs, &mut watched);
+        let relevant = |ev: &notify::Result<notify::Event>| match ev {
+            // Reads (ours included) must not trigger rescans.
+            Ok(e) => !matches!(e.kind, EventKind::Access(_)),
+            Err(_) => true,
+        };
+        let mut last = Instant::now();
+        while !stop.load(Ordering::Relaxed) {
+            match rx.recv_timeout(Duration::from_millis(250)) {
+                Ok(ev) if relevant(&ev) => {
+                    let until = Instant::now() + DEBOUNCE;
+                    while let Some(left) = until.checked_duration_since(Instant::now()) {
+                        if rx.recv_timeout(left).is_err() {
+                            break;
+                        }
+                    }
+                }
+                Ok(_) => continue,
+                Err(RecvTimeoutError::Timeout) if last.elapsed() >= PERIODIC => {}
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
+            last = Instant::now();
+            watch_roots(&mut watcher, &vfs, &mut watched);
+            let changes = vfs.refresh();
+            apply(&notifier, &changes);
+        }
+    })
+}
+
+fn periodic_only(vfs: &Vfs, notifier: &Notifier, stop: &AtomicBool) {
+    let mut last = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(250));
+        if last.elapsed() >= PERIODIC {
+            last = Instant::now();
+            apply(notifier, &vfs.refresh());
+        }
+    }
+}

@@ -1,0 +1,227 @@
+//! Contents of the virtual files, rendered from the catalog core on demand and cached: records
+//! and health per tree generation, hash status per model keyed on the stat data of its files
+//! (so an unchanged workspace is never hashed twice). Nothing is rendered under a lock.
+
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::fs;
+use std::hash::{Hash, Hasher};
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::UNIX_EPOCH;
+
+use super::{Tree, Vfs, Virtual};
+use crate::catalog::Source;
+use crate::catalog::record::{Described, describe, list_data, show_model};
+use crate::envelope::{self, Order};
+use crate::hash::sentinel::{self, Clean};
+use crate::jsonfmt::to_python_json;
+
+type Rendered = Arc<Vec<u8>>;
+
+#[derive(Default)]
+pub struct Renderer {
+    /// (generation, file) → content.
+    files: Mutex<HashMap<(u64, Virtual), Rendered>>,
+    /// (generation, model index) → description.
+    described: Mutex<HashMap<(u64, usize), Arc<Described>>>,
+    /// model folder → (stat signature, hash line).
+    hashes: Mutex<HashMap<PathBuf, (u64, String)>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn text(s: String) -> Rendered {
+    Arc::new(s.into_bytes())
+}
+
+fn json_text(v: &Value) -> Rendered {
+    text(to_python_json(v) + "\n")
+}
+
+/// A cheap fingerprint of a folder's files: names, sizes, mtimes, link targets (no reads).
+pub fn stat_signature(root: &std::path::Path) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = fs::read_dir(&d) else { continue };
+        let mut entries: Vec<_> = rd.flatten().collect();
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let p = e.path();
+            p.hash(&mut h);
+            let Ok(md) = fs::symlink_metadata(&p) else {
+                continue;
+            };
+            (md.len(), md.mtime(), md.mtime_nsec(), md.mode()).hash(&mut h);
+            if md.file_type().is_symlink() {
+                fs::read_link(&p).ok().hash(&mut h);
+            } else if md.is_dir() {
+                stack.push(p);
+            }
+        }
+    }
+    h.finish()
+}
+
+impl Renderer {
+    pub fn described(&self, tree: &Tree, idx: usize) -> Option<Arc<Described>> {
+        let key = (tree.generation, idx);
+        if let Some(d) = lock(&self.described).get(&key) {
+            return Some(d.clone());
+        }
+        let d = Arc::new(describe(&tree.models.get(idx)?.model));
+        let mut cache = lock(&self.described);
+        cache.retain(|(g, _), _| *g >= tree.generation);
+        cache.insert(key, d.clone());
+        Some(d)
+    }
+
+    pub fn render(&self, vfs: &Vfs, tree: &Tree, v: &Virtual) -> Rendered {
+        if let Virtual::Hash(idx) = v {
+            return self.hash_status(tree, *idx);
+        }
+        let key = (tree.generation, v.clone());
+        if let Some(r) = lock(&self.files).get(&key) {
+            return r.clone();
+        }
+        let r = self.render_uncached(vfs, tree, v);
+        let mut files = lock(&self.files);
+        files.retain(|(g, _), _| *g >= tree.generation);
+        files.insert(key, r.clone());
+        r
+    }
+
+    fn render_uncached(&self, vfs: &Vfs, tree: &Tree, v: &Virtual) -> Rendered {
+        match v {
+            Virtual::ModelsJson => json_text(&envelope::build(
+                Some("list"),
+                Order::DataFirst,
+                Ok(list_data(&vfs.loc, None)),
+            )),
+            Virtual::FleetHealth => {
+                let mut out = String::new();
+                for (i, m) in tree.models.iter().enumerate() {
+                    if let Some(d) = self.described(tree, i) {
+                        out.push_str(&format!("{}\t{}\n", m.mount_path, health_line(&d)));
+                    }
+                }
+                text(out)
+            }
+            Virtual::Status => {
+                let info = vfs.info.read().unwrap_or_else(|e| e.into_inner()).clone();
+                let secs = |t: std::time::SystemTime| {
+                    crate::timefmt::iso_utc(
+                        t.duration_since(UNIX_EPOCH)
+                            .map_or(0, |d| d.as_secs() as i64),
+                    )
+                };
+                json_text(&json!({
+                    "version": env!("CARGO_PKG_VERSION"),
+                    "pid": std::process::id(),
+                    "mountpoint": info.mountpoint.to_string_lossy(),
+                    "sources": {
+                        "hub_cache": vfs.loc.hub_cache.to_string_lossy(),
+                        "workspace_home": vfs.loc.workspace_home.as_ref().map(|p| p.to_string_lossy()),
+                    },
+                    "models": tree.models.len(),
+                    "read_mode": info.read_mode,
+                    "mounted_at": secs(info.mounted_at),
+                    "generation": tree.generation,
+                    "refreshed_at": secs(tree.built_at),
+                }))
+            }
+            Virtual::ModelJson(i) => match self.described(tree, *i) {
+                Some(d) => json_text(&show_model(&d)),
+                None => text(String::new()),
+            },
+            Virtual::Health(i) => match self.described(tree, *i) {
+                Some(d) => text(format!("{}\n", health_line(&d))),
+                None => text(String::new()),
+            },
+            Virtual::Sentinel(i) => {
+                let Some(m) = tree.models.get(*i).map(|e| &e.model) else {
+                    return text(String::new());
+                };
+                if m.source == Source::Workspace
+                    && let Ok(raw) = fs::read(m.path.join(crate::hash::SENTINEL_FILENAME))
+                {
+                    return Arc::new(raw);
+                }
+                let origin = match m.source {
+                    Source::Cache => json!({
+                        "source_repo": m.name,
+                        "source_revision": m.revision,
+                        "managed": false,
+                    }),
+                    Source::Workspace => json!({
+                        "source_repo": null,
+                        "source_revision": null,
+                        "managed": false,
+                    }),
+                };
+                json_text(&origin)
+            }
+            Virtual::Hash(_) => unreachable!("rendered by hash_status"),
+        }
+    }
+
+    /// `hash`: a workspace's clean state (cached on its files' stat data), or a hub commit.
+    fn hash_status(&self, tree: &Tree, idx: usize) -> Rendered {
+        let Some(m) = tree.models.get(idx).map(|e| &e.model) else {
+            return text(String::new());
+        };
+        if m.source == Source::Cache {
+            return text(match &m.revision {
+                Some(r) => format!("{r} pinned\n"),
+                None => "unknown: no snapshot\n".into(),
+            });
+        }
+        let sig = stat_signature(&m.path);
+        if let Some((s, line)) = lock(&self.hashes).get(&m.path)
+            && *s == sig
+        {
+            return text(line.clone());
+        }
+        let read = sentinel::read(&m.path);
+        let line = match sentinel::clean_check(&m.path, &read) {
+            Clean::Clean { stored } => format!("{} clean\n", stored.unwrap_or_default()),
+            Clean::Modified {
+                computed: Some(c),
+                stored,
+                ..
+            } => format!(
+                "{c} modified (sentinel {})\n",
+                stored.as_deref().unwrap_or("none")
+            ),
+            Clean::Modified {
+                computed: None,
+                why_unhashable,
+                ..
+            } => format!(
+                "unknown: {} (modified since the sentinel)\n",
+                why_unhashable.unwrap_or_default()
+            ),
+            Clean::Unknown { why, .. } => {
+                format!("unknown: {}\n", why.replace("<name>", &m.spec()))
+            }
+        };
+        lock(&self.hashes).insert(m.path.clone(), (sig, line.clone()));
+        text(line)
+    }
+}
+
+/// `healthy` or `unhealthy: <reason>`.
+pub fn health_line(d: &Described) -> String {
+    if d.record.health == "healthy" {
+        "healthy".into()
+    } else {
+        format!(
+            "unhealthy: {}",
+            d.record.reason.as_deref().unwrap_or("unknown")
+        )
+    }
+}
