@@ -8,6 +8,9 @@ cd "$(dirname "$0")/.."
 
 need_apt=()
 command -v cc >/dev/null || need_apt+=(gcc)
+# Real FUSE mounts: fusermount3 (lazy unmount, non-root mounts) and /dev/fuse.
+command -v fusermount3 >/dev/null || need_apt+=(fuse3)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
@@ -18,6 +21,19 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 command -v cargo >/dev/null || { echo "scripts/test.sh: cargo not found (install Rust: https://rustup.rs)" >&2; exit 1; }
 rustup component list --installed 2>/dev/null | grep -q rustfmt || rustup component add rustfmt clippy >/dev/null 2>&1 || true
+
+# A Python venv for the tests that drive real Python consumers (safetensors through the mount).
+venv=target/test-venv
+if ! "$venv/bin/python" -c 'import safetensors.numpy' >/dev/null 2>&1 \
+   || ! cmp -s scripts/test-requirements.txt "$venv/requirements.txt"; then
+  echo "== creating $venv"
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check -r scripts/test-requirements.txt
+  cp scripts/test-requirements.txt "$venv/requirements.txt"
+fi
+export MLXFS_TEST_PYTHON="$PWD/$venv/bin/python"
+[ -e /dev/fuse ] || echo "scripts/test.sh: warning: /dev/fuse is missing; the mount tests will fail" >&2
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

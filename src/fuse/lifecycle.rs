@@ -196,21 +196,44 @@ pub fn umount(dir: &Path) -> Result<Unmounted, MountError> {
     }
 }
 
+/// Does the file system at `dir` answer? `statfs` always reaches a FUSE daemon (no cache), so a
+/// dead daemon shows as ENOTCONN even where cached attributes still make `stat` succeed.
+fn fuse_alive(dir: &Path) -> bool {
+    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
+    // SAFETY: statfs into a zeroed struct with a valid NUL-terminated path.
+    let rc = unsafe {
+        let mut st: libc::statfs = std::mem::zeroed();
+        libc::statfs(c.as_ptr(), &mut st)
+    };
+    let err = io::Error::last_os_error().raw_os_error();
+    !(rc != 0 && matches!(err, Some(libc::ENOTCONN) | Some(libc::ECONNABORTED)))
+}
+
+fn clear_stale(dir: &Path) -> Result<(), MountError> {
+    eprintln!(
+        "mlxfs: {} is a stale mount (its daemon died); clearing it",
+        dir.display()
+    );
+    lazy_unmount(dir).map_err(|e| {
+        MountError::new(
+            "stale_mount",
+            format!("cannot clear the stale mount at {}: {e}", dir.display()),
+            Some("run `fusermount3 -uz DIR` (or `umount -l DIR` as root)"),
+        )
+    })
+}
+
 /// Check `dir` is a usable mount point; clear a stale mount left by a killed daemon.
 fn prepare_mountpoint(dir: &Path) -> Result<(), MountError> {
+    if mounted_fstype(dir).is_some_and(|t| t.starts_with("fuse")) && !fuse_alive(dir) {
+        clear_stale(dir)?;
+        return prepare_mountpoint(dir);
+    }
     match fs::metadata(dir) {
         Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
-            eprintln!(
-                "mlxfs: {} is a stale mount (its daemon died); clearing it",
-                dir.display()
-            );
-            lazy_unmount(dir).map_err(|e| {
-                MountError::new(
-                    "stale_mount",
-                    format!("cannot clear the stale mount at {}: {e}", dir.display()),
-                    Some("run `fusermount3 -uz DIR` (or `umount -l DIR` as root)"),
-                )
-            })?;
+            clear_stale(dir)?;
             return prepare_mountpoint(dir);
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {

@@ -1,0 +1,529 @@
+#!/usr/bin/env bash
+# Benchmark `mlxfs list --json` on a synthetic catalog (issue #2), side by side in the same
+# run with the reference tool mlx-knife (`mlxk list --json`).
+#
+# Usage: scripts/bench-list.sh [--models N] [--workspaces M] [--runs R] [--dir DIR]
+#                              [--mlxk PATH | --install-mlxk DIR]
+#
+#   --models N      hub models in the full catalog (default 1000)
+#   --workspaces M  managed workspaces in the full catalog (default 100)
+#   --runs R        timed runs per measurement (default 5)
+#   --dir DIR       build the catalogs in DIR and keep them (default: a temp dir, removed)
+#   --mlxk PATH     the mlxk executable to compare with (default: $MLXK, else `mlxk` on PATH,
+#                   else the comparison is skipped with a note)
+#   --install-mlxk DIR  use DIR/bin/mlxk; when missing, first create the venv DIR with
+#                   `python3 -m venv DIR && DIR/bin/pip install mlx-knife==2.0.8 mlx-cpu==0.32.0`
+#
+# What it does:
+#   1. cargo build --release (the repo's target dir, or $CARGO_TARGET_DIR).
+#   2. Generates, with an embedded stdlib-only python3 script (deterministic), a hub cache
+#      laid out as huggingface_hub writes it (blobs/, snapshots/<commit>/ with relative
+#      symlinks, refs/main), ~20 files per model, plus managed workspaces whose sentinel is
+#      written by `mlxfs show WS --recalc-hash` (so `list` sees them clean).
+#   3. Times `mlxfs list --json > /dev/null` warm (1 warm-up + R runs) and cold (page cache
+#      dropped before each run; needs a writable /proc/sys/vm/drop_caches, else skipped).
+#   4. Times warm listing at N/4, N/2 and N hub models (+ M/4, M/2, M workspaces).
+#   5. With mlxk: lists the full catalog with it against a `cp -a` copy of the workspaces
+#      (mlx-knife may rewrite sentinels when it lists), checks that both tools list the same
+#      models and, for 5 sample models (and then for all), the same health, framework,
+#      model_type, capabilities, runtime_compatible, size_bytes, hash, content_hash and clean;
+#      then times `mlxk list --json` warm and cold like step 3. If its first run takes over
+#      20 s it gets min(R, 3) runs, over 60 s 1 run.
+#   6. Prints markdown tables (machine, command line) on stdout; progress goes to stderr.
+# Both tools run with HF_HOME, MLXK_WORKSPACE_HOME, HF_HUB_OFFLINE=1 and HF_HUB_CACHE unset.
+# Uses hyperfine when installed, else bash timing with `date +%s.%N`.
+set -euo pipefail
+
+MODELS=1000
+WORKSPACES=100
+RUNS=5
+DIR=""
+MLXK_ARG=""
+INSTALL_MLXK=""
+CMDLINE="$(printf '%q ' "$0" "$@")"
+CMDLINE="${CMDLINE% }"
+
+die() { echo "bench-list: $*" >&2; exit 2; }
+log() { echo "bench-list: $*" >&2; }
+
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --models) [[ $# -ge 2 ]] || die "--models needs a value"; MODELS="$2"; shift 2 ;;
+        --workspaces) [[ $# -ge 2 ]] || die "--workspaces needs a value"; WORKSPACES="$2"; shift 2 ;;
+        --runs) [[ $# -ge 2 ]] || die "--runs needs a value"; RUNS="$2"; shift 2 ;;
+        --dir) [[ $# -ge 2 ]] || die "--dir needs a value"; DIR="$2"; shift 2 ;;
+        --mlxk) [[ $# -ge 2 ]] || die "--mlxk needs a value"; MLXK_ARG="$2"; shift 2 ;;
+        --install-mlxk) [[ $# -ge 2 ]] || die "--install-mlxk needs a value"; INSTALL_MLXK="$2"; shift 2 ;;
+        -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+        *) die "unknown argument: $1 (see --help)" ;;
+    esac
+done
+for v in "$MODELS" "$WORKSPACES" "$RUNS"; do
+    [[ "$v" =~ ^[0-9]+$ ]] || die "not a number: $v"
+done
+[[ "$MODELS" -ge 4 ]] || die "--models must be at least 4"
+[[ "$RUNS" -ge 1 ]] || die "--runs must be at least 1"
+[[ -z "$MLXK_ARG" || -z "$INSTALL_MLXK" ]] || die "give --mlxk or --install-mlxk, not both"
+
+# Paths given relative to where the script was started from, before the cd below.
+abspath() { if [[ -z "$1" || "$1" = /* ]]; then echo "$1"; else echo "$PWD/$1"; fi; }
+DIR="$(abspath "$DIR")" INSTALL_MLXK="$(abspath "$INSTALL_MLXK")"
+[[ "$MLXK_ARG" != */* ]] || MLXK_ARG="$(abspath "$MLXK_ARG")"
+[[ "${MLXK:-}" != */* ]] || MLXK="$(abspath "$MLXK")"
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+command -v python3 >/dev/null || die "python3 is required"
+
+# ---------------------------------------------------------------- mlxk
+MLXK_BIN="" MLXK_NOTE=""
+if [[ -n "$MLXK_ARG" ]]; then
+    MLXK_BIN="$MLXK_ARG"
+elif [[ -n "$INSTALL_MLXK" ]]; then
+    MLXK_BIN="$INSTALL_MLXK/bin/mlxk"
+    if [[ ! -x "$MLXK_BIN" ]]; then
+        log "creating the venv $INSTALL_MLXK with mlx-knife 2.0.8"
+        python3 -m venv "$INSTALL_MLXK" >&2
+        "$INSTALL_MLXK/bin/pip" install mlx-knife==2.0.8 mlx-cpu==0.32.0 >&2
+    fi
+elif [[ -n "${MLXK:-}" ]]; then
+    MLXK_BIN="$MLXK"
+else
+    MLXK_BIN="$(command -v mlxk || true)"
+fi
+if [[ -z "$MLXK_BIN" ]]; then
+    MLXK_NOTE="skipped: no mlxk (give --mlxk PATH, set \$MLXK, or put mlxk on PATH)"
+    log "note: mlx-knife comparison $MLXK_NOTE"
+else
+    [[ "$MLXK_BIN" = */* ]] || MLXK_BIN="$(command -v "$MLXK_BIN" || true)"
+    [[ -n "$MLXK_BIN" && -x "$MLXK_BIN" ]] || die "mlxk is not an executable: ${MLXK_ARG:-${MLXK:-mlxk}}"
+    MLXK_VERSION="$("$MLXK_BIN" --version 2>/dev/null | head -n 1 || true)"
+    [[ -n "$MLXK_VERSION" ]] || die "$MLXK_BIN --version failed"
+    [[ "$MLXK_VERSION" = *2.0.8* ]] || log "note: $MLXK_VERSION, the reference is mlx-knife 2.0.8"
+fi
+
+# ---------------------------------------------------------------- 1. build
+DIRTY_AT_START="$(git -C "$ROOT" status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/null || true)"
+log "cargo build --release"
+cargo build --release >&2
+BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/mlxfs"
+[[ "$BIN" = /* ]] || BIN="$ROOT/$BIN"
+[[ -x "$BIN" ]] || die "no binary at $BIN"
+# the commit built (+dirty when src/ or Cargo.* differ from it as the build starts or ends)
+rev="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+[[ -z "${DIRTY_AT_START}$(git -C "$ROOT" status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/null)" ]] || rev="$rev+dirty"
+
+# ---------------------------------------------------------------- work dir
+MARKER=".bench-list-catalog"
+if [[ -n "$DIR" ]]; then
+    mkdir -p "$DIR"
+    DIR="$(cd "$DIR" && pwd -P)"
+    if [[ -n "$(ls -A "$DIR")" && ! -e "$DIR/$MARKER" ]]; then
+        die "$DIR is not empty and was not made by this script"
+    fi
+    rm -rf "${DIR:?}"/n-*
+    touch "$DIR/$MARKER"
+    WORK="$DIR"
+else
+    WORK="$(mktemp -d "${TMPDIR:-/tmp}/bench-list.XXXXXX")"
+    WORK="$(cd "$WORK" && pwd -P)"
+    trap 'rm -rf "$WORK"' EXIT
+fi
+
+# ---------------------------------------------------------------- 2. generate
+# gen_catalog ROOT N M: ROOT/hf/hub (N hub models) and ROOT/workspaces (M workspaces).
+gen_catalog() {
+    python3 - "$1" "$2" "$3" <<'PY'
+import hashlib, json, os, struct, sys
+
+root, n_models, n_ws = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+FIXED_MTIME = 1767225600  # 2026-01-01T00:00:00Z
+ORGS = ["mlx-community", "mlx-community", "mlx-community", "bench-org", "lmstudio-community"]
+
+def dumps(obj):
+    return (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode()
+
+def safetensors(i):
+    n = 16
+    data = struct.pack("<%df" % n, *[float((i * 31 + k) % 97) / 7.0 for k in range(n)])
+    header = {
+        "__metadata__": {"format": "mlx"},
+        "model.embed_tokens.weight": {"dtype": "F32", "shape": [4, 4], "data_offsets": [0, len(data)]},
+    }
+    h = json.dumps(header, separators=(",", ":")).encode()
+    h += b" " * ((8 - len(h) % 8) % 8)
+    return struct.pack("<Q", len(h)) + h + data
+
+def model_files(i, repo_id):
+    ctx = 4096 * (1 + i % 8)
+    config = {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_attention_heads": 4,
+        "num_hidden_layers": 2,
+        "num_key_value_heads": 4,
+        "vocab_size": 256,
+        "max_position_embeddings": ctx,
+        "rms_norm_eps": 1e-05,
+        "rope_theta": 10000.0,
+        "torch_dtype": "bfloat16",
+        "quantization": {"group_size": 64, "bits": 4},
+        "quantization_config": {"group_size": 64, "bits": 4},
+    }
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2}
+    vocab.update({"tok%03d" % k: k + 3 for k in range(40)})
+    tokenizer = {
+        "version": "1.0",
+        "truncation": None,
+        "padding": None,
+        "added_tokens": [{"id": 1, "content": "<s>", "special": True}],
+        "model": {"type": "BPE", "vocab": vocab, "merges": ["t o", "to k"]},
+    }
+    tok_cfg = {
+        "bos_token": "<s>",
+        "eos_token": "</s>",
+        "model_max_length": ctx,
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "chat_template": "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}</s>{% endfor %}"
+                         "{% if add_generation_prompt %}<|assistant|>{% endif %}",
+    }
+    readme = ("---\nlibrary_name: mlx\ntags:\n- mlx\n- llama\nbase_model: bench/base-%d\n---\n\n"
+              "# %s\n\nSynthetic benchmark model %d for `mlxfs list`.\n" % (i, repo_id, i))
+    files = {
+        "config.json": dumps(config),
+        "model.safetensors": safetensors(i),
+        "tokenizer.json": dumps(tokenizer),
+        "tokenizer_config.json": dumps(tok_cfg),
+        "special_tokens_map.json": dumps({"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}),
+        "generation_config.json": dumps({"bos_token_id": 1, "eos_token_id": 2, "temperature": 0.6}),
+        "README.md": readme.encode(),
+        # ~13 extra small files, some in sub-folders
+        ".gitattributes": b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n",
+        "LICENSE": ("Synthetic license text for model %d.\n" % i).encode(),
+        "USE_POLICY.md": b"# Use policy\n\nBenchmark data only.\n",
+        "vocab.json": dumps(vocab),
+        "merges.txt": b"#version: 0.2\nt o\nto k\n",
+        "added_tokens.json": dumps({"<pad>": 43}),
+        "chat_template.jinja": tok_cfg["chat_template"].encode() + b"\n",
+        "original/params.json": dumps({"dim": 64, "n_layers": 2, "n_heads": 4, "seed": i}),
+        "original/notes.txt": ("original checkpoint notes %d\n" % i).encode(),
+        "figures/loss.csv": ("step,loss\n" + "".join("%d,%.3f\n" % (s, 3.0 / (s + 1 + i % 5)) for s in range(10))).encode(),
+        "figures/eval.csv": ("task,score\nbench,%.2f\n" % ((i % 100) / 100)).encode(),
+        "figures/meta/info.json": dumps({"model": repo_id, "index": i}),
+        "figures/meta/tags.txt": b"mlx\nllama\nbenchmark\n",
+    }
+    return files
+
+def blob_id(name, data):
+    # huggingface_hub: LFS files are named by sha256, others by their git blob sha1.
+    if name.endswith(".safetensors"):
+        return hashlib.sha256(data).hexdigest()
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+def write(path, data):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(data)
+    os.utime(path, (FIXED_MTIME, FIXED_MTIME))
+
+hub = os.path.join(root, "hf", "hub")
+os.makedirs(hub, exist_ok=True)
+for i in range(n_models):
+    org = ORGS[i % len(ORGS)]
+    name = "Bench-Llama-%04d-4bit" % i
+    repo_id = "%s/%s" % (org, name)
+    repo = os.path.join(hub, "models--%s--%s" % (org, name))
+    commit = hashlib.sha1(("commit:" + repo_id).encode()).hexdigest()
+    snap = os.path.join(repo, "snapshots", commit)
+    for rel, data in model_files(i, repo_id).items():
+        bid = blob_id(rel, data)
+        blob = os.path.join(repo, "blobs", bid)
+        if not os.path.exists(blob):
+            write(blob, data)
+        link = os.path.join(snap, rel)
+        os.makedirs(os.path.dirname(link), exist_ok=True)
+        os.symlink(os.path.relpath(blob, os.path.dirname(link)), link)
+    os.makedirs(os.path.join(repo, "refs"), exist_ok=True)
+    with open(os.path.join(repo, "refs", "main"), "w") as f:
+        f.write(commit)  # huggingface_hub writes the bare commit, no newline
+
+wsroot = os.path.join(root, "workspaces")
+os.makedirs(wsroot, exist_ok=True)
+for j in range(n_ws):
+    name = "ws-%04d" % j
+    ws = os.path.join(wsroot, name)
+    for rel, data in model_files(100000 + j, "bench-org/" + name).items():
+        write(os.path.join(ws, rel), data)
+    sentinel = {
+        "mlxk_version": "2.0.8",
+        "created_at": "2026-01-01T00:00:00Z",
+        "source_repo": "org/x",
+        "source_revision": None,
+        "managed": True,
+        "operation": "clone",
+    }
+    with open(os.path.join(ws, ".mlxk_workspace.json"), "wb") as f:
+        f.write(dumps(sentinel))
+PY
+    local ws
+    for ws in "$1"/workspaces/*/; do
+        [[ -d "$ws" ]] || continue
+        "$BIN" show "${ws%/}" --recalc-hash --json >/dev/null
+    done
+}
+
+# check_catalog ROOT N M: the listing must count N+M models, all healthy and runnable, and
+# every workspace clean; a mismatch is reported (the timings would not mean much).
+check_catalog() {
+    HF_HOME="$1/hf" MLXK_WORKSPACE_HOME="$1/workspaces" HF_HUB_OFFLINE=1 \
+        env -u HF_HUB_CACHE "$BIN" list --json | python3 -c '
+import json, sys
+n, m = int(sys.argv[1]), int(sys.argv[2])
+d = json.load(sys.stdin)
+ms = d.get("data", {}).get("models", [])
+bad = [x["name"] for x in ms if x.get("health") != "healthy" or x.get("runtime_compatible") is not True]
+unclean = [x["name"] for x in ms if x.get("source") == "workspace" and x.get("clean") is not True]
+hub = sum(1 for x in ms if x.get("source") == "cache")
+ws = sum(1 for x in ms if x.get("source") == "workspace")
+msgs = []
+if (hub, ws) != (n, m):
+    msgs.append("listed %d hub + %d workspaces, expected %d + %d" % (hub, ws, n, m))
+if bad:
+    msgs.append("%d not healthy+runnable, e.g. %s" % (len(bad), bad[0]))
+if unclean:
+    msgs.append("%d workspaces not clean, e.g. %s" % (len(unclean), unclean[0]))
+print("; ".join(msgs) if msgs else "ok")
+' "$2" "$3"
+}
+
+# ---------------------------------------------------------------- 3./4. timing
+HAVE_HYPERFINE=0
+command -v hyperfine >/dev/null && HAVE_HYPERFINE=1
+DROP=/proc/sys/vm/drop_caches
+CAN_DROP=0
+if [[ -w "$DROP" ]] && (sync && echo 3 >"$DROP") 2>/dev/null; then CAN_DROP=1; fi
+
+# bench HF_HOME WORKSPACE_HOME MODE(warm|cold) RUNS EXE → prints "median min max" in seconds
+# for `EXE list --json > /dev/null`.
+bench() {
+    local hf="$1" wsh="$2" mode="$3" runs="$4" cmd
+    cmd="$(printf '%q' "$5") list --json > /dev/null"
+    export HF_HOME="$hf" MLXK_WORKSPACE_HOME="$wsh" HF_HUB_OFFLINE=1
+    unset HF_HUB_CACHE
+    if [[ $HAVE_HYPERFINE -eq 1 ]]; then
+        local out
+        out="$(mktemp "$WORK/hyperfine.XXXXXX")"
+        local args=(--style none --runs "$runs" --export-json "$out")
+        if [[ "$mode" = warm ]]; then
+            args+=(--warmup 1)
+        else
+            args+=(--prepare "sync; echo 3 > $DROP")
+        fi
+        hyperfine "${args[@]}" "$cmd" >&2
+        python3 -c '
+import json, sys
+r = json.load(open(sys.argv[1]))["results"][0]
+print("%.4f %.4f %.4f" % (r["median"], r["min"], r["max"]))' "$out"
+        rm -f "$out"
+    else
+        local times=() t0 t1 k
+        if [[ "$mode" = warm ]]; then eval "$cmd"; fi
+        for ((k = 0; k < runs; k++)); do
+            if [[ "$mode" = cold ]]; then sync; echo 3 >"$DROP"; fi
+            t0=$(date +%s.%N)
+            eval "$cmd"
+            t1=$(date +%s.%N)
+            times+=("$(echo "$t0 $t1" | awk '{printf "%.6f", $2 - $1}')")
+        done
+        printf '%s\n' "${times[@]}" | sort -g | awk '
+            { t[NR] = $1 }
+            END { m = (NR % 2) ? t[(NR + 1) / 2] : (t[NR / 2] + t[NR / 2 + 1]) / 2
+                  printf "%.4f %.4f %.4f\n", m, t[1], t[NR] }'
+    fi
+    unset HF_HOME MLXK_WORKSPACE_HOME HF_HUB_OFFLINE
+}
+
+# compare_lists MLXFS_JSON MLXK_JSON → one line per check on stdout. Models are matched by
+# name (hub) or folder name (workspace: mlx-knife names them by their absolute path).
+compare_lists() {
+    python3 - "$1" "$2" <<'PY'
+import json, sys
+FIELDS = ["health", "framework", "model_type", "capabilities", "runtime_compatible",
+          "size_bytes", "hash", "content_hash", "clean"]
+def load(path):
+    ms = json.load(open(path))["data"]["models"]
+    return {(("ws", m.get("display_name") or m["name"].rstrip("/").rsplit("/", 1)[-1])
+             if m.get("cached") is False else ("hub", m["name"])): m for m in ms}, len(ms)
+a, na = load(sys.argv[1])
+b, nb = load(sys.argv[2])
+only_a, only_b = sorted(set(a) - set(b)), sorted(set(b) - set(a))
+line = "count: mlxfs %d, mlxk %d" % (na, nb)
+if only_a or only_b:
+    line += "; only in mlxfs: %d %s; only in mlxk: %d %s" % (
+        len(only_a), [k[1] for k in only_a[:3]], len(only_b), [k[1] for k in only_b[:3]])
+print(line + ("" if na == nb and not only_a and not only_b else "  <-- MISMATCH"))
+common = sorted(set(a) & set(b))
+hubs = [k for k in common if k[0] == "hub"]
+wss = [k for k in common if k[0] == "ws"]
+sample = []
+if wss:
+    sample += [wss[0], wss[-1]]
+sample += [hubs[i * (len(hubs) - 1) // 2] for i in range(3)] if hubs else []
+sample = list(dict.fromkeys(sample))
+for k in common:  # top up to 5 when a kind is short
+    if len(sample) >= 5:
+        break
+    if k not in sample:
+        sample.append(k)
+def diffs(keys):
+    out = []
+    for k in keys:
+        for f in FIELDS:
+            if a[k].get(f) != b[k].get(f):
+                out.append((k[1], f, a[k].get(f), b[k].get(f)))
+    return out
+d = diffs(sample)
+print("sample of %d (%s): %s" % (len(sample), ", ".join(k[1] for k in sample),
+      "all fields equal" if not d else "%d differences" % len(d)))
+for name, f, x, y in d:
+    print("  %s %s: mlxfs %s, mlxk %s" % (name, f, json.dumps(x), json.dumps(y)))
+d = diffs(common)
+by = {}
+for name, f, _, _ in d:
+    by.setdefault(f, []).append(name)
+print("all %d common models: %s" % (len(common), "all fields equal" if not d else "; ".join(
+    "%s differs in %d (e.g. %s)" % (f, len(v), v[0]) for f, v in by.items())))
+PY
+}
+
+SIZES=("$((MODELS / 4)):$((WORKSPACES / 4))" "$((MODELS / 2)):$((WORKSPACES / 2))" "$MODELS:$WORKSPACES")
+declare -A CHECK WARM
+for s in "${SIZES[@]}"; do
+    n="${s%%:*}" m="${s##*:}"
+    dir="$WORK/n-$n-$m"
+    log "generating $n hub models + $m workspaces in $dir"
+    gen_catalog "$dir" "$n" "$m"
+    CHECK[$s]="$(check_catalog "$dir" "$n" "$m")"
+    [[ "${CHECK[$s]}" = ok ]] || log "WARNING: catalog $n+$m: ${CHECK[$s]}"
+done
+
+FULL="$WORK/n-$MODELS-$WORKSPACES"
+log "timing warm listing of the full catalog"
+res="$(bench "$FULL/hf" "$FULL/workspaces" warm "$RUNS" "$BIN")"
+read -r W_MED W_MIN W_MAX <<<"$res"
+WARM["$MODELS:$WORKSPACES"]="$W_MED"
+if [[ $CAN_DROP -eq 1 ]]; then
+    log "timing cold listing of the full catalog"
+    res="$(bench "$FULL/hf" "$FULL/workspaces" cold "$RUNS" "$BIN")"
+    read -r C_MED C_MIN C_MAX <<<"$res"
+fi
+for s in "${SIZES[@]:0:2}"; do
+    n="${s%%:*}" m="${s##*:}"
+    log "timing warm listing of $n + $m"
+    res="$(bench "$WORK/n-$n-$m/hf" "$WORK/n-$n-$m/workspaces" warm "$RUNS" "$BIN")"
+    read -r med _ _ <<<"$res"
+    WARM[$s]="$med"
+done
+
+# ---------------------------------------------------------------- 5. mlx-knife
+COMPARE="" SENTINELS="" HUB_TOUCHED=""
+if [[ -n "$MLXK_BIN" ]]; then
+    # mlx-knife may rewrite sentinels (self-heal) when it lists: it gets its own copy of the
+    # workspaces; the hub cache is shared, and checked for writes afterwards.
+    MWS="$WORK/mlxk-workspaces"
+    rm -rf "$MWS"
+    cp -a "$FULL/workspaces" "$MWS"
+    STAMP="$WORK/mlxk-stamp"
+    touch "$STAMP"
+    sleep 1
+    HF_HOME="$FULL/hf" MLXK_WORKSPACE_HOME="$FULL/workspaces" HF_HUB_OFFLINE=1 \
+        env -u HF_HUB_CACHE "$BIN" list --json >"$WORK/mlxfs-list.json"
+    log "first run of $MLXK_BIN list --json on the full catalog (compared with mlxfs)"
+    t0=$(date +%s.%N)
+    HF_HOME="$FULL/hf" MLXK_WORKSPACE_HOME="$MWS" HF_HUB_OFFLINE=1 \
+        env -u HF_HUB_CACHE "$MLXK_BIN" list --json >"$WORK/mlxk-list.json"
+    t1=$(date +%s.%N)
+    FIRST="$(echo "$t0 $t1" | awk '{printf "%.2f", $2 - $1}')"
+    COMPARE="$(compare_lists "$WORK/mlxfs-list.json" "$WORK/mlxk-list.json")"
+    printf '%s\n' "$COMPARE" | sed 's/^/bench-list: compare: /' >&2
+    MLXK_RUNS="$RUNS"
+    MLXK_RUNS_NOTE=""
+    if awk -v t="$FIRST" 'BEGIN { exit !(t > 60) }'; then
+        MLXK_RUNS=1 MLXK_RUNS_NOTE=" (first run ${FIRST} s > 60 s: 1 run)"
+    elif awk -v t="$FIRST" 'BEGIN { exit !(t > 20) }'; then
+        MLXK_RUNS=$((RUNS < 3 ? RUNS : 3)) MLXK_RUNS_NOTE=" (first run ${FIRST} s > 20 s: fewer runs)"
+    fi
+    log "timing warm mlxk listing of the full catalog (first run ${FIRST} s, $MLXK_RUNS runs)"
+    res="$(bench "$FULL/hf" "$MWS" warm "$MLXK_RUNS" "$MLXK_BIN")"
+    read -r MW_MED MW_MIN MW_MAX <<<"$res"
+    if [[ $CAN_DROP -eq 1 ]]; then
+        log "timing cold mlxk listing of the full catalog"
+        res="$(bench "$FULL/hf" "$MWS" cold "$MLXK_RUNS" "$MLXK_BIN")"
+        read -r MC_MED MC_MIN MC_MAX <<<"$res"
+    fi
+    changed=0 total=0
+    for f in "$FULL"/workspaces/*/.mlxk_workspace.json; do
+        [[ -e "$f" ]] || continue
+        total=$((total + 1))
+        rel="${f#"$FULL/workspaces/"}"
+        cmp -s "$f" "$MWS/$rel" || changed=$((changed + 1))
+    done
+    SENTINELS="$changed of $total sentinels rewritten by mlxk in its copy"
+    HUB_TOUCHED="$(find "$FULL/hf" -newer "$STAMP" | wc -l) paths in the hub cache changed during the mlxk runs"
+fi
+
+# ---------------------------------------------------------------- 6. report
+tool="bash date +%s.%N"
+if [[ $HAVE_HYPERFINE -eq 1 ]]; then tool="$(hyperfine --version 2>/dev/null || echo hyperfine)"; fi
+cpu="$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo 2>/dev/null || true)"
+CAT="$MODELS hub + $WORKSPACES ws"
+
+echo "### mlxfs list --json benchmark"
+echo
+echo "- command: \`$CMDLINE\`"
+echo "- date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+echo "- machine: nproc $(nproc), kernel $(uname -r)${cpu:+, $cpu}"
+echo "- mlxfs: $rev (release build); timing: $tool"
+if [[ -n "$MLXK_BIN" ]]; then
+    echo "- mlxk: $MLXK_VERSION ($MLXK_BIN), on a \`cp -a\` copy of the workspaces; $SENTINELS; $HUB_TOUCHED"
+else
+    echo "- mlxk: $MLXK_NOTE"
+fi
+echo "- catalog checks: $(for s in "${SIZES[@]}"; do printf '%s=%s ' "${s/:/+}" "${CHECK[$s]}"; done)"
+echo
+echo "| tool | measure | catalog | runs | median (s) | min (s) | max (s) |"
+echo "| --- | --- | --- | ---: | ---: | ---: | ---: |"
+echo "| mlxfs | warm | $CAT | $RUNS (+1 warm-up) | $W_MED | $W_MIN | $W_MAX |"
+if [[ $CAN_DROP -eq 1 ]]; then
+    echo "| mlxfs | cold (drop_caches before each run) | $CAT | $RUNS | $C_MED | $C_MIN | $C_MAX |"
+else
+    echo "| mlxfs | cold | $CAT | - | skipped: $DROP not writable | | |"
+fi
+if [[ -n "$MLXK_BIN" ]]; then
+    echo "| mlxk | warm | $CAT | $MLXK_RUNS (+1 warm-up)$MLXK_RUNS_NOTE | $MW_MED | $MW_MIN | $MW_MAX |"
+    if [[ $CAN_DROP -eq 1 ]]; then
+        echo "| mlxk | cold (drop_caches before each run) | $CAT | $MLXK_RUNS | $MC_MED | $MC_MIN | $MC_MAX |"
+    fi
+    echo
+    echo "| \`list --json\`, $CAT | mlxfs median (s) | mlxk median (s) | mlxk ÷ mlxfs |"
+    echo "| --- | ---: | ---: | ---: |"
+    awk -v a="$W_MED" -v b="$MW_MED" 'BEGIN { printf "| warm | %.4f | %.4f | %.1f× |\n", a, b, b / a }'
+    if [[ $CAN_DROP -eq 1 ]]; then
+        awk -v a="$C_MED" -v b="$MC_MED" 'BEGIN { printf "| cold | %.4f | %.4f | %.1f× |\n", a, b, b / a }'
+    fi
+    echo
+    echo "Same listing? (fields: health, framework, model_type, capabilities, runtime_compatible,"
+    echo "size_bytes, hash, content_hash, clean; \`last_modified\` not compared)"
+    echo
+    printf '%s\n' "$COMPARE" | sed 's/^/    /'
+fi
+echo
+echo "| hub models | workspaces | mlxfs warm median (s) | ms per hub model | ms per listed model |"
+echo "| ---: | ---: | ---: | ---: | ---: |"
+for s in "${SIZES[@]}"; do
+    n="${s%%:*}" m="${s##*:}"
+    awk -v n="$n" -v m="$m" -v t="${WARM[$s]}" 'BEGIN {
+        printf "| %d | %d | %.4f | %.3f | %.3f |\n", n, m, t, (n ? t * 1000 / n : 0), t * 1000 / (n + m) }'
+done

@@ -1,0 +1,782 @@
+//! Real FUSE mounts (root and /dev/fuse required, as on CI): tree shape, virtual files,
+//! byte-identical reads and mmap in both read modes, EROFS, live updates and the lifecycle.
+
+mod support;
+
+use serde_json::Value;
+use std::ffi::CString;
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, symlink};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use support::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_mlxfs");
+
+fn require_fuse() {
+    assert!(
+        Path::new("/dev/fuse").exists(),
+        "these tests mount a real FUSE file system: /dev/fuse is missing (run scripts/test.sh as root on Linux)"
+    );
+}
+
+fn cmd(fx: &Fx) -> Command {
+    let mut c = Command::new(BIN);
+    c.env_clear().env("PATH", "/usr/local/bin:/usr/bin:/bin");
+    for (k, v) in fx.vars() {
+        c.env(k, v);
+    }
+    c
+}
+
+struct Mount {
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Mount {
+    fn start(fx: &Fx, extra: &[&str]) -> Mount {
+        require_fuse();
+        let dir = fx.tmp.path().join(format!("mnt-{}", extra.join("")));
+        fs::create_dir_all(&dir).unwrap();
+        let child = cmd(fx)
+            .arg("mount")
+            .arg(&dir)
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let m = Mount {
+            dir,
+            child: Some(child),
+        };
+        m.wait_ready();
+        m
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if fs::read(self.dir.join(".mlxfs/status.json")).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("mount at {} did not come up", self.dir.display());
+    }
+
+    fn p(&self, rel: &str) -> PathBuf {
+        self.dir.join(rel)
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    fn status(&self) -> Value {
+        serde_json::from_slice(&fs::read(self.p(".mlxfs/status.json")).unwrap()).unwrap()
+    }
+}
+
+fn mounted(dir: &Path) -> bool {
+    let info = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let d = dir.to_string_lossy();
+    info.lines().any(|l| l.split(' ').nth(4) == Some(&*d))
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if mounted(&self.dir) {
+            let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+        }
+    }
+}
+
+fn sha(p: &Path) -> String {
+    let b = fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    Sha256::digest(&b)
+        .iter()
+        .map(|x| format!("{x:02x}"))
+        .collect()
+}
+
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+const OLD: &str = "1111111111111111111111111111111111111111";
+const NEW: &str = "2222222222222222222222222222222222222222";
+
+/// Hub models with two snapshots, a collision, broken models, and workspaces with links.
+fn fleet() -> Fx {
+    let fx = Fx::new();
+    let mut v1 = good_files();
+    v1.push(("sub/extra.txt".into(), b"nested".to_vec()));
+    fx.hub_snapshot("acme/model", OLD, &v1, false);
+    std::thread::sleep(Duration::from_millis(10));
+    let mut v2 = good_files();
+    v2.push(("README.md".into(), b"# v2".to_vec()));
+    fx.hub_snapshot("acme/model", NEW, &v2, true);
+    fx.hub_model("mlx-community/Tiny-4bit", &good_files());
+    // A broken hub model: a blob went missing.
+    let snap = fx.hub_model("acme/broken", &good_files());
+    fs::remove_file(snap.join(fs::read_link(snap.join("model.safetensors")).unwrap())).unwrap();
+    // Leftovers of an interrupted download.
+    fs::write(
+        fx.hub().join("models--acme--model/blobs/feed.incomplete"),
+        b"half",
+    )
+    .unwrap();
+    // Workspaces: one named like the org, one managed with links.
+    fx.workspace("acme", &good_files());
+    let ws = fx.workspace("linked-ws", &good_files());
+    fs::create_dir_all(ws.join("weights")).unwrap();
+    fs::rename(
+        ws.join("model.safetensors"),
+        ws.join("weights/model.safetensors"),
+    )
+    .unwrap();
+    symlink("weights/model.safetensors", ws.join("model.safetensors")).unwrap();
+    fs::write(ws.join(".DS_Store"), b"junk").unwrap();
+    managed_sentinel(&ws, "");
+    mlxfs::hash::sentinel::recalc(&ws).unwrap();
+    symlink("/etc/hostname", ws.join("escape")).unwrap();
+    fx
+}
+
+#[test]
+fn tree_shape_and_attributes() {
+    let fx = fleet();
+    let m = Mount::start(&fx, &[]);
+    assert_eq!(
+        names(&m.dir),
+        [".mlxfs", "acme", "acme@hub", "linked-ws", "mlx-community"]
+    );
+    assert_eq!(
+        names(&m.p("acme@hub")),
+        ["broken", "model", "model@1111111"]
+    );
+    assert_eq!(
+        names(&m.p("acme@hub/model")),
+        [
+            ".mlxfs",
+            "README.md",
+            "config.json",
+            "model.safetensors",
+            "tokenizer.json",
+            "tokenizer_config.json"
+        ]
+    );
+    assert_eq!(names(&m.p("acme@hub/model@1111111/sub")), ["extra.txt"]);
+    assert_eq!(
+        names(&m.p(".mlxfs")),
+        ["health", "models.json", "status.json"]
+    );
+    assert_eq!(
+        names(&m.p("acme/.mlxfs")),
+        ["hash", "health", "model.json", "sentinel.json"]
+    );
+    // The broken model's missing blob is not shown; the rest is.
+    assert!(!names(&m.p("acme@hub/broken")).contains(&"model.safetensors".to_string()));
+    // Links inside a workspace stay links (relative); links out of it and OS junk are hidden.
+    let ws = m.p("linked-ws");
+    assert_eq!(
+        fs::read_link(ws.join("model.safetensors")).unwrap(),
+        Path::new("weights/model.safetensors")
+    );
+    assert!(fs::symlink_metadata(ws.join("escape")).is_err());
+    assert!(fs::symlink_metadata(ws.join(".DS_Store")).is_err());
+    assert_eq!(
+        fs::read(ws.join("model.safetensors")).unwrap(),
+        tiny_weights()
+    );
+    // Sizes and mtimes of the backing files; hub files are regular files.
+    let real = fx
+        .hub()
+        .join("models--acme--model/snapshots")
+        .join(NEW)
+        .join("config.json");
+    let (a, b) = (
+        fs::metadata(m.p("acme@hub/model/config.json")).unwrap(),
+        fs::metadata(&real).unwrap(),
+    );
+    assert!(
+        fs::symlink_metadata(m.p("acme@hub/model/config.json"))
+            .unwrap()
+            .is_file()
+    );
+    assert_eq!(
+        (a.len(), a.mtime(), a.mtime_nsec()),
+        (b.len(), b.mtime(), b.mtime_nsec())
+    );
+    assert_eq!(a.mode() & 0o777, 0o444);
+    // Directory link counts: 2 + sub-folders.
+    assert_eq!(fs::metadata(m.p("acme@hub")).unwrap().nlink(), 5);
+    assert_eq!(
+        fs::metadata(m.p("acme@hub/model@1111111")).unwrap().nlink(),
+        4
+    );
+    // Inode numbers are stable between lookups.
+    assert_eq!(
+        fs::metadata(m.p("acme@hub/model")).unwrap().ino(),
+        fs::metadata(m.p("acme@hub/model/.")).unwrap().ino()
+    );
+    // find, du and cp -r behave as on a normal read-only folder.
+    let find = Command::new("find").arg(&m.dir).output().unwrap();
+    assert!(find.status.success());
+    let found = String::from_utf8_lossy(&find.stdout).lines().count();
+    assert!(found > 30, "{found}");
+    assert!(
+        Command::new("du")
+            .arg("-s")
+            .arg(&m.dir)
+            .stdout(Stdio::null())
+            .status()
+            .unwrap()
+            .success()
+    );
+    let copy = fx.tmp.path().join("copy");
+    assert!(
+        Command::new("cp")
+            .arg("-r")
+            .arg(m.p("acme@hub/model"))
+            .arg(&copy)
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert_eq!(
+        sha(&copy.join("model.safetensors")),
+        sha(&m.p("acme@hub/model/model.safetensors"))
+    );
+    // Finder probes: a fast ENOENT, even at the root.
+    assert!(fs::metadata(m.p(".Spotlight-V100")).is_err());
+    assert!(fs::metadata(m.p("acme/._config.json")).is_err());
+    // Names in the tree are names `show` accepts.
+    for name in [
+        "acme",
+        "acme@hub/model",
+        "acme@hub/model@1111111",
+        "mlx-community/Tiny-4bit",
+    ] {
+        let o = cmd(&fx).args(["show", name, "--json"]).output().unwrap();
+        assert!(
+            o.status.success(),
+            "show {name}: {}",
+            String::from_utf8_lossy(&o.stdout)
+        );
+    }
+}
+
+#[test]
+fn virtual_files_render_the_catalog() {
+    let fx = fleet();
+    let m = Mount::start(&fx, &[]);
+    // models.json is exactly `mlxfs list --json`.
+    let list = cmd(&fx).args(["list", "--json"]).output().unwrap();
+    assert_eq!(fs::read(m.p(".mlxfs/models.json")).unwrap(), list.stdout);
+    // Sizes in stat match the content.
+    for rel in [
+        ".mlxfs/models.json",
+        ".mlxfs/health",
+        "acme/.mlxfs/model.json",
+        "linked-ws/.mlxfs/hash",
+    ] {
+        assert_eq!(
+            fs::metadata(m.p(rel)).unwrap().len(),
+            fs::read(m.p(rel)).unwrap().len() as u64,
+            "{rel}"
+        );
+    }
+    let fleet = fs::read_to_string(m.p(".mlxfs/health")).unwrap();
+    assert!(fleet.contains("acme\thealthy\n"), "{fleet}");
+    assert!(fleet.contains("acme@hub/model\thealthy\n"), "{fleet}");
+    assert!(
+        fleet.contains("acme@hub/broken\tunhealthy: Dangling symlinks: model.safetensors\n"),
+        "{fleet}"
+    );
+    assert_eq!(
+        fs::read_to_string(m.p("acme@hub/model/.mlxfs/health")).unwrap(),
+        "healthy\n"
+    );
+    assert_eq!(
+        fs::read_to_string(m.p("linked-ws/.mlxfs/health")).unwrap(),
+        "unhealthy: Symlinks pointing outside the model folder: escape\n"
+    );
+    assert_eq!(
+        fs::read_to_string(m.p("acme@hub/model/.mlxfs/hash")).unwrap(),
+        format!("{NEW} pinned\n")
+    );
+    assert_eq!(
+        fs::read_to_string(m.p("acme@hub/model@1111111/.mlxfs/hash")).unwrap(),
+        format!("{OLD} pinned\n")
+    );
+    // linked-ws has a link that leaves it: its hash cannot be computed.
+    let h = fs::read_to_string(m.p("linked-ws/.mlxfs/hash")).unwrap();
+    assert!(
+        h.starts_with("unknown: symlink escape points outside"),
+        "{h}"
+    );
+    assert_eq!(
+        fs::read_to_string(m.p("acme/.mlxfs/hash"))
+            .unwrap()
+            .split(':')
+            .next(),
+        Some("unknown")
+    );
+    // sentinel.json: as stored for a workspace; an origin record for a hub model.
+    assert_eq!(
+        fs::read(m.p("linked-ws/.mlxfs/sentinel.json")).unwrap(),
+        fs::read(fx.ws_home.join("linked-ws/.mlxk_workspace.json")).unwrap()
+    );
+    let origin: Value =
+        serde_json::from_slice(&fs::read(m.p("acme@hub/model/.mlxfs/sentinel.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        origin,
+        serde_json::json!({"source_repo": "acme/model", "source_revision": NEW, "managed": false})
+    );
+    // model.json is `show --json`'s model.
+    let show: Value = serde_json::from_slice(
+        &cmd(&fx)
+            .args(["show", "acme@hub/model@1111111", "--json"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let mj: Value =
+        serde_json::from_slice(&fs::read(m.p("acme@hub/model@1111111/.mlxfs/model.json")).unwrap())
+            .unwrap();
+    assert_eq!(mj, show["data"]["model"]);
+    assert_eq!(mj["revision"], OLD);
+    // status.json says how reads are served.
+    let st = m.status();
+    assert_eq!(st["models"], 6);
+    assert!(st["read_mode"] == "passthrough" || st["read_mode"] == "daemon");
+    // Reading in small pieces gives the same bytes as one read.
+    let mut f = fs::File::open(m.p(".mlxfs/models.json")).unwrap();
+    let mut pieces = Vec::new();
+    let mut buf = [0u8; 7];
+    loop {
+        use std::io::Read;
+        let n = f.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        pieces.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(pieces, list.stdout);
+}
+
+/// A file of `mb` MiB with content that differs per 4 KiB page.
+fn big_file(path: &Path, mb: usize) {
+    use std::io::Write;
+    let mut f = fs::File::create(path).unwrap();
+    let mut page = vec![0u8; 1 << 20];
+    for i in 0..mb {
+        for (j, chunk) in page.chunks_mut(8).enumerate() {
+            chunk.copy_from_slice(&((i as u64) << 32 | j as u64).to_le_bytes());
+        }
+        f.write_all(&page).unwrap();
+    }
+}
+
+/// 8 threads mmap the file and compare random 4 KiB pages with the backing file.
+fn mmap_check(through: &Path, backing: &Path, seconds_budget: u64) {
+    let len = fs::metadata(backing).unwrap().len() as usize;
+    let start = Instant::now();
+    let threads: Vec<_> = (0..8u64)
+        .map(|t| {
+            let (through, backing) = (through.to_path_buf(), backing.to_path_buf());
+            std::thread::spawn(move || {
+                use std::os::unix::fs::FileExt;
+                let f = fs::File::open(&through).unwrap();
+                let real = fs::File::open(&backing).unwrap();
+                let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
+                // SAFETY: read-only shared mapping of a file we keep open for its lifetime.
+                let p = unsafe {
+                    libc::mmap(
+                        std::ptr::null_mut(),
+                        len,
+                        libc::PROT_READ,
+                        libc::MAP_SHARED,
+                        fd,
+                        0,
+                    )
+                };
+                assert_ne!(p, libc::MAP_FAILED, "mmap failed");
+                let mut x = t.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+                let mut want = vec![0u8; 4096];
+                for _ in 0..2000 {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    let page = (x as usize) % (len / 4096);
+                    // SAFETY: page * 4096 + 4096 <= len.
+                    let got = unsafe {
+                        std::slice::from_raw_parts((p as *const u8).add(page * 4096), 4096)
+                    };
+                    real.read_exact_at(&mut want, (page * 4096) as u64).unwrap();
+                    assert_eq!(got, &want[..], "page {page}");
+                }
+                // SAFETY: unmapping what we mapped.
+                unsafe { libc::munmap(p, len) };
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("mmap reader failed");
+    }
+    assert!(
+        start.elapsed() < Duration::from_secs(seconds_budget),
+        "mmap reads took {:?}: a hang or a serialised read path",
+        start.elapsed()
+    );
+}
+
+fn reads_are_identical(extra: &[&str], want_mode: &str) {
+    let fx = fleet();
+    let ws = fx.workspace("big-ws", &good_files());
+    big_file(&ws.join("weights.bin"), 256);
+    let m = Mount::start(&fx, extra);
+    let st = m.status();
+    assert_eq!(st["read_mode"], want_mode, "{st}");
+    let pairs = [
+        (m.p("big-ws/weights.bin"), ws.join("weights.bin")),
+        (
+            m.p("acme@hub/model/model.safetensors"),
+            fx.hub()
+                .join("models--acme--model/snapshots")
+                .join(NEW)
+                .join("model.safetensors"),
+        ),
+        (
+            m.p("acme@hub/model@1111111/sub/extra.txt"),
+            fx.hub()
+                .join("models--acme--model/snapshots")
+                .join(OLD)
+                .join("sub/extra.txt"),
+        ),
+        (
+            m.p("linked-ws/weights/model.safetensors"),
+            fx.ws_home.join("linked-ws/weights/model.safetensors"),
+        ),
+    ];
+    for (through, direct) in &pairs {
+        assert_eq!(sha(through), sha(direct), "{}", through.display());
+        // Twice: the second read is served from the page cache.
+        assert_eq!(sha(through), sha(direct), "{}", through.display());
+    }
+    mmap_check(&m.p("big-ws/weights.bin"), &ws.join("weights.bin"), 120);
+}
+
+#[test]
+fn reads_with_passthrough() {
+    reads_are_identical(&[], "passthrough");
+}
+
+#[test]
+fn reads_through_the_daemon() {
+    reads_are_identical(&["--no-passthrough"], "daemon");
+}
+
+fn errno_of(r: std::io::Result<impl Sized>) -> i32 {
+    match r {
+        Ok(_) => 0,
+        Err(e) => e.raw_os_error().unwrap_or(-1),
+    }
+}
+
+#[test]
+fn every_write_fails_with_erofs() {
+    let fx = fleet();
+    let m = Mount::start(&fx, &[]);
+    let file = m.p("acme/config.json");
+    let dir = m.p("acme");
+    let erofs = libc::EROFS;
+    assert_eq!(
+        errno_of(fs::write(m.p("acme/new.txt"), "x")),
+        erofs,
+        "create"
+    );
+    assert_eq!(
+        errno_of(fs::OpenOptions::new().write(true).open(&file)),
+        erofs,
+        "open for write"
+    );
+    assert_eq!(
+        errno_of(fs::OpenOptions::new().append(true).open(&file)),
+        erofs,
+        "append"
+    );
+    assert_eq!(errno_of(fs::create_dir(dir.join("d"))), erofs, "mkdir");
+    assert_eq!(errno_of(fs::remove_file(&file)), erofs, "unlink");
+    assert_eq!(
+        errno_of(fs::remove_dir(m.p("acme@hub/model@1111111/sub"))),
+        erofs,
+        "rmdir"
+    );
+    assert_eq!(
+        errno_of(fs::rename(&file, dir.join("c2.json"))),
+        erofs,
+        "rename"
+    );
+    assert_eq!(errno_of(symlink("x", dir.join("l"))), erofs, "symlink");
+    assert_eq!(errno_of(fs::hard_link(&file, dir.join("h"))), erofs, "link");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        errno_of(fs::set_permissions(
+            &file,
+            fs::Permissions::from_mode(0o777)
+        )),
+        erofs,
+        "chmod"
+    );
+    let c = CString::new(file.as_os_str().as_bytes()).unwrap();
+    let rc = unsafe { libc::truncate(c.as_ptr(), 0) };
+    assert_eq!(
+        (rc, std::io::Error::last_os_error().raw_os_error()),
+        (-1, Some(erofs)),
+        "truncate"
+    );
+    let rc = unsafe { libc::utimes(c.as_ptr(), std::ptr::null()) };
+    assert_eq!(
+        (rc, std::io::Error::last_os_error().raw_os_error()),
+        (-1, Some(erofs)),
+        "utimes"
+    );
+    let rc = unsafe { libc::setxattr(c.as_ptr(), c"user.x".as_ptr(), b"1".as_ptr().cast(), 1, 0) };
+    assert_eq!(
+        (rc, std::io::Error::last_os_error().raw_os_error()),
+        (-1, Some(erofs)),
+        "setxattr"
+    );
+    // Nothing changed underneath.
+    assert_eq!(
+        fs::read(fx.ws_home.join("acme/config.json")).unwrap(),
+        LLAMA_CONFIG.as_bytes()
+    );
+}
+
+fn eventually(what: &str, f: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("not within 3 s: {what}");
+}
+
+#[test]
+fn live_updates() {
+    let fx = fleet();
+    let m = Mount::start(&fx, &[]);
+    let ino_before = fs::metadata(m.p("acme@hub/model/config.json"))
+        .unwrap()
+        .ino();
+    // A workspace copied into the home appears; its files are readable.
+    let staged = fx.tmp.path().join("incoming");
+    write_tree(&staged, &good_files());
+    assert!(
+        Command::new("cp")
+            .arg("-r")
+            .arg(&staged)
+            .arg(fx.ws_home.join("fresh"))
+            .status()
+            .unwrap()
+            .success()
+    );
+    eventually("new workspace visible", || {
+        m.p("fresh/config.json").exists()
+    });
+    assert_eq!(
+        fs::read(m.p("fresh/model.safetensors")).unwrap(),
+        tiny_weights()
+    );
+    eventually("models.json lists it", || {
+        fs::read_to_string(m.p(".mlxfs/models.json"))
+            .unwrap()
+            .contains("/workspaces/fresh")
+    });
+    // A pulled hub model appears.
+    fx.hub_model("newco/pulled", &good_files());
+    eventually("new hub model visible", || {
+        m.p("newco/pulled/model.safetensors").exists()
+    });
+    // An edit inside a managed workspace flips its hash status.
+    let ws = fx.workspace("managed", &good_files());
+    managed_sentinel(&ws, "");
+    mlxfs::hash::sentinel::recalc(&ws).unwrap();
+    eventually("managed workspace clean", || {
+        fs::read_to_string(m.p("managed/.mlxfs/hash")).is_ok_and(|h| h.ends_with(" clean\n"))
+    });
+    fs::write(ws.join("notes.txt"), "edited").unwrap();
+    eventually("edit visible", || m.p("managed/notes.txt").exists());
+    eventually("hash modified", || {
+        fs::read_to_string(m.p("managed/.mlxfs/hash"))
+            .is_ok_and(|h| h.contains(" modified (sentinel sha256:"))
+    });
+    // Staging folders never appear.
+    fx.workspace(".mlxfs-staging-x", &good_files());
+    std::thread::sleep(Duration::from_millis(600));
+    assert!(!m.p(".mlxfs-staging-x").exists());
+    // Removal.
+    fs::remove_dir_all(fx.ws_home.join("fresh")).unwrap();
+    eventually("removed workspace gone", || !m.p("fresh").exists());
+    // Unchanged paths keep their inode numbers across refreshes.
+    assert_eq!(
+        fs::metadata(m.p("acme@hub/model/config.json"))
+            .unwrap()
+            .ino(),
+        ino_before
+    );
+}
+
+#[test]
+fn sigterm_unmounts_quickly() {
+    let fx = fleet();
+    let mut m = Mount::start(&fx, &[]);
+    let start = Instant::now();
+    unsafe { libc::kill(m.pid() as i32, libc::SIGTERM) };
+    let status = m.child.as_mut().unwrap().wait().unwrap();
+    assert!(status.success(), "{status}");
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(!mounted(&m.dir));
+    assert!(names(&m.dir).is_empty());
+}
+
+#[test]
+fn stale_mount_is_recovered_and_busy_umount_is_lazy() {
+    let fx = fleet();
+    let mut m = Mount::start(&fx, &[]);
+    let mut c = m.child.take().unwrap();
+    c.kill().unwrap();
+    c.wait().unwrap();
+    let err = fs::metadata(m.p("acme")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::ENOTCONN), "{err}");
+    // A new mount over the stale one clears it.
+    let child = cmd(&fx)
+        .arg("mount")
+        .arg(&m.dir)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    m.child = Some(child);
+    m.wait_ready();
+    assert!(m.p("acme/config.json").exists());
+    // `mlxfs umount` on a busy mount detaches it lazily; the open file keeps working.
+    let f = fs::File::open(m.p("acme/config.json")).unwrap();
+    let o = cmd(&fx).arg("umount").arg(&m.dir).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(!mounted(&m.dir));
+    let mut s = String::new();
+    use std::io::Read;
+    (&f).read_to_string(&mut s).unwrap();
+    assert_eq!(s, LLAMA_CONFIG);
+    drop(f);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = m.child.as_mut().unwrap().try_wait() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        m.child.as_mut().unwrap().try_wait().unwrap().is_some(),
+        "daemon still running after umount"
+    );
+}
+
+#[test]
+fn mount_errors_are_clear() {
+    let fx = Fx::new();
+    let o = cmd(&fx)
+        .args(["mount", "/nonexistent/mlxfs-mnt", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["error"]["type"], "mountpoint_missing");
+    let full = fx.tmp.path().join("full");
+    fs::create_dir_all(&full).unwrap();
+    fs::write(full.join("x"), "x").unwrap();
+    let o = cmd(&fx).arg("mount").arg(&full).output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("is not empty"), "{err}");
+    let o = cmd(&fx).arg("umount").arg(&full).output().unwrap();
+    assert!(String::from_utf8_lossy(&o.stderr).contains("is not a mount point"));
+}
+
+fn test_python() -> String {
+    if let Ok(p) = std::env::var("MLXFS_TEST_PYTHON") {
+        return p;
+    }
+    let ok = Command::new("python3")
+        .args(["-c", "import safetensors.numpy"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "the safetensors Python package is needed: run scripts/test.sh (it sets MLXFS_TEST_PYTHON)"
+    );
+    "python3".into()
+}
+
+#[test]
+fn safetensors_loads_through_the_mount() {
+    let python = test_python();
+    let fx = fleet();
+    let m = Mount::start(&fx, &[]);
+    for rel in [
+        "acme@hub/model/model.safetensors",
+        "linked-ws/model.safetensors",
+    ] {
+        let o = Command::new(&python)
+            .args([
+                "-c",
+                "import sys; from safetensors.numpy import load_file; t = load_file(sys.argv[1]); print(sorted(t), t['w'].shape, float(t['w'].sum()))",
+            ])
+            .arg(m.p(rel))
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{rel}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&o.stdout).trim(),
+            "['w'] (2, 2) 0.0"
+        );
+    }
+}
