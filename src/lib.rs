@@ -9,5 +9,6 @@ pub mod envelope;
 pub mod fuse;
 pub mod hash;
 pub mod jsonfmt;
+pub mod runtime;
 pub mod timefmt;
 pub mod vfs;

@@ -5,6 +5,7 @@ pub mod health;
 pub mod list;
 pub mod mount;
 pub mod output;
+pub mod run;
 pub mod show;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
@@ -62,6 +63,8 @@ pub enum Command {
     Mount(mount::MountArgs),
     /// Unmount an mlxfs mount (lazily when busy)
     Umount(mount::UmountArgs),
+    /// Generate text with a model (mlx-lm), under an isolated Hugging Face cache
+    Run(run::RunArgs),
 }
 
 impl Command {
@@ -72,6 +75,7 @@ impl Command {
             Command::Health(_) => "health",
             Command::Mount(_) => "mount",
             Command::Umount(_) => "umount",
+            Command::Run(_) => "run",
         }
     }
 }
@@ -164,8 +168,17 @@ pub fn run(args: Vec<std::ffi::OsString>) -> i32 {
             mount::run_umount(a),
             Box::new(|_: &Value| String::new()),
         ),
+        Command::Run(a) => (
+            Order::DataFirst,
+            run::run(a, &loc, cli.json),
+            Box::new(|_: &Value| String::new()),
+        ),
     };
-    let code = if result.is_ok() { 0 } else { 1 };
+    let code = match (&cmd, &result) {
+        (Command::Run(_), Ok(d)) => run::exit_code(d),
+        (_, Ok(_)) => 0,
+        (_, Err(_)) => 1,
+    };
     if cli.json {
         print_json(&envelope(Some(name), order, &result));
     } else {

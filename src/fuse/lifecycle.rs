@@ -317,6 +317,25 @@ fn block_signals() -> libc::sigset_t {
     }
 }
 
+/// Raise the mount's readahead to 1 MiB (root only) so reads through the daemon arrive as
+/// large requests; the kernel offers 128 KiB by default and fuser can only lower it. Runs on
+/// its own thread: the `stat` it needs is answered by the workers once the session runs.
+fn spawn_tuning(dir: PathBuf) {
+    if !is_root() {
+        return;
+    }
+    let _ = std::thread::Builder::new()
+        .name("mlxfs-tune".into())
+        .spawn(move || {
+            use std::os::unix::fs::MetadataExt;
+            let Ok(md) = fs::metadata(&dir) else { return };
+            let dev = md.dev();
+            let (major, minor) = (libc::major(dev), libc::minor(dev));
+            let knob = format!("/sys/class/bdi/{major}:{minor}/read_ahead_kb");
+            let _ = fs::write(knob, "1024");
+        });
+}
+
 /// Mount and serve until unmounted or signalled. Prints a line once the mount is ready.
 pub fn mount(loc: Locations, opts: &MountOptions) -> Result<(), MountError> {
     if !Path::new("/dev/fuse").exists() {
@@ -404,6 +423,7 @@ pub fn mount(loc: Locations, opts: &MountOptions) -> Result<(), MountError> {
         })
         .map_err(|e| MountError::new("mount_failed", e.to_string(), None))?;
 
+    spawn_tuning(dir.clone());
     eprintln!(
         "mlxfs: {models} models mounted at {} (reads: {}); Ctrl-C or `mlxfs umount {}` to unmount",
         dir.display(),

@@ -42,6 +42,10 @@ fn io_errno(e: &std::io::Error) -> Errno {
     Errno::from_i32(e.raw_os_error().unwrap_or(libc::EIO))
 }
 
+thread_local! {
+    static READ_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 enum Handle {
     File(Arc<File>),
     Passthrough(#[allow(dead_code)] Arc<BackingId>),
@@ -266,8 +270,12 @@ impl Filesystem for MlxFs {
                 let end = (start + size as usize).min(data.len());
                 reply.data(&data[start..end]);
             }
-            Ok(file) => {
-                let mut buf = vec![0u8; size as usize];
+            Ok(file) => READ_BUF.with_borrow_mut(|buf| {
+                // One buffer per worker thread, grown to the largest request and reused.
+                if buf.len() < size as usize {
+                    buf.resize(size as usize, 0);
+                }
+                let buf = &mut buf[..size as usize];
                 let mut done = 0;
                 while done < buf.len() {
                     match file.read_at(&mut buf[done..], offset + done as u64) {
@@ -278,7 +286,7 @@ impl Filesystem for MlxFs {
                     }
                 }
                 reply.data(&buf[..done]);
-            }
+            }),
         }
     }
 

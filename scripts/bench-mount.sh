@@ -1,0 +1,761 @@
+#!/usr/bin/env bash
+# Benchmark `mlxfs mount` (issue #3) side by side in one run: direct reads of the backing
+# folders (the limit), bindfs over the same folders (the peer: `bindfs -r SRC MNT`, default
+# options), and mlxfs with FUSE passthrough (default) and with --no-passthrough ("daemon").
+#
+# Usage: sudo scripts/bench-mount.sh [--runs R] [--dir DIR] [--hub-models N] [--workspaces M]
+#                                    [--pages P] [--madvise random|normal] [--threads T]
+#
+#   --runs R         timed runs per measure, the median is reported (default 5)
+#   --dir DIR        build the data in DIR and keep it; a later run with the same --hub-models
+#                    and --workspaces reuses it (default: a temp dir, removed at the end)
+#   --hub-models N   hub models in the catalog (default 900)
+#   --workspaces M   workspaces, ws-big (the 1 GiB file) included (default 100)
+#   --pages P        random pages each of the 8 mmap threads touches (default 32768)
+#   --madvise MODE   advice for the mmap test: random (default: MADV_RANDOM, every access is
+#                    one 4 KiB read, no read-around) or normal (kernel read-around)
+#   --threads T      pass --threads T to `mlxfs mount` (default: mlxfs's own default)
+#
+# Needs root (drop_caches, FUSE passthrough, bindfs as root). Installs bindfs, hyperfine, fuse3
+# and gcc with apt-get when missing.
+#
+# What it does:
+#   1. cargo build --release.
+#   2. Generates (deterministic, stdlib python3) ROOT/hf/hub with N hub models laid out as
+#      huggingface_hub writes them (~20 files each: blobs/, snapshots/<commit>/ relative links,
+#      refs/main) and ROOT/workspaces with M workspaces (~20 files each, sentinels written by
+#      `mlxfs show WS --recalc-hash`); ws-big/model.safetensors is a valid safetensors header
+#      followed by random bytes (head -c … /dev/urandom), 1 GiB in all.
+#   3. Mounts bindfs (`bindfs -r ROOT MNT`), mlxfs passthrough and mlxfs --no-passthrough side
+#      by side (HF_HOME=ROOT/hf, MLXK_WORKSPACE_HOME=ROOT/workspaces) and checks them (file
+#      count, the big file and a hub file byte-equal to the backing ones, read_mode, one health
+#      file per model). Then, for direct (ROOT itself), bindfs, passthrough and daemon:
+#      - 1 GiB sequential read, `dd if=F of=/dev/null bs=1M`: GB/s = 1e9 bytes/s;
+#      - mmap random 4 KiB reads: a C program (compiled here) maps the 1 GiB file, 8 threads
+#        each read one byte of P pseudo-random pages (the same pages every run; checksums are
+#        compared with direct's); k pages/s from the program's own timing of the threads;
+#      - `ls -lR`: direct = hub cache + workspace home, bindfs/mlxfs = the whole mount;
+#      - mlxfs only: `cat MNT/*/.mlxfs/health MNT/*/*/.mlxfs/health`, warm;
+#      - after the warm `ls -lR` and `cat`: the daemon's VmRSS (and VmHWM, threads) from
+#        /proc/PID/status; the mounts' bdi read_ahead_kb; for --no-passthrough, the sizes of
+#        the daemon's pread64 calls during a cold 256 MiB dd (strace, when installed; untimed).
+#      Warm: hyperfine (1 warm-up run, then R runs; mmap: the program's timing, 1 warm-up).
+#      Cold: R interleaved rounds, each measuring the four sides back to back in a rotating
+#      order (the VM disk's speed drifts with the host's cache), timed with $EPOCHREALTIME;
+#      `sync; echo 3 > /proc/sys/vm/drop_caches` before each run, and for `ls -lR` the FUSE
+#      file system is also unmounted and mounted again (then 1 s pause) before the drop.
+#   4. Mount to first ls: `mlxfs mount --daemon MNT && ls MNT` (and `bindfs -r ROOT MNT && ls
+#      MNT` for reference), unmounted before each run, warm and with a cold page cache.
+#   5. Prints markdown (machine, command, the result table, raw timings) on stdout; progress
+#      on stderr. Every mount it made is unmounted on exit (lazily if busy; a daemon that does
+#      not exit within 10 s is killed by its pid) and it checks that none is left.
+set -euo pipefail
+shopt -s lastpipe # `… | summarize` stores its results in this shell
+
+RUNS=5
+DIR=""
+HUB_MODELS=900
+WORKSPACES=100
+PAGES=32768
+MADVISE=random
+THREADS=""
+CMDLINE="$(printf '%q ' "$0" "$@")"
+CMDLINE="${CMDLINE% }"
+
+die() { echo "bench-mount: $*" >&2; exit 2; }
+log() { echo "bench-mount: $*" >&2; }
+
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --runs) [[ $# -ge 2 ]] || die "--runs needs a value"; RUNS="$2"; shift 2 ;;
+        --dir) [[ $# -ge 2 ]] || die "--dir needs a value"; DIR="$2"; shift 2 ;;
+        --hub-models) [[ $# -ge 2 ]] || die "--hub-models needs a value"; HUB_MODELS="$2"; shift 2 ;;
+        --workspaces) [[ $# -ge 2 ]] || die "--workspaces needs a value"; WORKSPACES="$2"; shift 2 ;;
+        --pages) [[ $# -ge 2 ]] || die "--pages needs a value"; PAGES="$2"; shift 2 ;;
+        --madvise) [[ $# -ge 2 ]] || die "--madvise needs a value"; MADVISE="$2"; shift 2 ;;
+        --threads) [[ $# -ge 2 ]] || die "--threads needs a value"; THREADS="$2"; shift 2 ;;
+        -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+        *) die "unknown argument: $1 (see --help)" ;;
+    esac
+done
+for v in "$RUNS" "$HUB_MODELS" "$WORKSPACES" "$PAGES" ${THREADS:+"$THREADS"}; do
+    [[ "$v" =~ ^[0-9]+$ ]] || die "not a number: $v"
+done
+[[ "$RUNS" -ge 1 ]] || die "--runs must be at least 1"
+[[ "$WORKSPACES" -ge 1 ]] || die "--workspaces must be at least 1 (ws-big)"
+[[ "$PAGES" -ge 1 ]] || die "--pages must be at least 1"
+[[ "$MADVISE" = random || "$MADVISE" = normal ]] || die "--madvise is random or normal"
+[[ "$(id -u)" = 0 ]] || die "run as root (drop_caches, FUSE passthrough, bindfs)"
+[[ -e /dev/fuse ]] || die "/dev/fuse is missing (modprobe fuse)"
+[[ -w /proc/sys/vm/drop_caches ]] || die "/proc/sys/vm/drop_caches is not writable"
+
+abspath() { if [[ -z "$1" || "$1" = /* ]]; then echo "$1"; else echo "$PWD/$1"; fi; }
+DIR="$(abspath "$DIR")"
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO"
+
+# ---------------------------------------------------------------- tools
+need_apt=()
+command -v bindfs >/dev/null || need_apt+=(bindfs)
+command -v hyperfine >/dev/null || need_apt+=(hyperfine)
+command -v fusermount3 >/dev/null || need_apt+=(fuse3)
+command -v gcc >/dev/null || need_apt+=(gcc)
+command -v findmnt >/dev/null || need_apt+=(util-linux)
+if [[ ${#need_apt[@]} -gt 0 ]]; then
+    log "installing ${need_apt[*]}"
+    apt-get update -qq >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >&2
+fi
+command -v python3 >/dev/null || die "python3 is required"
+command -v cargo >/dev/null || die "cargo is required"
+
+# ---------------------------------------------------------------- 1. build
+DIRTY_AT_START="$(git status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/null || true)"
+log "cargo build --release"
+cargo build --release >&2
+BIN="${CARGO_TARGET_DIR:-$REPO/target}/release/mlxfs"
+[[ "$BIN" = /* ]] || BIN="$REPO/$BIN"
+[[ -x "$BIN" ]] || die "no binary at $BIN"
+REV="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+[[ -z "${DIRTY_AT_START}$(git status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/null)" ]] || REV="$REV+dirty"
+
+# ---------------------------------------------------------------- work dir, cleanup
+MARKER=".bench-mount-data"
+if [[ -n "$DIR" ]]; then
+    mkdir -p "$DIR"
+    DIR="$(cd "$DIR" && pwd -P)"
+    if [[ -n "$(ls -A "$DIR")" && ! -e "$DIR/$MARKER" ]]; then
+        die "$DIR is not empty and was not made by this script"
+    fi
+    WORK="$DIR"
+else
+    WORK="$(mktemp -d "${TMPDIR:-/tmp}/bench-mount.XXXXXX")"
+    WORK="$(cd "$WORK" && pwd -P)"
+fi
+[[ "$WORK" != *[[:space:]]* ]] || die "the work dir must not contain white space: $WORK"
+DATA="$WORK/data"
+MNT="$WORK/mnt"
+TOOLS="$WORK/bin"
+OUT="$WORK/out"
+export XDG_STATE_HOME="$WORK/state" # the mlxfs daemon log: $WORK/state/mlxfs/mount.log
+mkdir -p "$MNT"/{bindfs,pt,daemon} "$TOOLS" "$OUT" "$XDG_STATE_HOME"
+# Stale mount points from an interrupted earlier run with the same --dir.
+for d in "$MNT"/*; do
+    if findmnt -rn --mountpoint "$d" >/dev/null 2>&1; then umount -l "$d" 2>/dev/null || true; fi
+done
+
+START_TIME=$SECONDS
+cleanup() {
+    local rc=$? d pid left=""
+    trap - EXIT INT TERM
+    for d in "$MNT"/bindfs "$MNT"/pt "$MNT"/daemon; do
+        if findmnt -rn --mountpoint "$d" >/dev/null 2>&1; then
+            umount "$d" 2>/dev/null || umount -l "$d" 2>/dev/null || fusermount3 -uz "$d" 2>/dev/null || true
+        fi
+    done
+    # mlxfs daemons this script started (pids from status.json): give them 10 s to exit.
+    if [[ -s "$WORK/pids" ]]; then
+        for pid in $(sort -u "$WORK/pids"); do
+            for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+            if kill -0 "$pid" 2>/dev/null && grep -q mlxfs "/proc/$pid/comm" 2>/dev/null; then
+                log "WARNING: mlxfs daemon $pid still running 10 s after its unmount; killing it"
+                kill "$pid" 2>/dev/null || true
+            fi
+        done
+    fi
+    for d in "$MNT"/bindfs "$MNT"/pt "$MNT"/daemon; do
+        findmnt -rn --mountpoint "$d" >/dev/null 2>&1 && left="$left $d"
+    done
+    [[ -z "$left" ]] || log "WARNING: still mounted:$left"
+    if [[ -z "$DIR" ]]; then
+        if [[ -z "$left" ]]; then rm -rf "$WORK"; else log "kept $WORK (mounts left)"; fi
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# ---------------------------------------------------------------- 2. generate
+GEN_KEY="hub=$HUB_MODELS ws=$WORKSPACES v1"
+BIG="$DATA/workspaces/ws-big/model.safetensors"
+BIG_BYTES=1073741824
+if [[ -e "$WORK/$MARKER" && "$(cat "$WORK/$MARKER")" = "$GEN_KEY" && -s "$BIG" ]]; then
+    log "reusing the data in $DATA"
+else
+    rm -rf "$DATA" "$WORK/$MARKER"
+    touch "$WORK/$MARKER"
+    log "generating $HUB_MODELS hub models + $WORKSPACES workspaces in $DATA"
+    python3 - "$DATA" "$HUB_MODELS" "$WORKSPACES" "$BIG_BYTES" <<'PY'
+import hashlib, json, os, struct, sys
+
+root, n_models, n_ws, big_bytes = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+FIXED_MTIME = 1767225600  # 2026-01-01T00:00:00Z
+ORGS = ["mlx-community", "mlx-community", "mlx-community", "bench-org", "lmstudio-community"]
+
+def dumps(obj):
+    return (json.dumps(obj, indent=2) + "\n").encode()
+
+def st_header(tensors):
+    h = json.dumps(tensors, separators=(",", ":")).encode()
+    h += b" " * ((8 - len(h) % 8) % 8)
+    return struct.pack("<Q", len(h)) + h
+
+def safetensors(i):
+    data = struct.pack("<16f", *[float((i * 31 + k) % 97) / 7.0 for k in range(16)])
+    return st_header({
+        "__metadata__": {"format": "mlx"},
+        "model.embed_tokens.weight": {"dtype": "F32", "shape": [4, 4], "data_offsets": [0, len(data)]},
+    }) + data
+
+def big_header(total):
+    # A header for one U8 tensor filling the rest of a `total`-byte file.
+    n = total
+    for _ in range(5):
+        h = st_header({"__metadata__": {"format": "mlx"},
+                       "model.embed_tokens.weight": {"dtype": "U8", "shape": [n], "data_offsets": [0, n]}})
+        n = total - len(h)
+    assert len(h) + n == total
+    return h
+
+def model_files(i, repo_id):
+    ctx = 4096 * (1 + i % 8)
+    config = {
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 64,
+        "intermediate_size": 128, "num_attention_heads": 4, "num_hidden_layers": 2,
+        "num_key_value_heads": 4, "vocab_size": 256, "max_position_embeddings": ctx,
+        "rms_norm_eps": 1e-05, "rope_theta": 10000.0, "torch_dtype": "bfloat16",
+        "quantization": {"group_size": 64, "bits": 4},
+        "quantization_config": {"group_size": 64, "bits": 4},
+    }
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2}
+    vocab.update({"tok%03d" % k: k + 3 for k in range(40)})
+    tokenizer = {"version": "1.0", "truncation": None, "padding": None,
+                 "added_tokens": [{"id": 1, "content": "<s>", "special": True}],
+                 "model": {"type": "BPE", "vocab": vocab, "merges": ["t o", "to k"]}}
+    tok_cfg = {
+        "bos_token": "<s>", "eos_token": "</s>", "model_max_length": ctx,
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "chat_template": "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}</s>{% endfor %}"
+                         "{% if add_generation_prompt %}<|assistant|>{% endif %}",
+    }
+    readme = ("---\nlibrary_name: mlx\ntags:\n- mlx\n- llama\n---\n\n# %s\n\n"
+              "Synthetic benchmark model %d for `mlxfs mount`.\n" % (repo_id, i))
+    return {
+        "config.json": dumps(config),
+        "model.safetensors": safetensors(i),
+        "tokenizer.json": dumps(tokenizer),
+        "tokenizer_config.json": dumps(tok_cfg),
+        "special_tokens_map.json": dumps({"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}),
+        "generation_config.json": dumps({"bos_token_id": 1, "eos_token_id": 2, "temperature": 0.6}),
+        "README.md": readme.encode(),
+        ".gitattributes": b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n",
+        "LICENSE": ("Synthetic license text for model %d.\n" % i).encode(),
+        "USE_POLICY.md": b"# Use policy\n\nBenchmark data only.\n",
+        "vocab.json": dumps(vocab),
+        "merges.txt": b"#version: 0.2\nt o\nto k\n",
+        "added_tokens.json": dumps({"<pad>": 43}),
+        "chat_template.jinja": tok_cfg["chat_template"].encode() + b"\n",
+        "original/params.json": dumps({"dim": 64, "n_layers": 2, "n_heads": 4, "seed": i}),
+        "original/notes.txt": ("original checkpoint notes %d\n" % i).encode(),
+        "figures/loss.csv": ("step,loss\n" + "".join("%d,%.3f\n" % (s, 3.0 / (s + 1 + i % 5)) for s in range(10))).encode(),
+        "figures/eval.csv": ("task,score\nbench,%.2f\n" % ((i % 100) / 100)).encode(),
+        "figures/meta/info.json": dumps({"model": repo_id, "index": i}),
+        "figures/meta/tags.txt": b"mlx\nllama\nbenchmark\n",
+    }
+
+def blob_id(name, data):
+    if name.endswith(".safetensors"):
+        return hashlib.sha256(data).hexdigest()
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+def write(path, data):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(data)
+    os.utime(path, (FIXED_MTIME, FIXED_MTIME))
+
+hub = os.path.join(root, "hf", "hub")
+os.makedirs(hub, exist_ok=True)
+for i in range(n_models):
+    org = ORGS[i % len(ORGS)]
+    repo_id = "%s/Bench-Llama-%04d-4bit" % (org, i)
+    repo = os.path.join(hub, "models--" + repo_id.replace("/", "--"))
+    commit = hashlib.sha1(("commit:" + repo_id).encode()).hexdigest()
+    snap = os.path.join(repo, "snapshots", commit)
+    for rel, data in model_files(i, repo_id).items():
+        blob = os.path.join(repo, "blobs", blob_id(rel, data))
+        if not os.path.exists(blob):
+            write(blob, data)
+        link = os.path.join(snap, rel)
+        os.makedirs(os.path.dirname(link), exist_ok=True)
+        os.symlink(os.path.relpath(blob, os.path.dirname(link)), link)
+    os.makedirs(os.path.join(repo, "refs"), exist_ok=True)
+    with open(os.path.join(repo, "refs", "main"), "w") as f:
+        f.write(commit)
+
+wsroot = os.path.join(root, "workspaces")
+os.makedirs(wsroot, exist_ok=True)
+names = ["ws-big"] + ["ws-%04d" % j for j in range(n_ws - 1)]
+for j, name in enumerate(names):
+    ws = os.path.join(wsroot, name)
+    for rel, data in model_files(100000 + j, "bench-org/" + name).items():
+        if name == "ws-big" and rel == "model.safetensors":
+            data = big_header(big_bytes)  # the random tensor bytes are appended by the script
+        write(os.path.join(ws, rel), data)
+    with open(os.path.join(ws, ".mlxk_workspace.json"), "wb") as f:
+        f.write(dumps({"mlxk_version": "2.0.8", "created_at": "2026-01-01T00:00:00Z",
+                       "source_repo": "org/x", "source_revision": None, "managed": True,
+                       "operation": "clone"}))
+PY
+    hdr=$(stat -c %s "$BIG")
+    log "writing $((BIG_BYTES - hdr)) random bytes to $BIG"
+    head -c "$((BIG_BYTES - hdr))" /dev/urandom >>"$BIG"
+    [[ "$(stat -c %s "$BIG")" = "$BIG_BYTES" ]] || die "$BIG has the wrong size"
+    touch -d @1767225600 "$BIG"
+    log "writing workspace sentinels (mlxfs show WS --recalc-hash)"
+    for ws in "$DATA"/workspaces/*/; do
+        HF_HOME="$DATA/hf" MLXK_WORKSPACE_HOME="$DATA/workspaces" "$BIN" show "${ws%/}" --recalc-hash --json >/dev/null
+    done
+    echo "$GEN_KEY" >"$WORK/$MARKER"
+fi
+sync
+MODELS=$((HUB_MODELS + WORKSPACES))
+N_BACKING_FILES=$(( $(find "$DATA/workspaces" -type f | wc -l) + $(find "$DATA/hf/hub" -path '*/snapshots/*' \( -type l -o -type f \) | wc -l) ))
+log "catalog: $MODELS models, $N_BACKING_FILES model files"
+
+export HF_HOME="$DATA/hf" MLXK_WORKSPACE_HOME="$DATA/workspaces" HF_HUB_OFFLINE=1
+unset HF_HUB_CACHE
+
+# ---------------------------------------------------------------- helpers
+# fsctl: mount/unmount/cold-prepare, one file so hyperfine's --prepare can call it too.
+cat >"$TOOLS/fsctl" <<EOF
+#!/usr/bin/env bash
+# fsctl up|down|cold KIND, or fsctl drop. KIND: direct, bindfs, pt, daemon.
+set -euo pipefail
+BIN=$(printf '%q' "$BIN")
+DATA=$(printf '%q' "$DATA")
+MNT=$(printf '%q' "$MNT")
+PIDS=$(printf '%q' "$WORK/pids")
+THREADS=$(printf '%q' "$THREADS")
+export HF_HOME=\$DATA/hf MLXK_WORKSPACE_HOME=\$DATA/workspaces HF_HUB_OFFLINE=1
+export XDG_STATE_HOME=$(printf '%q' "$XDG_STATE_HOME")
+unset HF_HUB_CACHE
+mounted() { findmnt -rn --mountpoint "\$1" >/dev/null 2>&1; }
+drop() { sync; echo 3 > /proc/sys/vm/drop_caches; }
+up() {
+    local d="\$MNT/\$1"
+    mounted "\$d" && return 0
+    case "\$1" in
+        direct) return 0 ;;
+        bindfs) bindfs -r "\$DATA" "\$d" ;;
+        pt) "\$BIN" mount --daemon \${THREADS:+--threads "\$THREADS"} "\$d" >/dev/null 2>&1 ;;
+        daemon) "\$BIN" mount --daemon --no-passthrough \${THREADS:+--threads "\$THREADS"} "\$d" >/dev/null 2>&1 ;;
+        *) echo "fsctl: unknown kind \$1" >&2; exit 2 ;;
+    esac
+    mounted "\$d" || { echo "fsctl: \$d did not mount" >&2; exit 1; }
+    if [[ "\$1" != bindfs ]]; then
+        python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["pid"])' "\$d/.mlxfs/status.json" >>"\$PIDS"
+    fi
+}
+down() {
+    local d="\$MNT/\$1" pid=""
+    [[ "\$1" = direct ]] && return 0
+    mounted "\$d" || return 0
+    if [[ "\$1" = bindfs ]]; then
+        umount "\$d" 2>/dev/null || umount -l "\$d"
+    else
+        pid=\$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["pid"])' "\$d/.mlxfs/status.json" 2>/dev/null || true)
+        "\$BIN" umount "\$d" >/dev/null 2>&1 || umount -l "\$d"
+    fi
+    for _ in \$(seq 100); do mounted "\$d" || break; sleep 0.1; done
+    if mounted "\$d"; then echo "fsctl: \$d still mounted after umount" >&2; exit 1; fi
+    if [[ -n "\$pid" ]]; then
+        for _ in \$(seq 100); do kill -0 "\$pid" 2>/dev/null || break; sleep 0.05; done
+        if kill -0 "\$pid" 2>/dev/null; then echo "fsctl: mlxfs daemon \$pid still alive 5 s after umount of \$d" >&2; fi
+    fi
+    return 0
+}
+case "\$1" in
+    up) up "\$2" ;;
+    down) down "\$2" ;;
+    cold) down "\$2"; up "\$2"; [[ "\$2" = direct ]] || sleep 1; drop ;;
+    drop) drop ;;
+    *) echo "fsctl: unknown command \$1" >&2; exit 2 ;;
+esac
+EOF
+chmod +x "$TOOLS/fsctl"
+FSCTL="$TOOLS/fsctl"
+
+# The mmap random-read program.
+cat >"$TOOLS/mmap-rand.c" <<'EOF'
+/* mmap-rand FILE THREADS PAGES_PER_THREAD random|normal: each thread reads one byte of
+   PAGES_PER_THREAD pseudo-random 4 KiB pages (xorshift64, fixed seeds) of FILE mapped shared,
+   read-only; prints the pages read and the seconds the threads took. */
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+static const volatile unsigned char *base;
+static size_t npages;
+static long per_thread;
+
+struct worker { pthread_t th; uint64_t seed, sum; };
+
+static void *run(void *arg) {
+    struct worker *w = arg;
+    uint64_t x = w->seed, s = 0;
+    for (long i = 0; i < per_thread; i++) {
+        x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+        size_t page = (size_t)(x % npages);
+        s += base[page * 4096 + ((x >> 40) & 4095)];
+    }
+    w->sum = s;
+    return NULL;
+}
+
+int main(int argc, char **argv) {
+    if (argc != 5) {
+        fprintf(stderr, "usage: %s FILE THREADS PAGES_PER_THREAD random|normal\n", argv[0]);
+        return 2;
+    }
+    int nthreads = atoi(argv[2]);
+    per_thread = atol(argv[3]);
+    int fd = open(argv[1], O_RDONLY);
+    if (fd < 0) { perror(argv[1]); return 1; }
+    struct stat st;
+    if (fstat(fd, &st) != 0) { perror("fstat"); return 1; }
+    npages = (size_t)st.st_size / 4096;
+    if (npages == 0 || nthreads < 1 || nthreads > 256 || per_thread < 1) {
+        fprintf(stderr, "bad arguments\n");
+        return 2;
+    }
+    void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED) { perror("mmap"); return 1; }
+    if (strcmp(argv[4], "random") == 0 && madvise(p, (size_t)st.st_size, MADV_RANDOM) != 0) {
+        perror("madvise");
+        return 1;
+    }
+    base = p;
+    struct worker w[256];
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (int i = 0; i < nthreads; i++) {
+        w[i].seed = 0x9E3779B97F4A7C15ull * (uint64_t)(i + 1);
+        if (pthread_create(&w[i].th, NULL, run, &w[i]) != 0) { perror("pthread_create"); return 1; }
+    }
+    uint64_t sum = 0;
+    for (int i = 0; i < nthreads; i++) { pthread_join(w[i].th, NULL); sum += w[i].sum; }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+    printf("%ld %.6f %llu\n", (long)nthreads * per_thread, secs, (unsigned long long)sum);
+    return 0;
+}
+EOF
+gcc -O2 -Wall -pthread -o "$TOOLS/mmap-rand" "$TOOLS/mmap-rand.c"
+
+# Results: R[key] = median; RAW[key] = "median min max" (seconds) for the raw table.
+declare -A R RAW NOTE
+RAW_KEYS=()
+summarize() { # KEY then seconds on stdin, one per line → R/RAW
+    local key="$1" stats
+    stats="$(sort -g | awk '{ t[NR] = $1 } END {
+        m = (NR % 2) ? t[(NR + 1) / 2] : (t[NR / 2] + t[NR / 2 + 1]) / 2
+        printf "%.6f %.6f %.6f\n", m, t[1], t[NR] }')"
+    RAW[$key]="$stats"
+    R[$key]="${stats%% *}"
+    RAW_KEYS+=("$key")
+}
+# hf KEY [hyperfine options…] COMMAND: median of RUNS hyperfine runs.
+hf() {
+    local key="$1"; shift
+    local out="$OUT/$key.json"
+    hyperfine --style none --runs "$RUNS" --export-json "$out" "$@" >&2 \
+        || die "hyperfine failed for $key"
+    python3 -c 'import json,sys; print("\n".join(str(t) for t in json.load(open(sys.argv[1]))["results"][0]["times"]))' "$out" \
+        | summarize "$key"
+}
+# mmap_warm KEY FILE: 1 warm-up run, then the median of RUNS runs of the program's own timing.
+# The pages are the same every run: every checksum must equal direct's.
+mmap_warm() {
+    local key="$1" file="$2" k
+    rm -f "$OUT/$key.txt"
+    "$TOOLS/mmap-rand" "$file" 8 "$PAGES" "$MADVISE" >/dev/null || die "mmap-rand failed on $file"
+    for ((k = 0; k < RUNS; k++)); do
+        "$TOOLS/mmap-rand" "$file" 8 "$PAGES" "$MADVISE" >>"$OUT/$key.txt" || die "mmap-rand failed on $file"
+    done
+    awk '{ print $2 }' "$OUT/$key.txt" | summarize "$key"
+    [[ "$(awk '{ print $3 }' "$OUT/$key.txt" "$OUT/mmap_warm_direct.txt" | sort -u | wc -l)" = 1 ]] \
+        || NOTE[$key]="checksums differ from direct's"
+}
+PAGES_TOTAL=$((8 * PAGES))
+
+root_of() { # KIND → the tree as the benchmarked side sees it
+    case "$1" in
+        direct) echo "$DATA" ;;
+        *) echo "$MNT/$1" ;;
+    esac
+}
+big_of() {
+    case "$1" in
+        direct) echo "$BIG" ;;
+        bindfs) echo "$MNT/bindfs/workspaces/ws-big/model.safetensors" ;;
+        *) echo "$MNT/$1/ws-big/model.safetensors" ;;
+    esac
+}
+ls_targets() {
+    case "$1" in
+        direct) printf '%s\n' "$DATA/hf/hub" "$DATA/workspaces" ;;
+        *) echo "$MNT/$1" ;;
+    esac
+}
+bdi_of() { # read_ahead_kb of the mount's bdi
+    local mm
+    mm="$(findmnt -rn -o MAJ:MIN --mountpoint "$1" 2>/dev/null || true)"
+    [[ -n "$mm" && -r "/sys/class/bdi/$mm/read_ahead_kb" ]] && cat "/sys/class/bdi/$mm/read_ahead_kb" || echo "?"
+}
+disk_ra() { # read_ahead_kb of the disk holding a path
+    local src dev parent
+    src="$(findmnt -no SOURCE -T "$1" 2>/dev/null || true)"
+    dev="$(basename "${src:-?}")"
+    parent="$(lsblk -no PKNAME "$src" 2>/dev/null | head -n 1 || true)"
+    cat "/sys/class/block/${parent:-$dev}/queue/read_ahead_kb" 2>/dev/null || echo "?"
+}
+mlxfs_pid() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["pid"])' "$MNT/$1/.mlxfs/status.json"; }
+proc_field() { awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status"; }
+
+# ---------------------------------------------------------------- 3. per file system
+KINDS=(direct bindfs pt daemon)
+declare -A INFO
+# All three FUSE file systems stay mounted side by side (idle when not measured).
+for kind in "${KINDS[@]}"; do
+    "$FSCTL" up "$kind"
+    big="$(big_of "$kind")"
+    if [[ "$kind" = pt || "$kind" = daemon ]]; then
+        m="$MNT/$kind"
+        mode="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["read_mode"])' "$m/.mlxfs/status.json")"
+        want=passthrough; [[ "$kind" = daemon ]] && want=daemon
+        [[ "$mode" = "$want" ]] || NOTE[check_$kind]="read_mode is $mode, expected $want; "
+        n="$(find "$m" -name .mlxfs -prune -o -type f -print | wc -l)"
+        [[ "$n" = "$N_BACKING_FILES" ]] || NOTE[check_$kind]+="$n files in the mount, $N_BACKING_FILES in the backing folders; "
+        nm="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["models"])' "$m/.mlxfs/status.json")"
+        [[ "$nm" = "$MODELS" ]] || NOTE[check_$kind]+="status.json counts $nm models, expected $MODELS; "
+        hubf="$(find "$DATA/hf/hub" -path '*/snapshots/*/config.json' -print -quit)"
+        repo="${hubf#"$DATA/hf/hub/models--"}"; repo="${repo%%/*}"
+        cmp -s "$hubf" "$m/${repo/--//}/config.json" || NOTE[check_$kind]+="hub file ${repo/--//}/config.json differs; "
+        nh="$(sh -c "ls $m/*/.mlxfs/health $m/*/*/.mlxfs/health" | wc -l)"
+        [[ "$nh" = "$MODELS" ]] || NOTE[check_$kind]+="$nh health files, expected $MODELS; "
+        INFO[unhealthy_$kind]="$(sh -c "cat $m/*/.mlxfs/health $m/*/*/.mlxfs/health" | grep -vc '^healthy$' || true)"
+    fi
+    log "$kind: comparing the 1 GiB file ($big) with the backing one"
+    cmp -s "$BIG" "$big" || NOTE[check_$kind]+="the 1 GiB file differs from the backing one; "
+    if [[ "$kind" = direct ]]; then INFO[ra_direct]="$(disk_ra "$DATA")"; else INFO[ra_$kind]="$(bdi_of "$MNT/$kind")"; fi
+done
+
+# --- warm measures, one file system after the other
+for kind in "${KINDS[@]}"; do
+    big="$(big_of "$kind")"
+    mapfile -t lst < <(ls_targets "$kind")
+    log "$kind: dd warm"
+    hf "dd_warm_$kind" -N --warmup 1 "dd if=$big of=/dev/null bs=1M status=none"
+    log "$kind: mmap random reads warm"
+    mmap_warm "mmap_warm_$kind" "$big"
+    log "$kind: ls -lR warm"
+    hf "ls_warm_$kind" -N --warmup 1 "ls -lR ${lst[*]}"
+    ls -lR "${lst[@]}" | grep -c '^[-l]' >"$OUT/ls_entries_$kind" || true
+    if [[ "$kind" = pt || "$kind" = daemon ]]; then
+        m="$MNT/$kind"
+        log "$kind: cat health warm"
+        hf "cat_$kind" --warmup 1 "cat $m/*/.mlxfs/health $m/*/*/.mlxfs/health > /dev/null"
+        pid="$(mlxfs_pid "$kind")"
+    elif [[ "$kind" = bindfs ]]; then
+        pid="$(pgrep -xf "bindfs -r $DATA $MNT/bindfs" | head -n 1 || true)"
+    else
+        pid=""
+    fi
+    if [[ -n "$pid" ]]; then
+        INFO[rss_$kind]="$(proc_field "$pid" VmRSS)"
+        INFO[hwm_$kind]="$(proc_field "$pid" VmHWM)"
+        INFO[threads_$kind]="$(proc_field "$pid" Threads)"
+    fi
+done
+
+# --- the daemon's read sizes (diagnostic, not timed)
+if command -v strace >/dev/null; then
+    log "daemon: pread64 sizes of the daemon during a cold 256 MiB dd (strace)"
+    pid="$(mlxfs_pid daemon)"
+    "$FSCTL" drop
+    strace -f -qq -s 0 -e trace=pread64 -e signal=none -o "$OUT/strace-daemon.txt" -p "$pid" &
+    spid=$!
+    sleep 1
+    dd if="$(big_of daemon)" of=/dev/null bs=1M count=256 status=none
+    sleep 0.5
+    kill -INT "$spid" 2>/dev/null || true
+    wait "$spid" 2>/dev/null || true
+    INFO[preads]="$(grep -o 'pread64([0-9]*, [^,]*, [0-9]*, [0-9]*)' "$OUT/strace-daemon.txt" \
+        | awk -F', ' '{ n[$3]++ } END { for (s in n) print n[s], s }' | sort -k1,1nr | head -n 4 \
+        | awk '{ printf "%s%d × %g KiB", (NR > 1 ? ", " : ""), $1, $2 / 1024 }')"
+    INFO[preads_total]="$(grep -c 'pread64(' "$OUT/strace-daemon.txt" || true)"
+fi
+
+# --- cold measures: interleaved rounds (the VM's disk speed drifts with the host's cache, so
+# every round measures the four sides back to back, in a rotating order)
+tsec() { # time a command (stdout discarded), in seconds
+    local t0 t1
+    t0=$EPOCHREALTIME
+    "$@" >/dev/null
+    t1=$EPOCHREALTIME
+    awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.6f\n", b - a }'
+}
+for kind in "${KINDS[@]}"; do rm -f "$OUT"/{dd,ls}_cold_"$kind".times "$OUT/mmap_cold_$kind.txt"; done
+for ((r = 0; r < RUNS; r++)); do
+    order=("${KINDS[@]:r%4}" "${KINDS[@]:0:r%4}")
+    log "cold round $((r + 1))/$RUNS (order: ${order[*]})"
+    for kind in "${order[@]}"; do
+        "$FSCTL" drop
+        tsec dd if="$(big_of "$kind")" of=/dev/null bs=1M status=none >>"$OUT/dd_cold_$kind.times"
+    done
+    for kind in "${order[@]}"; do
+        "$FSCTL" drop
+        "$TOOLS/mmap-rand" "$(big_of "$kind")" 8 "$PAGES" "$MADVISE" >>"$OUT/mmap_cold_$kind.txt" \
+            || die "mmap-rand failed on $(big_of "$kind")"
+    done
+    for kind in "${order[@]}"; do
+        "$FSCTL" cold "$kind"
+        mapfile -t lst < <(ls_targets "$kind")
+        tsec ls -lR "${lst[@]}" >>"$OUT/ls_cold_$kind.times"
+    done
+done
+for kind in "${KINDS[@]}"; do
+    summarize "dd_cold_$kind" <"$OUT/dd_cold_$kind.times"
+    awk '{ print $2 }' "$OUT/mmap_cold_$kind.txt" | summarize "mmap_cold_$kind"
+    [[ "$(awk '{ print $3 }' "$OUT/mmap_cold_$kind.txt" "$OUT/mmap_warm_direct.txt" | sort -u | wc -l)" = 1 ]] \
+        || NOTE[mmap_cold_$kind]="checksums differ from direct's"
+    summarize "ls_cold_$kind" <"$OUT/ls_cold_$kind.times"
+done
+for kind in "${KINDS[@]}"; do "$FSCTL" down "$kind"; done
+"$FSCTL" drop
+
+# ---------------------------------------------------------------- 4. mount to first ls
+for kind in pt daemon bindfs; do
+    d="$MNT/$kind"
+    case "$kind" in
+        pt) up="$(printf '%q' "$BIN") mount --daemon ${THREADS:+--threads $THREADS }$d" ;;
+        daemon) up="$(printf '%q' "$BIN") mount --daemon --no-passthrough ${THREADS:+--threads $THREADS }$d" ;;
+        bindfs) up="bindfs -r $DATA $d" ;;
+    esac
+    log "$kind: mount to first ls, warm"
+    "$FSCTL" up "$kind"; "$FSCTL" down "$kind" # warm the backing folders' caches
+    hf "first_warm_$kind" --prepare "$FSCTL down $kind" --cleanup "$FSCTL down $kind" \
+        "$up >/dev/null 2>&1 && ls $d > /dev/null"
+    log "$kind: mount to first ls, cold"
+    hf "first_cold_$kind" --prepare "$FSCTL down $kind; $FSCTL drop" --cleanup "$FSCTL down $kind" \
+        "$up >/dev/null 2>&1 && ls $d > /dev/null"
+done
+# mlxfs daemons started by the timed commands were stopped by `fsctl down`; make sure.
+sleep 0.5
+LEFT_PROCS="$(pgrep -f "^$BIN mount" || true)"
+
+# ---------------------------------------------------------------- 5. report
+ELAPSED=$((SECONDS - START_TIME))
+cpu="$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo 2>/dev/null || true)"
+mem="$(awk '/^MemTotal/ {printf "%.0f GB RAM", $2 / 1048576}' /proc/meminfo)"
+fs="$(findmnt -no FSTYPE -T "$DATA" 2>/dev/null || echo '?')"
+
+gbs() { awk -v t="${R[$1]}" -v b="$BIG_BYTES" 'BEGIN { printf "%.2f", b / t / 1e9 }'; }
+kps() { awk -v t="${R[$1]}" -v p="$PAGES_TOTAL" 'BEGIN { printf "%.0f", p / t / 1000 }'; }
+sec() { awk -v t="${R[$1]}" 'BEGIN { printf (t < 10 ? "%.3f" : "%.1f"), t }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+mib() { [[ -n "${INFO[$1]:-}" ]] && awk -v k="${INFO[$1]}" 'BEGIN { printf "%.1f", k / 1024 }' || echo "?"; }
+yn() { awk -v a="$1" -v op="$2" -v b="$3" 'BEGIN {
+    ok = (op == ">=") ? (a >= b) : (op == "<=") ? (a <= b) : (a < b); printf ok ? "yes" : "no" }'; }
+both() { # pt-verdict daemon-verdict
+    if [[ "$1" = "$2" ]]; then echo "$1"; else echo "pt $1, daemon $2"; fi
+}
+
+ROWS=()
+row() { ROWS+=("| $1 | $2 | $3 | $4 | $5 | $6 | $7 |"); }
+
+for m in cold warm; do
+    d="$(gbs dd_${m}_direct)" b="$(gbs dd_${m}_bindfs)" p="$(gbs dd_${m}_pt)" q="$(gbs dd_${m}_daemon)"
+    vp="$(yn "$p" ">=" "$(awk -v d="$d" 'BEGIN{print 0.9*d}')")"
+    vq="$(yn "$q" ">=" "$b")"
+    tq="daemon ≥ bindfs"
+    if [[ $m = warm ]]; then
+        vq2="$(yn "$q" ">=" "$(awk -v d="$d" 'BEGIN{print 0.9*d}')")"
+        [[ "$vq" = yes && "$vq2" = yes ]] || vq=no
+        tq="daemon ≥ bindfs and ≥ 0.9× direct"
+    fi
+    row "1 GiB sequential read, $m (GB/s)" "$d" "$b ($(ratio "$b" "$d")×)" "$p ($(ratio "$p" "$d")×)" \
+        "$q ($(ratio "$q" "$d")×)" "pt ≥ 0.9× direct; $tq" "$(both "$vp" "$vq")"
+done
+for m in cold warm; do
+    d="$(kps mmap_${m}_direct)" b="$(kps mmap_${m}_bindfs)" p="$(kps mmap_${m}_pt)" q="$(kps mmap_${m}_daemon)"
+    vp="$(yn "$p" ">=" "$(awk -v d="$d" 'BEGIN{print 0.9*d}')")"
+    vq="$(yn "$q" ">=" "$b")"
+    row "mmap random 4 KiB, 8 threads, $m (k pages/s)" "$d" "$b ($(ratio "$b" "$d")×)" \
+        "$p ($(ratio "$p" "$d")×)" "$q ($(ratio "$q" "$d")×)" "pt ≥ 0.9× direct; daemon ≥ bindfs" "$(both "$vp" "$vq")"
+done
+for m in cold warm; do
+    d="$(sec ls_${m}_direct)" b="$(sec ls_${m}_bindfs)" p="$(sec ls_${m}_pt)" q="$(sec ls_${m}_daemon)"
+    if [[ $m = warm ]]; then
+        lim="$(awk -v d="${R[ls_warm_direct]}" 'BEGIN{print 1.5*d}')"
+        vp="$(yn "${R[ls_warm_pt]}" "<=" "$lim")" vq="$(yn "${R[ls_warm_daemon]}" "<=" "$lim")" t="≤ 1.5× direct"
+    else
+        vp="$(yn "${R[ls_cold_pt]}" "<=" "${R[ls_cold_bindfs]}")" vq="$(yn "${R[ls_cold_daemon]}" "<=" "${R[ls_cold_bindfs]}")" t="≤ bindfs"
+    fi
+    row "\`ls -lR\`, $MODELS models, $m (s)" "$d" "$b ($(ratio "$b" "$d")×)" "$p ($(ratio "$p" "$d")×)" \
+        "$q ($(ratio "$q" "$d")×)" "$t" "$(both "$vp" "$vq")"
+done
+row "\`cat */.mlxfs/health\` ×$MODELS, warm (s)" "–" "–" "$(sec cat_pt)" "$(sec cat_daemon)" "< 1 s" \
+    "$(both "$(yn "${R[cat_pt]}" "<" 1)" "$(yn "${R[cat_daemon]}" "<" 1)")"
+row "mount to first \`ls\`, warm (s)" "–" "$(sec first_warm_bindfs)" "$(sec first_warm_pt)" "$(sec first_warm_daemon)" "< 0.5 s" \
+    "$(both "$(yn "${R[first_warm_pt]}" "<" 0.5)" "$(yn "${R[first_warm_daemon]}" "<" 0.5)")"
+row "mount to first \`ls\`, cold page cache (s)" "–" "$(sec first_cold_bindfs)" "$(sec first_cold_pt)" "$(sec first_cold_daemon)" "(reported)" "–"
+row "daemon VmRSS after ls -lR + cat (MiB)" "–" "$(mib rss_bindfs)" "$(mib rss_pt)" "$(mib rss_daemon)" "< 64 MiB" \
+    "$(both "$(yn "$(mib rss_pt)" "<" 64)" "$(yn "$(mib rss_daemon)" "<" 64)")"
+
+echo "### mlxfs mount benchmark"
+echo
+echo "- command: \`$CMDLINE\` (took $((ELAPSED / 60)) min $((ELAPSED % 60)) s)"
+echo "- date: $(date -u +%Y-%m-%dT%H:%MZ)"
+echo "- machine: nproc $(nproc), kernel $(uname -r), ${cpu:+$cpu, }$mem; backing folders on $fs"
+echo "- mlxfs: $REV (release build, mount threads: ${THREADS:-default}); $(bindfs --version 2>&1 | head -n 1); $(hyperfine --version)"
+echo "- catalog: $HUB_MODELS hub models + $WORKSPACES workspaces = $MODELS models, $N_BACKING_FILES model files; \`ls -lR\` lines for files/links: direct $(cat "$OUT/ls_entries_direct"), bindfs $(cat "$OUT/ls_entries_bindfs"), mlxfs $(cat "$OUT/ls_entries_pt") / $(cat "$OUT/ls_entries_daemon")"
+echo "- median of $RUNS runs each; mmap: 8 threads × $PAGES pages, madvise $MADVISE, timed inside the program"
+for kind in bindfs pt daemon; do
+    [[ -z "${NOTE[check_$kind]:-}" ]] || echo "- CHECK FAILED ($kind): ${NOTE[check_$kind]}"
+done
+for k in "${!NOTE[@]}"; do
+    [[ "$k" = check_* ]] || echo "- NOTE $k: ${NOTE[$k]}"
+done
+[[ -z "$LEFT_PROCS" ]] || echo "- WARNING: mlxfs processes still running after all unmounts: $LEFT_PROCS"
+echo
+echo "| measure | direct | bindfs | mlxfs passthrough | mlxfs daemon | target | met? |"
+echo "| --- | ---: | ---: | ---: | ---: | --- | --- |"
+printf '%s\n' "${ROWS[@]}"
+echo
+echo "Observations: read_ahead_kb: backing device ${INFO[ra_direct]:-?}, bindfs ${INFO[ra_bindfs]:-?}, mlxfs ${INFO[ra_pt]:-?} / ${INFO[ra_daemon]:-?};" \
+    "threads: bindfs ${INFO[threads_bindfs]:-?}, mlxfs ${INFO[threads_pt]:-?} / ${INFO[threads_daemon]:-?};" \
+    "VmHWM: bindfs $(mib hwm_bindfs) MiB, mlxfs $(mib hwm_pt) / $(mib hwm_daemon) MiB."
+if [[ -n "${INFO[preads]:-}" ]]; then
+    echo "mlxfs --no-passthrough, cold 256 MiB dd: ${INFO[preads_total]} pread64 calls in the daemon, most common sizes: ${INFO[preads]}."
+fi
+echo
+echo "<details><summary>raw timings (s): median, min, max</summary>"
+echo
+echo "| measure | median | min | max |"
+echo "| --- | ---: | ---: | ---: |"
+for k in "${RAW_KEYS[@]}"; do
+    read -r a b c <<<"${RAW[$k]}"
+    echo "| $k | $a | $b | $c |"
+done
+echo
+echo "</details>"

@@ -1,0 +1,92 @@
+//! The embedded interpreter: initialised with `executable` = the venv's python, so that
+//! `sys.prefix`/`sys.executable` are the venv's, with no Python signal handlers (Rust owns
+//! Ctrl-C). Only used when the venv's interpreter is the very build mlxfs links.
+
+use std::ffi::{CStr, CString};
+use std::sync::OnceLock;
+
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::types::PyCFunction;
+
+use super::{Event, GENERATE_PY, Handler, PythonEnv, RunError, STOP};
+
+/// `sys.version` of the libpython mlxfs is linked with.
+pub fn linked_version() -> String {
+    // SAFETY: Py_GetVersion returns a static string and may be called before initialisation.
+    unsafe { CStr::from_ptr(ffi::Py_GetVersion()) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// Can this environment run in-process? `Err` says why not (then the subprocess runs).
+pub fn usable(env: &PythonEnv) -> Result<(), String> {
+    let linked = linked_version();
+    match super::python::sys_version(&env.python) {
+        Some(v) if v == linked => Ok(()),
+        Some(v) => Err(format!(
+            "{} is Python {}, mlxfs embeds Python {}",
+            env.python.display(),
+            v.split_whitespace().next().unwrap_or("?"),
+            linked.split_whitespace().next().unwrap_or("?")
+        )),
+        None => Err(format!("cannot run {}", env.python.display())),
+    }
+}
+
+static INIT: OnceLock<Result<(), String>> = OnceLock::new();
+
+fn initialize(env: &PythonEnv) -> Result<(), String> {
+    INIT.get_or_init(|| {
+        let exe =
+            CString::new(env.python.as_os_str().as_encoded_bytes()).map_err(|e| e.to_string())?;
+        // SAFETY: the documented PyConfig sequence; `config` lives until PyConfig_Clear.
+        unsafe {
+            let mut config: ffi::PyConfig = std::mem::zeroed();
+            ffi::PyConfig_InitPythonConfig(&mut config);
+            config.install_signal_handlers = 0;
+            let st =
+                ffi::PyConfig_SetBytesString(&mut config, &mut config.executable, exe.as_ptr());
+            if ffi::PyStatus_Exception(st) != 0 {
+                ffi::PyConfig_Clear(&mut config);
+                return Err("cannot set the interpreter path".into());
+            }
+            let st = ffi::Py_InitializeFromConfig(&config);
+            ffi::PyConfig_Clear(&mut config);
+            if ffi::PyStatus_Exception(st) != 0 {
+                let msg = if st.err_msg.is_null() {
+                    "unknown error".to_string()
+                } else {
+                    CStr::from_ptr(st.err_msg).to_string_lossy().into_owned()
+                };
+                return Err(format!("cannot start the embedded Python: {msg}"));
+            }
+            // Release the GIL so that pyo3 can take it.
+            ffi::PyEval_SaveThread();
+        }
+        Ok(())
+    })
+    .clone()
+}
+
+pub fn run(env: &PythonEnv, request: &str, handler: Handler) -> Result<(), RunError> {
+    initialize(env).map_err(|m| RunError::new("python_init_failed", m, None))?;
+    let code = CString::new(GENERATE_PY).expect("no NUL in generate.py");
+    Python::attach(|py| -> PyResult<()> {
+        let module = PyModule::from_code(py, &code, c"mlxfs_generate.py", c"mlxfs_generate")?;
+        let h = handler.clone();
+        let emit = PyCFunction::new_closure(py, None, None, move |args, _kw| -> PyResult<()> {
+            let line: String = args.get_item(0)?.extract()?;
+            if let Some(ev) = Event::parse(&line) {
+                (h.lock().unwrap_or_else(|e| e.into_inner()))(ev);
+            }
+            Ok(())
+        })?;
+        let stop = PyCFunction::new_closure(py, None, None, |_args, _kw| -> PyResult<bool> {
+            Ok(STOP.load(std::sync::atomic::Ordering::SeqCst))
+        })?;
+        module.getattr("run")?.call1((request, emit, stop))?;
+        Ok(())
+    })
+    .map_err(|e| RunError::new("python_error", format!("generation failed: {e}"), None))
+}
