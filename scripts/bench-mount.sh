@@ -39,9 +39,11 @@
 #      - after the warm `ls -lR` and `cat`: the daemon's VmRSS (and VmHWM, threads) from
 #        /proc/PID/status; the mounts' bdi read_ahead_kb; for --no-passthrough, the sizes of
 #        the daemon's pread64 calls during a cold 256 MiB dd (strace, when installed; untimed).
-#      Warm: hyperfine (1 warm-up run, then R runs; mmap: the program's timing, 1 warm-up).
-#      Cold: R interleaved rounds, each measuring the four sides back to back in a rotating
-#      order (the VM disk's speed drifts with the host's cache), timed with $EPOCHREALTIME;
+#      Warm dd and mmap: the page cache dropped, the file read once through each side, then R
+#      interleaved rounds, each measuring the four sides back to back in a rotating order (the
+#      VM's speed drifts over minutes), dd timed with $EPOCHREALTIME. Warm ls -lR and cat:
+#      hyperfine, 1 warm-up run, then R runs.
+#      Cold: R interleaved rounds likewise (the VM disk's speed drifts with the host's cache);
 #      `sync; echo 3 > /proc/sys/vm/drop_caches` before each run, and for `ls -lR` the FUSE
 #      file system is also unmounted and mounted again (then 1 s pause) before the drop.
 #   4. Mount to first ls: `mlxfs mount --daemon MNT && ls MNT` (and `bindfs -r ROOT MNT && ls
@@ -482,19 +484,6 @@ hf() {
     python3 -c 'import json,sys; print("\n".join(str(t) for t in json.load(open(sys.argv[1]))["results"][0]["times"]))' "$out" \
         | summarize "$key"
 }
-# mmap_warm KEY FILE: 1 warm-up run, then the median of RUNS runs of the program's own timing.
-# The pages are the same every run: every checksum must equal direct's.
-mmap_warm() {
-    local key="$1" file="$2" k
-    rm -f "$OUT/$key.txt"
-    "$TOOLS/mmap-rand" "$file" 8 "$PAGES" "$MADVISE" >/dev/null || die "mmap-rand failed on $file"
-    for ((k = 0; k < RUNS; k++)); do
-        "$TOOLS/mmap-rand" "$file" 8 "$PAGES" "$MADVISE" >>"$OUT/$key.txt" || die "mmap-rand failed on $file"
-    done
-    awk '{ print $2 }' "$OUT/$key.txt" | summarize "$key"
-    [[ "$(awk '{ print $3 }' "$OUT/$key.txt" "$OUT/mmap_warm_direct.txt" | sort -u | wc -l)" = 1 ]] \
-        || NOTE[$key]="checksums differ from direct's"
-}
 PAGES_TOTAL=$((8 * PAGES))
 
 root_of() { # KIND → the tree as the benchmarked side sees it
@@ -559,14 +548,43 @@ for kind in "${KINDS[@]}"; do
     if [[ "$kind" = direct ]]; then INFO[ra_direct]="$(disk_ra "$DATA")"; else INFO[ra_$kind]="$(bdi_of "$MNT/$kind")"; fi
 done
 
-# --- warm measures, one file system after the other
+tsec() { # time a command (stdout discarded), in seconds
+    local t0 t1
+    t0=$EPOCHREALTIME
+    "$@" >/dev/null
+    t1=$EPOCHREALTIME
+    awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.6f\n", b - a }'
+}
+
+# --- warm reads: the page cache dropped, the file read once through every side, then RUNS
+# interleaved rounds (rotating order) of dd, then of mmap-rand, on the four sides. Interleaved
+# because the VM's speed drifts over minutes; from one dropped cache because how a file was
+# cached decides its page-cache folio sizes, which warm reads feel.
+for kind in "${KINDS[@]}"; do rm -f "$OUT/dd_warm_$kind.times" "$OUT/mmap_warm_$kind.txt"; done
+"$FSCTL" drop
+for kind in "${KINDS[@]}"; do dd if="$(big_of "$kind")" of=/dev/null bs=1M status=none; done
+for ((r = 0; r < RUNS; r++)); do
+    order=("${KINDS[@]:r%4}" "${KINDS[@]:0:r%4}")
+    log "warm round $((r + 1))/$RUNS (order: ${order[*]})"
+    for kind in "${order[@]}"; do
+        tsec dd if="$(big_of "$kind")" of=/dev/null bs=1M status=none >>"$OUT/dd_warm_$kind.times"
+    done
+    for kind in "${order[@]}"; do
+        "$TOOLS/mmap-rand" "$(big_of "$kind")" 8 "$PAGES" "$MADVISE" >>"$OUT/mmap_warm_$kind.txt" \
+            || die "mmap-rand failed on $(big_of "$kind")"
+    done
+done
+for kind in "${KINDS[@]}"; do
+    summarize "dd_warm_$kind" <"$OUT/dd_warm_$kind.times"
+    awk '{ print $2 }' "$OUT/mmap_warm_$kind.txt" | summarize "mmap_warm_$kind"
+    [[ "$(awk '{ print $3 }' "$OUT/mmap_warm_$kind.txt" "$OUT/mmap_warm_direct.txt" | sort -u | wc -l)" = 1 ]] \
+        || NOTE[mmap_warm_$kind]="checksums differ from direct's"
+done
+
+# --- warm listings, one file system after the other
 for kind in "${KINDS[@]}"; do
     big="$(big_of "$kind")"
     mapfile -t lst < <(ls_targets "$kind")
-    log "$kind: dd warm"
-    hf "dd_warm_$kind" -N --warmup 1 "dd if=$big of=/dev/null bs=1M status=none"
-    log "$kind: mmap random reads warm"
-    mmap_warm "mmap_warm_$kind" "$big"
     log "$kind: ls -lR warm"
     hf "ls_warm_$kind" -N --warmup 1 "ls -lR ${lst[*]}"
     ls -lR "${lst[@]}" | grep -c '^[-l]' >"$OUT/ls_entries_$kind" || true
@@ -575,6 +593,9 @@ for kind in "${KINDS[@]}"; do
         log "$kind: cat health warm"
         hf "cat_$kind" --warmup 1 "cat $m/*/.mlxfs/health $m/*/*/.mlxfs/health > /dev/null"
         pid="$(mlxfs_pid "$kind")"
+        INFO[gen_$kind]="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["generation"])' "$m/.mlxfs/status.json")"
+        INFO[age_$kind]="$(awk -v up="$(cut -d' ' -f1 /proc/uptime)" -v hz="$(getconf CLK_TCK)" \
+            '{ printf "%d", up - $22 / hz }' "/proc/$pid/stat")"
     elif [[ "$kind" = bindfs ]]; then
         pid="$(pgrep -xf "bindfs -r $DATA $MNT/bindfs" | head -n 1 || true)"
     else
@@ -607,17 +628,14 @@ fi
 
 # --- cold measures: interleaved rounds (the VM's disk speed drifts with the host's cache, so
 # every round measures the four sides back to back, in a rotating order)
-tsec() { # time a command (stdout discarded), in seconds
-    local t0 t1
-    t0=$EPOCHREALTIME
-    "$@" >/dev/null
-    t1=$EPOCHREALTIME
-    awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.6f\n", b - a }'
-}
 for kind in "${KINDS[@]}"; do rm -f "$OUT"/{dd,ls}_cold_"$kind".times "$OUT/mmap_cold_$kind.txt"; done
 for ((r = 0; r < RUNS; r++)); do
     order=("${KINDS[@]:r%4}" "${KINDS[@]:0:r%4}")
     log "cold round $((r + 1))/$RUNS (order: ${order[*]})"
+    # an untimed cold read first: after the listing phase, the first cold read of a round was
+    # often 3-5x slower whichever side it was (the VM disk), so it is not measured
+    "$FSCTL" drop
+    dd if="$BIG" of=/dev/null bs=1M status=none
     for kind in "${order[@]}"; do
         "$FSCTL" drop
         tsec dd if="$(big_of "$kind")" of=/dev/null bs=1M status=none >>"$OUT/dd_cold_$kind.times"
@@ -728,7 +746,7 @@ echo "- command: \`$CMDLINE\` (took $((ELAPSED / 60)) min $((ELAPSED % 60)) s)"
 echo "- date: $(date -u +%Y-%m-%dT%H:%MZ)"
 echo "- machine: nproc $(nproc), kernel $(uname -r), ${cpu:+$cpu, }$mem; backing folders on $fs"
 echo "- mlxfs: $REV (release build, mount threads: ${THREADS:-default}); $(bindfs --version 2>&1 | head -n 1); $(hyperfine --version)"
-echo "- catalog: $HUB_MODELS hub models + $WORKSPACES workspaces = $MODELS models, $N_BACKING_FILES model files; \`ls -lR\` lines for files/links: direct $(cat "$OUT/ls_entries_direct"), bindfs $(cat "$OUT/ls_entries_bindfs"), mlxfs $(cat "$OUT/ls_entries_pt") / $(cat "$OUT/ls_entries_daemon")"
+echo "- catalog: $HUB_MODELS hub models + $WORKSPACES workspaces = $MODELS models, $N_BACKING_FILES model files; file/link lines in \`ls -lR\` (no dot entries): direct $(cat "$OUT/ls_entries_direct"), bindfs $(cat "$OUT/ls_entries_bindfs"), mlxfs $(cat "$OUT/ls_entries_pt") / $(cat "$OUT/ls_entries_daemon")"
 echo "- median of $RUNS runs each; mmap: 8 threads × $PAGES pages, madvise $MADVISE, timed inside the program"
 for kind in bindfs pt daemon; do
     [[ -z "${NOTE[check_$kind]:-}" ]] || echo "- CHECK FAILED ($kind): ${NOTE[check_$kind]}"
@@ -744,7 +762,8 @@ printf '%s\n' "${ROWS[@]}"
 echo
 echo "Observations: read_ahead_kb: backing device ${INFO[ra_direct]:-?}, bindfs ${INFO[ra_bindfs]:-?}, mlxfs ${INFO[ra_pt]:-?} / ${INFO[ra_daemon]:-?};" \
     "threads: bindfs ${INFO[threads_bindfs]:-?}, mlxfs ${INFO[threads_pt]:-?} / ${INFO[threads_daemon]:-?};" \
-    "VmHWM: bindfs $(mib hwm_bindfs) MiB, mlxfs $(mib hwm_pt) / $(mib hwm_daemon) MiB."
+    "VmHWM: bindfs $(mib hwm_bindfs) MiB, mlxfs $(mib hwm_pt) / $(mib hwm_daemon) MiB;" \
+    "mlxfs tree generation at the RSS reading: ${INFO[gen_pt]:-?} / ${INFO[gen_daemon]:-?} (daemons up ${INFO[age_pt]:-?} / ${INFO[age_daemon]:-?} s)."
 if [[ -n "${INFO[preads]:-}" ]]; then
     echo "mlxfs --no-passthrough, cold 256 MiB dd: ${INFO[preads_total]} pread64 calls in the daemon, most common sizes: ${INFO[preads]}."
 fi

@@ -574,6 +574,20 @@ fn every_write_fails_with_erofs() {
         (-1, Some(erofs)),
         "setxattr"
     );
+    // Mounting again on a live mount is refused, in the foreground and with --daemon.
+    for extra in [&[][..], &["--daemon"]] {
+        let o = cmd(&fx)
+            .arg("mount")
+            .arg(&m.dir)
+            .args(extra)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(1), "{extra:?}");
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains("already a mount point"),
+            "{extra:?}"
+        );
+    }
     // Nothing changed underneath.
     assert_eq!(
         fs::read(fx.ws_home.join("acme/config.json")).unwrap(),

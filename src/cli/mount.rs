@@ -69,8 +69,23 @@ fn state_dir() -> PathBuf {
 
 pub fn run(a: &MountArgs, loc: &Locations) -> Result<Value, CliError> {
     if a.daemon && std::env::var_os("MLXFS_DAEMON_CHILD").is_none() {
+        // Check here: the parent only waits for a mount to answer, which an existing mount
+        // would do too.
+        lifecycle::check_mountpoint(&a.dir)?;
         let args: Vec<_> = std::env::args_os().collect();
-        let log = state_dir().join("mount.log");
+        let abs = std::path::absolute(&a.dir).unwrap_or_else(|_| a.dir.clone());
+        let tag: String = abs
+            .to_string_lossy()
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let log = state_dir().join(format!("mount{tag}.log"));
         let pid = lifecycle::daemonize(&args, &a.dir, &log)?;
         eprintln!(
             "mlxfs: mounted at {} (daemon pid {pid}, log {})",

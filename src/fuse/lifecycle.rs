@@ -225,6 +225,11 @@ fn clear_stale(dir: &Path) -> Result<(), MountError> {
     })
 }
 
+/// Check that `dir` can be mounted on (clearing a stale mount left by a killed daemon).
+pub fn check_mountpoint(dir: &Path) -> Result<(), MountError> {
+    prepare_mountpoint(&absolute(dir))
+}
+
 /// Check `dir` is a usable mount point; clear a stale mount left by a killed daemon.
 fn prepare_mountpoint(dir: &Path) -> Result<(), MountError> {
     if mounted_fstype(dir).is_some_and(|t| t.starts_with("fuse")) && !fuse_alive(dir) {

@@ -443,8 +443,10 @@ fn hub_components(repo_id: &str, workspace_names: &BTreeSet<OsString>) -> Vec<St
 
 /// Build the tree from the catalog. Models are scanned, not described: rendering the virtual
 /// files (health, records, hashes) happens on demand.
-pub fn build(loc: &Locations, inodes: &mut Inodes, generation: u64) -> Tree {
-    let now = SystemTime::now();
+/// `stamp` is the time shown for the synthetic folders (the root, `.mlxfs/`): constant for a
+/// mount, so that a rescan that finds nothing new produces an identical tree.
+pub fn build(loc: &Locations, inodes: &mut Inodes, generation: u64, stamp: SystemTime) -> Tree {
+    let now = stamp;
     let mut b = Builder {
         inodes,
         nodes: HashMap::new(),
@@ -495,7 +497,7 @@ pub fn build(loc: &Locations, inodes: &mut Inodes, generation: u64) -> Tree {
         nodes: b.nodes,
         models: b.models,
         generation,
-        built_at: now,
+        built_at: SystemTime::now(),
     }
 }
 
@@ -650,7 +652,7 @@ pub struct Vfs {
 impl Vfs {
     pub fn new(loc: Locations, info: DaemonInfo) -> Vfs {
         let mut inodes = Inodes::default();
-        let tree = build(&loc, &mut inodes, 1);
+        let tree = build(&loc, &mut inodes, 1, info.mounted_at);
         Vfs {
             loc,
             tree: RwLock::new(Arc::new(tree)),
@@ -670,7 +672,12 @@ impl Vfs {
         let old = self.tree();
         let new = {
             let mut inodes = self.inodes.lock().unwrap_or_else(|e| e.into_inner());
-            Arc::new(build(&self.loc, &mut inodes, old.generation + 1))
+            let stamp = self
+                .info
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .mounted_at;
+            Arc::new(build(&self.loc, &mut inodes, old.generation + 1, stamp))
         };
         let changes = diff(&old, &new);
         if !changes.is_empty() {
