@@ -89,15 +89,69 @@ fn with_venv(python: PathBuf, source: &'static str) -> PythonEnv {
     }
 }
 
-/// `sys.version` of an interpreter (runs it once).
+/// `sys.version` of an interpreter. Running it costs a Python start-up (~20 ms), so the answer
+/// is remembered in mlxfs's state folder, keyed on the interpreter's real file (path, size,
+/// mtime) — a rebuilt or upgraded Python is asked again.
 pub fn sys_version(python: &Path) -> Option<String> {
+    let key = cache_key(python);
+    let cache = state_file();
+    if let (Some(k), Some(c)) = (&key, &cache)
+        && let Ok(text) = std::fs::read_to_string(c)
+        && let Ok(serde_json::Value::Object(m)) = serde_json::from_str(&text)
+        && let Some(v) = m.get(k).and_then(|v| v.as_str())
+    {
+        return Some(v.to_string());
+    }
     let out = std::process::Command::new(python)
         .args(["-c", "import sys; sys.stdout.write(sys.version)"])
         .stdin(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .output()
         .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    if !out.status.success() {
+        return None;
+    }
+    let version = String::from_utf8_lossy(&out.stdout).into_owned();
+    if let (Some(k), Some(c)) = (key, cache) {
+        let mut m = std::fs::read_to_string(&c)
+            .ok()
+            .and_then(|t| {
+                serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&t).ok()
+            })
+            .unwrap_or_default();
+        m.insert(k, serde_json::Value::from(version.clone()));
+        // Best effort, atomically (a cache: losing it only costs a Python start-up).
+        if let Some(dir) = c.parent()
+            && std::fs::create_dir_all(dir).is_ok()
+        {
+            let tmp = c.with_extension(format!("tmp{}", std::process::id()));
+            if std::fs::write(&tmp, serde_json::Value::Object(m).to_string()).is_ok() {
+                let _ = std::fs::rename(&tmp, &c);
+            }
+        }
+    }
+    Some(version)
+}
+
+fn cache_key(python: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let real = std::fs::canonicalize(python).ok()?;
+    let md = std::fs::metadata(&real).ok()?;
+    Some(format!(
+        "{}|{}|{}|{}",
+        python.display(),
+        real.display(),
+        md.len(),
+        md.mtime_nsec() + md.mtime() * 1_000_000_000
+    ))
+}
+
+fn state_file() -> Option<PathBuf> {
+    let var = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    let base = var("XDG_STATE_HOME").or_else(|| var("HOME").map(|h| h.join(".local/state")))?;
+    Some(base.join("mlxfs").join("python-versions.json"))
 }
