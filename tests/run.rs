@@ -155,7 +155,15 @@ fn nothing_is_written_to_the_shared_caches() {
     fs::create_dir_all(home_cache.join("huggingface")).unwrap();
     let before = (tree_state(&fx.hf_home), tree_state(&home_cache));
     let o = mlxfs(&fx)
-        .args(["run", "tiny", "hello", "--max-tokens", "4", "--python"])
+        .args([
+            "run",
+            "tiny",
+            "--prompt",
+            "hello",
+            "--max-tokens",
+            "4",
+            "--python",
+        ])
         .arg(venv_dir())
         .output()
         .unwrap();

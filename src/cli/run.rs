@@ -36,7 +36,7 @@ pub struct RunArgs {
     /// The prompt; `-` reads it from stdin
     pub prompt: Vec<String>,
     /// The prompt (instead of the positional words)
-    #[arg(long, conflicts_with = "prompt")]
+    #[arg(long = "prompt", value_name = "TEXT", conflicts_with = "prompt")]
     pub prompt_text: Option<String>,
     #[arg(long = "max-tokens", default_value_t = 256)]
     pub max_tokens: u32,

@@ -653,6 +653,7 @@ impl Vfs {
     pub fn new(loc: Locations, info: DaemonInfo) -> Vfs {
         let mut inodes = Inodes::default();
         let tree = build(&loc, &mut inodes, 1, info.mounted_at);
+        render::trim_heap();
         Vfs {
             loc,
             tree: RwLock::new(Arc::new(tree)),
@@ -682,7 +683,11 @@ impl Vfs {
         let changes = diff(&old, &new);
         if !changes.is_empty() {
             *self.tree.write().unwrap_or_else(|e| e.into_inner()) = new;
+        } else {
+            drop(new);
         }
+        drop(old);
+        render::trim_heap();
         changes
     }
 

@@ -24,8 +24,6 @@ type Rendered = Arc<Vec<u8>>;
 pub struct Renderer {
     /// (generation, file) → content.
     files: Mutex<HashMap<(u64, Virtual), Rendered>>,
-    /// (generation, model index) → description.
-    described: Mutex<HashMap<(u64, usize), Arc<Described>>>,
     /// model folder → (stat signature, hash line).
     hashes: Mutex<HashMap<PathBuf, (u64, String)>>,
 }
@@ -68,16 +66,24 @@ pub fn stat_signature(root: &std::path::Path) -> u64 {
 }
 
 impl Renderer {
-    pub fn described(&self, tree: &Tree, idx: usize) -> Option<Arc<Described>> {
-        let key = (tree.generation, idx);
-        if let Some(d) = lock(&self.described).get(&key) {
-            return Some(d.clone());
-        }
-        let d = Arc::new(describe(&tree.models.get(idx)?.model));
-        let mut cache = lock(&self.described);
-        cache.retain(|(g, _), _| *g >= tree.generation);
-        cache.insert(key, d.clone());
-        Some(d)
+    /// Describe model `idx` once per generation and keep only what its files show (the
+    /// health line and model.json), not the whole description.
+    fn describe_into_cache(&self, tree: &Tree, idx: usize) {
+        let Some(entry) = tree.models.get(idx) else {
+            return;
+        };
+        let d: Described = describe(&entry.model);
+        let health = text(format!("{}\n", health_line(&d)));
+        let model = json_text(&show_model(&d));
+        let mut files = lock(&self.files);
+        files.insert((tree.generation, Virtual::Health(idx)), health);
+        files.insert((tree.generation, Virtual::ModelJson(idx)), model);
+    }
+
+    fn cached(&self, tree: &Tree, v: &Virtual) -> Option<Rendered> {
+        lock(&self.files)
+            .get(&(tree.generation, v.clone()))
+            .cloned()
     }
 
     pub fn render(&self, vfs: &Vfs, tree: &Tree, v: &Virtual) -> Rendered {
@@ -97,18 +103,24 @@ impl Renderer {
 
     fn render_uncached(&self, vfs: &Vfs, tree: &Tree, v: &Virtual) -> Rendered {
         match v {
-            Virtual::ModelsJson => json_text(&envelope::build(
-                Some("list"),
-                Order::DataFirst,
-                Ok(list_data(&vfs.loc, None)),
-            )),
+            Virtual::ModelsJson => {
+                let r = json_text(&envelope::build(
+                    Some("list"),
+                    Order::DataFirst,
+                    Ok(list_data(&vfs.loc, None)),
+                ));
+                trim_heap();
+                r
+            }
             Virtual::FleetHealth => {
                 let mut out = String::new();
                 for (i, m) in tree.models.iter().enumerate() {
-                    if let Some(d) = self.described(tree, i) {
-                        out.push_str(&format!("{}\t{}\n", m.mount_path, health_line(&d)));
-                    }
+                    let line = self.render(vfs, tree, &Virtual::Health(i));
+                    out.push_str(&m.mount_path);
+                    out.push('\t');
+                    out.push_str(&String::from_utf8_lossy(&line));
                 }
+                trim_heap();
                 text(out)
             }
             Virtual::Status => {
@@ -134,14 +146,10 @@ impl Renderer {
                     "refreshed_at": secs(tree.built_at),
                 }))
             }
-            Virtual::ModelJson(i) => match self.described(tree, *i) {
-                Some(d) => json_text(&show_model(&d)),
-                None => text(String::new()),
-            },
-            Virtual::Health(i) => match self.described(tree, *i) {
-                Some(d) => text(format!("{}\n", health_line(&d))),
-                None => text(String::new()),
-            },
+            Virtual::ModelJson(i) | Virtual::Health(i) => {
+                self.describe_into_cache(tree, *i);
+                self.cached(tree, v).unwrap_or_else(|| text(String::new()))
+            }
             Virtual::Sentinel(i) => {
                 let Some(m) = tree.models.get(*i).map(|e| &e.model) else {
                     return text(String::new());
@@ -211,6 +219,16 @@ impl Renderer {
         };
         lock(&self.hashes).insert(m.path.clone(), (sig, line.clone()));
         text(line)
+    }
+}
+
+/// Give memory freed after a large render (or a rescan) back to the system: glibc keeps it
+/// in per-thread arenas otherwise, and the daemon's RSS would only grow.
+pub fn trim_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free memory.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
