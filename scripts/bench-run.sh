@@ -17,14 +17,11 @@ while [ $# -gt 0 ]; do
   esac
 done
 
+. scripts/prereqs.sh
 cargo build --release --quiet
 mlxfs=$PWD/target/release/mlxfs
+ensure_test_venv
 venv=$PWD/target/test-venv
-if ! "$venv/bin/python" -c 'import mlx_lm' >/dev/null 2>&1; then
-  rm -rf "$venv" && /usr/bin/python3 -m venv "$venv"
-  "$venv/bin/pip" install -q --disable-pip-version-check -r scripts/test-requirements.txt
-  cp scripts/test-requirements.txt "$venv/requirements.txt"
-fi
 
 work=$(mktemp -d /tmp/mlxfs-bench-run.XXXXXX)
 mnt=$work/mnt

@@ -10,34 +10,14 @@ cd "$(dirname "$0")/.."
 keep=0
 [ "${1:-}" = "--keep" ] && keep=1
 
-# Prerequisites: FUSE, the system Python with headers and venv (mlxfs embeds its libpython).
-need_apt=()
-command -v fusermount3 >/dev/null || need_apt+=(fuse3)
-[ -x /usr/bin/python3 ] || need_apt+=(python3)
-/usr/bin/python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
-[ -n "$(/usr/bin/python3-config --includes 2>/dev/null)" ] || need_apt+=(python3-dev)
-command -v cc >/dev/null || need_apt+=(gcc)
-if [ ${#need_apt[@]} -gt 0 ]; then
-  if [ "$(id -u)" = 0 ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
-  else
-    echo "demo: please install: ${need_apt[*]} (e.g. sudo apt-get install ${need_apt[*]})" >&2
-    exit 1
-  fi
-fi
+. scripts/prereqs.sh
 
 echo "== building mlxfs (release)"
 cargo build --release --quiet
 mlxfs=$PWD/target/release/mlxfs
 
+ensure_test_venv
 venv=target/test-venv
-if ! "$venv/bin/python" -c 'import mlx_lm' >/dev/null 2>&1; then
-  echo "== creating a Python venv with mlx (CPU) and mlx-lm in $venv"
-  rm -rf "$venv"
-  /usr/bin/python3 -m venv "$venv"
-  "$venv/bin/pip" install -q --disable-pip-version-check -r scripts/test-requirements.txt
-  cp scripts/test-requirements.txt "$venv/requirements.txt"
-fi
 
 demo=$(mktemp -d /tmp/mlxfs-demo.XXXXXX)
 mnt=$demo/mnt

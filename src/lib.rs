@@ -10,5 +10,6 @@ pub mod fuse;
 pub mod hash;
 pub mod jsonfmt;
 pub mod runtime;
+pub mod state;
 pub mod timefmt;
 pub mod vfs;

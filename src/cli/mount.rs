@@ -55,18 +55,6 @@ impl From<MountError> for CliError {
     }
 }
 
-fn state_dir() -> PathBuf {
-    let var = |k: &str| {
-        std::env::var_os(k)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-    };
-    var("XDG_STATE_HOME")
-        .or_else(|| var("HOME").map(|h| h.join(".local/state")))
-        .unwrap_or_else(std::env::temp_dir)
-        .join("mlxfs")
-}
-
 pub fn run(a: &MountArgs, loc: &Locations) -> Result<Value, CliError> {
     if a.daemon && std::env::var_os("MLXFS_DAEMON_CHILD").is_none() {
         // Check here: the parent only waits for a mount to answer, which an existing mount
@@ -85,7 +73,7 @@ pub fn run(a: &MountArgs, loc: &Locations) -> Result<Value, CliError> {
                 }
             })
             .collect();
-        let log = state_dir().join(format!("mount{tag}.log"));
+        let log = crate::state::dir_or_temp().join(format!("mount{tag}.log"));
         let pid = lifecycle::daemonize(&args, &a.dir, &log)?;
         eprintln!(
             "mlxfs: mounted at {} (daemon pid {pid}, log {})",

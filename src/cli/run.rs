@@ -69,18 +69,6 @@ pub struct RunArgs {
     pub subprocess: bool,
 }
 
-fn state_dir() -> PathBuf {
-    let var = |k: &str| {
-        std::env::var_os(k)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-    };
-    var("XDG_STATE_HOME")
-        .or_else(|| var("HOME").map(|h| h.join(".local/state")))
-        .unwrap_or_else(std::env::temp_dir)
-        .join("mlxfs")
-}
-
 /// The model behind MODEL, and the folder to read weights from.
 fn locate(spec: &str, loc: &Locations) -> Result<(ModelRef, PathBuf), CliError> {
     if is_explicit_path(spec) {
@@ -111,7 +99,7 @@ fn cache_dir_for(a: &RunArgs, model: &ModelRef) -> PathBuf {
     }
     match model.source {
         Source::Workspace => model.path.join(".hf_cache"),
-        Source::Cache => state_dir()
+        Source::Cache => crate::state::dir_or_temp()
             .join("hf-cache")
             .join(dir_from_repo_id(&model.name)),
     }

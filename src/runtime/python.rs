@@ -147,11 +147,5 @@ fn cache_key(python: &Path) -> Option<String> {
 }
 
 fn state_file() -> Option<PathBuf> {
-    let var = |k: &str| {
-        std::env::var_os(k)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-    };
-    let base = var("XDG_STATE_HOME").or_else(|| var("HOME").map(|h| h.join(".local/state")))?;
-    Some(base.join("mlxfs").join("python-versions.json"))
+    crate::state::dir().map(|d| d.join("python-versions.json"))
 }

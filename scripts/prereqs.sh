@@ -1,0 +1,31 @@
+# Sourced by test.sh and demo.sh: install, with Debian's apt, what building and testing mlxfs
+# needs on a fresh machine (gcc, FUSE's fusermount3, the system Python with headers and venv —
+# mlxfs embeds its libpython, and the Python venvs are made from it).
+need_apt=()
+command -v cc >/dev/null || need_apt+=(gcc)
+command -v fusermount3 >/dev/null || need_apt+=(fuse3)
+[ -x /usr/bin/python3 ] || need_apt+=(python3)
+/usr/bin/python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
+[ -n "$(/usr/bin/python3-config --includes 2>/dev/null)" ] || need_apt+=(python3-dev)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
+  else
+    echo "$0: missing ${need_apt[*]}; install them (sudo apt-get install ${need_apt[*]})" >&2
+    exit 1
+  fi
+fi
+command -v cargo >/dev/null || { echo "$0: cargo not found (install Rust: https://rustup.rs)" >&2; exit 1; }
+
+# The test venv (target/test-venv): mlx's CPU build, mlx-lm, safetensors, all pinned.
+ensure_test_venv() {
+  local venv=target/test-venv
+  if ! "$venv/bin/python" -c 'import mlx_lm, safetensors.numpy' >/dev/null 2>&1 \
+     || ! cmp -s scripts/test-requirements.txt "$venv/requirements.txt"; then
+    echo "== creating $venv (mlx, mlx-lm, safetensors; pinned in scripts/test-requirements.txt)"
+    rm -rf "$venv"
+    /usr/bin/python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check -r scripts/test-requirements.txt
+    cp scripts/test-requirements.txt "$venv/requirements.txt"
+  fi
+}
