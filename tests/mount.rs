@@ -372,6 +372,38 @@ fn virtual_files_render_the_catalog() {
             .unwrap();
     assert_eq!(mj, show["data"]["model"]);
     assert_eq!(mj["revision"], OLD);
+    // A model folder inside the mount stands for the model it shows (show, list by path).
+    let shown: Value = serde_json::from_slice(
+        &cmd(&fx)
+            .arg("show")
+            .arg(m.p("acme@hub/model"))
+            .arg("--json")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(shown["data"]["model"]["name"], "acme/model");
+    assert_eq!(shown["data"]["model"]["revision"], NEW);
+    let listed: Value = serde_json::from_slice(
+        &cmd(&fx)
+            .arg("list")
+            .arg(format!("{}/", m.dir.display()))
+            .arg("--json")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let ws_path = fx.ws_home.join("linked-ws");
+    assert!(
+        listed["data"]["models"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["path"] == ws_path.to_string_lossy().as_ref()),
+        "{listed}"
+    );
     // status.json says how reads are served.
     let st = m.status();
     assert_eq!(st["models"], 6);

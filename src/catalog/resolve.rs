@@ -77,6 +77,12 @@ pub fn resolve_path(spec: &str, loc: &Locations) -> Result<ModelRef, ResolveErro
     if let Some(m) = hub_snapshot_at(&canon, loc) {
         return Ok(m);
     }
+    if let Some(backing) = mounted_model_path(&canon)
+        && backing != canon
+    {
+        // A model folder inside an mlxfs mount stands for the model it shows.
+        return resolve_path(&backing.to_string_lossy(), loc);
+    }
     if !has_config(&canon) {
         return Err(ResolveError::NotAModel {
             path: spec.to_string(),
@@ -88,6 +94,27 @@ pub fn resolve_path(spec: &str, loc: &Locations) -> Result<ModelRef, ResolveErro
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| canon.to_string_lossy().into_owned());
     Ok(ModelRef::workspace(canon, short))
+}
+
+/// For a model folder inside an mlxfs mount (a FUSE file system whose `.mlxfs/model.json`
+/// names the model), the backing folder it shows.
+pub fn mounted_model_path(dir: &Path) -> Option<PathBuf> {
+    const FUSE_SUPER_MAGIC: i64 = 0x6573_5546;
+    let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).ok()?;
+    // SAFETY: statfs into a zeroed struct with a valid NUL-terminated path.
+    let fs_type = unsafe {
+        let mut st: libc::statfs = std::mem::zeroed();
+        if libc::statfs(c.as_ptr(), &mut st) != 0 {
+            return None;
+        }
+        st.f_type as i64
+    };
+    if fs_type != FUSE_SUPER_MAGIC {
+        return None;
+    }
+    let bytes = fs::read(dir.join(crate::vfs::META_DIR).join("model.json")).ok()?;
+    let rec: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    rec["path"].as_str().map(PathBuf::from)
 }
 
 /// `…/hub/models--o--n/snapshots/<commit>` → that hub model at that revision.
@@ -252,7 +279,7 @@ pub fn list(pattern: Option<&str>, loc: &Locations) -> Vec<Listed> {
     if let Some(p) = pattern
         && is_explicit_path(p)
     {
-        return list_paths(p);
+        return list_paths(p, loc);
     }
     let low = pattern.map(str::to_lowercase);
     let keep = |n: &str| low.as_ref().is_none_or(|l| n.to_lowercase().contains(l));
@@ -280,7 +307,7 @@ pub fn list(pattern: Option<&str>, loc: &Locations) -> Vec<Listed> {
     out
 }
 
-fn list_paths(pattern: &str) -> Vec<Listed> {
+fn list_paths(pattern: &str, loc: &Locations) -> Vec<Listed> {
     let p = expand_user(pattern);
     let absolute = pattern.starts_with('/');
     let ws = |path: PathBuf, shown: String| {
@@ -294,8 +321,12 @@ fn list_paths(pattern: &str) -> Vec<Listed> {
         } else {
             shown
         };
+        // Inside an mlxfs mount, a folder stands for the model it shows.
+        let model = mounted_model_path(&canon)
+            .and_then(|b| resolve_path(&b.to_string_lossy(), loc).ok())
+            .unwrap_or_else(|| ModelRef::workspace(canon, short));
         Listed {
-            model: ModelRef::workspace(canon, short),
+            model,
             display_name: Some(display),
         }
     };

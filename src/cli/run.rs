@@ -69,26 +69,16 @@ pub struct RunArgs {
     pub subprocess: bool,
 }
 
-/// The model behind MODEL, and the folder to read weights from.
+/// The model behind MODEL, and the folder to read weights from (the mount folder itself for a
+/// path inside an mlxfs mount: the weights are read through it).
 fn locate(spec: &str, loc: &Locations) -> Result<(ModelRef, PathBuf), CliError> {
-    if is_explicit_path(spec) {
-        let p = resolve::expand_user(spec);
-        if let Ok(canon) = std::fs::canonicalize(&p)
-            && let Ok(bytes) = std::fs::read(canon.join(crate::vfs::META_DIR).join("model.json"))
-        {
-            // A folder inside an mlxfs mount: its model.json names the model it shows.
-            let rec: Value = serde_json::from_slice(&bytes).map_err(|e| {
-                CliError::new(
-                    "invalid_mount",
-                    format!("{}: unreadable model.json: {e}", canon.display()),
-                )
-            })?;
-            let backing = rec["path"].as_str().unwrap_or_default();
-            let model = resolve::resolve_path(backing, loc).map_err(CliError::from)?;
-            return Ok((model, canon));
-        }
-    }
     let model = resolve::resolve(spec, loc)?;
+    if is_explicit_path(spec)
+        && let Ok(canon) = std::fs::canonicalize(resolve::expand_user(spec))
+        && resolve::mounted_model_path(&canon).is_some()
+    {
+        return Ok((model, canon));
+    }
     let path = model.path.clone();
     Ok((model, path))
 }
