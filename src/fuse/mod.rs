@@ -179,16 +179,20 @@ impl Filesystem for MlxFs {
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
         // An open virtual file reports the size of the content that open rendered.
-        if let Some(fh) = fh
-            && let Some(Handle::Virtual(data)) = self.handles().get(&fh.0)
-        {
-            let tree = self.vfs.tree();
-            if let Ok(mut a) = self.vfs.attr(&tree, ino.0) {
-                a.size = data.len() as u64;
-                return reply.attr(&TTL, &self.fattr(ino.0, &a));
-            }
-        }
+        // (Clone the size out: the handle table's lock is never held while rendering.)
+        let open_len = fh.and_then(|fh| match self.handles().get(&fh.0) {
+            Some(Handle::Virtual(data)) => Some(data.len() as u64),
+            _ => None,
+        });
         let tree = self.vfs.tree();
+        if let Some(len) = open_len
+            && let Ok(node) = tree.node(ino.0)
+        {
+            let mut a = node.attr.clone();
+            a.size = len;
+            a.blocks = len.div_ceil(512);
+            return reply.attr(&TTL, &self.fattr(ino.0, &a));
+        }
         match self.attr_of(&tree, ino.0) {
             Ok(a) => reply.attr(&TTL, &a),
             Err(e) => reply.error(e),

@@ -87,9 +87,6 @@ impl Renderer {
     }
 
     pub fn render(&self, vfs: &Vfs, tree: &Tree, v: &Virtual) -> Rendered {
-        if let Virtual::Hash(idx) = v {
-            return self.hash_status(tree, *idx);
-        }
         let key = (tree.generation, v.clone());
         if let Some(r) = lock(&self.files).get(&key) {
             return r.clone();
@@ -173,7 +170,9 @@ impl Renderer {
                 };
                 json_text(&origin)
             }
-            Virtual::Hash(_) => unreachable!("rendered by hash_status"),
+            // Once per generation (a `getattr` would otherwise walk the workspace each time);
+            // across generations the stat-keyed cache spares unchanged workspaces a rehash.
+            Virtual::Hash(idx) => self.hash_status(tree, *idx),
         }
     }
 
