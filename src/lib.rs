@@ -8,6 +8,7 @@ pub mod cli;
 pub mod envelope;
 pub mod fuse;
 pub mod hash;
+pub mod hub;
 pub mod jsonfmt;
 pub mod runtime;
 pub mod state;

@@ -149,7 +149,13 @@ impl HubRepo {
             if !ft.is_dir() {
                 continue;
             }
-            let Some(commit) = e.file_name().to_str().map(str::to_string) else {
+            // Dot names are snapshots still being assembled (`mlxfs pull` stages them).
+            let Some(commit) = e
+                .file_name()
+                .to_str()
+                .filter(|n| !n.starts_with('.'))
+                .map(str::to_string)
+            else {
                 continue;
             };
             let mtime = e

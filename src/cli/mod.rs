@@ -1,10 +1,15 @@
 //! The command line: clap definitions, dispatch, and the JSON/human split. Each command lives
 //! in its own module and returns its `data` (or a `CliError`); this module prints and exits.
 
+pub mod clone;
 pub mod health;
+pub mod hubcmd;
 pub mod list;
 pub mod mount;
 pub mod output;
+pub mod pull;
+pub mod push;
+pub mod rm;
 pub mod run;
 pub mod show;
 
@@ -65,6 +70,14 @@ pub enum Command {
     Umount(mount::UmountArgs),
     /// Generate text with a model (mlx-lm), under an isolated Hugging Face cache
     Run(run::RunArgs),
+    /// Download a hub model into a new managed workspace (the primary way to get a model)
+    Clone(clone::CloneArgs),
+    /// Download a hub model into the hub cache
+    Pull(pull::PullArgs),
+    /// Delete a model (or one revision) from the hub cache
+    Rm(rm::RmArgs),
+    /// Upload a workspace to a hub repo
+    Push(push::PushArgs),
 }
 
 impl Command {
@@ -76,6 +89,10 @@ impl Command {
             Command::Mount(_) => "mount",
             Command::Umount(_) => "umount",
             Command::Run(_) => "run",
+            Command::Clone(_) => "clone",
+            Command::Pull(_) => "pull",
+            Command::Rm(_) => "rm",
+            Command::Push(_) => "push",
         }
     }
 }
@@ -173,9 +190,31 @@ pub fn run(args: Vec<std::ffi::OsString>) -> i32 {
             run::run(a, &loc, cli.json),
             Box::new(|_: &Value| String::new()),
         ),
+        Command::Clone(a) => (
+            Order::ErrorFirst,
+            clone::run(a, cli.json),
+            Box::new(clone::render),
+        ),
+        Command::Pull(a) => (
+            Order::ErrorFirst,
+            pull::run(a, &loc, cli.json),
+            Box::new(pull::render),
+        ),
+        Command::Rm(a) => (
+            Order::ErrorFirst,
+            rm::run(a, &loc, cli.json),
+            Box::new(rm::render),
+        ),
+        Command::Push(a) => (
+            Order::ErrorFirst,
+            push::run(a, &loc, cli.json),
+            Box::new(push::render),
+        ),
     };
     let code = match (&cmd, &result) {
         (Command::Run(_), Ok(d)) => run::exit_code(d),
+        (Command::Pull(_), Ok(d)) => pull::exit_code(d, cli.json),
+        (Command::Rm(_), Ok(d)) => rm::exit_code(d, cli.json),
         (_, Ok(_)) => 0,
         (_, Err(_)) => 1,
     };

@@ -2,6 +2,9 @@
 //! snapshot links, refs) and workspace folders, all in a temp dir.
 #![allow(dead_code)]
 
+pub mod fakehub;
+pub mod mnt;
+
 use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};

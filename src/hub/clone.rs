@@ -1,0 +1,397 @@
+//! `clone`: download a hub revision straight into a managed workspace.
+//!
+//! Everything happens in a staging folder next to the target (same file system):
+//! `<parent>/.mlxfs-clone-<id>/` holds `parts/` (partial downloads), `model/` (the workspace
+//! being built: real files, never links) and a lock. When every file is verified, the content
+//! hash v2 and the sentinel are written into `model/`, the health check runs, and `model/` is
+//! renamed to the target — the workspace appears whole or not at all. The staging name is
+//! derived from the repo, revision and target, so running the same command again resumes.
+//! Transient failures (network, hub 5xx) keep the staging folder for that; every other failure
+//! removes it and leaves the parent as it was.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use serde_json::{Map, Value, json};
+
+use super::download::{Job, fetch_all};
+use super::progress::Progress;
+use super::{ErrorKind, Hub, HubError, RepoSpec, Result};
+use crate::catalog::{ModelRef, record};
+use crate::hash::{self, DEFAULT_EXCLUDE_PATTERNS, Excludes, HASH_ALGORITHM_V2, sentinel};
+
+/// The outcome of a clone.
+#[derive(Debug, Clone)]
+pub struct Cloned {
+    pub target: PathBuf,
+    pub commit: String,
+    pub content_hash: Option<String>,
+    pub files: usize,
+    pub bytes: u64,
+    pub health: String,
+    pub resumed_bytes: u64,
+}
+
+impl Cloned {
+    /// mlx-knife's `data` for clone (+ mlxfs fields).
+    pub fn data(&self, spec: &RepoSpec) -> Value {
+        json!({
+            "model": spec.to_string(),
+            "clone_status": "success",
+            "message": format!("Cloned to {}", self.target.display()),
+            "target_dir": self.target.to_string_lossy(),
+            "health_check": true,
+            "source_repo": spec.repo,
+            "source_revision": self.commit,
+            "content_hash": self.content_hash,
+            "files": self.files,
+            "size_bytes": self.bytes,
+            "health": self.health,
+        })
+    }
+}
+
+/// Where a clone goes: explicit path, bare name under the workspace home, or the repo's name.
+pub fn target_path(
+    spec: &RepoSpec,
+    target: Option<&str>,
+    workspace_home: Option<&Path>,
+) -> Result<PathBuf> {
+    let cwd =
+        std::env::current_dir().map_err(|e| HubError::io(&e, "reading the current folder"))?;
+    let p = match target {
+        None => match workspace_home {
+            Some(h) => h.join(spec.basename()),
+            None => {
+                return Err(HubError::new(
+                    ErrorKind::InvalidTarget,
+                    "No target folder given and MLXK_WORKSPACE_HOME is not set",
+                )
+                .hint(format!(
+                    "Give a target (`mlxfs clone {} ./{}`) or set MLXK_WORKSPACE_HOME to your models folder.",
+                    spec,
+                    spec.basename()
+                )));
+            }
+        },
+        Some("") => {
+            return Err(HubError::new(
+                ErrorKind::InvalidTarget,
+                "The target folder is empty",
+            ));
+        }
+        Some(t) if !t.contains('/') && !t.starts_with('~') && t != "." && t != ".." => {
+            match workspace_home {
+                Some(h) => h.join(t),
+                None => cwd.join(t),
+            }
+        }
+        Some(t) => {
+            let e = crate::catalog::resolve::expand_user(t);
+            if e.is_absolute() { e } else { cwd.join(e) }
+        }
+    };
+    // Normalise `.`/`..` lexically so the staging folder lands next to the real target.
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            c => out.push(c),
+        }
+    }
+    Ok(out)
+}
+
+/// Check that `target` may be created: parent exists (the workspace home is created on
+/// demand), target absent or an empty folder.
+pub fn check_target(target: &Path, workspace_home: Option<&Path>) -> Result<()> {
+    let parent = target.parent().ok_or_else(|| {
+        HubError::new(
+            ErrorKind::InvalidTarget,
+            format!("{} has no parent folder", target.display()),
+        )
+    })?;
+    if !parent.is_dir() {
+        if workspace_home == Some(parent) {
+            fs::create_dir_all(parent)
+                .map_err(|e| HubError::io(&e, &format!("creating {}", parent.display())))?;
+        } else {
+            return Err(HubError::new(
+                ErrorKind::InvalidTarget,
+                format!("Parent directory does not exist: {}", parent.display()),
+            )
+            .hint("Create it first, or give another target."));
+        }
+    }
+    match fs::symlink_metadata(target) {
+        Err(_) => Ok(()),
+        Ok(m) if m.is_dir() => {
+            let empty = fs::read_dir(target)
+                .map_err(|e| HubError::io(&e, &format!("reading {}", target.display())))?
+                .next()
+                .is_none();
+            if empty {
+                Ok(())
+            } else {
+                Err(HubError::new(
+                    ErrorKind::InvalidTarget,
+                    format!("Target directory '{}' is not empty", target.display()),
+                )
+                .hint("Choose another target, or remove the folder yourself if you no longer need it."))
+            }
+        }
+        Ok(_) => Err(HubError::new(
+            ErrorKind::InvalidTarget,
+            format!(
+                "Target '{}' exists but is not a directory",
+                target.display()
+            ),
+        )),
+    }
+}
+
+/// The staging folder of a clone of `spec` into `target`.
+pub fn staging_dir(spec: &RepoSpec, target: &Path) -> PathBuf {
+    let id = super::short_digest(&format!("{spec}:{}", target.display()));
+    target
+        .parent()
+        .unwrap_or(Path::new("/"))
+        .join(format!(".mlxfs-clone-{id}"))
+}
+
+struct StageLock(#[allow(dead_code)] fs::File);
+
+fn lock_stage(stage: &Path, target: &Path) -> Result<StageLock> {
+    use std::os::fd::AsRawFd;
+    fs::create_dir_all(stage)
+        .map_err(|e| HubError::io(&e, &format!("creating {}", stage.display())))?;
+    let f = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(stage.join("lock"))
+        .map_err(|e| HubError::io(&e, "creating the staging lock"))?;
+    // SAFETY: flock on an open descriptor.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(HubError::new(
+            ErrorKind::Conflict,
+            format!("Another clone into {} is running", target.display()),
+        ));
+    }
+    Ok(StageLock(f))
+}
+
+/// Clone `spec` into `target` (already checked with [`check_target`]).
+pub fn clone(hub: &Hub, spec: &RepoSpec, target: &Path, progress: &dyn Progress) -> Result<Cloned> {
+    let stage = staging_dir(spec, target);
+    let resumed = stage.exists();
+    let lock = lock_stage(&stage, target)?;
+    let r = run(hub, spec, target, &stage, resumed, progress);
+    match &r {
+        Ok(_) => {
+            drop(lock);
+            let _ = fs::remove_dir_all(&stage);
+        }
+        Err(e) if e.kind.transient() => {}
+        Err(_) => {
+            drop(lock);
+            let _ = fs::remove_dir_all(&stage);
+        }
+    }
+    r.map_err(|e| {
+        if e.kind.transient() {
+            let kept = dir_bytes(&stage);
+            HubError {
+                hint: Some(format!(
+                    "{} downloaded so far are kept in {}; run the same command again to resume.",
+                    super::progress::human_bytes(kept),
+                    stage.display()
+                )),
+                ..e
+            }
+        } else {
+            e
+        }
+    })
+}
+
+fn dir_bytes(p: &Path) -> u64 {
+    let mut n = 0;
+    if let Ok(rd) = fs::read_dir(p) {
+        for e in rd.flatten() {
+            match e.file_type() {
+                Ok(t) if t.is_dir() => n += dir_bytes(&e.path()),
+                Ok(t) if t.is_file() => n += e.metadata().map(|m| m.len()).unwrap_or(0),
+                _ => {}
+            }
+        }
+    }
+    n
+}
+
+fn run(
+    hub: &Hub,
+    spec: &RepoSpec,
+    target: &Path,
+    stage: &Path,
+    resumed: bool,
+    progress: &dyn Progress,
+) -> Result<Cloned> {
+    let remote = hub.remote_snapshot(spec)?;
+    let model = stage.join("model");
+    let parts = stage.join("parts");
+    let io = |e: std::io::Error, what: String| HubError::io(&e, &what);
+    fs::create_dir_all(&model).map_err(|e| io(e, format!("creating {}", model.display())))?;
+    let manifest = json!({"repo": spec.repo, "revision": spec.revision(), "commit": remote.commit,
+                          "target": target.to_string_lossy()});
+    fs::write(stage.join("manifest.json"), manifest.to_string())
+        .map_err(|e| io(e, "writing the staging manifest".into()))?;
+
+    // Files of another commit (a branch that moved since an interrupted run) go.
+    let wanted: BTreeSet<&str> = remote.files.iter().map(|f| f.path.as_str()).collect();
+    prune(&model, &model, &wanted);
+
+    // One download per distinct blob, to its first path; other paths copy it afterwards.
+    let mut first: HashMap<&str, &str> = HashMap::new();
+    let mut jobs = Vec::new();
+    for f in &remote.files {
+        if first.contains_key(f.etag.as_str()) {
+            continue;
+        }
+        first.insert(&f.etag, &f.path);
+        jobs.push(Job {
+            file: f.clone(),
+            partial: parts.join(format!("{}.part", f.etag)),
+            dest: model.join(&f.path),
+            lock: None,
+        });
+    }
+    jobs.sort_by_key(|j| std::cmp::Reverse(j.file.size));
+    let on_disk: u64 = jobs
+        .iter()
+        .map(|j| {
+            let done = fs::metadata(&j.dest).map(|m| m.len()).unwrap_or(0);
+            let part = fs::metadata(&j.partial).map(|m| m.len()).unwrap_or(0);
+            if done == j.file.size {
+                done
+            } else {
+                part.min(j.file.size)
+            }
+        })
+        .sum();
+    let unique: u64 = jobs.iter().map(|j| j.file.size).sum();
+    super::check_space(
+        stage,
+        unique.saturating_sub(on_disk) + (remote.total_bytes() - unique),
+    )?;
+    if resumed && on_disk > 0 {
+        progress.note(&format!(
+            "Resuming: {} already downloaded",
+            super::progress::human_bytes(on_disk)
+        ));
+    }
+    progress.start(
+        &format!("{}@{}", spec.repo, &remote.commit[..7]),
+        remote.files.len(),
+        unique,
+    );
+    let r = fetch_all(hub, &remote.repo, &remote.commit, &jobs, progress);
+    progress.finish();
+    r?;
+    for f in &remote.files {
+        let src = first[f.etag.as_str()];
+        if src != f.path {
+            let dst = model.join(&f.path);
+            if let Some(p) = dst.parent() {
+                fs::create_dir_all(p).map_err(|e| io(e, format!("creating {}", p.display())))?;
+            }
+            fs::copy(model.join(src), &dst).map_err(|e| io(e, format!("copying {}", f.path)))?;
+        }
+    }
+    let _ = fs::remove_dir_all(&parts);
+
+    // Content hash + sentinel, as mlx-knife writes them after a clone. A repo whose files
+    // cannot be hashed (e.g. a corrupt safetensors header) still becomes a workspace, without a
+    // hash, as mlx-knife does; the health line says why.
+    let excludes = Excludes::default_list();
+    let hashed = hash::compute_v2(&model, &excludes);
+    let now = sentinel::now_iso_utc();
+    let mut s = Map::new();
+    s.insert(
+        "mlxk_version".into(),
+        json!(concat!("mlxfs-", env!("CARGO_PKG_VERSION"))),
+    );
+    s.insert("created_at".into(), json!(now));
+    s.insert("source_repo".into(), json!(spec.repo));
+    s.insert("source_revision".into(), json!(remote.commit));
+    s.insert("managed".into(), json!(true));
+    s.insert("operation".into(), json!("clone"));
+    s.insert("hash_modified".into(), json!(now));
+    let content_hash = match &hashed {
+        Ok((content_hash, index)) => {
+            s.insert("hash_algorithm".into(), json!(HASH_ALGORITHM_V2));
+            s.insert("content_hash".into(), json!(content_hash));
+            s.insert("exclude_patterns".into(), json!(DEFAULT_EXCLUDE_PATTERNS));
+            s.insert(
+                "file_index".into(),
+                Value::Array(index.iter().map(sentinel::index_entry_json).collect()),
+            );
+            Some(content_hash.clone())
+        }
+        Err(e) => {
+            progress.note(&format!("warning: no content hash: {e}"));
+            None
+        }
+    };
+    sentinel::write_atomic(&model, &s).map_err(|e| io(e, "writing the sentinel".into()))?;
+
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let d = record::describe(&ModelRef::workspace(model.clone(), name));
+    let health = if d.record.health == "healthy" {
+        "healthy".to_string()
+    } else {
+        format!("unhealthy: {}", d.health_message)
+    };
+
+    // The one step that makes it visible.
+    fs::rename(&model, target)
+        .map_err(|e| io(e, format!("moving the workspace to {}", target.display())))?;
+    Ok(Cloned {
+        target: target.to_path_buf(),
+        commit: remote.commit.clone(),
+        content_hash,
+        files: remote.files.len(),
+        bytes: remote.total_bytes(),
+        health,
+        resumed_bytes: on_disk,
+    })
+}
+
+/// Remove files under `dir` that are not in `wanted` (paths relative to `base`).
+fn prune(base: &Path, dir: &Path, wanted: &BTreeSet<&str>) {
+    let Ok(rd) = fs::read_dir(dir) else { return };
+    for e in rd.flatten() {
+        let p = e.path();
+        let Ok(t) = e.file_type() else { continue };
+        if t.is_dir() {
+            prune(base, &p, wanted);
+            let _ = fs::remove_dir(&p); // only when empty
+        } else {
+            let rel = p
+                .strip_prefix(base)
+                .unwrap_or(&p)
+                .to_string_lossy()
+                .into_owned();
+            if !wanted.contains(rel.as_str()) {
+                let _ = fs::remove_file(&p);
+            }
+        }
+    }
+}

@@ -1,0 +1,355 @@
+//! Resumable, verified downloads of remote files to local paths.
+//!
+//! Each file goes to a partial path first. A partial file left by an earlier run is continued
+//! with a ranged request from its length. A writer thread per file writes and hashes while the
+//! network side reads, so hashing overlaps the transfer; the finished file must match the
+//! hub's object id (sha256 for LFS files, the git blob id otherwise) before it is renamed to
+//! its final path. Transient failures (network, 5xx, stalls past the read timeout) are retried
+//! from where the bytes stopped.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use futures::StreamExt;
+use sha1::Sha1;
+use sha2::{Digest, Sha256};
+
+use super::client::{Ctx, RemoteFile, from_hf};
+use super::progress::Progress;
+use super::{ErrorKind, Hub, HubError, Result};
+
+/// One file to fetch.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub file: RemoteFile,
+    /// Where the bytes accumulate (kept between runs).
+    pub partial: PathBuf,
+    /// Where the verified file ends up.
+    pub dest: PathBuf,
+    /// A lock file to hold (flock) while this file is written, shared with other tools.
+    pub lock: Option<PathBuf>,
+}
+
+/// How many files download at once (huggingface_hub's default is 8).
+pub const WORKERS: usize = 8;
+
+fn retries() -> u32 {
+    std::env::var("MLXFS_HUB_RETRIES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3)
+}
+
+/// Download every job (already complete destinations are skipped), `WORKERS` at a time.
+pub fn fetch_all(
+    hub: &Hub,
+    repo: &str,
+    commit: &str,
+    jobs: &[Job],
+    progress: &dyn Progress,
+) -> Result<()> {
+    let live = Arc::new(AtomicUsize::new(0));
+    let res = hub.rt.block_on(async {
+        let mut s = futures::stream::iter(jobs.iter())
+            .map(|j| fetch_one(hub, repo, commit, j, progress, &live))
+            .buffer_unordered(WORKERS);
+        while let Some(r) = s.next().await {
+            r?;
+        }
+        Ok(())
+    });
+    // Writer threads of cancelled downloads finish their last chunk; wait so callers may
+    // clean up after a failure without racing them.
+    for _ in 0..250 {
+        if live.load(Ordering::SeqCst) == 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    res
+}
+
+/// A held lock (released when dropped).
+struct Held(#[allow(dead_code)] Option<File>);
+
+fn lock(path: &Path, progress: &dyn Progress) -> Result<Held> {
+    use std::os::fd::AsRawFd;
+    if let Some(p) = path.parent() {
+        fs::create_dir_all(p)
+            .map_err(|e| HubError::io(&e, &format!("creating {}", p.display())))?;
+    }
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(|e| HubError::io(&e, &format!("opening lock {}", path.display())))?;
+    let mut waited = false;
+    loop {
+        // SAFETY: flock on an open descriptor.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return Ok(Held(Some(f)));
+        }
+        if !waited {
+            progress.note(&format!(
+                "waiting for another download holding {}",
+                path.display()
+            ));
+            waited = true;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+async fn fetch_one(
+    hub: &Hub,
+    repo: &str,
+    commit: &str,
+    job: &Job,
+    progress: &dyn Progress,
+    live: &Arc<AtomicUsize>,
+) -> Result<()> {
+    let f = &job.file;
+    if fs::metadata(&job.dest).is_ok_and(|m| m.is_file() && m.len() == f.size) {
+        progress.advance(f.size);
+        return Ok(());
+    }
+    let _held = match &job.lock {
+        Some(l) => {
+            // The lock may be held by another process for a long time: wait off the runtime.
+            let l = l.clone();
+            let p: &dyn Progress = progress;
+            tokio::task::block_in_place(|| lock(&l, p))?
+        }
+        None => Held(None),
+    };
+    // Someone else may have finished it while we waited.
+    if fs::metadata(&job.dest).is_ok_and(|m| m.is_file() && m.len() == f.size) {
+        progress.advance(f.size);
+        return Ok(());
+    }
+    if let Some(p) = job.partial.parent() {
+        fs::create_dir_all(p)
+            .map_err(|e| HubError::io(&e, &format!("creating {}", p.display())))?;
+    }
+    let mut attempt = 0;
+    let mut counted = 0u64;
+    loop {
+        let r = attempt_one(hub, repo, commit, job, progress, live, &mut counted).await;
+        match r {
+            Ok(()) => break,
+            Err(e) if e.kind.transient() && attempt < retries() => {
+                attempt += 1;
+                progress.note(&format!(
+                    "{}: {} — retrying ({attempt}/{})",
+                    f.path,
+                    e.message,
+                    retries()
+                ));
+                tokio::time::sleep(Duration::from_millis(500 << attempt.min(4))).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    if let Some(p) = job.dest.parent() {
+        fs::create_dir_all(p)
+            .map_err(|e| HubError::io(&e, &format!("creating {}", p.display())))?;
+    }
+    fs::rename(&job.partial, &job.dest)
+        .map_err(|e| HubError::io(&e, &format!("moving {} into place", f.path)))?;
+    Ok(())
+}
+
+/// Which digest verifies a file, and its expected value.
+fn expected(f: &RemoteFile) -> Option<(bool, String)> {
+    let e = f.etag.to_ascii_lowercase();
+    let hexy = e.bytes().all(|b| b.is_ascii_hexdigit());
+    match (f.lfs, e.len()) {
+        (true, 64) if hexy => Some((true, e)),
+        (false, 40) if hexy => Some((false, e)),
+        _ => None,
+    }
+}
+
+enum Hasher {
+    Sha256(Sha256),
+    Git(Sha1),
+    None,
+}
+
+impl Hasher {
+    fn new(f: &RemoteFile) -> Hasher {
+        match expected(f) {
+            Some((true, _)) => Hasher::Sha256(Sha256::new()),
+            Some((false, _)) => {
+                let mut h = Sha1::new();
+                h.update(format!("blob {}\0", f.size).as_bytes());
+                Hasher::Git(h)
+            }
+            None => Hasher::None,
+        }
+    }
+    fn update(&mut self, b: &[u8]) {
+        match self {
+            Hasher::Sha256(h) => h.update(b),
+            Hasher::Git(h) => h.update(b),
+            Hasher::None => {}
+        }
+    }
+    fn finish(self) -> Option<String> {
+        match self {
+            Hasher::Sha256(h) => Some(super::hex(&h.finalize())),
+            Hasher::Git(h) => Some(super::hex(&h.finalize())),
+            Hasher::None => None,
+        }
+    }
+}
+
+/// Write + hash on a thread: seeds the hash with the bytes already in `partial`, then appends
+/// every chunk it receives. Returns the final length and digest.
+fn spawn_writer(
+    partial: PathBuf,
+    file: RemoteFile,
+    mut rx: tokio::sync::mpsc::Receiver<bytes::Bytes>,
+    live: Arc<AtomicUsize>,
+) -> std::thread::JoinHandle<std::io::Result<(u64, Option<String>)>> {
+    live.fetch_add(1, Ordering::SeqCst);
+    std::thread::spawn(move || {
+        let r = (|| {
+            let out = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .read(true)
+                .open(&partial)?;
+            let mut have = out.metadata()?.len();
+            if have > file.size {
+                out.set_len(0)?;
+                have = 0;
+            }
+            let mut h = Hasher::new(&file);
+            if have > 0 && !matches!(h, Hasher::None) {
+                let mut r = File::open(&partial)?.take(have);
+                let mut buf = vec![0u8; 1 << 20];
+                loop {
+                    let n = r.read(&mut buf)?;
+                    if n == 0 {
+                        break;
+                    }
+                    h.update(&buf[..n]);
+                }
+            }
+            let mut len = have;
+            let mut w = std::io::BufWriter::with_capacity(1 << 20, out);
+            loop {
+                // Batch writes while chunks queue up; flush whenever the network is behind,
+                // so the partial file on disk is as long as what was received.
+                let chunk = match rx.try_recv() {
+                    Ok(c) => c,
+                    Err(tokio::sync::mpsc::error::TryRecvError::Empty) => {
+                        w.flush()?;
+                        match rx.blocking_recv() {
+                            Some(c) => c,
+                            None => break,
+                        }
+                    }
+                    Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => break,
+                };
+                w.write_all(&chunk)?;
+                h.update(&chunk);
+                len += chunk.len() as u64;
+            }
+            w.flush()?;
+            Ok((len, h.finish()))
+        })();
+        live.fetch_sub(1, Ordering::SeqCst);
+        r
+    })
+}
+
+async fn attempt_one(
+    hub: &Hub,
+    repo: &str,
+    commit: &str,
+    job: &Job,
+    progress: &dyn Progress,
+    live: &Arc<AtomicUsize>,
+    counted: &mut u64,
+) -> Result<()> {
+    let f = &job.file;
+    let mut have = fs::metadata(&job.partial).map(|m| m.len()).unwrap_or(0);
+    if have > f.size {
+        have = 0; // the writer truncates
+    }
+    // Bytes found on disk count as progress once.
+    if have > *counted {
+        progress.advance(have - *counted);
+        *counted = have;
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(32);
+    let writer = spawn_writer(job.partial.clone(), f.clone(), rx, live.clone());
+    let ctx = Ctx {
+        repo,
+        rev: Some(commit),
+        path: Some(&f.path),
+    };
+    let net: Result<()> = async {
+        if have >= f.size {
+            return Ok(());
+        }
+        let (owner, name) = repo.split_once('/').unwrap_or(("", repo));
+        let r = hub.client.model(owner, name);
+        let (_, mut stream) = r
+            .download_file_stream()
+            .filename(f.path.clone())
+            .revision(commit.to_string())
+            .range(have..f.size)
+            .send()
+            .await
+            .map_err(|e| from_hf(e, &ctx, hub))?;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| from_hf(e, &ctx, hub))?;
+            let n = chunk.len() as u64;
+            if tx.send(chunk).await.is_err() {
+                break; // the writer failed; its error is reported below
+            }
+            progress.advance(n);
+            *counted += n;
+        }
+        Ok(())
+    }
+    .await;
+    drop(tx);
+    let written = tokio::task::spawn_blocking(move || writer.join())
+        .await
+        .map_err(|e| HubError::new(ErrorKind::Io, format!("writer task: {e}")))?
+        .map_err(|_| HubError::new(ErrorKind::Io, "writer thread panicked"))?;
+    let (len, digest) =
+        written.map_err(|e| HubError::io(&e, &format!("writing {}", job.partial.display())))?;
+    net?;
+    if len != f.size {
+        return Err(HubError::new(
+            ErrorKind::Network,
+            format!("{}: the hub sent {} of {} bytes", f.path, len, f.size),
+        )
+        .hint("Run the same command again to resume."));
+    }
+    if let (Some(d), Some((_, want))) = (digest, expected(f))
+        && d != want
+    {
+        let _ = fs::remove_file(&job.partial);
+        *counted = 0;
+        return Err(HubError::new(
+            ErrorKind::Integrity,
+            format!(
+                "{}: downloaded bytes do not match the hub's id {want} (got {d}); the partial file was removed",
+                f.path
+            ),
+        )
+        .hint("Run the same command again to download the file afresh."));
+    }
+    Ok(())
+}

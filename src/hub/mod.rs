@@ -1,0 +1,289 @@
+//! Hub operations: `clone` (hub → workspace), `pull` (hub → hub cache), `rm` (hub cache),
+//! `push` (workspace → hub). Downloads go through the hf-hub crate's file streams (which also
+//! handle the hub's xet storage); listings, repo creation and uploads use the same HTTP client.
+//! Every write is staged and renamed into place, and every byte of a download is verified
+//! against the hub's object id before it is renamed.
+//!
+//! Layering: this module knows HTTP and the cache layout; it uses `catalog` and `hash` for
+//! resolution, health and content hashes, and reports progress through [`progress::Progress`]
+//! so the CLI decides what a terminal shows.
+
+pub mod client;
+pub mod clone;
+pub mod download;
+pub mod progress;
+pub mod pull;
+pub mod push;
+pub mod rm;
+
+use std::fmt;
+use std::io;
+
+pub use client::Hub;
+
+/// What went wrong, by what the user can do about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The repo id or revision given is not well-formed.
+    InvalidSpec,
+    /// The hub could not be reached, the connection broke or timed out.
+    Network,
+    /// 401: no token, or the token is invalid.
+    Auth,
+    /// 403: the token lacks permission, or the repo is gated.
+    AccessDenied,
+    RepoNotFound,
+    RevisionNotFound,
+    EntryNotFound,
+    /// The hub answered with a server error (5xx) or something unexpected.
+    Server,
+    /// No space left on the target file system.
+    DiskFull,
+    /// The file system refused a write (permissions, read-only).
+    Permission,
+    /// Other local I/O problems.
+    Io,
+    /// Downloaded bytes do not match the hub's object id.
+    Integrity,
+    /// The clone target or pushed folder is not usable.
+    InvalidTarget,
+    /// Something is in the way (existing repo, held lock …).
+    Conflict,
+}
+
+impl ErrorKind {
+    /// The JSON envelope's `error.type`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidSpec => "ValidationError",
+            ErrorKind::Network => "network_error",
+            ErrorKind::Auth => "auth_error",
+            ErrorKind::AccessDenied => "access_denied",
+            ErrorKind::RepoNotFound => "repo_not_found",
+            ErrorKind::RevisionNotFound => "revision_not_found",
+            ErrorKind::EntryNotFound => "entry_not_found",
+            ErrorKind::Server => "server_error",
+            ErrorKind::DiskFull => "disk_full",
+            ErrorKind::Permission => "permission_denied",
+            ErrorKind::Io => "io_error",
+            ErrorKind::Integrity => "integrity_error",
+            ErrorKind::InvalidTarget => "InvalidTargetError",
+            ErrorKind::Conflict => "conflict",
+        }
+    }
+
+    /// Worth retrying / resuming later (the hub or the network, not the request).
+    pub fn transient(self) -> bool {
+        matches!(self, ErrorKind::Network | ErrorKind::Server)
+    }
+}
+
+/// An error of a hub operation: a kind, a message, and what to do next.
+#[derive(Debug, Clone)]
+pub struct HubError {
+    pub kind: ErrorKind,
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+impl HubError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> HubError {
+        HubError {
+            kind,
+            message: message.into(),
+            hint: None,
+        }
+    }
+    pub fn hint(mut self, h: impl Into<String>) -> HubError {
+        self.hint = Some(h.into());
+        self
+    }
+    /// Classify a local I/O error; `what` says what was being done.
+    pub fn io(e: &io::Error, what: &str) -> HubError {
+        match e.raw_os_error() {
+            Some(libc::ENOSPC) | Some(libc::EDQUOT) => HubError::new(
+                ErrorKind::DiskFull,
+                format!("{what}: no space left on the device"),
+            )
+            .hint(
+                "Free some space (or choose a target on another disk) and run the command again.",
+            ),
+            Some(libc::EACCES) | Some(libc::EPERM) | Some(libc::EROFS) => {
+                HubError::new(ErrorKind::Permission, format!("{what}: {e}"))
+                    .hint("Check that you may write there (owner, mode, read-only mount).")
+            }
+            _ => HubError::new(ErrorKind::Io, format!("{what}: {e}")),
+        }
+    }
+}
+
+impl fmt::Display for HubError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for HubError {}
+
+pub type Result<T> = std::result::Result<T, HubError>;
+
+/// `org/name[@rev]` as given on the command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepoSpec {
+    pub repo: String,
+    pub rev: Option<String>,
+}
+
+impl RepoSpec {
+    /// Parse and validate (mlx-knife's rules: ≤ 96 characters, no empty path parts; plus the
+    /// hub's: at most `org/name`, names of letters, digits, `-`, `_`, `.`).
+    pub fn parse(s: &str) -> Result<RepoSpec> {
+        let (repo, rev) = match s.split_once('@') {
+            Some((r, v)) => (r, Some(v)),
+            None => (s, None),
+        };
+        let bad = |why: &str| {
+            HubError::new(
+                ErrorKind::InvalidSpec,
+                format!("Invalid model name '{s}': {why}"),
+            )
+            .hint("Give a hub repo id like `mlx-community/Qwen3-0.6B-4bit`, optionally with `@<branch or commit>`.")
+        };
+        if repo.is_empty() {
+            return Err(bad("empty"));
+        }
+        if repo.chars().count() > 96 {
+            return Err(bad("must be at most 96 characters"));
+        }
+        let parts: Vec<&str> = repo.split('/').collect();
+        if parts.len() > 2 || parts.iter().any(|p| p.is_empty()) {
+            return Err(bad(
+                "must be `org/name` with no leading, trailing or double slashes",
+            ));
+        }
+        for p in &parts {
+            if *p == "." || *p == ".." || p.starts_with('.') && p.len() <= 2 {
+                return Err(bad("`.` and `..` are not names"));
+            }
+            if !p
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            {
+                return Err(bad(
+                    "names may only contain letters, digits, `-`, `_` and `.`",
+                ));
+            }
+        }
+        if let Some(r) = rev
+            && (r.is_empty()
+                || r.contains("..")
+                || r.starts_with('/')
+                || r.contains(char::is_whitespace))
+        {
+            return Err(bad("the revision after `@` is empty or malformed"));
+        }
+        Ok(RepoSpec {
+            repo: repo.to_string(),
+            rev: rev.map(str::to_string),
+        })
+    }
+
+    /// The name part: `name` of `org/name`.
+    pub fn basename(&self) -> &str {
+        self.repo.rsplit('/').next().unwrap_or(&self.repo)
+    }
+
+    /// `org` and `name` (an org-less id has an empty org).
+    pub fn owner_name(&self) -> (&str, &str) {
+        match self.repo.split_once('/') {
+            Some((o, n)) => (o, n),
+            None => ("", &self.repo),
+        }
+    }
+
+    pub fn revision(&self) -> &str {
+        self.rev.as_deref().unwrap_or("main")
+    }
+}
+
+impl fmt::Display for RepoSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.rev {
+            Some(r) => write!(f, "{}@{}", self.repo, r),
+            None => f.write_str(&self.repo),
+        }
+    }
+}
+
+/// Is `s` a full 40-hex commit id?
+pub fn is_commit(s: &str) -> bool {
+    s.len() == 40 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Lowercase hex of bytes.
+pub fn hex(b: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(b.len() * 2);
+    for x in b {
+        let _ = write!(s, "{x:02x}");
+    }
+    s
+}
+
+/// First 16 hex digits of sha256(`s`): deterministic staging names.
+pub fn short_digest(s: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex(&Sha256::digest(s.as_bytes()))[..16].to_string()
+}
+
+/// Free bytes for unprivileged writers on the file system holding `p`.
+pub fn free_space(p: &std::path::Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(p.as_os_str().as_bytes()).ok()?;
+    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: c is a valid NUL-terminated path, s a writable statvfs.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
+        return None;
+    }
+    Some(s.f_bavail as u64 * s.f_frsize as u64)
+}
+
+/// Refuse early when `need` more bytes will not fit next to `p`.
+pub fn check_space(p: &std::path::Path, need: u64) -> Result<()> {
+    if let Some(free) = free_space(p)
+        && need > free
+    {
+        return Err(HubError::new(
+            ErrorKind::DiskFull,
+            format!(
+                "{} more bytes are needed in {} but only {} are free",
+                need,
+                p.display(),
+                free
+            ),
+        )
+        .hint("Free some space (or choose a target on another disk) and run the command again."));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs() {
+        let s = RepoSpec::parse("mlx-community/Qwen3-0.6B-4bit@main").unwrap();
+        assert_eq!(s.repo, "mlx-community/Qwen3-0.6B-4bit");
+        assert_eq!(s.rev.as_deref(), Some("main"));
+        assert_eq!(s.basename(), "Qwen3-0.6B-4bit");
+        assert_eq!(RepoSpec::parse("gpt2").unwrap().owner_name(), ("", "gpt2"));
+        for bad in [
+            "", "/a", "a/", "a//b", "a/b/c", "a/b@", "../x", "a/b c", "a/..",
+        ] {
+            let e = RepoSpec::parse(bad).unwrap_err();
+            assert_eq!(e.kind, ErrorKind::InvalidSpec, "{bad}");
+        }
+        assert!(RepoSpec::parse(&format!("o/{}", "x".repeat(95))).is_err());
+    }
+}

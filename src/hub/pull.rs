@@ -1,0 +1,280 @@
+//! `pull`: download a revision into the hub cache, in the layout huggingface_hub writes
+//! (`blobs/<etag>`, `snapshots/<commit>/<path>` → relative links, `refs/<branch>`, lock files
+//! under `.locks/`), so Python tools and mlx-knife see the same cache.
+//!
+//! Nothing half-written is ever visible: blobs are downloaded as `blobs/<etag>.incomplete`
+//! (the name huggingface_hub uses, so either tool continues the other's partial file) and
+//! renamed once verified; a snapshot folder is assembled under a dot name and renamed into
+//! place after every blob is there; a model that is new to the cache is built in a
+//! `.mlxfs-pull-*` folder next to the `models--*` folders and renamed in whole. Interrupted
+//! pulls resume from what is on disk.
+
+use std::fs;
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+
+use serde_json::{Value, json};
+
+use super::client::RemoteSnapshot;
+use super::download::{Job, fetch_all};
+use super::progress::Progress;
+use super::{ErrorKind, Hub, HubError, RepoSpec, Result};
+use crate::catalog::{HubRepo, Locations, ModelRef, dir_from_repo_id, record};
+
+/// What a pull found or did.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// The revision is in the cache and healthy; nothing was downloaded.
+    AlreadyExists { commit: String, path: PathBuf },
+    /// The revision is in the cache but unhealthy: resuming needs the user's yes.
+    NeedsConfirmation { commit: String, reason: String },
+    /// Downloaded (or completed) this revision.
+    Pulled {
+        commit: String,
+        path: PathBuf,
+        files: usize,
+        bytes: u64,
+        health: String,
+    },
+}
+
+impl Outcome {
+    /// mlx-knife's `data` for pull (+ mlxfs fields).
+    pub fn data(&self, spec: &RepoSpec) -> Value {
+        let mut d = json!({
+            "model": spec.repo,
+            "download_status": "",
+            "message": "",
+            "expanded_name": null,
+        });
+        match self {
+            Outcome::AlreadyExists { commit, path } => {
+                d["download_status"] = json!("already_exists");
+                d["message"] = json!(format!("Model {} already exists in cache", spec.repo));
+                d["commit_hash"] = json!(commit);
+                d["path"] = json!(path.to_string_lossy());
+            }
+            Outcome::NeedsConfirmation { commit, reason } => {
+                d["download_status"] = json!("requires_confirmation");
+                d["message"] = json!(format!(
+                    "{reason}. Use --force-resume to attempt resume or 'mlxfs rm' to delete."
+                ));
+                d["commit_hash"] = json!(commit);
+            }
+            Outcome::Pulled {
+                commit,
+                path,
+                files,
+                bytes,
+                health,
+            } => {
+                d["download_status"] = json!("success");
+                d["message"] = json!(format!(
+                    "Downloaded {}@{} ({files} files, {})",
+                    spec.repo,
+                    &commit[..7.min(commit.len())],
+                    super::progress::human_bytes(*bytes)
+                ));
+                d["commit_hash"] = json!(commit);
+                d["path"] = json!(path.to_string_lossy());
+                d["files"] = json!(files);
+                d["size_bytes"] = json!(bytes);
+                d["health"] = json!(health);
+            }
+        }
+        d
+    }
+}
+
+/// The commit a cached revision names: a full commit with a snapshot, or `refs/<rev>`.
+fn cached_commit(repo: &HubRepo, rev: &str) -> Option<String> {
+    if super::is_commit(rev) {
+        return repo
+            .snapshots
+            .iter()
+            .find(|s| s.commit == rev)
+            .map(|s| s.commit.clone());
+    }
+    repo.snapshot_for_ref(rev)
+        .map(|i| repo.snapshots[i].commit.clone())
+}
+
+/// Health of one snapshot of a cached repo: Ok(message) or Err(reason).
+fn snapshot_health(dir: &Path, commit: &str) -> std::result::Result<String, String> {
+    let repo = HubRepo::load(dir).ok_or("not a hub model folder")?;
+    let i = repo
+        .snapshots
+        .iter()
+        .position(|s| s.commit == commit)
+        .ok_or("snapshot missing")?;
+    let d = record::describe(&ModelRef::hub(&repo, Some(i)));
+    if d.record.health == "healthy" {
+        Ok(d.health_message)
+    } else {
+        Err(d.health_message)
+    }
+}
+
+/// Look in the cache only (no network).
+pub fn check_cached(loc: &Locations, spec: &RepoSpec) -> Option<Outcome> {
+    let dir = loc.hub_cache.join(dir_from_repo_id(&spec.repo));
+    let repo = HubRepo::load(&dir)?;
+    let commit = cached_commit(&repo, spec.revision())?;
+    Some(match snapshot_health(&dir, &commit) {
+        Ok(_) => Outcome::AlreadyExists {
+            path: dir.join("snapshots").join(&commit),
+            commit,
+        },
+        Err(reason) => Outcome::NeedsConfirmation { commit, reason },
+    })
+}
+
+/// Pull `spec` into the hub cache. Without `force_resume`, an unhealthy cached copy is
+/// reported (`NeedsConfirmation`) instead of touched.
+pub fn pull(
+    hub: &Hub,
+    loc: &Locations,
+    spec: &RepoSpec,
+    force_resume: bool,
+    progress: &dyn Progress,
+) -> Result<Outcome> {
+    match check_cached(loc, spec) {
+        Some(o @ Outcome::AlreadyExists { .. }) => return Ok(o),
+        Some(o @ Outcome::NeedsConfirmation { .. }) if !force_resume => return Ok(o),
+        _ => {}
+    }
+    let remote = hub.remote_snapshot(spec)?;
+    let hub_dir = &loc.hub_cache;
+    fs::create_dir_all(hub_dir)
+        .map_err(|e| HubError::io(&e, &format!("creating the hub cache {}", hub_dir.display())))?;
+    let folder = dir_from_repo_id(&spec.repo);
+    let final_dir = hub_dir.join(&folder);
+    let staged = !final_dir.exists();
+    let root = if staged {
+        hub_dir.join(format!(".mlxfs-pull-{}", super::short_digest(&spec.repo)))
+    } else {
+        final_dir.clone()
+    };
+    let locks = hub_dir.join(".locks").join(&folder);
+    let jobs = blob_jobs(&remote, &root, &locks);
+    let need: u64 = jobs
+        .iter()
+        .filter(|j| !j.dest.exists())
+        .map(|j| {
+            j.file.size
+                - fs::metadata(&j.partial)
+                    .map(|m| m.len())
+                    .unwrap_or(0)
+                    .min(j.file.size)
+        })
+        .sum();
+    super::check_space(hub_dir, need)?;
+    progress.start(
+        &format!("{}@{}", spec.repo, &remote.commit[..7]),
+        remote.files.len(),
+        remote.total_bytes(),
+    );
+    let r = fetch_all(hub, &remote.repo, &remote.commit, &jobs, progress);
+    progress.finish();
+    r?;
+    assemble_snapshot(&root, &remote)?;
+    if !super::is_commit(spec.revision()) {
+        write_ref(&root, spec.revision(), &remote.commit)?;
+    }
+    if staged {
+        fs::rename(&root, &final_dir).map_err(|e| {
+            HubError::io(
+                &e,
+                &format!("moving the new model into {}", final_dir.display()),
+            )
+        })?;
+    }
+    let health = match snapshot_health(&final_dir, &remote.commit) {
+        Ok(_) => "healthy".to_string(),
+        Err(r) => format!("unhealthy: {r}"),
+    };
+    Ok(Outcome::Pulled {
+        path: final_dir.join("snapshots").join(&remote.commit),
+        commit: remote.commit.clone(),
+        files: remote.files.len(),
+        bytes: remote.total_bytes(),
+        health,
+    })
+}
+
+/// One job per distinct blob.
+fn blob_jobs(remote: &RemoteSnapshot, root: &Path, locks: &Path) -> Vec<Job> {
+    let mut seen = std::collections::HashSet::new();
+    let mut jobs = Vec::new();
+    for f in &remote.files {
+        if !seen.insert(f.etag.clone()) {
+            continue;
+        }
+        let blob = root.join("blobs").join(&f.etag);
+        jobs.push(Job {
+            file: f.clone(),
+            partial: root.join("blobs").join(format!("{}.incomplete", f.etag)),
+            dest: blob,
+            lock: Some(locks.join(format!("{}.lock", f.etag))),
+        });
+    }
+    // Large files first: the transfer stays parallel until the end.
+    jobs.sort_by_key(|j| std::cmp::Reverse(j.file.size));
+    jobs
+}
+
+/// `snapshots/<commit>/` with one relative link per file, built under a dot name and renamed.
+pub fn assemble_snapshot(root: &Path, remote: &RemoteSnapshot) -> Result<()> {
+    let snaps = root.join("snapshots");
+    let tmp = snaps.join(format!(".mlxfs-{}", remote.commit));
+    let io = |e: std::io::Error, what: &str| HubError::io(&e, what);
+    let _ = fs::remove_dir_all(&tmp);
+    fs::create_dir_all(&tmp).map_err(|e| io(e, "creating the snapshot"))?;
+    for f in &remote.files {
+        let link = tmp.join(&f.path);
+        if let Some(p) = link.parent() {
+            fs::create_dir_all(p).map_err(|e| io(e, "creating the snapshot"))?;
+        }
+        let depth = f.path.matches('/').count();
+        let target = format!("{}../../blobs/{}", "../".repeat(depth), f.etag);
+        symlink(&target, &link).map_err(|e| io(e, "linking the snapshot"))?;
+    }
+    let fin = snaps.join(&remote.commit);
+    if fin.exists() {
+        // An earlier, incomplete snapshot of the same commit: swap it out.
+        let old = snaps.join(format!(".mlxfs-old-{}", remote.commit));
+        let _ = fs::remove_dir_all(&old);
+        fs::rename(&fin, &old).map_err(|e| io(e, "replacing the snapshot"))?;
+        fs::rename(&tmp, &fin).map_err(|e| io(e, "replacing the snapshot"))?;
+        let _ = fs::remove_dir_all(&old);
+    } else {
+        fs::rename(&tmp, &fin).map_err(|e| io(e, "placing the snapshot"))?;
+    }
+    Ok(())
+}
+
+/// `refs/<name>` = commit, written atomically.
+pub fn write_ref(root: &Path, name: &str, commit: &str) -> Result<()> {
+    let p = root.join("refs").join(name);
+    if let Some(d) = p.parent() {
+        fs::create_dir_all(d).map_err(|e| HubError::io(&e, "creating refs/"))?;
+    }
+    let tmp = p.with_file_name(format!(
+        ".{}.mlxfs-tmp",
+        p.file_name().and_then(|n| n.to_str()).unwrap_or("ref")
+    ));
+    fs::write(&tmp, commit)
+        .and_then(|_| fs::rename(&tmp, &p))
+        .map_err(|e| HubError::io(&e, &format!("writing {}", p.display())))
+}
+
+/// Validate a hub cache location before pulling into it.
+pub fn ensure_not_file(p: &Path) -> Result<()> {
+    if p.exists() && !p.is_dir() {
+        return Err(HubError::new(
+            ErrorKind::InvalidTarget,
+            format!("the hub cache {} is not a folder", p.display()),
+        ));
+    }
+    Ok(())
+}

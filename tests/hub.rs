@@ -1,0 +1,689 @@
+//! Hub operations against a real local hub server (tests/support/fakehub.rs on 127.0.0.1):
+//! clone, pull, rm, push, resume after a kill, failures that leave nothing behind, agreement
+//! with the Python huggingface_hub client on the cache layout, and what a mount shows while
+//! a download runs.
+
+mod support;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::fakehub::FakeHub;
+use support::mnt::{BIN, Mount, test_python};
+use support::*;
+
+struct Env {
+    fx: Fx,
+    hub: FakeHub,
+}
+
+impl Env {
+    fn new() -> Env {
+        let fx = Fx::new();
+        let hub = FakeHub::start(&fx.tmp.path().join("hubroot"));
+        Env { fx, hub }
+    }
+
+    fn cmd(&self, extra: &[(&str, &str)]) -> Command {
+        let mut c = Command::new(BIN);
+        c.env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .env("HF_ENDPOINT", &self.hub.url)
+            .env("MLXFS_HUB_RETRIES", "0")
+            .current_dir(self.fx.tmp.path());
+        for (k, v) in self.fx.vars() {
+            c.env(k, v);
+        }
+        for (k, v) in extra {
+            c.env(k, v);
+        }
+        c
+    }
+
+    fn run(&self, args: &[&str], extra: &[(&str, &str)]) -> Output {
+        self.cmd(extra).args(args).output().unwrap()
+    }
+
+    /// Run with --json; (exit code, envelope).
+    fn json(&self, args: &[&str], extra: &[(&str, &str)]) -> (i32, Value) {
+        let mut a = args.to_vec();
+        a.push("--json");
+        let o = self.run(&a, extra);
+        let v: Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+            panic!(
+                "{args:?}: not JSON ({e}): {}\n{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            )
+        });
+        (o.status.code().unwrap_or(-1), v)
+    }
+}
+
+/// A small healthy MLX llama with a nested file, a duplicate blob, and LFS-sized weights.
+fn model_files(weights_bytes: usize) -> Vec<(String, Vec<u8>)> {
+    let n = weights_bytes / 4;
+    let header = format!(
+        r#"{{"w":{{"dtype":"F32","shape":[{n}],"data_offsets":[0,{}]}},"__metadata__":{{"format":"mlx"}}}}"#,
+        n * 4
+    );
+    let mut weights = safetensors(&header, 0);
+    weights.extend((0..n * 4).map(|i| (i * 7 % 251) as u8));
+    let mut f = good_files();
+    f.retain(|(p, _)| p != "model.safetensors");
+    f.push(("model.safetensors".into(), weights));
+    f.push(("sub/nested.txt".into(), b"nested".to_vec()));
+    f.push((
+        "special_tokens_map.json".into(),
+        br#"{"version": "1.0"}"#.to_vec(),
+    ));
+    f
+}
+
+fn assert_same_files(dir: &Path, files: &[(String, Vec<u8>)]) {
+    for (rel, data) in files {
+        let p = dir.join(rel);
+        let md = fs::symlink_metadata(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        assert!(md.is_file(), "{} is not a regular file", p.display());
+        assert!(fs::read(&p).unwrap() == *data, "{} differs", p.display());
+    }
+}
+
+fn staging_dirs(parent: &Path) -> Vec<PathBuf> {
+    fs::read_dir(parent)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with(".mlxfs-"))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn clone_makes_a_clean_managed_workspace() {
+    let e = Env::new();
+    let files = model_files(300_000);
+    e.hub.put_repo("org/tiny-model", &files);
+    let commit = e.hub.commit("org/tiny-model", "main");
+
+    let (code, v) = e.json(&["clone", "org/tiny-model"], &[]);
+    assert_eq!(code, 0, "{v:#}");
+    let target = e.fx.ws_home.join("tiny-model");
+    assert_eq!(v["data"]["target_dir"], target.to_string_lossy().as_ref());
+    assert_eq!(v["data"]["source_revision"], commit.as_str());
+    assert_eq!(v["data"]["health"], "healthy");
+    assert_same_files(&target, &files);
+    assert!(
+        staging_dirs(&e.fx.ws_home).is_empty(),
+        "staging left behind"
+    );
+
+    // The sentinel is mlx-knife's, and the hash is what a recomputation gives.
+    let s: Value =
+        serde_json::from_slice(&fs::read(target.join(".mlxk_workspace.json")).unwrap()).unwrap();
+    assert_eq!(s["operation"], "clone");
+    assert_eq!(s["source_repo"], "org/tiny-model");
+    assert_eq!(s["source_revision"], commit.as_str());
+    assert_eq!(s["managed"], true);
+    let (recomputed, index) =
+        mlxfs::hash::compute_v2(&target, &mlxfs::hash::Excludes::default_list()).unwrap();
+    assert_eq!(s["content_hash"], recomputed.as_str());
+    assert_eq!(v["data"]["content_hash"], recomputed.as_str());
+    assert_eq!(s["file_index"].as_array().unwrap().len(), index.len());
+
+    // `list` sees a clean managed workspace with that hash.
+    let (_, l) = e.json(&["list", "--all"], &[]);
+    let m = l["data"]["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["path"] == target.to_string_lossy().as_ref())
+        .unwrap_or_else(|| panic!("clone not listed: {l:#}"))
+        .clone();
+    assert_eq!(m["clean"], true, "{m:#}");
+    assert_eq!(m["health"], "healthy");
+    assert_eq!(m["content_hash"], recomputed.as_str());
+    assert_eq!(m["origin"], "org/tiny-model");
+
+    // The target is taken now.
+    let (code, v) = e.json(&["clone", "org/tiny-model"], &[]);
+    assert_eq!(code, 1);
+    assert_eq!(v["error"]["type"], "InvalidTargetError", "{v:#}");
+
+    // --branch / @rev: another branch, into an explicit path.
+    let mut dev = files.clone();
+    dev.push(("README.md".into(), b"dev branch".to_vec()));
+    e.hub.put_branch("org/tiny-model", "dev", &dev);
+    let (code, v) = e.json(
+        &["clone", "org/tiny-model", "./elsewhere", "--branch", "dev"],
+        &[],
+    );
+    assert_eq!(code, 0, "{v:#}");
+    let dev_dir = e.fx.tmp.path().join("elsewhere");
+    assert_same_files(&dev_dir, &dev);
+    assert_eq!(
+        v["data"]["source_revision"],
+        e.hub.commit("org/tiny-model", "dev").as_str()
+    );
+    let (code, v) = e.json(&["clone", "org/tiny-model@dev", "./no/such/parent"], &[]);
+    assert_eq!(code, 1);
+    assert_eq!(v["error"]["type"], "InvalidTargetError");
+    let (code, v) = e.json(&["clone", "org//bad"], &[]);
+    assert_eq!(
+        (code, v["error"]["type"].as_str()),
+        (1, Some("ValidationError"))
+    );
+}
+
+fn wait_for(what: &str, secs: u64, f: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn size_of_glob(dir: &Path, suffix: &str) -> u64 {
+    fn walk(d: &Path, suffix: &str, n: &mut u64) {
+        for e in fs::read_dir(d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, suffix, n);
+            } else if p.to_string_lossy().ends_with(suffix) {
+                *n += fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
+            }
+        }
+    }
+    let mut n = 0;
+    walk(dir, suffix, &mut n);
+    n
+}
+
+const MIB: u64 = 1 << 20;
+
+#[test]
+fn a_killed_clone_resumes_where_it_stopped() {
+    let e = Env::new();
+    let files = model_files(8 << 20);
+    e.hub.put_repo("org/big", &files);
+    e.hub.stall("model.safetensors", 3 * MIB);
+    let mut child = e
+        .cmd(&[])
+        .args(["clone", "org/big", "--quiet"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("3 MiB of the stalled file", 60, || {
+        size_of_glob(&e.fx.ws_home, ".part") >= 3 * MIB
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let target = e.fx.ws_home.join("big");
+    assert!(!target.exists(), "a half clone is visible");
+    let (_, l) = e.json(&["list", "--all"], &[]);
+    assert_eq!(l["data"]["count"], 0, "{l:#}");
+
+    e.hub.release();
+    e.hub.clear_requests();
+    let (code, v) = e.json(&["clone", "org/big"], &[]);
+    assert_eq!(code, 0, "{v:#}");
+    assert_same_files(&target, &files);
+    let log = e.hub.requests();
+    assert!(
+        log.iter()
+            .any(|l| l.contains("/model.safetensors range=bytes=3145728-") && l.starts_with("GET")),
+        "no ranged GET from 3 MiB: {log:#?}"
+    );
+    assert!(staging_dirs(&e.fx.ws_home).is_empty());
+}
+
+#[test]
+fn a_failed_clone_leaves_the_workspace_home_unchanged() {
+    let e = Env::new();
+    e.hub.put_repo("org/m", &model_files(100_000));
+    fs::create_dir_all(e.fx.ws_home.join("existing")).unwrap();
+    fs::write(e.fx.ws_home.join("existing/config.json"), "{}").unwrap();
+    let before = tree_state(&e.fx.ws_home);
+
+    let (code, v) = e.json(&["clone", "org/missing"], &[]);
+    assert_eq!(
+        (code, v["error"]["type"].as_str()),
+        (1, Some("repo_not_found")),
+        "{v:#}"
+    );
+    let (code, v) = e.json(&["clone", "org/m@nope"], &[]);
+    assert_eq!(
+        (code, v["error"]["type"].as_str()),
+        (1, Some("revision_not_found")),
+        "{v:#}"
+    );
+    // Refused mid-download (after some files arrived).
+    e.hub.fail("model.safetensors", 403, 1);
+    let (code, v) = e.json(&["clone", "org/m"], &[]);
+    assert_eq!(
+        (code, v["error"]["type"].as_str()),
+        (1, Some("access_denied")),
+        "{v:#}"
+    );
+    assert_eq!(tree_state(&e.fx.ws_home), before);
+
+    // A private hub: no token, then a wrong one.
+    e.hub.require_token("s3cret");
+    let o = e.run(&["clone", "org/m"], &[]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("Authentication required") && err.contains("HF_TOKEN"),
+        "{err}"
+    );
+    let (_, v) = e.json(&["clone", "org/m"], &[("HF_TOKEN", "wrong")]);
+    assert_eq!(v["error"]["type"], "auth_error", "{v:#}");
+    assert_eq!(tree_state(&e.fx.ws_home), before);
+
+    // A hub that goes away mid-download is transient: bytes are kept (hidden) for a resume.
+    e.hub.fail("model.safetensors", 503, 5);
+    let (code, v) = e.json(&["clone", "org/m"], &[("HF_TOKEN", "s3cret")]);
+    assert_eq!(
+        (code, v["error"]["type"].as_str()),
+        (1, Some("server_error")),
+        "{v:#}"
+    );
+    assert!(!e.fx.ws_home.join("m").exists());
+    assert_eq!(staging_dirs(&e.fx.ws_home).len(), 1);
+    let (_, l) = e.json(&["list", "--all"], &[]);
+    assert_eq!(l["data"]["count"], 1, "only `existing`: {l:#}");
+    let (code, v) = e.json(&["clone", "org/m"], &[("HF_TOKEN", "s3cret")]);
+    assert_eq!(code, 0, "{v:#}");
+    assert!(staging_dirs(&e.fx.ws_home).is_empty());
+}
+
+/// Run Python in the test venv; stdout parsed as JSON.
+fn python_json(script: &str, env: &[(&str, &str)]) -> Value {
+    let mut c = Command::new(test_python());
+    c.arg("-c").arg(script).env("HF_HUB_DISABLE_TELEMETRY", "1");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let o = c.output().unwrap();
+    assert!(
+        o.status.success(),
+        "python failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+const SCAN: &str = r#"
+import json, sys, os
+from huggingface_hub import scan_cache_dir
+info = scan_cache_dir(os.environ["CACHE"])
+out = {"warnings": [str(w) for w in info.warnings], "repos": {}}
+for r in info.repos:
+    out["repos"][r.repo_id] = {
+        "refs": sorted(r.refs),
+        "revisions": {rev.commit_hash: sorted(f.file_name if False else str(f.file_path.relative_to(rev.snapshot_path)) for f in rev.files) for rev in r.revisions},
+        "size": r.size_on_disk,
+    }
+print(json.dumps(out))
+"#;
+
+const DOWNLOAD: &str = r#"
+import json, os
+from huggingface_hub import snapshot_download
+p = snapshot_download(os.environ["REPO"], cache_dir=os.environ["CACHE"])
+print(json.dumps({"path": p}))
+"#;
+
+#[test]
+fn pull_agrees_with_huggingface_hub_and_rm_keeps_shared_blobs() {
+    let e = Env::new();
+    let files = model_files(200_000);
+    e.hub.put_repo("org/pulled", &files);
+    let main = e.hub.commit("org/pulled", "main");
+    let hub_cache = e.fx.hub();
+
+    let (code, v) = e.json(&["pull", "org/pulled"], &[]);
+    assert_eq!(code, 0, "{v:#}");
+    assert_eq!(v["data"]["download_status"], "success");
+    assert_eq!(v["data"]["commit_hash"], main.as_str());
+    assert_eq!(v["data"]["health"], "healthy");
+    let snap = hub_cache.join("models--org--pulled/snapshots").join(&main);
+    for (rel, data) in &files {
+        assert!(
+            fs::symlink_metadata(snap.join(rel))
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        assert!(fs::read(snap.join(rel)).unwrap() == *data, "{rel}");
+    }
+    let (_, v) = e.json(&["pull", "org/pulled"], &[]);
+    assert_eq!(v["data"]["download_status"], "already_exists", "{v:#}");
+
+    // Python's own view of our cache.
+    let scan = python_json(SCAN, &[("CACHE", hub_cache.to_str().unwrap())]);
+    assert_eq!(scan["warnings"], serde_json::json!([]), "{scan:#}");
+    let r = &scan["repos"]["org/pulled"];
+    assert_eq!(r["refs"], serde_json::json!(["main"]));
+    let mut want: Vec<String> = files.iter().map(|(p, _)| p.clone()).collect();
+    want.sort();
+    assert_eq!(r["revisions"][&main], serde_json::json!(want), "{scan:#}");
+
+    // The Python client against the same hub writes the same layout and bytes.
+    let py_cache = e.fx.tmp.path().join("py-cache");
+    let d = python_json(
+        DOWNLOAD,
+        &[
+            ("CACHE", py_cache.to_str().unwrap()),
+            ("REPO", "org/pulled"),
+            ("HF_ENDPOINT", &e.hub.url),
+            ("HF_HUB_DISABLE_XET", "1"),
+        ],
+    );
+    assert_eq!(
+        d["path"],
+        py_cache
+            .join("models--org--pulled/snapshots")
+            .join(&main)
+            .to_str()
+            .unwrap()
+    );
+    let blobs = |root: &Path| {
+        let mut v: Vec<String> = fs::read_dir(root.join("models--org--pulled/blobs"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(blobs(&hub_cache), blobs(&py_cache));
+    for (rel, _) in &files {
+        let ours = fs::read_link(snap.join(rel)).unwrap();
+        let theirs = fs::read_link(
+            py_cache
+                .join("models--org--pulled/snapshots")
+                .join(&main)
+                .join(rel),
+        )
+        .unwrap();
+        assert_eq!(ours, theirs, "{rel}");
+    }
+    assert_eq!(
+        fs::read_to_string(py_cache.join("models--org--pulled/refs/main")).unwrap(),
+        fs::read_to_string(hub_cache.join("models--org--pulled/refs/main")).unwrap()
+    );
+
+    // A second revision shares every blob but one.
+    let mut dev = files.clone();
+    dev.iter_mut()
+        .find(|(p, _)| p == "sub/nested.txt")
+        .unwrap()
+        .1 = b"changed on dev".to_vec();
+    e.hub.put_branch("org/pulled", "dev", &dev);
+    let dev_commit = e.hub.commit("org/pulled", "dev");
+    let (code, v) = e.json(&["pull", "org/pulled@dev"], &[]);
+    assert_eq!(code, 0, "{v:#}");
+    assert_eq!(v["data"]["commit_hash"], dev_commit.as_str());
+    let n_blobs = blobs(&hub_cache).len();
+    let scan = python_json(SCAN, &[("CACHE", hub_cache.to_str().unwrap())]);
+    assert_eq!(
+        scan["repos"]["org/pulled"]["refs"],
+        serde_json::json!(["dev", "main"])
+    );
+
+    // rm: workspace refused, fuzzy needs -f, one revision keeps shared blobs.
+    let (code, v) = e.json(&["rm", "pulled"], &[]);
+    assert_eq!(code, 0);
+    assert_eq!(v["data"]["action"], "requires_confirmation", "{v:#}");
+    assert!(hub_cache.join("models--org--pulled").exists());
+    let rev7 = format!("org/pulled@{}", &dev_commit[..7]);
+    let (code, v) = e.json(&["rm", &rev7], &[]);
+    assert_eq!(code, 0, "{v:#}");
+    assert_eq!(v["data"]["action"], "delete_hash");
+    assert_eq!(v["data"]["blobs_removed"], 1, "{v:#}");
+    assert_eq!(blobs(&hub_cache).len(), n_blobs - 1);
+    for (rel, data) in &files {
+        assert!(
+            fs::read(snap.join(rel)).unwrap() == *data,
+            "main lost {rel}"
+        );
+    }
+    let scan = python_json(SCAN, &[("CACHE", hub_cache.to_str().unwrap())]);
+    let r = &scan["repos"]["org/pulled"];
+    assert_eq!(r["refs"], serde_json::json!(["main"]), "{scan:#}");
+    assert_eq!(r["revisions"].as_object().unwrap().len(), 1);
+    let (_, h) = e.json(&["health", "org/pulled"], &[]);
+    assert_eq!(h["data"]["summary"]["healthy_count"], 1, "{h:#}");
+
+    let (code, v) = e.json(&["rm", "org/pulled"], &[]);
+    assert_eq!(
+        (code, v["data"]["action"].as_str()),
+        (0, Some("delete_model"))
+    );
+    assert!(!hub_cache.join("models--org--pulled").exists());
+    assert!(staging_dirs(&hub_cache).is_empty());
+
+    let ws = e.fx.workspace("mine", &good_files());
+    let (code, v) = e.json(&["rm", ws.to_str().unwrap()], &[]);
+    assert_eq!(
+        (code, v["error"]["type"].as_str()),
+        (1, Some("workspace_model"))
+    );
+    assert!(ws.exists());
+}
+
+#[test]
+fn a_killed_pull_resumes_and_nothing_half_written_is_listed() {
+    let e = Env::new();
+    let files = model_files(6 << 20);
+    e.hub.put_repo("org/slow", &files);
+    e.hub.stall("model.safetensors", 2 * MIB);
+    let mut child = e
+        .cmd(&[])
+        .args(["pull", "org/slow", "--quiet"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("2 MiB of the stalled file", 60, || {
+        size_of_glob(&e.fx.hub(), ".incomplete") >= 2 * MIB
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!e.fx.hub().join("models--org--slow").exists());
+    let (_, l) = e.json(&["list", "--all"], &[]);
+    assert_eq!(l["data"]["count"], 0, "{l:#}");
+    e.hub.release();
+    e.hub.clear_requests();
+    let (code, v) = e.json(&["pull", "org/slow"], &[]);
+    assert_eq!(code, 0, "{v:#}");
+    assert!(
+        e.hub
+            .requests()
+            .iter()
+            .any(|l| l.contains("range=bytes=2097152-")),
+        "{:#?}",
+        e.hub.requests()
+    );
+    let snap = PathBuf::from(v["data"]["path"].as_str().unwrap());
+    assert_same_files_through_links(&snap, &files);
+    assert!(staging_dirs(&e.fx.hub()).is_empty());
+}
+
+fn assert_same_files_through_links(dir: &Path, files: &[(String, Vec<u8>)]) {
+    for (rel, data) in files {
+        assert!(fs::read(dir.join(rel)).unwrap() == *data, "{rel}");
+    }
+}
+
+#[test]
+fn push_round_trip_and_dry_run() {
+    let e = Env::new();
+    e.hub.require_token("tok");
+    let tok = [("HF_TOKEN", "tok")];
+    let files = model_files(150_000);
+    e.hub.put_repo("org/src", &files);
+    let (code, v) = e.json(&["clone", "org/src", "mine"], &tok);
+    assert_eq!(code, 0, "{v:#}");
+    let ws = e.fx.ws_home.join("mine");
+    // Runtime artifacts and cruft that must not travel.
+    fs::create_dir_all(ws.join(".hf_cache/hub")).unwrap();
+    fs::write(ws.join(".hf_cache/hub/x"), "runtime").unwrap();
+    fs::write(ws.join(".DS_Store"), "junk").unwrap();
+    fs::write(ws.join("notes.txt~"), "backup").unwrap();
+
+    let (code, v) = e.json(
+        &["push", "mine", "org/pushed", "--create", "--private"],
+        &[],
+    );
+    assert_eq!(
+        (code, v["error"]["type"].as_str()),
+        (1, Some("auth_error")),
+        "{v:#}"
+    );
+    let (code, v) = e.json(&["push", "mine", "org/pushed"], &tok);
+    assert_eq!(
+        (code, v["error"]["type"].as_str()),
+        (1, Some("repo_not_found")),
+        "{v:#}"
+    );
+
+    let (code, v) = e.json(
+        &["push", "mine", "org/pushed", "--create", "--dry-run"],
+        &tok,
+    );
+    assert_eq!(code, 0, "{v:#} {:#?}", e.hub.requests());
+    let mut want: Vec<String> = files.iter().map(|(p, _)| p.clone()).collect();
+    want.sort();
+    assert_eq!(v["data"]["added_files"], serde_json::json!(want), "{v:#}");
+    assert_eq!(v["data"]["would_create_repo"], true);
+    assert!(!e.hub.root.join("org/pushed").exists(), "dry run wrote");
+
+    let (code, v) = e.json(
+        &["push", "mine", "org/pushed", "--create", "--private"],
+        &tok,
+    );
+    assert_eq!(code, 0, "{v:#}");
+    assert_eq!(
+        v["data"]["commit_sha"],
+        e.hub.commit("org/pushed", "main").as_str()
+    );
+    assert_eq!(v["data"]["uploaded_files_count"], files.len());
+    for junk in [
+        ".mlxk_workspace.json",
+        ".hf_cache",
+        ".DS_Store",
+        "notes.txt~",
+    ] {
+        assert!(
+            !e.hub.root.join("org/pushed").join(junk).exists(),
+            "{junk} uploaded"
+        );
+    }
+    // The weights went through the LFS upload, not inline.
+    assert!(
+        e.hub
+            .requests()
+            .iter()
+            .any(|l| l.starts_with("PUT /lfs-upload/")),
+        "{:#?}",
+        e.hub.requests()
+    );
+
+    // Clone it back: same content hash.
+    let (code, back) = e.json(&["clone", "org/pushed", "back"], &tok);
+    assert_eq!(code, 0, "{back:#}");
+    let (orig, _) = mlxfs::hash::compute_v2(&ws, &mlxfs::hash::Excludes::default_list()).unwrap();
+    assert_eq!(back["data"]["content_hash"], orig.as_str());
+
+    // Nothing changed → no commit; a changed file → one modified.
+    let (_, v) = e.json(&["push", "mine", "org/pushed"], &tok);
+    assert_eq!(v["data"]["no_changes"], true, "{v:#}");
+    fs::write(ws.join("sub/nested.txt"), "edited").unwrap();
+    let (code, v) = e.json(&["push", "mine", "org/pushed", "--branch", "edits"], &tok);
+    assert_eq!(code, 0, "{v:#}");
+    assert_eq!(v["data"]["change_summary"]["modified"], 1, "{v:#}");
+    assert_eq!(
+        fs::read_to_string(e.hub.root.join(".branches/org/pushed/edits/sub/nested.txt")).unwrap(),
+        "edited"
+    );
+    // A hub model is not a workspace.
+    let (_, v) = e.json(&["pull", "org/src"], &tok);
+    assert_eq!(v["data"]["download_status"], "success", "{v:#}");
+    let (code, v) = e.json(&["push", "org/src", "org/other", "--create"], &tok);
+    assert_eq!(
+        (code, v["error"]["type"].as_str()),
+        (1, Some("workspace_not_found")),
+        "{v:#}"
+    );
+}
+
+#[test]
+fn a_mount_shows_new_clones_and_pulls_whole_and_promptly() {
+    let e = Env::new();
+    let files = model_files(3 << 20);
+    e.hub.put_repo("org/seen", &files);
+    let m = Mount::start(&e.fx, &[]);
+    e.hub.throttle(Some(4 << 20)); // ~1 s per download
+
+    for (args, name) in [
+        (vec!["clone", "org/seen", "--quiet"], "seen"),
+        (vec!["pull", "org/seen", "--quiet"], "org/seen"),
+    ] {
+        let mut child = e
+            .cmd(&[])
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let shown = m.p(name);
+        let mut done_at = None;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            assert!(Instant::now() < deadline, "{name} never appeared");
+            if done_at.is_none()
+                && let Some(st) = child.try_wait().unwrap()
+            {
+                assert!(st.success());
+                done_at = Some(Instant::now());
+            }
+            if shown.join("config.json").exists() {
+                // Whenever it is visible, it is whole.
+                let w = fs::metadata(shown.join("model.safetensors")).unwrap();
+                assert_eq!(
+                    w.len(),
+                    files
+                        .iter()
+                        .find(|f| f.0 == "model.safetensors")
+                        .unwrap()
+                        .1
+                        .len() as u64
+                );
+                assert_same_files_through_links(&shown, &files);
+                break;
+            }
+            if let Some(t) = done_at {
+                assert!(
+                    t.elapsed() < Duration::from_secs(1),
+                    "{name} not shown within a second"
+                );
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        child.wait().unwrap();
+    }
+}

@@ -1,0 +1,120 @@
+//! Running the binary against a fixture, and real FUSE mounts of it (shared by the mount and
+//! hub tests).
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::Fx;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_mlxfs");
+
+pub fn require_fuse() {
+    assert!(
+        Path::new("/dev/fuse").exists(),
+        "these tests mount a real FUSE file system: /dev/fuse is missing (run scripts/test.sh as root on Linux)"
+    );
+}
+
+pub fn cmd(fx: &Fx) -> Command {
+    let mut c = Command::new(BIN);
+    c.env_clear().env("PATH", "/usr/local/bin:/usr/bin:/bin");
+    for (k, v) in fx.vars() {
+        c.env(k, v);
+    }
+    c
+}
+
+pub struct Mount {
+    pub dir: PathBuf,
+    pub child: Option<Child>,
+}
+
+impl Mount {
+    pub fn start(fx: &Fx, extra: &[&str]) -> Mount {
+        require_fuse();
+        let dir = fx.tmp.path().join(format!("mnt-{}", extra.join("")));
+        fs::create_dir_all(&dir).unwrap();
+        let child = cmd(fx)
+            .arg("mount")
+            .arg(&dir)
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let m = Mount {
+            dir,
+            child: Some(child),
+        };
+        m.wait_ready();
+        m
+    }
+
+    pub fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if fs::read(self.dir.join(".mlxfs/status.json")).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("mount at {} did not come up", self.dir.display());
+    }
+
+    pub fn p(&self, rel: &str) -> PathBuf {
+        self.dir.join(rel)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    pub fn status(&self) -> Value {
+        serde_json::from_slice(&fs::read(self.p(".mlxfs/status.json")).unwrap()).unwrap()
+    }
+}
+
+pub fn mounted(dir: &Path) -> bool {
+    let info = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let d = dir.to_string_lossy();
+    info.lines().any(|l| l.split(' ').nth(4) == Some(&*d))
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if mounted(&self.dir) {
+            let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+        }
+    }
+}
+
+pub fn test_python() -> String {
+    if let Ok(p) = std::env::var("MLXFS_TEST_PYTHON") {
+        return p;
+    }
+    let ok = Command::new("python3")
+        .args(["-c", "import safetensors.numpy"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "the safetensors Python package is needed: run scripts/test.sh (it sets MLXFS_TEST_PYTHON)"
+    );
+    "python3".into()
+}
