@@ -687,3 +687,130 @@ fn a_mount_shows_new_clones_and_pulls_whole_and_promptly() {
         child.wait().unwrap();
     }
 }
+
+/// A tmpfs mounted at `dir` for the test's lifetime (root, as on CI).
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn new(dir: PathBuf, opts: &str) -> Tmpfs {
+        fs::create_dir_all(&dir).unwrap();
+        let st = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", opts, "tmpfs"])
+            .arg(&dir)
+            .status()
+            .unwrap();
+        assert!(
+            st.success(),
+            "mounting a tmpfs needs root (run scripts/test.sh as root)"
+        );
+        Tmpfs(dir)
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn errors_say_what_to_do() {
+    let e = Env::new();
+    e.hub.put_repo("org/m", &model_files(3 << 20));
+
+    // Nothing listens there.
+    let (code, v) = e.json(
+        &["clone", "org/m"],
+        &[("HF_ENDPOINT", "http://127.0.0.1:9")],
+    );
+    assert_eq!(
+        (code, v["error"]["type"].as_str()),
+        (1, Some("network_error")),
+        "{v:#}"
+    );
+    let o = e.run(&["pull", "org/m"], &[("HF_ENDPOINT", "http://127.0.0.1:9")]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("cannot connect") && err.contains("hint:"),
+        "{err}"
+    );
+
+    // A disk too small: refused before anything is written.
+    let small = Tmpfs::new(e.fx.tmp.path().join("small"), "size=1m");
+    let (code, v) = e.json(
+        &["clone", "org/m", small.0.join("m").to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(
+        (code, v["error"]["type"].as_str()),
+        (1, Some("disk_full")),
+        "{v:#}"
+    );
+    assert_eq!(fs::read_dir(&small.0).unwrap().count(), 0);
+
+    // A read-only target and a read-only hub cache.
+    let ro = Tmpfs::new(e.fx.tmp.path().join("ro"), "ro,size=64m");
+    let (code, v) = e.json(&["clone", "org/m", ro.0.join("m").to_str().unwrap()], &[]);
+    assert_eq!(
+        (code, v["error"]["type"].as_str()),
+        (1, Some("permission_denied")),
+        "{v:#}"
+    );
+    let (code, v) = e.json(
+        &["pull", "org/m"],
+        &[("HF_HUB_CACHE", ro.0.to_str().unwrap())],
+    );
+    assert_eq!(
+        (code, v["error"]["type"].as_str()),
+        (1, Some("permission_denied")),
+        "{v:#}"
+    );
+}
+
+#[test]
+fn an_unhealthy_cached_model_needs_confirmation_then_is_repaired() {
+    let e = Env::new();
+    let files = model_files(50_000);
+    e.hub.put_repo("org/fix", &files);
+    let (code, v) = e.json(&["pull", "org/fix"], &[]);
+    assert_eq!(code, 0, "{v:#}");
+    let snap = PathBuf::from(v["data"]["path"].as_str().unwrap());
+    // A blob goes missing: the snapshot link dangles.
+    let blob = fs::canonicalize(snap.join("model.safetensors")).unwrap();
+    fs::remove_file(&blob).unwrap();
+    let before = tree_state(&e.fx.hub());
+
+    let (code, v) = e.json(&["pull", "org/fix"], &[]);
+    assert_eq!(code, 0, "mlx-knife's exit code for a question: {v:#}");
+    assert_eq!(v["data"]["download_status"], "requires_confirmation");
+    assert!(
+        v["data"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("--force-resume")
+    );
+    let o = e.run(&["pull", "org/fix"], &[]);
+    assert_eq!(o.status.code(), Some(1), "nobody answered: not a success");
+    assert_eq!(
+        tree_state(&e.fx.hub()),
+        before,
+        "asked, yet changed the cache"
+    );
+
+    e.hub.clear_requests();
+    let (code, v) = e.json(&["pull", "org/fix", "--force-resume"], &[]);
+    assert_eq!(code, 0, "{v:#}");
+    assert_eq!(v["data"]["health"], "healthy");
+    assert_same_files_through_links(&snap, &files);
+    let gets: Vec<String> = e
+        .hub
+        .requests()
+        .into_iter()
+        .filter(|l| l.starts_with("GET") && l.contains("/resolve/"))
+        .collect();
+    assert_eq!(
+        gets.len(),
+        1,
+        "only the missing blob is fetched again: {gets:#?}"
+    );
+}

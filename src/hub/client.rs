@@ -224,6 +224,19 @@ impl Hub {
                     Some(l) => (l.oid, true),
                     None => (e.oid, false),
                 };
+                if !etag
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                    || etag.is_empty()
+                {
+                    return Err(HubError::new(
+                        ErrorKind::Server,
+                        format!(
+                            "the hub listed an unusable object id {etag:?} for {}",
+                            e.path
+                        ),
+                    ));
+                }
                 if !safe_repo_path(&e.path) {
                     return Err(HubError::new(
                         ErrorKind::Server,
