@@ -212,24 +212,31 @@ fn size_of_glob(dir: &Path, suffix: &str) -> u64 {
 
 const MIB: u64 = 1 << 20;
 
+/// Start `args`, wait until files ending in `suffix` under `dir` hold `bytes` (the server
+/// stalls there), then SIGKILL the process.
+fn kill_when_stalled(e: &Env, args: &[&str], dir: &Path, suffix: &str, bytes: u64) {
+    let mut child = e
+        .cmd(&[])
+        .args(args)
+        .arg("--quiet")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the partial download to reach the stall", 60, || {
+        size_of_glob(dir, suffix) >= bytes
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
 #[test]
 fn a_killed_clone_resumes_where_it_stopped() {
     let e = Env::new();
     let files = model_files(8 << 20);
     e.hub.put_repo("org/big", &files);
     e.hub.stall("model.safetensors", 3 * MIB);
-    let mut child = e
-        .cmd(&[])
-        .args(["clone", "org/big", "--quiet"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for("3 MiB of the stalled file", 60, || {
-        size_of_glob(&e.fx.ws_home, ".part") >= 3 * MIB
-    });
-    child.kill().unwrap();
-    child.wait().unwrap();
+    kill_when_stalled(&e, &["clone", "org/big"], &e.fx.ws_home, ".part", 3 * MIB);
     let target = e.fx.ws_home.join("big");
     assert!(!target.exists(), "a half clone is visible");
     let (_, l) = e.json(&["list", "--all"], &[]);
@@ -491,18 +498,13 @@ fn a_killed_pull_resumes_and_nothing_half_written_is_listed() {
     let files = model_files(6 << 20);
     e.hub.put_repo("org/slow", &files);
     e.hub.stall("model.safetensors", 2 * MIB);
-    let mut child = e
-        .cmd(&[])
-        .args(["pull", "org/slow", "--quiet"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for("2 MiB of the stalled file", 60, || {
-        size_of_glob(&e.fx.hub(), ".incomplete") >= 2 * MIB
-    });
-    child.kill().unwrap();
-    child.wait().unwrap();
+    kill_when_stalled(
+        &e,
+        &["pull", "org/slow"],
+        &e.fx.hub(),
+        ".incomplete",
+        2 * MIB,
+    );
     assert!(!e.fx.hub().join("models--org--slow").exists());
     let (_, l) = e.json(&["list", "--all"], &[]);
     assert_eq!(l["data"]["count"], 0, "{l:#}");

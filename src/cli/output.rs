@@ -88,20 +88,7 @@ pub fn print_human_error(command: &str, e: &CliError) {
 }
 
 /// mlx-knife's `humanize_size`: decimal units, bytes without decimals.
-pub fn humanize_size(n: u64) -> String {
-    let mut v = n as f64;
-    for unit in ["B", "KB", "MB", "GB", "TB"] {
-        if v < 1000.0 {
-            return if unit == "B" {
-                format!("{v:.0}{unit}")
-            } else {
-                format!("{v:.1}{unit}")
-            };
-        }
-        v /= 1000.0;
-    }
-    format!("{v:.1}PB")
-}
+pub use crate::hub::progress::human_bytes as humanize_size;
 
 /// First 7 characters of a commit, else of a content hash's digest, else `-`.
 pub fn hash7(commit: Option<&str>, content_hash: Option<&str>) -> String {

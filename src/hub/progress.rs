@@ -80,18 +80,18 @@ impl Progress for Bar {
     }
 }
 
-/// `1.5 GB`-style decimal sizes (as `mlxfs list` prints them).
+/// mlx-knife's `humanize_size`: decimal units, bytes without decimals (`1.7KB`, `4.5GB`).
 pub fn human_bytes(n: u64) -> String {
     let mut v = n as f64;
     for unit in ["B", "KB", "MB", "GB", "TB"] {
         if v < 1000.0 {
             return if unit == "B" {
-                format!("{v:.0} {unit}")
+                format!("{v:.0}{unit}")
             } else {
-                format!("{v:.1} {unit}")
+                format!("{v:.1}{unit}")
             };
         }
         v /= 1000.0;
     }
-    format!("{v:.1} PB")
+    format!("{v:.1}PB")
 }
