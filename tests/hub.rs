@@ -546,6 +546,13 @@ fn push_round_trip_and_dry_run() {
     fs::write(ws.join(".hf_cache/hub/x"), "runtime").unwrap();
     fs::write(ws.join(".DS_Store"), "junk").unwrap();
     fs::write(ws.join("notes.txt~"), "backup").unwrap();
+    // Big enough for the multipart LFS upload (the local hub splits above 2 MiB).
+    let big: Vec<u8> = (0..3 * MIB as usize + 12_345)
+        .map(|i| (i % 253) as u8)
+        .collect();
+    fs::write(ws.join("big.bin"), &big).unwrap();
+    let mut files = files;
+    files.push(("big.bin".into(), big));
 
     let (code, v) = e.json(
         &["push", "mine", "org/pushed", "--create", "--private"],
@@ -595,15 +602,25 @@ fn push_round_trip_and_dry_run() {
             "{junk} uploaded"
         );
     }
-    // The weights went through the LFS upload, not inline.
+    // The weights went through the LFS upload (single PUT), the big file in parts.
+    let log = e.hub.requests();
     assert!(
-        e.hub
-            .requests()
-            .iter()
-            .any(|l| l.starts_with("PUT /lfs-upload/")),
-        "{:#?}",
-        e.hub.requests()
+        log.iter().any(|l| l.starts_with("PUT /lfs-upload/")),
+        "{log:#?}"
     );
+    assert_eq!(
+        log.iter()
+            .filter(|l| l.starts_with("PUT /lfs-part/"))
+            .count(),
+        4,
+        "{log:#?}"
+    );
+    assert!(
+        log.iter()
+            .any(|l| l.starts_with("POST /lfs-complete/") && l.ends_with("200")),
+        "{log:#?}"
+    );
+    assert_same_files(&e.hub.root.join("org/pushed"), &files);
 
     // Clone it back: same content hash.
     let (code, back) = e.json(&["clone", "org/pushed", "back"], &tok);
@@ -815,4 +832,34 @@ fn an_unhealthy_cached_model_needs_confirmation_then_is_repaired() {
         1,
         "only the missing blob is fetched again: {gets:#?}"
     );
+}
+
+#[test]
+fn rm_waits_for_held_locks_unless_forced() {
+    use std::os::fd::AsRawFd;
+    let e = Env::new();
+    e.hub.put_repo("org/locked", &model_files(20_000));
+    let (code, v) = e.json(&["pull", "org/locked"], &[]);
+    assert_eq!(code, 0, "{v:#}");
+    // Another process is downloading: it holds one of the lock files.
+    let lock = fs::read_dir(e.fx.hub().join(".locks/models--org--locked"))
+        .unwrap()
+        .flatten()
+        .next()
+        .unwrap()
+        .path();
+    let f = fs::File::open(&lock).unwrap();
+    assert_eq!(unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) }, 0);
+    let (code, v) = e.json(&["rm", "org/locked"], &[]);
+    assert_eq!(
+        (code, v["error"]["type"].as_str()),
+        (1, Some("locks_present")),
+        "{v:#}"
+    );
+    assert!(e.fx.hub().join("models--org--locked").exists());
+    drop(f); // released: no -f needed any more
+    let (code, v) = e.json(&["rm", "org/locked"], &[]);
+    assert_eq!(code, 0, "{v:#}");
+    assert!(!e.fx.hub().join("models--org--locked").exists());
+    assert!(!e.fx.hub().join(".locks/models--org--locked").exists());
 }

@@ -26,6 +26,9 @@ use sha2::{Digest, Sha256};
 
 /// Files larger than this are LFS files on the hub.
 pub const LFS_THRESHOLD: u64 = 10_000;
+/// LFS objects larger than this are uploaded in parts (the hub uses far larger sizes).
+pub const MULTIPART_THRESHOLD: u64 = 2 << 20;
+pub const MULTIPART_CHUNK: u64 = 1 << 20;
 
 #[derive(Clone)]
 struct FileMeta {
@@ -589,7 +592,10 @@ fn route(st: &State, req: &Request) -> Response {
         }
     }
     // Upload URLs handed out by the LFS batch answer are pre-signed (as the hub's are).
-    if !authorized(st, req) && !req.path.starts_with("/lfs-upload/") {
+    if !authorized(st, req)
+        && !req.path.starts_with("/lfs-upload/")
+        && !req.path.starts_with("/lfs-part/")
+    {
         return Response::error(
             401,
             "Unauthorized",
@@ -630,6 +636,8 @@ fn route(st: &State, req: &Request) -> Response {
             lfs_batch(st, &req.body, org)
         }
         ("PUT", ["lfs-upload", oid]) => lfs_put(st, oid, &req.body),
+        ("PUT", ["lfs-part", oid, n]) => lfs_part(st, oid, n, &req.body),
+        ("POST", ["lfs-complete", oid]) => lfs_complete(st, oid, &req.body),
         ("GET" | "HEAD", [org, name, "resolve", rev, rest @ ..]) if !rest.is_empty() => {
             resolve(st, req, &format!("{org}/{name}"), rev, &rest.join("/"))
         }
@@ -838,7 +846,18 @@ fn lfs_batch(st: &State, body: &[u8], _org: &str) -> Response {
         .map(|o| {
             let oid = o["oid"].as_str().unwrap_or("").to_string();
             let mut e = serde_json::json!({"oid": oid, "size": o["size"], "authenticated": true});
-            if !lfs_dir(st).join(&oid).exists() {
+            let size = o["size"].as_u64().unwrap_or(0);
+            if !lfs_dir(st).join(&oid).exists() && size > MULTIPART_THRESHOLD {
+                // The hub's multipart transfer: numbered part URLs, then a completion POST.
+                let mut header = serde_json::Map::new();
+                header.insert("chunk_size".into(), serde_json::json!(MULTIPART_CHUNK.to_string()));
+                for n in 1..=size.div_ceil(MULTIPART_CHUNK) {
+                    header.insert(format!("{n:05}"), serde_json::json!(format!("{}/lfs-part/{oid}/{n}", st.base)));
+                }
+                e["actions"] = serde_json::json!({"upload": {
+                    "href": format!("{}/lfs-complete/{oid}", st.base), "header": header,
+                }});
+            } else if !lfs_dir(st).join(&oid).exists() {
                 e["actions"] = serde_json::json!({"upload": {
                     "href": format!("{}/lfs-upload/{oid}", st.base), "header": {}, "expires_in": 86400
                 }});
@@ -887,6 +906,44 @@ fn create_branch(st: &State, repo: &str, branch: &str) -> Response {
         fs::copy(abs, t).unwrap();
     }
     Response::json(200, serde_json::json!({}))
+}
+
+fn lfs_part(st: &State, oid: &str, n: &str, body: &[u8]) -> Response {
+    if n.parse::<u64>().is_err() || !oid.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Response::error(400, "BadRequest", "bad part");
+    }
+    let d = lfs_dir(st).join("parts").join(oid);
+    fs::create_dir_all(&d).unwrap();
+    fs::write(d.join(n), body).unwrap();
+    let mut r = Response {
+        status: 200,
+        headers: vec![],
+        body: Body::Bytes(Vec::new()),
+    };
+    r.headers
+        .push(("ETag".into(), format!("\"{}\"", hex(&Sha256::digest(body)))));
+    r
+}
+
+fn lfs_complete(st: &State, oid: &str, body: &[u8]) -> Response {
+    let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let d = lfs_dir(st).join("parts").join(oid);
+    let mut all = Vec::new();
+    for p in v["parts"].as_array().cloned().unwrap_or_default() {
+        let n = p["partNumber"].as_u64().unwrap_or(0);
+        let Ok(data) = fs::read(d.join(n.to_string())) else {
+            return Response::error(400, "BadRequest", &format!("part {n} missing"));
+        };
+        if p["etag"].as_str() != Some(&format!("\"{}\"", hex(&Sha256::digest(&data)))) {
+            return Response::error(400, "BadRequest", &format!("part {n}: wrong etag"));
+        }
+        all.extend_from_slice(&data);
+    }
+    let r = lfs_put(st, oid, &all);
+    if r.status == 200 {
+        let _ = fs::remove_dir_all(&d);
+    }
+    r
 }
 
 fn commit(st: &State, repo: &str, rev: &str, body: &[u8]) -> Response {
