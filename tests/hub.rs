@@ -863,3 +863,32 @@ fn rm_waits_for_held_locks_unless_forced() {
     assert!(!e.fx.hub().join("models--org--locked").exists());
     assert!(!e.fx.hub().join(".locks/models--org--locked").exists());
 }
+
+#[test]
+fn two_pulls_of_one_repo_at_once_both_end_well() {
+    let e = Env::new();
+    let files = model_files(2 << 20);
+    e.hub.put_repo("org/twice", &files);
+    e.hub.throttle(Some(8 << 20));
+    let spawn = || {
+        e.cmd(&[])
+            .args(["pull", "org/twice", "--json"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    let mut statuses = Vec::new();
+    for c in [a, b] {
+        let o = c.wait_with_output().unwrap();
+        assert!(o.status.success());
+        let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+        statuses.push(v["data"]["download_status"].as_str().unwrap().to_string());
+    }
+    statuses.sort();
+    assert_eq!(statuses, ["already_exists", "success"]);
+    let (_, h) = e.json(&["health", "org/twice"], &[]);
+    assert_eq!(h["data"]["summary"]["healthy_count"], 1, "{h:#}");
+    assert!(staging_dirs(&e.fx.hub()).is_empty());
+}

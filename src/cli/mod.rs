@@ -31,6 +31,9 @@ Names: an exact name wins (workspace home first, then the hub cache); otherwise 
 case-insensitive substring match, and several matches are an error that lists them.
 `org/name@abc1234` picks a snapshot by commit prefix; a path (/, ./, ../, ~) is exact.
 
+Hub commands (clone, pull, push) use HF_ENDPOINT (default https://huggingface.co) and
+HF_TOKEN (private or gated repos; push needs write access).
+
 Every command takes --json for mlx-knife's JSON envelope; exit codes: 0 success,
 1 error, 2 usage error.";
 

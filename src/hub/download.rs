@@ -74,9 +74,10 @@ pub fn fetch_all(
 }
 
 /// A held lock (released when dropped).
-struct Held(#[allow(dead_code)] Option<File>);
+pub(crate) struct Held(#[allow(dead_code)] Option<File>);
 
-fn lock(path: &Path, progress: &dyn Progress) -> Result<Held> {
+/// Hold an exclusive flock on `path` (created if missing), waiting while another process has it.
+pub(crate) fn lock(path: &Path, progress: &dyn Progress) -> Result<Held> {
     use std::os::fd::AsRawFd;
     if let Some(p) = path.parent() {
         fs::create_dir_all(p)

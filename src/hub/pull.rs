@@ -143,11 +143,23 @@ pub fn pull(
         Some(o @ Outcome::NeedsConfirmation { .. }) if !force_resume => return Ok(o),
         _ => {}
     }
-    let remote = hub.remote_snapshot(spec)?;
     let hub_dir = &loc.hub_cache;
+    let folder = dir_from_repo_id(&spec.repo);
+    // One pull of a repo at a time (also what `rm` sees as a held lock); another pull may
+    // have finished it while we waited.
+    let _pulling = super::download::lock(
+        &hub_dir
+            .join(".locks")
+            .join(&folder)
+            .join(".mlxfs-pull.lock"),
+        progress,
+    )?;
+    if let Some(o @ Outcome::AlreadyExists { .. }) = check_cached(loc, spec) {
+        return Ok(o);
+    }
+    let remote = hub.remote_snapshot(spec)?;
     fs::create_dir_all(hub_dir)
         .map_err(|e| HubError::io(&e, &format!("creating the hub cache {}", hub_dir.display())))?;
-    let folder = dir_from_repo_id(&spec.repo);
     let final_dir = hub_dir.join(&folder);
     let staged = !final_dir.exists();
     let root = if staged {

@@ -381,10 +381,13 @@ pub fn push(
                 .map_err(|e| HubError::new(ErrorKind::Io, e.to_string()))??;
             lfs.insert(f.path.clone(), (oid, f.size));
         }
-        if !lfs_files.is_empty() {
-            upload_lfs(hub, spec, &o.branch, &lfs_files, &lfs, progress).await?;
+        let r = async {
+            if !lfs_files.is_empty() {
+                upload_lfs(hub, spec, &o.branch, &lfs_files, &lfs, progress).await?;
+            }
+            commit(hub, spec, o, plan, &upload, &lfs, progress.as_ref()).await
         }
-        let r = commit(hub, spec, o, plan, &upload, &lfs, progress.as_ref()).await;
+        .await;
         progress.finish();
         r.map(Some)
     })
