@@ -754,6 +754,20 @@ fn errors_say_what_to_do() {
         "{err}"
     );
 
+    let (code, v) = e.json(&["pull", "org/m"], &[("HF_HUB_OFFLINE", "1")]);
+    assert_eq!(
+        (code, v["error"]["type"].as_str()),
+        (1, Some("network_error")),
+        "{v:#}"
+    );
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("HF_HUB_OFFLINE")
+    );
+    assert!(e.hub.requests().is_empty(), "offline, yet asked the hub");
+
     // A disk too small: refused before anything is written.
     let small = Tmpfs::new(e.fx.tmp.path().join("small"), "size=1m");
     let (code, v) = e.json(

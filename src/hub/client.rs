@@ -69,6 +69,12 @@ pub fn token_from_env() -> Option<String> {
         .filter(|t| !t.is_empty())
 }
 
+/// huggingface_hub's offline switch (`1`, `true`, `yes`, `on`).
+pub fn offline() -> bool {
+    env_nonempty("HF_HUB_OFFLINE")
+        .is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"))
+}
+
 fn secs_from_env(k: &str, default: u64) -> Duration {
     Duration::from_secs(
         env_nonempty(k)
@@ -140,6 +146,13 @@ impl Hub {
         url: &str,
         ctx: &Ctx<'_>,
     ) -> Result<(T, reqwest::header::HeaderMap)> {
+        if offline() {
+            return Err(HubError::new(
+                ErrorKind::Network,
+                "HF_HUB_OFFLINE is set: mlxfs will not contact the hub",
+            )
+            .hint("Unset HF_HUB_OFFLINE to download; models already in the cache or in workspaces work offline."));
+        }
         let resp = self
             .auth(self.http.get(url))
             .send()
