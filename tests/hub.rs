@@ -213,21 +213,32 @@ fn size_of_glob(dir: &Path, suffix: &str) -> u64 {
 const MIB: u64 = 1 << 20;
 
 /// Start `args`, wait until files ending in `suffix` under `dir` hold `bytes` (the server
-/// stalls there), then SIGKILL the process.
-fn kill_when_stalled(e: &Env, args: &[&str], dir: &Path, suffix: &str, bytes: u64) {
-    let mut child = e
+/// stalls there), then send `signal`; returns the process's stderr.
+fn kill_when_stalled(
+    e: &Env,
+    args: &[&str],
+    dir: &Path,
+    suffix: &str,
+    bytes: u64,
+    signal: i32,
+) -> String {
+    let child = e
         .cmd(&[])
         .args(args)
         .arg("--quiet")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     wait_for("the partial download to reach the stall", 60, || {
         size_of_glob(dir, suffix) >= bytes
     });
-    child.kill().unwrap();
-    child.wait().unwrap();
+    unsafe { libc::kill(child.id() as i32, signal) };
+    let o = child.wait_with_output().unwrap();
+    if signal == libc::SIGINT {
+        assert_eq!(o.status.code(), Some(130), "Ctrl-C exit code");
+    }
+    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 #[test]
@@ -236,7 +247,19 @@ fn a_killed_clone_resumes_where_it_stopped() {
     let files = model_files(8 << 20);
     e.hub.put_repo("org/big", &files);
     e.hub.stall("model.safetensors", 3 * MIB);
-    kill_when_stalled(&e, &["clone", "org/big"], &e.fx.ws_home, ".part", 3 * MIB);
+    // Ctrl-C: the process says how to go on.
+    let err = kill_when_stalled(
+        &e,
+        &["clone", "org/big"],
+        &e.fx.ws_home,
+        ".part",
+        3 * MIB,
+        libc::SIGINT,
+    );
+    assert!(
+        err.contains("run the same command again to resume"),
+        "{err}"
+    );
     let target = e.fx.ws_home.join("big");
     assert!(!target.exists(), "a half clone is visible");
     let (_, l) = e.json(&["list", "--all"], &[]);
@@ -504,6 +527,7 @@ fn a_killed_pull_resumes_and_nothing_half_written_is_listed() {
         &e.fx.hub(),
         ".incomplete",
         2 * MIB,
+        libc::SIGKILL,
     );
     assert!(!e.fx.hub().join("models--org--slow").exists());
     let (_, l) = e.json(&["list", "--all"], &[]);

@@ -66,6 +66,7 @@ pub fn run(a: &CloneArgs, json: bool) -> Result<Value, CliError> {
     let target = target_path(&spec, a.target.as_deref(), home.as_deref())?;
     check_target(&target, home.as_deref())?;
     let hub = Hub::from_env()?;
+    super::hubcmd::exit_on_interrupt();
     let p = progress(json, a.quiet);
     let c = clone(&hub, &spec, &target, p.as_ref())?;
     Ok(c.data(&spec))

@@ -41,3 +41,30 @@ pub fn confirm(question: &str) -> bool {
     }
     matches!(line.trim(), "y" | "Y" | "yes" | "Yes" | "YES")
 }
+
+const INTERRUPTED: &[u8] =
+    b"\nInterrupted: what was downloaded is kept; run the same command again to resume.\n";
+
+extern "C" fn on_interrupt(sig: libc::c_int) {
+    // SAFETY: write(2) and _exit(2) are async-signal-safe; the message is static.
+    unsafe {
+        libc::write(2, INTERRUPTED.as_ptr().cast(), INTERRUPTED.len());
+        libc::_exit(128 + sig);
+    }
+}
+
+/// Ctrl-C / SIGTERM during a download: say how to resume, then exit at once. Every byte on
+/// disk is in a partial file that the next run continues, so stopping anywhere is safe.
+pub fn exit_on_interrupt() {
+    // SAFETY: the handler only calls async-signal-safe functions.
+    unsafe {
+        libc::signal(
+            libc::SIGINT,
+            on_interrupt as *const () as libc::sighandler_t,
+        );
+        libc::signal(
+            libc::SIGTERM,
+            on_interrupt as *const () as libc::sighandler_t,
+        );
+    }
+}

@@ -37,6 +37,7 @@ pub struct PullArgs {
 pub fn run(a: &PullArgs, loc: &Locations, json: bool) -> Result<Value, CliError> {
     let spec = RepoSpec::parse(&a.model)?;
     let hub = Hub::from_env()?;
+    super::hubcmd::exit_on_interrupt();
     let p = progress(json, a.quiet);
     let mut o = pull(&hub, loc, &spec, a.force_resume, p.as_ref())?;
     if let Outcome::NeedsConfirmation { reason, .. } = &o
