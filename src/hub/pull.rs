@@ -161,12 +161,14 @@ pub fn pull(
     fs::create_dir_all(hub_dir)
         .map_err(|e| HubError::io(&e, &format!("creating the hub cache {}", hub_dir.display())))?;
     let final_dir = hub_dir.join(&folder);
+    let stage = hub_dir.join(format!(".mlxfs-pull-{}", super::short_digest(&spec.repo)));
     let staged = !final_dir.exists();
-    let root = if staged {
-        hub_dir.join(format!(".mlxfs-pull-{}", super::short_digest(&spec.repo)))
-    } else {
-        final_dir.clone()
-    };
+    if !staged && stage.is_dir() {
+        // The model appeared (another tool) after an interrupted pull of ours: keep its bytes.
+        adopt_blobs(&stage.join("blobs"), &final_dir.join("blobs"));
+        let _ = fs::remove_dir_all(&stage);
+    }
+    let root = if staged { stage } else { final_dir.clone() };
     let locks = hub_dir.join(".locks").join(&folder);
     let jobs = blob_jobs(&remote, &root, &locks);
     let need: u64 = jobs
@@ -212,6 +214,18 @@ pub fn pull(
         bytes: remote.total_bytes(),
         health,
     })
+}
+
+/// Move blobs (complete or partial) that `to` lacks from `from` into it.
+fn adopt_blobs(from: &Path, to: &Path) {
+    let Ok(rd) = fs::read_dir(from) else { return };
+    let _ = fs::create_dir_all(to);
+    for e in rd.flatten() {
+        let dst = to.join(e.file_name());
+        if !dst.exists() {
+            let _ = fs::rename(e.path(), dst);
+        }
+    }
 }
 
 /// One job per distinct blob.
