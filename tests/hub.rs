@@ -280,6 +280,38 @@ fn a_killed_clone_resumes_where_it_stopped() {
 }
 
 #[test]
+fn a_resumed_clone_follows_a_branch_that_moved() {
+    let e = Env::new();
+    let mut files = model_files(4 << 20);
+    e.hub.put_repo("org/moving", &files);
+    e.hub.stall("model.safetensors", MIB);
+    kill_when_stalled(
+        &e,
+        &["clone", "org/moving"],
+        &e.fx.ws_home,
+        ".part",
+        MIB,
+        libc::SIGKILL,
+    );
+    // Meanwhile main moves: config.json changes without changing length.
+    let cfg = files.iter_mut().find(|f| f.0 == "config.json").unwrap();
+    let new_cfg = String::from_utf8(cfg.1.clone())
+        .unwrap()
+        .replace("64", "32");
+    assert_eq!(new_cfg.len(), cfg.1.len());
+    cfg.1 = new_cfg.into_bytes();
+    e.hub.release();
+    e.hub.put_repo("org/moving", &files);
+    let (code, v) = e.json(&["clone", "org/moving"], &[]);
+    assert_eq!(code, 0, "{v:#}");
+    assert_eq!(
+        v["data"]["source_revision"],
+        e.hub.commit("org/moving", "main").as_str()
+    );
+    assert_same_files(&e.fx.ws_home.join("moving"), &files);
+}
+
+#[test]
 fn a_failed_clone_leaves_the_workspace_home_unchanged() {
     let e = Env::new();
     e.hub.put_repo("org/m", &model_files(100_000));
@@ -506,6 +538,17 @@ fn pull_agrees_with_huggingface_hub_and_rm_keeps_shared_blobs() {
     assert!(!hub_cache.join("models--org--pulled").exists());
     assert!(staging_dirs(&hub_cache).is_empty());
 
+    // The last revision takes the model, even when a workspace has the same short name.
+    let (code, _) = e.json(&["pull", "org/pulled"], &[]);
+    assert_eq!(code, 0);
+    e.fx.workspace("pulled", &good_files());
+    let rev7 = format!("org/pulled@{}", &main[..7]);
+    let (code, v) = e.json(&["rm", &rev7], &[]);
+    assert_eq!(code, 0, "{v:#}");
+    assert_eq!(v["data"]["whole_model_removed"], true);
+    assert!(!hub_cache.join("models--org--pulled").exists());
+    assert!(e.fx.ws_home.join("pulled").exists());
+
     let ws = e.fx.workspace("mine", &good_files());
     let (code, v) = e.json(&["rm", ws.to_str().unwrap()], &[]);
     assert_eq!(
@@ -578,6 +621,12 @@ fn push_round_trip_and_dry_run() {
     let mut files = files;
     files.push(("big.bin".into(), big));
 
+    let (code, v) = e.json(&["push", "min", "org/pushed", "--create"], &tok);
+    assert_eq!(
+        (code, v["error"]["type"].as_str()),
+        (1, Some("ambiguous_workspace")),
+        "{v:#}"
+    );
     let (code, v) = e.json(
         &["push", "mine", "org/pushed", "--create", "--private"],
         &[],
@@ -781,8 +830,18 @@ fn errors_say_what_to_do() {
     let (code, v) = e.json(&["pull", "org/m"], &[("HF_HUB_OFFLINE", "1")]);
     assert_eq!(
         (code, v["error"]["type"].as_str()),
-        (1, Some("network_error")),
+        (1, Some("offline")),
         "{v:#}"
+    );
+    let (code, v) = e.json(&["clone", "org/m"], &[("HF_HUB_OFFLINE", "1")]);
+    assert_eq!(
+        (code, v["error"]["type"].as_str()),
+        (1, Some("offline")),
+        "{v:#}"
+    );
+    assert!(
+        staging_dirs(&e.fx.ws_home).is_empty(),
+        "offline clone left staging"
     );
     assert!(
         v["error"]["message"]

@@ -58,6 +58,21 @@ pub fn run(a: &PushArgs, loc: &Locations, json: bool) -> Result<Value, CliError>
         .into());
     }
     let m = resolve::resolve(&a.workspace, loc)?;
+    // Uploading (and with --delete, deleting) needs the exact workspace, not a guess.
+    if !resolve::is_explicit_path(&a.workspace) && m.short_name != a.workspace {
+        return Err(CliError::new(
+            "ambiguous_workspace",
+            format!(
+                "'{}' only approximately matches '{}'",
+                a.workspace, m.short_name
+            ),
+        )
+        .hint(format!(
+            "Give the exact name or a path: mlxfs push {} {}",
+            m.path.display(),
+            a.repo
+        )));
+    }
     if m.source != Source::Workspace {
         return Err(CliError::new(
             "workspace_not_found",

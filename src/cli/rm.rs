@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use super::hubcmd::{confirm, interactive};
 use super::output::CliError;
 use crate::catalog::Locations;
-use crate::hub::rm::{RmError, RmOutcome, rm};
+use crate::hub::rm::{RmError, RmFlags, RmOutcome, rm};
 
 #[derive(Args, Debug)]
 #[command(after_help = "\
@@ -35,25 +35,31 @@ pub fn run(a: &RmArgs, loc: &Locations, json: bool) -> Result<Value, CliError> {
         .hint("Workspaces are your folders; mlxfs only deletes from the hub cache."),
         RmError::Io(m) => CliError::new("io_error", m),
     };
-    let mut o = rm(loc, &a.model, a.force).map_err(conv)?;
-    if !json && interactive() {
-        let ask = match &o {
+    let mut flags = if a.force {
+        RmFlags::force()
+    } else {
+        RmFlags::default()
+    };
+    let mut o = rm(loc, &a.model, flags).map_err(conv)?;
+    // On a terminal, ask instead of refusing: first the name, then a held lock.
+    while !json && interactive() {
+        let q = match &o {
             RmOutcome::NeedsConfirmation { model, spec } => {
-                Some(format!("Delete '{model}' (matched from '{spec}')?"))
+                flags.name_confirmed = true;
+                format!("Delete '{model}' (matched from '{spec}')?")
             }
-            RmOutcome::Locked { model, .. } => Some(format!(
-                "'{model}' has a download in progress. Delete anyway?"
-            )),
-            _ => None,
+            RmOutcome::Locked { model, .. } => {
+                flags.override_locks = true;
+                format!("'{model}' has a download in progress. Delete anyway?")
+            }
+            RmOutcome::Deleted(_) => break,
         };
-        if let Some(q) = ask {
-            if !confirm(&q) {
-                return Ok(
-                    json!({"model": a.model, "action": "cancelled", "message": "Nothing deleted."}),
-                );
-            }
-            o = rm(loc, &a.model, true).map_err(conv)?;
+        if !confirm(&q) {
+            return Ok(
+                json!({"model": a.model, "action": "cancelled", "message": "Nothing deleted."}),
+            );
         }
+        o = rm(loc, &a.model, flags).map_err(conv)?;
     }
     if let RmOutcome::Locked { locks, .. } = &o {
         let mut e = CliError::new(

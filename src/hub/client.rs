@@ -148,7 +148,7 @@ impl Hub {
     ) -> Result<(T, reqwest::header::HeaderMap)> {
         if offline() {
             return Err(HubError::new(
-                ErrorKind::Network,
+                ErrorKind::Offline,
                 "HF_HUB_OFFLINE is set: mlxfs will not contact the hub",
             )
             .hint("Unset HF_HUB_OFFLINE to download; models already in the cache or in workspaces work offline."));
@@ -162,7 +162,7 @@ impl Hub {
         let headers = resp.headers().clone();
         let v = resp.json::<T>().await.map_err(|e| {
             HubError::new(
-                ErrorKind::Server,
+                ErrorKind::Protocol,
                 format!("unexpected answer from {url}: {e}"),
             )
         })?;
@@ -191,7 +191,7 @@ impl Hub {
         let (info, _) = self.get_json::<Info>(&url, &ctx).await?;
         let commit = info.sha.filter(|s| super::is_commit(s)).ok_or_else(|| {
             HubError::new(
-                ErrorKind::Server,
+                ErrorKind::Protocol,
                 format!("the hub gave no commit id for {spec}"),
             )
         })?;
@@ -237,13 +237,12 @@ impl Hub {
                     Some(l) => (l.oid, true),
                     None => (e.oid, false),
                 };
-                if !etag
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-                    || etag.is_empty()
-                {
+                // Object ids name blob files and verify downloads: sha256 for LFS files,
+                // the git blob sha1 otherwise.
+                let want = if lfs { 64 } else { 40 };
+                if etag.len() != want || !etag.bytes().all(|b| b.is_ascii_hexdigit()) {
                     return Err(HubError::new(
-                        ErrorKind::Server,
+                        ErrorKind::Protocol,
                         format!(
                             "the hub listed an unusable object id {etag:?} for {}",
                             e.path
@@ -252,14 +251,14 @@ impl Hub {
                 }
                 if !safe_repo_path(&e.path) {
                     return Err(HubError::new(
-                        ErrorKind::Server,
+                        ErrorKind::Protocol,
                         format!("the hub listed an unsafe file path {:?}", e.path),
                     ));
                 }
                 out.push(RemoteFile {
                     path: e.path,
                     size: e.size,
-                    etag,
+                    etag: etag.to_ascii_lowercase(),
                     lfs,
                 });
             }
@@ -436,8 +435,12 @@ pub(crate) fn from_status(
             format!("The hub answered {s} for {url}{detail}"),
         )
         .hint("The hub has a problem; run the same command again later to resume."),
+        (s, _) if (400..500).contains(&s) => HubError::new(
+            ErrorKind::Rejected,
+            format!("The hub refused the request ({s}) at {url}{detail}"),
+        ),
         (s, _) => HubError::new(
-            ErrorKind::Server,
+            ErrorKind::Protocol,
             format!("Unexpected answer {s} for {url}{detail}"),
         ),
     }

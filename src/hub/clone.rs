@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value, json};
 
+use super::client::RemoteSnapshot;
 use super::download::{Job, fetch_all};
 use super::progress::Progress;
 use super::{ErrorKind, Hub, HubError, RepoSpec, Result};
@@ -187,32 +188,25 @@ fn lock_stage(stage: &Path, target: &Path) -> Result<StageLock> {
 
 /// Clone `spec` into `target` (already checked with [`check_target`]).
 pub fn clone(hub: &Hub, spec: &RepoSpec, target: &Path, progress: &dyn Progress) -> Result<Cloned> {
+    // Ask the hub first: when that fails, nothing at all was written.
+    let remote = hub.remote_snapshot(spec)?;
     let stage = staging_dir(spec, target);
     let resumed = stage.exists();
     let lock = lock_stage(&stage, target)?;
-    let r = run(hub, spec, target, &stage, resumed, progress);
-    match &r {
-        Ok(_) => {
-            drop(lock);
-            let _ = fs::remove_dir_all(&stage);
-        }
-        Err(e) if e.kind.transient() => {}
-        Err(_) => {
-            drop(lock);
-            let _ = fs::remove_dir_all(&stage);
-        }
+    let r = run(hub, spec, &remote, target, &stage, resumed, progress);
+    let kept = dir_bytes(&stage.join("parts")) + dir_bytes(&stage.join("model"));
+    let keep = matches!(&r, Err(e) if e.kind.keeps_download()) && kept > 0;
+    if !keep {
+        let _ = fs::remove_dir_all(&stage); // still under the lock
     }
+    drop(lock);
     r.map_err(|e| {
-        if e.kind.transient() {
-            let kept = dir_bytes(&stage);
-            HubError {
-                hint: Some(format!(
-                    "{} downloaded so far are kept in {}; run the same command again to resume.",
-                    super::progress::human_bytes(kept),
-                    stage.display()
-                )),
-                ..e
-            }
+        if keep {
+            e.add_hint(&format!(
+                "{} downloaded so far are kept in {}; run the same command again to resume.",
+                super::progress::human_bytes(kept),
+                stage.display()
+            ))
         } else {
             e
         }
@@ -236,24 +230,41 @@ fn dir_bytes(p: &Path) -> u64 {
 fn run(
     hub: &Hub,
     spec: &RepoSpec,
+    remote: &RemoteSnapshot,
     target: &Path,
     stage: &Path,
     resumed: bool,
     progress: &dyn Progress,
 ) -> Result<Cloned> {
-    let remote = hub.remote_snapshot(spec)?;
     let model = stage.join("model");
     let parts = stage.join("parts");
     let io = |e: std::io::Error, what: String| HubError::io(&e, &what);
     fs::create_dir_all(&model).map_err(|e| io(e, format!("creating {}", model.display())))?;
-    let manifest = json!({"repo": spec.repo, "revision": spec.revision(), "commit": remote.commit,
-                          "target": target.to_string_lossy()});
-    fs::write(stage.join("manifest.json"), manifest.to_string())
-        .map_err(|e| io(e, "writing the staging manifest".into()))?;
 
-    // Files of another commit (a branch that moved since an interrupted run) go.
+    // A branch may have moved since an interrupted run: finished files whose object id
+    // changed (or is unknown) go, as do files the revision no longer has.
+    let manifest_path = stage.join("manifest.json");
+    let before: HashMap<String, String> = fs::read(&manifest_path)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        .and_then(|v| serde_json::from_value(v["files"].clone()).ok())
+        .unwrap_or_default();
+    for f in &remote.files {
+        if before.get(&f.path) != Some(&f.etag) {
+            let _ = fs::remove_file(model.join(&f.path));
+        }
+    }
     let wanted: BTreeSet<&str> = remote.files.iter().map(|f| f.path.as_str()).collect();
     prune(&model, &model, &wanted);
+    let files: serde_json::Map<String, Value> = remote
+        .files
+        .iter()
+        .map(|f| (f.path.clone(), json!(f.etag)))
+        .collect();
+    let manifest = json!({"repo": spec.repo, "revision": spec.revision(), "commit": remote.commit,
+                          "target": target.to_string_lossy(), "files": files});
+    fs::write(&manifest_path, manifest.to_string())
+        .map_err(|e| io(e, "writing the staging manifest".into()))?;
 
     // One download per distinct blob, to its first path; other paths copy it afterwards.
     let mut first: HashMap<&str, &str> = HashMap::new();

@@ -76,34 +76,62 @@ pub fn fetch_all(
 /// A held lock (released when dropped).
 pub(crate) struct Held(#[allow(dead_code)] Option<File>);
 
-/// Hold an exclusive flock on `path` (created if missing), waiting while another process has it.
-pub(crate) fn lock(path: &Path, progress: &dyn Progress) -> Result<Held> {
-    use std::os::fd::AsRawFd;
+fn open_lock(path: &Path) -> Result<File> {
     if let Some(p) = path.parent() {
         fs::create_dir_all(p)
             .map_err(|e| HubError::io(&e, &format!("creating {}", p.display())))?;
     }
-    let f = OpenOptions::new()
+    OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
         .open(path)
-        .map_err(|e| HubError::io(&e, &format!("opening lock {}", path.display())))?;
-    let mut waited = false;
-    loop {
-        // SAFETY: flock on an open descriptor.
-        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-            return Ok(Held(Some(f)));
-        }
-        if !waited {
-            progress.note(&format!(
-                "waiting for another download holding {}",
-                path.display()
+        .map_err(|e| HubError::io(&e, &format!("opening lock {}", path.display())))
+}
+
+fn try_flock(f: &File, flags: libc::c_int) -> bool {
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on an open descriptor.
+    unsafe { libc::flock(f.as_raw_fd(), flags) == 0 }
+}
+
+/// Hold an exclusive flock on `path` (created if missing), waiting while another process has
+/// it. Blocking: for use outside the download runtime.
+pub(crate) fn lock(path: &Path, progress: &dyn Progress) -> Result<Held> {
+    let f = open_lock(path)?;
+    if !try_flock(&f, libc::LOCK_EX | libc::LOCK_NB) {
+        progress.note(&format!(
+            "waiting for another process holding {}",
+            path.display()
+        ));
+        if !try_flock(&f, libc::LOCK_EX) {
+            return Err(HubError::new(
+                ErrorKind::Io,
+                format!("cannot lock {}", path.display()),
             ));
-            waited = true;
         }
-        std::thread::sleep(Duration::from_millis(200));
     }
+    Ok(Held(Some(f)))
+}
+
+/// [`lock`] for a download task: the wait happens on a blocking thread, so the other
+/// downloads keep streaming meanwhile.
+async fn lock_async(path: &Path, progress: &dyn Progress) -> Result<Held> {
+    let f = open_lock(path)?;
+    if try_flock(&f, libc::LOCK_EX | libc::LOCK_NB) {
+        return Ok(Held(Some(f)));
+    }
+    progress.note(&format!(
+        "waiting for another download holding {}",
+        path.display()
+    ));
+    let shown = path.display().to_string();
+    tokio::task::spawn_blocking(move || try_flock(&f, libc::LOCK_EX).then_some(f))
+        .await
+        .ok()
+        .flatten()
+        .map(|f| Held(Some(f)))
+        .ok_or_else(|| HubError::new(ErrorKind::Io, format!("cannot lock {shown}")))
 }
 
 async fn fetch_one(
@@ -120,12 +148,7 @@ async fn fetch_one(
         return Ok(());
     }
     let _held = match &job.lock {
-        Some(l) => {
-            // The lock may be held by another process for a long time: wait off the runtime.
-            let l = l.clone();
-            let p: &dyn Progress = progress;
-            tokio::task::block_in_place(|| lock(&l, p))?
-        }
+        Some(l) => lock_async(l, progress).await?,
         None => Held(None),
     };
     // Someone else may have finished it while we waited.
@@ -216,6 +239,7 @@ fn spawn_writer(
     partial: PathBuf,
     file: RemoteFile,
     mut rx: tokio::sync::mpsc::Receiver<bytes::Bytes>,
+    ready: tokio::sync::oneshot::Sender<()>,
     live: Arc<AtomicUsize>,
 ) -> std::thread::JoinHandle<std::io::Result<(u64, Option<String>)>> {
     live.fetch_add(1, Ordering::SeqCst);
@@ -243,6 +267,9 @@ fn spawn_writer(
                     h.update(&buf[..n]);
                 }
             }
+            // Only now may the request start: a long re-hash of a big partial must not
+            // leave a response unread past the read timeout.
+            let _ = ready.send(());
             let mut len = have;
             let mut w = std::io::BufWriter::with_capacity(1 << 20, out);
             loop {
@@ -291,15 +318,16 @@ async fn attempt_one(
         *counted = have;
     }
     let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(32);
-    let writer = spawn_writer(job.partial.clone(), f.clone(), rx, live.clone());
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let writer = spawn_writer(job.partial.clone(), f.clone(), rx, ready_tx, live.clone());
     let ctx = Ctx {
         repo,
         rev: Some(commit),
         path: Some(&f.path),
     };
     let net: Result<()> = async {
-        if have >= f.size {
-            return Ok(());
+        if have >= f.size || ready_rx.await.is_err() {
+            return Ok(()); // nothing to fetch, or the writer failed (reported below)
         }
         let (owner, name) = repo.split_once('/').unwrap_or(("", repo));
         let r = hub.client.model(owner, name);

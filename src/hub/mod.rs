@@ -49,6 +49,12 @@ pub enum ErrorKind {
     InvalidTarget,
     /// Something is in the way (existing repo, held lock …).
     Conflict,
+    /// `HF_HUB_OFFLINE` forbids contacting the hub.
+    Offline,
+    /// The hub refused the request itself (4xx other than auth, not found, conflict, 429).
+    Rejected,
+    /// The hub's answer does not follow the protocol (unreadable JSON, unusable ids or paths).
+    Protocol,
 }
 
 impl ErrorKind {
@@ -69,12 +75,28 @@ impl ErrorKind {
             ErrorKind::Integrity => "integrity_error",
             ErrorKind::InvalidTarget => "InvalidTargetError",
             ErrorKind::Conflict => "conflict",
+            ErrorKind::Offline => "offline",
+            ErrorKind::Rejected => "request_rejected",
+            ErrorKind::Protocol => "protocol_error",
         }
     }
 
     /// Worth retrying / resuming later (the hub or the network, not the request).
     pub fn transient(self) -> bool {
         matches!(self, ErrorKind::Network | ErrorKind::Server)
+    }
+
+    /// Bytes already downloaded stay useful after this failure (a clone keeps its staging
+    /// folder for the next run): the network, the hub, a full disk, one corrupt file.
+    pub fn keeps_download(self) -> bool {
+        matches!(
+            self,
+            ErrorKind::Network
+                | ErrorKind::Server
+                | ErrorKind::DiskFull
+                | ErrorKind::Integrity
+                | ErrorKind::Io
+        )
     }
 }
 
@@ -96,6 +118,14 @@ impl HubError {
     }
     pub fn hint(mut self, h: impl Into<String>) -> HubError {
         self.hint = Some(h.into());
+        self
+    }
+    /// Add a sentence to the hint (keeping what is there).
+    pub fn add_hint(mut self, h: &str) -> HubError {
+        self.hint = Some(match self.hint.take() {
+            Some(old) => format!("{old} {h}"),
+            None => h.to_string(),
+        });
         self
     }
     /// Classify a local I/O error; `what` says what was being done.

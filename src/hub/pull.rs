@@ -72,7 +72,7 @@ impl Outcome {
                 d["message"] = json!(format!(
                     "Downloaded {}@{} ({files} files, {})",
                     spec.repo,
-                    &commit[..7.min(commit.len())],
+                    commit.get(..7).unwrap_or(commit),
                     super::progress::human_bytes(*bytes)
                 ));
                 d["commit_hash"] = json!(commit);

@@ -155,6 +155,28 @@ pub fn data(
     })
 }
 
+/// Names listed in the workspace's `.hfignore` (one pattern a line, `#` comments).
+fn hfignore(ws: &Path) -> Vec<String> {
+    fs::read_to_string(ws.join(".hfignore"))
+        .map(|s| {
+            s.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(|l| l.trim_end_matches('/').to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A repo path the upload rules would never take from a workspace.
+fn skipped_path(path: &str, extra: &[String]) -> bool {
+    let mut parts: Vec<&str> = path.split('/').collect();
+    let name = parts.pop().unwrap_or("");
+    parts.iter().any(|d| {
+        SKIP_DIRS.contains(d) || d.starts_with(".mlxfs-") || extra.iter().any(|x| fnmatch(d, x))
+    }) || skipped_file(name, extra)
+}
+
 fn skipped_file(name: &str, extra: &[String]) -> bool {
     SKIP_FILES.iter().any(|p| fnmatch(name, p)) || extra.iter().any(|p| fnmatch(name, p))
 }
@@ -164,15 +186,7 @@ fn skipped_file(name: &str, extra: &[String]) -> bool {
 pub fn local_files(ws: &Path) -> Result<Vec<LocalFile>> {
     let root =
         fs::canonicalize(ws).map_err(|e| HubError::io(&e, &format!("reading {}", ws.display())))?;
-    let extra: Vec<String> = fs::read_to_string(root.join(".hfignore"))
-        .map(|s| {
-            s.lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                .map(|l| l.trim_end_matches('/').to_string())
-                .collect()
-        })
-        .unwrap_or_default();
+    let extra = hfignore(&root);
     let mut out = Vec::new();
     walk(&root, &root, &extra, &mut out)?;
     out.sort_by(|a, b| a.path.cmp(&b.path));
@@ -276,6 +290,7 @@ fn file_digest(p: &Path, lfs: bool, size: u64) -> Result<String> {
 /// Compare the workspace with the remote branch.
 pub fn plan(hub: &Hub, ws: &Path, spec: &RepoSpec, o: &PushOptions) -> Result<Plan> {
     let local = local_files(ws)?;
+    let extra = hfignore(ws);
     let mut plan = Plan {
         local,
         ..Plan::default()
@@ -324,7 +339,8 @@ pub fn plan(hub: &Hub, ws: &Path, spec: &RepoSpec, o: &PushOptions) -> Result<Pl
         plan.local.iter().map(|f| f.path.as_str()).collect();
     for r in &remote {
         if !local.contains(r.path.as_str()) && r.path != ".gitattributes" {
-            if o.delete {
+            // Never delete what the workspace only chose not to upload.
+            if o.delete && !skipped_path(&r.path, &extra) {
                 plan.deleted.push(r.path.clone());
             } else {
                 plan.remote_only.push(r.path.clone());
@@ -480,7 +496,7 @@ async fn preupload(
         let v = post_json(hub, &url, &json!({"files": entries}), &ctx).await?;
         let r: Resp = serde_json::from_value(v).map_err(|e| {
             HubError::new(
-                ErrorKind::Server,
+                ErrorKind::Protocol,
                 format!("unexpected preupload answer: {e}"),
             )
         })?;
@@ -566,7 +582,7 @@ async fn upload_lfs(
         let Some(f) = by_oid.get(oid) else { continue };
         if let Some(err) = obj.get("error") {
             return Err(HubError::new(
-                ErrorKind::Server,
+                ErrorKind::Rejected,
                 format!("LFS upload of {} refused: {err}", f.path),
             ));
         }
@@ -596,6 +612,15 @@ async fn upload_lfs(
                 .filter_map(|(k, v)| k.parse::<u64>().ok().map(|n| (n, v)))
                 .collect();
             nums.sort();
+            if nums.first().is_some_and(|(n, _)| *n == 0) || chunk == 0 {
+                return Err(HubError::new(
+                    ErrorKind::Protocol,
+                    format!(
+                        "the hub's multipart upload plan for {} is malformed",
+                        f.path
+                    ),
+                ));
+            }
             for (n, part_url) in nums {
                 let off = (n - 1) * chunk;
                 let len = chunk.min(f.size.saturating_sub(off));

@@ -113,8 +113,8 @@ fn blobs_of(snapshot: &Path) -> BTreeSet<String> {
     out
 }
 
-/// Lock files of a model that some process holds right now.
-pub fn held_locks(hub: &Path, repo_dir: &Path) -> Vec<PathBuf> {
+/// Lock files of a model that some process holds right now (`mine` is ours, not probed).
+pub fn held_locks(hub: &Path, repo_dir: &Path, mine: Option<&Path>) -> Vec<PathBuf> {
     use std::os::fd::AsRawFd;
     let mut files = Vec::new();
     if let Some(name) = repo_dir.file_name() {
@@ -123,6 +123,7 @@ pub fn held_locks(hub: &Path, repo_dir: &Path) -> Vec<PathBuf> {
     collect_locks(&repo_dir.join("blobs"), &mut files); // hf-hub 0.4 keeps them there
     files
         .into_iter()
+        .filter(|p| Some(p.as_path()) != mine)
         .filter(|p| {
             let Ok(f) = fs::OpenOptions::new().read(true).open(p) else {
                 return false;
@@ -151,8 +152,37 @@ fn remove_hidden(dir: &Path, parent: &Path, tag: &str) -> std::io::Result<()> {
     fs::remove_dir_all(&trash)
 }
 
-/// Delete what `spec` names in the hub cache. A fuzzy match needs `force`, as do held locks.
-pub fn rm(loc: &Locations, spec: &str, force: bool) -> Result<RmOutcome, RmError> {
+/// How sure the caller is.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RmFlags {
+    /// The user confirmed an approximate name.
+    pub name_confirmed: bool,
+    /// Delete even while another process holds one of the model's locks.
+    pub override_locks: bool,
+}
+
+impl RmFlags {
+    /// `-f`: both.
+    pub fn force() -> RmFlags {
+        RmFlags {
+            name_confirmed: true,
+            override_locks: true,
+        }
+    }
+}
+
+/// `name@rev` → (`name`, `rev`); the mount's `@hub` names (`org@hub/name`, `name@hub`) are
+/// names, not revisions.
+fn split_rev(spec: &str) -> (String, Option<&str>) {
+    match spec.rsplit_once('@') {
+        Some((b, r)) if r != "hub" && !r.starts_with("hub/") => (b.replace("@hub", ""), Some(r)),
+        _ => (spec.replace("@hub", ""), None),
+    }
+}
+
+/// Delete what `spec` names in the hub cache. A fuzzy match needs a confirmed name; held
+/// locks (a download in progress) need `override_locks`.
+pub fn rm(loc: &Locations, spec: &str, flags: RmFlags) -> Result<RmOutcome, RmError> {
     let m = resolve(spec, loc).map_err(RmError::Resolve)?;
     if m.source == Source::Workspace {
         return Err(RmError::Workspace(m.name));
@@ -161,19 +191,27 @@ pub fn rm(loc: &Locations, spec: &str, force: bool) -> Result<RmOutcome, RmError
         .repo_dir
         .clone()
         .ok_or_else(|| RmError::Io("no repo folder".into()))?;
-    let (base, rev) = match spec.split_once('@') {
-        Some((b, r)) => (b, Some(r)),
-        None => (spec, None),
-    };
-    let exact = base == m.name || base.trim_end_matches("@hub") == m.name;
-    if !exact && !force {
+    let (base, rev) = split_rev(spec);
+    if base != m.name && !flags.name_confirmed {
         return Ok(RmOutcome::NeedsConfirmation {
             model: m.name.clone(),
             spec: spec.to_string(),
         });
     }
-    let held = held_locks(&loc.hub_cache, &repo_dir);
-    if !held.is_empty() && !force {
+    let lock_dir = repo_dir
+        .file_name()
+        .map(|n| loc.hub_cache.join(".locks").join(n));
+    // Hold the pull lock while deleting, so no mlxfs pull starts meanwhile.
+    let pull_lock = lock_dir.as_ref().map(|d| d.join(".mlxfs-pull.lock"));
+    let held_pull = pull_lock.as_ref().and_then(|p| try_hold(p));
+    let mut held = held_locks(&loc.hub_cache, &repo_dir, pull_lock.as_deref());
+    if held_pull.is_none()
+        && let Some(p) = &pull_lock
+        && p.exists()
+    {
+        held.push(p.clone());
+    }
+    if !held.is_empty() && !flags.override_locks {
         return Ok(RmOutcome::Locked {
             model: m.name.clone(),
             locks: held
@@ -183,54 +221,19 @@ pub fn rm(loc: &Locations, spec: &str, force: bool) -> Result<RmOutcome, RmError
         });
     }
     let repo = HubRepo::load(&repo_dir).ok_or_else(|| RmError::Io("not a hub model".into()))?;
-    let lock_dir = repo_dir
-        .file_name()
-        .map(|n| loc.hub_cache.join(".locks").join(n));
-    let count_locks = |d: &Option<PathBuf>| {
-        let mut v = Vec::new();
-        if let Some(d) = d {
-            collect_locks(d, &mut v);
-        }
-        v.len()
-    };
     let io = |e: std::io::Error, what: &str| RmError::Io(format!("{what}: {e}"));
 
     let (Some(_), Some(commit)) = (rev, m.revision.clone()) else {
-        // The whole model.
-        let freed = dir_size(&repo_dir.join("blobs"));
-        let blobs = fs::read_dir(repo_dir.join("blobs"))
-            .map(|r| r.count())
-            .unwrap_or(0);
-        let locks = count_locks(&lock_dir);
-        remove_hidden(&repo_dir, &loc.hub_cache, "model")
-            .map_err(|e| io(e, &format!("removing {}", repo_dir.display())))?;
-        if let Some(l) = &lock_dir {
-            let _ = fs::remove_dir_all(l);
-        }
-        return Ok(RmOutcome::Deleted(Deleted {
-            model: m.name,
-            commit: None,
-            whole_model: true,
-            blobs_removed: blobs,
-            blobs_kept: 0,
-            freed_bytes: freed,
-            lock_files_cleaned: locks,
-        }));
+        return delete_model(loc, &repo_dir, lock_dir.as_deref(), m.name, None);
     };
-
-    // One revision.
+    // One revision; the last one takes the model with it.
     let others: Vec<&crate::catalog::Snapshot> = repo
         .snapshots
         .iter()
         .filter(|s| s.commit != commit)
         .collect();
     if others.is_empty() {
-        let mut d = match rm(loc, base, true)? {
-            RmOutcome::Deleted(d) => d,
-            o => return Ok(o),
-        };
-        d.commit = Some(commit);
-        return Ok(RmOutcome::Deleted(d));
+        return delete_model(loc, &repo_dir, lock_dir.as_deref(), m.name, Some(commit));
     }
     let snap_dir = repo_dir.join("snapshots").join(&commit);
     let mine = blobs_of(&snap_dir);
@@ -238,15 +241,10 @@ pub fn rm(loc: &Locations, spec: &str, force: bool) -> Result<RmOutcome, RmError
     for s in &others {
         used.extend(blobs_of(&s.path));
     }
-    remove_hidden(
-        &snap_dir,
-        &repo_dir.join("snapshots"),
-        &commit[..7.min(commit.len())],
-    )
-    .map_err(|e| io(e, &format!("removing {}", snap_dir.display())))?;
-    let mut freed = 0;
-    let mut removed = 0;
-    let mut kept = 0;
+    let tag: String = commit.chars().take(7).collect();
+    remove_hidden(&snap_dir, &repo_dir.join("snapshots"), &tag)
+        .map_err(|e| io(e, &format!("removing {}", snap_dir.display())))?;
+    let (mut freed, mut removed, mut kept, mut locks) = (0, 0, 0, 0);
     for b in &mine {
         if used.contains(b) {
             kept += 1;
@@ -258,14 +256,17 @@ pub fn rm(loc: &Locations, spec: &str, force: bool) -> Result<RmOutcome, RmError
             freed += len;
             removed += 1;
         }
-        if let Some(l) = &lock_dir {
-            let _ = fs::remove_file(l.join(format!("{b}.lock")));
+        if let Some(l) = &lock_dir
+            && fs::remove_file(l.join(format!("{b}.lock"))).is_ok()
+        {
+            locks += 1;
         }
     }
     // Refs that named this commit, and its negative cache / cached tree.
     remove_refs_to(&repo_dir.join("refs"), &commit);
     let _ = fs::remove_dir_all(repo_dir.join(".no_exist").join(&commit));
     let _ = fs::remove_file(repo_dir.join("trees").join(format!("{commit}.json")));
+    drop(held_pull);
     Ok(RmOutcome::Deleted(Deleted {
         model: m.name,
         commit: Some(commit),
@@ -273,7 +274,53 @@ pub fn rm(loc: &Locations, spec: &str, force: bool) -> Result<RmOutcome, RmError
         blobs_removed: removed,
         blobs_kept: kept,
         freed_bytes: freed,
-        lock_files_cleaned: 0,
+        lock_files_cleaned: locks,
+    }))
+}
+
+/// Take an exclusive flock on `p` if nobody holds it (`None` when held or not creatable).
+fn try_hold(p: &Path) -> Option<fs::File> {
+    use std::os::fd::AsRawFd;
+    fs::create_dir_all(p.parent()?).ok()?;
+    let f = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(p)
+        .ok()?;
+    // SAFETY: flock on an open descriptor.
+    (unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0).then_some(f)
+}
+
+/// Remove a whole `models--…` folder (renamed out of sight first) and its lock folder.
+fn delete_model(
+    loc: &Locations,
+    repo_dir: &Path,
+    lock_dir: Option<&Path>,
+    model: String,
+    commit: Option<String>,
+) -> Result<RmOutcome, RmError> {
+    let freed = dir_size(&repo_dir.join("blobs"));
+    let blobs = fs::read_dir(repo_dir.join("blobs"))
+        .map(|r| r.count())
+        .unwrap_or(0);
+    let mut locks = Vec::new();
+    if let Some(d) = lock_dir {
+        collect_locks(d, &mut locks);
+    }
+    remove_hidden(repo_dir, &loc.hub_cache, "model")
+        .map_err(|e| RmError::Io(format!("removing {}: {e}", repo_dir.display())))?;
+    if let Some(l) = lock_dir {
+        let _ = fs::remove_dir_all(l);
+    }
+    Ok(RmOutcome::Deleted(Deleted {
+        model,
+        commit,
+        whole_model: true,
+        blobs_removed: blobs,
+        blobs_kept: 0,
+        freed_bytes: freed,
+        lock_files_cleaned: locks.len(),
     }))
 }
 
