@@ -20,8 +20,9 @@ The target must not exist or be an empty folder.
 
 Safe: everything is downloaded into a hidden staging folder next to the target, verified,
 hashed and health-checked, then renamed into place — the workspace appears whole or not at
-all. If the network fails or you interrupt it, run the same command again to resume; other
-failures leave nothing behind.
+all. If the network, the hub or the disk gives out, or you interrupt it, run the same
+command again to resume from the bytes already downloaded; a refused request (not found, no
+access, bad target) leaves nothing behind.
 
 Environment: HF_ENDPOINT, HF_TOKEN, MLXK_WORKSPACE_HOME, MLXFS_HUB_TIMEOUT.")]
 pub struct CloneArgs {
