@@ -989,3 +989,45 @@ fn two_pulls_of_one_repo_at_once_both_end_well() {
     assert_eq!(h["data"]["summary"]["healthy_count"], 1, "{h:#}");
     assert!(staging_dirs(&e.fx.hub()).is_empty());
 }
+
+#[test]
+fn pull_refresh_follows_a_moved_branch_and_fetches_only_the_change() {
+    let e = Env::new();
+    let mut files = model_files(100_000);
+    e.hub.put_repo("org/fresh", &files);
+    let old = e.hub.commit("org/fresh", "main");
+    let (code, _) = e.json(&["pull", "org/fresh"], &[]);
+    assert_eq!(code, 0);
+    files
+        .iter_mut()
+        .find(|f| f.0 == "sub/nested.txt")
+        .unwrap()
+        .1 = b"new text".to_vec();
+    e.hub.put_repo("org/fresh", &files);
+    let new = e.hub.commit("org/fresh", "main");
+
+    e.hub.clear_requests();
+    let (_, v) = e.json(&["pull", "org/fresh"], &[]);
+    assert_eq!(v["data"]["download_status"], "already_exists");
+    assert_eq!(v["data"]["commit_hash"], old.as_str());
+    assert!(
+        e.hub.requests().is_empty(),
+        "no --refresh, yet asked the hub"
+    );
+
+    let (code, v) = e.json(&["pull", "org/fresh", "--refresh"], &[]);
+    assert_eq!(code, 0, "{v:#}");
+    assert_eq!(v["data"]["commit_hash"], new.as_str());
+    let refs = e.fx.hub().join("models--org--fresh/refs/main");
+    assert_eq!(fs::read_to_string(&refs).unwrap(), new);
+    let gets = e
+        .hub
+        .requests()
+        .into_iter()
+        .filter(|l| l.starts_with("GET") && l.contains("/resolve/"))
+        .count();
+    assert_eq!(gets, 1, "{:#?}", e.hub.requests());
+    assert_same_files_through_links(&PathBuf::from(v["data"]["path"].as_str().unwrap()), &files);
+    let (_, v) = e.json(&["pull", "org/fresh", "--refresh"], &[]);
+    assert_eq!(v["data"]["download_status"], "already_exists", "{v:#}");
+}

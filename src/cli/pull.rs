@@ -6,7 +6,7 @@ use serde_json::Value;
 use super::hubcmd::{confirm, interactive, progress};
 use super::output::CliError;
 use crate::catalog::Locations;
-use crate::hub::pull::{Outcome, pull};
+use crate::hub::pull::{Outcome, PullFlags, pull};
 use crate::hub::{Hub, RepoSpec};
 
 #[derive(Args, Debug)]
@@ -16,7 +16,8 @@ huggingface_hub writes, so Python tools see it too. For a model you want to keep
 run reproducibly, prefer `mlxfs clone`, which makes a managed workspace.
 
 REPO is `org/name`; `@REV` picks a branch, tag or commit (default: main). A revision already
-in the cache and healthy is not downloaded again. An interrupted pull continues where it
+in the cache and healthy is not downloaded again (the hub is not asked; --refresh asks it
+whether the branch moved and fetches only what the new commit adds). An interrupted pull continues where it
 stopped (partial files are kept as blobs/<id>.incomplete, as huggingface_hub does). Each file
 is checked against the hub's sha256/git id before it is used. Nothing half-downloaded ever
 shows in `mlxfs list` or a mount.
@@ -29,6 +30,9 @@ pub struct PullArgs {
     /// Resume or repair a cached copy that is unhealthy, without asking
     #[arg(long)]
     pub force_resume: bool,
+    /// Ask the hub whether the branch moved, even when the cache has a healthy copy
+    #[arg(long)]
+    pub refresh: bool,
     /// No progress bar
     #[arg(long, short)]
     pub quiet: bool,
@@ -39,7 +43,11 @@ pub fn run(a: &PullArgs, loc: &Locations, json: bool) -> Result<Value, CliError>
     let hub = Hub::from_env()?;
     super::hubcmd::exit_on_interrupt();
     let p = progress(json, a.quiet);
-    let mut o = pull(&hub, loc, &spec, a.force_resume, p.as_ref())?;
+    let mut flags = PullFlags {
+        force_resume: a.force_resume,
+        refresh: a.refresh,
+    };
+    let mut o = pull(&hub, loc, &spec, flags, p.as_ref())?;
     if let Outcome::NeedsConfirmation { reason, .. } = &o
         && !json
         && interactive()
@@ -48,7 +56,8 @@ pub fn run(a: &PullArgs, loc: &Locations, json: bool) -> Result<Value, CliError>
             spec
         ))
     {
-        o = pull(&hub, loc, &spec, true, p.as_ref())?;
+        flags.force_resume = true;
+        o = pull(&hub, loc, &spec, flags, p.as_ref())?;
     }
     Ok(o.data(&spec))
 }
@@ -63,6 +72,13 @@ pub fn render(d: &Value) -> String {
             }
             s
         }
+        Some("already_exists") => format!(
+            "{msg} ({})\n  hint: `--refresh` asks the hub whether the branch moved",
+            d["commit_hash"]
+                .as_str()
+                .and_then(|c| c.get(..7))
+                .unwrap_or("")
+        ),
         _ => msg.to_string(),
     }
 }

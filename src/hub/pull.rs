@@ -129,17 +129,28 @@ pub fn check_cached(loc: &Locations, spec: &RepoSpec) -> Option<Outcome> {
     })
 }
 
+/// How a pull treats what the cache already has.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PullFlags {
+    /// Resume or repair an unhealthy cached copy without asking.
+    pub force_resume: bool,
+    /// Ask the hub which commit the revision names now, even when the cache has one.
+    pub refresh: bool,
+}
+
 /// Pull `spec` into the hub cache. Without `force_resume`, an unhealthy cached copy is
-/// reported (`NeedsConfirmation`) instead of touched.
+/// reported (`NeedsConfirmation`) instead of touched; without `refresh`, a healthy cached
+/// revision is not looked up on the hub again.
 pub fn pull(
     hub: &Hub,
     loc: &Locations,
     spec: &RepoSpec,
-    force_resume: bool,
+    flags: PullFlags,
     progress: &dyn Progress,
 ) -> Result<Outcome> {
+    let force_resume = flags.force_resume;
     match check_cached(loc, spec) {
-        Some(o @ Outcome::AlreadyExists { .. }) => return Ok(o),
+        Some(o @ Outcome::AlreadyExists { .. }) if !flags.refresh => return Ok(o),
         Some(o @ Outcome::NeedsConfirmation { .. }) if !force_resume => return Ok(o),
         _ => {}
     }
@@ -154,10 +165,23 @@ pub fn pull(
             .join(".mlxfs-pull.lock"),
         progress,
     )?;
-    if let Some(o @ Outcome::AlreadyExists { .. }) = check_cached(loc, spec) {
+    if let Some(o @ Outcome::AlreadyExists { .. }) = check_cached(loc, spec)
+        && !flags.refresh
+    {
         return Ok(o);
     }
     let remote = hub.remote_snapshot(spec)?;
+    let existing = hub_dir.join(&folder);
+    if flags.refresh && snapshot_health(&existing, &remote.commit).is_ok() {
+        // The hub's commit is here already: only the ref may need to follow it.
+        if !super::is_commit(spec.revision()) {
+            write_ref(&existing, spec.revision(), &remote.commit)?;
+        }
+        return Ok(Outcome::AlreadyExists {
+            path: existing.join("snapshots").join(&remote.commit),
+            commit: remote.commit,
+        });
+    }
     fs::create_dir_all(hub_dir)
         .map_err(|e| HubError::io(&e, &format!("creating the hub cache {}", hub_dir.display())))?;
     let final_dir = hub_dir.join(&folder);
