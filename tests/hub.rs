@@ -212,6 +212,17 @@ fn size_of_glob(dir: &Path, suffix: &str) -> u64 {
 
 const MIB: u64 = 1 << 20;
 
+/// A `--json` result that must be an error of `kind` (exit code 1); returns the envelope.
+#[track_caller]
+fn expect_error((code, v): (i32, Value), kind: &str) -> Value {
+    assert_eq!(
+        (code, v["error"]["type"].as_str()),
+        (1, Some(kind)),
+        "{v:#}"
+    );
+    v
+}
+
 /// Start `args`, wait until files ending in `suffix` under `dir` hold `bytes` (the server
 /// stalls there), then send `signal`; returns the process's stderr.
 fn kill_when_stalled(
@@ -319,26 +330,11 @@ fn a_failed_clone_leaves_the_workspace_home_unchanged() {
     fs::write(e.fx.ws_home.join("existing/config.json"), "{}").unwrap();
     let before = tree_state(&e.fx.ws_home);
 
-    let (code, v) = e.json(&["clone", "org/missing"], &[]);
-    assert_eq!(
-        (code, v["error"]["type"].as_str()),
-        (1, Some("repo_not_found")),
-        "{v:#}"
-    );
-    let (code, v) = e.json(&["clone", "org/m@nope"], &[]);
-    assert_eq!(
-        (code, v["error"]["type"].as_str()),
-        (1, Some("revision_not_found")),
-        "{v:#}"
-    );
+    expect_error(e.json(&["clone", "org/missing"], &[]), "repo_not_found");
+    expect_error(e.json(&["clone", "org/m@nope"], &[]), "revision_not_found");
     // Refused mid-download (after some files arrived).
     e.hub.fail("model.safetensors", 403, 1);
-    let (code, v) = e.json(&["clone", "org/m"], &[]);
-    assert_eq!(
-        (code, v["error"]["type"].as_str()),
-        (1, Some("access_denied")),
-        "{v:#}"
-    );
+    expect_error(e.json(&["clone", "org/m"], &[]), "access_denied");
     assert_eq!(tree_state(&e.fx.ws_home), before);
 
     // A private hub: no token, then a wrong one.
@@ -356,11 +352,9 @@ fn a_failed_clone_leaves_the_workspace_home_unchanged() {
 
     // A hub that goes away mid-download is transient: bytes are kept (hidden) for a resume.
     e.hub.fail("model.safetensors", 503, 5);
-    let (code, v) = e.json(&["clone", "org/m"], &[("HF_TOKEN", "s3cret")]);
-    assert_eq!(
-        (code, v["error"]["type"].as_str()),
-        (1, Some("server_error")),
-        "{v:#}"
+    expect_error(
+        e.json(&["clone", "org/m"], &[("HF_TOKEN", "s3cret")]),
+        "server_error",
     );
     assert!(!e.fx.ws_home.join("m").exists());
     assert_eq!(staging_dirs(&e.fx.ws_home).len(), 1);
@@ -621,26 +615,20 @@ fn push_round_trip_and_dry_run() {
     let mut files = files;
     files.push(("big.bin".into(), big));
 
-    let (code, v) = e.json(&["push", "min", "org/pushed", "--create"], &tok);
-    assert_eq!(
-        (code, v["error"]["type"].as_str()),
-        (1, Some("ambiguous_workspace")),
-        "{v:#}"
+    expect_error(
+        e.json(&["push", "min", "org/pushed", "--create"], &tok),
+        "ambiguous_workspace",
     );
-    let (code, v) = e.json(
-        &["push", "mine", "org/pushed", "--create", "--private"],
-        &[],
+    expect_error(
+        e.json(
+            &["push", "mine", "org/pushed", "--create", "--private"],
+            &[],
+        ),
+        "auth_error",
     );
-    assert_eq!(
-        (code, v["error"]["type"].as_str()),
-        (1, Some("auth_error")),
-        "{v:#}"
-    );
-    let (code, v) = e.json(&["push", "mine", "org/pushed"], &tok);
-    assert_eq!(
-        (code, v["error"]["type"].as_str()),
-        (1, Some("repo_not_found")),
-        "{v:#}"
+    expect_error(
+        e.json(&["push", "mine", "org/pushed"], &tok),
+        "repo_not_found",
     );
 
     let (code, v) = e.json(
@@ -715,11 +703,9 @@ fn push_round_trip_and_dry_run() {
     // A hub model is not a workspace.
     let (_, v) = e.json(&["pull", "org/src"], &tok);
     assert_eq!(v["data"]["download_status"], "success", "{v:#}");
-    let (code, v) = e.json(&["push", "org/src", "org/other", "--create"], &tok);
-    assert_eq!(
-        (code, v["error"]["type"].as_str()),
-        (1, Some("workspace_not_found")),
-        "{v:#}"
+    expect_error(
+        e.json(&["push", "org/src", "org/other", "--create"], &tok),
+        "workspace_not_found",
     );
 }
 
@@ -811,14 +797,12 @@ fn errors_say_what_to_do() {
     e.hub.put_repo("org/m", &model_files(3 << 20));
 
     // Nothing listens there.
-    let (code, v) = e.json(
-        &["clone", "org/m"],
-        &[("HF_ENDPOINT", "http://127.0.0.1:9")],
-    );
-    assert_eq!(
-        (code, v["error"]["type"].as_str()),
-        (1, Some("network_error")),
-        "{v:#}"
+    expect_error(
+        e.json(
+            &["clone", "org/m"],
+            &[("HF_ENDPOINT", "http://127.0.0.1:9")],
+        ),
+        "network_error",
     );
     let o = e.run(&["pull", "org/m"], &[("HF_ENDPOINT", "http://127.0.0.1:9")]);
     let err = String::from_utf8_lossy(&o.stderr);
@@ -827,17 +811,13 @@ fn errors_say_what_to_do() {
         "{err}"
     );
 
-    let (code, v) = e.json(&["pull", "org/m"], &[("HF_HUB_OFFLINE", "1")]);
-    assert_eq!(
-        (code, v["error"]["type"].as_str()),
-        (1, Some("offline")),
-        "{v:#}"
+    expect_error(
+        e.json(&["pull", "org/m"], &[("HF_HUB_OFFLINE", "1")]),
+        "offline",
     );
-    let (code, v) = e.json(&["clone", "org/m"], &[("HF_HUB_OFFLINE", "1")]);
-    assert_eq!(
-        (code, v["error"]["type"].as_str()),
-        (1, Some("offline")),
-        "{v:#}"
+    let v = expect_error(
+        e.json(&["clone", "org/m"], &[("HF_HUB_OFFLINE", "1")]),
+        "offline",
     );
     assert!(
         staging_dirs(&e.fx.ws_home).is_empty(),
@@ -853,33 +833,27 @@ fn errors_say_what_to_do() {
 
     // A disk too small: refused before anything is written.
     let small = Tmpfs::new(e.fx.tmp.path().join("small"), "size=1m");
-    let (code, v) = e.json(
-        &["clone", "org/m", small.0.join("m").to_str().unwrap()],
-        &[],
-    );
-    assert_eq!(
-        (code, v["error"]["type"].as_str()),
-        (1, Some("disk_full")),
-        "{v:#}"
+    expect_error(
+        e.json(
+            &["clone", "org/m", small.0.join("m").to_str().unwrap()],
+            &[],
+        ),
+        "disk_full",
     );
     assert_eq!(fs::read_dir(&small.0).unwrap().count(), 0);
 
     // A read-only target and a read-only hub cache.
     let ro = Tmpfs::new(e.fx.tmp.path().join("ro"), "ro,size=64m");
-    let (code, v) = e.json(&["clone", "org/m", ro.0.join("m").to_str().unwrap()], &[]);
-    assert_eq!(
-        (code, v["error"]["type"].as_str()),
-        (1, Some("permission_denied")),
-        "{v:#}"
+    expect_error(
+        e.json(&["clone", "org/m", ro.0.join("m").to_str().unwrap()], &[]),
+        "permission_denied",
     );
-    let (code, v) = e.json(
-        &["pull", "org/m"],
-        &[("HF_HUB_CACHE", ro.0.to_str().unwrap())],
-    );
-    assert_eq!(
-        (code, v["error"]["type"].as_str()),
-        (1, Some("permission_denied")),
-        "{v:#}"
+    expect_error(
+        e.json(
+            &["pull", "org/m"],
+            &[("HF_HUB_CACHE", ro.0.to_str().unwrap())],
+        ),
+        "permission_denied",
     );
 }
 
@@ -947,12 +921,7 @@ fn rm_waits_for_held_locks_unless_forced() {
         .path();
     let f = fs::File::open(&lock).unwrap();
     assert_eq!(unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) }, 0);
-    let (code, v) = e.json(&["rm", "org/locked"], &[]);
-    assert_eq!(
-        (code, v["error"]["type"].as_str()),
-        (1, Some("locks_present")),
-        "{v:#}"
-    );
+    expect_error(e.json(&["rm", "org/locked"], &[]), "locks_present");
     assert!(e.fx.hub().join("models--org--locked").exists());
     drop(f); // released: no -f needed any more
     let (code, v) = e.json(&["rm", "org/locked"], &[]);
