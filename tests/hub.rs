@@ -176,11 +176,19 @@ fn clone_makes_a_clean_managed_workspace() {
     let (code, v) = e.json(&["clone", "org/tiny-model@dev", "./no/such/parent"], &[]);
     assert_eq!(code, 1);
     assert_eq!(v["error"]["type"], "InvalidTargetError");
-    let (code, v) = e.json(&["clone", "org//bad"], &[]);
-    assert_eq!(
-        (code, v["error"]["type"].as_str()),
-        (1, Some("ValidationError"))
+    expect_error(e.json(&["clone", "org//bad"], &[]), "ValidationError");
+    // No target and no workspace home: say what to do.
+    let o = e.run(&["clone", "org/tiny-model"], &[("MLXK_WORKSPACE_HOME", "")]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("MLXK_WORKSPACE_HOME") && err.contains("hint:"),
+        "{err}"
     );
+    // A bare name goes under the workspace home.
+    let (code, v) = e.json(&["clone", "org/tiny-model", "named"], &[]);
+    assert_eq!(code, 0, "{v:#}");
+    assert!(e.fx.ws_home.join("named/config.json").is_file());
 }
 
 fn wait_for(what: &str, secs: u64, f: impl Fn() -> bool) {
