@@ -334,6 +334,14 @@ fn root_cause(e: &dyn std::error::Error) -> String {
     s
 }
 
+/// A response header as text.
+pub(crate) fn header(resp: &reqwest::Response, name: &str) -> Option<String> {
+    resp.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
 /// Map a non-success response to a [`HubError`] (or pass the response through).
 pub(crate) async fn check(
     resp: reqwest::Response,
@@ -344,17 +352,8 @@ pub(crate) async fn check(
     if status.is_success() {
         return Ok(resp);
     }
-    let code = resp
-        .headers()
-        .get("x-error-code")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    let server_msg = resp
-        .headers()
-        .get("x-error-message")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
+    let code = header(&resp, "x-error-code").unwrap_or_default();
+    let server_msg = header(&resp, "x-error-message");
     let url = resp.url().to_string();
     let body = resp.text().await.unwrap_or_default();
     let server_msg = server_msg.or_else(|| {

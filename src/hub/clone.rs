@@ -49,6 +49,7 @@ impl Cloned {
             "files": self.files,
             "size_bytes": self.bytes,
             "health": self.health,
+            "resumed_bytes": self.resumed_bytes,
         })
     }
 }

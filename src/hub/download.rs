@@ -143,7 +143,8 @@ async fn fetch_one(
     live: &Arc<AtomicUsize>,
 ) -> Result<()> {
     let f = &job.file;
-    if fs::metadata(&job.dest).is_ok_and(|m| m.is_file() && m.len() == f.size) {
+    let complete = || fs::metadata(&job.dest).is_ok_and(|m| m.is_file() && m.len() == f.size);
+    if complete() {
         progress.advance(f.size);
         return Ok(());
     }
@@ -152,7 +153,7 @@ async fn fetch_one(
         None => Held(None),
     };
     // Someone else may have finished it while we waited.
-    if fs::metadata(&job.dest).is_ok_and(|m| m.is_file() && m.len() == f.size) {
+    if complete() {
         progress.advance(f.size);
         return Ok(());
     }
@@ -188,47 +189,34 @@ async fn fetch_one(
     Ok(())
 }
 
-/// Which digest verifies a file, and its expected value.
-fn expected(f: &RemoteFile) -> Option<(bool, String)> {
-    let e = f.etag.to_ascii_lowercase();
-    let hexy = e.bytes().all(|b| b.is_ascii_hexdigit());
-    match (f.lfs, e.len()) {
-        (true, 64) if hexy => Some((true, e)),
-        (false, 40) if hexy => Some((false, e)),
-        _ => None,
-    }
-}
-
-enum Hasher {
+/// The hub's object id of a file's bytes, computed as they stream: sha256 for LFS files, the
+/// git blob id (`sha1("blob <size>\0" + bytes)`) otherwise. The listing guarantees that a
+/// `RemoteFile`'s etag has this form, so every download is verified.
+pub(crate) enum ObjectId {
     Sha256(Sha256),
     Git(Sha1),
-    None,
 }
 
-impl Hasher {
-    fn new(f: &RemoteFile) -> Hasher {
-        match expected(f) {
-            Some((true, _)) => Hasher::Sha256(Sha256::new()),
-            Some((false, _)) => {
-                let mut h = Sha1::new();
-                h.update(format!("blob {}\0", f.size).as_bytes());
-                Hasher::Git(h)
-            }
-            None => Hasher::None,
+impl ObjectId {
+    pub(crate) fn new(lfs: bool, size: u64) -> ObjectId {
+        if lfs {
+            ObjectId::Sha256(Sha256::new())
+        } else {
+            let mut h = Sha1::new();
+            h.update(format!("blob {size}\0").as_bytes());
+            ObjectId::Git(h)
         }
     }
-    fn update(&mut self, b: &[u8]) {
+    pub(crate) fn update(&mut self, b: &[u8]) {
         match self {
-            Hasher::Sha256(h) => h.update(b),
-            Hasher::Git(h) => h.update(b),
-            Hasher::None => {}
+            ObjectId::Sha256(h) => h.update(b),
+            ObjectId::Git(h) => h.update(b),
         }
     }
-    fn finish(self) -> Option<String> {
+    pub(crate) fn finish(self) -> String {
         match self {
-            Hasher::Sha256(h) => Some(super::hex(&h.finalize())),
-            Hasher::Git(h) => Some(super::hex(&h.finalize())),
-            Hasher::None => None,
+            ObjectId::Sha256(h) => super::hex(&h.finalize()),
+            ObjectId::Git(h) => super::hex(&h.finalize()),
         }
     }
 }
@@ -241,7 +229,7 @@ fn spawn_writer(
     mut rx: tokio::sync::mpsc::Receiver<bytes::Bytes>,
     ready: tokio::sync::oneshot::Sender<()>,
     live: Arc<AtomicUsize>,
-) -> std::thread::JoinHandle<std::io::Result<(u64, Option<String>)>> {
+) -> std::thread::JoinHandle<std::io::Result<(u64, String)>> {
     live.fetch_add(1, Ordering::SeqCst);
     std::thread::spawn(move || {
         let r = (|| {
@@ -255,8 +243,8 @@ fn spawn_writer(
                 out.set_len(0)?;
                 have = 0;
             }
-            let mut h = Hasher::new(&file);
-            if have > 0 && !matches!(h, Hasher::None) {
+            let mut h = ObjectId::new(file.lfs, file.size);
+            if have > 0 {
                 let mut r = File::open(&partial)?.take(have);
                 let mut buf = vec![0u8; 1 << 20];
                 loop {
@@ -366,9 +354,8 @@ async fn attempt_one(
         )
         .hint("Run the same command again to resume."));
     }
-    if let (Some(d), Some((_, want))) = (digest, expected(f))
-        && d != want
-    {
+    if digest != f.etag {
+        let (want, d) = (&f.etag, &digest);
         let _ = fs::remove_file(&job.partial);
         *counted = 0;
         return Err(HubError::new(

@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use super::client::RemoteSnapshot;
 use super::download::{Job, fetch_all};
 use super::progress::Progress;
-use super::{ErrorKind, Hub, HubError, RepoSpec, Result};
+use super::{Hub, HubError, RepoSpec, Result};
 use crate::catalog::{HubRepo, Locations, ModelRef, dir_from_repo_id, record};
 
 /// What a pull found or did.
@@ -316,15 +316,4 @@ pub fn write_ref(root: &Path, name: &str, commit: &str) -> Result<()> {
     fs::write(&tmp, commit)
         .and_then(|_| fs::rename(&tmp, &p))
         .map_err(|e| HubError::io(&e, &format!("writing {}", p.display())))
-}
-
-/// Validate a hub cache location before pulling into it.
-pub fn ensure_not_file(p: &Path) -> Result<()> {
-    if p.exists() && !p.is_dir() {
-        return Err(HubError::new(
-            ErrorKind::InvalidTarget,
-            format!("the hub cache {} is not a folder", p.display()),
-        ));
-    }
-    Ok(())
 }

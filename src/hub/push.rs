@@ -15,10 +15,9 @@ use std::sync::Arc;
 use base64::Engine;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use sha1::Sha1;
-use sha2::{Digest, Sha256};
 
 use super::client::{Ctx, RemoteFile, check, encode, network};
+use super::download::ObjectId;
 use super::progress::Progress;
 use super::{ErrorKind, Hub, HubError, RepoSpec, Result};
 use crate::hash::fnmatch::fnmatch;
@@ -258,15 +257,12 @@ fn walk(root: &Path, dir: &Path, extra: &[String], out: &mut Vec<LocalFile>) -> 
     Ok(())
 }
 
+/// The hub's object id of a local file (see [`ObjectId`]).
 fn file_digest(p: &Path, lfs: bool, size: u64) -> Result<String> {
     let mut f =
         fs::File::open(p).map_err(|e| HubError::io(&e, &format!("reading {}", p.display())))?;
     let mut buf = vec![0u8; 1 << 20];
-    let mut s256 = Sha256::new();
-    let mut s1 = Sha1::new();
-    if !lfs {
-        s1.update(format!("blob {size}\0").as_bytes());
-    }
+    let mut id = ObjectId::new(lfs, size);
     loop {
         let n = f
             .read(&mut buf)
@@ -274,17 +270,9 @@ fn file_digest(p: &Path, lfs: bool, size: u64) -> Result<String> {
         if n == 0 {
             break;
         }
-        if lfs {
-            s256.update(&buf[..n]);
-        } else {
-            s1.update(&buf[..n]);
-        }
+        id.update(&buf[..n]);
     }
-    Ok(if lfs {
-        super::hex(&s256.finalize())
-    } else {
-        super::hex(&s1.finalize())
-    })
+    Ok(id.finish())
 }
 
 /// Compare the workspace with the remote branch.
@@ -633,12 +621,7 @@ async fn upload_lfs(
                     .await
                     .map_err(|e| network(e, &hub.endpoint))?;
                 let resp = check(resp, &ctx, true).await?;
-                let etag = resp
-                    .headers()
-                    .get("etag")
-                    .and_then(|e| e.to_str().ok())
-                    .unwrap_or("")
-                    .to_string();
+                let etag = super::client::header(&resp, "etag").unwrap_or_default();
                 parts.push(json!({"partNumber": n, "etag": etag}));
             }
             post_json(hub, &href, &json!({"oid": oid, "parts": parts}), &ctx).await?;
