@@ -2,7 +2,9 @@
 //! `cargo run --example fakehub -- ROOT [PORT]` serves `ROOT/<org>/<name>/` as model repos and
 //! prints its base URL (use it as `HF_ENDPOINT`).
 
-#[path = "../tests/support/fakehub.rs"]
+// The example uses only part of what the tests use.
+#[allow(dead_code)]
+#[path = "../tests/it/support/fakehub.rs"]
 mod fakehub;
 
 fn main() {

@@ -1,4 +1,4 @@
-"""Generate reference content-hash v2 values for tests/fixtures/hash_cases.json.
+"""Generate reference content-hash v2 values for tests/it/fixtures/hash_cases.json.
 
 The expected values come from mlx-knife itself (mlxk2.operations.workspace.
 compute_workspace_hash_v2), so the Rust implementation can be checked against
@@ -42,7 +42,7 @@ from mlxk2 import __version__ as MLXK_VERSION
 from mlxk2.operations import workspace as ws
 
 ROOT = Path(__file__).resolve().parent.parent
-FIXTURE = ROOT / "tests" / "fixtures" / "hash_cases.json"
+FIXTURE = ROOT / "tests" / "it" / "fixtures" / "hash_cases.json"
 
 
 def build_tree(root: str, entries) -> None:

@@ -1,6 +1,5 @@
 //! The catalog core in-process: every health reason, the resolution rules, and records.
 
-mod support;
 
 use std::fs;
 use std::os::unix::fs::symlink;
@@ -9,7 +8,7 @@ use std::path::Path;
 use mlxfs::catalog::record::describe;
 use mlxfs::catalog::resolve::{ResolveError, resolve};
 use mlxfs::catalog::{Locations, ModelRef, Source};
-use support::*;
+use crate::support::*;
 
 const ST_HDR: &str = r#"{"w":{"dtype":"F32","shape":[2,2],"data_offsets":[0,16]}}"#;
 

@@ -1,7 +1,6 @@
 //! `mlxfs run` with real MLX inference on a tiny model the tests generate
 //! (scripts/make-tiny-model.py), in the venv scripts/test.sh creates (MLXFS_TEST_PYTHON).
 
-mod support;
 
 use serde_json::Value;
 use std::fs;
@@ -10,14 +9,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use support::*;
+use crate::support::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_mlxfs");
 
 fn venv_python() -> PathBuf {
-    let p = std::env::var("MLXFS_TEST_PYTHON").expect(
-        "MLXFS_TEST_PYTHON is not set: run the suite with scripts/test.sh (it creates the venv with mlx and mlx-lm)",
-    );
+    let p = std::env::var("MLXFS_TEST_PYTHON").expect("require!(Python) checks MLXFS_TEST_PYTHON first");
     PathBuf::from(p)
 }
 
@@ -92,6 +89,7 @@ fn run_json(fx: &Fx, model: &str, extra: &[&str]) -> Value {
 
 #[test]
 fn same_text_from_path_name_mount_and_subprocess() {
+    crate::require!(Python, Fuse);
     let (fx, ws) = with_tiny();
     let by_path = run_json(&fx, ws.to_str().unwrap(), &[]);
     let text = by_path["text"].as_str().unwrap().to_string();
@@ -148,6 +146,7 @@ fn same_text_from_path_name_mount_and_subprocess() {
 
 #[test]
 fn nothing_is_written_to_the_shared_caches() {
+    crate::require!(Python);
     let (fx, _ws) = with_tiny();
     fx.hub_model("org/other", &good_files());
     // The user's home cache (mlxfs's own state folder, ~/.local/state/mlxfs, may change).
@@ -176,6 +175,7 @@ fn nothing_is_written_to_the_shared_caches() {
 
 #[test]
 fn offline_run_without_network() {
+    crate::require!(Python, Root);
     let (fx, _ws) = with_tiny();
     let mut c = Command::new("unshare");
     c.env_clear().env("PATH", "/usr/local/bin:/usr/bin:/bin");
@@ -207,6 +207,7 @@ fn offline_run_without_network() {
 
 #[test]
 fn a_venv_without_mlx_gets_the_install_hint() {
+    crate::require!(Python);
     let (fx, _ws) = with_tiny();
     let bare = fx.tmp.path().join("bare-venv");
     let st = Command::new("/usr/bin/python3")
@@ -269,6 +270,7 @@ fn unhealthy_and_incompatible_models_are_refused_before_python_starts() {
 
 #[test]
 fn prompt_from_stdin_and_no_stream() {
+    crate::require!(Python);
     let (fx, _ws) = with_tiny();
     let mut child = mlxfs(&fx)
         .args([
@@ -323,6 +325,7 @@ fn prompt_from_stdin_and_no_stream() {
 
 #[test]
 fn ctrl_c_stops_generation_cleanly() {
+    crate::require!(Python);
     let (fx, _ws) = with_tiny();
     // Greedy decoding of this model never emits end-of-sequence: it would run for minutes.
     let mut child = mlxfs(&fx)

@@ -1,9 +1,8 @@
-//! Hub operations against a real local hub server (tests/support/fakehub.rs on 127.0.0.1):
+//! Hub operations against a real local hub server (tests/it/support/fakehub.rs on 127.0.0.1):
 //! clone, pull, rm, push, resume after a kill, failures that leave nothing behind, agreement
 //! with the Python huggingface_hub client on the cache layout, and what a mount shows while
 //! a download runs.
 
-mod support;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -11,9 +10,9 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::fakehub::FakeHub;
-use support::mnt::{BIN, Mount, test_python};
-use support::*;
+use crate::support::fakehub::FakeHub;
+use crate::support::mnt::{BIN, Mount, test_python};
+use crate::support::*;
 
 struct Env {
     fx: Fx,
@@ -412,6 +411,7 @@ print(json.dumps({"path": p}))
 
 #[test]
 fn pull_agrees_with_huggingface_hub_and_rm_keeps_shared_blobs() {
+    crate::require!(Python);
     let e = Env::new();
     let files = model_files(200_000);
     e.hub.put_repo("org/pulled", &files);
@@ -719,6 +719,7 @@ fn push_round_trip_and_dry_run() {
 
 #[test]
 fn a_mount_shows_new_clones_and_pulls_whole_and_promptly() {
+    crate::require!(Fuse);
     let e = Env::new();
     let files = model_files(3 << 20);
     e.hub.put_repo("org/seen", &files);
@@ -801,6 +802,7 @@ impl Drop for Tmpfs {
 
 #[test]
 fn errors_say_what_to_do() {
+    crate::require!(Root);
     let e = Env::new();
     e.hub.put_repo("org/m", &model_files(3 << 20));
 

@@ -1,6 +1,6 @@
 //! Fixture trees for the tests: a hub cache laid out as huggingface_hub writes it (blobs,
-//! snapshot links, refs) and workspace folders, all in a temp dir.
-#![allow(dead_code)]
+//! snapshot links, refs) and workspace folders, all in a temp dir; and what a suite needs
+//! from the machine (FUSE, root, the Python venv), with a one-line skip where it is missing.
 
 pub mod fakehub;
 pub mod mnt;
@@ -11,6 +11,75 @@ use std::path::{Path, PathBuf};
 
 use mlxfs::catalog::Locations;
 use sha2::{Digest, Sha256};
+
+/// What a suite needs from the machine.
+#[derive(Debug, Clone, Copy)]
+pub enum Needs {
+    /// A FUSE mount: `/dev/fuse`, and root or `fusermount3`.
+    Fuse,
+    /// Root (network namespaces with `unshare -n`, FUSE passthrough).
+    Root,
+    /// The test venv with mlx, mlx-lm, safetensors and huggingface_hub (`MLXFS_TEST_PYTHON`,
+    /// made by scripts/test.sh).
+    Python,
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn on_path(bin: &str) -> bool {
+    ["/usr/local/bin", "/usr/bin", "/bin"]
+        .iter()
+        .any(|d| Path::new(d).join(bin).is_file())
+}
+
+/// Why this machine cannot run a suite that needs `n`, or `None` when it can.
+pub fn missing(n: Needs) -> Option<String> {
+    match n {
+        Needs::Fuse if !Path::new("/dev/fuse").exists() => {
+            Some("/dev/fuse is missing (Linux with the fuse module)".into())
+        }
+        Needs::Fuse if !is_root() && !on_path("fusermount3") => {
+            Some("not root and no fusermount3 (apt-get install fuse3)".into())
+        }
+        Needs::Root if !is_root() => Some("needs root".into()),
+        Needs::Python => match std::env::var_os("MLXFS_TEST_PYTHON") {
+            Some(p) if Path::new(&p).is_file() => None,
+            Some(p) => Some(format!("MLXFS_TEST_PYTHON={} does not exist", p.to_string_lossy())),
+            None => Some("MLXFS_TEST_PYTHON is not set (scripts/test.sh makes the venv)".into()),
+        },
+        _ => None,
+    }
+}
+
+/// Skip the calling test (print why and return true), or, when `MLXFS_REQUIRE_ALL=1` (as
+/// scripts/test.sh and CI set it), fail it: there every suite must run.
+pub fn skip(test: &str, why: &str) -> bool {
+    if std::env::var("MLXFS_REQUIRE_ALL").is_ok_and(|v| v == "1") {
+        panic!("{test}: {why} (MLXFS_REQUIRE_ALL=1: every suite must run here)");
+    }
+    eprintln!("SKIP {test}: {why}");
+    true
+}
+
+/// `require!(Fuse, Python);` at the top of a test: skip it (or fail under
+/// `MLXFS_REQUIRE_ALL=1`) when the machine lacks one of these.
+#[macro_export]
+macro_rules! require {
+    ($($n:ident),+ $(,)?) => {
+        $(
+            if let Some(why) = $crate::support::missing($crate::support::Needs::$n) {
+                fn here() {}
+                let test = std::any::type_name_of_val(&here).trim_end_matches("::here");
+                if $crate::support::skip(test, &why) {
+                    return;
+                }
+            }
+        )+
+    };
+}
 
 /// A safetensors file: u64-LE header length, JSON header, `data_len` zero bytes.
 pub fn safetensors(header: &str, data_len: usize) -> Vec<u8> {

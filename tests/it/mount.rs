@@ -1,7 +1,6 @@
 //! Real FUSE mounts (root and /dev/fuse required, as on CI): tree shape, virtual files,
 //! byte-identical reads and mmap in both read modes, EROFS, live updates and the lifecycle.
 
-mod support;
 
 use serde_json::Value;
 use std::ffi::CString;
@@ -13,8 +12,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
-use support::mnt::*;
-use support::*;
+use crate::support::mnt::*;
+use crate::support::*;
 
 fn sha(p: &Path) -> String {
     let b = fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
@@ -75,6 +74,7 @@ fn fleet() -> Fx {
 
 #[test]
 fn tree_shape_and_attributes() {
+    crate::require!(Fuse);
     let fx = fleet();
     let m = Mount::start(&fx, &[]);
     assert_eq!(
@@ -199,6 +199,7 @@ fn tree_shape_and_attributes() {
 
 #[test]
 fn virtual_files_render_the_catalog() {
+    crate::require!(Fuse);
     let fx = fleet();
     let m = Mount::start(&fx, &[]);
     // models.json is exactly `mlxfs list --json`.
@@ -434,11 +435,13 @@ fn reads_are_identical(extra: &[&str], want_mode: &str) {
 
 #[test]
 fn reads_with_passthrough() {
+    crate::require!(Fuse, Root);
     reads_are_identical(&[], "passthrough");
 }
 
 #[test]
 fn reads_through_the_daemon() {
+    crate::require!(Fuse);
     reads_are_identical(&["--no-passthrough"], "daemon");
 }
 
@@ -451,6 +454,7 @@ fn errno_of(r: std::io::Result<impl Sized>) -> i32 {
 
 #[test]
 fn every_write_fails_with_erofs() {
+    crate::require!(Fuse);
     let fx = fleet();
     let m = Mount::start(&fx, &[]);
     let file = m.p("acme/config.json");
@@ -547,6 +551,7 @@ fn eventually(what: &str, f: impl Fn() -> bool) {
 
 #[test]
 fn live_updates() {
+    crate::require!(Fuse);
     let fx = fleet();
     let m = Mount::start(&fx, &[]);
     let ino_before = fs::metadata(m.p("acme@hub/model/config.json"))
@@ -612,6 +617,7 @@ fn live_updates() {
 
 #[test]
 fn sigterm_unmounts_quickly() {
+    crate::require!(Fuse);
     let fx = fleet();
     let mut m = Mount::start(&fx, &[]);
     let start = Instant::now();
@@ -629,6 +635,7 @@ fn sigterm_unmounts_quickly() {
 
 #[test]
 fn stale_mount_is_recovered_and_busy_umount_is_lazy() {
+    crate::require!(Fuse);
     let fx = fleet();
     let mut m = Mount::start(&fx, &[]);
     let mut c = m.child.take().unwrap();
@@ -692,6 +699,7 @@ fn mount_errors_are_clear() {
 
 #[test]
 fn safetensors_loads_through_the_mount() {
+    crate::require!(Fuse, Python);
     let python = test_python();
     let fx = fleet();
     let m = Mount::start(&fx, &[]);

@@ -1,6 +1,5 @@
 //! Running the binary against a fixture, and real FUSE mounts of it (shared by the mount and
 //! hub tests).
-#![allow(dead_code)]
 
 use serde_json::Value;
 use std::fs;
@@ -11,13 +10,6 @@ use std::time::{Duration, Instant};
 use super::Fx;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_mlxfs");
-
-pub fn require_fuse() {
-    assert!(
-        Path::new("/dev/fuse").exists(),
-        "these tests mount a real FUSE file system: /dev/fuse is missing (run scripts/test.sh as root on Linux)"
-    );
-}
 
 pub fn cmd(fx: &Fx) -> Command {
     let mut c = Command::new(BIN);
@@ -35,7 +27,6 @@ pub struct Mount {
 
 impl Mount {
     pub fn start(fx: &Fx, extra: &[&str]) -> Mount {
-        require_fuse();
         let dir = fx.tmp.path().join(format!("mnt-{}", extra.join("")));
         fs::create_dir_all(&dir).unwrap();
         let child = cmd(fx)
@@ -104,17 +95,7 @@ impl Drop for Mount {
     }
 }
 
+/// The test venv's interpreter (callers `require!(Python)` first).
 pub fn test_python() -> String {
-    if let Ok(p) = std::env::var("MLXFS_TEST_PYTHON") {
-        return p;
-    }
-    let ok = Command::new("python3")
-        .args(["-c", "import safetensors.numpy"])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        ok,
-        "the safetensors Python package is needed: run scripts/test.sh (it sets MLXFS_TEST_PYTHON)"
-    );
-    "python3".into()
+    std::env::var("MLXFS_TEST_PYTHON").expect("require!(Python) checks MLXFS_TEST_PYTHON first")
 }

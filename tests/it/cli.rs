@@ -1,12 +1,11 @@
 //! The `mlxfs` binary end to end: envelopes, exit codes, human tables, and reads that never write.
 
-mod support;
 
 use serde_json::Value;
 use std::fs;
 use std::process::{Command, Output};
 
-use support::*;
+use crate::support::*;
 
 fn mlxfs(fx: &Fx, args: &[&str]) -> Output {
     let mut c = Command::new(env!("CARGO_BIN_EXE_mlxfs"));

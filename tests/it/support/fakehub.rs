@@ -10,7 +10,6 @@
 //! etag is their sha256 (with `X-Linked-Etag`/`X-Linked-Size`), otherwise the git blob id.
 //!
 //! Standard library only (plus sha1/sha2), one thread per connection, bodies streamed from disk.
-#![allow(dead_code)]
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;

@@ -1,12 +1,11 @@
 //! The virtual tree without mounting: shape, stable inodes, and refresh diffs.
 
-mod support;
 
 use std::ffi::OsStr;
 use std::time::SystemTime;
 
 use mlxfs::vfs::{Inodes, Invalidation, ROOT_INO, build, diff};
-use support::*;
+use crate::support::*;
 
 #[test]
 fn a_rescan_that_finds_nothing_new_changes_nothing() {

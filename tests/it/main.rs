@@ -1,0 +1,14 @@
+//! The integration tests, as one test binary (so `support/`, with its local hub server, is
+//! compiled once). Suites that need FUSE, root or the Python venv skip with a one-line reason
+//! where the machine lacks it; `scripts/test.sh` sets `MLXFS_REQUIRE_ALL=1`, which turns every
+//! such skip into a failure (CI runs them all).
+
+mod support;
+
+mod catalog;
+mod cli;
+mod hash_v2;
+mod hub;
+mod mount;
+mod run;
+mod vfs;
