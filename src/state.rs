@@ -3,15 +3,18 @@
 
 use std::path::PathBuf;
 
-/// The state folder, or `None` when neither XDG_STATE_HOME nor HOME is set.
+use crate::env;
+
+/// The state folder, or `None` when neither XDG_STATE_HOME nor HOME is set (a relative
+/// value counts as unset: the XDG rule).
 pub fn dir() -> Option<PathBuf> {
     let var = |k: &str| {
-        std::env::var_os(k)
-            .filter(|v| !v.is_empty())
+        env::var_os(k)
             .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
     };
-    var("XDG_STATE_HOME")
-        .or_else(|| var("HOME").map(|h| h.join(".local/state")))
+    var(env::XDG_STATE_HOME)
+        .or_else(|| var(env::HOME).map(|h| h.join(".local/state")))
         .map(|d| d.join("mlxfs"))
 }
 

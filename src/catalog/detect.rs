@@ -1,40 +1,16 @@
 //! Framework, model_type, capabilities, context length and runtime compatibility, by
-//! mlx-knife's rules (reference §6). Heuristics on names look at the model's own name
+//! mlx-knife's rules (mlx-knife 2.0.8 `model_detection.py` and `runtime_compat.py`). Heuristics on names look at the model's own name
 //! (`org/name`, or a workspace's folder name), never at parent folders.
 
 use serde_json::{Map, Value};
 use std::fs;
 use std::path::Path;
 
+use super::config::{json_obj, model_type_str, py_str, truthy};
 use super::inventory::Inventory;
 use super::mlx_lm_types::{MODEL_REMAPPING, SUPPORTED_MODULES};
-
-/// The parse result of a model's `config.json`.
-#[derive(Debug, Clone)]
-pub enum Config {
-    Missing,
-    Invalid,
-    Parsed(Value),
-}
-
-impl Config {
-    pub fn load(root: &Path) -> Config {
-        match fs::read(root.join("config.json")) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Config::Missing,
-            Err(_) => Config::Invalid,
-            Ok(b) => match serde_json::from_slice(&b) {
-                Ok(v) => Config::Parsed(v),
-                Err(_) => Config::Invalid,
-            },
-        }
-    }
-    pub fn object(&self) -> Option<&Map<String, Value>> {
-        match self {
-            Config::Parsed(Value::Object(m)) => Some(m),
-            _ => None,
-        }
-    }
-}
+use super::shards::is_exact_shard_name;
+use super::verdict::{Capability, Framework, ModelType};
 
 const VISION_MODEL_TYPES: &[&str] = &[
     "llava",
@@ -72,32 +48,6 @@ const HELPER_MODULES: &[&str] = &[
 ];
 pub const MODEL_FILE_REASON: &str =
     "requires executing model-supplied code (config.json: model_file)";
-
-/// Python's `str()` of a JSON value, for messages.
-fn py_str(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Bool(true) => "True".into(),
-        Value::Bool(false) => "False".into(),
-        Value::Null => "None".into(),
-        other => other.to_string(),
-    }
-}
-
-fn truthy(v: Option<&Value>) -> bool {
-    match v {
-        None | Some(Value::Null) | Some(Value::Bool(false)) => false,
-        Some(Value::Number(n)) => n.as_f64() != Some(0.0),
-        Some(Value::String(s)) => !s.is_empty(),
-        Some(Value::Array(a)) => !a.is_empty(),
-        Some(Value::Object(o)) => !o.is_empty(),
-        Some(Value::Bool(true)) => true,
-    }
-}
-
-fn model_type_str(cfg: &Map<String, Value>) -> Option<&str> {
-    cfg.get("model_type").and_then(Value::as_str)
-}
 
 /// README front matter: (tags, library_name).
 fn front_matter(root: &Path) -> Option<(Vec<String>, Option<String>)> {
@@ -145,40 +95,50 @@ fn front_matter(root: &Path) -> Option<(Vec<String>, Option<String>)> {
     Some((tags, library))
 }
 
-/// `MLX`, `GGUF`, `PyTorch` or `Unknown`.
+/// `MLX`, `GGUF`, `PyTorch` or `Unknown`, in mlx-knife's order of evidence.
 pub fn framework(
     name: &str,
     root: &Path,
     inv: &Inventory,
     cfg: Option<&Map<String, Value>>,
-) -> &'static str {
+) -> Framework {
     if name.contains("mlx-community/") {
-        return "MLX";
+        return Framework::Mlx;
     }
     if let Some((tags, lib)) = front_matter(root)
         && (tags.iter().any(|t| t.to_lowercase() == "mlx")
             || lib.is_some_and(|l| l.to_lowercase() == "mlx"))
     {
-        return "MLX";
+        return Framework::Mlx;
     }
     if cfg.is_some_and(|c| c.contains_key("quantization")) {
-        return "MLX";
+        return Framework::Mlx;
     }
     let files = || inv.entries.iter().filter(|e| !e.in_hf_cache);
     if files().any(|e| e.name.ends_with(".gguf")) {
-        return "GGUF";
+        return Framework::Gguf;
     }
     if files().any(|e| {
         e.name.ends_with(".safetensors")
             || (e.name.starts_with("pytorch_model") && e.name.ends_with(".bin"))
     }) {
-        return "PyTorch";
+        return Framework::PyTorch;
     }
-    "Unknown"
+    Framework::Unknown
 }
 
-/// Embedder route: "decoder", "encoder", "encoder_declared".
-fn classify_embedder(cfg: Option<&Map<String, Value>>, name: &str) -> Option<&'static str> {
+/// How mlx-knife would load an embedding model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Embedder {
+    /// A causal LM used as an embedder (Qwen3-Embedding).
+    Decoder,
+    /// BERT.
+    Encoder,
+    /// Another encoder type mlx-knife knows but does not vendor.
+    EncoderDeclared,
+}
+
+fn classify_embedder(cfg: Option<&Map<String, Value>>, name: &str) -> Option<Embedder> {
     let cfg = cfg?;
     let mt = cfg
         .get("model_type")
@@ -193,13 +153,13 @@ fn classify_embedder(cfg: Option<&Map<String, Value>>, name: &str) -> Option<&'s
     let causal =
         archs.iter().any(|a| a.contains("forcausallm")) || mt == "qwen3" || mt == "mistral";
     if causal && (n.contains("embed") || n.contains("qwen3-embedding")) {
-        return Some("decoder");
+        return Some(Embedder::Decoder);
     }
     if mt == "bert" {
-        return Some("encoder");
+        return Some(Embedder::Encoder);
     }
     if EMBEDDER_ENCODER_TYPES.contains(&mt.as_str()) {
-        return Some("encoder_declared");
+        return Some(Embedder::EncoderDeclared);
     }
     None
 }
@@ -234,35 +194,28 @@ pub fn chat_template(root: &Path) -> Option<String> {
 }
 
 /// `chat`, `base`, `embedding` or `audio`.
-pub fn model_type(name: &str, cfg: Option<&Map<String, Value>>, template: bool) -> &'static str {
+pub fn model_type(name: &str, cfg: Option<&Map<String, Value>>, template: bool) -> ModelType {
     if classify_embedder(cfg, name).is_some() {
-        return "embedding";
+        return ModelType::Embedding;
     }
     if let Some(mt) = cfg.and_then(model_type_str) {
         let mt = mt.to_lowercase();
         if mt == "chat" || VISION_MODEL_TYPES.contains(&mt.as_str()) {
-            return "chat";
+            return ModelType::Chat;
         }
         if STT_MODEL_TYPES.iter().any(|t| mt.contains(t)) {
-            return "audio";
+            return ModelType::Audio;
         }
     }
     // `template` already covers chat_template.jinja / chat_template.json (has_chat_template).
     if template {
-        return "chat";
+        return ModelType::Chat;
     }
     let n = name.to_lowercase();
     if n.contains("instruct") || n.contains("chat") {
-        return "chat";
+        return ModelType::Chat;
     }
-    "base"
-}
-
-fn json_obj(p: &Path) -> Option<Map<String, Value>> {
-    match serde_json::from_slice::<Value>(&fs::read(p).ok()?).ok()? {
-        Value::Object(m) => Some(m),
-        _ => None,
-    }
+    ModelType::Base
 }
 
 fn video_preprocessor(m: &Map<String, Value>) -> bool {
@@ -362,39 +315,39 @@ fn whisper_no_translate(name: &str) -> bool {
 
 /// The capability list, in mlx-knife's order.
 pub fn capabilities(
-    mtype: &str,
+    mtype: ModelType,
     name: &str,
     root: &Path,
     inv: &Inventory,
     cfg: Option<&Map<String, Value>>,
     template: bool,
-) -> Vec<&'static str> {
-    if mtype == "embedding" {
-        return vec!["embeddings"];
+) -> Vec<Capability> {
+    if mtype == ModelType::Embedding {
+        return vec![Capability::Embeddings];
     }
-    if mtype == "audio" {
-        let mut caps = vec!["audio"];
+    if mtype == ModelType::Audio {
+        let mut caps = vec![Capability::Audio];
         if cfg
             .and_then(model_type_str)
             .is_some_and(|m| m.to_lowercase() == "whisper")
             && !whisper_no_translate(name)
         {
-            caps.push("audio-translate-en");
+            caps.push(Capability::AudioTranslateEn);
         }
         return caps;
     }
-    let mut caps = vec!["text-generation"];
+    let mut caps = vec![Capability::TextGeneration];
     let n = name.to_lowercase();
-    if mtype == "chat" || n.contains("instruct") || n.contains("chat") || template {
-        caps.push("chat");
+    if mtype == ModelType::Chat || n.contains("instruct") || n.contains("chat") || template {
+        caps.push(Capability::Chat);
     }
     let empty = Map::new();
     let c = cfg.unwrap_or(&empty);
     if detect_vision(inv, c) {
-        caps.push("vision");
+        caps.push(Capability::Vision);
     }
     if detect_audio(root, c) {
-        caps.push("audio");
+        caps.push(Capability::Audio);
     }
     caps
 }
@@ -451,7 +404,7 @@ fn text_runtime(inv: &Inventory, cfg: &Map<String, Value>) -> Result<(), String>
         .filter(|e| !e.rel.contains('/') && e.name.ends_with(".safetensors"))
         .map(|e| e.name.as_str())
         .collect();
-    let is_valid = |n: &str| n == "model.safetensors" || super::health::is_exact_shard_name(n);
+    let is_valid = |n: &str| n == "model.safetensors" || is_exact_shard_name(n);
     let is_legacy = |n: &str| {
         let num = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
         n.strip_prefix("weights.")
@@ -512,19 +465,19 @@ pub fn runtime(
     name: &str,
     root: &Path,
     inv: &Inventory,
-    fw: &str,
+    fw: Framework,
     cfg: Option<&Map<String, Value>>,
-    caps: &[&str],
+    caps: &[Capability],
 ) -> Result<(), String> {
-    if fw != "MLX" {
-        return Err(format!("Incompatible framework: {fw}"));
+    if fw != Framework::Mlx {
+        return Err(format!("Incompatible framework: {}", fw.as_str()));
     }
     let empty = Map::new();
     let c = cfg.unwrap_or(&empty);
     if !matches!(c.get("model_file"), None | Some(Value::Null)) {
         return Err(MODEL_FILE_REASON.into());
     }
-    if caps.contains(&"audio")
+    if caps.contains(&Capability::Audio)
         && let Some(stt) = audio_backend_is_stt(root, c)
     {
         if stt {
@@ -544,12 +497,12 @@ pub fn runtime(
         }
         return text_runtime(inv, c);
     }
-    if caps.contains(&"vision") {
+    if caps.contains(&Capability::Vision) {
         return text_runtime(inv, c);
     }
-    if caps.contains(&"embeddings") {
+    if caps.contains(&Capability::Embeddings) {
         return match classify_embedder(cfg, name) {
-            Some("decoder") | Some("encoder") => Ok(()),
+            Some(Embedder::Decoder | Embedder::Encoder) => Ok(()),
             _ => Err(format!(
                 "Embedding encoder not vendored: {} — use bge/e5 or Qwen3-Embedding",
                 c.get("model_type")

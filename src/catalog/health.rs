@@ -8,11 +8,14 @@ use std::fs;
 use std::io::Read;
 use std::path::Path;
 
-use super::detect::{Config, detect_vision};
+use super::config::Config;
+use super::detect::detect_vision;
 use super::inventory::{Entry, Inventory, LinkState};
+use super::shards::shard_numbers;
+pub use super::verdict::Health;
 
-/// Health verdict: `Ok(message)` when healthy, `Err(reason)` otherwise.
-pub type Health = Result<String, String>;
+/// A check in progress: `Ok(message)` when healthy, `Err(reason)` otherwise.
+type Check = Result<String, String>;
 
 const LFS_MARKER: &[u8] = b"version https://git-lfs.github.com/spec/v1";
 
@@ -28,32 +31,21 @@ fn is_lfs_pointer(e: &Entry) -> bool {
     buf[..n].windows(LFS_MARKER.len()).any(|w| w == LFS_MARKER)
 }
 
-/// `model-00001-of-00003.safetensors` → (1, 3).
-fn shard_numbers(name: &str) -> Option<(u32, u32)> {
-    let stem = name.strip_suffix(".safetensors")?;
-    if stem.len() < 20 {
-        return None;
-    }
-    let tail = &stem[stem.len() - 20..];
-    let (a, b) = (tail.get(..11)?, tail.get(11..)?);
-    let idx = a.strip_prefix("model-")?;
-    let total = b.strip_prefix("-of-")?;
-    if idx.len() != 5
-        || total.len() != 5
-        || !idx.bytes().all(|c| c.is_ascii_digit())
-        || !total.bytes().all(|c| c.is_ascii_digit())
-    {
-        return None;
-    }
-    Some((idx.parse().ok()?, total.parse().ok()?))
-}
-
 fn list(names: &[String]) -> String {
     names.join(", ")
 }
 
-/// Check a model folder. `config` is the parse result of its `config.json`.
+/// Check a model folder (mlx-knife health.py `_check_snapshot_health`, same order and reason
+/// strings, plus the link, name and header checks above). `config` is the parse result of its
+/// `config.json`.
 pub fn check(root: &Path, inv: &Inventory, config: &Config) -> Health {
+    match check_inner(root, inv, config) {
+        Ok(message) => Health::Healthy(message),
+        Err(reason) => Health::Unhealthy(reason),
+    }
+}
+
+fn check_inner(root: &Path, inv: &Inventory, config: &Config) -> Check {
     if !root.is_dir() {
         return Err("Model path does not exist".into());
     }
@@ -215,7 +207,7 @@ fn check_indexed(
     inv: &Inventory,
     index: &Entry,
     cfg: &serde_json::Map<String, Value>,
-) -> Health {
+) -> Check {
     let invalid = || Err("Invalid index file".to_string());
     let Ok(bytes) = fs::read(&index.path) else {
         return invalid();
@@ -398,30 +390,4 @@ fn check_aux(
         Some(Ok(_)) => return Err("tokenizer_config.json exists but invalid".into()),
     }
     Ok(())
-}
-
-/// `^model-\d{5}-of-\d{5}\.safetensors$` (the names mlx-lm loads as shards).
-pub fn is_exact_shard_name(n: &str) -> bool {
-    n.len() == "model-00001-of-00002.safetensors".len()
-        && n.starts_with("model-")
-        && shard_numbers(n).is_some()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::shard_numbers;
-
-    #[test]
-    fn shard_names() {
-        assert_eq!(
-            shard_numbers("model-00001-of-00003.safetensors"),
-            Some((1, 3))
-        );
-        assert_eq!(
-            shard_numbers("xmodel-00002-of-00003.safetensors"),
-            Some((2, 3))
-        );
-        assert_eq!(shard_numbers("model-1-of-3.safetensors"), None);
-        assert_eq!(shard_numbers("model.safetensors"), None);
-    }
 }

@@ -141,7 +141,6 @@ impl Inventory {
         self.entries
             .iter()
             .filter(|e| e.is_file)
-            .map(|e| e.size)
-            .sum()
+            .fold(0u64, |n, e| n.saturating_add(e.size))
     }
 }

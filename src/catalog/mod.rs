@@ -1,16 +1,23 @@
 //! The catalog core: where models live (hub cache, workspace home, explicit paths), the model
 //! record of each, and name resolution. No FUSE, Python or HTTP here.
 
+pub mod config;
 pub mod detect;
 pub mod health;
 pub mod inventory;
 pub mod mlx_lm_types;
 pub mod record;
 pub mod resolve;
+pub mod shards;
+pub mod verdict;
 
+use serde::Serialize;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
+
+use crate::env;
+use crate::text::short_rev;
 
 /// Where to look for models, read once from the environment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,6 +28,9 @@ pub struct Locations {
     pub workspace_home: Option<PathBuf>,
     /// Set but unusable workspace home: (value, why), for messages.
     pub workspace_home_problem: Option<(String, String)>,
+    /// `MLXK_WORKSPACE_HOME` as set, `~` expanded, whether or not the folder exists (`clone`
+    /// creates it on demand).
+    pub workspace_home_set: Option<PathBuf>,
 }
 
 fn expand_tilde(s: &str, home: Option<&str>) -> PathBuf {
@@ -35,24 +45,26 @@ fn expand_tilde(s: &str, home: Option<&str>) -> PathBuf {
 impl Locations {
     /// From the process environment.
     pub fn from_env() -> Locations {
-        Locations::from_vars(|k| std::env::var(k).ok())
+        Locations::from_vars(env::var)
     }
 
     /// From any variable source; an empty variable counts as unset.
     pub fn from_vars(get: impl Fn(&str) -> Option<String>) -> Locations {
         let var = |k: &str| get(k).filter(|v| !v.is_empty());
-        let home = var("HOME");
-        let hub_cache = if let Some(c) = var("HF_HUB_CACHE") {
+        let home = var(env::HOME);
+        let hub_cache = if let Some(c) = var(env::HF_HUB_CACHE) {
             expand_tilde(&c, home.as_deref())
-        } else if let Some(h) = var("HF_HOME") {
+        } else if let Some(h) = var(env::HF_HOME) {
             expand_tilde(&h, home.as_deref()).join("hub")
         } else {
             expand_tilde("~/.cache/huggingface/hub", home.as_deref())
         };
         let mut workspace_home = None;
         let mut workspace_home_problem = None;
-        if let Some(w) = var("MLXK_WORKSPACE_HOME") {
+        let mut workspace_home_set = None;
+        if let Some(w) = var(env::MLXK_WORKSPACE_HOME) {
             let p = expand_tilde(&w, home.as_deref());
+            workspace_home_set = Some(p.clone());
             match fs::canonicalize(&p) {
                 Ok(r) if r.is_dir() => workspace_home = Some(r),
                 Ok(_) => workspace_home_problem = Some((w, "not a folder".into())),
@@ -63,12 +75,14 @@ impl Locations {
             hub_cache,
             workspace_home,
             workspace_home_problem,
+            workspace_home_set,
         }
     }
 }
 
-/// Where a model comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Where a model comes from (the record's `source`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Source {
     Cache,
     Workspace,
@@ -86,6 +100,8 @@ impl Source {
 /// One snapshot of a hub model.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Snapshot {
+    /// The snapshot folder's name: a commit id as huggingface_hub writes it, but any UTF-8
+    /// name found on disk (never cut by byte index: see [`crate::text::short_rev`]).
     pub commit: String,
     pub path: PathBuf,
     pub mtime: SystemTime,
@@ -100,13 +116,24 @@ pub struct HubRepo {
     pub snapshots: Vec<Snapshot>,
     /// Index into `snapshots` of the current revision (refs/main, else the newest).
     pub current: Option<usize>,
-    /// Set when `snapshots/` is missing or empty: mlx-knife's reason string.
+    /// Set when `snapshots/` is missing or empty: mlx-knife's reason string (or why the
+    /// folder cannot be read as a model).
     pub problem: Option<String>,
+    /// Entries of `snapshots/` that are not used, with why (not UTF-8, not a folder).
+    pub ignored: Vec<String>,
 }
 
 /// `models--org--name` → `org/name` (every `--` becomes `/`, as mlx-knife does).
 pub fn repo_id_from_dir(dir: &str) -> Option<String> {
     dir.strip_prefix("models--").map(|r| r.replace("--", "/"))
+}
+
+/// Is this `hub/` entry name a model folder (`models--*`, not mlx-knife's test sentinel)?
+fn is_model_dir_name(name: &[u8]) -> bool {
+    name.starts_with(b"models--")
+        && !name
+            .windows(b"TEST-CACHE-SENTINEL".len())
+            .any(|w| w == b"TEST-CACHE-SENTINEL")
 }
 
 /// `org/name` → `models--org--name`.
@@ -125,17 +152,26 @@ fn read_ref(dir: &Path, name: &str) -> Option<String> {
 }
 
 impl HubRepo {
-    /// Read one `models--…` folder (never fails: problems become `problem`).
+    /// Read one `models--…` folder (`None` only when the name does not start with `models--`;
+    /// every other problem becomes `problem`: a name that is not UTF-8 is listed by its lossy
+    /// form with that reason, so nothing in the cache is left out silently).
     pub fn load(dir: &Path) -> Option<HubRepo> {
-        let name = dir.file_name()?.to_str()?;
-        let repo_id = repo_id_from_dir(name)?;
+        let os_name = dir.file_name()?;
+        let name = os_name.to_string_lossy();
+        let repo_id = repo_id_from_dir(&name)?;
         let mut repo = HubRepo {
             repo_id,
             dir: dir.to_path_buf(),
             snapshots: Vec::new(),
             current: None,
             problem: None,
+            ignored: Vec::new(),
         };
+        if os_name.to_str().is_none() {
+            repo.problem =
+                Some("Folder name is not valid UTF-8: rename the model folder".to_string());
+            return Some(repo);
+        }
         let snaps = dir.join("snapshots");
         let rd = match fs::read_dir(&snaps) {
             Ok(rd) => rd,
@@ -145,17 +181,24 @@ impl HubRepo {
             }
         };
         for e in rd.flatten() {
+            let os_name = e.file_name();
             let Ok(ft) = e.file_type() else { continue };
-            if !ft.is_dir() {
+            // Dot names are snapshots still being assembled (`mlxfs pull` stages them).
+            if os_name.as_encoded_bytes().starts_with(b".") {
                 continue;
             }
-            // Dot names are snapshots still being assembled (`mlxfs pull` stages them).
-            let Some(commit) = e
-                .file_name()
-                .to_str()
-                .filter(|n| !n.starts_with('.'))
-                .map(str::to_string)
-            else {
+            if !ft.is_dir() {
+                repo.ignored.push(format!(
+                    "snapshots/{}: not a folder",
+                    os_name.to_string_lossy()
+                ));
+                continue;
+            }
+            let Some(commit) = os_name.to_str().map(str::to_string) else {
+                repo.ignored.push(format!(
+                    "snapshots/{}: name is not valid UTF-8",
+                    os_name.to_string_lossy()
+                ));
                 continue;
             };
             let mtime = e
@@ -199,14 +242,10 @@ pub fn scan_hub(hub: &Path) -> Vec<HubRepo> {
     let mut repos: Vec<HubRepo> = rd
         .flatten()
         .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-        .filter(|e| {
-            e.file_name()
-                .to_str()
-                .is_some_and(|n| n.starts_with("models--") && !n.contains("TEST-CACHE-SENTINEL"))
-        })
+        .filter(|e| is_model_dir_name(e.file_name().as_encoded_bytes()))
         .filter_map(|e| HubRepo::load(&e.path()))
         .collect();
-    repos.sort_by(|a, b| a.repo_id.cmp(&b.repo_id));
+    repos.sort_by(|a, b| a.repo_id.cmp(&b.repo_id).then_with(|| a.dir.cmp(&b.dir)));
     repos
 }
 
@@ -296,11 +335,15 @@ pub struct ModelRef {
     pub problem: Option<String>,
     /// Hub: is this the current revision (or a further snapshot)?
     pub is_current: bool,
+    /// Hub: entries of `snapshots/` that were not used, with why.
+    pub ignored: Vec<String>,
 }
 
 impl ModelRef {
+    /// Hub model `repo` at snapshot `snap` (an index into `repo.snapshots`; `None`, or an
+    /// index out of range, stands for the repo folder without a snapshot).
     pub fn hub(repo: &HubRepo, snap: Option<usize>) -> ModelRef {
-        let s = snap.map(|i| &repo.snapshots[i]);
+        let s = snap.and_then(|i| repo.snapshots.get(i));
         ModelRef {
             name: repo.repo_id.clone(),
             short_name: repo.repo_id.clone(),
@@ -309,7 +352,8 @@ impl ModelRef {
             repo_dir: Some(repo.dir.clone()),
             revision: s.map(|s| s.commit.clone()),
             problem: repo.problem.clone(),
-            is_current: snap.is_none() || snap == repo.current,
+            is_current: s.is_none() || snap == repo.current,
+            ignored: repo.ignored.clone(),
         }
     }
 
@@ -323,13 +367,14 @@ impl ModelRef {
             revision: None,
             problem: None,
             is_current: true,
+            ignored: Vec::new(),
         }
     }
 
     /// The name `show`/`run` accept for this model (`org/name@rev7` for further snapshots).
     pub fn spec(&self) -> String {
         match (&self.source, &self.revision, self.is_current) {
-            (Source::Cache, Some(r), false) => format!("{}@{}", self.name, &r[..r.len().min(7)]),
+            (Source::Cache, Some(r), false) => format!("{}@{}", self.name, short_rev(r)),
             _ => self.short_name.clone(),
         }
     }

@@ -4,12 +4,14 @@ use serde::Serialize;
 use serde_json::Value;
 use std::path::Path;
 
-use super::detect::{self, Config};
+use super::config::Config;
+use super::detect;
 use super::health;
 use super::inventory::Inventory;
+use super::verdict::{Capability, Framework, Health, HealthStatus, ModelType};
 use super::{ModelRef, Source};
 use crate::hash::sentinel::{self, Clean, SentinelRead};
-use crate::timefmt;
+use crate::{mountprobe, sys, text, timefmt};
 
 /// One model, as `list --json` and `show --json` print it (field order is part of the format).
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -18,11 +20,11 @@ pub struct ModelRecord {
     pub hash: Option<String>,
     pub size_bytes: u64,
     pub last_modified: String,
-    pub framework: String,
-    pub model_type: String,
-    pub capabilities: Vec<String>,
+    pub framework: Framework,
+    pub model_type: ModelType,
+    pub capabilities: Vec<Capability>,
     pub context_length: Option<u64>,
-    pub health: String,
+    pub health: HealthStatus,
     pub runtime_compatible: bool,
     pub reason: Option<String>,
     pub cached: bool,
@@ -32,32 +34,45 @@ pub struct ModelRecord {
     pub clean: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub display_name: Option<String>,
-    pub source: &'static str,
+    pub source: Source,
     pub path: String,
     pub revision: Option<String>,
+    /// What is odd about the model without making it unhealthy (e.g. an entry the mount's
+    /// virtual `.mlxfs` folder hides); only present when there is something to say.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// A record with what was learnt on the way (kept out of the JSON).
 #[derive(Debug, Clone)]
 pub struct Described {
     pub record: ModelRecord,
-    pub health_message: String,
+    /// The health verdict with mlx-knife's message or the reason.
+    pub health: Health,
     pub clean: Option<Clean>,
     pub sentinel: Option<SentinelRead>,
     pub config: Config,
     pub model: ModelRef,
-}
-
-fn is_commit(s: &str) -> bool {
-    s.len() == 40 && s.bytes().all(|b| b.is_ascii_hexdigit())
+    /// The one walk of the model's files the record was built from (`show --files` lists it).
+    pub inventory: Inventory,
 }
 
 fn mtime_secs(p: &Path) -> i64 {
     std::fs::metadata(p)
         .and_then(|m| m.modified())
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_secs() as i64)
+        .map_or(0, sys::epoch_secs)
+}
+
+/// Entries the mount cannot show because its virtual `.mlxfs` folder takes their name.
+fn meta_dir_warning(inv: &Inventory) -> Option<String> {
+    inv.top(mountprobe::META_DIR).map(|e| {
+        format!(
+            "{} ({}) is hidden in mlxfs mounts: the mount's virtual {} folder takes its name",
+            mountprobe::META_DIR,
+            if e.is_dir { "a folder" } else { "a file" },
+            mountprobe::META_DIR
+        )
+    })
 }
 
 /// Describe one model. Never fails: every problem ends up in `health`/`reason`.
@@ -73,19 +88,17 @@ pub fn describe(m: &ModelRef) -> Described {
     let caps = detect::capabilities(model_type, heur_name, &m.path, &inv, cfg, template);
 
     let health = match &m.problem {
-        Some(p) => Err(p.clone()),
+        Some(p) => Health::Unhealthy(p.clone()),
         None => health::check(&m.path, &inv, &config),
     };
-    let (healthy, health_message) = match &health {
-        Ok(msg) => (true, msg.clone()),
-        Err(r) => (false, r.clone()),
-    };
     let (runtime_compatible, reason) = match &health {
-        Err(r) => (false, Some(r.clone())),
-        Ok(_) => match detect::runtime(heur_name, &m.path, &inv, framework, cfg, &caps) {
-            Ok(()) => (true, None),
-            Err(r) => (false, Some(r)),
-        },
+        Health::Unhealthy(r) => (false, Some(r.clone())),
+        Health::Healthy(_) => {
+            match detect::runtime(heur_name, &m.path, &inv, framework, cfg, &caps) {
+                Ok(()) => (true, None),
+                Err(r) => (false, Some(r)),
+            }
+        }
     };
 
     let (mut origin, mut content_hash, mut hash_modified, mut clean, mut sent) =
@@ -103,14 +116,14 @@ pub fn describe(m: &ModelRef) -> Described {
 
     let record = ModelRecord {
         name: m.name.clone(),
-        hash: m.revision.clone().filter(|r| is_commit(r)),
+        hash: m.revision.clone().filter(|r| text::is_commit(r)),
         size_bytes: inv.total_size(),
         last_modified: timefmt::iso_utc(mtime_secs(&m.path)),
-        framework: framework.to_string(),
-        model_type: model_type.to_string(),
-        capabilities: caps.iter().map(|c| c.to_string()).collect(),
+        framework,
+        model_type,
+        capabilities: caps,
         context_length: detect::context_length(cfg),
-        health: if healthy { "healthy" } else { "unhealthy" }.to_string(),
+        health: health.status(),
         runtime_compatible,
         reason,
         cached: m.source == Source::Cache,
@@ -119,29 +132,48 @@ pub fn describe(m: &ModelRef) -> Described {
         hash_modified,
         clean: clean.as_ref().and_then(Clean::as_bool),
         display_name: None,
-        source: m.source.as_str(),
+        source: m.source,
         path: m.path.to_string_lossy().into_owned(),
         revision: m.revision.clone(),
+        warnings: meta_dir_warning(&inv)
+            .into_iter()
+            .chain(m.ignored.iter().map(|i| format!("ignored {i}")))
+            .collect(),
     };
     Described {
         record,
-        health_message,
+        health,
         clean,
         sentinel: sent,
         config,
         model: m.clone(),
+        inventory: inv,
     }
 }
 
-/// The `data` of `list --json`: every matching model's record, `count`, `system` (null).
-pub fn list_data(loc: &super::Locations, pattern: Option<&str>) -> Value {
+/// The `data` of `list --json` (mlx-knife's keys in its order).
+#[derive(Debug, Clone, Serialize)]
+pub struct ListData {
+    /// Every matching model's record, workspaces first.
+    pub models: Vec<ModelRecord>,
+    pub count: usize,
+    /// mlx-knife's system facts; always null here.
+    pub system: Option<()>,
+}
+
+/// `list [PATTERN]`: every matching model's record (described on a few threads).
+pub fn list(loc: &super::Locations, pattern: Option<&str>) -> ListData {
     let listed = super::resolve::list(pattern, loc);
-    let records = super::par_map(&listed, |l| {
+    let models = super::par_map(&listed, |l| {
         let mut r = describe(&l.model).record;
         r.display_name = l.display_name.clone();
         r
     });
-    serde_json::json!({"models": records, "count": records.len(), "system": null})
+    ListData {
+        count: models.len(),
+        models,
+        system: None,
+    }
 }
 
 /// The model object of `show --json` (the record plus `quantization` when the config has one).

@@ -1,4 +1,5 @@
-//! Name resolution (design.md §3): the one place that turns what a user typed into a model.
+//! Name resolution: the one place that turns what a user typed into a model (the rules of
+//! mlx-knife's ADR-022 name lookup, with its "first directory entry wins" gap closed).
 //!
 //! Explicit paths are exact. Names are looked up among workspace-home folders and hub repos:
 //! an exact name wins (workspace home first), otherwise a case-insensitive substring match,
@@ -8,6 +9,13 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::{HubRepo, Locations, ModelRef, has_config, scan_hub, scan_workspaces};
+use crate::mountprobe::mounted_model_path;
+use crate::text::short_rev;
+use crate::{env, error};
+
+/// How many mounts a path may lead through before resolution gives up (a mount whose
+/// model.json names a folder inside another mount).
+const MAX_MOUNT_HOPS: usize = 4;
 
 /// Why a spec did not resolve to exactly one model.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -28,12 +36,12 @@ pub enum ResolveError {
 
 impl ResolveError {
     /// The `error.type` of the JSON envelope.
-    pub fn kind(&self) -> &'static str {
+    pub fn error_type(&self) -> error::ErrorType {
+        use error::ErrorType as T;
         match self {
-            ResolveError::NotFound { .. } => "model_not_found",
-            ResolveError::Ambiguous { .. } => "ambiguous_match",
-            ResolveError::HashNotFound { .. } => "hash_not_found",
-            ResolveError::NotAModel { .. } => "model_not_found",
+            ResolveError::NotFound { .. } | ResolveError::NotAModel { .. } => T::ModelNotFound,
+            ResolveError::Ambiguous { .. } => T::AmbiguousMatch,
+            ResolveError::HashNotFound { .. } => T::HashNotFound,
         }
     }
 }
@@ -52,7 +60,7 @@ pub fn is_explicit_path(s: &str) -> bool {
 pub fn expand_user(s: &str) -> PathBuf {
     if let Some(rest) = s.strip_prefix('~')
         && (rest.is_empty() || rest.starts_with('/'))
-        && let Some(h) = std::env::var_os("HOME")
+        && let Some(h) = env::var_os(env::HOME)
     {
         let mut p = PathBuf::from(h);
         p.push(rest.trim_start_matches('/'));
@@ -61,8 +69,13 @@ pub fn expand_user(s: &str) -> PathBuf {
     PathBuf::from(s)
 }
 
-/// A folder given by path: a workspace, or a snapshot folder of the hub cache.
+/// A folder given by path: a workspace, a snapshot folder of the hub cache, or a model folder
+/// inside an mlxfs mount (the model it shows).
 pub fn resolve_path(spec: &str, loc: &Locations) -> Result<ModelRef, ResolveError> {
+    resolve_path_hops(spec, loc, 0)
+}
+
+fn resolve_path_hops(spec: &str, loc: &Locations, hops: usize) -> Result<ModelRef, ResolveError> {
     let p = expand_user(spec);
     let canon = fs::canonicalize(&p).map_err(|e| ResolveError::NotFound {
         spec: spec.to_string(),
@@ -77,11 +90,12 @@ pub fn resolve_path(spec: &str, loc: &Locations) -> Result<ModelRef, ResolveErro
     if let Some(m) = hub_snapshot_at(&canon, loc) {
         return Ok(m);
     }
-    if let Some(backing) = mounted_model_path(&canon)
+    if hops < MAX_MOUNT_HOPS
+        && let Some(backing) = mounted_model_path(&canon)
         && backing != canon
     {
         // A model folder inside an mlxfs mount stands for the model it shows.
-        return resolve_path(&backing.to_string_lossy(), loc);
+        return resolve_path_hops(&backing.to_string_lossy(), loc, hops + 1);
     }
     if !has_config(&canon) {
         return Err(ResolveError::NotAModel {
@@ -96,37 +110,19 @@ pub fn resolve_path(spec: &str, loc: &Locations) -> Result<ModelRef, ResolveErro
     Ok(ModelRef::workspace(canon, short))
 }
 
-/// For a model folder inside an mlxfs mount (a FUSE file system whose `.mlxfs/model.json`
-/// names the model), the backing folder it shows.
-pub fn mounted_model_path(dir: &Path) -> Option<PathBuf> {
-    const FUSE_SUPER_MAGIC: i64 = 0x6573_5546;
-    let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).ok()?;
-    // SAFETY: statfs into a zeroed struct with a valid NUL-terminated path.
-    let fs_type = unsafe {
-        let mut st: libc::statfs = std::mem::zeroed();
-        if libc::statfs(c.as_ptr(), &mut st) != 0 {
-            return None;
-        }
-        st.f_type as i64
-    };
-    if fs_type != FUSE_SUPER_MAGIC {
-        return None;
-    }
-    let bytes = fs::read(dir.join(crate::vfs::META_DIR).join("model.json")).ok()?;
-    let rec: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    rec["path"].as_str().map(PathBuf::from)
-}
-
 /// `…/hub/models--o--n/snapshots/<commit>` → that hub model at that revision.
 fn hub_snapshot_at(canon: &Path, loc: &Locations) -> Option<ModelRef> {
     let hub = fs::canonicalize(&loc.hub_cache).ok()?;
     let rel = canon.strip_prefix(&hub).ok()?;
     let parts: Vec<_> = rel.components().collect();
-    if parts.len() != 3 || parts[1].as_os_str() != "snapshots" {
+    if parts.len() != 3 || parts.get(1).is_none_or(|p| p.as_os_str() != "snapshots") {
         return None;
     }
-    let repo = HubRepo::load(&hub.join(parts[0].as_os_str()))?;
-    let commit = parts[2].as_os_str().to_str()?;
+    let [repo_dir, _, commit] = parts.as_slice() else {
+        return None;
+    };
+    let repo = HubRepo::load(&hub.join(repo_dir.as_os_str()))?;
+    let commit = commit.as_os_str().to_str()?;
     let idx = repo.snapshots.iter().position(|s| s.commit == commit)?;
     Some(ModelRef::hub(&repo, Some(idx)))
 }
@@ -166,6 +162,20 @@ pub fn resolve(spec: &str, loc: &Locations) -> Result<ModelRef, ResolveError> {
     } else {
         (false, spec.to_string())
     };
+    let mut cands: Vec<Candidate> = Vec::new();
+    if !hub_only && let Some(home) = &loc.workspace_home {
+        cands.extend(scan_workspaces(home).into_iter().map(Candidate::Workspace));
+    }
+    cands.extend(scan_hub(&loc.hub_cache).into_iter().map(Candidate::Hub));
+    // A name that itself holds an `@` (any folder name on disk may) is found whole first.
+    if unaliased.contains('@')
+        && let Some(i) = cands.iter().position(|c| c.name() == unaliased)
+    {
+        return Ok(match cands.swap_remove(i) {
+            Candidate::Workspace(w) => w.into_model(),
+            Candidate::Hub(repo) => ModelRef::hub(&repo, repo.current),
+        });
+    }
     let (name, rev) = match unaliased.rsplit_once('@') {
         Some((n, r)) => (n, Some(r)),
         None => (unaliased.as_str(), None),
@@ -173,15 +183,10 @@ pub fn resolve(spec: &str, loc: &Locations) -> Result<ModelRef, ResolveError> {
     if name.trim().is_empty() || rev.is_some_and(|r| r.trim().is_empty()) {
         return Err(not_found(None));
     }
-
-    let mut cands: Vec<Candidate> = Vec::new();
-    if rev.is_none()
-        && !hub_only
-        && let Some(home) = &loc.workspace_home
-    {
-        cands.extend(scan_workspaces(home).into_iter().map(Candidate::Workspace));
+    if rev.is_some() {
+        // Revisions are the hub cache's: workspaces have none.
+        cands.retain(|c| matches!(c, Candidate::Hub(_)));
     }
-    cands.extend(scan_hub(&loc.hub_cache).into_iter().map(Candidate::Hub));
 
     let expanded = (!name.contains('/')).then(|| format!("mlx-community/{name}"));
     let exact = cands.iter().position(|c| c.name() == name).or_else(|| {
@@ -205,7 +210,7 @@ pub fn resolve(spec: &str, loc: &Locations) -> Result<ModelRef, ResolveError> {
                         .map(|(v, why)| format!("MLXK_WORKSPACE_HOME={v} is unusable: {why}"));
                     return Err(not_found(hint));
                 }
-                1 => hits.remove(0),
+                1 => hits.swap_remove(0),
                 _ => {
                     let mut matches: Vec<String> =
                         hits.iter().map(|c| c.name().to_string()).collect();
@@ -239,9 +244,9 @@ fn pick_revision(repo: &HubRepo, rev: &str, spec: &str) -> Result<usize, Resolve
         .filter(|(_, s)| s.commit.starts_with(&low))
         .map(|(i, _)| i)
         .collect();
-    match hits.len() {
-        1 => Ok(hits[0]),
-        0 => repo
+    match hits.as_slice() {
+        [one] => Ok(*one),
+        [] => repo
             .snapshot_for_ref(rev)
             .ok_or_else(|| ResolveError::HashNotFound {
                 name: repo.repo_id.clone(),
@@ -249,7 +254,7 @@ fn pick_revision(repo: &HubRepo, rev: &str, spec: &str) -> Result<usize, Resolve
                 available: repo
                     .snapshots
                     .iter()
-                    .map(|s| s.commit[..s.commit.len().min(7)].to_string())
+                    .map(|s| short_rev(&s.commit).to_string())
                     .collect(),
             }),
         _ => {

@@ -1,12 +1,14 @@
 //! `mlxfs clone REPO[@REV] [TARGET]`: hub → managed workspace.
 
 use clap::Args;
-use serde_json::Value;
+use serde::Serialize;
 
 use super::hubcmd::progress;
-use super::output::CliError;
-use crate::hub::clone::{check_target, clone, target_path};
+use super::output::{CliError, Output};
+use crate::catalog::Locations;
+use crate::hub::clone::{Cloned, check_target, clone, target_path};
 use crate::hub::{ErrorKind, Hub, HubError, RepoSpec};
+use crate::text::{one_line, short_rev};
 
 #[derive(Args, Debug)]
 #[command(after_help = "\
@@ -24,14 +26,15 @@ all. If the network, the hub or the disk gives out, or you interrupt it, run the
 command again to resume from the bytes already downloaded; a refused request (not found, no
 access, bad target) leaves nothing behind.
 
-Environment: HF_ENDPOINT, HF_TOKEN, MLXK_WORKSPACE_HOME, MLXFS_HUB_TIMEOUT.")]
+Environment: HF_ENDPOINT, HF_TOKEN, MLXK_WORKSPACE_HOME, MLXFS_HUB_TIMEOUT,
+MLXFS_HUB_RETRIES (see docs/ENVIRONMENT.md).")]
 pub struct CloneArgs {
     /// Hub repo id, optionally with @branch, @tag or @commit
     pub model: String,
     /// Target folder (see below)
     pub target: Option<String>,
     /// Branch, tag or commit to clone (same as REPO@REV)
-    #[arg(long, value_name = "B")]
+    #[arg(long, value_name = "REV")]
     pub branch: Option<String>,
     /// No progress bar
     #[arg(long, short)]
@@ -44,14 +47,42 @@ pub struct CloneArgs {
     pub no_health_check: bool,
 }
 
-fn workspace_home() -> Option<std::path::PathBuf> {
-    let v = std::env::var("MLXK_WORKSPACE_HOME")
-        .ok()
-        .filter(|v| !v.is_empty())?;
-    Some(crate::catalog::resolve::expand_user(&v))
+/// The `data` of `clone --json` (mlx-knife's keys, then mlxfs's).
+#[derive(Debug, Clone, Serialize)]
+pub struct CloneData {
+    pub model: String,
+    pub clone_status: &'static str,
+    pub message: String,
+    pub target_dir: String,
+    pub health_check: bool,
+    pub source_repo: String,
+    pub source_revision: String,
+    pub content_hash: Option<String>,
+    pub files: usize,
+    pub size_bytes: u64,
+    /// `healthy` or `unhealthy: <reason>`.
+    pub health: String,
+    pub resumed_bytes: u64,
 }
 
-pub fn run(a: &CloneArgs, json: bool) -> Result<Value, CliError> {
+fn data(spec: &RepoSpec, c: &Cloned) -> CloneData {
+    CloneData {
+        model: spec.to_string(),
+        clone_status: "success",
+        message: format!("Cloned to {}", c.target.display()),
+        target_dir: c.target.to_string_lossy().into_owned(),
+        health_check: true,
+        source_repo: spec.repo.clone(),
+        source_revision: c.commit.clone(),
+        content_hash: c.content_hash.clone(),
+        files: c.files,
+        size_bytes: c.bytes,
+        health: c.health.summary(),
+        resumed_bytes: c.resumed_bytes,
+    }
+}
+
+pub fn run(a: &CloneArgs, loc: &Locations, json: bool) -> Result<Output, CliError> {
     let mut spec = RepoSpec::parse(&a.model)?;
     if let Some(b) = &a.branch {
         if spec.rev.as_ref().is_some_and(|r| r != b) {
@@ -63,30 +94,33 @@ pub fn run(a: &CloneArgs, json: bool) -> Result<Value, CliError> {
         }
         spec = RepoSpec::parse(&format!("{}@{b}", spec.repo))?;
     }
-    let home = workspace_home();
+    // The workspace home as every command sees it (an unusable one counts as unset, with the
+    // warning `mlxfs` already printed), except that clone creates a missing one.
+    let home = loc
+        .workspace_home
+        .clone()
+        .or_else(|| loc.workspace_home_set.clone());
     let target = target_path(&spec, a.target.as_deref(), home.as_deref())?;
     check_target(&target, home.as_deref())?;
     let hub = Hub::from_env()?;
     super::hubcmd::exit_on_interrupt();
     let p = progress(json, a.quiet);
     let c = clone(&hub, &spec, &target, p.as_ref())?;
-    Ok(c.data(&spec))
+    let d = data(&spec, &c);
+    let human = render(&c, &d);
+    Ok(Output::new(d, human))
 }
 
-pub fn render(d: &Value) -> String {
+pub fn render(c: &Cloned, d: &CloneData) -> String {
     let mut s = format!(
         "Cloned {} ({}) into {}\n  content hash {}",
-        d["source_repo"].as_str().unwrap_or(""),
-        d["source_revision"]
-            .as_str()
-            .unwrap_or("")
-            .get(..7)
-            .unwrap_or(""),
-        d["target_dir"].as_str().unwrap_or(""),
-        d["content_hash"].as_str().unwrap_or("")
+        d.source_repo,
+        short_rev(&d.source_revision),
+        one_line(&d.target_dir),
+        d.content_hash.as_deref().unwrap_or("")
     );
-    if let Some(h) = d["health"].as_str().filter(|h| *h != "healthy") {
-        s.push_str(&format!("\n  warning: {h}"));
+    if let Some(reason) = c.health.reason() {
+        s.push_str(&format!("\n  warning: unhealthy: {}", one_line(reason)));
     }
     s
 }

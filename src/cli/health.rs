@@ -1,11 +1,13 @@
 //! `mlxfs health [MODEL]`.
 
 use clap::Args;
-use serde_json::{Map, Value, json};
+use serde::Serialize;
 
-use super::output::CliError;
+use super::output::{CliError, Output};
 use crate::catalog::record::describe;
+use crate::catalog::verdict::HealthStatus;
 use crate::catalog::{Locations, ModelRef, Source, all_models, par_map, resolve};
+use crate::text::one_line;
 
 #[derive(Args, Debug)]
 #[command(after_help = "\
@@ -18,32 +20,56 @@ pub struct HealthArgs {
     pub model: Option<String>,
 }
 
-fn entry(m: &ModelRef) -> (bool, Value) {
-    let d = describe(m);
-    let healthy = d.record.health == "healthy";
-    let mut e = Map::new();
-    let name = match (&m.source, &m.revision) {
-        (Source::Workspace, _) => m.short_name.clone(),
-        (Source::Cache, _) => m.spec(),
-    };
-    e.insert("name".into(), Value::from(name));
-    e.insert(
-        "status".into(),
-        Value::from(if healthy { "healthy" } else { "unhealthy" }),
-    );
-    e.insert("reason".into(), Value::from(d.health_message));
-    if m.source == Source::Workspace {
-        let managed = d
-            .sentinel
-            .as_ref()
-            .and_then(|s| s.sentinel())
-            .is_some_and(|s| s.managed());
-        e.insert("managed".into(), Value::from(managed));
-    }
-    (healthy, Value::Object(e))
+/// One model of `health --json` (mlx-knife's keys; `managed` for workspaces only).
+#[derive(Debug, Clone, Serialize)]
+pub struct HealthEntry {
+    pub name: String,
+    pub status: HealthStatus,
+    /// mlx-knife's message when healthy, the reason otherwise.
+    pub reason: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub managed: Option<bool>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
-pub fn run(a: &HealthArgs, loc: &Locations) -> Result<Value, CliError> {
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub total: usize,
+    pub healthy_count: usize,
+    pub unhealthy_count: usize,
+}
+
+/// The `data` of `health --json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct HealthData {
+    pub healthy: Vec<HealthEntry>,
+    pub unhealthy: Vec<HealthEntry>,
+    pub summary: Summary,
+}
+
+fn entry(m: &ModelRef) -> HealthEntry {
+    let d = describe(m);
+    let name = match m.source {
+        Source::Workspace => m.short_name.clone(),
+        Source::Cache => m.spec(),
+    };
+    let managed = (m.source == Source::Workspace).then(|| {
+        d.sentinel
+            .as_ref()
+            .and_then(|s| s.sentinel())
+            .is_some_and(|s| s.managed())
+    });
+    HealthEntry {
+        name,
+        status: d.health.status(),
+        reason: d.health.message().to_string(),
+        managed,
+        warnings: d.record.warnings,
+    }
+}
+
+pub fn run(a: &HealthArgs, loc: &Locations) -> Result<Output, CliError> {
     let models = match &a.model {
         Some(spec) => {
             let mut m = resolve::resolve(spec, loc)?;
@@ -54,33 +80,39 @@ pub fn run(a: &HealthArgs, loc: &Locations) -> Result<Value, CliError> {
         }
         None => all_models(loc),
     };
-    let entries = par_map(&models, entry);
-    let (healthy, unhealthy): (Vec<_>, Vec<_>) = entries.into_iter().partition(|(h, _)| *h);
-    let (h, u) = (healthy.len(), unhealthy.len());
-    Ok(json!({
-        "healthy": healthy.into_iter().map(|x| x.1).collect::<Vec<_>>(),
-        "unhealthy": unhealthy.into_iter().map(|x| x.1).collect::<Vec<_>>(),
-        "summary": {"total": h + u, "healthy_count": h, "unhealthy_count": u},
-    }))
+    let (healthy, unhealthy): (Vec<_>, Vec<_>) = par_map(&models, entry)
+        .into_iter()
+        .partition(|e| e.status == HealthStatus::Healthy);
+    let summary = Summary {
+        total: healthy.len() + unhealthy.len(),
+        healthy_count: healthy.len(),
+        unhealthy_count: unhealthy.len(),
+    };
+    let data = HealthData {
+        healthy,
+        unhealthy,
+        summary,
+    };
+    let human = render(&data);
+    Ok(Output::new(data, human))
 }
 
-pub fn render(d: &Value) -> String {
-    let total = d["summary"]["total"].as_u64().unwrap_or(0);
+/// One line per model (names and reasons escaped: a name never forges another line).
+pub fn render(d: &HealthData) -> String {
     let mut lines = Vec::new();
-    if total != 1 {
+    if d.summary.total != 1 {
         lines.push(format!(
-            "Summary: total {total}, healthy {}, unhealthy {}",
-            d["summary"]["healthy_count"], d["summary"]["unhealthy_count"]
+            "Summary: total {}, healthy {}, unhealthy {}",
+            d.summary.total, d.summary.healthy_count, d.summary.unhealthy_count
         ));
     }
-    for (key, label) in [("healthy", "healthy  "), ("unhealthy", "unhealthy")] {
-        for e in d[key].as_array().into_iter().flatten() {
-            let line = format!(
-                "{label} {} — {}",
-                e["name"].as_str().unwrap_or("-"),
-                e["reason"].as_str().unwrap_or("")
-            );
+    for (entries, label) in [(&d.healthy, "healthy  "), (&d.unhealthy, "unhealthy")] {
+        for e in entries {
+            let line = format!("{label} {} — {}", one_line(&e.name), one_line(&e.reason));
             lines.push(line.trim_end().to_string());
+            for w in &e.warnings {
+                lines.push(format!("          warning: {}", one_line(w)));
+            }
         }
     }
     lines.join("\n")

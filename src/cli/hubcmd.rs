@@ -1,20 +1,11 @@
-//! Shared bits of the hub commands (clone, pull, rm, push): error conversion, progress choice,
-//! and the yes/no question on a terminal.
+//! Shared bits of the hub commands (clone, pull, rm, push): progress choice, the yes/no
+//! question on a terminal, and what Ctrl-C says during a download.
 
-use std::io::{BufRead, Write};
+use std::io::{BufRead, IsTerminal, Write};
 use std::sync::Arc;
 
-use super::output::CliError;
-use crate::hub::HubError;
-use crate::hub::progress::{Bar, Progress, Silent};
-
-impl From<HubError> for CliError {
-    fn from(e: HubError) -> CliError {
-        let mut c = CliError::new(e.kind.as_str(), e.message);
-        c.hint = e.hint;
-        c
-    }
-}
+use super::progress::Bar;
+use crate::hub::progress::{Progress, Silent};
 
 /// A progress bar on a terminal; nothing with `--json` or `--quiet`.
 pub fn progress(json: bool, quiet: bool) -> Arc<dyn Progress> {
@@ -27,14 +18,14 @@ pub fn progress(json: bool, quiet: bool) -> Arc<dyn Progress> {
 
 /// Both stdin and stderr are terminals (someone can answer).
 pub fn interactive() -> bool {
-    // SAFETY: isatty only inspects descriptors.
-    unsafe { libc::isatty(0) == 1 && libc::isatty(2) == 1 }
+    std::io::stdin().is_terminal() && std::io::stderr().is_terminal()
 }
 
 /// Ask `question [y/N]` on stderr; false unless the answer starts with y.
 pub fn confirm(question: &str) -> bool {
-    eprint!("{question} [y/N] ");
-    let _ = std::io::stderr().flush();
+    let mut err = std::io::stderr();
+    let _ = write!(err, "{question} [y/N] ");
+    let _ = err.flush();
     let mut line = String::new();
     if std::io::stdin().lock().read_line(&mut line).is_err() {
         return false;

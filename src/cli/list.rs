@@ -1,10 +1,11 @@
 //! `mlxfs list [PATTERN]`.
 
 use clap::Args;
-use serde_json::Value;
 
-use super::output::{CliError, hash7, humanize_size, table};
-use crate::catalog::{Locations, record};
+use super::output::{CliError, Output, hash7, humanize_size, table};
+use crate::catalog::record::ModelRecord;
+use crate::catalog::verdict::{Capability, HealthStatus, ModelType};
+use crate::catalog::{Locations, Source, record};
 use crate::timefmt;
 
 #[derive(Args, Debug)]
@@ -28,16 +29,15 @@ pub struct ListArgs {
     pub verbose: bool,
 }
 
-pub fn run(a: &ListArgs, loc: &Locations) -> Result<Value, CliError> {
-    Ok(record::list_data(loc, a.pattern.as_deref()))
-}
-
-fn s<'a>(m: &'a Value, k: &str) -> Option<&'a str> {
-    m.get(k).and_then(Value::as_str)
+/// `list [PATTERN]`: every matching model's record (the JSON), and mlx-knife's table.
+pub fn run(a: &ListArgs, loc: &Locations) -> Result<Output, CliError> {
+    let data = record::list(loc, a.pattern.as_deref());
+    let human = render(&data.models, a);
+    Ok(Output::new(data, human))
 }
 
 /// The mlx-knife table.
-pub fn render(data: &Value, a: &ListArgs) -> String {
+pub fn render(models: &[ModelRecord], a: &ListArgs) -> String {
     let compact = !a.all && !a.verbose;
     let mut headers = if compact {
         vec!["Name", "Hash", "Size", "Modified", "Src", "Type"]
@@ -61,66 +61,55 @@ pub fn render(data: &Value, a: &ListArgs) -> String {
         }
     }
     let now = timefmt::now_secs();
-    let empty = vec![];
-    let models = data["models"].as_array().unwrap_or(&empty);
     let mut rows = Vec::new();
     for m in models {
-        let healthy = s(m, "health") == Some("healthy");
-        let runnable = m["runtime_compatible"].as_bool() == Some(true);
+        let healthy = m.health == HealthStatus::Healthy;
+        let runnable = m.runtime_compatible;
         if !(a.all || healthy && runnable) {
             continue;
         }
-        let mut name = s(m, "display_name")
-            .or(s(m, "name"))
-            .unwrap_or("-")
-            .to_string();
+        let mut name = m.display_name.as_deref().unwrap_or(&m.name).to_string();
         if !a.verbose
             && let Some(rest) = name.strip_prefix("mlx-community/")
         {
             name = rest.to_string();
         }
-        let caps: Vec<&str> = m["capabilities"]
-            .as_array()
-            .map(|c| c.iter().filter_map(Value::as_str).collect())
-            .unwrap_or_default();
-        let mut ty = s(m, "model_type").unwrap_or("-").to_string();
-        if caps.contains(&"vision") && ty != "-" {
+        let mut ty = m.model_type.as_str().to_string();
+        if m.capabilities.contains(&Capability::Vision) {
             ty.push_str("+vision");
         }
-        if caps.contains(&"audio") && ty != "-" && ty != "audio" {
+        if m.capabilities.contains(&Capability::Audio) && m.model_type != ModelType::Audio {
             ty.push_str("+audio");
         }
-        let cached = m["cached"].as_bool().unwrap_or(true);
-        let clean = m["clean"].as_bool();
-        let src = match (cached, clean) {
+        let cached = m.source == Source::Cache;
+        let src = match (cached, m.clean) {
             (true, _) => "cache",
             (false, Some(false)) => "ws*",
             (false, None) => "ws?",
             (false, Some(true)) => "ws",
         };
-        let modified = s(m, "last_modified")
-            .and_then(timefmt::parse_iso_utc)
+        let modified = timefmt::parse_iso_utc(&m.last_modified)
             .map_or("-".to_string(), |t| timefmt::relative(t, now));
         let mut row = vec![
             name,
-            hash7(s(m, "hash"), s(m, "content_hash")),
-            humanize_size(m["size_bytes"].as_u64().unwrap_or(0)),
+            hash7(m.hash.as_deref(), m.content_hash.as_deref()),
+            humanize_size(m.size_bytes),
             modified,
             src.to_string(),
         ];
         if !compact {
-            let c = match (cached, clean) {
+            let c = match (cached, m.clean) {
                 (false, Some(true)) => "✓",
                 (false, Some(false)) => "✗",
                 _ => "—",
             };
             row.push(c.to_string());
-            row.push(s(m, "framework").unwrap_or("-").to_string());
+            row.push(m.framework.as_str().to_string());
         }
         row.push(ty);
         if a.health {
             if a.verbose {
-                row.push(if healthy { "healthy" } else { "unhealthy" }.to_string());
+                row.push(m.health.as_str().to_string());
                 row.push(
                     if healthy {
                         if runnable { "yes" } else { "no" }
@@ -129,7 +118,7 @@ pub fn render(data: &Value, a: &ListArgs) -> String {
                     }
                     .to_string(),
                 );
-                let mut reason = s(m, "reason").unwrap_or("-").to_string();
+                let mut reason = m.reason.as_deref().unwrap_or("-").to_string();
                 if reason.chars().count() > 60 {
                     reason = reason.chars().take(57).collect::<String>() + "...";
                 }

@@ -7,6 +7,7 @@ pub mod hubcmd;
 pub mod list;
 pub mod mount;
 pub mod output;
+pub mod progress;
 pub mod pull;
 pub mod push;
 pub mod rm;
@@ -14,10 +15,11 @@ pub mod run;
 pub mod show;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::catalog::Locations;
-use output::{CliError, Order, envelope, print_human_error, print_json};
+use crate::error::ErrorType;
+use output::{CliError, Order, Output, emit, envelope, print_human_error, print_json};
 
 const ABOUT: &str =
     "One catalog of your MLX models: the Hugging Face hub cache and your workspaces.";
@@ -32,7 +34,8 @@ case-insensitive substring match, and several matches are an error that lists th
 `org/name@abc1234` picks a snapshot by commit prefix; a path (/, ./, ../, ~) is exact.
 
 Hub commands (clone, pull, push) use HF_ENDPOINT (default https://huggingface.co) and
-HF_TOKEN (private or gated repos; push needs write access).
+HF_TOKEN (private or gated repos; push needs write access). Every environment variable
+mlxfs reads is listed in docs/ENVIRONMENT.md.
 
 Every command takes --json for mlx-knife's JSON envelope; exit codes: 0 success,
 1 error, 2 usage error.";
@@ -100,7 +103,7 @@ impl Command {
     }
 }
 
-fn version_data() -> Value {
+fn version_data() -> serde_json::Value {
     json!({
         "cli_version": env!("CARGO_PKG_VERSION"),
         "json_api_spec_version": "0.2.4",
@@ -117,7 +120,7 @@ pub fn run(args: Vec<std::ffi::OsString>) -> i32 {
         Err(e) => {
             use clap::error::ErrorKind;
             if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
-                let _ = e.print();
+                emit(e.render().to_string().trim_end());
                 return 0;
             }
             if json_anywhere {
@@ -127,8 +130,8 @@ pub fn run(args: Vec<std::ffi::OsString>) -> i32 {
                     .next()
                     .unwrap_or("")
                     .trim_start_matches("error: ");
-                let err = CliError::new("CommandError", first.to_string());
-                print_json(&envelope(None, Order::DataFirst, &Err(err)));
+                let err = CliError::new(ErrorType::CommandError, first.to_string());
+                print_json(&envelope(None, Order::DataFirst, Err(&err)));
             } else {
                 let _ = e.print();
             }
@@ -141,98 +144,55 @@ pub fn run(args: Vec<std::ffi::OsString>) -> i32 {
             print_json(&envelope(
                 Some("version"),
                 Order::DataFirst,
-                &Ok(version_data()),
+                Ok(&version_data()),
             ));
         } else {
-            println!("mlxfs {}", env!("CARGO_PKG_VERSION"));
+            emit(&format!("mlxfs {}", env!("CARGO_PKG_VERSION")));
         }
         return 0;
     }
     let Some(cmd) = cli.command else {
         if cli.json {
-            let err = CliError::new("CommandError", "No command specified");
-            print_json(&envelope(None, Order::DataFirst, &Err(err)));
+            let err = CliError::new(ErrorType::CommandError, "No command specified");
+            print_json(&envelope(None, Order::DataFirst, Err(&err)));
             return 1;
         }
-        let _ = Cli::command().print_help();
+        emit(Cli::command().render_help().to_string().trim_end());
         return 2;
     };
 
     let loc = Locations::from_env();
     if let Some((value, why)) = &loc.workspace_home_problem {
-        eprintln!(
+        crate::note!(
             "warning: MLXK_WORKSPACE_HOME={value} is unusable ({why}); only the hub cache is searched"
         );
     }
     let name = cmd.name();
-    type Render<'a> = Box<dyn Fn(&Value) -> String + 'a>;
-    let (order, result, human): (Order, Result<Value, CliError>, Render) = match &cmd {
-        Command::List(a) => (
-            Order::DataFirst,
-            list::run(a, &loc),
-            Box::new(|d: &Value| list::render(d, a)),
-        ),
-        Command::Show(a) => (Order::DataFirst, show::run(a, &loc), Box::new(show::render)),
-        Command::Health(a) => (
-            Order::ErrorFirst,
-            health::run(a, &loc),
-            Box::new(health::render),
-        ),
-        Command::Mount(a) => (
-            Order::ErrorFirst,
-            mount::run(a, &loc),
-            Box::new(|_: &Value| String::new()),
-        ),
-        Command::Umount(a) => (
-            Order::ErrorFirst,
-            mount::run_umount(a),
-            Box::new(|_: &Value| String::new()),
-        ),
-        Command::Run(a) => (
-            Order::DataFirst,
-            run::run(a, &loc, cli.json),
-            Box::new(|_: &Value| String::new()),
-        ),
-        Command::Clone(a) => (
-            Order::ErrorFirst,
-            clone::run(a, cli.json),
-            Box::new(clone::render),
-        ),
-        Command::Pull(a) => (
-            Order::ErrorFirst,
-            pull::run(a, &loc, cli.json),
-            Box::new(pull::render),
-        ),
-        Command::Rm(a) => (
-            Order::ErrorFirst,
-            rm::run(a, &loc, cli.json),
-            Box::new(rm::render),
-        ),
-        Command::Push(a) => (
-            Order::ErrorFirst,
-            push::run(a, &loc, cli.json),
-            Box::new(push::render),
-        ),
+    let json = cli.json;
+    let (order, result): (Order, Result<Output, CliError>) = match &cmd {
+        Command::List(a) => (Order::DataFirst, list::run(a, &loc)),
+        Command::Show(a) => (Order::DataFirst, show::run(a, &loc)),
+        Command::Health(a) => (Order::ErrorFirst, health::run(a, &loc)),
+        Command::Mount(a) => (Order::ErrorFirst, mount::run(a, &loc)),
+        Command::Umount(a) => (Order::ErrorFirst, mount::run_umount(a)),
+        Command::Run(a) => (Order::DataFirst, run::run(a, &loc, json)),
+        Command::Clone(a) => (Order::ErrorFirst, clone::run(a, &loc, json)),
+        Command::Pull(a) => (Order::ErrorFirst, pull::run(a, &loc, json)),
+        Command::Rm(a) => (Order::ErrorFirst, rm::run(a, &loc, json)),
+        Command::Push(a) => (Order::ErrorFirst, push::run(a, &loc, json)),
     };
-    let code = match (&cmd, &result) {
-        (Command::Run(_), Ok(d)) => run::exit_code(d),
-        (Command::Pull(_), Ok(d)) => pull::exit_code(d, cli.json),
-        (Command::Rm(_), Ok(d)) => rm::exit_code(d, cli.json),
-        (_, Ok(_)) => 0,
-        (_, Err(_)) => 1,
-    };
-    if cli.json {
-        print_json(&envelope(Some(name), order, &result));
-    } else {
-        match &result {
-            Ok(d) => {
-                let text = human(d);
-                if !text.is_empty() {
-                    println!("{text}");
-                }
+    match &result {
+        Ok(o) if json => print_json(&envelope(Some(name), order, Ok(&o.data))),
+        Ok(o) => {
+            if !o.human.is_empty() {
+                emit(&o.human);
             }
-            Err(e) => print_human_error(name, e),
         }
+        Err(e) if json => print_json(&envelope(Some(name), order, Err(e))),
+        Err(e) => print_human_error(name, e),
     }
-    code
+    match result {
+        Ok(o) => o.code,
+        Err(_) => 1,
+    }
 }

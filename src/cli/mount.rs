@@ -1,12 +1,15 @@
 //! `mlxfs mount DIR` and `mlxfs umount DIR`.
 
 use clap::Args;
-use serde_json::{Value, json};
+use serde_json::json;
 use std::path::PathBuf;
 
-use super::output::CliError;
+use super::output::{CliError, Output};
 use crate::catalog::Locations;
-use crate::fuse::lifecycle::{self, MountError, MountOptions, Unmounted};
+use crate::env;
+use crate::fuse::daemon::daemonize;
+use crate::fuse::lifecycle::{self, MountOptions};
+use crate::fuse::unmount::{Unmounted, umount};
 
 #[derive(Args, Debug)]
 #[command(after_help = "\
@@ -19,6 +22,8 @@ The mount shows one read-only tree:
   DIR/.mlxfs/status.json       daemon facts (read mode, sources, model count)
   .../<model>/.mlxfs/          model.json, health, hash, sentinel.json
 A workspace named like a hub org keeps its name; the org appears as <org>@hub.
+What the tree leaves out on purpose (a real .mlxfs inside a model, a name two models
+would share) is listed in DIR/.mlxfs/status.json under `hidden`.
 
 Weights are read with FUSE passthrough when possible (root, Linux >= 6.9), otherwise
 through the daemon with the kernel page cache kept. New, removed or changed models appear
@@ -47,16 +52,8 @@ pub struct UmountArgs {
     pub dir: PathBuf,
 }
 
-impl From<MountError> for CliError {
-    fn from(e: MountError) -> CliError {
-        let mut c = CliError::new(e.kind, e.message);
-        c.hint = e.hint;
-        c
-    }
-}
-
-pub fn run(a: &MountArgs, loc: &Locations) -> Result<Value, CliError> {
-    if a.daemon && std::env::var_os("MLXFS_DAEMON_CHILD").is_none() {
+pub fn run(a: &MountArgs, loc: &Locations) -> Result<Output, CliError> {
+    if a.daemon && env::var_os(env::MLXFS_DAEMON_CHILD).is_none() {
         // Check here: the parent only waits for a mount to answer, which an existing mount
         // would do too.
         lifecycle::check_mountpoint(&a.dir)?;
@@ -74,13 +71,16 @@ pub fn run(a: &MountArgs, loc: &Locations) -> Result<Value, CliError> {
             })
             .collect();
         let log = crate::state::dir_or_temp().join(format!("mount{tag}.log"));
-        let pid = lifecycle::daemonize(&args, &a.dir, &log)?;
-        eprintln!(
+        let pid = daemonize(&args, &a.dir, &log)?;
+        crate::note!(
             "mlxfs: mounted at {} (daemon pid {pid}, log {})",
             a.dir.display(),
             log.display()
         );
-        return Ok(json!({"mountpoint": a.dir, "pid": pid, "log": log}));
+        return Ok(Output::new(
+            json!({"mountpoint": a.dir, "pid": pid, "log": log}),
+            String::new(),
+        ));
     }
     lifecycle::mount(
         loc.clone(),
@@ -91,16 +91,22 @@ pub fn run(a: &MountArgs, loc: &Locations) -> Result<Value, CliError> {
             threads: a.threads as usize,
         },
     )?;
-    Ok(json!({"mountpoint": a.dir, "unmounted": true}))
+    Ok(Output::new(
+        json!({"mountpoint": a.dir, "unmounted": true}),
+        String::new(),
+    ))
 }
 
-pub fn run_umount(a: &UmountArgs) -> Result<Value, CliError> {
-    let how = lifecycle::umount(&a.dir)?;
+pub fn run_umount(a: &UmountArgs) -> Result<Output, CliError> {
+    let how = umount(&a.dir)?;
     if how == Unmounted::Lazy {
-        eprintln!(
+        crate::note!(
             "mlxfs: {} was busy: detached now; it goes away when the last open file closes",
             a.dir.display()
         );
     }
-    Ok(json!({"mountpoint": a.dir, "lazy": how == Unmounted::Lazy}))
+    Ok(Output::new(
+        json!({"mountpoint": a.dir, "lazy": how == Unmounted::Lazy}),
+        String::new(),
+    ))
 }

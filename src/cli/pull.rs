@@ -1,13 +1,14 @@
 //! `mlxfs pull REPO[@REV]`: download into the hub cache.
 
 use clap::Args;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use super::hubcmd::{confirm, interactive, progress};
-use super::output::CliError;
+use super::output::{CliError, Output};
 use crate::catalog::Locations;
 use crate::hub::pull::{Outcome, PullFlags, pull};
 use crate::hub::{Hub, RepoSpec};
+use crate::text::{human_bytes, one_line, short_rev};
 
 #[derive(Args, Debug)]
 #[command(after_help = "\
@@ -23,7 +24,8 @@ is checked against the hub's sha256/git id before it is used. Nothing half-downl
 shows in `mlxfs list` or a mount.
 
 Environment: HF_ENDPOINT (hub URL), HF_TOKEN (private and gated repos),
-MLXFS_HUB_TIMEOUT (seconds a stalled connection may wait, default 60).")]
+MLXFS_HUB_TIMEOUT (seconds a stalled connection may wait, default 60), MLXFS_HUB_RETRIES
+(retries of a failed download, default 3); see docs/ENVIRONMENT.md.")]
 pub struct PullArgs {
     /// Hub repo id, optionally with @branch, @tag or @commit
     pub model: String,
@@ -38,7 +40,53 @@ pub struct PullArgs {
     pub quiet: bool,
 }
 
-pub fn run(a: &PullArgs, loc: &Locations, json: bool) -> Result<Value, CliError> {
+/// mlx-knife's `data` for pull (+ mlxfs fields).
+pub fn data(spec: &RepoSpec, o: &Outcome) -> Value {
+    let mut d = json!({
+        "model": spec.repo,
+        "download_status": "",
+        "message": "",
+        "expanded_name": null,
+    });
+    match o {
+        Outcome::AlreadyExists { commit, path } => {
+            d["download_status"] = json!("already_exists");
+            d["message"] = json!(format!("Model {} already exists in cache", spec.repo));
+            d["commit_hash"] = json!(commit);
+            d["path"] = json!(path.to_string_lossy());
+        }
+        Outcome::NeedsConfirmation { commit, reason } => {
+            d["download_status"] = json!("requires_confirmation");
+            d["message"] = json!(format!(
+                "{reason}. Use --force-resume to attempt resume or 'mlxfs rm' to delete."
+            ));
+            d["commit_hash"] = json!(commit);
+        }
+        Outcome::Pulled {
+            commit,
+            path,
+            files,
+            bytes,
+            health,
+        } => {
+            d["download_status"] = json!("success");
+            d["message"] = json!(format!(
+                "Downloaded {}@{} ({files} files, {})",
+                spec.repo,
+                short_rev(commit),
+                human_bytes(*bytes)
+            ));
+            d["commit_hash"] = json!(commit);
+            d["path"] = json!(path.to_string_lossy());
+            d["files"] = json!(files);
+            d["size_bytes"] = json!(bytes);
+            d["health"] = json!(health.summary());
+        }
+    }
+    d
+}
+
+pub fn run(a: &PullArgs, loc: &Locations, json: bool) -> Result<Output, CliError> {
     let spec = RepoSpec::parse(&a.model)?;
     let hub = Hub::from_env()?;
     super::hubcmd::exit_on_interrupt();
@@ -52,42 +100,49 @@ pub fn run(a: &PullArgs, loc: &Locations, json: bool) -> Result<Value, CliError>
         && !json
         && interactive()
         && confirm(&format!(
-            "{} is in the cache but unhealthy ({reason}). Resume the download?",
-            spec
+            "{} is in the cache but unhealthy ({}). Resume the download?",
+            spec,
+            one_line(reason)
         ))
     {
         flags.force_resume = true;
         o = pull(&hub, loc, &spec, flags, p.as_ref())?;
     }
-    Ok(o.data(&spec))
+    let d = data(&spec, &o);
+    // Human mode: an unanswered confirmation is a failure (nothing was done).
+    let code = i32::from(!json && matches!(o, Outcome::NeedsConfirmation { .. }));
+    Ok(Output::new(d, render(&o, &spec)).code(code))
 }
 
-pub fn render(d: &Value) -> String {
-    let msg = d["message"].as_str().unwrap_or("");
-    match d["download_status"].as_str() {
-        Some("success") => {
-            let mut s = format!("{msg}\n  {}", d["path"].as_str().unwrap_or(""));
-            if let Some(h) = d["health"].as_str().filter(|h| *h != "healthy") {
-                s.push_str(&format!("\n  warning: {h}"));
+pub fn render(o: &Outcome, spec: &RepoSpec) -> String {
+    match o {
+        Outcome::Pulled {
+            commit,
+            path,
+            files,
+            bytes,
+            health,
+        } => {
+            let mut s = format!(
+                "Downloaded {}@{} ({files} files, {})\n  {}",
+                spec.repo,
+                short_rev(commit),
+                human_bytes(*bytes),
+                one_line(&path.to_string_lossy())
+            );
+            if let Some(r) = health.reason() {
+                s.push_str(&format!("\n  warning: unhealthy: {}", one_line(r)));
             }
             s
         }
-        Some("already_exists") => format!(
-            "{msg} ({})\n  hint: `--refresh` asks the hub whether the branch moved",
-            d["commit_hash"]
-                .as_str()
-                .and_then(|c| c.get(..7))
-                .unwrap_or("")
+        Outcome::AlreadyExists { commit, .. } => format!(
+            "Model {} already exists in cache ({})\n  hint: `--refresh` asks the hub whether the branch moved",
+            spec.repo,
+            short_rev(commit)
         ),
-        _ => msg.to_string(),
-    }
-}
-
-/// Human mode: an unanswered confirmation is a failure (nothing was done).
-pub fn exit_code(d: &Value, json: bool) -> i32 {
-    if !json && d["download_status"] == "requires_confirmation" {
-        1
-    } else {
-        0
+        Outcome::NeedsConfirmation { reason, .. } => format!(
+            "{}. Use --force-resume to attempt resume or 'mlxfs rm' to delete.",
+            one_line(reason)
+        ),
     }
 }

@@ -1,13 +1,15 @@
 //! `mlxfs push WORKSPACE ORG/NAME`: upload a workspace to the hub.
 
 use clap::Args;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use super::hubcmd::progress;
-use super::output::CliError;
+use super::output::{CliError, Output};
 use crate::catalog::{Locations, Source, resolve};
-use crate::hub::push::{PushOptions, data, plan, push};
+use crate::error::ErrorType;
+use crate::hub::push::{Plan, PushOptions, plan, push};
 use crate::hub::{ErrorKind, Hub, HubError, RepoSpec};
+use crate::text::{human_bytes, one_line};
 
 #[derive(Args, Debug)]
 #[command(after_help = "\
@@ -32,10 +34,10 @@ pub struct PushArgs {
     #[arg(long)]
     pub create: bool,
     /// Branch to commit to (created from main if missing)
-    #[arg(long, default_value = "main")]
+    #[arg(long, value_name = "BRANCH", default_value = "main")]
     pub branch: String,
-    /// Commit message
-    #[arg(long = "commit", default_value = "mlxfs push", value_name = "MSG")]
+    /// The commit message
+    #[arg(long = "commit", default_value = "mlxfs push", value_name = "MESSAGE")]
     pub message: String,
     /// Show what would be uploaded; upload nothing
     #[arg(long)]
@@ -48,7 +50,65 @@ pub struct PushArgs {
     pub quiet: bool,
 }
 
-pub fn run(a: &PushArgs, loc: &Locations, json: bool) -> Result<Value, CliError> {
+/// The `data` of a push (mlx-knife's keys, then mlxfs's). `commit` is (id, URL) of the
+/// commit made, if any.
+pub fn data(
+    spec: &RepoSpec,
+    hub: &Hub,
+    o: &PushOptions,
+    plan: &Plan,
+    commit: Option<(&str, &str)>,
+) -> Value {
+    let summary = json!({"added": plan.added.len(), "modified": plan.modified.len(), "deleted": plan.deleted.len()});
+    let no_changes = plan.changes() == 0 && !plan.create_repo;
+    let message = if o.dry_run {
+        if no_changes {
+            "Dry-run: no changes".to_string()
+        } else {
+            format!(
+                "Dry-run: would upload {} files ({}) +{} ~{} -{}",
+                plan.added.len() + plan.modified.len(),
+                human_bytes(plan.upload_bytes()),
+                plan.added.len(),
+                plan.modified.len(),
+                plan.deleted.len()
+            )
+        }
+    } else if no_changes {
+        "No changes; nothing was committed.".to_string()
+    } else {
+        format!(
+            "Committed {} files (+{} ~{} -{}).",
+            plan.added.len() + plan.modified.len(),
+            plan.added.len(),
+            plan.modified.len(),
+            plan.deleted.len()
+        )
+    };
+    json!({
+        "repo_id": spec.repo,
+        "branch": o.branch,
+        "commit_sha": commit.map(|c| c.0),
+        "commit_url": commit.map(|c| c.1),
+        "repo_url": format!("{}/{}", hub.endpoint, spec.repo),
+        "uploaded_files_count": if o.dry_run { 0 } else { plan.added.len() + plan.modified.len() },
+        "local_files_count": plan.local.len(),
+        "no_changes": no_changes,
+        "created_repo": plan.create_repo && !o.dry_run,
+        "message": message,
+        "change_summary": summary,
+        "dry_run": o.dry_run,
+        "would_create_repo": plan.create_repo && o.dry_run,
+        "would_create_branch": plan.create_branch && o.dry_run,
+        "added_files": plan.added,
+        "modified_files": plan.modified,
+        "deleted_files": plan.deleted,
+        "remote_only_files": plan.remote_only,
+        "upload_bytes": plan.upload_bytes(),
+    })
+}
+
+pub fn run(a: &PushArgs, loc: &Locations, json: bool) -> Result<Output, CliError> {
     let spec = RepoSpec::parse(&a.repo)?;
     if spec.rev.is_some() {
         return Err(HubError::new(
@@ -61,7 +121,7 @@ pub fn run(a: &PushArgs, loc: &Locations, json: bool) -> Result<Value, CliError>
     // Uploading (and with --delete, deleting) needs the exact workspace, not a guess.
     if !resolve::is_explicit_path(&a.workspace) && m.short_name != a.workspace {
         return Err(CliError::new(
-            "ambiguous_workspace",
+            ErrorType::AmbiguousWorkspace,
             format!(
                 "'{}' only approximately matches '{}'",
                 a.workspace, m.short_name
@@ -75,7 +135,7 @@ pub fn run(a: &PushArgs, loc: &Locations, json: bool) -> Result<Value, CliError>
     }
     if m.source != Source::Workspace {
         return Err(CliError::new(
-            "workspace_not_found",
+            ErrorType::WorkspaceNotFound,
             format!("'{}' is a hub cache model, not a workspace", m.name),
         )
         .hint(format!(
@@ -98,20 +158,24 @@ pub fn run(a: &PushArgs, loc: &Locations, json: bool) -> Result<Value, CliError>
             .into());
     }
     let p = plan(&hub, &m.path, &spec, &o)?;
-    if a.dry_run {
-        return Ok(data(&spec, &hub, &o, &p, None));
-    }
-    let pr = progress(json, a.quiet);
-    let c = push(&hub, &spec, &o, &p, &pr)?;
-    Ok(data(
-        &spec,
-        &hub,
-        &o,
-        &p,
-        c.as_ref().map(|(a, b)| (a.as_str(), b.as_str())),
-    ))
+    let d = if a.dry_run {
+        data(&spec, &hub, &o, &p, None)
+    } else {
+        let pr = progress(json, a.quiet);
+        let c = push(&hub, &spec, &o, &p, &pr)?;
+        data(
+            &spec,
+            &hub,
+            &o,
+            &p,
+            c.as_ref().map(|(a, b)| (a.as_str(), b.as_str())),
+        )
+    };
+    let human = render(&d);
+    Ok(Output::new(d, human))
 }
 
+/// The human form of a push: the message, then the changes (dry run) or the commit.
 pub fn render(d: &Value) -> String {
     let mut s = d["message"].as_str().unwrap_or("").to_string();
     if d["dry_run"] == true {
@@ -121,7 +185,10 @@ pub fn render(d: &Value) -> String {
             ("deleted_files", "-"),
         ] {
             for f in d[k].as_array().into_iter().flatten() {
-                s.push_str(&format!("\n  {sign} {}", f.as_str().unwrap_or("")));
+                s.push_str(&format!(
+                    "\n  {sign} {}",
+                    one_line(f.as_str().unwrap_or(""))
+                ));
             }
         }
     } else if let Some(c) = d["commit_sha"].as_str() {

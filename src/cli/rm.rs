@@ -4,9 +4,11 @@ use clap::Args;
 use serde_json::{Value, json};
 
 use super::hubcmd::{confirm, interactive};
-use super::output::CliError;
-use crate::catalog::Locations;
-use crate::hub::rm::{RmError, RmFlags, RmOutcome, rm};
+use super::output::{CliError, Output};
+use crate::catalog::{Locations, resolve};
+use crate::hub::rm::{RmFlags, RmOutcome, rm};
+use crate::hub::{ErrorKind, HubError};
+use crate::text::{human_bytes, one_line};
 
 #[derive(Args, Debug)]
 #[command(after_help = "\
@@ -25,80 +27,111 @@ pub struct RmArgs {
     pub force: bool,
 }
 
-pub fn run(a: &RmArgs, loc: &Locations, json: bool) -> Result<Value, CliError> {
-    let conv = |e: RmError| match e {
-        RmError::Resolve(r) => CliError::from(r),
-        RmError::Workspace(p) => CliError::new(
-            "workspace_model",
-            format!("Cannot delete workspace model. Use: rm -rf {p}"),
-        )
-        .hint("Workspaces are your folders; mlxfs only deletes from the hub cache."),
-        RmError::Io(m) => CliError::new("io_error", m),
-    };
+/// mlx-knife's `data` for rm (+ mlxfs fields).
+pub fn data(o: &RmOutcome) -> Value {
+    match o {
+        RmOutcome::NeedsConfirmation { model, spec } => json!({
+            "model": model, "action": "requires_confirmation",
+            "message": format!("Would delete '{model}' (matched from '{spec}')"),
+            "requires_confirmation": true, "matches": [], "lock_files_cleaned": 0,
+        }),
+        RmOutcome::Locked { model, locks } => json!({
+            "model": model, "action": "locked", "message": "", "requires_confirmation": false,
+            "matches": [], "lock_files_cleaned": 0, "locks_detected": true, "lock_files": locks,
+        }),
+        RmOutcome::Deleted(d) => {
+            let what = match &d.commit {
+                Some(c) => format!("{}@{}", d.model, c),
+                None => d.model.clone(),
+            };
+            let mut v = json!({
+                "model": d.model,
+                "action": if d.commit.is_some() { "delete_hash" } else { "delete_model" },
+                "message": format!("Deleted {what}"),
+                "requires_confirmation": false, "matches": [],
+                "lock_files_cleaned": d.lock_files_cleaned,
+            });
+            if let Some(c) = &d.commit {
+                v["commit_hash"] = json!(c);
+            }
+            v["whole_model_removed"] = json!(d.whole_model);
+            v["blobs_removed"] = json!(d.blobs_removed);
+            v["blobs_kept"] = json!(d.blobs_kept);
+            v["freed_bytes"] = json!(d.freed_bytes);
+            v
+        }
+    }
+}
+
+pub fn run(a: &RmArgs, loc: &Locations, json: bool) -> Result<Output, CliError> {
+    let m = resolve::resolve(&a.model, loc)?;
     let mut flags = if a.force {
         RmFlags::force()
     } else {
         RmFlags::default()
     };
-    let mut o = rm(loc, &a.model, flags).map_err(conv)?;
+    let mut o = rm(loc, &m, &a.model, flags)?;
     // On a terminal, ask instead of refusing: first the name, then a held lock.
     while !json && interactive() {
         let q = match &o {
             RmOutcome::NeedsConfirmation { model, spec } => {
                 flags.name_confirmed = true;
-                format!("Delete '{model}' (matched from '{spec}')?")
+                format!(
+                    "Delete '{}' (matched from '{}')?",
+                    one_line(model),
+                    one_line(spec)
+                )
             }
             RmOutcome::Locked { model, .. } => {
                 flags.override_locks = true;
-                format!("'{model}' has a download in progress. Delete anyway?")
+                format!(
+                    "'{}' has a download in progress. Delete anyway?",
+                    one_line(model)
+                )
             }
             RmOutcome::Deleted(_) => break,
         };
         if !confirm(&q) {
-            return Ok(
-                json!({"model": a.model, "action": "cancelled", "message": "Nothing deleted."}),
-            );
+            let d = json!({"model": a.model, "action": "cancelled", "message": "Nothing deleted."});
+            // Human mode: an unconfirmed deletion did nothing — not a success.
+            return Ok(Output::new(d, "Nothing deleted.".into()).code(1));
         }
-        o = rm(loc, &a.model, flags).map_err(conv)?;
+        o = rm(loc, &m, &a.model, flags)?;
     }
     if let RmOutcome::Locked { locks, .. } = &o {
-        let mut e = CliError::new(
-            "locks_present",
+        return Err(HubError::new(
+            ErrorKind::LocksPresent,
             "Model has active locks. Use --force to override.",
         )
-        .hint("A download of this model is running (another mlxfs, mlx-knife or Python process).");
-        e.extra.insert("lock_files".into(), json!(locks));
-        return Err(e);
+        .hint("A download of this model is running (another mlxfs, mlx-knife or Python process).")
+        .field("lock_files", json!(locks))
+        .into());
     }
-    Ok(o.data())
+    let d = data(&o);
+    let code = i32::from(!json && matches!(o, RmOutcome::NeedsConfirmation { .. }));
+    Ok(Output::new(d, render(&o)).code(code))
 }
 
-pub fn render(d: &Value) -> String {
-    let mut s = d["message"].as_str().unwrap_or("").to_string();
-    if d["action"] == "requires_confirmation" {
-        s.push_str("; add -f to delete it");
-    }
-    if let Some(f) = d["freed_bytes"].as_u64() {
-        s.push_str(&format!(
-            "\n  freed {} ({} blobs removed, {} shared blobs kept)",
-            crate::hub::progress::human_bytes(f),
-            d["blobs_removed"],
-            d["blobs_kept"]
-        ));
-    }
-    s
-}
-
-/// Human mode: an unconfirmed deletion did nothing — not a success.
-pub fn exit_code(d: &Value, json: bool) -> i32 {
-    if !json
-        && matches!(
-            d["action"].as_str(),
-            Some("requires_confirmation") | Some("cancelled")
-        )
-    {
-        1
-    } else {
-        0
+pub fn render(o: &RmOutcome) -> String {
+    match o {
+        RmOutcome::NeedsConfirmation { model, spec } => format!(
+            "Would delete '{}' (matched from '{}'); add -f to delete it",
+            one_line(model),
+            one_line(spec)
+        ),
+        RmOutcome::Locked { .. } => String::new(),
+        RmOutcome::Deleted(d) => {
+            let what = match &d.commit {
+                Some(c) => format!("{}@{}", d.model, c),
+                None => d.model.clone(),
+            };
+            format!(
+                "Deleted {}\n  freed {} ({} blobs removed, {} shared blobs kept)",
+                one_line(&what),
+                human_bytes(d.freed_bytes),
+                d.blobs_removed,
+                d.blobs_kept
+            )
+        }
     }
 }

@@ -8,11 +8,13 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use super::output::CliError;
+use super::output::{CliError, Output, exit_on_write_error};
 use crate::catalog::record::{describe, show_model};
 use crate::catalog::resolve::{self, is_explicit_path};
 use crate::catalog::{Locations, ModelRef, Source, dir_from_repo_id};
-use crate::runtime::{self, Event, GenRequest, PythonEnv, RunError};
+use crate::error::ErrorType;
+use crate::runtime::{self, Event, GenRequest, PythonEnv};
+use crate::text::{human_bytes, one_line};
 
 #[derive(Args, Debug)]
 #[command(after_help = "\
@@ -38,16 +40,21 @@ pub struct RunArgs {
     /// The prompt (instead of the positional words)
     #[arg(long = "prompt", value_name = "TEXT", conflicts_with = "prompt")]
     pub prompt_text: Option<String>,
-    #[arg(long = "max-tokens", default_value_t = 256)]
+    /// Most tokens to generate (the text may end earlier, at the model's end-of-text token)
+    #[arg(long = "max-tokens", value_name = "N", default_value_t = 256)]
     pub max_tokens: u32,
-    #[arg(long, default_value_t = 0.7)]
+    /// Sampling temperature: 0 always picks the likeliest token; higher is more varied
+    #[arg(long, value_name = "T", default_value_t = 0.7)]
     pub temperature: f64,
-    #[arg(long = "top-p", default_value_t = 0.9)]
+    /// Nucleus sampling: pick only among the likeliest tokens whose probabilities add up to P
+    /// (1.0 turns it off)
+    #[arg(long = "top-p", value_name = "P", default_value_t = 0.9)]
     pub top_p: f64,
-    #[arg(long = "repetition-penalty", default_value_t = 1.1)]
+    /// Penalty for tokens already generated (1.0 turns it off; mlx-lm's repetition penalty)
+    #[arg(long = "repetition-penalty", value_name = "R", default_value_t = 1.1)]
     pub repetition_penalty: f64,
     /// Random seed (same seed, same model, same output)
-    #[arg(long)]
+    #[arg(long, value_name = "N")]
     pub seed: Option<u64>,
     /// Send the prompt as is, without the model's chat template
     #[arg(long)]
@@ -55,11 +62,12 @@ pub struct RunArgs {
     /// Print the text at the end instead of streaming it
     #[arg(long)]
     pub no_stream: bool,
-    /// The Python environment (a venv folder or an interpreter)
-    #[arg(long)]
+    /// The Python environment (a venv folder or an interpreter); else MLXFS_PYTHON,
+    /// VIRTUAL_ENV, then python3 on PATH
+    #[arg(long, value_name = "PATH")]
     pub python: Option<PathBuf>,
     /// Use this folder as HF_HOME instead of the model's own cache
-    #[arg(long)]
+    #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
     /// Forbid downloads (HF_HUB_OFFLINE=1)
     #[arg(long)]
@@ -75,7 +83,7 @@ fn locate(spec: &str, loc: &Locations) -> Result<(ModelRef, PathBuf), CliError> 
     let model = resolve::resolve(spec, loc)?;
     if is_explicit_path(spec)
         && let Ok(canon) = std::fs::canonicalize(resolve::expand_user(spec))
-        && resolve::mounted_model_path(&canon).is_some()
+        && crate::mountprobe::mounted_model_path(&canon).is_some()
     {
         return Ok((model, canon));
     }
@@ -102,24 +110,16 @@ fn read_prompt(a: &RunArgs) -> Result<String, CliError> {
     };
     if p == "-" {
         let mut s = String::new();
-        std::io::stdin()
-            .read_to_string(&mut s)
-            .map_err(|e| CliError::new("invalid_prompt", format!("cannot read stdin: {e}")))?;
+        std::io::stdin().read_to_string(&mut s).map_err(|e| {
+            CliError::new(ErrorType::InvalidPrompt, format!("cannot read stdin: {e}"))
+        })?;
         return Ok(s);
     }
     if p.trim().is_empty() {
-        return Err(CliError::new("invalid_prompt", "no prompt given")
+        return Err(CliError::new(ErrorType::InvalidPrompt, "no prompt given")
             .hint("mlxfs run MODEL \"your prompt\" (or `-` to read it from stdin)"));
     }
     Ok(p)
-}
-
-impl From<RunError> for CliError {
-    fn from(e: RunError) -> CliError {
-        let mut c = CliError::new(&e.kind, e.message);
-        c.hint = e.hint;
-        c
-    }
 }
 
 fn set_env(k: &str, v: impl AsRef<std::ffi::OsStr>) {
@@ -128,24 +128,20 @@ fn set_env(k: &str, v: impl AsRef<std::ffi::OsStr>) {
     unsafe { std::env::set_var(k, v) };
 }
 
-pub fn run(a: &RunArgs, loc: &Locations, json_mode: bool) -> Result<Value, CliError> {
+pub fn run(a: &RunArgs, loc: &Locations, json_mode: bool) -> Result<Output, CliError> {
     let start = Instant::now();
     let (model, weights) = locate(&a.model, loc)?;
     let d = describe(&model);
-    if d.record.health != "healthy" {
+    if let Some(reason) = d.health.reason() {
         return Err(CliError::new(
-            "model_unhealthy",
-            format!(
-                "{} is unhealthy: {}",
-                model.spec(),
-                d.record.reason.clone().unwrap_or_default()
-            ),
+            ErrorType::ModelUnhealthy,
+            format!("{} is unhealthy: {reason}", model.spec()),
         )
         .hint("run `mlxfs health MODEL` for details"));
     }
     if !d.record.runtime_compatible {
         return Err(CliError::new(
-            "model_incompatible",
+            ErrorType::ModelIncompatible,
             format!(
                 "{} cannot run with mlx-lm: {}",
                 model.spec(),
@@ -160,7 +156,7 @@ pub fn run(a: &RunArgs, loc: &Locations, json_mode: bool) -> Result<Value, CliEr
     let cache = cache_dir_for(a, &model);
     std::fs::create_dir_all(&cache).map_err(|e| {
         CliError::new(
-            "cache_dir_failed",
+            ErrorType::CacheDirFailed,
             format!("cannot create {}: {e}", cache.display()),
         )
     })?;
@@ -190,6 +186,8 @@ pub fn run(a: &RunArgs, loc: &Locations, json_mode: bool) -> Result<Value, CliEr
         error: Option<(String, String)>,
         first_token: Option<f64>,
         streamed: bool,
+        /// Writing to stdout failed (a closed pipe): generation was stopped.
+        stdout_error: Option<std::io::Error>,
     }
     let state = Arc::new(Mutex::new(State {
         env: Value::Null,
@@ -197,6 +195,7 @@ pub fn run(a: &RunArgs, loc: &Locations, json_mode: bool) -> Result<Value, CliEr
         error: None,
         first_token: None,
         streamed: false,
+        stdout_error: None,
     }));
     let stream = !a.no_stream && !json_mode;
     let st = state.clone();
@@ -208,11 +207,16 @@ pub fn run(a: &RunArgs, loc: &Locations, json_mode: bool) -> Result<Value, CliEr
                 if s.first_token.is_none() {
                     s.first_token = Some(start.elapsed().as_secs_f64());
                 }
-                if stream {
+                if stream && s.stdout_error.is_none() {
                     let mut out = std::io::stdout().lock();
-                    let _ = out.write_all(t.as_bytes());
-                    let _ = out.flush();
-                    s.streamed = true;
+                    match out.write_all(t.as_bytes()).and_then(|_| out.flush()) {
+                        Ok(()) => s.streamed = true,
+                        Err(e) => {
+                            // Nobody reads any more: stop after this token.
+                            runtime::STOP.store(true, std::sync::atomic::Ordering::SeqCst);
+                            s.stdout_error = Some(e);
+                        }
+                    }
                 }
             }
             Event::Done(v) => s.done = v,
@@ -225,9 +229,14 @@ pub fn run(a: &RunArgs, loc: &Locations, json_mode: bool) -> Result<Value, CliEr
     let total = start.elapsed().as_secs_f64();
     let report = runtime::cache_report(&cache, &before);
     let s = state.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(e) = &s.stdout_error {
+        exit_on_write_error(e);
+    }
     if let Some((kind, message)) = &s.error {
+        // The Python side names its errors; an unknown name is a failed generation.
+        let kind = ErrorType::parse(kind).unwrap_or(ErrorType::GenerationFailed);
         let mut err = CliError::new(kind, message.clone());
-        if kind == "missing_dependency" {
+        if kind == ErrorType::MissingDependency {
             err.message = format!(
                 "{} cannot import mlx / mlx-lm: {message}",
                 env.python.display()
@@ -238,21 +247,21 @@ pub fn run(a: &RunArgs, loc: &Locations, json_mode: bool) -> Result<Value, CliEr
     }
     if s.done.is_null() {
         return Err(CliError::new(
-            "generation_failed",
+            ErrorType::GenerationFailed,
             "generation ended without a result",
         ));
     }
     let done = &s.done;
     if !json_mode {
         if !stream {
-            println!("{}", done["text"].as_str().unwrap_or_default());
+            super::output::emit(done["text"].as_str().unwrap_or_default());
         } else if s.streamed {
-            println!();
+            super::output::emit("");
         }
         if let Some(why) = &why_not_embedded {
-            eprintln!("note: ran in a subprocess ({why})");
+            crate::note!("note: ran in a subprocess ({why})");
         }
-        eprintln!(
+        crate::note!(
             "prompt: {} tokens, {:.1} tokens/s | generation: {} tokens, {:.1} tokens/s | first token {:.2}s, total {:.2}s",
             done["prompt_tokens"],
             done["prompt_tps"].as_f64().unwrap_or(0.0),
@@ -261,16 +270,17 @@ pub fn run(a: &RunArgs, loc: &Locations, json_mode: bool) -> Result<Value, CliEr
             s.first_token.unwrap_or(total),
             total
         );
-        eprintln!("{}", describe_report(&report));
+        crate::note!("{}", describe_report(&report));
         if done["finish_reason"] == "interrupted" {
-            eprintln!("interrupted");
+            crate::note!("interrupted");
         }
     }
     let mut rec = show_model(&d);
     if let Value::Object(o) = &mut rec {
         o.insert("weights_path".into(), json!(weights));
     }
-    Ok(json!({
+    let interrupted = done["finish_reason"] == "interrupted";
+    let data = json!({
         "text": done["text"],
         "prompt_tokens": done["prompt_tokens"],
         "generation_tokens": done["generation_tokens"],
@@ -291,35 +301,29 @@ pub fn run(a: &RunArgs, loc: &Locations, json_mode: bool) -> Result<Value, CliEr
             "offline": s.env["offline"],
             "why_not_embedded": why_not_embedded,
         },
-    }))
+    });
+    // `interrupted` runs exit 130, like other programs stopped by Ctrl-C.
+    Ok(Output::new(data, String::new()).code(if interrupted { 130 } else { 0 }))
 }
 
 fn describe_report(r: &Value) -> String {
     let dir = r["dir"].as_str().unwrap_or("?");
     let added = r["added"].as_array().cloned().unwrap_or_default();
     if added.is_empty() {
-        return format!("cache {dir}: nothing added");
+        return format!("cache {}: nothing added", one_line(dir));
     }
     let mut s = format!(
-        "cache {dir}: {} file(s) added, {}",
+        "cache {}: {} file(s) added, {}",
+        one_line(dir),
         added.len(),
-        super::output::humanize_size(r["bytes_added"].as_u64().unwrap_or(0))
+        human_bytes(r["bytes_added"].as_u64().unwrap_or(0))
     );
     for f in added.iter().take(20) {
         s.push_str(&format!(
             "\n  {} ({})",
-            f["path"].as_str().unwrap_or("?"),
-            super::output::humanize_size(f["size"].as_u64().unwrap_or(0))
+            one_line(f["path"].as_str().unwrap_or("?")),
+            human_bytes(f["size"].as_u64().unwrap_or(0))
         ));
     }
     s
-}
-
-/// `interrupted` runs exit 130, like other programs stopped by Ctrl-C.
-pub fn exit_code(data: &Value) -> i32 {
-    if data["finish_reason"] == "interrupted" {
-        130
-    } else {
-        0
-    }
 }

@@ -1,14 +1,17 @@
 //! `mlxfs show MODEL`.
 
 use clap::Args;
-use serde_json::{Map, Value, json};
+use serde::Serialize;
+use serde_json::{Map, Value};
 
-use super::output::{CliError, hash7, humanize_size};
-use crate::catalog::inventory::Inventory;
+use super::output::{CliError, Output, hash7, humanize_size};
+use crate::catalog::config::{Config, py_str};
 use crate::catalog::record::{Described, describe, show_model};
+use crate::catalog::verdict::Health;
 use crate::catalog::{Locations, Source, detect, resolve};
 use crate::hash::sentinel::{self, Clean};
-use crate::timefmt;
+use crate::text::one_line;
+use crate::{hints, timefmt};
 
 #[derive(Args, Debug)]
 #[command(after_help = "\
@@ -29,6 +32,36 @@ pub struct ShowArgs {
     pub recalc_hash: bool,
 }
 
+/// One entry of `files` (mlx-knife's shape: the size already formatted).
+#[derive(Debug, Clone, Serialize)]
+pub struct FileEntry {
+    pub name: String,
+    pub size: String,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+}
+
+/// The `data` of `show --json` (mlx-knife's keys in its order, then mlxfs's).
+#[derive(Debug, Clone, Serialize)]
+pub struct ShowData {
+    /// The record plus `quantization`.
+    pub model: Value,
+    /// The sentinel as stored (null without one).
+    pub workspace_metadata: Value,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub hash_updated: bool,
+    /// A modified workspace: today's content hash (null when it cannot be computed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub computed_content_hash: Option<Option<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub clean_unknown_reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub files: Option<Vec<FileEntry>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub config: Option<Value>,
+    pub metadata: Value,
+}
+
 fn file_type(name: &str) -> &'static str {
     if name == "config.json" {
         "config"
@@ -45,29 +78,17 @@ fn file_type(name: &str) -> &'static str {
     }
 }
 
-fn size_str(n: u64) -> String {
-    let f = n as f64;
-    if n >= 1_000_000_000 {
-        format!("{:.1}GB", f / 1e9)
-    } else if n >= 1_000_000 {
-        format!("{:.1}MB", f / 1e6)
-    } else if n >= 1_000 {
-        format!("{:.1}KB", f / 1e3)
-    } else {
-        format!("{n}B")
-    }
-}
-
-fn files(d: &Described) -> Value {
-    let m = &d.model;
-    let inv = Inventory::scan(&m.path, m.repo_dir.as_deref().unwrap_or(&m.path));
-    Value::Array(
-        inv.entries
-            .iter()
-            .filter(|e| e.is_file)
-            .map(|e| json!({"name": e.name, "size": size_str(e.size), "type": file_type(&e.name)}))
-            .collect(),
-    )
+fn files(d: &Described) -> Vec<FileEntry> {
+    d.inventory
+        .entries
+        .iter()
+        .filter(|e| e.is_file)
+        .map(|e| FileEntry {
+            name: e.name.clone(),
+            size: humanize_size(e.size),
+            kind: file_type(&e.name),
+        })
+        .collect()
 }
 
 fn metadata(d: &Described) -> Value {
@@ -109,7 +130,7 @@ fn metadata(d: &Described) -> Value {
     }
 }
 
-pub fn run(a: &ShowArgs, loc: &Locations) -> Result<Value, CliError> {
+pub fn run(a: &ShowArgs, loc: &Locations) -> Result<Output, CliError> {
     let m = resolve::resolve(&a.model, loc)?;
     let mut hash_updated = false;
     let mut warnings = Vec::new();
@@ -124,81 +145,67 @@ pub fn run(a: &ShowArgs, loc: &Locations) -> Result<Value, CliError> {
         }
     }
     let d = describe(&m);
-    let mut data = Map::new();
-    data.insert("model".into(), show_model(&d));
-    let ws_meta = match d.sentinel.as_ref().and_then(|s| s.sentinel()) {
+    let workspace_metadata = match d.sentinel.as_ref().and_then(|s| s.sentinel()) {
         Some(s) => Value::Object(s.raw.clone()),
         None => Value::Null,
     };
-    data.insert("workspace_metadata".into(), ws_meta);
-    if hash_updated {
-        data.insert("hash_updated".into(), Value::Bool(true));
-    }
-    if let Some(Clean::Modified { computed, .. }) = &d.clean {
-        data.insert("computed_content_hash".into(), json!(computed));
-    }
-    if let Some(Clean::Unknown { why, .. }) = &d.clean {
-        data.insert(
-            "clean_unknown_reason".into(),
-            Value::from(why.replace("<name>", &m.spec())),
-        );
-    }
-    if a.files {
-        data.insert("files".into(), files(&d));
-        data.insert("metadata".into(), Value::Null);
+    let (files, config, metadata) = if a.files {
+        (Some(files(&d)), None, Value::Null)
     } else if a.config {
-        data.insert(
-            "config".into(),
-            match &d.config {
-                detect::Config::Parsed(v) => v.clone(),
-                _ => Value::Null,
-            },
-        );
-        data.insert("metadata".into(), Value::Null);
+        let c = match &d.config {
+            Config::Parsed(v) => v.clone(),
+            _ => Value::Null,
+        };
+        (None, Some(c), Value::Null)
     } else {
-        data.insert("metadata".into(), metadata(&d));
-    }
+        (None, None, metadata(&d))
+    };
+    let data = ShowData {
+        model: show_model(&d),
+        workspace_metadata,
+        hash_updated,
+        computed_content_hash: match &d.clean {
+            Some(Clean::Modified { computed, .. }) => Some(computed.clone()),
+            _ => None,
+        },
+        clean_unknown_reason: match &d.clean {
+            Some(Clean::Unknown { why, .. }) => Some(hints::clean_unknown(why, &m.spec())),
+            _ => None,
+        },
+        files,
+        config,
+        metadata,
+    };
     for w in warnings {
-        eprintln!("show: Warning: {w}");
+        crate::note!("show: Warning: {w}");
     }
-    Ok(Value::Object(data))
+    let human = render(&d, &data);
+    Ok(Output::new(data, human))
 }
 
-fn py_str(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Null => "None".into(),
-        Value::Bool(b) => if *b { "True" } else { "False" }.into(),
-        other => other.to_string(),
-    }
-}
-
-pub fn render(data: &Value) -> String {
-    let m = &data["model"];
-    let st = |k: &str| m[k].as_str().unwrap_or("-").to_string();
-    let h7 = hash7(m["hash"].as_str(), None);
+/// The human form of `show`.
+pub fn render(d: &Described, data: &ShowData) -> String {
+    let r = &d.record;
+    let h7 = hash7(r.hash.as_deref(), None);
     let mut out = vec![format!(
         "Model: {}{}",
-        st("name"),
+        one_line(&r.name),
         if h7 != "-" {
             format!("@{h7}")
         } else {
             String::new()
         }
     )];
-    let healthy = m["health"] == "healthy";
-    let health = match (healthy, m["runtime_compatible"].as_bool()) {
-        (true, Some(true)) => "healthy".to_string(),
-        (true, Some(false)) => "healthy (files OK, runtime incompatible)".to_string(),
-        _ => st("health"),
+    let health = match (&d.health, r.runtime_compatible) {
+        (Health::Healthy(_), true) => "healthy",
+        (Health::Healthy(_), false) => "healthy (files OK, runtime incompatible)",
+        (Health::Unhealthy(_), _) => "unhealthy",
     };
-    let caps: Vec<&str> = m["capabilities"]
-        .as_array()
-        .map(|c| c.iter().filter_map(Value::as_str).collect())
-        .unwrap_or_default();
+    let caps: Vec<&str> = r.capabilities.iter().map(|c| c.as_str()).collect();
+    let q = data.model.get("quantization");
     let quant = match (
-        m["quantization"].get("bits"),
-        m["quantization"].get("group_size"),
+        q.and_then(|q| q.get("bits")),
+        q.and_then(|q| q.get("group_size")),
     ) {
         (Some(b), g) if !b.is_null() => format!(
             "{}-bit (group_size={})",
@@ -207,14 +214,12 @@ pub fn render(data: &Value) -> String {
         ),
         _ => "-".into(),
     };
-    let modified = m["last_modified"]
-        .as_str()
-        .and_then(timefmt::parse_iso_utc)
+    let modified = timefmt::parse_iso_utc(&r.last_modified)
         .map_or("-".into(), |t| timefmt::relative(t, timefmt::now_secs()));
-    out.push(format!("Source: {}", st("source")));
-    out.push(format!("Path: {}", st("path")));
-    out.push(format!("Framework: {}", st("framework")));
-    out.push(format!("Type: {}", st("model_type")));
+    out.push(format!("Source: {}", r.source.as_str()));
+    out.push(format!("Path: {}", one_line(&r.path)));
+    out.push(format!("Framework: {}", r.framework.as_str()));
+    out.push(format!("Type: {}", r.model_type.as_str()));
     out.push(format!(
         "Capabilities: {}",
         if caps.is_empty() {
@@ -223,46 +228,45 @@ pub fn render(data: &Value) -> String {
             caps.join(", ")
         }
     ));
-    out.push(format!("Quantization: {quant}"));
-    if let Some(n) = m["context_length"].as_u64() {
+    out.push(format!("Quantization: {}", one_line(&quant)));
+    if let Some(n) = r.context_length {
         out.push(format!("Context length: {n}"));
     }
-    out.push(format!(
-        "Size: {}",
-        humanize_size(m["size_bytes"].as_u64().unwrap_or(0))
-    ));
+    out.push(format!("Size: {}", humanize_size(r.size_bytes)));
     out.push(format!("Modified: {modified}"));
     out.push(format!("Health: {health}"));
-    if let Some(r) = m["reason"].as_str() {
-        out.push(format!("Reason: {r}"));
+    if let Some(reason) = &r.reason {
+        out.push(format!("Reason: {}", one_line(reason)));
     }
-    if let Some(fs) = data["files"].as_array() {
+    for w in &r.warnings {
+        out.push(format!("Warning: {}", one_line(w)));
+    }
+    let listing = |title: &str, m: &Map<String, Value>, out: &mut Vec<String>| {
+        out.push(String::new());
+        out.push(title.into());
+        for (k, v) in m {
+            out.push(format!("  {}: {}", one_line(k), one_line(&py_str(v))));
+        }
+    };
+    if let Some(fs) = &data.files {
         out.push(String::new());
         out.push("Files:".into());
         for f in fs {
             out.push(format!(
                 "  - {} ({}, {})",
-                f["name"].as_str().unwrap_or("?"),
-                f["type"].as_str().unwrap_or("other"),
-                f["size"].as_str().unwrap_or("?")
+                one_line(&f.name),
+                f.kind,
+                f.size
             ));
         }
-    } else if let Some(c) = data["config"].as_object() {
-        out.push(String::new());
-        out.push("Config:".into());
-        for (k, v) in c {
-            out.push(format!("  {k}: {}", py_str(v)));
-        }
-    } else if let Some(md) = data["metadata"].as_object() {
-        out.push(String::new());
-        out.push("Metadata:".into());
-        for (k, v) in md {
-            out.push(format!("  {k}: {}", py_str(v)));
-        }
+    } else if let Some(Value::Object(c)) = &data.config {
+        listing("Config:", c, &mut out);
+    } else if let Value::Object(md) = &data.metadata {
+        listing("Metadata:", md, &mut out);
     }
-    if m["source"] == "workspace" {
-        let ws = &data["workspace_metadata"];
-        let g = |k: &str| ws[k].as_str().unwrap_or("-").to_string();
+    if r.source == Source::Workspace {
+        let ws = &data.workspace_metadata;
+        let g = |k: &str| one_line(ws[k].as_str().unwrap_or("-")).into_owned();
         out.push(String::new());
         out.push("Workspace:".into());
         if ws.is_object() {
@@ -276,27 +280,30 @@ pub fn render(data: &Value) -> String {
         } else {
             out.push("  Managed: no (no sentinel)".into());
         }
-        match m["clean"].as_bool() {
+        match r.clean {
             Some(true) => out.push("  Clean: ✓".into()),
             Some(false) => {
-                let now = data["computed_content_hash"]
-                    .as_str()
-                    .unwrap_or("cannot be computed");
+                let now = data
+                    .computed_content_hash
+                    .clone()
+                    .flatten()
+                    .unwrap_or_else(|| "cannot be computed".into());
                 out.push(format!(
-                    "  Clean: ✗ (modified since the hash was pinned; now {now})"
+                    "  Clean: ✗ (modified since the hash was pinned; now {})",
+                    one_line(&now)
                 ));
             }
             None => out.push(format!(
                 "  Clean: — ({})",
-                data["clean_unknown_reason"].as_str().unwrap_or("unknown")
+                one_line(data.clean_unknown_reason.as_deref().unwrap_or("unknown"))
             )),
         }
-        if let Some(h) = ws["content_hash"].as_str() {
-            out.push(format!("  Content Hash: {h}"));
+        if ws["content_hash"].is_string() {
+            out.push(format!("  Content Hash: {}", g("content_hash")));
             out.push(format!("  Hash Modified: {}", g("hash_modified")));
         }
     }
-    if data["hash_updated"] == true {
+    if data.hash_updated {
         out.push(String::new());
         out.push("Hash recalculated and stored (workspace now marked as clean)".into());
     }

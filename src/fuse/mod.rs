@@ -1,18 +1,27 @@
 //! The fuser adapter: a thin `Filesystem` over [`crate::vfs::Vfs`], plus the mount lifecycle.
 //!
-//! Reads of weights use FUSE passthrough when the kernel and our privileges allow it (one
-//! backing id per inode, kept until the last release), otherwise `pread` in the daemon with the
-//! kernel page cache kept (`FOPEN_KEEP_CACHE`). Never direct I/O: it breaks mmap.
+//! Every operation has one shape: ask the `Vfs`, then reply with its answer or map its
+//! [`VfsError`] to an errno (failures other than "not found" are logged to stderr, the daemon
+//! log). The tree, the open files and their contents live in `vfs` and are tested without
+//! mounting; what is left here is FUSE itself: kernel capabilities, passthrough (one backing id
+//! per inode, kept with the handles until the last release), and the write operations, which
+//! all fail with `EROFS`. Never direct I/O: it breaks mmap.
+//!
+//! - `lifecycle`: mount (checks with clear errors, the session, signals);
+//! - `probe`: what is mounted where, and whether it answers;
+//! - `unmount`: `umount`, lazy when busy (the one `fusermount3` call);
+//! - `daemon`: `--daemon` (a detached copy of the process);
+//! - `watch`: keeping the tree current.
 
+pub mod daemon;
 pub mod lifecycle;
+pub mod probe;
+pub mod unmount;
 pub mod watch;
 
-use std::collections::HashMap;
 use std::ffi::OsStr;
-use std::fs::File;
-use std::os::unix::fs::FileExt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use fuser::{
@@ -22,45 +31,48 @@ use fuser::{
     ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
-use crate::vfs::{Attr, Kind, Opened, Tree, Vfs, VfsError, is_os_junk};
+use crate::vfs::{Attr, Kind, Opened, ReadMode, Vfs, VfsError, is_os_junk};
 
 /// Entries and attributes stay valid until a refresh invalidates them (inotify drives those),
 /// with this bound as a safety net.
 const TTL: Duration = Duration::from_secs(60);
 
-fn errno(e: VfsError) -> Errno {
+fn errno(e: &VfsError) -> Errno {
     match e {
         VfsError::NotFound => Errno::ENOENT,
         VfsError::NotDir => Errno::ENOTDIR,
         VfsError::IsDir => Errno::EISDIR,
         VfsError::NotLink => Errno::EINVAL,
-        VfsError::Io(n) => Errno::from_i32(n),
+        VfsError::BadHandle => Errno::EBADF,
+        VfsError::ReadOnly => Errno::EROFS,
+        VfsError::Io(n) => Errno::from_i32(*n),
     }
 }
 
-fn io_errno(e: &std::io::Error) -> Errno {
-    Errno::from_i32(e.raw_os_error().unwrap_or(libc::EIO))
+/// The errno for `e`, with a line in the daemon log for failures that are not routine
+/// (a missing name is routine: shells and file managers probe all the time).
+fn failed(op: &str, ino: INodeNo, e: &VfsError) -> Errno {
+    if !matches!(e, VfsError::NotFound | VfsError::ReadOnly) {
+        eprintln!("mlxfs: {op} of inode {} failed: {e:?}", ino.0);
+    }
+    errno(e)
 }
 
-thread_local! {
-    static READ_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+fn file_type(k: Kind) -> FileType {
+    match k {
+        Kind::Dir => FileType::Directory,
+        Kind::File => FileType::RegularFile,
+        Kind::Symlink => FileType::Symlink,
+    }
 }
 
-enum Handle {
-    File(Arc<File>),
-    Passthrough(#[allow(dead_code)] Arc<BackingId>),
-    Virtual(Arc<Vec<u8>>),
-}
-
+/// The `Filesystem` the fuser session runs.
 pub struct MlxFs {
     pub vfs: Arc<Vfs>,
     uid: u32,
     gid: u32,
     /// Try passthrough (set from options; cleared when the kernel or privileges refuse).
     passthrough: Arc<AtomicBool>,
-    handles: Mutex<HashMap<u64, Handle>>,
-    backing: Mutex<HashMap<u64, Weak<BackingId>>>,
-    next_fh: AtomicU64,
 }
 
 impl MlxFs {
@@ -72,9 +84,6 @@ impl MlxFs {
             uid,
             gid,
             passthrough,
-            handles: Mutex::new(HashMap::new()),
-            backing: Mutex::new(HashMap::new()),
-            next_fh: AtomicU64::new(1),
         }
     }
 
@@ -87,11 +96,7 @@ impl MlxFs {
             mtime: a.mtime,
             ctime: a.mtime,
             crtime: a.mtime,
-            kind: match a.kind {
-                Kind::Dir => FileType::Directory,
-                Kind::File => FileType::RegularFile,
-                Kind::Symlink => FileType::Symlink,
-            },
+            kind: file_type(a.kind),
             perm: a.perm,
             nlink: a.nlink,
             uid: self.uid,
@@ -102,42 +107,36 @@ impl MlxFs {
         }
     }
 
-    fn attr_of(&self, tree: &Tree, ino: u64) -> Result<FileAttr, Errno> {
-        let a = self.vfs.attr(tree, ino).map_err(errno)?;
-        Ok(self.fattr(ino, &a))
-    }
-
-    fn handles(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Handle>> {
-        self.handles.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn new_fh(&self) -> u64 {
-        self.next_fh.fetch_add(1, Ordering::Relaxed)
-    }
-
-    /// One backing id per inode, shared by every open of it (the kernel requires all opens of
-    /// an inode to use the same mode).
-    fn backing_for(
+    /// Hand an open backing file to the kernel (passthrough), sharing one backing id per
+    /// inode. Gives the reply back when the kernel or our privileges refuse (reads then go
+    /// through the daemon).
+    fn passthrough(
         &self,
-        ino: u64,
-        file: &File,
-        reply: &ReplyOpen,
-    ) -> std::io::Result<Arc<BackingId>> {
-        let mut map = self.backing.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(id) = map.get(&ino).and_then(Weak::upgrade) {
-            return Ok(id);
+        ino: INodeNo,
+        fh: u64,
+        file: &std::fs::File,
+        reply: ReplyOpen,
+    ) -> Option<ReplyOpen> {
+        if !self.passthrough.load(Ordering::Relaxed) {
+            return Some(reply);
         }
-        let id = Arc::new(reply.open_backing(file)?);
-        map.insert(ino, Arc::downgrade(&id));
-        Ok(id)
-    }
-}
-
-fn kind_to_ft(k: Kind) -> FileType {
-    match k {
-        Kind::Dir => FileType::Directory,
-        Kind::File => FileType::RegularFile,
-        Kind::Symlink => FileType::Symlink,
+        match self
+            .vfs
+            .handles
+            .shared::<BackingId>(ino.0, || reply.open_backing(file))
+        {
+            Ok(id) => {
+                self.vfs.handles.keep(fh, id.clone());
+                reply.opened_passthrough(FileHandle(fh), FopenFlags::FOPEN_NOFLUSH, &id);
+                None
+            }
+            Err(e) => {
+                eprintln!("mlxfs: passthrough refused ({e}); reads go through the daemon");
+                self.passthrough.store(false, Ordering::Relaxed);
+                self.vfs.set_read_mode(ReadMode::Daemon);
+                Some(reply)
+            }
+        }
     }
 }
 
@@ -169,93 +168,44 @@ impl Filesystem for MlxFs {
         let tree = self.vfs.tree();
         match tree
             .lookup(parent.0, name)
-            .map_err(errno)
-            .and_then(|ino| self.attr_of(&tree, ino))
+            .and_then(|ino| Ok((ino, self.vfs.attr(&tree, ino)?)))
         {
-            Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
-            Err(e) => reply.error(e),
+            Ok((ino, a)) => reply.entry(&TTL, &self.fattr(ino, &a), Generation(0)),
+            Err(e) => reply.error(failed("lookup", parent, &e)),
         }
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
-        // An open virtual file reports the size of the content that open rendered.
-        // (Clone the size out: the handle table's lock is never held while rendering.)
-        let open_len = fh.and_then(|fh| match self.handles().get(&fh.0) {
-            Some(Handle::Virtual(data)) => Some(data.len() as u64),
-            _ => None,
-        });
-        let tree = self.vfs.tree();
-        if let Some(len) = open_len
-            && let Ok(node) = tree.node(ino.0)
-        {
-            let mut a = node.attr.clone();
-            a.size = len;
-            a.blocks = len.div_ceil(512);
-            return reply.attr(&TTL, &self.fattr(ino.0, &a));
-        }
-        match self.attr_of(&tree, ino.0) {
-            Ok(a) => reply.attr(&TTL, &a),
-            Err(e) => reply.error(e),
+        match self.vfs.getattr(ino.0, fh.map(|f| f.0)) {
+            Ok(a) => reply.attr(&TTL, &self.fattr(ino.0, &a)),
+            Err(e) => reply.error(failed("getattr", ino, &e)),
         }
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
         match self.vfs.readlink(ino.0) {
             Ok(t) => reply.data(t.as_encoded_bytes()),
-            Err(e) => reply.error(errno(e)),
+            Err(e) => reply.error(failed("readlink", ino, &e)),
         }
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        if flags.0 & libc::O_ACCMODE != libc::O_RDONLY || flags.0 & libc::O_TRUNC != 0 {
-            return reply.error(Errno::EROFS);
-        }
-        let opened = match self.vfs.open(ino.0) {
-            Ok(o) => o,
-            Err(e) => return reply.error(errno(e)),
-        };
-        let fh = self.new_fh();
-        match opened {
-            Opened::Virtual(data) => {
-                self.handles().insert(fh, Handle::Virtual(data));
-                reply.opened(FileHandle(fh), FopenFlags::empty());
-            }
-            Opened::Backed(path) => {
-                let file = match File::open(&path) {
-                    Ok(f) => f,
-                    Err(e) => return reply.error(io_errno(&e)),
-                };
-                if self.passthrough.load(Ordering::Relaxed) {
-                    match self.backing_for(ino.0, &file, &reply) {
-                        Ok(id) => {
-                            self.handles().insert(fh, Handle::Passthrough(id.clone()));
-                            return reply.opened_passthrough(
-                                FileHandle(fh),
-                                FopenFlags::FOPEN_NOFLUSH,
-                                &id,
-                            );
-                        }
-                        Err(_) => {
-                            // Not permitted here (no CAP_SYS_ADMIN): read through the daemon from now on.
-                            self.passthrough.store(false, Ordering::Relaxed);
-                            self.vfs
-                                .info
-                                .write()
-                                .unwrap_or_else(|e| e.into_inner())
-                                .read_mode = "daemon".into();
-                        }
-                    }
+        let write = flags.0 & libc::O_ACCMODE != libc::O_RDONLY || flags.0 & libc::O_TRUNC != 0;
+        match self.vfs.open(ino.0, write) {
+            Ok((fh, Opened::Virtual)) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            Ok((fh, Opened::Backed(file))) => {
+                if let Some(reply) = self.passthrough(ino, fh, &file, reply) {
+                    reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE);
                 }
-                self.handles().insert(fh, Handle::File(Arc::new(file)));
-                reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE);
             }
+            Err(e) => reply.error(failed("open", ino, &e)),
         }
     }
 
     fn read(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         size: u32,
@@ -263,35 +213,10 @@ impl Filesystem for MlxFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let h = match self.handles().get(&fh.0) {
-            Some(Handle::File(f)) => Ok(f.clone()),
-            Some(Handle::Virtual(d)) => Err(d.clone()),
-            Some(Handle::Passthrough(_)) | None => return reply.error(Errno::EBADF),
-        };
-        match h {
-            Err(data) => {
-                let start = (offset as usize).min(data.len());
-                let end = (start + size as usize).min(data.len());
-                reply.data(&data[start..end]);
-            }
-            Ok(file) => READ_BUF.with_borrow_mut(|buf| {
-                // One buffer per worker thread, grown to the largest request and reused.
-                if buf.len() < size as usize {
-                    buf.resize(size as usize, 0);
-                }
-                let buf = &mut buf[..size as usize];
-                let mut done = 0;
-                while done < buf.len() {
-                    match file.read_at(&mut buf[done..], offset + done as u64) {
-                        Ok(0) => break,
-                        Ok(n) => done += n,
-                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                        Err(e) => return reply.error(io_errno(&e)),
-                    }
-                }
-                reply.data(&buf[..done]);
-            }),
-        }
+        self.vfs.read(fh.0, offset, size, |r| match r {
+            Ok(bytes) => reply.data(bytes),
+            Err(e) => reply.error(failed("read", ino, &e)),
+        });
     }
 
     fn release(
@@ -304,7 +229,7 @@ impl Filesystem for MlxFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.handles().remove(&fh.0);
+        let _ = self.vfs.release(fh.0);
         reply.ok();
     }
 
@@ -315,7 +240,7 @@ impl Filesystem for MlxFs {
                 FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE,
             ),
             Ok(_) => reply.error(Errno::ENOTDIR),
-            Err(e) => reply.error(errno(e)),
+            Err(e) => reply.error(failed("opendir", ino, &e)),
         }
     }
 
@@ -327,13 +252,13 @@ impl Filesystem for MlxFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let tree = self.vfs.tree();
-        let entries = match tree.entries(ino.0) {
+        let entries = match self.vfs.tree().entries(ino.0) {
             Ok(e) => e,
-            Err(e) => return reply.error(errno(e)),
+            Err(e) => return reply.error(failed("readdir", ino, &e)),
         };
-        for (i, (child, kind, name)) in entries.iter().enumerate().skip(offset as usize) {
-            if reply.add(INodeNo(*child), (i + 1) as u64, kind_to_ft(*kind), name) {
+        let skip = usize::try_from(offset).unwrap_or(usize::MAX);
+        for (i, (child, kind, name)) in entries.iter().enumerate().skip(skip) {
+            if reply.add(INodeNo(*child), (i + 1) as u64, file_type(*kind), name) {
                 break;
             }
         }
@@ -351,12 +276,14 @@ impl Filesystem for MlxFs {
         let tree = self.vfs.tree();
         let entries = match tree.entries(ino.0) {
             Ok(e) => e,
-            Err(e) => return reply.error(errno(e)),
+            Err(e) => return reply.error(failed("readdirplus", ino, &e)),
         };
-        for (i, (child, _kind, name)) in entries.iter().enumerate().skip(offset as usize) {
-            let Ok(attr) = self.attr_of(&tree, *child) else {
+        let skip = usize::try_from(offset).unwrap_or(usize::MAX);
+        for (i, (child, _kind, name)) in entries.iter().enumerate().skip(skip) {
+            let Ok(a) = self.vfs.attr(&tree, *child) else {
                 continue;
             };
+            let attr = self.fattr(*child, &a);
             if reply.add(
                 INodeNo(*child),
                 (i + 1) as u64,

@@ -1,5 +1,7 @@
 //! Keeping the mount current: inotify on the hub cache and the workspace home, a short
 //! debounce, a rescan, and kernel invalidations sent from this thread (never a FUSE worker).
+//! The thread never dies of what it finds on disk: a rescan that fails keeps the previous tree
+//! and says so ([`Vfs::refresh`]), and a panic anywhere else in a round is caught and logged.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -99,11 +101,25 @@ pub fn spawn(
                 break;
             }
             last = Instant::now();
-            watch_roots(&mut watcher, &vfs, &mut watched);
-            let changes = vfs.refresh();
-            apply(&notifier, &changes);
+            round(|| {
+                watch_roots(&mut watcher, &vfs, &mut watched);
+                apply(&notifier, &vfs.refresh());
+            });
         }
     })
+}
+
+/// One refresh round; a panic in it is logged and the refresher goes on (a dead refresher
+/// would freeze the tree without a word).
+fn round(f: impl FnOnce()) {
+    if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        let why = p
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        eprintln!("mlxfs: a refresh round failed ({why}); the next change retries");
+    }
 }
 
 fn periodic_only(vfs: &Vfs, notifier: &Notifier, stop: &AtomicBool) {
@@ -112,7 +128,7 @@ fn periodic_only(vfs: &Vfs, notifier: &Notifier, stop: &AtomicBool) {
         std::thread::sleep(Duration::from_millis(250));
         if last.elapsed() >= PERIODIC {
             last = Instant::now();
-            apply(notifier, &vfs.refresh());
+            round(|| apply(notifier, &vfs.refresh()));
         }
     }
 }

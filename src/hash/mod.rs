@@ -1,6 +1,6 @@
 //! Content hash v2, byte-compatible with mlx-knife 2.0.6+ (ADR-025), and the workspace sentinel.
 //!
-//! The recipe (see `shared/reference/mlx-knife.md` §7): walk the resolved workspace root depth
+//! The recipe (mlx-knife 2.0.6+ `workspace.py`, ADR-025): walk the resolved workspace root depth
 //! first, entries of each folder in NFC order; symlinks are always recorded (never followed, never
 //! excluded) as a fingerprint of their target relative to the root, and a link whose target leaves
 //! the root makes the whole hash fail; directories matching a `dir/` pattern are pruned; regular
@@ -17,7 +17,6 @@ use std::fmt;
 use std::fs;
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 use unicode_normalization::UnicodeNormalization;
 
@@ -168,12 +167,7 @@ fn nfc(s: &str) -> String {
 }
 
 fn sha_hex(d: impl AsRef<[u8]>) -> String {
-    let mut s = String::with_capacity(71);
-    s.push_str("sha256:");
-    for b in d.as_ref() {
-        s.push_str(&format!("{b:02x}"));
-    }
-    s
+    format!("sha256:{}", crate::text::hex(d.as_ref()))
 }
 
 /// Walk a (resolved) workspace root as mlx-knife's `_walk_workspace` does.
@@ -336,7 +330,8 @@ pub fn read_safetensors_header(path: &Path) -> Option<Vec<u8>> {
     if n == 0 || n > SAFETENSORS_HEADER_MAX {
         return None;
     }
-    let mut header = Vec::with_capacity(n as usize);
+    // Never trust the length for the allocation: a lying header on a small file reads short.
+    let mut header = Vec::with_capacity(n.min(1 << 20) as usize);
     f.take(n).read_to_end(&mut header).ok()?;
     if (header.len() as u64) < n {
         return None;
@@ -379,11 +374,6 @@ pub fn hash_file(path: &Path, rel: &str) -> Result<String, HashError> {
     Ok(sha_hex(h.finalize()))
 }
 
-/// `mtime_ns` as Python's `st_mtime_ns`.
-pub fn mtime_ns(md: &fs::Metadata) -> i64 {
-    md.mtime() * 1_000_000_000 + md.mtime_nsec()
-}
-
 /// The aggregate hash over an index (sorted by path here, as mlx-knife does).
 pub fn aggregate(index: &[IndexEntry]) -> String {
     let mut refs: Vec<&IndexEntry> = index.iter().collect();
@@ -423,7 +413,7 @@ pub fn compute_v2(ws: &Path, excludes: &Excludes) -> Result<(String, Vec<IndexEn
                 index.push(IndexEntry {
                     path: rel,
                     size: md.len(),
-                    mtime_ns: mtime_ns(&md),
+                    mtime_ns: crate::sys::mtime_ns(&md),
                     sha,
                 });
             }

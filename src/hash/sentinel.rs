@@ -1,5 +1,6 @@
 //! The workspace sentinel `.mlxk_workspace.json`: reading, the in-memory clean check, and the
-//! one writer (`recalc`), which replaces the file atomically and keeps unknown keys in place.
+//! two writers — `write_managed` (a new managed workspace) and `recalc` (which keeps unknown
+//! keys in place) — both atomic.
 
 use serde_json::{Map, Value};
 use std::collections::{HashMap, HashSet};
@@ -9,7 +10,7 @@ use std::path::Path;
 
 use super::{
     DEFAULT_EXCLUDE_PATTERNS, Excludes, HASH_ALGORITHM_V2, HashError, IndexEntry,
-    SENTINEL_FILENAME, WalkItem, compute_v2, hash_file, mtime_ns, resolve_root, walk,
+    SENTINEL_FILENAME, WalkItem, compute_v2, hash_file, resolve_root, walk,
 };
 
 /// A parsed sentinel. Keys keep their file order.
@@ -118,25 +119,24 @@ pub fn validate_index_path(p: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Stored index entries, validated: `Err` explains why the index cannot be trusted.
 /// A stored index row: (path, size, mtime_ns, sha).
 type StoredEntry = (String, Option<u64>, Option<i64>, Option<String>);
 
-fn stored_index(s: &Sentinel) -> Result<Vec<StoredEntry>, String> {
+/// Stored index entries, validated: `Err` says why the index cannot be trusted.
+fn stored_index(s: &Sentinel) -> Result<Vec<StoredEntry>, Unknown> {
     let Some(Value::Array(items)) = s.raw.get("file_index") else {
-        return Err("workspace sentinel has no file_index — run `mlxfs show <name> --recalc-hash` to rebuild".into());
+        return Err(Unknown::NoFileIndex);
     };
     let mut out = Vec::with_capacity(items.len());
     for it in items {
         let Value::Object(e) = it else {
-            return Err("workspace sentinel has invalid file path entry — run `mlxfs show <name> --recalc-hash` to rebuild".into());
+            return Err(Unknown::BadIndexEntry(None));
         };
-        let path = e.get("path").and_then(Value::as_str).ok_or_else(|| {
-            "workspace sentinel has invalid file path entry — run `mlxfs show <name> --recalc-hash` to rebuild".to_string()
-        })?;
-        validate_index_path(path).map_err(|why| {
-            format!("workspace sentinel has invalid file path entry ({why}) — run `mlxfs show <name> --recalc-hash` to rebuild")
-        })?;
+        let path = e
+            .get("path")
+            .and_then(Value::as_str)
+            .ok_or(Unknown::BadIndexEntry(None))?;
+        validate_index_path(path).map_err(|why| Unknown::BadIndexEntry(Some(why)))?;
         out.push((
             path.to_string(),
             e.get("size").and_then(Value::as_u64),
@@ -145,6 +145,67 @@ fn stored_index(s: &Sentinel) -> Result<Vec<StoredEntry>, String> {
         ));
     }
     Ok(out)
+}
+
+/// Why a workspace's clean state cannot be told. `Display` states the fact; [`Unknown::fix`]
+/// says when recomputing the hash (`show --recalc-hash`) is the remedy — the adapters word
+/// that for their users.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unknown {
+    /// No `.mlxk_workspace.json`.
+    NoSentinel,
+    /// The sentinel cannot be read, is not JSON, or not a JSON object.
+    BadSentinel(String),
+    /// A sentinel without a v2 content hash (written by mlx-knife ≤ 2.0.5, or by hand).
+    NotV2,
+    /// A v2 sentinel without a `file_index` list.
+    NoFileIndex,
+    /// A `file_index` entry that is not an object, has no path, or a path that would leave
+    /// the workspace (the reason, when there is one).
+    BadIndexEntry(Option<String>),
+    /// `exclude_patterns` holds something that is not a string.
+    BadExcludes(String),
+    /// The workspace itself cannot be walked (the error).
+    Unreadable(String),
+}
+
+/// What recomputing the hash would do for an [`Unknown`] state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fix {
+    /// Write a v2 hash where there is none.
+    Upgrade,
+    /// Rewrite a damaged file index.
+    Rebuild,
+}
+
+impl Unknown {
+    /// When `show --recalc-hash` is the remedy.
+    pub fn fix(&self) -> Option<Fix> {
+        match self {
+            Unknown::NotV2 => Some(Fix::Upgrade),
+            Unknown::NoFileIndex | Unknown::BadIndexEntry(_) => Some(Fix::Rebuild),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Unknown {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unknown::NoSentinel => write!(f, "no sentinel ({SENTINEL_FILENAME})"),
+            Unknown::BadSentinel(why) | Unknown::BadExcludes(why) | Unknown::Unreadable(why) => {
+                f.write_str(why)
+            }
+            Unknown::NotV2 => f.write_str("sentinel has no v2 content hash"),
+            Unknown::NoFileIndex => f.write_str("workspace sentinel has no file_index"),
+            Unknown::BadIndexEntry(None) => {
+                f.write_str("workspace sentinel has invalid file path entry")
+            }
+            Unknown::BadIndexEntry(Some(why)) => {
+                write!(f, "workspace sentinel has invalid file path entry ({why})")
+            }
+        }
+    }
 }
 
 /// The outcome of the clean check.
@@ -159,7 +220,10 @@ pub enum Clean {
         why_unhashable: Option<String>,
     },
     /// No way to tell (no v2 sentinel, corrupt index, …).
-    Unknown { why: String, stored: Option<String> },
+    Unknown {
+        why: Unknown,
+        stored: Option<String>,
+    },
 }
 
 impl Clean {
@@ -180,27 +244,24 @@ pub fn clean_check(ws: &Path, read: &SentinelRead) -> Clean {
         SentinelRead::Present(s) => s,
         SentinelRead::Missing => {
             return Clean::Unknown {
-                why: "no sentinel (.mlxk_workspace.json)".into(),
+                why: Unknown::NoSentinel,
                 stored: None,
             };
         }
         SentinelRead::Invalid(why) => {
             return Clean::Unknown {
-                why: why.clone(),
+                why: Unknown::BadSentinel(why.clone()),
                 stored: None,
             };
         }
     };
     let stored = s.content_hash().map(str::to_string);
-    let unknown = |why: String| Clean::Unknown {
+    let unknown = |why: Unknown| Clean::Unknown {
         why,
         stored: stored.clone(),
     };
     if s.raw.get("hash_algorithm").and_then(Value::as_str) != Some(HASH_ALGORITHM_V2) {
-        return unknown(
-            "sentinel has no v2 content hash — run `mlxfs show <name> --recalc-hash` to upgrade it"
-                .into(),
-        );
+        return unknown(Unknown::NotV2);
     }
     let index = match stored_index(s) {
         Ok(i) => i,
@@ -208,15 +269,15 @@ pub fn clean_check(ws: &Path, read: &SentinelRead) -> Clean {
     };
     let excludes = match s.effective_excludes() {
         Ok(e) => e,
-        Err(why) => return unknown(why),
+        Err(why) => return unknown(Unknown::BadExcludes(why)),
     };
     let root = match resolve_root(ws) {
         Ok(r) => r,
-        Err(e) => return unknown(e.to_string()),
+        Err(e) => return unknown(Unknown::Unreadable(e.to_string())),
     };
     let items = match walk(&root, &excludes) {
         Ok(i) => i,
-        Err(e) => return unknown(e.to_string()),
+        Err(e) => return unknown(Unknown::Unreadable(e.to_string())),
     };
     let indexed: HashMap<&str, usize> = index
         .iter()
@@ -246,7 +307,7 @@ pub fn clean_check(ws: &Path, read: &SentinelRead) -> Clean {
                 };
                 // Same size and mtime: unchanged without reading; mtime drift: compare content.
                 if Some(md.len()) != *size
-                    || (Some(mtime_ns(&md)) != *mtime
+                    || (Some(crate::sys::mtime_ns(&md)) != *mtime
                         && hash_file(path, rel).ok().as_ref() != sha.as_ref())
                 {
                     dirty = true;
@@ -292,10 +353,11 @@ pub enum RecalcError {
 
 /// Current UTC time as mlx-knife writes it: `2026-04-20T10:30:00.123456Z` (no fraction at 0 µs).
 pub fn now_iso_utc() -> String {
-    let now = std::time::SystemTime::now()
+    let t = std::time::SystemTime::now();
+    let micros = t
         .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    crate::timefmt::iso_utc_micros(now.as_secs() as i64, now.subsec_micros())
+        .map_or(0, |d| d.subsec_micros());
+    crate::timefmt::iso_utc_micros(crate::sys::epoch_secs(t), micros)
 }
 
 /// `show --recalc-hash`: recompute the v2 hash and index and rewrite the sentinel atomically
@@ -327,6 +389,53 @@ pub fn recalc(ws: &Path) -> Result<String, RecalcError> {
     );
     write_atomic(&root, &raw)?;
     Ok(hash)
+}
+
+/// Where a new managed workspace came from (the sentinel's provenance keys).
+#[derive(Debug, Clone)]
+pub struct Provenance<'a> {
+    /// `org/name` of the hub repo (or the source workspace).
+    pub source_repo: &'a str,
+    /// The commit it was made from.
+    pub source_revision: &'a str,
+    /// `clone` (and, later, `convert`).
+    pub operation: &'a str,
+}
+
+/// Write the sentinel of a new managed workspace, as mlx-knife writes it after a clone: its
+/// keys in its order, then the content hash v2, the default excludes and the file index when
+/// `hashed` has them (a workspace whose files cannot be hashed gets no hash, as in
+/// mlx-knife). Atomic ([`write_atomic`]). Besides [`recalc`], the only writer of sentinels.
+pub fn write_managed(
+    ws: &Path,
+    p: &Provenance,
+    hashed: Option<&(String, Vec<IndexEntry>)>,
+) -> std::io::Result<()> {
+    let now = now_iso_utc();
+    let mut s = Map::new();
+    s.insert(
+        "mlxk_version".into(),
+        Value::from(concat!("mlxfs-", env!("CARGO_PKG_VERSION"))),
+    );
+    s.insert("created_at".into(), Value::from(now.clone()));
+    s.insert("source_repo".into(), Value::from(p.source_repo));
+    s.insert("source_revision".into(), Value::from(p.source_revision));
+    s.insert("managed".into(), Value::Bool(true));
+    s.insert("operation".into(), Value::from(p.operation));
+    s.insert("hash_modified".into(), Value::from(now));
+    if let Some((content_hash, index)) = hashed {
+        s.insert("hash_algorithm".into(), Value::from(HASH_ALGORITHM_V2));
+        s.insert("content_hash".into(), Value::from(content_hash.clone()));
+        s.insert(
+            "exclude_patterns".into(),
+            Value::from(DEFAULT_EXCLUDE_PATTERNS.to_vec()),
+        );
+        s.insert(
+            "file_index".into(),
+            Value::Array(index.iter().map(index_entry_json).collect()),
+        );
+    }
+    write_atomic(ws, &s)
 }
 
 /// One `file_index` entry in mlx-knife's key order.

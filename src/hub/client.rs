@@ -8,6 +8,7 @@ use hf_hub::{HFClient, HFError};
 use serde::Deserialize;
 
 use super::{ErrorKind, HubError, RepoSpec, Result};
+use crate::env;
 
 /// One file of a remote revision.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,21 +45,21 @@ pub struct Hub {
 }
 
 fn env_nonempty(k: &str) -> Option<String> {
-    std::env::var(k).ok().filter(|v| !v.trim().is_empty())
+    env::var(k).filter(|v| !v.trim().is_empty())
 }
 
 /// `HF_TOKEN`, else the file `HF_TOKEN_PATH`, else `$HF_HOME/token` (huggingface_hub's order).
 pub fn token_from_env() -> Option<String> {
-    if let Some(t) = env_nonempty("HF_TOKEN") {
+    if let Some(t) = env_nonempty(env::HF_TOKEN) {
         return Some(t.trim().to_string());
     }
-    let path = env_nonempty("HF_TOKEN_PATH")
+    let path = env_nonempty(env::HF_TOKEN_PATH)
         .map(std::path::PathBuf::from)
         .or_else(|| {
-            let home = env_nonempty("HF_HOME")
+            let home = env_nonempty(env::HF_HOME)
                 .map(std::path::PathBuf::from)
                 .or_else(|| {
-                    env_nonempty("HOME")
+                    env_nonempty(env::HOME)
                         .map(|h| std::path::Path::new(&h).join(".cache/huggingface"))
                 })?;
             Some(home.join("token"))
@@ -71,7 +72,7 @@ pub fn token_from_env() -> Option<String> {
 
 /// huggingface_hub's offline switch (`1`, `true`, `yes`, `on`).
 pub fn offline() -> bool {
-    env_nonempty("HF_HUB_OFFLINE")
+    env_nonempty(env::HF_HUB_OFFLINE)
         .is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"))
 }
 
@@ -87,7 +88,7 @@ impl Hub {
     /// From `HF_ENDPOINT` (default https://huggingface.co) and the token variables.
     /// `MLXFS_HUB_TIMEOUT` (seconds, default 60) bounds a stalled connection.
     pub fn from_env() -> Result<Hub> {
-        let endpoint = env_nonempty("HF_ENDPOINT")
+        let endpoint = env_nonempty(env::HF_ENDPOINT)
             .unwrap_or_else(|| "https://huggingface.co".to_string())
             .trim_end_matches('/')
             .to_string();
@@ -100,7 +101,7 @@ impl Hub {
         let token = token_from_env();
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(15))
-            .read_timeout(secs_from_env("MLXFS_HUB_TIMEOUT", 60))
+            .read_timeout(secs_from_env(env::MLXFS_HUB_TIMEOUT, 60))
             .user_agent(concat!("mlxfs/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| HubError::new(ErrorKind::Network, format!("HTTP client: {e}")))?;

@@ -13,14 +13,16 @@ use std::collections::{BTreeSet, HashMap};
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use super::client::RemoteSnapshot;
 use super::download::{Job, fetch_all};
 use super::progress::Progress;
 use super::{ErrorKind, Hub, HubError, RepoSpec, Result};
+use crate::catalog::verdict::Health;
 use crate::catalog::{ModelRef, record};
-use crate::hash::{self, DEFAULT_EXCLUDE_PATTERNS, Excludes, HASH_ALGORITHM_V2, sentinel};
+use crate::hash::{self, Excludes, sentinel};
+use crate::text::{human_bytes, short_rev};
 
 /// The outcome of a clone.
 #[derive(Debug, Clone)]
@@ -30,28 +32,10 @@ pub struct Cloned {
     pub content_hash: Option<String>,
     pub files: usize,
     pub bytes: u64,
-    pub health: String,
+    /// The new workspace's health.
+    pub health: Health,
+    /// Bytes found already downloaded by an interrupted earlier run.
     pub resumed_bytes: u64,
-}
-
-impl Cloned {
-    /// mlx-knife's `data` for clone (+ mlxfs fields).
-    pub fn data(&self, spec: &RepoSpec) -> Value {
-        json!({
-            "model": spec.to_string(),
-            "clone_status": "success",
-            "message": format!("Cloned to {}", self.target.display()),
-            "target_dir": self.target.to_string_lossy(),
-            "health_check": true,
-            "source_repo": spec.repo,
-            "source_revision": self.commit,
-            "content_hash": self.content_hash,
-            "files": self.files,
-            "size_bytes": self.bytes,
-            "health": self.health,
-            "resumed_bytes": self.resumed_bytes,
-        })
-    }
 }
 
 /// Where a clone goes: explicit path, bare name under the workspace home, or the repo's name.
@@ -168,7 +152,6 @@ pub fn staging_dir(spec: &RepoSpec, target: &Path) -> PathBuf {
 struct StageLock(#[allow(dead_code)] fs::File);
 
 fn lock_stage(stage: &Path, target: &Path) -> Result<StageLock> {
-    use std::os::fd::AsRawFd;
     fs::create_dir_all(stage)
         .map_err(|e| HubError::io(&e, &format!("creating {}", stage.display())))?;
     let f = fs::OpenOptions::new()
@@ -177,8 +160,7 @@ fn lock_stage(stage: &Path, target: &Path) -> Result<StageLock> {
         .write(true)
         .open(stage.join("lock"))
         .map_err(|e| HubError::io(&e, "creating the staging lock"))?;
-    // SAFETY: flock on an open descriptor.
-    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+    if f.try_lock().is_err() {
         return Err(HubError::new(
             ErrorKind::Conflict,
             format!("Another clone into {} is running", target.display()),
@@ -205,7 +187,7 @@ pub fn clone(hub: &Hub, spec: &RepoSpec, target: &Path, progress: &dyn Progress)
         if keep {
             e.add_hint(&format!(
                 "{} downloaded so far are kept in {}; run the same command again to resume.",
-                super::progress::human_bytes(kept),
+                human_bytes(kept),
                 stage.display()
             ))
         } else {
@@ -303,11 +285,11 @@ fn run(
     if resumed && on_disk > 0 {
         progress.note(&format!(
             "Resuming: {} already downloaded",
-            super::progress::human_bytes(on_disk)
+            human_bytes(on_disk)
         ));
     }
     progress.start(
-        &format!("{}@{}", spec.repo, &remote.commit[..7]),
+        &format!("{}@{}", spec.repo, short_rev(&remote.commit)),
         remote.files.len(),
         unique,
     );
@@ -329,48 +311,24 @@ fn run(
     // Content hash + sentinel, as mlx-knife writes them after a clone. A repo whose files
     // cannot be hashed (e.g. a corrupt safetensors header) still becomes a workspace, without a
     // hash, as mlx-knife does; the health line says why.
-    let excludes = Excludes::default_list();
-    let hashed = hash::compute_v2(&model, &excludes);
-    let now = sentinel::now_iso_utc();
-    let mut s = Map::new();
-    s.insert(
-        "mlxk_version".into(),
-        json!(concat!("mlxfs-", env!("CARGO_PKG_VERSION"))),
-    );
-    s.insert("created_at".into(), json!(now));
-    s.insert("source_repo".into(), json!(spec.repo));
-    s.insert("source_revision".into(), json!(remote.commit));
-    s.insert("managed".into(), json!(true));
-    s.insert("operation".into(), json!("clone"));
-    s.insert("hash_modified".into(), json!(now));
-    let content_hash = match &hashed {
-        Ok((content_hash, index)) => {
-            s.insert("hash_algorithm".into(), json!(HASH_ALGORITHM_V2));
-            s.insert("content_hash".into(), json!(content_hash));
-            s.insert("exclude_patterns".into(), json!(DEFAULT_EXCLUDE_PATTERNS));
-            s.insert(
-                "file_index".into(),
-                Value::Array(index.iter().map(sentinel::index_entry_json).collect()),
-            );
-            Some(content_hash.clone())
-        }
-        Err(e) => {
-            progress.note(&format!("warning: no content hash: {e}"));
-            None
-        }
+    let hashed = hash::compute_v2(&model, &Excludes::default_list());
+    if let Err(e) = &hashed {
+        progress.note(&format!("warning: no content hash: {e}"));
+    }
+    let provenance = sentinel::Provenance {
+        source_repo: &spec.repo,
+        source_revision: &remote.commit,
+        operation: "clone",
     };
-    sentinel::write_atomic(&model, &s).map_err(|e| io(e, "writing the sentinel".into()))?;
+    sentinel::write_managed(&model, &provenance, hashed.as_ref().ok())
+        .map_err(|e| io(e, "writing the sentinel".into()))?;
+    let content_hash = hashed.ok().map(|(h, _)| h);
 
     let name = target
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let d = record::describe(&ModelRef::workspace(model.clone(), name));
-    let health = if d.record.health == "healthy" {
-        "healthy".to_string()
-    } else {
-        format!("unhealthy: {}", d.health_message)
-    };
+    let health = record::describe(&ModelRef::workspace(model.clone(), name)).health;
 
     // The one step that makes it visible.
     fs::rename(&model, target)

@@ -37,10 +37,10 @@ pub struct Job {
 /// How many files download at once (huggingface_hub's default is 8).
 pub const WORKERS: usize = 8;
 
+/// `MLXFS_HUB_RETRIES` (default 3): retries of a transiently failed download.
 fn retries() -> u32 {
-    std::env::var("MLXFS_HUB_RETRIES")
-        .ok()
-        .and_then(|v| v.parse().ok())
+    crate::env::var(crate::env::MLXFS_HUB_RETRIES)
+        .and_then(|v| v.trim().parse().ok())
         .unwrap_or(3)
 }
 
@@ -89,22 +89,26 @@ fn open_lock(path: &Path) -> Result<File> {
         .map_err(|e| HubError::io(&e, &format!("opening lock {}", path.display())))
 }
 
-fn try_flock(f: &File, flags: libc::c_int) -> bool {
-    use std::os::fd::AsRawFd;
-    // SAFETY: flock on an open descriptor.
-    unsafe { libc::flock(f.as_raw_fd(), flags) == 0 }
+/// Take the lock if nobody holds it (an exclusive `flock`, as huggingface_hub's `filelock`).
+fn try_lock(f: &File) -> bool {
+    f.try_lock().is_ok()
+}
+
+/// Wait for the lock.
+fn wait_lock(f: &File) -> bool {
+    f.lock().is_ok()
 }
 
 /// Hold an exclusive flock on `path` (created if missing), waiting while another process has
 /// it. Blocking: for use outside the download runtime.
 pub(crate) fn lock(path: &Path, progress: &dyn Progress) -> Result<Held> {
     let f = open_lock(path)?;
-    if !try_flock(&f, libc::LOCK_EX | libc::LOCK_NB) {
+    if !try_lock(&f) {
         progress.note(&format!(
             "waiting for another process holding {}",
             path.display()
         ));
-        if !try_flock(&f, libc::LOCK_EX) {
+        if !wait_lock(&f) {
             return Err(HubError::new(
                 ErrorKind::Io,
                 format!("cannot lock {}", path.display()),
@@ -118,7 +122,7 @@ pub(crate) fn lock(path: &Path, progress: &dyn Progress) -> Result<Held> {
 /// downloads keep streaming meanwhile.
 async fn lock_async(path: &Path, progress: &dyn Progress) -> Result<Held> {
     let f = open_lock(path)?;
-    if try_flock(&f, libc::LOCK_EX | libc::LOCK_NB) {
+    if try_lock(&f) {
         return Ok(Held(Some(f)));
     }
     progress.note(&format!(
@@ -126,7 +130,7 @@ async fn lock_async(path: &Path, progress: &dyn Progress) -> Result<Held> {
         path.display()
     ));
     let shown = path.display().to_string();
-    tokio::task::spawn_blocking(move || try_flock(&f, libc::LOCK_EX).then_some(f))
+    tokio::task::spawn_blocking(move || wait_lock(&f).then_some(f))
         .await
         .ok()
         .flatten()

@@ -21,6 +21,8 @@ use std::io;
 
 pub use client::Hub;
 
+use crate::error::{Diagnostic, ErrorType};
+
 /// What went wrong, by what the user can do about it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
@@ -55,29 +57,36 @@ pub enum ErrorKind {
     Rejected,
     /// The hub's answer does not follow the protocol (unreadable JSON, unusable ids or paths).
     Protocol,
+    /// `rm` of a workspace: mlxfs deletes only from the hub cache.
+    WorkspaceModel,
+    /// `rm` while another process holds one of the model's locks (a download in progress).
+    LocksPresent,
 }
 
 impl ErrorKind {
     /// The JSON envelope's `error.type`.
-    pub fn as_str(self) -> &'static str {
+    pub fn error_type(self) -> ErrorType {
+        use ErrorKind as K;
         match self {
-            ErrorKind::InvalidSpec => "ValidationError",
-            ErrorKind::Network => "network_error",
-            ErrorKind::Auth => "auth_error",
-            ErrorKind::AccessDenied => "access_denied",
-            ErrorKind::RepoNotFound => "repo_not_found",
-            ErrorKind::RevisionNotFound => "revision_not_found",
-            ErrorKind::EntryNotFound => "entry_not_found",
-            ErrorKind::Server => "server_error",
-            ErrorKind::DiskFull => "disk_full",
-            ErrorKind::Permission => "permission_denied",
-            ErrorKind::Io => "io_error",
-            ErrorKind::Integrity => "integrity_error",
-            ErrorKind::InvalidTarget => "InvalidTargetError",
-            ErrorKind::Conflict => "conflict",
-            ErrorKind::Offline => "offline",
-            ErrorKind::Rejected => "request_rejected",
-            ErrorKind::Protocol => "protocol_error",
+            K::InvalidSpec => ErrorType::ValidationError,
+            K::Network => ErrorType::NetworkError,
+            K::Auth => ErrorType::AuthError,
+            K::AccessDenied => ErrorType::AccessDenied,
+            K::RepoNotFound => ErrorType::RepoNotFound,
+            K::RevisionNotFound => ErrorType::RevisionNotFound,
+            K::EntryNotFound => ErrorType::EntryNotFound,
+            K::Server => ErrorType::ServerError,
+            K::DiskFull => ErrorType::DiskFull,
+            K::Permission => ErrorType::PermissionDenied,
+            K::Io => ErrorType::IoError,
+            K::Integrity => ErrorType::IntegrityError,
+            K::InvalidTarget => ErrorType::InvalidTargetError,
+            K::Conflict => ErrorType::Conflict,
+            K::Offline => ErrorType::Offline,
+            K::Rejected => ErrorType::RequestRejected,
+            K::Protocol => ErrorType::ProtocolError,
+            K::WorkspaceModel => ErrorType::WorkspaceModel,
+            K::LocksPresent => ErrorType::LocksPresent,
         }
     }
 
@@ -100,12 +109,14 @@ impl ErrorKind {
     }
 }
 
-/// An error of a hub operation: a kind, a message, and what to do next.
+/// An error of a hub operation: a kind, a message, what to do next, and extra JSON fields.
 #[derive(Debug, Clone)]
 pub struct HubError {
     pub kind: ErrorKind,
     pub message: String,
     pub hint: Option<String>,
+    /// Extra fields of the JSON error object (`lock_files` of `locks_present`).
+    pub fields: Vec<(&'static str, serde_json::Value)>,
 }
 
 impl HubError {
@@ -114,7 +125,13 @@ impl HubError {
             kind,
             message: message.into(),
             hint: None,
+            fields: Vec::new(),
         }
+    }
+    /// Add an extra field to the JSON error object.
+    pub fn field(mut self, k: &'static str, v: serde_json::Value) -> HubError {
+        self.fields.push((k, v));
+        self
     }
     pub fn hint(mut self, h: impl Into<String>) -> HubError {
         self.hint = Some(h.into());
@@ -154,6 +171,18 @@ impl fmt::Display for HubError {
 }
 
 impl std::error::Error for HubError {}
+
+impl Diagnostic for HubError {
+    fn error_type(&self) -> ErrorType {
+        self.kind.error_type()
+    }
+    fn hint(&self) -> Option<String> {
+        self.hint.clone()
+    }
+    fn fields(&self) -> Vec<(&'static str, serde_json::Value)> {
+        self.fields.clone()
+    }
+}
 
 pub type Result<T> = std::result::Result<T, HubError>;
 
@@ -245,20 +274,7 @@ impl fmt::Display for RepoSpec {
     }
 }
 
-/// Is `s` a full 40-hex commit id?
-pub fn is_commit(s: &str) -> bool {
-    s.len() == 40 && s.bytes().all(|b| b.is_ascii_hexdigit())
-}
-
-/// Lowercase hex of bytes.
-pub fn hex(b: &[u8]) -> String {
-    use std::fmt::Write;
-    let mut s = String::with_capacity(b.len() * 2);
-    for x in b {
-        let _ = write!(s, "{x:02x}");
-    }
-    s
-}
+pub use crate::text::{hex, is_commit};
 
 /// First 16 hex digits of sha256(`s`): deterministic staging names.
 pub fn short_digest(s: &str) -> String {
@@ -266,17 +282,7 @@ pub fn short_digest(s: &str) -> String {
     hex(&Sha256::digest(s.as_bytes()))[..16].to_string()
 }
 
-/// Free bytes for unprivileged writers on the file system holding `p`.
-pub fn free_space(p: &std::path::Path) -> Option<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(p.as_os_str().as_bytes()).ok()?;
-    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: c is a valid NUL-terminated path, s a writable statvfs.
-    if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
-        return None;
-    }
-    Some(s.f_bavail as u64 * s.f_frsize as u64)
-}
+pub use crate::sys::free_space;
 
 /// Refuse early when `need` more bytes will not fit next to `p`.
 pub fn check_space(p: &std::path::Path, need: u64) -> Result<()> {

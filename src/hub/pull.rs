@@ -13,13 +13,13 @@ use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 
-use serde_json::{Value, json};
-
 use super::client::RemoteSnapshot;
 use super::download::{Job, fetch_all};
 use super::progress::Progress;
 use super::{Hub, HubError, RepoSpec, Result};
+use crate::catalog::verdict::Health;
 use crate::catalog::{HubRepo, Locations, ModelRef, dir_from_repo_id, record};
+use crate::text::short_rev;
 
 /// What a pull found or did.
 #[derive(Debug, Clone)]
@@ -34,56 +34,8 @@ pub enum Outcome {
         path: PathBuf,
         files: usize,
         bytes: u64,
-        health: String,
+        health: Health,
     },
-}
-
-impl Outcome {
-    /// mlx-knife's `data` for pull (+ mlxfs fields).
-    pub fn data(&self, spec: &RepoSpec) -> Value {
-        let mut d = json!({
-            "model": spec.repo,
-            "download_status": "",
-            "message": "",
-            "expanded_name": null,
-        });
-        match self {
-            Outcome::AlreadyExists { commit, path } => {
-                d["download_status"] = json!("already_exists");
-                d["message"] = json!(format!("Model {} already exists in cache", spec.repo));
-                d["commit_hash"] = json!(commit);
-                d["path"] = json!(path.to_string_lossy());
-            }
-            Outcome::NeedsConfirmation { commit, reason } => {
-                d["download_status"] = json!("requires_confirmation");
-                d["message"] = json!(format!(
-                    "{reason}. Use --force-resume to attempt resume or 'mlxfs rm' to delete."
-                ));
-                d["commit_hash"] = json!(commit);
-            }
-            Outcome::Pulled {
-                commit,
-                path,
-                files,
-                bytes,
-                health,
-            } => {
-                d["download_status"] = json!("success");
-                d["message"] = json!(format!(
-                    "Downloaded {}@{} ({files} files, {})",
-                    spec.repo,
-                    commit.get(..7).unwrap_or(commit),
-                    super::progress::human_bytes(*bytes)
-                ));
-                d["commit_hash"] = json!(commit);
-                d["path"] = json!(path.to_string_lossy());
-                d["files"] = json!(files);
-                d["size_bytes"] = json!(bytes);
-                d["health"] = json!(health);
-            }
-        }
-        d
-    }
 }
 
 /// The commit a cached revision names: a full commit with a snapshot, or `refs/<rev>`.
@@ -96,22 +48,18 @@ fn cached_commit(repo: &HubRepo, rev: &str) -> Option<String> {
             .map(|s| s.commit.clone());
     }
     repo.snapshot_for_ref(rev)
-        .map(|i| repo.snapshots[i].commit.clone())
+        .and_then(|i| repo.snapshots.get(i))
+        .map(|s| s.commit.clone())
 }
 
-/// Health of one snapshot of a cached repo: Ok(message) or Err(reason).
-fn snapshot_health(dir: &Path, commit: &str) -> std::result::Result<String, String> {
-    let repo = HubRepo::load(dir).ok_or("not a hub model folder")?;
-    let i = repo
-        .snapshots
-        .iter()
-        .position(|s| s.commit == commit)
-        .ok_or("snapshot missing")?;
-    let d = record::describe(&ModelRef::hub(&repo, Some(i)));
-    if d.record.health == "healthy" {
-        Ok(d.health_message)
-    } else {
-        Err(d.health_message)
+/// Health of one snapshot of a cached repo.
+fn snapshot_health(dir: &Path, commit: &str) -> Health {
+    let Some(repo) = HubRepo::load(dir) else {
+        return Health::Unhealthy("not a hub model folder".into());
+    };
+    match repo.snapshots.iter().position(|s| s.commit == commit) {
+        Some(i) => record::describe(&ModelRef::hub(&repo, Some(i))).health,
+        None => Health::Unhealthy("snapshot missing".into()),
     }
 }
 
@@ -121,11 +69,11 @@ pub fn check_cached(loc: &Locations, spec: &RepoSpec) -> Option<Outcome> {
     let repo = HubRepo::load(&dir)?;
     let commit = cached_commit(&repo, spec.revision())?;
     Some(match snapshot_health(&dir, &commit) {
-        Ok(_) => Outcome::AlreadyExists {
+        Health::Healthy(_) => Outcome::AlreadyExists {
             path: dir.join("snapshots").join(&commit),
             commit,
         },
-        Err(reason) => Outcome::NeedsConfirmation { commit, reason },
+        Health::Unhealthy(reason) => Outcome::NeedsConfirmation { commit, reason },
     })
 }
 
@@ -172,7 +120,7 @@ pub fn pull(
     }
     let remote = hub.remote_snapshot(spec)?;
     let existing = hub_dir.join(&folder);
-    if flags.refresh && snapshot_health(&existing, &remote.commit).is_ok() {
+    if flags.refresh && snapshot_health(&existing, &remote.commit).is_healthy() {
         // The hub's commit is here already: only the ref may need to follow it.
         if !super::is_commit(spec.revision()) {
             write_ref(&existing, spec.revision(), &remote.commit)?;
@@ -208,7 +156,7 @@ pub fn pull(
         .sum();
     super::check_space(hub_dir, need)?;
     progress.start(
-        &format!("{}@{}", spec.repo, &remote.commit[..7]),
+        &format!("{}@{}", spec.repo, short_rev(&remote.commit)),
         remote.files.len(),
         remote.total_bytes(),
     );
@@ -227,10 +175,7 @@ pub fn pull(
             )
         })?;
     }
-    let health = match snapshot_health(&final_dir, &remote.commit) {
-        Ok(_) => "healthy".to_string(),
-        Err(r) => format!("unhealthy: {r}"),
-    };
+    let health = snapshot_health(&final_dir, &remote.commit);
     Ok(Outcome::Pulled {
         path: final_dir.join("snapshots").join(&remote.commit),
         commit: remote.commit.clone(),

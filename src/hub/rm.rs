@@ -10,10 +10,9 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use serde_json::{Value, json};
-
-use crate::catalog::resolve::{ResolveError, resolve};
-use crate::catalog::{HubRepo, Locations, Source};
+use super::{ErrorKind, HubError, Result};
+use crate::catalog::{HubRepo, Locations, ModelRef, Source};
+use crate::text::short_rev;
 
 /// What `rm` decided or did.
 #[derive(Debug, Clone)]
@@ -43,51 +42,6 @@ pub struct Deleted {
     pub lock_files_cleaned: usize,
 }
 
-/// Why `rm` refused.
-#[derive(Debug, Clone)]
-pub enum RmError {
-    Resolve(ResolveError),
-    Workspace(String),
-    Io(String),
-}
-
-impl RmOutcome {
-    pub fn data(&self) -> Value {
-        match self {
-            RmOutcome::NeedsConfirmation { model, spec } => json!({
-                "model": model, "action": "requires_confirmation",
-                "message": format!("Would delete '{model}' (matched from '{spec}')"),
-                "requires_confirmation": true, "matches": [], "lock_files_cleaned": 0,
-            }),
-            RmOutcome::Locked { model, locks } => json!({
-                "model": model, "action": "locked", "message": "", "requires_confirmation": false,
-                "matches": [], "lock_files_cleaned": 0, "locks_detected": true, "lock_files": locks,
-            }),
-            RmOutcome::Deleted(d) => {
-                let what = match &d.commit {
-                    Some(c) => format!("{}@{}", d.model, c),
-                    None => d.model.clone(),
-                };
-                let mut v = json!({
-                    "model": d.model,
-                    "action": if d.commit.is_some() { "delete_hash" } else { "delete_model" },
-                    "message": format!("Deleted {what}"),
-                    "requires_confirmation": false, "matches": [],
-                    "lock_files_cleaned": d.lock_files_cleaned,
-                });
-                if let Some(c) = &d.commit {
-                    v["commit_hash"] = json!(c);
-                }
-                v["whole_model_removed"] = json!(d.whole_model);
-                v["blobs_removed"] = json!(d.blobs_removed);
-                v["blobs_kept"] = json!(d.blobs_kept);
-                v["freed_bytes"] = json!(d.freed_bytes);
-                v
-            }
-        }
-    }
-}
-
 /// Blob names (files in `blobs/`) a snapshot folder links to.
 fn blobs_of(snapshot: &Path) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
@@ -115,7 +69,6 @@ fn blobs_of(snapshot: &Path) -> BTreeSet<String> {
 
 /// Lock files of a model that some process holds right now (`mine` is ours, not probed).
 pub fn held_locks(hub: &Path, repo_dir: &Path, mine: Option<&Path>) -> Vec<PathBuf> {
-    use std::os::fd::AsRawFd;
     let mut files = Vec::new();
     if let Some(name) = repo_dir.file_name() {
         collect_locks(&hub.join(".locks").join(name), &mut files);
@@ -128,8 +81,8 @@ pub fn held_locks(hub: &Path, repo_dir: &Path, mine: Option<&Path>) -> Vec<PathB
             let Ok(f) = fs::OpenOptions::new().read(true).open(p) else {
                 return false;
             };
-            // SAFETY: flock on an open descriptor; released when `f` closes.
-            unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) != 0 }
+            // Held when we cannot take it ourselves (released when `f` closes).
+            f.try_lock().is_err()
         })
         .collect()
 }
@@ -180,17 +133,22 @@ fn split_rev(spec: &str) -> (String, Option<&str>) {
     }
 }
 
-/// Delete what `spec` names in the hub cache. A fuzzy match needs a confirmed name; held
-/// locks (a download in progress) need `override_locks`.
-pub fn rm(loc: &Locations, spec: &str, flags: RmFlags) -> Result<RmOutcome, RmError> {
-    let m = resolve(spec, loc).map_err(RmError::Resolve)?;
+/// Delete `m` (what the user's `spec` resolved to) from the hub cache. A fuzzy match needs a
+/// confirmed name; held locks (a download in progress) need `override_locks`. Workspaces are
+/// the user's folders: refused (`WorkspaceModel`).
+pub fn rm(loc: &Locations, m: &ModelRef, spec: &str, flags: RmFlags) -> Result<RmOutcome> {
     if m.source == Source::Workspace {
-        return Err(RmError::Workspace(m.name));
+        return Err(HubError::new(
+            ErrorKind::WorkspaceModel,
+            format!("Cannot delete workspace model. Use: rm -rf {}", m.name),
+        )
+        .hint("Workspaces are your folders; mlxfs only deletes from the hub cache."));
     }
+    let m = m.clone();
     let repo_dir = m
         .repo_dir
         .clone()
-        .ok_or_else(|| RmError::Io("no repo folder".into()))?;
+        .ok_or_else(|| HubError::new(ErrorKind::Io, format!("{}: no repo folder", m.name)))?;
     let (base, rev) = split_rev(spec);
     if base != m.name && !flags.name_confirmed {
         return Ok(RmOutcome::NeedsConfirmation {
@@ -220,11 +178,16 @@ pub fn rm(loc: &Locations, spec: &str, flags: RmFlags) -> Result<RmOutcome, RmEr
                 .collect(),
         });
     }
-    let repo = HubRepo::load(&repo_dir).ok_or_else(|| RmError::Io("not a hub model".into()))?;
-    let io = |e: std::io::Error, what: &str| RmError::Io(format!("{what}: {e}"));
+    let repo = HubRepo::load(&repo_dir).ok_or_else(|| {
+        HubError::new(
+            ErrorKind::Io,
+            format!("{} is not a hub model folder", repo_dir.display()),
+        )
+    })?;
+    let io = |e: std::io::Error, what: &str| HubError::io(&e, what);
 
     let (Some(_), Some(commit)) = (rev, m.revision.clone()) else {
-        return delete_model(loc, &repo_dir, lock_dir.as_deref(), m.name, None);
+        return delete_model(loc, &repo_dir, lock_dir.as_deref(), m.name.clone(), None);
     };
     // One revision; the last one takes the model with it.
     let others: Vec<&crate::catalog::Snapshot> = repo
@@ -233,7 +196,13 @@ pub fn rm(loc: &Locations, spec: &str, flags: RmFlags) -> Result<RmOutcome, RmEr
         .filter(|s| s.commit != commit)
         .collect();
     if others.is_empty() {
-        return delete_model(loc, &repo_dir, lock_dir.as_deref(), m.name, Some(commit));
+        return delete_model(
+            loc,
+            &repo_dir,
+            lock_dir.as_deref(),
+            m.name.clone(),
+            Some(commit),
+        );
     }
     let snap_dir = repo_dir.join("snapshots").join(&commit);
     let mine = blobs_of(&snap_dir);
@@ -241,7 +210,7 @@ pub fn rm(loc: &Locations, spec: &str, flags: RmFlags) -> Result<RmOutcome, RmEr
     for s in &others {
         used.extend(blobs_of(&s.path));
     }
-    let tag: String = commit.chars().take(7).collect();
+    let tag = short_rev(&commit).to_string();
     remove_hidden(&snap_dir, &repo_dir.join("snapshots"), &tag)
         .map_err(|e| io(e, &format!("removing {}", snap_dir.display())))?;
     let (mut freed, mut removed, mut kept, mut locks) = (0, 0, 0, 0);
@@ -280,7 +249,6 @@ pub fn rm(loc: &Locations, spec: &str, flags: RmFlags) -> Result<RmOutcome, RmEr
 
 /// Take an exclusive flock on `p` if nobody holds it (`None` when held or not creatable).
 fn try_hold(p: &Path) -> Option<fs::File> {
-    use std::os::fd::AsRawFd;
     fs::create_dir_all(p.parent()?).ok()?;
     let f = fs::OpenOptions::new()
         .create(true)
@@ -288,8 +256,7 @@ fn try_hold(p: &Path) -> Option<fs::File> {
         .write(true)
         .open(p)
         .ok()?;
-    // SAFETY: flock on an open descriptor.
-    (unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0).then_some(f)
+    f.try_lock().is_ok().then_some(f)
 }
 
 /// Remove a whole `models--…` folder (renamed out of sight first) and its lock folder.
@@ -299,7 +266,7 @@ fn delete_model(
     lock_dir: Option<&Path>,
     model: String,
     commit: Option<String>,
-) -> Result<RmOutcome, RmError> {
+) -> Result<RmOutcome> {
     let freed = dir_size(&repo_dir.join("blobs"));
     let blobs = fs::read_dir(repo_dir.join("blobs"))
         .map(|r| r.count())
@@ -309,7 +276,7 @@ fn delete_model(
         collect_locks(d, &mut locks);
     }
     remove_hidden(repo_dir, &loc.hub_cache, "model")
-        .map_err(|e| RmError::Io(format!("removing {}: {e}", repo_dir.display())))?;
+        .map_err(|e| HubError::io(&e, &format!("removing {}", repo_dir.display())))?;
     if let Some(l) = lock_dir {
         let _ = fs::remove_dir_all(l);
     }

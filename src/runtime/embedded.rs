@@ -9,7 +9,7 @@ use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::PyCFunction;
 
-use super::{Event, GENERATE_PY, Handler, PythonEnv, RunError, STOP};
+use super::{Event, GENERATE_PY, Handler, PythonEnv, RunError, RunErrorKind, STOP};
 
 /// `sys.version` of the libpython mlxfs is linked with.
 pub fn linked_version() -> String {
@@ -70,8 +70,14 @@ fn initialize(env: &PythonEnv) -> Result<(), String> {
 }
 
 pub fn run(env: &PythonEnv, request: &str, handler: Handler) -> Result<(), RunError> {
-    initialize(env).map_err(|m| RunError::new("python_init_failed", m, None))?;
-    let code = CString::new(GENERATE_PY).expect("no NUL in generate.py");
+    initialize(env).map_err(|m| RunError::new(RunErrorKind::PythonInitFailed, m, None))?;
+    let code = CString::new(GENERATE_PY).map_err(|_| {
+        RunError::new(
+            RunErrorKind::PythonInitFailed,
+            "generate.py holds a NUL byte",
+            None,
+        )
+    })?;
     Python::attach(|py| -> PyResult<()> {
         let module = PyModule::from_code(py, &code, c"mlxfs_generate.py", c"mlxfs_generate")?;
         let h = handler.clone();
@@ -88,5 +94,11 @@ pub fn run(env: &PythonEnv, request: &str, handler: Handler) -> Result<(), RunEr
         module.getattr("run")?.call1((request, emit, stop))?;
         Ok(())
     })
-    .map_err(|e| RunError::new("python_error", format!("generation failed: {e}"), None))
+    .map_err(|e| {
+        RunError::new(
+            RunErrorKind::PythonError,
+            format!("generation failed: {e}"),
+            None,
+        )
+    })
 }

@@ -11,13 +11,14 @@ use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{BufRead, BufReader};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 pub use python::PythonEnv;
+
+use crate::error::{Diagnostic, ErrorType};
 
 /// The generation code both modes run.
 pub const GENERATE_PY: &str = include_str!("generate.py");
@@ -109,22 +110,55 @@ impl Mode {
     }
 }
 
+/// What kept Python from running the generation, by what the user can do about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunErrorKind {
+    /// No interpreter where `--python`, `MLXFS_PYTHON`, `VIRTUAL_ENV` or PATH point.
+    PythonNotFound,
+    /// The subprocess Python could not be waited for, or exited with an error.
+    PythonFailed,
+    /// The embedded interpreter did not start.
+    PythonInitFailed,
+    /// The embedded interpreter raised out of the generation code.
+    PythonError,
+}
+
+impl RunErrorKind {
+    pub fn error_type(self) -> ErrorType {
+        match self {
+            RunErrorKind::PythonNotFound => ErrorType::PythonNotFound,
+            RunErrorKind::PythonFailed => ErrorType::PythonFailed,
+            RunErrorKind::PythonInitFailed => ErrorType::PythonInitFailed,
+            RunErrorKind::PythonError => ErrorType::PythonError,
+        }
+    }
+}
+
 /// Why generation could not run.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
 pub struct RunError {
-    pub kind: String,
+    pub kind: RunErrorKind,
     pub message: String,
     pub hint: Option<String>,
 }
 
 impl RunError {
-    pub fn new(kind: &str, message: impl Into<String>, hint: Option<String>) -> RunError {
+    pub fn new(kind: RunErrorKind, message: impl Into<String>, hint: Option<String>) -> RunError {
         RunError {
-            kind: kind.into(),
+            kind,
             message: message.into(),
             hint,
         }
+    }
+}
+
+impl Diagnostic for RunError {
+    fn error_type(&self) -> ErrorType {
+        self.kind.error_type()
+    }
+    fn hint(&self) -> Option<String> {
+        self.hint.clone()
     }
 }
 
@@ -185,12 +219,19 @@ fn subprocess(env: &PythonEnv, req: &GenRequest, handler: Handler) -> Result<(),
         .spawn()
         .map_err(|e| {
             RunError::new(
-                "python_not_found",
+                RunErrorKind::PythonNotFound,
                 format!("cannot start {}: {e}", env.python.display()),
                 Some("point --python (or MLXFS_PYTHON) at a Python environment with mlx-lm".into()),
             )
         })?;
-    let out = child.stdout.take().expect("piped stdout");
+    let Some(out) = child.stdout.take() else {
+        let _ = child.kill();
+        return Err(RunError::new(
+            RunErrorKind::PythonFailed,
+            "no pipe to the Python subprocess",
+            None,
+        ));
+    };
     for line in BufReader::new(out).lines() {
         let Ok(line) = line else { break };
         if let Some(ev) = Event::parse(&line) {
@@ -199,10 +240,10 @@ fn subprocess(env: &PythonEnv, req: &GenRequest, handler: Handler) -> Result<(),
     }
     let status = child
         .wait()
-        .map_err(|e| RunError::new("python_failed", e.to_string(), None))?;
+        .map_err(|e| RunError::new(RunErrorKind::PythonFailed, e.to_string(), None))?;
     if !status.success() && !STOP.load(Ordering::SeqCst) {
         return Err(RunError::new(
-            "python_failed",
+            RunErrorKind::PythonFailed,
             format!("{} exited with {status}", env.python.display()),
             None,
         ));
@@ -226,7 +267,7 @@ pub fn snapshot(dir: &Path) -> BTreeMap<String, (u64, i64)> {
             } else if let Ok(rel) = p.strip_prefix(dir) {
                 out.insert(
                     rel.to_string_lossy().into_owned(),
-                    (md.len(), md.mtime() * 1_000_000_000 + md.mtime_nsec()),
+                    (md.len(), crate::sys::mtime_ns(&md)),
                 );
             }
         }

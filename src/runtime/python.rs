@@ -3,7 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
-use super::RunError;
+use super::{RunError, RunErrorKind};
+use crate::env;
 
 #[derive(Debug, Clone)]
 pub struct PythonEnv {
@@ -28,8 +29,10 @@ fn interpreter_in(p: &Path) -> Option<PathBuf> {
     }
 }
 
+/// `bin` in the directories of `PATH` only (no system fallback: `python3` is whatever the
+/// user's PATH says).
 fn on_path(bin: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")
+    env::var_os(env::PATH)
         .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
         .unwrap_or_default()
         .into_iter()
@@ -39,21 +42,17 @@ fn on_path(bin: &str) -> Option<PathBuf> {
 
 /// Resolve the environment, or say what to do.
 pub fn find(explicit: Option<&Path>) -> Result<PythonEnv, RunError> {
-    let var = |k: &str| {
-        std::env::var_os(k)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-    };
+    let var = |k: &str| env::var_os(k).map(PathBuf::from);
     let candidates: [(Option<PathBuf>, &'static str); 3] = [
         (explicit.map(Path::to_path_buf), "--python"),
-        (var("MLXFS_PYTHON"), "MLXFS_PYTHON"),
-        (var("VIRTUAL_ENV"), "VIRTUAL_ENV"),
+        (var(env::MLXFS_PYTHON), "MLXFS_PYTHON"),
+        (var(env::VIRTUAL_ENV), "VIRTUAL_ENV"),
     ];
     for (cand, source) in candidates {
         let Some(c) = cand else { continue };
         let python = interpreter_in(&c).ok_or_else(|| {
             RunError::new(
-                "python_not_found",
+                RunErrorKind::PythonNotFound,
                 format!(
                     "{source} names {}, which is neither a Python interpreter nor a venv",
                     c.display()
@@ -68,7 +67,7 @@ pub fn find(explicit: Option<&Path>) -> Result<PythonEnv, RunError> {
     }
     let python = on_path("python3").ok_or_else(|| {
         RunError::new(
-            "python_not_found",
+            RunErrorKind::PythonNotFound,
             "no Python found (--python, MLXFS_PYTHON, VIRTUAL_ENV, python3 on PATH)",
             Some("create a venv: python3 -m venv ~/.venvs/mlx && ~/.venvs/mlx/bin/pip install \"mlx[cpu]\" mlx-lm, then pass --python ~/.venvs/mlx".into()),
         )
@@ -134,7 +133,6 @@ pub fn sys_version(python: &Path) -> Option<String> {
 }
 
 fn cache_key(python: &Path) -> Option<String> {
-    use std::os::unix::fs::MetadataExt;
     let real = std::fs::canonicalize(python).ok()?;
     let md = std::fs::metadata(&real).ok()?;
     Some(format!(
@@ -142,7 +140,7 @@ fn cache_key(python: &Path) -> Option<String> {
         python.display(),
         real.display(),
         md.len(),
-        md.mtime_nsec() + md.mtime() * 1_000_000_000
+        crate::sys::mtime_ns(&md)
     ))
 }
 

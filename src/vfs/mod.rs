@@ -1,658 +1,121 @@
 //! The virtual tree the mount shows: workspaces and hub models merged into one folder
-//! hierarchy with stable inode numbers, plus virtual metadata files rendered from the catalog.
+//! hierarchy with stable inode numbers, virtual metadata files rendered from the catalog, and
+//! the open files of the mount.
 //!
-//! No fuser types here: the FUSE adapter (`crate::fuse`) asks this module for attributes,
-//! directory entries, link targets and file contents, and for the invalidations a refresh
-//! implies. Everything can be tested without mounting.
+//! No fuser types here: the FUSE adapter (`crate::fuse`) maps each kernel request to one call
+//! of [`Vfs`] and its answer (or [`VfsError`]) to a reply. Everything — tree shape, refreshes
+//! and their invalidations, opens and reads — can be tested without mounting.
+//!
+//! - [`tree`]: one immutable snapshot (nodes, models, what is hidden and why);
+//! - [`build`]: catalog → tree;
+//! - [`diff`]: two trees → kernel invalidations;
+//! - [`handles`]: open files;
+//! - [`render`]: the contents of the virtual files.
 
+pub mod build;
+pub mod diff;
+pub mod handles;
 pub mod render;
+pub mod tree;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::ffi::{OsStr, OsString};
-use std::fs;
-use std::os::unix::fs::MetadataExt;
-use std::path::{Component, Path, PathBuf};
+use std::cell::RefCell;
+use std::ffi::OsString;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::SystemTime;
 
-use crate::catalog::{HubRepo, Locations, ModelRef, scan_hub, scan_workspaces};
-use crate::hash::resolve_link;
+use crate::catalog::Locations;
+pub use crate::mountprobe::META_DIR;
+pub use build::{build, is_os_junk};
+pub use diff::{Invalidation, diff};
+use handles::{Fh, Handles, OpenFile};
+pub use tree::{
+    Attr, Content, Hidden, Ino, Inodes, Kind, ModelEntry, Node, ROOT_INO, Tree, VfsError, Virtual,
+};
 
-pub type Ino = u64;
-pub const ROOT_INO: Ino = 1;
-/// The folder of virtual files at the root and in every model.
-pub const META_DIR: &str = ".mlxfs";
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
-    Dir,
-    File,
-    Symlink,
+/// How the mount's weights are read (shown in `status.json`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadMode {
+    /// FUSE passthrough: the kernel reads the backing file itself.
+    Passthrough,
+    /// The daemon reads (`pread`) with the kernel page cache kept.
+    Daemon,
 }
 
-/// What `stat` shows for a node.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Attr {
-    pub kind: Kind,
-    pub size: u64,
-    pub blocks: u64,
-    pub mtime: SystemTime,
-    pub perm: u16,
-    pub nlink: u32,
-}
-
-/// A virtual file: which content to render.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum Virtual {
-    /// Root: the `list --json` envelope.
-    ModelsJson,
-    /// Root: one line per model.
-    FleetHealth,
-    /// Root: daemon facts.
-    Status,
-    /// Per model (index into `Tree::models`).
-    ModelJson(usize),
-    Health(usize),
-    Hash(usize),
-    Sentinel(usize),
-}
-
-#[derive(Clone, Debug)]
-pub enum Content {
-    Dir(BTreeMap<OsString, Ino>),
-    /// A regular file read from this real path (a workspace file or a hub blob).
-    Backed(PathBuf),
-    /// A symlink with a relative target that stays inside its model.
-    Link(OsString),
-    Virtual(Virtual),
-}
-
-#[derive(Clone, Debug)]
-pub struct Node {
-    pub parent: Ino,
-    pub name: OsString,
-    pub attr: Attr,
-    pub content: Content,
-}
-
-/// A model shown in the tree.
-#[derive(Clone, Debug)]
-pub struct ModelEntry {
-    pub model: ModelRef,
-    /// The model's folder in the tree.
-    pub dir: Ino,
-    /// Its path in the mount (`org/repo`, `org/repo@abc1234`, `my-ws`).
-    pub mount_path: String,
-}
-
-/// One immutable snapshot of the tree. Refreshes build a new one.
-#[derive(Debug)]
-pub struct Tree {
-    pub nodes: HashMap<Ino, Node>,
-    pub models: Vec<ModelEntry>,
-    pub generation: u64,
-    pub built_at: SystemTime,
-}
-
-/// Why a request fails; the adapter maps it to an errno.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum VfsError {
-    NotFound,
-    NotDir,
-    IsDir,
-    NotLink,
-    Io(i32),
-}
-
-/// Path → inode number, never recycled, so unchanged paths keep their inode across refreshes.
-#[derive(Debug)]
-pub struct Inodes {
-    by_path: HashMap<PathBuf, Ino>,
-    next: Ino,
-}
-
-impl Default for Inodes {
-    fn default() -> Self {
-        let mut by_path = HashMap::new();
-        by_path.insert(PathBuf::new(), ROOT_INO);
-        Inodes {
-            by_path,
-            next: ROOT_INO + 1,
+impl ReadMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReadMode::Passthrough => "passthrough",
+            ReadMode::Daemon => "daemon",
         }
     }
-}
-
-impl Inodes {
-    fn get(&mut self, vpath: &Path) -> Ino {
-        if let Some(&i) = self.by_path.get(vpath) {
-            return i;
-        }
-        let i = self.next;
-        self.next += 1;
-        self.by_path.insert(vpath.to_path_buf(), i);
-        i
-    }
-}
-
-/// Names macOS and Windows file managers probe or leave behind: never shown, answered with a
-/// fast ENOENT and never forwarded to the file system.
-pub fn is_os_junk(name: &OsStr) -> bool {
-    let b = name.as_encoded_bytes();
-    b.starts_with(b"._")
-        || matches!(
-            b,
-            b".DS_Store"
-                | b".Spotlight-V100"
-                | b".Trashes"
-                | b".fseventsd"
-                | b".TemporaryItems"
-                | b".VolumeIcon.icns"
-                | b".metadata_never_index"
-                | b".metadata_never_index_unless_rootfs"
-                | b".hidden"
-                | b".localized"
-                | b".apdisk"
-                | b"Icon\r"
-                | b"Thumbs.db"
-                | b"desktop.ini"
-                | b"autorun.inf"
-                | b"$RECYCLE.BIN"
-        )
-}
-
-fn dir_attr(mtime: SystemTime) -> Attr {
-    Attr {
-        kind: Kind::Dir,
-        size: 4096,
-        blocks: 8,
-        mtime,
-        perm: 0o555,
-        nlink: 2,
-    }
-}
-
-fn file_attr(md: &fs::Metadata) -> Attr {
-    Attr {
-        kind: Kind::File,
-        size: md.len(),
-        blocks: md.blocks(),
-        mtime: md.modified().unwrap_or(SystemTime::UNIX_EPOCH),
-        perm: 0o444,
-        nlink: 1,
-    }
-}
-
-/// `target` relative to the folder `from` (both relative to the same root, no `..` inside).
-fn relative_to(target: &Path, from: &Path) -> PathBuf {
-    let t: Vec<Component> = target.components().collect();
-    let f: Vec<Component> = from.components().collect();
-    let common = t.iter().zip(&f).take_while(|(a, b)| a == b).count();
-    let mut out = PathBuf::new();
-    for _ in common..f.len() {
-        out.push("..");
-    }
-    for c in &t[common..] {
-        out.push(c.as_os_str());
-    }
-    if out.as_os_str().is_empty() {
-        out.push(".");
-    }
-    out
-}
-
-struct Builder<'a> {
-    inodes: &'a mut Inodes,
-    nodes: HashMap<Ino, Node>,
-    models: Vec<ModelEntry>,
-}
-
-impl Builder<'_> {
-    fn add(
-        &mut self,
-        parent: Ino,
-        parent_vpath: &Path,
-        name: &OsStr,
-        attr: Attr,
-        content: Content,
-    ) -> (Ino, PathBuf) {
-        let vpath = parent_vpath.join(name);
-        let ino = self.inodes.get(&vpath);
-        if let Some(Node {
-            content: Content::Dir(children),
-            ..
-        }) = self.nodes.get_mut(&parent)
-        {
-            children.insert(name.to_os_string(), ino);
-        }
-        self.nodes.insert(
-            ino,
-            Node {
-                parent,
-                name: name.to_os_string(),
-                attr,
-                content,
-            },
-        );
-        (ino, vpath)
-    }
-
-    fn add_dir(
-        &mut self,
-        parent: Ino,
-        parent_vpath: &Path,
-        name: &OsStr,
-        mtime: SystemTime,
-    ) -> (Ino, PathBuf) {
-        if let Some(Node {
-            content: Content::Dir(children),
-            ..
-        }) = self.nodes.get(&parent)
-            && let Some(&existing) = children.get(name)
-        {
-            return (existing, parent_vpath.join(name));
-        }
-        self.add(
-            parent,
-            parent_vpath,
-            name,
-            dir_attr(mtime),
-            Content::Dir(BTreeMap::new()),
-        )
-    }
-
-    /// Mirror a model folder. `boundary` is where links may lead (the workspace itself, or the
-    /// `models--…` folder whose `blobs/` hub snapshot links point into); `hub` turns links to
-    /// files into regular files backed by their target.
-    fn mirror(
-        &mut self,
-        dir_ino: Ino,
-        vpath: &Path,
-        real: &Path,
-        root: &Path,
-        boundary: &Path,
-        hub: bool,
-    ) {
-        let Ok(rd) = fs::read_dir(real) else { return };
-        let mut entries: Vec<fs::DirEntry> = rd.flatten().collect();
-        entries.sort_by_key(|e| e.file_name());
-        for e in entries {
-            let name = e.file_name();
-            if name == META_DIR
-                || is_os_junk(&name)
-                || name.as_encoded_bytes().ends_with(b".incomplete")
-            {
-                continue;
-            }
-            let Ok(ft) = e.file_type() else { continue };
-            let path = e.path();
-            if ft.is_symlink() {
-                let Some(target) = fs::read_link(&path)
-                    .ok()
-                    .and_then(|t| resolve_link(real, &t))
-                else {
-                    continue;
-                };
-                let Ok(md) = fs::metadata(&target) else {
-                    continue;
-                }; // dangling: hidden
-                if !target.starts_with(boundary) {
-                    continue; // leads out of the model: hidden (health reports it)
-                }
-                if hub {
-                    if md.is_file() {
-                        self.add(
-                            dir_ino,
-                            vpath,
-                            &name,
-                            file_attr(&md),
-                            Content::Backed(target),
-                        );
-                    }
-                    continue;
-                }
-                let (Ok(t_rel), Ok(from_rel)) =
-                    (target.strip_prefix(root), real.strip_prefix(root))
-                else {
-                    continue;
-                };
-                let rel = relative_to(t_rel, from_rel).into_os_string();
-                let attr = Attr {
-                    kind: Kind::Symlink,
-                    size: rel.len() as u64,
-                    blocks: 0,
-                    mtime: fs::symlink_metadata(&path)
-                        .and_then(|m| m.modified())
-                        .unwrap_or(SystemTime::UNIX_EPOCH),
-                    perm: 0o777,
-                    nlink: 1,
-                };
-                self.add(dir_ino, vpath, &name, attr, Content::Link(rel));
-            } else if ft.is_dir() {
-                let mtime = e
-                    .metadata()
-                    .and_then(|m| m.modified())
-                    .unwrap_or(SystemTime::UNIX_EPOCH);
-                let (ino, sub_vpath) = self.add_dir(dir_ino, vpath, &name, mtime);
-                self.mirror(ino, &sub_vpath, &path, root, boundary, hub);
-            } else if ft.is_file() {
-                let Ok(md) = e.metadata() else { continue };
-                self.add(dir_ino, vpath, &name, file_attr(&md), Content::Backed(path));
-            }
-        }
-    }
-
-    fn add_meta(
-        &mut self,
-        parent: Ino,
-        vpath: &Path,
-        files: &[(&str, Virtual)],
-        mtime: SystemTime,
-    ) {
-        let (ino, meta_vpath) = self.add_dir(parent, vpath, OsStr::new(META_DIR), mtime);
-        for (name, v) in files {
-            let attr = Attr {
-                kind: Kind::File,
-                size: 0, // rendered on demand: the adapter asks the renderer
-                blocks: 0,
-                mtime,
-                perm: 0o444,
-                nlink: 1,
-            };
-            self.add(
-                ino,
-                &meta_vpath,
-                OsStr::new(name),
-                attr,
-                Content::Virtual(v.clone()),
-            );
-        }
-    }
-
-    fn add_model(&mut self, parent: Ino, parent_vpath: &Path, name: &OsStr, model: ModelRef) {
-        let mtime = fs::metadata(&model.path)
-            .and_then(|m| m.modified())
-            .unwrap_or(SystemTime::UNIX_EPOCH);
-        let (ino, vpath) = self.add_dir(parent, parent_vpath, name, mtime);
-        let idx = self.models.len();
-        let real = fs::canonicalize(&model.path).unwrap_or_else(|_| model.path.clone());
-        let boundary = model
-            .repo_dir
-            .as_ref()
-            .map(|r| fs::canonicalize(r).unwrap_or_else(|_| r.clone()))
-            .unwrap_or_else(|| real.clone());
-        let hub = model.repo_dir.is_some();
-        if model.problem.is_none() {
-            self.mirror(ino, &vpath, &real, &real, &boundary, hub);
-        }
-        self.add_meta(
-            ino,
-            &vpath,
-            &[
-                ("model.json", Virtual::ModelJson(idx)),
-                ("health", Virtual::Health(idx)),
-                ("hash", Virtual::Hash(idx)),
-                ("sentinel.json", Virtual::Sentinel(idx)),
-            ],
-            mtime,
-        );
-        self.models.push(ModelEntry {
-            model,
-            dir: ino,
-            mount_path: vpath.to_string_lossy().into_owned(),
-        });
-    }
-
-    /// Folder link counts: 2 + sub-folders.
-    fn fix_nlink(&mut self) {
-        let counts: Vec<(Ino, u32)> = self
-            .nodes
-            .iter()
-            .filter_map(|(ino, n)| match &n.content {
-                Content::Dir(ch) => Some((
-                    *ino,
-                    2 + ch
-                        .values()
-                        .filter(|c| self.nodes.get(c).is_some_and(|n| n.attr.kind == Kind::Dir))
-                        .count() as u32,
-                )),
-                _ => None,
-            })
-            .collect();
-        for (ino, n) in counts {
-            if let Some(node) = self.nodes.get_mut(&ino) {
-                node.attr.nlink = n;
-            }
-        }
-    }
-}
-
-/// Where a hub repo appears: its folder path components (org collisions renamed `<org>@hub`).
-fn hub_components(repo_id: &str, workspace_names: &BTreeSet<OsString>) -> Vec<String> {
-    let mut parts: Vec<String> = repo_id
-        .split('/')
-        .filter(|p| !p.is_empty())
-        .map(str::to_string)
-        .collect();
-    if let Some(first) = parts.first_mut()
-        && workspace_names.contains(OsStr::new(first.as_str()))
-    {
-        first.push_str("@hub");
-    }
-    parts
-}
-
-/// Build the tree from the catalog. Models are scanned, not described: rendering the virtual
-/// files (health, records, hashes) happens on demand.
-/// `stamp` is the time shown for the synthetic folders (the root, `.mlxfs/`): constant for a
-/// mount, so that a rescan that finds nothing new produces an identical tree.
-pub fn build(loc: &Locations, inodes: &mut Inodes, generation: u64, stamp: SystemTime) -> Tree {
-    let now = stamp;
-    let mut b = Builder {
-        inodes,
-        nodes: HashMap::new(),
-        models: Vec::new(),
-    };
-    b.nodes.insert(
-        ROOT_INO,
-        Node {
-            parent: ROOT_INO,
-            name: OsString::new(),
-            attr: dir_attr(now),
-            content: Content::Dir(BTreeMap::new()),
-        },
-    );
-    let root_vpath = PathBuf::new();
-    b.add_meta(
-        ROOT_INO,
-        &root_vpath,
-        &[
-            ("models.json", Virtual::ModelsJson),
-            ("health", Virtual::FleetHealth),
-            ("status.json", Virtual::Status),
-        ],
-        now,
-    );
-    let workspaces = loc
-        .workspace_home
-        .as_deref()
-        .map(scan_workspaces)
-        .unwrap_or_default();
-    let ws_names: BTreeSet<OsString> = workspaces
-        .iter()
-        .filter_map(|w| w.path.file_name().map(OsStr::to_os_string))
-        .collect();
-    for w in workspaces {
-        let name = w
-            .path
-            .file_name()
-            .map(OsStr::to_os_string)
-            .unwrap_or_default();
-        b.add_model(ROOT_INO, &root_vpath, &name, w.into_model());
-    }
-    for repo in scan_hub(&loc.hub_cache) {
-        add_hub_repo(&mut b, &repo, &ws_names);
-    }
-    b.fix_nlink();
-    Tree {
-        nodes: b.nodes,
-        models: b.models,
-        generation,
-        built_at: SystemTime::now(),
-    }
-}
-
-fn add_hub_repo(b: &mut Builder, repo: &HubRepo, ws_names: &BTreeSet<OsString>) {
-    let mut parts = hub_components(&repo.repo_id, ws_names);
-    let Some(leaf) = parts.pop() else { return };
-    let mtime = fs::metadata(&repo.dir)
-        .and_then(|m| m.modified())
-        .unwrap_or(SystemTime::UNIX_EPOCH);
-    let (mut parent, mut vpath) = (ROOT_INO, PathBuf::new());
-    for p in &parts {
-        let (ino, v) = b.add_dir(parent, &vpath, OsStr::new(p), mtime);
-        parent = ino;
-        vpath = v;
-    }
-    let org_less_collides = parts.is_empty() && ws_names.contains(OsStr::new(leaf.as_str()));
-    let leaf = if org_less_collides {
-        format!("{leaf}@hub")
-    } else {
-        leaf
-    };
-    if repo.snapshots.is_empty() {
-        b.add_model(parent, &vpath, OsStr::new(&leaf), ModelRef::hub(repo, None));
-        return;
-    }
-    for (i, s) in repo.snapshots.iter().enumerate() {
-        let model = ModelRef::hub(repo, Some(i));
-        let name = if Some(i) == repo.current {
-            leaf.clone()
-        } else {
-            format!("{leaf}@{}", &s.commit[..s.commit.len().min(7)])
-        };
-        b.add_model(parent, &vpath, OsStr::new(&name), model);
-    }
-}
-
-impl Tree {
-    pub fn node(&self, ino: Ino) -> Result<&Node, VfsError> {
-        self.nodes.get(&ino).ok_or(VfsError::NotFound)
-    }
-
-    pub fn lookup(&self, parent: Ino, name: &OsStr) -> Result<Ino, VfsError> {
-        match &self.node(parent)?.content {
-            Content::Dir(children) => children.get(name).copied().ok_or(VfsError::NotFound),
-            _ => Err(VfsError::NotDir),
-        }
-    }
-
-    /// Entries of a folder with `.` and `..` first.
-    pub fn entries(&self, ino: Ino) -> Result<Vec<(Ino, Kind, OsString)>, VfsError> {
-        let node = self.node(ino)?;
-        let Content::Dir(children) = &node.content else {
-            return Err(VfsError::NotDir);
-        };
-        let mut out = Vec::with_capacity(children.len() + 2);
-        out.push((ino, Kind::Dir, OsString::from(".")));
-        out.push((node.parent, Kind::Dir, OsString::from("..")));
-        for (name, &c) in children {
-            if let Some(n) = self.nodes.get(&c) {
-                out.push((c, n.attr.kind, name.clone()));
-            }
-        }
-        Ok(out)
-    }
-
-    /// The inode at a mount-relative path (`org/repo/config.json`).
-    pub fn resolve_path(&self, path: &Path) -> Result<Ino, VfsError> {
-        let mut ino = ROOT_INO;
-        for c in path.components() {
-            if let Component::Normal(n) = c {
-                ino = self.lookup(ino, n)?;
-            }
-        }
-        Ok(ino)
-    }
-}
-
-/// A change the kernel must forget about after a refresh.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Invalidation {
-    /// The name `name` in folder `parent` changed (added, removed or now another inode).
-    Entry { parent: Ino, name: OsString },
-    /// Attributes or content of this inode changed.
-    Inode(Ino),
-}
-
-/// What changed between two trees. Virtual files are invalidated whenever anything changed.
-pub fn diff(old: &Tree, new: &Tree) -> Vec<Invalidation> {
-    let mut out = Vec::new();
-    for (ino, n) in &new.nodes {
-        let Some(o) = old.nodes.get(ino) else {
-            continue;
-        };
-        match (&o.content, &n.content) {
-            (Content::Dir(oc), Content::Dir(nc)) => {
-                let mut changed = false;
-                for (name, i) in oc {
-                    if nc.get(name) != Some(i) {
-                        out.push(Invalidation::Entry {
-                            parent: *ino,
-                            name: name.clone(),
-                        });
-                        changed = true;
-                    }
-                }
-                for name in nc.keys() {
-                    if !oc.contains_key(name) {
-                        out.push(Invalidation::Entry {
-                            parent: *ino,
-                            name: name.clone(),
-                        });
-                        changed = true;
-                    }
-                }
-                if changed || o.attr != n.attr {
-                    out.push(Invalidation::Inode(*ino));
-                }
-            }
-            (Content::Backed(op), Content::Backed(np)) if op == np && o.attr == n.attr => {}
-            (Content::Link(ot), Content::Link(nt)) if ot == nt && o.attr == n.attr => {}
-            (Content::Virtual(_), Content::Virtual(_)) => {}
-            _ => out.push(Invalidation::Inode(*ino)),
-        }
-    }
-    if !out.is_empty() {
-        for (ino, n) in &new.nodes {
-            if matches!(n.content, Content::Virtual(_)) {
-                out.push(Invalidation::Inode(*ino));
-            }
-        }
-    }
-    out
 }
 
 /// Facts for `status.json`.
 #[derive(Debug, Clone)]
 pub struct DaemonInfo {
     pub mountpoint: PathBuf,
-    pub read_mode: String,
+    pub read_mode: ReadMode,
     pub mounted_at: SystemTime,
+    /// The last refresh that failed (it kept the previous tree), when the latest did.
+    pub refresh_error: Option<String>,
 }
 
-/// The tree plus its renderer: what the FUSE adapter talks to.
+/// What an `open` gave the adapter.
+#[derive(Debug, Clone)]
+pub enum Opened {
+    /// A real file: the adapter may hand its descriptor to the kernel (passthrough).
+    Backed(Arc<File>),
+    /// A virtual file: reads are served from the bytes rendered now.
+    Virtual,
+}
+
+thread_local! {
+    /// One read buffer per worker thread, grown to the largest request and reused.
+    static READ_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The text of a panic payload.
+fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
+/// The tree, its renderer and the open files: what the FUSE adapter talks to.
 pub struct Vfs {
     pub loc: Locations,
     tree: RwLock<Arc<Tree>>,
     inodes: Mutex<Inodes>,
     pub renderer: render::Renderer,
-    pub info: RwLock<DaemonInfo>,
+    info: RwLock<DaemonInfo>,
+    pub handles: Handles,
 }
 
 impl Vfs {
-    pub fn new(loc: Locations, info: DaemonInfo) -> Vfs {
+    /// Scan the catalog into the first tree. Never fails: should building panic on something
+    /// on disk, the tree is empty (but for `.mlxfs/`) and `status.json` says why.
+    pub fn new(loc: Locations, mut info: DaemonInfo) -> Vfs {
         let mut inodes = Inodes::default();
-        let tree = build(&loc, &mut inodes, 1, info.mounted_at);
+        let tree = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            build(&loc, &mut inodes, 1, info.mounted_at)
+        })) {
+            Ok(t) => t,
+            Err(p) => {
+                info.refresh_error = Some(format!("building the tree failed: {}", panic_text(&*p)));
+                inodes = Inodes::default();
+                let empty = Locations {
+                    hub_cache: PathBuf::from("/nonexistent/mlxfs-empty"),
+                    workspace_home: None,
+                    workspace_home_problem: None,
+                    workspace_home_set: None,
+                };
+                build(&empty, &mut inodes, 1, info.mounted_at)
+            }
+        };
         render::trim_heap();
         Vfs {
             loc,
@@ -660,6 +123,7 @@ impl Vfs {
             inodes: Mutex::new(inodes),
             renderer: render::Renderer::default(),
             info: RwLock::new(info),
+            handles: Handles::default(),
         }
     }
 
@@ -668,17 +132,49 @@ impl Vfs {
         self.tree.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Rescan, swap in the new tree, and return what the kernel must invalidate.
+    /// The daemon facts.
+    pub fn info(&self) -> DaemonInfo {
+        self.info.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Record how weights are read (the kernel or our privileges may refuse passthrough).
+    pub fn set_read_mode(&self, mode: ReadMode) {
+        self.info
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .read_mode = mode;
+    }
+
+    /// Rescan, swap in the new tree, and return what the kernel must invalidate. Never
+    /// panics: a rescan that fails keeps the current tree, says why in `status.json` and on
+    /// stderr (the daemon log), and the next rescan tries again.
     pub fn refresh(&self) -> Vec<Invalidation> {
         let old = self.tree();
-        let new = {
+        let stamp = self.info().mounted_at;
+        let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let mut inodes = self.inodes.lock().unwrap_or_else(|e| e.into_inner());
-            let stamp = self
-                .info
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .mounted_at;
-            Arc::new(build(&self.loc, &mut inodes, old.generation + 1, stamp))
+            build(&self.loc, &mut inodes, old.generation + 1, stamp)
+        }));
+        let new = match built {
+            Ok(t) => {
+                self.info
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .refresh_error = None;
+                Arc::new(t)
+            }
+            Err(p) => {
+                let why = format!(
+                    "rescan failed, keeping the previous tree: {}",
+                    panic_text(&*p)
+                );
+                eprintln!("mlxfs: {why}");
+                self.info
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .refresh_error = Some(why);
+                return Vec::new();
+            }
         };
         let changes = diff(&old, &new);
         if !changes.is_empty() {
@@ -703,67 +199,96 @@ impl Vfs {
         Ok(a)
     }
 
+    /// `getattr`: with the handle of an open virtual file, the size of what that open
+    /// rendered (the content it reads), else [`Vfs::attr`].
+    pub fn getattr(&self, ino: Ino, fh: Option<Fh>) -> Result<Attr, VfsError> {
+        let tree = self.tree();
+        if let Some(OpenFile::Virtual(data)) = fh.and_then(|fh| self.handles.get(fh)) {
+            let mut a = tree.node(ino)?.attr.clone();
+            a.size = data.len() as u64;
+            a.blocks = a.size.div_ceil(512);
+            return Ok(a);
+        }
+        self.attr(&tree, ino)
+    }
+
+    /// The target of a link.
     pub fn readlink(&self, ino: Ino) -> Result<OsString, VfsError> {
         match &self.tree().node(ino)?.content {
             Content::Link(t) => Ok(t.clone()),
             _ => Err(VfsError::NotLink),
         }
     }
-}
 
-/// What an `open` gives access to.
-#[derive(Debug, Clone)]
-pub enum Opened {
-    Backed(PathBuf),
-    Virtual(Arc<Vec<u8>>),
-}
-
-impl Vfs {
-    pub fn open(&self, ino: Ino) -> Result<Opened, VfsError> {
+    /// Open a file for reading (`write` asks for write access: `ReadOnly`). Returns its handle
+    /// and what it is.
+    pub fn open(&self, ino: Ino, write: bool) -> Result<(Fh, Opened), VfsError> {
+        if write {
+            return Err(VfsError::ReadOnly);
+        }
         let tree = self.tree();
         match &tree.node(ino)?.content {
-            Content::Backed(p) => Ok(Opened::Backed(p.clone())),
-            Content::Virtual(v) => Ok(Opened::Virtual(self.renderer.render(self, &tree, v))),
+            Content::Backed(p) => {
+                let file = Arc::new(File::open(p).map_err(|e| VfsError::io(&e))?);
+                let fh = self.handles.insert(OpenFile::Backed(file.clone()));
+                Ok((fh, Opened::Backed(file)))
+            }
+            Content::Virtual(v) => {
+                let data = self.renderer.render(self, &tree, v);
+                Ok((
+                    self.handles.insert(OpenFile::Virtual(data)),
+                    Opened::Virtual,
+                ))
+            }
             Content::Dir(_) => Err(VfsError::IsDir),
             Content::Link(_) => Err(VfsError::NotFound),
         }
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn relative_targets() {
-        assert_eq!(
-            relative_to(Path::new("w/m.st"), Path::new("")),
-            Path::new("w/m.st")
-        );
-        assert_eq!(
-            relative_to(Path::new("config.json"), Path::new("w")),
-            Path::new("../config.json")
-        );
-        assert_eq!(
-            relative_to(Path::new("a/b"), Path::new("a/c/d")),
-            Path::new("../../b")
-        );
-        assert_eq!(relative_to(Path::new("a"), Path::new("a")), Path::new("."));
+    /// Read up to `size` bytes at `offset` of an open file and hand them to `reply` (a short
+    /// read only at the end of the file).
+    pub fn read<R>(
+        &self,
+        fh: Fh,
+        offset: u64,
+        size: u32,
+        reply: impl FnOnce(Result<&[u8], VfsError>) -> R,
+    ) -> R {
+        match self.handles.get(fh) {
+            None => reply(Err(VfsError::BadHandle)),
+            Some(OpenFile::Virtual(data)) => {
+                let start = usize::try_from(offset)
+                    .unwrap_or(usize::MAX)
+                    .min(data.len());
+                let end = start.saturating_add(size as usize).min(data.len());
+                reply(Ok(&data[start..end]))
+            }
+            Some(OpenFile::Backed(file)) => READ_BUF.with_borrow_mut(|buf| {
+                let size = size as usize;
+                if buf.len() < size {
+                    buf.resize(size, 0);
+                }
+                let buf = &mut buf[..size];
+                let mut done = 0;
+                while done < buf.len() {
+                    match file.read_at(&mut buf[done..], offset.saturating_add(done as u64)) {
+                        Ok(0) => break,
+                        Ok(n) => done += n,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(e) => return reply(Err(VfsError::io(&e))),
+                    }
+                }
+                reply(Ok(&buf[..done]))
+            }),
+        }
     }
 
-    #[test]
-    fn junk_names() {
-        for n in [
-            ".DS_Store",
-            "._foo",
-            ".Spotlight-V100",
-            "Icon\r",
-            "Thumbs.db",
-        ] {
-            assert!(is_os_junk(OsStr::new(n)), "{n}");
-        }
-        for n in ["config.json", ".hf_cache", "_x"] {
-            assert!(!is_os_junk(OsStr::new(n)), "{n}");
+    /// Close a handle.
+    pub fn release(&self, fh: Fh) -> Result<(), VfsError> {
+        if self.handles.release(fh) {
+            Ok(())
+        } else {
+            Err(VfsError::BadHandle)
         }
     }
 }

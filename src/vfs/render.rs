@@ -9,14 +9,15 @@ use std::hash::{Hash, Hasher};
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::UNIX_EPOCH;
 
 use super::{Tree, Vfs, Virtual};
 use crate::catalog::Source;
-use crate::catalog::record::{Described, describe, list_data, show_model};
+use crate::catalog::record::{self, Described, describe, show_model};
 use crate::envelope::{self, Order};
 use crate::hash::sentinel::{self, Clean};
 use crate::jsonfmt::to_python_json;
+use crate::text::one_line;
+use crate::{hints, sys};
 
 type Rendered = Arc<Vec<u8>>;
 
@@ -73,7 +74,7 @@ impl Renderer {
             return;
         };
         let d: Described = describe(&entry.model);
-        let health = text(format!("{}\n", health_line(&d)));
+        let health = text(format!("{}\n", one_line(&health_line(&d))));
         let model = json_text(&show_model(&d));
         let mut files = lock(&self.files);
         files.insert((tree.generation, Virtual::Health(idx)), health);
@@ -104,16 +105,18 @@ impl Renderer {
                 let r = json_text(&envelope::build(
                     Some("list"),
                     Order::DataFirst,
-                    Ok(list_data(&vfs.loc, None)),
+                    Ok(serde_json::to_value(record::list(&vfs.loc, None)).unwrap_or(Value::Null)),
                 ));
                 trim_heap();
                 r
             }
             Virtual::FleetHealth => {
+                // One model, one line: names and reasons are escaped (`\n` → `\\n`), so no
+                // name can forge another model's line.
                 let mut out = String::new();
                 for (i, m) in tree.models.iter().enumerate() {
                     let line = self.render(vfs, tree, &Virtual::Health(i));
-                    out.push_str(&m.mount_path);
+                    out.push_str(&one_line(&m.mount_path));
                     out.push('\t');
                     out.push_str(&String::from_utf8_lossy(&line));
                 }
@@ -121,13 +124,8 @@ impl Renderer {
                 text(out)
             }
             Virtual::Status => {
-                let info = vfs.info.read().unwrap_or_else(|e| e.into_inner()).clone();
-                let secs = |t: std::time::SystemTime| {
-                    crate::timefmt::iso_utc(
-                        t.duration_since(UNIX_EPOCH)
-                            .map_or(0, |d| d.as_secs() as i64),
-                    )
-                };
+                let info = vfs.info();
+                let secs = |t: std::time::SystemTime| crate::timefmt::iso_utc(sys::epoch_secs(t));
                 json_text(&json!({
                     "version": env!("CARGO_PKG_VERSION"),
                     "pid": std::process::id(),
@@ -137,10 +135,12 @@ impl Renderer {
                         "workspace_home": vfs.loc.workspace_home.as_ref().map(|p| p.to_string_lossy()),
                     },
                     "models": tree.models.len(),
-                    "read_mode": info.read_mode,
+                    "read_mode": info.read_mode.as_str(),
                     "mounted_at": secs(info.mounted_at),
                     "generation": tree.generation,
                     "refreshed_at": secs(tree.built_at),
+                    "refresh_error": info.refresh_error,
+                    "hidden": tree.hidden,
                 }))
             }
             Virtual::ModelJson(i) | Virtual::Health(i) => {
@@ -182,10 +182,11 @@ impl Renderer {
             return text(String::new());
         };
         if m.source == Source::Cache {
-            return text(match &m.revision {
-                Some(r) => format!("{r} pinned\n"),
-                None => "unknown: no snapshot\n".into(),
-            });
+            let line = match &m.revision {
+                Some(r) => format!("{r} pinned"),
+                None => "unknown: no snapshot".into(),
+            };
+            return text(format!("{}\n", one_line(&line)));
         }
         let sig = stat_signature(&m.path);
         if let Some((s, line)) = lock(&self.hashes).get(&m.path)
@@ -195,13 +196,13 @@ impl Renderer {
         }
         let read = sentinel::read(&m.path);
         let line = match sentinel::clean_check(&m.path, &read) {
-            Clean::Clean { stored } => format!("{} clean\n", stored.unwrap_or_default()),
+            Clean::Clean { stored } => format!("{} clean", stored.unwrap_or_default()),
             Clean::Modified {
                 computed: Some(c),
                 stored,
                 ..
             } => format!(
-                "{c} modified (sentinel {})\n",
+                "{c} modified (sentinel {})",
                 stored.as_deref().unwrap_or("none")
             ),
             Clean::Modified {
@@ -209,13 +210,15 @@ impl Renderer {
                 why_unhashable,
                 ..
             } => format!(
-                "unknown: {} (modified since the sentinel)\n",
+                "unknown: {} (modified since the sentinel)",
                 why_unhashable.unwrap_or_default()
             ),
             Clean::Unknown { why, .. } => {
-                format!("unknown: {}\n", why.replace("<name>", &m.spec()))
+                format!("unknown: {}", hints::clean_unknown(&why, &m.spec()))
             }
         };
+        // One line whatever the sentinel or the file names hold.
+        let line = format!("{}\n", one_line(&line));
         lock(&self.hashes).insert(m.path.clone(), (sig, line.clone()));
         text(line)
     }
@@ -231,14 +234,7 @@ pub fn trim_heap() {
     }
 }
 
-/// `healthy` or `unhealthy: <reason>`.
+/// `healthy` or `unhealthy: <reason>` (not escaped: the caller escapes it for its line).
 pub fn health_line(d: &Described) -> String {
-    if d.record.health == "healthy" {
-        "healthy".into()
-    } else {
-        format!(
-            "unhealthy: {}",
-            d.record.reason.as_deref().unwrap_or("unknown")
-        )
-    }
+    d.health.summary()
 }

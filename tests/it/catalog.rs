@@ -1,14 +1,13 @@
 //! The catalog core in-process: every health reason, the resolution rules, and records.
 
-
 use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::Path;
 
+use crate::support::*;
 use mlxfs::catalog::record::describe;
 use mlxfs::catalog::resolve::{ResolveError, resolve};
 use mlxfs::catalog::{Locations, ModelRef, Source};
-use crate::support::*;
 
 const ST_HDR: &str = r#"{"w":{"dtype":"F32","shape":[2,2],"data_offsets":[0,16]}}"#;
 
@@ -30,7 +29,11 @@ fn ws_health(files: &[(String, Vec<u8>)]) -> (String, Option<String>, String) {
     let ws = tmp.path().join("m");
     write_tree(&ws, files);
     let d = describe(&ModelRef::workspace(ws, "m".into()));
-    (d.record.health, d.record.reason, d.health_message)
+    (
+        d.record.health.as_str().to_string(),
+        d.record.reason,
+        d.health.message().to_string(),
+    )
 }
 
 fn unhealthy_reason(files: &[(String, Vec<u8>)]) -> String {
@@ -322,7 +325,8 @@ fn link_and_name_problems_are_this_models_reason() {
     assert_eq!(
         describe(&ModelRef::workspace(ws.clone(), "m".into()))
             .record
-            .health,
+            .health
+            .as_str(),
         "healthy"
     );
 
@@ -372,7 +376,7 @@ fn hub_snapshot_problems() {
         .iter()
         .map(|m| {
             let r = describe(m).record;
-            (r.name, r.health, r.reason)
+            (r.name, r.health.as_str().to_string(), r.reason)
         })
         .collect();
     assert_eq!(
@@ -417,11 +421,12 @@ fn record_fields_for_hub_and_workspace() {
     assert_eq!(hub.hash.as_deref(), snap.file_name().unwrap().to_str());
     assert_eq!(hub.revision, hub.hash);
     assert_eq!(hub.path, snap.to_string_lossy());
-    assert_eq!(hub.source, "cache");
+    assert_eq!(hub.source.as_str(), "cache");
     assert!(hub.cached);
-    assert_eq!(hub.framework, "MLX");
-    assert_eq!(hub.model_type, "chat");
-    assert_eq!(hub.capabilities, ["text-generation", "chat"]);
+    assert_eq!(hub.framework.as_str(), "MLX");
+    assert_eq!(hub.model_type.as_str(), "chat");
+    let caps: Vec<&str> = hub.capabilities.iter().map(|c| c.as_str()).collect();
+    assert_eq!(caps, ["text-generation", "chat"]);
     assert_eq!(hub.context_length, Some(2048));
     assert_eq!(
         (hub.health.as_str(), hub.runtime_compatible),
@@ -435,7 +440,7 @@ fn record_fields_for_hub_and_workspace() {
     let w = describe(&resolve("my-ws", &loc).unwrap()).record;
     assert_eq!(w.name, ws.to_string_lossy());
     assert_eq!(
-        (w.source, w.cached, w.hash.clone()),
+        (w.source.as_str(), w.cached, w.hash.clone()),
         ("workspace", false, None)
     );
     assert_eq!(w.origin.as_deref(), Some("org/x"));
@@ -448,7 +453,7 @@ fn record_fields_for_hub_and_workspace() {
         &mlxfs::catalog::resolve::resolve_path(chat_parent.to_str().unwrap(), &loc).unwrap(),
     )
     .record;
-    assert_eq!(r.model_type, "base");
+    assert_eq!(r.model_type.as_str(), "base");
 }
 
 #[test]
@@ -544,14 +549,17 @@ fn resolution_rules() {
     );
     // Not found.
     let e = resolve("nothing-like-this", &loc).unwrap_err();
-    assert_eq!(e.kind(), "model_not_found");
-    assert_eq!(resolve("   ", &loc).unwrap_err().kind(), "model_not_found");
+    assert_eq!(e.error_type().as_str(), "model_not_found");
+    assert_eq!(
+        resolve("   ", &loc).unwrap_err().error_type().as_str(),
+        "model_not_found"
+    );
     // Explicit paths are exact.
     let ws = fx.ws_home.join("qwen");
     let m = resolve(ws.to_str().unwrap(), &loc).unwrap();
     assert_eq!(m.name, ws.to_string_lossy());
     let e = resolve(fx.ws_home.join("qwe").to_str().unwrap(), &loc).unwrap_err();
-    assert_eq!(e.kind(), "model_not_found");
+    assert_eq!(e.error_type().as_str(), "model_not_found");
     let e = resolve(fx.ws_home.to_str().unwrap(), &loc).unwrap_err();
     assert!(matches!(e, ResolveError::NotAModel { .. }));
 }
@@ -589,7 +597,7 @@ fn revisions() {
         Some(also)
     );
     let e = resolve("org/m@deadbee", &loc).unwrap_err();
-    assert_eq!(e.kind(), "hash_not_found");
+    assert_eq!(e.error_type().as_str(), "hash_not_found");
     // Without refs/main the newest snapshot wins.
     fs::remove_file(fx.hub().join("models--org--m/refs/main")).unwrap();
     let newest = resolve("org/m", &loc).unwrap();
@@ -649,7 +657,12 @@ fn one_broken_model_never_hides_the_others() {
     let listed = mlxfs::catalog::resolve::list(None, &loc);
     assert_eq!(listed.len(), 7);
     let recs: Vec<_> = listed.iter().map(|l| describe(&l.model).record).collect();
-    assert_eq!(recs.iter().filter(|r| r.health == "healthy").count(), 6);
+    assert_eq!(
+        recs.iter()
+            .filter(|r| r.health.as_str() == "healthy")
+            .count(),
+        6
+    );
     let broken = recs.iter().find(|r| r.name == "org/broken").unwrap();
     assert_eq!(broken.reason.as_deref(), Some("config.json missing"));
     let bad = recs
@@ -700,7 +713,7 @@ fn non_utf8_workspace_folder_is_listed_as_unhealthy() {
     assert_eq!(listed.len(), 2);
     let recs: Vec<_> = listed.iter().map(|l| describe(&l.model).record).collect();
     let bad = recs.iter().find(|r| r.name.contains("ws-")).unwrap();
-    assert_eq!(bad.health, "unhealthy");
+    assert_eq!(bad.health.as_str(), "unhealthy");
     assert!(bad.reason.as_deref().unwrap().contains("not valid UTF-8"));
 }
 

@@ -1,6 +1,5 @@
 //! The `mlxfs` binary end to end: envelopes, exit codes, human tables, and reads that never write.
 
-
 use serde_json::Value;
 use std::fs;
 use std::process::{Command, Output};

@@ -3,16 +3,15 @@
 //! with the Python huggingface_hub client on the cache layout, and what a mount shows while
 //! a download runs.
 
-
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
 use crate::support::fakehub::FakeHub;
 use crate::support::mnt::{BIN, Mount, test_python};
 use crate::support::*;
+use serde_json::Value;
 
 struct Env {
     fx: Fx,

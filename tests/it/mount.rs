@@ -1,7 +1,6 @@
 //! Real FUSE mounts (root and /dev/fuse required, as on CI): tree shape, virtual files,
 //! byte-identical reads and mmap in both read modes, EROFS, live updates and the lifecycle.
 
-
 use serde_json::Value;
 use std::ffi::CString;
 use std::fs;
@@ -11,9 +10,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use sha2::{Digest, Sha256};
 use crate::support::mnt::*;
 use crate::support::*;
+use sha2::{Digest, Sha256};
 
 fn sha(p: &Path) -> String {
     let b = fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));

@@ -1,7 +1,6 @@
 //! `mlxfs run` with real MLX inference on a tiny model the tests generate
 //! (scripts/make-tiny-model.py), in the venv scripts/test.sh creates (MLXFS_TEST_PYTHON).
 
-
 use serde_json::Value;
 use std::fs;
 use std::io::Read;
@@ -14,7 +13,8 @@ use crate::support::*;
 const BIN: &str = env!("CARGO_BIN_EXE_mlxfs");
 
 fn venv_python() -> PathBuf {
-    let p = std::env::var("MLXFS_TEST_PYTHON").expect("require!(Python) checks MLXFS_TEST_PYTHON first");
+    let p = std::env::var("MLXFS_TEST_PYTHON")
+        .expect("require!(Python) checks MLXFS_TEST_PYTHON first");
     PathBuf::from(p)
 }
 

@@ -1,11 +1,10 @@
 //! The virtual tree without mounting: shape, stable inodes, and refresh diffs.
 
-
 use std::ffi::OsStr;
 use std::time::SystemTime;
 
-use mlxfs::vfs::{Inodes, Invalidation, ROOT_INO, build, diff};
 use crate::support::*;
+use mlxfs::vfs::{Inodes, Invalidation, ROOT_INO, build, diff};
 
 #[test]
 fn a_rescan_that_finds_nothing_new_changes_nothing() {

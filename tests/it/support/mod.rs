@@ -47,7 +47,10 @@ pub fn missing(n: Needs) -> Option<String> {
         Needs::Root if !is_root() => Some("needs root".into()),
         Needs::Python => match std::env::var_os("MLXFS_TEST_PYTHON") {
             Some(p) if Path::new(&p).is_file() => None,
-            Some(p) => Some(format!("MLXFS_TEST_PYTHON={} does not exist", p.to_string_lossy())),
+            Some(p) => Some(format!(
+                "MLXFS_TEST_PYTHON={} does not exist",
+                p.to_string_lossy()
+            )),
             None => Some("MLXFS_TEST_PYTHON is not set (scripts/test.sh makes the venv)".into()),
         },
         _ => None,

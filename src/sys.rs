@@ -1,0 +1,91 @@
+//! Thin, safe wrappers over the few operating-system calls mlxfs needs in more than one place
+//! (file-system type, free space, PATH lookup, root check) and time arithmetic that cannot
+//! overflow on whatever timestamps a disk holds.
+
+use std::ffi::CString;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// `f_type` of a FUSE file system (linux/magic.h).
+pub const FUSE_SUPER_MAGIC: i64 = 0x6573_5546;
+
+fn c_path(p: &Path) -> io::Result<CString> {
+    CString::new(p.as_os_str().as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+}
+
+/// The file-system type (`statfs` `f_type`) holding `p`. A FUSE file system whose daemon died
+/// answers `ENOTCONN` (statfs is never served from the kernel's caches).
+pub fn fs_type(p: &Path) -> io::Result<i64> {
+    let c = c_path(p)?;
+    // SAFETY: statfs into a zeroed struct with a valid NUL-terminated path.
+    unsafe {
+        let mut st: libc::statfs = std::mem::zeroed();
+        if libc::statfs(c.as_ptr(), &mut st) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(st.f_type as i64)
+    }
+}
+
+/// Free bytes for unprivileged writers on the file system holding `p`.
+pub fn free_space(p: &Path) -> Option<u64> {
+    let c = c_path(p).ok()?;
+    // SAFETY: statvfs into a zeroed struct with a valid NUL-terminated path.
+    let st = unsafe {
+        let mut st: libc::statvfs = std::mem::zeroed();
+        if libc::statvfs(c.as_ptr(), &mut st) != 0 {
+            return None;
+        }
+        st
+    };
+    Some((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
+}
+
+/// Is this process running as root (effective uid 0)?
+pub fn is_root() -> bool {
+    // SAFETY: geteuid cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// The first executable file named `bin` in `PATH`, then in the usual system folders.
+pub fn find_in_path(bin: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|d| d.is_absolute())
+        .chain(["/usr/local/bin".into(), "/usr/bin".into(), "/bin".into()])
+        .map(|d| d.join(bin))
+        .find(|p| p.is_file())
+}
+
+/// A file's mtime in nanoseconds since the epoch, as Python's `st_mtime_ns` (saturating: a
+/// timestamp centuries away can not overflow).
+pub fn mtime_ns(md: &std::fs::Metadata) -> i64 {
+    md.mtime()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(md.mtime_nsec())
+}
+
+/// Seconds since the epoch, negative before 1970, saturating at the `i64` range.
+pub fn epoch_secs(t: SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        Err(e) => i64::try_from(e.duration().as_secs()).map_or(i64::MIN, |s| -s),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn epoch_secs_never_wraps() {
+        assert_eq!(epoch_secs(UNIX_EPOCH + Duration::from_secs(5)), 5);
+        assert_eq!(epoch_secs(UNIX_EPOCH - Duration::from_secs(5)), -5);
+    }
+}
