@@ -3,7 +3,6 @@
 //! mount resolves to the model it shows), the virtual tree (which builds that folder) and the
 //! FUSE adapter (which waits for it when it starts a daemon).
 
-use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::sys;
@@ -23,7 +22,7 @@ pub fn mounted_model_path(dir: &Path) -> Option<PathBuf> {
     if !is_fuse(dir) {
         return None;
     }
-    let bytes = fs::read(dir.join(META_DIR).join("model.json")).ok()?;
+    let bytes = sys::read_file(&dir.join(META_DIR).join("model.json")).ok()?;
     let rec: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
     rec["path"]
         .as_str()

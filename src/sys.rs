@@ -44,6 +44,80 @@ pub fn free_space(p: &Path) -> Option<u64> {
     Some((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
 }
 
+/// The most [`read_file`] reads (256 MiB: config, tokenizer and index files are far smaller).
+pub const READ_FILE_MAX: u64 = 256 << 20;
+
+/// Open `p` for reading without blocking on a FIFO, and only when it is a regular file (links
+/// followed); the descriptor is switched back to blocking reads.
+pub fn open_regular(p: &Path) -> io::Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(p)?;
+    if !f.metadata()?.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    // SAFETY: fcntl on a descriptor we own, clearing O_NONBLOCK for ordinary reads.
+    unsafe {
+        let fl = libc::fcntl(f.as_raw_fd(), libc::F_GETFL);
+        if fl >= 0 {
+            libc::fcntl(f.as_raw_fd(), libc::F_SETFL, fl & !libc::O_NONBLOCK);
+        }
+    }
+    Ok(f)
+}
+
+/// Read a whole file that must be a regular file (links followed) of at most
+/// [`READ_FILE_MAX`] bytes. Anything else on disk is an error, never a hang: a FIFO named
+/// `config.json` is not waited on, a link to `/dev/zero` is not read forever, a device is not
+/// touched.
+pub fn read_file(p: &Path) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    let f = open_regular(p)?;
+    let len = f.metadata()?.len();
+    if len > READ_FILE_MAX {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("larger than {READ_FILE_MAX} bytes"),
+        ));
+    }
+    let mut buf = Vec::with_capacity(len as usize);
+    f.take(READ_FILE_MAX).read_to_end(&mut buf)?;
+    Ok(buf)
+}
+
+/// [`read_file`] as UTF-8 text.
+pub fn read_text(p: &Path) -> io::Result<String> {
+    String::from_utf8(read_file(p)?).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+/// Write `bytes` to a fresh file at `p` (for a temp file that is renamed into place next):
+/// whatever is at `p` is removed first, and the file is created with `O_EXCL | O_NOFOLLOW`, so
+/// a link planted there is never written through. `sync` flushes it to disk.
+pub fn write_new(p: &Path, bytes: &[u8], sync: bool) -> io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::remove_file(p) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(p)?;
+    f.write_all(bytes)?;
+    if sync {
+        f.sync_all()?;
+    }
+    Ok(())
+}
+
 /// Is this process running as root (effective uid 0)?
 pub fn is_root() -> bool {
     // SAFETY: geteuid cannot fail.

@@ -2,7 +2,6 @@
 //! Python code applies to it (`str()`, truthiness).
 
 use serde_json::{Map, Value};
-use std::fs;
 use std::path::Path;
 
 /// The parse result of a model's `config.json`.
@@ -19,7 +18,7 @@ pub enum Config {
 impl Config {
     /// Read and parse `<root>/config.json` (never fails: problems become `Missing`/`Invalid`).
     pub fn load(root: &Path) -> Config {
-        match fs::read(root.join("config.json")) {
+        match crate::sys::read_file(&root.join("config.json")) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Config::Missing,
             Err(_) => Config::Invalid,
             Ok(b) => match serde_json::from_slice(&b) {
@@ -68,7 +67,7 @@ pub fn model_type_str(cfg: &Map<String, Value>) -> Option<&str> {
 
 /// A JSON file that holds an object, or `None` (missing, unreadable, not JSON, not an object).
 pub fn json_obj(p: &Path) -> Option<Map<String, Value>> {
-    match serde_json::from_slice::<Value>(&fs::read(p).ok()?).ok()? {
+    match serde_json::from_slice::<Value>(&crate::sys::read_file(p).ok()?).ok()? {
         Value::Object(m) => Some(m),
         _ => None,
     }

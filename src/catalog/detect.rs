@@ -3,7 +3,6 @@
 //! (`org/name`, or a workspace's folder name), never at parent folders.
 
 use serde_json::{Map, Value};
-use std::fs;
 use std::path::Path;
 
 use super::config::{json_obj, model_type_str, py_str, truthy};
@@ -51,7 +50,7 @@ pub const MODEL_FILE_REASON: &str =
 
 /// README front matter: (tags, library_name).
 fn front_matter(root: &Path) -> Option<(Vec<String>, Option<String>)> {
-    let bytes = fs::read(root.join("README.md")).ok()?;
+    let bytes = crate::sys::read_file(&root.join("README.md")).ok()?;
     let text = String::from_utf8_lossy(&bytes);
     let mut lines = text.lines();
     if lines.next()?.trim() != "---" {
@@ -177,7 +176,7 @@ pub fn has_chat_template(root: &Path) -> bool {
 /// A non-empty `chat_template` string in tokenizer_config.json, then tokenizer.json.
 pub fn chat_template(root: &Path) -> Option<String> {
     for f in ["tokenizer_config.json", "tokenizer.json"] {
-        let Ok(bytes) = fs::read(root.join(f)) else {
+        let Ok(bytes) = crate::sys::read_file(&root.join(f)) else {
             continue;
         };
         if !bytes.windows(15).any(|w| w == b"\"chat_template\"") {

@@ -4,7 +4,6 @@
 
 use serde_json::Value;
 use std::collections::BTreeSet;
-use std::fs;
 use std::io::Read;
 use std::path::Path;
 
@@ -24,7 +23,7 @@ fn is_lfs_pointer(e: &Entry) -> bool {
         return false;
     }
     let mut buf = [0u8; 100];
-    let Ok(mut f) = fs::File::open(&e.path) else {
+    let Ok(mut f) = crate::sys::open_regular(&e.path) else {
         return false;
     };
     let n = f.read(&mut buf).unwrap_or(0);
@@ -209,7 +208,7 @@ fn check_indexed(
     cfg: &serde_json::Map<String, Value>,
 ) -> Check {
     let invalid = || Err("Invalid index file".to_string());
-    let Ok(bytes) = fs::read(&index.path) else {
+    let Ok(bytes) = crate::sys::read_file(&index.path) else {
         return invalid();
     };
     let Ok(v) = serde_json::from_slice::<Value>(&bytes) else {
@@ -293,7 +292,7 @@ fn check_indexed(
 /// A safetensors file must start with a sane header that fits in the file and whose tensors
 /// end within it: catches truncated downloads that keep a plausible size.
 pub fn safetensors_problem(path: &Path, size: u64) -> Option<&'static str> {
-    let mut f = fs::File::open(path).ok()?;
+    let mut f = crate::sys::open_regular(path).ok()?;
     let mut prefix = [0u8; 8];
     if f.read_exact(&mut prefix).is_err() {
         return Some("shorter than its 8-byte header length");
@@ -350,7 +349,7 @@ fn read_json_file(p: &Path) -> Option<Result<Value, ()>> {
         return None;
     }
     Some(
-        fs::read(p)
+        crate::sys::read_file(p)
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
             .ok_or(()),

@@ -146,7 +146,7 @@ pub fn dir_from_repo_id(repo: &str) -> String {
 }
 
 fn read_ref(dir: &Path, name: &str) -> Option<String> {
-    let s = fs::read_to_string(dir.join("refs").join(name)).ok()?;
+    let s = crate::sys::read_text(&dir.join("refs").join(name)).ok()?;
     let s = s.trim();
     (!s.is_empty()).then(|| s.to_string())
 }

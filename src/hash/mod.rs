@@ -323,7 +323,7 @@ fn join_realpath(
 
 /// Read a safetensors header (without its 8-byte length prefix), or `None` when corrupt.
 pub fn read_safetensors_header(path: &Path) -> Option<Vec<u8>> {
-    let mut f = fs::File::open(path).ok()?;
+    let mut f = crate::sys::open_regular(path).ok()?;
     let mut prefix = [0u8; 8];
     f.read_exact(&mut prefix).ok()?;
     let n = u64::from_le_bytes(prefix);
@@ -361,7 +361,7 @@ pub fn hash_file(path: &Path, rel: &str) -> Result<String, HashError> {
         h.update(size.to_string().as_bytes());
         return Ok(sha_hex(h.finalize()));
     }
-    let mut f = fs::File::open(path).map_err(io)?;
+    let mut f = crate::sys::open_regular(path).map_err(io)?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {

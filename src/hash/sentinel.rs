@@ -5,7 +5,6 @@
 use serde_json::{Map, Value};
 use std::collections::{HashMap, HashSet};
 use std::fs;
-use std::io::Write;
 use std::path::Path;
 
 use super::{
@@ -40,7 +39,7 @@ impl SentinelRead {
 /// Read `<ws>/.mlxk_workspace.json` without writing anything.
 pub fn read(ws: &Path) -> SentinelRead {
     let p = ws.join(SENTINEL_FILENAME);
-    let bytes = match fs::read(&p) {
+    let bytes = match crate::sys::read_file(&p) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return SentinelRead::Missing,
         Err(e) => return SentinelRead::Invalid(format!("cannot read sentinel: {e}")),
@@ -448,16 +447,13 @@ pub fn index_entry_json(e: &IndexEntry) -> Value {
     Value::Object(m)
 }
 
-/// Write `<ws>/.mlxk_workspace.json` as `json.dumps(indent=2) + "\n"` via a synced temp file.
+/// Write `<ws>/.mlxk_workspace.json` as `json.dumps(indent=2) + "\n"` via a synced temp file
+/// (created fresh, never through a link found in the workspace), then one rename.
 pub fn write_atomic(ws: &Path, raw: &Map<String, Value>) -> std::io::Result<()> {
     let tmp = ws.join(format!("{SENTINEL_FILENAME}.tmp"));
     let text = crate::jsonfmt::to_python_json(raw) + "\n";
-    let res = (|| {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-        fs::rename(&tmp, ws.join(SENTINEL_FILENAME))
-    })();
+    let res = crate::sys::write_new(&tmp, text.as_bytes(), true)
+        .and_then(|_| fs::rename(&tmp, ws.join(SENTINEL_FILENAME)));
     if res.is_err() {
         let _ = fs::remove_file(&tmp);
     }

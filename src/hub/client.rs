@@ -30,8 +30,11 @@ pub struct RemoteSnapshot {
 }
 
 impl RemoteSnapshot {
+    /// Σ file sizes (saturating: sizes come from the hub's answer).
     pub fn total_bytes(&self) -> u64 {
-        self.files.iter().map(|f| f.size).sum()
+        self.files
+            .iter()
+            .fold(0u64, |n, f| n.saturating_add(f.size))
     }
 }
 
@@ -64,7 +67,7 @@ pub fn token_from_env() -> Option<String> {
                 })?;
             Some(home.join("token"))
         })?;
-    std::fs::read_to_string(path)
+    crate::sys::read_text(&path)
         .ok()
         .map(|t| t.trim().to_string())
         .filter(|t| !t.is_empty())

@@ -227,7 +227,7 @@ fn run(
     // A branch may have moved since an interrupted run: finished files whose object id
     // changed (or is unknown) go, as do files the revision no longer has.
     let manifest_path = stage.join("manifest.json");
-    let before: HashMap<String, String> = fs::read(&manifest_path)
+    let before: HashMap<String, String> = crate::sys::read_file(&manifest_path)
         .ok()
         .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
         .and_then(|v| serde_json::from_value(v["files"].clone()).ok())
@@ -246,7 +246,7 @@ fn run(
         .collect();
     let manifest = json!({"repo": spec.repo, "revision": spec.revision(), "commit": remote.commit,
                           "target": target.to_string_lossy(), "files": files});
-    fs::write(&manifest_path, manifest.to_string())
+    crate::sys::write_new(&manifest_path, manifest.to_string().as_bytes(), false)
         .map_err(|e| io(e, "writing the staging manifest".into()))?;
 
     // One download per distinct blob, to its first path; other paths copy it afterwards.
@@ -276,11 +276,13 @@ fn run(
                 part.min(j.file.size)
             }
         })
-        .sum();
-    let unique: u64 = jobs.iter().map(|j| j.file.size).sum();
+        .fold(0u64, u64::saturating_add);
+    let unique: u64 = jobs.iter().fold(0u64, |n, j| n.saturating_add(j.file.size));
     super::check_space(
         stage,
-        unique.saturating_sub(on_disk) + (remote.total_bytes() - unique),
+        unique
+            .saturating_sub(on_disk)
+            .saturating_add(remote.total_bytes().saturating_sub(unique)),
     )?;
     if resumed && on_disk > 0 {
         progress.note(&format!(

@@ -9,6 +9,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -237,10 +238,13 @@ fn spawn_writer(
     live.fetch_add(1, Ordering::SeqCst);
     std::thread::spawn(move || {
         let r = (|| {
+            // Never through a link: a partial file is ours or huggingface_hub's, a link
+            // planted in its place is refused (ELOOP) rather than written through.
             let out = OpenOptions::new()
                 .create(true)
                 .append(true)
                 .read(true)
+                .custom_flags(libc::O_NOFOLLOW)
                 .open(&partial)?;
             let mut have = out.metadata()?.len();
             if have > file.size {

@@ -153,7 +153,7 @@ pub fn pull(
                     .unwrap_or(0)
                     .min(j.file.size)
         })
-        .sum();
+        .fold(0u64, u64::saturating_add);
     super::check_space(hub_dir, need)?;
     progress.start(
         &format!("{}@{}", spec.repo, short_rev(&remote.commit)),
@@ -258,7 +258,7 @@ pub fn write_ref(root: &Path, name: &str, commit: &str) -> Result<()> {
         ".{}.mlxfs-tmp",
         p.file_name().and_then(|n| n.to_str()).unwrap_or("ref")
     ));
-    fs::write(&tmp, commit)
+    crate::sys::write_new(&tmp, commit.as_bytes(), false)
         .and_then(|_| fs::rename(&tmp, &p))
         .map_err(|e| HubError::io(&e, &format!("writing {}", p.display())))
 }

@@ -297,7 +297,7 @@ fn remove_refs_to(d: &Path, commit: &str) {
         let p = e.path();
         if e.file_type().is_ok_and(|t| t.is_dir()) {
             remove_refs_to(&p, commit);
-        } else if fs::read_to_string(&p).is_ok_and(|c| c.trim() == commit) {
+        } else if crate::sys::read_text(&p).is_ok_and(|c| c.trim() == commit) {
             let _ = fs::remove_file(&p);
         }
     }

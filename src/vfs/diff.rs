@@ -17,8 +17,8 @@ pub enum Invalidation {
 /// What changed between two trees built with the same [`super::Inodes`] map.
 ///
 /// The rules (checked against a reference model in tests/it/vfs.rs):
-/// - a name added to, removed from, or pointing at another inode in a folder that exists in
-///   both trees → `Entry { folder, name }` and `Inode(folder)`;
+/// - a name added to, removed from, pointing at another inode, or of another kind, in a folder
+///   that exists in both trees → `Entry { folder, name }` and `Inode(folder)`;
 /// - a folder whose attributes changed → `Inode(folder)`;
 /// - a file or link whose backing path, target or attributes changed, or a node whose kind
 ///   changed → `Inode(node)`;
@@ -36,8 +36,11 @@ pub fn diff(old: &Tree, new: &Tree) -> Vec<Invalidation> {
         match (&o.content, &n.content) {
             (Content::Dir(oc), Content::Dir(nc)) => {
                 let mut changed = false;
+                // A name whose inode stays but whose kind changed (a file replaced by a
+                // folder) must go from the kernel's cache too: it cannot change an inode's type.
+                let kind = |t: &Tree, i: &Ino| t.nodes.get(i).map(|n| n.attr.kind);
                 for (name, i) in oc {
-                    if nc.get(name) != Some(i) {
+                    if nc.get(name) != Some(i) || kind(old, i) != kind(new, i) {
                         out.push(Invalidation::Entry {
                             parent: *ino,
                             name: name.clone(),

@@ -152,7 +152,8 @@ impl Renderer {
                     return text(String::new());
                 };
                 if m.source == Source::Workspace
-                    && let Ok(raw) = fs::read(m.path.join(crate::hash::SENTINEL_FILENAME))
+                    && let Ok(raw) =
+                        crate::sys::read_file(&m.path.join(crate::hash::SENTINEL_FILENAME))
                 {
                     return Arc::new(raw);
                 }

@@ -8,6 +8,7 @@ mod support;
 mod catalog;
 mod cli;
 mod hash_v2;
+mod hostile;
 mod hub;
 mod mount;
 mod run;

@@ -129,7 +129,15 @@ pub(super) async fn upload_lfs(
                 ));
             }
             for (n, part_url) in nums {
-                let off = (n - 1) * chunk;
+                let Some(off) = (n - 1).checked_mul(chunk).filter(|o| *o < f.size.max(1)) else {
+                    return Err(HubError::new(
+                        ErrorKind::Protocol,
+                        format!(
+                            "the hub's multipart upload plan for {} names part {n} beyond the file",
+                            f.path
+                        ),
+                    ));
+                };
                 let len = chunk.min(f.size.saturating_sub(off));
                 let resp = hub
                     .http

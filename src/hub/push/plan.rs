@@ -80,7 +80,7 @@ impl Plan {
 
 /// Names listed in the workspace's `.hfignore` (one pattern a line, `#` comments).
 fn hfignore(ws: &Path) -> Vec<String> {
-    fs::read_to_string(ws.join(".hfignore"))
+    crate::sys::read_text(&ws.join(".hfignore"))
         .map(|s| {
             s.lines()
                 .map(str::trim)
