@@ -3,7 +3,7 @@
 # run with the reference tool mlx-knife (`mlxk list --json`).
 #
 # Usage: scripts/bench-list.sh [--models N] [--workspaces M] [--runs R] [--dir DIR]
-#                              [--mlxk PATH | --install-mlxk DIR]
+#                              [--mlxk PATH | --install-mlxk DIR] [--bin PATH]
 #
 #   --models N      hub models in the full catalog (default 1000)
 #   --workspaces M  managed workspaces in the full catalog (default 100)
@@ -13,10 +13,15 @@
 #                   else the comparison is skipped with a note)
 #   --install-mlxk DIR  use DIR/bin/mlxk; when missing, first create the venv DIR with
 #                   `python3 -m venv DIR && DIR/bin/pip install mlx-knife==2.0.8 mlx-cpu==0.32.0`
+#   --bin PATH      measure this prebuilt mlxfs binary instead of building the checkout (no
+#                   cargo build); the report names it "prebuilt PATH" with its --version and
+#                   sha256. For before/after comparisons: build each version once, then run
+#                   this script with --bin on each (the catalogs are regenerated every run,
+#                   their sentinels written by the binary measured).
 #
 # What it does:
-#   1. cargo build --release (the repo's target dir, or $CARGO_TARGET_DIR).
-#   2. Generates, with an embedded stdlib-only python3 script (deterministic), a hub cache
+#   1. cargo build --release (the repo's target dir, or $CARGO_TARGET_DIR), unless --bin.
+#   2. Generates with scripts/synth_catalog.py (stdlib-only python3, deterministic) a hub cache
 #      laid out as huggingface_hub writes it (blobs/, snapshots/<commit>/ with relative
 #      symlinks, refs/main), ~20 files per model, plus managed workspaces whose sentinel is
 #      written by `mlxfs show WS --recalc-hash` (so `list` sees them clean).
@@ -40,6 +45,7 @@ RUNS=5
 DIR=""
 MLXK_ARG=""
 INSTALL_MLXK=""
+BIN_ARG=""
 CMDLINE="$(printf '%q ' "$0" "$@")"
 CMDLINE="${CMDLINE% }"
 
@@ -54,6 +60,7 @@ while [[ $# -gt 0 ]]; do
         --dir) [[ $# -ge 2 ]] || die "--dir needs a value"; DIR="$2"; shift 2 ;;
         --mlxk) [[ $# -ge 2 ]] || die "--mlxk needs a value"; MLXK_ARG="$2"; shift 2 ;;
         --install-mlxk) [[ $# -ge 2 ]] || die "--install-mlxk needs a value"; INSTALL_MLXK="$2"; shift 2 ;;
+        --bin) [[ $# -ge 2 ]] || die "--bin needs a value"; BIN_ARG="$2"; shift 2 ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown argument: $1 (see --help)" ;;
     esac
@@ -67,13 +74,15 @@ done
 
 # Paths given relative to where the script was started from, before the cd below.
 abspath() { if [[ -z "$1" || "$1" = /* ]]; then echo "$1"; else echo "$PWD/$1"; fi; }
-DIR="$(abspath "$DIR")" INSTALL_MLXK="$(abspath "$INSTALL_MLXK")"
+DIR="$(abspath "$DIR")" INSTALL_MLXK="$(abspath "$INSTALL_MLXK")" BIN_ARG="$(abspath "$BIN_ARG")"
 [[ "$MLXK_ARG" != */* ]] || MLXK_ARG="$(abspath "$MLXK_ARG")"
 [[ "${MLXK:-}" != */* ]] || MLXK="$(abspath "$MLXK")"
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 command -v python3 >/dev/null || die "python3 is required"
+# shellcheck source=scripts/bench-lib.sh
+. "$ROOT/scripts/bench-lib.sh"
 
 # ---------------------------------------------------------------- mlxk
 MLXK_BIN="" MLXK_NOTE=""
@@ -102,16 +111,9 @@ else
     [[ "$MLXK_VERSION" = *2.0.8* ]] || log "note: $MLXK_VERSION, the reference is mlx-knife 2.0.8"
 fi
 
-# ---------------------------------------------------------------- 1. build
-DIRTY_AT_START="$(git -C "$ROOT" status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/null || true)"
-log "cargo build --release"
-cargo build --release >&2
-BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/mlxfs"
-[[ "$BIN" = /* ]] || BIN="$ROOT/$BIN"
-[[ -x "$BIN" ]] || die "no binary at $BIN"
-# the commit built (+dirty when src/ or Cargo.* differ from it as the build starts or ends)
-rev="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
-[[ -z "${DIRTY_AT_START}$(git -C "$ROOT" status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/null)" ]] || rev="$rev+dirty"
+# ---------------------------------------------------------------- 1. build (or --bin)
+# BIN: the binary measured; BIN_DESC: the commit built (+dirty) or "prebuilt PATH", --version.
+mlxfs_binary "$ROOT" "$BIN_ARG"
 
 # ---------------------------------------------------------------- work dir
 MARKER=".bench-list-catalog"
@@ -131,147 +133,11 @@ else
 fi
 
 # ---------------------------------------------------------------- 2. generate
-# gen_catalog ROOT N M: ROOT/hf/hub (N hub models) and ROOT/workspaces (M workspaces).
+# gen_catalog ROOT N M: ROOT/hf/hub (N hub models) and ROOT/workspaces (M workspaces), the
+# sentinels written by `$BIN show WS --recalc-hash`. See `scripts/synth_catalog.py --help`.
 gen_catalog() {
-    python3 - "$1" "$2" "$3" <<'PY'
-import hashlib, json, os, struct, sys
-
-root, n_models, n_ws = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-FIXED_MTIME = 1767225600  # 2026-01-01T00:00:00Z
-ORGS = ["mlx-community", "mlx-community", "mlx-community", "bench-org", "lmstudio-community"]
-
-def dumps(obj):
-    return (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode()
-
-def safetensors(i):
-    n = 16
-    data = struct.pack("<%df" % n, *[float((i * 31 + k) % 97) / 7.0 for k in range(n)])
-    header = {
-        "__metadata__": {"format": "mlx"},
-        "model.embed_tokens.weight": {"dtype": "F32", "shape": [4, 4], "data_offsets": [0, len(data)]},
-    }
-    h = json.dumps(header, separators=(",", ":")).encode()
-    h += b" " * ((8 - len(h) % 8) % 8)
-    return struct.pack("<Q", len(h)) + h + data
-
-def model_files(i, repo_id):
-    ctx = 4096 * (1 + i % 8)
-    config = {
-        "architectures": ["LlamaForCausalLM"],
-        "model_type": "llama",
-        "hidden_size": 64,
-        "intermediate_size": 128,
-        "num_attention_heads": 4,
-        "num_hidden_layers": 2,
-        "num_key_value_heads": 4,
-        "vocab_size": 256,
-        "max_position_embeddings": ctx,
-        "rms_norm_eps": 1e-05,
-        "rope_theta": 10000.0,
-        "torch_dtype": "bfloat16",
-        "quantization": {"group_size": 64, "bits": 4},
-        "quantization_config": {"group_size": 64, "bits": 4},
-    }
-    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2}
-    vocab.update({"tok%03d" % k: k + 3 for k in range(40)})
-    tokenizer = {
-        "version": "1.0",
-        "truncation": None,
-        "padding": None,
-        "added_tokens": [{"id": 1, "content": "<s>", "special": True}],
-        "model": {"type": "BPE", "vocab": vocab, "merges": ["t o", "to k"]},
-    }
-    tok_cfg = {
-        "bos_token": "<s>",
-        "eos_token": "</s>",
-        "model_max_length": ctx,
-        "tokenizer_class": "PreTrainedTokenizerFast",
-        "chat_template": "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}</s>{% endfor %}"
-                         "{% if add_generation_prompt %}<|assistant|>{% endif %}",
-    }
-    readme = ("---\nlibrary_name: mlx\ntags:\n- mlx\n- llama\nbase_model: bench/base-%d\n---\n\n"
-              "# %s\n\nSynthetic benchmark model %d for `mlxfs list`.\n" % (i, repo_id, i))
-    files = {
-        "config.json": dumps(config),
-        "model.safetensors": safetensors(i),
-        "tokenizer.json": dumps(tokenizer),
-        "tokenizer_config.json": dumps(tok_cfg),
-        "special_tokens_map.json": dumps({"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}),
-        "generation_config.json": dumps({"bos_token_id": 1, "eos_token_id": 2, "temperature": 0.6}),
-        "README.md": readme.encode(),
-        # ~13 extra small files, some in sub-folders
-        ".gitattributes": b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n",
-        "LICENSE": ("Synthetic license text for model %d.\n" % i).encode(),
-        "USE_POLICY.md": b"# Use policy\n\nBenchmark data only.\n",
-        "vocab.json": dumps(vocab),
-        "merges.txt": b"#version: 0.2\nt o\nto k\n",
-        "added_tokens.json": dumps({"<pad>": 43}),
-        "chat_template.jinja": tok_cfg["chat_template"].encode() + b"\n",
-        "original/params.json": dumps({"dim": 64, "n_layers": 2, "n_heads": 4, "seed": i}),
-        "original/notes.txt": ("original checkpoint notes %d\n" % i).encode(),
-        "figures/loss.csv": ("step,loss\n" + "".join("%d,%.3f\n" % (s, 3.0 / (s + 1 + i % 5)) for s in range(10))).encode(),
-        "figures/eval.csv": ("task,score\nbench,%.2f\n" % ((i % 100) / 100)).encode(),
-        "figures/meta/info.json": dumps({"model": repo_id, "index": i}),
-        "figures/meta/tags.txt": b"mlx\nllama\nbenchmark\n",
-    }
-    return files
-
-def blob_id(name, data):
-    # huggingface_hub: LFS files are named by sha256, others by their git blob sha1.
-    if name.endswith(".safetensors"):
-        return hashlib.sha256(data).hexdigest()
-    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
-
-def write(path, data):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "wb") as f:
-        f.write(data)
-    os.utime(path, (FIXED_MTIME, FIXED_MTIME))
-
-hub = os.path.join(root, "hf", "hub")
-os.makedirs(hub, exist_ok=True)
-for i in range(n_models):
-    org = ORGS[i % len(ORGS)]
-    name = "Bench-Llama-%04d-4bit" % i
-    repo_id = "%s/%s" % (org, name)
-    repo = os.path.join(hub, "models--%s--%s" % (org, name))
-    commit = hashlib.sha1(("commit:" + repo_id).encode()).hexdigest()
-    snap = os.path.join(repo, "snapshots", commit)
-    for rel, data in model_files(i, repo_id).items():
-        bid = blob_id(rel, data)
-        blob = os.path.join(repo, "blobs", bid)
-        if not os.path.exists(blob):
-            write(blob, data)
-        link = os.path.join(snap, rel)
-        os.makedirs(os.path.dirname(link), exist_ok=True)
-        os.symlink(os.path.relpath(blob, os.path.dirname(link)), link)
-    os.makedirs(os.path.join(repo, "refs"), exist_ok=True)
-    with open(os.path.join(repo, "refs", "main"), "w") as f:
-        f.write(commit)  # huggingface_hub writes the bare commit, no newline
-
-wsroot = os.path.join(root, "workspaces")
-os.makedirs(wsroot, exist_ok=True)
-for j in range(n_ws):
-    name = "ws-%04d" % j
-    ws = os.path.join(wsroot, name)
-    for rel, data in model_files(100000 + j, "bench-org/" + name).items():
-        write(os.path.join(ws, rel), data)
-    sentinel = {
-        "mlxk_version": "2.0.8",
-        "created_at": "2026-01-01T00:00:00Z",
-        "source_repo": "org/x",
-        "source_revision": None,
-        "managed": True,
-        "operation": "clone",
-    }
-    with open(os.path.join(ws, ".mlxk_workspace.json"), "wb") as f:
-        f.write(dumps(sentinel))
-PY
-    local ws
-    for ws in "$1"/workspaces/*/; do
-        [[ -d "$ws" ]] || continue
-        "$BIN" show "${ws%/}" --recalc-hash --json >/dev/null
-    done
+    python3 "$ROOT/scripts/synth_catalog.py" "$1" --hub-models "$2" --workspaces "$3" \
+        --readme-for list --recalc-hash "$BIN" >&2
 }
 
 # check_catalog ROOT N M: the listing must count N+M models, all healthy and runnable, and
@@ -485,7 +351,7 @@ echo
 echo "- command: \`$CMDLINE\`"
 echo "- date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
 echo "- machine: nproc $(nproc), kernel $(uname -r)${cpu:+, $cpu}"
-echo "- mlxfs: $rev (release build); timing: $tool"
+echo "- mlxfs: $BIN_DESC; timing: $tool"
 if [[ -n "$MLXK_BIN" ]]; then
     echo "- mlxk: $MLXK_VERSION ($MLXK_BIN), on a \`cp -a\` copy of the workspaces; $SENTINELS; $HUB_TOUCHED"
 else

@@ -5,6 +5,7 @@
 #
 # Usage: sudo scripts/bench-mount.sh [--runs R] [--dir DIR] [--hub-models N] [--workspaces M]
 #                                    [--pages P] [--madvise random|normal] [--threads T]
+#                                    [--only MEASURES] [--bin PATH]
 #
 #   --runs R         timed runs per measure, the median is reported (default 5)
 #   --dir DIR        build the data in DIR and keep it; a later run with the same --hub-models
@@ -15,21 +16,40 @@
 #   --madvise MODE   advice for the mmap test: random (default: MADV_RANDOM, every access is
 #                    one 4 KiB read, no read-around) or normal (kernel read-around)
 #   --threads T      pass --threads T to `mlxfs mount` (default: mlxfs's own default)
+#   --only MEASURES  run only these measures, comma-separated (default: all of them):
+#                      dd     1 GiB sequential read, cold and warm (+ the daemon's pread sizes)
+#                      mmap   mmap random 4 KiB reads, cold and warm
+#                      ls     `ls -lR`, cold and warm
+#                      cat    `cat */.mlxfs/health`, warm
+#                      rss    the daemons' memory (VmRSS, VmHWM, threads), read after the warm
+#                             ls -lR and cat that ran
+#                      first  mount to first ls, warm and cold
+#                    e.g. `--only ls,cat,rss` for the listing rows and the daemon memory without
+#                    the 1 GiB dd/mmap runs. The catalog (ws-big included) and the mount checks
+#                    (which read the 1 GiB file once through every side) are the same whatever
+#                    is selected; skipped rows are left out of the table.
+#   --bin PATH       measure this prebuilt mlxfs binary instead of building the checkout (no
+#                    cargo build); the report names it "prebuilt PATH" with its --version and
+#                    sha256. For before/after comparisons: build each version once, then run
+#                    this script with --bin on each and the same --dir (the data is generated
+#                    once and reused; its sentinels were written by the first binary).
 #
 # Needs root (drop_caches, FUSE passthrough, bindfs as root). Installs bindfs, hyperfine, fuse3
-# and gcc with apt-get when missing.
+# and gcc (for mmap) with apt-get when missing.
 #
 # What it does:
-#   1. cargo build --release.
-#   2. Generates (deterministic, stdlib python3) ROOT/hf/hub with N hub models laid out as
-#      huggingface_hub writes them (~20 files each: blobs/, snapshots/<commit>/ relative links,
-#      refs/main) and ROOT/workspaces with M workspaces (~20 files each, sentinels written by
-#      `mlxfs show WS --recalc-hash`); ws-big/model.safetensors is a valid safetensors header
-#      followed by random bytes (head -c … /dev/urandom), 1 GiB in all.
+#   1. cargo build --release, unless --bin.
+#   2. Generates with scripts/synth_catalog.py (deterministic, stdlib python3) ROOT/hf/hub with
+#      N hub models laid out as huggingface_hub writes them (~20 files each: blobs/,
+#      snapshots/<commit>/ relative links, refs/main) and ROOT/workspaces with M workspaces
+#      (~20 files each, sentinels written by `mlxfs show WS --recalc-hash`);
+#      ws-big/model.safetensors is a valid safetensors header followed by random bytes
+#      (os.urandom), 1 GiB in all.
 #   3. Mounts bindfs (`bindfs -r ROOT MNT`), mlxfs passthrough and mlxfs --no-passthrough side
 #      by side (HF_HOME=ROOT/hf, MLXK_WORKSPACE_HOME=ROOT/workspaces) and checks them (file
 #      count, the big file and a hub file byte-equal to the backing ones, read_mode, one health
-#      file per model). Then, for direct (ROOT itself), bindfs, passthrough and daemon:
+#      file per model). Then, for direct (ROOT itself), bindfs, passthrough and daemon (each
+#      measure unless --only leaves it out):
 #      - 1 GiB sequential read, `dd if=F of=/dev/null bs=1M`: GB/s = 1e9 bytes/s;
 #      - mmap random 4 KiB reads: a C program (compiled here) maps the 1 GiB file, 8 threads
 #        each read one byte of P pseudo-random pages (the same pages every run; checksums are
@@ -46,8 +66,8 @@
 #      Cold: R interleaved rounds likewise (the VM disk's speed drifts with the host's cache);
 #      `sync; echo 3 > /proc/sys/vm/drop_caches` before each run, and for `ls -lR` the FUSE
 #      file system is also unmounted and mounted again (then 1 s pause) before the drop.
-#   4. Mount to first ls: `mlxfs mount --daemon MNT && ls MNT` (and `bindfs -r ROOT MNT && ls
-#      MNT` for reference), unmounted before each run, warm and with a cold page cache.
+#   4. Mount to first ls (first): `mlxfs mount --daemon MNT && ls MNT` (and `bindfs -r ROOT MNT
+#      && ls MNT` for reference), unmounted before each run, warm and with a cold page cache.
 #   5. Prints markdown (machine, command, the result table, raw timings) on stdout; progress
 #      on stderr. Every mount it made is unmounted on exit (lazily if busy; a daemon that does
 #      not exit within 10 s is killed by its pid) and it checks that none is left.
@@ -61,6 +81,8 @@ WORKSPACES=100
 PAGES=32768
 MADVISE=random
 THREADS=""
+ONLY=""
+BIN_ARG=""
 CMDLINE="$(printf '%q ' "$0" "$@")"
 CMDLINE="${CMDLINE% }"
 
@@ -76,6 +98,8 @@ while [[ $# -gt 0 ]]; do
         --pages) [[ $# -ge 2 ]] || die "--pages needs a value"; PAGES="$2"; shift 2 ;;
         --madvise) [[ $# -ge 2 ]] || die "--madvise needs a value"; MADVISE="$2"; shift 2 ;;
         --threads) [[ $# -ge 2 ]] || die "--threads needs a value"; THREADS="$2"; shift 2 ;;
+        --only) [[ $# -ge 2 ]] || die "--only needs a value"; ONLY="$2"; shift 2 ;;
+        --bin) [[ $# -ge 2 ]] || die "--bin needs a value"; BIN_ARG="$2"; shift 2 ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown argument: $1 (see --help)" ;;
     esac
@@ -87,21 +111,44 @@ done
 [[ "$WORKSPACES" -ge 1 ]] || die "--workspaces must be at least 1 (ws-big)"
 [[ "$PAGES" -ge 1 ]] || die "--pages must be at least 1"
 [[ "$MADVISE" = random || "$MADVISE" = normal ]] || die "--madvise is random or normal"
+# The measures to run (--only): DO[name]=1; MEASURES lists them in the table's order.
+ALL_MEASURES=(dd mmap ls cat rss first)
+declare -A DO
+if [[ -z "$ONLY" ]]; then
+    for m in "${ALL_MEASURES[@]}"; do DO[$m]=1; done
+else
+    IFS=, read -ra only_list <<<"$ONLY"
+    for m in "${only_list[@]}"; do
+        case "$m" in
+            dd|mmap|ls|cat|rss|first) DO[$m]=1 ;;
+            *) die "--only: unknown measure '$m' (dd, mmap, ls, cat, rss, first)" ;;
+        esac
+    done
+    [[ ${#DO[@]} -gt 0 ]] || die "--only needs at least one measure"
+fi
+MEASURES="" SKIPPED=""
+for m in "${ALL_MEASURES[@]}"; do
+    if [[ -n "${DO[$m]:-}" ]]; then MEASURES+="${MEASURES:+,}$m"; else SKIPPED+="${SKIPPED:+,}$m"; fi
+done
+want() { [[ -n "${DO[$1]:-}" ]]; } # want MEASURE: was it selected?
 [[ "$(id -u)" = 0 ]] || die "run as root (drop_caches, FUSE passthrough, bindfs)"
 [[ -e /dev/fuse ]] || die "/dev/fuse is missing (modprobe fuse)"
 [[ -w /proc/sys/vm/drop_caches ]] || die "/proc/sys/vm/drop_caches is not writable"
 
 abspath() { if [[ -z "$1" || "$1" = /* ]]; then echo "$1"; else echo "$PWD/$1"; fi; }
-DIR="$(abspath "$DIR")"
+DIR="$(abspath "$DIR")" BIN_ARG="$(abspath "$BIN_ARG")"
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
+LIB="$REPO/scripts/bench-lib.sh"
+# shellcheck source=scripts/bench-lib.sh
+. "$LIB"
 
 # ---------------------------------------------------------------- tools
 need_apt=()
 command -v bindfs >/dev/null || need_apt+=(bindfs)
 command -v hyperfine >/dev/null || need_apt+=(hyperfine)
 command -v fusermount3 >/dev/null || need_apt+=(fuse3)
-command -v gcc >/dev/null || need_apt+=(gcc)
+if want mmap; then command -v gcc >/dev/null || need_apt+=(gcc); fi
 command -v findmnt >/dev/null || need_apt+=(util-linux)
 if [[ ${#need_apt[@]} -gt 0 ]]; then
     log "installing ${need_apt[*]}"
@@ -109,17 +156,10 @@ if [[ ${#need_apt[@]} -gt 0 ]]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >&2
 fi
 command -v python3 >/dev/null || die "python3 is required"
-command -v cargo >/dev/null || die "cargo is required"
 
-# ---------------------------------------------------------------- 1. build
-DIRTY_AT_START="$(git status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/null || true)"
-log "cargo build --release"
-cargo build --release >&2
-BIN="${CARGO_TARGET_DIR:-$REPO/target}/release/mlxfs"
-[[ "$BIN" = /* ]] || BIN="$REPO/$BIN"
-[[ -x "$BIN" ]] || die "no binary at $BIN"
-REV="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
-[[ -z "${DIRTY_AT_START}$(git status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/null)" ]] || REV="$REV+dirty"
+# ---------------------------------------------------------------- 1. build (or --bin)
+# BIN: the binary measured; BIN_DESC: the commit built (+dirty) or "prebuilt PATH", --version.
+mlxfs_binary "$REPO" "$BIN_ARG"
 
 # ---------------------------------------------------------------- work dir, cleanup
 MARKER=".bench-mount-data"
@@ -187,137 +227,10 @@ else
     rm -rf "$DATA" "$WORK/$MARKER"
     touch "$WORK/$MARKER"
     log "generating $HUB_MODELS hub models + $WORKSPACES workspaces in $DATA"
-    python3 - "$DATA" "$HUB_MODELS" "$WORKSPACES" "$BIG_BYTES" <<'PY'
-import hashlib, json, os, struct, sys
-
-root, n_models, n_ws, big_bytes = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-FIXED_MTIME = 1767225600  # 2026-01-01T00:00:00Z
-ORGS = ["mlx-community", "mlx-community", "mlx-community", "bench-org", "lmstudio-community"]
-
-def dumps(obj):
-    return (json.dumps(obj, indent=2) + "\n").encode()
-
-def st_header(tensors):
-    h = json.dumps(tensors, separators=(",", ":")).encode()
-    h += b" " * ((8 - len(h) % 8) % 8)
-    return struct.pack("<Q", len(h)) + h
-
-def safetensors(i):
-    data = struct.pack("<16f", *[float((i * 31 + k) % 97) / 7.0 for k in range(16)])
-    return st_header({
-        "__metadata__": {"format": "mlx"},
-        "model.embed_tokens.weight": {"dtype": "F32", "shape": [4, 4], "data_offsets": [0, len(data)]},
-    }) + data
-
-def big_header(total):
-    # A header for one U8 tensor filling the rest of a `total`-byte file.
-    n = total
-    for _ in range(5):
-        h = st_header({"__metadata__": {"format": "mlx"},
-                       "model.embed_tokens.weight": {"dtype": "U8", "shape": [n], "data_offsets": [0, n]}})
-        n = total - len(h)
-    assert len(h) + n == total
-    return h
-
-def model_files(i, repo_id):
-    ctx = 4096 * (1 + i % 8)
-    config = {
-        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 64,
-        "intermediate_size": 128, "num_attention_heads": 4, "num_hidden_layers": 2,
-        "num_key_value_heads": 4, "vocab_size": 256, "max_position_embeddings": ctx,
-        "rms_norm_eps": 1e-05, "rope_theta": 10000.0, "torch_dtype": "bfloat16",
-        "quantization": {"group_size": 64, "bits": 4},
-        "quantization_config": {"group_size": 64, "bits": 4},
-    }
-    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2}
-    vocab.update({"tok%03d" % k: k + 3 for k in range(40)})
-    tokenizer = {"version": "1.0", "truncation": None, "padding": None,
-                 "added_tokens": [{"id": 1, "content": "<s>", "special": True}],
-                 "model": {"type": "BPE", "vocab": vocab, "merges": ["t o", "to k"]}}
-    tok_cfg = {
-        "bos_token": "<s>", "eos_token": "</s>", "model_max_length": ctx,
-        "tokenizer_class": "PreTrainedTokenizerFast",
-        "chat_template": "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}</s>{% endfor %}"
-                         "{% if add_generation_prompt %}<|assistant|>{% endif %}",
-    }
-    readme = ("---\nlibrary_name: mlx\ntags:\n- mlx\n- llama\n---\n\n# %s\n\n"
-              "Synthetic benchmark model %d for `mlxfs mount`.\n" % (repo_id, i))
-    return {
-        "config.json": dumps(config),
-        "model.safetensors": safetensors(i),
-        "tokenizer.json": dumps(tokenizer),
-        "tokenizer_config.json": dumps(tok_cfg),
-        "special_tokens_map.json": dumps({"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}),
-        "generation_config.json": dumps({"bos_token_id": 1, "eos_token_id": 2, "temperature": 0.6}),
-        "README.md": readme.encode(),
-        ".gitattributes": b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n",
-        "LICENSE": ("Synthetic license text for model %d.\n" % i).encode(),
-        "USE_POLICY.md": b"# Use policy\n\nBenchmark data only.\n",
-        "vocab.json": dumps(vocab),
-        "merges.txt": b"#version: 0.2\nt o\nto k\n",
-        "added_tokens.json": dumps({"<pad>": 43}),
-        "chat_template.jinja": tok_cfg["chat_template"].encode() + b"\n",
-        "original/params.json": dumps({"dim": 64, "n_layers": 2, "n_heads": 4, "seed": i}),
-        "original/notes.txt": ("original checkpoint notes %d\n" % i).encode(),
-        "figures/loss.csv": ("step,loss\n" + "".join("%d,%.3f\n" % (s, 3.0 / (s + 1 + i % 5)) for s in range(10))).encode(),
-        "figures/eval.csv": ("task,score\nbench,%.2f\n" % ((i % 100) / 100)).encode(),
-        "figures/meta/info.json": dumps({"model": repo_id, "index": i}),
-        "figures/meta/tags.txt": b"mlx\nllama\nbenchmark\n",
-    }
-
-def blob_id(name, data):
-    if name.endswith(".safetensors"):
-        return hashlib.sha256(data).hexdigest()
-    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
-
-def write(path, data):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "wb") as f:
-        f.write(data)
-    os.utime(path, (FIXED_MTIME, FIXED_MTIME))
-
-hub = os.path.join(root, "hf", "hub")
-os.makedirs(hub, exist_ok=True)
-for i in range(n_models):
-    org = ORGS[i % len(ORGS)]
-    repo_id = "%s/Bench-Llama-%04d-4bit" % (org, i)
-    repo = os.path.join(hub, "models--" + repo_id.replace("/", "--"))
-    commit = hashlib.sha1(("commit:" + repo_id).encode()).hexdigest()
-    snap = os.path.join(repo, "snapshots", commit)
-    for rel, data in model_files(i, repo_id).items():
-        blob = os.path.join(repo, "blobs", blob_id(rel, data))
-        if not os.path.exists(blob):
-            write(blob, data)
-        link = os.path.join(snap, rel)
-        os.makedirs(os.path.dirname(link), exist_ok=True)
-        os.symlink(os.path.relpath(blob, os.path.dirname(link)), link)
-    os.makedirs(os.path.join(repo, "refs"), exist_ok=True)
-    with open(os.path.join(repo, "refs", "main"), "w") as f:
-        f.write(commit)
-
-wsroot = os.path.join(root, "workspaces")
-os.makedirs(wsroot, exist_ok=True)
-names = ["ws-big"] + ["ws-%04d" % j for j in range(n_ws - 1)]
-for j, name in enumerate(names):
-    ws = os.path.join(wsroot, name)
-    for rel, data in model_files(100000 + j, "bench-org/" + name).items():
-        if name == "ws-big" and rel == "model.safetensors":
-            data = big_header(big_bytes)  # the random tensor bytes are appended by the script
-        write(os.path.join(ws, rel), data)
-    with open(os.path.join(ws, ".mlxk_workspace.json"), "wb") as f:
-        f.write(dumps({"mlxk_version": "2.0.8", "created_at": "2026-01-01T00:00:00Z",
-                       "source_repo": "org/x", "source_revision": None, "managed": True,
-                       "operation": "clone"}))
-PY
-    hdr=$(stat -c %s "$BIG")
-    log "writing $((BIG_BYTES - hdr)) random bytes to $BIG"
-    head -c "$((BIG_BYTES - hdr))" /dev/urandom >>"$BIG"
+    # ws-big (1 GiB) is the first of the M workspaces; see `scripts/synth_catalog.py --help`.
+    python3 "$REPO/scripts/synth_catalog.py" "$DATA" --hub-models "$HUB_MODELS" \
+        --workspaces "$WORKSPACES" --readme-for mount --big-bytes "$BIG_BYTES" --recalc-hash "$BIN" >&2
     [[ "$(stat -c %s "$BIG")" = "$BIG_BYTES" ]] || die "$BIG has the wrong size"
-    touch -d @1767225600 "$BIG"
-    log "writing workspace sentinels (mlxfs show WS --recalc-hash)"
-    for ws in "$DATA"/workspaces/*/; do
-        HF_HOME="$DATA/hf" MLXK_WORKSPACE_HOME="$DATA/workspaces" "$BIN" show "${ws%/}" --recalc-hash --json >/dev/null
-    done
     echo "$GEN_KEY" >"$WORK/$MARKER"
 fi
 sync
@@ -339,6 +252,7 @@ DATA=$(printf '%q' "$DATA")
 MNT=$(printf '%q' "$MNT")
 PIDS=$(printf '%q' "$WORK/pids")
 THREADS=$(printf '%q' "$THREADS")
+. $(printf '%q' "$LIB") # status_field
 export HF_HOME=\$DATA/hf MLXK_WORKSPACE_HOME=\$DATA/workspaces HF_HUB_OFFLINE=1
 export XDG_STATE_HOME=$(printf '%q' "$XDG_STATE_HOME")
 unset HF_HUB_CACHE
@@ -356,7 +270,7 @@ up() {
     esac
     mounted "\$d" || { echo "fsctl: \$d did not mount" >&2; exit 1; }
     if [[ "\$1" != bindfs ]]; then
-        python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["pid"])' "\$d/.mlxfs/status.json" >>"\$PIDS"
+        status_field "\$d/.mlxfs/status.json" pid >>"\$PIDS"
     fi
 }
 down() {
@@ -366,7 +280,7 @@ down() {
     if [[ "\$1" = bindfs ]]; then
         umount "\$d" 2>/dev/null || umount -l "\$d"
     else
-        pid=\$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["pid"])' "\$d/.mlxfs/status.json" 2>/dev/null || true)
+        pid=\$(status_field "\$d/.mlxfs/status.json" pid 2>/dev/null || true)
         "\$BIN" umount "\$d" >/dev/null 2>&1 || umount -l "\$d"
     fi
     for _ in \$(seq 100); do mounted "\$d" || break; sleep 0.1; done
@@ -461,7 +375,7 @@ int main(int argc, char **argv) {
     return 0;
 }
 EOF
-gcc -O2 -Wall -pthread -o "$TOOLS/mmap-rand" "$TOOLS/mmap-rand.c"
+if want mmap; then gcc -O2 -Wall -pthread -o "$TOOLS/mmap-rand" "$TOOLS/mmap-rand.c"; fi
 
 # Results: R[key] = median; RAW[key] = "median min max" (seconds) for the raw table.
 declare -A R RAW NOTE
@@ -517,7 +431,7 @@ disk_ra() { # read_ahead_kb of the disk holding a path
     parent="$(lsblk -no PKNAME "$src" 2>/dev/null | head -n 1 || true)"
     cat "/sys/class/block/${parent:-$dev}/queue/read_ahead_kb" 2>/dev/null || echo "?"
 }
-mlxfs_pid() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["pid"])' "$MNT/$1/.mlxfs/status.json"; }
+mlxfs_pid() { status_field "$MNT/$1/.mlxfs/status.json" pid; }
 proc_field() { awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status"; }
 
 # ---------------------------------------------------------------- 3. per file system
@@ -529,12 +443,12 @@ for kind in "${KINDS[@]}"; do
     big="$(big_of "$kind")"
     if [[ "$kind" = pt || "$kind" = daemon ]]; then
         m="$MNT/$kind"
-        mode="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["read_mode"])' "$m/.mlxfs/status.json")"
+        mode="$(status_field "$m/.mlxfs/status.json" read_mode)"
         want=passthrough; [[ "$kind" = daemon ]] && want=daemon
         [[ "$mode" = "$want" ]] || NOTE[check_$kind]="read_mode is $mode, expected $want; "
         n="$(find "$m" -name .mlxfs -prune -o -type f -print | wc -l)"
         [[ "$n" = "$N_BACKING_FILES" ]] || NOTE[check_$kind]+="$n files in the mount, $N_BACKING_FILES in the backing folders; "
-        nm="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["models"])' "$m/.mlxfs/status.json")"
+        nm="$(status_field "$m/.mlxfs/status.json" models)"
         [[ "$nm" = "$MODELS" ]] || NOTE[check_$kind]+="status.json counts $nm models, expected $MODELS; "
         hubf="$(find "$DATA/hf/hub" -path '*/snapshots/*/config.json' -print -quit)"
         repo="${hubf#"$DATA/hf/hub/models--"}"; repo="${repo%%/*}"
@@ -560,46 +474,58 @@ tsec() { # time a command (stdout discarded), in seconds
 # interleaved rounds (rotating order) of dd, then of mmap-rand, on the four sides. Interleaved
 # because the VM's speed drifts over minutes; from one dropped cache because how a file was
 # cached decides its page-cache folio sizes, which warm reads feel.
-for kind in "${KINDS[@]}"; do rm -f "$OUT/dd_warm_$kind.times" "$OUT/mmap_warm_$kind.txt"; done
-"$FSCTL" drop
-for kind in "${KINDS[@]}"; do dd if="$(big_of "$kind")" of=/dev/null bs=1M status=none; done
-for ((r = 0; r < RUNS; r++)); do
-    order=("${KINDS[@]:r%4}" "${KINDS[@]:0:r%4}")
-    log "warm round $((r + 1))/$RUNS (order: ${order[*]})"
-    for kind in "${order[@]}"; do
-        tsec dd if="$(big_of "$kind")" of=/dev/null bs=1M status=none >>"$OUT/dd_warm_$kind.times"
+if want dd || want mmap; then
+    for kind in "${KINDS[@]}"; do rm -f "$OUT/dd_warm_$kind.times" "$OUT/mmap_warm_$kind.txt"; done
+    "$FSCTL" drop
+    for kind in "${KINDS[@]}"; do dd if="$(big_of "$kind")" of=/dev/null bs=1M status=none; done
+    for ((r = 0; r < RUNS; r++)); do
+        order=("${KINDS[@]:r%4}" "${KINDS[@]:0:r%4}")
+        log "warm round $((r + 1))/$RUNS (order: ${order[*]})"
+        if want dd; then
+            for kind in "${order[@]}"; do
+                tsec dd if="$(big_of "$kind")" of=/dev/null bs=1M status=none >>"$OUT/dd_warm_$kind.times"
+            done
+        fi
+        if want mmap; then
+            for kind in "${order[@]}"; do
+                "$TOOLS/mmap-rand" "$(big_of "$kind")" 8 "$PAGES" "$MADVISE" >>"$OUT/mmap_warm_$kind.txt" \
+                    || die "mmap-rand failed on $(big_of "$kind")"
+            done
+        fi
     done
-    for kind in "${order[@]}"; do
-        "$TOOLS/mmap-rand" "$(big_of "$kind")" 8 "$PAGES" "$MADVISE" >>"$OUT/mmap_warm_$kind.txt" \
-            || die "mmap-rand failed on $(big_of "$kind")"
+    for kind in "${KINDS[@]}"; do
+        if want dd; then summarize "dd_warm_$kind" <"$OUT/dd_warm_$kind.times"; fi
+        if want mmap; then
+            awk '{ print $2 }' "$OUT/mmap_warm_$kind.txt" | summarize "mmap_warm_$kind"
+            [[ "$(awk '{ print $3 }' "$OUT/mmap_warm_$kind.txt" "$OUT/mmap_warm_direct.txt" | sort -u | wc -l)" = 1 ]] \
+                || NOTE[mmap_warm_$kind]="checksums differ from direct's"
+        fi
     done
-done
-for kind in "${KINDS[@]}"; do
-    summarize "dd_warm_$kind" <"$OUT/dd_warm_$kind.times"
-    awk '{ print $2 }' "$OUT/mmap_warm_$kind.txt" | summarize "mmap_warm_$kind"
-    [[ "$(awk '{ print $3 }' "$OUT/mmap_warm_$kind.txt" "$OUT/mmap_warm_direct.txt" | sort -u | wc -l)" = 1 ]] \
-        || NOTE[mmap_warm_$kind]="checksums differ from direct's"
-done
+fi
 
-# --- warm listings, one file system after the other
+# --- warm listings, one file system after the other (ls -lR, cat, then the memory reading)
 for kind in "${KINDS[@]}"; do
-    big="$(big_of "$kind")"
-    mapfile -t lst < <(ls_targets "$kind")
-    log "$kind: ls -lR warm"
-    hf "ls_warm_$kind" -N --warmup 1 "ls -lR ${lst[*]}"
-    ls -lR "${lst[@]}" | grep -c '^[-l]' >"$OUT/ls_entries_$kind" || true
+    if want ls; then
+        mapfile -t lst < <(ls_targets "$kind")
+        log "$kind: ls -lR warm"
+        hf "ls_warm_$kind" -N --warmup 1 "ls -lR ${lst[*]}"
+        ls -lR "${lst[@]}" | grep -c '^[-l]' >"$OUT/ls_entries_$kind" || true
+    fi
+    pid=""
     if [[ "$kind" = pt || "$kind" = daemon ]]; then
         m="$MNT/$kind"
-        log "$kind: cat health warm"
-        hf "cat_$kind" --warmup 1 "cat $m/*/.mlxfs/health $m/*/*/.mlxfs/health > /dev/null"
-        pid="$(mlxfs_pid "$kind")"
-        INFO[gen_$kind]="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["generation"])' "$m/.mlxfs/status.json")"
-        INFO[age_$kind]="$(awk -v up="$(cut -d' ' -f1 /proc/uptime)" -v hz="$(getconf CLK_TCK)" \
-            '{ printf "%d", up - $22 / hz }' "/proc/$pid/stat")"
-    elif [[ "$kind" = bindfs ]]; then
+        if want cat; then
+            log "$kind: cat health warm"
+            hf "cat_$kind" --warmup 1 "cat $m/*/.mlxfs/health $m/*/*/.mlxfs/health > /dev/null"
+        fi
+        if want rss; then
+            pid="$(mlxfs_pid "$kind")"
+            INFO[gen_$kind]="$(status_field "$m/.mlxfs/status.json" generation)"
+            INFO[age_$kind]="$(awk -v up="$(cut -d' ' -f1 /proc/uptime)" -v hz="$(getconf CLK_TCK)" \
+                '{ printf "%d", up - $22 / hz }' "/proc/$pid/stat")"
+        fi
+    elif [[ "$kind" = bindfs ]] && want rss; then
         pid="$(pgrep -xf "bindfs -r $DATA $MNT/bindfs" | head -n 1 || true)"
-    else
-        pid=""
     fi
     if [[ -n "$pid" ]]; then
         INFO[rss_$kind]="$(proc_field "$pid" VmRSS)"
@@ -608,8 +534,8 @@ for kind in "${KINDS[@]}"; do
     fi
 done
 
-# --- the daemon's read sizes (diagnostic, not timed)
-if command -v strace >/dev/null; then
+# --- the daemon's read sizes (diagnostic, not timed; part of dd)
+if want dd && command -v strace >/dev/null; then
     log "daemon: pread64 sizes of the daemon during a cold 256 MiB dd (strace)"
     pid="$(mlxfs_pid daemon)"
     "$FSCTL" drop
@@ -628,55 +554,70 @@ fi
 
 # --- cold measures: interleaved rounds (the VM's disk speed drifts with the host's cache, so
 # every round measures the four sides back to back, in a rotating order)
-for kind in "${KINDS[@]}"; do rm -f "$OUT"/{dd,ls}_cold_"$kind".times "$OUT/mmap_cold_$kind.txt"; done
-for ((r = 0; r < RUNS; r++)); do
-    order=("${KINDS[@]:r%4}" "${KINDS[@]:0:r%4}")
-    log "cold round $((r + 1))/$RUNS (order: ${order[*]})"
-    # an untimed cold read first: after the listing phase, the first cold read of a round was
-    # often 3-5x slower whichever side it was (the VM disk), so it is not measured
-    "$FSCTL" drop
-    dd if="$BIG" of=/dev/null bs=1M status=none
-    for kind in "${order[@]}"; do
-        "$FSCTL" drop
-        tsec dd if="$(big_of "$kind")" of=/dev/null bs=1M status=none >>"$OUT/dd_cold_$kind.times"
+if want dd || want mmap || want ls; then
+    for kind in "${KINDS[@]}"; do rm -f "$OUT"/{dd,ls}_cold_"$kind".times "$OUT/mmap_cold_$kind.txt"; done
+    for ((r = 0; r < RUNS; r++)); do
+        order=("${KINDS[@]:r%4}" "${KINDS[@]:0:r%4}")
+        log "cold round $((r + 1))/$RUNS (order: ${order[*]})"
+        if want dd || want mmap; then
+            # an untimed cold read first: after the listing phase, the first cold read of a
+            # round was often 3-5x slower whichever side it was (the VM disk), so it is not
+            # measured
+            "$FSCTL" drop
+            dd if="$BIG" of=/dev/null bs=1M status=none
+        fi
+        if want dd; then
+            for kind in "${order[@]}"; do
+                "$FSCTL" drop
+                tsec dd if="$(big_of "$kind")" of=/dev/null bs=1M status=none >>"$OUT/dd_cold_$kind.times"
+            done
+        fi
+        if want mmap; then
+            for kind in "${order[@]}"; do
+                "$FSCTL" drop
+                "$TOOLS/mmap-rand" "$(big_of "$kind")" 8 "$PAGES" "$MADVISE" >>"$OUT/mmap_cold_$kind.txt" \
+                    || die "mmap-rand failed on $(big_of "$kind")"
+            done
+        fi
+        if want ls; then
+            for kind in "${order[@]}"; do
+                "$FSCTL" cold "$kind"
+                mapfile -t lst < <(ls_targets "$kind")
+                tsec ls -lR "${lst[@]}" >>"$OUT/ls_cold_$kind.times"
+            done
+        fi
     done
-    for kind in "${order[@]}"; do
-        "$FSCTL" drop
-        "$TOOLS/mmap-rand" "$(big_of "$kind")" 8 "$PAGES" "$MADVISE" >>"$OUT/mmap_cold_$kind.txt" \
-            || die "mmap-rand failed on $(big_of "$kind")"
+    for kind in "${KINDS[@]}"; do
+        if want dd; then summarize "dd_cold_$kind" <"$OUT/dd_cold_$kind.times"; fi
+        if want mmap; then
+            awk '{ print $2 }' "$OUT/mmap_cold_$kind.txt" | summarize "mmap_cold_$kind"
+            [[ "$(awk '{ print $3 }' "$OUT/mmap_cold_$kind.txt" "$OUT/mmap_warm_direct.txt" | sort -u | wc -l)" = 1 ]] \
+                || NOTE[mmap_cold_$kind]="checksums differ from direct's"
+        fi
+        if want ls; then summarize "ls_cold_$kind" <"$OUT/ls_cold_$kind.times"; fi
     done
-    for kind in "${order[@]}"; do
-        "$FSCTL" cold "$kind"
-        mapfile -t lst < <(ls_targets "$kind")
-        tsec ls -lR "${lst[@]}" >>"$OUT/ls_cold_$kind.times"
-    done
-done
-for kind in "${KINDS[@]}"; do
-    summarize "dd_cold_$kind" <"$OUT/dd_cold_$kind.times"
-    awk '{ print $2 }' "$OUT/mmap_cold_$kind.txt" | summarize "mmap_cold_$kind"
-    [[ "$(awk '{ print $3 }' "$OUT/mmap_cold_$kind.txt" "$OUT/mmap_warm_direct.txt" | sort -u | wc -l)" = 1 ]] \
-        || NOTE[mmap_cold_$kind]="checksums differ from direct's"
-    summarize "ls_cold_$kind" <"$OUT/ls_cold_$kind.times"
-done
+fi
 for kind in "${KINDS[@]}"; do "$FSCTL" down "$kind"; done
 "$FSCTL" drop
 
 # ---------------------------------------------------------------- 4. mount to first ls
-for kind in pt daemon bindfs; do
-    d="$MNT/$kind"
-    case "$kind" in
-        pt) up="$(printf '%q' "$BIN") mount --daemon ${THREADS:+--threads $THREADS }$d" ;;
-        daemon) up="$(printf '%q' "$BIN") mount --daemon --no-passthrough ${THREADS:+--threads $THREADS }$d" ;;
-        bindfs) up="bindfs -r $DATA $d" ;;
-    esac
-    log "$kind: mount to first ls, warm"
-    "$FSCTL" up "$kind"; "$FSCTL" down "$kind" # warm the backing folders' caches
-    hf "first_warm_$kind" --prepare "$FSCTL down $kind" --cleanup "$FSCTL down $kind" \
-        "$up >/dev/null 2>&1 && ls $d > /dev/null"
-    log "$kind: mount to first ls, cold"
-    hf "first_cold_$kind" --prepare "$FSCTL down $kind; $FSCTL drop" --cleanup "$FSCTL down $kind" \
-        "$up >/dev/null 2>&1 && ls $d > /dev/null"
-done
+if want first; then
+    for kind in pt daemon bindfs; do
+        d="$MNT/$kind"
+        case "$kind" in
+            pt) up="$(printf '%q' "$BIN") mount --daemon ${THREADS:+--threads $THREADS }$d" ;;
+            daemon) up="$(printf '%q' "$BIN") mount --daemon --no-passthrough ${THREADS:+--threads $THREADS }$d" ;;
+            bindfs) up="bindfs -r $DATA $d" ;;
+        esac
+        log "$kind: mount to first ls, warm"
+        "$FSCTL" up "$kind"; "$FSCTL" down "$kind" # warm the backing folders' caches
+        hf "first_warm_$kind" --prepare "$FSCTL down $kind" --cleanup "$FSCTL down $kind" \
+            "$up >/dev/null 2>&1 && ls $d > /dev/null"
+        log "$kind: mount to first ls, cold"
+        hf "first_cold_$kind" --prepare "$FSCTL down $kind; $FSCTL drop" --cleanup "$FSCTL down $kind" \
+            "$up >/dev/null 2>&1 && ls $d > /dev/null"
+    done
+fi
 # mlxfs daemons started by the timed commands were stopped by `fsctl down`; make sure.
 sleep 0.5
 LEFT_PROCS="$(pgrep -f "^$BIN mount" || true)"
@@ -701,7 +642,9 @@ both() { # pt-verdict daemon-verdict
 ROWS=()
 row() { ROWS+=("| $1 | $2 | $3 | $4 | $5 | $6 | $7 |"); }
 
+# Rows for the measures run (--only): the table keeps its columns, skipped rows are left out.
 for m in cold warm; do
+    want dd || break
     d="$(gbs dd_${m}_direct)" b="$(gbs dd_${m}_bindfs)" p="$(gbs dd_${m}_pt)" q="$(gbs dd_${m}_daemon)"
     vp="$(yn "$p" ">=" "$(awk -v d="$d" 'BEGIN{print 0.9*d}')")"
     vq="$(yn "$q" ">=" "$b")"
@@ -715,6 +658,7 @@ for m in cold warm; do
         "$q ($(ratio "$q" "$d")×)" "pt ≥ 0.9× direct; $tq" "$(both "$vp" "$vq")"
 done
 for m in cold warm; do
+    want mmap || break
     d="$(kps mmap_${m}_direct)" b="$(kps mmap_${m}_bindfs)" p="$(kps mmap_${m}_pt)" q="$(kps mmap_${m}_daemon)"
     vp="$(yn "$p" ">=" "$(awk -v d="$d" 'BEGIN{print 0.9*d}')")"
     vq="$(yn "$q" ">=" "$b")"
@@ -722,6 +666,7 @@ for m in cold warm; do
         "$p ($(ratio "$p" "$d")×)" "$q ($(ratio "$q" "$d")×)" "pt ≥ 0.9× direct; daemon ≥ bindfs" "$(both "$vp" "$vq")"
 done
 for m in cold warm; do
+    want ls || break
     d="$(sec ls_${m}_direct)" b="$(sec ls_${m}_bindfs)" p="$(sec ls_${m}_pt)" q="$(sec ls_${m}_daemon)"
     if [[ $m = warm ]]; then
         lim="$(awk -v d="${R[ls_warm_direct]}" 'BEGIN{print 1.5*d}')"
@@ -732,22 +677,39 @@ for m in cold warm; do
     row "\`ls -lR\`, $MODELS models, $m (s)" "$d" "$b ($(ratio "$b" "$d")×)" "$p ($(ratio "$p" "$d")×)" \
         "$q ($(ratio "$q" "$d")×)" "$t" "$(both "$vp" "$vq")"
 done
-row "\`cat */.mlxfs/health\` ×$MODELS, warm (s)" "–" "–" "$(sec cat_pt)" "$(sec cat_daemon)" "< 1 s" \
-    "$(both "$(yn "${R[cat_pt]}" "<" 1)" "$(yn "${R[cat_daemon]}" "<" 1)")"
-row "mount to first \`ls\`, warm (s)" "–" "$(sec first_warm_bindfs)" "$(sec first_warm_pt)" "$(sec first_warm_daemon)" "< 0.5 s" \
-    "$(both "$(yn "${R[first_warm_pt]}" "<" 0.5)" "$(yn "${R[first_warm_daemon]}" "<" 0.5)")"
-row "mount to first \`ls\`, cold page cache (s)" "–" "$(sec first_cold_bindfs)" "$(sec first_cold_pt)" "$(sec first_cold_daemon)" "(reported)" "–"
-row "daemon VmRSS after ls -lR + cat (MiB)" "–" "$(mib rss_bindfs)" "$(mib rss_pt)" "$(mib rss_daemon)" "< 64 MiB" \
-    "$(both "$(yn "$(mib rss_pt)" "<" 64)" "$(yn "$(mib rss_daemon)" "<" 64)")"
+if want cat; then
+    row "\`cat */.mlxfs/health\` ×$MODELS, warm (s)" "–" "–" "$(sec cat_pt)" "$(sec cat_daemon)" "< 1 s" \
+        "$(both "$(yn "${R[cat_pt]}" "<" 1)" "$(yn "${R[cat_daemon]}" "<" 1)")"
+fi
+if want first; then
+    row "mount to first \`ls\`, warm (s)" "–" "$(sec first_warm_bindfs)" "$(sec first_warm_pt)" "$(sec first_warm_daemon)" "< 0.5 s" \
+        "$(both "$(yn "${R[first_warm_pt]}" "<" 0.5)" "$(yn "${R[first_warm_daemon]}" "<" 0.5)")"
+    row "mount to first \`ls\`, cold page cache (s)" "–" "$(sec first_cold_bindfs)" "$(sec first_cold_pt)" "$(sec first_cold_daemon)" "(reported)" "–"
+fi
+if want rss; then
+    # what the daemons had served when their memory was read (and the warm dd and mmap runs,
+    # when they were selected)
+    after="ls -lR + cat"
+    if ! want ls; then after="cat"; fi
+    if ! want cat; then after="ls -lR"; fi
+    if ! want ls && ! want cat; then after="the mount checks"; fi
+    row "daemon VmRSS after $after (MiB)" "–" "$(mib rss_bindfs)" "$(mib rss_pt)" "$(mib rss_daemon)" "< 64 MiB" \
+        "$(both "$(yn "$(mib rss_pt)" "<" 64)" "$(yn "$(mib rss_daemon)" "<" 64)")"
+fi
 
 echo "### mlxfs mount benchmark"
 echo
 echo "- command: \`$CMDLINE\` (took $((ELAPSED / 60)) min $((ELAPSED % 60)) s)"
 echo "- date: $(date -u +%Y-%m-%dT%H:%MZ)"
 echo "- machine: nproc $(nproc), kernel $(uname -r), ${cpu:+$cpu, }$mem; backing folders on $fs"
-echo "- mlxfs: $REV (release build, mount threads: ${THREADS:-default}); $(bindfs --version 2>&1 | head -n 1); $(hyperfine --version)"
-echo "- catalog: $HUB_MODELS hub models + $WORKSPACES workspaces = $MODELS models, $N_BACKING_FILES model files; file/link lines in \`ls -lR\` (no dot entries): direct $(cat "$OUT/ls_entries_direct"), bindfs $(cat "$OUT/ls_entries_bindfs"), mlxfs $(cat "$OUT/ls_entries_pt") / $(cat "$OUT/ls_entries_daemon")"
-echo "- median of $RUNS runs each; mmap: 8 threads × $PAGES pages, madvise $MADVISE, timed inside the program"
+echo "- mlxfs: $BIN_DESC; mount threads: ${THREADS:-default}; $(bindfs --version 2>&1 | head -n 1); $(hyperfine --version)"
+if want ls; then
+    echo "- catalog: $HUB_MODELS hub models + $WORKSPACES workspaces = $MODELS models, $N_BACKING_FILES model files; file/link lines in \`ls -lR\` (no dot entries): direct $(cat "$OUT/ls_entries_direct"), bindfs $(cat "$OUT/ls_entries_bindfs"), mlxfs $(cat "$OUT/ls_entries_pt") / $(cat "$OUT/ls_entries_daemon")"
+else
+    echo "- catalog: $HUB_MODELS hub models + $WORKSPACES workspaces = $MODELS models, $N_BACKING_FILES model files"
+fi
+[[ -z "$SKIPPED" ]] || echo "- measures: $MEASURES only (--only); skipped: $SKIPPED"
+echo "- median of $RUNS runs each$(want mmap && echo "; mmap: 8 threads × $PAGES pages, madvise $MADVISE, timed inside the program")"
 for kind in bindfs pt daemon; do
     [[ -z "${NOTE[check_$kind]:-}" ]] || echo "- CHECK FAILED ($kind): ${NOTE[check_$kind]}"
 done
@@ -760,21 +722,27 @@ echo "| measure | direct | bindfs | mlxfs passthrough | mlxfs daemon | target | 
 echo "| --- | ---: | ---: | ---: | ---: | --- | --- |"
 printf '%s\n' "${ROWS[@]}"
 echo
-echo "Observations: read_ahead_kb: backing device ${INFO[ra_direct]:-?}, bindfs ${INFO[ra_bindfs]:-?}, mlxfs ${INFO[ra_pt]:-?} / ${INFO[ra_daemon]:-?};" \
-    "threads: bindfs ${INFO[threads_bindfs]:-?}, mlxfs ${INFO[threads_pt]:-?} / ${INFO[threads_daemon]:-?};" \
-    "VmHWM: bindfs $(mib hwm_bindfs) MiB, mlxfs $(mib hwm_pt) / $(mib hwm_daemon) MiB;" \
-    "mlxfs tree generation at the RSS reading: ${INFO[gen_pt]:-?} / ${INFO[gen_daemon]:-?} (daemons up ${INFO[age_pt]:-?} / ${INFO[age_daemon]:-?} s)."
+if want rss; then
+    echo "Observations: read_ahead_kb: backing device ${INFO[ra_direct]:-?}, bindfs ${INFO[ra_bindfs]:-?}, mlxfs ${INFO[ra_pt]:-?} / ${INFO[ra_daemon]:-?};" \
+        "threads: bindfs ${INFO[threads_bindfs]:-?}, mlxfs ${INFO[threads_pt]:-?} / ${INFO[threads_daemon]:-?};" \
+        "VmHWM: bindfs $(mib hwm_bindfs) MiB, mlxfs $(mib hwm_pt) / $(mib hwm_daemon) MiB;" \
+        "mlxfs tree generation at the RSS reading: ${INFO[gen_pt]:-?} / ${INFO[gen_daemon]:-?} (daemons up ${INFO[age_pt]:-?} / ${INFO[age_daemon]:-?} s)."
+else
+    echo "Observations: read_ahead_kb: backing device ${INFO[ra_direct]:-?}, bindfs ${INFO[ra_bindfs]:-?}, mlxfs ${INFO[ra_pt]:-?} / ${INFO[ra_daemon]:-?}."
+fi
 if [[ -n "${INFO[preads]:-}" ]]; then
     echo "mlxfs --no-passthrough, cold 256 MiB dd: ${INFO[preads_total]} pread64 calls in the daemon, most common sizes: ${INFO[preads]}."
 fi
-echo
-echo "<details><summary>raw timings (s): median, min, max</summary>"
-echo
-echo "| measure | median | min | max |"
-echo "| --- | ---: | ---: | ---: |"
-for k in "${RAW_KEYS[@]}"; do
-    read -r a b c <<<"${RAW[$k]}"
-    echo "| $k | $a | $b | $c |"
-done
-echo
-echo "</details>"
+if [[ ${#RAW_KEYS[@]} -gt 0 ]]; then # none with --only rss
+    echo
+    echo "<details><summary>raw timings (s): median, min, max</summary>"
+    echo
+    echo "| measure | median | min | max |"
+    echo "| --- | ---: | ---: | ---: |"
+    for k in "${RAW_KEYS[@]}"; do
+        read -r a b c <<<"${RAW[$k]}"
+        echo "| $k | $a | $b | $c |"
+    done
+    echo
+    echo "</details>"
+fi

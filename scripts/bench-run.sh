@@ -18,6 +18,7 @@ while [ $# -gt 0 ]; do
 done
 
 . scripts/prereqs.sh
+. scripts/bench-lib.sh # status_field
 cargo build --release --quiet
 mlxfs=$PWD/target/release/mlxfs
 ensure_test_venv
@@ -32,7 +33,7 @@ mkdir -p "$MLXK_WORKSPACE_HOME" "$HF_HOME" "$mnt"
 "$venv/bin/python" scripts/make-tiny-model.py "$MLXK_WORKSPACE_HOME/tiny" 2>/dev/null
 "$venv/bin/python" scripts/make-tiny-model.py "$MLXK_WORKSPACE_HOME/big" --hidden 1024 --layers 13 2>/dev/null
 "$mlxfs" mount "$mnt" --daemon >/dev/null 2>&1
-read_mode=$(python3 -c "import json;print(json.load(open('$mnt/.mlxfs/status.json'))['read_mode'])")
+read_mode=$(status_field "$mnt/.mlxfs/status.json" read_mode)
 
 "$venv/bin/python" - "$mlxfs" "$venv" "$mnt" "$MLXK_WORKSPACE_HOME" "$runs" "$cold" "$read_mode" <<'PY'
 import os, statistics, subprocess, sys, time
