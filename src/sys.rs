@@ -126,7 +126,7 @@ pub fn is_root() -> bool {
 
 /// The first executable file named `bin` in `PATH`, then in the usual system folders.
 pub fn find_in_path(bin: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")
+    crate::env::var_os(crate::env::PATH)
         .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
         .unwrap_or_default()
         .into_iter()

@@ -7,7 +7,7 @@ use std::fs;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use super::lifecycle::{MountError, MountErrorKind as K};
+use super::error::{MountError, MountErrorKind as K};
 use super::probe::{absolute, mounted_fstype};
 use crate::{env, mountprobe};
 

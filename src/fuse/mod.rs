@@ -8,12 +8,14 @@
 //! all fail with `EROFS`. Never direct I/O: it breaks mmap.
 //!
 //! - `lifecycle`: mount (checks with clear errors, the session, signals);
+//! - `error`: what can go wrong, by kind;
 //! - `probe`: what is mounted where, and whether it answers;
 //! - `unmount`: `umount`, lazy when busy (the one `fusermount3` call);
 //! - `daemon`: `--daemon` (a detached copy of the process);
 //! - `watch`: keeping the tree current.
 
 pub mod daemon;
+pub mod error;
 pub mod lifecycle;
 pub mod probe;
 pub mod unmount;

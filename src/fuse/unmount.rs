@@ -4,7 +4,7 @@
 use std::io;
 use std::path::Path;
 
-use super::lifecycle::{MountError, MountErrorKind as K};
+use super::error::{MountError, MountErrorKind as K};
 use super::probe::{absolute, mounted_fstype};
 use crate::sys;
 

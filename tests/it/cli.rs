@@ -353,3 +353,96 @@ fn empty_and_missing_caches_are_fine() {
     assert_eq!(v["data"]["count"], 0);
     assert_eq!(v["status"], "success");
 }
+
+/// `mlxfs list --json | head -c1` (and the human forms): a closed stdout ends the program like
+/// other Unix tools — status 0 or SIGPIPE, no panic message.
+#[test]
+fn a_closed_stdout_ends_quietly() {
+    use std::io::Read;
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::Stdio;
+    let fx = Fx::new();
+    for i in 0..300 {
+        fx.hub_model(&format!("org/model-{i:03}"), &good_files());
+    }
+    for args in [
+        &["list", "--json"][..],
+        &["list", "--all"][..],
+        &["health"][..],
+        &["health", "--json"][..],
+    ] {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_mlxfs"));
+        c.args(args).env_clear().env("PATH", "/usr/bin:/bin");
+        for (k, v) in fx.vars() {
+            c.env(k, v);
+        }
+        let mut child = c
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut one = [0u8; 1];
+        child.stdout.take().unwrap().read_exact(&mut one).unwrap(); // then the pipe closes
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.code() == Some(0) || out.status.signal() == Some(libc::SIGPIPE),
+            "{args:?}: {:?} {stderr}",
+            out.status
+        );
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert!(!stderr.contains("Broken pipe"), "{args:?}: {stderr}");
+    }
+}
+
+/// One model, one line: control characters in names and reasons are escaped in human output
+/// (as `ls` quotes them); the JSON keeps the names exactly.
+#[test]
+fn names_never_forge_a_line() {
+    let fx = Fx::new();
+    let evil = "evil\nhealthy    forged — Model is healthy";
+    fx.workspace(evil, &files(&[("config.json", b"{}")]));
+    fx.workspace("good", &good_files());
+    let v = json(&mlxfs(&fx, &["list", "--all", "--json"]));
+    let names: Vec<&str> = v["data"]["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["display_name"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&evil), "{names:?}");
+    let table = String::from_utf8(mlxfs(&fx, &["list", "--all", "--health"]).stdout).unwrap();
+    assert_eq!(table.lines().count(), 2 + 2, "{table}");
+    assert!(table.contains("evil\\nhealthy"), "{table}");
+    let health = String::from_utf8(mlxfs(&fx, &["health"]).stdout).unwrap();
+    assert_eq!(health.lines().count(), 1 + 2, "{health}");
+    assert!(
+        !health.lines().any(|l| l.starts_with("healthy    forged")),
+        "{health}"
+    );
+    let show = String::from_utf8(mlxfs(&fx, &["show", "evil"]).stdout).unwrap();
+    assert!(show.lines().any(|l| l.starts_with("Path: ") && l.ends_with("healthy    forged — Model is healthy")), "{show}");
+}
+
+/// A real `.mlxfs` inside a workspace is hidden by the mount's virtual folder: the record
+/// says so (a warning, human and JSON), and nothing else changes.
+#[test]
+fn a_real_mlxfs_in_a_model_is_a_warning() {
+    let fx = Fx::new();
+    let ws = fx.workspace("ws", &good_files());
+    fs::write(ws.join(".mlxfs"), "mine").unwrap();
+    fx.workspace("plain", &good_files());
+    let v = json(&mlxfs(&fx, &["show", "ws", "--json"]));
+    let w = v["data"]["model"]["warnings"][0].as_str().unwrap();
+    assert!(w.contains(".mlxfs") && w.contains("hidden"), "{w}");
+    assert_eq!(v["data"]["model"]["health"], "healthy");
+    let v = json(&mlxfs(&fx, &["show", "plain", "--json"]));
+    assert!(v["data"]["model"].get("warnings").is_none(), "{v:#}");
+    let human = String::from_utf8(mlxfs(&fx, &["show", "ws"]).stdout).unwrap();
+    assert!(
+        human.contains("Warning: .mlxfs (a file) is hidden"),
+        "{human}"
+    );
+    let health = String::from_utf8(mlxfs(&fx, &["health", "ws"]).stdout).unwrap();
+    assert!(health.contains("warning: .mlxfs (a file)"), "{health}");
+}

@@ -493,8 +493,24 @@ fn write_model(dir: &Path, f: &ModelFiles, blobs: Option<&Path>) {
 pub fn materialize(c: &Catalog, root: &Path) -> Locations {
     let hub = root.join("hf/hub");
     let ws_home = root.join("ws");
-    fs::create_dir_all(&hub).unwrap();
-    fs::create_dir_all(&ws_home).unwrap();
+    materialize_into(c, &hub, &ws_home);
+    let vars = [
+        ("HF_HOME", root.join("hf")),
+        ("MLXK_WORKSPACE_HOME", ws_home),
+        ("HOME", root.to_path_buf()),
+    ];
+    Locations::from_vars(|k| {
+        vars.iter()
+            .find(|(n, _)| *n == k)
+            .map(|(_, v)| v.to_string_lossy().into_owned())
+    })
+}
+
+/// Write the catalog into a hub cache and a workspace home (names already there stay as they
+/// are: several catalogs can share one pair of folders).
+pub fn materialize_into(c: &Catalog, hub: &Path, ws_home: &Path) {
+    fs::create_dir_all(hub).unwrap();
+    fs::create_dir_all(ws_home).unwrap();
     for r in &c.repos {
         let dir = hub.join(os(&[b"models--".as_slice(), &r.id].concat()));
         if !mkdir(&dir) {
@@ -540,16 +556,19 @@ pub fn materialize(c: &Catalog, root: &Path) -> Locations {
             create(&dir.join(".mlxk_workspace.json"), s);
         }
     }
-    let vars = [
-        ("HF_HOME", root.join("hf")),
-        ("MLXK_WORKSPACE_HOME", ws_home),
-        ("HOME", root.to_path_buf()),
-    ];
-    Locations::from_vars(|k| {
-        vars.iter()
-            .find(|(n, _)| *n == k)
-            .map(|(_, v)| v.to_string_lossy().into_owned())
-    })
+}
+
+/// `n` catalogs drawn with a fixed seed (the same ones every run), for the real mount test.
+pub fn fixed_catalogs(n: usize) -> Vec<Catalog> {
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
+    let mut runner = TestRunner::new_with_rng(
+        Config::default(),
+        TestRng::from_seed(RngAlgorithm::ChaCha, &[9u8; 32]),
+    );
+    (0..n)
+        .map(|_| catalog().new_tree(&mut runner).unwrap().current())
+        .collect()
 }
 
 // ------------------------------------------------------------------ the properties
@@ -781,18 +800,9 @@ fn within(secs: u64, f: impl FnOnce() + Send + 'static) {
     }
 }
 
-/// Each kind of input that once crashed or hung mlxfs (found by the properties above or by
-/// review), as one plain case: the issue's snapshot name cut inside `é`, a hub folder whose
-/// name is not UTF-8, FIFOs where config.json, refs/main and the sentinel should be, links to
-/// /dev/zero, shard-like names with multi-byte characters, a file dated year 5138 in a
-/// workspace whose v2 sentinel makes the clean check hash it, and mount names two models
-/// would share.
-#[test]
-fn each_kind_that_once_failed() {
-    let tmp = tempfile::tempdir().unwrap();
-    let root = fs::canonicalize(tmp.path()).unwrap();
-    let hub = root.join("hf/hub");
-    let ws = root.join("ws");
+/// A hub cache and workspace home holding each kind of input that once crashed or hung
+/// mlxfs (see [`each_kind_that_once_failed`]; the real-mount test mounts it too).
+pub fn regression_tree(hub: &Path, ws: &Path) {
     let good = br#"{"model_type": "llama"}"#;
     let put = |p: PathBuf, b: &[u8]| {
         fs::create_dir_all(p.parent().unwrap()).unwrap();
@@ -866,7 +876,21 @@ fn each_kind_that_once_failed() {
     put(ws.join(".mlxfs/config.json"), good);
     put(ws.join("meta/config.json"), good);
     put(ws.join("meta/.mlxfs"), b"mine");
+}
 
+/// Each kind of input that once crashed or hung mlxfs (found by the properties above or by
+/// review), as one plain case ([`regression_tree`]): the issue's snapshot name cut inside `é`, a hub folder whose
+/// name is not UTF-8, FIFOs where config.json, refs/main and the sentinel should be, links to
+/// /dev/zero, shard-like names with multi-byte characters, a file dated year 5138 in a
+/// workspace whose v2 sentinel makes the clean check hash it, and mount names two models
+/// would share.
+#[test]
+fn each_kind_that_once_failed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = fs::canonicalize(tmp.path()).unwrap();
+    let hub = root.join("hf/hub");
+    let ws = root.join("ws");
+    regression_tree(&hub, &ws);
     let vars = [
         ("HF_HOME", root.join("hf")),
         ("MLXK_WORKSPACE_HOME", ws.clone()),

@@ -5,8 +5,10 @@
 
 mod support;
 
+mod arch;
 mod catalog;
 mod cli;
+mod docs;
 mod hash_v2;
 mod hostile;
 mod hub;

@@ -725,3 +725,106 @@ fn safetensors_loads_through_the_mount() {
         );
     }
 }
+
+/// Issue 9's example, as a user would type it: a snapshot name with a multi-byte character
+/// across byte 7 used to kill `mount --daemon` (exit status 101, a panic in the tree build).
+#[test]
+fn the_issue_example_mounts_as_a_daemon() {
+    crate::require!(Fuse);
+    let fx = Fx::new();
+    for snap in ["1234567890abcdef", "abcdefé12"] {
+        write_tree(
+            &fx.hub().join("models--org--m/snapshots").join(snap),
+            &files(&[("config.json", b"{\"model_type\":\"llama\"}\n")]),
+        );
+    }
+    crate::hostile::set_mtime(
+        &fx.hub().join("models--org--m/snapshots/abcdefé12"),
+        1_546_300_800,
+    );
+    let mnt = fx.tmp.path().join("mnt");
+    fs::create_dir_all(&mnt).unwrap();
+    let o = cmd(&fx)
+        .args(["mount", "--daemon"])
+        .arg(&mnt)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let shown = names(&mnt.join("org"));
+    let status: Value =
+        serde_json::from_slice(&fs::read(mnt.join(".mlxfs/status.json")).unwrap()).unwrap();
+    let health = fs::read_to_string(mnt.join("org/m@abcdefé/.mlxfs/health")).unwrap();
+    let o = cmd(&fx).arg("umount").arg(&mnt).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(shown, ["m", "m@abcdefé"]);
+    assert_eq!(status["models"], 2);
+    assert_eq!(health, "unhealthy: No model weights found\n");
+}
+
+/// Every kind of input that once failed, and 40 generated hostile catalogs, in one real mount:
+/// it comes up, and every folder lists, every entry stats, every link reads and every file
+/// reads whole through it (within a deadline: nothing may hang either).
+#[test]
+fn hostile_trees_mount_and_every_file_reads() {
+    crate::require!(Fuse);
+    let fx = Fx::new();
+    crate::hostile::regression_tree(&fx.hub(), &fx.ws_home);
+    for c in crate::hostile::fixed_catalogs(40) {
+        crate::hostile::materialize_into(&c, &fx.hub(), &fx.ws_home);
+    }
+    let m = Mount::start(&fx, &[]);
+    let dir = m.dir.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        fn walk(d: &Path, counts: &mut [usize; 3]) {
+            for e in fs::read_dir(d).unwrap_or_else(|e| panic!("{}: {e}", d.display())) {
+                let p = e.unwrap().path();
+                let md =
+                    fs::symlink_metadata(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+                if md.is_dir() {
+                    counts[0] += 1;
+                    walk(&p, counts);
+                } else if md.file_type().is_symlink() {
+                    counts[1] += 1;
+                    fs::read_link(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+                } else {
+                    counts[2] += 1;
+                    let b = fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+                    assert_eq!(b.len() as u64, md.len(), "{}", p.display());
+                }
+            }
+        }
+        let mut counts = [0usize; 3];
+        walk(&dir, &mut counts);
+        let _ = tx.send(counts);
+    });
+    let counts = rx
+        .recv_timeout(Duration::from_secs(120))
+        .expect("walking the mount hung or panicked");
+    assert!(counts[0] > 50 && counts[2] > 100, "{counts:?}");
+    let status = m.status();
+    let fleet = fs::read_to_string(m.p(".mlxfs/health")).unwrap();
+    assert_eq!(
+        fleet.lines().count() as u64,
+        status["models"].as_u64().unwrap(),
+        "one line per model, whatever the names:\n{fleet}"
+    );
+    assert!(
+        !status["hidden"].as_array().unwrap().is_empty(),
+        "{status:#}"
+    );
+    assert_eq!(status["refresh_error"], Value::Null);
+    // The refresher survives a rescan of all this.
+    fs::create_dir_all(fx.ws_home.join("late")).unwrap();
+    fs::write(fx.ws_home.join("late/config.json"), "{}").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !m.p("late").exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        m.p("late").exists(),
+        "the tree stopped refreshing; log:\n{}",
+        m.log()
+    );
+    assert!(!m.log().contains("panicked"), "{}", m.log());
+}

@@ -23,23 +23,28 @@ pub fn cmd(fx: &Fx) -> Command {
 pub struct Mount {
     pub dir: PathBuf,
     pub child: Option<Child>,
+    /// The daemon's stderr.
+    pub log: PathBuf,
 }
 
 impl Mount {
     pub fn start(fx: &Fx, extra: &[&str]) -> Mount {
         let dir = fx.tmp.path().join(format!("mnt-{}", extra.join("")));
         fs::create_dir_all(&dir).unwrap();
+        // The daemon's stderr (its log) goes to a file: a pipe nobody reads could fill up.
+        let log = dir.with_extension("log");
         let child = cmd(fx)
             .arg("mount")
             .arg(&dir)
             .args(extra)
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+            .stderr(fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
         let m = Mount {
             dir,
             child: Some(child),
+            log,
         };
         m.wait_ready();
         m
@@ -62,6 +67,11 @@ impl Mount {
 
     pub fn pid(&self) -> u32 {
         self.child.as_ref().unwrap().id()
+    }
+
+    /// What the daemon wrote to stderr so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     pub fn status(&self) -> Value {

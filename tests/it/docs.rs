@@ -1,0 +1,106 @@
+//! The public contracts written in docs/ match the code: every `error.type` mlxfs can emit is
+//! in docs/ERRORS.md (and nothing else is), and every environment variable it reads is in
+//! docs/ENVIRONMENT.md and read only through `src/env.rs`.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use mlxfs::error::ErrorType;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The first backticked cell of each row of the first table in a markdown file.
+fn first_column(p: &Path) -> BTreeSet<String> {
+    let text = fs::read_to_string(p).unwrap();
+    text.lines()
+        .skip_while(|l| !l.starts_with('|'))
+        .take_while(|l| l.starts_with('|'))
+        .filter_map(|l| {
+            let cell = l.split('|').nth(1)?.trim();
+            cell.strip_prefix('`')?
+                .strip_suffix('`')
+                .map(str::to_string)
+        })
+        .collect()
+}
+
+#[test]
+fn every_error_type_is_documented_and_nothing_else() {
+    let documented = first_column(&root().join("docs/ERRORS.md"));
+    let code: BTreeSet<String> = ErrorType::ALL
+        .iter()
+        .map(|t| t.as_str().to_string())
+        .collect();
+    assert_eq!(ErrorType::ALL.len(), code.len(), "two kinds share a string");
+    let undocumented: Vec<_> = code.difference(&documented).collect();
+    let stale: Vec<_> = documented.difference(&code).collect();
+    assert!(
+        undocumented.is_empty() && stale.is_empty(),
+        "docs/ERRORS.md lacks {undocumented:?}; documents types the code never emits: {stale:?}"
+    );
+    for t in ErrorType::ALL {
+        assert_eq!(ErrorType::parse(t.as_str()), Some(*t));
+    }
+}
+
+#[test]
+fn the_python_side_names_only_documented_types() {
+    // generate.py reports its errors by name ({"event": "error", "type": ...}).
+    let py = fs::read_to_string(root().join("src/runtime/generate.py")).unwrap();
+    let mut names = Vec::new();
+    let mut rest = py.as_str();
+    while let Some(i) = rest.find("\"type\": \"") {
+        rest = &rest[i + 9..];
+        names.push(rest.split('"').next().unwrap().to_string());
+    }
+    assert!(!names.is_empty(), "generate.py names no error type?");
+    for n in names {
+        assert!(
+            ErrorType::parse(&n).is_some(),
+            "generate.py emits `{n}`, which src/error.rs and docs/ERRORS.md lack"
+        );
+    }
+}
+
+#[test]
+fn every_environment_variable_is_documented_and_read_in_one_place() {
+    let documented = first_column(&root().join("docs/ENVIRONMENT.md"));
+    let read: BTreeSet<String> = mlxfs::env::READ.iter().map(|s| s.to_string()).collect();
+    assert_eq!(
+        documented, read,
+        "docs/ENVIRONMENT.md and src/env.rs `READ` must list the same variables"
+    );
+    // Outside env.rs nothing reads the environment by itself.
+    let mut files = Vec::new();
+    fn walk(d: &Path, out: &mut Vec<PathBuf>) {
+        for e in fs::read_dir(d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                out.push(p);
+            }
+        }
+    }
+    walk(&root().join("src"), &mut files);
+    let mut wrong = Vec::new();
+    for f in files {
+        if f.ends_with("src/env.rs") {
+            continue;
+        }
+        for (i, l) in fs::read_to_string(&f).unwrap().lines().enumerate() {
+            let code = l.split("//").next().unwrap_or("");
+            if code.contains("std::env::var") || code.contains("env::var(\"") {
+                wrong.push(format!("{}:{}: {}", f.display(), i + 1, l.trim()));
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "read the environment through src/env.rs:\n{}",
+        wrong.join("\n")
+    );
+}
