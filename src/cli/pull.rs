@@ -40,6 +40,21 @@ pub struct PullArgs {
     pub quiet: bool,
 }
 
+/// `Downloaded org/name@abc1234 (20 files, 1.2GB)`.
+fn downloaded(spec: &RepoSpec, commit: &str, files: usize, bytes: u64) -> String {
+    format!(
+        "Downloaded {}@{} ({files} files, {})",
+        spec.repo,
+        short_rev(commit),
+        human_bytes(bytes)
+    )
+}
+
+/// What a repair needs (`<reason>. Use --force-resume …`).
+fn needs_confirmation(reason: &str) -> String {
+    format!("{reason}. Use --force-resume to attempt resume or 'mlxfs rm' to delete.")
+}
+
 /// mlx-knife's `data` for pull (+ mlxfs fields).
 pub fn data(spec: &RepoSpec, o: &Outcome) -> Value {
     let mut d = json!({
@@ -57,9 +72,7 @@ pub fn data(spec: &RepoSpec, o: &Outcome) -> Value {
         }
         Outcome::NeedsConfirmation { commit, reason } => {
             d["download_status"] = json!("requires_confirmation");
-            d["message"] = json!(format!(
-                "{reason}. Use --force-resume to attempt resume or 'mlxfs rm' to delete."
-            ));
+            d["message"] = json!(needs_confirmation(reason));
             d["commit_hash"] = json!(commit);
         }
         Outcome::Pulled {
@@ -70,12 +83,7 @@ pub fn data(spec: &RepoSpec, o: &Outcome) -> Value {
             health,
         } => {
             d["download_status"] = json!("success");
-            d["message"] = json!(format!(
-                "Downloaded {}@{} ({files} files, {})",
-                spec.repo,
-                short_rev(commit),
-                human_bytes(*bytes)
-            ));
+            d["message"] = json!(downloaded(spec, commit, *files, *bytes));
             d["commit_hash"] = json!(commit);
             d["path"] = json!(path.to_string_lossy());
             d["files"] = json!(files);
@@ -124,10 +132,8 @@ pub fn render(o: &Outcome, spec: &RepoSpec) -> String {
             health,
         } => {
             let mut s = format!(
-                "Downloaded {}@{} ({files} files, {})\n  {}",
-                spec.repo,
-                short_rev(commit),
-                human_bytes(*bytes),
+                "{}\n  {}",
+                downloaded(spec, commit, *files, *bytes),
                 one_line(&path.to_string_lossy())
             );
             if let Some(r) = health.reason() {
@@ -140,9 +146,6 @@ pub fn render(o: &Outcome, spec: &RepoSpec) -> String {
             spec.repo,
             short_rev(commit)
         ),
-        Outcome::NeedsConfirmation { reason, .. } => format!(
-            "{}. Use --force-resume to attempt resume or 'mlxfs rm' to delete.",
-            one_line(reason)
-        ),
+        Outcome::NeedsConfirmation { reason, .. } => one_line(&needs_confirmation(reason)).into(),
     }
 }

@@ -741,36 +741,28 @@ fn config() -> ProptestConfig {
     }
 }
 
+/// One generated catalog, on disk and through everything.
+fn check(c: &Catalog) {
+    let tmp = tempfile::tempdir().unwrap();
+    let loc = materialize(c, tmp.path());
+    exercise(&loc, tmp.path());
+}
+
+// Four properties of one kind, so that the test runner spreads them over the cores.
 proptest! {
     #![proptest_config(config())]
 
     #[test]
-    fn hostile_catalogs_never_panic_a(c in catalog()) {
-        let tmp = tempfile::tempdir().unwrap();
-        let loc = materialize(&c, tmp.path());
-        exercise(&loc, tmp.path());
-    }
+    fn hostile_catalogs_never_panic_a(c in catalog()) { check(&c) }
 
     #[test]
-    fn hostile_catalogs_never_panic_b(c in catalog()) {
-        let tmp = tempfile::tempdir().unwrap();
-        let loc = materialize(&c, tmp.path());
-        exercise(&loc, tmp.path());
-    }
+    fn hostile_catalogs_never_panic_b(c in catalog()) { check(&c) }
 
     #[test]
-    fn hostile_catalogs_never_panic_c(c in catalog()) {
-        let tmp = tempfile::tempdir().unwrap();
-        let loc = materialize(&c, tmp.path());
-        exercise(&loc, tmp.path());
-    }
+    fn hostile_catalogs_never_panic_c(c in catalog()) { check(&c) }
 
     #[test]
-    fn hostile_catalogs_never_panic_d(c in catalog()) {
-        let tmp = tempfile::tempdir().unwrap();
-        let loc = materialize(&c, tmp.path());
-        exercise(&loc, tmp.path());
-    }
+    fn hostile_catalogs_never_panic_d(c in catalog()) { check(&c) }
 }
 
 // ------------------------------------------------------------------ fixed regression cases
