@@ -26,7 +26,7 @@ use mlxfs::catalog::Locations;
 use mlxfs::cli::health::{HealthArgs, run as health};
 use mlxfs::cli::list::{ListArgs, run as list};
 use mlxfs::cli::show::{ShowArgs, run as show};
-use mlxfs::vfs::{Content, DaemonInfo, Inodes, ReadMode, Vfs, Virtual, build, diff};
+use mlxfs::vfs::{Content, Inodes, Virtual, build, diff};
 
 // ------------------------------------------------------------------ the hostile alphabet
 
@@ -659,15 +659,7 @@ fn exercise(loc: &Locations, root: &Path) {
     }
 
     // The mount's core: build, render every virtual file, then an edit and a diff.
-    let vfs = Vfs::new(
-        loc.clone(),
-        DaemonInfo {
-            mountpoint: root.join("mnt"),
-            read_mode: ReadMode::Daemon,
-            mounted_at: SystemTime::UNIX_EPOCH,
-            refresh_error: None,
-        },
-    );
+    let vfs = crate::support::vfs_for(loc, &root.join("mnt"));
     let tree = vfs.tree();
     assert_eq!(vfs.info().refresh_error, None);
     for folder in model_folders(loc) {
@@ -918,15 +910,7 @@ fn each_kind_that_once_failed() {
     assert!(r.as_str().unwrap().contains("not valid UTF-8"), "{r}");
     let m = mlxfs::catalog::resolve::resolve("org/m@abcdefé", &loc).unwrap();
     assert_eq!(m.revision.as_deref(), Some("abcdefé12"));
-    let vfs = Vfs::new(
-        loc.clone(),
-        DaemonInfo {
-            mountpoint: root.join("mnt"),
-            read_mode: ReadMode::Daemon,
-            mounted_at: SystemTime::UNIX_EPOCH,
-            refresh_error: None,
-        },
-    );
+    let vfs = crate::support::vfs_for(&loc, &root.join("mnt"));
     let t = vfs.tree();
     let hidden: Vec<String> = t.hidden.iter().map(|h| h.path.clone()).collect();
     assert!(

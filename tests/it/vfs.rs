@@ -13,20 +13,11 @@ use proptest::prelude::*;
 
 use crate::support::*;
 use mlxfs::vfs::{
-    Content, DaemonInfo, Ino, Inodes, Invalidation, Kind, ROOT_INO, ReadMode, Tree, Vfs, VfsError,
-    Virtual, build, diff,
+    Content, Ino, Inodes, Invalidation, Kind, ROOT_INO, Tree, Vfs, VfsError, Virtual, build, diff,
 };
 
 fn vfs_of(fx: &Fx) -> Vfs {
-    Vfs::new(
-        fx.locations(),
-        DaemonInfo {
-            mountpoint: fx.tmp.path().join("mnt"),
-            read_mode: ReadMode::Daemon,
-            mounted_at: SystemTime::UNIX_EPOCH,
-            refresh_error: None,
-        },
-    )
+    vfs_for(&fx.locations(), &fx.tmp.path().join("mnt"))
 }
 
 fn names(t: &Tree, dir: &str) -> Vec<String> {

@@ -10,7 +10,21 @@ use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 
 use mlxfs::catalog::Locations;
+use mlxfs::vfs::{DaemonInfo, ReadMode, Vfs};
 use sha2::{Digest, Sha256};
+
+/// The mount's core over `loc`, without mounting (daemon reads, mounted at the epoch).
+pub fn vfs_for(loc: &Locations, mountpoint: &Path) -> Vfs {
+    Vfs::new(
+        loc.clone(),
+        DaemonInfo {
+            mountpoint: mountpoint.to_path_buf(),
+            read_mode: ReadMode::Daemon,
+            mounted_at: std::time::SystemTime::UNIX_EPOCH,
+            refresh_error: None,
+        },
+    )
+}
 
 /// What a suite needs from the machine.
 #[derive(Debug, Clone, Copy)]
