@@ -18,7 +18,20 @@ pub fn dir() -> Option<PathBuf> {
         .map(|d| d.join("mlxfs"))
 }
 
-/// The state folder, falling back to one in the temp folder.
+/// The state folder, falling back to `mlxfs-<uid>` in the temp folder ($TMPDIR) — a folder of
+/// this user's own (mode 0700): in a shared temp folder, one that another user made, or a
+/// link, is not used (then `dir_or_temp` is the home's, or `/`-based, as a last resort).
 pub fn dir_or_temp() -> PathBuf {
-    dir().unwrap_or_else(|| std::env::temp_dir().join("mlxfs"))
+    if let Some(d) = dir() {
+        return d;
+    }
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    // SAFETY: getuid cannot fail.
+    let uid = unsafe { libc::getuid() };
+    let d = std::env::temp_dir().join(format!("mlxfs-{uid}"));
+    let _ = std::fs::DirBuilder::new().mode(0o700).create(&d);
+    match std::fs::symlink_metadata(&d) {
+        Ok(m) if m.is_dir() && m.uid() == uid && m.mode() & 0o022 == 0 => d,
+        _ => PathBuf::from(crate::sys::home_dir(None)).join(".local/state/mlxfs"),
+    }
 }

@@ -47,15 +47,10 @@ pub fn free_space(p: &Path) -> Option<u64> {
 /// The most [`read_file`] reads (256 MiB: config, tokenizer and index files are far smaller).
 pub const READ_FILE_MAX: u64 = 256 << 20;
 
-/// Open `p` for reading without blocking on a FIFO, and only when it is a regular file (links
-/// followed); the descriptor is switched back to blocking reads.
-pub fn open_regular(p: &Path) -> io::Result<std::fs::File> {
+/// Refuse what is not a regular file, and switch a descriptor opened non-blocking back to
+/// blocking reads.
+fn regular_blocking(f: std::fs::File) -> io::Result<std::fs::File> {
     use std::os::fd::AsRawFd;
-    use std::os::unix::fs::OpenOptionsExt;
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(p)?;
     if !f.metadata()?.is_file() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -70,6 +65,122 @@ pub fn open_regular(p: &Path) -> io::Result<std::fs::File> {
         }
     }
     Ok(f)
+}
+
+/// Open `p` for reading without blocking on a FIFO, and only when it is a regular file (links
+/// followed); the descriptor is switched back to blocking reads.
+pub fn open_regular(p: &Path) -> io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(p)?;
+    regular_blocking(f)
+}
+
+/// Open the regular file at the absolute, already resolved path `p` for reading, following no
+/// symlink in any of its components (`openat2` with `RESOLVE_NO_SYMLINKS`; `O_NOFOLLOW` on
+/// the last component where the kernel lacks it) and never blocking on a FIFO. What the mount
+/// serves: a link or FIFO planted after the tree was built is refused, not followed.
+pub fn open_resolved(p: &Path) -> io::Result<std::fs::File> {
+    use std::os::fd::FromRawFd;
+    let c = c_path(p)?;
+    // SAFETY: open_how is plain data; zeroed is its "no flags" value.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC) as u64;
+    how.resolve = libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
+    // SAFETY: openat2 with a valid path and an open_how of the size we pass.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
+        )
+    };
+    if fd >= 0 {
+        // SAFETY: a descriptor the kernel just gave us, owned from here on.
+        let f = unsafe { std::fs::File::from_raw_fd(fd as i32) };
+        return regular_blocking(f);
+    }
+    let e = io::Error::last_os_error();
+    if !matches!(e.raw_os_error(), Some(libc::ENOSYS) | Some(libc::EPERM)) {
+        return Err(e);
+    }
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_NOFOLLOW)
+        .open(p)?;
+    regular_blocking(f)
+}
+
+/// Open (creating it when missing) a lock file for `flock`, never through a link and never
+/// waiting on a FIFO: anything but a regular file at `p` is an error.
+pub fn open_lock_file(p: &Path) -> io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_NOFOLLOW)
+        .open(p)?;
+    regular_blocking(f)
+}
+
+/// An existing lock file, opened to probe it: never through a link, never a FIFO.
+pub fn open_existing_lock(p: &Path) -> io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_NOFOLLOW)
+        .open(p)?;
+    regular_blocking(f)
+}
+
+/// Read a file that must be a regular file and not a link (a sentinel is the workspace's own
+/// file: a link to somewhere else is not read).
+pub fn read_file_nofollow(p: &Path) -> io::Result<Vec<u8>> {
+    if std::fs::symlink_metadata(p)?.file_type().is_symlink() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "a link, not a file",
+        ));
+    }
+    read_file(p)
+}
+
+/// The home folder: `HOME`, else the user's entry in the password database (as Python's
+/// `expanduser` does), else `/`.
+pub fn home_dir(home_var: Option<String>) -> String {
+    if let Some(h) = home_var.filter(|h| !h.is_empty()) {
+        return h;
+    }
+    // SAFETY: getpwuid_r into buffers we own; the result points into `buf`.
+    unsafe {
+        let mut pw: libc::passwd = std::mem::zeroed();
+        let mut buf = vec![0 as libc::c_char; 4096];
+        let mut out: *mut libc::passwd = std::ptr::null_mut();
+        if libc::getpwuid_r(
+            libc::getuid(),
+            &mut pw,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut out,
+        ) == 0
+            && !out.is_null()
+            && !pw.pw_dir.is_null()
+        {
+            let dir = std::ffi::CStr::from_ptr(pw.pw_dir)
+                .to_string_lossy()
+                .into_owned();
+            if dir.starts_with('/') {
+                return dir;
+            }
+        }
+    }
+    "/".into()
 }
 
 /// Read a whole file that must be a regular file (links followed) of at most
@@ -99,7 +210,7 @@ pub fn read_text(p: &Path) -> io::Result<String> {
 /// Write `bytes` to a fresh file at `p` (for a temp file that is renamed into place next):
 /// whatever is at `p` is removed first, and the file is created with `O_EXCL | O_NOFOLLOW`, so
 /// a link planted there is never written through. `sync` flushes it to disk.
-pub fn write_new(p: &Path, bytes: &[u8], sync: bool) -> io::Result<()> {
+pub fn write_new(p: &Path, bytes: &[u8], sync: bool) -> io::Result<std::fs::File> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     match std::fs::remove_file(p) {
@@ -115,7 +226,7 @@ pub fn write_new(p: &Path, bytes: &[u8], sync: bool) -> io::Result<()> {
     if sync {
         f.sync_all()?;
     }
-    Ok(())
+    Ok(f)
 }
 
 /// Is this process running as root (effective uid 0)?

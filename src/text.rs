@@ -48,10 +48,32 @@ pub fn human_bytes(n: u64) -> String {
 }
 
 /// Characters that would end or reshape a line on a terminal or in a line-oriented file:
-/// C0 and C1 controls (`\n`, `\r`, `\t`, ESC, NEL, …), DEL, and the Unicode line and
-/// paragraph separators.
+/// C0 and C1 controls (`\n`, `\r`, `\t`, ESC, NEL, …), DEL, the Unicode line and paragraph
+/// separators, and the bidirectional controls (which can make a line read as another).
 fn breaks_lines(c: char) -> bool {
-    c.is_control() || c == '\u{2028}' || c == '\u{2029}'
+    c.is_control()
+        || matches!(
+            c,
+            '\u{2028}'
+                | '\u{2029}'
+                | '\u{061c}'
+                | '\u{200e}'
+                | '\u{200f}'
+                | '\u{202a}'..='\u{202e}'
+                | '\u{2066}'..='\u{2069}'
+        )
+}
+
+/// `s` quoted for a POSIX shell when it needs it (`rm -rf '/path/with space'`).
+pub fn shell_quote(s: &str) -> Cow<'_, str> {
+    let plain = !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-+,:@%=".contains(&b));
+    if plain {
+        Cow::Borrowed(s)
+    } else {
+        Cow::Owned(format!("'{}'", s.replace('\'', "'\\''")))
+    }
 }
 
 /// A name or reason made safe for one line of text, as `ls` quotes names: `\n`, `\r` and `\t`
@@ -110,5 +132,8 @@ mod tests {
         assert_eq!(one_line("nel\u{85}x\u{2028}y"), "nel\\x85x\\u{2028}y");
         assert_eq!(one_line("é—😀"), "é—😀");
         assert!(!one_line("x\u{7f}\n").contains(['\n', '\u{7f}']));
+        assert_eq!(one_line("a\u{202e}b"), "a\\u{202e}b");
+        assert_eq!(shell_quote("/plain/path"), "/plain/path");
+        assert_eq!(shell_quote("/it's here"), "'/it'\\''s here'");
     }
 }

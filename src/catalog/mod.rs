@@ -51,7 +51,8 @@ impl Locations {
     /// From any variable source; an empty variable counts as unset.
     pub fn from_vars(get: impl Fn(&str) -> Option<String>) -> Locations {
         let var = |k: &str| get(k).filter(|v| !v.is_empty());
-        let home = var(env::HOME);
+        // Python's expanduser: HOME, else the password database (never a relative `~`).
+        let home = Some(crate::sys::home_dir(var(env::HOME)));
         let hub_cache = if let Some(c) = var(env::HF_HUB_CACHE) {
             expand_tilde(&c, home.as_deref())
         } else if let Some(h) = var(env::HF_HOME) {

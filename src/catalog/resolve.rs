@@ -60,9 +60,8 @@ pub fn is_explicit_path(s: &str) -> bool {
 pub fn expand_user(s: &str) -> PathBuf {
     if let Some(rest) = s.strip_prefix('~')
         && (rest.is_empty() || rest.starts_with('/'))
-        && let Some(h) = env::var_os(env::HOME)
     {
-        let mut p = PathBuf::from(h);
+        let mut p = PathBuf::from(crate::sys::home_dir(env::var(env::HOME)));
         p.push(rest.trim_start_matches('/'));
         return p;
     }

@@ -124,13 +124,19 @@ pub fn run(args: Vec<std::ffi::OsString>) -> i32 {
                 return 0;
             }
             if json_anywhere {
+                // clap's message up to the usage line, on one line (`… not provided: <MODEL>`).
                 let msg = e.render().to_string();
-                let first = msg
+                let text: Vec<&str> = msg
                     .lines()
-                    .next()
-                    .unwrap_or("")
-                    .trim_start_matches("error: ");
-                let err = CliError::new(ErrorType::CommandError, first.to_string());
+                    .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more"))
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .collect();
+                let text = text.join(" ");
+                let err = CliError::new(
+                    ErrorType::CommandError,
+                    text.trim_start_matches("error: ").to_string(),
+                );
                 print_json(&envelope(None, Order::DataFirst, Err(&err)));
             } else {
                 let _ = e.print();

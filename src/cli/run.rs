@@ -40,18 +40,23 @@ pub struct RunArgs {
     /// The prompt (instead of the positional words)
     #[arg(long = "prompt", value_name = "TEXT", conflicts_with = "prompt")]
     pub prompt_text: Option<String>,
-    /// Most tokens to generate (the text may end earlier, at the model's end-of-text token)
-    #[arg(long = "max-tokens", value_name = "N", default_value_t = 256)]
+    /// Most tokens to generate, at least 1 (the text may end earlier, at the model's
+    /// end-of-text token)
+    #[arg(long = "max-tokens", value_name = "N", default_value_t = 256,
+          value_parser = clap::value_parser!(u32).range(1..))]
     pub max_tokens: u32,
-    /// Sampling temperature: 0 always picks the likeliest token; higher is more varied
-    #[arg(long, value_name = "T", default_value_t = 0.7)]
+    /// Sampling temperature, 0 or more: 0 always picks the likeliest token; higher is more
+    /// varied
+    #[arg(long, value_name = "T", default_value_t = 0.7, value_parser = non_negative)]
     pub temperature: f64,
-    /// Nucleus sampling: pick only among the likeliest tokens whose probabilities add up to P
-    /// (1.0 turns it off)
-    #[arg(long = "top-p", value_name = "P", default_value_t = 0.9)]
+    /// Nucleus sampling, above 0 and at most 1: pick only among the likeliest tokens whose
+    /// probabilities add up to P (1 turns it off)
+    #[arg(long = "top-p", value_name = "P", default_value_t = 0.9, value_parser = probability)]
     pub top_p: f64,
-    /// Penalty for tokens already generated (1.0 turns it off; mlx-lm's repetition penalty)
-    #[arg(long = "repetition-penalty", value_name = "R", default_value_t = 1.1)]
+    /// Penalty for tokens already generated, above 0 (1 turns it off; mlx-lm's repetition
+    /// penalty)
+    #[arg(long = "repetition-penalty", value_name = "R", default_value_t = 1.1,
+          value_parser = positive)]
     pub repetition_penalty: f64,
     /// Random seed (same seed, same model, same output)
     #[arg(long, value_name = "N")]
@@ -75,6 +80,48 @@ pub struct RunArgs {
     /// Run Python in a subprocess even when the embedded interpreter could be used
     #[arg(long)]
     pub subprocess: bool,
+}
+
+fn finite(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number"))?;
+    if v.is_finite() {
+        Ok(v)
+    } else {
+        Err(format!("`{s}` is not a finite number"))
+    }
+}
+
+fn non_negative(s: &str) -> Result<f64, String> {
+    finite(s).and_then(|v| {
+        if v >= 0.0 {
+            Ok(v)
+        } else {
+            Err("must be 0 or more".into())
+        }
+    })
+}
+
+fn positive(s: &str) -> Result<f64, String> {
+    finite(s).and_then(|v| {
+        if v > 0.0 {
+            Ok(v)
+        } else {
+            Err("must be above 0".into())
+        }
+    })
+}
+
+fn probability(s: &str) -> Result<f64, String> {
+    positive(s).and_then(|v| {
+        if v <= 1.0 {
+            Ok(v)
+        } else {
+            Err("must be at most 1".into())
+        }
+    })
 }
 
 /// The model behind MODEL, and the folder to read weights from (the mount folder itself for a
@@ -150,10 +197,30 @@ pub fn run(a: &RunArgs, loc: &Locations, json_mode: bool) -> Result<Output, CliE
         ));
     }
     let prompt = read_prompt(a)?;
-    let env: PythonEnv = runtime::python::find(a.python.as_deref())?;
 
-    // The isolated cache, in place before the interpreter (or subprocess) starts.
+    // The isolated cache, in place before the interpreter (or subprocess) starts. A
+    // workspace's `.hf_cache` must be its own folder: a link would send the runtime's
+    // downloads somewhere else (the shared cache, another disk).
     let cache = cache_dir_for(a, &model);
+    if a.cache_dir.is_none()
+        && let Ok(md) = std::fs::symlink_metadata(&cache)
+        && !md.is_dir()
+    {
+        return Err(CliError::new(
+            ErrorType::CacheDirFailed,
+            format!(
+                "{} is {}, not a folder: the isolated cache must be a folder of its own",
+                cache.display(),
+                if md.file_type().is_symlink() {
+                    "a link"
+                } else {
+                    "a file"
+                }
+            ),
+        )
+        .hint("Remove it (the isolated cache is made anew), or give --cache-dir DIR."));
+    }
+    let env: PythonEnv = runtime::python::find(a.python.as_deref())?;
     std::fs::create_dir_all(&cache).map_err(|e| {
         CliError::new(
             ErrorType::CacheDirFailed,

@@ -55,7 +55,8 @@ pub fn daemonize(args: &[OsString], dir: &Path, log: &Path) -> Result<u32, Mount
     if let Some(p) = log.parent() {
         let _ = fs::create_dir_all(p);
     }
-    let logf = fs::File::create(log)
+    // A fresh file, never through a link planted where the log goes.
+    let logf = crate::sys::write_new(log, b"", false)
         .map_err(|e| failed(format!("cannot write {}: {e}", log.display())))?;
     let mut cmd = std::process::Command::new(exe);
     cmd.args(args.iter().skip(1).filter(|a| *a != "--daemon"))

@@ -241,6 +241,11 @@ pub fn mount(loc: Locations, opts: &MountOptions) -> Result<(), MountError> {
     );
     let res = session.run();
     stop.store(true, Ordering::Relaxed);
-    let _ = refresher.join();
+    // The refresher sees `stop` within a quarter second; never wait on it much longer (a
+    // rescan in progress is dropped with the process).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while !refresher.is_finished() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     res.map_err(|e| MountError::new(K::SessionFailed, e.to_string(), None))
 }

@@ -61,9 +61,15 @@ pub fn fuse_alive(dir: &Path) -> bool {
     }
 }
 
-/// Absolute form of `dir` without following a (possibly dead) mount at its end.
+/// Absolute form of `dir` without following a (possibly dead) mount at its end. A link at
+/// its end is resolved (the kernel mounts on, and mountinfo names, the folder it leads to).
 pub fn absolute(dir: &Path) -> PathBuf {
     let abs = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+    if fs::symlink_metadata(&abs).is_ok_and(|m| m.file_type().is_symlink())
+        && let Ok(target) = fs::canonicalize(&abs)
+    {
+        return target;
+    }
     match (abs.parent(), abs.file_name()) {
         (Some(p), Some(n)) => fs::canonicalize(p)
             .unwrap_or_else(|_| p.to_path_buf())

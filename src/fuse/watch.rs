@@ -67,7 +67,10 @@ pub fn spawn(
 ) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new().name("mlxfs-refresh".into()).spawn(move || {
         let (tx, rx) = channel::<notify::Result<notify::Event>>();
-        let mut watcher = match notify::recommended_watcher(tx) {
+        // Links are never followed: the tree does not follow them either, and a web of links
+        // in a workspace must not keep the watcher busy forever.
+        let config = notify::Config::default().with_follow_symlinks(false);
+        let mut watcher = match notify::RecommendedWatcher::new(tx, config) {
             Ok(w) => w,
             Err(e) => {
                 eprintln!("mlxfs: warning: cannot watch for changes ({e}); the tree refreshes every {}s", PERIODIC.as_secs());

@@ -39,7 +39,8 @@ impl SentinelRead {
 /// Read `<ws>/.mlxk_workspace.json` without writing anything.
 pub fn read(ws: &Path) -> SentinelRead {
     let p = ws.join(SENTINEL_FILENAME);
-    let bytes = match crate::sys::read_file(&p) {
+    // The workspace's own file: a link (to anywhere) is not read.
+    let bytes = match crate::sys::read_file_nofollow(&p) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return SentinelRead::Missing,
         Err(e) => return SentinelRead::Invalid(format!("cannot read sentinel: {e}")),

@@ -154,11 +154,7 @@ struct StageLock(#[allow(dead_code)] fs::File);
 fn lock_stage(stage: &Path, target: &Path) -> Result<StageLock> {
     fs::create_dir_all(stage)
         .map_err(|e| HubError::io(&e, &format!("creating {}", stage.display())))?;
-    let f = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(stage.join("lock"))
+    let f = crate::sys::open_lock_file(&stage.join("lock"))
         .map_err(|e| HubError::io(&e, "creating the staging lock"))?;
     if f.try_lock().is_err() {
         return Err(HubError::new(

@@ -82,11 +82,7 @@ fn open_lock(path: &Path) -> Result<File> {
         fs::create_dir_all(p)
             .map_err(|e| HubError::io(&e, &format!("creating {}", p.display())))?;
     }
-    OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)
+    crate::sys::open_lock_file(path)
         .map_err(|e| HubError::io(&e, &format!("opening lock {}", path.display())))
 }
 

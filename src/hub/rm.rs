@@ -78,7 +78,8 @@ pub fn held_locks(hub: &Path, repo_dir: &Path, mine: Option<&Path>) -> Vec<PathB
         .into_iter()
         .filter(|p| Some(p.as_path()) != mine)
         .filter(|p| {
-            let Ok(f) = fs::OpenOptions::new().read(true).open(p) else {
+            // Never through a link, never waiting on a FIFO: only a real lock file counts.
+            let Ok(f) = crate::sys::open_existing_lock(p) else {
                 return false;
             };
             // Held when we cannot take it ourselves (released when `f` closes).
@@ -140,7 +141,10 @@ pub fn rm(loc: &Locations, m: &ModelRef, spec: &str, flags: RmFlags) -> Result<R
     if m.source == Source::Workspace {
         return Err(HubError::new(
             ErrorKind::WorkspaceModel,
-            format!("Cannot delete workspace model. Use: rm -rf {}", m.name),
+            format!(
+                "Cannot delete workspace model. Use: rm -rf {}",
+                crate::text::shell_quote(&m.name)
+            ),
         )
         .hint("Workspaces are your folders; mlxfs only deletes from the hub cache."));
     }
@@ -250,12 +254,7 @@ pub fn rm(loc: &Locations, m: &ModelRef, spec: &str, flags: RmFlags) -> Result<R
 /// Take an exclusive flock on `p` if nobody holds it (`None` when held or not creatable).
 fn try_hold(p: &Path) -> Option<fs::File> {
     fs::create_dir_all(p.parent()?).ok()?;
-    let f = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(p)
-        .ok()?;
+    let f = crate::sys::open_lock_file(p).ok()?;
     f.try_lock().is_ok().then_some(f)
 }
 

@@ -229,7 +229,8 @@ impl Vfs {
         let tree = self.tree();
         match &tree.node(ino)?.content {
             Content::Backed(p) => {
-                let file = Arc::new(File::open(p).map_err(|e| VfsError::io(&e))?);
+                // Never through a link or into a FIFO planted since the tree was built.
+                let file = Arc::new(crate::sys::open_resolved(p).map_err(|e| VfsError::io(&e))?);
                 let fh = self.handles.insert(OpenFile::Backed(file.clone()));
                 Ok((fh, Opened::Backed(file)))
             }

@@ -153,7 +153,7 @@ impl Renderer {
                 };
                 if m.source == Source::Workspace
                     && let Ok(raw) =
-                        crate::sys::read_file(&m.path.join(crate::hash::SENTINEL_FILENAME))
+                        crate::sys::read_file_nofollow(&m.path.join(crate::hash::SENTINEL_FILENAME))
                 {
                     return Arc::new(raw);
                 }

@@ -737,3 +737,24 @@ fn hub_alias_names_and_staging_folders() {
     assert_eq!(names.len(), 4, "{names:?}");
     assert!(names.iter().all(|n| !n.starts_with('.')), "{names:?}");
 }
+
+#[test]
+fn with_home_unset_the_cache_is_never_relative() {
+    // No HOME, no HF_HOME, no HF_HUB_CACHE: the home comes from the password database.
+    let loc = Locations::from_vars(|_| None);
+    assert!(loc.hub_cache.is_absolute(), "{}", loc.hub_cache.display());
+    assert!(loc.hub_cache.ends_with(".cache/huggingface/hub"));
+}
+
+#[test]
+fn a_sentinel_that_is_a_link_is_not_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ws = tmp.path().join("ws");
+    write_tree(&ws, &good_files());
+    let secret = tmp.path().join("secret.json");
+    fs::write(&secret, r#"{"managed": true, "source_repo": "SECRET"}"#).unwrap();
+    symlink(&secret, ws.join(".mlxk_workspace.json")).unwrap();
+    let d = describe(&ModelRef::workspace(ws.clone(), "ws".into()));
+    assert_eq!(d.record.origin, None);
+    assert!(d.sentinel.unwrap().sentinel().is_none());
+}

@@ -446,3 +446,97 @@ fn a_real_mlxfs_in_a_model_is_a_warning() {
     let health = String::from_utf8(mlxfs(&fx, &["health", "ws"]).stdout).unwrap();
     assert!(health.contains("warning: .mlxfs (a file)"), "{health}");
 }
+
+/// Lock files are probed and taken without waiting on a FIFO or following a link planted at
+/// their path.
+#[test]
+fn rm_and_pull_never_wait_on_or_follow_a_lock_file() {
+    let fx = Fx::new();
+    fx.hub_model("org/x", &good_files());
+    let locks = fx.hub().join(".locks/models--org--x");
+    fs::create_dir_all(&locks).unwrap();
+    let fifo = std::ffi::CString::new(
+        locks
+            .join(".mlxfs-pull.lock")
+            .into_os_string()
+            .into_encoded_bytes(),
+    )
+    .unwrap();
+    // SAFETY: mkfifo with a valid path.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+    let run = |args: &[&str]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_mlxfs"));
+        c.args(args).env_clear().env("PATH", "/usr/bin:/bin");
+        for (k, v) in fx.vars() {
+            c.env(k, v);
+        }
+        c.env("HF_ENDPOINT", "http://127.0.0.1:9");
+        let mut child = c
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                return s;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("{args:?} hung on a FIFO lock file");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
+    run(&["pull", "org/x", "--refresh", "--json"]);
+    run(&["rm", "org/x", "--json"]);
+    // A dangling link where the pull lock goes: nothing is created at its target.
+    fs::remove_file(locks.join(".mlxfs-pull.lock")).unwrap();
+    let target = fx.tmp.path().join("created-by-mlxfs");
+    std::os::unix::fs::symlink(&target, locks.join(".mlxfs-pull.lock")).unwrap();
+    run(&["pull", "org/x", "--refresh", "--json"]);
+    run(&["rm", "org/x", "-f", "--json"]);
+    assert!(!target.exists(), "a lock link was followed");
+}
+
+#[test]
+fn run_refuses_bad_numbers_and_a_linked_cache_before_python() {
+    let fx = Fx::new();
+    let ws = fx.workspace("ws", &good_files());
+    for bad in [
+        &["--temperature", "nan"][..],
+        &["--temperature", "-1"][..],
+        &["--top-p", "7"][..],
+        &["--max-tokens", "0"][..],
+        &["--repetition-penalty", "inf"][..],
+    ] {
+        let mut args = vec!["run", "ws", "hi", "--json"];
+        args.extend_from_slice(bad);
+        let o = mlxfs(&fx, &args);
+        assert_eq!(o.status.code(), Some(2), "{bad:?}");
+        assert_eq!(json(&o)["error"]["type"], "CommandError", "{bad:?}");
+    }
+    // A workspace's .hf_cache that is a link would send downloads elsewhere: refused.
+    let elsewhere = fx.tmp.path().join("shared-cache");
+    fs::create_dir_all(&elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, ws.join(".hf_cache")).unwrap();
+    let o = mlxfs(
+        &fx,
+        &[
+            "run",
+            "ws",
+            "hi",
+            "--json",
+            "--python",
+            "/nonexistent/python",
+        ],
+    );
+    let v = json(&o);
+    assert_eq!(v["error"]["type"], "cache_dir_failed", "{v:#}");
+    // The usage error names what is missing.
+    let v = json(&mlxfs(&fx, &["show", "--json"]));
+    assert_eq!(
+        v["error"]["message"],
+        "the following required arguments were not provided: <MODEL>"
+    );
+}

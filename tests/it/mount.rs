@@ -828,3 +828,72 @@ fn hostile_trees_mount_and_every_file_reads() {
     );
     assert!(!m.log().contains("panicked"), "{}", m.log());
 }
+
+/// A web of links inside a workspace (and a link out of the workspace home) never keeps the
+/// watcher busy: new models still appear, and umount ends the daemon.
+#[test]
+fn links_never_stall_the_watcher() {
+    crate::require!(Fuse);
+    let fx = Fx::new();
+    let ws = fx.workspace("good", &good_files());
+    for i in 0..=40 {
+        fs::create_dir_all(ws.join(format!("d{i}"))).unwrap();
+    }
+    for i in 0..40 {
+        symlink(format!("../d{}", i + 1), ws.join(format!("d{i}/a"))).unwrap();
+        symlink(format!("../d{}", i + 1), ws.join(format!("d{i}/b"))).unwrap();
+    }
+    let m = Mount::start(&fx, &[]);
+    std::thread::sleep(Duration::from_millis(300));
+    fx.workspace("new", &good_files());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !m.p("new").exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        m.p("new").exists(),
+        "the watcher stalled; log:\n{}",
+        m.log()
+    );
+}
+
+/// `mount --daemon` through a link to an empty folder comes up (and `umount` through the same
+/// link works); a link planted where the daemon log goes is replaced, not written through.
+#[test]
+fn a_link_mount_point_and_a_planted_log_link() {
+    crate::require!(Fuse);
+    let fx = Fx::new();
+    fx.workspace("ws", &good_files());
+    let real = fx.tmp.path().join("real-mnt");
+    fs::create_dir_all(&real).unwrap();
+    let link = fx.tmp.path().join("link-mnt");
+    symlink(&real, &link).unwrap();
+    let victim = fx.tmp.path().join("victim");
+    fs::write(&victim, "keep me").unwrap();
+    let state = fx.home.join(".local/state/mlxfs");
+    fs::create_dir_all(&state).unwrap();
+    let tag: String = real
+        .to_string_lossy()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    for t in [tag.clone(), tag.replace("real", "link")] {
+        symlink(&victim, state.join(format!("mount{t}.log"))).unwrap();
+    }
+    let o = cmd(&fx)
+        .args(["mount", "--daemon"])
+        .arg(&link)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(real.join("ws/config.json").exists());
+    let o = cmd(&fx).arg("umount").arg(&link).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(fs::read_to_string(&victim).unwrap(), "keep me");
+}

@@ -512,3 +512,43 @@ fn a_folder_that_replaces_a_file_drops_the_name_too() {
     ));
     assert!(got.contains(&Invalidation::Inode(health)));
 }
+
+/// What the mount opens is what the tree saw: a link or a FIFO put in a file's place after
+/// the tree was built is refused at once (never followed, never waited on).
+#[test]
+fn opens_refuse_links_and_fifos_planted_after_the_build() {
+    let fx = Fx::new();
+    let ws = fx.workspace("w", &good_files());
+    fs::write(ws.join("notes.txt"), "mine").unwrap();
+    fs::write(ws.join("pipe.txt"), "mine").unwrap();
+    fs::create_dir_all(ws.join("sub")).unwrap();
+    fs::write(ws.join("sub/deep.txt"), "mine").unwrap();
+    let victim = fx.tmp.path().join("victim");
+    fs::write(&victim, "SECRET").unwrap();
+    fs::create_dir_all(fx.tmp.path().join("elsewhere")).unwrap();
+    fs::write(fx.tmp.path().join("elsewhere/deep.txt"), "SECRET").unwrap();
+    let v = vfs_of(&fx);
+    let t = v.tree();
+    let ino = |p: &str| t.resolve_path(Path::new(p)).unwrap();
+    let (notes, pipe, deep) = (ino("w/notes.txt"), ino("w/pipe.txt"), ino("w/sub/deep.txt"));
+    fs::remove_file(ws.join("notes.txt")).unwrap();
+    symlink(&victim, ws.join("notes.txt")).unwrap();
+    fs::remove_file(ws.join("pipe.txt")).unwrap();
+    let c =
+        std::ffi::CString::new(ws.join("pipe.txt").into_os_string().into_encoded_bytes()).unwrap();
+    // SAFETY: mkfifo with a valid path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+    fs::remove_dir_all(ws.join("sub")).unwrap();
+    symlink(fx.tmp.path().join("elsewhere"), ws.join("sub")).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let r = [notes, pipe, deep].map(|i| v.open(i, false).map(|_| ()));
+        let _ = tx.send(r);
+    });
+    let r = rx
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("an open waited on a FIFO");
+    for (what, res) in ["a link", "a FIFO", "a link in the path"].iter().zip(r) {
+        assert!(res.is_err(), "{what} was opened");
+    }
+}
