@@ -67,15 +67,81 @@ fn regular_blocking(f: std::fs::File) -> io::Result<std::fs::File> {
     Ok(f)
 }
 
-/// Open `p` for reading without blocking on a FIFO, and only when it is a regular file (links
-/// followed); the descriptor is switched back to blocking reads.
-pub fn open_regular(p: &Path) -> io::Result<std::fs::File> {
+/// Open `p` (links followed) without blocking on a FIFO, and only when it is a regular file:
+/// the file, still non-blocking (which changes nothing for a regular file's reads), and its
+/// size. One `open` and one `fstat`: this is on the path of every file `list` reads.
+fn open_nonblocking(p: &Path) -> io::Result<(std::fs::File, u64)> {
     use std::os::unix::fs::OpenOptionsExt;
     let f = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
         .open(p)?;
-    regular_blocking(f)
+    let md = f.metadata()?;
+    if !md.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    Ok((f, md.len()))
+}
+
+/// Clear `O_NONBLOCK` on a descriptor.
+fn set_blocking(f: &std::fs::File) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: fcntl on a descriptor we own, clearing O_NONBLOCK.
+    unsafe {
+        let fl = libc::fcntl(f.as_raw_fd(), libc::F_GETFL);
+        if fl >= 0 && fl & libc::O_NONBLOCK != 0 {
+            libc::fcntl(f.as_raw_fd(), libc::F_SETFL, fl & !libc::O_NONBLOCK);
+        }
+    }
+}
+
+/// Append up to `limit` bytes of `f` to `buf`; a file system that answers a non-blocking read
+/// with `EAGAIN` is switched to blocking reads and asked again.
+fn read_up_to(f: &mut std::fs::File, limit: u64, buf: &mut Vec<u8>) -> io::Result<()> {
+    use std::io::Read;
+    let start = buf.len();
+    loop {
+        let left = limit.saturating_sub((buf.len() - start) as u64);
+        match (&mut *f).take(left).read_to_end(buf) {
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => set_blocking(f),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Open `p` for reading without blocking on a FIFO, and only when it is a regular file (links
+/// followed); the descriptor is switched back to blocking reads.
+pub fn open_regular(p: &Path) -> io::Result<std::fs::File> {
+    let (f, _) = open_nonblocking(p)?;
+    set_blocking(&f);
+    Ok(f)
+}
+
+/// At most the first `n` bytes of `p` (fewer when it is shorter). Opened without blocking
+/// and read at most `n` bytes, so a FIFO or a device cannot stall or flood it; callers check
+/// that it is a regular file when that matters.
+pub fn read_prefix(p: &Path, n: usize) -> io::Result<Vec<u8>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(p)?;
+    // One read, as for any small file (a regular file answers it whole).
+    use std::io::Read;
+    let mut buf = vec![0u8; n];
+    let got = match f.read(&mut buf) {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            set_blocking(&f);
+            f.read(&mut buf)?
+        }
+        r => r?,
+    };
+    buf.truncate(got);
+    Ok(buf)
 }
 
 /// Open the regular file at the absolute, already resolved path `p` for reading, following no
@@ -188,17 +254,16 @@ pub fn home_dir(home_var: Option<String>) -> String {
 /// `config.json` is not waited on, a link to `/dev/zero` is not read forever, a device is not
 /// touched.
 pub fn read_file(p: &Path) -> io::Result<Vec<u8>> {
-    use std::io::Read;
-    let f = open_regular(p)?;
-    let len = f.metadata()?.len();
+    let (mut f, len) = open_nonblocking(p)?;
     if len > READ_FILE_MAX {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
             format!("larger than {READ_FILE_MAX} bytes"),
         ));
     }
-    let mut buf = Vec::with_capacity(len as usize);
-    f.take(READ_FILE_MAX).read_to_end(&mut buf)?;
+    // Room for the size fstat gave (a file that grew meanwhile is read up to the cap).
+    let mut buf = Vec::with_capacity(len as usize + 1);
+    read_up_to(&mut f, READ_FILE_MAX, &mut buf)?;
     Ok(buf)
 }
 

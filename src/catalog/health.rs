@@ -22,12 +22,8 @@ fn is_lfs_pointer(e: &Entry) -> bool {
     if !e.is_file || e.size >= 200 {
         return false;
     }
-    let mut buf = [0u8; 100];
-    let Ok(mut f) = crate::sys::open_regular(&e.path) else {
-        return false;
-    };
-    let n = f.read(&mut buf).unwrap_or(0);
-    buf[..n].windows(LFS_MARKER.len()).any(|w| w == LFS_MARKER)
+    crate::sys::read_prefix(&e.path, 100)
+        .is_ok_and(|b| b.windows(LFS_MARKER.len()).any(|w| w == LFS_MARKER))
 }
 
 fn list(names: &[String]) -> String {

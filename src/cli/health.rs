@@ -93,8 +93,8 @@ pub fn run(a: &HealthArgs, loc: &Locations) -> Result<Output, CliError> {
         unhealthy,
         summary,
     };
-    let human = render(&data);
-    Ok(Output::new(data, human))
+    let value = serde_json::to_value(&data).unwrap_or_default();
+    Ok(Output::lazy(value, move || render(&data)))
 }
 
 /// One line per model (names and reasons escaped: a name never forges another line).

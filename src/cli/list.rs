@@ -8,7 +8,7 @@ use crate::catalog::verdict::{Capability, HealthStatus, ModelType};
 use crate::catalog::{Locations, Source, record};
 use crate::timefmt;
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone)]
 #[command(after_help = "\
 PATTERN is a case-insensitive substring of model names; a path (./, ../, /, ~) lists that
 workspace, the workspaces in that folder, or those whose folder name starts with it.
@@ -32,8 +32,9 @@ pub struct ListArgs {
 /// `list [PATTERN]`: every matching model's record (the JSON), and mlx-knife's table.
 pub fn run(a: &ListArgs, loc: &Locations) -> Result<Output, CliError> {
     let data = record::list(loc, a.pattern.as_deref());
-    let human = render(&data.models, a);
-    Ok(Output::new(data, human))
+    let value = serde_json::to_value(&data).unwrap_or_default();
+    let a = a.clone();
+    Ok(Output::lazy(value, move || render(&data.models, &a)))
 }
 
 /// The mlx-knife table.

@@ -187,18 +187,26 @@ pub fn run(args: Vec<std::ffi::OsString>) -> i32 {
         Command::Rm(a) => (Order::ErrorFirst, rm::run(a, &loc, json)),
         Command::Push(a) => (Order::ErrorFirst, push::run(a, &loc, json)),
     };
-    match &result {
-        Ok(o) if json => print_json(&envelope(Some(name), order, Ok(&o.data))),
-        Ok(o) => {
-            if !o.human.is_empty() {
-                emit(&o.human);
-            }
-        }
-        Err(e) if json => print_json(&envelope(Some(name), order, Err(e))),
-        Err(e) => print_human_error(name, e),
-    }
     match result {
-        Ok(o) => o.code,
-        Err(_) => 1,
+        Ok(o) if json => {
+            print_json(&envelope(Some(name), order, Ok(&o.data)));
+            o.code
+        }
+        Ok(o) => {
+            let code = o.code;
+            let text = o.human();
+            if !text.is_empty() {
+                emit(&text);
+            }
+            code
+        }
+        Err(e) if json => {
+            print_json(&envelope(Some(name), order, Err(&e)));
+            1
+        }
+        Err(e) => {
+            print_human_error(name, &e);
+            1
+        }
     }
 }

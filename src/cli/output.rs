@@ -12,21 +12,28 @@ use crate::jsonfmt::to_python_json;
 pub use crate::text::human_bytes as humanize_size;
 use crate::text::one_line;
 
-/// What a command produced: the JSON envelope's `data`, the same facts as human text, and the
-/// exit code.
-#[derive(Debug, Clone)]
+/// What a command produced: the JSON envelope's `data`, the same facts as human text
+/// (rendered only when asked for: `--json` never pays for a table), and the exit code.
 pub struct Output {
     pub data: Value,
-    pub human: String,
+    human: Box<dyn FnOnce() -> String>,
     pub code: i32,
 }
 
 impl Output {
-    /// A successful result (exit 0).
+    /// A successful result (exit 0) whose human text is already known.
     pub fn new(data: impl serde::Serialize, human: String) -> Output {
+        Output::lazy(
+            serde_json::to_value(data).unwrap_or(Value::Null),
+            move || human,
+        )
+    }
+    /// A successful result with its `data` already JSON, whose human text is rendered when
+    /// asked for.
+    pub fn lazy(data: Value, human: impl FnOnce() -> String + 'static) -> Output {
         Output {
-            data: serde_json::to_value(data).unwrap_or(Value::Null),
-            human,
+            data,
+            human: Box::new(human),
             code: 0,
         }
     }
@@ -34,6 +41,10 @@ impl Output {
     pub fn code(mut self, code: i32) -> Output {
         self.code = code;
         self
+    }
+    /// The human text.
+    pub fn human(self) -> String {
+        (self.human)()
     }
 }
 
