@@ -74,8 +74,8 @@ pub fn run(a: &MountArgs, loc: &Locations) -> Result<Output, CliError> {
         let pid = daemonize(&args, &a.dir, &log)?;
         crate::note!(
             "mlxfs: mounted at {} (daemon pid {pid}, log {})",
-            a.dir.display(),
-            log.display()
+            crate::text::one_line(&a.dir.to_string_lossy()),
+            crate::text::one_line(&log.to_string_lossy())
         );
         return Ok(Output::new(
             json!({"mountpoint": a.dir, "pid": pid, "log": log}),

@@ -233,11 +233,11 @@ pub fn mount(loc: Locations, opts: &MountOptions) -> Result<(), MountError> {
     .map_err(|e| MountError::new(K::MountFailed, e.to_string(), None))?;
 
     spawn_tuning(dir.clone());
+    let shown = crate::text::one_line(&dir.to_string_lossy()).into_owned();
     eprintln!(
-        "mlxfs: {models} models mounted at {} (reads: {}); Ctrl-C or `mlxfs umount {}` to unmount",
-        dir.display(),
+        "mlxfs: {models} models mounted at {shown} (reads: {}); Ctrl-C or `mlxfs umount {}` to unmount",
         mode(passthrough.load(Ordering::Relaxed)).as_str(),
-        dir.display()
+        crate::text::shell_quote(&shown)
     );
     let res = session.run();
     stop.store(true, Ordering::Relaxed);
