@@ -52,6 +52,23 @@ pub struct UmountArgs {
     pub dir: PathBuf,
 }
 
+/// The daemon log's file name for a mount point (`/mnt/x` → `mount_mnt_x.log`), in mlxfs's
+/// state folder.
+pub fn log_name(mountpoint: &std::path::Path) -> String {
+    let tag: String = mountpoint
+        .to_string_lossy()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("mount{tag}.log")
+}
+
 pub fn run(a: &MountArgs, loc: &Locations) -> Result<Output, CliError> {
     if a.daemon && env::var_os(env::MLXFS_DAEMON_CHILD).is_none() {
         // Check here: the parent only waits for a mount to answer, which an existing mount
@@ -59,18 +76,7 @@ pub fn run(a: &MountArgs, loc: &Locations) -> Result<Output, CliError> {
         lifecycle::check_mountpoint(&a.dir)?;
         let args: Vec<_> = std::env::args_os().collect();
         let abs = std::path::absolute(&a.dir).unwrap_or_else(|_| a.dir.clone());
-        let tag: String = abs
-            .to_string_lossy()
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        let log = crate::state::dir_or_temp().join(format!("mount{tag}.log"));
+        let log = crate::state::dir_or_temp().join(log_name(&abs));
         let pid = daemonize(&args, &a.dir, &log)?;
         crate::note!(
             "mlxfs: mounted at {} (daemon pid {pid}, log {})",

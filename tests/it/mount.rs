@@ -872,19 +872,8 @@ fn a_link_mount_point_and_a_planted_log_link() {
     fs::write(&victim, "keep me").unwrap();
     let state = fx.home.join(".local/state/mlxfs");
     fs::create_dir_all(&state).unwrap();
-    let tag: String = real
-        .to_string_lossy()
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    for t in [tag.clone(), tag.replace("real", "link")] {
-        symlink(&victim, state.join(format!("mount{t}.log"))).unwrap();
+    for p in [&real, &link] {
+        symlink(&victim, state.join(mlxfs::cli::mount::log_name(p))).unwrap();
     }
     let o = cmd(&fx)
         .args(["mount", "--daemon"])
