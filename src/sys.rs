@@ -174,9 +174,14 @@ pub fn open_resolved(p: &Path) -> io::Result<std::fs::File> {
     if !matches!(e.raw_os_error(), Some(libc::ENOSYS) | Some(libc::EPERM)) {
         return Err(e);
     }
+    open_nofollow(p, std::fs::OpenOptions::new().read(true))
+}
+
+/// Open `p` as `opts` say, never through a link at its last component and never waiting on a
+/// FIFO; anything but a regular file is an error (a blocking descriptor is returned).
+fn open_nofollow(p: &Path, opts: &mut std::fs::OpenOptions) -> io::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
-    let f = std::fs::OpenOptions::new()
-        .read(true)
+    let f = opts
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_NOFOLLOW)
         .open(p)?;
     regular_blocking(f)
@@ -185,24 +190,18 @@ pub fn open_resolved(p: &Path) -> io::Result<std::fs::File> {
 /// Open (creating it when missing) a lock file for `flock`, never through a link and never
 /// waiting on a FIFO: anything but a regular file at `p` is an error.
 pub fn open_lock_file(p: &Path) -> io::Result<std::fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_NOFOLLOW)
-        .open(p)?;
-    regular_blocking(f)
+    open_nofollow(
+        p,
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true),
+    )
 }
 
 /// An existing lock file, opened to probe it: never through a link, never a FIFO.
 pub fn open_existing_lock(p: &Path) -> io::Result<std::fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_NOFOLLOW)
-        .open(p)?;
-    regular_blocking(f)
+    open_nofollow(p, std::fs::OpenOptions::new().read(true))
 }
 
 /// Read a file that must be a regular file and not a link (a sentinel is the workspace's own

@@ -75,17 +75,7 @@ fn every_environment_variable_is_documented_and_read_in_one_place() {
     );
     // Outside env.rs nothing reads the environment by itself.
     let mut files = Vec::new();
-    fn walk(d: &Path, out: &mut Vec<PathBuf>) {
-        for e in fs::read_dir(d).unwrap().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                walk(&p, out);
-            } else if p.extension().is_some_and(|x| x == "rs") {
-                out.push(p);
-            }
-        }
-    }
-    walk(&root().join("src"), &mut files);
+    crate::arch::rust_files(&root().join("src"), &mut files);
     let mut wrong = Vec::new();
     for f in files {
         if f.ends_with("src/env.rs") {
