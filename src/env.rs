@@ -5,8 +5,12 @@
 
 /// The hub cache folder itself (huggingface_hub). Wins over `HF_HOME`.
 pub const HF_HUB_CACHE: &str = "HF_HUB_CACHE";
+/// The hub cache folder, huggingface_hub's older name: used when `HF_HUB_CACHE` is unset.
+pub const HUGGINGFACE_HUB_CACHE: &str = "HUGGINGFACE_HUB_CACHE";
 /// The Hugging Face home: the hub cache is `$HF_HOME/hub`, the token `$HF_HOME/token`.
 pub const HF_HOME: &str = "HF_HOME";
+/// The user's cache folder: `HF_HOME` defaults to `$XDG_CACHE_HOME/huggingface`.
+pub const XDG_CACHE_HOME: &str = "XDG_CACHE_HOME";
 /// The home folder: `~` in paths, `~/.cache/huggingface`, `~/.local/state/mlxfs`.
 pub const HOME: &str = "HOME";
 /// The workspace home: each folder with a `config.json` directly under it is a workspace
@@ -39,7 +43,9 @@ pub const MLXFS_DAEMON_CHILD: &str = "MLXFS_DAEMON_CHILD";
 /// Every variable mlxfs reads.
 pub const READ: &[&str] = &[
     HF_HUB_CACHE,
+    HUGGINGFACE_HUB_CACHE,
     HF_HOME,
+    XDG_CACHE_HOME,
     HOME,
     MLXK_WORKSPACE_HOME,
     HF_ENDPOINT,

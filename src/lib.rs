@@ -17,6 +17,7 @@ pub mod hints;
 pub mod hub;
 pub mod jsonfmt;
 pub mod mountprobe;
+pub mod osjunk;
 pub mod runtime;
 pub mod state;
 pub mod sys;

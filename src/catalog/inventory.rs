@@ -1,7 +1,9 @@
 //! One walk of a model folder, shared by health, size and detection.
 //!
 //! Symlinked directories are not descended (as Python's `rglob`); every link is resolved once,
-//! so a dangling link or one that leaves the allowed boundary is recorded, never fatal.
+//! so a dangling link or one that leaves the model's folders is recorded, never fatal. OS
+//! junk names (`._*` sidecars, `.DS_Store`, …: [`crate::osjunk`]) are not model files: they
+//! are skipped (not in sizes, health or detection) and counted in [`Inventory::junk`].
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -12,11 +14,11 @@ use crate::hash::resolve_link;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LinkState {
     NotALink,
-    /// Target exists inside the boundary.
+    /// Target exists inside one of the model's own folders ([`crate::catalog::ModelRef::link_roots`]).
     Inside,
     /// Target does not exist.
     Dangling,
-    /// Target exists but is outside the boundary (workspace root, or a hub repo folder).
+    /// Target exists but is outside every one of the model's own folders.
     Escapes,
 }
 
@@ -43,18 +45,19 @@ pub struct Inventory {
     pub entries: Vec<Entry>,
     /// Folders that could not be read (relative paths).
     pub unreadable: Vec<String>,
+    /// OS junk entries skipped (relative paths; folders are not descended).
+    pub junk: Vec<String>,
 }
 
 impl Inventory {
-    /// Walk `root`. Links must resolve inside `boundary` (the workspace itself, or the
-    /// `models--…` folder for a hub snapshot whose files point into `blobs/`).
-    pub fn scan(root: &Path, boundary: &Path) -> Inventory {
+    /// Walk `root`. Links must resolve inside one of `roots`, real (canonical) folders: the
+    /// model's own ([`crate::catalog::ModelRef::link_roots`]).
+    pub fn scan(root: &Path, roots: &[PathBuf]) -> Inventory {
         let mut inv = Inventory::default();
         // Walk from the resolved root: every folder reached is then resolved too (symlinked
         // folders are not descended), so a link resolves from its parent without a full
         // realpath of each path component.
         let root = fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
-        let boundary = fs::canonicalize(boundary).unwrap_or_else(|_| boundary.to_path_buf());
         let mut stack = vec![(root, String::new(), false)];
         while let Some((dir, prefix, in_cache)) = stack.pop() {
             let rd = match fs::read_dir(&dir) {
@@ -77,6 +80,10 @@ impl Inventory {
                 } else {
                     format!("{prefix}/{name}")
                 };
+                if crate::osjunk::is_os_junk(&os_name) {
+                    inv.junk.push(rel);
+                    continue;
+                }
                 let path = e.path();
                 let Ok(ft) = e.file_type() else { continue };
                 let in_hf_cache = in_cache || (prefix.is_empty() && name == ".hf_cache");
@@ -87,7 +94,7 @@ impl Inventory {
                             let inside = fs::read_link(&path)
                                 .ok()
                                 .and_then(|t| resolve_link(&dir, &t))
-                                .is_some_and(|t| t.starts_with(&boundary));
+                                .is_some_and(|t| roots.iter().any(|r| t.starts_with(r)));
                             if inside {
                                 (LinkState::Inside, Some(md))
                             } else {
@@ -118,6 +125,7 @@ impl Inventory {
             }
         }
         inv.entries.sort_by(|a, b| a.rel.cmp(&b.rel));
+        inv.junk.sort();
         inv
     }
 

@@ -42,6 +42,37 @@ fn expand_tilde(s: &str, home: Option<&str>) -> PathBuf {
     }
 }
 
+/// Python's `os.path.expandvars` (POSIX): `$NAME` and `${NAME}` become the variable's value;
+/// unknown variables (and a lone `$`) stay as written. huggingface_hub applies it to
+/// `HF_HOME` and `HF_HUB_CACHE` (constants.py).
+pub fn expand_vars(s: &str, get: &impl Fn(&str) -> Option<String>) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        let (name, len) = if let Some(b) = after.strip_prefix('{') {
+            match b.find('}') {
+                Some(j) => (&b[..j], j + 2),
+                None => ("", 0),
+            }
+        } else {
+            let n = after
+                .char_indices()
+                .find(|(_, c)| !(c.is_ascii_alphanumeric() || *c == '_'))
+                .map_or(after.len(), |(j, _)| j);
+            (&after[..n], n)
+        };
+        match (!name.is_empty()).then(|| get(name)).flatten() {
+            Some(v) => out.push_str(&v),
+            None => out.push_str(&rest[i..i + 1 + len]),
+        }
+        rest = &after[len..];
+    }
+    out.push_str(rest);
+    out
+}
+
 impl Locations {
     /// From the process environment.
     pub fn from_env() -> Locations {
@@ -49,16 +80,21 @@ impl Locations {
     }
 
     /// From any variable source; an empty variable counts as unset.
+    ///
+    /// The hub cache is found as huggingface_hub's constants.py finds it: `HF_HUB_CACHE`, else
+    /// the older `HUGGINGFACE_HUB_CACHE`, else `$HF_HOME/hub`, where `HF_HOME` defaults to
+    /// `$XDG_CACHE_HOME/huggingface`, else `~/.cache/huggingface` (`~` and `$VAR` expanded).
     pub fn from_vars(get: impl Fn(&str) -> Option<String>) -> Locations {
         let var = |k: &str| get(k).filter(|v| !v.is_empty());
         // Python's expanduser: HOME, else the password database (never a relative `~`).
         let home = Some(crate::sys::home_dir(var(env::HOME)));
+        let expand = |s: &str| expand_tilde(&expand_vars(s, &var), home.as_deref());
         let hub_cache = if let Some(c) = var(env::HF_HUB_CACHE) {
-            expand_tilde(&c, home.as_deref())
-        } else if let Some(h) = var(env::HF_HOME) {
-            expand_tilde(&h, home.as_deref()).join("hub")
+            expand(&c)
+        } else if let Some(c) = var(env::HUGGINGFACE_HUB_CACHE) {
+            expand(&c)
         } else {
-            expand_tilde("~/.cache/huggingface/hub", home.as_deref())
+            hf_home_with(&var, home.as_deref()).join("hub")
         };
         let mut workspace_home = None;
         let mut workspace_home_problem = None;
@@ -79,6 +115,22 @@ impl Locations {
             workspace_home_set,
         }
     }
+}
+
+/// `HF_HOME` as huggingface_hub computes it (constants.py): the variable (`~` and `$VAR`
+/// expanded), else `$XDG_CACHE_HOME/huggingface`, else `~/.cache/huggingface`.
+fn hf_home_with(var: &impl Fn(&str) -> Option<String>, home: Option<&str>) -> PathBuf {
+    let raw = var(env::HF_HOME).unwrap_or_else(|| {
+        let cache = var(env::XDG_CACHE_HOME).unwrap_or_else(|| "~/.cache".to_string());
+        format!("{}/huggingface", cache.trim_end_matches('/'))
+    });
+    expand_tilde(&expand_vars(&raw, var), home)
+}
+
+/// The Hugging Face home of this process's environment (see [`Locations::from_vars`]).
+pub fn hf_home() -> PathBuf {
+    let home = crate::sys::home_dir(env::var(env::HOME));
+    hf_home_with(&env::var, Some(&home))
 }
 
 /// Where a model comes from (the record's `source`).
@@ -122,6 +174,9 @@ pub struct HubRepo {
     pub problem: Option<String>,
     /// Entries of `snapshots/` that are not used, with why (not UTF-8, not a folder).
     pub ignored: Vec<String>,
+    /// `refs/main` names this commit, but no snapshot of it is cached (an interrupted
+    /// update): the current revision is missing, `current` is `None`.
+    pub missing_main: Option<String>,
 }
 
 /// `models--org--name` → `org/name` (every `--` becomes `/`, as mlx-knife does).
@@ -156,6 +211,10 @@ impl HubRepo {
     /// Read one `models--…` folder (`None` only when the name does not start with `models--`;
     /// every other problem becomes `problem`: a name that is not UTF-8 is listed by its lossy
     /// form with that reason, so nothing in the cache is left out silently).
+    ///
+    /// The folder itself, `snapshots/`, each snapshot and `blobs/` may be links to another
+    /// disk (huggingface_hub's advice for freeing space): they are followed. A link that
+    /// leads nowhere (a disk not attached) is the model's problem, or an ignored snapshot.
     pub fn load(dir: &Path) -> Option<HubRepo> {
         let os_name = dir.file_name()?;
         let name = os_name.to_string_lossy();
@@ -167,17 +226,29 @@ impl HubRepo {
             current: None,
             problem: None,
             ignored: Vec::new(),
+            missing_main: None,
         };
         if os_name.to_str().is_none() {
             repo.problem =
                 Some("Folder name is not valid UTF-8: rename the model folder".to_string());
             return Some(repo);
         }
+        if let Some(why) = unusable_folder(dir) {
+            repo.problem = Some(why);
+            return Some(repo);
+        }
         let snaps = dir.join("snapshots");
         let rd = match fs::read_dir(&snaps) {
             Ok(rd) => rd,
-            Err(_) => {
-                repo.problem = Some("No snapshots directory found".into());
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                repo.problem = Some(match unusable_folder(&snaps) {
+                    Some(why) if is_link(&snaps) => format!("snapshots/: {why}"),
+                    _ => "No snapshots directory found".into(),
+                });
+                return Some(repo);
+            }
+            Err(e) => {
+                repo.problem = Some(format!("Cannot read snapshots/: {e}"));
                 return Some(repo);
             }
         };
@@ -188,23 +259,30 @@ impl HubRepo {
             if os_name.as_encoded_bytes().starts_with(b".") {
                 continue;
             }
-            if !ft.is_dir() {
-                repo.ignored.push(format!(
-                    "snapshots/{}: not a folder",
-                    os_name.to_string_lossy()
-                ));
-                continue;
-            }
-            let Some(commit) = os_name.to_str().map(str::to_string) else {
-                repo.ignored.push(format!(
-                    "snapshots/{}: name is not valid UTF-8",
-                    os_name.to_string_lossy()
-                ));
+            let shown = os_name.to_string_lossy();
+            // A snapshot folder moved elsewhere and linked back is followed.
+            let md = if ft.is_symlink() {
+                match unusable_folder(&e.path()) {
+                    Some(why) => {
+                        repo.ignored.push(format!("snapshots/{shown}: {why}"));
+                        continue;
+                    }
+                    None => fs::metadata(e.path()).ok(),
+                }
+            } else if ft.is_dir() {
+                e.metadata().ok()
+            } else {
+                repo.ignored
+                    .push(format!("snapshots/{shown}: not a folder"));
                 continue;
             };
-            let mtime = e
-                .metadata()
-                .and_then(|m| m.modified())
+            let Some(commit) = os_name.to_str().map(str::to_string) else {
+                repo.ignored
+                    .push(format!("snapshots/{shown}: name is not valid UTF-8"));
+                continue;
+            };
+            let mtime = md
+                .and_then(|m| m.modified().ok())
                 .unwrap_or(SystemTime::UNIX_EPOCH);
             repo.snapshots.push(Snapshot {
                 commit,
@@ -215,22 +293,92 @@ impl HubRepo {
         repo.snapshots
             .sort_by(|a, b| b.mtime.cmp(&a.mtime).then(a.commit.cmp(&b.commit)));
         if repo.snapshots.is_empty() {
-            repo.problem = Some("No snapshots found".into());
+            repo.problem = Some(match repo.ignored.first() {
+                Some(why) => format!("No usable snapshot: {why}"),
+                None => "No snapshots found".into(),
+            });
             return Some(repo);
         }
-        let by_ref =
-            read_ref(dir, "main").and_then(|c| repo.snapshots.iter().position(|s| s.commit == c));
-        repo.current = Some(by_ref.unwrap_or(0));
+        // refs/main names the current revision; one that is not cached is said, never
+        // replaced by an older snapshot.
+        match read_ref(dir, "main") {
+            Some(c) => match repo.snapshots.iter().position(|s| s.commit == c) {
+                Some(i) => repo.current = Some(i),
+                None => repo.missing_main = Some(c),
+            },
+            None => repo.current = Some(0),
+        }
         Some(repo)
+    }
+
+    /// Why the current revision cannot be used when `refs/main` names a commit that is not
+    /// cached, naming the cached snapshots by the names that still reach them.
+    pub fn missing_main_problem(&self) -> Option<String> {
+        let c = self.missing_main.as_ref()?;
+        let cached: Vec<String> = self
+            .snapshots
+            .iter()
+            .map(|s| format!("{}@{}", self.repo_id, short_rev(&s.commit)))
+            .collect();
+        Some(format!(
+            "Current revision {} (refs/main) is not in the cache; cached: {}. \
+             `mlxfs pull {}` fetches it",
+            short_rev(c),
+            cached.join(", "),
+            self.repo_id
+        ))
     }
 
     /// The commit a ref (branch/tag name under `refs/`) points at, when it has a snapshot.
     pub fn snapshot_for_ref(&self, name: &str) -> Option<usize> {
-        if name.is_empty() || name.contains("..") || name.starts_with('/') {
+        let (_, c) = self.ref_target(name)?;
+        self.snapshots.iter().position(|s| s.commit == c)
+    }
+
+    /// `(ref name, commit)` of a ref under `refs/`, cached or not (`None` for names that could
+    /// leave `refs/`).
+    pub fn ref_target(&self, name: &str) -> Option<(String, String)> {
+        if name.is_empty()
+            || name.split('/').any(|p| p == ".." || p == ".")
+            || name.starts_with('/')
+        {
             return None;
         }
-        let c = read_ref(&self.dir, name)?;
-        self.snapshots.iter().position(|s| s.commit == c)
+        read_ref(&self.dir, name).map(|c| (name.to_string(), c))
+    }
+}
+
+fn is_link(p: &Path) -> bool {
+    fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_symlink())
+}
+
+/// Why `p` cannot be used as a folder, or `None` when it is one (links followed). A link
+/// is named with its target, so a model on a disk that is not attached says so.
+pub fn unusable_folder(p: &Path) -> Option<String> {
+    let target = || {
+        fs::read_link(p)
+            .map(|t| t.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    match fs::metadata(p) {
+        Ok(m) if m.is_dir() => None,
+        Ok(_) if is_link(p) => Some(format!("a link to {}, which is not a folder", target())),
+        Ok(_) => Some("not a folder".into()),
+        Err(e) if is_link(p) => Some(format!(
+            "a link to {}, which cannot be reached ({}): is its disk attached?",
+            target(),
+            io_reason(&e)
+        )),
+        Err(e) => Some(format!("cannot be read ({})", io_reason(&e))),
+    }
+}
+
+/// An I/O error without the "(os error N)" tail.
+fn io_reason(e: &std::io::Error) -> String {
+    let s = e.to_string();
+    match s.find(" (os error") {
+        Some(i) => s[..i].to_string(),
+        None => s,
     }
 }
 
@@ -240,9 +388,10 @@ pub fn scan_hub(hub: &Path) -> Vec<HubRepo> {
     let Ok(rd) = fs::read_dir(hub) else {
         return Vec::new();
     };
+    // Folders and links (a model moved to another disk): `HubRepo::load` says what is wrong
+    // with a link that leads nowhere or a `models--…` entry that is not a folder.
     let mut repos: Vec<HubRepo> = rd
         .flatten()
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
         .filter(|e| is_model_dir_name(e.file_name().as_encoded_bytes()))
         .filter_map(|e| HubRepo::load(&e.path()))
         .collect();
@@ -279,8 +428,11 @@ pub fn has_config(p: &Path) -> bool {
     fs::symlink_metadata(p.join("config.json")).is_ok()
 }
 
-/// Direct sub-folders of the workspace home with a `config.json`, sorted by name. A symlinked
-/// entry counts only when it points inside the home (sources are never followed out).
+/// Direct sub-folders of the workspace home with a `config.json`, sorted by name. A linked
+/// entry (a workspace moved to another disk) is followed wherever it leads; a link that leads
+/// nowhere, or a folder that cannot be read, is listed with that problem — it may be a
+/// workspace whose disk is not attached. Other entries (files, folders without a
+/// `config.json`) are not models and are not listed.
 pub fn scan_workspaces(home: &Path) -> Vec<WorkspaceDir> {
     let Ok(rd) = fs::read_dir(home) else {
         return Vec::new();
@@ -293,20 +445,27 @@ pub fn scan_workspaces(home: &Path) -> Vec<WorkspaceDir> {
                 if is_staging_name(&name) {
                     return None;
                 }
-                let problem = os_name.to_str().is_none().then(|| {
+                let mut problem = os_name.to_str().is_none().then(|| {
                     "Folder name is not valid UTF-8: rename the workspace folder".to_string()
                 });
                 let path = e.path();
                 let ft = e.file_type().ok()?;
                 if ft.is_symlink() {
-                    let target = fs::canonicalize(&path).ok()?;
-                    if !target.starts_with(home) || !target.is_dir() {
-                        return None;
+                    match fs::metadata(&path) {
+                        Ok(m) if m.is_dir() => {}
+                        Ok(_) => return None,
+                        Err(_) => problem = unusable_folder(&path),
                     }
                 } else if !ft.is_dir() {
                     return None;
                 }
-                has_config(&path).then_some(WorkspaceDir {
+                if problem.is_none()
+                    && !has_config(&path)
+                    && let Err(e) = fs::read_dir(&path)
+                {
+                    problem = Some(format!("cannot be read ({})", io_reason(&e)));
+                }
+                (problem.is_some() || has_config(&path)).then_some(WorkspaceDir {
                     name,
                     path,
                     problem,
@@ -352,7 +511,10 @@ impl ModelRef {
             path: s.map_or(repo.dir.clone(), |s| s.path.clone()),
             repo_dir: Some(repo.dir.clone()),
             revision: s.map(|s| s.commit.clone()),
-            problem: repo.problem.clone(),
+            problem: repo
+                .problem
+                .clone()
+                .or_else(|| s.is_none().then(|| repo.missing_main_problem()).flatten()),
             is_current: s.is_none() || snap == repo.current,
             ignored: repo.ignored.clone(),
         }
@@ -370,6 +532,27 @@ impl ModelRef {
             is_current: true,
             ignored: Vec::new(),
         }
+    }
+
+    /// Where links inside this model may lead, as real (canonical) folders: the model folder
+    /// itself, and for a hub snapshot the `models--…` folder and its `blobs/`. Each is
+    /// resolved on its own, so a repo folder, a snapshot or `blobs/` moved to another disk
+    /// and linked back still counts as the model's own (huggingface_hub's cache layout),
+    /// while a link whose target is none of these is refused.
+    pub fn link_roots(&self) -> Vec<PathBuf> {
+        let mut roots = vec![self.path.clone()];
+        if let Some(r) = &self.repo_dir {
+            roots.push(r.clone());
+            roots.push(r.join("blobs"));
+        }
+        let mut out: Vec<PathBuf> = Vec::new();
+        for r in roots {
+            let c = fs::canonicalize(&r).unwrap_or(r);
+            if !out.contains(&c) {
+                out.push(c);
+            }
+        }
+        out
     }
 
     /// The name `show`/`run` accept for this model (`org/name@rev7` for further snapshots).

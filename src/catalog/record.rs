@@ -75,10 +75,25 @@ fn meta_dir_warning(inv: &Inventory) -> Option<String> {
     })
 }
 
+/// OS junk skipped in the model's files (`._*` sidecars, `.DS_Store`, …), named up to three.
+fn junk_warning(inv: &Inventory) -> Option<String> {
+    let n = inv.junk.len();
+    (n > 0).then(|| {
+        let mut names: Vec<&str> = inv.junk.iter().take(3).map(String::as_str).collect();
+        if n > 3 {
+            names.push("…");
+        }
+        format!(
+            "ignored {n} OS junk {} (not model files): {}",
+            if n == 1 { "entry" } else { "entries" },
+            names.join(", ")
+        )
+    })
+}
+
 /// Describe one model. Never fails: every problem ends up in `health`/`reason`.
 pub fn describe(m: &ModelRef) -> Described {
-    let boundary = m.repo_dir.as_deref().unwrap_or(&m.path);
-    let inv = Inventory::scan(&m.path, boundary);
+    let inv = Inventory::scan(&m.path, &m.link_roots());
     let config = Config::load(&m.path);
     let cfg = config.object();
     let heur_name = m.short_name.as_str();
@@ -138,6 +153,7 @@ pub fn describe(m: &ModelRef) -> Described {
         warnings: meta_dir_warning(&inv)
             .into_iter()
             .chain(m.ignored.iter().map(|i| format!("ignored {i}")))
+            .chain(junk_warning(&inv))
             .collect(),
     };
     Described {

@@ -30,6 +30,15 @@ pub enum ResolveError {
         rev: String,
         available: Vec<String>,
     },
+    /// A ref (`refs/main`, a branch or tag) names a commit whose snapshot is not cached.
+    #[error("{name}@{rev}: refs/{rev} names commit {commit}, which is not in the cache{}", if cached.is_empty() { String::new() } else { format!(" (cached: {})", cached.join(", ")) })]
+    RefNotCached {
+        name: String,
+        rev: String,
+        commit: String,
+        /// The cached snapshots as `org/name@rev7`.
+        cached: Vec<String>,
+    },
     #[error("'{path}' is not a model folder: {why}")]
     NotAModel { path: String, why: String },
 }
@@ -41,7 +50,9 @@ impl ResolveError {
         match self {
             ResolveError::NotFound { .. } | ResolveError::NotAModel { .. } => T::ModelNotFound,
             ResolveError::Ambiguous { .. } => T::AmbiguousMatch,
-            ResolveError::HashNotFound { .. } => T::HashNotFound,
+            ResolveError::HashNotFound { .. } | ResolveError::RefNotCached { .. } => {
+                T::HashNotFound
+            }
         }
     }
 }
@@ -86,7 +97,7 @@ fn resolve_path_hops(spec: &str, loc: &Locations, hops: usize) -> Result<ModelRe
             why: "not a folder".into(),
         });
     }
-    if let Some(m) = hub_snapshot_at(&canon, loc) {
+    if let Some(m) = hub_snapshot_at(&p, &canon, loc) {
         return Ok(m);
     }
     if hops < MAX_MOUNT_HOPS
@@ -109,21 +120,66 @@ fn resolve_path_hops(spec: &str, loc: &Locations, hops: usize) -> Result<ModelRe
     Ok(ModelRef::workspace(canon, short))
 }
 
-/// `…/hub/models--o--n/snapshots/<commit>` → that hub model at that revision.
-fn hub_snapshot_at(canon: &Path, loc: &Locations) -> Option<ModelRef> {
-    let hub = fs::canonicalize(&loc.hub_cache).ok()?;
-    let rel = canon.strip_prefix(&hub).ok()?;
-    let parts: Vec<_> = rel.components().collect();
-    if parts.len() != 3 || parts.get(1).is_none_or(|p| p.as_os_str() != "snapshots") {
+/// `…/hub/models--o--n/snapshots/<commit>` → that hub model at that revision. The path is
+/// matched as typed (a snapshot folder moved elsewhere and linked back is found by its place
+/// in the cache) and as resolved (a repo folder moved elsewhere and linked back is found by
+/// its real place, when the cache links to it).
+fn hub_snapshot_at(typed: &Path, canon: &Path, loc: &Locations) -> Option<ModelRef> {
+    let hub_real = fs::canonicalize(&loc.hub_cache).ok()?;
+    let typed = std::path::absolute(typed).ok().map(|p| lexical_normal(&p));
+    let mut tries: Vec<(PathBuf, PathBuf)> = Vec::new();
+    if let Some(t) = &typed {
+        tries.push((loc.hub_cache.clone(), t.clone()));
+        tries.push((hub_real.clone(), t.clone()));
+    }
+    tries.push((hub_real.clone(), canon.to_path_buf()));
+    for (hub, path) in tries {
+        let Ok(rel) = path.strip_prefix(&hub) else {
+            continue;
+        };
+        let parts: Vec<_> = rel.components().collect();
+        if let [repo_dir, snaps, commit] = parts.as_slice()
+            && snaps.as_os_str() == "snapshots"
+            && let Some(m) = snapshot_model(&hub.join(repo_dir.as_os_str()), commit.as_os_str())
+            && fs::canonicalize(&m.path).is_ok_and(|c| c == canon)
+        {
+            return Some(m);
+        }
+    }
+    // A repo folder on another disk: `<real>/models--o--n/snapshots/<commit>`, linked from
+    // the cache under the same name.
+    let snaps = canon.parent()?;
+    let real_repo = snaps.parent()?;
+    let repo_name = real_repo.file_name()?;
+    if snaps.file_name()? != "snapshots" || !repo_name.as_encoded_bytes().starts_with(b"models--") {
         return None;
     }
-    let [repo_dir, _, commit] = parts.as_slice() else {
-        return None;
-    };
-    let repo = HubRepo::load(&hub.join(repo_dir.as_os_str()))?;
-    let commit = commit.as_os_str().to_str()?;
+    let in_cache = hub_real.join(repo_name);
+    (fs::canonicalize(&in_cache).ok()? == real_repo)
+        .then(|| snapshot_model(&in_cache, canon.file_name()?))
+        .flatten()
+}
+
+fn snapshot_model(repo_dir: &Path, commit: &std::ffi::OsStr) -> Option<ModelRef> {
+    let repo = HubRepo::load(repo_dir)?;
+    let commit = commit.to_str()?;
     let idx = repo.snapshots.iter().position(|s| s.commit == commit)?;
     Some(ModelRef::hub(&repo, Some(idx)))
+}
+
+/// `a/./b/../c` → `a/c` without touching the disk (the path as the user typed it).
+fn lexical_normal(p: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other.as_os_str()),
+        }
+    }
+    out
 }
 
 enum Candidate {
@@ -245,9 +301,34 @@ fn pick_revision(repo: &HubRepo, rev: &str, spec: &str) -> Result<usize, Resolve
         .collect();
     match hits.as_slice() {
         [one] => Ok(*one),
-        [] => repo
-            .snapshot_for_ref(rev)
-            .ok_or_else(|| ResolveError::HashNotFound {
+        [] => {
+            if let Some(i) = repo.snapshot_for_ref(rev) {
+                return Ok(i);
+            }
+            let cached = || {
+                repo.snapshots
+                    .iter()
+                    .map(|s| format!("{}@{}", repo.repo_id, short_rev(&s.commit)))
+                    .collect()
+            };
+            // A ref that exists but names a commit that is not cached (an interrupted update),
+            // or that missing commit itself: say so, not "not found".
+            let named = repo.ref_target(rev);
+            let missing = named.or_else(|| {
+                repo.missing_main
+                    .clone()
+                    .filter(|c| c.starts_with(&low))
+                    .map(|c| (String::from("main"), c))
+            });
+            if let Some((ref_name, commit)) = missing {
+                return Err(ResolveError::RefNotCached {
+                    name: repo.repo_id.clone(),
+                    rev: ref_name,
+                    commit,
+                    cached: cached(),
+                });
+            }
+            Err(ResolveError::HashNotFound {
                 name: repo.repo_id.clone(),
                 rev: rev.to_string(),
                 available: repo
@@ -255,7 +336,8 @@ fn pick_revision(repo: &HubRepo, rev: &str, spec: &str) -> Result<usize, Resolve
                     .iter()
                     .map(|s| short_rev(&s.commit).to_string())
                     .collect(),
-            }),
+            })
+        }
         _ => {
             let mut matches: Vec<String> = hits
                 .iter()

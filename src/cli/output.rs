@@ -110,12 +110,18 @@ impl Diagnostic for ResolveError {
             ResolveError::HashNotFound { .. } => {
                 Some("Run `mlxfs show <model> --json` to see its revisions.".into())
             }
+            ResolveError::RefNotCached { name, .. } => Some(format!(
+                "`mlxfs pull {name}` fetches it; a cached revision runs as NAME@REV."
+            )),
             ResolveError::NotAModel { .. } => None,
         }
     }
     fn fields(&self) -> Vec<(&'static str, Value)> {
         match self {
             ResolveError::Ambiguous { matches, .. } => vec![("matches", json!(matches))],
+            ResolveError::RefNotCached { commit, cached, .. } => {
+                vec![("commit", json!(commit)), ("cached", json!(cached))]
+            }
             _ => Vec::new(),
         }
     }

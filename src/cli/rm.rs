@@ -58,6 +58,17 @@ pub fn data(o: &RmOutcome) -> Value {
             v["blobs_removed"] = json!(d.blobs_removed);
             v["blobs_kept"] = json!(d.blobs_kept);
             v["freed_bytes"] = json!(d.freed_bytes);
+            if !d.relocated_removed.is_empty() {
+                v["relocated_removed"] = json!(d.relocated_removed);
+            }
+            if !d.relocated_kept.is_empty() {
+                v["relocated_kept"] = json!(
+                    d.relocated_kept
+                        .iter()
+                        .map(|(p, why)| json!({"path": p, "reason": why}))
+                        .collect::<Vec<_>>()
+                );
+            }
             v
         }
     }
@@ -125,13 +136,27 @@ pub fn render(o: &RmOutcome) -> String {
                 Some(c) => format!("{}@{}", d.model, c),
                 None => d.model.clone(),
             };
-            format!(
+            let mut t = format!(
                 "Deleted {}\n  freed {} ({} blobs removed, {} shared blobs kept)",
                 one_line(&what),
                 human_bytes(d.freed_bytes),
                 d.blobs_removed,
                 d.blobs_kept
-            )
+            );
+            for p in &d.relocated_removed {
+                t.push_str(&format!(
+                    "\n  removed {} (linked from the cache)",
+                    one_line(&p.to_string_lossy())
+                ));
+            }
+            for (p, why) in &d.relocated_kept {
+                t.push_str(&format!(
+                    "\n  kept {} (linked from the cache): {}",
+                    one_line(&p.to_string_lossy()),
+                    one_line(why)
+                ));
+            }
+            t
         }
     }
 }

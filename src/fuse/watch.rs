@@ -3,7 +3,7 @@
 //! The thread never dies of what it finds on disk: a rescan that fails keeps the previous tree
 //! and says so ([`Vfs::refresh`]), and a panic anywhere else in a round is caught and logged.
 
-use std::path::Path;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{RecvTimeoutError, channel};
@@ -31,16 +31,33 @@ pub fn apply(notifier: &Notifier, changes: &[Invalidation]) {
     }
 }
 
+/// The folders to watch: the hub cache, the workspace home, and every real folder of a model
+/// that lives elsewhere (a repo folder, snapshot, `blobs/` or workspace moved to another disk
+/// and linked back: the watcher does not follow links, so it watches their targets).
 fn watch_roots(
     w: &mut notify::RecommendedWatcher,
     vfs: &Vfs,
     watched: &mut Vec<std::path::PathBuf>,
 ) {
-    let mut want: Vec<&Path> = vec![&vfs.loc.hub_cache];
+    let mut want: Vec<PathBuf> = vec![vfs.loc.hub_cache.clone()];
     if let Some(h) = &vfs.loc.workspace_home {
-        want.push(h);
+        want.push(h.clone());
     }
-    for p in want {
+    let inside: Vec<PathBuf> = want
+        .iter()
+        .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()))
+        .collect();
+    let tree = vfs.tree();
+    let mut relocated: Vec<PathBuf> = tree
+        .models
+        .iter()
+        .flat_map(|m| m.model.link_roots())
+        .filter(|r| !inside.iter().any(|i| r.starts_with(i)))
+        .collect();
+    relocated.sort();
+    relocated.dedup();
+    want.extend(relocated);
+    for p in &want {
         if watched.iter().any(|x| x == p) {
             continue;
         }

@@ -58,15 +58,7 @@ pub fn token_from_env() -> Option<String> {
     }
     let path = env_nonempty(env::HF_TOKEN_PATH)
         .map(std::path::PathBuf::from)
-        .or_else(|| {
-            let home = env_nonempty(env::HF_HOME)
-                .map(std::path::PathBuf::from)
-                .or_else(|| {
-                    env_nonempty(env::HOME)
-                        .map(|h| std::path::Path::new(&h).join(".cache/huggingface"))
-                })?;
-            Some(home.join("token"))
-        })?;
+        .or_else(|| Some(crate::catalog::hf_home().join("token")))?;
     crate::sys::read_text(&path)
         .ok()
         .map(|t| t.trim().to_string())

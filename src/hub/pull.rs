@@ -154,7 +154,9 @@ pub fn pull(
                     .min(j.file.size)
         })
         .fold(0u64, u64::saturating_add);
-    super::check_space(hub_dir, need)?;
+    // Where the bytes really land: `blobs/` may live on another disk (linked back).
+    let blobs = root.join("blobs");
+    super::check_space(if blobs.is_dir() { &blobs } else { hub_dir }, need)?;
     progress.start(
         &format!("{}@{}", spec.repo, short_rev(&remote.commit)),
         remote.files.len(),

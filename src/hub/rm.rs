@@ -38,8 +38,17 @@ pub struct Deleted {
     pub whole_model: bool,
     pub blobs_removed: usize,
     pub blobs_kept: usize,
+    /// Bytes of every regular file removed (blobs, and a snapshot's own files when it holds
+    /// copies rather than blob links), each file counted once.
     pub freed_bytes: u64,
     pub lock_files_cleaned: usize,
+    /// Real folders outside the hub cache that were removed with the model: the targets of a
+    /// repo folder, `snapshots/`, a snapshot or `blobs/` that had been moved to another disk
+    /// and linked back.
+    pub relocated_removed: Vec<PathBuf>,
+    /// Link targets left in place, with why (a folder that holds the cache or a home folder,
+    /// or one that does not look like the part of the model it stood for).
+    pub relocated_kept: Vec<(PathBuf, String)>,
 }
 
 /// Blob names (files in `blobs/`) a snapshot folder links to.
@@ -103,7 +112,111 @@ fn collect_locks(d: &Path, out: &mut Vec<PathBuf>) {
 fn remove_hidden(dir: &Path, parent: &Path, tag: &str) -> std::io::Result<()> {
     let trash = parent.join(format!(".mlxfs-rm-{tag}-{}", std::process::id()));
     fs::rename(dir, &trash)?;
-    fs::remove_dir_all(&trash)
+    // A link (a folder moved elsewhere) is removed itself; its target is the caller's.
+    if fs::symlink_metadata(&trash).is_ok_and(|m| m.file_type().is_symlink()) {
+        fs::remove_file(&trash)
+    } else {
+        fs::remove_dir_all(&trash)
+    }
+}
+
+/// What to do with the target of a link inside a model being removed.
+enum Target {
+    /// Not a link to a folder, or a target removed with the model anyway.
+    None,
+    Remove(PathBuf),
+    Keep(PathBuf, String),
+}
+
+/// Folders never deleted, nor any folder holding one: `/`, the hub cache, the home folder and
+/// the workspace home.
+fn protected(loc: &Locations) -> Vec<PathBuf> {
+    let mut out = vec![PathBuf::from("/"), loc.hub_cache.clone()];
+    out.push(crate::sys::home_dir(crate::env::var(crate::env::HOME)).into());
+    out.extend(loc.workspace_home.clone());
+    out.iter()
+        .map(|p| fs::canonicalize(p).unwrap_or_else(|_| p.clone()))
+        .collect()
+}
+
+/// The real folder behind `p` when `p` is a link to a folder (a folder moved to another disk
+/// and linked back), unless it lies inside `within` (removed with it anyway). It is removed
+/// only when it holds none of the `protect`ed folders and looks like what it stands for
+/// (`looks_right` says why not).
+fn relocated_target(
+    p: &Path,
+    within: &Path,
+    protect: &[PathBuf],
+    looks_right: impl Fn(&Path) -> Option<String>,
+) -> Target {
+    let is_link = fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_symlink());
+    let Some(real) = is_link.then(|| fs::canonicalize(p).ok()).flatten() else {
+        return Target::None;
+    };
+    if !fs::metadata(&real).is_ok_and(|m| m.is_dir()) || real.starts_with(within) {
+        return Target::None;
+    }
+    if let Some(x) = protect.iter().find(|x| x.starts_with(&real)) {
+        let why = format!("it holds {}", x.display());
+        return Target::Keep(real, why);
+    }
+    match looks_right(&real) {
+        Some(why) => Target::Keep(real, why),
+        None => Target::Remove(real),
+    }
+}
+
+/// A repo folder holds `snapshots/`, `blobs/` or `refs/`.
+fn looks_like_repo(p: &Path) -> Option<String> {
+    let ok = ["snapshots", "blobs", "refs"]
+        .iter()
+        .any(|n| fs::symlink_metadata(p.join(n)).is_ok());
+    (!ok).then(|| "it does not look like a model folder (no snapshots/, blobs/ or refs/)".into())
+}
+
+/// A blob folder holds files only.
+fn looks_like_blobs(p: &Path) -> Option<String> {
+    let sub = fs::read_dir(p)
+        .ok()?
+        .flatten()
+        .any(|e| e.file_type().is_ok_and(|t| t.is_dir()));
+    sub.then(|| "it holds folders, which a blobs/ folder never does".into())
+}
+
+/// A snapshot folder holds no folder named like the cache's own parts.
+fn looks_like_snapshot(p: &Path) -> Option<String> {
+    let odd = ["snapshots", "blobs", "hub", "models"]
+        .iter()
+        .any(|n| fs::symlink_metadata(p.join(n)).is_ok_and(|m| m.is_dir()));
+    odd.then(|| "it does not look like a snapshot folder".into())
+}
+
+/// Remove a real folder that lives outside the cache: renamed out of sight in its own parent
+/// first, then deleted.
+fn remove_relocated(real: &Path, tag: &str) -> std::io::Result<()> {
+    let parent = real.parent().unwrap_or(Path::new("/"));
+    remove_hidden(real, parent, tag)
+}
+
+/// Bytes of the regular files below `dirs` (links not followed), each file counted once.
+fn bytes_below(dirs: &[PathBuf], seen: &mut BTreeSet<(u64, u64)>) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut total = 0u64;
+    let mut stack: Vec<PathBuf> = dirs.to_vec();
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            let Ok(md) = fs::symlink_metadata(e.path()) else {
+                continue;
+            };
+            if md.is_dir() {
+                stack.push(e.path());
+            } else if md.is_file() && seen.insert((md.dev(), md.ino())) {
+                total = total.saturating_add(md.len());
+            }
+        }
+    }
+    total
 }
 
 /// How sure the caller is.
@@ -215,16 +328,43 @@ pub fn rm(loc: &Locations, m: &ModelRef, spec: &str, flags: RmFlags) -> Result<R
         used.extend(blobs_of(&s.path));
     }
     let tag = short_rev(&commit).to_string();
+    // The snapshot's own files count too (a snapshot of copies holds no blob links).
+    let protect = protected(loc);
+    let real_repo = fs::canonicalize(&repo_dir).unwrap_or_else(|_| repo_dir.clone());
+    let relocated = relocated_target(&snap_dir, &real_repo, &protect, looks_like_snapshot);
+    let mut seen = BTreeSet::new();
+    let real_snap = fs::canonicalize(&snap_dir).unwrap_or_else(|_| snap_dir.clone());
+    let mut freed = if matches!(relocated, Target::Keep(..)) {
+        0
+    } else {
+        bytes_below(&[real_snap], &mut seen)
+    };
     remove_hidden(&snap_dir, &repo_dir.join("snapshots"), &tag)
         .map_err(|e| io(e, &format!("removing {}", snap_dir.display())))?;
-    let (mut freed, mut removed, mut kept, mut locks) = (0, 0, 0, 0);
+    let (mut relocated_removed, mut relocated_kept) = (Vec::new(), Vec::new());
+    match relocated {
+        Target::Remove(real) => {
+            remove_relocated(&real, &tag)
+                .map_err(|e| io(e, &format!("removing {}", real.display())))?;
+            relocated_removed.push(real);
+        }
+        Target::Keep(real, why) => relocated_kept.push((real, why)),
+        Target::None => {}
+    }
+    let (mut removed, mut kept, mut locks) = (0, 0, 0);
     for b in &mine {
         if used.contains(b) {
             kept += 1;
             continue;
         }
         let p = repo_dir.join("blobs").join(b);
-        let len = fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
+        let len = fs::symlink_metadata(&p)
+            .ok()
+            .filter(|m| {
+                use std::os::unix::fs::MetadataExt;
+                m.is_file() && seen.insert((m.dev(), m.ino()))
+            })
+            .map_or(0, |m| m.len());
         if fs::remove_file(&p).is_ok() {
             freed += len;
             removed += 1;
@@ -248,6 +388,8 @@ pub fn rm(loc: &Locations, m: &ModelRef, spec: &str, flags: RmFlags) -> Result<R
         blobs_kept: kept,
         freed_bytes: freed,
         lock_files_cleaned: locks,
+        relocated_removed,
+        relocated_kept,
     }))
 }
 
@@ -258,7 +400,9 @@ fn try_hold(p: &Path) -> Option<fs::File> {
     f.try_lock().is_ok().then_some(f)
 }
 
-/// Remove a whole `models--…` folder (renamed out of sight first) and its lock folder.
+/// Remove a whole `models--…` folder (renamed out of sight first) and its lock folder. Parts
+/// moved to another disk and linked back (the repo folder itself, `snapshots/`, a snapshot,
+/// `blobs/`) are removed where they really are, so the space is freed there too.
 fn delete_model(
     loc: &Locations,
     repo_dir: &Path,
@@ -266,16 +410,68 @@ fn delete_model(
     model: String,
     commit: Option<String>,
 ) -> Result<RmOutcome> {
-    let freed = dir_size(&repo_dir.join("blobs"));
-    let blobs = fs::read_dir(repo_dir.join("blobs"))
+    let protect = protected(loc);
+    let real_repo = fs::canonicalize(repo_dir).unwrap_or_else(|_| repo_dir.to_path_buf());
+    let (mut relocated, mut relocated_kept) = (Vec::new(), Vec::new());
+    fn sort(t: Target, relocated: &mut Vec<PathBuf>, kept: &mut Vec<(PathBuf, String)>) {
+        match t {
+            Target::Remove(r) if !relocated.iter().any(|x| r.starts_with(x)) => relocated.push(r),
+            Target::Keep(r, why) => kept.push((r, why)),
+            _ => {}
+        }
+    }
+    let cache_real = protect.get(1).cloned().unwrap_or_default();
+    sort(
+        relocated_target(repo_dir, &cache_real, &protect, looks_like_repo),
+        &mut relocated,
+        &mut relocated_kept,
+    );
+    if relocated_kept.is_empty() {
+        sort(
+            relocated_target(
+                &real_repo.join("blobs"),
+                &real_repo,
+                &protect,
+                looks_like_blobs,
+            ),
+            &mut relocated,
+            &mut relocated_kept,
+        );
+        let mut snaps = vec![real_repo.join("snapshots")];
+        if let Ok(rd) = fs::read_dir(real_repo.join("snapshots")) {
+            snaps.extend(rd.flatten().map(|e| e.path()));
+        }
+        for p in snaps {
+            sort(
+                relocated_target(&p, &real_repo, &protect, looks_like_snapshot),
+                &mut relocated,
+                &mut relocated_kept,
+            );
+        }
+    }
+    let mut seen = BTreeSet::new();
+    // A kept repo target is not removed: only the cache's link to it is.
+    let mut counted = if relocated_kept.iter().any(|(r, _)| *r == real_repo) {
+        Vec::new()
+    } else {
+        vec![real_repo.clone()]
+    };
+    counted.extend(relocated.iter().cloned());
+    let freed = bytes_below(&counted, &mut seen);
+    let blobs = fs::read_dir(real_repo.join("blobs"))
         .map(|r| r.count())
         .unwrap_or(0);
     let mut locks = Vec::new();
     if let Some(d) = lock_dir {
         collect_locks(d, &mut locks);
     }
+    // Out of the catalog first (the cache's own entry), then the data wherever it lives.
     remove_hidden(repo_dir, &loc.hub_cache, "model")
         .map_err(|e| HubError::io(&e, &format!("removing {}", repo_dir.display())))?;
+    for r in &relocated {
+        remove_relocated(r, "model")
+            .map_err(|e| HubError::io(&e, &format!("removing {}", r.display())))?;
+    }
     if let Some(l) = lock_dir {
         let _ = fs::remove_dir_all(l);
     }
@@ -287,6 +483,8 @@ fn delete_model(
         blobs_kept: 0,
         freed_bytes: freed,
         lock_files_cleaned: locks.len(),
+        relocated_removed: relocated,
+        relocated_kept,
     }))
 }
 
@@ -300,13 +498,4 @@ fn remove_refs_to(d: &Path, commit: &str) {
             let _ = fs::remove_file(&p);
         }
     }
-}
-
-fn dir_size(d: &Path) -> u64 {
-    let Ok(rd) = fs::read_dir(d) else { return 0 };
-    rd.flatten()
-        .filter_map(|e| e.metadata().ok())
-        .filter(|m| m.is_file())
-        .map(|m| m.len())
-        .sum()
 }

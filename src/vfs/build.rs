@@ -19,33 +19,8 @@ use super::tree::{Attr, Content, Hidden, Inodes, Kind, ModelEntry, Node, ROOT_IN
 use crate::catalog::{HubRepo, Locations, ModelRef, scan_hub, scan_workspaces};
 use crate::hash::resolve_link;
 use crate::mountprobe::META_DIR;
+pub use crate::osjunk::is_os_junk;
 use crate::text::short_rev;
-
-/// Names macOS and Windows file managers probe or leave behind: never shown, answered with a
-/// fast ENOENT and never forwarded to the file system.
-pub fn is_os_junk(name: &OsStr) -> bool {
-    let b = name.as_encoded_bytes();
-    b.starts_with(b"._")
-        || matches!(
-            b,
-            b".DS_Store"
-                | b".Spotlight-V100"
-                | b".Trashes"
-                | b".fseventsd"
-                | b".TemporaryItems"
-                | b".VolumeIcon.icns"
-                | b".metadata_never_index"
-                | b".metadata_never_index_unless_rootfs"
-                | b".hidden"
-                | b".localized"
-                | b".apdisk"
-                | b"Icon\r"
-                | b"Thumbs.db"
-                | b"desktop.ini"
-                | b"autorun.inf"
-                | b"$RECYCLE.BIN"
-        )
-}
 
 fn dir_attr(mtime: SystemTime) -> Attr {
     Attr {
@@ -195,8 +170,8 @@ impl Builder<'_> {
         )
     }
 
-    /// Mirror a model folder. `boundary` is where links may lead (the workspace itself, or the
-    /// `models--…` folder whose `blobs/` hub snapshot links point into); `hub` turns links to
+    /// Mirror a model folder. `roots` are where links may lead (the model's own real folders:
+    /// [`ModelRef::link_roots`]); `hub` turns links to
     /// files into regular files backed by their target. `top` is true for the model's own
     /// folder, where the virtual `.mlxfs/` takes its name.
     #[allow(clippy::too_many_arguments)]
@@ -206,7 +181,7 @@ impl Builder<'_> {
         vpath: &Path,
         real: &Path,
         root: &Path,
-        boundary: &Path,
+        roots: &[PathBuf],
         hub: bool,
         top: bool,
     ) {
@@ -239,7 +214,7 @@ impl Builder<'_> {
                 let Ok(md) = fs::metadata(&target) else {
                     continue;
                 };
-                if !target.starts_with(boundary) {
+                if !roots.iter().any(|r| target.starts_with(r)) {
                     continue;
                 }
                 if hub {
@@ -279,7 +254,7 @@ impl Builder<'_> {
                     .and_then(|m| m.modified())
                     .unwrap_or(SystemTime::UNIX_EPOCH);
                 let (ino, sub_vpath) = self.add_dir(dir_ino, vpath, &name, mtime);
-                self.mirror(ino, &sub_vpath, &path, root, boundary, hub, false);
+                self.mirror(ino, &sub_vpath, &path, root, roots, hub, false);
             } else if ft.is_file() {
                 let Ok(md) = e.metadata() else { continue };
                 self.add(dir_ino, vpath, &name, file_attr(&md), Content::Backed(path));
@@ -342,14 +317,10 @@ impl Builder<'_> {
         self.model_dirs.insert(ino);
         let idx = self.models.len();
         let real = fs::canonicalize(&model.path).unwrap_or_else(|_| model.path.clone());
-        let boundary = model
-            .repo_dir
-            .as_ref()
-            .map(|r| fs::canonicalize(r).unwrap_or_else(|_| r.clone()))
-            .unwrap_or_else(|| real.clone());
+        let roots = model.link_roots();
         let hub = model.repo_dir.is_some();
         if model.problem.is_none() {
-            self.mirror(ino, &vpath, &real, &real, &boundary, hub, true);
+            self.mirror(ino, &vpath, &real, &real, &roots, hub, true);
         }
         self.add_meta(
             ino,
@@ -456,9 +427,10 @@ fn add_hub_repo(
     } else {
         leaf
     };
-    if repo.snapshots.is_empty() {
+    // No snapshot, or refs/main names one that is not cached: the model's own name shows the
+    // problem (its `.mlxfs/health` says why); cached snapshots stay reachable as `@rev7`.
+    if repo.current.is_none() {
         b.add_model(parent, &vpath, OsStr::new(&leaf), ModelRef::hub(repo, None));
-        return;
     }
     for (i, s) in repo.snapshots.iter().enumerate() {
         let model = ModelRef::hub(repo, Some(i));

@@ -14,6 +14,7 @@ const LEAF: &[&str] = &[
     "env",
     "error",
     "mountprobe",
+    "osjunk",
     "timefmt",
     "jsonfmt",
     "envelope",

@@ -774,31 +774,6 @@ fn a_mount_shows_new_clones_and_pulls_whole_and_promptly() {
     }
 }
 
-/// A tmpfs mounted at `dir` for the test's lifetime (root, as on CI).
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn new(dir: PathBuf, opts: &str) -> Tmpfs {
-        fs::create_dir_all(&dir).unwrap();
-        let st = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", opts, "tmpfs"])
-            .arg(&dir)
-            .status()
-            .unwrap();
-        assert!(
-            st.success(),
-            "mounting a tmpfs needs root (run scripts/test.sh as root)"
-        );
-        Tmpfs(dir)
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
 #[test]
 fn errors_say_what_to_do() {
     crate::require!(Root);

@@ -8,6 +8,7 @@ mod support;
 mod arch;
 mod catalog;
 mod cli;
+mod disks;
 mod docs;
 mod hash_v2;
 mod hostile;

@@ -19,20 +19,12 @@ const SKIP_DIRS: &[&str] = &[
     "__pycache__",
     ".venv",
     "venv",
-    ".Spotlight-V100",
-    ".Trashes",
-    ".fseventsd",
-    ".TemporaryItems",
     ".ipynb_checkpoints",
 ];
 /// File name patterns never uploaded.
 const SKIP_FILES: &[&str] = &[
     ".mlxk_workspace.json",
     ".mlxk_workspace.json.tmp",
-    ".DS_Store",
-    "._*",
-    "Thumbs.db",
-    "desktop.ini",
     "*.pyc",
     "*.incomplete",
     "*.part",
@@ -123,6 +115,10 @@ fn walk(root: &Path, dir: &Path, extra: &[String], out: &mut Vec<LocalFile>) -> 
     for e in rd {
         let e = e.map_err(|e| HubError::io(&e, &format!("reading {}", dir.display())))?;
         let p = e.path();
+        // OS junk (`._*` sidecars, `.DS_Store`, …) is never a model file: not even looked at.
+        if crate::osjunk::is_os_junk(&e.file_name()) {
+            continue;
+        }
         let Some(name) = e.file_name().to_str().map(str::to_string) else {
             return Err(bad(format!(
                 "{} has a name that is not UTF-8; the hub cannot store it",

@@ -293,3 +293,31 @@ pub fn tree_state(root: &Path) -> Vec<String> {
     out.sort();
     out
 }
+
+/// A tmpfs mounted at `dir` for the test's lifetime (root, as on CI).
+pub struct Tmpfs(pub PathBuf);
+
+impl Tmpfs {
+    pub fn new(dir: PathBuf, opts: &str) -> Tmpfs {
+        fs::create_dir_all(&dir).unwrap();
+        let st = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", opts, "tmpfs"])
+            .arg(&dir)
+            .status()
+            .unwrap();
+        assert!(
+            st.success(),
+            "mounting a tmpfs needs root (run scripts/test.sh as root)"
+        );
+        Tmpfs(dir)
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}

@@ -1,0 +1,602 @@
+//! Real disks (issue 10): models moved to another disk and linked back, macOS sidecar files,
+//! every cache location huggingface_hub honours, `refs/main` naming a snapshot that is not
+//! cached, and `rm` counting what it frees. In-process through the catalog and the CLI
+//! binary, and through a real mount whose "other disk" is a second file system (a tmpfs).
+
+use serde_json::Value;
+use std::fs;
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+
+use crate::support::mnt::*;
+use crate::support::*;
+use mlxfs::catalog::record::describe;
+use mlxfs::catalog::resolve::{ResolveError, resolve};
+use mlxfs::catalog::{Locations, ModelRef};
+
+/// Run the binary with `--json`: (exit code, envelope).
+fn json(fx: &Fx, args: &[&str]) -> (i32, Value) {
+    let o = cmd(fx)
+        .args(args)
+        .arg("--json")
+        .current_dir(fx.tmp.path())
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{args:?}: not JSON ({e}): {}\n{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    });
+    (o.status.code().unwrap_or(-1), v)
+}
+
+/// `list --all --json` as name → record.
+fn listed(fx: &Fx) -> std::collections::BTreeMap<String, Value> {
+    let (code, v) = json(fx, &["list", "--all"]);
+    assert_eq!(code, 0, "{v}");
+    v["data"]["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            let name = m["display_name"]
+                .as_str()
+                .or(m["name"].as_str())
+                .unwrap()
+                .to_string();
+            (name, m.clone())
+        })
+        .collect()
+}
+
+/// Bytes of [`good_files`].
+fn good_size() -> u64 {
+    good_files().iter().map(|(_, b)| b.len() as u64).sum()
+}
+
+fn health_of(m: &ModelRef) -> (String, Option<String>) {
+    let r = describe(m).record;
+    (r.health.as_str().to_string(), r.reason)
+}
+
+fn move_and_link(from: &Path, to: &Path) {
+    fs::create_dir_all(to.parent().unwrap()).unwrap();
+    // A rename across file systems fails: copy the tree (links stay links), then remove.
+    if fs::rename(from, to).is_err() {
+        let st = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(from)
+            .arg(to)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        fs::remove_dir_all(from).unwrap();
+    }
+    symlink(to, from).unwrap();
+}
+
+fn repo_dir(fx: &Fx, repo: &str) -> PathBuf {
+    fx.hub()
+        .join(format!("models--{}", repo.replace('/', "--")))
+}
+
+/// Replace every link of a snapshot with a copy of the file it leads to.
+fn materialize_links(snap: &Path) {
+    for e in fs::read_dir(snap).unwrap().flatten() {
+        let p = e.path();
+        if e.file_type().unwrap().is_symlink() {
+            let bytes = fs::read(&p).unwrap();
+            fs::remove_file(&p).unwrap();
+            fs::write(&p, bytes).unwrap();
+        }
+    }
+}
+
+/// The issue's layouts, with `ext` as the other disk: a whole repo folder, one snapshot (of
+/// copies), `blobs/`, a workspace; plus what must stay refused or reported.
+fn relocated_fleet(fx: &Fx, ext: &Path) {
+    // 1. The whole repo folder.
+    fx.hub_model("org/big", &good_files());
+    move_and_link(&repo_dir(fx, "org/big"), &ext.join("models--org--big"));
+    // 2. One snapshot folder, holding copies (what moving a snapshot frees space with).
+    let snap = fx.hub_model("org/snap", &good_files());
+    materialize_links(&snap);
+    move_and_link(&snap, &ext.join("snap-store/org-snap"));
+    // 3. blobs/ only: the snapshot's relative links now lead through the linked folder.
+    fx.hub_model("org/blobs", &good_files());
+    move_and_link(
+        &repo_dir(fx, "org/blobs").join("blobs"),
+        &ext.join("blob-store/org-blobs"),
+    );
+    // 4. A workspace living on the other disk, linked into the workspace home.
+    write_tree(&ext.join("far-ws"), &good_files());
+    symlink(ext.join("far-ws"), fx.ws_home.join("far")).unwrap();
+    // Still refused: a link inside a model that leads out of it.
+    fs::write(ext.join("secret.bin"), b"not yours").unwrap();
+    let esc = fx.hub_model("org/escape", &good_files());
+    symlink(ext.join("secret.bin"), esc.join("extra.bin")).unwrap();
+    let ws = fx.workspace("ws-escape", &good_files());
+    symlink(ext.join("secret.bin"), ws.join("extra.bin")).unwrap();
+    // Reported, never left out: links whose disk is not attached.
+    symlink(
+        "/nonexistent/disk/models--org--gone",
+        repo_dir(fx, "org/gone"),
+    )
+    .unwrap();
+    symlink("/nonexistent/disk/gone-ws", fx.ws_home.join("gone-ws")).unwrap();
+}
+
+#[test]
+fn relocated_models_are_listed_healthy_runnable_and_resolvable() {
+    let fx = Fx::new();
+    let ext = fx.tmp.path().join("ext-disk");
+    relocated_fleet(&fx, &ext);
+    let loc = fx.locations();
+    for name in ["org/big", "org/snap", "org/blobs", "far"] {
+        let m = resolve(name, &loc).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(health_of(&m), ("healthy".into(), None), "{name}");
+        let d = describe(&m);
+        assert!(d.record.runtime_compatible, "{name}: {:?}", d.record.reason);
+        assert_eq!(
+            d.record.size_bytes,
+            good_size(),
+            "{name}: every file counted once"
+        );
+    }
+    for name in ["org/escape", "ws-escape"] {
+        let m = resolve(name, &loc).unwrap();
+        let (h, reason) = health_of(&m);
+        assert_eq!(h, "unhealthy", "{name}");
+        assert_eq!(
+            reason.as_deref(),
+            Some("Symlinks pointing outside the model folder: extra.bin"),
+            "{name}"
+        );
+    }
+    for (name, what) in [("org/gone", "models--org--gone"), ("gone-ws", "gone-ws")] {
+        let m = resolve(name, &loc).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let (h, reason) = health_of(&m);
+        assert_eq!(h, "unhealthy", "{name}");
+        let reason = reason.unwrap();
+        assert!(
+            reason.contains(&format!("/nonexistent/disk/{what}"))
+                && reason.contains("is its disk attached?"),
+            "{name}: {reason}"
+        );
+    }
+    // Paths: through the cache's links and at the real places.
+    let big_snap = fs::read_dir(repo_dir(&fx, "org/big").join("snapshots"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let commit = big_snap.file_name().unwrap().to_string_lossy().into_owned();
+    let real_snap = ext.join("models--org--big/snapshots").join(&commit);
+    for p in [&big_snap, &real_snap] {
+        let m = resolve(&p.to_string_lossy(), &loc).unwrap();
+        assert_eq!(
+            (m.name.as_str(), m.revision.as_deref()),
+            ("org/big", Some(commit.as_str())),
+            "{}",
+            p.display()
+        );
+    }
+    let linked_snap = repo_dir(&fx, "org/snap").join("snapshots");
+    let linked_snap = fs::read_dir(linked_snap).unwrap().next().unwrap().unwrap();
+    let m = resolve(&linked_snap.path().to_string_lossy(), &loc).unwrap();
+    assert_eq!(m.name, "org/snap");
+
+    // The binary: list --all names every model (healthy or with its reason), health agrees.
+    let all = listed(&fx);
+    for name in ["org/big", "org/snap", "org/blobs", "far"] {
+        assert_eq!(all[name]["health"], "healthy", "{name}: {}", all[name]);
+    }
+    for name in ["org/escape", "ws-escape", "org/gone", "gone-ws"] {
+        assert_eq!(all[name]["health"], "unhealthy", "{name}: {}", all[name]);
+    }
+    let (code, v) = json(&fx, &["show", "org/big"]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["data"]["model"]["health"], "healthy", "{v}");
+    // run: accepted up to Python (here: none to be found), refused for the escaping model.
+    let run = |name: &str| json(&fx, &["run", name, "hi", "--python", "/nonexistent/python"]);
+    for name in ["org/big", "org/snap", "org/blobs", "far"] {
+        let (code, v) = run(name);
+        assert_eq!(code, 1);
+        assert_eq!(v["error"]["type"], "python_not_found", "{name}: {v}");
+    }
+    let (_, v) = run("org/escape");
+    assert_eq!(v["error"]["type"], "model_unhealthy", "{v}");
+}
+
+#[test]
+fn relocated_models_in_the_mount_on_another_file_system() {
+    crate::require!(Fuse, Root);
+    let fx = Fx::new();
+    let ext_fs = Tmpfs::new(fx.tmp.path().join("ext-tmpfs"), "size=64m");
+    relocated_fleet(&fx, &ext_fs.0);
+    let m = Mount::start(&fx, &[]);
+    let want: Vec<(String, Vec<u8>)> = good_files();
+    for dir in ["org/big", "org/snap", "org/blobs", "far"] {
+        for (name, bytes) in &want {
+            let got = fs::read(m.p(dir).join(name))
+                .unwrap_or_else(|e| panic!("{dir}/{name} through the mount: {e}"));
+            assert_eq!(&got, bytes, "{dir}/{name}");
+        }
+        let health = fs::read_to_string(m.p(dir).join(".mlxfs/health")).unwrap();
+        assert!(
+            health.contains("healthy") && !health.contains("unhealthy"),
+            "{dir}: {health}"
+        );
+    }
+    // The escaping links stay hidden; their models say why.
+    for dir in ["org/escape", "ws-escape"] {
+        assert!(!m.p(dir).join("extra.bin").exists(), "{dir}");
+        let health = fs::read_to_string(m.p(dir).join(".mlxfs/health")).unwrap();
+        assert!(health.contains("pointing outside"), "{dir}: {health}");
+    }
+    // A model whose disk is not attached is there, and says so.
+    let health = fs::read_to_string(m.p("org/gone/.mlxfs/health")).unwrap();
+    assert!(health.contains("is its disk attached?"), "{health}");
+    // A change on the other disk reaches the mount (its real folder is watched too).
+    fs::write(ext_fs.0.join("far-ws/notes.txt"), b"added later").unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !m.p("far/notes.txt").exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(fs::read(m.p("far/notes.txt")).unwrap(), b"added later");
+}
+
+/// An AppleDouble sidecar: magic 0x00051607, which read as a safetensors header length is
+/// absurd.
+fn apple_double() -> Vec<u8> {
+    let mut v = vec![0x00, 0x05, 0x16, 0x07, 0x00, 0x02, 0x00, 0x00];
+    v.extend_from_slice(b"Mac OS X        ");
+    v.extend(std::iter::repeat_n(0u8, 4000));
+    v
+}
+
+#[test]
+fn macos_sidecar_files_are_not_model_files() {
+    let fx = Fx::new();
+    let mut files = good_files();
+    for n in [
+        "._model.safetensors",
+        "._config.json",
+        "._tokenizer.json",
+        ".DS_Store",
+        "sub/._nested.safetensors",
+    ] {
+        files.push((n.to_string(), apple_double()));
+    }
+    files.push(("sub/kept.txt".into(), b"kept".to_vec()));
+    let ws = fx.workspace("mac-ws", &files);
+    let mut hub_files = good_files();
+    hub_files.push(("._model.safetensors".into(), apple_double()));
+    fx.hub_model("org/mac", &hub_files);
+    // A sharded model: a sidecar of a shard must not count as a shard either.
+    let loc = fx.locations();
+    for name in ["mac-ws", "org/mac"] {
+        let m = resolve(name, &loc).unwrap();
+        let d = describe(&m);
+        assert_eq!(
+            (d.record.health.as_str(), d.record.reason.as_deref()),
+            ("healthy", None),
+            "{name}"
+        );
+        assert!(d.record.runtime_compatible, "{name}");
+        assert!(
+            d.inventory
+                .entries
+                .iter()
+                .all(|e| !e.name.starts_with("._")),
+            "{name}"
+        );
+        assert!(
+            d.record.warnings.iter().any(|w| w.contains("OS junk")),
+            "{name}: {:?}",
+            d.record.warnings
+        );
+    }
+    // Size counts model files only (the docs say so).
+    let d = describe(&resolve("mac-ws", &loc).unwrap());
+    assert_eq!(d.record.size_bytes, good_size() + 4);
+    // show --files does not list them.
+    let (code, v) = json(&fx, &["show", "mac-ws", "--files"]);
+    assert_eq!(code, 0, "{v}");
+    let listed = v["data"]["files"].to_string();
+    assert!(
+        !listed.contains("._config.json") && !listed.contains(".DS_Store"),
+        "{v}"
+    );
+    assert!(listed.contains("kept.txt"), "{v}");
+    // push never uploads them.
+    let up: Vec<String> = mlxfs::hub::push::local_files(&ws)
+        .unwrap()
+        .into_iter()
+        .map(|f| f.path)
+        .collect();
+    assert!(
+        up.iter()
+            .all(|p| !p.contains("._") && !p.contains(".DS_Store")),
+        "{up:?}"
+    );
+    assert!(up.contains(&"sub/kept.txt".to_string()), "{up:?}");
+    // The hash is the same with and without them (mlx-knife's exclude patterns).
+    let ex = mlxfs::hash::Excludes::default_list();
+    let with = mlxfs::hash::compute_v2(&ws, &ex).unwrap().0;
+    let clean = fx.workspace("clean-ws", &good_files());
+    write_tree(&clean, &[("sub/kept.txt".to_string(), b"kept".to_vec())]);
+    assert_eq!(with, mlxfs::hash::compute_v2(&clean, &ex).unwrap().0);
+    // run accepts it (up to Python).
+    let (_, v) = json(
+        &fx,
+        &["run", "mac-ws", "hi", "--python", "/nonexistent/python"],
+    );
+    assert_eq!(v["error"]["type"], "python_not_found", "{v}");
+}
+
+fn loc_from(vars: &[(&str, &str)]) -> Locations {
+    Locations::from_vars(|k| {
+        vars.iter()
+            .find(|(n, _)| *n == k)
+            .map(|(_, v)| v.to_string())
+    })
+}
+
+#[test]
+fn every_cache_location_huggingface_hub_honours() {
+    let p = |l: Locations| l.hub_cache;
+    let h = ("HOME", "/h");
+    assert_eq!(
+        p(loc_from(&[h, ("HUGGINGFACE_HUB_CACHE", "/legacy")])),
+        Path::new("/legacy")
+    );
+    assert_eq!(
+        p(loc_from(&[
+            h,
+            ("HUGGINGFACE_HUB_CACHE", "/legacy"),
+            ("HF_HUB_CACHE", "/new")
+        ])),
+        Path::new("/new")
+    );
+    assert_eq!(
+        p(loc_from(&[
+            h,
+            ("HUGGINGFACE_HUB_CACHE", "/legacy"),
+            ("HF_HOME", "/hf")
+        ])),
+        Path::new("/legacy")
+    );
+    assert_eq!(
+        p(loc_from(&[h, ("XDG_CACHE_HOME", "/xdg")])),
+        Path::new("/xdg/huggingface/hub")
+    );
+    assert_eq!(
+        p(loc_from(&[
+            h,
+            ("XDG_CACHE_HOME", "/xdg"),
+            ("HF_HOME", "/hf")
+        ])),
+        Path::new("/hf/hub")
+    );
+    // Empty counts as unset; `~` and `$VAR` are expanded as huggingface_hub does.
+    assert_eq!(
+        p(loc_from(&[
+            h,
+            ("HUGGINGFACE_HUB_CACHE", ""),
+            ("XDG_CACHE_HOME", "")
+        ])),
+        Path::new("/h/.cache/huggingface/hub")
+    );
+    assert_eq!(
+        p(loc_from(&[h, ("XDG_CACHE_HOME", "~/c")])),
+        Path::new("/h/c/huggingface/hub")
+    );
+    assert_eq!(
+        p(loc_from(&[h, ("HF_HOME", "$HOME/hf"), ("X", "y")])),
+        Path::new("/h/hf/hub")
+    );
+    assert_eq!(
+        p(loc_from(&[h, ("HF_HUB_CACHE", "${HOME}/c/$UNSET/x$")])),
+        Path::new("/h/c/$UNSET/x$")
+    );
+
+    // The binary, with only the legacy variable or only XDG_CACHE_HOME set.
+    let fx = Fx::new();
+    fx.hub_model("org/m", &good_files());
+    let cache = fx.hub();
+    let xdg = fx.tmp.path().join("xdg");
+    fs::create_dir_all(xdg.join("huggingface")).unwrap();
+    symlink(&cache, xdg.join("huggingface/hub")).unwrap();
+    for (k, v) in [
+        ("HUGGINGFACE_HUB_CACHE", cache.clone()),
+        ("XDG_CACHE_HOME", xdg.clone()),
+    ] {
+        let o = std::process::Command::new(BIN)
+            .env_clear()
+            .env("HOME", &fx.home)
+            .env(k, &v)
+            .args(["list", "--json"])
+            .output()
+            .unwrap();
+        let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+        let names: Vec<&str> = v["data"]["models"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["org/m"], "{k}");
+    }
+}
+
+const OLD: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+const GONE: &str = "cccccccccccccccccccccccccccccccccccccccc";
+
+#[test]
+fn refs_main_naming_a_missing_snapshot_is_said() {
+    let fx = Fx::new();
+    fx.hub_snapshot("org/m", OLD, &good_files(), false);
+    fs::create_dir_all(repo_dir(&fx, "org/m").join("refs")).unwrap();
+    fs::write(repo_dir(&fx, "org/m").join("refs/main"), GONE).unwrap();
+    let loc = fx.locations();
+    let cur = resolve("org/m", &loc).unwrap();
+    let (h, reason) = health_of(&cur);
+    assert_eq!(h, "unhealthy");
+    assert_eq!(
+        reason.as_deref(),
+        Some(
+            "Current revision ccccccc (refs/main) is not in the cache; cached: org/m@bbbbbbb. \
+             `mlxfs pull org/m` fetches it"
+        )
+    );
+    // The cached snapshot stays addressable, and healthy.
+    let old = resolve("org/m@bbbbbbb", &loc).unwrap();
+    assert_eq!(old.revision.as_deref(), Some(OLD));
+    assert_eq!(health_of(&old), ("healthy".into(), None));
+    // `@main` explains the missing commit instead of "not found".
+    for spec in ["org/m@main", "org/m@ccccccc"] {
+        match resolve(spec, &loc) {
+            Err(ResolveError::RefNotCached {
+                rev,
+                commit,
+                cached,
+                ..
+            }) => {
+                assert_eq!(
+                    (rev.as_str(), commit.as_str(), cached),
+                    ("main", GONE, vec!["org/m@bbbbbbb".to_string()]),
+                    "{spec}"
+                );
+            }
+            other => panic!("{spec}: {other:?}"),
+        }
+    }
+    let (code, v) = json(&fx, &["show", "org/m@main"]);
+    assert_eq!(code, 1);
+    assert_eq!(v["error"]["type"], "hash_not_found", "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains(
+            "names commit cccccccccccccccccccccccccccccccccccccccc, which is not in the cache"
+        ),
+        "{v}"
+    );
+    // list says it; run refuses the current revision and takes the cached one by name.
+    let all = listed(&fx);
+    assert_eq!(all["org/m"]["health"], "unhealthy");
+    let (_, v) = json(
+        &fx,
+        &["run", "org/m", "hi", "--python", "/nonexistent/python"],
+    );
+    assert_eq!(v["error"]["type"], "model_unhealthy", "{v}");
+    let (_, v) = json(
+        &fx,
+        &[
+            "run",
+            "org/m@bbbbbbb",
+            "hi",
+            "--python",
+            "/nonexistent/python",
+        ],
+    );
+    assert_eq!(v["error"]["type"], "python_not_found", "{v}");
+    // The mount's tree: the model's name with its health, the snapshot under @rev7.
+    let vfs = vfs_for(&loc, Path::new("/mnt"));
+    let tree = vfs.tree();
+    let names: Vec<&str> = tree.models.iter().map(|m| m.mount_path.as_str()).collect();
+    assert_eq!(names, ["org/m", "org/m@bbbbbbb"]);
+}
+
+#[test]
+fn refs_main_naming_a_missing_snapshot_is_repaired_by_pull() {
+    use crate::support::fakehub::FakeHub;
+    let fx = Fx::new();
+    let hub = FakeHub::start(&fx.tmp.path().join("hubroot"));
+    hub.put_repo("org/m", &good_files());
+    let commit = hub.commit("org/m", "main");
+    fx.hub_snapshot("org/m", OLD, &good_files(), false);
+    fs::create_dir_all(repo_dir(&fx, "org/m").join("refs")).unwrap();
+    fs::write(repo_dir(&fx, "org/m").join("refs/main"), &commit).unwrap();
+    assert_eq!(listed(&fx)["org/m"]["health"], "unhealthy");
+    let o = cmd(&fx)
+        .env("HF_ENDPOINT", &hub.url)
+        .env("MLXFS_HUB_RETRIES", "0")
+        .args(["pull", "org/m", "--json"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+    let m = &listed(&fx)["org/m"];
+    assert_eq!(
+        (m["health"].as_str(), m["revision"].as_str()),
+        (Some("healthy"), Some(commit.as_str())),
+        "{m}"
+    );
+}
+
+#[test]
+fn rm_counts_everything_it_frees() {
+    let fx = Fx::new();
+    // A snapshot of regular files (no blob links).
+    let snap = fx.hub_model("org/copies", &good_files());
+    materialize_links(&snap);
+    let blobs = repo_dir(&fx, "org/copies").join("blobs");
+    fs::remove_dir_all(&blobs).unwrap();
+    fs::create_dir(&blobs).unwrap();
+    let (code, v) = json(&fx, &["rm", "org/copies", "-f"]);
+    assert_eq!(code, 0, "{v}");
+    // The files and refs/main (a 40-byte commit id): everything removed.
+    let whole = good_size() + 40;
+    assert_eq!(v["data"]["freed_bytes"], whole, "{v}");
+    assert!(!repo_dir(&fx, "org/copies").exists());
+
+    // One revision made of copies, the other of blob links.
+    let snap = fx.hub_snapshot("org/two", OLD, &good_files(), false);
+    materialize_links(&snap);
+    std::thread::sleep(std::time::Duration::from_millis(10));
+    fx.hub_snapshot("org/two", GONE, &good_files(), true);
+    let (code, v) = json(&fx, &["rm", "org/two@bbbbbbb", "-f"]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["data"]["freed_bytes"], good_size(), "{v}");
+    assert_eq!(v["data"]["blobs_removed"], 0, "{v}");
+
+    // Moved to another disk and linked back: the space is freed there.
+    let ext = fx.tmp.path().join("ext-disk");
+    fx.hub_model("org/far", &good_files());
+    move_and_link(&repo_dir(&fx, "org/far"), &ext.join("models--org--far"));
+    fx.hub_model("org/farblobs", &good_files());
+    move_and_link(
+        &repo_dir(&fx, "org/farblobs").join("blobs"),
+        &ext.join("blobs-farblobs"),
+    );
+    for (name, real) in [
+        ("org/far", ext.join("models--org--far")),
+        ("org/farblobs", ext.join("blobs-farblobs")),
+    ] {
+        let (code, v) = json(&fx, &["rm", name, "-f"]);
+        assert_eq!(code, 0, "{v}");
+        assert_eq!(v["data"]["freed_bytes"], whole, "{name}: {v}");
+        assert_eq!(
+            v["data"]["relocated_removed"],
+            serde_json::json!([real]),
+            "{name}: {v}"
+        );
+        assert!(!real.exists(), "{name}");
+        assert!(fs::symlink_metadata(repo_dir(&fx, name)).is_err(), "{name}");
+    }
+    // A link to a folder that holds the cache itself is never followed into a deletion.
+    fx.hub_model("org/keep", &good_files());
+    let keep_blobs = repo_dir(&fx, "org/keep").join("blobs");
+    fs::remove_dir_all(&keep_blobs).unwrap();
+    symlink(&fx.hf_home, &keep_blobs).unwrap();
+    let (code, v) = json(&fx, &["rm", "org/keep", "-f"]);
+    assert_eq!(code, 0, "{v}");
+    assert!(fx.hub().is_dir(), "the hub cache survives");
+    assert_eq!(
+        v["data"]["relocated_kept"][0]["path"],
+        serde_json::json!(fx.hf_home),
+        "{v}"
+    );
+}
