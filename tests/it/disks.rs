@@ -600,3 +600,128 @@ fn rm_counts_everything_it_frees() {
         "{v}"
     );
 }
+
+/// Real inference from relocated copies of the tiny model: the same text as from its own
+/// folder (a linked workspace, and a hub model whose `blobs/` lives on the other disk).
+#[test]
+fn relocated_models_run_with_the_same_text() {
+    crate::require!(Python);
+    let python = std::env::var("MLXFS_TEST_PYTHON").unwrap();
+    let venv = Path::new(&python).parent().unwrap().parent().unwrap();
+    let fx = Fx::new();
+    let ext = fx.tmp.path().join("ext-disk");
+    let ws = fx.ws_home.join("tiny");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/make-tiny-model.py");
+    let o = std::process::Command::new(&python)
+        .arg(script)
+        .arg(&ws)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let files: Vec<(String, Vec<u8>)> = fs::read_dir(&ws)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_type().unwrap().is_file())
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect();
+    fx.hub_model("org/tiny", &files);
+    move_and_link(
+        &repo_dir(&fx, "org/tiny").join("blobs"),
+        &ext.join("blob-store/org-tiny"),
+    );
+    let far = ext.join("far-tiny");
+    write_tree(&far, &files);
+    symlink(&far, fx.ws_home.join("far-tiny")).unwrap();
+    let text = |model: &str| {
+        let (code, v) = json(
+            &fx,
+            &[
+                "run",
+                model,
+                "Explain FUSE",
+                "--seed",
+                "7",
+                "--max-tokens",
+                "12",
+                "--subprocess",
+                "--python",
+                &venv.to_string_lossy(),
+            ],
+        );
+        assert_eq!(code, 0, "{model}: {v}");
+        v["data"]["text"].as_str().unwrap().to_string()
+    };
+    let want = text("tiny");
+    assert!(!want.is_empty());
+    assert_eq!(text("org/tiny"), want);
+    assert_eq!(text("far-tiny"), want);
+}
+
+/// The cache location agrees with huggingface_hub's own `constants.HF_HUB_CACHE` for every
+/// combination of the variables it reads, and `pull` writes where it reads.
+#[test]
+fn cache_location_agrees_with_huggingface_hub() {
+    crate::require!(Python);
+    let python = std::env::var("MLXFS_TEST_PYTHON").unwrap();
+    let vars = [
+        ("HF_HUB_CACHE", "/c/hub-cache"),
+        ("HUGGINGFACE_HUB_CACHE", "/c/legacy"),
+        ("HF_HOME", "~/hf-$USER"),
+        ("XDG_CACHE_HOME", "/c/xdg"),
+    ];
+    for mask in 0..16u32 {
+        let set: Vec<(&str, &str)> = vars
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| mask & (1 << i) != 0)
+            .map(|(_, kv)| *kv)
+            .chain([("HOME", "/h"), ("USER", "u")])
+            .collect();
+        let o = std::process::Command::new(&python)
+            .env_clear()
+            .envs(set.iter().copied())
+            .args([
+                "-c",
+                "import huggingface_hub.constants as c, sys; sys.stdout.write(c.HF_HUB_CACHE)",
+            ])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let theirs = String::from_utf8(o.stdout).unwrap();
+        assert_eq!(loc_from(&set).hub_cache, PathBuf::from(&theirs), "{set:?}");
+    }
+
+    // pull with only XDG_CACHE_HOME set lands where huggingface_hub looks.
+    use crate::support::fakehub::FakeHub;
+    let fx = Fx::new();
+    let hub = FakeHub::start(&fx.tmp.path().join("hubroot"));
+    hub.put_repo("org/m", &good_files());
+    let xdg = fx.tmp.path().join("xdg");
+    let o = std::process::Command::new(BIN)
+        .env_clear()
+        .env("HOME", &fx.home)
+        .env("XDG_CACHE_HOME", &xdg)
+        .env("HF_ENDPOINT", &hub.url)
+        .env("MLXFS_HUB_RETRIES", "0")
+        .args(["pull", "org/m", "--json"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+    let commit = hub.commit("org/m", "main");
+    let snap = xdg
+        .join("huggingface/hub/models--org--m/snapshots")
+        .join(&commit);
+    assert_eq!(
+        fs::read(snap.join("config.json")).unwrap(),
+        good_files()[0].1
+    );
+    assert!(
+        fs::read_dir(&fx.home).unwrap().next().is_none(),
+        "nothing under ~"
+    );
+}
