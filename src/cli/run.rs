@@ -23,6 +23,11 @@ workspace, a per-model folder under mlxfs's state directory for a hub model, or
 --cache-dir. Whatever mlx-lm, transformers or huggingface_hub fetch at run time lands
 there (reported after the run), never in your shared ~/.cache/huggingface.
 
+stdout carries only the generated text (or the JSON result): what the libraries print is
+captured, and its last lines are shown if the run fails (their stderr passes through live).
+mlxfs never runs code that comes with a model (trust_remote_code=False): a model that
+needs it fails with remote_code_required.
+
 Python: --python, MLXFS_PYTHON, VIRTUAL_ENV, then python3 on PATH (a venv folder or an
 interpreter). It needs mlx and mlx-lm: pip install \"mlx[cpu]\" mlx-lm (Linux) or mlx-lm
 (macOS). When the venv's Python is not the one mlxfs embeds, the same code runs in a
@@ -275,8 +280,9 @@ pub fn run(a: &RunArgs, loc: &Locations, json_mode: bool) -> Result<Output, CliE
                     s.first_token = Some(start.elapsed().as_secs_f64());
                 }
                 if stream && s.stdout_error.is_none() {
-                    let mut out = std::io::stdout().lock();
-                    match out.write_all(t.as_bytes()).and_then(|_| out.flush()) {
+                    // Through runtime::Stdout: during an embedded run fd 1 captures what the
+                    // libraries print.
+                    match runtime::Stdout.write_all(t.as_bytes()) {
                         Ok(()) => s.streamed = true,
                         Err(e) => {
                             // Nobody reads any more: stop after this token.
@@ -292,7 +298,15 @@ pub fn run(a: &RunArgs, loc: &Locations, json_mode: bool) -> Result<Output, CliE
     }));
 
     runtime::install_stop_handlers();
-    let (mode, why_not_embedded) = runtime::generate(&env, &req, a.subprocess, handler)?;
+    let outcome = runtime::generate(&env, &req, a.subprocess, handler)?;
+    let (mode, why_not_embedded) = (outcome.mode, outcome.why_not_embedded);
+    // What Python printed, shown with any error from here on.
+    let with_output = |mut e: CliError| {
+        if !outcome.output.is_empty() {
+            e.fields.push(("python_output", outcome.output.json()));
+        }
+        e
+    };
     let total = start.elapsed().as_secs_f64();
     let report = runtime::cache_report(&cache, &before);
     let s = state.lock().unwrap_or_else(|e| e.into_inner());
@@ -310,13 +324,23 @@ pub fn run(a: &RunArgs, loc: &Locations, json_mode: bool) -> Result<Output, CliE
             );
             err.hint = Some(runtime::install_hint(&env));
         }
-        return Err(err);
+        if kind == ErrorType::RemoteCodeRequired {
+            err.hint = Some(
+                "mlxfs never runs code that comes with a model (as mlx-knife refuses \
+                 config.json: model_file); use a conversion whose tokenizer and architecture \
+                 load without it"
+                    .into(),
+            );
+        }
+        return Err(with_output(err));
     }
     if s.done.is_null() {
-        return Err(CliError::new(
+        // Python reported neither a result nor an error (the subprocess's exit is checked by
+        // the runtime; this is the embedded interpreter returning early).
+        return Err(with_output(CliError::new(
             ErrorType::GenerationFailed,
             "generation ended without a result",
-        ));
+        )));
     }
     let done = &s.done;
     if !json_mode {
