@@ -12,6 +12,7 @@ use super::output::{CliError, Output, exit_on_write_error};
 use crate::catalog::record::{describe, show_model};
 use crate::catalog::resolve::{self, is_explicit_path};
 use crate::catalog::{Locations, ModelRef, Source, dir_from_repo_id};
+use crate::env;
 use crate::error::ErrorType;
 use crate::runtime::{self, Event, GenRequest, PythonEnv};
 use crate::text::{human_bytes, one_line};
@@ -20,8 +21,10 @@ use crate::text::{human_bytes, one_line};
 #[command(after_help = "\
 Before Python starts, HF_HOME points at an isolated cache: <workspace>/.hf_cache for a
 workspace, a per-model folder under mlxfs's state directory for a hub model, or
---cache-dir. Whatever mlx-lm, transformers or huggingface_hub fetch at run time lands
-there (reported after the run), never in your shared ~/.cache/huggingface.
+--cache-dir. Every cache variable the libraries consult (legacy names and XDG_CACHE_HOME
+included) is pointed there too, so whatever mlx-lm, transformers or huggingface_hub fetch
+at run time lands there (reported after the run), never in your shared
+~/.cache/huggingface. The token stays yours.
 
 stdout carries only the generated text (or the JSON result): what the libraries print is
 captured, and its last lines are shown if the run fails (their stderr passes through live).
@@ -232,12 +235,28 @@ pub fn run(a: &RunArgs, loc: &Locations, json_mode: bool) -> Result<Output, CliE
             format!("cannot create {}: {e}", cache.display()),
         )
     })?;
-    set_env("HF_HOME", &cache);
-    set_env("HF_HUB_CACHE", cache.join("hub"));
-    set_env("HF_XET_CACHE", cache.join("xet"));
+    // The token stays the user's: with HF_HOME isolated, huggingface_hub would no longer find
+    // `$HF_HOME/token`, so the file it would have read is named explicitly. It is only read
+    // (nothing logs in or out during a run); HF_TOKEN, or HF_TOKEN_PATH when set, pass as is.
+    let token_file = (env::var(env::HF_TOKEN).is_none() && env::var(env::HF_TOKEN_PATH).is_none())
+        .then(crate::hub::client::token_file)
+        .flatten();
+    for (var, sub) in env::ISOLATED_CACHE {
+        set_env(
+            var,
+            if sub.is_empty() {
+                cache.clone()
+            } else {
+                cache.join(sub)
+            },
+        );
+    }
+    if let Some(t) = token_file {
+        set_env(env::HF_TOKEN_PATH, t);
+    }
     if a.offline {
-        set_env("HF_HUB_OFFLINE", "1");
-        set_env("TRANSFORMERS_OFFLINE", "1");
+        set_env(env::HF_HUB_OFFLINE, "1");
+        set_env(env::TRANSFORMERS_OFFLINE, "1");
     }
     let before = runtime::snapshot(&cache);
 
@@ -389,6 +408,7 @@ pub fn run(a: &RunArgs, loc: &Locations, json_mode: bool) -> Result<Output, CliE
             "version": s.env["python"],
             "hf_home": s.env["hf_home"],
             "hub_cache": s.env["hub_cache"],
+            "caches": s.env["caches"],
             "offline": s.env["offline"],
             "why_not_embedded": why_not_embedded,
         },

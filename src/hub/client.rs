@@ -56,7 +56,17 @@ pub fn token_from_env() -> Option<String> {
     if let Some(t) = env_nonempty(env::HF_TOKEN) {
         return Some(t.trim().to_string());
     }
-    let path = env_nonempty(env::HF_TOKEN_PATH)
+    crate::sys::read_text(&token_file()?)
+        .ok()
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty())
+}
+
+/// The file holding the token when `HF_TOKEN` is unset: `HF_TOKEN_PATH`, else
+/// `$HF_HOME/token`, else `~/.cache/huggingface/token` (huggingface_hub's `HF_TOKEN_PATH`
+/// constant). `None` when no home folder is known.
+pub fn token_file() -> Option<std::path::PathBuf> {
+    env_nonempty(env::HF_TOKEN_PATH)
         .map(std::path::PathBuf::from)
         .or_else(|| {
             let home = env_nonempty(env::HF_HOME)
@@ -66,11 +76,7 @@ pub fn token_from_env() -> Option<String> {
                         .map(|h| std::path::Path::new(&h).join(".cache/huggingface"))
                 })?;
             Some(home.join("token"))
-        })?;
-    crate::sys::read_text(&path)
-        .ok()
-        .map(|t| t.trim().to_string())
-        .filter(|t| !t.is_empty())
+        })
 }
 
 /// huggingface_hub's offline switch (`1`, `true`, `yes`, `on`).

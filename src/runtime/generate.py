@@ -2,7 +2,8 @@
 fallback so both give the same output.
 
 `run(request_json, emit, should_stop)`: `emit(event_json)` receives one JSON object per event:
-  {"event": "env", "executable", "prefix", "hf_home", "hub_cache", "offline", "python"}
+  {"event": "env", "executable", "prefix", "hf_home", "hub_cache", "caches", "offline", "python"}
+      ("caches": where each library will cache, as the libraries themselves resolved it)
   {"event": "token", "text": "..."}             (streamed pieces of text)
   {"event": "done", "text", "prompt_tokens", "generation_tokens", "prompt_tps",
    "generation_tps", "peak_memory_gb", "finish_reason", "chat_template"}
@@ -79,6 +80,31 @@ def _remote_code_error(model_path, exc):
                        "mlxfs never runs code a model ships (trust_remote_code=False)"}
 
 
+def _caches():
+    """Where each library caches, as it resolved it from the environment."""
+    out = {}
+    try:
+        import huggingface_hub.constants as hc
+        for name in ("HF_HOME", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_ASSETS_CACHE",
+                     "HUGGINGFACE_ASSETS_CACHE", "HF_XET_CACHE", "HF_TOKEN_PATH"):
+            if isinstance(getattr(hc, name, None), str):
+                out["huggingface_hub." + name] = getattr(hc, name)
+    except Exception:  # huggingface_hub missing: mlx_lm's import below reports it
+        pass
+    try:
+        import transformers.utils.hub as th
+        for name in ("HF_MODULES_CACHE", "TRANSFORMERS_CACHE", "PYTORCH_TRANSFORMERS_CACHE",
+                     "PYTORCH_PRETRAINED_BERT_CACHE"):
+            if isinstance(getattr(th, name, None), str):
+                out["transformers." + name] = getattr(th, name)
+    except Exception:
+        pass
+    for name in ("XDG_CACHE_HOME", "TORCH_HOME", "HF_DATASETS_CACHE", "HF_METRICS_CACHE"):
+        if os.environ.get(name):
+            out["env." + name] = os.environ[name]
+    return out
+
+
 def run(request_json, emit, should_stop):
     # No library may ask a question: stdin is empty (the subprocess's is /dev/null already),
     # and whatever stayed in Python's own buffers is flushed while mlxfs still captures it.
@@ -96,21 +122,6 @@ def run(request_json, emit, should_stop):
 
 
 def _run(req, send, should_stop):
-    try:
-        import huggingface_hub.constants as hc
-        hf_home, hub_cache = hc.HF_HOME, hc.HF_HUB_CACHE
-    except Exception:  # huggingface_hub missing: mlx_lm's import below reports it
-        hf_home, hub_cache = os.environ.get("HF_HOME"), None
-    send({
-        "event": "env",
-        "executable": sys.executable,
-        "prefix": sys.prefix,
-        "python": sys.version.split()[0],
-        "hf_home": hf_home,
-        "hub_cache": hub_cache,
-        "offline": os.environ.get("HF_HUB_OFFLINE") == "1",
-    })
-
     def fail(event):
         send(event)
         return event["type"]
@@ -124,6 +135,19 @@ def _run(req, send, should_stop):
     if missing:
         return fail({"event": "error", "type": "missing_dependency",
                      "message": "cannot import " + ", ".join(missing)})
+
+    # After mlx_lm's import: it quiets transformers' advice ("PyTorch was not found") first.
+    caches = _caches()
+    send({
+        "event": "env",
+        "executable": sys.executable,
+        "prefix": sys.prefix,
+        "python": sys.version.split()[0],
+        "hf_home": caches.get("huggingface_hub.HF_HOME", os.environ.get("HF_HOME")),
+        "hub_cache": caches.get("huggingface_hub.HF_HUB_CACHE"),
+        "caches": caches,
+        "offline": os.environ.get("HF_HUB_OFFLINE") == "1",
+    })
 
     import inspect
 

@@ -640,3 +640,73 @@ sys.meta_path.insert(0, _Hook())
         );
     }
 }
+
+#[test]
+fn no_cache_variable_leads_back_to_the_shared_cache() {
+    crate::require!(Python);
+    let (fx, ws) = with_tiny();
+    // Every variable a library consults points at a "shared" folder, legacy names included.
+    let shared = fx.tmp.path().join("shared");
+    let mut vars: Vec<(&str, PathBuf)> = Vec::new();
+    for (var, _) in mlxfs::env::ISOLATED_CACHE {
+        let d = shared.join(var);
+        fs::create_dir_all(&d).unwrap();
+        fs::write(d.join("keep"), b"shared").unwrap();
+        vars.push((var, d));
+    }
+    let before = tree_state(&shared);
+    let iso = ws.join(".hf_cache");
+    for mode in MODES {
+        let refs: Vec<(&str, &Path)> = vars.iter().map(|(k, v)| (*k, v.as_path())).collect();
+        let o = run_with(&fx, "tiny", &[&["--json"], mode].concat(), &refs);
+        let v = envelope(&o);
+        assert_eq!(v["status"], "success", "{v}");
+        let caches = v["data"]["python"]["caches"].as_object().unwrap().clone();
+        // What the libraries themselves resolved.
+        let expect = [
+            ("huggingface_hub.HF_HOME", iso.clone()),
+            ("huggingface_hub.HF_HUB_CACHE", iso.join("hub")),
+            ("huggingface_hub.HUGGINGFACE_HUB_CACHE", iso.join("hub")),
+            ("huggingface_hub.HF_ASSETS_CACHE", iso.join("assets")),
+            (
+                "huggingface_hub.HUGGINGFACE_ASSETS_CACHE",
+                iso.join("assets"),
+            ),
+            ("huggingface_hub.HF_XET_CACHE", iso.join("xet")),
+            ("transformers.HF_MODULES_CACHE", iso.join("modules")),
+            ("env.XDG_CACHE_HOME", iso.join("xdg-cache")),
+            ("env.TORCH_HOME", iso.join("torch")),
+            ("env.HF_DATASETS_CACHE", iso.join("datasets")),
+        ];
+        for (k, p) in &expect {
+            assert_eq!(caches[*k], p.to_string_lossy().as_ref(), "{mode:?} {k}");
+        }
+        for (k, p) in &caches {
+            if k != "huggingface_hub.HF_TOKEN_PATH" {
+                assert!(
+                    p.as_str().unwrap().starts_with(iso.to_str().unwrap()),
+                    "{k} = {p}"
+                );
+            }
+        }
+        // The token is the user's, `$HF_HOME/token` of the user's HF_HOME (read, never
+        // isolated).
+        assert_eq!(
+            caches["huggingface_hub.HF_TOKEN_PATH"],
+            shared.join("HF_HOME/token").to_string_lossy().as_ref()
+        );
+    }
+    assert_eq!(tree_state(&shared), before);
+    // A token file named by the user stays the one used.
+    let token = fx.tmp.path().join("my-token");
+    let v = envelope(&run_with(
+        &fx,
+        "tiny",
+        &["--json"],
+        &[("HF_TOKEN_PATH", &token)],
+    ));
+    assert_eq!(
+        v["data"]["python"]["caches"]["huggingface_hub.HF_TOKEN_PATH"],
+        token.to_string_lossy().as_ref()
+    );
+}
