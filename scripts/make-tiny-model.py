@@ -4,8 +4,12 @@ trained on a few sentences, and a chat template. It takes a few seconds and need
 packages `mlx-lm` brings (mlx, tokenizers).
 
     python scripts/make-tiny-model.py OUT_DIR [--seed 0] [--hidden 64] [--layers 2]
+                                      [--model-type llama|qwen]
 
 `--hidden 1024 --layers 24` gives a model of about 500 MB of weights (for benchmarks).
+`--model-type qwen` gives the first Qwen's architecture, which mlx-lm runs but transformers does
+not know (its checkpoints ship their tokenizer as custom code): the tests of `run`'s refusal of
+model-supplied code start from it.
 The model is marked as MLX (README front matter) so mlxfs and mlx-knife treat it as runnable.
 """
 
@@ -39,11 +43,12 @@ def main() -> int:
     ap.add_argument("--hidden", type=int, default=64)
     ap.add_argument("--layers", type=int, default=2)
     ap.add_argument("--vocab", type=int, default=384, help="BPE vocabulary size (>= 260)")
+    ap.add_argument("--model-type", choices=["llama", "qwen"], default="llama")
     a = ap.parse_args()
 
     import mlx.core as mx
     from mlx.utils import tree_flatten
-    from mlx_lm.models import llama
+    from mlx_lm.models import llama, qwen
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     out = a.out
@@ -79,8 +84,8 @@ def main() -> int:
 
     heads = max(1, a.hidden // 16)
     config = {
-        "model_type": "llama",
-        "architectures": ["LlamaForCausalLM"],
+        "model_type": a.model_type,
+        "architectures": ["LlamaForCausalLM" if a.model_type == "llama" else "QWenLMHeadModel"],
         "hidden_size": a.hidden,
         "num_hidden_layers": a.layers,
         "intermediate_size": a.hidden * 2,
@@ -94,11 +99,14 @@ def main() -> int:
         "bos_token_id": ids["<s>"],
         "eos_token_id": ids["</s>"],
     }
+    if a.model_type == "qwen":
+        config.update({"kv_channels": a.hidden // heads, "layer_norm_epsilon": 1e-5})
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
 
     mx.random.seed(a.seed)
-    args = llama.ModelArgs.from_dict(config)
-    model = llama.Model(args)
+    arch = llama if a.model_type == "llama" else qwen
+    args = arch.ModelArgs.from_dict(config)
+    model = arch.Model(args)
     weights = dict(tree_flatten(model.parameters()))
     # Small random weights keep the logits tame (and generation varied).
     weights = {k: (v * 2.0).astype(mx.float32) for k, v in weights.items()}
@@ -108,7 +116,7 @@ def main() -> int:
         {"bos_token_id": ids["<s>"], "eos_token_id": ids["</s>"]}, indent=2) + "\n")
     (out / "README.md").write_text(
         "---\nlibrary_name: mlx\ntags:\n- mlx\n- test\n---\n\n"
-        f"# tiny-llama\n\nA random-weight llama ({a.layers} layers, hidden {a.hidden}) made by "
+        f"# tiny-{a.model_type}\n\nA random-weight {a.model_type} ({a.layers} layers, hidden {a.hidden}) made by "
         "scripts/make-tiny-model.py for tests. It produces noise, deterministically.\n")
     size = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
     print(f"tiny model in {out} ({size / 1e6:.1f} MB, vocab {vocab_size})", file=sys.stderr)

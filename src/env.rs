@@ -9,7 +9,8 @@ pub const HF_HUB_CACHE: &str = "HF_HUB_CACHE";
 pub const HUGGINGFACE_HUB_CACHE: &str = "HUGGINGFACE_HUB_CACHE";
 /// The Hugging Face home: the hub cache is `$HF_HOME/hub`, the token `$HF_HOME/token`.
 pub const HF_HOME: &str = "HF_HOME";
-/// The user's cache folder: `HF_HOME` defaults to `$XDG_CACHE_HOME/huggingface`.
+/// The user's cache folder: `HF_HOME` defaults to `$XDG_CACHE_HOME/huggingface` (and for
+/// `run`'s libraries every other cache default derives from it too; `run` overrides it).
 pub const XDG_CACHE_HOME: &str = "XDG_CACHE_HOME";
 /// The home folder: `~` in paths, `~/.cache/huggingface`, `~/.local/state/mlxfs`.
 pub const HOME: &str = "HOME";
@@ -61,13 +62,96 @@ pub const READ: &[&str] = &[
     MLXFS_DAEMON_CHILD,
 ];
 
-/// Variables `run` sets for the Python it starts (the isolated cache), never read back.
+// Set by `run` for the Python it starts, never read back: the isolated cache.
+
+/// huggingface_hub's assets cache (`hf_hub.cached_assets_path`).
+pub const HF_ASSETS_CACHE: &str = "HF_ASSETS_CACHE";
+/// The same under its legacy name (read when `HF_ASSETS_CACHE` is unset).
+pub const HUGGINGFACE_ASSETS_CACHE: &str = "HUGGINGFACE_ASSETS_CACHE";
+/// The Xet chunk cache (huggingface_hub, and hf_xet's own Rust code).
+pub const HF_XET_CACHE: &str = "HF_XET_CACHE";
+/// Where transformers (and datasets) copy a model's own Python code.
+pub const HF_MODULES_CACHE: &str = "HF_MODULES_CACHE";
+/// transformers 4's cache, under its three historical names.
+pub const TRANSFORMERS_CACHE: &str = "TRANSFORMERS_CACHE";
+pub const PYTORCH_TRANSFORMERS_CACHE: &str = "PYTORCH_TRANSFORMERS_CACHE";
+pub const PYTORCH_PRETRAINED_BERT_CACHE: &str = "PYTORCH_PRETRAINED_BERT_CACHE";
+/// PyTorch's home; transformers 4 moves `$TORCH_HOME/transformers` into the hub cache once.
+pub const TORCH_HOME: &str = "TORCH_HOME";
+/// The datasets library's caches.
+pub const HF_DATASETS_CACHE: &str = "HF_DATASETS_CACHE";
+pub const HF_METRICS_CACHE: &str = "HF_METRICS_CACHE";
+pub const HF_DATASETS_DOWNLOADED_DATASETS_PATH: &str = "HF_DATASETS_DOWNLOADED_DATASETS_PATH";
+pub const HF_DATASETS_EXTRACTED_DATASETS_PATH: &str = "HF_DATASETS_EXTRACTED_DATASETS_PATH";
+/// transformers' offline switch (huggingface_hub reads it too).
+pub const TRANSFORMERS_OFFLINE: &str = "TRANSFORMERS_OFFLINE";
+
+/// Every cache variable the Python libraries of `run` consult, with the folder `run` points
+/// it at, relative to the run's isolated cache (`""`: the cache itself). `run` sets every one,
+/// whatever the user's environment says, so that none — a legacy name included — can lead a
+/// library back to the shared cache. The list comes from the libraries' source:
+///
+/// - huggingface_hub 2.4, `constants.py`: `HF_HOME` (default `$XDG_CACHE_HOME/huggingface`),
+///   `HF_HUB_CACHE` falling back to the legacy `HUGGINGFACE_HUB_CACHE`, `HF_ASSETS_CACHE`
+///   falling back to `HUGGINGFACE_ASSETS_CACHE`, `HF_XET_CACHE`;
+/// - hf_xet 1.8 (Rust): `HF_XET_CACHE`, `HF_HOME` and `XDG_CACHE_HOME` (the strings in its
+///   library);
+/// - transformers 5, `utils/hub.py`: `HF_MODULES_CACHE`; transformers 4, `utils/hub.py`:
+///   `TRANSFORMERS_CACHE` ← `PYTORCH_TRANSFORMERS_CACHE` ← `PYTORCH_PRETRAINED_BERT_CACHE`,
+///   and `TORCH_HOME` (4.x moves `$TORCH_HOME/transformers`, default
+///   `$XDG_CACHE_HOME/torch/transformers`, into the hub cache when none of those three is
+///   set: setting them turns that move of a shared folder off);
+/// - datasets, `config.py`: `HF_DATASETS_CACHE`, `HF_METRICS_CACHE`, `HF_MODULES_CACHE`,
+///   `HF_DATASETS_DOWNLOADED_DATASETS_PATH`, `HF_DATASETS_EXTRACTED_DATASETS_PATH`;
+/// - `XDG_CACHE_HOME`, from which every default above derives.
+///
+/// The token is left alone (`HF_TOKEN`, `HF_TOKEN_PATH`): authentication keeps working; see
+/// `cli/run.rs`.
+pub const ISOLATED_CACHE: &[(&str, &str)] = &[
+    (HF_HOME, ""),
+    (HF_HUB_CACHE, "hub"),
+    (HUGGINGFACE_HUB_CACHE, "hub"),
+    (HF_ASSETS_CACHE, "assets"),
+    (HUGGINGFACE_ASSETS_CACHE, "assets"),
+    (HF_XET_CACHE, "xet"),
+    (HF_MODULES_CACHE, "modules"),
+    (TRANSFORMERS_CACHE, "hub"),
+    (PYTORCH_TRANSFORMERS_CACHE, "hub"),
+    (PYTORCH_PRETRAINED_BERT_CACHE, "hub"),
+    (TORCH_HOME, "torch"),
+    (HF_DATASETS_CACHE, "datasets"),
+    (HF_METRICS_CACHE, "metrics"),
+    (HF_DATASETS_DOWNLOADED_DATASETS_PATH, "datasets/downloads"),
+    (
+        HF_DATASETS_EXTRACTED_DATASETS_PATH,
+        "datasets/downloads/extracted",
+    ),
+    (XDG_CACHE_HOME, "xdg-cache"),
+];
+
+/// Every variable `run` may set for the Python it starts (docs/ENVIRONMENT.md lists each):
+/// the isolated cache, the token file (only when neither `HF_TOKEN` nor `HF_TOKEN_PATH` is
+/// set), and with `--offline` the two offline switches.
 pub const SET_FOR_PYTHON: &[&str] = &[
     HF_HOME,
     HF_HUB_CACHE,
-    "HF_XET_CACHE",
+    HUGGINGFACE_HUB_CACHE,
+    HF_ASSETS_CACHE,
+    HUGGINGFACE_ASSETS_CACHE,
+    HF_XET_CACHE,
+    HF_MODULES_CACHE,
+    TRANSFORMERS_CACHE,
+    PYTORCH_TRANSFORMERS_CACHE,
+    PYTORCH_PRETRAINED_BERT_CACHE,
+    TORCH_HOME,
+    HF_DATASETS_CACHE,
+    HF_METRICS_CACHE,
+    HF_DATASETS_DOWNLOADED_DATASETS_PATH,
+    HF_DATASETS_EXTRACTED_DATASETS_PATH,
+    XDG_CACHE_HOME,
+    HF_TOKEN_PATH,
     HF_HUB_OFFLINE,
-    "TRANSFORMERS_OFFLINE",
+    TRANSFORMERS_OFFLINE,
 ];
 
 /// A variable of the process environment as text; unset, empty or not valid UTF-8 counts as

@@ -84,6 +84,7 @@ error_types! {
     PythonError => "python_error",
     MissingDependency => "missing_dependency",
     LoadFailed => "load_failed",
+    RemoteCodeRequired => "remote_code_required",
     GenerationFailed => "generation_failed",
 }
 

@@ -183,6 +183,17 @@ pub fn print_human_error(command: &str, e: &CliError) {
                 crate::note!("  {}", one_line(m.as_str().unwrap_or_default()));
             }
         }
+        // `run`: the last lines Python printed on its stdout, escaped (its stderr was passed
+        // on live, just above; the JSON error carries both).
+        if *k == "python_output" {
+            let lines = v["stdout"].as_array().cloned().unwrap_or_default();
+            if !lines.is_empty() {
+                crate::note!("Python's stdout ended with:");
+            }
+            for l in lines {
+                crate::note!("  | {}", one_line(l.as_str().unwrap_or_default()));
+            }
+        }
     }
     if let Some(h) = &e.hint {
         crate::note!("hint: {h}");

@@ -12,6 +12,7 @@ use super::output::{CliError, Output, exit_on_write_error};
 use crate::catalog::record::{describe, show_model};
 use crate::catalog::resolve::{self, is_explicit_path};
 use crate::catalog::{Locations, ModelRef, Source, dir_from_repo_id};
+use crate::env;
 use crate::error::ErrorType;
 use crate::runtime::{self, Event, GenRequest, PythonEnv};
 use crate::text::{human_bytes, one_line};
@@ -20,8 +21,15 @@ use crate::text::{human_bytes, one_line};
 #[command(after_help = "\
 Before Python starts, HF_HOME points at an isolated cache: <workspace>/.hf_cache for a
 workspace, a per-model folder under mlxfs's state directory for a hub model, or
---cache-dir. Whatever mlx-lm, transformers or huggingface_hub fetch at run time lands
-there (reported after the run), never in your shared ~/.cache/huggingface.
+--cache-dir. Every cache variable the libraries consult (legacy names and XDG_CACHE_HOME
+included) is pointed there too, so whatever mlx-lm, transformers or huggingface_hub fetch
+at run time lands there (reported after the run), never in your shared
+~/.cache/huggingface. The token stays yours.
+
+stdout carries only the generated text (or the JSON result): what the libraries print is
+captured, and its last lines are shown if the run fails (their stderr passes through live).
+mlxfs never runs code that comes with a model (trust_remote_code=False): a model that
+needs it fails with remote_code_required.
 
 Python: --python, MLXFS_PYTHON, VIRTUAL_ENV, then python3 on PATH (a venv folder or an
 interpreter). It needs mlx and mlx-lm: pip install \"mlx[cpu]\" mlx-lm (Linux) or mlx-lm
@@ -227,12 +235,28 @@ pub fn run(a: &RunArgs, loc: &Locations, json_mode: bool) -> Result<Output, CliE
             format!("cannot create {}: {e}", cache.display()),
         )
     })?;
-    set_env("HF_HOME", &cache);
-    set_env("HF_HUB_CACHE", cache.join("hub"));
-    set_env("HF_XET_CACHE", cache.join("xet"));
+    // The token stays the user's: with HF_HOME isolated, huggingface_hub would no longer find
+    // `$HF_HOME/token`, so the file it would have read is named explicitly. It is only read
+    // (nothing logs in or out during a run); HF_TOKEN, or HF_TOKEN_PATH when set, pass as is.
+    let token_file = (env::var(env::HF_TOKEN).is_none() && env::var(env::HF_TOKEN_PATH).is_none())
+        .then(crate::hub::client::token_file)
+        .flatten();
+    for (var, sub) in env::ISOLATED_CACHE {
+        set_env(
+            var,
+            if sub.is_empty() {
+                cache.clone()
+            } else {
+                cache.join(sub)
+            },
+        );
+    }
+    if let Some(t) = token_file {
+        set_env(env::HF_TOKEN_PATH, t);
+    }
     if a.offline {
-        set_env("HF_HUB_OFFLINE", "1");
-        set_env("TRANSFORMERS_OFFLINE", "1");
+        set_env(env::HF_HUB_OFFLINE, "1");
+        set_env(env::TRANSFORMERS_OFFLINE, "1");
     }
     let before = runtime::snapshot(&cache);
 
@@ -275,8 +299,9 @@ pub fn run(a: &RunArgs, loc: &Locations, json_mode: bool) -> Result<Output, CliE
                     s.first_token = Some(start.elapsed().as_secs_f64());
                 }
                 if stream && s.stdout_error.is_none() {
-                    let mut out = std::io::stdout().lock();
-                    match out.write_all(t.as_bytes()).and_then(|_| out.flush()) {
+                    // Through runtime::Stdout: during an embedded run fd 1 captures what the
+                    // libraries print.
+                    match runtime::Stdout.write_all(t.as_bytes()) {
                         Ok(()) => s.streamed = true,
                         Err(e) => {
                             // Nobody reads any more: stop after this token.
@@ -292,7 +317,15 @@ pub fn run(a: &RunArgs, loc: &Locations, json_mode: bool) -> Result<Output, CliE
     }));
 
     runtime::install_stop_handlers();
-    let (mode, why_not_embedded) = runtime::generate(&env, &req, a.subprocess, handler)?;
+    let outcome = runtime::generate(&env, &req, a.subprocess, handler)?;
+    let (mode, why_not_embedded) = (outcome.mode, outcome.why_not_embedded);
+    // What Python printed, shown with any error from here on.
+    let with_output = |mut e: CliError| {
+        if !outcome.output.is_empty() {
+            e.fields.push(("python_output", outcome.output.json()));
+        }
+        e
+    };
     let total = start.elapsed().as_secs_f64();
     let report = runtime::cache_report(&cache, &before);
     let s = state.lock().unwrap_or_else(|e| e.into_inner());
@@ -310,13 +343,23 @@ pub fn run(a: &RunArgs, loc: &Locations, json_mode: bool) -> Result<Output, CliE
             );
             err.hint = Some(runtime::install_hint(&env));
         }
-        return Err(err);
+        if kind == ErrorType::RemoteCodeRequired {
+            err.hint = Some(
+                "mlxfs never runs code that comes with a model (as mlx-knife refuses \
+                 config.json: model_file); use a conversion whose tokenizer and architecture \
+                 load without it"
+                    .into(),
+            );
+        }
+        return Err(with_output(err));
     }
     if s.done.is_null() {
-        return Err(CliError::new(
+        // Python reported neither a result nor an error (the subprocess's exit is checked by
+        // the runtime; this is the embedded interpreter returning early).
+        return Err(with_output(CliError::new(
             ErrorType::GenerationFailed,
             "generation ended without a result",
-        ));
+        )));
     }
     let done = &s.done;
     if !json_mode {
@@ -365,6 +408,7 @@ pub fn run(a: &RunArgs, loc: &Locations, json_mode: bool) -> Result<Output, CliE
             "version": s.env["python"],
             "hf_home": s.env["hf_home"],
             "hub_cache": s.env["hub_cache"],
+            "caches": s.env["caches"],
             "offline": s.env["offline"],
             "why_not_embedded": why_not_embedded,
         },

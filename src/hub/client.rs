@@ -56,13 +56,20 @@ pub fn token_from_env() -> Option<String> {
     if let Some(t) = env_nonempty(env::HF_TOKEN) {
         return Some(t.trim().to_string());
     }
-    let path = env_nonempty(env::HF_TOKEN_PATH)
-        .map(std::path::PathBuf::from)
-        .or_else(|| Some(crate::catalog::hf_home().join("token")))?;
-    crate::sys::read_text(&path)
+    crate::sys::read_text(&token_file()?)
         .ok()
         .map(|t| t.trim().to_string())
         .filter(|t| !t.is_empty())
+}
+
+/// The file holding the token when `HF_TOKEN` is unset: `HF_TOKEN_PATH`, else
+/// `$HF_HOME/token` with `HF_HOME` as huggingface_hub computes it ([`crate::catalog::hf_home`]:
+/// the variable, else `$XDG_CACHE_HOME/huggingface`, else `~/.cache/huggingface`), as its
+/// `HF_TOKEN_PATH` constant.
+pub fn token_file() -> Option<std::path::PathBuf> {
+    env_nonempty(env::HF_TOKEN_PATH)
+        .map(std::path::PathBuf::from)
+        .or_else(|| Some(crate::catalog::hf_home().join("token")))
 }
 
 /// huggingface_hub's offline switch (`1`, `true`, `yes`, `on`).

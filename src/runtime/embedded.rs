@@ -9,6 +9,7 @@ use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::PyCFunction;
 
+use super::capture::{Captured, Redirect};
 use super::{Event, GENERATE_PY, Handler, PythonEnv, RunError, RunErrorKind, STOP};
 
 /// `sys.version` of the libpython mlxfs is linked with.
@@ -69,7 +70,24 @@ fn initialize(env: &PythonEnv) -> Result<(), String> {
     .clone()
 }
 
-pub fn run(env: &PythonEnv, request: &str, handler: Handler) -> Result<(), RunError> {
+/// Run the generation code in the embedded interpreter. fd 1 and 2 are redirected for the
+/// whole call (start-up included: a `sitecustomize` may print), so what Python and the C
+/// libraries it loads write is captured ([`Redirect`]); tokens still reach mlxfs's stdout
+/// through the handler, which writes to the saved descriptor ([`super::Stdout`]). Returns what
+/// was captured; a failure carries it too.
+pub fn run(env: &PythonEnv, request: &str, handler: Handler) -> Result<Captured, RunError> {
+    // Without a redirect (fd 1 or 2 closed: nothing to protect, or no pipe left) the run
+    // goes ahead uncaptured.
+    let redirect = Redirect::start().ok();
+    let result = run_inner(env, request, handler);
+    let output = redirect.map(Redirect::finish).unwrap_or_default();
+    match result {
+        Ok(()) => Ok(output),
+        Err(e) => Err(e.with_output(output)),
+    }
+}
+
+fn run_inner(env: &PythonEnv, request: &str, handler: Handler) -> Result<(), RunError> {
     initialize(env).map_err(|m| RunError::new(RunErrorKind::PythonInitFailed, m, None))?;
     let code = CString::new(GENERATE_PY).map_err(|_| {
         RunError::new(

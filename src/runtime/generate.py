@@ -2,39 +2,129 @@
 fallback so both give the same output.
 
 `run(request_json, emit, should_stop)`: `emit(event_json)` receives one JSON object per event:
-  {"event": "env", "executable", "prefix", "hf_home", "hub_cache", "offline", "python"}
+  {"event": "env", "executable", "prefix", "hf_home", "hub_cache", "caches", "offline", "python"}
+      ("caches": where each library will cache, as the libraries themselves resolved it)
   {"event": "token", "text": "..."}             (streamed pieces of text)
   {"event": "done", "text", "prompt_tokens", "generation_tokens", "prompt_tps",
    "generation_tps", "peak_memory_gb", "finish_reason", "chat_template"}
   {"event": "error", "type", "message"}
-As a script: `python generate.py REQUEST_JSON` prints the events as JSON lines on stdout.
+It returns None after a `done` event, or the error type after an `error` event.
+
+Events never travel on stdout: libraries print there (transformers asks "Do you wish to run the
+custom code? [y/N] " without a newline), and such text would merge into an event line. As a
+script, `python -c GENERATE_PY REQUEST_JSON EVENTS_FD` writes the events as JSON lines to the
+file descriptor EVENTS_FD, a pipe of their own, and exits 1 after an `error` event (130 when
+interrupted before a result). mlxfs captures stdout and stderr separately.
+
+Nothing a model ships is ever run: `trust_remote_code=False` is passed to mlx-lm and to
+transformers, and a model that needs its own code is a `remote_code_required` error naming the
+file that asks for it.
 """
 
+import io
 import json
 import os
 import sys
 
 
-def run(request_json, emit, should_stop):
-    req = json.loads(request_json)
+def _read_json(path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            value = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
 
-    def send(obj):
-        emit(json.dumps(obj))
 
+def _code_requests(model_path):
+    """What the model's files ask to run, as "file: key = value" strings: config.json's
+    `model_file` (mlx-lm's own custom architectures) and the `AutoTokenizer` entry of an
+    `auto_map` in tokenizer_config.json or config.json (transformers' custom tokenizers).
+    The `auto_map` entries for models are left out: mlx-lm builds models by itself."""
+    out = []
+    cfg = _read_json(os.path.join(model_path, "config.json")) or {}
+    if cfg.get("model_file") is not None:
+        out.append(f"config.json: model_file = {cfg['model_file']}")
+    for name, data in (("tokenizer_config.json", _read_json(os.path.join(model_path, "tokenizer_config.json"))),
+                       ("config.json", cfg)):
+        auto_map = (data or {}).get("auto_map")
+        if isinstance(auto_map, dict):
+            refs = auto_map.get("AutoTokenizer")
+        elif isinstance(auto_map, (list, tuple)) and name == "tokenizer_config.json":
+            refs = auto_map  # the legacy form: [slow, fast]
+        else:
+            refs = None
+        if isinstance(refs, str):
+            refs = [refs]
+        refs = [r for r in (refs or []) if isinstance(r, str)]
+        if refs:
+            out.append(f"{name}: auto_map.AutoTokenizer = {', '.join(refs)}")
+    return out
+
+
+def _needs_remote_code(exc):
+    # transformers (resolve_trust_remote_code) and mlx-lm (load_model, `model_file`) both name
+    # the switch in the error they raise when it is off.
+    return "trust_remote_code" in str(exc)
+
+
+def _remote_code_error(model_path, exc):
+    asks = _code_requests(model_path)
+    if asks:
+        what = "; ".join(asks)
+    else:
+        first = str(exc).strip().splitlines()
+        what = f"{type(exc).__name__}: {first[0] if first else ''}"
+    return {"event": "error", "type": "remote_code_required",
+            "message": f"{model_path} requires executing model-supplied code ({what}); "
+                       "mlxfs never runs code a model ships (trust_remote_code=False)"}
+
+
+def _caches():
+    """Where each library caches, as it resolved it from the environment."""
+    out = {}
     try:
         import huggingface_hub.constants as hc
-        hf_home, hub_cache = hc.HF_HOME, hc.HF_HUB_CACHE
+        for name in ("HF_HOME", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_ASSETS_CACHE",
+                     "HUGGINGFACE_ASSETS_CACHE", "HF_XET_CACHE", "HF_TOKEN_PATH"):
+            if isinstance(getattr(hc, name, None), str):
+                out["huggingface_hub." + name] = getattr(hc, name)
     except Exception:  # huggingface_hub missing: mlx_lm's import below reports it
-        hf_home, hub_cache = os.environ.get("HF_HOME"), None
-    send({
-        "event": "env",
-        "executable": sys.executable,
-        "prefix": sys.prefix,
-        "python": sys.version.split()[0],
-        "hf_home": hf_home,
-        "hub_cache": hub_cache,
-        "offline": os.environ.get("HF_HUB_OFFLINE") == "1",
-    })
+        pass
+    try:
+        import transformers.utils.hub as th
+        for name in ("HF_MODULES_CACHE", "TRANSFORMERS_CACHE", "PYTORCH_TRANSFORMERS_CACHE",
+                     "PYTORCH_PRETRAINED_BERT_CACHE"):
+            if isinstance(getattr(th, name, None), str):
+                out["transformers." + name] = getattr(th, name)
+    except Exception:
+        pass
+    for name in ("XDG_CACHE_HOME", "TORCH_HOME", "HF_DATASETS_CACHE", "HF_METRICS_CACHE"):
+        if os.environ.get(name):
+            out["env." + name] = os.environ[name]
+    return out
+
+
+def run(request_json, emit, should_stop):
+    # No library may ask a question: stdin is empty (the subprocess's is /dev/null already),
+    # and whatever stayed in Python's own buffers is flushed while mlxfs still captures it.
+    saved_stdin = sys.stdin
+    sys.stdin = io.StringIO("")
+    try:
+        return _run(json.loads(request_json), lambda obj: emit(json.dumps(obj)), should_stop)
+    finally:
+        sys.stdin = saved_stdin
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:
+                pass
+
+
+def _run(req, send, should_stop):
+    def fail(event):
+        send(event)
+        return event["type"]
 
     missing = []
     for mod in ("mlx", "mlx_lm"):
@@ -43,19 +133,49 @@ def run(request_json, emit, should_stop):
         except ImportError as e:
             missing.append(f"{mod} ({e})")
     if missing:
-        send({"event": "error", "type": "missing_dependency",
-              "message": "cannot import " + ", ".join(missing)})
-        return
+        return fail({"event": "error", "type": "missing_dependency",
+                     "message": "cannot import " + ", ".join(missing)})
+
+    # After mlx_lm's import: it quiets transformers' advice ("PyTorch was not found") first.
+    caches = _caches()
+    send({
+        "event": "env",
+        "executable": sys.executable,
+        "prefix": sys.prefix,
+        "python": sys.version.split()[0],
+        "hf_home": caches.get("huggingface_hub.HF_HOME", os.environ.get("HF_HOME")),
+        "hub_cache": caches.get("huggingface_hub.HF_HUB_CACHE"),
+        "caches": caches,
+        "offline": os.environ.get("HF_HUB_OFFLINE") == "1",
+    })
+
+    import inspect
 
     import mlx.core as mx
     from mlx_lm import load, stream_generate
     from mlx_lm.sample_utils import make_logits_processors, make_sampler
 
+    path = req["model_path"]
+    # A tokenizer that needs custom code fails only after mlx-lm has read every weight: ask
+    # transformers first, when a file names such a tokenizer (a fraction of a second).
+    if any("AutoTokenizer" in r for r in _code_requests(path)):
+        try:
+            from transformers import AutoTokenizer
+            AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+        except Exception as e:
+            if _needs_remote_code(e):
+                return fail(_remote_code_error(path, e))
+            # Anything else: mlx-lm's own load below says it in its words.
+
+    kwargs = {"tokenizer_config": {"trust_remote_code": False}}
+    if "trust_remote_code" in inspect.signature(load).parameters:  # older mlx-lm lacks it
+        kwargs["trust_remote_code"] = False
     try:
-        model, tokenizer = load(req["model_path"])
+        model, tokenizer = load(path, **kwargs)
     except Exception as e:
-        send({"event": "error", "type": "load_failed", "message": f"{type(e).__name__}: {e}"})
-        return
+        if _needs_remote_code(e):
+            return fail(_remote_code_error(path, e))
+        return fail({"event": "error", "type": "load_failed", "message": f"{type(e).__name__}: {e}"})
 
     prompt = req["prompt"]
     use_template = req.get("chat_template", True) and getattr(tokenizer, "chat_template", None)
@@ -94,14 +214,23 @@ def run(request_json, emit, should_stop):
         "finish_reason": finish or (last.finish_reason if last else None) or "stop",
         "chat_template": bool(use_template),
     })
+    return None
 
 
 if __name__ == "__main__":
+    _events_fd = int(sys.argv[2])
+    # Inherited for this process only: a process started from here must not hold the channel
+    # open after this one ends (mlxfs reads it to its end).
+    os.set_inheritable(_events_fd, False)
+
     def _emit(line):
-        sys.stdout.write(line + "\n")
-        sys.stdout.flush()
+        # One whole line per event on the channel of its own (ASCII: json.dumps escapes).
+        data = (line + "\n").encode()
+        while data:
+            data = data[os.write(_events_fd, data):]
 
     try:
-        run(sys.argv[1], _emit, lambda: False)
+        _failed = run(sys.argv[1], _emit, lambda: False)
     except KeyboardInterrupt:
-        pass
+        sys.exit(130)
+    sys.exit(1 if _failed else 0)

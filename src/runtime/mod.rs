@@ -3,6 +3,7 @@
 //! the linked libpython (or mlxfs was built without the `python` feature), in a subprocess of
 //! the venv's `python` running the same code.
 
+pub mod capture;
 #[cfg(feature = "python")]
 mod embedded;
 pub mod python;
@@ -11,12 +12,17 @@ use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{BufRead, BufReader};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+pub use capture::{Captured, Stdout};
 pub use python::PythonEnv;
+
+use capture::Tee;
 
 use crate::error::{Diagnostic, ErrorType};
 
@@ -134,13 +140,15 @@ impl RunErrorKind {
     }
 }
 
-/// Why generation could not run.
+/// Why generation could not run, with what Python printed before (the `python_output` field
+/// of the JSON error, when there is any).
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
 pub struct RunError {
     pub kind: RunErrorKind,
     pub message: String,
     pub hint: Option<String>,
+    pub output: Captured,
 }
 
 impl RunError {
@@ -149,7 +157,12 @@ impl RunError {
             kind,
             message: message.into(),
             hint,
+            output: Captured::default(),
         }
+    }
+    fn with_output(mut self, output: Captured) -> RunError {
+        self.output = output;
+        self
     }
 }
 
@@ -159,6 +172,13 @@ impl Diagnostic for RunError {
     }
     fn hint(&self) -> Option<String> {
         self.hint.clone()
+    }
+    fn fields(&self) -> Vec<(&'static str, Value)> {
+        if self.output.is_empty() {
+            Vec::new()
+        } else {
+            vec![("python_output", self.output.json())]
+        }
     }
 }
 
@@ -177,78 +197,204 @@ pub fn install_hint(env: &PythonEnv) -> String {
 
 pub type Handler = Arc<Mutex<dyn FnMut(Event) + Send>>;
 
+/// How a generation that ran went (its result came through the handler's events).
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub mode: Mode,
+    /// Why the embedded interpreter was not used, when it was not (for a note to the user).
+    pub why_not_embedded: Option<String>,
+    /// What Python printed outside the event channel (its tail; shown when the run failed).
+    pub output: Captured,
+}
+
 /// Run generation, streaming events to `handler`. `force_subprocess` skips the embedded
-/// interpreter. Returns the mode used and, when the embedded interpreter could not be used,
-/// why (for a note to the user).
+/// interpreter. The handler must write generated text through [`Stdout`], never through
+/// `std::io::stdout()`: during an embedded run fd 1 captures what libraries print.
 pub fn generate(
     env: &PythonEnv,
     req: &GenRequest,
     force_subprocess: bool,
     handler: Handler,
-) -> Result<(Mode, Option<String>), RunError> {
+) -> Result<Outcome, RunError> {
     #[cfg(feature = "python")]
     if !force_subprocess {
-        match embedded::usable(env) {
-            Ok(()) => {
-                embedded::run(env, &req.to_json(), handler)?;
-                return Ok((Mode::Embedded, None));
-            }
-            Err(why) => {
-                subprocess(env, req, handler)?;
-                return Ok((Mode::Subprocess, Some(why)));
-            }
-        }
+        let (mode, why_not_embedded, output) = match embedded::usable(env) {
+            Ok(()) => (
+                Mode::Embedded,
+                None,
+                embedded::run(env, &req.to_json(), handler)?,
+            ),
+            Err(why) => (Mode::Subprocess, Some(why), subprocess(env, req, handler)?),
+        };
+        return Ok(Outcome {
+            mode,
+            why_not_embedded,
+            output,
+        });
     }
-    let why = if force_subprocess {
+    let why_not_embedded = if force_subprocess {
         None
     } else {
         Some("mlxfs was built without the embedded interpreter (feature `python`)".to_string())
     };
-    subprocess(env, req, handler)?;
-    Ok((Mode::Subprocess, why))
+    let output = subprocess(env, req, handler)?;
+    Ok(Outcome {
+        mode: Mode::Subprocess,
+        why_not_embedded,
+        output,
+    })
 }
 
-fn subprocess(env: &PythonEnv, req: &GenRequest, handler: Handler) -> Result<(), RunError> {
-    let mut child = Command::new(&env.python)
-        .arg("-c")
+/// A pipe for the events: the read end for mlxfs, the write end (close-on-exec, numbered 3
+/// or above so that the child's stdio set-up cannot replace it) for the child.
+fn event_pipe() -> std::io::Result<(std::io::PipeReader, OwnedFd)> {
+    let (r, w) = std::io::pipe()?;
+    let w = OwnedFd::from(w);
+    if w.as_raw_fd() > 2 {
+        return Ok((r, w));
+    }
+    // Only when mlxfs was started with fd 0, 1 or 2 closed.
+    // SAFETY: F_DUPFD_CLOEXEC returns a new descriptor (or -1), which we then own.
+    let fd = unsafe { libc::fcntl(w.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 3) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh descriptor nobody else owns.
+    Ok((r, unsafe { OwnedFd::from_raw_fd(fd) }))
+}
+
+/// Run generate.py in the venv's Python: the request in argv, the events on a pipe of their
+/// own whose descriptor number is argv[2] (so nothing a library prints can merge into an event
+/// line), stdin `/dev/null` (no library can wait for an answer), stdout captured and never
+/// shown unless the run fails, stderr forwarded live and its tail captured.
+fn subprocess(env: &PythonEnv, req: &GenRequest, handler: Handler) -> Result<Captured, RunError> {
+    let failed = |m: String| RunError::new(RunErrorKind::PythonFailed, m, None);
+    let (events, events_w) =
+        event_pipe().map_err(|e| failed(format!("cannot make the event pipe: {e}")))?;
+    let fd = events_w.as_raw_fd();
+    let mut cmd = Command::new(&env.python);
+    cmd.arg("-c")
         .arg(GENERATE_PY)
         .arg(req.to_json())
+        .arg(fd.to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .map_err(|e| {
-            RunError::new(
-                RunErrorKind::PythonNotFound,
-                format!("cannot start {}: {e}", env.python.display()),
-                Some("point --python (or MLXFS_PYTHON) at a Python environment with mlx-lm".into()),
-            )
-        })?;
-    let Some(out) = child.stdout.take() else {
+        .stderr(Stdio::piped());
+    // SAFETY: between fork and exec the closure only calls fcntl, which is async-signal-safe.
+    // Clearing close-on-exec in the child alone keeps the write end out of every other
+    // process mlxfs starts.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().map_err(|e| {
+        RunError::new(
+            RunErrorKind::PythonNotFound,
+            format!("cannot start {}: {e}", env.python.display()),
+            Some("point --python (or MLXFS_PYTHON) at a Python environment with mlx-lm".into()),
+        )
+    })?;
+    // The child holds the only write end now: its exit ends the event stream.
+    drop(events_w);
+    let tees = (child.stdout.take(), child.stderr.take());
+    let (Some(out), Some(err)) = tees else {
         let _ = child.kill();
-        return Err(RunError::new(
-            RunErrorKind::PythonFailed,
-            "no pipe to the Python subprocess",
-            None,
-        ));
+        let _ = child.wait();
+        return Err(failed("no pipe to the Python subprocess".into()));
     };
-    for line in BufReader::new(out).lines() {
-        let Ok(line) = line else { break };
-        if let Some(ev) = Event::parse(&line) {
-            (handler.lock().unwrap_or_else(|e| e.into_inner()))(ev);
+    let spawn_tees = || -> std::io::Result<(Tee, Tee)> {
+        Ok((
+            Tee::spawn("python-stdout", out, None)?,
+            Tee::spawn("python-stderr", err, capture::stderr_copy())?,
+        ))
+    };
+    let (out, err) = match spawn_tees() {
+        Ok(t) => t,
+        Err(e) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(failed(format!("cannot read the Python subprocess: {e}")));
+        }
+    };
+    let mut seen = Seen::default();
+    let mut reader = BufReader::new(events);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match reader.read_until(b'\n', &mut line) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        }
+        let text = String::from_utf8_lossy(&line);
+        match Event::parse(text.trim_end_matches('\n')) {
+            Some(ev) => {
+                seen.note(&ev);
+                (handler.lock().unwrap_or_else(|e| e.into_inner()))(ev);
+            }
+            None => seen.unreadable(&text),
         }
     }
-    let status = child
-        .wait()
-        .map_err(|e| RunError::new(RunErrorKind::PythonFailed, e.to_string(), None))?;
-    if !status.success() && !STOP.load(Ordering::SeqCst) {
-        return Err(RunError::new(
-            RunErrorKind::PythonFailed,
-            format!("{} exited with {status}", env.python.display()),
-            None,
+    let status = child.wait();
+    let output = Captured {
+        stdout: out.finish(),
+        stderr: err.finish(),
+    };
+    let status = status.map_err(|e| failed(e.to_string()).with_output(output.clone()))?;
+    // A reported error explains the exit status (the caller reports it); after Ctrl-C the
+    // status is whatever the signal made it.
+    let stopped = STOP.load(Ordering::SeqCst);
+    if seen.error || (seen.done && (status.success() || stopped)) {
+        return Ok(output);
+    }
+    let python = env.python.display();
+    let mut message = if stopped && !seen.done {
+        "interrupted before generation began".to_string()
+    } else if seen.done {
+        format!("{python} ended ({status}) after its result")
+    } else if status.success() {
+        format!("{python} ended (exit status: 0) without a result")
+    } else {
+        format!("{python} ended ({status}) before reporting a result")
+    };
+    if let Some(first) = &seen.first_unreadable {
+        message.push_str(&format!(
+            "; the event channel carried {} line(s) that are not events, the first: {}",
+            seen.unreadable,
+            crate::text::one_line(first)
         ));
     }
-    Ok(())
+    Err(failed(message).with_output(output))
+}
+
+/// What the event channel carried, as far as the end of a subprocess needs to know.
+#[derive(Default)]
+struct Seen {
+    done: bool,
+    error: bool,
+    unreadable: usize,
+    first_unreadable: Option<String>,
+}
+
+impl Seen {
+    fn note(&mut self, ev: &Event) {
+        match ev {
+            Event::Done(_) => self.done = true,
+            Event::Error { .. } => self.error = true,
+            _ => {}
+        }
+    }
+    fn unreadable(&mut self, line: &str) {
+        self.unreadable += 1;
+        if self.first_unreadable.is_none() {
+            self.first_unreadable = Some(line.chars().take(200).collect());
+        }
+    }
 }
 
 /// Files of a folder: relative path → (size, mtime in ns).

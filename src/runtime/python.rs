@@ -101,8 +101,15 @@ pub fn sys_version(python: &Path) -> Option<String> {
     {
         return Some(v.to_string());
     }
+    // `-I -S`: no `site`, no `sitecustomize`, no PYTHON* variables — nothing that could print
+    // before the version and make it unrecognisable (sys.version is the binary's own).
     let out = std::process::Command::new(python)
-        .args(["-c", "import sys; sys.stdout.write(sys.version)"])
+        .args([
+            "-I",
+            "-S",
+            "-c",
+            "import sys; sys.stdout.write(sys.version)",
+        ])
         .stdin(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .output()

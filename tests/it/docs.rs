@@ -94,3 +94,47 @@ fn every_environment_variable_is_documented_and_read_in_one_place() {
         wrong.join("\n")
     );
 }
+
+#[test]
+fn every_variable_run_sets_is_documented() {
+    // The "Set by mlxfs" section names every variable `run` sets for Python.
+    let text = fs::read_to_string(root().join("docs/ENVIRONMENT.md")).unwrap();
+    let section = text
+        .split("## Set by mlxfs")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .expect("docs/ENVIRONMENT.md has a `## Set by mlxfs` section");
+    let named: BTreeSet<String> = section
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|w| {
+            w.contains('_')
+                && w.bytes()
+                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+        })
+        .map(str::to_string)
+        .collect();
+    let set: BTreeSet<String> = mlxfs::env::SET_FOR_PYTHON
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let missing: Vec<_> = set.difference(&named).collect();
+    assert!(missing.is_empty(), "docs/ENVIRONMENT.md lacks {missing:?}");
+    // Other names there may only be variables mlxfs reads (`HF_TOKEN`: left alone).
+    let read: BTreeSet<String> = mlxfs::env::READ.iter().map(|s| s.to_string()).collect();
+    let stray: Vec<_> = named
+        .difference(&set)
+        .filter(|n| !read.contains(*n))
+        .collect();
+    assert!(
+        stray.is_empty(),
+        "docs/ENVIRONMENT.md names {stray:?}, which run never sets"
+    );
+    for (var, _) in mlxfs::env::ISOLATED_CACHE {
+        assert!(
+            set.contains(*var),
+            "{var} is isolated but not in SET_FOR_PYTHON"
+        );
+    }
+}

@@ -30,11 +30,18 @@ fn venv_dir() -> PathBuf {
 /// A fixture catalog with the tiny model as the workspace `tiny`.
 fn with_tiny() -> (Fx, PathBuf) {
     let fx = Fx::new();
-    let ws = fx.ws_home.join("tiny");
+    let ws = make_tiny(&fx, "tiny", &[]);
+    (fx, ws)
+}
+
+/// scripts/make-tiny-model.py into the workspace `name`, with extra arguments.
+fn make_tiny(fx: &Fx, name: &str, args: &[&str]) -> PathBuf {
+    let ws = fx.ws_home.join(name);
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/make-tiny-model.py");
     let o = Command::new(venv_python())
         .arg(script)
         .arg(&ws)
+        .args(args)
         .output()
         .unwrap();
     assert!(
@@ -42,7 +49,7 @@ fn with_tiny() -> (Fx, PathBuf) {
         "make-tiny-model: {}",
         String::from_utf8_lossy(&o.stderr)
     );
-    (fx, ws)
+    ws
 }
 
 fn mlxfs(fx: &Fx) -> Command {
@@ -369,5 +376,337 @@ fn ctrl_c_stops_generation_cleanly() {
     assert!(
         err.contains("interrupted") && err.contains("tokens/s"),
         "{err}"
+    );
+}
+
+/// `mlxfs run MODEL "Explain FUSE" --seed 7 --max-tokens 12` with the test venv, extra
+/// arguments and variables, and "y" on stdin (an answer to any question a library might ask).
+fn run_with(fx: &Fx, model: &str, extra: &[&str], vars: &[(&str, &Path)]) -> Output {
+    let mut c = mlxfs(fx);
+    c.args([
+        "run",
+        model,
+        "Explain FUSE",
+        "--seed",
+        "7",
+        "--max-tokens",
+        "12",
+    ])
+    .arg("--python")
+    .arg(venv_dir())
+    .args(extra)
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    for (k, v) in vars {
+        c.env(k, v);
+    }
+    let mut child = c.spawn().unwrap();
+    use std::io::Write;
+    let _ = child.stdin.take().unwrap().write_all(b"y\ny\ny\n");
+    child.wait_with_output().unwrap()
+}
+
+fn envelope(o: &Output) -> Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not one JSON document ({e}): {:?}\n{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    })
+}
+
+const MODES: [&[&str]; 2] = [&[], &["--subprocess"]];
+
+/// A folder for PYTHONPATH whose `sitecustomize.py` is `code`: a stand-in for a library that
+/// prints (Python imports it at start-up, in both run modes).
+fn stub_library(fx: &Fx, name: &str, code: &str) -> PathBuf {
+    let dir = fx.tmp.path().join(name);
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join("sitecustomize.py"), code).unwrap();
+    dir
+}
+
+#[test]
+fn a_tokenizer_that_needs_custom_code_is_refused_in_both_modes() {
+    crate::require!(Python);
+    let fx = Fx::new();
+    // The first Qwen's architecture: mlx-lm runs it, transformers does not know it, and its
+    // checkpoints name their own tokenizer class in tokenizer_config.json.
+    let ws = make_tiny(&fx, "qwenish", &["--model-type", "qwen"]);
+    let tc = ws.join("tokenizer_config.json");
+    let mut cfg: Value = serde_json::from_slice(&fs::read(&tc).unwrap()).unwrap();
+    cfg["tokenizer_class"] = "QWenTokenizer".into();
+    cfg["auto_map"] =
+        serde_json::json!({"AutoTokenizer": ["tokenization_qwen.QWenTokenizer", null]});
+    fs::write(&tc, cfg.to_string()).unwrap();
+    // Without the code, then with code that leaves a mark if it ever runs.
+    let marker = fx.tmp.path().join("custom-code-ran");
+    for with_code in [false, true] {
+        if with_code {
+            fs::write(
+                ws.join("tokenization_qwen.py"),
+                format!(
+                    "open({:?}, 'w').write('ran')\nfrom transformers import PreTrainedTokenizerFast\n\
+                     class QWenTokenizer(PreTrainedTokenizerFast):\n    pass\n",
+                    marker.to_str().unwrap()
+                ),
+            )
+            .unwrap();
+        }
+        for mode in MODES {
+            let o = run_with(&fx, "qwenish", &[&["--json"], mode].concat(), &[]);
+            assert_eq!(o.status.code(), Some(1), "{mode:?}");
+            let v = envelope(&o);
+            assert_eq!(v["error"]["type"], "remote_code_required", "{mode:?} {v}");
+            let msg = v["error"]["message"].as_str().unwrap();
+            assert!(
+                msg.contains("tokenizer_config.json")
+                    && msg.contains("tokenization_qwen.QWenTokenizer"),
+                "{msg}"
+            );
+            // Plain mode: nothing on stdout, the error and its hint on stderr.
+            let o = run_with(&fx, "qwenish", mode, &[]);
+            assert_eq!(o.status.code(), Some(1), "{mode:?}");
+            assert_eq!(String::from_utf8_lossy(&o.stdout), "", "{mode:?}");
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert!(
+                err.contains("requires executing model-supplied code")
+                    && err.contains("hint: mlxfs never runs code"),
+                "{mode:?} {err}"
+            );
+            assert!(!err.contains("[y/N]"), "a library asked a question: {err}");
+            assert!(!marker.exists(), "the model's own code ran ({mode:?})");
+        }
+    }
+}
+
+/// Prints on stdout without a newline at start-up and when mlx_lm is imported, in Python and
+/// straight to fd 1 and 2 (as C code would), control characters included.
+const PRINTING_LIBRARY: &str = r#"import os, sys
+sys.stdout.write("Do you wish to run the custom code? [y/N] ")
+os.write(1, b"raw fd 1 at start-up")
+
+class _Hook:
+    def find_spec(self, name, path=None, target=None):
+        if name == "mlx_lm":
+            sys.meta_path.remove(self)
+            print("Do you wish to run the custom code? [y/N] ", end="")
+            os.write(1, b"\x1b[31mraw fd 1\x07")
+            os.write(2, b"stub on stderr, no newline")
+        return None
+
+sys.meta_path.insert(0, _Hook())
+"#;
+
+#[test]
+fn what_libraries_print_never_reaches_stdout() {
+    crate::require!(Python);
+    let (fx, _ws) = with_tiny();
+    let stub = stub_library(&fx, "printing", PRINTING_LIBRARY);
+    for mode in MODES {
+        let clean = envelope(&run_with(&fx, "tiny", &[&["--json"], mode].concat(), &[]));
+        let clean_text = clean["data"]["text"].as_str().unwrap().to_string();
+        assert!(!clean_text.is_empty());
+        let plain = run_with(&fx, "tiny", mode, &[]);
+        assert!(plain.status.success());
+        assert_eq!(
+            String::from_utf8_lossy(&plain.stdout),
+            format!("{clean_text}\n")
+        );
+
+        let o = run_with(
+            &fx,
+            "tiny",
+            &[&["--json"], mode].concat(),
+            &[("PYTHONPATH", &stub)],
+        );
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let v = envelope(&o);
+        assert_eq!(v["status"], "success", "{v}");
+        assert_eq!(v["data"]["text"], clean_text.as_str(), "{mode:?}");
+        // The start-up print does not keep the embedded interpreter from being used.
+        let expected_mode = if mode.is_empty() {
+            "embedded"
+        } else {
+            "subprocess"
+        };
+        assert_eq!(v["data"]["python"]["mode"], expected_mode);
+
+        let o = run_with(&fx, "tiny", mode, &[("PYTHONPATH", &stub)]);
+        assert!(o.status.success());
+        // Exactly the tokens: the same bytes as without the library.
+        assert_eq!(o.stdout, plain.stdout, "{mode:?}");
+        // Its stderr is passed on live, and mlxfs's summary starts on a line of its own.
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains("stub on stderr, no newline\n") && err.contains("tokens/s"),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn a_failing_python_side_shows_what_it_printed() {
+    crate::require!(Python);
+    let (fx, ws) = with_tiny();
+    // One layer more than the weights hold: healthy to mlxfs, mlx-lm cannot load it.
+    let cfg = ws.join("config.json");
+    let text = fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("\"num_hidden_layers\": 2", "\"num_hidden_layers\": 3");
+    fs::write(&cfg, text).unwrap();
+    let stub = stub_library(
+        &fx,
+        "marker",
+        "import os\nprint('MARKER-OUT: said on stdout')\nos.write(2, b'MARKER-ERR: said on stderr\\n')\n",
+    );
+    for mode in MODES {
+        let o = run_with(
+            &fx,
+            "tiny",
+            &[&["--json"], mode].concat(),
+            &[("PYTHONPATH", &stub)],
+        );
+        assert_eq!(o.status.code(), Some(1));
+        let v = envelope(&o);
+        assert_eq!(v["error"]["type"], "load_failed", "{mode:?} {v}");
+        assert!(v["error"]["message"].as_str().unwrap().contains("Missing"));
+        let out = &v["error"]["python_output"];
+        assert_eq!(
+            out["stdout"],
+            serde_json::json!(["MARKER-OUT: said on stdout"])
+        );
+        assert!(
+            out["stderr"]
+                .as_array()
+                .unwrap()
+                .contains(&"MARKER-ERR: said on stderr".into()),
+            "{out}"
+        );
+        let o = run_with(&fx, "tiny", mode, &[("PYTHONPATH", &stub)]);
+        assert_eq!(o.status.code(), Some(1));
+        assert!(o.stdout.is_empty());
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains("run: Error: ValueError")
+                && err.contains("Python's stdout ended with:\n  | MARKER-OUT: said on stdout"),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn a_subprocess_that_dies_without_a_word_is_a_failure_with_its_output() {
+    crate::require!(Python);
+    let (fx, _ws) = with_tiny();
+    let stub = stub_library(
+        &fx,
+        "dying",
+        r#"import os, sys
+class _Hook:
+    def find_spec(self, name, path=None, target=None):
+        if name == "mlx_lm":
+            sys.stdout.write("about to end [y/N] ")
+            sys.stdout.flush()
+            os._exit(int(os.environ["STUB_EXIT"]))
+        return None
+sys.meta_path.insert(0, _Hook())
+"#,
+    );
+    for (code, says) in [
+        ("3", "(exit status: 3) before"),
+        ("0", "(exit status: 0) without a result"),
+    ] {
+        let mut c = mlxfs(&fx);
+        let o = c
+            .args(["run", "tiny", "hi", "--json", "--subprocess", "--python"])
+            .arg(venv_dir())
+            .env("PYTHONPATH", &stub)
+            .env("STUB_EXIT", code)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(1));
+        let v = envelope(&o);
+        assert_eq!(v["error"]["type"], "python_failed", "{v}");
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains(says),
+            "{v}"
+        );
+        assert_eq!(
+            v["error"]["python_output"]["stdout"],
+            serde_json::json!(["about to end [y/N] "])
+        );
+    }
+}
+
+#[test]
+fn no_cache_variable_leads_back_to_the_shared_cache() {
+    crate::require!(Python);
+    let (fx, ws) = with_tiny();
+    // Every variable a library consults points at a "shared" folder, legacy names included.
+    let shared = fx.tmp.path().join("shared");
+    let mut vars: Vec<(&str, PathBuf)> = Vec::new();
+    for (var, _) in mlxfs::env::ISOLATED_CACHE {
+        let d = shared.join(var);
+        fs::create_dir_all(&d).unwrap();
+        fs::write(d.join("keep"), b"shared").unwrap();
+        vars.push((var, d));
+    }
+    let before = tree_state(&shared);
+    let iso = ws.join(".hf_cache");
+    for mode in MODES {
+        let refs: Vec<(&str, &Path)> = vars.iter().map(|(k, v)| (*k, v.as_path())).collect();
+        let o = run_with(&fx, "tiny", &[&["--json"], mode].concat(), &refs);
+        let v = envelope(&o);
+        assert_eq!(v["status"], "success", "{v}");
+        let caches = v["data"]["python"]["caches"].as_object().unwrap().clone();
+        // What the libraries themselves resolved.
+        let expect = [
+            ("huggingface_hub.HF_HOME", iso.clone()),
+            ("huggingface_hub.HF_HUB_CACHE", iso.join("hub")),
+            ("huggingface_hub.HUGGINGFACE_HUB_CACHE", iso.join("hub")),
+            ("huggingface_hub.HF_ASSETS_CACHE", iso.join("assets")),
+            (
+                "huggingface_hub.HUGGINGFACE_ASSETS_CACHE",
+                iso.join("assets"),
+            ),
+            ("huggingface_hub.HF_XET_CACHE", iso.join("xet")),
+            ("transformers.HF_MODULES_CACHE", iso.join("modules")),
+            ("env.XDG_CACHE_HOME", iso.join("xdg-cache")),
+            ("env.TORCH_HOME", iso.join("torch")),
+            ("env.HF_DATASETS_CACHE", iso.join("datasets")),
+        ];
+        for (k, p) in &expect {
+            assert_eq!(caches[*k], p.to_string_lossy().as_ref(), "{mode:?} {k}");
+        }
+        for (k, p) in &caches {
+            if k != "huggingface_hub.HF_TOKEN_PATH" {
+                assert!(
+                    p.as_str().unwrap().starts_with(iso.to_str().unwrap()),
+                    "{k} = {p}"
+                );
+            }
+        }
+        // The token is the user's, `$HF_HOME/token` of the user's HF_HOME (read, never
+        // isolated).
+        assert_eq!(
+            caches["huggingface_hub.HF_TOKEN_PATH"],
+            shared.join("HF_HOME/token").to_string_lossy().as_ref()
+        );
+    }
+    assert_eq!(tree_state(&shared), before);
+    // A token file named by the user stays the one used.
+    let token = fx.tmp.path().join("my-token");
+    let v = envelope(&run_with(
+        &fx,
+        "tiny",
+        &["--json"],
+        &[("HF_TOKEN_PATH", &token)],
+    ));
+    assert_eq!(
+        v["data"]["python"]["caches"]["huggingface_hub.HF_TOKEN_PATH"],
+        token.to_string_lossy().as_ref()
     );
 }
