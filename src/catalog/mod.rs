@@ -540,18 +540,23 @@ impl ModelRef {
     /// and linked back still counts as the model's own (huggingface_hub's cache layout),
     /// while a link whose target is none of these is refused.
     pub fn link_roots(&self) -> Vec<PathBuf> {
-        let mut roots = vec![self.path.clone()];
-        if let Some(r) = &self.repo_dir {
-            roots.push(r.clone());
-            roots.push(r.join("blobs"));
+        let canon = |p: &Path| fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+        let Some(repo) = &self.repo_dir else {
+            return vec![canon(&self.path)];
+        };
+        // The repo folder holds the others unless they are links (one realpath, then a
+        // lstat per part: this runs for every model of a listing).
+        let mut out = vec![canon(repo)];
+        let linked = |p: &Path| fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_symlink());
+        let blobs = repo.join("blobs");
+        if linked(&blobs) {
+            out.push(canon(&blobs));
         }
-        let mut out: Vec<PathBuf> = Vec::new();
-        for r in roots {
-            let c = fs::canonicalize(&r).unwrap_or(r);
-            if !out.contains(&c) {
-                out.push(c);
-            }
+        let snaps = repo.join("snapshots");
+        if self.path != *repo && (linked(&snaps) || linked(&self.path)) {
+            out.push(canon(&self.path));
         }
+        out.dedup();
         out
     }
 
