@@ -538,7 +538,8 @@ impl ModelRef {
     /// itself, and for a hub snapshot the `models--…` folder and its `blobs/`. Each is
     /// resolved on its own, so a repo folder, a snapshot or `blobs/` moved to another disk
     /// and linked back still counts as the model's own (huggingface_hub's cache layout),
-    /// while a link whose target is none of these is refused.
+    /// while a link whose target is none of these is refused. A linked part whose real folder
+    /// holds the repo folder (a `blobs/` linked to `/`) is not a root.
     pub fn link_roots(&self) -> Vec<PathBuf> {
         let canon = |p: &Path| fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
         let Some(repo) = &self.repo_dir else {
@@ -546,17 +547,25 @@ impl ModelRef {
         };
         // The repo folder holds the others unless they are links (one realpath, then a
         // lstat per part: this runs for every model of a listing).
-        let mut out = vec![canon(repo)];
+        let real_repo = canon(repo);
+        let mut out = vec![real_repo.clone()];
         let linked = |p: &Path| fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_symlink());
+        // A linked part whose real folder holds the repo folder (`blobs -> /`, `-> ..`) would
+        // make the whole disk "inside": it is no root, links through it count as escaping.
+        let mut add = |p: &Path| {
+            let r = canon(p);
+            if !real_repo.starts_with(&r) && !out.contains(&r) {
+                out.push(r);
+            }
+        };
         let blobs = repo.join("blobs");
         if linked(&blobs) {
-            out.push(canon(&blobs));
+            add(&blobs);
         }
         let snaps = repo.join("snapshots");
         if self.path != *repo && (linked(&snaps) || linked(&self.path)) {
-            out.push(canon(&self.path));
+            add(&self.path);
         }
-        out.dedup();
         out
     }
 

@@ -119,6 +119,18 @@ fn relocated_fleet(fx: &Fx, ext: &Path) {
     symlink(ext.join("secret.bin"), esc.join("extra.bin")).unwrap();
     let ws = fx.workspace("ws-escape", &good_files());
     symlink(ext.join("secret.bin"), ws.join("extra.bin")).unwrap();
+    // A blobs/ linked to `/` does not make the whole disk the model's own.
+    let wide = fx.hub_model("org/wide", &good_files());
+    materialize_links(&wide);
+    let wide_blobs = repo_dir(fx, "org/wide").join("blobs");
+    fs::remove_dir_all(&wide_blobs).unwrap();
+    symlink("/", &wide_blobs).unwrap();
+    let secret = ext.join("secret.bin");
+    let through_root = format!(
+        "../../blobs/{}",
+        secret.to_string_lossy().trim_start_matches('/')
+    );
+    symlink(through_root, wide.join("extra.bin")).unwrap();
     // Reported, never left out: links whose disk is not attached.
     symlink(
         "/nonexistent/disk/models--org--gone",
@@ -145,7 +157,7 @@ fn relocated_models_are_listed_healthy_runnable_and_resolvable() {
             "{name}: every file counted once"
         );
     }
-    for name in ["org/escape", "ws-escape"] {
+    for name in ["org/escape", "ws-escape", "org/wide"] {
         let m = resolve(name, &loc).unwrap();
         let (h, reason) = health_of(&m);
         assert_eq!(h, "unhealthy", "{name}");
@@ -194,7 +206,7 @@ fn relocated_models_are_listed_healthy_runnable_and_resolvable() {
     for name in ["org/big", "org/snap", "org/blobs", "far"] {
         assert_eq!(all[name]["health"], "healthy", "{name}: {}", all[name]);
     }
-    for name in ["org/escape", "ws-escape", "org/gone", "gone-ws"] {
+    for name in ["org/escape", "ws-escape", "org/wide", "org/gone", "gone-ws"] {
         assert_eq!(all[name]["health"], "unhealthy", "{name}: {}", all[name]);
     }
     let (code, v) = json(&fx, &["show", "org/big"]);
@@ -232,7 +244,7 @@ fn relocated_models_in_the_mount_on_another_file_system() {
         );
     }
     // The escaping links stay hidden; their models say why.
-    for dir in ["org/escape", "ws-escape"] {
+    for dir in ["org/escape", "ws-escape", "org/wide"] {
         assert!(!m.p(dir).join("extra.bin").exists(), "{dir}");
         let health = fs::read_to_string(m.p(dir).join(".mlxfs/health")).unwrap();
         assert!(health.contains("pointing outside"), "{dir}: {health}");
