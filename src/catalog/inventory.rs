@@ -6,6 +6,7 @@
 //! are skipped (not in sizes, health or detection) and counted in [`Inventory::junk`].
 
 use std::fs;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use crate::hash::resolve_link;
@@ -47,17 +48,21 @@ pub struct Inventory {
     pub unreadable: Vec<String>,
     /// OS junk entries skipped (relative paths; folders are not descended).
     pub junk: Vec<String>,
+    /// Folders where another file system is mounted (relative paths): not descended, so a
+    /// walk never wanders onto another disk, or into a FUSE mount (mlxfs's own included).
+    pub other_fs: Vec<String>,
 }
 
 impl Inventory {
     /// Walk `root`. Links must resolve inside one of `roots`, real (canonical) folders: the
     /// model's own ([`crate::catalog::ModelRef::link_roots`]).
-    pub fn scan(root: &Path, roots: &[PathBuf]) -> Inventory {
+    pub fn scan(root: &Path, roots: &crate::catalog::LinkRoots) -> Inventory {
         let mut inv = Inventory::default();
         // Walk from the resolved root: every folder reached is then resolved too (symlinked
         // folders are not descended), so a link resolves from its parent without a full
         // realpath of each path component.
         let root = fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
+        let dev = fs::metadata(&root).map(|m| m.dev()).ok();
         let mut stack = vec![(root, String::new(), false)];
         while let Some((dir, prefix, in_cache)) = stack.pop() {
             let rd = match fs::read_dir(&dir) {
@@ -94,7 +99,7 @@ impl Inventory {
                             let inside = fs::read_link(&path)
                                 .ok()
                                 .and_then(|t| resolve_link(&dir, &t))
-                                .is_some_and(|t| roots.iter().any(|r| t.starts_with(r)));
+                                .is_some_and(|t| roots.contains(&t));
                             if inside {
                                 (LinkState::Inside, Some(md))
                             } else {
@@ -109,7 +114,11 @@ impl Inventory {
                 let is_file = md.as_ref().is_some_and(|m| m.is_file());
                 let size = md.as_ref().map_or(0, |m| m.len());
                 if is_dir && link == LinkState::NotALink {
-                    stack.push((path.clone(), rel.clone(), in_hf_cache));
+                    if dev.is_some() && md.as_ref().map(|m| m.dev()) != dev {
+                        inv.other_fs.push(rel.clone());
+                    } else {
+                        stack.push((path.clone(), rel.clone(), in_hf_cache));
+                    }
                 }
                 inv.entries.push(Entry {
                     rel,

@@ -201,10 +201,28 @@ pub fn dir_from_repo_id(repo: &str) -> String {
     }
 }
 
-fn read_ref(dir: &Path, name: &str) -> Option<String> {
-    let s = crate::sys::read_text(&dir.join("refs").join(name)).ok()?;
+/// What `refs/<name>` holds.
+enum Ref {
+    Missing,
+    /// A full commit id (40 hex digits, lower-cased), as huggingface_hub writes it.
+    Commit(String),
+    /// Anything else (kept to match a snapshot folder of exactly that name; never echoed).
+    Invalid(String),
+}
+
+fn read_ref(dir: &Path, name: &str) -> Ref {
+    let Ok(s) = crate::sys::read_text(&dir.join("refs").join(name)) else {
+        return Ref::Missing;
+    };
     let s = s.trim();
-    (!s.is_empty()).then(|| s.to_string())
+    let low = s.to_ascii_lowercase();
+    if crate::text::is_commit(&low) {
+        Ref::Commit(low)
+    } else if s.is_empty() {
+        Ref::Missing
+    } else {
+        Ref::Invalid(s.to_string())
+    }
 }
 
 impl HubRepo {
@@ -233,8 +251,15 @@ impl HubRepo {
                 Some("Folder name is not valid UTF-8: rename the model folder".to_string());
             return Some(repo);
         }
-        if let Some(why) = unusable_folder(dir) {
+        if let Some(why) = unusable_folder(dir).or_else(|| too_wide(dir, dir.parent())) {
             repo.problem = Some(why);
+            return Some(repo);
+        }
+        let blobs = dir.join("blobs");
+        if is_link(&blobs)
+            && let Some(why) = unusable_folder(&blobs)
+        {
+            repo.problem = Some(format!("blobs/: {why}"));
             return Some(repo);
         }
         let snaps = dir.join("snapshots");
@@ -302,11 +327,19 @@ impl HubRepo {
         // refs/main names the current revision; one that is not cached is said, never
         // replaced by an older snapshot.
         match read_ref(dir, "main") {
-            Some(c) => match repo.snapshots.iter().position(|s| s.commit == c) {
+            Ref::Commit(c) => match repo.snapshots.iter().position(|s| s.commit == c) {
                 Some(i) => repo.current = Some(i),
                 None => repo.missing_main = Some(c),
             },
-            None => repo.current = Some(0),
+            Ref::Invalid(name) => match repo.snapshots.iter().position(|s| s.commit == name) {
+                Some(i) => repo.current = Some(i),
+                None => {
+                    repo.ignored
+                        .push("refs/main: not a commit id (the newest snapshot is current)".into());
+                    repo.current = Some(0);
+                }
+            },
+            Ref::Missing => repo.current = Some(0),
         }
         Some(repo)
     }
@@ -336,7 +369,7 @@ impl HubRepo {
     }
 
     /// `(ref name, commit)` of a ref under `refs/`, cached or not (`None` for names that could
-    /// leave `refs/`).
+    /// leave `refs/`, and for a ref that does not hold a commit id: its text is never used).
     pub fn ref_target(&self, name: &str) -> Option<(String, String)> {
         if name.is_empty()
             || name.split('/').any(|p| p == ".." || p == ".")
@@ -344,7 +377,13 @@ impl HubRepo {
         {
             return None;
         }
-        read_ref(&self.dir, name).map(|c| (name.to_string(), c))
+        match read_ref(&self.dir, name) {
+            Ref::Commit(c) => Some((name.to_string(), c)),
+            Ref::Invalid(c) if self.snapshots.iter().any(|s| s.commit == c) => {
+                Some((name.to_string(), c))
+            }
+            _ => None,
+        }
     }
 }
 
@@ -371,6 +410,41 @@ pub fn unusable_folder(p: &Path) -> Option<String> {
         )),
         Err(e) => Some(format!("cannot be read ({})", io_reason(&e))),
     }
+}
+
+/// The home folder, once per process (from `HOME`, else the password database).
+fn home_real() -> &'static Path {
+    static HOME: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    HOME.get_or_init(|| {
+        let h = PathBuf::from(crate::sys::home_dir(env::var(env::HOME)));
+        fs::canonicalize(&h).unwrap_or(h)
+    })
+}
+
+/// Is `real` (a canonical folder) too wide to stand for one model's folder: `/`, a folder
+/// that holds the home folder, or one that holds `holder` (the folder the link sits in: the
+/// hub cache, the workspace home, a repo folder)?
+fn holds_too_much(real: &Path, holder: Option<&Path>) -> bool {
+    real.parent().is_none()
+        || home_real().starts_with(real)
+        || holder.is_some_and(|h| h.starts_with(real))
+}
+
+/// For a link `p` (sitting in `holder`): why its target is not followed when it is too wide
+/// (see [`holds_too_much`]); `None` for anything else.
+fn too_wide(p: &Path, holder: Option<&Path>) -> Option<String> {
+    if !is_link(p) {
+        return None;
+    }
+    let real = fs::canonicalize(p).ok()?;
+    let holder = holder.map(|h| fs::canonicalize(h).unwrap_or_else(|_| h.to_path_buf()));
+    holds_too_much(&real, holder.as_deref()).then(|| {
+        format!(
+            "a link to {}, which holds far more than one model (the disk's root, a home \
+             folder or the folder the link is in): not followed",
+            real.display()
+        )
+    })
 }
 
 /// An I/O error without the "(os error N)" tail.
@@ -476,6 +550,31 @@ pub fn scan_workspaces(home: &Path) -> Vec<WorkspaceDir> {
     out
 }
 
+/// Where links inside a model may lead ([`ModelRef::link_roots`]): real (canonical) folders,
+/// each either with everything below it or (a relocated `blobs/`) only its direct entries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkRoots {
+    roots: Vec<(PathBuf, bool)>,
+}
+
+impl LinkRoots {
+    /// Does `target` (a resolved, canonical path) lie inside the model's own folders?
+    pub fn contains(&self, target: &Path) -> bool {
+        self.roots.iter().any(|(r, direct_only)| {
+            if *direct_only {
+                target.parent() == Some(r.as_path())
+            } else {
+                target.starts_with(r)
+            }
+        })
+    }
+
+    /// The real folders.
+    pub fn folders(&self) -> impl Iterator<Item = &Path> {
+        self.roots.iter().map(|(r, _)| r.as_path())
+    }
+}
+
 /// A model located on disk, ready to be described by a record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModelRef {
@@ -538,35 +637,39 @@ impl ModelRef {
     /// itself, and for a hub snapshot the `models--…` folder and its `blobs/`. Each is
     /// resolved on its own, so a repo folder, a snapshot or `blobs/` moved to another disk
     /// and linked back still counts as the model's own (huggingface_hub's cache layout),
-    /// while a link whose target is none of these is refused. A linked part whose real folder
-    /// holds the repo folder (a `blobs/` linked to `/`) is not a root.
-    pub fn link_roots(&self) -> Vec<PathBuf> {
+    /// while a link whose target is none of these is refused. A linked part too wide to be one
+    /// model's (the disk's root, a folder holding the home folder or the repo folder) is not a
+    /// root, and through a linked `blobs/` only its direct entries (the blobs) count.
+    pub fn link_roots(&self) -> LinkRoots {
         let canon = |p: &Path| fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
         let Some(repo) = &self.repo_dir else {
-            return vec![canon(&self.path)];
+            return LinkRoots {
+                roots: vec![(canon(&self.path), false)],
+            };
         };
         // The repo folder holds the others unless they are links (one realpath, then a
         // lstat per part: this runs for every model of a listing).
         let real_repo = canon(repo);
-        let mut out = vec![real_repo.clone()];
+        let mut roots = vec![(real_repo.clone(), false)];
         let linked = |p: &Path| fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_symlink());
-        // A linked part whose real folder holds the repo folder (`blobs -> /`, `-> ..`) would
-        // make the whole disk "inside": it is no root, links through it count as escaping.
-        let mut add = |p: &Path| {
+        // A linked part too wide to be one model's (`blobs -> /`, `-> ~`, `-> ..`) is no
+        // root: links through it count as escaping.
+        let mut add = |p: &Path, direct_only: bool| {
             let r = canon(p);
-            if !real_repo.starts_with(&r) && !out.contains(&r) {
-                out.push(r);
+            if !holds_too_much(&r, Some(&real_repo)) && !roots.iter().any(|(x, _)| *x == r) {
+                roots.push((r, direct_only));
             }
         };
         let blobs = repo.join("blobs");
         if linked(&blobs) {
-            add(&blobs);
+            // A snapshot links to blobs, which sit directly in `blobs/`.
+            add(&blobs, true);
         }
         let snaps = repo.join("snapshots");
         if self.path != *repo && (linked(&snaps) || linked(&self.path)) {
-            add(&self.path);
+            add(&self.path, false);
         }
-        out
+        LinkRoots { roots }
     }
 
     /// The name `show`/`run` accept for this model (`org/name@rev7` for further snapshots).

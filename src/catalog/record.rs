@@ -93,7 +93,13 @@ fn junk_warning(inv: &Inventory) -> Option<String> {
 
 /// Describe one model. Never fails: every problem ends up in `health`/`reason`.
 pub fn describe(m: &ModelRef) -> Described {
-    let inv = Inventory::scan(&m.path, &m.link_roots());
+    // A hub model with no usable snapshot is not walked: its folder is the repo folder (or
+    // wherever a broken link leads), whose files are not this model's.
+    let inv = if m.source == Source::Cache && m.problem.is_some() && m.revision.is_none() {
+        Inventory::default()
+    } else {
+        Inventory::scan(&m.path, &m.link_roots())
+    };
     let config = Config::load(&m.path);
     let cfg = config.object();
     let heur_name = m.short_name.as_str();
@@ -154,6 +160,9 @@ pub fn describe(m: &ModelRef) -> Described {
             .into_iter()
             .chain(m.ignored.iter().map(|i| format!("ignored {i}")))
             .chain(junk_warning(&inv))
+            .chain(inv.other_fs.iter().map(|d| {
+                format!("{d}/: another file system is mounted there; not read as part of the model")
+            }))
             .collect(),
     };
     Described {

@@ -3,7 +3,7 @@
 //! The thread never dies of what it finds on disk: a rescan that fails keeps the previous tree
 //! and says so ([`Vfs::refresh`]), and a panic anywhere else in a round is caught and logged.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{RecvTimeoutError, channel};
@@ -48,11 +48,20 @@ fn watch_roots(
         .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()))
         .collect();
     let tree = vfs.tree();
+    // Never a folder that holds the mount itself (watching it would read the mount).
+    let mnt = &vfs.info().mountpoint;
     let mut relocated: Vec<PathBuf> = tree
         .models
         .iter()
-        .flat_map(|m| m.model.link_roots())
-        .filter(|r| !inside.iter().any(|i| r.starts_with(i)))
+        .filter(|m| m.model.problem.is_none())
+        .flat_map(|m| {
+            m.model
+                .link_roots()
+                .folders()
+                .map(Path::to_path_buf)
+                .collect::<Vec<_>>()
+        })
+        .filter(|r| !inside.iter().any(|i| r.starts_with(i)) && !mnt.starts_with(r))
         .collect();
     relocated.sort();
     relocated.dedup();

@@ -128,25 +128,47 @@ enum Target {
     Keep(PathBuf, String),
 }
 
-/// Folders never deleted, nor any folder holding one: `/`, the hub cache, the home folder and
-/// the workspace home.
-fn protected(loc: &Locations) -> Vec<PathBuf> {
-    let mut out = vec![PathBuf::from("/"), loc.hub_cache.clone()];
-    out.push(crate::sys::home_dir(crate::env::var(crate::env::HOME)).into());
-    out.extend(loc.workspace_home.clone());
-    out.iter()
-        .map(|p| fs::canonicalize(p).unwrap_or_else(|_| p.clone()))
-        .collect()
+/// Where relocated data may be deleted. Never a folder that holds `/`, the hub cache, the
+/// home folder or the workspace home; never a folder inside the hub cache or the workspace
+/// home (another model's or workspace's own folder, linked from this model).
+struct Guard {
+    holds: Vec<PathBuf>,
+    inside: Vec<(PathBuf, &'static str)>,
+}
+
+impl Guard {
+    fn new(loc: &Locations) -> Guard {
+        let canon = |p: &Path| fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+        let home = PathBuf::from(crate::sys::home_dir(crate::env::var(crate::env::HOME)));
+        let mut holds = vec![PathBuf::from("/"), canon(&loc.hub_cache), canon(&home)];
+        let mut inside = vec![(canon(&loc.hub_cache), "the hub cache")];
+        if let Some(w) = &loc.workspace_home {
+            holds.push(canon(w));
+            inside.push((canon(w), "the workspace home"));
+        }
+        Guard { holds, inside }
+    }
+
+    /// Why `real` must be kept, or `None` when it may be deleted.
+    fn keep(&self, real: &Path) -> Option<String> {
+        if let Some(x) = self.holds.iter().find(|x| x.starts_with(real)) {
+            return Some(format!("it holds {}", x.display()));
+        }
+        self.inside
+            .iter()
+            .find(|(x, _)| real.starts_with(x))
+            .map(|(_, what)| format!("it is inside {what}: another model's own folder"))
+    }
 }
 
 /// The real folder behind `p` when `p` is a link to a folder (a folder moved to another disk
 /// and linked back), unless it lies inside `within` (removed with it anyway). It is removed
-/// only when it holds none of the `protect`ed folders and looks like what it stands for
-/// (`looks_right` says why not).
+/// only when the [`Guard`] allows it and it looks like what it stands for (`looks_right`
+/// says why not).
 fn relocated_target(
     p: &Path,
     within: &Path,
-    protect: &[PathBuf],
+    guard: &Guard,
     looks_right: impl Fn(&Path) -> Option<String>,
 ) -> Target {
     let is_link = fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_symlink());
@@ -156,11 +178,7 @@ fn relocated_target(
     if !fs::metadata(&real).is_ok_and(|m| m.is_dir()) || real.starts_with(within) {
         return Target::None;
     }
-    if let Some(x) = protect.iter().find(|x| x.starts_with(&real)) {
-        let why = format!("it holds {}", x.display());
-        return Target::Keep(real, why);
-    }
-    match looks_right(&real) {
+    match guard.keep(&real).or_else(|| looks_right(&real)) {
         Some(why) => Target::Keep(real, why),
         None => Target::Remove(real),
     }
@@ -174,28 +192,63 @@ fn looks_like_repo(p: &Path) -> Option<String> {
     (!ok).then(|| "it does not look like a model folder (no snapshots/, blobs/ or refs/)".into())
 }
 
-/// A blob folder holds files only.
-fn looks_like_blobs(p: &Path) -> Option<String> {
-    let sub = fs::read_dir(p)
-        .ok()?
-        .flatten()
-        .any(|e| e.file_type().is_ok_and(|t| t.is_dir()));
-    sub.then(|| "it holds folders, which a blobs/ folder never does".into())
-}
-
 /// A snapshot folder holds no folder named like the cache's own parts.
 fn looks_like_snapshot(p: &Path) -> Option<String> {
     let odd = ["snapshots", "blobs", "hub", "models"]
         .iter()
         .any(|n| fs::symlink_metadata(p.join(n)).is_ok_and(|m| m.is_dir()));
+    if fs::symlink_metadata(p.join(crate::hash::SENTINEL_FILENAME)).is_ok() {
+        return Some("it is a workspace (it holds a workspace sentinel)".into());
+    }
     odd.then(|| "it does not look like a snapshot folder".into())
 }
 
 /// Remove a real folder that lives outside the cache: renamed out of sight in its own parent
 /// first, then deleted.
+/// A folder that cannot be renamed (a disk's mount root: `EBUSY`) is emptied in place.
 fn remove_relocated(real: &Path, tag: &str) -> std::io::Result<()> {
     let parent = real.parent().unwrap_or(Path::new("/"));
-    remove_hidden(real, parent, tag)
+    let trash = parent.join(format!(".mlxfs-rm-{tag}-{}", std::process::id()));
+    match fs::rename(real, &trash) {
+        Ok(()) => fs::remove_dir_all(&trash),
+        Err(_) => {
+            for e in fs::read_dir(real)? {
+                let p = e?.path();
+                if fs::symlink_metadata(&p)?.is_dir() {
+                    fs::remove_dir_all(&p)?;
+                } else {
+                    fs::remove_file(&p)?;
+                }
+            }
+            // The folder itself stays when it is a mount point.
+            let _ = fs::remove_dir(real);
+            Ok(())
+        }
+    }
+}
+
+/// Remove the named blobs from a relocated `blobs/` folder (only this model's files: the
+/// folder may hold others), then the folder when it is left empty. (bytes freed, removed).
+fn remove_blob_files(
+    real_blobs: &Path,
+    names: &BTreeSet<String>,
+    seen: &mut BTreeSet<(u64, u64)>,
+) -> (u64, bool) {
+    use std::os::unix::fs::MetadataExt;
+    let mut freed = 0u64;
+    for n in names {
+        for name in [n.clone(), format!("{n}.incomplete")] {
+            let p = real_blobs.join(name);
+            if let Ok(m) = fs::symlink_metadata(&p)
+                && m.is_file()
+                && fs::remove_file(&p).is_ok()
+                && seen.insert((m.dev(), m.ino()))
+            {
+                freed += m.len();
+            }
+        }
+    }
+    (freed, fs::remove_dir(real_blobs).is_ok())
 }
 
 /// Bytes of the regular files below `dirs` (links not followed), each file counted once.
@@ -328,17 +381,25 @@ pub fn rm(loc: &Locations, m: &ModelRef, spec: &str, flags: RmFlags) -> Result<R
         used.extend(blobs_of(&s.path));
     }
     let tag = short_rev(&commit).to_string();
-    // The snapshot's own files count too (a snapshot of copies holds no blob links).
-    let protect = protected(loc);
+    // The snapshot's own files count too (a snapshot of copies holds no blob links); a
+    // snapshot that is a link counts only when its target is removed with it.
+    let guard = Guard::new(loc);
     let real_repo = fs::canonicalize(&repo_dir).unwrap_or_else(|_| repo_dir.clone());
-    let relocated = relocated_target(&snap_dir, &real_repo, &protect, looks_like_snapshot);
+    let relocated = relocated_target(&snap_dir, &real_repo, &guard, looks_like_snapshot);
+    let snap_is_link = fs::symlink_metadata(&snap_dir).is_ok_and(|m| m.file_type().is_symlink());
     let mut seen = BTreeSet::new();
-    let real_snap = fs::canonicalize(&snap_dir).unwrap_or_else(|_| snap_dir.clone());
-    let mut freed = if matches!(relocated, Target::Keep(..)) {
-        0
-    } else {
-        bytes_below(&[real_snap], &mut seen)
+    let mut freed = match &relocated {
+        Target::Remove(real) => bytes_below(std::slice::from_ref(real), &mut seen),
+        _ if !snap_is_link => bytes_below(std::slice::from_ref(&snap_dir), &mut seen),
+        _ => 0,
     };
+    // Blobs are deleted only from this model's own blobs/ (a link into another model's, or
+    // somewhere the guard keeps, leaves them).
+    let blobs_kept_why =
+        match relocated_target(&repo_dir.join("blobs"), &real_repo, &guard, |_| None) {
+            Target::Keep(real, why) => Some((real, why)),
+            _ => None,
+        };
     remove_hidden(&snap_dir, &repo_dir.join("snapshots"), &tag)
         .map_err(|e| io(e, &format!("removing {}", snap_dir.display())))?;
     let (mut relocated_removed, mut relocated_kept) = (Vec::new(), Vec::new());
@@ -351,9 +412,11 @@ pub fn rm(loc: &Locations, m: &ModelRef, spec: &str, flags: RmFlags) -> Result<R
         Target::Keep(real, why) => relocated_kept.push((real, why)),
         Target::None => {}
     }
+    let blobs_usable = blobs_kept_why.is_none();
+    relocated_kept.extend(blobs_kept_why);
     let (mut removed, mut kept, mut locks) = (0, 0, 0);
     for b in &mine {
-        if used.contains(b) {
+        if used.contains(b) || !blobs_usable {
             kept += 1;
             continue;
         }
@@ -410,68 +473,106 @@ fn delete_model(
     model: String,
     commit: Option<String>,
 ) -> Result<RmOutcome> {
-    let protect = protected(loc);
+    let guard = Guard::new(loc);
     let real_repo = fs::canonicalize(repo_dir).unwrap_or_else(|_| repo_dir.to_path_buf());
     let (mut relocated, mut relocated_kept) = (Vec::new(), Vec::new());
-    fn sort(t: Target, relocated: &mut Vec<PathBuf>, kept: &mut Vec<(PathBuf, String)>) {
-        match t {
-            Target::Remove(r) if !relocated.iter().any(|x| r.starts_with(x)) => relocated.push(r),
-            Target::Keep(r, why) => kept.push((r, why)),
-            _ => {}
-        }
+    let cache_real = fs::canonicalize(&loc.hub_cache).unwrap_or_else(|_| loc.hub_cache.clone());
+    let repo_target = relocated_target(repo_dir, &cache_real, &guard, looks_like_repo);
+    let repo_kept = matches!(repo_target, Target::Keep(..));
+    let mut blob_dir: Option<PathBuf> = None;
+    match repo_target {
+        Target::Remove(r) => relocated.push(r),
+        Target::Keep(r, why) => relocated_kept.push((r, why)),
+        Target::None => {}
     }
-    let cache_real = protect.get(1).cloned().unwrap_or_default();
-    sort(
-        relocated_target(repo_dir, &cache_real, &protect, looks_like_repo),
-        &mut relocated,
-        &mut relocated_kept,
-    );
-    if relocated_kept.is_empty() {
-        sort(
-            relocated_target(
-                &real_repo.join("blobs"),
-                &real_repo,
-                &protect,
-                looks_like_blobs,
-            ),
-            &mut relocated,
-            &mut relocated_kept,
-        );
+    if !repo_kept {
+        match relocated_target(&real_repo.join("blobs"), &real_repo, &guard, |_| None) {
+            Target::Remove(r) => blob_dir = Some(r),
+            Target::Keep(r, why) => relocated_kept.push((r, why)),
+            Target::None => {}
+        }
         let mut snaps = vec![real_repo.join("snapshots")];
         if let Ok(rd) = fs::read_dir(real_repo.join("snapshots")) {
             snaps.extend(rd.flatten().map(|e| e.path()));
         }
         for p in snaps {
-            sort(
-                relocated_target(&p, &real_repo, &protect, looks_like_snapshot),
-                &mut relocated,
-                &mut relocated_kept,
-            );
+            match relocated_target(&p, &real_repo, &guard, looks_like_snapshot) {
+                Target::Remove(r) if !relocated.iter().any(|x| r.starts_with(x)) => {
+                    relocated.push(r)
+                }
+                Target::Keep(r, why) => relocated_kept.push((r, why)),
+                _ => {}
+            }
+        }
+    }
+    // This model's blobs, by the names its snapshots link to (a relocated blobs/ may hold
+    // other files, which stay).
+    let mut blob_names = BTreeSet::new();
+    if let Ok(rd) = fs::read_dir(real_repo.join("snapshots")) {
+        for e in rd.flatten() {
+            blob_names.extend(blobs_of(&e.path()));
         }
     }
     let mut seen = BTreeSet::new();
-    // A kept repo target is not removed: only the cache's link to it is.
-    let mut counted = if relocated_kept.iter().any(|(r, _)| *r == real_repo) {
+    let mut counted = if repo_kept {
         Vec::new()
     } else {
         vec![real_repo.clone()]
     };
     counted.extend(relocated.iter().cloned());
-    let freed = bytes_below(&counted, &mut seen);
-    let blobs = fs::read_dir(real_repo.join("blobs"))
-        .map(|r| r.count())
-        .unwrap_or(0);
+    let mut freed = bytes_below(&counted, &mut seen);
+    let blobs_linked =
+        fs::symlink_metadata(real_repo.join("blobs")).is_ok_and(|m| m.file_type().is_symlink());
+    let blobs = match &blob_dir {
+        Some(_) => blob_names.len(),
+        None if blobs_linked || repo_kept => 0,
+        None => fs::read_dir(real_repo.join("blobs"))
+            .map(|r| r.count())
+            .unwrap_or(0),
+    };
     let mut locks = Vec::new();
     if let Some(d) = lock_dir {
         collect_locks(d, &mut locks);
     }
-    // Out of the catalog first (the cache's own entry), then the data wherever it lives.
-    remove_hidden(repo_dir, &loc.hub_cache, "model")
+    // Out of the catalog first (the cache's own entry, renamed out of sight), then the data
+    // wherever it lives; if that fails, the entry comes back so that `rm` can be run again.
+    let trash = loc
+        .hub_cache
+        .join(format!(".mlxfs-rm-model-{}", std::process::id()));
+    fs::rename(repo_dir, &trash)
         .map_err(|e| HubError::io(&e, &format!("removing {}", repo_dir.display())))?;
-    for r in &relocated {
-        remove_relocated(r, "model")
-            .map_err(|e| HubError::io(&e, &format!("removing {}", r.display())))?;
+    let elsewhere = || -> std::io::Result<()> {
+        for r in &relocated {
+            remove_relocated(r, "model")?;
+        }
+        Ok(())
+    };
+    if let Err(e) = elsewhere() {
+        let _ = fs::rename(&trash, repo_dir);
+        return Err(HubError::io(
+            &e,
+            "removing the model's folders on another disk (the model stays listed; run rm again)",
+        ));
     }
+    let mut relocated_removed = relocated;
+    if let Some(real_blobs) = &blob_dir {
+        let (bytes, gone) = remove_blob_files(real_blobs, &blob_names, &mut seen);
+        freed += bytes;
+        if gone {
+            relocated_removed.push(real_blobs.clone());
+        } else {
+            relocated_kept.push((
+                real_blobs.clone(),
+                "it holds other files: only this model's blobs were removed".into(),
+            ));
+        }
+    }
+    let removed = if fs::symlink_metadata(&trash).is_ok_and(|m| m.file_type().is_symlink()) {
+        fs::remove_file(&trash)
+    } else {
+        fs::remove_dir_all(&trash)
+    };
+    removed.map_err(|e| HubError::io(&e, &format!("removing {}", trash.display())))?;
     if let Some(l) = lock_dir {
         let _ = fs::remove_dir_all(l);
     }
@@ -483,7 +584,7 @@ fn delete_model(
         blobs_kept: 0,
         freed_bytes: freed,
         lock_files_cleaned: locks.len(),
-        relocated_removed: relocated,
+        relocated_removed,
         relocated_kept,
     }))
 }

@@ -181,7 +181,7 @@ impl Builder<'_> {
         vpath: &Path,
         real: &Path,
         root: &Path,
-        roots: &[PathBuf],
+        roots: &crate::catalog::LinkRoots,
         hub: bool,
         top: bool,
     ) {
@@ -214,7 +214,7 @@ impl Builder<'_> {
                 let Ok(md) = fs::metadata(&target) else {
                     continue;
                 };
-                if !roots.iter().any(|r| target.starts_with(r)) {
+                if !roots.contains(&target) {
                     continue;
                 }
                 if hub {
@@ -249,9 +249,16 @@ impl Builder<'_> {
                 };
                 self.add(dir_ino, vpath, &name, attr, Content::Link(rel));
             } else if ft.is_dir() {
-                let mtime = e
-                    .metadata()
-                    .and_then(|m| m.modified())
+                let md = e.metadata().ok();
+                // Another file system mounted inside a model (or the mount itself, reached
+                // through a relocated folder) is not part of it: hidden and recorded.
+                let root_dev = fs::metadata(root).map(|m| m.dev()).ok();
+                if root_dev.is_some() && md.as_ref().map(|m| m.dev()) != root_dev {
+                    self.hide(&path, "another file system is mounted there");
+                    continue;
+                }
+                let mtime = md
+                    .and_then(|m| m.modified().ok())
                     .unwrap_or(SystemTime::UNIX_EPOCH);
                 let (ino, sub_vpath) = self.add_dir(dir_ino, vpath, &name, mtime);
                 self.mirror(ino, &sub_vpath, &path, root, roots, hub, false);

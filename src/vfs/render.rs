@@ -44,6 +44,7 @@ fn json_text(v: &Value) -> Rendered {
 /// A cheap fingerprint of a folder's files: names, sizes, mtimes, link targets (no reads).
 pub fn stat_signature(root: &std::path::Path) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
+    let dev = fs::metadata(root).map(|m| m.dev()).ok();
     let mut stack = vec![root.to_path_buf()];
     while let Some(d) = stack.pop() {
         let Ok(rd) = fs::read_dir(&d) else { continue };
@@ -58,7 +59,8 @@ pub fn stat_signature(root: &std::path::Path) -> u64 {
             (md.len(), md.mtime(), md.mtime_nsec(), md.mode()).hash(&mut h);
             if md.file_type().is_symlink() {
                 fs::read_link(&p).ok().hash(&mut h);
-            } else if md.is_dir() {
+            } else if md.is_dir() && Some(md.dev()) == dev {
+                // Never onto another file system (a mount inside a workspace, the mount).
                 stack.push(p);
             }
         }

@@ -737,3 +737,194 @@ fn cache_location_agrees_with_huggingface_hub() {
         "nothing under ~"
     );
 }
+
+/// `rm` never deletes what belongs to another model, a workspace or the user: a relocated
+/// part that is really another model's folder, a workspace, or a folder holding other files.
+#[test]
+fn rm_never_deletes_what_is_not_the_models() {
+    let fx = Fx::new();
+    fx.hub_model("org/victim", &good_files());
+    let victim_blobs = repo_dir(&fx, "org/victim").join("blobs");
+    // blobs/ linked into another repo's blobs/.
+    fx.hub_model("org/borrower", &good_files());
+    let b = repo_dir(&fx, "org/borrower").join("blobs");
+    fs::remove_dir_all(&b).unwrap();
+    symlink(&victim_blobs, &b).unwrap();
+    // A snapshot linked to another repo's snapshot.
+    let victim_snap = fs::read_dir(repo_dir(&fx, "org/victim").join("snapshots"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let z = repo_dir(&fx, "org/z").join("snapshots");
+    fs::create_dir_all(&z).unwrap();
+    symlink(&victim_snap, z.join(OLD)).unwrap();
+    // A snapshot linked to a workspace.
+    let ws = fx.workspace("mywork", &good_files());
+    fs::write(ws.join("MY_NOTES.md"), b"mine").unwrap();
+    let s = repo_dir(&fx, "org/s").join("snapshots");
+    fs::create_dir_all(&s).unwrap();
+    symlink(&ws, s.join(OLD)).unwrap();
+    // blobs/ relocated into a folder that also holds the user's files.
+    let important = fx.tmp.path().join("important");
+    fx.hub_model("org/bl", &good_files());
+    move_and_link(&repo_dir(&fx, "org/bl").join("blobs"), &important);
+    fs::write(important.join("taxes.pdf"), b"keep me").unwrap();
+    // A snapshot that links to a sibling snapshot: removing it frees nothing.
+    fx.hub_snapshot("org/al", GONE, &good_files(), true);
+    let al = repo_dir(&fx, "org/al").join("snapshots");
+    symlink(GONE, al.join(OLD)).unwrap();
+
+    for spec in ["org/borrower", "org/z", "org/s", "org/bl", "org/al@bbbbbbb"] {
+        let (code, v) = json(&fx, &["rm", spec, "-f"]);
+        assert_eq!(code, 0, "{spec}: {v}");
+        if spec == "org/al@bbbbbbb" {
+            assert_eq!(v["data"]["freed_bytes"], 0, "{v}");
+        }
+        if spec == "org/bl" {
+            assert_eq!(v["data"]["freed_bytes"], good_size() + 40, "{v}");
+            assert_eq!(
+                v["data"]["relocated_kept"][0]["path"],
+                serde_json::json!(important)
+            );
+        }
+    }
+    let all = listed(&fx);
+    assert_eq!(
+        all["org/victim"]["health"], "healthy",
+        "{}",
+        all["org/victim"]
+    );
+    assert_eq!(all["mywork"]["health"], "healthy");
+    assert_eq!(fs::read(ws.join("MY_NOTES.md")).unwrap(), b"mine");
+    assert_eq!(fs::read(important.join("taxes.pdf")).unwrap(), b"keep me");
+    let left: Vec<_> = fs::read_dir(&important)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(left, ["taxes.pdf"], "only the model's blobs went");
+    assert_eq!(all["org/al"]["health"], "healthy");
+}
+
+/// A relocated `blobs/` that is a disk's mount root: `rm` empties it instead of failing
+/// halfway.
+#[test]
+fn rm_of_blobs_on_a_mount_root() {
+    crate::require!(Root);
+    let fx = Fx::new();
+    let disk = Tmpfs::new(fx.tmp.path().join("disk"), "size=16m");
+    fx.hub_model("org/t", &good_files());
+    let blobs = repo_dir(&fx, "org/t").join("blobs");
+    for e in fs::read_dir(&blobs).unwrap().flatten() {
+        fs::copy(e.path(), disk.0.join(e.file_name())).unwrap();
+    }
+    fs::remove_dir_all(&blobs).unwrap();
+    symlink(&disk.0, &blobs).unwrap();
+    assert_eq!(listed(&fx)["org/t"]["health"], "healthy");
+    let (code, v) = json(&fx, &["rm", "org/t", "-f"]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["data"]["freed_bytes"], good_size() + 40, "{v}");
+    assert!(fs::read_dir(&disk.0).unwrap().next().is_none());
+    assert!(fs::symlink_metadata(repo_dir(&fx, "org/t")).is_err());
+}
+
+/// Links too wide to be one model's folder are not followed: a `blobs/` linked to the home
+/// folder does not make the home's files the model's, and a repo folder linked to a folder
+/// that holds the cache (and the mount point) is listed with that reason, never walked, and
+/// never makes the mount read itself.
+#[test]
+fn links_too_wide_to_be_a_model_are_not_followed() {
+    let fx = Fx::new();
+    fs::write(fx.home.join(".netrc"), b"machine x password y").unwrap();
+    let snap = fx.hub_model("org/home", &good_files());
+    materialize_links(&snap);
+    let blobs = repo_dir(&fx, "org/home").join("blobs");
+    fs::remove_dir_all(&blobs).unwrap();
+    symlink(&fx.home, &blobs).unwrap();
+    symlink("../../blobs/.netrc", snap.join("netrc")).unwrap();
+    symlink(fx.tmp.path(), repo_dir(&fx, "org/up")).unwrap();
+    // A dangling blobs/ says where it led.
+    fx.hub_model("org/detached", &good_files());
+    let b = repo_dir(&fx, "org/detached").join("blobs");
+    fs::remove_dir_all(&b).unwrap();
+    symlink("/nonexistent/disk/blobs", &b).unwrap();
+    let all = listed(&fx);
+    assert_eq!(
+        all["org/home"]["reason"], "Symlinks pointing outside the model folder: netrc",
+        "{}",
+        all["org/home"]
+    );
+    let up = &all["org/up"];
+    assert!(
+        up["reason"]
+            .as_str()
+            .unwrap()
+            .contains("holds far more than one model"),
+        "{up}"
+    );
+    assert_eq!(up["size_bytes"], 0, "{up}");
+    let d = &all["org/detached"];
+    assert!(
+        d["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("blobs/: a link to /nonexistent/disk/blobs"),
+        "{d}"
+    );
+    if crate::support::missing(crate::support::Needs::Fuse).is_none() {
+        let m = Mount::start(&fx, &[]);
+        let h = fs::read_to_string(m.p("org/up/.mlxfs/health")).unwrap();
+        assert!(h.contains("holds far more"), "{h}");
+        assert!(!m.p("org/home/netrc").exists());
+        assert_eq!(
+            fs::read(m.p("org/home/config.json")).unwrap(),
+            good_files()[0].1
+        );
+    }
+}
+
+/// `refs/` files are read as commit ids only: a short, upper-case or garbage ref never
+/// contradicts itself, and a ref's text is never echoed.
+#[test]
+fn refs_are_commit_ids_only() {
+    let fx = Fx::new();
+    let upper = OLD.to_uppercase();
+    for (repo, main) in [
+        ("org/short", "bbbbbbb"),
+        ("org/upper", upper.as_str()),
+        ("org/garbage", "ref: refs/heads/main"),
+    ] {
+        fx.hub_snapshot(repo, OLD, &good_files(), false);
+        fs::create_dir_all(repo_dir(&fx, repo).join("refs")).unwrap();
+        fs::write(repo_dir(&fx, repo).join("refs/main"), main).unwrap();
+    }
+    fs::write(
+        repo_dir(&fx, "org/garbage").join("refs/y"),
+        "SECRET-LINE-1\nSECRET-LINE-2",
+    )
+    .unwrap();
+    let all = listed(&fx);
+    for repo in ["org/short", "org/upper", "org/garbage"] {
+        assert_eq!(all[repo]["health"], "healthy", "{repo}: {}", all[repo]);
+        assert_eq!(all[repo]["revision"], OLD, "{repo}");
+    }
+    assert!(
+        all["org/short"]["warnings"][0]
+            .as_str()
+            .unwrap()
+            .contains("refs/main: not a commit id"),
+        "{}",
+        all["org/short"]
+    );
+    assert!(
+        all["org/upper"].get("warnings").is_none(),
+        "{}",
+        all["org/upper"]
+    );
+    let (code, v) = json(&fx, &["show", "org/garbage@y"]);
+    assert_eq!(code, 1);
+    assert_eq!(v["error"]["type"], "hash_not_found");
+    assert!(!v.to_string().contains("SECRET"), "{v}");
+}
