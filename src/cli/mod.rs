@@ -26,8 +26,12 @@ const ABOUT: &str =
 
 const AFTER_HELP: &str = "\
 Where models are found:
-  hub cache    HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub
+  hub cache    HF_HUB_CACHE, else HUGGINGFACE_HUB_CACHE, else $HF_HOME/hub, where
+               HF_HOME defaults to $XDG_CACHE_HOME/huggingface, else ~/.cache/huggingface
+               (huggingface_hub's order)
   workspaces   each folder with a config.json directly under MLXK_WORKSPACE_HOME
+Models moved to another disk and linked back are followed; a link inside a model that
+leads out of it is refused; whatever is skipped is listed by `list --all` with a reason.
 
 Names: an exact name wins (workspace home first, then the hub cache); otherwise a
 case-insensitive substring match, and several matches are an error that lists them.

@@ -12,8 +12,8 @@ use crate::text::{human_bytes, one_line, short_rev};
 
 #[derive(Args, Debug)]
 #[command(after_help = "\
-Downloads a hub revision into the hub cache (HF_HUB_CACHE, else $HF_HOME/hub) in the layout
-huggingface_hub writes, so Python tools see it too. For a model you want to keep, change or
+Downloads a hub revision into the hub cache (found as huggingface_hub finds it: see
+`mlxfs --help`) in the layout huggingface_hub writes, so Python tools see it too. For a model you want to keep, change or
 run reproducibly, prefer `mlxfs clone`, which makes a managed workspace.
 
 REPO is `org/name`; `@REV` picks a branch, tag or commit (default: main). A revision already
