@@ -107,6 +107,9 @@ fn resolve_path_hops(spec: &str, loc: &Locations, hops: usize) -> Result<ModelRe
         // A model folder inside an mlxfs mount stands for the model it shows.
         return resolve_path_hops(&backing.to_string_lossy(), loc, hops + 1);
     }
+    if let Some(m) = linked_snapshot_at(&canon, loc) {
+        return Ok(m);
+    }
     if !has_config(&canon) {
         return Err(ResolveError::NotAModel {
             path: spec.to_string(),
@@ -158,6 +161,33 @@ fn hub_snapshot_at(typed: &Path, canon: &Path, loc: &Locations) -> Option<ModelR
     (fs::canonicalize(&in_cache).ok()? == real_repo)
         .then(|| snapshot_model(&in_cache, canon.file_name()?))
         .flatten()
+}
+
+/// A folder on another disk that the hub cache links to as a snapshot (`snapshots/<commit>
+/// -> here`): that hub model at that revision. Only for folders that are not workspaces (no
+/// sentinel) and lie outside the workspace home; looks at the links of `snapshots/` only.
+fn linked_snapshot_at(canon: &Path, loc: &Locations) -> Option<ModelRef> {
+    if fs::symlink_metadata(canon.join(crate::hash::SENTINEL_FILENAME)).is_ok()
+        || loc
+            .workspace_home
+            .as_ref()
+            .is_some_and(|h| canon.starts_with(h))
+    {
+        return None;
+    }
+    for repo in fs::read_dir(&loc.hub_cache).ok()?.flatten() {
+        let Ok(rd) = fs::read_dir(repo.path().join("snapshots")) else {
+            continue;
+        };
+        for snap in rd.flatten() {
+            if snap.file_type().is_ok_and(|t| t.is_symlink())
+                && fs::canonicalize(snap.path()).is_ok_and(|c| c == canon)
+            {
+                return snapshot_model(&repo.path(), &snap.file_name());
+            }
+        }
+    }
+    None
 }
 
 fn snapshot_model(repo_dir: &Path, commit: &std::ffi::OsStr) -> Option<ModelRef> {

@@ -200,6 +200,13 @@ fn relocated_models_are_listed_healthy_runnable_and_resolvable() {
     let linked_snap = fs::read_dir(linked_snap).unwrap().next().unwrap().unwrap();
     let m = resolve(&linked_snap.path().to_string_lossy(), &loc).unwrap();
     assert_eq!(m.name, "org/snap");
+    // …and at its real place on the other disk.
+    let real = ext.join("snap-store/org-snap");
+    let m = resolve(&real.to_string_lossy(), &loc).unwrap();
+    assert_eq!(
+        (m.name.as_str(), m.source),
+        ("org/snap", mlxfs::catalog::Source::Cache)
+    );
 
     // The binary: list --all names every model (healthy or with its reason), health agrees.
     let all = listed(&fx);
