@@ -672,6 +672,18 @@ impl ModelRef {
         LinkRoots { roots }
     }
 
+    /// The model's isolated Hugging Face cache for `run` and `serve` workers: the workspace's
+    /// own `.hf_cache` (ADR-022: runtime artifacts visible in the workspace), or for a hub
+    /// model a per-model folder `hf-cache/models--org--name` under mlxfs's state folder.
+    pub fn isolated_cache(&self) -> PathBuf {
+        match self.source {
+            Source::Workspace => self.path.join(".hf_cache"),
+            Source::Cache => crate::state::dir_or_temp()
+                .join("hf-cache")
+                .join(dir_from_repo_id(&self.name)),
+        }
+    }
+
     /// The name `show`/`run` accept for this model (`org/name@rev7` for further snapshots).
     pub fn spec(&self) -> String {
         match (&self.source, &self.revision, self.is_current) {

@@ -11,7 +11,7 @@ use std::time::Instant;
 use super::output::{CliError, Output, exit_on_write_error};
 use crate::catalog::record::{describe, show_model};
 use crate::catalog::resolve::{self, is_explicit_path};
-use crate::catalog::{Locations, ModelRef, Source, dir_from_repo_id};
+use crate::catalog::{Locations, ModelRef};
 use crate::env;
 use crate::error::ErrorType;
 use crate::runtime::{self, Event, GenRequest, PythonEnv};
@@ -150,12 +150,7 @@ fn cache_dir_for(a: &RunArgs, model: &ModelRef) -> PathBuf {
     if let Some(d) = &a.cache_dir {
         return std::path::absolute(d).unwrap_or_else(|_| d.clone());
     }
-    match model.source {
-        Source::Workspace => model.path.join(".hf_cache"),
-        Source::Cache => crate::state::dir_or_temp()
-            .join("hf-cache")
-            .join(dir_from_repo_id(&model.name)),
-    }
+    model.isolated_cache()
 }
 
 fn read_prompt(a: &RunArgs) -> Result<String, CliError> {
