@@ -7,6 +7,7 @@ pub mod capture;
 #[cfg(feature = "python")]
 mod embedded;
 pub mod python;
+pub mod worker;
 
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
