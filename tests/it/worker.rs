@@ -504,3 +504,44 @@ fn the_worker_runs_in_the_isolated_cache() {
         Some(cache.as_os_str())
     );
 }
+
+/// The tool-call filter, the stop-sequence hold-back and the OpenAI shape of parsed calls, in
+/// worker.py itself (the tiny model has no tool-calling tokenizer).
+#[test]
+fn tool_calls_are_cut_from_the_text_and_parsed() {
+    crate::require!(Python);
+    let code = r#"
+import json, sys, types
+m = types.ModuleType("worker")
+exec(sys.argv[1], m.__dict__)
+f = m._ToolFilter("<tool_call>", "</tool_call>")
+pieces = ["Hi <tool", "_call>{\"name\": \"f\", ", "\"arguments\": {\"a\": 1}}</tool_", "call> bye <", "x"]
+shown = [f.feed(p) for p in pieces] + [f.feed("", final=True)]
+assert shown == ["Hi ", "", "", " bye ", "<x", ""], shown
+assert f.calls == ['{"name": "f", "arguments": {"a": 1}}'], f.calls
+cut = m._ToolFilter("<tool_call>", "</tool_call>")
+assert cut.feed("a<tool_call>{\"name\": \"g\"", final=True) == "a" and cut.calls == ['{"name": "g"']
+class Tok:
+    tool_parser = staticmethod(lambda text, tools: json.loads(text))
+calls = m._tool_calls(Tok(), f.calls + ["not json"], [{"type": "function"}])
+assert len(calls) == 1 and calls[0]["type"] == "function", calls
+assert calls[0]["function"] == {"name": "f", "arguments": '{"a": 1}'}, calls
+assert calls[0]["id"].startswith("call_")
+assert m._tool_calls(Tok(), ["not json"], None) is None
+assert m._held("abc <st", ["<stop>", "zz"]) == 3
+assert m._held("abc", ["<stop>"]) == 0
+assert m._held("x<", ["<a", "<<b"]) == 1
+assert m._text_content([{"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "image_url"}, {"type": "text", "text": "b"}]}]) == [{"role": "user", "content": "ab"}]
+print("ok")
+"#;
+    let o = Command::new(crate::run::venv_python())
+        .args(["-c", code, mlxfs::runtime::worker::WORKER_PY])
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success() && o.stdout == b"ok\n",
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
