@@ -182,6 +182,16 @@ fn set_env(k: &str, v: impl AsRef<std::ffi::OsStr>) {
     unsafe { std::env::set_var(k, v) };
 }
 
+/// The token file Python must be told about (`HF_TOKEN_PATH`) once its HF_HOME is isolated:
+/// the user's, where huggingface_hub would have read it; None when `HF_TOKEN` or
+/// `HF_TOKEN_PATH` is set (they pass to Python as they are).
+pub fn python_token_file() -> Option<PathBuf> {
+    (crate::env::var(crate::env::HF_TOKEN).is_none()
+        && crate::env::var(crate::env::HF_TOKEN_PATH).is_none())
+    .then(crate::hub::client::token_file)
+    .flatten()
+}
+
 pub fn run(a: &RunArgs, loc: &Locations, json_mode: bool) -> Result<Output, CliError> {
     let start = Instant::now();
     let (model, weights) = locate(&a.model, loc)?;
@@ -235,7 +245,8 @@ pub fn run(a: &RunArgs, loc: &Locations, json_mode: bool) -> Result<Output, CliE
         )
     })?;
     // The token stays the user's (it is only read: nothing logs in or out during a run).
-    for (var, value) in runtime::isolated_env(&cache, a.offline) {
+    let token_file = python_token_file();
+    for (var, value) in runtime::isolated_env(&cache, a.offline, token_file.as_deref()) {
         set_env(var, value);
     }
     let before = runtime::snapshot(&cache);

@@ -232,11 +232,15 @@ pub fn reported_error(
 }
 
 /// The variables that give a Python process the isolated cache `cache`: every one of
-/// [`env::ISOLATED_CACHE`](crate::env::ISOLATED_CACHE) pointed into it, `HF_TOKEN_PATH` at the
-/// user's token file (with HF_HOME isolated, huggingface_hub would no longer find
-/// `$HF_HOME/token`; only when neither `HF_TOKEN` nor `HF_TOKEN_PATH` is set, which then pass
-/// as they are), and with `offline` `HF_HUB_OFFLINE=1` and `TRANSFORMERS_OFFLINE=1`.
-pub fn isolated_env(cache: &Path, offline: bool) -> Vec<(&'static str, std::ffi::OsString)> {
+/// [`env::ISOLATED_CACHE`](crate::env::ISOLATED_CACHE) pointed into it, `HF_TOKEN_PATH` at
+/// `token_file` when given (with HF_HOME isolated, huggingface_hub would no longer find the
+/// user's `$HF_HOME/token`: see `cli::run::python_token_file`), and with `offline`
+/// `HF_HUB_OFFLINE=1` and `TRANSFORMERS_OFFLINE=1`.
+pub fn isolated_env(
+    cache: &Path,
+    offline: bool,
+    token_file: Option<&Path>,
+) -> Vec<(&'static str, std::ffi::OsString)> {
     use crate::env;
     let mut vars: Vec<(&'static str, std::ffi::OsString)> = env::ISOLATED_CACHE
         .iter()
@@ -249,11 +253,8 @@ pub fn isolated_env(cache: &Path, offline: bool) -> Vec<(&'static str, std::ffi:
             (*var, dir.into_os_string())
         })
         .collect();
-    if env::var(env::HF_TOKEN).is_none()
-        && env::var(env::HF_TOKEN_PATH).is_none()
-        && let Some(t) = crate::hub::client::token_file()
-    {
-        vars.push((env::HF_TOKEN_PATH, t.into_os_string()));
+    if let Some(t) = token_file {
+        vars.push((env::HF_TOKEN_PATH, t.as_os_str().to_owned()));
     }
     if offline {
         vars.push((env::HF_HUB_OFFLINE, "1".into()));

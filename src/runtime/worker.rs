@@ -49,6 +49,8 @@ pub struct WorkerSpec {
     pub python: PythonEnv,
     /// Forbid downloads (`HF_HUB_OFFLINE=1`, `TRANSFORMERS_OFFLINE=1`).
     pub offline: bool,
+    /// The user's token file, for `HF_TOKEN_PATH`: `cli::run::python_token_file()` (as `run`).
+    pub token_file: Option<PathBuf>,
 }
 
 /// One generation.
@@ -201,7 +203,11 @@ impl Worker {
             .arg(fd.to_string())
             .arg(config)
             .arg(GENERATE_PY)
-            .envs(super::isolated_env(&spec.cache_dir, spec.offline))
+            .envs(super::isolated_env(
+                &spec.cache_dir,
+                spec.offline,
+                spec.token_file.as_deref(),
+            ))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());

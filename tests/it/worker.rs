@@ -18,6 +18,7 @@ fn spec(ws: &Path) -> WorkerSpec {
         cache_dir: ws.join(".hf_cache"),
         python: python::find(Some(&venv_dir())).unwrap(),
         offline: false,
+        token_file: mlxfs::cli::run::python_token_file(),
     }
 }
 
@@ -497,6 +498,13 @@ fn the_worker_runs_in_the_isolated_cache() {
                 "{k} = {p}"
             );
         }
+    }
+    // The token stays the user's, as for `run`.
+    if let Some(t) = mlxfs::cli::run::python_token_file() {
+        assert_eq!(
+            caches["huggingface_hub.HF_TOKEN_PATH"],
+            t.to_string_lossy().as_ref()
+        );
     }
     // The server's own environment is untouched.
     assert_ne!(
