@@ -9,7 +9,8 @@ model-supplied code, the chat template, sampling, the event writer).
 Events, one JSON line each on the descriptor EVENTS_FD (a pipe of its own; stdout and stderr
 carry whatever libraries print):
   {"event": "ready", "pid", "executable", "prefix", "python", "hf_home", "hub_cache", "caches",
-   "offline", "chat_template": bool, "tool_calling": bool, "scheduling": "fifo"}
+   "offline", "chat_template": bool, "tool_calling": bool,
+   "scheduling": "continuous-batching"}
       once the model is loaded;
   {"event": "error", "type", "message"}   the model did not load (then exit 1);
   {"event": "token", "id", "text", "logprob"?, "top_logprobs"?: [[text, logprob], ...]}
@@ -28,10 +29,14 @@ Commands, one JSON line each on stdin:
 A reader thread takes the commands, so a cancel is seen while a job generates. The end of
 stdin (mlxfs stopped, or died) ends the process at once; the library's own stdin is /dev/null.
 
-Scheduling: jobs run one at a time in arrival order (FIFO), each through mlx-lm's
-`stream_generate` exactly as `mlxfs run` does, so a job gives the same text as `run` for the
-same prompt, seed and settings. (mlx-lm's BatchGenerator would batch them, but its samplers
-share one random state: seeded jobs would no longer match `run`.)
+Scheduling: continuous batching with mlx-lm's BatchGenerator: a job joins the running batch
+at the next step and leaves it when it ends, in arrival order. A job with a seed and a
+temperature above 0 runs alone, through `stream_generate` exactly as `mlxfs run` does (its
+sampling draws from MLX's one global random state, seeded for it: in a batch the others would
+draw from it too); it waits at the head of the queue for the batch to empty, and the jobs
+behind it wait for it. Greedy jobs give the text of `run` in a batch too (the same logits, row
+by row; a model whose batched matrix products round differently from single ones could
+break a near tie otherwise).
 
 Stop sequences end generation at the first one; the text excludes it, and text that could be
 the start of one is held back until it cannot.
@@ -135,6 +140,90 @@ def _text_content(messages):
     return out
 
 
+class _Job:
+    """One job's text on its way out: stop sequences (held back while they might begin),
+    tool calls (cut out), logprobs, then the events."""
+
+    def __init__(self, worker, job, prompt_tokens):
+        self.id = job["id"]
+        self.send = worker.send
+        self.tok = worker.tokenizer
+        self.stops = [s for s in job.get("stop") or [] if s]
+        self.k = job.get("logprobs")
+        self.tools = job.get("tools")
+        self.tool_filter = (_ToolFilter(self.tok.tool_call_start, self.tok.tool_call_end)
+                            if self.tools and worker.tool_calling else None)
+        self.detokenizer = self.tok.detokenizer
+        self.prompt_tokens = prompt_tokens
+        self.tokens = 0
+        self.text = ""       # everything generated
+        self.released = 0    # characters of `text` let out
+        self.shown = []      # what was let out, past the tool-call filter
+
+    def step(self, token, logprobs, finish_reason, text=None):
+        """One generated token (with `text`, its detokenized piece, when the caller has it;
+        else this job's detokenizer makes it). `finish_reason`: None, "length", or "stop" for
+        the end-of-text token, which is no text. True when the job ended (its `done` sent)."""
+        import mlx.core as mx
+
+        self.tokens += 1
+        eos = finish_reason == "stop" and token in self.tok.eos_token_ids
+        if text is None:
+            if not eos:
+                self.detokenizer.add_token(token)
+            if finish_reason:
+                self.detokenizer.finalize()
+            text = self.detokenizer.last_segment
+        self.text += text
+        end = len(self.text)
+        finish = finish_reason
+        # A stop sequence can only begin in what is not yet let out.
+        hits = [i for i in (self.text.find(s, self.released) for s in self.stops) if i >= 0]
+        if hits:
+            end = min(hits)
+            finish = "stop"
+        elif finish is None:
+            end -= _held(self.text[self.released:], self.stops)
+        piece = self.text[self.released:end]
+        self.released = end
+        if self.tool_filter:
+            piece = self.tool_filter.feed(piece, final=finish is not None)
+        self.shown.append(piece)
+        event = {"event": "token", "id": self.id, "text": piece}
+        if self.k is not None and not eos:
+            event["logprob"] = logprobs[token].item()
+            if self.k > 0:
+                top = mx.argpartition(-logprobs, kth=min(self.k, logprobs.size) - 1)[:self.k].tolist()
+                top.sort(key=lambda t: -logprobs[t].item())
+                event["top_logprobs"] = [[self.tok.decode([t]), logprobs[t].item()] for t in top]
+            self.send(event)
+        elif piece:
+            self.send(event)
+        if finish:
+            self.finish(finish)
+        return finish is not None
+
+    def finish(self, reason):
+        if self.tool_filter and reason == "cancelled":
+            self.shown.append(self.tool_filter.feed("", final=True))
+        self.send({
+            "event": "done",
+            "id": self.id,
+            "finish_reason": reason,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.tokens,
+            "text": "".join(self.shown),
+            "tool_calls": (_tool_calls(self.tok, self.tool_filter.calls, self.tools)
+                           if self.tool_filter else None),
+        })
+
+
+def _alone(job):
+    """A job that must run by itself: seeded sampling draws from MLX's one global random
+    state, seeded for this job as `run` seeds it (in a batch, others would draw from it too)."""
+    return job.get("seed") is not None and float(job.get("temperature", 0.7)) > 0
+
+
 class Worker:
     def __init__(self, shared, send):
         self.g = shared
@@ -142,7 +231,7 @@ class Worker:
         self.send = send
         self.cond = threading.Condition()
         self.queue = collections.deque()
-        self.running = None
+        self.running = set()
         self.cancelled = set()
         self.exiting = False
         self.tool_calling = False
@@ -170,8 +259,8 @@ class Worker:
                     for j in queued:
                         self.queue.remove(j)
                         self._cancelled_done(j["id"])
-                    if self.running == cmd.get("id"):
-                        self.cancelled.add(self.running)
+                    if cmd.get("id") in self.running:
+                        self.cancelled.add(cmd["id"])
                 elif op == "exit":
                     self.exiting = True
                     for j in self.queue:
@@ -181,33 +270,9 @@ class Worker:
         # stdin ended: whoever started this process is gone or done with it.
         os._exit(0)
 
-    def serve(self):
-        while True:
-            with self.cond:
-                while not self.queue and not self.exiting:
-                    self.cond.wait()
-                if self.exiting:
-                    return
-                job = self.queue.popleft()
-                self.running = job["id"]
-            try:
-                self.generate(job)
-            except Exception as e:
-                self.send({"event": "error", "id": job["id"], "type": "generation_failed",
-                           "message": f"{type(e).__name__}: {e}"})
-            with self.cond:
-                self.running = None
-                self.cancelled.discard(job["id"])
-
-    def _stopped(self, job_id):
-        return self.exiting or job_id in self.cancelled
-
-    def generate(self, job):
-        import mlx.core as mx
-        from mlx_lm import stream_generate
-
+    def _prompt(self, job):
+        """The prompt's token ids, encoded as mlx-lm's stream_generate encodes a text."""
         tok = self.tokenizer
-        job_id = job["id"]
         if job.get("messages") is not None:
             messages = _text_content(job["messages"])
             prompt = self.g.chat_prompt(tok, messages, job.get("tools"))
@@ -217,64 +282,102 @@ class Worker:
             prompt = job["prompt"]
         else:
             raise ValueError("a job needs messages or a prompt")
-        sampler, processors = self.g.sampling(job)
-        stops = [s for s in job.get("stop") or [] if s]
-        k = job.get("logprobs")
-        tools = job.get("tools")
-        tool_filter = (_ToolFilter(tok.tool_call_start, tok.tool_call_end)
-                       if tools and self.tool_calling else None)
+        special = tok.bos_token is None or not prompt.startswith(tok.bos_token)
+        return tok.encode(prompt, add_special_tokens=special)
 
-        text = ""       # everything generated
-        released = 0    # characters of `text` let out
-        shown = []      # what was let out, past the tool-call filter
-        finish = None
-        last = None
-        for resp in stream_generate(self.model, tok, prompt, max_tokens=int(job.get("max_tokens", 256)),
-                                    sampler=sampler, logits_processors=processors):
-            last = resp
-            text += resp.text
-            end = len(text)
-            # A stop sequence can only begin in what is not yet let out.
-            hits = [i for i in (text.find(s, released) for s in stops) if i >= 0]
-            if hits:
-                end = min(hits)
-                finish = "stop"
-            elif resp.finish_reason is None:
-                end -= _held(text[released:], stops)
-            piece = text[released:end]
-            released = end
-            if tool_filter:
-                piece = tool_filter.feed(piece, final=finish is not None or resp.finish_reason is not None)
-            shown.append(piece)
-            event = {"event": "token", "id": job_id, "text": piece}
-            # The last response of an end-of-text stop carries the end token: no token of the text.
-            is_token = not (resp.finish_reason == "stop" and resp.token in tok.eos_token_ids)
-            if k is not None and is_token:
-                lp = resp.logprobs
-                event["logprob"] = lp[resp.token].item()
-                if k > 0:
-                    top = mx.argpartition(-lp, kth=min(k, lp.size) - 1)[:k].tolist()
-                    top.sort(key=lambda t: -lp[t].item())
-                    event["top_logprobs"] = [[tok.decode([t]), lp[t].item()] for t in top]
-                self.send(event)
-            elif piece:
-                self.send(event)
-            if finish:
-                break
-            if self._stopped(job_id):
-                finish = "cancelled"
-                break
-        if tool_filter and finish == "cancelled":
-            shown.append(tool_filter.feed("", final=True))
-        self.send({
-            "event": "done",
-            "id": job_id,
-            "finish_reason": finish or (last.finish_reason if last else None) or "stop",
-            "prompt_tokens": last.prompt_tokens if last else 0,
-            "completion_tokens": last.generation_tokens if last else 0,
-            "text": "".join(shown),
-            "tool_calls": _tool_calls(tok, tool_filter.calls, tools) if tool_filter else None,
-        })
+    def _failed(self, job_id, e):
+        self.send({"event": "error", "id": job_id, "type": "generation_failed",
+                   "message": f"{type(e).__name__}: {e}"})
+
+    def _ended(self, job_id):
+        with self.cond:
+            self.running.discard(job_id)
+            self.cancelled.discard(job_id)
+
+    def serve(self):
+        """Admit queued jobs into the batch in arrival order; a job that must run alone waits
+        at the head of the queue for the batch to empty."""
+        from mlx_lm.generate import BatchGenerator
+
+        def new_batch():
+            return BatchGenerator(self.model, stop_tokens=[[t] for t in self.tokenizer.eos_token_ids])
+
+        batch = new_batch()
+        active = {}  # batch uid -> _Job
+        while True:
+            with self.cond:
+                while not self.queue and not active and not self.exiting:
+                    self.cond.wait()
+                admit = []
+                while self.queue and not _alone(self.queue[0]):
+                    admit.append(self.queue.popleft())
+                solo = (self.queue.popleft()
+                        if self.queue and not active and not admit and not self.exiting else None)
+                self.running.update(j["id"] for j in admit + ([solo] if solo else []))
+                exiting = self.exiting
+            if exiting:
+                for job in active.values():
+                    job.finish("cancelled")
+                batch.close()
+                return
+            if solo:
+                self._run_alone(solo)
+                continue
+            for job in admit:
+                try:
+                    ids = self._prompt(job)
+                    sampler, processors = self.g.sampling(job)
+                    (uid,) = batch.insert([ids], max_tokens=[int(job.get("max_tokens", 256))],
+                                          samplers=[sampler], logits_processors=[processors])
+                    active[uid] = _Job(self, job, len(ids))
+                except Exception as e:
+                    self._failed(job["id"], e)
+                    self._ended(job["id"])
+            for uid, job in list(active.items()):
+                if job.id in self.cancelled:
+                    batch.remove([uid])
+                    job.finish("cancelled")
+                    del active[uid]
+                    self._ended(job.id)
+            if not active:
+                continue
+            try:
+                _, responses = batch.next()
+            except Exception as e:
+                for job in active.values():
+                    self._failed(job.id, e)
+                    self._ended(job.id)
+                active.clear()
+                batch.close()
+                batch = new_batch()
+                continue
+            for r in responses:
+                job = active.get(r.uid)
+                if job and job.step(r.token, r.logprobs, r.finish_reason):
+                    if r.finish_reason is None:  # a stop sequence
+                        batch.remove([r.uid])
+                    del active[r.uid]
+                    self._ended(job.id)
+
+    def _run_alone(self, job):
+        """A job through mlx-lm's stream_generate, as `mlxfs run` generates."""
+        from mlx_lm import stream_generate
+
+        try:
+            ids = self._prompt(job)
+            sampler, processors = self.g.sampling(job)  # seeds the global random state
+            out = _Job(self, job, len(ids))
+            for resp in stream_generate(self.model, self.tokenizer, ids,
+                                        max_tokens=int(job.get("max_tokens", 256)),
+                                        sampler=sampler, logits_processors=processors):
+                if out.step(resp.token, resp.logprobs, resp.finish_reason, text=resp.text):
+                    break
+                if self.exiting or out.id in self.cancelled:
+                    out.finish("cancelled")
+                    break
+        except Exception as e:
+            self._failed(job["id"], e)
+        self._ended(job["id"])
 
 
 def main():
@@ -310,7 +413,7 @@ def main():
     worker.loaded(model, tokenizer)
     send({"event": "ready", "pid": os.getpid(), **info,
           "chat_template": bool(getattr(tokenizer, "chat_template", None)),
-          "tool_calling": worker.tool_calling, "scheduling": "fifo"})
+          "tool_calling": worker.tool_calling, "scheduling": "continuous-batching"})
     worker.serve()
     sys.stdout.flush()
     os._exit(0)

@@ -7,8 +7,9 @@
 //! stdout is captured and stderr forwarded live, the last lines of each kept). One dispatcher
 //! thread per worker reads the events and routes each by job id to its [`JobHandle`].
 //!
-//! Jobs run one at a time in arrival order (FIFO: worker.py's docstring says why not mlx-lm's
-//! batch generation); a job gives the same text as `mlxfs run` for the same prompt and settings.
+//! Jobs share one continuous batch (mlx-lm's BatchGenerator), admitted in arrival order; a job
+//! with a seed and a temperature above 0 runs alone (worker.py's docstring says why). A job
+//! gives the same text as `mlxfs run` for the same prompt and settings.
 //!
 //! No orphan: on Linux the process gets SIGKILL when the thread that started it ends (the
 //! dispatcher, which lives as long as the process, so in effect when mlxfs dies), and on every
@@ -270,7 +271,7 @@ impl Worker {
 
     /// The `ready` event: the interpreter (`executable`, `prefix`, `python`), the caches the
     /// libraries resolved (`hf_home`, `hub_cache`, `caches`), `offline`, `chat_template` and
-    /// `tool_calling` (booleans), `scheduling` (`"fifo"`).
+    /// `tool_calling` (booleans), `scheduling` (`"continuous-batching"`).
     pub fn info(&self) -> &Value {
         &self.info
     }

@@ -140,7 +140,7 @@ fn the_worker_gives_the_text_of_run_and_serves_jobs_at_once() {
     let w = Worker::start(&spec(&ws)).unwrap();
     assert!(w.alive());
     let info = w.info().clone();
-    assert_eq!(info["scheduling"], "fifo");
+    assert_eq!(info["scheduling"], "continuous-batching");
     assert_eq!(info["chat_template"], true);
 
     // The same prompt as chat, the same settings: the same text and counts as `run`.
@@ -172,25 +172,45 @@ fn the_worker_gives_the_text_of_run_and_serves_jobs_at_once() {
         assert_eq!(streamed(&tokens), run["text"].as_str().unwrap());
     }
 
-    // Four jobs at once: each the text it gives alone.
+    // Jobs at once, one joining the batch while the others generate: each the text it gives
+    // alone (the first: `run`'s).
     let prompts = [
         "Explain FUSE",
         "Hello, world!",
         "The quick brown fox",
         "MLX runs",
+        "Models live in workspaces and in the hub cache",
     ];
-    let alone: Vec<_> = prompts.iter().map(|p| run_one(&w, greedy(p, 10))).collect();
-    let mut handles: Vec<_> = prompts
+    let alone: Vec<_> = prompts.iter().map(|p| run_one(&w, greedy(p, 12))).collect();
+    assert_eq!(alone[0].1, greedy_run["text"].as_str().unwrap());
+    let mut handles: Vec<_> = prompts[..4]
         .iter()
-        .map(|p| w.submit(greedy(p, 10)).unwrap())
+        .map(|p| w.submit(greedy(p, 12)).unwrap())
         .collect();
     assert_eq!(w.queue_depth(), 4);
+    std::thread::sleep(Duration::from_millis(30));
+    handles.push(w.submit(greedy(prompts[4], 12)).unwrap());
     for (h, expected) in handles.iter_mut().zip(&alone) {
         let (tokens, last) = collect(h, Duration::from_secs(60));
         assert_eq!(&done(&last), expected);
         assert_eq!(&streamed(&tokens), &expected.1);
     }
     assert_eq!(w.queue_depth(), 0);
+
+    // Seeded sampling jobs submitted at once (each runs alone): each the text of `run`.
+    let mut handles: Vec<_> = (0..3)
+        .map(|_| w.submit(chat("Explain FUSE")).unwrap())
+        .collect();
+    handles.push(w.submit(greedy("Hello, world!", 12)).unwrap());
+    for (i, h) in handles.iter_mut().enumerate() {
+        let (_, last) = collect(h, Duration::from_secs(60));
+        let expected = if i < 3 {
+            by_run["text"].as_str().unwrap()
+        } else {
+            alone[1].1.as_str()
+        };
+        assert_eq!(done(&last).1, expected, "job {i}");
+    }
 
     // A raw prompt (completions): no template.
     let raw = run_one(
@@ -270,9 +290,12 @@ fn cancel_stops_a_running_and_a_queued_job_and_the_worker_goes_on() {
     let w = Worker::start(&spec(&ws)).unwrap();
     // Greedy decoding of this model never emits end-of-text: it would run for minutes.
     let mut long = w.submit(greedy("hello", 1_000_000)).unwrap();
-    let mut queued = w.submit(greedy("hello", 5)).unwrap();
+    let mut other = w.submit(greedy("Explain FUSE", 1_000_000)).unwrap();
     let mut so_far = first_token(&mut long);
-    assert_eq!(w.queue_depth(), 2);
+    first_token(&mut other);
+    // A seeded sampling job runs alone: it waits for the batch to empty.
+    let mut queued = w.submit(chat("hello")).unwrap();
+    assert_eq!(w.queue_depth(), 3);
     w.cancel(queued.id);
     let (_, last) = collect(&mut queued, Duration::from_secs(2));
     assert_eq!(done(&last), ("cancelled".into(), String::new(), 0));
@@ -293,6 +316,12 @@ fn cancel_stops_a_running_and_a_queued_job_and_the_worker_goes_on() {
         }
     }
     assert_eq!(so_far, text);
+    // The other job of the batch goes on.
+    first_token(&mut other);
+    first_token(&mut other);
+    w.cancel(other.id);
+    let (_, last) = collect(&mut other, Duration::from_secs(5));
+    assert_eq!(done(&last).0, "cancelled");
     // An unknown id, and a cancel after the end, are ignored; the next job runs.
     w.cancel(long.id);
     w.cancel(9999);
@@ -307,8 +336,9 @@ fn a_killed_worker_fails_its_jobs_and_takes_no_more() {
     let (_fx, ws) = with_tiny();
     let w = Worker::start(&spec(&ws)).unwrap();
     let mut running = w.submit(greedy("hello", 1_000_000)).unwrap();
-    let mut queued = w.submit(greedy("hello", 5)).unwrap();
     first_token(&mut running);
+    // Waits for the batch to empty (a seeded sampling job runs alone).
+    let mut queued = w.submit(chat("hello")).unwrap();
     unsafe { libc::kill(w.pid() as i32, libc::SIGKILL) };
     for h in [&mut running, &mut queued] {
         let (_, last) = collect(h, Duration::from_secs(5));
