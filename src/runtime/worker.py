@@ -353,8 +353,15 @@ class Worker:
                 continue
             for r in responses:
                 job = active.get(r.uid)
-                if job and job.step(r.token, r.logprobs, r.finish_reason):
-                    if r.finish_reason is None:  # a stop sequence
+                if not job:
+                    continue
+                try:
+                    ended = job.step(r.token, r.logprobs, r.finish_reason)
+                except Exception as e:
+                    self._failed(job.id, e)
+                    ended = True
+                if ended:
+                    if r.finish_reason is None:  # a stop sequence, or a failure
                         batch.remove([r.uid])
                     del active[r.uid]
                     self._ended(job.id)
