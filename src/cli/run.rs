@@ -12,7 +12,6 @@ use super::output::{CliError, Output, exit_on_write_error};
 use crate::catalog::record::{describe, show_model};
 use crate::catalog::resolve::{self, is_explicit_path};
 use crate::catalog::{Locations, ModelRef};
-use crate::env;
 use crate::error::ErrorType;
 use crate::runtime::{self, Event, GenRequest, PythonEnv};
 use crate::text::{human_bytes, one_line};
@@ -178,6 +177,16 @@ fn set_env(k: &str, v: impl AsRef<std::ffi::OsStr>) {
     unsafe { std::env::set_var(k, v) };
 }
 
+/// The token file Python must be told about (`HF_TOKEN_PATH`) once its HF_HOME is isolated:
+/// the user's, where huggingface_hub would have read it; None when `HF_TOKEN` or
+/// `HF_TOKEN_PATH` is set (they pass to Python as they are).
+pub fn python_token_file() -> Option<PathBuf> {
+    (crate::env::var(crate::env::HF_TOKEN).is_none()
+        && crate::env::var(crate::env::HF_TOKEN_PATH).is_none())
+    .then(crate::hub::client::token_file)
+    .flatten()
+}
+
 pub fn run(a: &RunArgs, loc: &Locations, json_mode: bool) -> Result<Output, CliError> {
     let start = Instant::now();
     let (model, weights) = locate(&a.model, loc)?;
@@ -230,28 +239,10 @@ pub fn run(a: &RunArgs, loc: &Locations, json_mode: bool) -> Result<Output, CliE
             format!("cannot create {}: {e}", cache.display()),
         )
     })?;
-    // The token stays the user's: with HF_HOME isolated, huggingface_hub would no longer find
-    // `$HF_HOME/token`, so the file it would have read is named explicitly. It is only read
-    // (nothing logs in or out during a run); HF_TOKEN, or HF_TOKEN_PATH when set, pass as is.
-    let token_file = (env::var(env::HF_TOKEN).is_none() && env::var(env::HF_TOKEN_PATH).is_none())
-        .then(crate::hub::client::token_file)
-        .flatten();
-    for (var, sub) in env::ISOLATED_CACHE {
-        set_env(
-            var,
-            if sub.is_empty() {
-                cache.clone()
-            } else {
-                cache.join(sub)
-            },
-        );
-    }
-    if let Some(t) = token_file {
-        set_env(env::HF_TOKEN_PATH, t);
-    }
-    if a.offline {
-        set_env(env::HF_HUB_OFFLINE, "1");
-        set_env(env::TRANSFORMERS_OFFLINE, "1");
+    // The token stays the user's (it is only read: nothing logs in or out during a run).
+    let token_file = python_token_file();
+    for (var, value) in runtime::isolated_env(&cache, a.offline, token_file.as_deref()) {
+        set_env(var, value);
     }
     let before = runtime::snapshot(&cache);
 
@@ -329,23 +320,9 @@ pub fn run(a: &RunArgs, loc: &Locations, json_mode: bool) -> Result<Output, CliE
     }
     if let Some((kind, message)) = &s.error {
         // The Python side names its errors; an unknown name is a failed generation.
-        let kind = ErrorType::parse(kind).unwrap_or(ErrorType::GenerationFailed);
-        let mut err = CliError::new(kind, message.clone());
-        if kind == ErrorType::MissingDependency {
-            err.message = format!(
-                "{} cannot import mlx / mlx-lm: {message}",
-                env.python.display()
-            );
-            err.hint = Some(runtime::install_hint(&env));
-        }
-        if kind == ErrorType::RemoteCodeRequired {
-            err.hint = Some(
-                "mlxfs never runs code that comes with a model (as mlx-knife refuses \
-                 config.json: model_file); use a conversion whose tokenizer and architecture \
-                 load without it"
-                    .into(),
-            );
-        }
+        let (kind, message, hint) = runtime::reported_error(&env, kind, message);
+        let mut err = CliError::new(kind, message);
+        err.hint = hint;
         return Err(with_output(err));
     }
     if s.done.is_null() {

@@ -16,6 +16,10 @@ script, `python -c GENERATE_PY REQUEST_JSON EVENTS_FD` writes the events as JSON
 file descriptor EVENTS_FD, a pipe of their own, and exits 1 after an `error` event (130 when
 interrupted before a result). mlxfs captures stdout and stderr separately.
 
+The helpers `check_imports`, `env_info`, `load_model`, `chat_prompt`, `sampling` and
+`line_writer` are shared with worker.py (the long-lived process of `mlxfs serve`), which runs
+this file as a module.
+
 Nothing a model ships is ever run: `trust_remote_code=False` is passed to mlx-lm and to
 transformers, and a model that needs its own code is a `remote_code_required` error naming the
 file that asks for it.
@@ -121,11 +125,8 @@ def run(request_json, emit, should_stop):
                 pass
 
 
-def _run(req, send, should_stop):
-    def fail(event):
-        send(event)
-        return event["type"]
-
+def check_imports():
+    """None when mlx and mlx_lm import, else the `missing_dependency` error event."""
     missing = []
     for mod in ("mlx", "mlx_lm"):
         try:
@@ -133,13 +134,16 @@ def _run(req, send, should_stop):
         except ImportError as e:
             missing.append(f"{mod} ({e})")
     if missing:
-        return fail({"event": "error", "type": "missing_dependency",
-                     "message": "cannot import " + ", ".join(missing)})
+        return {"event": "error", "type": "missing_dependency",
+                "message": "cannot import " + ", ".join(missing)}
+    return None
 
-    # After mlx_lm's import: it quiets transformers' advice ("PyTorch was not found") first.
+
+def env_info():
+    """The interpreter and the caches the libraries resolved: the fields of the `env` event
+    (call it after mlx_lm's import: that quiets transformers' advice "PyTorch was not found")."""
     caches = _caches()
-    send({
-        "event": "env",
+    return {
         "executable": sys.executable,
         "prefix": sys.prefix,
         "python": sys.version.split()[0],
@@ -147,15 +151,17 @@ def _run(req, send, should_stop):
         "hub_cache": caches.get("huggingface_hub.HF_HUB_CACHE"),
         "caches": caches,
         "offline": os.environ.get("HF_HUB_OFFLINE") == "1",
-    })
+    }
 
+
+def load_model(path):
+    """mlx-lm's load of the folder `path` with every guard against model-supplied code:
+    `(model, tokenizer, None)`, or `(None, None, error_event)` (`remote_code_required`,
+    `load_failed`)."""
     import inspect
 
-    import mlx.core as mx
-    from mlx_lm import load, stream_generate
-    from mlx_lm.sample_utils import make_logits_processors, make_sampler
+    from mlx_lm import load
 
-    path = req["model_path"]
     # A tokenizer that needs custom code fails only after mlx-lm has read every weight: ask
     # transformers first, when a file names such a tokenizer (a fraction of a second).
     if any("AutoTokenizer" in r for r in _code_requests(path)):
@@ -164,7 +170,7 @@ def _run(req, send, should_stop):
             AutoTokenizer.from_pretrained(path, trust_remote_code=False)
         except Exception as e:
             if _needs_remote_code(e):
-                return fail(_remote_code_error(path, e))
+                return None, None, _remote_code_error(path, e)
             # Anything else: mlx-lm's own load below says it in its words.
 
     kwargs = {"tokenizer_config": {"trust_remote_code": False}}
@@ -174,19 +180,57 @@ def _run(req, send, should_stop):
         model, tokenizer = load(path, **kwargs)
     except Exception as e:
         if _needs_remote_code(e):
-            return fail(_remote_code_error(path, e))
-        return fail({"event": "error", "type": "load_failed", "message": f"{type(e).__name__}: {e}"})
+            return None, None, _remote_code_error(path, e)
+        return None, None, {"event": "error", "type": "load_failed",
+                            "message": f"{type(e).__name__}: {e}"}
+    return model, tokenizer, None
+
+
+def chat_prompt(tokenizer, messages, tools=None):
+    """`messages` (OpenAI chat messages whose content is a string) through the model's chat
+    template with the generation prompt added, as text; None when the tokenizer has none."""
+    if not getattr(tokenizer, "chat_template", None):
+        return None
+    extra = {"tools": tools} if tools else {}
+    return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False, **extra)
+
+
+def sampling(req):
+    """The sampler and logits processors for a request's `temperature` (default 0.7), `top_p`
+    (0.9), `min_p` (0), `top_k` (0: off) and `repetition_penalty` (None: off); seeds MLX's
+    random generator first when the request has a `seed`."""
+    import mlx.core as mx
+    from mlx_lm.sample_utils import make_logits_processors, make_sampler
+
+    if req.get("seed") is not None:
+        mx.random.seed(int(req["seed"]))
+    sampler = make_sampler(temp=float(req.get("temperature", 0.7)), top_p=float(req.get("top_p", 0.9)),
+                           min_p=float(req.get("min_p") or 0.0), top_k=int(req.get("top_k") or 0))
+    return sampler, make_logits_processors(repetition_penalty=req.get("repetition_penalty"))
+
+
+def _run(req, send, should_stop):
+    def fail(event):
+        send(event)
+        return event["type"]
+
+    missing = check_imports()
+    if missing:
+        return fail(missing)
+    send({"event": "env", **env_info()})
+
+    from mlx_lm import stream_generate
+
+    path = req["model_path"]
+    model, tokenizer, error = load_model(path)
+    if error:
+        return fail(error)
 
     prompt = req["prompt"]
     use_template = req.get("chat_template", True) and getattr(tokenizer, "chat_template", None)
     if use_template:
-        prompt = tokenizer.apply_chat_template(
-            [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False)
-
-    if req.get("seed") is not None:
-        mx.random.seed(int(req["seed"]))
-    sampler = make_sampler(temp=float(req.get("temperature", 0.7)), top_p=float(req.get("top_p", 0.9)))
-    processors = make_logits_processors(repetition_penalty=req.get("repetition_penalty"))
+        prompt = chat_prompt(tokenizer, [{"role": "user", "content": prompt}])
+    sampler, processors = sampling(req)
 
     pieces = []
     last = None
@@ -217,18 +261,26 @@ def _run(req, send, should_stop):
     return None
 
 
+def line_writer(fd):
+    """A function writing one event line (a JSON text, no newline) whole to the descriptor
+    `fd`, a channel of its own, from any thread; `fd` stops being inherited by processes
+    started from here, so that none holds the channel open after this one ends (mlxfs reads
+    it to its end)."""
+    import threading
+
+    os.set_inheritable(fd, False)
+    lock = threading.Lock()
+
+    def write(line):
+        data = (line + "\n").encode()  # ASCII: json.dumps escapes
+        with lock:
+            while data:
+                data = data[os.write(fd, data):]
+    return write
+
+
 if __name__ == "__main__":
-    _events_fd = int(sys.argv[2])
-    # Inherited for this process only: a process started from here must not hold the channel
-    # open after this one ends (mlxfs reads it to its end).
-    os.set_inheritable(_events_fd, False)
-
-    def _emit(line):
-        # One whole line per event on the channel of its own (ASCII: json.dumps escapes).
-        data = (line + "\n").encode()
-        while data:
-            data = data[os.write(_events_fd, data):]
-
+    _emit = line_writer(int(sys.argv[2]))
     try:
         _failed = run(sys.argv[1], _emit, lambda: False)
     except KeyboardInterrupt:

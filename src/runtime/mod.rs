@@ -7,6 +7,7 @@ pub mod capture;
 #[cfg(feature = "python")]
 mod embedded;
 pub mod python;
+pub mod worker;
 
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -127,6 +128,9 @@ pub enum RunErrorKind {
     PythonInitFailed,
     /// The embedded interpreter raised out of the generation code.
     PythonError,
+    /// The Python side reported an error of this type (`missing_dependency`, `load_failed`,
+    /// `remote_code_required`, ...), or mlxfs could not prepare its run (`cache_dir_failed`).
+    Reported(ErrorType),
 }
 
 impl RunErrorKind {
@@ -136,6 +140,7 @@ impl RunErrorKind {
             RunErrorKind::PythonFailed => ErrorType::PythonFailed,
             RunErrorKind::PythonInitFailed => ErrorType::PythonInitFailed,
             RunErrorKind::PythonError => ErrorType::PythonError,
+            RunErrorKind::Reported(t) => t,
         }
     }
 }
@@ -193,6 +198,69 @@ pub fn install_hint(env: &PythonEnv) -> String {
         "install them into that environment: {} -m pip install {pkgs}",
         env.python.display()
     )
+}
+
+/// An error the Python side reported as `{"event": "error", "type", "message"}`, in mlxfs's
+/// words: its type (an unknown name is `generation_failed`), the message and the hint.
+pub fn reported_error(
+    env: &PythonEnv,
+    kind: &str,
+    message: &str,
+) -> (ErrorType, String, Option<String>) {
+    let kind = ErrorType::parse(kind).unwrap_or(ErrorType::GenerationFailed);
+    match kind {
+        ErrorType::MissingDependency => (
+            kind,
+            format!(
+                "{} cannot import mlx / mlx-lm: {message}",
+                env.python.display()
+            ),
+            Some(install_hint(env)),
+        ),
+        ErrorType::RemoteCodeRequired => (
+            kind,
+            message.to_string(),
+            Some(
+                "mlxfs never runs code that comes with a model (as mlx-knife refuses \
+                 config.json: model_file); use a conversion whose tokenizer and architecture \
+                 load without it"
+                    .into(),
+            ),
+        ),
+        _ => (kind, message.to_string(), None),
+    }
+}
+
+/// The variables that give a Python process the isolated cache `cache`: every one of
+/// [`env::ISOLATED_CACHE`](crate::env::ISOLATED_CACHE) pointed into it, `HF_TOKEN_PATH` at
+/// `token_file` when given (with HF_HOME isolated, huggingface_hub would no longer find the
+/// user's `$HF_HOME/token`: see `cli::run::python_token_file`), and with `offline`
+/// `HF_HUB_OFFLINE=1` and `TRANSFORMERS_OFFLINE=1`.
+pub fn isolated_env(
+    cache: &Path,
+    offline: bool,
+    token_file: Option<&Path>,
+) -> Vec<(&'static str, std::ffi::OsString)> {
+    use crate::env;
+    let mut vars: Vec<(&'static str, std::ffi::OsString)> = env::ISOLATED_CACHE
+        .iter()
+        .map(|(var, sub)| {
+            let dir = if sub.is_empty() {
+                cache.to_path_buf()
+            } else {
+                cache.join(sub)
+            };
+            (*var, dir.into_os_string())
+        })
+        .collect();
+    if let Some(t) = token_file {
+        vars.push((env::HF_TOKEN_PATH, t.as_os_str().to_owned()));
+    }
+    if offline {
+        vars.push((env::HF_HUB_OFFLINE, "1".into()));
+        vars.push((env::TRANSFORMERS_OFFLINE, "1".into()));
+    }
+    vars
 }
 
 pub type Handler = Arc<Mutex<dyn FnMut(Event) + Send>>;
@@ -321,16 +389,7 @@ fn subprocess(env: &PythonEnv, req: &GenRequest, handler: Handler) -> Result<Cap
         }
     };
     let mut seen = Seen::default();
-    let mut reader = BufReader::new(events);
-    let mut line = Vec::new();
-    loop {
-        line.clear();
-        match reader.read_until(b'\n', &mut line) {
-            Ok(0) => break,
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(_) => break,
-        }
+    for line in lines_of(events) {
         let text = String::from_utf8_lossy(&line);
         match Event::parse(text.trim_end_matches('\n')) {
             Some(ev) => {
@@ -370,6 +429,22 @@ fn subprocess(env: &PythonEnv, req: &GenRequest, handler: Handler) -> Result<Cap
         ));
     }
     Err(failed(message).with_output(output))
+}
+
+/// The lines of a stream (an event pipe), each with its newline, until it ends or fails.
+fn lines_of(r: impl std::io::Read) -> impl Iterator<Item = Vec<u8>> {
+    let mut reader = BufReader::new(r);
+    std::iter::from_fn(move || {
+        loop {
+            let mut line = Vec::new();
+            match reader.read_until(b'\n', &mut line) {
+                Ok(0) => return None,
+                Ok(_) => return Some(line),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => return None,
+            }
+        }
+    })
 }
 
 /// What the event channel carried, as far as the end of a subprocess needs to know.

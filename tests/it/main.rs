@@ -16,3 +16,4 @@ mod hub;
 mod mount;
 mod run;
 mod vfs;
+mod worker;

@@ -12,13 +12,13 @@ use crate::support::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_mlxfs");
 
-fn venv_python() -> PathBuf {
+pub(crate) fn venv_python() -> PathBuf {
     let p = std::env::var("MLXFS_TEST_PYTHON")
         .expect("require!(Python) checks MLXFS_TEST_PYTHON first");
     PathBuf::from(p)
 }
 
-fn venv_dir() -> PathBuf {
+pub(crate) fn venv_dir() -> PathBuf {
     venv_python()
         .parent()
         .unwrap()
@@ -28,14 +28,14 @@ fn venv_dir() -> PathBuf {
 }
 
 /// A fixture catalog with the tiny model as the workspace `tiny`.
-fn with_tiny() -> (Fx, PathBuf) {
+pub(crate) fn with_tiny() -> (Fx, PathBuf) {
     let fx = Fx::new();
     let ws = make_tiny(&fx, "tiny", &[]);
     (fx, ws)
 }
 
 /// scripts/make-tiny-model.py into the workspace `name`, with extra arguments.
-fn make_tiny(fx: &Fx, name: &str, args: &[&str]) -> PathBuf {
+pub(crate) fn make_tiny(fx: &Fx, name: &str, args: &[&str]) -> PathBuf {
     let ws = fx.ws_home.join(name);
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/make-tiny-model.py");
     let o = Command::new(venv_python())
@@ -61,7 +61,7 @@ fn mlxfs(fx: &Fx) -> Command {
     c
 }
 
-fn run_json(fx: &Fx, model: &str, extra: &[&str]) -> Value {
+pub(crate) fn run_json(fx: &Fx, model: &str, extra: &[&str]) -> Value {
     let o = mlxfs(fx)
         .args([
             "run",
@@ -379,6 +379,29 @@ fn ctrl_c_stops_generation_cleanly() {
     );
 }
 
+/// The tiny model with one layer more in its config than its weights hold: healthy to mlxfs,
+/// mlx-lm cannot load it.
+pub(crate) fn break_layers(ws: &Path) {
+    let cfg = ws.join("config.json");
+    let text = fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("\"num_hidden_layers\": 2", "\"num_hidden_layers\": 3");
+    fs::write(&cfg, text).unwrap();
+}
+
+/// The workspace `qwenish`: the first Qwen's architecture (mlx-lm runs it, transformers does
+/// not know it), whose checkpoints name their own tokenizer class in tokenizer_config.json.
+pub(crate) fn qwenish(fx: &Fx) -> PathBuf {
+    let ws = make_tiny(fx, "qwenish", &["--model-type", "qwen"]);
+    let tc = ws.join("tokenizer_config.json");
+    let mut cfg: Value = serde_json::from_slice(&fs::read(&tc).unwrap()).unwrap();
+    cfg["tokenizer_class"] = "QWenTokenizer".into();
+    cfg["auto_map"] =
+        serde_json::json!({"AutoTokenizer": ["tokenization_qwen.QWenTokenizer", null]});
+    fs::write(&tc, cfg.to_string()).unwrap();
+    ws
+}
+
 /// `mlxfs run MODEL "Explain FUSE" --seed 7 --max-tokens 12` with the test venv, extra
 /// arguments and variables, and "y" on stdin (an answer to any question a library might ask).
 fn run_with(fx: &Fx, model: &str, extra: &[&str], vars: &[(&str, &Path)]) -> Output {
@@ -432,15 +455,7 @@ fn stub_library(fx: &Fx, name: &str, code: &str) -> PathBuf {
 fn a_tokenizer_that_needs_custom_code_is_refused_in_both_modes() {
     crate::require!(Python);
     let fx = Fx::new();
-    // The first Qwen's architecture: mlx-lm runs it, transformers does not know it, and its
-    // checkpoints name their own tokenizer class in tokenizer_config.json.
-    let ws = make_tiny(&fx, "qwenish", &["--model-type", "qwen"]);
-    let tc = ws.join("tokenizer_config.json");
-    let mut cfg: Value = serde_json::from_slice(&fs::read(&tc).unwrap()).unwrap();
-    cfg["tokenizer_class"] = "QWenTokenizer".into();
-    cfg["auto_map"] =
-        serde_json::json!({"AutoTokenizer": ["tokenization_qwen.QWenTokenizer", null]});
-    fs::write(&tc, cfg.to_string()).unwrap();
+    let ws = qwenish(&fx);
     // Without the code, then with code that leaves a mark if it ever runs.
     let marker = fx.tmp.path().join("custom-code-ran");
     for with_code in [false, true] {
@@ -551,12 +566,7 @@ fn what_libraries_print_never_reaches_stdout() {
 fn a_failing_python_side_shows_what_it_printed() {
     crate::require!(Python);
     let (fx, ws) = with_tiny();
-    // One layer more than the weights hold: healthy to mlxfs, mlx-lm cannot load it.
-    let cfg = ws.join("config.json");
-    let text = fs::read_to_string(&cfg)
-        .unwrap()
-        .replace("\"num_hidden_layers\": 2", "\"num_hidden_layers\": 3");
-    fs::write(&cfg, text).unwrap();
+    break_layers(&ws);
     let stub = stub_library(
         &fx,
         "marker",

@@ -1,0 +1,431 @@
+"""The model worker of `mlxfs serve`: one long-lived process per loaded model.
+
+    python -c WORKER_PY EVENTS_FD CONFIG_JSON GENERATE_PY_SOURCE
+
+CONFIG_JSON is {"model_path": PATH}. GENERATE_PY_SOURCE is generate.py, run here as a module
+for the code both share (imports, the environment report, loading with every guard against
+model-supplied code, the chat template, sampling, the event writer).
+
+Events, one JSON line each on the descriptor EVENTS_FD (a pipe of its own; stdout and stderr
+carry whatever libraries print):
+  {"event": "ready", "pid", "executable", "prefix", "python", "hf_home", "hub_cache", "caches",
+   "offline", "chat_template": bool, "tool_calling": bool,
+   "scheduling": "continuous-batching"}
+      once the model is loaded;
+  {"event": "error", "type", "message"}   the model did not load (then exit 1);
+  {"event": "token", "id", "text", "logprob"?, "top_logprobs"?: [[text, logprob], ...]}
+      text that may be shown now. Without logprobs, only non-empty pieces; with logprobs, one
+      event per generated token (its text may be "" while held back);
+  {"event": "done", "id", "finish_reason": "stop"|"length"|"cancelled", "prompt_tokens",
+   "completion_tokens", "text", "tool_calls": [OpenAI tool calls] | null}
+  {"event": "error", "id", "type", "message"}   a job that failed (the worker lives on).
+
+Commands, one JSON line each on stdin:
+  {"op": "generate", "id": N, "messages"?: [...], "prompt"?: "...", "tools"?: [...],
+   "max_tokens", "temperature", "top_p", "top_k"?, "min_p"?, "repetition_penalty"?, "seed"?,
+   "stop": ["..."], "logprobs"?: K}
+  {"op": "cancel", "id": N}      a queued job ends at once, a running one within one token;
+  {"op": "exit"}                 cancel everything, then exit 0.
+A reader thread takes the commands, so a cancel is seen while a job generates. The end of
+stdin (mlxfs stopped, or died) ends the process at once; the library's own stdin is /dev/null.
+
+Scheduling: continuous batching with mlx-lm's BatchGenerator: a job joins the running batch
+at the next step and leaves it when it ends, in arrival order. A job with a seed and a
+temperature above 0 runs alone, through `stream_generate` exactly as `mlxfs run` does (its
+sampling draws from MLX's one global random state, seeded for it: in a batch the others would
+draw from it too); it waits at the head of the queue for the batch to empty, and the jobs
+behind it wait for it. Greedy jobs give the text of `run` in a batch too (the same logits, row
+by row; a model whose batched matrix products round differently from single ones could
+break a near tie otherwise).
+
+Stop sequences end generation at the first one; the text excludes it, and text that could be
+the start of one is held back until it cannot.
+"""
+
+import collections
+import io
+import json
+import os
+import sys
+import threading
+import types
+import uuid
+
+
+def _load_shared(source):
+    mod = types.ModuleType("mlxfs_generate")
+    exec(compile(source, "generate.py", "exec"), mod.__dict__)
+    return mod
+
+
+def _held(text, markers):
+    """How many characters at the end of `text` could be the start of one of `markers`."""
+    held = 0
+    for m in markers:
+        for n in range(min(len(m) - 1, len(text)), held, -1):
+            if text.endswith(m[:n]):
+                held = n
+                break
+    return held
+
+
+class _ToolFilter:
+    """Splits released text into what is shown and the tool calls between the tokenizer's
+    start and end markers (which are never shown)."""
+
+    def __init__(self, start, end):
+        self.start, self.end = start, end
+        self.buf = ""
+        self.inside = False
+        self.current = ""
+        self.calls = []
+
+    def feed(self, text, final=False):
+        self.buf += text
+        shown = ""
+        while True:
+            marker = self.end if self.inside else self.start
+            i = self.buf.find(marker)
+            if i >= 0:
+                if self.inside:
+                    self.calls.append(self.current + self.buf[:i])
+                    self.current = ""
+                else:
+                    shown += self.buf[:i]
+                self.buf = self.buf[i + len(marker):]
+                self.inside = not self.inside
+                continue
+            keep = 0 if final else _held(self.buf, [marker])
+            out, self.buf = self.buf[:len(self.buf) - keep], self.buf[len(self.buf) - keep:]
+            if self.inside:
+                self.current += out
+            else:
+                shown += out
+            if final and self.inside and self.current:
+                self.calls.append(self.current)  # cut by max_tokens: parsed as it is
+                self.current = ""
+            return shown
+
+
+def _tool_calls(tokenizer, texts, tools):
+    """OpenAI `tool_calls` from the texts between the markers (unparseable ones left out)."""
+    out = []
+    for text in texts:
+        try:
+            parsed = tokenizer.tool_parser(text, tools)
+        except Exception:
+            continue
+        for call in parsed if isinstance(parsed, list) else [parsed]:
+            if not isinstance(call, dict) or "name" not in call:
+                continue
+            args = call.get("arguments", {})
+            out.append({
+                "id": call.get("id") or f"call_{uuid.uuid4().hex[:24]}",
+                "type": "function",
+                "function": {"name": call["name"],
+                             "arguments": args if isinstance(args, str) else json.dumps(args, ensure_ascii=False)},
+            })
+    return out or None
+
+
+def _text_content(messages):
+    """Messages whose `content` is a list of parts get it as one string (the text parts)."""
+    out = []
+    for m in messages:
+        m = dict(m)
+        if isinstance(m.get("content"), list):
+            m["content"] = "".join(p.get("text", "") for p in m["content"]
+                                   if isinstance(p, dict) and p.get("type") == "text")
+        out.append(m)
+    return out
+
+
+class _Job:
+    """One job's text on its way out: stop sequences (held back while they might begin),
+    tool calls (cut out), logprobs, then the events."""
+
+    def __init__(self, worker, job, prompt_tokens):
+        self.id = job["id"]
+        self.send = worker.send
+        self.tok = worker.tokenizer
+        self.stops = [s for s in job.get("stop") or [] if s]
+        self.k = job.get("logprobs")
+        self.tools = job.get("tools")
+        self.tool_filter = (_ToolFilter(self.tok.tool_call_start, self.tok.tool_call_end)
+                            if self.tools and worker.tool_calling else None)
+        self.detokenizer = self.tok.detokenizer
+        self.prompt_tokens = prompt_tokens
+        self.tokens = 0
+        self.text = ""       # everything generated
+        self.released = 0    # characters of `text` let out
+        self.shown = []      # what was let out, past the tool-call filter
+
+    def step(self, token, logprobs, finish_reason, text=None):
+        """One generated token (with `text`, its detokenized piece, when the caller has it;
+        else this job's detokenizer makes it). `finish_reason`: None, "length", or "stop" for
+        the end-of-text token, which is no text. True when the job ended (its `done` sent)."""
+        import mlx.core as mx
+
+        self.tokens += 1
+        eos = finish_reason == "stop" and token in self.tok.eos_token_ids
+        if text is None:
+            if not eos:
+                self.detokenizer.add_token(token)
+            if finish_reason:
+                self.detokenizer.finalize()
+            text = self.detokenizer.last_segment
+        self.text += text
+        end = len(self.text)
+        finish = finish_reason
+        # A stop sequence can only begin in what is not yet let out.
+        hits = [i for i in (self.text.find(s, self.released) for s in self.stops) if i >= 0]
+        if hits:
+            end = min(hits)
+            finish = "stop"
+        elif finish is None:
+            end -= _held(self.text[self.released:], self.stops)
+        piece = self.text[self.released:end]
+        self.released = end
+        if self.tool_filter:
+            piece = self.tool_filter.feed(piece, final=finish is not None)
+        self.shown.append(piece)
+        event = {"event": "token", "id": self.id, "text": piece}
+        if self.k is not None and not eos:
+            event["logprob"] = logprobs[token].item()
+            if self.k > 0:
+                top = mx.argpartition(-logprobs, kth=min(self.k, logprobs.size) - 1)[:self.k].tolist()
+                top.sort(key=lambda t: -logprobs[t].item())
+                event["top_logprobs"] = [[self.tok.decode([t]), logprobs[t].item()] for t in top]
+            self.send(event)
+        elif piece:
+            self.send(event)
+        if finish:
+            self.finish(finish)
+        return finish is not None
+
+    def finish(self, reason):
+        if self.tool_filter and reason == "cancelled":
+            self.shown.append(self.tool_filter.feed("", final=True))
+        self.send({
+            "event": "done",
+            "id": self.id,
+            "finish_reason": reason,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.tokens,
+            "text": "".join(self.shown),
+            "tool_calls": (_tool_calls(self.tok, self.tool_filter.calls, self.tools)
+                           if self.tool_filter else None),
+        })
+
+
+def _alone(job):
+    """A job that must run by itself: seeded sampling draws from MLX's one global random
+    state, seeded for this job as `run` seeds it (in a batch, others would draw from it too)."""
+    return job.get("seed") is not None and float(job.get("temperature", 0.7)) > 0
+
+
+class Worker:
+    def __init__(self, shared, send):
+        self.g = shared
+        self.model = self.tokenizer = None
+        self.send = send
+        self.cond = threading.Condition()
+        self.queue = collections.deque()
+        self.running = set()
+        self.cancelled = set()
+        self.exiting = False
+        self.tool_calling = False
+
+    def loaded(self, model, tokenizer):
+        self.model, self.tokenizer = model, tokenizer
+        self.tool_calling = bool(getattr(tokenizer, "has_tool_calling", False))
+
+    def _cancelled_done(self, job_id):
+        self.send({"event": "done", "id": job_id, "finish_reason": "cancelled", "prompt_tokens": 0,
+                   "completion_tokens": 0, "text": "", "tool_calls": None})
+
+    def read_commands(self, commands):
+        for line in commands:
+            try:
+                cmd = json.loads(line)
+            except ValueError:
+                continue
+            op = cmd.get("op")
+            with self.cond:
+                if op == "generate":
+                    self.queue.append(cmd)
+                elif op == "cancel":
+                    queued = [j for j in self.queue if j.get("id") == cmd.get("id")]
+                    for j in queued:
+                        self.queue.remove(j)
+                        self._cancelled_done(j["id"])
+                    if cmd.get("id") in self.running:
+                        self.cancelled.add(cmd["id"])
+                elif op == "exit":
+                    self.exiting = True
+                    for j in self.queue:
+                        self._cancelled_done(j["id"])
+                    self.queue.clear()
+                self.cond.notify()
+        # stdin ended: whoever started this process is gone or done with it.
+        os._exit(0)
+
+    def _prompt(self, job):
+        """The prompt's token ids, encoded as mlx-lm's stream_generate encodes a text."""
+        tok = self.tokenizer
+        if job.get("messages") is not None:
+            messages = _text_content(job["messages"])
+            prompt = self.g.chat_prompt(tok, messages, job.get("tools"))
+            if prompt is None:  # no chat template: the contents as they are
+                prompt = "\n".join(str(m.get("content") or "") for m in messages)
+        elif job.get("prompt") is not None:
+            prompt = job["prompt"]
+        else:
+            raise ValueError("a job needs messages or a prompt")
+        special = tok.bos_token is None or not prompt.startswith(tok.bos_token)
+        return tok.encode(prompt, add_special_tokens=special)
+
+    def _failed(self, job_id, e):
+        self.send({"event": "error", "id": job_id, "type": "generation_failed",
+                   "message": f"{type(e).__name__}: {e}"})
+
+    def _ended(self, job_id):
+        with self.cond:
+            self.running.discard(job_id)
+            self.cancelled.discard(job_id)
+
+    def serve(self):
+        """Admit queued jobs into the batch in arrival order; a job that must run alone waits
+        at the head of the queue for the batch to empty."""
+        from mlx_lm.generate import BatchGenerator
+
+        def new_batch():
+            return BatchGenerator(self.model, stop_tokens=[[t] for t in self.tokenizer.eos_token_ids])
+
+        batch = new_batch()
+        active = {}  # batch uid -> _Job
+        while True:
+            with self.cond:
+                while not self.queue and not active and not self.exiting:
+                    self.cond.wait()
+                admit = []
+                while self.queue and not _alone(self.queue[0]):
+                    admit.append(self.queue.popleft())
+                solo = (self.queue.popleft()
+                        if self.queue and not active and not admit and not self.exiting else None)
+                self.running.update(j["id"] for j in admit + ([solo] if solo else []))
+                exiting = self.exiting
+            if exiting:
+                for job in active.values():
+                    job.finish("cancelled")
+                batch.close()
+                return
+            if solo:
+                self._run_alone(solo)
+                continue
+            for job in admit:
+                try:
+                    ids = self._prompt(job)
+                    sampler, processors = self.g.sampling(job)
+                    (uid,) = batch.insert([ids], max_tokens=[int(job.get("max_tokens", 256))],
+                                          samplers=[sampler], logits_processors=[processors])
+                    active[uid] = _Job(self, job, len(ids))
+                except Exception as e:
+                    self._failed(job["id"], e)
+                    self._ended(job["id"])
+            for uid, job in list(active.items()):
+                if job.id in self.cancelled:
+                    batch.remove([uid])
+                    job.finish("cancelled")
+                    del active[uid]
+                    self._ended(job.id)
+            if not active:
+                continue
+            try:
+                _, responses = batch.next()
+            except Exception as e:
+                for job in active.values():
+                    self._failed(job.id, e)
+                    self._ended(job.id)
+                active.clear()
+                batch.close()
+                batch = new_batch()
+                continue
+            for r in responses:
+                job = active.get(r.uid)
+                if not job:
+                    continue
+                try:
+                    ended = job.step(r.token, r.logprobs, r.finish_reason)
+                except Exception as e:
+                    self._failed(job.id, e)
+                    ended = True
+                if ended:
+                    if r.finish_reason is None:  # a stop sequence, or a failure
+                        batch.remove([r.uid])
+                    del active[r.uid]
+                    self._ended(job.id)
+
+    def _run_alone(self, job):
+        """A job through mlx-lm's stream_generate, as `mlxfs run` generates."""
+        from mlx_lm import stream_generate
+
+        try:
+            ids = self._prompt(job)
+            sampler, processors = self.g.sampling(job)  # seeds the global random state
+            out = _Job(self, job, len(ids))
+            for resp in stream_generate(self.model, self.tokenizer, ids,
+                                        max_tokens=int(job.get("max_tokens", 256)),
+                                        sampler=sampler, logits_processors=processors):
+                if out.step(resp.token, resp.logprobs, resp.finish_reason, text=resp.text):
+                    break
+                if self.exiting or out.id in self.cancelled:
+                    out.finish("cancelled")
+                    break
+        except Exception as e:
+            self._failed(job["id"], e)
+        self._ended(job["id"])
+
+
+def main():
+    send_line = None
+    try:
+        send_line = _shared.line_writer(int(sys.argv[1]))
+    except (IndexError, ValueError, OSError):
+        sys.exit(2)
+
+    def send(obj):
+        send_line(json.dumps(obj))
+
+    # Commands come on a descriptor of their own; fd 0 and sys.stdin give libraries nothing
+    # to read (no question can wait for an answer).
+    commands = os.fdopen(os.dup(0), "r", encoding="utf-8")
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    sys.stdin = io.StringIO("")
+
+    config = json.loads(sys.argv[2])
+    worker = Worker(_shared, send)
+    # From the start: the end of stdin ends the process even while the model loads.
+    threading.Thread(target=worker.read_commands, args=(commands,), name="commands", daemon=True).start()
+    error = _shared.check_imports()
+    if not error:
+        info = _shared.env_info()
+        model, tokenizer, error = _shared.load_model(config["model_path"])
+    if error:
+        send(error)
+        sys.stdout.flush()
+        sys.exit(1)
+    worker.loaded(model, tokenizer)
+    send({"event": "ready", "pid": os.getpid(), **info,
+          "chat_template": bool(getattr(tokenizer, "chat_template", None)),
+          "tool_calling": worker.tool_calling, "scheduling": "continuous-batching"})
+    worker.serve()
+    sys.stdout.flush()
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    _shared = _load_shared(sys.argv[3])
+    main()

@@ -1,0 +1,548 @@
+//! The model worker of `mlxfs serve`: one long-lived Python process per loaded model
+//! (worker.py), and its handle here.
+//!
+//! The process loads the model once, under the model's isolated cache (the same variables
+//! `run` sets, on its own environment: the server's stays untouched), then takes jobs on its
+//! stdin, one JSON line each, and answers on an event pipe of its own (as `run`'s subprocess:
+//! stdout is captured and stderr forwarded live, the last lines of each kept). One dispatcher
+//! thread per worker reads the events and routes each by job id to its [`JobHandle`].
+//!
+//! Jobs share one continuous batch (mlx-lm's BatchGenerator), admitted in arrival order; a job
+//! with a seed and a temperature above 0 runs alone (worker.py's docstring says why). A job
+//! gives the same text as `mlxfs run` for the same prompt and settings.
+//!
+//! No orphan: on Linux the process gets SIGKILL when the thread that started it ends (the
+//! dispatcher, which lives as long as the process, so in effect when mlxfs dies), and on every
+//! system it exits as soon as its stdin closes (mlxfs ended or dropped the [`Worker`]).
+
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::io::Write;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, mpsc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
+
+use super::capture::{self, Captured, Tee};
+use super::{GENERATE_PY, PythonEnv, RunError, RunErrorKind};
+use crate::error::ErrorType;
+
+/// The worker's code (it runs generate.py, passed in its argv, as a module).
+pub const WORKER_PY: &str = include_str!("worker.py");
+
+/// How long [`Drop`] lets a worker finish before SIGKILL.
+const DROP_GRACE: Duration = Duration::from_secs(1);
+
+/// What to load, and how.
+#[derive(Debug, Clone)]
+pub struct WorkerSpec {
+    /// The folder mlx-lm loads (may be inside an mlxfs mount: the weights are read through it).
+    pub model_path: PathBuf,
+    /// The isolated cache: `HF_HOME` and every other cache variable point into it (created if
+    /// missing).
+    pub cache_dir: PathBuf,
+    pub python: PythonEnv,
+    /// Forbid downloads (`HF_HUB_OFFLINE=1`, `TRANSFORMERS_OFFLINE=1`).
+    pub offline: bool,
+    /// The user's token file, for `HF_TOKEN_PATH`: `cli::run::python_token_file()` (as `run`).
+    pub token_file: Option<PathBuf>,
+}
+
+/// One generation.
+#[derive(Debug, Clone, Default)]
+pub struct GenJob {
+    /// Chat: OpenAI messages (`role`, `content` a string or a list of `{type: "text", text}`),
+    /// through the model's chat template with the generation prompt (without a template, the
+    /// contents joined by newlines).
+    pub messages: Option<Vec<Value>>,
+    /// Completions: the raw prompt, no template (used when `messages` is None).
+    pub prompt: Option<String>,
+    /// Passed to the chat template (`tools=`); with a tokenizer that supports tool calling,
+    /// the calls are parsed into [`JobEvent::Done`]'s `tool_calls` and never streamed.
+    pub tools: Option<Value>,
+    /// Most tokens to generate (at least 1).
+    pub max_tokens: u32,
+    /// 0: greedy.
+    pub temperature: f64,
+    /// 1: off.
+    pub top_p: f64,
+    pub top_k: Option<u32>,
+    pub min_p: Option<f64>,
+    pub repetition_penalty: Option<f64>,
+    /// Seeds MLX's generator just before this job (same seed, same text).
+    pub seed: Option<u64>,
+    /// Generation ends at the first of these; the text excludes it, and text that could be the
+    /// start of one is held back until it cannot be (never streamed in part).
+    pub stop: Vec<String>,
+    /// None: off; Some(k): each token's log-probability (natural log, after the repetition
+    /// penalty, before temperature) and, for k > 0, the k likeliest tokens with theirs.
+    pub logprobs: Option<u32>,
+}
+
+impl GenJob {
+    fn command(&self, id: u64) -> Value {
+        json!({
+            "op": "generate",
+            "id": id,
+            "messages": self.messages,
+            "prompt": self.prompt,
+            "tools": self.tools,
+            "max_tokens": self.max_tokens,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "top_k": self.top_k,
+            "min_p": self.min_p,
+            "repetition_penalty": self.repetition_penalty,
+            "seed": self.seed,
+            "stop": self.stop,
+            "logprobs": self.logprobs,
+        })
+    }
+}
+
+/// A submitted job: its id (for [`Worker::cancel`]) and its events. The last event is a
+/// `Done` or an `Error`; nothing follows it.
+#[derive(Debug)]
+pub struct JobHandle {
+    pub id: u64,
+    pub events: UnboundedReceiver<JobEvent>,
+}
+
+/// What a job produced.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JobEvent {
+    /// Text that may be shown now. Without logprobs only non-empty pieces come; with
+    /// logprobs one event per generated token, whose `text` may be empty (held back: part of
+    /// a character, a possible stop sequence, a tool call). `top_logprobs`: (token text,
+    /// log-probability), likeliest first, only when k > 0.
+    Token {
+        text: String,
+        logprob: Option<f64>,
+        top_logprobs: Option<Vec<(String, f64)>>,
+    },
+    /// The end: `finish_reason` is `stop` (end of text or a stop sequence), `length`
+    /// (max_tokens) or `cancelled`; `text` is the whole text shown (stop sequence and tool
+    /// calls excluded); `tool_calls` the OpenAI `tool_calls` array, when the model made some.
+    Done {
+        finish_reason: String,
+        prompt_tokens: u64,
+        completion_tokens: u64,
+        text: String,
+        tool_calls: Option<Value>,
+    },
+    /// The job failed: `generation_failed` (the worker lives on), `worker_died` (the process
+    /// ended; the message has the end of its stderr) or `worker_stopped` ([`Worker::stop`]).
+    Error { kind: String, message: String },
+}
+
+/// The worker process has ended (or is stopping): it takes no more jobs.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("the model worker has ended")]
+pub struct WorkerGone;
+
+/// The routing table the dispatcher and [`Worker::submit`] share.
+#[derive(Default)]
+struct Jobs {
+    /// The event channel is still open (the process lives).
+    open: bool,
+    /// [`Worker::stop`] was called.
+    stopping: bool,
+    senders: HashMap<u64, UnboundedSender<JobEvent>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A running model worker. Every method takes `&self`: share it in an `Arc`.
+pub struct Worker {
+    pid: u32,
+    info: Value,
+    stdin: Mutex<Option<ChildStdin>>,
+    child: Arc<Mutex<Child>>,
+    jobs: Arc<Mutex<Jobs>>,
+    next_id: AtomicU64,
+    dispatcher: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// What the dispatcher hands [`Worker::start`] once the model is loaded.
+struct Ready {
+    info: Value,
+    child: Arc<Mutex<Child>>,
+    stdin: ChildStdin,
+}
+
+impl Worker {
+    /// Start the process and block until the model is loaded or failed to load (no time
+    /// limit: loading a large model takes what it takes). Errors, each with what Python
+    /// printed: the interpreter cannot be started (`python_not_found`); the cache folder
+    /// cannot be made (`cache_dir_failed`); the Python side reported `missing_dependency`,
+    /// `load_failed` or `remote_code_required` (with `run`'s message and hint); the process
+    /// ended without a word (`python_failed`, with its exit status).
+    pub fn start(spec: &WorkerSpec) -> Result<Worker, RunError> {
+        let failed = |m: String| RunError::new(RunErrorKind::PythonFailed, m, None);
+        std::fs::create_dir_all(&spec.cache_dir).map_err(|e| {
+            RunError::new(
+                RunErrorKind::Reported(ErrorType::CacheDirFailed),
+                format!("cannot create {}: {e}", spec.cache_dir.display()),
+                None,
+            )
+        })?;
+        let (events, events_w) =
+            super::event_pipe().map_err(|e| failed(format!("cannot make the event pipe: {e}")))?;
+        let fd = events_w.as_raw_fd();
+        let config = json!({"model_path": spec.model_path}).to_string();
+        let mut cmd = Command::new(&spec.python.python);
+        cmd.arg("-c")
+            .arg(WORKER_PY)
+            .arg(fd.to_string())
+            .arg(config)
+            .arg(GENERATE_PY)
+            .envs(super::isolated_env(
+                &spec.cache_dir,
+                spec.offline,
+                spec.token_file.as_deref(),
+            ))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let parent = std::process::id() as libc::pid_t;
+        // SAFETY: between fork and exec the closure only calls fcntl, prctl and getppid,
+        // which are async-signal-safe.
+        unsafe {
+            cmd.pre_exec(move || {
+                // The write end of the events, for this child only.
+                if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                #[cfg(target_os = "linux")]
+                {
+                    // SIGKILL when the starting thread (the dispatcher) ends: mlxfs died.
+                    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    // mlxfs died before the line above: nobody would ever kill us.
+                    if libc::getppid() != parent {
+                        return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+                    }
+                }
+                let _ = parent;
+                Ok(())
+            });
+        }
+        let jobs = Arc::new(Mutex::new(Jobs::default()));
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let python = spec.python.clone();
+        let dispatcher_jobs = jobs.clone();
+        let dispatcher = std::thread::Builder::new()
+            .name("mlxfs-worker".into())
+            .spawn(move || dispatch(cmd, events, events_w, python, dispatcher_jobs, ready_tx))
+            .map_err(|e| failed(format!("cannot start the worker's thread: {e}")))?;
+        let ready = match ready_rx.recv() {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                let _ = dispatcher.join();
+                return Err(e);
+            }
+            Err(_) => {
+                let _ = dispatcher.join();
+                return Err(failed(
+                    "the worker's thread ended before the model loaded".into(),
+                ));
+            }
+        };
+        let pid = lock(&ready.child).id();
+        Ok(Worker {
+            pid,
+            info: ready.info,
+            stdin: Mutex::new(Some(ready.stdin)),
+            child: ready.child,
+            jobs,
+            next_id: AtomicU64::new(1),
+            dispatcher: Mutex::new(Some(dispatcher)),
+        })
+    }
+
+    /// The `ready` event: the interpreter (`executable`, `prefix`, `python`), the caches the
+    /// libraries resolved (`hf_home`, `hub_cache`, `caches`), `offline`, `chat_template` and
+    /// `tool_calling` (booleans), `scheduling` (`"continuous-batching"`).
+    pub fn info(&self) -> &Value {
+        &self.info
+    }
+
+    /// Queue a generation; returns at once. Events arrive on [`JobHandle::events`] (a dropped
+    /// receiver does not cancel the job: call [`Worker::cancel`]).
+    pub fn submit(&self, job: GenJob) -> Result<JobHandle, WorkerGone> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = unbounded_channel();
+        {
+            let mut jobs = lock(&self.jobs);
+            if !jobs.open || jobs.stopping {
+                return Err(WorkerGone);
+            }
+            jobs.senders.insert(id, tx);
+        }
+        if !self.send_line(&job.command(id)) {
+            lock(&self.jobs).senders.remove(&id);
+            return Err(WorkerGone);
+        }
+        Ok(JobHandle { id, events: rx })
+    }
+
+    /// Stop a queued job at once or a running one within one token; its handle then gets
+    /// `Done { finish_reason: "cancelled" }` (the text so far), or nothing more when it had
+    /// already ended. An unknown id is ignored.
+    pub fn cancel(&self, id: u64) {
+        self.send_line(&json!({"op": "cancel", "id": id}));
+    }
+
+    fn send_line(&self, v: &Value) -> bool {
+        let mut stdin = lock(&self.stdin);
+        let Some(w) = stdin.as_mut() else {
+            return false;
+        };
+        writeln!(w, "{v}").and_then(|()| w.flush()).is_ok()
+    }
+
+    /// The process still runs (false once it ended: every pending job then got an `Error`
+    /// of kind `worker_died`).
+    pub fn alive(&self) -> bool {
+        lock(&self.jobs).open && matches!(lock(&self.child).try_wait(), Ok(None))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Jobs queued or running.
+    pub fn queue_depth(&self) -> usize {
+        lock(&self.jobs).senders.len()
+    }
+
+    /// Ask the process to exit (running and queued jobs end `cancelled`), wait up to `grace`,
+    /// then SIGKILL; reaps it. Jobs still pending then get `Error { kind: "worker_stopped" }`.
+    /// Idempotent.
+    pub fn stop(&self, grace: Duration) {
+        lock(&self.jobs).stopping = true;
+        self.send_line(&json!({"op": "exit"}));
+        let deadline = Instant::now() + grace;
+        loop {
+            let mut child = lock(&self.child);
+            match child.try_wait() {
+                Ok(None) if Instant::now() < deadline => {}
+                Ok(None) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break;
+                }
+                _ => break,
+            }
+            drop(child);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        lock(&self.stdin).take();
+        if let Some(d) = lock(&self.dispatcher).take() {
+            let _ = d.join();
+        }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.stop(DROP_GRACE);
+    }
+}
+
+/// The dispatcher thread: starts the process (so that its parent-death signal follows this
+/// thread, which lives as long as the process), reports the load to [`Worker::start`], then
+/// routes events until the pipe ends, and fails every pending job.
+fn dispatch(
+    mut cmd: Command,
+    events: std::io::PipeReader,
+    events_w: OwnedFd,
+    python: PythonEnv,
+    jobs: Arc<Mutex<Jobs>>,
+    ready_tx: mpsc::Sender<Result<Ready, RunError>>,
+) {
+    let failed = |m: String| RunError::new(RunErrorKind::PythonFailed, m, None);
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = ready_tx.send(Err(RunError::new(
+                RunErrorKind::PythonNotFound,
+                format!("cannot start {}: {e}", python.python.display()),
+                Some("point --python (or MLXFS_PYTHON) at a Python environment with mlx-lm".into()),
+            )));
+            return;
+        }
+    };
+    // The child holds the only write end now: its end ends the event stream.
+    drop(events_w);
+    drop(cmd);
+    let (stdin, out, err) = (child.stdin.take(), child.stdout.take(), child.stderr.take());
+    let tees = match (out, err) {
+        (Some(out), Some(err)) => Tee::spawn("worker-stdout", out, None)
+            .and_then(|o| Tee::spawn("worker-stderr", err, capture::stderr_copy()).map(|e| (o, e))),
+        _ => Err(std::io::Error::other("no pipe to the worker")),
+    };
+    let (Some(stdin), Ok((out, err))) = (stdin, tees) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        let _ = ready_tx.send(Err(failed("cannot read the worker process".into())));
+        return;
+    };
+    let pid = child.id();
+    let child = Arc::new(Mutex::new(child));
+    let mut stdin = Some(stdin);
+    let mut loaded = false;
+    let mut reported: Option<(String, String)> = None;
+    for line in super::lines_of(events) {
+        let Ok(v) = serde_json::from_slice::<Value>(&line) else {
+            continue;
+        };
+        if !loaded {
+            match v["event"].as_str() {
+                Some("ready") => {
+                    loaded = true;
+                    if let Some(stdin) = stdin.take() {
+                        lock(&jobs).open = true;
+                        let ready = Ready {
+                            info: v,
+                            child: child.clone(),
+                            stdin,
+                        };
+                        if ready_tx.send(Ok(ready)).is_err() {
+                            break;
+                        }
+                    }
+                }
+                Some("error") => {
+                    let s = |k: &str| v[k].as_str().unwrap_or_default().to_string();
+                    reported = Some((s("type"), s("message")));
+                    // Closing stdin ends the process, if the error did not.
+                    stdin = None;
+                }
+                _ => {}
+            }
+            continue;
+        }
+        route(&jobs, &v);
+    }
+    // The process ended (or closed its channel: then it is of no use, and is killed).
+    let status = reap(&child);
+    let output = Captured {
+        stdout: out.finish(),
+        stderr: err.finish(),
+    };
+    if !loaded {
+        let err = match reported {
+            Some((kind, message)) => {
+                let (kind, message, hint) = super::reported_error(&python, &kind, &message);
+                RunError::new(RunErrorKind::Reported(kind), message, hint)
+            }
+            None => failed(format!(
+                "{} ended ({}) before the model was loaded",
+                python.python.display(),
+                status.map_or("status unknown".into(), |s| s.to_string())
+            )),
+        };
+        let _ = ready_tx.send(Err(err.with_output(output)));
+        return;
+    }
+    let mut j = lock(&jobs);
+    j.open = false;
+    let (kind, message) = if j.stopping {
+        ("worker_stopped", "the model worker was stopped".to_string())
+    } else {
+        let mut m = format!(
+            "the model worker (pid {pid}) ended ({})",
+            status.map_or("status unknown".into(), |s| s.to_string())
+        );
+        if !output.stderr.is_empty() {
+            m.push_str("; its stderr ended with:\n");
+            m.push_str(&output.stderr.join("\n"));
+        }
+        ("worker_died", m)
+    };
+    for (_, tx) in j.senders.drain() {
+        let _ = tx.send(JobEvent::Error {
+            kind: kind.into(),
+            message: message.clone(),
+        });
+    }
+}
+
+/// The exit status, waiting up to a second for the process to end after its channel did, then
+/// killing it.
+fn reap(child: &Mutex<Child>) -> Option<ExitStatus> {
+    let deadline = Instant::now() + Duration::from_secs(1);
+    loop {
+        let mut c = lock(child);
+        match c.try_wait() {
+            Ok(Some(s)) => return Some(s),
+            Ok(None) if Instant::now() >= deadline => {
+                let _ = c.kill();
+                return c.wait().ok();
+            }
+            Ok(None) => {}
+            Err(_) => return None,
+        }
+        drop(c);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Send one event to its job (a closed receiver is ignored); a `done` or an `error` ends it.
+fn route(jobs: &Mutex<Jobs>, v: &Value) {
+    let Some(id) = v["id"].as_u64() else { return };
+    let s = |k: &str| v[k].as_str().unwrap_or_default().to_string();
+    let u = |k: &str| v[k].as_u64().unwrap_or(0);
+    let (event, last) = match v["event"].as_str() {
+        Some("token") => (
+            JobEvent::Token {
+                text: s("text"),
+                logprob: v["logprob"].as_f64(),
+                top_logprobs: v["top_logprobs"].as_array().map(|a| {
+                    a.iter()
+                        .filter_map(|p| Some((p[0].as_str()?.to_string(), p[1].as_f64()?)))
+                        .collect()
+                }),
+            },
+            false,
+        ),
+        Some("done") => (
+            JobEvent::Done {
+                finish_reason: s("finish_reason"),
+                prompt_tokens: u("prompt_tokens"),
+                completion_tokens: u("completion_tokens"),
+                text: s("text"),
+                tool_calls: Some(v["tool_calls"].clone()).filter(|t| !t.is_null()),
+            },
+            true,
+        ),
+        Some("error") => (
+            JobEvent::Error {
+                kind: s("type"),
+                message: s("message"),
+            },
+            true,
+        ),
+        _ => return,
+    };
+    let mut j = lock(jobs);
+    let tx = if last {
+        j.senders.remove(&id)
+    } else {
+        j.senders.get(&id).cloned()
+    };
+    drop(j);
+    if let Some(tx) = tx {
+        let _ = tx.send(event);
+    }
+}
