@@ -86,6 +86,13 @@ error_types! {
     LoadFailed => "load_failed",
     RemoteCodeRequired => "remote_code_required",
     GenerationFailed => "generation_failed",
+    // The HTTP API of `serve` (beside the model errors above).
+    InvalidRequest => "invalid_request",
+    AuthenticationError => "authentication_error",
+    NotFound => "not_found",
+    PayloadTooLarge => "payload_too_large",
+    ServiceUnavailable => "service_unavailable",
+    WorkerFailed => "worker_failed",
 }
 
 impl ErrorType {

@@ -19,6 +19,7 @@ pub mod jsonfmt;
 pub mod mountprobe;
 pub mod osjunk;
 pub mod runtime;
+pub mod serve;
 pub mod state;
 pub mod sys;
 pub mod text;

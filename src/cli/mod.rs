@@ -12,6 +12,7 @@ pub mod pull;
 pub mod push;
 pub mod rm;
 pub mod run;
+pub mod serve;
 pub mod show;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
@@ -88,6 +89,9 @@ pub enum Command {
     Rm(rm::RmArgs),
     /// Upload a workspace to a hub repo
     Push(push::PushArgs),
+    /// Serve every runnable model over an OpenAI-compatible HTTP API (one worker per model)
+    #[command(alias = "server")]
+    Serve(serve::ServeArgs),
 }
 
 impl Command {
@@ -103,6 +107,7 @@ impl Command {
             Command::Pull(_) => "pull",
             Command::Rm(_) => "rm",
             Command::Push(_) => "push",
+            Command::Serve(_) => "serve",
         }
     }
 }
@@ -190,8 +195,10 @@ pub fn run(args: Vec<std::ffi::OsString>) -> i32 {
         Command::Pull(a) => (Order::ErrorFirst, pull::run(a, &loc, json)),
         Command::Rm(a) => (Order::ErrorFirst, rm::run(a, &loc, json)),
         Command::Push(a) => (Order::ErrorFirst, push::run(a, &loc, json)),
+        Command::Serve(a) => (Order::DataFirst, serve::run(a, &loc, json)),
     };
     match result {
+        Ok(o) if o.silent => o.code,
         Ok(o) if json => {
             print_json(&envelope(Some(name), order, Ok(&o.data)));
             o.code

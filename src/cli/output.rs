@@ -18,6 +18,8 @@ pub struct Output {
     pub data: Value,
     human: Box<dyn FnOnce() -> String>,
     pub code: i32,
+    /// Printed already (a long-running command that said what it had to while running).
+    pub silent: bool,
 }
 
 impl Output {
@@ -35,11 +37,17 @@ impl Output {
             data,
             human: Box::new(human),
             code: 0,
+            silent: false,
         }
     }
     /// The same with another exit code.
     pub fn code(mut self, code: i32) -> Output {
         self.code = code;
+        self
+    }
+    /// Nothing more to print at the end (the command printed while it ran).
+    pub fn silent(mut self) -> Output {
+        self.silent = true;
         self
     }
     /// The human text.

@@ -32,7 +32,10 @@ fn allowed(module: &str) -> Option<&'static [&'static str]> {
         "fuse" => &["vfs", "catalog", "hash", "hints"],
         "runtime" => &[],
         "hub" => &["catalog", "hash"],
-        "cli" => &["catalog", "hash", "hints", "vfs", "fuse", "runtime", "hub"],
+        "serve" => &["catalog", "hash", "runtime"],
+        "cli" => &[
+            "catalog", "hash", "hints", "vfs", "fuse", "runtime", "hub", "serve",
+        ],
         _ => return None,
     })
 }

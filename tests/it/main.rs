@@ -15,5 +15,6 @@ mod hostile;
 mod hub;
 mod mount;
 mod run;
+mod serve;
 mod vfs;
 mod worker;

@@ -1,0 +1,222 @@
+//! `mlxfs serve`: the OpenAI-compatible server over the whole catalog (see [`crate::serve`]).
+
+use clap::Args;
+use serde_json::{Value, json};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::output::{CliError, Output};
+use crate::catalog::Locations;
+use crate::catalog::resolve::{self, is_explicit_path};
+use crate::error::ErrorType;
+use crate::serve::{self, Config, Server, catalog::Served};
+use crate::text::one_line;
+
+#[derive(Args, Debug)]
+#[command(after_help = "\
+Every runnable model of the catalog (workspaces by their folder name, hub models as
+org/name) is listed by GET /v1/models and can be named in a request's `model`; nothing
+outside the catalog is ever loaded (no hub ids, no paths from requests). Each loaded
+model runs in its own Python worker under the model's isolated cache (as `mlxfs run`):
+<workspace>/.hf_cache, or a per-model folder for a hub model; nothing is written to your
+shared Hugging Face cache.
+
+Endpoints: POST /v1/chat/completions, POST /v1/completions (streaming with
+\"stream\": true), GET /v1/models[/ID], GET /health, GET /metrics (Prometheus),
+GET /api/tags (Ollama's model list).
+
+Every --model is checked before the port is bound: a name that does not resolve, an
+unhealthy or unrunnable model is an error and nothing listens. With --json one line
+{\"status\":\"success\",\"command\":\"serve\",\"data\":{\"url\":…}} is printed once the server
+listens. SIGINT/SIGTERM stop it: new requests get 503, streams get a few seconds,
+every worker is stopped.
+
+Examples:
+  mlxfs serve
+  mlxfs serve --model ./my-ws --port 8080 --api-key-file ~/.config/mlxfs/key
+  curl localhost:8000/v1/chat/completions -d '{\"model\":\"my-ws\",\"messages\":[{\"role\":\"user\",\"content\":\"Hi\"}]}'")]
+pub struct ServeArgs {
+    /// A model to load before serving (name, path, or a folder of an mlxfs mount); repeatable
+    #[arg(long = "model", value_name = "MODEL")]
+    pub models: Vec<String>,
+    /// Address to bind (loopback by default; anything else wants --api-key)
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port to bind (0: any free port; the ready line says which)
+    #[arg(long, default_value_t = 8000)]
+    pub port: u16,
+    /// Most models loaded at once; the least recently used is stopped first (default: 1 with
+    /// under 32 GiB of memory, else 2)
+    #[arg(long = "max-loaded", value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub max_loaded: Option<u16>,
+    /// Stop a model's worker after it was idle this long: `300`, `90s`, `5m`, `1h`
+    #[arg(long = "keep-alive", value_name = "DUR", default_value = "5m", value_parser = duration)]
+    pub keep_alive: Duration,
+    /// Upper bound of max_tokens for every request
+    #[arg(long = "max-tokens", value_name = "N", default_value_t = 4096,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_tokens: u32,
+    /// Require `Authorization: Bearer KEY` on every route but /health
+    #[arg(long = "api-key", value_name = "KEY", conflicts_with = "api_key_file")]
+    pub api_key: Option<String>,
+    /// Read the API key from this file (first line)
+    #[arg(long = "api-key-file", value_name = "FILE")]
+    pub api_key_file: Option<PathBuf>,
+    /// Allow browser requests from this origin (CORS); repeatable. Off by default
+    #[arg(long = "cors-origin", value_name = "ORIGIN")]
+    pub cors_origins: Vec<String>,
+    /// The Python environment for the workers (a venv folder or an interpreter), as `run`
+    #[arg(long, value_name = "PATH")]
+    pub python: Option<PathBuf>,
+    /// Forbid runtime downloads in the workers (HF_HUB_OFFLINE=1)
+    #[arg(long)]
+    pub offline: bool,
+}
+
+/// `300`, `90s`, `5m`, `1h` → a duration.
+fn duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (n, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => (&s[..i], &s[i..]),
+        None => (s, "s"),
+    };
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration (e.g. 300, 90s, 5m, 1h)"))?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n.saturating_mul(60),
+        "h" => n.saturating_mul(3600),
+        _ => return Err(format!("`{s}`: the unit must be s, m or h")),
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+/// 1 worker on a machine with less than 32 GiB, else 2 (issue 11).
+fn default_max_loaded() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let (pages, size) = unsafe {
+        (
+            libc::sysconf(libc::_SC_PHYS_PAGES),
+            libc::sysconf(libc::_SC_PAGESIZE),
+        )
+    };
+    let bytes = (pages.max(0) as u64).saturating_mul(size.max(0) as u64);
+    if bytes >= 32 << 30 { 2 } else { 1 }
+}
+
+fn api_key(a: &ServeArgs) -> Result<Option<String>, CliError> {
+    if let Some(k) = &a.api_key {
+        if k.trim().is_empty() {
+            return Err(CliError::new(ErrorType::CommandError, "--api-key is empty"));
+        }
+        return Ok(Some(k.trim().to_string()));
+    }
+    let Some(f) = &a.api_key_file else {
+        return Ok(None);
+    };
+    let text = crate::sys::read_text(f).map_err(|e| {
+        CliError::new(
+            ErrorType::CommandError,
+            format!("cannot read --api-key-file {}: {e}", f.display()),
+        )
+    })?;
+    let key = text.lines().next().unwrap_or_default().trim().to_string();
+    if key.is_empty() {
+        return Err(CliError::new(
+            ErrorType::CommandError,
+            format!("--api-key-file {} holds no key", f.display()),
+        ));
+    }
+    Ok(Some(key))
+}
+
+/// A `--model`: resolved, checked, and for a mount path read through the mount.
+fn preload(spec: &str, loc: &Locations) -> Result<Served, CliError> {
+    let m = resolve::resolve(spec, loc)?;
+    let mut weights = m.path.clone();
+    if is_explicit_path(spec)
+        && let Ok(canon) = std::fs::canonicalize(resolve::expand_user(spec))
+        && crate::mountprobe::mounted_model_path(&canon).is_some()
+    {
+        weights = canon;
+    }
+    serve::catalog::check(m, weights).map_err(|r| {
+        let mut e = CliError::new(r.kind, r.message);
+        if !r.matches.is_empty() {
+            e.fields.push(("matches", json!(r.matches)));
+        }
+        e
+    })
+}
+
+fn is_loopback(host: &str) -> bool {
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+pub fn run(a: &ServeArgs, loc: &Locations, json_mode: bool) -> Result<Output, CliError> {
+    let key = api_key(a)?;
+    let mut preloads = Vec::new();
+    for spec in &a.models {
+        preloads.push(preload(spec, loc)?);
+    }
+    let python = crate::runtime::python::find(a.python.as_deref())?;
+    if !is_loopback(&a.host) && key.is_none() {
+        crate::note!(
+            "warning: serving on {} without an API key: anyone who can reach this address can use your models (--api-key)",
+            one_line(&a.host)
+        );
+    }
+    let config = Config {
+        host: a.host.clone(),
+        port: a.port,
+        max_loaded: a.max_loaded.map_or_else(default_max_loaded, usize::from),
+        keep_alive: a.keep_alive,
+        max_tokens: a.max_tokens,
+        api_key: key,
+        cors_origins: a.cors_origins.clone(),
+        python,
+        offline: a.offline,
+        token_file: super::run::python_token_file(),
+    };
+    let server = Server::new(config, loc.clone());
+    for p in &preloads {
+        server.catalog.pin(p.clone());
+    }
+    let preloaded: Vec<String> = preloads.iter().map(|p| p.id.clone()).collect();
+    serve::run(server, preloads, Duration::from_secs(5), |addr, srv| {
+        let url = format!("http://{addr}");
+        let data = json!({
+            "url": url,
+            "host": addr.ip().to_string(),
+            "port": addr.port(),
+            "preloaded": preloaded,
+            "max_loaded": srv.config.max_loaded,
+            "pid": std::process::id(),
+        });
+        if json_mode {
+            let env = json!({"status": "success", "command": "serve", "data": data, "error": Value::Null});
+            super::output::emit(&env.to_string());
+        } else {
+            crate::note!(
+                "mlxfs serve: listening on {url} (OpenAI API at {url}/v1; Ctrl-C stops){}",
+                if preloaded.is_empty() {
+                    String::new()
+                } else {
+                    format!("; loaded: {}", one_line(&preloaded.join(", ")))
+                }
+            );
+        }
+    })
+    .map_err(|e| {
+        let err = CliError::new(e.kind, e.message);
+        match e.hint {
+            Some(h) => err.hint(h),
+            None => err,
+        }
+    })?;
+    Ok(Output::new(json!({"stopped": true}), String::new()).silent())
+}

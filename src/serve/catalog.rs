@@ -1,0 +1,229 @@
+//! The catalog as `serve` shows it: every runnable model (healthy and runtime-compatible, as
+//! `list`'s default view; mlx-knife serve.py) as an OpenAI model object, rebuilt at most every
+//! [`FRESH_FOR`] so that a listing over 1,000 models does not describe them all per request,
+//! and a request's `model` resolved by the catalog's own name rules — never a hub id or a path
+//! from a request.
+
+use serde_json::{Value, json};
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::catalog::record::{ModelRecord, describe};
+use crate::catalog::resolve::{self, ResolveError};
+use crate::catalog::{Locations, ModelRef, Source, par_map};
+use crate::error::ErrorType;
+
+/// How long a listing is reused before the catalog is read again.
+pub const FRESH_FOR: Duration = Duration::from_secs(2);
+
+/// One model a client can use.
+#[derive(Debug, Clone)]
+pub struct Served {
+    /// The id clients send: the workspace's folder name, or `org/name` for the hub cache.
+    pub id: String,
+    pub model: ModelRef,
+    pub record: ModelRecord,
+    /// The folder the worker loads: the model's own, or the mount folder it was named by
+    /// (`--model MOUNT/PATH`: the weights are read through the mount).
+    pub weights: std::path::PathBuf,
+}
+
+/// Why a request's `model` cannot be served.
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    pub kind: ErrorType,
+    pub message: String,
+    /// `ambiguous_match`: the candidates.
+    pub matches: Vec<String>,
+}
+
+/// The served catalog, cached.
+pub struct Catalog {
+    loc: Locations,
+    cache: Mutex<Option<(Instant, Vec<Served>)>>,
+    /// Models given with `--model` (a workspace by path need not be under the workspace
+    /// home): always listed, found by their id first.
+    pinned: Mutex<Vec<Served>>,
+}
+
+/// Is this record a model `serve` offers (mlx-knife: the default `list` view, minus
+/// embedders)?
+fn servable(r: &ModelRecord) -> bool {
+    r.health.as_str() == "healthy"
+        && r.runtime_compatible
+        && !r.capabilities.iter().any(|c| c.as_str() == "embeddings")
+}
+
+fn id_of(m: &ModelRef) -> String {
+    match m.source {
+        Source::Workspace => m.short_name.clone(),
+        Source::Cache => m.name.clone(),
+    }
+}
+
+impl Catalog {
+    pub fn new(loc: Locations) -> Catalog {
+        Catalog {
+            loc,
+            cache: Mutex::new(None),
+            pinned: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Keep `s` listed and resolvable by its id (a `--model` preload).
+    pub fn pin(&self, s: Served) {
+        let mut p = self.pinned.lock().unwrap_or_else(|e| e.into_inner());
+        p.retain(|x| x.id != s.id);
+        p.push(s);
+    }
+
+    pub fn locations(&self) -> &Locations {
+        &self.loc
+    }
+
+    /// Every servable model, sorted by id (workspaces and hub models together).
+    pub fn models(&self) -> Vec<Served> {
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((at, list)) = cache.as_ref()
+            && at.elapsed() < FRESH_FOR
+        {
+            return list.clone();
+        }
+        let listed = resolve::list(None, &self.loc);
+        let refs: Vec<ModelRef> = listed.into_iter().map(|l| l.model).collect();
+        let mut out: Vec<Served> = par_map(&refs, |m| {
+            let d = describe(m);
+            servable(&d.record).then(|| Served {
+                id: id_of(m),
+                weights: m.path.clone(),
+                model: m.clone(),
+                record: d.record,
+            })
+        })
+        .into_iter()
+        .flatten()
+        .collect();
+        let pinned = self
+            .pinned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        out.retain(|s| !pinned.iter().any(|p| p.id == s.id));
+        out.extend(pinned);
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        *cache = Some((Instant::now(), out.clone()));
+        out
+    }
+
+    /// The model a request names, by the catalog's rules (exact, then an unambiguous
+    /// substring), and only when it is servable.
+    pub fn resolve(&self, spec: &str) -> Result<Served, Refusal> {
+        if resolve::is_explicit_path(spec) {
+            return Err(Refusal {
+                kind: ErrorType::ModelNotFound,
+                message: format!(
+                    "'{spec}' is a path: requests name models of the catalog (GET /v1/models)"
+                ),
+                matches: Vec::new(),
+            });
+        }
+        if let Some(p) = self
+            .pinned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .find(|p| p.id == spec)
+        {
+            return Ok(p.clone());
+        }
+        let m = resolve::resolve(spec, &self.loc).map_err(|e| Refusal {
+            kind: e.error_type(),
+            message: e.to_string(),
+            matches: match e {
+                ResolveError::Ambiguous { matches, .. } => matches,
+                _ => Vec::new(),
+            },
+        })?;
+        let weights = m.path.clone();
+        check(m, weights)
+    }
+}
+
+/// `m` as a served model, when it is healthy and runnable (`weights`: the folder its worker
+/// loads).
+pub fn check(m: ModelRef, weights: std::path::PathBuf) -> Result<Served, Refusal> {
+    let d = describe(&m);
+    let refuse = |kind, what: String| Refusal {
+        kind,
+        message: what,
+        matches: Vec::new(),
+    };
+    if d.record.health.as_str() != "healthy" {
+        return Err(refuse(
+            ErrorType::ModelUnhealthy,
+            format!(
+                "{} is unhealthy: {}",
+                id_of(&m),
+                d.record.reason.unwrap_or_default()
+            ),
+        ));
+    }
+    if !d.record.runtime_compatible {
+        return Err(refuse(
+            ErrorType::ModelIncompatible,
+            format!(
+                "{} cannot run with mlx-lm: {}",
+                id_of(&m),
+                d.record.reason.unwrap_or_default()
+            ),
+        ));
+    }
+    Ok(Served {
+        id: id_of(&m),
+        weights,
+        model: m,
+        record: d.record,
+    })
+}
+
+/// Seconds since the epoch of a record's `last_modified` (`created` of the model object).
+fn created(r: &ModelRecord) -> i64 {
+    crate::timefmt::parse_iso_utc(&r.last_modified).unwrap_or(0)
+}
+
+/// The OpenAI model object, with mlx-knife's fields (`owned_by`, `permission`,
+/// `context_length`, `loaded`) and mlxfs's (`capabilities`, `source`).
+pub fn model_object(s: &Served, loaded: &BTreeSet<String>) -> Value {
+    json!({
+        "id": s.id,
+        "object": "model",
+        "created": created(&s.record),
+        "owned_by": match s.model.source {
+            Source::Workspace => "workspace",
+            Source::Cache => "mlxfs",
+        },
+        "permission": [],
+        "context_length": s.record.context_length,
+        "loaded": loaded.contains(&s.id),
+        "capabilities": s.record.capabilities,
+        "source": s.record.source,
+    })
+}
+
+/// Ollama's `/api/tags` entry for a model (name, model, modified_at, size, digest, details).
+pub fn ollama_tag(s: &Served) -> Value {
+    json!({
+        "name": s.id,
+        "model": s.id,
+        "modified_at": s.record.last_modified,
+        "size": s.record.size_bytes,
+        "digest": s.record.hash.clone().or(s.record.content_hash.clone()).unwrap_or_default(),
+        "details": {
+            "format": "mlx",
+            "family": s.record.model_type,
+            "parameter_size": "",
+            "quantization_level": "",
+        },
+    })
+}

@@ -1,0 +1,83 @@
+//! The error answers of `serve`: mlx-knife's envelope (errors.py) with the HTTP status.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use super::catalog::Refusal;
+use crate::error::ErrorType;
+
+/// Largest request body accepted (bytes); more is a 413.
+pub const BODY_LIMIT: usize = 8 * 1024 * 1024;
+
+/// An error answer: HTTP status, `error.type`, message, and extra fields.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub kind: ErrorType,
+    pub message: String,
+    pub fields: Vec<(&'static str, Value)>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, kind: ErrorType, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            kind,
+            message: message.into(),
+            fields: Vec::new(),
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, ErrorType::InvalidRequest, message)
+    }
+
+    /// A request's model that cannot be served: 404 unknown, 400 ambiguous, 422 unhealthy or
+    /// not runnable.
+    pub fn refused(r: Refusal) -> ApiError {
+        let status = match r.kind {
+            ErrorType::ModelNotFound => StatusCode::NOT_FOUND,
+            ErrorType::AmbiguousMatch | ErrorType::HashNotFound => StatusCode::BAD_REQUEST,
+            _ => StatusCode::UNPROCESSABLE_ENTITY,
+        };
+        let mut e = ApiError::new(status, r.kind, r.message);
+        if !r.matches.is_empty() {
+            e.fields.push(("matches", json!(r.matches)));
+        }
+        e
+    }
+
+    /// Would the same request succeed later (busy, shutting down, a worker that died)?
+    fn retryable(&self) -> bool {
+        matches!(
+            self.status,
+            StatusCode::SERVICE_UNAVAILABLE | StatusCode::INTERNAL_SERVER_ERROR
+        )
+    }
+
+    /// The envelope (its `request_id` is filled in by the request-id layer).
+    pub fn body(&self) -> Value {
+        let mut err = json!({
+            "type": self.kind.as_str(),
+            "message": self.message,
+            "retryable": self.retryable(),
+        });
+        for (k, v) in &self.fields {
+            err[*k] = v.clone();
+        }
+        json!({"status": "error", "error": err, "request_id": Value::Null})
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut r = (self.status, axum::Json(self.body())).into_response();
+        r.extensions_mut().insert(ErrorMark);
+        r
+    }
+}
+
+/// Marks an error response so that the request-id layer can put the id into its body.
+#[derive(Clone, Copy)]
+pub struct ErrorMark;

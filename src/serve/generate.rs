@@ -1,0 +1,621 @@
+//! `POST /v1/chat/completions` and `POST /v1/completions` (OpenAI shapes): validation of the
+//! request into a [`GenJob`], the model's worker from the pool, and the answer as one JSON
+//! object or as server-sent events (`data: {chunk}\n\n` … `data: [DONE]\n\n`). A client that
+//! goes away cancels its generation (the stream's guard cancels the job when dropped).
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use super::Server;
+use super::catalog::Served;
+use super::error::ApiError;
+use super::pool::Loaded;
+use crate::error::ErrorType;
+use crate::runtime::worker::{GenJob, JobEvent, JobHandle};
+
+/// Chat or plain completion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Chat,
+    Completion,
+}
+
+/// A validated request.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub kind: Kind,
+    pub model: String,
+    pub job: GenJob,
+    pub stream: bool,
+    pub include_usage: bool,
+}
+
+fn num(body: &Value, key: &str) -> Result<Option<f64>, ApiError> {
+    match body.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_f64()
+            .filter(|x| x.is_finite())
+            .map(Some)
+            .ok_or_else(|| ApiError::bad_request(format!("`{key}` must be a number"))),
+    }
+}
+
+fn int(body: &Value, key: &str) -> Result<Option<u64>, ApiError> {
+    match body.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_u64()
+            .map(Some)
+            .ok_or_else(|| ApiError::bad_request(format!("`{key}` must be a whole number ≥ 0"))),
+    }
+}
+
+/// The text of a message's `content`: a string, or a list of `{"type":"text","text":…}`
+/// parts (other part types are refused: this server runs text models).
+fn content_text(c: &Value, i: usize) -> Result<String, ApiError> {
+    match c {
+        Value::String(s) => Ok(s.clone()),
+        Value::Null => Ok(String::new()),
+        Value::Array(parts) => {
+            let mut out = String::new();
+            for p in parts {
+                match (p["type"].as_str(), p["text"].as_str()) {
+                    (Some("text"), Some(t)) => out.push_str(t),
+                    (Some(other), _) => {
+                        return Err(ApiError::new(
+                            StatusCode::UNPROCESSABLE_ENTITY,
+                            ErrorType::ModelIncompatible,
+                            format!(
+                                "messages[{i}]: `{other}` content is not supported by text models"
+                            ),
+                        ));
+                    }
+                    _ => {
+                        return Err(ApiError::bad_request(format!(
+                            "messages[{i}].content: each part needs `type` and `text`"
+                        )));
+                    }
+                }
+            }
+            Ok(out)
+        }
+        _ => Err(ApiError::bad_request(format!(
+            "messages[{i}].content must be a string or a list of parts"
+        ))),
+    }
+}
+
+/// Validate a request body. `max_tokens` is capped by `cap` (the server's `--max-tokens`).
+pub fn parse(kind: Kind, body: &Value, cap: u32) -> Result<Request, ApiError> {
+    if !body.is_object() {
+        return Err(ApiError::bad_request("the body must be a JSON object"));
+    }
+    let model = match body.get("model") {
+        Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
+        _ => {
+            return Err(ApiError::bad_request(
+                "`model` is required (GET /v1/models lists them)",
+            ));
+        }
+    };
+    let mut job = GenJob::default();
+    match kind {
+        Kind::Chat => {
+            let Some(msgs) = body.get("messages").and_then(Value::as_array) else {
+                return Err(ApiError::bad_request("`messages` must be a list"));
+            };
+            if msgs.is_empty() {
+                return Err(ApiError::bad_request("`messages` is empty"));
+            }
+            let mut out = Vec::with_capacity(msgs.len());
+            for (i, m) in msgs.iter().enumerate() {
+                let role = m["role"].as_str().unwrap_or_default();
+                if !matches!(role, "system" | "developer" | "user" | "assistant" | "tool") {
+                    return Err(ApiError::bad_request(format!(
+                        "messages[{i}].role must be system, user, assistant or tool"
+                    )));
+                }
+                let mut msg = json!({"role": role, "content": content_text(&m["content"], i)?});
+                for k in ["tool_calls", "tool_call_id", "name"] {
+                    if let Some(v) = m.get(k).filter(|v| !v.is_null()) {
+                        msg[k] = v.clone();
+                    }
+                }
+                out.push(msg);
+            }
+            job.messages = Some(out);
+            if let Some(t) = body.get("tools").filter(|t| !t.is_null()) {
+                if !t.is_array() {
+                    return Err(ApiError::bad_request("`tools` must be a list"));
+                }
+                if body.get("tool_choice").and_then(Value::as_str) != Some("none") {
+                    job.tools = Some(t.clone());
+                }
+            }
+        }
+        Kind::Completion => {
+            let prompt = match body.get("prompt") {
+                Some(Value::String(s)) => s.clone(),
+                Some(Value::Array(a)) if a.len() == 1 && a[0].is_string() => {
+                    a[0].as_str().unwrap_or_default().to_string()
+                }
+                _ => return Err(ApiError::bad_request("`prompt` must be a string")),
+            };
+            job.prompt = Some(prompt);
+        }
+    }
+    let asked = int(body, "max_completion_tokens")?.or(int(body, "max_tokens")?);
+    if asked == Some(0) {
+        return Err(ApiError::bad_request("`max_tokens` must be at least 1"));
+    }
+    job.max_tokens = asked.map_or(cap, |n| n.min(cap as u64) as u32);
+    job.temperature = num(body, "temperature")?.unwrap_or(0.7);
+    if !(0.0..=2.0).contains(&job.temperature) {
+        return Err(ApiError::bad_request(
+            "`temperature` must be between 0 and 2",
+        ));
+    }
+    job.top_p = num(body, "top_p")?.unwrap_or(0.9);
+    if !(job.top_p > 0.0 && job.top_p <= 1.0) {
+        return Err(ApiError::bad_request(
+            "`top_p` must be above 0 and at most 1",
+        ));
+    }
+    job.top_k = int(body, "top_k")?.map(|k| k.min(u32::MAX as u64) as u32);
+    job.min_p = num(body, "min_p")?;
+    if job.min_p.is_some_and(|p| !(0.0..=1.0).contains(&p)) {
+        return Err(ApiError::bad_request("`min_p` must be between 0 and 1"));
+    }
+    job.repetition_penalty = num(body, "repetition_penalty")?;
+    if job.repetition_penalty.is_some_and(|p| p <= 0.0) {
+        return Err(ApiError::bad_request(
+            "`repetition_penalty` must be above 0",
+        ));
+    }
+    job.seed = match body.get("seed") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            v.as_u64()
+                .or_else(|| v.as_i64().map(|i| i as u64))
+                .ok_or_else(|| ApiError::bad_request("`seed` must be a whole number"))?,
+        ),
+    };
+    job.stop = match body.get("stop") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(a)) if a.iter().all(Value::is_string) => a
+            .iter()
+            .filter_map(|s| s.as_str().map(str::to_string))
+            .collect(),
+        _ => {
+            return Err(ApiError::bad_request(
+                "`stop` must be a string or a list of strings",
+            ));
+        }
+    };
+    if job.stop.iter().any(String::is_empty) || job.stop.len() > 16 {
+        return Err(ApiError::bad_request(
+            "`stop`: at most 16 non-empty strings",
+        ));
+    }
+    if int(body, "n")?.is_some_and(|n| n != 1) {
+        return Err(ApiError::bad_request("`n` must be 1"));
+    }
+    job.logprobs = match kind {
+        Kind::Chat if body.get("logprobs").and_then(Value::as_bool) == Some(true) => {
+            Some(int(body, "top_logprobs")?.unwrap_or(0).min(20) as u32)
+        }
+        Kind::Completion => int(body, "logprobs")?.map(|k| k.min(20) as u32),
+        _ => None,
+    };
+    let stream = match body.get("stream") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        _ => return Err(ApiError::bad_request("`stream` must be true or false")),
+    };
+    let include_usage = stream && body["stream_options"]["include_usage"].as_bool() == Some(true);
+    Ok(Request {
+        kind,
+        model,
+        job,
+        stream,
+        include_usage,
+    })
+}
+
+static NEXT: AtomicU64 = AtomicU64::new(1);
+
+fn now() -> i64 {
+    crate::timefmt::now_secs()
+}
+
+/// Cancels the job when the answer is dropped before its end (a client that went away).
+struct CancelGuard {
+    loaded: Arc<Loaded>,
+    id: u64,
+    done: bool,
+}
+
+impl Drop for CancelGuard {
+    fn drop(&mut self) {
+        if !self.done {
+            self.loaded.worker.cancel(self.id);
+        }
+    }
+}
+
+fn worker_error(kind: &str, message: &str) -> ApiError {
+    if kind == "worker_died" {
+        return ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorType::WorkerFailed,
+            format!("the model's worker ended during the request: {message}"),
+        );
+    }
+    let t = ErrorType::parse(kind).unwrap_or(ErrorType::GenerationFailed);
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, t, message.to_string())
+}
+
+fn usage(p: u64, c: u64) -> Value {
+    json!({"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c})
+}
+
+fn logprob_entry(text: &str, lp: Option<f64>, top: &Option<Vec<(String, f64)>>) -> Value {
+    json!({
+        "token": text,
+        "logprob": lp,
+        "bytes": text.as_bytes(),
+        "top_logprobs": top.as_ref().map(|t| t.iter().map(|(s, l)| json!({"token": s, "logprob": l, "bytes": s.as_bytes()})).collect::<Vec<_>>()).unwrap_or_default(),
+    })
+}
+
+fn finish(reason: &str, tool_calls: &Option<Value>) -> &'static str {
+    if tool_calls.is_some() {
+        return "tool_calls";
+    }
+    match reason {
+        "length" => "length",
+        _ => "stop",
+    }
+}
+
+async fn handle(srv: Arc<Server>, kind: Kind, body: Bytes) -> Response {
+    let start = Instant::now();
+    let result = answer(&srv, kind, body, start).await;
+    match result {
+        Ok(r) => r,
+        Err(e) => {
+            srv.metrics.errors.fetch_add(1, Ordering::Relaxed);
+            e.into_response()
+        }
+    }
+}
+
+async fn answer(
+    srv: &Arc<Server>,
+    kind: Kind,
+    body: Bytes,
+    start: Instant,
+) -> Result<Response, ApiError> {
+    let body: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}")))?;
+    let mut req = parse(kind, &body, srv.config.max_tokens)?;
+    let served: Served = {
+        let s = srv.clone();
+        let name = req.model.clone();
+        tokio::task::spawn_blocking(move || s.catalog.resolve(&name))
+            .await
+            .map_err(|e| {
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    ErrorType::ServerError,
+                    e.to_string(),
+                )
+            })?
+            .map_err(ApiError::refused)?
+    };
+    if let Some(ctx) = served.record.context_length {
+        req.job.max_tokens = req
+            .job
+            .max_tokens
+            .min(ctx.min(u32::MAX as u64) as u32)
+            .max(1);
+    }
+    let loaded = {
+        let s = srv.clone();
+        let sv = served.clone();
+        tokio::task::spawn_blocking(move || s.pool.load(&sv))
+            .await
+            .map_err(|e| {
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    ErrorType::ServerError,
+                    e.to_string(),
+                )
+            })?
+            .map_err(|e| {
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    e.error
+                        .as_ref()
+                        .map_or(ErrorType::LoadFailed, |r| r.kind.error_type()),
+                    e.message,
+                )
+            })?
+    };
+    let handle = loaded.worker.submit(req.job.clone()).map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorType::WorkerFailed,
+            format!("the model's worker is gone ({e}); retry"),
+        )
+    })?;
+    let guard = CancelGuard {
+        loaded: loaded.clone(),
+        id: handle.id,
+        done: false,
+    };
+    let id = match kind {
+        Kind::Chat => format!("chatcmpl-{}", NEXT.fetch_add(1, Ordering::Relaxed)),
+        Kind::Completion => format!("cmpl-{}", NEXT.fetch_add(1, Ordering::Relaxed)),
+    };
+    if req.stream {
+        Ok(stream(
+            srv.clone(),
+            req,
+            served.id,
+            id,
+            handle,
+            guard,
+            start,
+        ))
+    } else {
+        whole(srv, req, served.id, id, handle, guard, start).await
+    }
+}
+
+fn note_done(srv: &Server, p: u64, c: u64) {
+    let m = &srv.metrics;
+    m.generations.fetch_add(1, Ordering::Relaxed);
+    m.prompt_tokens.fetch_add(p, Ordering::Relaxed);
+    m.completion_tokens.fetch_add(c, Ordering::Relaxed);
+}
+
+fn note_first(srv: &Server, start: Instant) {
+    let m = &srv.metrics;
+    m.ttft_us_sum
+        .fetch_add(start.elapsed().as_micros() as u64, Ordering::Relaxed);
+    m.ttft_count.fetch_add(1, Ordering::Relaxed);
+}
+
+async fn whole(
+    srv: &Arc<Server>,
+    req: Request,
+    model: String,
+    id: String,
+    mut handle: JobHandle,
+    mut guard: CancelGuard,
+    start: Instant,
+) -> Result<Response, ApiError> {
+    let mut logprobs = Vec::new();
+    let mut first = true;
+    while let Some(ev) = handle.events.recv().await {
+        match ev {
+            JobEvent::Token {
+                text,
+                logprob,
+                top_logprobs,
+            } => {
+                if first {
+                    note_first(srv, start);
+                    first = false;
+                }
+                if req.job.logprobs.is_some() {
+                    logprobs.push(logprob_entry(&text, logprob, &top_logprobs));
+                }
+            }
+            JobEvent::Error { kind, message } => {
+                guard.done = true;
+                return Err(worker_error(&kind, &message));
+            }
+            JobEvent::Done {
+                finish_reason,
+                prompt_tokens,
+                completion_tokens,
+                text,
+                tool_calls,
+            } => {
+                guard.done = true;
+                note_done(srv, prompt_tokens, completion_tokens);
+                let reason = finish(&finish_reason, &tool_calls);
+                let lp = req.job.logprobs.map(|_| json!({"content": logprobs}));
+                let body = match req.kind {
+                    Kind::Chat => {
+                        let mut message = json!({"role": "assistant", "content": text});
+                        if let Some(tc) = &tool_calls {
+                            message["tool_calls"] = tc.clone();
+                            message["content"] = Value::Null;
+                        }
+                        json!({
+                            "id": id, "object": "chat.completion", "created": now(), "model": model,
+                            "choices": [{"index": 0, "message": message, "logprobs": lp, "finish_reason": reason}],
+                            "usage": usage(prompt_tokens, completion_tokens),
+                        })
+                    }
+                    Kind::Completion => json!({
+                        "id": id, "object": "text_completion", "created": now(), "model": model,
+                        "choices": [{"index": 0, "text": text, "logprobs": lp, "finish_reason": reason}],
+                        "usage": usage(prompt_tokens, completion_tokens),
+                    }),
+                };
+                return Ok(axum::Json(body).into_response());
+            }
+        }
+    }
+    guard.done = true;
+    Err(worker_error("worker_died", "no result"))
+}
+
+fn sse(v: &Value) -> Bytes {
+    Bytes::from(format!("data: {v}\n\n"))
+}
+
+fn stream(
+    srv: Arc<Server>,
+    req: Request,
+    model: String,
+    id: String,
+    handle: JobHandle,
+    guard: CancelGuard,
+    start: Instant,
+) -> Response {
+    let created = now();
+    let chunk = move |choice: Value, kind: Kind| -> Value {
+        match kind {
+            Kind::Chat => {
+                json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model, "choices": [choice]})
+            }
+            Kind::Completion => {
+                json!({"id": id, "object": "text_completion", "created": created, "model": model, "choices": [choice]})
+            }
+        }
+    };
+    struct St {
+        handle: JobHandle,
+        guard: CancelGuard,
+        started: bool,
+        finished: bool,
+        first_token: bool,
+    }
+    let st = St {
+        handle,
+        guard,
+        started: false,
+        finished: false,
+        first_token: true,
+    };
+    let kind = req.kind;
+    let want_lp = req.job.logprobs.is_some();
+    let include_usage = req.include_usage;
+    let s = futures::stream::unfold(st, move |mut st| {
+        let chunk = chunk.clone();
+        let srv = srv.clone();
+        async move {
+            if st.finished {
+                return None;
+            }
+            if !st.started && kind == Kind::Chat {
+                st.started = true;
+                let c = chunk(
+                    json!({"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null}),
+                    kind,
+                );
+                return Some((Ok::<Bytes, std::convert::Infallible>(sse(&c)), st));
+            }
+            let out = match st.handle.events.recv().await {
+                Some(JobEvent::Token {
+                    text,
+                    logprob,
+                    top_logprobs,
+                }) => {
+                    if st.first_token {
+                        note_first(&srv, start);
+                        st.first_token = false;
+                    }
+                    let lp = want_lp.then(
+                        || json!({"content": [logprob_entry(&text, logprob, &top_logprobs)]}),
+                    );
+                    let c = match kind {
+                        Kind::Chat => chunk(
+                            json!({"index": 0, "delta": {"content": text}, "logprobs": lp, "finish_reason": null}),
+                            kind,
+                        ),
+                        Kind::Completion => chunk(
+                            json!({"index": 0, "text": text, "logprobs": lp, "finish_reason": null}),
+                            kind,
+                        ),
+                    };
+                    sse(&c)
+                }
+                Some(JobEvent::Done {
+                    finish_reason,
+                    prompt_tokens,
+                    completion_tokens,
+                    tool_calls,
+                    ..
+                }) => {
+                    st.guard.done = true;
+                    st.finished = true;
+                    note_done(&srv, prompt_tokens, completion_tokens);
+                    let reason = finish(&finish_reason, &tool_calls);
+                    let mut last = match kind {
+                        Kind::Chat => {
+                            let mut delta = json!({});
+                            if let Some(tc) = &tool_calls {
+                                delta["tool_calls"] = tc.clone();
+                            }
+                            chunk(
+                                json!({"index": 0, "delta": delta, "logprobs": null, "finish_reason": reason}),
+                                kind,
+                            )
+                        }
+                        Kind::Completion => chunk(
+                            json!({"index": 0, "text": "", "logprobs": null, "finish_reason": reason}),
+                            kind,
+                        ),
+                    };
+                    let mut text = format!("data: {last}\n\n");
+                    if include_usage {
+                        last["choices"] = json!([]);
+                        last["usage"] = usage(prompt_tokens, completion_tokens);
+                        text.push_str(&format!("data: {last}\n\n"));
+                    }
+                    text.push_str("data: [DONE]\n\n");
+                    Bytes::from(text)
+                }
+                Some(JobEvent::Error { kind: k, message }) => {
+                    st.guard.done = true;
+                    st.finished = true;
+                    srv.metrics.errors.fetch_add(1, Ordering::Relaxed);
+                    let e = worker_error(&k, &message);
+                    Bytes::from(format!("data: {}\n\ndata: [DONE]\n\n", e.body()))
+                }
+                None => {
+                    st.guard.done = true;
+                    st.finished = true;
+                    let e = worker_error("worker_died", "the event stream ended");
+                    Bytes::from(format!("data: {}\n\ndata: [DONE]\n\n", e.body()))
+                }
+            };
+            Some((Ok(out), st))
+        }
+    });
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .body(Body::from_stream(s))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+async fn chat(State(srv): State<Arc<Server>>, body: Bytes) -> Response {
+    handle(srv, Kind::Chat, body).await
+}
+
+async fn completions(State(srv): State<Arc<Server>>, body: Bytes) -> Response {
+    handle(srv, Kind::Completion, body).await
+}
+
+/// Add the generation routes.
+pub fn routes(r: Router<Arc<Server>>) -> Router<Arc<Server>> {
+    r.route("/v1/chat/completions", post(chat))
+        .route("/v1/completions", post(completions))
+}

@@ -1,0 +1,190 @@
+//! `mlxfs serve`: an OpenAI-compatible HTTP server over the whole catalog, one isolated
+//! Python worker per loaded model. An adapter: the catalog decides what is served
+//! ([`catalog`]), the runtime runs the workers ([`crate::runtime::worker`]), this module
+//! speaks HTTP ([`api`], [`generate`]) and keeps the workers ([`pool`]).
+
+pub mod api;
+pub mod catalog;
+pub mod error;
+pub mod generate;
+pub mod metrics;
+pub mod pool;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use crate::catalog::Locations;
+use crate::runtime::PythonEnv;
+
+/// What `serve` was started with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub host: String,
+    pub port: u16,
+    /// Most workers (loaded models) at once; the least recently used is stopped first.
+    pub max_loaded: usize,
+    /// A worker idle this long is stopped.
+    pub keep_alive: Duration,
+    /// Upper bound of `max_tokens` for every request.
+    pub max_tokens: u32,
+    pub api_key: Option<String>,
+    pub cors_origins: Vec<String>,
+    pub python: PythonEnv,
+    /// Forbid runtime downloads in the workers (`HF_HUB_OFFLINE=1`).
+    pub offline: bool,
+    /// The user's token file, passed to the workers as `HF_TOKEN_PATH` (their `HF_HOME` is
+    /// isolated), as `run` does.
+    pub token_file: Option<std::path::PathBuf>,
+}
+
+/// The running server's state, shared by every request.
+pub struct Server {
+    pub config: Config,
+    pub catalog: catalog::Catalog,
+    pub pool: pool::Pool,
+    pub metrics: metrics::Metrics,
+    stopping: AtomicBool,
+}
+
+impl Server {
+    pub fn new(config: Config, loc: Locations) -> Server {
+        Server {
+            pool: pool::Pool::new(&config),
+            catalog: catalog::Catalog::new(loc),
+            metrics: metrics::Metrics::default(),
+            config,
+            stopping: AtomicBool::new(false),
+        }
+    }
+
+    pub fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
+    /// Ids of the models with a running worker.
+    pub fn loaded_ids(&self) -> std::collections::BTreeSet<String> {
+        self.pool.loaded_ids()
+    }
+
+    /// Jobs queued or running, over every worker.
+    pub fn queue_depth(&self) -> usize {
+        self.pool.queue_depth()
+    }
+}
+
+/// Why the server did not start (or stopped with an error).
+#[derive(Debug, Clone)]
+pub struct StartError {
+    pub kind: crate::error::ErrorType,
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+impl From<std::io::Error> for StartError {
+    fn from(e: std::io::Error) -> StartError {
+        let hint = (e.kind() == std::io::ErrorKind::AddrInUse).then(|| {
+            "another server uses that port: pick one with --port (0: any free one)".into()
+        });
+        StartError {
+            kind: crate::error::ErrorType::ServerError,
+            message: e.to_string(),
+            hint,
+        }
+    }
+}
+
+/// Bind, call `ready` with the address (after `preload` has loaded its models), serve until
+/// SIGINT/SIGTERM, then stop accepting, let streams end (at most `drain`), stop every worker.
+pub fn run(
+    server: Server,
+    preload: Vec<catalog::Served>,
+    drain: Duration,
+    ready: impl FnOnce(SocketAddr, &Server),
+) -> Result<(), StartError> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .worker_threads(4)
+        .build()?;
+    let srv = Arc::new(server);
+    rt.block_on(async {
+        let addr: SocketAddr = format!("{}:{}", srv.config.host, srv.config.port)
+            .parse()
+            .or_else(|_| {
+                use std::net::ToSocketAddrs;
+                (srv.config.host.as_str(), srv.config.port)
+                    .to_socket_addrs()
+                    .ok()
+                    .and_then(|mut a| a.next())
+                    .ok_or_else(|| {
+                        std::io::Error::new(
+                            std::io::ErrorKind::InvalidInput,
+                            format!("cannot resolve host {}", srv.config.host),
+                        )
+                    })
+            })?;
+        // Preloads come before the port: nothing listens until they are in.
+        for s in preload {
+            let p = srv.clone();
+            tokio::task::spawn_blocking(move || p.pool.load(&s))
+                .await
+                .map_err(std::io::Error::other)?
+                .map_err(|e| StartError {
+                    kind: e
+                        .error
+                        .as_ref()
+                        .map_or(crate::error::ErrorType::LoadFailed, |r| r.kind.error_type()),
+                    hint: e.error.as_ref().and_then(|r| r.hint.clone()),
+                    message: e.message,
+                })?;
+        }
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let bound = listener.local_addr()?;
+        ready(bound, &srv);
+        let reaper = {
+            let p = srv.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    let p2 = p.clone();
+                    let _ = tokio::task::spawn_blocking(move || p2.pool.unload_idle()).await;
+                }
+            })
+        };
+        let app = api::router(srv.clone());
+        let stop_srv = srv.clone();
+        let shutdown = async move {
+            wait_for_signal().await;
+            stop_srv.stopping.store(true, Ordering::SeqCst);
+        };
+        let serving = axum::serve(listener, app).with_graceful_shutdown(shutdown);
+        // After the signal, in-flight streams get `drain` to finish.
+        let srv2 = srv.clone();
+        tokio::select! {
+            r = serving => r?,
+            _ = async {
+                while !srv2.stopping() {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                tokio::time::sleep(drain).await;
+            } => {}
+        }
+        reaper.abort();
+        Ok::<(), StartError>(())
+    })?;
+    let p = srv.clone();
+    p.pool.stop_all(Duration::from_secs(2));
+    rt.shutdown_timeout(Duration::from_secs(1));
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).ok();
+    let mut int = signal(SignalKind::interrupt()).ok();
+    tokio::select! {
+        _ = async { match term.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => {}
+        _ = async { match int.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => {}
+    }
+}

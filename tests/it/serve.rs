@@ -1,0 +1,744 @@
+//! `mlxfs serve`: a real server on a free loopback port over a fixture catalog, driven with
+//! raw HTTP (the error cases) and with the official `openai` Python client, with real
+//! inference on the tiny model for the generation routes.
+
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::mnt::BIN;
+use crate::support::*;
+
+fn venv_python() -> PathBuf {
+    PathBuf::from(std::env::var("MLXFS_TEST_PYTHON").expect("require!(Python) checks it"))
+}
+
+fn venv_dir() -> PathBuf {
+    venv_python()
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// A running `mlxfs serve`; killed (SIGKILL) when dropped if still running.
+pub struct Served {
+    pub child: Child,
+    pub addr: String,
+    pub ready: Value,
+    stderr: PathBuf,
+}
+
+impl Served {
+    pub fn start(fx: &Fx, args: &[&str]) -> Served {
+        Served::try_start(fx, args).unwrap_or_else(|(code, out, err)| {
+            panic!("serve did not start ({code:?}): {out}\n{err}")
+        })
+    }
+
+    /// Start and wait for the ready line; `Err((exit code, stdout, stderr))` when it exits first.
+    pub fn try_start(fx: &Fx, args: &[&str]) -> Result<Served, (Option<i32>, String, String)> {
+        let stderr = fx
+            .tmp
+            .path()
+            .join(format!("serve-{}.log", std::process::id()));
+        let mut c = Command::new(BIN);
+        c.env_clear().env("PATH", "/usr/local/bin:/usr/bin:/bin");
+        for (k, v) in fx.vars() {
+            c.env(k, v);
+        }
+        c.args(["serve", "--json", "--python"]).arg(venv_dir());
+        if !args.contains(&"--port") {
+            c.args(["--port", "0"]);
+        }
+        let mut child = c
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take().unwrap();
+        let mut reader = BufReader::new(out);
+        let mut seen = String::new();
+        let ready: Value = loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                let code = child.wait().ok().and_then(|s| s.code());
+                let err = std::fs::read_to_string(&stderr).unwrap_or_default();
+                return Err((code, seen, err));
+            }
+            seen.push_str(&line);
+            if let Ok(v) = serde_json::from_str::<Value>(&line)
+                && v["status"] == "success"
+            {
+                break v;
+            }
+        };
+        let addr = format!(
+            "{}:{}",
+            ready["data"]["host"].as_str().unwrap(),
+            ready["data"]["port"]
+        );
+        Ok(Served {
+            child,
+            addr,
+            ready,
+            stderr,
+        })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// SIGTERM and wait; the exit code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return st.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("serve did not stop within 20 s of SIGTERM:\n{}", self.log());
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One HTTP/1.1 request: (status, lower-cased headers, body).
+pub fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("an HTTP head");
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut rest = raw[split + 4..].to_vec();
+    let mut lines = head.lines();
+    let status: u16 = lines
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_lowercase(), v.trim().to_string()))
+        .collect();
+    if headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"))
+    {
+        rest = dechunk(&rest);
+    }
+    (status, headers, rest)
+}
+
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let Some(eol) = b.windows(2).position(|w| w == b"\r\n") else {
+            return out;
+        };
+        let n = usize::from_str_radix(String::from_utf8_lossy(&b[..eol]).trim(), 16).unwrap_or(0);
+        if n == 0 {
+            return out;
+        }
+        out.extend_from_slice(&b[eol + 2..eol + 2 + n]);
+        b = &b[eol + 2 + n + 2..];
+    }
+}
+
+pub fn get_json(addr: &str, path: &str, headers: &[(&str, &str)]) -> (u16, Value) {
+    let (st, _, body) = http(addr, "GET", path, headers, b"");
+    (st, serde_json::from_slice(&body).unwrap_or(Value::Null))
+}
+
+pub fn post_json(addr: &str, path: &str, headers: &[(&str, &str)], body: &Value) -> (u16, Value) {
+    let mut h = vec![("Content-Type", "application/json")];
+    h.extend_from_slice(headers);
+    let (st, _, b) = http(addr, "POST", path, &h, body.to_string().as_bytes());
+    (st, serde_json::from_slice(&b).unwrap_or(Value::Null))
+}
+
+fn header<'a>(h: &'a [(String, String)], k: &str) -> Option<&'a str> {
+    h.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str())
+}
+
+/// A catalog of workspaces and hub models (healthy and broken), plus a workspace outside the
+/// workspace home.
+fn fleet() -> (Fx, PathBuf) {
+    let fx = Fx::new();
+    fx.workspace("alpha-ws", &good_files());
+    fx.workspace("beta-ws", &good_files());
+    fx.hub_model("org/gamma", &good_files());
+    let broken = fx.hub_model("org/broken", &good_files());
+    std::fs::remove_file(
+        broken.join(std::fs::read_link(broken.join("model.safetensors")).unwrap()),
+    )
+    .unwrap();
+    let outside = fx.tmp.path().join("elsewhere/outside-ws");
+    write_tree(&outside, &good_files());
+    (fx, outside)
+}
+
+fn ids(v: &Value) -> Vec<String> {
+    v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn the_catalog_routes_errors_and_auth() {
+    crate::require!(Python);
+    let (fx, _) = fleet();
+    let mut s = Served::start(&fx, &["--api-key", "s3cret"]);
+    let auth = [("Authorization", "Bearer s3cret")];
+    // Every runnable model, workspaces and hub models together; the broken one is not.
+    let (st, v) = get_json(&s.addr, "/v1/models", &auth);
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(ids(&v), ["alpha-ws", "beta-ws", "org/gamma"]);
+    let m = &v["data"][2];
+    assert_eq!(
+        (
+            m["object"].as_str(),
+            m["owned_by"].as_str(),
+            m["loaded"].as_bool(),
+            m["source"].as_str()
+        ),
+        (Some("model"), Some("mlxfs"), Some(false), Some("cache")),
+        "{m}"
+    );
+    assert_eq!(m["context_length"], 2048);
+    assert!(m["created"].as_i64().unwrap() > 1_700_000_000, "{m}");
+    assert_eq!(m["capabilities"], json!(["text-generation", "chat"]));
+    let (st, one) = get_json(&s.addr, "/v1/models/org/gamma", &auth);
+    assert_eq!((st, one["id"].as_str()), (200, Some("org/gamma")), "{one}");
+    let (st, tags) = get_json(&s.addr, "/api/tags", &auth);
+    assert_eq!(st, 200);
+    assert_eq!(tags["models"].as_array().unwrap().len(), 3, "{tags}");
+    // Health needs no key; metrics are Prometheus text.
+    let (st, h) = get_json(&s.addr, "/health", &[]);
+    assert_eq!((st, h["status"].as_str()), (200, Some("ok")), "{h}");
+    let (st, _, text) = http(&s.addr, "GET", "/metrics", &auth, b"");
+    assert_eq!(st, 200);
+    assert!(String::from_utf8_lossy(&text).contains("mlxfs_requests_total"));
+
+    // Auth: missing and wrong keys.
+    let (st, hd, body) = http(&s.addr, "GET", "/v1/models", &[], b"");
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        (st, v["error"]["type"].as_str()),
+        (401, Some("authentication_error")),
+        "{v}"
+    );
+    assert_eq!(v["request_id"].as_str(), header(&hd, "x-request-id"), "{v}");
+    let (st, _) = get_json(&s.addr, "/v1/models", &[("Authorization", "Bearer nope")]);
+    assert_eq!(st, 401);
+    // The client's request id is kept.
+    let (_, hd, _) = http(
+        &s.addr,
+        "GET",
+        "/health",
+        &[("X-Request-ID", "abc-123")],
+        b"",
+    );
+    assert_eq!(header(&hd, "x-request-id"), Some("abc-123"));
+
+    // Errors, each with the envelope.
+    let chat =
+        |model: &str| json!({"model": model, "messages": [{"role": "user", "content": "hi"}]});
+    let cases: Vec<(u16, &str, Value)> = vec![
+        (404, "model_not_found", chat("no-such-model")),
+        (400, "ambiguous_match", chat("ws")),
+        (422, "model_unhealthy", chat("org/broken")),
+        (404, "model_not_found", chat("/etc")),
+        (400, "invalid_request", json!({"model": "alpha-ws"})),
+        (
+            400,
+            "invalid_request",
+            json!({"model": "alpha-ws", "messages": [], }),
+        ),
+        (
+            400,
+            "invalid_request",
+            json!({"model": "alpha-ws", "messages": [{"role": "user", "content": "x"}], "temperature": 9}),
+        ),
+        (
+            400,
+            "invalid_request",
+            json!({"model": "alpha-ws", "messages": [{"role": "user", "content": "x"}], "n": 2}),
+        ),
+    ];
+    for (want, kind, body) in cases {
+        let (st, v) = post_json(&s.addr, "/v1/chat/completions", &auth, &body);
+        assert_eq!(
+            (st, v["error"]["type"].as_str()),
+            (want, Some(kind)),
+            "{body}: {v}"
+        );
+        assert_eq!(v["status"], "error");
+        assert!(v["request_id"].is_string(), "{v}");
+    }
+    let (_, v) = post_json(&s.addr, "/v1/chat/completions", &auth, &chat("ws"));
+    assert_eq!(v["error"]["matches"], json!(["alpha-ws", "beta-ws"]));
+    let (st, _, body) = http(
+        &s.addr,
+        "POST",
+        "/v1/chat/completions",
+        &[auth[0], ("Content-Type", "application/json")],
+        b"{not json",
+    );
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        (st, v["error"]["type"].as_str()),
+        (400, Some("invalid_request")),
+        "{v}"
+    );
+    let big = vec![b'x'; 9 * 1024 * 1024];
+    let (st, _, body) = http(
+        &s.addr,
+        "POST",
+        "/v1/chat/completions",
+        &[auth[0], ("Content-Type", "application/json")],
+        &big,
+    );
+    let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    assert_eq!(
+        (st, v["error"]["type"].as_str()),
+        (413, Some("payload_too_large")),
+        "{v}"
+    );
+    let (st, v) = get_json(&s.addr, "/v2/nothing", &auth);
+    assert_eq!(
+        (st, v["error"]["type"].as_str()),
+        (404, Some("not_found")),
+        "{v}"
+    );
+
+    // The official client sees the same list.
+    let script = format!(
+        "import openai, json\nc = openai.OpenAI(base_url='{}/v1', api_key='s3cret')\nprint(json.dumps([m.id for m in c.models.list()]))",
+        s.url()
+    );
+    let o = Command::new(venv_python())
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let listed: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(listed, json!(["alpha-ws", "beta-ws", "org/gamma"]));
+
+    assert_eq!(s.terminate(), Some(0), "{}", s.log());
+}
+
+#[test]
+fn a_bad_model_is_refused_before_the_port_opens() {
+    crate::require!(Python);
+    let (fx, _) = fleet();
+    for (spec, kind) in [
+        ("no-such-model", "model_not_found"),
+        ("ws", "ambiguous_match"),
+        ("org/broken", "model_unhealthy"),
+    ] {
+        let port = free_port().to_string();
+        // The listener would be up before a failed preload could print: poll while it runs.
+        let (code, out, _) = match Served::try_start(&fx, &["--model", spec, "--port", &port]) {
+            Ok(s) => panic!("{spec}: started: {}", s.ready),
+            Err(e) => e,
+        };
+        assert_eq!(code, Some(1), "{spec}");
+        let v: Value = serde_json::from_str(out.trim()).unwrap_or(Value::Null);
+        assert_eq!(v["error"]["type"], kind, "{spec}: {out}");
+        assert!(
+            TcpStream::connect(format!("127.0.0.1:{port}")).is_err(),
+            "{spec}: something listens on {port}"
+        );
+    }
+}
+
+/// Port of a free loopback socket (bound then released).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The tiny model as the workspace `tiny` and the hub model `org/tiny`, plus a second
+/// workspace copy `tiny2` (for two models loaded at once).
+fn with_tiny() -> Fx {
+    let fx = Fx::new();
+    let ws = fx.ws_home.join("tiny");
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/make-tiny-model.py");
+    let o = Command::new(venv_python())
+        .arg(script)
+        .arg(&ws)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let files: Vec<(String, Vec<u8>)> = std::fs::read_dir(&ws)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_type().unwrap().is_file())
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect();
+    fx.hub_model("org/tiny", &files);
+    write_tree(&fx.ws_home.join("tiny2"), &files);
+    fx
+}
+
+/// `mlxfs run`'s text for the same prompt and settings.
+fn run_text(fx: &Fx, model: &str, prompt: &str, max_tokens: u32) -> String {
+    let o = crate::support::mnt::cmd(fx)
+        .args([
+            "run",
+            model,
+            prompt,
+            "--json",
+            "--seed",
+            "7",
+            "--temperature",
+            "0",
+            "--repetition-penalty",
+            "1",
+            "--max-tokens",
+            &max_tokens.to_string(),
+            "--python",
+        ])
+        .arg(venv_dir())
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap_or(Value::Null);
+    assert_eq!(
+        v["status"],
+        "success",
+        "{v}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    v["data"]["text"].as_str().unwrap().to_string()
+}
+
+/// Python with the openai client, against `url`; the script's stdout as JSON.
+fn openai(url: &str, body: &str) -> Value {
+    let script = format!(
+        "import openai, json, sys\nc = openai.OpenAI(base_url='{url}/v1', api_key='k', max_retries=0)\n{body}"
+    );
+    let o = Command::new(venv_python())
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stdout)))
+}
+
+fn health(s: &Served) -> Value {
+    get_json(&s.addr, "/health", &[]).1
+}
+
+fn worker_pids(s: &Served) -> Vec<i32> {
+    health(s)["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["pid"].as_i64().unwrap() as i32)
+        .collect()
+}
+
+fn pid_alive(pid: i32) -> bool {
+    // A zombie is gone for our purposes; /proc/<pid>/stat's third field says.
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit(')')
+            .next()
+            .is_some_and(|r| !r.trim_start().starts_with('Z'))
+    })
+}
+
+fn wait_gone(pids: &[i32], secs: u64) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if pids.iter().all(|p| !pid_alive(*p)) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+#[test]
+fn chat_and_completions_with_the_openai_client() {
+    crate::require!(Python);
+    let fx = with_tiny();
+    let before = tree_state(&fx.hf_home);
+    let want = run_text(&fx, "tiny", "Explain FUSE", 12);
+    let mut s = Served::start(&fx, &["--model", "tiny"]);
+    assert_eq!(s.ready["data"]["preloaded"], json!(["tiny"]));
+    let url = s.url();
+    let settings = "model='tiny', temperature=0, seed=7, max_tokens=12";
+    let v = openai(
+        &url,
+        &format!(
+            "r = c.chat.completions.create({settings}, messages=[{{'role':'user','content':'Explain FUSE'}}])\n\
+         print(json.dumps({{'text': r.choices[0].message.content, 'finish': r.choices[0].finish_reason, 'usage': r.usage.model_dump(), 'object': r.object}}))"
+        ),
+    );
+    assert_eq!(v["text"], want.as_str(), "{v}");
+    assert_eq!(v["object"], "chat.completion");
+    assert!(
+        matches!(v["finish"].as_str(), Some("stop" | "length")),
+        "{v}"
+    );
+    assert_eq!(
+        v["usage"]["completion_tokens"].as_u64().unwrap()
+            + v["usage"]["prompt_tokens"].as_u64().unwrap(),
+        v["usage"]["total_tokens"].as_u64().unwrap()
+    );
+    // Streaming: the same text, a role first, a usage chunk, and [DONE].
+    let v = openai(
+        &url,
+        &format!(
+            "chunks = list(c.chat.completions.create({settings}, messages=[{{'role':'user','content':'Explain FUSE'}}], stream=True, stream_options={{'include_usage': True}}))\n\
+         text = ''.join(ch.choices[0].delta.content or '' for ch in chunks if ch.choices)\n\
+         print(json.dumps({{'text': text, 'role': chunks[0].choices[0].delta.role, 'finish': [ch.choices[0].finish_reason for ch in chunks if ch.choices][-1], 'usage': chunks[-1].usage.model_dump() if chunks[-1].usage else None}}))"
+        ),
+    );
+    assert_eq!(v["text"], want.as_str(), "{v}");
+    assert_eq!(v["role"], "assistant");
+    assert!(
+        v["usage"]["completion_tokens"].as_u64().unwrap() >= 1,
+        "{v}"
+    );
+    let (_, _, raw) = http(&s.addr, "POST", "/v1/chat/completions", &[("Content-Type", "application/json")],
+        json!({"model": "tiny", "messages": [{"role": "user", "content": "Explain FUSE"}], "stream": true, "max_tokens": 3}).to_string().as_bytes());
+    assert!(
+        String::from_utf8_lossy(&raw)
+            .trim_end()
+            .ends_with("data: [DONE]"),
+        "{}",
+        String::from_utf8_lossy(&raw)
+    );
+    // stop: the text ends before the first occurrence of a stop string, in both modes.
+    let words: Vec<&str> = want.split_whitespace().collect();
+    if let Some(stop) = words.get(words.len() / 2).filter(|w| w.len() > 1) {
+        let expect = &want[..want.find(stop).unwrap()];
+        for stream in ["False", "True"] {
+            let v = openai(
+                &url,
+                &format!(
+                    "r = c.chat.completions.create({settings}, messages=[{{'role':'user','content':'Explain FUSE'}}], stop=[{stop:?}], stream={stream})\n\
+                 text = ''.join(ch.choices[0].delta.content or '' for ch in r if ch.choices) if {stream} else r.choices[0].message.content\n\
+                 print(json.dumps({{'text': text}}))"
+                ),
+            );
+            assert_eq!(v["text"], expect, "stop={stop:?} stream={stream}: {v}");
+        }
+    }
+    // Completions: raw prompt, non-streaming and streaming agree.
+    let v = openai(
+        &url,
+        "a = c.completions.create(model='org/tiny', prompt='Once upon', temperature=0, seed=7, max_tokens=8)\n\
+        b = ''.join(ch.choices[0].text for ch in c.completions.create(model='org/tiny', prompt='Once upon', temperature=0, seed=7, max_tokens=8, stream=True) if ch.choices)\n\
+        print(json.dumps({'a': a.choices[0].text, 'b': b, 'object': a.object}))",
+    );
+    assert_eq!(v["a"], v["b"], "{v}");
+    assert_eq!(v["object"], "text_completion");
+    // Both models loaded (default --max-loaded is 1 here only on < 32 GiB: see the LRU test).
+    let (_, models) = get_json(&s.addr, "/v1/models", &[]);
+    assert!(
+        models["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["id"] == "org/tiny" && m["loaded"] == true),
+        "{models}"
+    );
+    // Each worker's HF_HOME is its model's isolated cache; the shared cache is untouched.
+    let pids = worker_pids(&s);
+    for p in &pids {
+        let env = std::fs::read(format!("/proc/{p}/environ")).unwrap();
+        let env = String::from_utf8_lossy(&env);
+        let home = env
+            .split('\0')
+            .find_map(|kv| kv.strip_prefix("HF_HOME="))
+            .unwrap()
+            .to_string();
+        assert!(
+            home.ends_with(".hf_cache") || home.contains("hf-cache/models--org--tiny"),
+            "{home}"
+        );
+    }
+    assert_eq!(s.terminate(), Some(0), "{}", s.log());
+    assert!(wait_gone(&pids, 10), "workers outlived the server");
+    assert_eq!(
+        tree_state(&fx.hf_home),
+        before,
+        "the shared cache was written"
+    );
+    assert!(!fx.home.join(".cache").exists(), "~/.cache was written");
+}
+
+#[test]
+fn workers_concurrency_eviction_failures_and_shutdown() {
+    crate::require!(Python);
+    let fx = with_tiny();
+    let want = run_text(&fx, "tiny", "Explain FUSE", 16);
+    let s = Served::start(&fx, &["--max-loaded", "1"]);
+    let chat = |model: &str, stream: bool, max: u32| {
+        json!({"model": model, "messages": [{"role": "user", "content": "Explain FUSE"}],
+        "temperature": 0, "seed": 7, "max_tokens": max, "stream": stream})
+    };
+    // 8 concurrent streams, all with the right text.
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let addr = s.addr.clone();
+            let body = chat("tiny", true, 16).to_string();
+            std::thread::spawn(move || {
+                let (st, _, raw) = http(
+                    &addr,
+                    "POST",
+                    "/v1/chat/completions",
+                    &[("Content-Type", "application/json")],
+                    body.as_bytes(),
+                );
+                let text: String = String::from_utf8_lossy(&raw)
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("data: "))
+                    .filter(|d| *d != "[DONE]")
+                    .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+                    .filter_map(|v| {
+                        v["choices"][0]["delta"]["content"]
+                            .as_str()
+                            .map(str::to_string)
+                    })
+                    .collect();
+                (st, text)
+            })
+        })
+        .collect();
+    for t in threads {
+        let (st, text) = t.join().unwrap();
+        assert_eq!((st, text.as_str()), (200, want.as_str()));
+    }
+    // LRU at --max-loaded 1: loading tiny2 stops tiny's worker.
+    let first = worker_pids(&s);
+    assert_eq!(first.len(), 1);
+    let (st, v) = post_json(
+        &s.addr,
+        "/v1/chat/completions",
+        &[],
+        &chat("tiny2", false, 4),
+    );
+    assert_eq!(st, 200, "{v}");
+    assert!(
+        wait_gone(&first, 40),
+        "the least recently used worker was not stopped"
+    );
+    assert_eq!(health(&s)["loaded_models"], json!(["tiny2"]));
+    // A worker killed mid-request: that request gets a 500, the next one succeeds.
+    let pid = worker_pids(&s)[0];
+    let addr = s.addr.clone();
+    let long = chat("tiny2", false, 2000).to_string();
+    let t = std::thread::spawn(move || {
+        let (st, _, b) = http(
+            &addr,
+            "POST",
+            "/v1/chat/completions",
+            &[("Content-Type", "application/json")],
+            long.as_bytes(),
+        );
+        (
+            st,
+            serde_json::from_slice::<Value>(&b).unwrap_or(Value::Null),
+        )
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while health(&s)["queue_depth"].as_u64() == Some(0) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let (st, v) = t.join().unwrap();
+    assert_eq!(
+        (st, v["error"]["type"].as_str()),
+        (500, Some("worker_failed")),
+        "{v}"
+    );
+    let (st, v) = post_json(
+        &s.addr,
+        "/v1/chat/completions",
+        &[],
+        &chat("tiny2", false, 4),
+    );
+    assert_eq!(st, 200, "{v}");
+    // A client that goes away cancels its generation.
+    {
+        let mut c = TcpStream::connect(&s.addr).unwrap();
+        let body = chat("tiny2", true, 4000).to_string();
+        write!(c, "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()).unwrap();
+        let mut buf = [0u8; 512];
+        let _ = c.read(&mut buf);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while health(&s)["queue_depth"].as_u64() != Some(0) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        health(&s)["queue_depth"],
+        0,
+        "the abandoned generation goes on"
+    );
+    // SIGKILL of the server: its workers notice and exit.
+    let mut s = s;
+    let pids = worker_pids(&s);
+    assert!(!pids.is_empty());
+    let _ = s.child.kill();
+    let _ = s.child.wait();
+    assert!(wait_gone(&pids, 10), "workers outlived a killed server");
+}
