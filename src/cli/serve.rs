@@ -56,6 +56,10 @@ pub struct ServeArgs {
     #[arg(long = "max-tokens", value_name = "N", default_value_t = 4096,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_tokens: u32,
+    /// Most requests queued or running per model; more get HTTP 503 (retryable)
+    #[arg(long = "max-queue", value_name = "N", default_value_t = 256,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_queue: u32,
     /// Require `Authorization: Bearer KEY` on every route but /health
     #[arg(long = "api-key", value_name = "KEY", conflicts_with = "api_key_file")]
     pub api_key: Option<String>,
@@ -65,6 +69,10 @@ pub struct ServeArgs {
     /// Allow browser requests from this origin (CORS); repeatable. Off by default
     #[arg(long = "cors-origin", value_name = "ORIGIN")]
     pub cors_origins: Vec<String>,
+    /// After SIGINT/SIGTERM, how long requests in flight get to finish before they are cut
+    /// (with an error, never as a normal finish)
+    #[arg(long = "shutdown-grace", value_name = "DUR", default_value = "5s", value_parser = duration)]
+    pub shutdown_grace: Duration,
     /// The Python environment for the workers (a venv folder or an interpreter), as `run`
     #[arg(long, value_name = "PATH")]
     pub python: Option<PathBuf>,
@@ -151,14 +159,52 @@ fn preload(spec: &str, loc: &Locations) -> Result<Served, CliError> {
 }
 
 fn is_loopback(host: &str) -> bool {
-    host == "localhost"
-        || host
-            .parse::<std::net::IpAddr>()
+    let h = host.trim_start_matches('[').trim_end_matches(']');
+    h == "localhost"
+        || h.parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// `*`, or `scheme://host[:port]` as browsers send it in `Origin`.
+fn check_origin(o: &str) -> Result<(), CliError> {
+    let ok = o == "*"
+        || (o.split_once("://").is_some_and(|(scheme, rest)| {
+            !scheme.is_empty()
+                && !rest.is_empty()
+                && !rest.contains('/')
+                && scheme
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
+        }) && axum::http::HeaderValue::from_str(o).is_ok());
+    if ok {
+        Ok(())
+    } else {
+        Err(CliError::new(
+            ErrorType::CommandError,
+            format!(
+                "--cors-origin {}: not an origin (scheme://host[:port], or *)",
+                one_line(o)
+            ),
+        ))
+    }
 }
 
 pub fn run(a: &ServeArgs, loc: &Locations, json_mode: bool) -> Result<Output, CliError> {
     let key = api_key(a)?;
+    for o in &a.cors_origins {
+        check_origin(o)?;
+    }
+    let max_loaded = a.max_loaded.map_or_else(default_max_loaded, usize::from);
+    if a.models.len() > max_loaded {
+        return Err(CliError::new(
+            ErrorType::CommandError,
+            format!(
+                "{} models to preload, but at most {max_loaded} can be loaded at once",
+                a.models.len()
+            ),
+        )
+        .hint("raise --max-loaded, or preload fewer models"));
+    }
     let mut preloads = Vec::new();
     for spec in &a.models {
         preloads.push(preload(spec, loc)?);
@@ -173,9 +219,10 @@ pub fn run(a: &ServeArgs, loc: &Locations, json_mode: bool) -> Result<Output, Cl
     let config = Config {
         host: a.host.clone(),
         port: a.port,
-        max_loaded: a.max_loaded.map_or_else(default_max_loaded, usize::from),
+        max_loaded,
         keep_alive: a.keep_alive,
         max_tokens: a.max_tokens,
+        max_queue: a.max_queue as usize,
         api_key: key,
         cors_origins: a.cors_origins.clone(),
         python,
@@ -187,7 +234,7 @@ pub fn run(a: &ServeArgs, loc: &Locations, json_mode: bool) -> Result<Output, Cl
         server.catalog.pin(p.clone());
     }
     let preloaded: Vec<String> = preloads.iter().map(|p| p.id.clone()).collect();
-    serve::run(server, preloads, Duration::from_secs(5), |addr, srv| {
+    serve::run(server, preloads, a.shutdown_grace, |addr, srv| {
         let url = format!("http://{addr}");
         let data = json!({
             "url": url,

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::catalog::{model_object, ollama_tag};
-use super::error::{ApiError, BODY_LIMIT, ErrorMark};
+use super::error::{ApiError, BODY_LIMIT, ErrorMark, RequestId};
 use super::{Server, metrics};
 use crate::error::ErrorType;
 
@@ -41,8 +41,9 @@ fn request_id(h: &HeaderMap) -> String {
 }
 
 /// `X-Request-ID` on every response, and in the body of every error envelope.
-async fn with_request_id(req: Request, next: Next) -> Response {
+async fn with_request_id(mut req: Request, next: Next) -> Response {
     let id = request_id(req.headers());
+    req.extensions_mut().insert(RequestId(id.clone()));
     let mut resp = next.run(req).await;
     if resp.extensions().get::<ErrorMark>().is_some() {
         let (mut parts, body) = resp.into_parts();
@@ -86,7 +87,10 @@ async fn require_key(State(srv): State<Arc<Server>>, req: Request, next: Next) -
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(|v| {
+            let (scheme, rest) = v.trim().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then_some(rest)
+        })
         .map(str::trim);
     match given {
         Some(g) if constant_time_eq(g.as_bytes(), key.as_bytes()) => next.run(req).await,
@@ -123,11 +127,18 @@ async fn refuse_when_stopping(
     next.run(req).await
 }
 
+/// The catalog's models, read on a blocking thread (a listing reads the disk).
+async fn models(srv: &Arc<Server>) -> Vec<super::catalog::Served> {
+    let s = srv.clone();
+    tokio::task::spawn_blocking(move || s.catalog.models())
+        .await
+        .unwrap_or_default()
+}
+
 async fn list_models(State(srv): State<Arc<Server>>) -> Response {
     let loaded: BTreeSet<String> = srv.loaded_ids();
-    let data: Vec<Value> = srv
-        .catalog
-        .models()
+    let data: Vec<Value> = models(&srv)
+        .await
         .iter()
         .map(|s| model_object(s, &loaded))
         .collect();
@@ -136,7 +147,7 @@ async fn list_models(State(srv): State<Arc<Server>>) -> Response {
 
 async fn get_model(State(srv): State<Arc<Server>>, Path(id): Path<String>) -> Response {
     let loaded = srv.loaded_ids();
-    match srv.catalog.models().iter().find(|s| s.id == id) {
+    match models(&srv).await.iter().find(|s| s.id == id) {
         Some(s) => axum::Json(model_object(s, &loaded)).into_response(),
         None => ApiError::new(
             StatusCode::NOT_FOUND,
@@ -160,7 +171,7 @@ async fn health(State(srv): State<Arc<Server>>) -> Response {
 }
 
 async fn ollama_tags(State(srv): State<Arc<Server>>) -> Response {
-    let models: Vec<Value> = srv.catalog.models().iter().map(ollama_tag).collect();
+    let models: Vec<Value> = models(&srv).await.iter().map(ollama_tag).collect();
     axum::Json(json!({"models": models})).into_response()
 }
 
@@ -187,7 +198,7 @@ async fn envelope_rejections(req: Request, next: Next) -> Response {
     let status = resp.status();
     let kind = match status {
         StatusCode::PAYLOAD_TOO_LARGE => ErrorType::PayloadTooLarge,
-        StatusCode::METHOD_NOT_ALLOWED | StatusCode::NOT_FOUND => ErrorType::NotFound,
+        StatusCode::NOT_FOUND => ErrorType::NotFound,
         s if s.is_client_error() => ErrorType::InvalidRequest,
         _ => return resp,
     };
@@ -197,6 +208,7 @@ async fn envelope_rejections(req: Request, next: Next) -> Response {
     let text = String::from_utf8_lossy(&bytes).trim().to_string();
     let message = match status {
         StatusCode::PAYLOAD_TOO_LARGE => format!("the request body is over {BODY_LIMIT} bytes"),
+        StatusCode::METHOD_NOT_ALLOWED => "this route does not take that method".to_string(),
         _ if text.is_empty() => status.to_string(),
         _ => text,
     };
@@ -222,17 +234,24 @@ pub fn router(srv: Arc<Server>) -> Router {
         ))
         .layer(DefaultBodyLimit::max(BODY_LIMIT));
     if !srv.config.cors_origins.is_empty() {
-        let origins: Vec<HeaderValue> = srv
-            .config
-            .cors_origins
-            .iter()
-            .filter_map(|o| HeaderValue::from_str(o).ok())
-            .collect();
+        use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
+        // `*` is any origin (never with credentials); otherwise exactly the origins given.
+        let origin = if srv.config.cors_origins.iter().any(|o| o == "*") {
+            AllowOrigin::any()
+        } else {
+            AllowOrigin::list(
+                srv.config
+                    .cors_origins
+                    .iter()
+                    .filter_map(|o| HeaderValue::from_str(o).ok()),
+            )
+        };
         r = r.layer(
-            tower_http::cors::CorsLayer::new()
-                .allow_origin(origins)
+            CorsLayer::new()
+                .allow_origin(origin)
                 .allow_methods([Method::GET, Method::POST])
-                .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE]),
+                .allow_headers(AllowHeaders::mirror_request())
+                .expose_headers([axum::http::HeaderName::from_static("x-request-id")]),
         );
     }
     r.layer(middleware::from_fn(with_request_id))

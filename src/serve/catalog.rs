@@ -55,10 +55,12 @@ fn servable(r: &ModelRecord) -> bool {
         && !r.capabilities.iter().any(|c| c.as_str() == "embeddings")
 }
 
+/// The id clients use: a workspace's folder name, `org/name` for a hub model's current
+/// revision, `org/name@rev7` for another snapshot.
 fn id_of(m: &ModelRef) -> String {
     match m.source {
         Source::Workspace => m.short_name.clone(),
-        Source::Cache => m.name.clone(),
+        Source::Cache => m.spec(),
     }
 }
 

@@ -17,6 +17,10 @@ pub struct ApiError {
     pub kind: ErrorType,
     pub message: String,
     pub fields: Vec<(&'static str, Value)>,
+    /// Would the same request succeed later? `None`: by the status (503 and 500 yes).
+    pub retryable: Option<bool>,
+    /// The request's id, for errors sent inside a stream (elsewhere the layer adds it).
+    pub request_id: Option<String>,
 }
 
 impl ApiError {
@@ -26,7 +30,15 @@ impl ApiError {
             kind,
             message: message.into(),
             fields: Vec::new(),
+            retryable: None,
+            request_id: None,
         }
+    }
+
+    /// The same, saying whether a retry can help.
+    pub fn retryable(mut self, r: bool) -> ApiError {
+        self.retryable = Some(r);
+        self
     }
 
     pub fn bad_request(message: impl Into<String>) -> ApiError {
@@ -49,11 +61,11 @@ impl ApiError {
     }
 
     /// Would the same request succeed later (busy, shutting down, a worker that died)?
-    fn retryable(&self) -> bool {
-        matches!(
+    fn is_retryable(&self) -> bool {
+        self.retryable.unwrap_or(matches!(
             self.status,
             StatusCode::SERVICE_UNAVAILABLE | StatusCode::INTERNAL_SERVER_ERROR
-        )
+        ))
     }
 
     /// The envelope (its `request_id` is filled in by the request-id layer).
@@ -61,12 +73,12 @@ impl ApiError {
         let mut err = json!({
             "type": self.kind.as_str(),
             "message": self.message,
-            "retryable": self.retryable(),
+            "retryable": self.is_retryable(),
         });
         for (k, v) in &self.fields {
             err[*k] = v.clone();
         }
-        json!({"status": "error", "error": err, "request_id": Value::Null})
+        json!({"status": "error", "error": err, "request_id": self.request_id})
     }
 }
 
@@ -81,3 +93,7 @@ impl IntoResponse for ApiError {
 /// Marks an error response so that the request-id layer can put the id into its body.
 #[derive(Clone, Copy)]
 pub struct ErrorMark;
+
+/// The request's id, for handlers (errors sent inside a stream carry it themselves).
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);

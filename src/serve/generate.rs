@@ -15,8 +15,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use super::Server;
+
 use super::catalog::Served;
-use super::error::ApiError;
+use super::error::{ApiError, RequestId};
 use super::pool::Loaded;
 use crate::error::ErrorType;
 use crate::runtime::worker::{GenJob, JobEvent, JobHandle};
@@ -170,7 +171,12 @@ pub fn parse(kind: Kind, body: &Value, cap: u32) -> Result<Request, ApiError> {
             "`top_p` must be above 0 and at most 1",
         ));
     }
-    job.top_k = int(body, "top_k")?.map(|k| k.min(u32::MAX as u64) as u32);
+    job.top_k = match int(body, "top_k")? {
+        Some(k) if k > 1_000_000 => {
+            return Err(ApiError::bad_request("`top_k` must be at most 1000000"));
+        }
+        k => k.map(|k| k as u32),
+    };
     job.min_p = num(body, "min_p")?;
     if job.min_p.is_some_and(|p| !(0.0..=1.0).contains(&p)) {
         return Err(ApiError::bad_request("`min_p` must be between 0 and 1"));
@@ -254,15 +260,26 @@ impl Drop for CancelGuard {
 }
 
 fn worker_error(kind: &str, message: &str) -> ApiError {
-    if kind == "worker_died" {
-        return ApiError::new(
+    match kind {
+        "worker_died" => ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             ErrorType::WorkerFailed,
             format!("the model's worker ended during the request: {message}"),
-        );
+        )
+        .retryable(true),
+        // Stopped by the server (shutting down, or the model unloaded), not by the client.
+        "worker_stopped" | "cancelled" => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorType::ServiceUnavailable,
+            "the generation was stopped: the server is shutting down or unloaded the model",
+        )
+        .retryable(true),
+        _ => {
+            let t = ErrorType::parse(kind).unwrap_or(ErrorType::GenerationFailed);
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, t, message.to_string())
+                .retryable(false)
+        }
     }
-    let t = ErrorType::parse(kind).unwrap_or(ErrorType::GenerationFailed);
-    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, t, message.to_string())
 }
 
 fn usage(p: u64, c: u64) -> Value {
@@ -288,9 +305,9 @@ fn finish(reason: &str, tool_calls: &Option<Value>) -> &'static str {
     }
 }
 
-async fn handle(srv: Arc<Server>, kind: Kind, body: Bytes) -> Response {
+async fn handle(srv: Arc<Server>, kind: Kind, body: Bytes, rid: String) -> Response {
     let start = Instant::now();
-    let result = answer(&srv, kind, body, start).await;
+    let result = answer(&srv, kind, body, start, rid).await;
     match result {
         Ok(r) => r,
         Err(e) => {
@@ -305,6 +322,7 @@ async fn answer(
     kind: Kind,
     body: Bytes,
     start: Instant,
+    rid: String,
 ) -> Result<Response, ApiError> {
     let body: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}")))?;
@@ -352,6 +370,17 @@ async fn answer(
                 )
             })?
     };
+    if loaded.worker.queue_depth() >= srv.config.max_queue {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorType::ServiceUnavailable,
+            format!(
+                "{} has {} requests queued or running (--max-queue): retry later",
+                served.id, srv.config.max_queue
+            ),
+        )
+        .retryable(true));
+    }
     let handle = loaded.worker.submit(req.job.clone()).map_err(|e| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -377,6 +406,7 @@ async fn answer(
             handle,
             guard,
             start,
+            rid,
         ))
     } else {
         whole(srv, req, served.id, id, handle, guard, start).await
@@ -435,9 +465,15 @@ async fn whole(
                 tool_calls,
             } => {
                 guard.done = true;
+                if finish_reason == "cancelled" {
+                    return Err(worker_error("cancelled", ""));
+                }
                 note_done(srv, prompt_tokens, completion_tokens);
                 let reason = finish(&finish_reason, &tool_calls);
-                let lp = req.job.logprobs.map(|_| json!({"content": logprobs}));
+                let lp = req.job.logprobs.map(|_| match req.kind {
+                    Kind::Chat => json!({"content": logprobs}),
+                    Kind::Completion => legacy_logprobs(&logprobs),
+                });
                 let body = match req.kind {
                     Kind::Chat => {
                         let mut message = json!({"role": "assistant", "content": text});
@@ -465,10 +501,55 @@ async fn whole(
     Err(worker_error("worker_died", "no result"))
 }
 
+/// The completions API's own logprobs shape (`tokens`, `token_logprobs`, `top_logprobs` as
+/// token → logprob maps, `text_offset`), from the chat shape's entries.
+fn legacy_logprobs(entries: &[Value]) -> Value {
+    let mut offset = 0usize;
+    let mut offsets = Vec::new();
+    for e in entries {
+        offsets.push(offset);
+        offset += e["token"].as_str().map_or(0, str::len);
+    }
+    json!({
+        "tokens": entries.iter().map(|e| e["token"].clone()).collect::<Vec<_>>(),
+        "token_logprobs": entries.iter().map(|e| e["logprob"].clone()).collect::<Vec<_>>(),
+        "top_logprobs": entries.iter().map(|e| {
+            let mut m = serde_json::Map::new();
+            for t in e["top_logprobs"].as_array().into_iter().flatten() {
+                if let Some(k) = t["token"].as_str() {
+                    m.insert(k.to_string(), t["logprob"].clone());
+                }
+            }
+            Value::Object(m)
+        }).collect::<Vec<_>>(),
+        "text_offset": offsets,
+    })
+}
+
+/// Streamed tool calls carry their position (`index`), as OpenAI's deltas do.
+fn indexed(tool_calls: &Value) -> Value {
+    match tool_calls {
+        Value::Array(a) => Value::Array(
+            a.iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    let mut c = c.clone();
+                    if c.is_object() {
+                        c["index"] = json!(i);
+                    }
+                    c
+                })
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
 fn sse(v: &Value) -> Bytes {
     Bytes::from(format!("data: {v}\n\n"))
 }
 
+#[allow(clippy::too_many_arguments)]
 fn stream(
     srv: Arc<Server>,
     req: Request,
@@ -477,6 +558,7 @@ fn stream(
     handle: JobHandle,
     guard: CancelGuard,
     start: Instant,
+    rid: String,
 ) -> Response {
     let created = now();
     let chunk = move |choice: Value, kind: Kind| -> Value {
@@ -509,6 +591,7 @@ fn stream(
     let s = futures::stream::unfold(st, move |mut st| {
         let chunk = chunk.clone();
         let srv = srv.clone();
+        let rid = rid.clone();
         async move {
             if st.finished {
                 return None;
@@ -546,6 +629,13 @@ fn stream(
                     };
                     sse(&c)
                 }
+                Some(JobEvent::Done { finish_reason, .. }) if finish_reason == "cancelled" => {
+                    st.guard.done = true;
+                    st.finished = true;
+                    let mut e = worker_error("cancelled", "");
+                    e.request_id = Some(rid.clone());
+                    Bytes::from(format!("data: {}\n\ndata: [DONE]\n\n", e.body()))
+                }
                 Some(JobEvent::Done {
                     finish_reason,
                     prompt_tokens,
@@ -561,7 +651,7 @@ fn stream(
                         Kind::Chat => {
                             let mut delta = json!({});
                             if let Some(tc) = &tool_calls {
-                                delta["tool_calls"] = tc.clone();
+                                delta["tool_calls"] = indexed(tc);
                             }
                             chunk(
                                 json!({"index": 0, "delta": delta, "logprobs": null, "finish_reason": reason}),
@@ -586,13 +676,15 @@ fn stream(
                     st.guard.done = true;
                     st.finished = true;
                     srv.metrics.errors.fetch_add(1, Ordering::Relaxed);
-                    let e = worker_error(&k, &message);
+                    let mut e = worker_error(&k, &message);
+                    e.request_id = Some(rid.clone());
                     Bytes::from(format!("data: {}\n\ndata: [DONE]\n\n", e.body()))
                 }
                 None => {
                     st.guard.done = true;
                     st.finished = true;
-                    let e = worker_error("worker_died", "the event stream ended");
+                    let mut e = worker_error("worker_died", "the event stream ended");
+                    e.request_id = Some(rid.clone());
                     Bytes::from(format!("data: {}\n\ndata: [DONE]\n\n", e.body()))
                 }
             };
@@ -606,12 +698,20 @@ fn stream(
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
-async fn chat(State(srv): State<Arc<Server>>, body: Bytes) -> Response {
-    handle(srv, Kind::Chat, body).await
+async fn chat(
+    State(srv): State<Arc<Server>>,
+    axum::Extension(rid): axum::Extension<RequestId>,
+    body: Bytes,
+) -> Response {
+    handle(srv, Kind::Chat, body, rid.0).await
 }
 
-async fn completions(State(srv): State<Arc<Server>>, body: Bytes) -> Response {
-    handle(srv, Kind::Completion, body).await
+async fn completions(
+    State(srv): State<Arc<Server>>,
+    axum::Extension(rid): axum::Extension<RequestId>,
+    body: Bytes,
+) -> Response {
+    handle(srv, Kind::Completion, body, rid.0).await
 }
 
 /// Add the generation routes.

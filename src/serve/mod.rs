@@ -29,6 +29,8 @@ pub struct Config {
     pub keep_alive: Duration,
     /// Upper bound of `max_tokens` for every request.
     pub max_tokens: u32,
+    /// Most requests queued or running per model; more get 503 (retryable).
+    pub max_queue: usize,
     pub api_key: Option<String>,
     pub cors_origins: Vec<String>,
     pub python: PythonEnv,
@@ -124,7 +126,9 @@ pub fn run(
                         )
                     })
             })?;
-        // Preloads come before the port: nothing listens until they are in.
+        // Bound first (a port in use is said before a long load), answering only once the
+        // preloads are in and the router is built.
+        let listener = tokio::net::TcpListener::bind(addr).await?;
         for s in preload {
             let p = srv.clone();
             tokio::task::spawn_blocking(move || p.pool.load(&s))
@@ -139,7 +143,7 @@ pub fn run(
                     message: e.message,
                 })?;
         }
-        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let app = api::router(srv.clone());
         let bound = listener.local_addr()?;
         ready(bound, &srv);
         let reaper = {
@@ -152,7 +156,6 @@ pub fn run(
                 }
             })
         };
-        let app = api::router(srv.clone());
         let stop_srv = srv.clone();
         let shutdown = async move {
             wait_for_signal().await;

@@ -33,12 +33,17 @@ impl Loaded {
     }
 }
 
-/// Why a model could not be loaded (the worker's own error).
+/// Why a model could not be loaded: the worker's own error, or every loaded model stayed
+/// busy (`busy`: nothing could be stopped to make room within [`BUSY_WAIT`]).
 #[derive(Debug, Clone)]
 pub struct LoadError {
     pub message: String,
     pub error: Option<Box<RunError>>,
+    pub busy: bool,
 }
+
+/// How long a load waits for a loaded model to become idle when all `--max-loaded` are busy.
+pub const BUSY_WAIT: Duration = Duration::from_secs(60);
 
 pub struct Pool {
     max_loaded: usize,
@@ -47,11 +52,21 @@ pub struct Pool {
     offline: bool,
     token_file: Option<std::path::PathBuf>,
     loaded: Mutex<LruCache<String, Arc<Loaded>>>,
-    /// One lock per model id being loaded: a second request waits on it.
+    /// One lock per model being loaded: a second request for it waits on it.
     loading: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// Held while a worker starts: loads of different models take turns, so `--max-loaded`
+    /// always holds (room is made and the worker counted under it).
+    slot: Mutex<()>,
     /// Workers started, and started again after dying (for /metrics).
     pub starts: std::sync::atomic::AtomicU64,
     pub restarts: std::sync::atomic::AtomicU64,
+}
+
+/// Requests holding this worker (each holds an `Arc` from [`Pool::load`] until its answer
+/// ends) plus its queued jobs: 0 means idle. Read under the pool's lock, where handing out an
+/// `Arc` also happens, so a worker a request just got is never taken as idle.
+fn in_use(l: &Arc<Loaded>) -> usize {
+    (Arc::strong_count(l) - 1) + l.worker.queue_depth()
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -68,27 +83,36 @@ impl Pool {
             token_file: c.token_file.clone(),
             loaded: Mutex::new(LruCache::unbounded()),
             loading: Mutex::new(HashMap::new()),
+            slot: Mutex::new(()),
             starts: Default::default(),
             restarts: Default::default(),
         }
     }
 
+    /// The pool key of a served model: its folder (a hub model's snapshot, so that
+    /// `org/name@rev` and `org/name` are different workers).
+    fn key(s: &Served) -> String {
+        s.weights.to_string_lossy().into_owned()
+    }
+
     /// The worker of `s`, started when needed (blocking: call from a blocking task).
     pub fn load(&self, s: &Served) -> Result<Arc<Loaded>, LoadError> {
-        if let Some(l) = self.alive(&s.id) {
+        let key = Pool::key(s);
+        if let Some(l) = self.alive(&key) {
             return Ok(l);
         }
         let gate = lock(&self.loading)
-            .entry(s.id.clone())
+            .entry(key.clone())
             .or_insert_with(|| Arc::new(Mutex::new(())))
             .clone();
         let _loading = lock(&gate);
         // Someone else may have loaded it while we waited.
-        if let Some(l) = self.alive(&s.id) {
+        if let Some(l) = self.alive(&key) {
             return Ok(l);
         }
-        let died = lock(&self.loaded).pop(&s.id).is_some();
-        self.make_room();
+        let _slot = lock(&self.slot);
+        let died = lock(&self.loaded).pop(&key).is_some();
+        self.make_room(&s.id)?;
         let spec = WorkerSpec {
             model_path: s.weights.clone(),
             cache_dir: s.model.isolated_cache(),
@@ -99,6 +123,7 @@ impl Pool {
         let worker = Worker::start(&spec).map_err(|e| LoadError {
             message: format!("cannot load {}: {}", s.id, e.message),
             error: Some(Box::new(e)),
+            busy: false,
         })?;
         use std::sync::atomic::Ordering::Relaxed;
         self.starts.fetch_add(1, Relaxed);
@@ -110,14 +135,14 @@ impl Pool {
             worker,
             last_used: Mutex::new(Instant::now()),
         });
-        lock(&self.loaded).put(s.id.clone(), l.clone());
+        lock(&self.loaded).put(key, l.clone());
         Ok(l)
     }
 
-    /// The running worker of `id`, marked as just used.
-    fn alive(&self, id: &str) -> Option<Arc<Loaded>> {
+    /// The running worker under `key`, marked as just used.
+    fn alive(&self, key: &str) -> Option<Arc<Loaded>> {
         let mut loaded = lock(&self.loaded);
-        let l = loaded.get(id)?.clone();
+        let l = loaded.get(key)?.clone();
         if !l.worker.alive() {
             return None;
         }
@@ -125,29 +150,47 @@ impl Pool {
         Some(l)
     }
 
-    /// Stop least recently used workers until one more fits: idle ones first.
-    fn make_room(&self) {
+    /// Stop least recently used idle workers until one more fits. A busy worker is never
+    /// stopped (its requests would be cut short): the load waits for one to become idle, and
+    /// after [`BUSY_WAIT`] gives up (`busy`).
+    fn make_room(&self, for_id: &str) -> Result<(), LoadError> {
+        let deadline = Instant::now() + BUSY_WAIT;
         loop {
             let victim = {
                 let mut loaded = lock(&self.loaded);
+                // Dead workers take no room.
+                let dead: Vec<String> = loaded
+                    .iter()
+                    .filter(|(_, l)| !l.worker.alive())
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                for k in dead {
+                    loaded.pop(&k);
+                }
                 if loaded.len() < self.max_loaded {
-                    return;
+                    return Ok(());
                 }
                 let idle = loaded
                     .iter()
                     .rev()
-                    .find(|(_, l)| l.worker.queue_depth() == 0)
+                    .find(|(_, l)| in_use(l) == 0)
                     .map(|(k, _)| k.clone());
-                match idle {
-                    Some(k) => loaded.pop(&k),
-                    None => loaded.pop_lru().map(|(_, l)| l),
-                }
+                idle.and_then(|k| loaded.pop(&k))
             };
-            if let Some(v) = victim {
-                // Its jobs (if any) get their time to end before it is made to.
-                std::thread::spawn(move || v.worker.stop(Duration::from_secs(30)));
-            } else {
-                return;
+            match victim {
+                Some(v) => v.worker.stop(Duration::from_secs(5)),
+                None if Instant::now() >= deadline => {
+                    return Err(LoadError {
+                        message: format!(
+                            "cannot load {for_id}: all {} loaded models (--max-loaded) stayed busy for {} s",
+                            self.max_loaded,
+                            BUSY_WAIT.as_secs()
+                        ),
+                        error: None,
+                        busy: true,
+                    });
+                }
+                None => std::thread::sleep(Duration::from_millis(50)),
             }
         }
     }
@@ -158,7 +201,7 @@ impl Pool {
             let mut loaded = lock(&self.loaded);
             let ids: Vec<String> = loaded
                 .iter()
-                .filter(|(_, l)| l.worker.queue_depth() == 0 && l.idle_for() >= self.keep_alive)
+                .filter(|(_, l)| in_use(l) == 0 && l.idle_for() >= self.keep_alive)
                 .map(|(k, _)| k.clone())
                 .collect();
             ids.iter().filter_map(|k| loaded.pop(k)).collect()
@@ -172,7 +215,7 @@ impl Pool {
         lock(&self.loaded)
             .iter()
             .filter(|(_, l)| l.worker.alive())
-            .map(|(k, _)| k.clone())
+            .map(|(_, l)| l.id.clone())
             .collect()
     }
 
@@ -188,7 +231,7 @@ impl Pool {
         lock(&self.loaded)
             .iter()
             .filter(|(_, l)| l.worker.alive())
-            .map(|(k, l)| (k.clone(), l.worker.pid(), l.worker.queue_depth()))
+            .map(|(_, l)| (l.id.clone(), l.worker.pid(), l.worker.queue_depth()))
             .collect()
     }
 

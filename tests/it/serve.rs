@@ -742,3 +742,209 @@ fn workers_concurrency_eviction_failures_and_shutdown() {
     let _ = s.child.wait();
     assert!(wait_gone(&pids, 10), "workers outlived a killed server");
 }
+
+/// What review found: `--max-loaded` holds under concurrent loads, a busy model is never
+/// stopped to make room (its answer is whole), `org/name@rev` is its own worker, and the
+/// smaller request checks.
+#[test]
+fn loads_revisions_and_request_checks() {
+    crate::require!(Python);
+    let fx = with_tiny();
+    // A second snapshot of org/tiny with other weights: its text differs.
+    let other = fx.tmp.path().join("tiny-seed5");
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/make-tiny-model.py");
+    let o = Command::new(venv_python())
+        .arg(script)
+        .arg(&other)
+        .args(["--seed", "5"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let files: Vec<(String, Vec<u8>)> = std::fs::read_dir(&other)
+        .unwrap()
+        .flatten()
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect();
+    const OLD: &str = "1111111111111111111111111111111111111111";
+    fx.hub_snapshot("org/tiny", OLD, &files, false);
+    let old_text = run_text(&fx, "org/tiny@1111111", "Explain FUSE", 12);
+    let cur_text = run_text(&fx, "org/tiny", "Explain FUSE", 12);
+    assert_ne!(
+        old_text, cur_text,
+        "the fixture needs two different snapshots"
+    );
+
+    // Two preloads do not fit --max-loaded 1.
+    let err = Served::try_start(
+        &fx,
+        &["--max-loaded", "1", "--model", "tiny", "--model", "tiny2"],
+    )
+    .err()
+    .expect("refused");
+    assert_eq!(err.0, Some(1), "{err:?}");
+
+    let s = Served::start(&fx, &["--max-loaded", "1", "--cors-origin", "*"]);
+    let chat = |model: &str, max: u32, stream: bool| {
+        json!({"model": model, "messages": [{"role": "user", "content": "Explain FUSE"}],
+        "temperature": 0, "seed": 7, "max_tokens": max, "stream": stream})
+    };
+    // @rev and the current revision are different workers, each with its own text.
+    for (model, want) in [
+        ("org/tiny@1111111", &old_text),
+        ("org/tiny", &cur_text),
+        ("org/tiny@1111111", &old_text),
+    ] {
+        let (st, v) = post_json(
+            &s.addr,
+            "/v1/chat/completions",
+            &[],
+            &chat(model, 12, false),
+        );
+        assert_eq!(st, 200, "{v}");
+        assert_eq!(
+            v["choices"][0]["message"]["content"],
+            want.as_str(),
+            "{model}"
+        );
+    }
+    // Concurrent requests for three models never load more than one at once, and a busy
+    // model's answer is never cut short to make room.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let addr = s.addr.clone();
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut most = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let (_, h) = get_json(&addr, "/health", &[]);
+                most = most.max(h["workers"].as_array().map_or(0, Vec::len));
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            most
+        })
+    };
+    let threads: Vec<_> = ["tiny", "tiny2", "org/tiny", "tiny", "tiny2", "org/tiny"]
+        .into_iter()
+        .map(|m| {
+            let addr = s.addr.clone();
+            let body = chat(m, 48, false).to_string();
+            std::thread::spawn(move || {
+                let (st, _, b) = http(
+                    &addr,
+                    "POST",
+                    "/v1/chat/completions",
+                    &[("Content-Type", "application/json")],
+                    body.as_bytes(),
+                );
+                (
+                    st,
+                    serde_json::from_slice::<Value>(&b).unwrap_or(Value::Null),
+                )
+            })
+        })
+        .collect();
+    for t in threads {
+        let (st, v) = t.join().unwrap();
+        assert_eq!(st, 200, "{v}");
+        let reason = v["choices"][0]["finish_reason"].as_str().unwrap();
+        let n = v["usage"]["completion_tokens"].as_u64().unwrap();
+        assert!(
+            reason == "length" && n == 48 || reason == "stop" && n < 48,
+            "{v}"
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(watcher.join().unwrap(), 1, "more workers than --max-loaded");
+
+    // Request checks.
+    let (st, v) = post_json(
+        &s.addr,
+        "/v1/chat/completions",
+        &[],
+        &json!({"model": "tiny", "messages": [{"role": "user", "content": "x"}], "top_k": 99999999999u64}),
+    );
+    assert_eq!(
+        (st, v["error"]["type"].as_str()),
+        (400, Some("invalid_request")),
+        "{v}"
+    );
+    let (st, v) = get_json(&s.addr, "/v1/chat/completions", &[]);
+    assert_eq!(
+        (st, v["error"]["type"].as_str()),
+        (405, Some("invalid_request")),
+        "{v}"
+    );
+    // CORS `*`: any origin, no credentials.
+    let (_, hd, _) = http(
+        &s.addr,
+        "GET",
+        "/v1/models",
+        &[("Origin", "https://example.test")],
+        b"",
+    );
+    assert_eq!(header(&hd, "access-control-allow-origin"), Some("*"));
+    drop(s);
+    // `bearer` in any case.
+    let s = Served::start(&fx, &["--api-key", "k1"]);
+    let (st, _) = get_json(&s.addr, "/v1/models", &[("Authorization", "bearer k1")]);
+    assert_eq!(st, 200);
+    let (_, hd, _) = http(
+        &s.addr,
+        "GET",
+        "/v1/models",
+        &[
+            ("Authorization", "bearer k1"),
+            ("Origin", "https://example.test"),
+        ],
+        b"",
+    );
+    assert_eq!(
+        header(&hd, "access-control-allow-origin"),
+        None,
+        "CORS is off unless asked for"
+    );
+}
+
+/// SIGTERM during a stream: the stream ends with an error event (not a normal finish), the
+/// server exits 0, no worker is left.
+#[test]
+fn sigterm_during_a_stream_is_an_error_not_a_finish() {
+    crate::require!(Python);
+    let fx = with_tiny();
+    let mut s = Served::start(&fx, &["--model", "tiny", "--shutdown-grace", "0"]);
+    let addr = s.addr.clone();
+    let t = std::thread::spawn(move || {
+        let body = json!({"model": "tiny", "messages": [{"role": "user", "content": "Explain FUSE"}], "max_tokens": 100000, "temperature": 0, "stream": true}).to_string();
+        let (_, _, raw) = http(
+            &addr,
+            "POST",
+            "/v1/chat/completions",
+            &[("Content-Type", "application/json")],
+            body.as_bytes(),
+        );
+        String::from_utf8_lossy(&raw).into_owned()
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while health(&s)["queue_depth"].as_u64() == Some(0) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pids = worker_pids(&s);
+    assert_eq!(s.terminate(), Some(0), "{}", s.log());
+    let raw = t.join().unwrap();
+    assert!(
+        raw.contains("service_unavailable"),
+        "{}",
+        &raw[raw.len().saturating_sub(600)..]
+    );
+    assert!(
+        !raw.contains("\"finish_reason\":\"stop\""),
+        "a cut answer looked finished"
+    );
+    assert!(wait_gone(&pids, 10));
+}

@@ -1,0 +1,177 @@
+#!/usr/bin/env bash
+# Benchmark `mlxfs serve` side by side with mlx-lm's own server (`python -m mlx_lm server`),
+# same run, same venv, same models: the tiny model and a generated ~500 MB one
+# (scripts/make-tiny-model.py). Greedy decoding (temperature 0), streaming, 64 tokens a request.
+#
+#   scripts/bench-serve.sh [--requests 8] [--clients "1 4 16"] [--mlxk PATH]
+#
+# Measures, per server and model:
+#   - time to first token with 1 client (p50, p95 over --requests requests, after one warm-up);
+#   - aggregate generated tokens/s with each number of concurrent streaming clients (each
+#     client sends --requests requests back to back; tokens from the usage chunk, else the
+#     number of content chunks);
+#   - time to switch models: the first request to the other model right after one to this one
+#     (mlxfs with --max-loaded 1: stop one worker, start the other; mlx_lm.server loads the
+#     model the request names);
+#   - the idle RSS of the `mlxfs serve` process (the Rust front, workers not counted) over a
+#     synthetic catalog of 1,000 hub models + 100 workspaces after one GET /v1/models.
+# --mlxk PATH: also mlx-knife's `mlxk serve` (skipped when its pinned mlx cannot load the
+# models; the report says so). Markdown tables on stdout, progress on stderr.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+requests=8 clients="1 4 16" mlxk=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --requests) requests=$2; shift 2 ;;
+    --clients) clients=$2; shift 2 ;;
+    --mlxk) mlxk=$2; shift 2 ;;
+    *) echo "usage: $0 [--requests N] [--clients \"1 4 16\"] [--mlxk PATH]" >&2; exit 2 ;;
+  esac
+done
+
+. scripts/prereqs.sh
+cargo build --release --quiet
+mlxfs=$PWD/target/release/mlxfs
+ensure_test_venv
+venv=$PWD/target/test-venv
+
+work=$(mktemp -d /tmp/mlxfs-bench-serve.XXXXXX)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  sleep 1
+  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+export MLXK_WORKSPACE_HOME=$work/ws HF_HOME=$work/hf HOME=$work/home
+mkdir -p "$MLXK_WORKSPACE_HOME" "$HF_HOME" "$HOME"
+echo "making the models" >&2
+"$venv/bin/python" scripts/make-tiny-model.py "$MLXK_WORKSPACE_HOME/tiny" >/dev/null 2>&1
+"$venv/bin/python" scripts/make-tiny-model.py "$MLXK_WORKSPACE_HOME/big" --hidden 1024 --layers 13 >/dev/null 2>&1
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_http() { # URL
+  for _ in $(seq 1 600); do curl -sf "$1" >/dev/null 2>&1 && return 0; sleep 0.2; done
+  echo "no answer from $1" >&2; return 1
+}
+
+p_mlxfs=$(free_port)
+"$mlxfs" serve --port "$p_mlxfs" --max-loaded 1 --python "$venv" >/dev/null 2>"$work/mlxfs.log" &
+pids+=($!)
+p_mlx=$(free_port)
+"$venv/bin/python" -m mlx_lm server --port "$p_mlx" --model "$MLXK_WORKSPACE_HOME/tiny" >/dev/null 2>"$work/mlx_lm.log" &
+pids+=($!)
+wait_http "http://127.0.0.1:$p_mlxfs/health"
+wait_http "http://127.0.0.1:$p_mlx/v1/models"
+
+"$venv/bin/python" - "$p_mlxfs" "$p_mlx" "$MLXK_WORKSPACE_HOME" "$requests" "$clients" <<'PY'
+import http.client, json, statistics, sys, threading, time
+p_mlxfs, p_mlx, home, requests, clients = sys.argv[1:6]
+requests, clients = int(requests), [int(c) for c in clients.split()]
+servers = [("mlxfs serve", int(p_mlxfs), lambda m: m), ("mlx_lm.server", int(p_mlx), lambda m: f"{home}/{m}")]
+
+def stream(port, model, max_tokens=64):
+    """One streaming chat request: (time to first token, tokens, total)."""
+    body = json.dumps({"model": model, "messages": [{"role": "user", "content": "Explain FUSE in detail"}],
+                       "max_tokens": max_tokens, "temperature": 0, "stream": True,
+                       "stream_options": {"include_usage": True}})
+    t0 = time.perf_counter()
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+    c.request("POST", "/v1/chat/completions", body, {"Content-Type": "application/json"})
+    r = c.getresponse()
+    if r.status != 200:
+        raise SystemExit(f"{port}: HTTP {r.status}: {r.read()[:300]!r}")
+    first, chunks, usage = None, 0, None
+    for line in r:
+        line = line.strip()
+        if not line.startswith(b"data: ") or line == b"data: [DONE]":
+            continue
+        v = json.loads(line[6:])
+        if v.get("usage"):
+            usage = v["usage"].get("completion_tokens")
+        for ch in v.get("choices") or []:
+            if (ch.get("delta") or {}).get("content"):
+                chunks += 1
+                if first is None:
+                    first = time.perf_counter() - t0
+    total = time.perf_counter() - t0
+    c.close()
+    return first or total, usage or chunks, total
+
+def pct(xs, p):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
+
+rows_ttft, rows_tps, rows_switch = [], [], []
+for model in ("tiny", "big"):
+    for name, port, mid in servers:
+        stream(port, mid(model), 8)  # warm-up (loads the model)
+        ttft = [stream(port, mid(model))[0] for _ in range(requests)]
+        rows_ttft.append((model, name, pct(ttft, 50), pct(ttft, 95)))
+        for n in clients:
+            got = []
+            def client():
+                for _ in range(requests):
+                    got.append(stream(port, mid(model))[1])
+            t0 = time.perf_counter()
+            ts = [threading.Thread(target=client) for _ in range(n)]
+            [t.start() for t in ts]
+            [t.join() for t in ts]
+            rows_tps.append((model, name, n, sum(got) / (time.perf_counter() - t0)))
+        print(f"{model} / {name} done", file=sys.stderr)
+for name, port, mid in servers:
+    stream(port, mid("tiny"), 4)
+    t = [stream(port, mid("big"), 1)[2]]
+    stream(port, mid("tiny"), 1)
+    t.append(stream(port, mid("big"), 1)[2])
+    rows_switch.append((name, statistics.median(t)))
+
+print(f"Streaming chat, greedy, 64 tokens a request, {requests} requests per client.")
+print()
+print("| model | server | TTFT p50 (s) | TTFT p95 (s) |")
+print("| --- | --- | ---: | ---: |")
+for r in rows_ttft:
+    print(f"| {r[0]} | {r[1]} | {r[2]:.3f} | {r[3]:.3f} |")
+print()
+print("| model | server | clients | tokens/s (aggregate) |")
+print("| --- | --- | ---: | ---: |")
+for r in rows_tps:
+    print(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]:.1f} |")
+print()
+print("| model | clients | mlxfs ÷ mlx_lm.server (tokens/s) | mlxfs ÷ mlx_lm.server (TTFT p50) |")
+print("| --- | ---: | ---: | ---: |")
+tps = {(m, s, n): v for m, s, n, v in rows_tps}
+tt = {(m, s): p50 for m, s, p50, _ in rows_ttft}
+for model in ("tiny", "big"):
+    for n in clients:
+        print(f"| {model} | {n} | {tps[(model, 'mlxfs serve', n)] / tps[(model, 'mlx_lm.server', n)]:.2f} | "
+              f"{tt[(model, 'mlxfs serve')] / tt[(model, 'mlx_lm.server')]:.2f} |")
+print()
+print("| server | switch tiny → big, first token of a 1-token request (s) |")
+print("| --- | ---: |")
+for name, t in rows_switch:
+    print(f"| {name} | {t:.3f} |")
+PY
+
+# The front's idle memory over a catalog of 1,000 hub models + 100 workspaces.
+echo "front memory over 1,000 models" >&2
+cat_dir=$work/catalog
+python3 scripts/synth_catalog.py "$cat_dir" --hub-models 1000 --workspaces 100 >/dev/null 2>&1
+p_big=$(free_port)
+HF_HOME=$cat_dir/hf MLXK_WORKSPACE_HOME=$cat_dir/workspaces "$mlxfs" serve --port "$p_big" --python "$venv" >/dev/null 2>"$work/mlxfs-big.log" &
+front=$!
+pids+=($front)
+wait_http "http://127.0.0.1:$p_big/health"
+n=$(curl -s "http://127.0.0.1:$p_big/v1/models" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["data"]))')
+sleep 1
+rss=$(awk '/VmRSS/ {print $2}' "/proc/$front/status")
+hwm=$(awk '/VmHWM/ {print $2}' "/proc/$front/status")
+echo
+echo "| catalog | models listed by /v1/models | front VmRSS idle | front VmHWM |"
+echo "| --- | ---: | ---: | ---: |"
+echo "| 1,000 hub models + 100 workspaces | $n | $((rss / 1024)) MiB | $((hwm / 1024)) MiB |"
+if [ -n "$mlxk" ]; then
+  echo
+  echo "mlx-knife ($mlxk): not measured by this version of the script (its pinned mlx is not the venv's)."
+fi
