@@ -157,7 +157,7 @@ PY
 # The front's idle memory over a catalog of 1,000 hub models + 100 workspaces.
 echo "front memory over 1,000 models" >&2
 cat_dir=$work/catalog
-python3 scripts/synth_catalog.py "$cat_dir" --hub-models 1000 --workspaces 100 >/dev/null 2>&1
+python3 scripts/synth_catalog.py "$cat_dir" --hub-models 1000 --workspaces 100 >/dev/null
 p_big=$(free_port)
 HF_HOME=$cat_dir/hf MLXK_WORKSPACE_HOME=$cat_dir/workspaces "$mlxfs" serve --port "$p_big" --python "$venv" >/dev/null 2>"$work/mlxfs-big.log" &
 front=$!
@@ -165,6 +165,9 @@ pids+=($front)
 wait_http "http://127.0.0.1:$p_big/health"
 n=$(curl -s "http://127.0.0.1:$p_big/v1/models" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["data"]))')
 sleep 1
+if ! [ -r "/proc/$front/status" ]; then
+  echo "the server over the big catalog is gone:" >&2; cat "$work/mlxfs-big.log" >&2; exit 1
+fi
 rss=$(awk '/VmRSS/ {print $2}' "/proc/$front/status")
 hwm=$(awk '/VmHWM/ {print $2}' "/proc/$front/status")
 echo
