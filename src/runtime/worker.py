@@ -2,8 +2,9 @@
 
     python -c WORKER_PY EVENTS_FD CONFIG_JSON GENERATE_PY_SOURCE
 
-CONFIG_JSON is {"model_path": PATH}. GENERATE_PY_SOURCE is generate.py, run here as a module
-for the code both share (imports, the environment report, loading with every guard against
+CONFIG_JSON is {"model_path": PATH, "prompt_cache_size"?: N, "prompt_cache_bytes"?: N} (mlxfs
+sets neither yet: the defaults below hold). GENERATE_PY_SOURCE is generate.py, run here as a
+module for the code both share (imports, the environment report, loading with every guard against
 model-supplied code, the chat template, sampling, the event writer).
 
 Events, one JSON line each on the descriptor EVENTS_FD (a pipe of its own; stdout and stderr
@@ -17,7 +18,8 @@ carry whatever libraries print):
       text that may be shown now. Without logprobs, only non-empty pieces; with logprobs, one
       event per generated token (its text may be "" while held back);
   {"event": "done", "id", "finish_reason": "stop"|"length"|"cancelled", "prompt_tokens",
-   "completion_tokens", "text", "tool_calls": [OpenAI tool calls] | null}
+   "completion_tokens", "cached_tokens", "text", "tool_calls": [OpenAI tool calls] | null}
+      ("cached_tokens": how many of the prompt's tokens came from the prompt cache);
   {"event": "error", "id", "type", "message"}   a job that failed (the worker lives on).
 
 Commands, one JSON line each on stdin:
@@ -37,6 +39,16 @@ draw from it too); it waits at the head of the queue for the batch to empty, and
 behind it wait for it. Greedy jobs give the text of `run` in a batch too (the same logits, row
 by row; a model whose batched matrix products round differently from single ones could
 break a near tie otherwise).
+
+Prompt cache: as mlx-lm's server keeps one, with its own `LRUPromptCache`: the KV cache each
+job leaves (its prompt and generated tokens) is kept, at most `prompt_cache_size` entries
+(default 10) and `prompt_cache_bytes` bytes (default 2 GiB, counting the caches of the running
+jobs too); a new job starts from a copy of the cache of the longest prefix of its prompt
+(a longer entry trimmed to the common prefix when its cache can be trimmed), so only the rest
+of the prompt is computed. At least the prompt's last token is always computed. Each job gets
+its own copy: no cache object is shared by two sequences. A job that runs alone with a
+repetition penalty starts cold (stream_generate's penalty would otherwise see only the
+uncached part of the prompt).
 
 Stop sequences end generation at the first one; the text excludes it, and text that could be
 the start of one is held back until it cannot.
@@ -144,7 +156,7 @@ class _Job:
     """One job's text on its way out: stop sequences (held back while they might begin),
     tool calls (cut out), logprobs, then the events."""
 
-    def __init__(self, worker, job, prompt_tokens):
+    def __init__(self, worker, job, prompt_tokens, cached_tokens=0):
         self.id = job["id"]
         self.send = worker.send
         self.tok = worker.tokenizer
@@ -155,6 +167,7 @@ class _Job:
                             if self.tools and worker.tool_calling else None)
         self.detokenizer = self.tok.detokenizer
         self.prompt_tokens = prompt_tokens
+        self.cached_tokens = cached_tokens
         self.tokens = 0
         self.text = ""       # everything generated
         self.released = 0    # characters of `text` let out
@@ -212,6 +225,7 @@ class _Job:
             "finish_reason": reason,
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.tokens,
+            "cached_tokens": self.cached_tokens,
             "text": "".join(self.shown),
             "tool_calls": (_tool_calls(self.tok, self.tool_filter.calls, self.tools)
                            if self.tool_filter else None),
@@ -224,8 +238,13 @@ def _alone(job):
     return job.get("seed") is not None and float(job.get("temperature", 0.7)) > 0
 
 
+DEFAULT_PROMPT_CACHE_SIZE = 10
+DEFAULT_PROMPT_CACHE_BYTES = 2 << 30
+
+
 class Worker:
-    def __init__(self, shared, send):
+    def __init__(self, shared, send, cache_size=DEFAULT_PROMPT_CACHE_SIZE,
+                 cache_bytes=DEFAULT_PROMPT_CACHE_BYTES):
         self.g = shared
         self.model = self.tokenizer = None
         self.send = send
@@ -235,14 +254,48 @@ class Worker:
         self.cancelled = set()
         self.exiting = False
         self.tool_calling = False
+        self.cache_size, self.cache_bytes = cache_size, cache_bytes
+        self.prompt_cache = None
 
     def loaded(self, model, tokenizer):
         self.model, self.tokenizer = model, tokenizer
         self.tool_calling = bool(getattr(tokenizer, "has_tool_calling", False))
+        if self.cache_size > 0 and self.cache_bytes > 0:
+            from mlx_lm.models.cache import LRUPromptCache
+
+            self.prompt_cache = LRUPromptCache(max_size=self.cache_size, max_bytes=self.cache_bytes)
+
+    def _cached(self, ids):
+        """(a copy of the cache of the longest cached prefix of `ids` or None, how many
+        tokens it holds). At least the last token is left to compute."""
+        if self.prompt_cache is None:
+            return None, 0
+        cache, rest = self.prompt_cache.fetch_nearest_cache("model", ids)
+        if cache is None:
+            return None, 0
+        if not rest:  # an exact hit: the last token must still give the first logits
+            from mlx_lm.models.cache import can_trim_prompt_cache, trim_prompt_cache
+
+            if not can_trim_prompt_cache(cache):
+                return None, 0
+            trim_prompt_cache(cache, 1)
+            return cache, len(ids) - 1
+        return cache, len(ids) - len(rest)
+
+    def _keep(self, tokens, cache, active_bytes=0):
+        """Keep a finished sequence's cache (its own: extracted or used by one job only)
+        under the tokens it holds."""
+        if self.prompt_cache is None or cache is None or not tokens:
+            return
+        try:
+            self.prompt_cache.insert_cache("model", list(tokens), cache)
+            self.prompt_cache.trim_to(n_bytes=self.cache_bytes - active_bytes)
+        except Exception:
+            pass  # a cache that cannot be kept is only a miss later
 
     def _cancelled_done(self, job_id):
         self.send({"event": "done", "id": job_id, "finish_reason": "cancelled", "prompt_tokens": 0,
-                   "completion_tokens": 0, "text": "", "tool_calls": None})
+                   "completion_tokens": 0, "cached_tokens": 0, "text": "", "tool_calls": None})
 
     def read_commands(self, commands):
         for line in commands:
@@ -327,9 +380,13 @@ class Worker:
                 try:
                     ids = self._prompt(job)
                     sampler, processors = self.g.sampling(job)
-                    (uid,) = batch.insert([ids], max_tokens=[int(job.get("max_tokens", 256))],
+                    cache, n = self._cached(ids)
+                    (uid,) = batch.insert([ids[n:]], max_tokens=[int(job.get("max_tokens", 256))],
+                                          caches=[cache] if cache is not None else None,
+                                          all_tokens=[ids[:n]],
                                           samplers=[sampler], logits_processors=[processors])
-                    active[uid] = _Job(self, job, len(ids))
+                    del cache
+                    active[uid] = _Job(self, job, len(ids), n)
                 except Exception as e:
                     self._failed(job["id"], e)
                     self._ended(job["id"])
@@ -362,7 +419,12 @@ class Worker:
                     ended = True
                 if ended:
                     if r.finish_reason is None:  # a stop sequence, or a failure
-                        batch.remove([r.uid])
+                        kept = batch.remove([r.uid], return_prompt_caches=self.prompt_cache is not None)
+                        if r.uid in kept:
+                            cache, tokens = kept[r.uid]
+                            self._keep(tokens, cache, batch.prompt_cache_nbytes)
+                    else:
+                        self._keep(r.all_tokens, r.prompt_cache, batch.prompt_cache_nbytes)
                     del active[r.uid]
                     self._ended(job.id)
 
@@ -371,17 +433,29 @@ class Worker:
         from mlx_lm import stream_generate
 
         try:
+            from mlx_lm.models.cache import make_prompt_cache
+
             ids = self._prompt(job)
             sampler, processors = self.g.sampling(job)  # seeds the global random state
-            out = _Job(self, job, len(ids))
-            for resp in stream_generate(self.model, self.tokenizer, ids,
+            cache, n = self._cached(ids) if not processors else (None, 0)
+            if cache is None:
+                cache, n = make_prompt_cache(self.model), 0
+            out = _Job(self, job, len(ids), n)
+            tokens = list(ids)
+            for resp in stream_generate(self.model, self.tokenizer, ids[n:],
                                         max_tokens=int(job.get("max_tokens", 256)),
-                                        sampler=sampler, logits_processors=processors):
+                                        sampler=sampler, logits_processors=processors,
+                                        prompt_cache=cache):
+                tokens.append(resp.token)
                 if out.step(resp.token, resp.logprobs, resp.finish_reason, text=resp.text):
                     break
                 if self.exiting or out.id in self.cancelled:
                     out.finish("cancelled")
                     break
+            # The tokens the cache holds (the last one yielded may not have been computed).
+            held = getattr(cache[0], "offset", None) if cache else None
+            if isinstance(held, int) and 0 < held <= len(tokens):
+                self._keep(tokens[:held], cache)
         except Exception as e:
             self._failed(job["id"], e)
         self._ended(job["id"])
@@ -406,7 +480,9 @@ def main():
     sys.stdin = io.StringIO("")
 
     config = json.loads(sys.argv[2])
-    worker = Worker(_shared, send)
+    worker = Worker(_shared, send,
+                    cache_size=int(config.get("prompt_cache_size", DEFAULT_PROMPT_CACHE_SIZE)),
+                    cache_bytes=int(config.get("prompt_cache_bytes", DEFAULT_PROMPT_CACHE_BYTES)))
     # From the start: the end of stdin ends the process even while the model loads.
     threading.Thread(target=worker.read_commands, args=(commands,), name="commands", daemon=True).start()
     error = _shared.check_imports()

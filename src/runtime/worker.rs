@@ -128,11 +128,13 @@ pub enum JobEvent {
     },
     /// The end: `finish_reason` is `stop` (end of text or a stop sequence), `length`
     /// (max_tokens) or `cancelled`; `text` is the whole text shown (stop sequence and tool
-    /// calls excluded); `tool_calls` the OpenAI `tool_calls` array, when the model made some.
+    /// calls excluded); `tool_calls` the OpenAI `tool_calls` array, when the model made some;
+    /// `cached_tokens` how many of the prompt's tokens came from the worker's prompt cache.
     Done {
         finish_reason: String,
         prompt_tokens: u64,
         completion_tokens: u64,
+        cached_tokens: u64,
         text: String,
         tool_calls: Option<Value>,
     },
@@ -521,6 +523,7 @@ fn route(jobs: &Mutex<Jobs>, v: &Value) {
                 finish_reason: s("finish_reason"),
                 prompt_tokens: u("prompt_tokens"),
                 completion_tokens: u("completion_tokens"),
+                cached_tokens: u("cached_tokens"),
                 text: s("text"),
                 tool_calls: Some(v["tool_calls"].clone()).filter(|t| !t.is_null()),
             },

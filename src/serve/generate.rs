@@ -282,8 +282,9 @@ fn worker_error(kind: &str, message: &str) -> ApiError {
     }
 }
 
-fn usage(p: u64, c: u64) -> Value {
-    json!({"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c})
+fn usage(p: u64, c: u64, cached: u64) -> Value {
+    json!({"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c,
+           "prompt_tokens_details": {"cached_tokens": cached}})
 }
 
 fn logprob_entry(text: &str, lp: Option<f64>, top: &Option<Vec<(String, f64)>>) -> Value {
@@ -461,6 +462,7 @@ async fn whole(
                 finish_reason,
                 prompt_tokens,
                 completion_tokens,
+                cached_tokens,
                 text,
                 tool_calls,
             } => {
@@ -484,13 +486,13 @@ async fn whole(
                         json!({
                             "id": id, "object": "chat.completion", "created": now(), "model": model,
                             "choices": [{"index": 0, "message": message, "logprobs": lp, "finish_reason": reason}],
-                            "usage": usage(prompt_tokens, completion_tokens),
+                            "usage": usage(prompt_tokens, completion_tokens, cached_tokens),
                         })
                     }
                     Kind::Completion => json!({
                         "id": id, "object": "text_completion", "created": now(), "model": model,
                         "choices": [{"index": 0, "text": text, "logprobs": lp, "finish_reason": reason}],
-                        "usage": usage(prompt_tokens, completion_tokens),
+                        "usage": usage(prompt_tokens, completion_tokens, cached_tokens),
                     }),
                 };
                 return Ok(axum::Json(body).into_response());
@@ -640,6 +642,7 @@ fn stream(
                     finish_reason,
                     prompt_tokens,
                     completion_tokens,
+                    cached_tokens,
                     tool_calls,
                     ..
                 }) => {
@@ -666,7 +669,7 @@ fn stream(
                     let mut text = format!("data: {last}\n\n");
                     if include_usage {
                         last["choices"] = json!([]);
-                        last["usage"] = usage(prompt_tokens, completion_tokens);
+                        last["usage"] = usage(prompt_tokens, completion_tokens, cached_tokens);
                         text.push_str(&format!("data: {last}\n\n"));
                     }
                     text.push_str("data: [DONE]\n\n");

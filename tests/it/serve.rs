@@ -541,6 +541,10 @@ fn chat_and_completions_with_the_openai_client() {
             + v["usage"]["prompt_tokens"].as_u64().unwrap(),
         v["usage"]["total_tokens"].as_u64().unwrap()
     );
+    assert_eq!(
+        v["usage"]["prompt_tokens_details"]["cached_tokens"], 0,
+        "the first request has nothing cached: {v}"
+    );
     // Streaming: the same text, a role first, a usage chunk, and [DONE].
     let v = openai(
         &url,
@@ -554,6 +558,14 @@ fn chat_and_completions_with_the_openai_client() {
     assert_eq!(v["role"], "assistant");
     assert!(
         v["usage"]["completion_tokens"].as_u64().unwrap() >= 1,
+        "{v}"
+    );
+    // The same prompt again: its prefix came from the worker's prompt cache (same text).
+    let cached = v["usage"]["prompt_tokens_details"]["cached_tokens"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        cached > 0 && cached < v["usage"]["prompt_tokens"].as_u64().unwrap(),
         "{v}"
     );
     let (_, _, raw) = http(&s.addr, "POST", "/v1/chat/completions", &[("Content-Type", "application/json")],

@@ -157,6 +157,7 @@ fn the_worker_gives_the_text_of_run_and_serves_jobs_at_once() {
                 completion_tokens,
                 text,
                 tool_calls,
+                ..
             } => {
                 assert_eq!(text, run["text"].as_str().unwrap());
                 assert_eq!(finish_reason, run["finish_reason"].as_str().unwrap());
@@ -252,6 +253,91 @@ fn the_worker_gives_the_text_of_run_and_serves_jobs_at_once() {
         // Greedy: the chosen token is the likeliest.
         assert!((lp - top[0].1).abs() < 1e-5, "{lp} {top:?}");
     }
+}
+
+/// (text, prompt_tokens, cached_tokens) of one job run to its end.
+fn cached_run(w: &Worker, job: GenJob) -> (String, u64, u64) {
+    let mut h = w.submit(job).unwrap();
+    let (tokens, last) = collect(&mut h, Duration::from_secs(60));
+    match last {
+        JobEvent::Done {
+            finish_reason,
+            prompt_tokens,
+            cached_tokens,
+            text,
+            ..
+        } => {
+            assert_ne!(finish_reason, "cancelled");
+            assert_eq!(streamed(&tokens), text, "the streamed text is the text");
+            (text, prompt_tokens, cached_tokens)
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_repeated_or_extended_prompt_reuses_the_cache_and_gives_the_same_text() {
+    crate::require!(Python);
+    let (_fx, ws) = with_tiny();
+    let first = vec![json!({"role": "user", "content": "Explain FUSE"})];
+    let job = |messages: &[serde_json::Value]| GenJob {
+        messages: Some(messages.to_vec()),
+        ..greedy("", 12)
+    };
+    // Cold: a fresh worker for the first prompt.
+    let cold = Worker::start(&spec(&ws)).unwrap();
+    let (text1, p1, c1) = cached_run(&cold, job(&first));
+    assert_eq!(c1, 0, "a fresh worker has nothing cached");
+    assert!(!text1.is_empty());
+    drop(cold);
+    let mut second = first.clone();
+    second.push(json!({"role": "assistant", "content": text1}));
+    second.push(json!({"role": "user", "content": "And how does it differ from NFS?"}));
+    let cold = Worker::start(&spec(&ws)).unwrap();
+    let (text2, p2, c2) = cached_run(&cold, job(&second));
+    assert_eq!(c2, 0);
+    drop(cold);
+
+    // Warm: the same prompt again, then one that extends it, on one worker.
+    let w = Worker::start(&spec(&ws)).unwrap();
+    assert_eq!(cached_run(&w, job(&first)), (text1.clone(), p1, 0));
+    // The text of the cold run, and how many prompt tokens came from the cache.
+    let warm = |messages: &[serde_json::Value], want: &(String, u64, u64)| {
+        let (text, p, cached) = cached_run(&w, job(messages));
+        assert_eq!(
+            (&text, p),
+            (&want.0, want.1),
+            "a cache hit gives the same text"
+        );
+        cached
+    };
+    let cached = warm(&first, &(text1.clone(), p1, 0));
+    assert!(
+        cached > 0 && cached < p1,
+        "the repeated prompt came from the cache but its last token: {cached} of {p1}"
+    );
+    let cached = warm(&second, &(text2, p2, 0));
+    assert!(
+        cached >= p1 / 2 && cached < p2,
+        "the extended prompt reused the first one: {cached} of {p2}"
+    );
+    // Alone (seeded sampling, no repetition penalty) the cache is used too, with the text of
+    // a cold worker.
+    let seeded = GenJob {
+        repetition_penalty: None,
+        temperature: 0.7,
+        ..job(&second)
+    };
+    let cold = Worker::start(&spec(&ws)).unwrap();
+    let (text3, _, c3) = cached_run(&cold, seeded.clone());
+    assert_eq!(c3, 0);
+    drop(cold);
+    let (seeded_warm, _, cached) = cached_run(&w, seeded);
+    assert_eq!(seeded_warm, text3);
+    assert!(
+        cached > 0,
+        "a job that runs alone starts from the cache too"
+    );
 }
 
 #[test]
