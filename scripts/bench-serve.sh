@@ -15,8 +15,8 @@
 #     model the request names);
 #   - the idle RSS of the `mlxfs serve` process (the Rust front, workers not counted) over a
 #     synthetic catalog of 1,000 hub models + 100 workspaces after one GET /v1/models.
-# --mlxk PATH: also mlx-knife's `mlxk serve` (skipped when its pinned mlx cannot load the
-# models; the report says so). Markdown tables on stdout, progress on stderr.
+# --mlxk PATH: also mlx-knife's `mlxk serve` (its own venv and pinned mlx; it resolves the
+# models by name in MLXK_WORKSPACE_HOME). Markdown tables on stdout, progress on stderr.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 requests=8 clients="1 4 16" mlxk=""
@@ -64,12 +64,22 @@ p_mlx=$(free_port)
 pids+=($!)
 wait_http "http://127.0.0.1:$p_mlxfs/health"
 wait_http "http://127.0.0.1:$p_mlx/v1/models"
+p_mlxk=0
+if [ -n "$mlxk" ]; then
+  p_mlxk=$(free_port)
+  # mlx-knife resolves names in MLXK_WORKSPACE_HOME itself (its own venv and pinned mlx).
+  "$mlxk" serve --port "$p_mlxk" >/dev/null 2>"$work/mlxk.log" &
+  pids+=($!)
+  wait_http "http://127.0.0.1:$p_mlxk/health"
+fi
 
-"$venv/bin/python" - "$p_mlxfs" "$p_mlx" "$MLXK_WORKSPACE_HOME" "$requests" "$clients" <<'PY'
+"$venv/bin/python" - "$p_mlxfs" "$p_mlx" "$MLXK_WORKSPACE_HOME" "$requests" "$clients" "$p_mlxk" <<'PY'
 import http.client, json, statistics, sys, threading, time
-p_mlxfs, p_mlx, home, requests, clients = sys.argv[1:6]
+p_mlxfs, p_mlx, home, requests, clients, p_mlxk = sys.argv[1:7]
 requests, clients = int(requests), [int(c) for c in clients.split()]
 servers = [("mlxfs serve", int(p_mlxfs), lambda m: m), ("mlx_lm.server", int(p_mlx), lambda m: f"{home}/{m}")]
+if int(p_mlxk):
+    servers.append(("mlxk serve", int(p_mlxk), lambda m: m))
 
 def stream(port, model, max_tokens=64):
     """One streaming chat request: (time to first token, tokens, total)."""
@@ -139,14 +149,16 @@ print("| --- | --- | ---: | ---: |")
 for r in rows_tps:
     print(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]:.1f} |")
 print()
-print("| model | clients | mlxfs ÷ mlx_lm.server (tokens/s) | mlxfs ÷ mlx_lm.server (TTFT p50) |")
-print("| --- | ---: | ---: | ---: |")
+others = [name for name, _, _ in servers[1:]]
+print("| model | clients | " + " | ".join(f"mlxfs ÷ {o} (tokens/s) | mlxfs ÷ {o} (TTFT p50)" for o in others) + " |")
+print("| --- | ---: |" + " ---: | ---: |" * len(others))
 tps = {(m, s, n): v for m, s, n, v in rows_tps}
 tt = {(m, s): p50 for m, s, p50, _ in rows_ttft}
 for model in ("tiny", "big"):
     for n in clients:
-        print(f"| {model} | {n} | {tps[(model, 'mlxfs serve', n)] / tps[(model, 'mlx_lm.server', n)]:.2f} | "
-              f"{tt[(model, 'mlxfs serve')] / tt[(model, 'mlx_lm.server')]:.2f} |")
+        cells = [f"{tps[(model, 'mlxfs serve', n)] / tps[(model, o, n)]:.2f} | {tt[(model, 'mlxfs serve')] / tt[(model, o)]:.2f}"
+                 for o in others]
+        print(f"| {model} | {n} | " + " | ".join(cells) + " |")
 print()
 print("| server | switch tiny → big, first token of a 1-token request (s) |")
 print("| --- | ---: |")
@@ -174,7 +186,3 @@ echo
 echo "| catalog | models listed by /v1/models | front VmRSS idle | front VmHWM |"
 echo "| --- | ---: | ---: | ---: |"
 echo "| 1,000 hub models + 100 workspaces | $n | $((rss / 1024)) MiB | $((hwm / 1024)) MiB |"
-if [ -n "$mlxk" ]; then
-  echo
-  echo "mlx-knife ($mlxk): not measured by this version of the script (its pinned mlx is not the venv's)."
-fi
