@@ -60,6 +60,9 @@ pub struct ServeArgs {
     #[arg(long = "max-queue", value_name = "N", default_value_t = 256,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_queue: u32,
+    /// How long a request body may take to arrive; a slower one is answered 400
+    #[arg(long = "body-timeout", value_name = "DUR", default_value = "30s", value_parser = duration)]
+    pub body_timeout: Duration,
     /// Require `Authorization: Bearer KEY` on every route but /health
     #[arg(long = "api-key", value_name = "KEY", conflicts_with = "api_key_file")]
     pub api_key: Option<String>,
@@ -223,6 +226,7 @@ pub fn run(a: &ServeArgs, loc: &Locations, json_mode: bool) -> Result<Output, Cl
         keep_alive: a.keep_alive,
         max_tokens: a.max_tokens,
         max_queue: a.max_queue as usize,
+        body_timeout: a.body_timeout,
         api_key: key,
         cors_origins: a.cors_origins.clone(),
         python,

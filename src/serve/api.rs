@@ -232,7 +232,10 @@ pub fn router(srv: Arc<Server>) -> Router {
             srv.clone(),
             refuse_when_stopping,
         ))
-        .layer(DefaultBodyLimit::max(BODY_LIMIT));
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            srv.config.body_timeout,
+        ));
     if !srv.config.cors_origins.is_empty() {
         use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
         // `*` is any origin (never with credentials); otherwise exactly the origins given.

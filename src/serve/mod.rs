@@ -31,6 +31,9 @@ pub struct Config {
     pub max_tokens: u32,
     /// Most requests queued or running per model; more get 503 (retryable).
     pub max_queue: usize,
+    /// How long a request body may take to arrive (a client that announces a body and never
+    /// sends it is answered 400, not waited for).
+    pub body_timeout: Duration,
     pub api_key: Option<String>,
     pub cors_origins: Vec<String>,
     pub python: PythonEnv,

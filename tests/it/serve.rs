@@ -902,8 +902,22 @@ fn loads_revisions_and_request_checks() {
     );
     assert_eq!(header(&hd, "access-control-allow-origin"), Some("*"));
     drop(s);
-    // `bearer` in any case.
-    let s = Served::start(&fx, &["--api-key", "k1"]);
+    // `bearer` in any case; a body announced and never sent is answered, not waited for.
+    let s = Served::start(&fx, &["--api-key", "k1", "--body-timeout", "1s"]);
+    {
+        let mut c = TcpStream::connect(&s.addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        write!(c, "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k1\r\nContent-Type: application/json\r\nContent-Length: 5000\r\n\r\n{{").unwrap();
+        let t0 = Instant::now();
+        let mut head = [0u8; 12];
+        c.read_exact(&mut head).unwrap();
+        assert!(t0.elapsed() < Duration::from_secs(10));
+        assert!(
+            head.starts_with(b"HTTP/1.1 4"),
+            "{}",
+            String::from_utf8_lossy(&head)
+        );
+    }
     let (st, _) = get_json(&s.addr, "/v1/models", &[("Authorization", "bearer k1")]);
     assert_eq!(st, 200);
     let (_, hd, _) = http(
