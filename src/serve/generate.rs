@@ -422,10 +422,7 @@ fn note_done(srv: &Server, p: u64, c: u64) {
 }
 
 fn note_first(srv: &Server, start: Instant) {
-    let m = &srv.metrics;
-    m.ttft_us_sum
-        .fetch_add(start.elapsed().as_micros() as u64, Ordering::Relaxed);
-    m.ttft_count.fetch_add(1, Ordering::Relaxed);
+    srv.metrics.observe_ttft(start.elapsed());
 }
 
 async fn whole(

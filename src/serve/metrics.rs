@@ -5,6 +5,24 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::Server;
 
+/// Upper bounds (seconds) of the time-to-first-token histogram.
+pub const TTFT_BUCKETS: [f64; 9] = [0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+impl Metrics {
+    /// Count one time to first token.
+    pub fn observe_ttft(&self, d: std::time::Duration) {
+        let secs = d.as_secs_f64();
+        self.ttft_us_sum
+            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+        self.ttft_count.fetch_add(1, Ordering::Relaxed);
+        let i = TTFT_BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(TTFT_BUCKETS.len());
+        self.ttft_buckets[i].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 /// Counters since the server started.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -15,6 +33,9 @@ pub struct Metrics {
     /// Σ time to first token (µs) and how many were measured.
     pub ttft_us_sum: AtomicU64,
     pub ttft_count: AtomicU64,
+    /// Time to first token per bucket of [`TTFT_BUCKETS`] (not cumulative; the exposition
+    /// adds them up), the last one +Inf.
+    pub ttft_buckets: [AtomicU64; TTFT_BUCKETS.len() + 1],
     pub errors: AtomicU64,
 }
 
@@ -54,18 +75,6 @@ pub fn render(srv: &Server) -> String {
         g(&m.completion_tokens) as f64,
     );
     line(
-        "mlxfs_time_to_first_token_seconds_sum",
-        "counter",
-        "Sum of the time from request to first token.",
-        g(&m.ttft_us_sum) as f64 / 1e6,
-    );
-    line(
-        "mlxfs_time_to_first_token_seconds_count",
-        "counter",
-        "Requests whose time to first token was measured.",
-        g(&m.ttft_count) as f64,
-    );
-    line(
         "mlxfs_errors_total",
         "counter",
         "Requests answered with an error.",
@@ -95,5 +104,19 @@ pub fn render(srv: &Server) -> String {
         "Models with a running worker.",
         srv.loaded_ids().len() as f64,
     );
+    let name = "mlxfs_time_to_first_token_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Time from a generation request to its first token.\n# TYPE {name} histogram"
+    );
+    let mut cum = 0u64;
+    for (i, b) in TTFT_BUCKETS.iter().enumerate() {
+        cum += g(&m.ttft_buckets[i]);
+        let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {cum}");
+    }
+    cum += g(&m.ttft_buckets[TTFT_BUCKETS.len()]);
+    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cum}");
+    let _ = writeln!(out, "{name}_sum {}", g(&m.ttft_us_sum) as f64 / 1e6);
+    let _ = writeln!(out, "{name}_count {}", g(&m.ttft_count));
     out
 }

@@ -612,6 +612,28 @@ fn chat_and_completions_with_the_openai_client() {
             .any(|m| m["id"] == "org/tiny" && m["loaded"] == true),
         "{models}"
     );
+    // /metrics: the generations counted, time to first token as a histogram.
+    let (_, _, m) = http(&s.addr, "GET", "/metrics", &[], b"");
+    let m = String::from_utf8_lossy(&m).into_owned();
+    let value = |name: &str| -> f64 {
+        m.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')))
+            .unwrap_or_else(|| panic!("{name} missing:\n{m}"))
+            .parse()
+            .unwrap()
+    };
+    let count = value("mlxfs_time_to_first_token_seconds_count");
+    assert!(count >= 5.0, "{m}");
+    assert_eq!(
+        value("mlxfs_time_to_first_token_seconds_bucket{le=\"+Inf\"}"),
+        count,
+        "{m}"
+    );
+    assert!(
+        m.contains("# TYPE mlxfs_time_to_first_token_seconds histogram"),
+        "{m}"
+    );
+    assert!(value("mlxfs_generations_total") >= 5.0, "{m}");
     // Each worker's HF_HOME is its model's isolated cache; the shared cache is untouched.
     let pids = worker_pids(&s);
     for p in &pids {
