@@ -133,7 +133,7 @@ fn probability(s: &str) -> Result<f64, String> {
 
 /// The model behind MODEL, and the folder to read weights from (the mount folder itself for a
 /// path inside an mlxfs mount: the weights are read through it).
-fn locate(spec: &str, loc: &Locations) -> Result<(ModelRef, PathBuf), CliError> {
+pub(super) fn locate(spec: &str, loc: &Locations) -> Result<(ModelRef, PathBuf), CliError> {
     let model = resolve::resolve(spec, loc)?;
     if is_explicit_path(spec)
         && let Ok(canon) = std::fs::canonicalize(resolve::expand_user(spec))

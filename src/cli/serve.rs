@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use super::output::{CliError, Output};
 use crate::catalog::Locations;
-use crate::catalog::resolve::{self, is_explicit_path};
 use crate::error::ErrorType;
 use crate::serve::{self, Config, Server, catalog::Served};
 use crate::text::one_line;
@@ -52,6 +51,10 @@ pub struct ServeArgs {
     /// Stop a model's worker after it was idle this long: `300`, `90s`, `5m`, `1h`
     #[arg(long = "keep-alive", value_name = "DUR", default_value = "5m", value_parser = duration)]
     pub keep_alive: Duration,
+    /// When --max-loaded models are loaded and all busy, how long a request for another model
+    /// waits for one to become idle before it gets HTTP 503 (a busy model is never stopped)
+    #[arg(long = "load-wait", value_name = "DUR", default_value = "60s", value_parser = duration)]
+    pub load_wait: Duration,
     /// Upper bound of max_tokens for every request
     #[arg(long = "max-tokens", value_name = "N", default_value_t = 4096,
           value_parser = clap::value_parser!(u32).range(1..))]
@@ -144,14 +147,8 @@ fn api_key(a: &ServeArgs) -> Result<Option<String>, CliError> {
 
 /// A `--model`: resolved, checked, and for a mount path read through the mount.
 fn preload(spec: &str, loc: &Locations) -> Result<Served, CliError> {
-    let m = resolve::resolve(spec, loc)?;
-    let mut weights = m.path.clone();
-    if is_explicit_path(spec)
-        && let Ok(canon) = std::fs::canonicalize(resolve::expand_user(spec))
-        && crate::mountprobe::mounted_model_path(&canon).is_some()
-    {
-        weights = canon;
-    }
+    // As `run` locates it: a folder of an mlxfs mount is read through the mount.
+    let (m, weights) = super::run::locate(spec, loc)?;
     serve::catalog::check(m, weights).map_err(|r| {
         let mut e = CliError::new(r.kind, r.message);
         if !r.matches.is_empty() {
@@ -224,6 +221,7 @@ pub fn run(a: &ServeArgs, loc: &Locations, json_mode: bool) -> Result<Output, Cl
         port: a.port,
         max_loaded,
         keep_alive: a.keep_alive,
+        load_wait: a.load_wait,
         max_tokens: a.max_tokens,
         max_queue: a.max_queue as usize,
         body_timeout: a.body_timeout,

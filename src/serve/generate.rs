@@ -318,6 +318,40 @@ async fn handle(srv: Arc<Server>, kind: Kind, body: Bytes, rid: String) -> Respo
     }
 }
 
+/// A model that could not be loaded: 503 (retryable) when every loaded model stayed busy,
+/// else the worker's own error (not retryable: the same request fails the same way).
+fn load_error(e: super::pool::LoadError) -> ApiError {
+    if e.busy {
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorType::ServiceUnavailable,
+            e.message,
+        )
+        .retryable(true);
+    }
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        e.error
+            .as_ref()
+            .map_or(ErrorType::LoadFailed, |r| r.kind.error_type()),
+        e.message,
+    )
+    .retryable(false)
+}
+
+/// Run disk or process work (catalog reads, worker start-up) off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorType::ServerError,
+            e.to_string(),
+        )
+    })
+}
+
 async fn answer(
     srv: &Arc<Server>,
     kind: Kind,
@@ -331,15 +365,8 @@ async fn answer(
     let served: Served = {
         let s = srv.clone();
         let name = req.model.clone();
-        tokio::task::spawn_blocking(move || s.catalog.resolve(&name))
-            .await
-            .map_err(|e| {
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    ErrorType::ServerError,
-                    e.to_string(),
-                )
-            })?
+        blocking(move || s.catalog.resolve(&name))
+            .await?
             .map_err(ApiError::refused)?
     };
     if let Some(ctx) = served.record.context_length {
@@ -352,24 +379,9 @@ async fn answer(
     let loaded = {
         let s = srv.clone();
         let sv = served.clone();
-        tokio::task::spawn_blocking(move || s.pool.load(&sv))
-            .await
-            .map_err(|e| {
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    ErrorType::ServerError,
-                    e.to_string(),
-                )
-            })?
-            .map_err(|e| {
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    e.error
-                        .as_ref()
-                        .map_or(ErrorType::LoadFailed, |r| r.kind.error_type()),
-                    e.message,
-                )
-            })?
+        blocking(move || s.pool.load(&sv))
+            .await?
+            .map_err(load_error)?
     };
     if loaded.worker.queue_depth() >= srv.config.max_queue {
         return Err(ApiError::new(

@@ -44,66 +44,68 @@ pub fn render(srv: &Server) -> String {
     let m = &srv.metrics;
     let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
     let mut out = String::new();
-    let mut line = |name: &str, kind: &str, help: &str, v: f64| {
+    let series: [(&str, &str, &str, f64); 9] = [
+        (
+            "mlxfs_requests_total",
+            "counter",
+            "HTTP requests received.",
+            g(&m.requests) as f64,
+        ),
+        (
+            "mlxfs_generations_total",
+            "counter",
+            "Generations finished.",
+            g(&m.generations) as f64,
+        ),
+        (
+            "mlxfs_prompt_tokens_total",
+            "counter",
+            "Prompt tokens processed.",
+            g(&m.prompt_tokens) as f64,
+        ),
+        (
+            "mlxfs_completion_tokens_total",
+            "counter",
+            "Tokens generated.",
+            g(&m.completion_tokens) as f64,
+        ),
+        (
+            "mlxfs_errors_total",
+            "counter",
+            "Requests answered with an error.",
+            g(&m.errors) as f64,
+        ),
+        (
+            "mlxfs_worker_starts_total",
+            "counter",
+            "Model workers started.",
+            g(&srv.pool.starts) as f64,
+        ),
+        (
+            "mlxfs_worker_restarts_total",
+            "counter",
+            "Workers started again after one died.",
+            g(&srv.pool.restarts) as f64,
+        ),
+        (
+            "mlxfs_queue_depth",
+            "gauge",
+            "Jobs queued or running.",
+            srv.queue_depth() as f64,
+        ),
+        (
+            "mlxfs_loaded_models",
+            "gauge",
+            "Models with a running worker.",
+            srv.loaded_ids().len() as f64,
+        ),
+    ];
+    for (name, kind, help, v) in series {
         let _ = writeln!(
             out,
             "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
         );
-    };
-    line(
-        "mlxfs_requests_total",
-        "counter",
-        "HTTP requests received.",
-        g(&m.requests) as f64,
-    );
-    line(
-        "mlxfs_generations_total",
-        "counter",
-        "Generations finished.",
-        g(&m.generations) as f64,
-    );
-    line(
-        "mlxfs_prompt_tokens_total",
-        "counter",
-        "Prompt tokens processed.",
-        g(&m.prompt_tokens) as f64,
-    );
-    line(
-        "mlxfs_completion_tokens_total",
-        "counter",
-        "Tokens generated.",
-        g(&m.completion_tokens) as f64,
-    );
-    line(
-        "mlxfs_errors_total",
-        "counter",
-        "Requests answered with an error.",
-        g(&m.errors) as f64,
-    );
-    line(
-        "mlxfs_worker_starts_total",
-        "counter",
-        "Model workers started.",
-        g(&srv.pool.starts) as f64,
-    );
-    line(
-        "mlxfs_worker_restarts_total",
-        "counter",
-        "Workers started again after one died.",
-        g(&srv.pool.restarts) as f64,
-    );
-    line(
-        "mlxfs_queue_depth",
-        "gauge",
-        "Jobs queued or running.",
-        srv.queue_depth() as f64,
-    );
-    line(
-        "mlxfs_loaded_models",
-        "gauge",
-        "Models with a running worker.",
-        srv.loaded_ids().len() as f64,
-    );
+    }
     let name = "mlxfs_time_to_first_token_seconds";
     let _ = writeln!(
         out,

@@ -27,6 +27,9 @@ pub struct Config {
     pub max_loaded: usize,
     /// A worker idle this long is stopped.
     pub keep_alive: Duration,
+    /// How long a request for a model that is not loaded waits for a loaded one to become
+    /// idle (when `max_loaded` are loaded and busy) before it is answered 503.
+    pub load_wait: Duration,
     /// Upper bound of `max_tokens` for every request.
     pub max_tokens: u32,
     /// Most requests queued or running per model; more get 503 (retryable).

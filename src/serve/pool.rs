@@ -34,7 +34,7 @@ impl Loaded {
 }
 
 /// Why a model could not be loaded: the worker's own error, or every loaded model stayed
-/// busy (`busy`: nothing could be stopped to make room within [`BUSY_WAIT`]).
+/// busy (`busy`: nothing could be stopped to make room within `--load-wait`).
 #[derive(Debug, Clone)]
 pub struct LoadError {
     pub message: String,
@@ -42,12 +42,11 @@ pub struct LoadError {
     pub busy: bool,
 }
 
-/// How long a load waits for a loaded model to become idle when all `--max-loaded` are busy.
-pub const BUSY_WAIT: Duration = Duration::from_secs(60);
-
 pub struct Pool {
     max_loaded: usize,
     keep_alive: Duration,
+    /// How long a load waits for a loaded model to become idle when all are busy.
+    load_wait: Duration,
     python: PythonEnv,
     offline: bool,
     token_file: Option<std::path::PathBuf>,
@@ -78,6 +77,7 @@ impl Pool {
         Pool {
             max_loaded: c.max_loaded.max(1),
             keep_alive: c.keep_alive,
+            load_wait: c.load_wait,
             python: c.python.clone(),
             offline: c.offline,
             token_file: c.token_file.clone(),
@@ -152,9 +152,9 @@ impl Pool {
 
     /// Stop least recently used idle workers until one more fits. A busy worker is never
     /// stopped (its requests would be cut short): the load waits for one to become idle, and
-    /// after [`BUSY_WAIT`] gives up (`busy`).
+    /// after `load_wait` gives up (`busy`).
     fn make_room(&self, for_id: &str) -> Result<(), LoadError> {
-        let deadline = Instant::now() + BUSY_WAIT;
+        let deadline = Instant::now() + self.load_wait;
         loop {
             let victim = {
                 let mut loaded = lock(&self.loaded);
@@ -184,7 +184,7 @@ impl Pool {
                         message: format!(
                             "cannot load {for_id}: all {} loaded models (--max-loaded) stayed busy for {} s",
                             self.max_loaded,
-                            BUSY_WAIT.as_secs()
+                            self.load_wait.as_secs()
                         ),
                         error: None,
                         busy: true,

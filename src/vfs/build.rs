@@ -80,6 +80,8 @@ struct Builder<'a> {
     /// Folders that are models (no other model may be placed inside one).
     model_dirs: HashSet<Ino>,
     hidden: Vec<Hidden>,
+    /// The file system of the model folder being mirrored: folders on another are not entered.
+    root_dev: Option<u64>,
 }
 
 use super::tree::Ino;
@@ -252,8 +254,7 @@ impl Builder<'_> {
                 let md = e.metadata().ok();
                 // Another file system mounted inside a model (or the mount itself, reached
                 // through a relocated folder) is not part of it: hidden and recorded.
-                let root_dev = fs::metadata(root).map(|m| m.dev()).ok();
-                if root_dev.is_some() && md.as_ref().map(|m| m.dev()) != root_dev {
+                if self.root_dev.is_some() && md.as_ref().map(|m| m.dev()) != self.root_dev {
                     self.hide(&path, "another file system is mounted there");
                     continue;
                 }
@@ -327,6 +328,7 @@ impl Builder<'_> {
         let roots = model.link_roots();
         let hub = model.repo_dir.is_some();
         if model.problem.is_none() {
+            self.root_dev = fs::metadata(&real).map(|m| m.dev()).ok();
             self.mirror(ino, &vpath, &real, &real, &roots, hub, true);
         }
         self.add_meta(
@@ -461,6 +463,7 @@ pub fn build(loc: &Locations, inodes: &mut Inodes, generation: u64, stamp: Syste
         models: Vec::new(),
         model_dirs: HashSet::new(),
         hidden: Vec::new(),
+        root_dev: None,
     };
     b.nodes.insert(
         ROOT_INO,

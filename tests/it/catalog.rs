@@ -611,14 +611,6 @@ fn revisions() {
     );
 }
 
-fn loc_from(vars: &[(&str, &str)]) -> Locations {
-    Locations::from_vars(|k| {
-        vars.iter()
-            .find(|(n, _)| *n == k)
-            .map(|(_, v)| v.to_string())
-    })
-}
-
 #[test]
 fn locations_from_environment() {
     let l = loc_from(&[("HOME", "/h"), ("HF_HOME", "")]);

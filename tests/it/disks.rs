@@ -357,14 +357,6 @@ fn macos_sidecar_files_are_not_model_files() {
     assert_eq!(v["error"]["type"], "python_not_found", "{v}");
 }
 
-fn loc_from(vars: &[(&str, &str)]) -> Locations {
-    Locations::from_vars(|k| {
-        vars.iter()
-            .find(|(n, _)| *n == k)
-            .map(|(_, v)| v.to_string())
-    })
-}
-
 #[test]
 fn every_cache_location_huggingface_hub_honours() {
     let p = |l: Locations| l.hub_cache;
@@ -637,17 +629,7 @@ fn relocated_models_run_with_the_same_text() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let files: Vec<(String, Vec<u8>)> = fs::read_dir(&ws)
-        .unwrap()
-        .flatten()
-        .filter(|e| e.file_type().unwrap().is_file())
-        .map(|e| {
-            (
-                e.file_name().to_string_lossy().into_owned(),
-                fs::read(e.path()).unwrap(),
-            )
-        })
-        .collect();
+    let files = files_of(&ws);
     fx.hub_model("org/tiny", &files);
     move_and_link(
         &repo_dir(&fx, "org/tiny").join("blobs"),

@@ -9,21 +9,9 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::run::{make_tiny, venv_dir, venv_python};
 use crate::support::mnt::BIN;
 use crate::support::*;
-
-fn venv_python() -> PathBuf {
-    PathBuf::from(std::env::var("MLXFS_TEST_PYTHON").expect("require!(Python) checks it"))
-}
-
-fn venv_dir() -> PathBuf {
-    venv_python()
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
 
 /// A running `mlxfs serve`; killed (SIGKILL) when dropped if still running.
 pub struct Served {
@@ -410,26 +398,8 @@ fn free_port() -> u16 {
 /// workspace copy `tiny2` (for two models loaded at once).
 fn with_tiny() -> Fx {
     let fx = Fx::new();
-    let ws = fx.ws_home.join("tiny");
-    let script =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/make-tiny-model.py");
-    let o = Command::new(venv_python())
-        .arg(script)
-        .arg(&ws)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let files: Vec<(String, Vec<u8>)> = std::fs::read_dir(&ws)
-        .unwrap()
-        .flatten()
-        .filter(|e| e.file_type().unwrap().is_file())
-        .map(|e| {
-            (
-                e.file_name().to_string_lossy().into_owned(),
-                std::fs::read(e.path()).unwrap(),
-            )
-        })
-        .collect();
+    let ws = make_tiny(&fx, "tiny", &[]);
+    let files = files_of(&ws);
     fx.hub_model("org/tiny", &files);
     write_tree(&fx.ws_home.join("tiny2"), &files);
     fx
@@ -719,20 +689,8 @@ fn workers_concurrency_eviction_failures_and_shutdown() {
     // A worker killed mid-request: that request gets a 500, the next one succeeds.
     let pid = worker_pids(&s)[0];
     let addr = s.addr.clone();
-    let long = chat("tiny2", false, 2000).to_string();
-    let t = std::thread::spawn(move || {
-        let (st, _, b) = http(
-            &addr,
-            "POST",
-            "/v1/chat/completions",
-            &[("Content-Type", "application/json")],
-            long.as_bytes(),
-        );
-        (
-            st,
-            serde_json::from_slice::<Value>(&b).unwrap_or(Value::Null),
-        )
-    });
+    let long = chat("tiny2", false, 2000);
+    let t = std::thread::spawn(move || post_json(&addr, "/v1/chat/completions", &[], &long));
     let deadline = Instant::now() + Duration::from_secs(30);
     while health(&s)["queue_depth"].as_u64() == Some(0) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
@@ -785,26 +743,10 @@ fn loads_revisions_and_request_checks() {
     crate::require!(Python);
     let fx = with_tiny();
     // A second snapshot of org/tiny with other weights: its text differs.
-    let other = fx.tmp.path().join("tiny-seed5");
-    let script =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/make-tiny-model.py");
-    let o = Command::new(venv_python())
-        .arg(script)
-        .arg(&other)
-        .args(["--seed", "5"])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let files: Vec<(String, Vec<u8>)> = std::fs::read_dir(&other)
-        .unwrap()
-        .flatten()
-        .map(|e| {
-            (
-                e.file_name().to_string_lossy().into_owned(),
-                std::fs::read(e.path()).unwrap(),
-            )
-        })
-        .collect();
+    let other = make_tiny(&fx, "tiny-seed5", &["--seed", "5"]);
+    let files = files_of(&other);
+    // Only a snapshot of org/tiny, not a workspace of its own.
+    std::fs::remove_dir_all(&other).unwrap();
     const OLD: &str = "1111111111111111111111111111111111111111";
     fx.hub_snapshot("org/tiny", OLD, &files, false);
     let old_text = run_text(&fx, "org/tiny@1111111", "Explain FUSE", 12);
@@ -867,20 +809,8 @@ fn loads_revisions_and_request_checks() {
         .into_iter()
         .map(|m| {
             let addr = s.addr.clone();
-            let body = chat(m, 48, false).to_string();
-            std::thread::spawn(move || {
-                let (st, _, b) = http(
-                    &addr,
-                    "POST",
-                    "/v1/chat/completions",
-                    &[("Content-Type", "application/json")],
-                    body.as_bytes(),
-                );
-                (
-                    st,
-                    serde_json::from_slice::<Value>(&b).unwrap_or(Value::Null),
-                )
-            })
+            let body = chat(m, 48, false);
+            std::thread::spawn(move || post_json(&addr, "/v1/chat/completions", &[], &body))
         })
         .collect();
     for t in threads {
@@ -995,4 +925,49 @@ fn sigterm_during_a_stream_is_an_error_not_a_finish() {
         "a cut answer looked finished"
     );
     assert!(wait_gone(&pids, 10));
+}
+
+/// With `--max-loaded` models loaded and busy, a request for another model waits
+/// `--load-wait` and is then answered 503 (retryable); the busy model's answers stay whole.
+#[test]
+fn a_busy_model_is_not_stopped_for_another() {
+    crate::require!(Python);
+    let fx = with_tiny();
+    let s = Served::start(
+        &fx,
+        &["--max-loaded", "1", "--load-wait", "0s", "--model", "tiny"],
+    );
+    // Seeded sampling jobs run one after another: the model stays busy for a while.
+    let threads: Vec<_> = (0..6)
+        .map(|_| {
+            let addr = s.addr.clone();
+            let body = json!({"model": "tiny", "messages": [{"role": "user", "content": "Explain FUSE"}],
+                "temperature": 0.8, "seed": 3, "max_tokens": 100000});
+            std::thread::spawn(move || post_json(&addr, "/v1/chat/completions", &[], &body))
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while health(&s)["queue_depth"].as_u64().unwrap_or(0) < 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let (st, v) = post_json(
+        &s.addr,
+        "/v1/chat/completions",
+        &[],
+        &json!({"model": "tiny2", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}),
+    );
+    assert_eq!(
+        (st, v["error"]["type"].as_str()),
+        (503, Some("service_unavailable")),
+        "{v}"
+    );
+    assert_eq!(v["error"]["retryable"], true, "{v}");
+    for t in threads {
+        let (st, v) = t.join().unwrap();
+        assert_eq!(
+            (st, v["choices"][0]["finish_reason"].as_str()),
+            (200, Some("length")),
+            "{v}"
+        );
+    }
 }

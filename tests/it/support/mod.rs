@@ -26,6 +26,15 @@ pub fn vfs_for(loc: &Locations, mountpoint: &Path) -> Vfs {
     )
 }
 
+/// Locations from these variables only (everything else unset).
+pub fn loc_from(vars: &[(&str, &str)]) -> Locations {
+    Locations::from_vars(|k| {
+        vars.iter()
+            .find(|(n, _)| *n == k)
+            .map(|(_, v)| v.to_string())
+    })
+}
+
 /// What a suite needs from the machine.
 #[derive(Debug, Clone, Copy)]
 pub enum Needs {
@@ -234,6 +243,23 @@ impl Fx {
         write_tree(&ws, files);
         ws
     }
+}
+
+/// The regular files directly in `dir` with their bytes (to copy a generated model elsewhere).
+pub fn files_of(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out: Vec<(String, Vec<u8>)> = fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
 }
 
 pub fn write_tree(root: &Path, files: &[(String, Vec<u8>)]) {
