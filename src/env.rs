@@ -17,6 +17,8 @@ pub const HOME: &str = "HOME";
 /// The workspace home: each folder with a `config.json` directly under it is a workspace
 /// (mlx-knife).
 pub const MLXK_WORKSPACE_HOME: &str = "MLXK_WORKSPACE_HOME";
+/// Further workspace homes, `:`-separated, searched after `MLXK_WORKSPACE_HOME` (ADR-022).
+pub const MLXK_MODEL_PATH: &str = "MLXK_MODEL_PATH";
 /// The hub's base URL (default `https://huggingface.co`).
 pub const HF_ENDPOINT: &str = "HF_ENDPOINT";
 /// An access token for private and gated repos, and for `push`.
@@ -49,6 +51,7 @@ pub const READ: &[&str] = &[
     XDG_CACHE_HOME,
     HOME,
     MLXK_WORKSPACE_HOME,
+    MLXK_MODEL_PATH,
     HF_ENDPOINT,
     HF_TOKEN,
     HF_TOKEN_PATH,

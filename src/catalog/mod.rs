@@ -31,6 +31,12 @@ pub struct Locations {
     /// `MLXK_WORKSPACE_HOME` as set, `~` expanded, whether or not the folder exists (`clone`
     /// creates it on demand).
     pub workspace_home_set: Option<PathBuf>,
+    /// `MLXK_MODEL_PATH`: further workspace homes (`:`-separated, as `PATH`), searched in
+    /// order after the workspace home (ADR-022's "future" multi-path search). Resolved
+    /// folders only, each once, never the workspace home again.
+    pub model_path: Vec<PathBuf>,
+    /// Entries of `MLXK_MODEL_PATH` that are unusable: (value, why), for messages.
+    pub model_path_problems: Vec<(String, String)>,
 }
 
 fn expand_tilde(s: &str, home: Option<&str>) -> PathBuf {
@@ -108,12 +114,54 @@ impl Locations {
                 Err(e) => workspace_home_problem = Some((w, e.to_string())),
             }
         }
+        let mut model_path: Vec<PathBuf> = Vec::new();
+        let mut model_path_problems = Vec::new();
+        if let Some(mp) = var(env::MLXK_MODEL_PATH) {
+            for entry in mp.split(':').filter(|e| !e.trim().is_empty()) {
+                let p = expand_tilde(&expand_vars(entry, &var), home.as_deref());
+                match fs::canonicalize(&p) {
+                    Ok(r) if r.is_dir() => {
+                        if workspace_home.as_ref() != Some(&r) && !model_path.contains(&r) {
+                            model_path.push(r);
+                        }
+                    }
+                    Ok(_) => model_path_problems.push((entry.to_string(), "not a folder".into())),
+                    Err(e) => model_path_problems.push((entry.to_string(), e.to_string())),
+                }
+            }
+        }
         Locations {
             hub_cache,
             workspace_home,
             workspace_home_problem,
             workspace_home_set,
+            model_path,
+            model_path_problems,
         }
+    }
+
+    /// Every workspace home in search order: `MLXK_WORKSPACE_HOME`, then `MLXK_MODEL_PATH`'s.
+    pub fn workspace_homes(&self) -> impl Iterator<Item = &Path> {
+        self.workspace_home
+            .iter()
+            .chain(self.model_path.iter())
+            .map(PathBuf::as_path)
+    }
+
+    /// Why the search is narrower than configured, one line per unusable home (for warnings
+    /// and "not found" hints).
+    pub fn home_problems(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .workspace_home_problem
+            .iter()
+            .map(|(v, why)| format!("{}={v} is unusable: {why}", env::MLXK_WORKSPACE_HOME))
+            .collect();
+        out.extend(
+            self.model_path_problems
+                .iter()
+                .map(|(v, why)| format!("{} entry {v} is unusable: {why}", env::MLXK_MODEL_PATH)),
+        );
+        out
     }
 }
 
@@ -507,6 +555,65 @@ pub fn has_config(p: &Path) -> bool {
 /// nowhere, or a folder that cannot be read, is listed with that problem — it may be a
 /// workspace whose disk is not attached. Other entries (files, folders without a
 /// `config.json`) are not models and are not listed.
+/// The workspaces of every home ([`Locations::workspace_homes`]), home by home in search
+/// order, each home's by name. The same name may occur in two homes: callers that pick by
+/// name must treat that as ambiguous ([`duplicate_names`]), never take the first.
+pub fn scan_all_workspaces(loc: &Locations) -> Vec<WorkspaceDir> {
+    let mut out = Vec::new();
+    for home in loc.workspace_homes() {
+        out.extend(scan_workspaces(home));
+    }
+    out
+}
+
+/// Workspace names that occur more than once across the homes.
+pub fn duplicate_names(ws: &[WorkspaceDir]) -> std::collections::BTreeSet<String> {
+    let mut seen = std::collections::BTreeSet::new();
+    ws.iter()
+        .filter(|w| !seen.insert(w.name.as_str()))
+        .map(|w| w.name.clone())
+        .collect()
+}
+
+/// The name that tells a workspace apart when its folder name occurs in two homes
+/// (`MLXK_MODEL_PATH`): `<name>@<home folder name>` for every one of them (no home wins), with
+/// `-<n>` (the home's place in the search order) added if that still collides; `None` for a
+/// name that is unique. The mount's root entries and `serve`'s model ids use it.
+pub fn distinct_names(workspaces: &[WorkspaceDir]) -> Vec<Option<String>> {
+    let dups = duplicate_names(workspaces);
+    let home_of = |w: &WorkspaceDir| w.path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let mut homes: Vec<PathBuf> = Vec::new();
+    for w in workspaces {
+        let h = home_of(w);
+        if !homes.contains(&h) {
+            homes.push(h);
+        }
+    }
+    let label = |h: &Path| {
+        h.file_name()
+            .map_or_else(|| "root".to_string(), |n| n.to_string_lossy().into_owned())
+    };
+    let mut names: Vec<Option<String>> = workspaces
+        .iter()
+        .map(|w| {
+            dups.contains(&w.name)
+                .then(|| format!("{}@{}", w.name, label(&home_of(w))))
+        })
+        .collect();
+    let clashes: Vec<bool> = (0..names.len())
+        .map(|i| names[i].is_some() && (0..names.len()).any(|j| j != i && names[j] == names[i]))
+        .collect();
+    for (i, w) in workspaces.iter().enumerate() {
+        if clashes[i] {
+            let n = homes.iter().position(|h| *h == home_of(w)).unwrap_or(0) + 1;
+            if let Some(s) = &mut names[i] {
+                s.push_str(&format!("-{n}"));
+            }
+        }
+    }
+    names
+}
+
 pub fn scan_workspaces(home: &Path) -> Vec<WorkspaceDir> {
     let Ok(rd) = fs::read_dir(home) else {
         return Vec::new();
@@ -696,12 +803,10 @@ impl ModelRef {
 /// Every model of the catalog at its current revision: workspaces first (by name), then hub
 /// models (by repo id).
 pub fn all_models(loc: &Locations) -> Vec<ModelRef> {
-    let mut out = Vec::new();
-    if let Some(home) = &loc.workspace_home {
-        for w in scan_workspaces(home) {
-            out.push(w.into_model());
-        }
-    }
+    let mut out: Vec<ModelRef> = scan_all_workspaces(loc)
+        .into_iter()
+        .map(WorkspaceDir::into_model)
+        .collect();
     for repo in scan_hub(&loc.hub_cache) {
         out.push(ModelRef::hub(&repo, repo.current));
     }

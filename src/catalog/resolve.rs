@@ -2,13 +2,15 @@
 //! mlx-knife's ADR-022 name lookup, with its "first directory entry wins" gap closed).
 //!
 //! Explicit paths are exact. Names are looked up among workspace-home folders and hub repos:
-//! an exact name wins (workspace home first), otherwise a case-insensitive substring match,
-//! and more than one match is always an ambiguity listing every candidate.
+//! an exact name wins (workspaces first), otherwise a case-insensitive substring match,
+//! and more than one match is always an ambiguity listing every candidate. Workspaces come
+//! from every home (`MLXK_WORKSPACE_HOME`, then `MLXK_MODEL_PATH`): the same name in two
+//! homes is an ambiguity naming both paths, never "first folder wins".
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use super::{HubRepo, Locations, ModelRef, has_config, scan_hub, scan_workspaces};
+use super::{HubRepo, Locations, ModelRef, has_config, scan_all_workspaces, scan_hub};
 use crate::mountprobe::mounted_model_path;
 use crate::text::short_rev;
 use crate::{env, error};
@@ -168,10 +170,7 @@ fn hub_snapshot_at(typed: &Path, canon: &Path, loc: &Locations) -> Option<ModelR
 /// sentinel) and lie outside the workspace home; looks at the links of `snapshots/` only.
 fn linked_snapshot_at(canon: &Path, loc: &Locations) -> Option<ModelRef> {
     if fs::symlink_metadata(canon.join(crate::hash::SENTINEL_FILENAME)).is_ok()
-        || loc
-            .workspace_home
-            .as_ref()
-            .is_some_and(|h| canon.starts_with(h))
+        || loc.workspace_homes().any(|h| canon.starts_with(h))
     {
         return None;
     }
@@ -224,6 +223,58 @@ impl Candidate {
             Candidate::Hub(r) => &r.repo_id,
         }
     }
+
+    fn into_model(self) -> ModelRef {
+        match self {
+            Candidate::Workspace(w) => w.into_model(),
+            Candidate::Hub(repo) => ModelRef::hub(&repo, repo.current),
+        }
+    }
+}
+
+/// The candidates of an ambiguity, as the user can tell them apart: names, and the path of a
+/// workspace whose name another candidate shares (the same folder name in two homes).
+fn ambiguity(spec: &str, hits: &[Candidate]) -> ResolveError {
+    let mut matches: Vec<String> = hits
+        .iter()
+        .map(|c| match c {
+            Candidate::Workspace(w) if hits.iter().filter(|o| o.name() == w.name).count() > 1 => {
+                w.path.to_string_lossy().into_owned()
+            }
+            other => other.name().to_string(),
+        })
+        .collect();
+    matches.sort();
+    ResolveError::Ambiguous {
+        spec: spec.to_string(),
+        matches,
+    }
+}
+
+/// The candidates named exactly `name`: none, one, or an ambiguity.
+fn take_exact(
+    cands: &mut Vec<Candidate>,
+    name: &str,
+    spec: &str,
+) -> Result<Option<Candidate>, ResolveError> {
+    let mut hits: Vec<Candidate> = Vec::new();
+    let mut i = 0;
+    while i < cands.len() {
+        if cands[i].name() == name {
+            hits.push(cands.remove(i));
+        } else {
+            i += 1;
+        }
+    }
+    // Workspaces come first (ADR-022's search order); only between them can a name tie.
+    if hits.iter().any(|c| matches!(c, Candidate::Workspace(_))) {
+        hits.retain(|c| matches!(c, Candidate::Workspace(_)));
+    }
+    match hits.len() {
+        0 => Ok(None),
+        1 => Ok(hits.pop()),
+        _ => Err(ambiguity(spec, &hits)),
+    }
 }
 
 /// Resolve a name (optionally `name@rev`) or an explicit path to one model.
@@ -248,18 +299,19 @@ pub fn resolve(spec: &str, loc: &Locations) -> Result<ModelRef, ResolveError> {
         (false, spec.to_string())
     };
     let mut cands: Vec<Candidate> = Vec::new();
-    if !hub_only && let Some(home) = &loc.workspace_home {
-        cands.extend(scan_workspaces(home).into_iter().map(Candidate::Workspace));
+    if !hub_only {
+        cands.extend(
+            scan_all_workspaces(loc)
+                .into_iter()
+                .map(Candidate::Workspace),
+        );
     }
     cands.extend(scan_hub(&loc.hub_cache).into_iter().map(Candidate::Hub));
     // A name that itself holds an `@` (any folder name on disk may) is found whole first.
     if unaliased.contains('@')
-        && let Some(i) = cands.iter().position(|c| c.name() == unaliased)
+        && let Some(c) = take_exact(&mut cands, &unaliased, spec)?
     {
-        return Ok(match cands.swap_remove(i) {
-            Candidate::Workspace(w) => w.into_model(),
-            Candidate::Hub(repo) => ModelRef::hub(&repo, repo.current),
-        });
+        return Ok(c.into_model());
     }
     let (name, rev) = match unaliased.rsplit_once('@') {
         Some((n, r)) => (n, Some(r)),
@@ -274,13 +326,14 @@ pub fn resolve(spec: &str, loc: &Locations) -> Result<ModelRef, ResolveError> {
     }
 
     let expanded = (!name.contains('/')).then(|| format!("mlx-community/{name}"));
-    let exact = cands.iter().position(|c| c.name() == name).or_else(|| {
-        expanded
-            .as_ref()
-            .and_then(|e| cands.iter().position(|c| c.name() == e))
-    });
+    let mut exact = take_exact(&mut cands, name, spec)?;
+    if exact.is_none()
+        && let Some(e) = &expanded
+    {
+        exact = take_exact(&mut cands, e, spec)?;
+    }
     let chosen = match exact {
-        Some(i) => cands.swap_remove(i),
+        Some(c) => c,
         None => {
             let low = name.to_lowercase();
             let mut hits: Vec<Candidate> = cands
@@ -289,22 +342,12 @@ pub fn resolve(spec: &str, loc: &Locations) -> Result<ModelRef, ResolveError> {
                 .collect();
             match hits.len() {
                 0 => {
-                    let hint = loc
-                        .workspace_home_problem
-                        .as_ref()
-                        .map(|(v, why)| format!("MLXK_WORKSPACE_HOME={v} is unusable: {why}"));
+                    let problems = loc.home_problems();
+                    let hint = (!problems.is_empty()).then(|| problems.join("; "));
                     return Err(not_found(hint));
                 }
                 1 => hits.swap_remove(0),
-                _ => {
-                    let mut matches: Vec<String> =
-                        hits.iter().map(|c| c.name().to_string()).collect();
-                    matches.sort();
-                    return Err(ResolveError::Ambiguous {
-                        spec: spec.to_string(),
-                        matches,
-                    });
-                }
+                _ => return Err(ambiguity(spec, &hits)),
             }
         }
     };
@@ -400,15 +443,20 @@ pub fn list(pattern: Option<&str>, loc: &Locations) -> Vec<Listed> {
     let low = pattern.map(str::to_lowercase);
     let keep = |n: &str| low.as_ref().is_none_or(|l| n.to_lowercase().contains(l));
     let mut out = Vec::new();
-    if let Some(home) = &loc.workspace_home {
-        for w in scan_workspaces(home) {
-            if keep(&w.name) {
-                let dn = w.name.clone();
-                out.push(Listed {
-                    model: w.into_model(),
-                    display_name: Some(dn),
-                });
-            }
+    let workspaces = scan_all_workspaces(loc);
+    // The same name in two homes: each is shown by its path, so the two can be told apart.
+    let dups = super::duplicate_names(&workspaces);
+    for w in workspaces {
+        if keep(&w.name) {
+            let dn = if dups.contains(&w.name) {
+                w.path.to_string_lossy().into_owned()
+            } else {
+                w.name.clone()
+            };
+            out.push(Listed {
+                model: w.into_model(),
+                display_name: Some(dn),
+            });
         }
     }
     for repo in scan_hub(&loc.hub_cache) {

@@ -102,6 +102,22 @@ pub fn run(a: &CloneArgs, loc: &Locations, json: bool) -> Result<Output, CliErro
         .or_else(|| loc.workspace_home_set.clone());
     let target = target_path(&spec, a.target.as_deref(), home.as_deref())?;
     check_target(&target, home.as_deref())?;
+    // A name another workspace home already holds makes that name ambiguous from now on.
+    let parent = target.parent().and_then(|p| std::fs::canonicalize(p).ok());
+    let into_a_home = parent
+        .as_deref()
+        .is_some_and(|p| loc.workspace_homes().any(|h| h == p) || home.as_deref() == Some(p));
+    if into_a_home
+        && let Some(name) = target.file_name().and_then(|n| n.to_str())
+        && let Some(other) = crate::catalog::scan_all_workspaces(loc)
+            .into_iter()
+            .find(|w| w.name == name && w.path.parent() != parent.as_deref())
+    {
+        crate::note!(
+            "warning: {} is also a workspace: the name {name} will be ambiguous (use paths)",
+            other.path.display()
+        );
+    }
     let hub = Hub::from_env()?;
     super::hubcmd::exit_on_interrupt();
     let p = progress(json, a.quiet);

@@ -27,6 +27,13 @@ pub struct ListArgs {
     /// More columns (Clean, Framework; with --health: Integrity, Runtime, Reason); full names
     #[arg(long)]
     pub verbose: bool,
+    /// Absolute paths in the Name column (a workspace's folder, a hub model's snapshot)
+    #[arg(long)]
+    pub full_paths: bool,
+    /// Add an Origin column: the hub repo a workspace was cloned or converted from (its
+    /// sentinel's source), or a hub model's repo id; `-` when unknown
+    #[arg(long)]
+    pub origin: bool,
 }
 
 /// `list [PATTERN]`: every matching model's record (the JSON), and mlx-knife's table.
@@ -40,20 +47,14 @@ pub fn run(a: &ListArgs, loc: &Locations) -> Result<Output, CliError> {
 /// The mlx-knife table.
 pub fn render(models: &[ModelRecord], a: &ListArgs) -> String {
     let compact = !a.all && !a.verbose;
-    let mut headers = if compact {
-        vec!["Name", "Hash", "Size", "Modified", "Src", "Type"]
-    } else {
-        vec![
-            "Name",
-            "Hash",
-            "Size",
-            "Modified",
-            "Src",
-            "Clean",
-            "Framework",
-            "Type",
-        ]
-    };
+    let mut headers = vec!["Name", "Hash", "Size", "Modified", "Src"];
+    if a.origin {
+        headers.push("Origin");
+    }
+    if !compact {
+        headers.extend(["Clean", "Framework"]);
+    }
+    headers.push("Type");
     if a.health {
         if a.verbose {
             headers.extend(["Integrity", "Runtime", "Reason"]);
@@ -70,7 +71,9 @@ pub fn render(models: &[ModelRecord], a: &ListArgs) -> String {
             continue;
         }
         let mut name = m.display_name.as_deref().unwrap_or(&m.name).to_string();
-        if !a.verbose
+        if a.full_paths {
+            name = m.path.clone();
+        } else if !a.verbose
             && let Some(rest) = name.strip_prefix("mlx-community/")
         {
             name = rest.to_string();
@@ -98,6 +101,14 @@ pub fn render(models: &[ModelRecord], a: &ListArgs) -> String {
             modified,
             src.to_string(),
         ];
+        if a.origin {
+            let origin = if cached {
+                Some(m.name.as_str())
+            } else {
+                m.origin.as_deref()
+            };
+            row.push(origin.unwrap_or("-").to_string());
+        }
         if !compact {
             let c = match (cached, m.clean) {
                 (false, Some(true)) => "✓",

@@ -30,12 +30,14 @@ Where models are found:
   hub cache    HF_HUB_CACHE, else HUGGINGFACE_HUB_CACHE, else $HF_HOME/hub, where
                HF_HOME defaults to $XDG_CACHE_HOME/huggingface, else ~/.cache/huggingface
                (huggingface_hub's order)
-  workspaces   each folder with a config.json directly under MLXK_WORKSPACE_HOME
+  workspaces   each folder with a config.json directly under MLXK_WORKSPACE_HOME, then
+               under each folder of MLXK_MODEL_PATH (`:`-separated, searched in order)
 Models moved to another disk and linked back are followed; a link inside a model that
 leads out of it is refused; whatever is skipped is listed by `list --all` with a reason.
 
-Names: an exact name wins (workspace home first, then the hub cache); otherwise a
-case-insensitive substring match, and several matches are an error that lists them.
+Names: an exact name wins (workspaces first, then the hub cache); otherwise a
+case-insensitive substring match, and several matches are an error that lists them (the
+same workspace name in two homes too: name it by its path).
 `org/name@abc1234` picks a snapshot by commit prefix; a path (/, ./, ../, ~) is exact.
 
 Hub commands (clone, pull, push) use HF_ENDPOINT (default https://huggingface.co) and
@@ -179,7 +181,12 @@ pub fn run(args: Vec<std::ffi::OsString>) -> i32 {
     let loc = Locations::from_env();
     if let Some((value, why)) = &loc.workspace_home_problem {
         crate::note!(
-            "warning: MLXK_WORKSPACE_HOME={value} is unusable ({why}); only the hub cache is searched"
+            "warning: MLXK_WORKSPACE_HOME={value} is unusable ({why}); its workspaces are not searched"
+        );
+    }
+    for (value, why) in &loc.model_path_problems {
+        crate::note!(
+            "warning: MLXK_MODEL_PATH entry {value} is unusable ({why}); its workspaces are not searched"
         );
     }
     let name = cmd.name();

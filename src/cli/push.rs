@@ -23,7 +23,7 @@ the workspace.
 Needs HF_TOKEN with write access (--dry-run works without one for public repos).
 --dry-run lists what would be uploaded, changed and deleted, and uploads nothing.")]
 pub struct PushArgs {
-    /// The workspace: a path, or a workspace name under MLXK_WORKSPACE_HOME
+    /// The workspace: a path, or a workspace name (MLXK_WORKSPACE_HOME, MLXK_MODEL_PATH)
     pub workspace: String,
     /// Target hub repo `org/name`
     pub repo: String,

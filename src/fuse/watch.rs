@@ -40,9 +40,7 @@ fn watch_roots(
     watched: &mut Vec<std::path::PathBuf>,
 ) {
     let mut want: Vec<PathBuf> = vec![vfs.loc.hub_cache.clone()];
-    if let Some(h) = &vfs.loc.workspace_home {
-        want.push(h.clone());
-    }
+    want.extend(vfs.loc.workspace_homes().map(Path::to_path_buf));
     let inside: Vec<PathBuf> = want
         .iter()
         .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()))

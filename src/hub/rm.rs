@@ -142,9 +142,9 @@ impl Guard {
         let home = PathBuf::from(crate::sys::home_dir(crate::env::var(crate::env::HOME)));
         let mut holds = vec![PathBuf::from("/"), canon(&loc.hub_cache), canon(&home)];
         let mut inside = vec![(canon(&loc.hub_cache), "the hub cache")];
-        if let Some(w) = &loc.workspace_home {
+        for w in loc.workspace_homes() {
             holds.push(canon(w));
-            inside.push((canon(w), "the workspace home"));
+            inside.push((canon(w), "a workspace home"));
         }
         Guard { holds, inside }
     }

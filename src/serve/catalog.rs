@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use crate::catalog::record::{ModelRecord, describe};
 use crate::catalog::resolve::{self, ResolveError};
-use crate::catalog::{Locations, ModelRef, Source, par_map};
+use crate::catalog::{Locations, ModelRef, Source, WorkspaceDir, distinct_names, par_map};
 use crate::error::ErrorType;
 
 /// How long a listing is reused before the catalog is read again.
@@ -94,12 +94,31 @@ impl Catalog {
         }
         let listed = resolve::list(None, &self.loc);
         let refs: Vec<ModelRef> = listed.into_iter().map(|l| l.model).collect();
-        let mut out: Vec<Served> = par_map(&refs, |m| {
+        // The same workspace name in two homes: each gets the mount's `<name>@<home>` id.
+        let ws: Vec<WorkspaceDir> = refs
+            .iter()
+            .filter(|m| m.source == Source::Workspace)
+            .map(|m| WorkspaceDir {
+                name: m.short_name.clone(),
+                path: m.path.clone(),
+                problem: None,
+            })
+            .collect();
+        let mut distinct = distinct_names(&ws).into_iter();
+        let ids: Vec<String> = refs
+            .iter()
+            .map(|m| match m.source {
+                Source::Workspace => distinct.next().flatten().unwrap_or_else(|| id_of(m)),
+                Source::Cache => id_of(m),
+            })
+            .collect();
+        let pairs: Vec<(&ModelRef, &String)> = refs.iter().zip(&ids).collect();
+        let mut out: Vec<Served> = par_map(&pairs, |(m, id)| {
             let d = describe(m);
             servable(&d.record).then(|| Served {
-                id: id_of(m),
+                id: (*id).clone(),
                 weights: m.path.clone(),
-                model: m.clone(),
+                model: (*m).clone(),
                 record: d.record,
             })
         })
@@ -138,6 +157,15 @@ impl Catalog {
             .find(|p| p.id == spec)
         {
             return Ok(p.clone());
+        }
+        // An id only `/v1/models` gives (a workspace name shared by two homes).
+        if spec.contains('@')
+            && let Some(s) = self
+                .models()
+                .into_iter()
+                .find(|s| s.id == spec && s.model.source == Source::Workspace)
+        {
+            return Ok(s);
         }
         let m = resolve::resolve(spec, &self.loc).map_err(|e| Refusal {
             kind: e.error_type(),

@@ -16,7 +16,7 @@ use std::path::{Component, Path, PathBuf};
 use std::time::SystemTime;
 
 use super::tree::{Attr, Content, Hidden, Inodes, Kind, ModelEntry, Node, ROOT_INO, Tree, Virtual};
-use crate::catalog::{HubRepo, Locations, ModelRef, scan_hub, scan_workspaces};
+use crate::catalog::{HubRepo, Locations, ModelRef, distinct_names, scan_all_workspaces, scan_hub};
 use crate::hash::resolve_link;
 use crate::mountprobe::META_DIR;
 pub use crate::osjunk::is_os_junk;
@@ -485,23 +485,23 @@ pub fn build(loc: &Locations, inodes: &mut Inodes, generation: u64, stamp: Syste
         ],
         stamp,
     );
-    let workspaces = loc
-        .workspace_home
-        .as_deref()
-        .map(scan_workspaces)
-        .unwrap_or_default();
-    // Names at the root that hub orgs must not take: workspaces and the mount's own folder.
-    let mut taken_at_root: BTreeSet<OsString> = workspaces
-        .iter()
-        .filter_map(|w| w.path.file_name().map(OsStr::to_os_string))
+    let workspaces = scan_all_workspaces(loc);
+    let names: Vec<OsString> = distinct_names(&workspaces)
+        .into_iter()
+        .zip(&workspaces)
+        .map(|(d, w)| match d {
+            Some(d) => OsString::from(d),
+            None => w
+                .path
+                .file_name()
+                .map(OsStr::to_os_string)
+                .unwrap_or_default(),
+        })
         .collect();
+    // Names at the root that hub orgs must not take: workspaces and the mount's own folder.
+    let mut taken_at_root: BTreeSet<OsString> = names.iter().cloned().collect();
     taken_at_root.insert(META_DIR.into());
-    for w in workspaces {
-        let name = w
-            .path
-            .file_name()
-            .map(OsStr::to_os_string)
-            .unwrap_or_default();
+    for (w, name) in workspaces.into_iter().zip(names) {
         if name == META_DIR {
             b.hide(
                 &w.path,

@@ -112,6 +112,8 @@ impl Vfs {
                     workspace_home: None,
                     workspace_home_problem: None,
                     workspace_home_set: None,
+                    model_path: Vec::new(),
+                    model_path_problems: Vec::new(),
                 };
                 build(&empty, &mut inodes, 1, info.mounted_at)
             }

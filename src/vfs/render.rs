@@ -135,6 +135,7 @@ impl Renderer {
                     "sources": {
                         "hub_cache": vfs.loc.hub_cache.to_string_lossy(),
                         "workspace_home": vfs.loc.workspace_home.as_ref().map(|p| p.to_string_lossy()),
+                        "model_path": vfs.loc.model_path.iter().map(|p| p.to_string_lossy()).collect::<Vec<_>>(),
                     },
                     "models": tree.models.len(),
                     "read_mode": info.read_mode.as_str(),

@@ -604,6 +604,8 @@ fn list_args() -> ListArgs {
         all: true,
         health: true,
         verbose: true,
+        full_paths: false,
+        origin: true,
     }
 }
 

@@ -259,6 +259,36 @@ fn kill_when_stalled(
 }
 
 #[test]
+fn a_clone_into_a_home_warns_when_another_home_has_the_name() {
+    let e = Env::new();
+    e.hub.put_repo("org/tiny-model", &model_files(1000));
+    let other = e.fx.tmp.path().join("other-home");
+    write_tree(&other.join("tiny-model"), &good_files());
+    let mp = other.to_string_lossy().into_owned();
+    let o = e.run(&["clone", "org/tiny-model"], &[("MLXK_MODEL_PATH", &mp)]);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("tiny-model will be ambiguous") && err.contains("other-home"),
+        "{err}"
+    );
+    // And it is: by name both are candidates, by path each is found.
+    let (code, v) = e.json(&["show", "tiny-model"], &[("MLXK_MODEL_PATH", &mp)]);
+    assert_eq!(
+        (code, v["error"]["type"].as_str()),
+        (1, Some("ambiguous_match"))
+    );
+    // A clone elsewhere (not into a home) says nothing.
+    fs::create_dir_all(e.fx.tmp.path().join("elsewhere")).unwrap();
+    let o = e.run(
+        &["clone", "org/tiny-model", "./elsewhere/tiny-model"],
+        &[("MLXK_MODEL_PATH", &mp)],
+    );
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    assert!(!String::from_utf8_lossy(&o.stderr).contains("ambiguous"));
+}
+
+#[test]
 fn a_killed_clone_resumes_where_it_stopped() {
     let e = Env::new();
     let files = model_files(8 << 20);

@@ -11,6 +11,7 @@ mod cli;
 mod disks;
 mod docs;
 mod hash_v2;
+mod homes;
 mod hostile;
 mod hub;
 mod mount;
