@@ -7,6 +7,11 @@ packages `mlx-lm` brings (mlx, tokenizers).
                                       [--model-type llama|qwen]
 
 `--hidden 1024 --layers 24` gives a model of about 500 MB of weights (for benchmarks).
+`--script PIECE` (repeatable) gives a "scripted" model instead of noise: whatever the prompt, it
+answers with the pieces in order, then end of sequence (each piece becomes one token; no spaces
+in a piece). With `--tool-template` its chat template is one mlx-lm recognises as JSON tool
+calling (`<tool_call>{...}</tool_call>`), so `--script '<tool_call>' --script '{"name":...}'
+--script '</tool_call>'` makes a model that calls a tool: the serve tests use it.
 `--model-type qwen` gives the first Qwen's architecture, which mlx-lm runs but transformers does
 not know (its checkpoints ship their tokenizer as custom code): the tests of `run`'s refusal of
 model-supplied code start from it.
@@ -35,6 +40,54 @@ CHAT_TEMPLATE = (
     "{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}"
 )
 
+# mlx-lm infers its `json_tools` parser from `<tool_call>` and `tool_call.name` in the template.
+TOOL_TEMPLATE = (
+    "{% if tools %}<|system|>Tools: {{ tools | tojson }}</s>\n{% endif %}"
+    "{% for message in messages %}<|{{ message['role'] }}|>"
+    "{% if message.get('tool_calls') %}{% for tool_call in message['tool_calls'] %}"
+    "<tool_call>{\"name\":\"{{ tool_call.function.name }}\"}</tool_call>{% endfor %}"
+    "{% else %}{{ message['content'] }}{% endif %}</s>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}"
+    "{# calls are written <tool_call>{\"name\": tool_call.name, \"arguments\": ...}</tool_call> #}"
+)
+
+
+def scripted(a, config, tok, ids, mx):
+    """Weights whose greedy (and near-greedy) answer to anything is `a.script`, then `</s>`.
+
+    Every layer's output projections are zero, so the last hidden state is the current token's
+    embedding; embeddings are one-hot (hidden >= vocab), and `lm_head` maps each token to its
+    successor: a script piece to the next piece, the last piece to `</s>`, anything else to
+    the first piece.
+    """
+    from mlx.utils import tree_flatten
+    from mlx_lm.models import llama
+
+    vocab = tok.get_vocab_size()
+    hidden = max(a.hidden, -(-vocab // 64) * 64)
+    heads = hidden // 16
+    config.update({"hidden_size": hidden, "intermediate_size": hidden * 2, "vocab_size": vocab,
+                   "num_attention_heads": heads, "num_key_value_heads": max(1, heads // 2),
+                   "tie_word_embeddings": False})
+    (a.out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    model = llama.Model(llama.ModelArgs.from_dict(config))
+    weights = {k: v.astype(mx.float32) for k, v in tree_flatten(model.parameters())}
+    for k in weights:
+        if k.endswith(("o_proj.weight", "down_proj.weight")):
+            weights[k] = mx.zeros_like(weights[k])
+        elif k.endswith("norm.weight"):
+            weights[k] = mx.ones_like(weights[k])
+    weights["model.embed_tokens.weight"] = mx.eye(vocab, hidden, dtype=mx.float32)
+    pieces = [tok.token_to_id(p) for p in a.script]
+    succ = {t: pieces[0] for t in range(vocab)}
+    for here, nxt in zip(pieces, pieces[1:] + [ids["</s>"]]):
+        succ[here] = nxt
+    rows = [[0.0] * hidden for _ in range(vocab)]
+    for t, u in succ.items():
+        rows[u][t] = 1.0
+    weights["lm_head.weight"] = mx.array(rows, dtype=mx.float32)
+    return weights
+
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -44,6 +97,10 @@ def main() -> int:
     ap.add_argument("--layers", type=int, default=2)
     ap.add_argument("--vocab", type=int, default=384, help="BPE vocabulary size (>= 260)")
     ap.add_argument("--model-type", choices=["llama", "qwen"], default="llama")
+    ap.add_argument("--script", action="append", default=[], metavar="PIECE",
+                    help="answer every prompt with these pieces, then end (llama only)")
+    ap.add_argument("--tool-template", action="store_true",
+                    help="a chat template mlx-lm reads as JSON tool calling")
     a = ap.parse_args()
 
     import mlx.core as mx
@@ -66,6 +123,12 @@ def main() -> int:
         show_progress=False,
     )
     tok.train_from_iterator(SENTENCES * 4, trainer=trainer)
+    if a.script:
+        from tokenizers import AddedToken
+        for piece in a.script:
+            if " " in piece or not piece:
+                ap.error(f"--script {piece!r}: a piece is one token: no spaces")
+        tok.add_tokens([AddedToken(p, special=False, normalized=False) for p in a.script])
     tok.save(str(out / "tokenizer.json"))
     vocab_size = tok.get_vocab_size()
     ids = {t: tok.token_to_id(t) for t in specials}
@@ -77,7 +140,7 @@ def main() -> int:
         "unk_token": "<unk>",
         "model_max_length": 512,
         "clean_up_tokenization_spaces": False,
-        "chat_template": CHAT_TEMPLATE,
+        "chat_template": TOOL_TEMPLATE if a.tool_template else CHAT_TEMPLATE,
     }, indent=2) + "\n")
     (out / "special_tokens_map.json").write_text(json.dumps(
         {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}, indent=2) + "\n")
@@ -110,6 +173,8 @@ def main() -> int:
     weights = dict(tree_flatten(model.parameters()))
     # Small random weights keep the logits tame (and generation varied).
     weights = {k: (v * 2.0).astype(mx.float32) for k, v in weights.items()}
+    if a.script:
+        weights = scripted(a, config, tok, ids, mx)
     mx.save_safetensors(str(out / "model.safetensors"), weights, metadata={"format": "mlx"})
 
     (out / "generation_config.json").write_text(json.dumps(

@@ -971,3 +971,90 @@ fn a_busy_model_is_not_stopped_for_another() {
         );
     }
 }
+
+/// A model that calls a tool (scripts/make-tiny-model.py --script, with a chat template mlx-lm
+/// reads as JSON tool calling): the call comes back as OpenAI `tool_calls`, whole and streamed.
+#[test]
+fn tool_calls_come_back_parsed() {
+    crate::require!(Python);
+    let fx = Fx::new();
+    let call = r#"{"name":"get_weather","arguments":{"city":"Paris"}}"#;
+    make_tiny(
+        &fx,
+        "caller",
+        &[
+            "--tool-template",
+            "--script",
+            "<tool_call>",
+            "--script",
+            call,
+            "--script",
+            "</tool_call>",
+        ],
+    );
+    let s = Served::start(&fx, &[]);
+    let url = s.url();
+    let tools = "tools=[{'type':'function','function':{'name':'get_weather','description':'Weather of a city','parameters':{'type':'object','properties':{'city':{'type':'string'}},'required':['city']}}}]";
+    let ask =
+        "model='caller', messages=[{'role':'user','content':'Weather in Paris?'}], max_tokens=16";
+    let v = openai(
+        &url,
+        &format!(
+            "r = c.chat.completions.create({ask}, {tools})\n\
+             m = r.choices[0].message\n\
+             print(json.dumps({{'finish': r.choices[0].finish_reason, 'content': m.content, 'calls': [tc.model_dump() for tc in (m.tool_calls or [])]}}))"
+        ),
+    );
+    assert_eq!(v["finish"], "tool_calls", "{v}");
+    assert!(v["content"].as_str().unwrap_or("").is_empty(), "{v}");
+    let calls = v["calls"].as_array().unwrap();
+    assert_eq!(calls.len(), 1, "{v}");
+    assert_eq!(calls[0]["type"], "function");
+    assert_eq!(calls[0]["function"]["name"], "get_weather");
+    let args: Value =
+        serde_json::from_str(calls[0]["function"]["arguments"].as_str().unwrap()).unwrap();
+    assert_eq!(args, json!({"city": "Paris"}));
+    assert!(
+        calls[0]["id"].as_str().is_some_and(|id| !id.is_empty()),
+        "{v}"
+    );
+
+    // Streamed: the call arrives as indexed tool_calls deltas; the markers never show as text.
+    let v = openai(
+        &url,
+        &format!(
+            "chunks = list(c.chat.completions.create({ask}, {tools}, stream=True))\n\
+             text = ''.join(ch.choices[0].delta.content or '' for ch in chunks if ch.choices)\n\
+             calls = [tc.model_dump() for ch in chunks if ch.choices for tc in (ch.choices[0].delta.tool_calls or [])]\n\
+             print(json.dumps({{'text': text, 'calls': calls, 'finish': [ch.choices[0].finish_reason for ch in chunks if ch.choices][-1]}}))"
+        ),
+    );
+    assert_eq!(v["finish"], "tool_calls", "{v}");
+    assert_eq!(v["text"], "", "{v}");
+    let calls = v["calls"].as_array().unwrap();
+    assert_eq!(calls[0]["index"], 0, "{v}");
+    assert_eq!(calls[0]["function"]["name"], "get_weather", "{v}");
+    let streamed: String = calls
+        .iter()
+        .map(|c| c["function"]["arguments"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        serde_json::from_str::<Value>(&streamed).unwrap(),
+        json!({"city": "Paris"})
+    );
+
+    // Without tools the model's text is plain content, markers and all.
+    let v = openai(
+        &url,
+        &format!(
+            "r = c.chat.completions.create({ask})\n\
+             print(json.dumps({{'finish': r.choices[0].finish_reason, 'content': r.choices[0].message.content}}))"
+        ),
+    );
+    assert_eq!(v["finish"], "stop", "{v}");
+    assert_eq!(
+        v["content"],
+        format!("<tool_call>{call}</tool_call>"),
+        "{v}"
+    );
+}
