@@ -115,16 +115,19 @@ async fn refuse_when_stopping(
     req: Request,
     next: Next,
 ) -> Response {
-    if srv.stopping() && req.uri().path() != "/health" {
-        return ApiError::new(
+    srv.metrics.requests.fetch_add(1, Ordering::Relaxed);
+    let resp = if srv.stopping() && req.uri().path() != "/health" {
+        ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             ErrorType::ServiceUnavailable,
             "the server is shutting down",
         )
-        .into_response();
-    }
-    srv.metrics.requests.fetch_add(1, Ordering::Relaxed);
-    next.run(req).await
+        .into_response()
+    } else {
+        next.run(req).await
+    };
+    srv.metrics.note_status(resp.status().as_u16());
+    resp
 }
 
 /// The catalog's models, read on a blocking thread (a listing reads the disk).

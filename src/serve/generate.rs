@@ -426,11 +426,12 @@ async fn answer(
     }
 }
 
-fn note_done(srv: &Server, p: u64, c: u64) {
+fn note_done(srv: &Server, model: &str, p: u64, c: u64) {
     let m = &srv.metrics;
     m.generations.fetch_add(1, Ordering::Relaxed);
     m.prompt_tokens.fetch_add(p, Ordering::Relaxed);
     m.completion_tokens.fetch_add(c, Ordering::Relaxed);
+    m.note_model(model, p, c);
 }
 
 fn note_first(srv: &Server, start: Instant) {
@@ -479,7 +480,7 @@ async fn whole(
                 if finish_reason == "cancelled" {
                     return Err(worker_error("cancelled", ""));
                 }
-                note_done(srv, prompt_tokens, completion_tokens);
+                note_done(srv, &model, prompt_tokens, completion_tokens);
                 let reason = finish(&finish_reason, &tool_calls);
                 let lp = req.job.logprobs.map(|_| match req.kind {
                     Kind::Chat => json!({"content": logprobs}),
@@ -572,6 +573,7 @@ fn stream(
     rid: String,
 ) -> Response {
     let created = now();
+    let model_id = model.clone();
     let chunk = move |choice: Value, kind: Kind| -> Value {
         match kind {
             Kind::Chat => {
@@ -603,6 +605,7 @@ fn stream(
         let chunk = chunk.clone();
         let srv = srv.clone();
         let rid = rid.clone();
+        let model_id = model_id.clone();
         async move {
             if st.finished {
                 return None;
@@ -657,7 +660,7 @@ fn stream(
                 }) => {
                     st.guard.done = true;
                     st.finished = true;
-                    note_done(&srv, prompt_tokens, completion_tokens);
+                    note_done(&srv, &model_id, prompt_tokens, completion_tokens);
                     let reason = finish(&finish_reason, &tool_calls);
                     let mut last = match kind {
                         Kind::Chat => {

@@ -1,6 +1,8 @@
 //! `GET /metrics`: counters in Prometheus' text format (version 0.0.4).
 
+use std::collections::BTreeMap;
 use std::fmt::Write;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::Server;
@@ -21,6 +23,37 @@ impl Metrics {
             .unwrap_or(TTFT_BUCKETS.len());
         self.ttft_buckets[i].fetch_add(1, Ordering::Relaxed);
     }
+
+    /// Count one finished generation of `model` (a catalog id: the label set stays as small
+    /// as the catalog).
+    pub fn note_model(&self, model: &str, prompt: u64, completion: u64) {
+        let mut m = self.per_model.lock().unwrap_or_else(|e| e.into_inner());
+        let c = m.entry(model.to_string()).or_default();
+        c.generations += 1;
+        c.prompt_tokens += prompt;
+        c.completion_tokens += completion;
+    }
+
+    /// Count one response by its HTTP status code.
+    pub fn note_status(&self, code: u16) {
+        let mut m = self.responses.lock().unwrap_or_else(|e| e.into_inner());
+        *m.entry(code).or_default() += 1;
+    }
+}
+
+/// One model's counters.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ModelCounts {
+    pub generations: u64,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+}
+
+/// A label value as the text format writes it: `\`, `"` and newlines escaped.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// Counters since the server started.
@@ -37,6 +70,10 @@ pub struct Metrics {
     /// adds them up), the last one +Inf.
     pub ttft_buckets: [AtomicU64; TTFT_BUCKETS.len() + 1],
     pub errors: AtomicU64,
+    /// Finished generations and tokens per served model id.
+    pub per_model: Mutex<BTreeMap<String, ModelCounts>>,
+    /// Responses per HTTP status code.
+    pub responses: Mutex<BTreeMap<u16, u64>>,
 }
 
 /// The exposition text.
@@ -120,5 +157,64 @@ pub fn render(srv: &Server) -> String {
     let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cum}");
     let _ = writeln!(out, "{name}_sum {}", g(&m.ttft_us_sum) as f64 / 1e6);
     let _ = writeln!(out, "{name}_count {}", g(&m.ttft_count));
+
+    let name = "mlxfs_responses_total";
+    let _ = writeln!(
+        out,
+        "# HELP {name} HTTP responses by status code.\n# TYPE {name} counter"
+    );
+    let responses = m
+        .responses
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    for (code, n) in responses {
+        let _ = writeln!(out, "{name}{{code=\"{code}\"}} {n}");
+    }
+    let per_model = m
+        .per_model
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    type Pick = fn(&ModelCounts) -> u64;
+    let model_series: [(&str, &str, Pick); 3] = [
+        (
+            "mlxfs_model_generations_total",
+            "Generations finished, per model.",
+            |c| c.generations,
+        ),
+        (
+            "mlxfs_model_prompt_tokens_total",
+            "Prompt tokens processed, per model.",
+            |c| c.prompt_tokens,
+        ),
+        (
+            "mlxfs_model_completion_tokens_total",
+            "Tokens generated, per model.",
+            |c| c.completion_tokens,
+        ),
+    ];
+    for (name, help, pick) in model_series {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        for (model, c) in &per_model {
+            let _ = writeln!(out, "{name}{{model=\"{}\"}} {}", label(model), pick(c));
+        }
+    }
+    let name = "mlxfs_model_loaded";
+    let _ = writeln!(
+        out,
+        "# HELP {name} 1 for each model with a running worker.\n# TYPE {name} gauge"
+    );
+    for model in srv.loaded_ids() {
+        let _ = writeln!(out, "{name}{{model=\"{}\"}} 1", label(&model));
+    }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(super::label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
 }

@@ -604,6 +604,24 @@ fn chat_and_completions_with_the_openai_client() {
         "{m}"
     );
     assert!(value("mlxfs_generations_total") >= 5.0, "{m}");
+    // Per model (labels are catalog ids) and per status code; the totals add up.
+    let gens = value("mlxfs_generations_total");
+    let per_model: f64 = m
+        .lines()
+        .filter(|l| l.starts_with("mlxfs_model_generations_total{model="))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+        .sum();
+    assert_eq!(per_model, gens, "{m}");
+    assert!(
+        value("mlxfs_model_generations_total{model=\"tiny\"}") >= 1.0,
+        "{m}"
+    );
+    assert!(
+        value("mlxfs_model_completion_tokens_total{model=\"tiny\"}") >= 1.0,
+        "{m}"
+    );
+    assert_eq!(value("mlxfs_model_loaded{model=\"org/tiny\"}"), 1.0, "{m}");
+    assert!(value("mlxfs_responses_total{code=\"200\"}") >= 5.0, "{m}");
     // Each worker's HF_HOME is its model's isolated cache; the shared cache is untouched.
     let pids = worker_pids(&s);
     for p in &pids {
