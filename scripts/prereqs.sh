@@ -7,6 +7,9 @@ command -v fusermount3 >/dev/null || need_apt+=(fuse3)
 [ -x /usr/bin/python3 ] || need_apt+=(python3)
 /usr/bin/python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
 [ -n "$(/usr/bin/python3-config --includes 2>/dev/null)" ] || need_apt+=(python3-dev)
+# An optimised BLAS: mlx-cpu's wheel bundles the reference one; run and serve load this instead
+# (MLXFS_BLAS, docs/ENVIRONMENT.md), and the tests check that they do.
+ls /usr/lib/*-linux-gnu/libopenblas.so.0 /usr/lib64/libopenblas.so.0 >/dev/null 2>&1 || need_apt+=(libopenblas0-pthread)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"

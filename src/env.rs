@@ -33,6 +33,10 @@ pub const MLXFS_HUB_TIMEOUT: &str = "MLXFS_HUB_TIMEOUT";
 /// bytes stopped (default 3).
 pub const MLXFS_HUB_RETRIES: &str = "MLXFS_HUB_RETRIES";
 /// The Python environment for `run` (a venv folder or an interpreter), after `--python`.
+/// The BLAS library Python loads for mlx before importing it (`run`, `serve` workers):
+/// unset/`auto` = the system's OpenBLAS when mlx-cpu bundles the reference BLAS, `bundled` =
+/// never, or a library path. Read by the Python side (runtime/generate.py `_fast_blas`).
+pub const MLXFS_BLAS: &str = "MLXFS_BLAS";
 pub const MLXFS_PYTHON: &str = "MLXFS_PYTHON";
 /// An activated venv: `run`'s Python when neither `--python` nor `MLXFS_PYTHON` is given.
 pub const VIRTUAL_ENV: &str = "VIRTUAL_ENV";
@@ -59,6 +63,7 @@ pub const READ: &[&str] = &[
     MLXFS_HUB_TIMEOUT,
     MLXFS_HUB_RETRIES,
     MLXFS_PYTHON,
+    MLXFS_BLAS,
     VIRTUAL_ENV,
     PATH,
     XDG_STATE_HOME,

@@ -382,6 +382,7 @@ pub fn run(a: &RunArgs, loc: &Locations, json_mode: bool) -> Result<Output, CliE
             "hub_cache": s.env["hub_cache"],
             "caches": s.env["caches"],
             "offline": s.env["offline"],
+            "blas": s.env["blas"],
             "why_not_embedded": why_not_embedded,
         },
     });

@@ -272,7 +272,8 @@ impl Worker {
     }
 
     /// The `ready` event: the interpreter (`executable`, `prefix`, `python`), the caches the
-    /// libraries resolved (`hf_home`, `hub_cache`, `caches`), `offline`, `chat_template` and
+    /// libraries resolved (`hf_home`, `hub_cache`, `caches`), `offline`, `blas` (the BLAS
+    /// library loaded for mlx, or `"bundled"`: see generate.py `_fast_blas`), `chat_template` and
     /// `tool_calling` (booleans), `scheduling` (`"continuous-batching"`).
     pub fn info(&self) -> &Value {
         &self.info

@@ -168,7 +168,7 @@ async fn health(State(srv): State<Arc<Server>>) -> Response {
         "service": concat!("mlxfs-", env!("CARGO_PKG_VERSION")),
         "loaded_models": srv.loaded_ids(),
         "queue_depth": srv.queue_depth(),
-        "workers": srv.pool.workers().into_iter().map(|(model, pid, q)| json!({"model": model, "pid": pid, "queue_depth": q})).collect::<Vec<_>>(),
+        "workers": srv.pool.workers().into_iter().map(|(model, pid, q, blas)| json!({"model": model, "pid": pid, "queue_depth": q, "blas": blas})).collect::<Vec<_>>(),
     }))
     .into_response()
 }

@@ -227,11 +227,19 @@ impl Pool {
     }
 
     /// The running workers: (model id, pid, jobs queued or running), most recently used first.
-    pub fn workers(&self) -> Vec<(String, u32, usize)> {
+    pub fn workers(&self) -> Vec<(String, u32, usize, String)> {
         lock(&self.loaded)
             .iter()
             .filter(|(_, l)| l.worker.alive())
-            .map(|(_, l)| (l.id.clone(), l.worker.pid(), l.worker.queue_depth()))
+            .map(|(_, l)| {
+                let blas = l.worker.info()["blas"].as_str().unwrap_or("bundled");
+                (
+                    l.id.clone(),
+                    l.worker.pid(),
+                    l.worker.queue_depth(),
+                    blas.to_string(),
+                )
+            })
             .collect()
     }
 

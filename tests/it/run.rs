@@ -720,3 +720,69 @@ fn no_cache_variable_leads_back_to_the_shared_cache() {
         token.to_string_lossy().as_ref()
     );
 }
+
+/// mlx-cpu bundles the reference BLAS; run loads the system's OpenBLAS first (scripts/
+/// prereqs.sh installs it), and `MLXFS_BLAS=bundled` keeps mlx's own. Both give text.
+#[test]
+fn an_optimised_blas_is_used_unless_refused() {
+    crate::require!(Python);
+    let (fx, ws) = with_tiny();
+    let run = |blas: Option<&str>, extra: &[&str]| -> Value {
+        let mut c = mlxfs(&fx);
+        if let Some(b) = blas {
+            c.env("MLXFS_BLAS", b);
+        }
+        let o = c
+            .args([
+                "run",
+                ws.to_str().unwrap(),
+                "Explain FUSE",
+                "--json",
+                "--seed",
+                "7",
+            ])
+            .args(["--max-tokens", "8", "--python"])
+            .arg(venv_dir())
+            .args(extra)
+            .output()
+            .unwrap();
+        let v: Value = serde_json::from_slice(&o.stdout).unwrap_or(Value::Null);
+        assert_eq!(
+            v["status"],
+            "success",
+            "{v}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        v["data"].clone()
+    };
+    for extra in [&[][..], &["--subprocess"][..]] {
+        let fast = run(None, extra);
+        let blas = fast["python"]["blas"].as_str().unwrap();
+        assert!(blas.contains("openblas"), "{extra:?}: {blas}");
+        assert_eq!(fast["generation_tokens"], 8);
+        let own = run(Some("bundled"), extra);
+        assert_eq!(own["python"]["blas"], "bundled", "{extra:?}");
+        assert_eq!(own["generation_tokens"], 8);
+    }
+    // A library that cannot be loaded: a warning, mlx's own BLAS, and the run still works.
+    let o = mlxfs(&fx)
+        .env("MLXFS_BLAS", "/nonexistent/libblas.so")
+        .args([
+            "run",
+            ws.to_str().unwrap(),
+            "Hi",
+            "--max-tokens",
+            "4",
+            "--python",
+        ])
+        .arg(venv_dir())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        String::from_utf8_lossy(&o.stderr)
+            .contains("MLXFS_BLAS=/nonexistent/libblas.so could not be loaded"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}

@@ -491,6 +491,12 @@ fn chat_and_completions_with_the_openai_client() {
     let want = run_text(&fx, "tiny", "Explain FUSE", 12);
     let mut s = Served::start(&fx, &["--model", "tiny"]);
     assert_eq!(s.ready["data"]["preloaded"], json!(["tiny"]));
+    // The worker loaded the system's optimised BLAS (MLXFS_BLAS, scripts/prereqs.sh).
+    let blas = health(&s)["workers"][0]["blas"].clone();
+    assert!(
+        blas.as_str().is_some_and(|b| b.contains("openblas")),
+        "{blas}"
+    );
     let url = s.url();
     let settings = "model='tiny', temperature=0, seed=7, max_tokens=12";
     let v = openai(
