@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use super::output::{CliError, Output, exit_on_write_error};
-use crate::catalog::record::{describe, show_model};
+use crate::catalog::record::{self, Described, describe, show_model};
 use crate::catalog::resolve::{self, is_explicit_path};
 use crate::catalog::{Locations, ModelRef};
 use crate::error::ErrorType;
@@ -20,7 +20,7 @@ use crate::text::{human_bytes, one_line};
 #[command(after_help = "\
 Before Python starts, HF_HOME points at an isolated cache: <workspace>/.hf_cache for a
 workspace, a per-model folder under mlxfs's state directory for a hub model, or
---cache-dir. Every cache variable the libraries consult (legacy names and XDG_CACHE_HOME
+--workspace-cache DIR (alias --cache-dir). Every cache variable the libraries consult (legacy names and XDG_CACHE_HOME
 included) is pointed there too, so whatever mlx-lm, transformers or huggingface_hub fetch
 at run time lands there (reported after the run), never in your shared
 ~/.cache/huggingface. The token stays yours.
@@ -78,12 +78,23 @@ pub struct RunArgs {
     /// VIRTUAL_ENV, then python3 on PATH
     #[arg(long, value_name = "PATH")]
     pub python: Option<PathBuf>,
-    /// Use this folder as HF_HOME instead of the model's own cache
-    #[arg(long, value_name = "DIR")]
+    /// Use this folder as the isolated cache (HF_HOME and every other cache variable)
+    /// instead of the model's own (`--cache-dir` is an older name for it)
+    #[arg(
+        long = "workspace-cache",
+        visible_alias = "cache-dir",
+        value_name = "DIR"
+    )]
     pub cache_dir: Option<PathBuf>,
-    /// Forbid downloads (HF_HUB_OFFLINE=1)
+    /// Forbid downloads (HF_HUB_OFFLINE=1): everything the run needs must already be in the
+    /// isolated cache
     #[arg(long)]
     pub offline: bool,
+    /// Run a model labelled `PyTorch` (safetensors without MLX markers: no `mlx` tag in
+    /// README.md, no `quantization` in config.json) anyway: mlx-lm reads such checkpoints
+    /// when their architecture is one it supports. The record keeps its label.
+    #[arg(long)]
+    pub force: bool,
     /// Run Python in a subprocess even when the embedded interpreter could be used
     #[arg(long)]
     pub subprocess: bool,
@@ -152,6 +163,38 @@ fn cache_dir_for(a: &RunArgs, model: &ModelRef) -> PathBuf {
     model.isolated_cache()
 }
 
+/// Refuse a model mlx-lm cannot run, before any Python starts. A model labelled `PyTorch`
+/// (safetensors without MLX markers) is refused with both ways out named; `force` runs it
+/// when every other check passes (its architecture, no model-supplied code).
+pub(super) fn check_runnable(d: &Described, model: &ModelRef, force: bool) -> Result<(), CliError> {
+    if d.record.runtime_compatible {
+        return Ok(());
+    }
+    let reason = d.record.reason.clone().unwrap_or_default();
+    let incompatible = |why: &str| {
+        CliError::new(
+            ErrorType::ModelIncompatible,
+            format!("{} cannot run with mlx-lm: {why}", model.spec()),
+        )
+    };
+    if !record::forcible(d) {
+        return Err(incompatible(&reason));
+    }
+    if !force {
+        return Err(incompatible(&format!(
+            "{reason} (safetensors without MLX markers: no `mlx` tag in README.md, no \
+             `quantization` in config.json); run it anyway with --force, or convert it with \
+             `mlxfs convert` once that command exists"
+        ))
+        .hint(
+            "mlx-lm reads safetensors checkpoints of the architectures it supports; the label \
+             comes from mlx-knife's rules and stays as it is",
+        ));
+    }
+    // Forced: every other gate still applies (model-supplied code is never run).
+    record::runtime_as_mlx(d).map_err(|why| incompatible(&format!("{why} (even with --force)")))
+}
+
 fn read_prompt(a: &RunArgs) -> Result<String, CliError> {
     let p = match &a.prompt_text {
         Some(p) => p.clone(),
@@ -198,16 +241,7 @@ pub fn run(a: &RunArgs, loc: &Locations, json_mode: bool) -> Result<Output, CliE
         )
         .hint("run `mlxfs health MODEL` for details"));
     }
-    if !d.record.runtime_compatible {
-        return Err(CliError::new(
-            ErrorType::ModelIncompatible,
-            format!(
-                "{} cannot run with mlx-lm: {}",
-                model.spec(),
-                d.record.reason.clone().unwrap_or_default()
-            ),
-        ));
-    }
+    check_runnable(&d, &model, a.force)?;
     let prompt = read_prompt(a)?;
 
     // The isolated cache, in place before the interpreter (or subprocess) starts. A
@@ -230,7 +264,7 @@ pub fn run(a: &RunArgs, loc: &Locations, json_mode: bool) -> Result<Output, CliE
                 }
             ),
         )
-        .hint("Remove it (the isolated cache is made anew), or give --cache-dir DIR."));
+        .hint("Remove it (the isolated cache is made anew), or give --workspace-cache DIR."));
     }
     let env: PythonEnv = runtime::python::find(a.python.as_deref())?;
     std::fs::create_dir_all(&cache).map_err(|e| {
@@ -370,6 +404,7 @@ pub fn run(a: &RunArgs, loc: &Locations, json_mode: bool) -> Result<Output, CliE
         "generation_tps": done["generation_tps"],
         "finish_reason": done["finish_reason"],
         "chat_template": done["chat_template"],
+        "forced": a.force && !d.record.runtime_compatible,
         "timings": {"first_token_s": s.first_token, "total_s": total},
         "model": rec,
         "cache": report,

@@ -276,6 +276,104 @@ fn unhealthy_and_incompatible_models_are_refused_before_python_starts() {
 }
 
 #[test]
+fn a_pytorch_labelled_checkpoint_is_refused_with_both_ways_out_and_runs_with_force() {
+    crate::require!(Python);
+    let fx = Fx::new();
+    let ws = make_tiny(&fx, "plain", &["--no-mlx-marker"]);
+    // The record keeps mlx-knife's label.
+    let o = mlxfs(&fx)
+        .args(["show", "plain", "--json"])
+        .output()
+        .unwrap();
+    let v = envelope(&o);
+    assert_eq!(v["data"]["model"]["framework"], "PyTorch", "{v}");
+    assert_eq!(v["data"]["model"]["runtime_compatible"], false);
+    // Refused before Python starts (a Python that does not exist is never reached), and the
+    // message names both ways out.
+    let o = mlxfs(&fx)
+        .args([
+            "run",
+            "plain",
+            "hi",
+            "--json",
+            "--python",
+            "/nonexistent/python",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let v = envelope(&o);
+    assert_eq!(v["error"]["type"], "model_incompatible", "{v}");
+    let msg = v["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("Incompatible framework: PyTorch")
+            && msg.contains("--force")
+            && msg.contains("mlxfs convert"),
+        "{msg}"
+    );
+    // Forced, mlx-lm runs it; both modes give the text of the same weights marked as MLX.
+    let forced = run_json(&fx, "plain", &["--force"]);
+    assert_eq!(forced["forced"], true);
+    assert_eq!(forced["model"]["framework"], "PyTorch");
+    let sub = run_json(&fx, "plain", &["--force", "--subprocess"]);
+    assert_eq!(sub["text"], forced["text"]);
+    make_tiny(&fx, "marked", &[]);
+    let m = run_json(&fx, "marked", &[]);
+    assert_eq!(m["forced"], false);
+    assert_eq!(m["text"], forced["text"]);
+    // --force never lifts the other gates: model-supplied code stays refused.
+    let cfg = ws.join("config.json");
+    let mut c: Value = serde_json::from_slice(&fs::read(&cfg).unwrap()).unwrap();
+    c["model_file"] = "modeling.py".into();
+    fs::write(&cfg, c.to_string()).unwrap();
+    let o = mlxfs(&fx)
+        .args([
+            "run",
+            "plain",
+            "hi",
+            "--json",
+            "--force",
+            "--python",
+            "/nonexistent/python",
+        ])
+        .output()
+        .unwrap();
+    let v = envelope(&o);
+    assert_eq!(v["error"]["type"], "model_incompatible", "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("model_file"),
+        "{v}"
+    );
+}
+
+#[test]
+fn workspace_cache_chooses_the_isolated_cache_and_cache_dir_is_its_alias() {
+    crate::require!(Python);
+    let (fx, ws) = with_tiny();
+    for flag in ["--workspace-cache", "--cache-dir"] {
+        let dir = fx.tmp.path().join(flag.trim_start_matches('-'));
+        let v = run_json(&fx, "tiny", &[flag, dir.to_str().unwrap()]);
+        assert_eq!(
+            v["python"]["hf_home"],
+            dir.to_string_lossy().as_ref(),
+            "{flag}"
+        );
+        assert_eq!(v["cache"]["dir"], dir.to_string_lossy().as_ref());
+        assert!(dir.is_dir());
+    }
+    assert!(!ws.join(".hf_cache").exists());
+    let o = mlxfs(&fx).args(["run", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        help.contains("--workspace-cache <DIR>") && help.contains("cache-dir"),
+        "{help}"
+    );
+}
+
+#[test]
 fn prompt_from_stdin_and_no_stream() {
     crate::require!(Python);
     let (fx, _ws) = with_tiny();
