@@ -11,7 +11,7 @@ use std::time::Instant;
 use super::output::{CliError, Output, exit_on_write_error};
 use crate::catalog::record::{self, Described, describe, show_model};
 use crate::catalog::resolve::{self, is_explicit_path};
-use crate::catalog::{Locations, ModelRef};
+use crate::catalog::{Locations, ModelRef, runtime_cache};
 use crate::error::ErrorType;
 use crate::runtime::{self, Event, GenRequest, PythonEnv};
 use crate::text::{human_bytes, one_line};
@@ -20,10 +20,19 @@ use crate::text::{human_bytes, one_line};
 #[command(after_help = "\
 Before Python starts, HF_HOME points at an isolated cache: <workspace>/.hf_cache for a
 workspace, a per-model folder under mlxfs's state directory for a hub model, or
---workspace-cache DIR (alias --cache-dir). Every cache variable the libraries consult (legacy names and XDG_CACHE_HOME
-included) is pointed there too, so whatever mlx-lm, transformers or huggingface_hub fetch
-at run time lands there (reported after the run), never in your shared
-~/.cache/huggingface. The token stays yours.
+--workspace-cache DIR (alias --cache-dir). Every cache variable the libraries consult
+(legacy names and XDG_CACHE_HOME included) is pointed there too, so whatever mlx-lm,
+transformers or huggingface_hub fetch at run time lands there (reported after the run:
+what arrived, and whether the cache is ready for offline runs), never in your shared
+~/.cache/huggingface. The token stays yours. `mlxfs health MODEL --verbose` shows it.
+
+Speculative decoding: --draft-model DRAFT (a smaller model with the same tokenizer). DRAFT
+is resolved like MODEL first; a hub id org/name the catalog does not know is downloaded by
+mlx-lm (from HF_ENDPOINT) into the isolated cache on the first run, and later runs load
+that captured copy (its refs/main snapshot, when complete) without the network.
+
+A safetensors checkpoint without MLX markers is labelled PyTorch (mlx-knife's rules) and
+refused; --force runs it anyway when mlx-lm supports its architecture.
 
 stdout carries only the generated text (or the JSON result): what the libraries print is
 captured, and its last lines are shown if the run fails (their stderr passes through live).
@@ -38,7 +47,8 @@ subprocess of that Python.
 Examples:
   mlxfs run ./my-ws \"Explain FUSE\"
   mlxfs run ~/models-mnt/org/repo --max-tokens 64 --seed 1 \"Hello\"
-  echo \"Summarise this\" | mlxfs run qwen -")]
+  echo \"Summarise this\" | mlxfs run qwen -
+  mlxfs run ./my-ws \"Hello\" --draft-model mlx-community/Qwen3-0.6B-4bit")]
 pub struct RunArgs {
     /// A model name, a path, or a path inside an mlxfs mount
     pub model: String,
@@ -79,7 +89,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "PATH")]
     pub python: Option<PathBuf>,
     /// Use this folder as the isolated cache (HF_HOME and every other cache variable)
-    /// instead of the model's own (`--cache-dir` is an older name for it)
+    /// instead of the model's own (ADR-022's name; `--cache-dir` is kept as an alias)
     #[arg(
         long = "workspace-cache",
         visible_alias = "cache-dir",
@@ -98,6 +108,16 @@ pub struct RunArgs {
     /// Run Python in a subprocess even when the embedded interpreter could be used
     #[arg(long)]
     pub subprocess: bool,
+    /// Speculative decoding with this draft model (mlx-lm's --draft-model): a smaller model
+    /// that shares the model's tokenizer. Any name or path `run` accepts; a hub id `org/name`
+    /// not in the catalog is downloaded by mlx-lm into the isolated cache at run time (and
+    /// taken from there by later runs)
+    #[arg(long = "draft-model", value_name = "DRAFT")]
+    pub draft_model: Option<String>,
+    /// Tokens the draft model proposes per step (with --draft-model)
+    #[arg(long = "num-draft-tokens", value_name = "N", default_value_t = 3,
+          requires = "draft_model", value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub num_draft_tokens: u32,
 }
 
 fn finite(s: &str) -> Result<f64, String> {
@@ -154,6 +174,132 @@ pub(super) fn locate(spec: &str, loc: &Locations) -> Result<(ModelRef, PathBuf),
     }
     let path = model.path.clone();
     Ok((model, path))
+}
+
+/// Where the draft model of a run comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DraftSource {
+    /// A model of the catalog (loaded from its folder, like the model).
+    Catalog,
+    /// A hub repo an earlier run downloaded into this run's isolated cache (its `refs/main`
+    /// snapshot, complete: loaded from there without asking the hub).
+    RuntimeCache,
+    /// A hub id left to mlx-lm, which downloads it into the isolated cache.
+    Hub,
+}
+
+impl DraftSource {
+    fn as_str(self) -> &'static str {
+        match self {
+            DraftSource::Catalog => "catalog",
+            DraftSource::RuntimeCache => "runtime-cache",
+            DraftSource::Hub => "hub",
+        }
+    }
+}
+
+/// The draft model as resolved before Python starts.
+#[derive(Debug, Clone)]
+struct Draft {
+    /// What the user gave.
+    spec: String,
+    /// What mlx-lm loads: a folder, or the hub id.
+    load: String,
+    source: DraftSource,
+    /// The catalog's name for it, or the cached revision.
+    name: String,
+    revision: Option<String>,
+}
+
+/// Could `s` be a hub repo id (`org/name`, the characters the hub allows)?
+fn looks_like_hub_id(s: &str) -> bool {
+    let ok = |p: &str| {
+        !p.is_empty()
+            && p.len() <= 96
+            && !p.starts_with(['.', '-'])
+            && !p.contains("--")
+            && !p.contains("..")
+            && p.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    };
+    matches!(s.split_once('/'), Some((org, name)) if ok(org) && ok(name))
+}
+
+/// Resolve `--draft-model` through the catalog first (any name or path `run` accepts, with
+/// the model's own checks); a hub id the catalog does not know is left to mlx-lm. Anything
+/// else is an error before Python starts.
+fn resolve_draft(spec: &str, loc: &Locations, force: bool) -> Result<Draft, CliError> {
+    let not_found = match locate(spec, loc) {
+        Ok((model, weights)) => {
+            let d = describe(&model);
+            if let Some(reason) = d.health.reason() {
+                return Err(CliError::new(
+                    ErrorType::ModelUnhealthy,
+                    format!("draft model {} is unhealthy: {reason}", model.spec()),
+                )
+                .hint("run `mlxfs health MODEL` for details"));
+            }
+            check_runnable(&d, &model, force).map_err(|mut e| {
+                e.message = format!("draft model: {}", e.message);
+                e
+            })?;
+            return Ok(Draft {
+                spec: spec.to_string(),
+                load: weights.to_string_lossy().into_owned(),
+                source: DraftSource::Catalog,
+                name: model.spec(),
+                revision: model.revision.clone(),
+            });
+        }
+        Err(e) => e,
+    };
+    if is_explicit_path(spec) || not_found.kind != ErrorType::ModelNotFound {
+        return Err(not_found);
+    }
+    if !looks_like_hub_id(spec) {
+        return Err(not_found.hint(
+            "--draft-model takes a model of the catalog (name or path) or a hub id org/name, \
+             which mlx-lm downloads into the run's isolated cache",
+        ));
+    }
+    Ok(Draft {
+        spec: spec.to_string(),
+        load: spec.to_string(),
+        source: DraftSource::Hub,
+        name: spec.to_string(),
+        revision: None,
+    })
+}
+
+/// A hub draft an earlier run captured in `cache`: its `refs/main` snapshot when nothing of
+/// the repo is missing (no partial download, no dangling link), loaded from there so that the
+/// run needs no network for it (ADR-022: after the first run, everything is local).
+fn captured_draft(draft: &mut Draft, cache: &std::path::Path) {
+    let rc = runtime_cache::inspect(cache);
+    let Some(repo) = rc
+        .repos
+        .iter()
+        .find(|r| r.kind == "model" && r.repo_id == draft.load)
+    else {
+        return;
+    };
+    if !repo.problems.is_empty() {
+        return;
+    }
+    if let Some(rev) = repo
+        .revisions
+        .iter()
+        .find(|v| v.refs.iter().any(|r| r == "main"))
+    {
+        let snap = std::path::Path::new(&repo.dir)
+            .join("snapshots")
+            .join(&rev.commit);
+        if snap.join("config.json").is_file() {
+            draft.load = snap.to_string_lossy().into_owned();
+            draft.source = DraftSource::RuntimeCache;
+            draft.revision = Some(rev.commit.clone());
+        }
+    }
 }
 
 fn cache_dir_for(a: &RunArgs, model: &ModelRef) -> PathBuf {
@@ -242,6 +388,10 @@ pub fn run(a: &RunArgs, loc: &Locations, json_mode: bool) -> Result<Output, CliE
         .hint("run `mlxfs health MODEL` for details"));
     }
     check_runnable(&d, &model, a.force)?;
+    let mut draft = match &a.draft_model {
+        Some(spec) => Some(resolve_draft(spec, loc, a.force)?),
+        None => None,
+    };
     let prompt = read_prompt(a)?;
 
     // The isolated cache, in place before the interpreter (or subprocess) starts. A
@@ -278,6 +428,11 @@ pub fn run(a: &RunArgs, loc: &Locations, json_mode: bool) -> Result<Output, CliE
     for (var, value) in runtime::isolated_env(&cache, a.offline, token_file.as_deref()) {
         set_env(var, value);
     }
+    if let Some(d) = &mut draft
+        && d.source == DraftSource::Hub
+    {
+        captured_draft(d, &cache);
+    }
     let before = runtime::snapshot(&cache);
 
     let req = GenRequest {
@@ -289,6 +444,8 @@ pub fn run(a: &RunArgs, loc: &Locations, json_mode: bool) -> Result<Output, CliE
         repetition_penalty: (a.repetition_penalty != 1.0).then_some(a.repetition_penalty),
         seed: a.seed,
         chat_template: !a.no_chat_template,
+        draft_model: draft.as_ref().map(|d| d.load.clone()),
+        num_draft_tokens: a.num_draft_tokens,
     };
 
     struct State {
@@ -347,7 +504,8 @@ pub fn run(a: &RunArgs, loc: &Locations, json_mode: bool) -> Result<Output, CliE
         e
     };
     let total = start.elapsed().as_secs_f64();
-    let report = runtime::cache_report(&cache, &before);
+    let mut report = runtime::cache_report(&cache, &before);
+    arrived(&mut report, &cache);
     let s = state.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(e) = &s.stdout_error {
         exit_on_write_error(e);
@@ -386,6 +544,14 @@ pub fn run(a: &RunArgs, loc: &Locations, json_mode: bool) -> Result<Output, CliE
             s.first_token.unwrap_or(total),
             total
         );
+        if let (Some(d), Some(n)) = (&draft, done["draft_tokens"].as_u64()) {
+            crate::note!(
+                "draft {} ({}): {n} of {} tokens proposed by the draft and accepted",
+                one_line(&d.name),
+                d.source.as_str(),
+                done["generation_tokens"]
+            );
+        }
         crate::note!("{}", describe_report(&report));
         if done["finish_reason"] == "interrupted" {
             crate::note!("interrupted");
@@ -405,6 +571,15 @@ pub fn run(a: &RunArgs, loc: &Locations, json_mode: bool) -> Result<Output, CliE
         "finish_reason": done["finish_reason"],
         "chat_template": done["chat_template"],
         "forced": a.force && !d.record.runtime_compatible,
+        "draft": draft.as_ref().map(|dr| json!({
+            "spec": dr.spec,
+            "name": dr.name,
+            "source": dr.source.as_str(),
+            "path": dr.load,
+            "revision": dr.revision,
+            "num_draft_tokens": a.num_draft_tokens,
+            "accepted_tokens": done["draft_tokens"],
+        })),
         "timings": {"first_token_s": s.first_token, "total_s": total},
         "model": rec,
         "cache": report,
@@ -424,6 +599,42 @@ pub fn run(a: &RunArgs, loc: &Locations, json_mode: bool) -> Result<Output, CliE
     Ok(Output::new(data, String::new()).code(if interrupted { 130 } else { 0 }))
 }
 
+/// Name what arrived: the hub repos of the isolated cache with files the run added (each
+/// with its revisions), and the cache's offline-readiness after the run.
+fn arrived(report: &mut Value, cache: &std::path::Path) {
+    let rc = runtime_cache::inspect(cache);
+    let added: Vec<String> = report["added"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|f| f["path"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut repos = Vec::new();
+    for r in &rc.repos {
+        let rel = std::path::Path::new(&r.dir)
+            .strip_prefix(cache)
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let prefix = format!("{rel}/");
+        let files = added.iter().filter(|p| p.starts_with(&prefix)).count();
+        if files > 0 {
+            repos.push(json!({
+                "repo_id": r.repo_id,
+                "kind": r.kind,
+                "revisions": r.revisions.iter().map(|v| json!({"commit": v.commit, "refs": v.refs})).collect::<Vec<_>>(),
+                "files_added": files,
+            }));
+        }
+    }
+    if let Value::Object(o) = report {
+        o.insert("arrived".into(), Value::Array(repos));
+        o.insert("offline_ready".into(), json!(rc.offline_ready));
+        o.insert("problems".into(), json!(rc.problems));
+    }
+}
+
 fn describe_report(r: &Value) -> String {
     let dir = r["dir"].as_str().unwrap_or("?");
     let added = r["added"].as_array().cloned().unwrap_or_default();
@@ -436,6 +647,27 @@ fn describe_report(r: &Value) -> String {
         added.len(),
         human_bytes(r["bytes_added"].as_u64().unwrap_or(0))
     );
+    for repo in r["arrived"].as_array().into_iter().flatten() {
+        let revs: Vec<String> = repo["revisions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|v| crate::text::short_rev(v["commit"].as_str().unwrap_or("?")).to_string())
+            .collect();
+        s.push_str(&format!(
+            "\n  arrived: {} {}@{} ({} file(s))",
+            repo["kind"].as_str().unwrap_or("model"),
+            one_line(repo["repo_id"].as_str().unwrap_or("?")),
+            one_line(&revs.join(",")),
+            repo["files_added"]
+        ));
+    }
+    for p in r["problems"].as_array().into_iter().flatten() {
+        s.push_str(&format!(
+            "\n  problem: {}",
+            one_line(p.as_str().unwrap_or("?"))
+        ));
+    }
     for f in added.iter().take(20) {
         s.push_str(&format!(
             "\n  {} ({})",
