@@ -4,7 +4,7 @@ trained on a few sentences, and a chat template. It takes a few seconds and need
 packages `mlx-lm` brings (mlx, tokenizers).
 
     python scripts/make-tiny-model.py OUT_DIR [--seed 0] [--hidden 64] [--layers 2]
-                                      [--model-type llama|qwen]
+                                      [--model-type llama|qwen] [--no-mlx-marker]
 
 `--hidden 1024 --layers 24` gives a model of about 500 MB of weights (for benchmarks).
 `--script PIECE` (repeatable) gives a "scripted" model instead of noise: whatever the prompt, it
@@ -15,7 +15,11 @@ calling (`<tool_call>{...}</tool_call>`), so `--script '<tool_call>' --script '{
 `--model-type qwen` gives the first Qwen's architecture, which mlx-lm runs but transformers does
 not know (its checkpoints ship their tokenizer as custom code): the tests of `run`'s refusal of
 model-supplied code start from it.
-The model is marked as MLX (README front matter) so mlxfs and mlx-knife treat it as runnable.
+The model is marked as MLX (README front matter) so mlxfs and mlx-knife treat it as runnable;
+`--no-mlx-marker` leaves the mark out (a plain README, safetensors metadata `format: pt`), as a
+transformers checkpoint would be: mlx-knife's rules then label it `PyTorch` (mlx-lm still runs it).
+The tokenizer depends only on `--vocab`: models made with different seeds or layer counts share
+it (a draft model for speculative decoding).
 """
 
 import argparse
@@ -101,6 +105,8 @@ def main() -> int:
                     help="answer every prompt with these pieces, then end (llama only)")
     ap.add_argument("--tool-template", action="store_true",
                     help="a chat template mlx-lm reads as JSON tool calling")
+    ap.add_argument("--no-mlx-marker", action="store_true",
+                    help="no MLX marker (README front matter): labelled PyTorch by mlx-knife's rules")
     a = ap.parse_args()
 
     import mlx.core as mx
@@ -175,12 +181,14 @@ def main() -> int:
     weights = {k: (v * 2.0).astype(mx.float32) for k, v in weights.items()}
     if a.script:
         weights = scripted(a, config, tok, ids, mx)
-    mx.save_safetensors(str(out / "model.safetensors"), weights, metadata={"format": "mlx"})
+    mx.save_safetensors(str(out / "model.safetensors"), weights,
+                        metadata={"format": "pt" if a.no_mlx_marker else "mlx"})
 
     (out / "generation_config.json").write_text(json.dumps(
         {"bos_token_id": ids["<s>"], "eos_token_id": ids["</s>"]}, indent=2) + "\n")
+    front = "" if a.no_mlx_marker else "---\nlibrary_name: mlx\ntags:\n- mlx\n- test\n---\n\n"
     (out / "README.md").write_text(
-        "---\nlibrary_name: mlx\ntags:\n- mlx\n- test\n---\n\n"
+        front +
         f"# tiny-{a.model_type}\n\nA random-weight {a.model_type} ({a.layers} layers, hidden {a.hidden}) made by "
         "scripts/make-tiny-model.py for tests. It produces noise, deterministically.\n")
     size = sum(f.stat().st_size for f in out.iterdir() if f.is_file())

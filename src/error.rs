@@ -84,6 +84,7 @@ error_types! {
     PythonError => "python_error",
     MissingDependency => "missing_dependency",
     LoadFailed => "load_failed",
+    DraftMismatch => "draft_mismatch",
     RemoteCodeRequired => "remote_code_required",
     GenerationFailed => "generation_failed",
     // The HTTP API of `serve` (beside the model errors above).

@@ -8,6 +8,7 @@ pub mod inventory;
 pub mod mlx_lm_types;
 pub mod record;
 pub mod resolve;
+pub mod runtime_cache;
 pub mod shards;
 pub mod verdict;
 

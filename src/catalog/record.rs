@@ -176,6 +176,31 @@ pub fn describe(m: &ModelRef) -> Described {
     }
 }
 
+/// Would `--force` help this model run: a healthy model labelled `PyTorch` only because it
+/// lacks MLX markers, with safetensors weights (mlx-lm reads those, not `.bin` files)?
+pub fn forcible(d: &Described) -> bool {
+    d.health.reason().is_none()
+        && d.record.framework == Framework::PyTorch
+        && d.inventory
+            .entries
+            .iter()
+            .any(|e| e.is_file && e.name.ends_with(".safetensors"))
+}
+
+/// The runtime verdict the model would get were it labelled MLX: every check but the
+/// framework's (a forced run of a `PyTorch`-labelled checkpoint).
+pub fn runtime_as_mlx(d: &Described) -> Result<(), String> {
+    let m = &d.model;
+    detect::runtime(
+        &m.short_name,
+        &m.path,
+        &d.inventory,
+        Framework::Mlx,
+        d.config.object(),
+        &d.record.capabilities,
+    )
+}
+
 /// The `data` of `list --json` (mlx-knife's keys in its order).
 #[derive(Debug, Clone, Serialize)]
 pub struct ListData {

@@ -9,9 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use super::output::{CliError, Output, exit_on_write_error};
-use crate::catalog::record::{describe, show_model};
+use crate::catalog::record::{self, Described, describe, show_model};
 use crate::catalog::resolve::{self, is_explicit_path};
-use crate::catalog::{Locations, ModelRef};
+use crate::catalog::{Locations, ModelRef, runtime_cache};
 use crate::error::ErrorType;
 use crate::runtime::{self, Event, GenRequest, PythonEnv};
 use crate::text::{human_bytes, one_line};
@@ -20,10 +20,19 @@ use crate::text::{human_bytes, one_line};
 #[command(after_help = "\
 Before Python starts, HF_HOME points at an isolated cache: <workspace>/.hf_cache for a
 workspace, a per-model folder under mlxfs's state directory for a hub model, or
---cache-dir. Every cache variable the libraries consult (legacy names and XDG_CACHE_HOME
-included) is pointed there too, so whatever mlx-lm, transformers or huggingface_hub fetch
-at run time lands there (reported after the run), never in your shared
-~/.cache/huggingface. The token stays yours.
+--workspace-cache DIR (alias --cache-dir). Every cache variable the libraries consult
+(legacy names and XDG_CACHE_HOME included) is pointed there too, so whatever mlx-lm,
+transformers or huggingface_hub fetch at run time lands there (reported after the run:
+what arrived, and whether the cache is ready for offline runs), never in your shared
+~/.cache/huggingface. The token stays yours. `mlxfs health MODEL --verbose` shows it.
+
+Speculative decoding: --draft-model DRAFT (a smaller model with the same tokenizer). DRAFT
+is resolved like MODEL first; a hub id org/name the catalog does not know is downloaded by
+mlx-lm (from HF_ENDPOINT) into the isolated cache on the first run, and later runs load
+that captured copy (its refs/main snapshot, when complete) without the network.
+
+A safetensors checkpoint without MLX markers is labelled PyTorch (mlx-knife's rules) and
+refused; --force runs it anyway when mlx-lm supports its architecture.
 
 stdout carries only the generated text (or the JSON result): what the libraries print is
 captured, and its last lines are shown if the run fails (their stderr passes through live).
@@ -38,7 +47,8 @@ subprocess of that Python.
 Examples:
   mlxfs run ./my-ws \"Explain FUSE\"
   mlxfs run ~/models-mnt/org/repo --max-tokens 64 --seed 1 \"Hello\"
-  echo \"Summarise this\" | mlxfs run qwen -")]
+  echo \"Summarise this\" | mlxfs run qwen -
+  mlxfs run ./my-ws \"Hello\" --draft-model mlx-community/Qwen3-0.6B-4bit")]
 pub struct RunArgs {
     /// A model name, a path, or a path inside an mlxfs mount
     pub model: String,
@@ -78,15 +88,36 @@ pub struct RunArgs {
     /// VIRTUAL_ENV, then python3 on PATH
     #[arg(long, value_name = "PATH")]
     pub python: Option<PathBuf>,
-    /// Use this folder as HF_HOME instead of the model's own cache
-    #[arg(long, value_name = "DIR")]
+    /// Use this folder as the isolated cache (HF_HOME and every other cache variable)
+    /// instead of the model's own (ADR-022's name; `--cache-dir` is kept as an alias)
+    #[arg(
+        long = "workspace-cache",
+        visible_alias = "cache-dir",
+        value_name = "DIR"
+    )]
     pub cache_dir: Option<PathBuf>,
-    /// Forbid downloads (HF_HUB_OFFLINE=1)
+    /// Forbid downloads (HF_HUB_OFFLINE=1): everything the run needs must already be in the
+    /// isolated cache
     #[arg(long)]
     pub offline: bool,
+    /// Run a model labelled `PyTorch` (safetensors without MLX markers: no `mlx` tag in
+    /// README.md, no `quantization` in config.json) anyway: mlx-lm reads such checkpoints
+    /// when their architecture is one it supports. The record keeps its label.
+    #[arg(long)]
+    pub force: bool,
     /// Run Python in a subprocess even when the embedded interpreter could be used
     #[arg(long)]
     pub subprocess: bool,
+    /// Speculative decoding with this draft model (mlx-lm's --draft-model): a smaller model
+    /// that shares the model's tokenizer. Any name or path `run` accepts; a hub id `org/name`
+    /// not in the catalog is downloaded by mlx-lm into the isolated cache at run time (and
+    /// taken from there by later runs)
+    #[arg(long = "draft-model", value_name = "DRAFT")]
+    pub draft_model: Option<String>,
+    /// Tokens the draft model proposes per step (with --draft-model)
+    #[arg(long = "num-draft-tokens", value_name = "N", default_value_t = 3,
+          requires = "draft_model", value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub num_draft_tokens: u32,
 }
 
 fn finite(s: &str) -> Result<f64, String> {
@@ -145,11 +176,169 @@ pub(super) fn locate(spec: &str, loc: &Locations) -> Result<(ModelRef, PathBuf),
     Ok((model, path))
 }
 
+/// Where the draft model of a run comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DraftSource {
+    /// A model of the catalog (loaded from its folder, like the model).
+    Catalog,
+    /// A hub repo an earlier run downloaded into this run's isolated cache (its `refs/main`
+    /// snapshot, complete: loaded from there without asking the hub).
+    RuntimeCache,
+    /// A hub id left to mlx-lm, which downloads it into the isolated cache.
+    Hub,
+}
+
+impl DraftSource {
+    fn as_str(self) -> &'static str {
+        match self {
+            DraftSource::Catalog => "catalog",
+            DraftSource::RuntimeCache => "runtime-cache",
+            DraftSource::Hub => "hub",
+        }
+    }
+}
+
+/// The draft model as resolved before Python starts.
+#[derive(Debug, Clone)]
+struct Draft {
+    /// What the user gave.
+    spec: String,
+    /// What mlx-lm loads: a folder, or the hub id.
+    load: String,
+    source: DraftSource,
+    /// The catalog's name for it, or the cached revision.
+    name: String,
+    revision: Option<String>,
+}
+
+/// Could `s` be a hub repo id (`org/name`, the characters the hub allows)?
+fn looks_like_hub_id(s: &str) -> bool {
+    let ok = |p: &str| {
+        !p.is_empty()
+            && p.len() <= 96
+            && !p.starts_with(['.', '-'])
+            && !p.contains("--")
+            && !p.contains("..")
+            && p.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    };
+    matches!(s.split_once('/'), Some((org, name)) if ok(org) && ok(name))
+}
+
+/// Resolve `--draft-model` through the catalog first (any name or path `run` accepts, with
+/// the model's own checks); a hub id the catalog does not know is left to mlx-lm. Anything
+/// else is an error before Python starts.
+fn resolve_draft(spec: &str, loc: &Locations, force: bool) -> Result<Draft, CliError> {
+    let not_found = match locate(spec, loc) {
+        Ok((model, weights)) => {
+            let d = describe(&model);
+            if let Some(reason) = d.health.reason() {
+                return Err(CliError::new(
+                    ErrorType::ModelUnhealthy,
+                    format!("draft model {} is unhealthy: {reason}", model.spec()),
+                )
+                .hint("run `mlxfs health MODEL` for details"));
+            }
+            check_runnable(&d, &model, force).map_err(|mut e| {
+                e.message = format!("draft model: {}", e.message);
+                e
+            })?;
+            return Ok(Draft {
+                spec: spec.to_string(),
+                load: weights.to_string_lossy().into_owned(),
+                source: DraftSource::Catalog,
+                name: model.spec(),
+                revision: model.revision.clone(),
+            });
+        }
+        Err(e) => e,
+    };
+    if is_explicit_path(spec) || not_found.kind != ErrorType::ModelNotFound {
+        return Err(not_found);
+    }
+    if !looks_like_hub_id(spec) {
+        return Err(not_found.hint(
+            "--draft-model takes a model of the catalog (name or path) or a hub id org/name, \
+             which mlx-lm downloads into the run's isolated cache",
+        ));
+    }
+    Ok(Draft {
+        spec: spec.to_string(),
+        load: spec.to_string(),
+        source: DraftSource::Hub,
+        name: spec.to_string(),
+        revision: None,
+    })
+}
+
+/// A hub draft an earlier run captured in `cache`: its `refs/main` snapshot when nothing of
+/// the repo is missing (no partial download, no dangling link), loaded from there so that the
+/// run needs no network for it (ADR-022: after the first run, everything is local).
+fn captured_draft(draft: &mut Draft, cache: &std::path::Path) {
+    let rc = runtime_cache::inspect(cache);
+    let Some(repo) = rc
+        .repos
+        .iter()
+        .find(|r| r.kind == "model" && r.repo_id == draft.load)
+    else {
+        return;
+    };
+    if !repo.problems.is_empty() {
+        return;
+    }
+    if let Some(rev) = repo
+        .revisions
+        .iter()
+        .find(|v| v.refs.iter().any(|r| r == "main"))
+    {
+        let snap = std::path::Path::new(&repo.dir)
+            .join("snapshots")
+            .join(&rev.commit);
+        if snap.join("config.json").is_file() {
+            draft.load = snap.to_string_lossy().into_owned();
+            draft.source = DraftSource::RuntimeCache;
+            draft.revision = Some(rev.commit.clone());
+        }
+    }
+}
+
 fn cache_dir_for(a: &RunArgs, model: &ModelRef) -> PathBuf {
     if let Some(d) = &a.cache_dir {
         return std::path::absolute(d).unwrap_or_else(|_| d.clone());
     }
     model.isolated_cache()
+}
+
+/// Refuse a model mlx-lm cannot run, before any Python starts. A model labelled `PyTorch`
+/// (safetensors without MLX markers) is refused with both ways out named; `force` runs it
+/// when every other check passes (its architecture, no model-supplied code).
+pub(super) fn check_runnable(d: &Described, model: &ModelRef, force: bool) -> Result<(), CliError> {
+    if d.record.runtime_compatible {
+        return Ok(());
+    }
+    let reason = d.record.reason.clone().unwrap_or_default();
+    let incompatible = |why: &str| {
+        CliError::new(
+            ErrorType::ModelIncompatible,
+            format!("{} cannot run with mlx-lm: {why}", model.spec()),
+        )
+    };
+    if !record::forcible(d) {
+        return Err(incompatible(&reason));
+    }
+    if !force {
+        return Err(incompatible(&format!(
+            "{reason} (safetensors without MLX markers: no `mlx` tag in README.md, no \
+             `quantization` in config.json); run it anyway with --force, or convert it with \
+             `mlxfs convert` once that command exists"
+        ))
+        .hint(
+            "mlx-lm reads safetensors checkpoints of the architectures it supports; the label \
+             comes from mlx-knife's rules and stays as it is",
+        ));
+    }
+    // Forced: every other gate still applies (model-supplied code is never run).
+    record::runtime_as_mlx(d).map_err(|why| incompatible(&format!("{why} (even with --force)")))
 }
 
 fn read_prompt(a: &RunArgs) -> Result<String, CliError> {
@@ -198,16 +387,11 @@ pub fn run(a: &RunArgs, loc: &Locations, json_mode: bool) -> Result<Output, CliE
         )
         .hint("run `mlxfs health MODEL` for details"));
     }
-    if !d.record.runtime_compatible {
-        return Err(CliError::new(
-            ErrorType::ModelIncompatible,
-            format!(
-                "{} cannot run with mlx-lm: {}",
-                model.spec(),
-                d.record.reason.clone().unwrap_or_default()
-            ),
-        ));
-    }
+    check_runnable(&d, &model, a.force)?;
+    let mut draft = match &a.draft_model {
+        Some(spec) => Some(resolve_draft(spec, loc, a.force)?),
+        None => None,
+    };
     let prompt = read_prompt(a)?;
 
     // The isolated cache, in place before the interpreter (or subprocess) starts. A
@@ -230,7 +414,7 @@ pub fn run(a: &RunArgs, loc: &Locations, json_mode: bool) -> Result<Output, CliE
                 }
             ),
         )
-        .hint("Remove it (the isolated cache is made anew), or give --cache-dir DIR."));
+        .hint("Remove it (the isolated cache is made anew), or give --workspace-cache DIR."));
     }
     let env: PythonEnv = runtime::python::find(a.python.as_deref())?;
     std::fs::create_dir_all(&cache).map_err(|e| {
@@ -244,6 +428,11 @@ pub fn run(a: &RunArgs, loc: &Locations, json_mode: bool) -> Result<Output, CliE
     for (var, value) in runtime::isolated_env(&cache, a.offline, token_file.as_deref()) {
         set_env(var, value);
     }
+    if let Some(d) = &mut draft
+        && d.source == DraftSource::Hub
+    {
+        captured_draft(d, &cache);
+    }
     let before = runtime::snapshot(&cache);
 
     let req = GenRequest {
@@ -255,6 +444,8 @@ pub fn run(a: &RunArgs, loc: &Locations, json_mode: bool) -> Result<Output, CliE
         repetition_penalty: (a.repetition_penalty != 1.0).then_some(a.repetition_penalty),
         seed: a.seed,
         chat_template: !a.no_chat_template,
+        draft_model: draft.as_ref().map(|d| d.load.clone()),
+        num_draft_tokens: a.num_draft_tokens,
     };
 
     struct State {
@@ -313,7 +504,8 @@ pub fn run(a: &RunArgs, loc: &Locations, json_mode: bool) -> Result<Output, CliE
         e
     };
     let total = start.elapsed().as_secs_f64();
-    let report = runtime::cache_report(&cache, &before);
+    let mut report = runtime::cache_report(&cache, &before);
+    arrived(&mut report, &cache);
     let s = state.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(e) = &s.stdout_error {
         exit_on_write_error(e);
@@ -352,6 +544,14 @@ pub fn run(a: &RunArgs, loc: &Locations, json_mode: bool) -> Result<Output, CliE
             s.first_token.unwrap_or(total),
             total
         );
+        if let (Some(d), Some(n)) = (&draft, done["draft_tokens"].as_u64()) {
+            crate::note!(
+                "draft {} ({}): {n} of {} tokens proposed by the draft and accepted",
+                one_line(&d.name),
+                d.source.as_str(),
+                done["generation_tokens"]
+            );
+        }
         crate::note!("{}", describe_report(&report));
         if done["finish_reason"] == "interrupted" {
             crate::note!("interrupted");
@@ -370,6 +570,16 @@ pub fn run(a: &RunArgs, loc: &Locations, json_mode: bool) -> Result<Output, CliE
         "generation_tps": done["generation_tps"],
         "finish_reason": done["finish_reason"],
         "chat_template": done["chat_template"],
+        "forced": a.force && !d.record.runtime_compatible,
+        "draft": draft.as_ref().map(|dr| json!({
+            "spec": dr.spec,
+            "name": dr.name,
+            "source": dr.source.as_str(),
+            "path": dr.load,
+            "revision": dr.revision,
+            "num_draft_tokens": a.num_draft_tokens,
+            "accepted_tokens": done["draft_tokens"],
+        })),
         "timings": {"first_token_s": s.first_token, "total_s": total},
         "model": rec,
         "cache": report,
@@ -390,6 +600,42 @@ pub fn run(a: &RunArgs, loc: &Locations, json_mode: bool) -> Result<Output, CliE
     Ok(Output::new(data, String::new()).code(if interrupted { 130 } else { 0 }))
 }
 
+/// Name what arrived: the hub repos of the isolated cache with files the run added (each
+/// with its revisions), and the cache's offline-readiness after the run.
+fn arrived(report: &mut Value, cache: &std::path::Path) {
+    let rc = runtime_cache::inspect(cache);
+    let added: Vec<String> = report["added"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|f| f["path"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut repos = Vec::new();
+    for r in &rc.repos {
+        let rel = std::path::Path::new(&r.dir)
+            .strip_prefix(cache)
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let prefix = format!("{rel}/");
+        let files = added.iter().filter(|p| p.starts_with(&prefix)).count();
+        if files > 0 {
+            repos.push(json!({
+                "repo_id": r.repo_id,
+                "kind": r.kind,
+                "revisions": r.revisions.iter().map(|v| json!({"commit": v.commit, "refs": v.refs})).collect::<Vec<_>>(),
+                "files_added": files,
+            }));
+        }
+    }
+    if let Value::Object(o) = report {
+        o.insert("arrived".into(), Value::Array(repos));
+        o.insert("offline_ready".into(), json!(rc.offline_ready));
+        o.insert("problems".into(), json!(rc.problems));
+    }
+}
+
 fn describe_report(r: &Value) -> String {
     let dir = r["dir"].as_str().unwrap_or("?");
     let added = r["added"].as_array().cloned().unwrap_or_default();
@@ -402,6 +648,27 @@ fn describe_report(r: &Value) -> String {
         added.len(),
         human_bytes(r["bytes_added"].as_u64().unwrap_or(0))
     );
+    for repo in r["arrived"].as_array().into_iter().flatten() {
+        let revs: Vec<String> = repo["revisions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|v| crate::text::short_rev(v["commit"].as_str().unwrap_or("?")).to_string())
+            .collect();
+        s.push_str(&format!(
+            "\n  arrived: {} {}@{} ({} file(s))",
+            repo["kind"].as_str().unwrap_or("model"),
+            one_line(repo["repo_id"].as_str().unwrap_or("?")),
+            one_line(&revs.join(",")),
+            repo["files_added"]
+        ));
+    }
+    for p in r["problems"].as_array().into_iter().flatten() {
+        s.push_str(&format!(
+            "\n  problem: {}",
+            one_line(p.as_str().unwrap_or("?"))
+        ));
+    }
     for f in added.iter().take(20) {
         s.push_str(&format!(
             "\n  {} ({})",

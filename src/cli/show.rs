@@ -7,6 +7,7 @@ use serde_json::{Map, Value};
 use super::output::{CliError, Output, hash7, humanize_size};
 use crate::catalog::config::{Config, py_str};
 use crate::catalog::record::{Described, describe, show_model};
+use crate::catalog::runtime_cache::{self, RuntimeCache};
 use crate::catalog::verdict::Health;
 use crate::catalog::{Locations, Source, detect, resolve};
 use crate::hash::sentinel::{self, Clean};
@@ -17,7 +18,12 @@ use crate::{hints, timefmt};
 #[command(after_help = "\
 --recalc-hash recomputes a managed workspace's content hash (v2) and rewrites its
 sentinel atomically; it is the only form of `show` that writes. Every other read is
-side-effect free: a workspace's clean state is computed in memory.")]
+side-effect free: a workspace's clean state is computed in memory.
+
+`show` also reports the model's runtime cache (a workspace's .hf_cache, a hub model's
+per-model folder under mlxfs's state directory): what `run` downloaded there, and whether
+it is ready for offline runs (`runtime_cache` in JSON). A broken runtime cache never makes
+the model unhealthy.")]
 pub struct ShowArgs {
     /// A model name (`org/name`, `name@rev`) or a path
     pub model: String,
@@ -60,6 +66,9 @@ pub struct ShowData {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub config: Option<Value>,
     pub metadata: Value,
+    /// mlxfs: the model's runtime cache (what `run` downloaded into its isolated cache) with
+    /// its offline-readiness verdict; separate from the model's health.
+    pub runtime_cache: RuntimeCache,
 }
 
 fn file_type(name: &str) -> &'static str {
@@ -175,6 +184,7 @@ pub fn run(a: &ShowArgs, loc: &Locations) -> Result<Output, CliError> {
         files,
         config,
         metadata,
+        runtime_cache: runtime_cache::inspect(&m.isolated_cache()),
     };
     for w in warnings {
         crate::note!("show: Warning: {w}");
@@ -303,6 +313,13 @@ pub fn render(d: &Described, data: &ShowData) -> String {
             out.push(format!("  Hash Modified: {}", g("hash_modified")));
         }
     }
+    out.push(String::new());
+    out.push("Runtime cache:".into());
+    out.extend(super::health::runtime_cache_lines(
+        &data.runtime_cache,
+        "",
+        "  ",
+    ));
     if data.hash_updated {
         out.push(String::new());
         out.push("Hash recalculated and stored (workspace now marked as clean)".into());

@@ -31,8 +31,8 @@ pub fn apply(notifier: &Notifier, changes: &[Invalidation]) {
     }
 }
 
-/// The folders to watch: the hub cache, the workspace home, and every real folder of a model
-/// that lives elsewhere (a repo folder, snapshot, `blobs/` or workspace moved to another disk
+/// The folders to watch: the hub cache, the workspace home, the hub models' runtime caches
+/// under mlxfs's state folder, and every real folder of a model that lives elsewhere (a repo folder, snapshot, `blobs/` or workspace moved to another disk
 /// and linked back: the watcher does not follow links, so it watches their targets).
 fn watch_roots(
     w: &mut notify::RecommendedWatcher,
@@ -64,6 +64,15 @@ fn watch_roots(
     relocated.sort();
     relocated.dedup();
     want.extend(relocated);
+    // Hub models' runtime caches (their `.mlxfs/runtime-cache.json`), once the folder exists:
+    // its parent holds the daemon's own logs, whose writes must not trigger rescans (the
+    // periodic rescan looks again).
+    if let Some(state) = crate::state::dir() {
+        let caches = state.join("hf-cache");
+        if caches.is_dir() && !mnt.starts_with(&caches) {
+            want.push(caches);
+        }
+    }
     for p in &want {
         if watched.iter().any(|x| x == p) {
             continue;

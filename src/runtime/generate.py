@@ -6,7 +6,9 @@ fallback so both give the same output.
       ("caches": where each library will cache, as the libraries themselves resolved it)
   {"event": "token", "text": "..."}             (streamed pieces of text)
   {"event": "done", "text", "prompt_tokens", "generation_tokens", "prompt_tps",
-   "generation_tps", "peak_memory_gb", "finish_reason", "chat_template"}
+   "generation_tps", "peak_memory_gb", "finish_reason", "chat_template", "draft_tokens"}
+      ("draft_tokens": with a `draft_model`, how many generated tokens the draft proposed and
+       the model accepted; else null)
   {"event": "error", "type", "message"}
 It returns None after a `done` event, or the error type after an `error` event.
 
@@ -277,6 +279,11 @@ def _run(req, send, should_stop):
     model, tokenizer, error = load_model(path)
     if error:
         return fail(error)
+    draft_model = None
+    if req.get("draft_model"):
+        draft_model, error = _load_draft(req["draft_model"], tokenizer)
+        if error:
+            return fail(error)
 
     prompt = req["prompt"]
     use_template = req.get("chat_template", True) and getattr(tokenizer, "chat_template", None)
@@ -287,10 +294,16 @@ def _run(req, send, should_stop):
     pieces = []
     last = None
     finish = None
+    from_draft = 0
+    extra = {}
+    if draft_model is not None:
+        extra = {"draft_model": draft_model, "num_draft_tokens": int(req.get("num_draft_tokens") or 3)}
     try:
         for resp in stream_generate(model, tokenizer, prompt, max_tokens=int(req.get("max_tokens", 256)),
-                                    sampler=sampler, logits_processors=processors):
+                                    sampler=sampler, logits_processors=processors, **extra):
             last = resp
+            if getattr(resp, "from_draft", False):
+                from_draft += 1
             if resp.text:
                 pieces.append(resp.text)
                 send({"event": "token", "text": resp.text})
@@ -309,8 +322,42 @@ def _run(req, send, should_stop):
         "peak_memory_gb": last.peak_memory if last else 0.0,
         "finish_reason": finish or (last.finish_reason if last else None) or "stop",
         "chat_template": bool(use_template),
+        "draft_tokens": from_draft if draft_model is not None else None,
     })
     return None
+
+
+def _vocab(tokenizer):
+    for t in (tokenizer, getattr(tokenizer, "_tokenizer", None)):
+        try:
+            return t.get_vocab()
+        except Exception:
+            continue
+    return None
+
+
+def _load_draft(name, tokenizer):
+    """The draft model of speculative decoding: a folder, or a hub id that mlx-lm downloads
+    (huggingface_hub, into the isolated cache HF_HOME points at). `(model, None)`, or
+    `(None, error_event)` (`load_failed`, `remote_code_required`, `draft_mismatch` when its
+    tokenizer is not the model's)."""
+    draft, draft_tokenizer, error = load_model(name)
+    if error:
+        if error["type"] == "load_failed":
+            error = dict(error, message=f"draft model {name}: {error['message']}")
+        return None, error
+    # mlx-lm's own check compares vocabulary sizes; the tokens themselves must agree too.
+    size, draft_size = tokenizer.vocab_size, draft_tokenizer.vocab_size
+    if size != draft_size:
+        why = f"vocabulary sizes differ ({draft_size} vs the model's {size})"
+    else:
+        mine, theirs = _vocab(tokenizer), _vocab(draft_tokenizer)
+        why = "their vocabularies differ" if mine is not None and theirs is not None and mine != theirs else None
+    if why:
+        return None, {"event": "error", "type": "draft_mismatch",
+                      "message": f"draft model {name} does not share the model's tokenizer: {why}; "
+                                 "speculative decoding needs the same token ids"}
+    return draft, None
 
 
 def line_writer(fd):

@@ -57,6 +57,10 @@ pub struct GenRequest {
     pub repetition_penalty: Option<f64>,
     pub seed: Option<u64>,
     pub chat_template: bool,
+    /// Speculative decoding: the draft model, as a folder or a hub id mlx-lm downloads into
+    /// the isolated cache.
+    pub draft_model: Option<String>,
+    pub num_draft_tokens: u32,
 }
 
 impl GenRequest {
@@ -70,6 +74,8 @@ impl GenRequest {
             "repetition_penalty": self.repetition_penalty,
             "seed": self.seed,
             "chat_template": self.chat_template,
+            "draft_model": self.draft_model,
+            "num_draft_tokens": self.num_draft_tokens,
         })
         .to_string()
     }

@@ -16,7 +16,9 @@ use std::path::{Component, Path, PathBuf};
 use std::time::SystemTime;
 
 use super::tree::{Attr, Content, Hidden, Inodes, Kind, ModelEntry, Node, ROOT_INO, Tree, Virtual};
-use crate::catalog::{HubRepo, Locations, ModelRef, distinct_names, scan_all_workspaces, scan_hub};
+use crate::catalog::{
+    HubRepo, Locations, ModelRef, distinct_names, runtime_cache, scan_all_workspaces, scan_hub,
+};
 use crate::hash::resolve_link;
 use crate::mountprobe::META_DIR;
 pub use crate::osjunk::is_os_junk;
@@ -281,6 +283,7 @@ impl Builder<'_> {
         vpath: &Path,
         files: &[(&str, Virtual)],
         mtime: SystemTime,
+        runtime_cache_mtime: Option<SystemTime>,
     ) {
         let (ino, meta_vpath) = self.add_dir(parent, vpath, OsStr::new(META_DIR), mtime);
         for (name, v) in files {
@@ -288,7 +291,13 @@ impl Builder<'_> {
                 kind: Kind::File,
                 size: 0, // rendered on demand: `Vfs::attr` asks the renderer
                 blocks: 0,
-                mtime,
+                // A hub model's runtime cache lies outside the tree: its newest change is in
+                // the attributes, so that a change there is a difference between two trees
+                // (and the file is rendered anew).
+                mtime: match v {
+                    Virtual::RuntimeCache(_) => runtime_cache_mtime.unwrap_or(mtime),
+                    _ => mtime,
+                },
                 perm: 0o444,
                 nlink: 1,
             };
@@ -339,8 +348,10 @@ impl Builder<'_> {
                 ("health", Virtual::Health(idx)),
                 ("hash", Virtual::Hash(idx)),
                 ("sentinel.json", Virtual::Sentinel(idx)),
+                ("runtime-cache.json", Virtual::RuntimeCache(idx)),
             ],
             mtime,
+            runtime_cache::newest_change(&model.isolated_cache()),
         );
         self.models.push(ModelEntry {
             model,
@@ -484,6 +495,7 @@ pub fn build(loc: &Locations, inodes: &mut Inodes, generation: u64, stamp: Syste
             ("status.json", Virtual::Status),
         ],
         stamp,
+        None,
     );
     let workspaces = scan_all_workspaces(loc);
     let names: Vec<OsString> = distinct_names(&workspaces)

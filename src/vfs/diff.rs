@@ -20,8 +20,8 @@ pub enum Invalidation {
 /// - a name added to, removed from, pointing at another inode, or of another kind, in a folder
 ///   that exists in both trees → `Entry { folder, name }` and `Inode(folder)`;
 /// - a folder whose attributes changed → `Inode(folder)`;
-/// - a file or link whose backing path, target or attributes changed, or a node whose kind
-///   changed → `Inode(node)`;
+/// - a file or link whose backing path, target or attributes changed, a virtual file whose
+///   attributes changed, or a node whose kind changed → `Inode(node)`;
 /// - whenever anything changed, every virtual file of the new tree → `Inode(file)` (their
 ///   contents are rendered from the whole catalog).
 ///
@@ -63,7 +63,9 @@ pub fn diff(old: &Tree, new: &Tree) -> Vec<Invalidation> {
             }
             (Content::Backed(op), Content::Backed(np)) if op == np && o.attr == n.attr => {}
             (Content::Link(ot), Content::Link(nt)) if ot == nt && o.attr == n.attr => {}
-            (Content::Virtual(_), Content::Virtual(_)) => {}
+            // A virtual file whose stamp changed (a hub model's runtime cache, which lies
+            // outside the tree) is a change too.
+            (Content::Virtual(ov), Content::Virtual(nv)) if ov == nv && o.attr == n.attr => {}
             _ => out.push(Invalidation::Inode(*ino)),
         }
     }

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use super::{Tree, Vfs, Virtual};
 use crate::catalog::Source;
 use crate::catalog::record::{self, Described, describe, show_model};
+use crate::catalog::runtime_cache;
 use crate::envelope::{self, Order};
 use crate::hash::sentinel::{self, Clean};
 use crate::jsonfmt::to_python_json;
@@ -174,6 +175,13 @@ impl Renderer {
                 };
                 json_text(&origin)
             }
+            Virtual::RuntimeCache(i) => match tree.models.get(*i) {
+                Some(e) => json_text(
+                    &serde_json::to_value(runtime_cache::inspect(&e.model.isolated_cache()))
+                        .unwrap_or(Value::Null),
+                ),
+                None => text(String::new()),
+            },
             // Once per generation (a `getattr` would otherwise walk the workspace each time);
             // across generations the stat-keyed cache spares unchanged workspaces a rehash.
             Virtual::Hash(idx) => self.hash_status(tree, *idx),

@@ -55,6 +55,8 @@ pub enum Virtual {
     Hash(usize),
     /// Per model: the sentinel, or a record of a hub model's origin.
     Sentinel(usize),
+    /// Per model: what its isolated runtime cache holds, with the offline-readiness verdict.
+    RuntimeCache(usize),
 }
 
 /// What a node holds.

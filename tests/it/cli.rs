@@ -240,7 +240,7 @@ fn show_json_and_human() {
     let v = json(&mlxfs(&fx, &["show", "clean-ws", "--json"]));
     assert_eq!(
         keys(&v["data"]),
-        ["model", "workspace_metadata", "metadata"]
+        ["model", "workspace_metadata", "metadata", "runtime_cache"]
     );
     assert_eq!(
         v["data"]["model"]["quantization"],

@@ -638,7 +638,14 @@ fn exercise(loc: &Locations, root: &Path) {
     assert!(human.lines().count() >= models.len() + 2, "{human}");
 
     // health: every model once.
-    let h = health(&HealthArgs { model: None }, loc).expect("health never fails");
+    let h = health(
+        &HealthArgs {
+            model: None,
+            verbose: true,
+        },
+        loc,
+    )
+    .expect("health never fails");
     assert_eq!(
         h.data["summary"]["total"].as_u64(),
         Some(models.len() as u64)

@@ -16,6 +16,7 @@ mod hostile;
 mod hub;
 mod mount;
 mod run;
+mod runtime_cache;
 mod serve;
 mod vfs;
 mod worker;

@@ -102,7 +102,13 @@ fn tree_shape_and_attributes() {
     );
     assert_eq!(
         names(&m.p("acme/.mlxfs")),
-        ["hash", "health", "model.json", "sentinel.json"]
+        [
+            "hash",
+            "health",
+            "model.json",
+            "runtime-cache.json",
+            "sentinel.json"
+        ]
     );
     // The broken model's missing blob is not shown; the rest is.
     assert!(!names(&m.p("acme@hub/broken")).contains(&"model.safetensors".to_string()));
@@ -885,4 +891,42 @@ fn a_link_mount_point_and_a_planted_log_link() {
     let o = cmd(&fx).arg("umount").arg(&link).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(fs::read_to_string(&victim).unwrap(), "keep me");
+}
+
+#[test]
+fn a_hub_models_runtime_cache_file_follows_its_state_folder() {
+    crate::require!(Fuse);
+    let fx = Fx::new();
+    fx.hub_model("org/m", &good_files());
+    // The per-model runtime cache exists before the mount (the watcher watches it then).
+    let cache = fx.home.join(".local/state/mlxfs/hf-cache/models--org--m");
+    fs::create_dir_all(cache.join("hub")).unwrap();
+    let m = Mount::start(&fx, &[]);
+    let read = || -> serde_json::Value {
+        let p = m.p("org/m/.mlxfs/runtime-cache.json");
+        let bytes = fs::read(&p).unwrap();
+        assert_eq!(fs::metadata(&p).unwrap().len(), bytes.len() as u64);
+        serde_json::from_slice(&bytes).unwrap()
+    };
+    let first = read();
+    assert_eq!(first["dir"], cache.to_string_lossy().as_ref());
+    assert_eq!(first["repos"], serde_json::json!([]));
+    // A run downloads a draft there: the file says so within about a second.
+    cache_snapshot(
+        &cache.join("hub"),
+        "org/draft",
+        "0123456789abcdef0123456789abcdef01234567",
+        &files(&[("config.json", b"{}")]),
+        true,
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let now = read();
+        if now["repos"][0]["repo_id"] == "org/draft" {
+            assert_eq!(now["offline_ready"], true);
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "still {now}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

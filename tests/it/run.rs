@@ -276,6 +276,104 @@ fn unhealthy_and_incompatible_models_are_refused_before_python_starts() {
 }
 
 #[test]
+fn a_pytorch_labelled_checkpoint_is_refused_with_both_ways_out_and_runs_with_force() {
+    crate::require!(Python);
+    let fx = Fx::new();
+    let ws = make_tiny(&fx, "plain", &["--no-mlx-marker"]);
+    // The record keeps mlx-knife's label.
+    let o = mlxfs(&fx)
+        .args(["show", "plain", "--json"])
+        .output()
+        .unwrap();
+    let v = envelope(&o);
+    assert_eq!(v["data"]["model"]["framework"], "PyTorch", "{v}");
+    assert_eq!(v["data"]["model"]["runtime_compatible"], false);
+    // Refused before Python starts (a Python that does not exist is never reached), and the
+    // message names both ways out.
+    let o = mlxfs(&fx)
+        .args([
+            "run",
+            "plain",
+            "hi",
+            "--json",
+            "--python",
+            "/nonexistent/python",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let v = envelope(&o);
+    assert_eq!(v["error"]["type"], "model_incompatible", "{v}");
+    let msg = v["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("Incompatible framework: PyTorch")
+            && msg.contains("--force")
+            && msg.contains("mlxfs convert"),
+        "{msg}"
+    );
+    // Forced, mlx-lm runs it; both modes give the text of the same weights marked as MLX.
+    let forced = run_json(&fx, "plain", &["--force"]);
+    assert_eq!(forced["forced"], true);
+    assert_eq!(forced["model"]["framework"], "PyTorch");
+    let sub = run_json(&fx, "plain", &["--force", "--subprocess"]);
+    assert_eq!(sub["text"], forced["text"]);
+    make_tiny(&fx, "marked", &[]);
+    let m = run_json(&fx, "marked", &[]);
+    assert_eq!(m["forced"], false);
+    assert_eq!(m["text"], forced["text"]);
+    // --force never lifts the other gates: model-supplied code stays refused.
+    let cfg = ws.join("config.json");
+    let mut c: Value = serde_json::from_slice(&fs::read(&cfg).unwrap()).unwrap();
+    c["model_file"] = "modeling.py".into();
+    fs::write(&cfg, c.to_string()).unwrap();
+    let o = mlxfs(&fx)
+        .args([
+            "run",
+            "plain",
+            "hi",
+            "--json",
+            "--force",
+            "--python",
+            "/nonexistent/python",
+        ])
+        .output()
+        .unwrap();
+    let v = envelope(&o);
+    assert_eq!(v["error"]["type"], "model_incompatible", "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("model_file"),
+        "{v}"
+    );
+}
+
+#[test]
+fn workspace_cache_chooses_the_isolated_cache_and_cache_dir_is_its_alias() {
+    crate::require!(Python);
+    let (fx, ws) = with_tiny();
+    for flag in ["--workspace-cache", "--cache-dir"] {
+        let dir = fx.tmp.path().join(flag.trim_start_matches('-'));
+        let v = run_json(&fx, "tiny", &[flag, dir.to_str().unwrap()]);
+        assert_eq!(
+            v["python"]["hf_home"],
+            dir.to_string_lossy().as_ref(),
+            "{flag}"
+        );
+        assert_eq!(v["cache"]["dir"], dir.to_string_lossy().as_ref());
+        assert!(dir.is_dir());
+    }
+    assert!(!ws.join(".hf_cache").exists());
+    let o = mlxfs(&fx).args(["run", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        help.contains("--workspace-cache <DIR>") && help.contains("cache-dir"),
+        "{help}"
+    );
+}
+
+#[test]
 fn prompt_from_stdin_and_no_stream() {
     crate::require!(Python);
     let (fx, _ws) = with_tiny();
@@ -785,4 +883,227 @@ fn an_optimised_blas_is_used_unless_refused() {
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );
+}
+
+/// A draft for the tiny model: the same tokenizer (it depends only on the vocabulary size),
+/// other weights and one layer, generated outside the catalog.
+fn make_draft(fx: &Fx) -> PathBuf {
+    let dir = fx.tmp.path().join("draft-src");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/make-tiny-model.py");
+    let o = Command::new(venv_python())
+        .arg(script)
+        .arg(&dir)
+        .args(["--seed", "3", "--layers", "1"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    dir
+}
+
+/// `mlxfs run MODEL "Explain FUSE" --seed 7 --temperature 0 --max-tokens 12 --json` with a
+/// draft model, HF_ENDPOINT at the local hub, optionally inside a network namespace of its
+/// own (`unshare -n`: no network at all).
+fn run_draft(fx: &Fx, model: &str, hub: &str, no_net: bool, extra: &[&str]) -> Value {
+    let mut c = if no_net {
+        let mut c = Command::new("unshare");
+        c.args(["-n", "--", BIN]);
+        c
+    } else {
+        Command::new(BIN)
+    };
+    c.env_clear().env("PATH", "/usr/local/bin:/usr/bin:/bin");
+    for (k, v) in fx.vars() {
+        c.env(k, v);
+    }
+    c.env("HF_ENDPOINT", hub);
+    let o = c
+        .args([
+            "run",
+            model,
+            "Explain FUSE",
+            "--json",
+            "--seed",
+            "7",
+            "--temperature",
+            "0",
+            "--max-tokens",
+            "12",
+            "--python",
+        ])
+        .arg(venv_dir())
+        .args(extra)
+        .output()
+        .unwrap();
+    let v = envelope(&o);
+    assert_eq!(
+        v["status"],
+        "success",
+        "{v}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    v["data"].clone()
+}
+
+#[test]
+fn a_hub_draft_is_downloaded_into_the_isolated_cache_and_then_runs_offline() {
+    crate::require!(Python, Root);
+    let (fx, ws) = with_tiny();
+    let hub = crate::support::fakehub::FakeHub::start(&fx.tmp.path().join("remote"));
+    hub.put_repo("org/draft", &files_of(&make_draft(&fx)));
+    let commit = hub.commit("org/draft", "main");
+    // A hub model too: its runtime cache is its per-model folder under the state folder.
+    fx.hub_model("org/tiny-hub", &files_of(&ws));
+    let home_cache = fx.home.join(".cache");
+    fs::create_dir_all(home_cache.join("huggingface")).unwrap();
+    let shared = || (tree_state(&fx.hf_home), tree_state(&home_cache));
+    let before = shared();
+
+    let plain = run_draft(&fx, "tiny", &hub.url, false, &[]);
+    for (model, cache) in [
+        ("tiny", ws.join(".hf_cache")),
+        (
+            "org/tiny-hub",
+            fx.home
+                .join(".local/state/mlxfs/hf-cache/models--org--tiny-hub"),
+        ),
+    ] {
+        // First run: mlx-lm downloads the draft (the catalog does not know it) into the run's
+        // isolated cache, and the report names what arrived.
+        hub.clear_requests();
+        let first = run_draft(&fx, model, &hub.url, false, &["--draft-model", "org/draft"]);
+        assert_eq!(first["draft"]["source"], "hub", "{model}");
+        assert!(
+            hub.requests()
+                .iter()
+                .any(|r| r.contains("/org/draft/resolve/")),
+            "{:?}",
+            hub.requests()
+        );
+        let repo = cache.join("hub/models--org--draft");
+        assert_eq!(
+            fs::read_to_string(repo.join("refs/main")).unwrap().trim(),
+            commit
+        );
+        assert!(
+            repo.join("snapshots")
+                .join(&commit)
+                .join("model.safetensors")
+                .is_file()
+        );
+        let report = &first["cache"];
+        assert_eq!(report["dir"], cache.to_string_lossy().as_ref());
+        assert_eq!(report["arrived"][0]["repo_id"], "org/draft", "{report}");
+        assert_eq!(
+            report["arrived"][0]["revisions"][0]["commit"],
+            commit.as_str()
+        );
+        assert_eq!(report["offline_ready"], true);
+        // Greedy speculative decoding gives the model's own text.
+        assert_eq!(first["text"], plain["text"], "{model}");
+        assert!(first["draft"]["accepted_tokens"].is_u64());
+
+        // The same run with no network at all: the draft comes from the runtime cache, the
+        // text is the same, nothing is added.
+        hub.clear_requests();
+        let offline = run_draft(&fx, model, &hub.url, true, &["--draft-model", "org/draft"]);
+        assert_eq!(offline["draft"]["source"], "runtime-cache");
+        assert_eq!(offline["draft"]["revision"], commit.as_str());
+        assert_eq!(offline["text"], first["text"]);
+        assert_eq!(offline["cache"]["added"], serde_json::json!([]));
+        assert_eq!(hub.requests(), Vec::<String>::new());
+        // And with --offline (HF_HUB_OFFLINE=1) too.
+        let off = run_draft(
+            &fx,
+            model,
+            &hub.url,
+            true,
+            &["--draft-model", "org/draft", "--offline"],
+        );
+        assert_eq!(off["text"], first["text"]);
+        // health --verbose sees the captured draft, offline-ready; the model stays as it was.
+        let o = mlxfs(&fx)
+            .args(["health", model, "--verbose", "--json"])
+            .output()
+            .unwrap();
+        let h = envelope(&o);
+        let rc = &h["data"]["healthy"][0]["runtime_cache"];
+        assert_eq!(rc["repos"][0]["repo_id"], "org/draft", "{h}");
+        assert_eq!(rc["offline_ready"], true);
+    }
+    // The shared cache and ~/.cache are untouched.
+    assert_eq!(shared(), before);
+}
+
+#[test]
+fn a_draft_from_the_catalog_and_drafts_that_cannot_be() {
+    crate::require!(Python);
+    let (fx, _ws) = with_tiny();
+    let draft = fx.ws_home.join("draft");
+    fs::rename(make_draft(&fx), &draft).unwrap();
+    let plain = run_json(&fx, "tiny", &["--temperature", "0"]);
+    // By name: loaded from its folder, nothing downloaded; the subprocess agrees.
+    for mode in MODES {
+        let v = run_json(
+            &fx,
+            "tiny",
+            &[
+                &[
+                    "--temperature",
+                    "0",
+                    "--draft-model",
+                    "draft",
+                    "--num-draft-tokens",
+                    "2",
+                ],
+                mode,
+            ]
+            .concat(),
+        );
+        assert_eq!(v["draft"]["source"], "catalog");
+        assert_eq!(v["draft"]["path"], draft.to_string_lossy().as_ref());
+        assert_eq!(v["draft"]["num_draft_tokens"], 2);
+        assert_eq!(v["text"], plain["text"], "{mode:?}");
+        assert_eq!(v["cache"]["added"], serde_json::json!([]));
+    }
+    // Refused before Python starts (the Python does not exist): a path that is not there, a
+    // name that is neither in the catalog nor a hub id.
+    for (spec, kind) in [("./nope", "model_not_found"), ("nope", "model_not_found")] {
+        let o = mlxfs(&fx)
+            .args([
+                "run",
+                "tiny",
+                "hi",
+                "--json",
+                "--python",
+                "/nonexistent/python",
+            ])
+            .args(["--draft-model", spec])
+            .output()
+            .unwrap();
+        let v = envelope(&o);
+        assert_eq!(v["error"]["type"], kind, "{spec}: {v}");
+    }
+    // A draft with another tokenizer.
+    make_tiny(&fx, "other-vocab", &["--vocab", "300"]);
+    let o = run_with(
+        &fx,
+        "tiny",
+        &["--json", "--draft-model", "other-vocab"],
+        &[],
+    );
+    let v = envelope(&o);
+    assert_eq!(v["error"]["type"], "draft_mismatch", "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("vocabulary sizes differ (300 vs the model's 384)"),
+        "{v}"
+    );
+    // --num-draft-tokens needs --draft-model.
+    let o = mlxfs(&fx)
+        .args(["run", "tiny", "hi", "--num-draft-tokens", "2"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
 }

@@ -200,9 +200,38 @@ impl Fx {
         files: &[(String, Vec<u8>)],
         main: bool,
     ) -> PathBuf {
-        let dir = self
-            .hub()
-            .join(format!("models--{}", repo.replace('/', "--")));
+        cache_snapshot(&self.hub(), repo, commit, files, main)
+    }
+
+    pub fn hub_model(&self, repo: &str, files: &[(String, Vec<u8>)]) -> PathBuf {
+        let commit: String = Sha256::digest(repo.as_bytes())
+            .iter()
+            .take(20)
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        self.hub_snapshot(repo, &commit, files, true)
+    }
+
+    /// A workspace folder under the workspace home with real files.
+    pub fn workspace(&self, name: &str, files: &[(String, Vec<u8>)]) -> PathBuf {
+        let ws = self.ws_home.join(name);
+        write_tree(&ws, files);
+        ws
+    }
+}
+
+/// Add a snapshot of `repo` at `commit` to the hub cache folder `hub` (any cache: the shared
+/// one, a workspace's `.hf_cache/hub`): files become blobs named by their sha256, linked from
+/// the snapshot; `main` (when true) points refs/main at it.
+pub fn cache_snapshot(
+    hub: &Path,
+    repo: &str,
+    commit: &str,
+    files: &[(String, Vec<u8>)],
+    main: bool,
+) -> PathBuf {
+    {
+        let dir = hub.join(format!("models--{}", repo.replace('/', "--")));
         let snap = dir.join("snapshots").join(commit);
         fs::create_dir_all(dir.join("blobs")).unwrap();
         fs::create_dir_all(&snap).unwrap();
@@ -226,22 +255,6 @@ impl Fx {
             fs::write(dir.join("refs/main"), commit).unwrap();
         }
         snap
-    }
-
-    pub fn hub_model(&self, repo: &str, files: &[(String, Vec<u8>)]) -> PathBuf {
-        let commit: String = Sha256::digest(repo.as_bytes())
-            .iter()
-            .take(20)
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        self.hub_snapshot(repo, &commit, files, true)
-    }
-
-    /// A workspace folder under the workspace home with real files.
-    pub fn workspace(&self, name: &str, files: &[(String, Vec<u8>)]) -> PathBuf {
-        let ws = self.ws_home.join(name);
-        write_tree(&ws, files);
-        ws
     }
 }
 
