@@ -3,7 +3,7 @@
 # same run, same venv, same models: the tiny model and a generated ~500 MB one
 # (scripts/make-tiny-model.py). Greedy decoding (temperature 0), streaming, 64 tokens a request.
 #
-#   scripts/bench-serve.sh [--requests 8] [--clients "1 4 16"] [--mlxk PATH]
+#   scripts/bench-serve.sh [--requests 8] [--clients "1 4 16"] [--mlxk PATH] [--blas-variants]
 #
 # Measures, per server and model:
 #   - time to first token with 1 client (p50, p95 over --requests requests, after one warm-up);
@@ -17,15 +17,20 @@
 #     synthetic catalog of 1,000 hub models + 100 workspaces after one GET /v1/models.
 # --mlxk PATH: also mlx-knife's `mlxk serve` (its own venv and pinned mlx; it resolves the
 # models by name in MLXK_WORKSPACE_HOME). Markdown tables on stdout, progress on stderr.
+# --blas-variants: also each server with the other BLAS (mlx-cpu bundles the reference BLAS;
+# mlxfs loads the system's OpenBLAS, MLXFS_BLAS): mlxfs with MLXFS_BLAS=bundled, and
+# mlx_lm.server (and mlxk serve) with OpenBLAS preloaded (LD_PRELOAD), so that what batching
+# does and what the BLAS does can be told apart.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-requests=8 clients="1 4 16" mlxk=""
+requests=8 clients="1 4 16" mlxk="" variants=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --requests) requests=$2; shift 2 ;;
     --clients) clients=$2; shift 2 ;;
     --mlxk) mlxk=$2; shift 2 ;;
-    *) echo "usage: $0 [--requests N] [--clients \"1 4 16\"] [--mlxk PATH]" >&2; exit 2 ;;
+    --blas-variants) variants=1; shift ;;
+    *) echo "usage: $0 [--requests N] [--clients \"1 4 16\"] [--mlxk PATH] [--blas-variants]" >&2; exit 2 ;;
   esac
 done
 
@@ -56,30 +61,38 @@ wait_http() { # URL
   echo "no answer from $1" >&2; return 1
 }
 
-p_mlxfs=$(free_port)
-"$mlxfs" serve --port "$p_mlxfs" --max-loaded 1 --python "$venv" >/dev/null 2>"$work/mlxfs.log" &
-pids+=($!)
-p_mlx=$(free_port)
-"$venv/bin/python" -m mlx_lm server --port "$p_mlx" --model "$MLXK_WORKSPACE_HOME/tiny" >/dev/null 2>"$work/mlx_lm.log" &
-pids+=($!)
-wait_http "http://127.0.0.1:$p_mlxfs/health"
-wait_http "http://127.0.0.1:$p_mlx/v1/models"
-p_mlxk=0
-if [ -n "$mlxk" ]; then
-  p_mlxk=$(free_port)
-  # mlx-knife resolves names in MLXK_WORKSPACE_HOME itself (its own venv and pinned mlx).
-  "$mlxk" serve --port "$p_mlxk" >/dev/null 2>"$work/mlxk.log" &
+openblas=$(ls /usr/lib/*-linux-gnu/libopenblas.so.0 /usr/lib64/libopenblas.so.0 2>/dev/null | head -1 || true)
+servers="[]"
+add() { # NAME PORT STYLE(name|path) LOG -- COMMAND...
+  local name=$1 port=$2 style=$3 log=$4; shift 5
+  "$@" >/dev/null 2>"$work/$log" &
   pids+=($!)
-  wait_http "http://127.0.0.1:$p_mlxk/health"
+  servers=$(python3 -c 'import json,sys; l=json.loads(sys.argv[1]); l.append(sys.argv[2:5]); print(json.dumps(l))' "$servers" "$name" "$port" "$style")
+}
+p=$(free_port); add "mlxfs serve" "$p" name mlxfs.log -- "$mlxfs" serve --port "$p" --max-loaded 1 --python "$venv"
+p=$(free_port); add "mlx_lm.server" "$p" path mlx_lm.log -- "$venv/bin/python" -m mlx_lm server --port "$p" --model "$MLXK_WORKSPACE_HOME/tiny"
+if [ -n "$mlxk" ]; then
+  # mlx-knife resolves names in MLXK_WORKSPACE_HOME itself (its own venv and pinned mlx).
+  p=$(free_port); add "mlxk serve" "$p" name mlxk.log -- "$mlxk" serve --port "$p"
 fi
+if [ "$variants" = 1 ]; then
+  [ -n "$openblas" ] || { echo "--blas-variants: no libopenblas.so.0 on this machine" >&2; exit 1; }
+  p=$(free_port); add "mlxfs serve, bundled BLAS" "$p" name mlxfs-bundled.log -- env MLXFS_BLAS=bundled "$mlxfs" serve --port "$p" --max-loaded 1 --python "$venv"
+  p=$(free_port); add "mlx_lm.server + OpenBLAS" "$p" path mlx_lm-openblas.log -- env LD_PRELOAD="$openblas" "$venv/bin/python" -m mlx_lm server --port "$p" --model "$MLXK_WORKSPACE_HOME/tiny"
+  if [ -n "$mlxk" ]; then
+    p=$(free_port); add "mlxk serve + OpenBLAS" "$p" name mlxk-openblas.log -- env LD_PRELOAD="$openblas" "$mlxk" serve --port "$p"
+  fi
+fi
+for port in $(python3 -c 'import json,sys; print(" ".join(s[1] for s in json.loads(sys.argv[1])))' "$servers"); do
+  wait_http "http://127.0.0.1:$port/v1/models"
+done
 
-"$venv/bin/python" - "$p_mlxfs" "$p_mlx" "$MLXK_WORKSPACE_HOME" "$requests" "$clients" "$p_mlxk" <<'PY'
+"$venv/bin/python" - "$servers" "$MLXK_WORKSPACE_HOME" "$requests" "$clients" <<'PY'
 import http.client, json, statistics, sys, threading, time
-p_mlxfs, p_mlx, home, requests, clients, p_mlxk = sys.argv[1:7]
+spec, home, requests, clients = sys.argv[1:5]
 requests, clients = int(requests), [int(c) for c in clients.split()]
-servers = [("mlxfs serve", int(p_mlxfs), lambda m: m), ("mlx_lm.server", int(p_mlx), lambda m: f"{home}/{m}")]
-if int(p_mlxk):
-    servers.append(("mlxk serve", int(p_mlxk), lambda m: m))
+servers = [(name, int(port), (lambda m: m) if style == "name" else (lambda m: f"{home}/{m}"))
+           for name, port, style in json.loads(spec)]
 
 def stream(port, model, max_tokens=64):
     """One streaming chat request: (time to first token, tokens, total)."""
