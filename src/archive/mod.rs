@@ -178,3 +178,115 @@ impl Diagnostic for ArchiveError {
 }
 
 pub type Result<T> = std::result::Result<T, ArchiveError>;
+
+/// The zstd skippable frame mlxfs appends to a compressed archive: magic, length, a tag and
+/// the SHA-256 of every byte before it. zstd's own checksum covers the content only; this
+/// covers the frames themselves (a flipped bit in a window size or an unused header bit
+/// decodes to the same bytes, and would otherwise go unnoticed). Decoders skip it.
+pub mod seal {
+    use sha2::{Digest, Sha256};
+    use std::io::{self, Read, Write};
+
+    /// `0x184D2A5E`: a skippable frame's magic (little-endian on disk).
+    const MAGIC: u32 = 0x184D_2A5E;
+    const TAG: &[u8; 12] = b"mlxfs-sha256";
+    /// The whole frame: magic, size, tag, digest.
+    pub const LEN: usize = 8 + TAG.len() + 32;
+
+    /// The frame sealing `digest`.
+    pub fn frame(digest: &[u8; 32]) -> [u8; LEN] {
+        let mut f = [0u8; LEN];
+        f[..4].copy_from_slice(&MAGIC.to_le_bytes());
+        f[4..8].copy_from_slice(&((TAG.len() + 32) as u32).to_le_bytes());
+        f[8..20].copy_from_slice(TAG);
+        f[20..].copy_from_slice(digest);
+        f
+    }
+
+    /// Hashes what it writes.
+    pub struct Writer<W: Write> {
+        pub inner: W,
+        sha: Sha256,
+    }
+
+    impl<W: Write> Writer<W> {
+        pub fn new(inner: W) -> Writer<W> {
+            Writer {
+                inner,
+                sha: Sha256::new(),
+            }
+        }
+        /// Append the seal; the inner writer.
+        pub fn seal(mut self) -> io::Result<W> {
+            let d: [u8; 32] = self.sha.finalize_reset().into();
+            self.inner.write_all(&frame(&d))?;
+            Ok(self.inner)
+        }
+    }
+
+    impl<W: Write> Write for Writer<W> {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            let n = self.inner.write(buf)?;
+            self.sha.update(&buf[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            self.inner.flush()
+        }
+    }
+
+    /// Passes every byte through, hashing all but the last [`LEN`]; at the end of the input
+    /// those must be the seal of the rest, else the read fails (`InvalidData`).
+    pub struct Reader<R: Read> {
+        inner: R,
+        sha: Sha256,
+        tail: Vec<u8>,
+        checked: bool,
+    }
+
+    impl<R: Read> Reader<R> {
+        pub fn new(inner: R) -> Reader<R> {
+            Reader {
+                inner,
+                sha: Sha256::new(),
+                tail: Vec::with_capacity(2 * LEN),
+                checked: false,
+            }
+        }
+    }
+
+    impl<R: Read> Read for Reader<R> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = self.inner.read(buf)?;
+            if n == 0 {
+                if !self.checked {
+                    self.checked = true;
+                    let d: [u8; 32] = self.sha.finalize_reset().into();
+                    if self.tail[..] != frame(&d)[..] {
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            "the compressed archive does not match its seal (a changed byte, or not written by mlxfs)",
+                        ));
+                    }
+                }
+                return Ok(0);
+            }
+            // Hash what is now certainly not part of the last LEN bytes.
+            let data = &buf[..n];
+            if data.len() >= LEN {
+                self.sha.update(&self.tail);
+                self.sha.update(&data[..data.len() - LEN]);
+                self.tail.clear();
+                self.tail.extend_from_slice(&data[data.len() - LEN..]);
+            } else {
+                self.tail.extend_from_slice(data);
+                if self.tail.len() > LEN {
+                    let k = self.tail.len() - LEN;
+                    self.sha.update(&self.tail[..k]);
+                    self.tail.drain(..k);
+                }
+            }
+            Ok(n)
+        }
+    }
+}

@@ -79,7 +79,8 @@ pub fn open(archive: &Path) -> Result<Opened> {
     let head = br.fill_buf().map_err(stream_err)?;
     let (compression, mut reader): (Compression, Box<dyn Read + Send>) =
         if head.starts_with(&ZSTD_MAGIC) {
-            let mut d = zstd::stream::read::Decoder::with_buffer(br).map_err(stream_err)?;
+            let sealed = BufReader::with_capacity(CHUNK, super::seal::Reader::new(br));
+            let mut d = zstd::stream::read::Decoder::with_buffer(sealed).map_err(stream_err)?;
             d.window_log_max(ZSTD_WINDOW_LOG_MAX).map_err(stream_err)?;
             (Compression::Zstd, Box::new(d))
         } else {
@@ -284,7 +285,7 @@ impl Opened {
         match tarfmt::read_header(r.as_mut()) {
             Ok(None) => {}
             Ok(Some(found)) => return Err(mismatch(&found, m, m.entries.len())),
-            Err(err) => return Err(header_err(err, "before its end")),
+            Err(err) => return Err(header_err(err, "where its end marker should be")),
         }
         let mut end = [0u8; tarfmt::BLOCK];
         match tarfmt::read_full(r.as_mut(), &mut end) {

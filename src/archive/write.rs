@@ -357,7 +357,7 @@ pub fn write(plan: &Plan, out: &Path, opts: &Options, progress: &dyn Progress) -
         Compression::Zstd => {
             let sums = stream(plan, &placeholder, &mut io::sink(), progress)?;
             let m = finalize(plan, &sums)?;
-            let w = BufWriter::with_capacity(256 << 10, file);
+            let w = super::seal::Writer::new(BufWriter::with_capacity(256 << 10, file));
             let mut enc = zstd::stream::write::Encoder::new(w, opts.zstd_level).map_err(wio)?;
             enc.include_checksum(true).map_err(wio)?;
             if opts.zstd_threads > 0 {
@@ -371,7 +371,7 @@ pub fn write(plan: &Plan, out: &Path, opts: &Options, progress: &dyn Progress) -
             {
                 return Err(changed(&plan.manifest.name));
             }
-            let w = enc.finish().map_err(wio)?;
+            let w = enc.finish().and_then(|w| w.seal()).map_err(wio)?;
             let f = w.into_inner().map_err(|e| wio(e.into_error()))?;
             f.sync_all().map_err(wio)?;
             m
