@@ -87,6 +87,12 @@ error_types! {
     DraftMismatch => "draft_mismatch",
     RemoteCodeRequired => "remote_code_required",
     GenerationFailed => "generation_failed",
+    // Archive and restore.
+    InvalidArchive => "invalid_archive",
+    UnsupportedArchive => "unsupported_archive",
+    WorkspaceModified => "workspace_modified",
+    Unarchivable => "unarchivable",
+    Interrupted => "interrupted",
     // The HTTP API of `serve` (beside the model errors above).
     InvalidRequest => "invalid_request",
     AuthenticationError => "authentication_error",

@@ -6,6 +6,7 @@
 //! import nothing else of mlxfs; `hints` is wording shared by the adapters. The arrows are
 //! checked by a test (tests/it/arch.rs) and drawn in docs/ARCHITECTURE.md.
 
+pub mod archive;
 pub mod catalog;
 pub mod cli;
 pub mod env;

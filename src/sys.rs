@@ -293,6 +293,34 @@ pub fn write_new(p: &Path, bytes: &[u8], sync: bool) -> io::Result<std::fs::File
     Ok(f)
 }
 
+/// Rename `from` to `to` unless `to` exists (`renameat2` with `RENAME_NOREPLACE`; where the
+/// file system lacks it, a check and a plain rename). `AlreadyExists` when something is there.
+pub fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+    let (a, b) = (c_path(from)?, c_path(to)?);
+    // SAFETY: renameat2 with two valid NUL-terminated paths relative to the current folder.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_renameat2,
+            libc::AT_FDCWD,
+            a.as_ptr(),
+            libc::AT_FDCWD,
+            b.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if r == 0 {
+        return Ok(());
+    }
+    let e = io::Error::last_os_error();
+    if !matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::ENOSYS)) {
+        return Err(e);
+    }
+    if std::fs::symlink_metadata(to).is_ok() {
+        return Err(io::Error::from(io::ErrorKind::AlreadyExists));
+    }
+    std::fs::rename(from, to)
+}
+
 /// Is this process running as root (effective uid 0)?
 pub fn is_root() -> bool {
     // SAFETY: geteuid cannot fail.

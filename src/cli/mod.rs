@@ -1,6 +1,7 @@
 //! The command line: clap definitions, dispatch, and the JSON/human split. Each command lives
 //! in its own module and returns its `data` (or a `CliError`); this module prints and exits.
 
+pub mod archive;
 pub mod clone;
 pub mod health;
 pub mod hubcmd;
@@ -10,6 +11,7 @@ pub mod output;
 pub mod progress;
 pub mod pull;
 pub mod push;
+pub mod restore;
 pub mod rm;
 pub mod run;
 pub mod serve;
@@ -91,6 +93,10 @@ pub enum Command {
     Rm(rm::RmArgs),
     /// Upload a workspace to a hub repo
     Push(push::PushArgs),
+    /// Write a workspace into one reproducible archive file (tar, optionally zstd)
+    Archive(archive::ArchiveArgs),
+    /// Restore a workspace from an archive, verifying every file (all or nothing)
+    Restore(restore::RestoreArgs),
     /// Serve every runnable model over an OpenAI-compatible HTTP API (one worker per model)
     #[command(alias = "server")]
     Serve(serve::ServeArgs),
@@ -109,6 +115,8 @@ impl Command {
             Command::Pull(_) => "pull",
             Command::Rm(_) => "rm",
             Command::Push(_) => "push",
+            Command::Archive(_) => "archive",
+            Command::Restore(_) => "restore",
             Command::Serve(_) => "serve",
         }
     }
@@ -202,6 +210,8 @@ pub fn run(args: Vec<std::ffi::OsString>) -> i32 {
         Command::Pull(a) => (Order::ErrorFirst, pull::run(a, &loc, json)),
         Command::Rm(a) => (Order::ErrorFirst, rm::run(a, &loc, json)),
         Command::Push(a) => (Order::ErrorFirst, push::run(a, &loc, json)),
+        Command::Archive(a) => (Order::ErrorFirst, archive::run(a, &loc, json)),
+        Command::Restore(a) => (Order::ErrorFirst, restore::run(a, &loc, json)),
         Command::Serve(a) => (Order::DataFirst, serve::run(a, &loc, json)),
     };
     match result {

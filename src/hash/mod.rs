@@ -10,6 +10,7 @@
 
 pub mod fnmatch;
 pub mod sentinel;
+pub mod stream;
 
 use sha2::{Digest, Sha256};
 use std::ffi::{OsStr, OsString};
@@ -397,6 +398,17 @@ pub fn resolve_root(ws: &Path) -> Result<PathBuf, HashError> {
 
 /// Compute content hash v2 and the file index of a workspace.
 pub fn compute_v2(ws: &Path, excludes: &Excludes) -> Result<(String, Vec<IndexEntry>), HashError> {
+    compute_v2_with(ws, excludes, &|_| None)
+}
+
+/// [`compute_v2`], taking a file's `sha` from `known` (by the path the walk finds it at, below
+/// the resolved root) when it has it — `Some(None)` for a file known to be unhashable — and
+/// reading only the files it lacks: an archive hashes what it streams once, never twice.
+pub fn compute_v2_with(
+    ws: &Path,
+    excludes: &Excludes,
+    known: &dyn Fn(&Path) -> Option<Option<String>>,
+) -> Result<(String, Vec<IndexEntry>), HashError> {
     let root = resolve_root(ws)?;
     if fs::metadata(root.join("config.json")).is_err() {
         return Err(HashError::NoConfig);
@@ -405,7 +417,11 @@ pub fn compute_v2(ws: &Path, excludes: &Excludes) -> Result<(String, Vec<IndexEn
     for item in walk(&root, excludes)? {
         match item {
             WalkItem::File { rel, path } => {
-                let sha = hash_file(&path, &rel)?;
+                let sha = match known(&path) {
+                    Some(Some(sha)) => sha,
+                    Some(None) => return Err(HashError::CorruptSafetensors { path: rel }),
+                    None => hash_file(&path, &rel)?,
+                };
                 let md = fs::metadata(&path).map_err(|e| HashError::Io {
                     path: rel.clone(),
                     message: e.to_string(),

@@ -44,20 +44,32 @@ pub fn target_path(
     target: Option<&str>,
     workspace_home: Option<&Path>,
 ) -> Result<PathBuf> {
+    let example = format!("mlxfs clone {} ./{}", spec, spec.basename());
+    target_for(spec.basename(), target, workspace_home, &example)
+}
+
+/// The target rules of `clone` (and `restore`): an explicit path (`/…`, `./…`, `~…`, `.`,
+/// `..`) as given, a bare name under the workspace home (else the current folder), and
+/// without a target `default_name` under the workspace home. `example` is the command line
+/// the hint suggests when there is no workspace home to default to.
+pub fn target_for(
+    default_name: &str,
+    target: Option<&str>,
+    workspace_home: Option<&Path>,
+    example: &str,
+) -> Result<PathBuf> {
     let cwd =
         std::env::current_dir().map_err(|e| HubError::io(&e, "reading the current folder"))?;
     let p = match target {
         None => match workspace_home {
-            Some(h) => h.join(spec.basename()),
+            Some(h) => h.join(default_name),
             None => {
                 return Err(HubError::new(
                     ErrorKind::InvalidTarget,
                     "No target folder given and MLXK_WORKSPACE_HOME is not set",
                 )
                 .hint(format!(
-                    "Give a target (`mlxfs clone {} ./{}`) or set MLXK_WORKSPACE_HOME to your models folder.",
-                    spec,
-                    spec.basename()
+                    "Give a target (`{example}`) or set MLXK_WORKSPACE_HOME to your models folder."
                 )));
             }
         },

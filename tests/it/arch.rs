@@ -32,9 +32,10 @@ fn allowed(module: &str) -> Option<&'static [&'static str]> {
         "fuse" => &["vfs", "catalog", "hash", "hints"],
         "runtime" => &[],
         "hub" => &["catalog", "hash"],
+        "archive" => &["catalog", "hash"],
         "serve" => &["catalog", "hash", "runtime"],
         "cli" => &[
-            "catalog", "hash", "hints", "vfs", "fuse", "runtime", "hub", "serve",
+            "catalog", "hash", "hints", "vfs", "fuse", "runtime", "hub", "serve", "archive",
         ],
         _ => return None,
     })

@@ -6,6 +6,7 @@
 mod support;
 
 mod arch;
+mod archive;
 mod catalog;
 mod cli;
 mod disks;
