@@ -16,6 +16,7 @@ mod homes;
 mod hostile;
 mod hub;
 mod mount;
+mod offline;
 mod run;
 mod runtime_cache;
 mod serve;
