@@ -66,6 +66,10 @@ pub struct ServeArgs {
     /// How long a request body may take to arrive; a slower one is answered 400
     #[arg(long = "body-timeout", value_name = "DUR", default_value = "30s", value_parser = duration)]
     pub body_timeout: Duration,
+    /// How long a client may take to send a request's headers (on a new or an idle kept-alive
+    /// connection); a slower one is disconnected
+    #[arg(long = "header-timeout", value_name = "DUR", default_value = "30s", value_parser = duration)]
+    pub header_timeout: Duration,
     /// Require `Authorization: Bearer KEY` on every route but /health
     #[arg(long = "api-key", value_name = "KEY", conflicts_with = "api_key_file")]
     pub api_key: Option<String>,
@@ -225,6 +229,7 @@ pub fn run(a: &ServeArgs, loc: &Locations, json_mode: bool) -> Result<Output, Cl
         max_tokens: a.max_tokens,
         max_queue: a.max_queue as usize,
         body_timeout: a.body_timeout,
+        header_timeout: a.header_timeout,
         api_key: key,
         cors_origins: a.cors_origins.clone(),
         python,

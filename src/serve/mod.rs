@@ -37,6 +37,9 @@ pub struct Config {
     /// How long a request body may take to arrive (a client that announces a body and never
     /// sends it is answered 400, not waited for).
     pub body_timeout: Duration,
+    /// How long a client may take to send a request's headers before it is disconnected
+    /// (hyper's `header_read_timeout`; slow-header clients cannot hold connections open).
+    pub header_timeout: Duration,
     pub api_key: Option<String>,
     pub cors_origins: Vec<String>,
     pub python: PythonEnv,
@@ -167,7 +170,7 @@ pub fn run(
             wait_for_signal().await;
             stop_srv.stopping.store(true, Ordering::SeqCst);
         };
-        let serving = axum::serve(listener, app).with_graceful_shutdown(shutdown);
+        let serving = accept_loop(listener, app, srv.config.header_timeout, shutdown);
         // After the signal, in-flight streams get `drain` to finish.
         let srv2 = srv.clone();
         tokio::select! {
@@ -185,6 +188,48 @@ pub fn run(
     let p = srv.clone();
     p.pool.stop_all(Duration::from_secs(2));
     rt.shutdown_timeout(Duration::from_secs(1));
+    Ok(())
+}
+
+/// Serve HTTP/1.1 connections until `shutdown` resolves, then wait for the open ones to finish
+/// (the caller bounds that wait). Unlike `axum::serve`, hyper gets a timer, so its header-read
+/// timeout applies: a client that sends headers slowly (or opens a connection and says
+/// nothing) is disconnected after `header_timeout`.
+async fn accept_loop(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    header_timeout: Duration,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(s) => s,
+                // Out of descriptors or a connection reset before accept: not the listener's
+                // end; a short pause keeps an EMFILE from spinning.
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_timeout)
+            .serve_connection(TokioIo::new(stream), service);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
     Ok(())
 }
 

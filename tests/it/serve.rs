@@ -879,7 +879,32 @@ fn loads_revisions_and_request_checks() {
     assert_eq!(header(&hd, "access-control-allow-origin"), Some("*"));
     drop(s);
     // `bearer` in any case; a body announced and never sent is answered, not waited for.
-    let s = Served::start(&fx, &["--api-key", "k1", "--body-timeout", "1s"]);
+    let s = Served::start(
+        &fx,
+        &[
+            "--api-key",
+            "k1",
+            "--body-timeout",
+            "1s",
+            "--header-timeout",
+            "1s",
+        ],
+    );
+    // Headers that never end (or nothing at all): the connection is closed, not held.
+    for partial in [&b"GET /health HTTP/1.1\r\nHost: x\r\n"[..], b""] {
+        let mut c = TcpStream::connect(&s.addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        c.write_all(partial).unwrap();
+        let t0 = Instant::now();
+        let mut buf = [0u8; 64];
+        let n = c.read(&mut buf).unwrap_or(0);
+        assert!(t0.elapsed() < Duration::from_secs(10), "held open");
+        assert!(
+            n == 0 || buf.starts_with(b"HTTP/1.1 408"),
+            "{}",
+            String::from_utf8_lossy(&buf[..n])
+        );
+    }
     {
         let mut c = TcpStream::connect(&s.addr).unwrap();
         c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
