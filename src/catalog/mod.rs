@@ -814,6 +814,25 @@ pub fn all_models(loc: &Locations) -> Vec<ModelRef> {
     out
 }
 
+/// Every entry below the folders `dirs` with its own metadata (links are not followed,
+/// folders that cannot be read are skipped): the small walks that only count or date files.
+pub fn for_each_below(dirs: &[PathBuf], mut f: impl FnMut(&Path, &fs::Metadata)) {
+    let mut stack: Vec<PathBuf> = dirs.to_vec();
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            let path = e.path();
+            let Ok(md) = fs::symlink_metadata(&path) else {
+                continue;
+            };
+            f(&path, &md);
+            if md.is_dir() {
+                stack.push(path);
+            }
+        }
+    }
+}
+
 /// Map `f` over `items` on a few threads, keeping order (model records are independent).
 pub fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
     let threads = std::thread::available_parallelism()

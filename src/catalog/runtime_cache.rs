@@ -132,24 +132,15 @@ fn refs_of(dir: &Path) -> Vec<(String, String)> {
     out
 }
 
-/// Regular files below `dir` (links and other file systems not followed): (count, bytes).
+/// Regular files below `dir` (links not followed): (count, bytes).
 fn count_files(dir: &Path) -> (u64, u64) {
     let (mut n, mut bytes) = (0u64, 0u64);
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = fs::read_dir(&d) else { continue };
-        for e in rd.flatten() {
-            let Ok(md) = fs::symlink_metadata(e.path()) else {
-                continue;
-            };
-            if md.is_dir() {
-                stack.push(e.path());
-            } else if md.is_file() {
-                n += 1;
-                bytes = bytes.saturating_add(md.len());
-            }
+    super::for_each_below(&[dir.to_path_buf()], |_, md| {
+        if md.is_file() {
+            n += 1;
+            bytes = bytes.saturating_add(md.len());
         }
-    }
+    });
     (n, bytes)
 }
 
@@ -393,20 +384,10 @@ pub fn inspect(dir: &Path) -> RuntimeCache {
 /// changes with every download, rename or removal there.
 pub fn newest_change(dir: &Path) -> Option<std::time::SystemTime> {
     let mut newest = fs::symlink_metadata(dir).ok()?.modified().ok()?;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = fs::read_dir(&d) else { continue };
-        for e in rd.flatten() {
-            let Ok(md) = fs::symlink_metadata(e.path()) else {
-                continue;
-            };
-            if let Ok(t) = md.modified() {
-                newest = newest.max(t);
-            }
-            if md.is_dir() {
-                stack.push(e.path());
-            }
+    super::for_each_below(&[dir.to_path_buf()], |_, md| {
+        if let Ok(t) = md.modified() {
+            newest = newest.max(t);
         }
-    }
+    });
     Some(newest)
 }

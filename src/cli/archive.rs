@@ -98,17 +98,8 @@ extern "C" fn on_interrupt(sig: libc::c_int) {
 
 /// Ctrl-C / SIGTERM stop the archive or restore at the next chunk; what it wrote is removed.
 pub(super) fn stop_on_interrupt() {
-    // SAFETY: the handler only touches an atomic and calls _exit.
-    unsafe {
-        libc::signal(
-            libc::SIGINT,
-            on_interrupt as *const () as libc::sighandler_t,
-        );
-        libc::signal(
-            libc::SIGTERM,
-            on_interrupt as *const () as libc::sighandler_t,
-        );
-    }
+    // The handler only touches an atomic and calls _exit.
+    super::hubcmd::on_stop_signals(on_interrupt);
 }
 
 /// The CLI's bar behind the core's `Progress`, with Ctrl-C as its "stop".

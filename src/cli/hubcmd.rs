@@ -47,15 +47,15 @@ extern "C" fn on_interrupt(sig: libc::c_int) {
 /// Ctrl-C / SIGTERM during a download: say how to resume, then exit at once. Every byte on
 /// disk is in a partial file that the next run continues, so stopping anywhere is safe.
 pub fn exit_on_interrupt() {
-    // SAFETY: the handler only calls async-signal-safe functions.
+    on_stop_signals(on_interrupt);
+}
+
+/// Install `handler` for SIGINT and SIGTERM. The handler must only do async-signal-safe
+/// things (atomics, write(2), _exit(2)).
+pub(super) fn on_stop_signals(handler: extern "C" fn(libc::c_int)) {
+    // SAFETY: installing a handler is sound; what it may do is the caller's promise above.
     unsafe {
-        libc::signal(
-            libc::SIGINT,
-            on_interrupt as *const () as libc::sighandler_t,
-        );
-        libc::signal(
-            libc::SIGTERM,
-            on_interrupt as *const () as libc::sighandler_t,
-        );
+        libc::signal(libc::SIGINT, handler as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, handler as *const () as libc::sighandler_t);
     }
 }

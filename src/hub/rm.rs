@@ -255,20 +255,11 @@ fn remove_blob_files(
 fn bytes_below(dirs: &[PathBuf], seen: &mut BTreeSet<(u64, u64)>) -> u64 {
     use std::os::unix::fs::MetadataExt;
     let mut total = 0u64;
-    let mut stack: Vec<PathBuf> = dirs.to_vec();
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = fs::read_dir(&d) else { continue };
-        for e in rd.flatten() {
-            let Ok(md) = fs::symlink_metadata(e.path()) else {
-                continue;
-            };
-            if md.is_dir() {
-                stack.push(e.path());
-            } else if md.is_file() && seen.insert((md.dev(), md.ino())) {
-                total = total.saturating_add(md.len());
-            }
+    crate::catalog::for_each_below(dirs, |_, md| {
+        if md.is_file() && seen.insert((md.dev(), md.ino())) {
+            total = total.saturating_add(md.len());
         }
-    }
+    });
     total
 }
 

@@ -5,7 +5,7 @@
 use serde_json::Value;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use mlxfs::catalog::resolve::{ResolveError, resolve};
 use mlxfs::catalog::{Locations, all_models};
@@ -58,12 +58,11 @@ impl Homes {
     }
 
     fn mlxfs(&self, args: &[&str]) -> Output {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_mlxfs"));
-        c.args(args).env_clear().env("PATH", "/usr/bin:/bin");
-        for (k, v) in self.vars() {
-            c.env(k, v);
-        }
-        c.output().unwrap()
+        crate::support::mnt::cmd(&self.fx)
+            .env("MLXK_MODEL_PATH", self.model_path())
+            .args(args)
+            .output()
+            .unwrap()
     }
 }
 
@@ -228,12 +227,7 @@ fn list_full_paths_and_origin_columns() {
     managed_sentinel(&ws, "");
     fx.workspace("plain", &good_files());
     let run = |args: &[&str]| {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_mlxfs"));
-        c.args(args).env_clear().env("PATH", "/usr/bin:/bin");
-        for (k, v) in fx.vars() {
-            c.env(k, v);
-        }
-        let o = c.output().unwrap();
+        let o = crate::support::mnt::cmd(&fx).args(args).output().unwrap();
         assert_eq!(o.status.code(), Some(0), "{o:?}");
         String::from_utf8(o.stdout).unwrap()
     };

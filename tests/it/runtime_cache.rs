@@ -6,7 +6,7 @@
 use serde_json::Value;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use crate::support::*;
 use mlxfs::catalog::runtime_cache::inspect;
@@ -14,12 +14,7 @@ use mlxfs::catalog::runtime_cache::inspect;
 const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
 
 fn mlxfs(fx: &Fx, args: &[&str]) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_mlxfs"));
-    c.args(args).env_clear().env("PATH", "/usr/bin:/bin");
-    for (k, v) in fx.vars() {
-        c.env(k, v);
-    }
-    c.output().unwrap()
+    crate::support::mnt::cmd(fx).args(args).output().unwrap()
 }
 
 fn json(o: &Output) -> Value {
