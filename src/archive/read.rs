@@ -351,9 +351,9 @@ impl Opened {
             }
         }
         let read = sentinel::read(root);
-        if let SentinelRead::Present(s) = &read {
-            set_times(root, m, s.raw.get("file_index"));
-        }
+        // Without a verified content hash the sentinel's file index may describe other bytes
+        // (an --allow-dirty archive, a forged sentinel): its times are left alone, so the
+        // clean check compares the files themselves.
         let Some(claimed) = &m.content_hash else {
             return Ok(None);
         };
@@ -385,6 +385,9 @@ impl Opened {
                 "The restored files hash to {computed}, not to the sentinel's {claimed}"
             )));
         }
+        // The files are the ones the index describes: their recorded times make the restored
+        // workspace clean without hashing it again.
+        set_times(root, m, s.raw.get("file_index"));
         match sentinel::clean_check(root, &read) {
             Clean::Clean { .. } => Ok(Some(computed)),
             other => Err(ArchiveError::invalid(format!(

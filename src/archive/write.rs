@@ -13,6 +13,7 @@ use std::fs;
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use unicode_normalization::UnicodeNormalization;
 
 use super::manifest::{self, Entry, FORMAT_VERSION, Kind, MANIFEST_NAME, Manifest};
 use super::pipe::Hashing;
@@ -140,7 +141,12 @@ impl Plan {
         }
         let mut entries = Vec::new();
         let mut skipped = Vec::new();
-        walk(&root, "", &mut entries, &mut skipped)?;
+        let mut w = Walk {
+            excludes: &excludes,
+            out: &mut entries,
+            skipped: &mut skipped,
+        };
+        walk_dir(&mut w, &root, "", false)?;
         entries.sort_by(|a, b| a.path.as_bytes().cmp(b.path.as_bytes()));
         skipped.sort();
         let manifest = Manifest {
@@ -166,8 +172,16 @@ impl Plan {
     }
 }
 
+/// The workspace walk: every entry, OS junk left out where the content hash does not count it.
+struct Walk<'a> {
+    excludes: &'a Excludes,
+    out: &'a mut Vec<Entry>,
+    skipped: &'a mut Vec<String>,
+}
+
 /// Every entry below `root/rel` (`rel` empty or ending in a name), depth first.
-fn walk(root: &Path, rel: &str, out: &mut Vec<Entry>, skipped: &mut Vec<String>) -> Result<()> {
+/// `unhashed`: `rel` lies in a folder the content hash excludes (`.hf_cache/`, …).
+fn walk_dir(w: &mut Walk<'_>, root: &Path, rel: &str, unhashed: bool) -> Result<()> {
     let dir = if rel.is_empty() {
         root.to_path_buf()
     } else {
@@ -180,17 +194,28 @@ fn walk(root: &Path, rel: &str, out: &mut Vec<Entry>, skipped: &mut Vec<String>)
         let os_name = ent.file_name();
         let lossy = os_name.to_string_lossy();
         let child_lossy = join(rel, &lossy);
-        if crate::osjunk::is_os_junk(&os_name) {
-            skipped.push(child_lossy);
+        let ft = ent
+            .file_type()
+            .map_err(|e| ArchiveError::io(&e, &format!("reading {}", ent.path().display())))?;
+        let nfc_name: String = lossy.nfc().collect();
+        // The content hash's own exclusions, as its walk applies them (hash::walk).
+        let excluded = unhashed
+            || if ft.is_dir() {
+                w.excludes.dir_excluded(&nfc_name)
+            } else {
+                w.excludes.file_excluded(&nfc_name)
+            };
+        // OS junk is left out only where the content hash does not count it: a file the
+        // hash covers is part of the workspace, and leaving it out would make the restored
+        // copy fail its own hash check.
+        if crate::osjunk::is_os_junk(&os_name) && excluded {
+            w.skipped.push(child_lossy);
             continue;
         }
         let Some(name) = os_name.to_str() else {
             return Err(unarchivable(&child_lossy, "the name is not UTF-8"));
         };
         let child = join(rel, name);
-        let ft = ent
-            .file_type()
-            .map_err(|e| ArchiveError::io(&e, &format!("reading {}", ent.path().display())))?;
         if ft.is_symlink() {
             let t = fs::read_link(ent.path())
                 .map_err(|e| ArchiveError::io(&e, &format!("reading the link {child}")))?;
@@ -208,23 +233,23 @@ fn walk(root: &Path, rel: &str, out: &mut Vec<Entry>, skipped: &mut Vec<String>)
                     ),
                 ));
             }
-            out.push(Entry {
+            w.out.push(Entry {
                 path: child,
                 kind: Kind::Symlink {
                     target: target.to_string(),
                 },
             });
         } else if ft.is_dir() {
-            out.push(Entry {
+            w.out.push(Entry {
                 path: child.clone(),
                 kind: Kind::Dir,
             });
-            walk(root, &child, out, skipped)?;
+            walk_dir(w, root, &child, excluded)?;
         } else if ft.is_file() {
             let md = ent
                 .metadata()
                 .map_err(|e| ArchiveError::io(&e, &format!("reading {child}")))?;
-            out.push(Entry {
+            w.out.push(Entry {
                 path: child,
                 kind: Kind::File {
                     size: md.len(),

@@ -80,7 +80,7 @@ impl RuntimeCache {
         if !self.exists {
             return "none yet (the model has not run)".into();
         }
-        if self.files == 0 && self.repos.is_empty() {
+        if self.files == 0 && self.repos.is_empty() && self.offline_ready {
             return "empty (nothing downloaded at run time); offline-ready".into();
         }
         let verdict = if self.offline_ready {

@@ -20,7 +20,8 @@ use crate::text::{human_bytes, one_line};
 #[command(after_help = "\
 Writes the workspace — its files, its sentinel and its .hf_cache/ — into one tar file, with
 a manifest first (format and mlxfs version, content hash, source repo and revision, and the
-size and sha256 of every file). OS junk (.DS_Store, ._*, Thumbs.db, …) is left out.
+size and sha256 of every file). OS junk (.DS_Store, ._*, Thumbs.db, …) is left out where the
+content hash does not count it.
 
 Reproducible: the same workspace always gives the same bytes (sorted entries, times, owners
 and modes normalised, no user or host names), so two archives can be compared with `cmp`.
@@ -33,7 +34,8 @@ in .hf_cache/ do); FIFOs and devices are refused. A hub-cache model is not a wor
 
 OUT defaults to ./<name>.tar (./<name>.tar.zst with --zstd); an existing folder gets
 <name>.tar inside it. The archive is written to a temp file next to OUT and renamed at the
-end: interrupted, it leaves nothing.
+end: interrupted (Ctrl-C, SIGTERM, SIGHUP), it leaves nothing; the temp file of a run that
+was killed outright is removed by the next archive into the same folder.
 
 Examples:
   mlxfs archive my-ws                      # → ./my-ws.tar
@@ -163,6 +165,14 @@ pub fn run(a: &ArchiveArgs, loc: &Locations, json: bool) -> Result<Output, CliEr
     crate::archive::write::check_out(&plan, &out, a.force)?;
     stop_on_interrupt();
     let bar = progress(json, a.quiet);
+    if let Some(dir) = out.parent() {
+        for p in crate::archive::sweep_leftovers(dir) {
+            bar.note(&format!(
+                "removed {}: left by an archive or restore that was killed",
+                one_line(&p.to_string_lossy())
+            ));
+        }
+    }
     if let Some(why) = &plan.dirty {
         bar.note(&format!(
             "warning: {} is not clean ({}); the archive carries no content hash",

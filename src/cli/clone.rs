@@ -101,7 +101,7 @@ pub fn run(a: &CloneArgs, loc: &Locations, json: bool) -> Result<Output, CliErro
         .clone()
         .or_else(|| loc.workspace_home_set.clone());
     let target = target_path(&spec, a.target.as_deref(), home.as_deref())?;
-    check_target(&target, home.as_deref())?;
+    check_target(&target, home.as_deref(), loc)?;
     // A name another workspace home already holds makes that name ambiguous from now on.
     let parent = target.parent().and_then(|p| std::fs::canonicalize(p).ok());
     let into_a_home = parent

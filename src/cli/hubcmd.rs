@@ -50,12 +50,13 @@ pub fn exit_on_interrupt() {
     on_stop_signals(on_interrupt);
 }
 
-/// Install `handler` for SIGINT and SIGTERM. The handler must only do async-signal-safe
-/// things (atomics, write(2), _exit(2)).
+/// Install `handler` for SIGINT, SIGTERM and SIGHUP (a closed terminal or a dropped SSH
+/// session). The handler must only do async-signal-safe things (atomics, write(2), _exit(2)).
 pub(super) fn on_stop_signals(handler: extern "C" fn(libc::c_int)) {
     // SAFETY: installing a handler is sound; what it may do is the caller's promise above.
     unsafe {
-        libc::signal(libc::SIGINT, handler as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGTERM, handler as *const () as libc::sighandler_t);
+        for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            libc::signal(sig, handler as *const () as libc::sighandler_t);
+        }
     }
 }

@@ -21,7 +21,8 @@ first bytes, not its name).
 TARGET: a path (`./models/x`, `/data/x`, `~/x`); a bare name goes under MLXK_WORKSPACE_HOME
 (or the current folder when it is unset); without TARGET, $MLXK_WORKSPACE_HOME/<name>, the
 name the workspace had when it was archived. The target must not exist or be an empty
-folder.
+folder, and may not be a workspace home, a folder inside a model, the current folder or a
+mount point (a new folder inside one is fine).
 
 Verified, all or nothing: the entries are unpacked into a hidden staging folder next to the
 target, every file is checked against the size and sha256 in the archive's manifest, the
@@ -77,9 +78,17 @@ pub fn run(a: &RestoreArgs, loc: &Locations, json: bool) -> Result<Output, CliEr
         .or_else(|| loc.workspace_home_set.clone());
     let example = format!("mlxfs restore {} ./{name}", a.archive);
     let target = target_for(&name, a.target.as_deref(), home.as_deref(), &example)?;
-    check_target(&target, home.as_deref())?;
+    check_target(&target, home.as_deref(), loc)?;
     stop_on_interrupt();
     let bar = progress(json, a.quiet);
+    if let Some(parent) = target.parent() {
+        for p in crate::archive::sweep_leftovers(parent) {
+            bar.note(&format!(
+                "removed {}: left by an archive or restore that was killed",
+                one_line(&p.to_string_lossy())
+            ));
+        }
+    }
     bar.start(
         &format!("Restoring {}", one_line(&name)),
         opened.manifest.files(),

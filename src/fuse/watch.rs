@@ -112,6 +112,9 @@ pub fn spawn(
         };
         let mut watched = Vec::new();
         watch_roots(&mut watcher, &vfs, &mut watched);
+        // What changed between the tree's build and these watches sent no event: one rescan
+        // now, so that nothing waits for the periodic one.
+        round(|| apply(&notifier, &vfs.refresh()));
         let relevant = |ev: &notify::Result<notify::Event>| match ev {
             // Reads (ours included) must not trigger rescans.
             Ok(e) => !matches!(e.kind, EventKind::Access(_)),

@@ -105,8 +105,59 @@ pub fn target_for(
 }
 
 /// Check that `target` may be created: parent exists (the workspace home is created on
-/// demand), target absent or an empty folder.
-pub fn check_target(target: &Path, workspace_home: Option<&Path>) -> Result<()> {
+/// demand), target absent or an empty folder. Also refused, because the new folder would
+/// land where it does harm: a workspace home or the hub cache itself (`loc`), a folder inside
+/// an existing model (it would make that model dirty), the current folder or one holding it
+/// (the rename would pull it from under the shell), and a mount point (the staging folder
+/// would fill the disk below it, and the rename could only fail).
+pub fn check_target(
+    target: &Path,
+    workspace_home: Option<&Path>,
+    loc: &crate::catalog::Locations,
+) -> Result<()> {
+    let refuse = |why: String| {
+        HubError::new(
+            ErrorKind::InvalidTarget,
+            format!("Cannot use {} as the target: {why}", target.display()),
+        )
+        .hint("Give a new folder's path (e.g. under your workspace home).")
+    };
+    let canon = |p: &Path| fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let real = canon(target);
+    if loc.workspace_homes().any(|h| canon(h) == real)
+        || workspace_home.is_some_and(|h| canon(h) == real)
+    {
+        return Err(refuse("it is a workspace home".into()));
+    }
+    if canon(&loc.hub_cache) == real || canon(&loc.hub_cache).starts_with(&real) {
+        return Err(refuse("it is (or holds) the hub cache".into()));
+    }
+    if std::env::current_dir().is_ok_and(|cwd| canon(&cwd).starts_with(&real)) {
+        return Err(refuse(
+            "it is the current folder (or holds it); give a new folder inside it".into(),
+        ));
+    }
+    if let Some(model) = real
+        .ancestors()
+        .skip(1)
+        .find(|a| crate::catalog::has_config(a) || a.join(hash::SENTINEL_FILENAME).is_file())
+    {
+        return Err(refuse(format!(
+            "it lies inside the model folder {}",
+            model.display()
+        )));
+    }
+    {
+        use std::os::unix::fs::MetadataExt;
+        if let (Ok(t), Some(Ok(p))) = (fs::metadata(&real), real.parent().map(fs::metadata))
+            && t.is_dir()
+            && t.dev() != p.dev()
+        {
+            return Err(refuse(
+                "it is a mount point; give a new folder inside it".into(),
+            ));
+        }
+    }
     let parent = target.parent().ok_or_else(|| {
         HubError::new(
             ErrorKind::InvalidTarget,

@@ -171,7 +171,27 @@ impl Catalog {
             kind: e.error_type(),
             message: e.to_string(),
             matches: match e {
-                ResolveError::Ambiguous { matches, .. } => matches,
+                // A workspace named in two homes comes as its path: clients get its id
+                // instead (`<name>@<home>`), never a path of the server's disk.
+                ResolveError::Ambiguous { matches, .. } => {
+                    let served = self.models();
+                    let mut ids: Vec<String> = matches
+                        .into_iter()
+                        .filter_map(|m| {
+                            if resolve::is_explicit_path(&m) {
+                                let p = std::path::Path::new(&m);
+                                served
+                                    .iter()
+                                    .find(|s| s.model.path == p)
+                                    .map(|s| s.id.clone())
+                            } else {
+                                Some(m)
+                            }
+                        })
+                        .collect();
+                    ids.sort();
+                    ids
+                }
                 _ => Vec::new(),
             },
         })?;

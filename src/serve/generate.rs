@@ -296,12 +296,13 @@ fn logprob_entry(text: &str, lp: Option<f64>, top: &Option<Vec<(String, f64)>>) 
     })
 }
 
+/// OpenAI's `finish_reason`: `length` whenever the token limit cut the answer (a tool call
+/// cut before its end marker is incomplete, whatever was parsed of it), else `tool_calls`
+/// when the answer holds calls, else `stop`.
 fn finish(reason: &str, tool_calls: &Option<Value>) -> &'static str {
-    if tool_calls.is_some() {
-        return "tool_calls";
-    }
-    match reason {
-        "length" => "length",
+    match (reason, tool_calls) {
+        ("length", _) => "length",
+        (_, Some(_)) => "tool_calls",
         _ => "stop",
     }
 }

@@ -763,6 +763,160 @@ fn archive_restore_cli_says_what_is_wrong_and_leaves_no_target() {
     assert!(err.contains("nothing was restored"), "{err}");
 }
 
+/// OS junk names that the content hash counts (`.hidden`, `autorun.inf`, `.localized`, and a
+/// `.DS_Store` under a sentinel whose own exclude list lacks it) are part of the workspace:
+/// archived, so that the restored copy still matches its hash. Junk the hash leaves out is
+/// left out of the archive too.
+#[test]
+fn archive_keeps_the_junk_names_the_content_hash_counts() {
+    let a = Fx::new();
+    let ws = workspace(&a, "j");
+    for (rel, body) in [
+        (".hidden", "x"),
+        ("autorun.inf", "x"),
+        ("sub/.localized", "y"),
+    ] {
+        fs::write(ws.join(rel), body).unwrap();
+    }
+    sentinel::recalc(&ws).unwrap();
+    let out = a.tmp.path().join("j.tar");
+    archive_to(&ws, &out, &Options::default());
+    let b = Fx::new();
+    let target = b.ws_home.join("j");
+    let r = restore(&out, &target).unwrap();
+    assert!(r.content_hash.is_some());
+    for rel in [".hidden", "autorun.inf", "sub/.localized"] {
+        assert!(target.join(rel).is_file(), "{rel} was left out");
+    }
+    assert!(
+        !target.join(".DS_Store").exists(),
+        "excluded junk is left out"
+    );
+    assert!(matches!(
+        sentinel::clean_check(&target, &sentinel::read(&target)),
+        Clean::Clean { .. }
+    ));
+
+    // A sentinel whose exclude list does not name .DS_Store: the hash counts it, so it stays.
+    let ws2 = workspace(&a, "k");
+    let sp = ws2.join(".mlxk_workspace.json");
+    let mut sv: Value = serde_json::from_slice(&fs::read(&sp).unwrap()).unwrap();
+    sv["exclude_patterns"] = serde_json::json!([".hf_cache/", ".mlxk_workspace.json"]);
+    fs::write(&sp, serde_json::to_vec(&sv).unwrap()).unwrap();
+    let (h, index) = mlxfs::hash::compute_v2(
+        &ws2,
+        &mlxfs::hash::Excludes::new(&[".hf_cache/", ".mlxk_workspace.json"]),
+    )
+    .unwrap();
+    sv["content_hash"] = Value::from(h);
+    sv["file_index"] = Value::Array(
+        index
+            .iter()
+            .map(mlxfs::hash::sentinel::index_entry_json)
+            .collect(),
+    );
+    fs::write(&sp, serde_json::to_vec(&sv).unwrap()).unwrap();
+    let out2 = a.tmp.path().join("k.tar");
+    archive_to(&ws2, &out2, &Options::default());
+    let target2 = b.ws_home.join("k");
+    restore(&out2, &target2).unwrap();
+    assert!(target2.join(".DS_Store").is_file());
+}
+
+/// An `--allow-dirty` archive carries no content hash: its restored files keep the times of
+/// their restore, so an edited file is never made to look like the one the stale file index
+/// describes.
+#[test]
+fn a_dirty_archive_restores_as_not_clean() {
+    let a = Fx::new();
+    let ws = workspace(&a, "d");
+    let p = ws.join("sub/deeper/notes.txt");
+    fs::write(&p, "NOTES").unwrap(); // same size, other bytes
+    let out = a.tmp.path().join("d.tar");
+    let opts = Options {
+        allow_dirty: true,
+        ..Options::default()
+    };
+    archive_to(&ws, &out, &opts);
+    let b = Fx::new();
+    let target = b.ws_home.join("d");
+    let r = restore(&out, &target).unwrap();
+    assert!(r.content_hash.is_none());
+    assert!(matches!(
+        sentinel::clean_check(&target, &sentinel::read(&target)),
+        Clean::Modified { .. }
+    ));
+}
+
+/// Targets where a new workspace does harm are refused before anything is written; leftovers
+/// of a killed restore or archive are removed by the next one.
+#[test]
+fn restore_refuses_harmful_targets_and_sweeps_what_a_killed_run_left() {
+    let a = Fx::new();
+    let ws = workspace(&a, "t");
+    let out = a.tmp.path().join("t.tar");
+    archive_to(&ws, &out, &Options::default());
+    let vars = a.vars();
+    let arch = out.to_str().unwrap();
+    let refused = |target: &str, cwd: Option<&Path>, want: &str| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_mlxfs"));
+        c.args(["restore", arch, target, "--json"])
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin");
+        for (k, v) in &vars {
+            c.env(k, v);
+        }
+        if let Some(d) = cwd {
+            c.current_dir(d);
+        }
+        let o = c.output().unwrap();
+        let v = json(&o);
+        assert_eq!(o.status.code(), Some(1), "{target}: {v}");
+        let msg = v["error"]["message"].as_str().unwrap_or("");
+        assert!(msg.contains(want), "{target}: {msg}");
+    };
+    let before = tree(&ws);
+    refused(
+        ws.join("nested").to_str().unwrap(),
+        None,
+        "inside the model folder",
+    );
+    assert_eq!(tree(&ws), before, "the workspace is untouched");
+    refused(a.ws_home.to_str().unwrap(), None, "workspace home");
+    let empty = a.tmp.path().join("here");
+    fs::create_dir_all(&empty).unwrap();
+    refused(".", Some(&empty), "current folder");
+    if crate::support::missing(Needs::Root).is_none() {
+        let mp = a.tmp.path().join("mnt");
+        let _t = Tmpfs::new(mp.clone(), "size=1m");
+        refused(mp.to_str().unwrap(), None, "mount point");
+    }
+
+    // A staging folder and a temp file of processes that are gone: removed, and said so.
+    let dead = 0x3ffff0; // above any pid this test machine hands out
+    let stale = a.ws_home.join(format!(".mlxfs-restore-{dead}-0000abcd"));
+    fs::create_dir_all(stale.join("x")).unwrap();
+    let tmp = a.tmp.path().join(format!(".t.tar.mlxfs-tmp-{dead}"));
+    fs::write(&tmp, "half").unwrap();
+    let o = mlxfs(&vars, &["restore", arch, "t2"]);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    assert!(!stale.exists());
+    assert!(
+        String::from_utf8_lossy(&o.stderr)
+            .contains("left by an archive or restore that was killed")
+    );
+    let o = mlxfs(
+        &vars,
+        &[
+            "archive",
+            "t",
+            a.tmp.path().join("t3.tar").to_str().unwrap(),
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    assert!(!tmp.exists());
+}
+
 // ---------------------------------------------------------------------------------------
 // Properties.
 

@@ -310,6 +310,7 @@ fn serve_ids_tell_same_named_workspaces_apart() {
         cat.resolve("qwen-small@workspaces").unwrap().model.path,
         first
     );
+    // Ambiguous: the candidates by their ids, never as paths of the server's disk.
     let r = cat.resolve("qwen-small").unwrap_err();
-    assert_eq!(r.matches.len(), 2, "{:?}", r.matches);
+    assert_eq!(r.matches, ["qwen-small@extra-b", "qwen-small@workspaces"]);
 }

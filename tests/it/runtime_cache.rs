@@ -122,6 +122,12 @@ fn partial_downloads_dangling_links_and_lost_revisions_are_problems() {
         !rc.offline_ready && rc.problems[0].contains("a link"),
         "{rc:?}"
     );
+    // Its one-line summary says so too (not "empty; offline-ready").
+    assert!(
+        rc.summary().contains("NOT offline-ready"),
+        "{}",
+        rc.summary()
+    );
 }
 
 #[test]

@@ -1092,6 +1092,16 @@ fn tool_calls_come_back_parsed() {
         json!({"city": "Paris"})
     );
 
+    // Cut by max_tokens before the end marker: `length`, not a finished call.
+    let v = openai(
+        &url,
+        &format!(
+            "r = c.chat.completions.create(model='caller', messages=[{{'role':'user','content':'Weather?'}}], max_tokens=2, {tools})\n\
+             print(json.dumps({{'finish': r.choices[0].finish_reason}}))"
+        ),
+    );
+    assert_eq!(v["finish"], "length", "{v}");
+
     // Without tools the model's text is plain content, markers and all.
     let v = openai(
         &url,
