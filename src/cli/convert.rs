@@ -430,6 +430,7 @@ impl Engine for PythonEngine {
         facts.insert("quantization".into(), s.done["quantization"].clone());
         facts.insert("peak_memory_gb".into(), s.done["peak_memory_gb"].clone());
         facts.insert("python_s".into(), s.done["seconds"].clone());
+        facts.insert("python_phases".into(), s.done["phases"].clone());
         Ok(EngineReport { facts })
     }
 }

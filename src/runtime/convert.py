@@ -13,8 +13,9 @@ What differs is the save. `mlx_lm.utils.save_model` evaluates up to 5 GB of outp
 output tensors are grouped by the source shard they come from (by name: `x.weight`,
 `x.scales`, `x.biases` come from the source's `x.weight`; a name the model's `sanitize`
 changed is matched by its suffix; whatever still matches nothing — tensors `sanitize` builds
-from several others — forms a last group). Each group is evaluated one tensor at a time
-(so at most one source tensor is in memory beside the group's output), written as one output
+from several others — forms a last group), in the order its sources lie in their file. Each
+group is evaluated one tensor at a time (so at most one source tensor is in memory beside the
+group's output), written as one output
 shard with `mx.save_safetensors` (`{"format": "mlx"}`, as mlx-lm), then released, and MLX's
 buffer cache emptied. Peak memory is one output shard plus one source tensor, not the model.
 The values are those of `mlx_lm.convert` (the same lazy graph, evaluated piecewise).
@@ -29,7 +30,8 @@ with the BLAS preload, the environment report, the guards against model-supplied
   {"event": "plan", "tensors", "bytes", "shards": [{"file", "tensors", "bytes"}]}
   {"event": "progress", "tensors", "bytes"}                         (cumulative, evaluated)
   {"event": "shard", "file", "tensors", "bytes", "size"}             (written; size on disk)
-  {"event": "done", "shards", "tensors", "bytes", "quantization", "peak_memory_gb", "seconds"}
+  {"event": "done", "shards", "tensors", "bytes", "quantization", "peak_memory_gb", "seconds",
+   "phases": {"imports_s", "load_s", "plan_s", "eval_s", "write_s", "files_s"}}
   {"event": "error", "type", "message"}
       (`missing_dependency`, `remote_code_required`, `load_failed`, `conversion_failed`,
        `interrupted`)
@@ -74,16 +76,17 @@ def run(request_json, emit, should_stop, shared):
                 pass
 
 
-def _header_keys(path):
-    """The tensor names of a safetensors file, from its header (no data read)."""
+def _header_offsets(path):
+    """Each tensor's name and the offset of its data in a safetensors file, from its header
+    (no data read)."""
     with open(path, "rb") as f:
         n = int.from_bytes(f.read(8), "little")
         header = json.loads(f.read(n))
-    return [k for k in header if k != "__metadata__"]
+    return {k: v.get("data_offsets", [0])[0] for k, v in header.items() if k != "__metadata__"}
 
 
 def _source_of(key, by_name, suffixes):
-    """The index of the source shard an output tensor comes from, or None."""
+    """Where an output tensor comes from: (source shard index, data offset), or None."""
     base = key
     for tail in (".scales", ".biases", ".global_scale"):
         if key.endswith(tail):
@@ -126,6 +129,7 @@ def _run(req, send, should_stop, shared):
         send(missing)
         return missing["type"]
     send({"event": "env", **shared.env_info(), "mlx": _version("mlx"), "mlx_lm": _version("mlx-lm")})
+    phases = {"imports_s": time.monotonic() - started}
 
     import inspect
     from pathlib import Path
@@ -154,6 +158,7 @@ def _run(req, send, should_stop, shared):
             return "remote_code_required"
         return fail("load_failed", f"{type(e).__name__}: {e}")
     check_stop()
+    phases["load_s"] = time.monotonic() - started - sum(phases.values())
 
     try:
         # 2. Its dtype, quantize and dequantize steps, with its code.
@@ -183,21 +188,28 @@ def _run(req, send, should_stop, shared):
             model = lu.dequantize_model(model)
 
         # 3. The save, shard by shard.
+        mark = time.monotonic()
         weights = dict(tree_flatten(model.parameters()))
         total_parameters = lu.get_total_parameters(model)
         keep_vision_config = "vision_tower" in getattr(model, "model", {})
         sources = sorted(glob.glob(str(src / "model*.safetensors")))
         by_name, suffixes = {}, {}
         for i, f in enumerate(sources):
-            for k in _header_keys(f):
-                by_name.setdefault(k, i)
+            for k, offset in _header_offsets(f).items():
+                by_name.setdefault(k, (i, offset))
                 parts = k.split(".")
                 for j in range(len(parts) - 2):
-                    suffixes.setdefault(".".join(parts[j:]), i)
+                    suffixes.setdefault(".".join(parts[j:]), (i, offset))
         groups = [[] for _ in range(len(sources) + 1)]
-        for k in weights:
-            i = _source_of(k, by_name, suffixes)
-            groups[len(sources) if i is None else i].append(k)
+        for n, k in enumerate(weights):
+            where = _source_of(k, by_name, suffixes)
+            if where is None:
+                groups[len(sources)].append((n, k))
+            else:
+                groups[where[0]].append((where[1], k))
+        # Each group in the order its sources lie in their file: the reads go forward through
+        # the file, as the kernel's readahead expects.
+        groups = [[k for _, k in sorted(g)] for g in groups]
         # A group above the size limit is split, as mlx-lm's make_shards splits.
         limit = int(req.get("max_shard_bytes") or (lu.MAX_FILE_SIZE_GB << 30))
         shards = []
@@ -226,15 +238,20 @@ def _run(req, send, should_stop, shared):
         pending = [{k: weights[k] for k in s} for s in shards]
         weights.clear()
         del weights
+        phases["plan_s"] = time.monotonic() - mark
+        mark = time.monotonic()
+        eval_s = 0.0
         weight_map = {}
         done_tensors, done_bytes = 0, 0
         dst.mkdir(parents=True, exist_ok=True)
         for i in range(count):
             shard = pending[i]
             pending[i] = None
-            for k, v in shard.items():
+            for v in shard.values():
                 check_stop()
+                t = time.monotonic()
                 mx.eval(v)
+                eval_s += time.monotonic() - t
                 done_tensors += 1
                 done_bytes += v.nbytes
                 send({"event": "progress", "tensors": done_tensors, "bytes": done_bytes})
@@ -248,6 +265,9 @@ def _run(req, send, should_stop, shared):
             del shard
             mx.clear_cache()
 
+        phases["eval_s"] = eval_s
+        phases["write_s"] = time.monotonic() - mark - eval_s
+        mark = time.monotonic()
         # 4. The rest of mlx_lm.utils.save, with its code.
         index = {"metadata": {"total_size": total_size, "total_parameters": total_parameters},
                  "weight_map": {k: weight_map[k] for k in sorted(weight_map)}}
@@ -260,6 +280,7 @@ def _run(req, send, should_stop, shared):
             for file in glob.glob(str(src / p)):
                 shutil.copy(file, dst)
         lu.create_model_card(dst, None)
+        phases["files_s"] = time.monotonic() - mark
     except (_Interrupted, KeyboardInterrupt):
         raise
     except Exception as e:
@@ -271,7 +292,7 @@ def _run(req, send, should_stop, shared):
         peak = None
     send({"event": "done", "shards": names, "tensors": done_tensors, "bytes": done_bytes,
           "quantization": quantization, "peak_memory_gb": peak,
-          "seconds": time.monotonic() - started})
+          "seconds": time.monotonic() - started, "phases": phases})
     return None
 
 
