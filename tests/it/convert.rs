@@ -364,14 +364,19 @@ fn repair_index_missing_stale_and_absent_index() {
     // 1. A healthy sharded model: the index rewritten in mlx-knife's format.
     // 2. A stale index naming shards that do not exist (mlx-vlm #624).
     // 3. No index at all.
+    // 4. An index whose shards exist but whose map is wrong (every tensor in shard 1).
     let stale = String::from_utf8(good.clone())
         .unwrap()
         .replace("model-00001-of-00002", "model-00001-of-00003")
         .replace("model-00002-of-00002", "model-00002-of-00003");
+    let wrong = String::from_utf8(good.clone())
+        .unwrap()
+        .replace("model-00002-of-00002", "model-00001-of-00002");
     for (case, content) in [
         ("ok", Some(good.clone())),
         ("stale", Some(stale.into_bytes())),
         ("none", None),
+        ("wrong", Some(wrong.into_bytes())),
     ] {
         match &content {
             Some(c) => fs::write(&index, c).unwrap(),
