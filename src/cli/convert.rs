@@ -138,6 +138,7 @@ struct Term {
 #[derive(Default)]
 struct TermState {
     label: String,
+    status: String,
     total: u64,
     done: u64,
     since: Option<std::time::Instant>,
@@ -201,7 +202,12 @@ impl Term {
         } else {
             human_bytes(st.done)
         };
-        self.write(&format!("\r\x1b[2K{}: {amount}{rate}", st.label));
+        let status = if st.status.is_empty() {
+            String::new()
+        } else {
+            format!(" — {}", st.status)
+        };
+        self.write(&format!("\r\x1b[2K{}: {amount}{rate}{status}", st.label));
         st.visible = true;
     }
 
@@ -233,6 +239,10 @@ impl Progress for Term {
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         st.done = st.done.saturating_add(n);
         self.draw(&mut st, false);
+    }
+    fn status(&self, text: &str) {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.status = text.to_string();
     }
     fn note(&self, line: &str) {
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -295,17 +305,20 @@ impl Engine for PythonEngine {
         // The bar is driven by the events: `plan` starts it, `progress` advances it.
         let seen = Arc::new(Mutex::new(Seen::default()));
         let done_bytes = Arc::new(AtomicU64::new(0));
+        // Tensors done, tensors in all, shards written, shards in all.
+        let counts = Arc::new(Mutex::new((0u64, 0u64, 0usize, 0usize)));
         let notes: Arc<Mutex<Vec<(String, u64)>>> = Arc::new(Mutex::new(Vec::new()));
         let started = Arc::new(Mutex::new(None::<(String, u64)>));
         let progress_ptr: &dyn Progress = progress;
         // The handler runs on this thread (embedded) or the reading thread of this call
         // (subprocess): it records, and the bar is fed after each event through the
         // shared state below.
-        let (s2, d2, n2, st2) = (
+        let (s2, d2, n2, st2, c2) = (
             seen.clone(),
             done_bytes.clone(),
             notes.clone(),
             started.clone(),
+            counts.clone(),
         );
         let handler: runtime::Handler = Arc::new(Mutex::new(move |ev: Event| {
             let mut s = s2.lock().unwrap_or_else(|e| e.into_inner());
@@ -316,6 +329,9 @@ impl Engine for PythonEngine {
                 Event::Progress(v) => match v["event"].as_str() {
                     Some("plan") => {
                         let n = v["shards"].as_array().map_or(0, Vec::len);
+                        let mut c = c2.lock().unwrap_or_else(|e| e.into_inner());
+                        c.1 = v["tensors"].as_u64().unwrap_or(0);
+                        c.3 = n;
                         *st2.lock().unwrap_or_else(|e| e.into_inner()) = Some((
                             format!(
                                 "Converting {} tensors into {n} shard{}",
@@ -327,8 +343,11 @@ impl Engine for PythonEngine {
                     }
                     Some("progress") => {
                         d2.store(v["bytes"].as_u64().unwrap_or(0), Ordering::SeqCst);
+                        c2.lock().unwrap_or_else(|e| e.into_inner()).0 =
+                            v["tensors"].as_u64().unwrap_or(0);
                     }
                     Some("shard") => {
+                        c2.lock().unwrap_or_else(|e| e.into_inner()).2 += 1;
                         n2.lock().unwrap_or_else(|e| e.into_inner()).push((
                             v["file"].as_str().unwrap_or_default().to_string(),
                             v["size"].as_u64().unwrap_or(0),
@@ -344,7 +363,12 @@ impl Engine for PythonEngine {
         let stop_ticker = Arc::new(AtomicBool::new(false));
         let result = std::thread::scope(|scope| {
             let stop = stop_ticker.clone();
-            let (d3, n3, st3) = (done_bytes.clone(), notes.clone(), started.clone());
+            let (d3, n3, st3, c3) = (
+                done_bytes.clone(),
+                notes.clone(),
+                started.clone(),
+                counts.clone(),
+            );
             scope.spawn(move || {
                 let mut shown = 0u64;
                 let mut begun = false;
@@ -359,6 +383,11 @@ impl Engine for PythonEngine {
                     }
                     for (file, size) in n3.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
                         progress_ptr.note(&format!("  wrote {file} ({})", human_bytes(size)));
+                    }
+                    let (t, tt, sh, tsh) = *c3.lock().unwrap_or_else(|e| e.into_inner());
+                    if begun {
+                        progress_ptr
+                            .status(&format!("{t}/{tt} tensors, {sh}/{tsh} shards written"));
                     }
                     let now = d3.load(Ordering::SeqCst);
                     if now > shown {

@@ -391,6 +391,8 @@ pub trait Progress: Sync {
     fn start(&self, _label: &str, _bytes: u64) {}
     /// `n` more bytes done.
     fn advance(&self, _n: u64) {}
+    /// What the phase is at, in words (shown after the bytes: `120/694 tensors, shard 2/4`).
+    fn status(&self, _text: &str) {}
     /// A line for the user.
     fn note(&self, _line: &str) {}
     /// The phase is over.
