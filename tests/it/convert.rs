@@ -472,6 +472,12 @@ fn refusals_leave_no_target() {
         b"raise SystemExit('never run')".to_vec(),
     ));
     fx.workspace("coded", &with_code);
+    // A vision model without its preprocessor config: what --repair-index writes is unhealthy.
+    let mut vision = good_files();
+    vision[0].1 =
+        br#"{"model_type": "llava", "vision_config": {"hidden_size": 8}, "text_config": {}}"#
+            .to_vec();
+    fx.workspace("vision", &vision);
     let busy = fx.ws_home.join("busy");
     fs::create_dir_all(&busy).unwrap();
     fs::write(busy.join("keep.txt"), "mine").unwrap();
@@ -523,6 +529,11 @@ fn refusals_leave_no_target() {
             "InvalidTargetError",
             "inside",
         ),
+        (
+            &["vision", "out", "--repair-index"],
+            "HealthCheckFailed",
+            "Output workspace failed health check: Vision model missing preprocessor_config.json",
+        ),
     ];
     for (args, kind, text) in cases {
         let (v, o) = convert(&fx, args);
@@ -546,6 +557,12 @@ fn refusals_leave_no_target() {
     }
     assert_eq!(tree_state(&fx.ws_home), home_before);
     no_staging(&fx.ws_home);
+    // --skip-health writes it anyway (mlx-knife's debug switch).
+    let (v, o) = convert(&fx, &["vision", "out", "--repair-index", "--skip-health"]);
+    let d = ok(&v, &o);
+    assert_eq!(d["health_check"], false);
+    assert!(d.get("health_status").is_none());
+    assert!(fx.ws_home.join("out/config.json").is_file());
     // clap's own refusals (exit 2).
     let o = mlxfs(&fx)
         .args(["convert", "ws", "out", "--quantize", "four"])
