@@ -46,7 +46,9 @@ TARGET: a path (`./models/x`, `/data/x`, `~/x`); a bare name goes under MLXK_WOR
 All or nothing: everything is written into a hidden staging folder next to TARGET, the
 content hash and the sentinel (operation \"convert\", the source's provenance, the
 parameters) are written, the health check runs, and only then is the folder renamed into
-place. A failure or Ctrl-C leaves nothing at TARGET and says what happened.
+place. A failure or Ctrl-C leaves nothing at TARGET and says what happened; output shards a
+weight conversion finished before Ctrl-C (or a full disk) are kept in the staging folder, and
+running the same command again continues from them.
 
 Examples:
   mlxfs clone mlx-community/Qwen3-0.6B-bf16          # → $MLXK_WORKSPACE_HOME/Qwen3-0.6B-bf16
@@ -281,6 +283,7 @@ impl Engine for PythonEngine {
         source: &Path,
         out: &Path,
         mode: &Mode,
+        resume: bool,
         progress: &dyn Progress,
     ) -> Result<EngineReport, ConvertError> {
         let (bits, group_size, q_mode, dtype) = match mode {
@@ -301,6 +304,7 @@ impl Engine for PythonEngine {
             q_mode,
             dtype,
             max_shard_bytes: self.max_shard_bytes,
+            resume,
         };
         // The bar is driven by the events: `plan` starts it, `progress` advances it.
         let seen = Arc::new(Mutex::new(Seen::default()));
@@ -460,6 +464,7 @@ impl Engine for PythonEngine {
         facts.insert("peak_memory_gb".into(), s.done["peak_memory_gb"].clone());
         facts.insert("python_s".into(), s.done["seconds"].clone());
         facts.insert("python_phases".into(), s.done["phases"].clone());
+        facts.insert("resumed_shards".into(), s.done["resumed_shards"].clone());
         Ok(EngineReport { facts })
     }
 }
@@ -539,7 +544,7 @@ pub fn run(a: &ConvertArgs, loc: &Locations, json_mode: bool) -> Result<Output, 
     ui.finish();
     let c = r.map_err(|e| {
         let mut e = CliError::from(e);
-        if e.kind == ErrorType::Interrupted {
+        if e.kind == ErrorType::Interrupted && !e.message.contains(" kept in ") {
             e.message = format!(
                 "Interrupted: nothing was written to {}, and the source is unchanged",
                 target.display()
@@ -560,6 +565,7 @@ impl Engine for NoEngine {
         _: &Path,
         _: &Path,
         _: &Mode,
+        _: bool,
         _: &dyn Progress,
     ) -> Result<EngineReport, ConvertError> {
         Err(ConvertError::new(

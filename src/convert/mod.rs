@@ -265,6 +265,7 @@ impl ConvertError {
             ErrorType::Interrupted,
             "Interrupted: nothing was written to the target, and the source is unchanged",
         )
+        .hint("Run the same command again to convert.")
     }
 }
 
@@ -417,11 +418,13 @@ pub struct EngineReport {
 
 /// Writes the converted model (weights, config, tokenizer, ...) into an empty folder.
 pub trait Engine {
+    /// `resume`: `out` holds what an interrupted conversion of the same job finished.
     fn convert(
         &self,
         source: &Path,
         out: &Path,
         mode: &Mode,
+        resume: bool,
         progress: &dyn Progress,
     ) -> Result<EngineReport>;
 }
@@ -455,6 +458,47 @@ pub struct Converted {
     pub timings: Value,
 }
 
+/// After a weight conversion stopped by Ctrl-C, a full disk or a Python that died: keep the
+/// shards it finished (and say so) for the same command to continue from; nothing is at the
+/// target either way.
+fn keep_for_resume(
+    stage: &mut Stage,
+    fp: Option<&Value>,
+    target: &Path,
+    mut e: ConvertError,
+) -> ConvertError {
+    let resumable = matches!(
+        e.kind,
+        ErrorType::Interrupted | ErrorType::DiskFull | ErrorType::PythonFailed | ErrorType::IoError
+    );
+    let done = stage.finished_shards();
+    let Some(fp) = fp.filter(|_| resumable && done > 0) else {
+        return e;
+    };
+    let written = crate::sys::write_new(
+        &stage.dir.join("resume.json"),
+        fp.to_string().as_bytes(),
+        true,
+    );
+    if written.is_err() {
+        return e;
+    }
+    stage.keep = true;
+    let what = format!(
+        "{done} converted shard(s) are kept in {}: run the same command again to continue",
+        stage.dir.display()
+    );
+    if e.kind == ErrorType::Interrupted {
+        e.message = format!(
+            "Interrupted: nothing was written to {}, and the source is unchanged; {what}",
+            target.display()
+        );
+    } else {
+        e = e.hint(what);
+    }
+    e.field("kept_shards", json!(done))
+}
+
 /// The staging folder of a conversion into `target`; removed when dropped unless kept.
 struct Stage {
     dir: PathBuf,
@@ -479,7 +523,10 @@ impl Stage {
             .join(format!(".mlxfs-convert-{}", &id[..16]))
     }
 
-    fn create(target: &Path) -> Result<Stage> {
+    /// Lock and prepare the staging folder. What an earlier run left is removed — unless it
+    /// kept converted shards for `fingerprint` (its `resume.json`): then `model/` stays and
+    /// the second value is true.
+    fn create(target: &Path, fingerprint: Option<&Value>) -> Result<(Stage, bool)> {
         let dir = Stage::path_for(target);
         let io = |e: std::io::Error, what: String| ConvertError::io(&e, &what);
         fs::create_dir_all(&dir).map_err(|e| io(e, format!("creating {}", dir.display())))?;
@@ -491,17 +538,51 @@ impl Stage {
                 format!("Another conversion into {} is running", target.display()),
             ));
         }
-        // Whatever a killed run left: it is ours (same target), and nobody holds it.
         let model = dir.join("model");
-        if fs::symlink_metadata(&model).is_ok() {
-            fs::remove_dir_all(&model)
-                .map_err(|e| io(e, format!("removing {}", model.display())))?;
+        let resume_file = dir.join("resume.json");
+        let kept = fingerprint.is_some_and(|f| {
+            crate::sys::read_file(&resume_file)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+                .is_some_and(|v| v == *f)
+        }) && model.is_dir();
+        let _ = fs::remove_file(&resume_file);
+        if !kept {
+            // Whatever a killed run left: it is ours (same target), and nobody holds it.
+            for stale in ["model", "plan.json", "hf-cache"] {
+                let p = dir.join(stale);
+                if let Ok(md) = fs::symlink_metadata(&p) {
+                    let r = if md.is_dir() {
+                        fs::remove_dir_all(&p)
+                    } else {
+                        fs::remove_file(&p)
+                    };
+                    r.map_err(|e| io(e, format!("removing {}", p.display())))?;
+                }
+            }
+            fs::create_dir(&model).map_err(|e| io(e, format!("creating {}", model.display())))?;
         }
-        fs::create_dir(&model).map_err(|e| io(e, format!("creating {}", model.display())))?;
-        Ok(Stage {
-            dir,
-            _lock: lock,
-            keep: false,
+        Ok((
+            Stage {
+                dir,
+                _lock: lock,
+                keep: false,
+            },
+            kept,
+        ))
+    }
+
+    /// The finished shards in `model/` (their final names; a shard being written has
+    /// another).
+    fn finished_shards(&self) -> usize {
+        fs::read_dir(self.model()).map_or(0, |rd| {
+            rd.flatten()
+                .filter(|e| {
+                    let n = e.file_name();
+                    let n = n.to_string_lossy();
+                    n.starts_with("model") && n.ends_with(".safetensors")
+                })
+                .count()
         })
     }
 
@@ -623,11 +704,41 @@ fn requantize_warning(d: &Described, mode: &Mode) -> Option<String> {
     })
 }
 
+/// What a conversion's kept shards are valid for: the mode and its parameters, and the
+/// source's top-level files (name, size, mtime). A later run resumes only when it is equal.
+fn fingerprint(job: &Job) -> Value {
+    let src = &job.source.model.path;
+    let mut files = Vec::new();
+    if let Ok(rd) = fs::read_dir(src) {
+        for e in rd.flatten() {
+            if let Ok(md) = fs::metadata(e.path())
+                && md.is_file()
+            {
+                files.push(json!([
+                    e.file_name().to_string_lossy(),
+                    md.len(),
+                    crate::sys::mtime_ns(&md)
+                ]));
+            }
+        }
+    }
+    files.sort_by_key(|f| f[0].as_str().unwrap_or_default().to_string());
+    json!({"mode": job.mode.name(), "parameters": job.mode.parameters(),
+           "source": src.to_string_lossy(), "files": files})
+}
+
 /// Run the conversion: stage, write, index, content hash, sentinel, health, rename.
 pub fn convert(job: &Job, engine: &dyn Engine, progress: &dyn Progress) -> Result<Converted> {
     let t0 = Instant::now();
     let src = &job.source.model.path;
-    let stage = Stage::create(&job.target)?;
+    let fp = job.mode.converts_weights().then(|| fingerprint(job));
+    let (mut stage, resuming) = Stage::create(&job.target, fp.as_ref())?;
+    if resuming {
+        progress.note(&format!(
+            "Resuming: {} converted shard(s) kept by an interrupted run",
+            stage.finished_shards()
+        ));
+    }
     let out = stage.model();
     let warning = requantize_warning(&job.source, &job.mode);
     if let Some(w) = &warning {
@@ -655,7 +766,10 @@ pub fn convert(job: &Job, engine: &dyn Engine, progress: &dyn Progress) -> Resul
             };
         }
         mode => {
-            engine_report = engine.convert(src, &out, mode, progress)?;
+            engine_report = match engine.convert(src, &out, mode, resuming, progress) {
+                Ok(r) => r,
+                Err(e) => return Err(keep_for_resume(&mut stage, fp.as_ref(), &job.target, e)),
+            };
             // mlx-knife rebuilds the index after every quantization (mlx-knife's format when
             // there are several shards; mlx-lm's own stays for a single file).
             index::rebuild(&out)?;

@@ -29,7 +29,8 @@ with the BLAS preload, the environment report, the guards against model-supplied
   {"event": "env", ...generate.py's env fields, "mlx", "mlx_lm"}      (versions)
   {"event": "plan", "tensors", "bytes", "shards": [{"file", "tensors", "bytes"}]}
   {"event": "progress", "tensors", "bytes"}                         (cumulative, evaluated)
-  {"event": "shard", "file", "tensors", "bytes", "size"}             (written; size on disk)
+  {"event": "shard", "file", "tensors", "bytes", "size"[, "resumed"]} (written, or kept from
+      an interrupted run: "resumed")
   {"event": "done", "shards", "tensors", "bytes", "quantization", "peak_memory_gb", "seconds",
    "phases": {"imports_s", "load_s", "plan_s", "eval_s", "write_s", "files_s"}}
   {"event": "error", "type", "message"}
@@ -40,7 +41,9 @@ error event (130 when interrupted).
 
 Request: {"source", "target" (an empty folder), "mode": "quantize"|"dtype"|"dequantize",
 "bits", "group_size" (null: mlx-lm's default for the mode), "q_mode", "dtype" (null: the
-config's `torch_dtype`, as mlx-lm), "max_shard_bytes"}.
+config's `torch_dtype`, as mlx-lm), "max_shard_bytes", "resume"}. With "resume", the shards an
+interrupted run left in "target" are kept when `<target>/../plan.json` (written before the
+first shard) equals this run's plan; each shard is written as `.partial-<name>` and renamed.
 """
 
 import glob
@@ -228,6 +231,27 @@ def _run(req, send, should_stop, shared):
         fmt = "model-{:05d}-of-{:05d}.safetensors" if count > 1 else "model.safetensors"
         names = [fmt.format(i + 1, count) for i in range(count)]
         total_size = sum(v.nbytes for v in weights.values())
+        # Resuming: the shards an interrupted run finished are kept when the plan is the
+        # same (the same shards of the same tensors, the same request, the same mlx and
+        # mlx-lm); otherwise whatever it left is removed.
+        plan = {"request": {k: v for k, v in req.items() if k != "resume"},
+                "mlx": _version("mlx"), "mlx_lm": _version("mlx-lm"),
+                "shards": [[names[i], shards[i]] for i in range(count)]}
+        plan_path = dst.parent / "plan.json"
+        previous = None
+        if req.get("resume") and plan_path.is_file():
+            try:
+                previous = json.loads(plan_path.read_text())
+            except ValueError:
+                previous = None
+        resuming = previous == plan
+        for partial in dst.glob(".partial-*"):
+            partial.unlink()
+        if not resuming:
+            dst.mkdir(parents=True, exist_ok=True)
+            for old in dst.glob("*.safetensors"):
+                old.unlink()
+            plan_path.write_text(json.dumps(plan))
         send({"event": "plan", "tensors": len(weights), "bytes": total_size,
               "shards": [{"file": names[i], "tensors": len(s),
                           "bytes": sum(weights[k].nbytes for k in s)} for i, s in enumerate(shards)]})
@@ -243,10 +267,23 @@ def _run(req, send, should_stop, shared):
         eval_s = 0.0
         weight_map = {}
         done_tensors, done_bytes = 0, 0
-        dst.mkdir(parents=True, exist_ok=True)
+        resumed = 0
         for i in range(count):
             shard = pending[i]
             pending[i] = None
+            path = dst / names[i]
+            if resuming and path.is_file():
+                for k in shard:
+                    weight_map[k] = names[i]
+                done_tensors += len(shard)
+                done_bytes += sum(v.nbytes for v in shard.values())
+                resumed += 1
+                send({"event": "progress", "tensors": done_tensors, "bytes": done_bytes})
+                send({"event": "shard", "file": names[i], "tensors": len(shard),
+                      "bytes": sum(v.nbytes for v in shard.values()),
+                      "size": path.stat().st_size, "resumed": True})
+                del shard
+                continue
             for v in shard.values():
                 check_stop()
                 t = time.monotonic()
@@ -256,8 +293,10 @@ def _run(req, send, should_stop, shared):
                 done_bytes += v.nbytes
                 send({"event": "progress", "tensors": done_tensors, "bytes": done_bytes})
             check_stop()
-            path = dst / names[i]
-            mx.save_safetensors(str(path), shard, metadata={"format": "mlx"})
+            # Written under another name and renamed: a shard with its final name is whole.
+            partial = dst / (".partial-" + names[i])
+            mx.save_safetensors(str(partial), shard, metadata={"format": "mlx"})
+            os.replace(partial, path)
             for k in shard:
                 weight_map[k] = names[i]
             send({"event": "shard", "file": names[i], "tensors": len(shard),
@@ -292,7 +331,7 @@ def _run(req, send, should_stop, shared):
         peak = None
     send({"event": "done", "shards": names, "tensors": done_tensors, "bytes": done_bytes,
           "quantization": quantization, "peak_memory_gb": peak,
-          "seconds": time.monotonic() - started, "phases": phases})
+          "seconds": time.monotonic() - started, "phases": phases, "resumed_shards": resumed})
     return None
 
 

@@ -26,6 +26,9 @@ pub struct ConvertRequest {
     pub dtype: Option<&'static str>,
     /// Largest output shard (None: mlx-lm's 5 GB).
     pub max_shard_bytes: Option<u64>,
+    /// `target` holds what an interrupted run of the same conversion finished: keep the
+    /// shards whose plan is unchanged.
+    pub resume: bool,
 }
 
 impl ConvertRequest {

@@ -571,8 +571,10 @@ fn refusals_leave_no_target() {
     assert_eq!(o.status.code(), Some(2));
 }
 
-/// Ctrl-C while the weights are converted: nothing at the target, no staging folder, the
-/// source as it was; in both Python modes.
+/// Ctrl-C while the weights are converted: nothing at the target, the source as it was; in
+/// both Python modes. Interrupted before any shard was written, nothing is left at all;
+/// after some were, they are kept in the staging folder and the same command continues from
+/// them, to the same tensors as a conversion in one go.
 #[test]
 fn ctrl_c_mid_conversion_leaves_no_target() {
     crate::require!(Python);
@@ -580,33 +582,40 @@ fn ctrl_c_mid_conversion_leaves_no_target() {
     let src = make_tiny(
         &fx,
         "big",
-        &["--hidden", "1024", "--layers", "12", "--shards", "3"],
+        &["--hidden", "1024", "--layers", "12", "--shards", "8"],
     );
     let before = tree_state(&src);
-    for (i, extra) in [&[][..], &["--subprocess"][..]].iter().enumerate() {
-        let target = fx.ws_home.join(format!("big-q{i}"));
-        let mut child = mlxfs(&fx)
+    let start = |target: &Path, extra: &[&str]| {
+        mlxfs(&fx)
             .arg("convert")
             .arg("big")
-            .arg(&target)
+            .arg(target)
             .args(["--quantize", "4", "--python"])
             .arg(venv_dir())
-            .args(*extra)
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .unwrap();
-        // Wait for the conversion to begin (its first line), then interrupt it.
+            .unwrap()
+    };
+    let mut resumed_once = false;
+    // (extra arguments, the stderr line after which Ctrl-C comes)
+    for (extra, after) in [
+        (&["--subprocess"][..], "Converting"),
+        (&[][..], "  wrote model-"),
+    ] {
+        let target = fx.ws_home.join("big-q4");
+        let mut child = start(&target, extra);
         let mut err = BufReader::new(child.stderr.take().unwrap());
         let mut seen = String::new();
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             let mut line = String::new();
             if err.read_line(&mut line).unwrap() == 0 {
-                panic!("ended before converting: {seen}");
+                panic!("ended before {after:?}: {seen}");
             }
             seen.push_str(&line);
-            if line.starts_with("Converting") {
+            if line.starts_with(after) {
                 break;
             }
             assert!(Instant::now() < deadline);
@@ -624,11 +633,35 @@ fn ctrl_c_mid_conversion_leaves_no_target() {
         assert_eq!(status.code(), Some(1), "{seen}{rest}");
         assert!(rest.contains("Interrupted"), "{seen}{rest}");
         assert!(!target.exists(), "{extra:?}: the target exists");
-        no_staging(&fx.ws_home);
         assert_eq!(
             tree_state(&src),
             before,
             "{extra:?}: the source was modified"
         );
+        if !rest.contains(" kept in ") {
+            // Stopped before a shard was finished (the line may come after the first one).
+            assert_ne!(after, "  wrote model-", "{rest}");
+            no_staging(&fx.ws_home);
+            continue;
+        }
+        // Shards were kept: the same command continues from them.
+        assert!(
+            rest.contains("run the same command again to continue"),
+            "{rest}"
+        );
+        resumed_once = true;
+        let (v, o) = convert(&fx, &["big", "big-q4", "--quantize", "4"]);
+        let d = ok(&v, &o);
+        assert!(d["engine"]["resumed_shards"].as_u64().unwrap() >= 1, "{d}");
+        no_staging(&fx.ws_home);
+        check_result_workspace(&fx, &target, &d, "quantize");
+        let (v, o) = convert(&fx, &["big", "big-q4-fresh", "--quantize", "4"]);
+        let fresh = ok(&v, &o);
+        assert_eq!(fresh["engine"]["resumed_shards"], 0);
+        py(SAME_TENSORS, &[&target, &fx.ws_home.join("big-q4-fresh")]);
+        assert_eq!(fresh["content_hash"], d["content_hash"]);
+        fs::remove_dir_all(&target).unwrap();
+        fs::remove_dir_all(fx.ws_home.join("big-q4-fresh")).unwrap();
     }
+    assert!(resumed_once);
 }
