@@ -6,8 +6,10 @@
 //!
 //! Everything is written into `<target parent>/.mlxfs-convert-<id>/model/`; the target
 //! appears by one rename at the end, whole or not at all. A failure or Ctrl-C removes the
-//! staging folder; a staging folder left by a killed run is removed by the next conversion
-//! into the same target.
+//! staging folder — except the output shards a weight conversion finished before Ctrl-C, a
+//! full disk or a dead Python, which stay (with `resume.json`, the job's fingerprint) for the
+//! same command to continue from; anything else a killed run left is removed by the next
+//! conversion into the same target.
 
 pub mod index;
 
