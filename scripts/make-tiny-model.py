@@ -5,8 +5,12 @@ packages `mlx-lm` brings (mlx, tokenizers).
 
     python scripts/make-tiny-model.py OUT_DIR [--seed 0] [--hidden 64] [--layers 2]
                                       [--model-type llama|qwen] [--no-mlx-marker]
+                                      [--shards N] [--dtype float32|float16|bfloat16]
 
-`--hidden 1024 --layers 24` gives a model of about 500 MB of weights (for benchmarks).
+`--hidden 1024 --layers 24` gives a model of about 860 MB of float32 weights (for benchmarks).
+`--shards N` writes the weights as N shards (`model-0000i-of-0000N.safetensors`, about equal
+in size, in parameter order) with a `model.safetensors.index.json`, as sharded hub models are;
+`--dtype float16|bfloat16` stores them in that dtype (default float32).
 `--script PIECE` (repeatable) gives a "scripted" model instead of noise: whatever the prompt, it
 answers with the pieces in order, then end of sequence (each piece becomes one token; no spaces
 in a piece). With `--tool-template` its chat template is one mlx-lm recognises as JSON tool
@@ -105,6 +109,10 @@ def main() -> int:
                     help="answer every prompt with these pieces, then end (llama only)")
     ap.add_argument("--tool-template", action="store_true",
                     help="a chat template mlx-lm reads as JSON tool calling")
+    ap.add_argument("--shards", type=int, default=1, metavar="N",
+                    help="write N weight shards and an index (default: one model.safetensors)")
+    ap.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32",
+                    help="dtype of the stored weights")
     ap.add_argument("--no-mlx-marker", action="store_true",
                     help="no MLX marker (README front matter): labelled PyTorch by mlx-knife's rules")
     a = ap.parse_args()
@@ -181,8 +189,32 @@ def main() -> int:
     weights = {k: (v * 2.0).astype(mx.float32) for k, v in weights.items()}
     if a.script:
         weights = scripted(a, config, tok, ids, mx)
-    mx.save_safetensors(str(out / "model.safetensors"), weights,
-                        metadata={"format": "pt" if a.no_mlx_marker else "mlx"})
+    if a.dtype != "float32":
+        weights = {k: v.astype(getattr(mx, a.dtype)) for k, v in weights.items()}
+    metadata = {"format": "pt" if a.no_mlx_marker else "mlx"}
+    if a.shards <= 1:
+        mx.save_safetensors(str(out / "model.safetensors"), weights, metadata=metadata)
+    else:
+        # About equal shards, in parameter order; each written and released in turn.
+        total = sum(v.nbytes for v in weights.values())
+        per = -(-total // a.shards)
+        groups, size = [[]], 0
+        for k, v in weights.items():
+            if groups[-1] and size + v.nbytes > per and len(groups) < a.shards:
+                groups.append([])
+                size = 0
+            groups[-1].append(k)
+            size += v.nbytes
+        n = len(groups)
+        weight_map = {}
+        for i, keys in enumerate(groups):
+            name = f"model-{i + 1:05d}-of-{n:05d}.safetensors"
+            mx.save_safetensors(str(out / name), {k: weights[k] for k in keys}, metadata=metadata)
+            for k in keys:
+                weight_map[k] = name
+        (out / "model.safetensors.index.json").write_text(json.dumps(
+            {"metadata": {"total_size": total},
+             "weight_map": dict(sorted(weight_map.items()))}, indent=4) + "\n")
 
     (out / "generation_config.json").write_text(json.dumps(
         {"bos_token_id": ids["<s>"], "eos_token_id": ids["</s>"]}, indent=2) + "\n")

@@ -93,6 +93,10 @@ error_types! {
     WorkspaceModified => "workspace_modified",
     Unarchivable => "unarchivable",
     Interrupted => "interrupted",
+    // Convert (the two CamelCase names are mlx-knife's).
+    InvalidArgumentError => "InvalidArgumentError",
+    HealthCheckFailed => "HealthCheckFailed",
+    ConversionFailed => "conversion_failed",
     // The HTTP API of `serve` (beside the model errors above).
     InvalidRequest => "invalid_request",
     AuthenticationError => "authentication_error",

@@ -9,6 +9,7 @@
 pub mod archive;
 pub mod catalog;
 pub mod cli;
+pub mod convert;
 pub mod env;
 pub mod envelope;
 pub mod error;

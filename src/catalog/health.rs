@@ -13,6 +13,10 @@ use super::inventory::{Entry, Inventory, LinkState};
 use super::shards::shard_numbers;
 pub use super::verdict::Health;
 
+/// How the reason for an index that names shards which are not there begins (mlx-knife's
+/// words; mlxfs's fix names `mlxfs convert`).
+pub const INDEX_MISMATCH: &str = "Index/shard mismatch (mlx-vlm #624)";
+
 /// A check in progress: `Ok(message)` when healthy, `Err(reason)` otherwise.
 type Check = Result<String, String>;
 
@@ -177,6 +181,24 @@ fn check_inner(root: &Path, inv: &Inventory, config: &Config) -> Check {
     Ok("Model is healthy".into())
 }
 
+/// Are the weights whole without the index: the top-level safetensors files read as
+/// safetensors, and shard-named ones (`model-00001-of-00003.safetensors`) form a complete
+/// set? mlx-lm's loader reads every `model*.safetensors` and never the index, so a model whose
+/// only fault is a stale index ([`INDEX_MISMATCH`]) loads when this holds.
+pub fn weights_complete_without_index(inv: &Inventory) -> bool {
+    let weights: Vec<&Entry> = inv
+        .model_entries()
+        .filter(|e| !e.rel.contains('/') && e.name.ends_with(".safetensors") && e.size > 0)
+        .collect();
+    let shards: Vec<(u32, u32, &Entry)> = weights
+        .iter()
+        .filter_map(|e| shard_numbers(&e.name).map(|(i, t)| (i, t, *e)))
+        .collect();
+    !weights.is_empty()
+        && shard_gaps(&shards).is_none()
+        && check_safetensors_headers(&weights).is_none()
+}
+
 fn shard_gaps(shards: &[(u32, u32, &Entry)]) -> Option<String> {
     if shards.is_empty() {
         return None;
@@ -254,7 +276,7 @@ fn check_indexed(
             .count();
         if actual > 0 {
             return Err(format!(
-                "Index/shard mismatch (mlx-vlm #624). Index references {} shards but found {} different files. Fix: mlxk convert <model> <output> --repair-index",
+                "{INDEX_MISMATCH}. Index references {} shards but found {} different files. Fix: mlxfs convert <model> <output> --repair-index",
                 referenced.len(),
                 actual
             ));

@@ -201,6 +201,29 @@ pub fn runtime_as_mlx(d: &Described) -> Result<(), String> {
     )
 }
 
+/// The runtime verdict the model would get were it healthy (a forced run of a model whose
+/// only fault is a stale index).
+pub fn runtime_if_healthy(d: &Described) -> Result<(), String> {
+    let m = &d.model;
+    detect::runtime(
+        &m.short_name,
+        &m.path,
+        &d.inventory,
+        d.record.framework,
+        d.config.object(),
+        &d.record.capabilities,
+    )
+}
+
+/// Is the model unhealthy only because its index names shards that are not there, while its
+/// weights are whole (mlx-lm, which reads the shards and not the index, loads it)?
+pub fn stale_index_only(d: &Described) -> bool {
+    d.health
+        .reason()
+        .is_some_and(|r| r.starts_with(health::INDEX_MISMATCH))
+        && health::weights_complete_without_index(&d.inventory)
+}
+
 /// The `data` of `list --json` (mlx-knife's keys in its order).
 #[derive(Debug, Clone, Serialize)]
 pub struct ListData {

@@ -3,6 +3,7 @@
 
 pub mod archive;
 pub mod clone;
+pub mod convert;
 pub mod health;
 pub mod hubcmd;
 pub mod list;
@@ -93,6 +94,9 @@ pub enum Command {
     Rm(rm::RmArgs),
     /// Upload a workspace to a hub repo
     Push(push::PushArgs),
+    /// Convert a workspace into a new managed workspace: repair its index, quantize, change
+    /// dtype, dequantize (all or nothing, shard by shard)
+    Convert(convert::ConvertArgs),
     /// Write a workspace into one reproducible archive file (tar, optionally zstd)
     Archive(archive::ArchiveArgs),
     /// Restore a workspace from an archive, verifying every file (all or nothing)
@@ -115,6 +119,7 @@ impl Command {
             Command::Pull(_) => "pull",
             Command::Rm(_) => "rm",
             Command::Push(_) => "push",
+            Command::Convert(_) => "convert",
             Command::Archive(_) => "archive",
             Command::Restore(_) => "restore",
             Command::Serve(_) => "serve",
@@ -210,6 +215,7 @@ pub fn run(args: Vec<std::ffi::OsString>) -> i32 {
         Command::Pull(a) => (Order::ErrorFirst, pull::run(a, &loc, json)),
         Command::Rm(a) => (Order::ErrorFirst, rm::run(a, &loc, json)),
         Command::Push(a) => (Order::ErrorFirst, push::run(a, &loc, json)),
+        Command::Convert(a) => (Order::ErrorFirst, convert::run(a, &loc, json)),
         Command::Archive(a) => (Order::ErrorFirst, archive::run(a, &loc, json)),
         Command::Restore(a) => (Order::ErrorFirst, restore::run(a, &loc, json)),
         Command::Serve(a) => (Order::DataFirst, serve::run(a, &loc, json)),

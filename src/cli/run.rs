@@ -330,7 +330,7 @@ pub(super) fn check_runnable(d: &Described, model: &ModelRef, force: bool) -> Re
         return Err(incompatible(&format!(
             "{reason} (safetensors without MLX markers: no `mlx` tag in README.md, no \
              `quantization` in config.json); run it anyway with --force, or convert it with \
-             `mlxfs convert` once that command exists"
+             `mlxfs convert` (e.g. --dtype, --quantize)"
         ))
         .hint(
             "mlx-lm reads safetensors checkpoints of the architectures it supports; the label \
@@ -380,14 +380,48 @@ pub fn run(a: &RunArgs, loc: &Locations, json_mode: bool) -> Result<Output, CliE
     let start = Instant::now();
     let (model, weights) = locate(&a.model, loc)?;
     let d = describe(&model);
+    let stale_index = record::stale_index_only(&d);
     if let Some(reason) = d.health.reason() {
-        return Err(CliError::new(
-            ErrorType::ModelUnhealthy,
-            format!("{} is unhealthy: {reason}", model.spec()),
-        )
-        .hint("run `mlxfs health MODEL` for details"));
+        if !(stale_index && a.force) {
+            let hint = if stale_index {
+                format!(
+                    "its weights are whole: repair the index with `mlxfs convert {0} {0}-fixed \
+                     --repair-index`, or run it as it is with --force (mlx-lm reads the shards, \
+                     not the index)",
+                    model.spec()
+                )
+            } else {
+                "run `mlxfs health MODEL` for details".to_string()
+            };
+            return Err(CliError::new(
+                ErrorType::ModelUnhealthy,
+                format!("{} is unhealthy: {reason}", model.spec()),
+            )
+            .hint(hint));
+        }
+        crate::note!(
+            "warning: {} has a stale index ({reason}); running it anyway (--force)",
+            model.spec()
+        );
     }
-    check_runnable(&d, &model, a.force)?;
+    if stale_index && a.force {
+        record::runtime_if_healthy(&d)
+            .or_else(|why| {
+                if d.record.framework == crate::catalog::verdict::Framework::PyTorch {
+                    record::runtime_as_mlx(&d)
+                } else {
+                    Err(why)
+                }
+            })
+            .map_err(|why| {
+                CliError::new(
+                    ErrorType::ModelIncompatible,
+                    format!("{} cannot run with mlx-lm: {why}", model.spec()),
+                )
+            })?;
+    } else {
+        check_runnable(&d, &model, a.force)?;
+    }
     let mut draft = match &a.draft_model {
         Some(spec) => Some(resolve_draft(spec, loc, a.force)?),
         None => None,
@@ -490,6 +524,7 @@ pub fn run(a: &RunArgs, loc: &Locations, json_mode: bool) -> Result<Output, CliE
             }
             Event::Done(v) => s.done = v,
             Event::Error { kind, message } => s.error = Some((kind, message)),
+            Event::Progress(_) => {}
         }
     }));
 

@@ -438,6 +438,48 @@ pub fn write_managed(
     write_atomic(ws, &s)
 }
 
+/// Write the sentinel of a workspace made by `convert`, in mlx-knife's key order for it:
+/// `mlxk_version, created_at, source_repo, source_revision, managed, operation: "convert"`,
+/// then `extra` (mlx-knife's `mode` and `quantization`, mlxfs's conversion parameters), then
+/// the content hash keys as `update_workspace_hash` appends them (`hash_algorithm,
+/// content_hash, hash_modified, exclude_patterns, file_index`). Atomic ([`write_atomic`]).
+pub fn write_converted(
+    ws: &Path,
+    source_repo: &Value,
+    source_revision: &Value,
+    extra: &[(&str, Value)],
+    hashed: Option<&(String, Vec<IndexEntry>)>,
+) -> std::io::Result<()> {
+    let now = now_iso_utc();
+    let mut s = Map::new();
+    s.insert(
+        "mlxk_version".into(),
+        Value::from(concat!("mlxfs-", env!("CARGO_PKG_VERSION"))),
+    );
+    s.insert("created_at".into(), Value::from(now.clone()));
+    s.insert("source_repo".into(), source_repo.clone());
+    s.insert("source_revision".into(), source_revision.clone());
+    s.insert("managed".into(), Value::Bool(true));
+    s.insert("operation".into(), Value::from("convert"));
+    for (k, v) in extra {
+        s.insert((*k).to_string(), v.clone());
+    }
+    if let Some((content_hash, index)) = hashed {
+        s.insert("hash_algorithm".into(), Value::from(HASH_ALGORITHM_V2));
+        s.insert("content_hash".into(), Value::from(content_hash.clone()));
+        s.insert("hash_modified".into(), Value::from(now));
+        s.insert(
+            "exclude_patterns".into(),
+            Value::from(DEFAULT_EXCLUDE_PATTERNS.to_vec()),
+        );
+        s.insert(
+            "file_index".into(),
+            Value::Array(index.iter().map(index_entry_json).collect()),
+        );
+    }
+    write_atomic(ws, &s)
+}
+
 /// One `file_index` entry in mlx-knife's key order.
 pub fn index_entry_json(e: &IndexEntry) -> Value {
     let mut m = Map::new();

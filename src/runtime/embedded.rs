@@ -10,7 +10,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyCFunction;
 
 use super::capture::{Captured, Redirect};
-use super::{Event, GENERATE_PY, Handler, PythonEnv, RunError, RunErrorKind, STOP};
+use super::{Event, GENERATE_PY, Handler, PythonEnv, RunError, RunErrorKind, STOP, Script};
 
 /// `sys.version` of the libpython mlxfs is linked with.
 pub fn linked_version() -> String {
@@ -75,11 +75,16 @@ fn initialize(env: &PythonEnv) -> Result<(), String> {
 /// libraries it loads write is captured ([`Redirect`]); tokens still reach mlxfs's stdout
 /// through the handler, which writes to the saved descriptor ([`super::Stdout`]). Returns what
 /// was captured; a failure carries it too.
-pub fn run(env: &PythonEnv, request: &str, handler: Handler) -> Result<Captured, RunError> {
+pub fn run(
+    env: &PythonEnv,
+    script: Script,
+    request: &str,
+    handler: Handler,
+) -> Result<Captured, RunError> {
     // Without a redirect (fd 1 or 2 closed: nothing to protect, or no pipe left) the run
     // goes ahead uncaptured.
     let redirect = Redirect::start().ok();
-    let result = run_inner(env, request, handler);
+    let result = run_inner(env, script, request, handler);
     let output = redirect.map(Redirect::finish).unwrap_or_default();
     match result {
         Ok(()) => Ok(output),
@@ -87,15 +92,22 @@ pub fn run(env: &PythonEnv, request: &str, handler: Handler) -> Result<Captured,
     }
 }
 
-fn run_inner(env: &PythonEnv, request: &str, handler: Handler) -> Result<(), RunError> {
+fn run_inner(
+    env: &PythonEnv,
+    script: Script,
+    request: &str,
+    handler: Handler,
+) -> Result<(), RunError> {
     initialize(env).map_err(|m| RunError::new(RunErrorKind::PythonInitFailed, m, None))?;
-    let code = CString::new(GENERATE_PY).map_err(|_| {
+    let nul = |_| {
         RunError::new(
             RunErrorKind::PythonInitFailed,
-            "generate.py holds a NUL byte",
+            "the embedded Python code holds a NUL byte",
             None,
         )
-    })?;
+    };
+    let code = CString::new(GENERATE_PY).map_err(nul)?;
+    let convert_code = CString::new(super::convert::CONVERT_PY).map_err(nul)?;
     Python::attach(|py| -> PyResult<()> {
         let module = PyModule::from_code(py, &code, c"mlxfs_generate.py", c"mlxfs_generate")?;
         let h = handler.clone();
@@ -109,13 +121,26 @@ fn run_inner(env: &PythonEnv, request: &str, handler: Handler) -> Result<(), Run
         let stop = PyCFunction::new_closure(py, None, None, |_args, _kw| -> PyResult<bool> {
             Ok(STOP.load(std::sync::atomic::Ordering::SeqCst))
         })?;
-        module.getattr("run")?.call1((request, emit, stop))?;
+        match script {
+            Script::Generate => {
+                module.getattr("run")?.call1((request, emit, stop))?;
+            }
+            Script::Convert => {
+                let conv =
+                    PyModule::from_code(py, &convert_code, c"mlxfs_convert.py", c"mlxfs_convert")?;
+                conv.getattr("run")?.call1((request, emit, stop, module))?;
+            }
+        }
         Ok(())
     })
     .map_err(|e| {
+        let what = match script {
+            Script::Generate => "generation",
+            Script::Convert => "conversion",
+        };
         RunError::new(
             RunErrorKind::PythonError,
-            format!("generation failed: {e}"),
+            format!("{what} failed: {e}"),
             None,
         )
     })

@@ -4,6 +4,7 @@
 //! the venv's `python` running the same code.
 
 pub mod capture;
+pub mod convert;
 #[cfg(feature = "python")]
 mod embedded;
 pub mod python;
@@ -29,6 +30,24 @@ use crate::error::{Diagnostic, ErrorType};
 
 /// The generation code both modes run.
 pub const GENERATE_PY: &str = include_str!("generate.py");
+
+/// The Python code a job runs: generate.py alone, or a script that uses it as a module.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Script {
+    /// `run(request, emit, should_stop)` of generate.py.
+    Generate,
+    /// `run(request, emit, should_stop, shared)` of convert.py, `shared` being generate.py.
+    Convert,
+}
+
+impl Script {
+    fn source(self) -> &'static str {
+        match self {
+            Script::Generate => GENERATE_PY,
+            Script::Convert => convert::CONVERT_PY,
+        }
+    }
+}
 
 /// Set by SIGINT/SIGTERM: generation stops after the current token.
 pub static STOP: AtomicBool = AtomicBool::new(false);
@@ -87,7 +106,12 @@ pub enum Event {
     Env(Value),
     Token(String),
     Done(Value),
-    Error { kind: String, message: String },
+    Error {
+        kind: String,
+        message: String,
+    },
+    /// How far a long job is (`plan`, `progress`, `shard` of convert.py).
+    Progress(Value),
 }
 
 impl Event {
@@ -98,6 +122,7 @@ impl Event {
             "env" => Event::Env(v),
             "token" => Event::Token(s("text")),
             "done" => Event::Done(v),
+            "plan" | "progress" | "shard" => Event::Progress(v),
             "error" => Event::Error {
                 kind: s("type"),
                 message: s("message"),
@@ -290,15 +315,38 @@ pub fn generate(
     force_subprocess: bool,
     handler: Handler,
 ) -> Result<Outcome, RunError> {
+    run_job(
+        env,
+        Script::Generate,
+        &req.to_json(),
+        force_subprocess,
+        handler,
+    )
+}
+
+/// Run `script` with `request` in the embedded interpreter when it can be used (and
+/// `force_subprocess` is off), else in a subprocess of the venv's Python; events go to
+/// `handler`. A subprocess running [`Script::Convert`] gets SIGINT when [`STOP`] is set.
+pub(crate) fn run_job(
+    env: &PythonEnv,
+    script: Script,
+    request: &str,
+    force_subprocess: bool,
+    handler: Handler,
+) -> Result<Outcome, RunError> {
     #[cfg(feature = "python")]
     if !force_subprocess {
         let (mode, why_not_embedded, output) = match embedded::usable(env) {
             Ok(()) => (
                 Mode::Embedded,
                 None,
-                embedded::run(env, &req.to_json(), handler)?,
+                embedded::run(env, script, request, handler)?,
             ),
-            Err(why) => (Mode::Subprocess, Some(why), subprocess(env, req, handler)?),
+            Err(why) => (
+                Mode::Subprocess,
+                Some(why),
+                subprocess(env, script, request, handler)?,
+            ),
         };
         return Ok(Outcome {
             mode,
@@ -311,7 +359,7 @@ pub fn generate(
     } else {
         Some("mlxfs was built without the embedded interpreter (feature `python`)".to_string())
     };
-    let output = subprocess(env, req, handler)?;
+    let output = subprocess(env, script, request, handler)?;
     Ok(Outcome {
         mode: Mode::Subprocess,
         why_not_embedded,
@@ -341,17 +389,25 @@ fn event_pipe() -> std::io::Result<(std::io::PipeReader, OwnedFd)> {
 /// own whose descriptor number is argv[2] (so nothing a library prints can merge into an event
 /// line), stdin `/dev/null` (no library can wait for an answer), stdout captured and never
 /// shown unless the run fails, stderr forwarded live and its tail captured.
-fn subprocess(env: &PythonEnv, req: &GenRequest, handler: Handler) -> Result<Captured, RunError> {
+fn subprocess(
+    env: &PythonEnv,
+    script: Script,
+    request: &str,
+    handler: Handler,
+) -> Result<Captured, RunError> {
     let failed = |m: String| RunError::new(RunErrorKind::PythonFailed, m, None);
     let (events, events_w) =
         event_pipe().map_err(|e| failed(format!("cannot make the event pipe: {e}")))?;
     let fd = events_w.as_raw_fd();
     let mut cmd = Command::new(&env.python);
     cmd.arg("-c")
-        .arg(GENERATE_PY)
-        .arg(req.to_json())
-        .arg(fd.to_string())
-        .stdin(Stdio::null())
+        .arg(script.source())
+        .arg(request)
+        .arg(fd.to_string());
+    if script == Script::Convert {
+        cmd.arg(GENERATE_PY);
+    }
+    cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     // SAFETY: between fork and exec the closure only calls fcntl, which is async-signal-safe.
@@ -394,6 +450,24 @@ fn subprocess(env: &PythonEnv, req: &GenRequest, handler: Handler) -> Result<Cap
             return Err(failed(format!("cannot read the Python subprocess: {e}")));
         }
     };
+    // A conversion is stopped between two tensors: Ctrl-C given to mlxfs alone (not to its
+    // process group) reaches the child as SIGINT, which convert.py turns into an
+    // `interrupted` error.
+    let ended = Arc::new(AtomicBool::new(false));
+    let forward = (script == Script::Convert).then(|| {
+        let ended = ended.clone();
+        let pid = child.id() as libc::pid_t;
+        std::thread::spawn(move || {
+            while !ended.load(Ordering::SeqCst) {
+                if STOP.load(Ordering::SeqCst) {
+                    // SAFETY: kill(2) on the child's pid, which is not reaped before `ended`.
+                    unsafe { libc::kill(pid, libc::SIGINT) };
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        })
+    });
     let mut seen = Seen::default();
     for line in lines_of(events) {
         let text = String::from_utf8_lossy(&line);
@@ -404,6 +478,12 @@ fn subprocess(env: &PythonEnv, req: &GenRequest, handler: Handler) -> Result<Cap
             }
             None => seen.unreadable(&text),
         }
+    }
+    // The event pipe closed: the child is exiting. Stop forwarding before reaping it (a pid
+    // must never be signalled once reaped).
+    ended.store(true, Ordering::SeqCst);
+    if let Some(t) = forward {
+        let _ = t.join();
     }
     let status = child.wait();
     let output = Captured {

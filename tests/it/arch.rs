@@ -33,9 +33,11 @@ fn allowed(module: &str) -> Option<&'static [&'static str]> {
         "runtime" => &[],
         "hub" => &["catalog", "hash"],
         "archive" => &["catalog", "hash"],
+        "convert" => &["catalog", "hash"],
         "serve" => &["catalog", "hash", "runtime"],
         "cli" => &[
             "catalog", "hash", "hints", "vfs", "fuse", "runtime", "hub", "serve", "archive",
+            "convert",
         ],
         _ => return None,
     })

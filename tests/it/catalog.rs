@@ -127,7 +127,7 @@ fn index_reasons() {
     );
     assert_eq!(
         unhealthy_reason(&mismatch),
-        "Index/shard mismatch (mlx-vlm #624). Index references 2 shards but found 1 different files. Fix: mlxk convert <model> <output> --repair-index"
+        "Index/shard mismatch (mlx-vlm #624). Index references 2 shards but found 1 different files. Fix: mlxfs convert <model> <output> --repair-index"
     );
 
     let sub = format!("sub/{s1}");

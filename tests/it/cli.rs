@@ -303,6 +303,23 @@ fn reads_never_write() {
             String::from_utf8_lossy(&o.stderr)
         );
     }
+    // `convert` reads its source the same way: the new workspaces go elsewhere.
+    let elsewhere = tempfile::tempdir().unwrap();
+    for ws in ["clean-ws", "dirty-ws"] {
+        let out = elsewhere.path().join(ws);
+        let o = mlxfs(
+            &fx,
+            &[
+                "convert",
+                ws,
+                out.to_str().unwrap(),
+                "--repair-index",
+                "--skip-health",
+            ],
+        );
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert!(out.join(".mlxk_workspace.json").is_file());
+    }
     assert_eq!(tree_state(fx.tmp.path()), before);
     let v = json(&mlxfs(&fx, &["show", "clean-ws", "--json"]));
     assert_eq!(v["data"]["model"]["clean"], true);

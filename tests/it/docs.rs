@@ -48,20 +48,25 @@ fn every_error_type_is_documented_and_nothing_else() {
 
 #[test]
 fn the_python_side_names_only_documented_types() {
-    // generate.py reports its errors by name ({"event": "error", "type": ...}).
-    let py = fs::read_to_string(root().join("src/runtime/generate.py")).unwrap();
-    let mut names = Vec::new();
-    let mut rest = py.as_str();
-    while let Some(i) = rest.find("\"type\": \"") {
-        rest = &rest[i + 9..];
-        names.push(rest.split('"').next().unwrap().to_string());
-    }
-    assert!(!names.is_empty(), "generate.py names no error type?");
-    for n in names {
-        assert!(
-            ErrorType::parse(&n).is_some(),
-            "generate.py emits `{n}`, which src/error.rs and docs/ERRORS.md lack"
-        );
+    // generate.py and convert.py report their errors by name ({"event": "error", "type": ...},
+    // convert.py also through `fail("type", ...)`).
+    for file in ["generate.py", "convert.py"] {
+        let py = fs::read_to_string(root().join("src/runtime").join(file)).unwrap();
+        let mut names = Vec::new();
+        for marker in ["\"type\": \"", "fail(\""] {
+            let mut rest = py.as_str();
+            while let Some(i) = rest.find(marker) {
+                rest = &rest[i + marker.len()..];
+                names.push(rest.split('"').next().unwrap().to_string());
+            }
+        }
+        assert!(!names.is_empty(), "{file} names no error type?");
+        for n in names {
+            assert!(
+                ErrorType::parse(&n).is_some(),
+                "{file} emits `{n}`, which src/error.rs and docs/ERRORS.md lack"
+            );
+        }
     }
 }
 

@@ -9,6 +9,7 @@ mod arch;
 mod archive;
 mod catalog;
 mod cli;
+mod convert;
 mod disks;
 mod docs;
 mod hash_v2;

@@ -1,0 +1,910 @@
+//! `convert`'s core (mlx-knife ADR-018): a workspace → a new managed workspace, never
+//! touching the source or the hub cache. The mode rules and mlx-knife's messages, the checks
+//! on the source, the staging folder, index repair, provenance, the content hash, health and
+//! the one rename. The weights of `--quantize`, `--dtype` and `--dequantize` come from an
+//! [`Engine`] (the CLI plugs in the Python runtime: nothing here knows Python).
+//!
+//! Everything is written into `<target parent>/.mlxfs-convert-<id>/model/`; the target
+//! appears by one rename at the end, whole or not at all. A failure or Ctrl-C removes the
+//! staging folder — except the output shards a weight conversion finished before Ctrl-C, a
+//! full disk or a dead Python, which stay (with `resume.json`, the job's fingerprint) for the
+//! same command to continue from; anything else a killed run left is removed by the next
+//! conversion into the same target.
+
+pub mod index;
+
+use serde_json::{Value, json};
+use std::fmt;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use crate::catalog::record::Described;
+use crate::catalog::verdict::Health;
+use crate::catalog::{ModelRef, Source, record};
+use crate::error::{Diagnostic, ErrorType};
+use crate::hash::{self, Excludes, SENTINEL_FILENAME, sentinel};
+
+/// The bit widths `--quantize` accepts (mlx-knife's).
+pub const BITS: &[i64] = &[2, 3, 4, 6, 8];
+
+/// mlx-lm's quantization modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QMode {
+    Affine,
+    Mxfp4,
+    Nvfp4,
+    Mxfp8,
+}
+
+impl QMode {
+    pub const ALL: &[QMode] = &[QMode::Affine, QMode::Mxfp4, QMode::Nvfp4, QMode::Mxfp8];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QMode::Affine => "affine",
+            QMode::Mxfp4 => "mxfp4",
+            QMode::Nvfp4 => "nvfp4",
+            QMode::Mxfp8 => "mxfp8",
+        }
+    }
+    pub fn parse(s: &str) -> Option<QMode> {
+        QMode::ALL.iter().copied().find(|m| m.as_str() == s)
+    }
+    /// mlx-lm's default group size for the mode (`quantize_model`'s `defaults_for_mode`).
+    pub fn default_group_size(self) -> u32 {
+        match self {
+            QMode::Affine => 64,
+            QMode::Mxfp4 | QMode::Mxfp8 => 32,
+            QMode::Nvfp4 => 16,
+        }
+    }
+    /// The one (bits, group size) a floating-point mode allows (MLX's kernels).
+    fn fixed(self) -> Option<(u8, u32)> {
+        match self {
+            QMode::Affine => None,
+            QMode::Mxfp4 => Some((4, 32)),
+            QMode::Nvfp4 => Some((4, 16)),
+            QMode::Mxfp8 => Some((8, 32)),
+        }
+    }
+}
+
+/// The dtypes `--dtype` accepts (mlx-lm's `MODEL_CONVERSION_DTYPES`).
+pub const DTYPES: &[&str] = &["float16", "bfloat16", "float32"];
+
+/// What a conversion does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    /// Copy the workspace's top-level files and rebuild the index from the shards.
+    RepairIndex,
+    Quantize {
+        bits: u8,
+        group_size: u32,
+        q_mode: QMode,
+    },
+    /// Cast every floating parameter (mlx-lm's `--dtype`).
+    Dtype(&'static str),
+    Dequantize,
+}
+
+impl Mode {
+    /// The `mode` of the JSON result and of the sentinel.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Mode::RepairIndex => "repair-index",
+            Mode::Quantize { .. } => "quantize",
+            Mode::Dtype(_) => "dtype",
+            Mode::Dequantize => "dequantize",
+        }
+    }
+    /// Does it rewrite the weights (through the engine)?
+    pub fn converts_weights(&self) -> bool {
+        !matches!(self, Mode::RepairIndex)
+    }
+    /// Its parameters, as the sentinel's `conversion` and the JSON result carry them.
+    pub fn parameters(&self) -> Value {
+        match self {
+            Mode::RepairIndex | Mode::Dequantize => json!({}),
+            Mode::Quantize {
+                bits,
+                group_size,
+                q_mode,
+            } => json!({"bits": bits, "group_size": group_size, "q_mode": q_mode.as_str()}),
+            Mode::Dtype(d) => json!({"dtype": d}),
+        }
+    }
+}
+
+/// The mode flags as given on the command line.
+#[derive(Debug, Clone, Default)]
+pub struct Flags {
+    pub repair_index: bool,
+    pub quantize: Option<i64>,
+    pub q_group_size: Option<i64>,
+    pub q_mode: Option<String>,
+    pub dtype: Option<String>,
+    pub dequantize: bool,
+}
+
+fn invalid(msg: impl Into<String>) -> ConvertError {
+    ConvertError::new(ErrorType::InvalidArgumentError, msg)
+}
+
+impl Mode {
+    /// The one mode the flags ask for, with mlx-knife's messages for what it refuses (a bad
+    /// bit width, two modes, none).
+    pub fn from_flags(f: &Flags) -> Result<Mode> {
+        let mut given: Vec<&str> = Vec::new();
+        if f.repair_index {
+            given.push("--repair-index");
+        }
+        if f.quantize.is_some() {
+            given.push("--quantize");
+        }
+        if f.dtype.is_some() {
+            given.push("--dtype");
+        }
+        if f.dequantize {
+            given.push("--dequantize");
+        }
+        if given.len() > 1 {
+            return Err(invalid(format!(
+                "{} are mutually exclusive",
+                given.join(" and ")
+            )));
+        }
+        if given.is_empty() {
+            return Err(
+                invalid("Must specify conversion mode (--repair-index or --quantize N)").hint(
+                    "mlxfs also converts with --dtype float16|bfloat16|float32 and --dequantize",
+                ),
+            );
+        }
+        if f.quantize.is_none() && (f.q_group_size.is_some() || f.q_mode.is_some()) {
+            return Err(invalid("--q-group-size and --q-mode go with --quantize"));
+        }
+        if f.repair_index {
+            return Ok(Mode::RepairIndex);
+        }
+        if f.dequantize {
+            return Ok(Mode::Dequantize);
+        }
+        if let Some(d) = &f.dtype {
+            return match DTYPES.iter().find(|x| **x == d.as_str()) {
+                Some(d) => Ok(Mode::Dtype(d)),
+                None => Err(invalid(format!(
+                    "--dtype must be float16, bfloat16 or float32 (got {d})"
+                ))),
+            };
+        }
+        let bits = f.quantize.unwrap_or_default();
+        if !BITS.contains(&bits) {
+            return Err(invalid(format!(
+                "--quantize must be 2, 3, 4, 6, or 8 (got {bits})"
+            )));
+        }
+        let q_mode = match &f.q_mode {
+            None => QMode::Affine,
+            Some(m) => QMode::parse(m).ok_or_else(|| {
+                invalid(format!(
+                    "--q-mode must be affine, mxfp4, nvfp4 or mxfp8 (got {m})"
+                ))
+            })?,
+        };
+        let group_size = match f.q_group_size {
+            None => q_mode.default_group_size(),
+            Some(g) if g > 0 && g <= 4096 => g as u32,
+            Some(g) => {
+                return Err(invalid(format!(
+                    "--q-group-size must be a positive number (got {g})"
+                )));
+            }
+        };
+        if let Some((b, g)) = q_mode.fixed()
+            && (bits != b as i64 || group_size != g)
+        {
+            return Err(invalid(format!(
+                "--q-mode {} quantizes with {b} bits in groups of {g}: use --quantize {b}{}",
+                q_mode.as_str(),
+                if group_size != g {
+                    format!(" without --q-group-size {group_size}")
+                } else {
+                    String::new()
+                }
+            )));
+        }
+        Ok(Mode::Quantize {
+            bits: bits as u8,
+            group_size,
+            q_mode,
+        })
+    }
+}
+
+/// An error of `convert`: its `error.type`, the message, what to do, extra JSON fields.
+#[derive(Debug, Clone)]
+pub struct ConvertError {
+    pub kind: ErrorType,
+    pub message: String,
+    pub hint: Option<String>,
+    pub fields: Vec<(&'static str, Value)>,
+}
+
+impl ConvertError {
+    pub fn new(kind: ErrorType, message: impl Into<String>) -> ConvertError {
+        ConvertError {
+            kind,
+            message: message.into(),
+            hint: None,
+            fields: Vec::new(),
+        }
+    }
+    pub fn hint(mut self, h: impl Into<String>) -> ConvertError {
+        self.hint = Some(h.into());
+        self
+    }
+    pub fn field(mut self, k: &'static str, v: Value) -> ConvertError {
+        self.fields.push((k, v));
+        self
+    }
+    /// Classify a local I/O error; `what` says what was being done.
+    pub fn io(e: &std::io::Error, what: &str) -> ConvertError {
+        match e.raw_os_error() {
+            Some(libc::ENOSPC) | Some(libc::EDQUOT) => ConvertError::new(
+                ErrorType::DiskFull,
+                format!("{what}: no space left on the device"),
+            )
+            .hint("Free some space, or convert into another folder, and run the command again."),
+            Some(libc::EACCES) | Some(libc::EPERM) | Some(libc::EROFS) => {
+                ConvertError::new(ErrorType::PermissionDenied, format!("{what}: {e}"))
+                    .hint("Check that you may write there (owner, mode, read-only mount).")
+            }
+            _ => ConvertError::new(ErrorType::IoError, format!("{what}: {e}")),
+        }
+    }
+    pub fn interrupted() -> ConvertError {
+        ConvertError::new(
+            ErrorType::Interrupted,
+            "Interrupted: nothing was written to the target, and the source is unchanged",
+        )
+        .hint("Run the same command again to convert.")
+    }
+}
+
+impl fmt::Display for ConvertError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ConvertError {}
+
+impl Diagnostic for ConvertError {
+    fn error_type(&self) -> ErrorType {
+        self.kind
+    }
+    fn hint(&self) -> Option<String> {
+        self.hint.clone()
+    }
+    fn fields(&self) -> Vec<(&'static str, Value)> {
+        self.fields.clone()
+    }
+}
+
+pub type Result<T> = std::result::Result<T, ConvertError>;
+
+/// mlx-knife's refusal of a hub-cache model as the source (its words on one line, with
+/// mlxfs's commands; the two command lines it suggests are the hint).
+pub fn cache_source_error(m: &ModelRef) -> ConvertError {
+    ConvertError::new(
+        ErrorType::WorkspaceNotFound,
+        format!(
+            "Source path is in HF cache (read-only): {}. Convert operates on workspaces only. Use 'mlxfs clone' first to create a workspace",
+            m.path.display()
+        ),
+    )
+    .hint(format!(
+        "mlxfs clone {} ./workspace && mlxfs convert ./workspace ./workspace-fixed --repair-index",
+        m.name
+    ))
+}
+
+/// Refuse a source before anything is written: a hub-cache model; a checkpoint whose
+/// config names a `model_file` (model-supplied code, never run, whatever the mode); for a
+/// weight conversion, an unhealthy model — except a stale index, which the conversion does
+/// not read (it reads the shards, as mlx-lm's loader does).
+pub fn check_source(d: &Described, mode: &Mode) -> Result<()> {
+    let m = &d.model;
+    if m.source != Source::Workspace {
+        return Err(cache_source_error(m));
+    }
+    if let Some(cfg) = d.config.object()
+        && let Some(file) = cfg.get("model_file").filter(|v| !v.is_null())
+    {
+        return Err(ConvertError::new(
+            ErrorType::RemoteCodeRequired,
+            format!(
+                "The model at {} requires importing and running a custom module ({}). mlxfs refuses to execute it.",
+                m.path.display(),
+                match file {
+                    Value::String(s) => format!("'{s}'"),
+                    other => other.to_string(),
+                }
+            ),
+        )
+        .hint("mlxfs never runs code that comes with a model (config.json: model_file); nothing was written"));
+    }
+    if mode.converts_weights()
+        && let Health::Unhealthy(reason) = &d.health
+        && !reason.starts_with(crate::catalog::health::INDEX_MISMATCH)
+    {
+        return Err(ConvertError::new(
+            ErrorType::ModelUnhealthy,
+            format!("{} is unhealthy: {reason}", m.short_name),
+        )
+        .hint("run `mlxfs health MODEL` for details"));
+    }
+    Ok(())
+}
+
+/// Refuse a target that would put the staging folder, or the result, inside the source.
+pub fn check_target_vs_source(source: &Path, target: &Path) -> Result<()> {
+    let src = fs::canonicalize(source).unwrap_or_else(|_| source.to_path_buf());
+    let parent = target
+        .parent()
+        .and_then(|p| fs::canonicalize(p).ok())
+        .unwrap_or_else(|| target.to_path_buf());
+    let t = parent.join(target.file_name().unwrap_or_default());
+    if t == src || t.starts_with(&src) {
+        return Err(ConvertError::new(
+            ErrorType::InvalidTargetError,
+            format!(
+                "Target '{}' is the source workspace or inside it",
+                target.display()
+            ),
+        )
+        .hint("Convert into a new folder next to the source (the source is never modified)."));
+    }
+    Ok(())
+}
+
+/// Refuse a target inside the hub cache (mlx-knife's message).
+pub fn check_target_not_in_cache(target: &Path, hub_cache: &Path, source_arg: &str) -> Result<()> {
+    let cache = fs::canonicalize(hub_cache).unwrap_or_else(|_| hub_cache.to_path_buf());
+    let parent = target
+        .parent()
+        .and_then(|p| fs::canonicalize(p).ok())
+        .unwrap_or_else(|| target.to_path_buf());
+    if parent.starts_with(&cache) {
+        return Err(ConvertError::new(
+            ErrorType::InvalidTargetError,
+            format!(
+                "Target path is in HF cache (read-only): {}. Convert cannot write to cache. Choose workspace location outside cache",
+                target.display()
+            ),
+        )
+        .hint(format!("e.g. mlxfs convert {source_arg} ./fixed-workspace --repair-index")));
+    }
+    Ok(())
+}
+
+/// What the core tells the user while it works, and asks about Ctrl-C.
+pub trait Progress: Sync {
+    /// A phase begins: `label`, `bytes` to do (0: unknown).
+    fn start(&self, _label: &str, _bytes: u64) {}
+    /// `n` more bytes done.
+    fn advance(&self, _n: u64) {}
+    /// What the phase is at, in words (shown after the bytes: `120/694 tensors, shard 2/4`).
+    fn status(&self, _text: &str) {}
+    /// A line for the user.
+    fn note(&self, _line: &str) {}
+    /// The phase is over.
+    fn finish(&self) {}
+    /// Stop as soon as possible (Ctrl-C).
+    fn cancelled(&self) -> bool {
+        false
+    }
+}
+
+/// Reports nothing.
+pub struct Silent;
+impl Progress for Silent {}
+
+/// What the engine reports about a weight conversion.
+#[derive(Debug, Clone, Default)]
+pub struct EngineReport {
+    /// Facts for the JSON result and the sentinel (`mlx`, `mlx_lm` versions, the Python
+    /// mode, peak memory, ...).
+    pub facts: serde_json::Map<String, Value>,
+}
+
+/// Writes the converted model (weights, config, tokenizer, ...) into an empty folder.
+pub trait Engine {
+    /// `resume`: `out` holds what an interrupted conversion of the same job finished.
+    fn convert(
+        &self,
+        source: &Path,
+        out: &Path,
+        mode: &Mode,
+        resume: bool,
+        progress: &dyn Progress,
+    ) -> Result<EngineReport>;
+}
+
+/// One conversion, checked: source (a healthy enough workspace), target (absent or an empty
+/// folder, not in the source, not in the cache), mode.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub source: Described,
+    pub target: PathBuf,
+    pub mode: Mode,
+    pub skip_health: bool,
+}
+
+/// The outcome.
+#[derive(Debug, Clone)]
+pub struct Converted {
+    pub target: PathBuf,
+    pub content_hash: Option<String>,
+    /// `None` with `skip_health`.
+    pub health: Option<Health>,
+    pub message: String,
+    /// Files and bytes of the new workspace.
+    pub files: usize,
+    pub bytes: u64,
+    /// The sentinel's `conversion` record.
+    pub conversion: Value,
+    pub engine: EngineReport,
+    /// A warning for the user (mlx-knife's re-quantize warning).
+    pub warning: Option<String>,
+    pub timings: Value,
+}
+
+/// After a weight conversion stopped by Ctrl-C, a full disk or a Python that died: keep the
+/// shards it finished (and say so) for the same command to continue from; nothing is at the
+/// target either way.
+fn keep_for_resume(
+    stage: &mut Stage,
+    fp: Option<&Value>,
+    target: &Path,
+    mut e: ConvertError,
+) -> ConvertError {
+    let resumable = matches!(
+        e.kind,
+        ErrorType::Interrupted | ErrorType::DiskFull | ErrorType::PythonFailed | ErrorType::IoError
+    );
+    let done = stage.finished_shards();
+    let Some(fp) = fp.filter(|_| resumable && done > 0) else {
+        return e;
+    };
+    let written = crate::sys::write_new(
+        &stage.dir.join("resume.json"),
+        fp.to_string().as_bytes(),
+        true,
+    );
+    if written.is_err() {
+        return e;
+    }
+    stage.keep = true;
+    let what = format!(
+        "{done} converted shard(s) are kept in {}: run the same command again to continue",
+        stage.dir.display()
+    );
+    if e.kind == ErrorType::Interrupted {
+        e.message = format!(
+            "Interrupted: nothing was written to {}, and the source is unchanged; {what}",
+            target.display()
+        );
+    } else {
+        e = e.hint(what);
+    }
+    e.field("kept_shards", json!(done))
+}
+
+/// The staging folder of a conversion into `target`; removed when dropped unless kept.
+struct Stage {
+    dir: PathBuf,
+    _lock: fs::File,
+    keep: bool,
+}
+
+/// The staging folder of a conversion into `target`: `<parent>/.mlxfs-convert-<id>/` (its
+/// `model/` becomes the target; its `hf-cache/` is the isolated cache of the conversion's
+/// Python, removed with it).
+pub fn staging_dir(target: &Path) -> PathBuf {
+    Stage::path_for(target)
+}
+
+impl Stage {
+    fn path_for(target: &Path) -> PathBuf {
+        use sha2::{Digest, Sha256};
+        let id = crate::text::hex(&Sha256::digest(target.to_string_lossy().as_bytes()));
+        target
+            .parent()
+            .unwrap_or(Path::new("/"))
+            .join(format!(".mlxfs-convert-{}", &id[..16]))
+    }
+
+    /// Lock and prepare the staging folder. What an earlier run left is removed — unless it
+    /// kept converted shards for `fingerprint` (its `resume.json`): then `model/` stays and
+    /// the second value is true.
+    fn create(target: &Path, fingerprint: Option<&Value>) -> Result<(Stage, bool)> {
+        let dir = Stage::path_for(target);
+        let io = |e: std::io::Error, what: String| ConvertError::io(&e, &what);
+        fs::create_dir_all(&dir).map_err(|e| io(e, format!("creating {}", dir.display())))?;
+        let lock = crate::sys::open_lock_file(&dir.join("lock"))
+            .map_err(|e| io(e, "creating the staging lock".into()))?;
+        if lock.try_lock().is_err() {
+            return Err(ConvertError::new(
+                ErrorType::Conflict,
+                format!("Another conversion into {} is running", target.display()),
+            ));
+        }
+        let model = dir.join("model");
+        let resume_file = dir.join("resume.json");
+        let kept = fingerprint.is_some_and(|f| {
+            crate::sys::read_file(&resume_file)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+                .is_some_and(|v| v == *f)
+        }) && model.is_dir();
+        let _ = fs::remove_file(&resume_file);
+        if !kept {
+            // Whatever a killed run left: it is ours (same target), and nobody holds it.
+            for stale in ["model", "plan.json", "hf-cache"] {
+                let p = dir.join(stale);
+                if let Ok(md) = fs::symlink_metadata(&p) {
+                    let r = if md.is_dir() {
+                        fs::remove_dir_all(&p)
+                    } else {
+                        fs::remove_file(&p)
+                    };
+                    r.map_err(|e| io(e, format!("removing {}", p.display())))?;
+                }
+            }
+            fs::create_dir(&model).map_err(|e| io(e, format!("creating {}", model.display())))?;
+        }
+        Ok((
+            Stage {
+                dir,
+                _lock: lock,
+                keep: false,
+            },
+            kept,
+        ))
+    }
+
+    /// The finished shards in `model/` (their final names; a shard being written has
+    /// another).
+    fn finished_shards(&self) -> usize {
+        fs::read_dir(self.model()).map_or(0, |rd| {
+            rd.flatten()
+                .filter(|e| {
+                    let n = e.file_name();
+                    let n = n.to_string_lossy();
+                    n.starts_with("model") && n.ends_with(".safetensors")
+                })
+                .count()
+        })
+    }
+
+    fn model(&self) -> PathBuf {
+        self.dir.join("model")
+    }
+}
+
+impl Drop for Stage {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// Copy one file (contents and mtime), reporting bytes; stops on Ctrl-C.
+fn copy_file(from: &Path, to: &Path, progress: &dyn Progress) -> Result<u64> {
+    use std::io::{Read, Write};
+    let io = |e: std::io::Error, what: String| ConvertError::io(&e, &what);
+    let mut r =
+        crate::sys::open_regular(from).map_err(|e| io(e, format!("reading {}", from.display())))?;
+    let md = r
+        .metadata()
+        .map_err(|e| io(e, format!("reading {}", from.display())))?;
+    let mut w = crate::sys::write_new(to, b"", false)
+        .map_err(|e| io(e, format!("writing {}", to.display())))?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut n = 0u64;
+    loop {
+        if progress.cancelled() {
+            return Err(ConvertError::interrupted());
+        }
+        let k = r
+            .read(&mut buf)
+            .map_err(|e| io(e, format!("reading {}", from.display())))?;
+        if k == 0 {
+            break;
+        }
+        w.write_all(&buf[..k])
+            .map_err(|e| io(e, format!("writing {}", to.display())))?;
+        n += k as u64;
+        progress.advance(k as u64);
+    }
+    if let Ok(t) = md.modified() {
+        let _ = w.set_modified(t);
+    }
+    Ok(n)
+}
+
+/// The top-level files `--repair-index` copies (mlx-knife's rule: regular files, links to
+/// them included, without the sentinel and the old index; OS junk left out), by name.
+fn top_level_files(src: &Path) -> Result<Vec<(String, u64)>> {
+    let rd = fs::read_dir(src)
+        .map_err(|e| ConvertError::io(&e, &format!("reading {}", src.display())))?;
+    let mut out = Vec::new();
+    for e in rd.flatten() {
+        let name = e.file_name();
+        if crate::osjunk::is_os_junk(&name) {
+            continue;
+        }
+        let Some(name) = name.to_str().map(str::to_string) else {
+            return Err(ConvertError::new(
+                ErrorType::IoError,
+                format!(
+                    "{} holds a file name that is not UTF-8: {}",
+                    src.display(),
+                    e.file_name().to_string_lossy()
+                ),
+            ));
+        };
+        if name == SENTINEL_FILENAME || name == index::INDEX {
+            continue;
+        }
+        if let Ok(md) = fs::metadata(e.path())
+            && md.is_file()
+        {
+            out.push((name, md.len()));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn sentinel_source(d: &Described) -> (Value, Value) {
+    if let Some(s) = d.sentinel.as_ref().and_then(|r| r.sentinel())
+        && s.managed()
+    {
+        return (
+            s.raw
+                .get("source_repo")
+                .cloned()
+                .unwrap_or_else(|| Value::from(d.model.path.to_string_lossy().into_owned())),
+            s.raw.get("source_revision").cloned().unwrap_or(Value::Null),
+        );
+    }
+    (
+        Value::from(d.model.path.to_string_lossy().into_owned()),
+        Value::Null,
+    )
+}
+
+/// mlx-knife's warning when quantizing an already quantized model to more bits.
+fn requantize_warning(d: &Described, mode: &Mode) -> Option<String> {
+    let Mode::Quantize { bits, .. } = mode else {
+        return None;
+    };
+    let src_bits = d
+        .config
+        .object()?
+        .get("quantization")?
+        .as_object()?
+        .get("bits")?
+        .as_i64()?;
+    ((*bits as i64) > src_bits).then(|| {
+        format!(
+            "Source already {src_bits}-bit. Quantizing to {bits}-bit does not increase precision."
+        )
+    })
+}
+
+/// What a conversion's kept shards are valid for: the mode and its parameters, and the
+/// source's top-level files (name, size, mtime). A later run resumes only when it is equal.
+fn fingerprint(job: &Job) -> Value {
+    let src = &job.source.model.path;
+    let mut files = Vec::new();
+    if let Ok(rd) = fs::read_dir(src) {
+        for e in rd.flatten() {
+            if let Ok(md) = fs::metadata(e.path())
+                && md.is_file()
+            {
+                files.push(json!([
+                    e.file_name().to_string_lossy(),
+                    md.len(),
+                    crate::sys::mtime_ns(&md)
+                ]));
+            }
+        }
+    }
+    files.sort_by_key(|f| f[0].as_str().unwrap_or_default().to_string());
+    json!({"mode": job.mode.name(), "parameters": job.mode.parameters(),
+           "source": src.to_string_lossy(), "files": files})
+}
+
+/// Run the conversion: stage, write, index, content hash, sentinel, health, rename.
+pub fn convert(job: &Job, engine: &dyn Engine, progress: &dyn Progress) -> Result<Converted> {
+    let t0 = Instant::now();
+    let src = &job.source.model.path;
+    let fp = job.mode.converts_weights().then(|| fingerprint(job));
+    let (mut stage, resuming) = Stage::create(&job.target, fp.as_ref())?;
+    if resuming {
+        progress.note(&format!(
+            "Resuming: {} converted shard(s) kept by an interrupted run",
+            stage.finished_shards()
+        ));
+    }
+    let out = stage.model();
+    let warning = requantize_warning(&job.source, &job.mode);
+    if let Some(w) = &warning {
+        progress.note(&format!("warning: {w}"));
+    }
+
+    // 1. The files.
+    let mut engine_report = EngineReport::default();
+    let message;
+    match &job.mode {
+        Mode::RepairIndex => {
+            let files = top_level_files(src)?;
+            let bytes: u64 = files.iter().map(|f| f.1).sum();
+            progress.start(&format!("Copying {} files", files.len()), bytes);
+            let r = files.iter().try_for_each(|(name, _)| {
+                copy_file(&src.join(name), &out.join(name), progress).map(|_| ())
+            });
+            progress.finish();
+            r?;
+            message = match index::rebuild(&out)? {
+                Some(_) => "Index rebuilt successfully".to_string(),
+                None => {
+                    "No index to rebuild (single-file model or no safetensors found)".to_string()
+                }
+            };
+        }
+        mode => {
+            engine_report = match engine.convert(src, &out, mode, resuming, progress) {
+                Ok(r) => r,
+                Err(e) => return Err(keep_for_resume(&mut stage, fp.as_ref(), &job.target, e)),
+            };
+            // mlx-knife rebuilds the index after every quantization (mlx-knife's format when
+            // there are several shards; mlx-lm's own stays for a single file).
+            index::rebuild(&out)?;
+            message = match mode {
+                Mode::Quantize { bits, .. } => format!("Quantized to {bits}-bit successfully"),
+                Mode::Dtype(d) => format!("Converted to {d} successfully"),
+                _ => "Dequantized successfully".to_string(),
+            };
+        }
+    }
+    if progress.cancelled() {
+        return Err(ConvertError::interrupted());
+    }
+    let t_write = t0.elapsed().as_secs_f64();
+
+    // 2. Content hash v2 and the sentinel, with provenance.
+    let t1 = Instant::now();
+    let hashed = hash::compute_v2(&out, &Excludes::default_list());
+    if let Err(e) = &hashed {
+        progress.note(&format!("warning: no content hash: {e}"));
+    }
+    let (source_repo, source_revision) = sentinel_source(&job.source);
+    let mut conversion = serde_json::Map::new();
+    conversion.insert("mode".into(), Value::from(job.mode.name()));
+    if let Value::Object(p) = job.mode.parameters() {
+        conversion.extend(p);
+    }
+    conversion.insert(
+        "source_path".into(),
+        Value::from(src.to_string_lossy().into_owned()),
+    );
+    conversion.insert(
+        "source_content_hash".into(),
+        job.source
+            .record
+            .content_hash
+            .clone()
+            .map_or(Value::Null, Value::from),
+    );
+    conversion.insert(
+        "source_clean".into(),
+        job.source.record.clean.map_or(Value::Null, Value::from),
+    );
+    for (k, v) in &engine_report.facts {
+        if matches!(k.as_str(), "mlx" | "mlx_lm") {
+            conversion.insert(k.clone(), v.clone());
+        }
+    }
+    conversion.insert(
+        "tool".into(),
+        Value::from(concat!("mlxfs ", env!("CARGO_PKG_VERSION"))),
+    );
+    let conversion = Value::Object(conversion);
+    let mut extra: Vec<(&str, Value)> = vec![("mode", Value::from(job.mode.name()))];
+    if let Mode::Quantize {
+        bits, group_size, ..
+    } = &job.mode
+    {
+        extra.push((
+            "quantization",
+            json!({"bits": bits, "group_size": group_size}),
+        ));
+    }
+    extra.push(("conversion", conversion.clone()));
+    sentinel::write_converted(
+        &out,
+        &source_repo,
+        &source_revision,
+        &extra,
+        hashed.as_ref().ok(),
+    )
+    .map_err(|e| ConvertError::io(&e, "writing the sentinel"))?;
+    let content_hash = hashed.as_ref().ok().map(|(h, _)| h.clone());
+    let (files, bytes) = hashed.as_ref().map_or((0, 0), |(_, idx)| {
+        (idx.len(), idx.iter().map(|e| e.size).sum())
+    });
+    let t_hash = t1.elapsed().as_secs_f64();
+
+    // 3. Health, on the staged folder.
+    let t2 = Instant::now();
+    let health = if job.skip_health {
+        None
+    } else {
+        let name = job
+            .target
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let h = record::describe(&ModelRef::workspace(out.clone(), name)).health;
+        if let Health::Unhealthy(reason) = &h {
+            return Err(ConvertError::new(
+                ErrorType::HealthCheckFailed,
+                format!("Output workspace failed health check: {reason}"),
+            )
+            .field("health_reason", Value::from(reason.clone()))
+            .hint("Nothing was written to the target; --skip-health converts without the check."));
+        }
+        Some(h)
+    };
+    let t_health = t2.elapsed().as_secs_f64();
+    if progress.cancelled() {
+        return Err(ConvertError::interrupted());
+    }
+
+    // 4. The one step that makes it visible.
+    let placed = if fs::symlink_metadata(&job.target).is_ok() {
+        // An empty folder (checked by the caller): replaced atomically.
+        fs::rename(&out, &job.target)
+    } else {
+        crate::sys::rename_noreplace(&out, &job.target)
+    };
+    placed.map_err(|e| {
+        ConvertError::io(
+            &e,
+            &format!("moving the workspace to {}", job.target.display()),
+        )
+    })?;
+    drop(stage); // the staging folder (now only its lock) goes
+    Ok(Converted {
+        target: job.target.clone(),
+        content_hash,
+        health,
+        message,
+        files,
+        bytes,
+        conversion,
+        engine: engine_report,
+        warning,
+        timings: json!({
+            "convert_s": t_write,
+            "hash_s": t_hash,
+            "health_s": t_health,
+            "total_s": t0.elapsed().as_secs_f64(),
+        }),
+    })
+}

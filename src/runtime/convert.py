@@ -1,0 +1,351 @@
+"""Weight conversion for `mlxfs convert` (--quantize, --dtype, --dequantize), shard by shard,
+shared by the embedded interpreter and the subprocess fallback.
+
+The conversion itself is mlx-lm's: the model is loaded lazily by `mlx_lm.utils.load` exactly as
+`mlx_lm.convert.convert` loads it, the dtype is cast with its code, and `quantize_model` /
+`dequantize_model` decide what is quantized and with which parameters (the model's own
+`quant_predicate` and `cast_predicate` included) and write the `quantization` block of the
+config. Nothing is evaluated at that point: every weight is a lazy MLX array whose data is read
+from its safetensors file only when it is evaluated.
+
+What differs is the save. `mlx_lm.utils.save_model` evaluates up to 5 GB of output at once
+(the whole output of a model below that size, plus what was read to compute it). Here the
+output tensors are grouped by the source shard they come from (by name: `x.weight`,
+`x.scales`, `x.biases` come from the source's `x.weight`; a name the model's `sanitize`
+changed is matched by its suffix; whatever still matches nothing — tensors `sanitize` builds
+from several others — forms a last group), in the order its sources lie in their file. Each
+group is evaluated one tensor at a time (so at most one source tensor is in memory beside the
+group's output), written as one output
+shard with `mx.save_safetensors` (`{"format": "mlx"}`, as mlx-lm), then released, and MLX's
+buffer cache emptied. Peak memory is one output shard plus one source tensor, not the model.
+The values are those of `mlx_lm.convert` (the same lazy graph, evaluated piecewise).
+The rest of the output is mlx-lm's `save`: the index (mlx-lm's, indent 4), `save_config`, the
+tokenizer's `save_pretrained`, `*.py` and `generation_config.json` copied from the source, and
+`create_model_card`.
+
+`run(request_json, emit, should_stop, shared)`: `shared` is generate.py as a module (imports
+with the BLAS preload, the environment report, the guards against model-supplied code).
+`emit(event_json)` receives:
+  {"event": "env", ...generate.py's env fields, "mlx", "mlx_lm"}      (versions)
+  {"event": "plan", "tensors", "bytes", "shards": [{"file", "tensors", "bytes"}]}
+  {"event": "progress", "tensors", "bytes"}                         (cumulative, evaluated)
+  {"event": "shard", "file", "tensors", "bytes", "size"[, "resumed"]} (written, or kept from
+      an interrupted run: "resumed")
+  {"event": "done", "shards", "tensors", "bytes", "quantization", "peak_memory_gb", "seconds",
+   "phases": {"imports_s", "load_s", "plan_s", "eval_s", "write_s", "files_s"}}
+  {"event": "error", "type", "message"}
+      (`missing_dependency`, `remote_code_required`, `load_failed`, `conversion_failed`,
+       `interrupted`)
+As a script: `python -c CONVERT_PY REQUEST_JSON EVENTS_FD GENERATE_PY_SOURCE`, exit 1 after an
+error event (130 when interrupted).
+
+Request: {"source", "target" (an empty folder), "mode": "quantize"|"dtype"|"dequantize",
+"bits", "group_size" (null: mlx-lm's default for the mode), "q_mode", "dtype" (null: the
+config's `torch_dtype`, as mlx-lm), "max_shard_bytes", "resume"}. With "resume", the shards an
+interrupted run left in "target" are kept when `<target>/../plan.json` (written before the
+first shard) equals this run's plan; each shard is written as `.partial-<name>` and renamed.
+"""
+
+import glob
+import io
+import json
+import os
+import shutil
+import sys
+import time
+import types
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def run(request_json, emit, should_stop, shared):
+    saved_stdin = sys.stdin
+    sys.stdin = io.StringIO("")
+    send = lambda obj: emit(json.dumps(obj))  # noqa: E731
+    try:
+        try:
+            return _run(json.loads(request_json), send, should_stop, shared)
+        except (_Interrupted, KeyboardInterrupt):
+            send({"event": "error", "type": "interrupted", "message": "interrupted"})
+            return "interrupted"
+    finally:
+        sys.stdin = saved_stdin
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:
+                pass
+
+
+def _header_offsets(path):
+    """Each tensor's name and the offset of its data in a safetensors file, from its header
+    (no data read)."""
+    with open(path, "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(n))
+    return {k: v.get("data_offsets", [0])[0] for k, v in header.items() if k != "__metadata__"}
+
+
+def _source_of(key, by_name, suffixes):
+    """Where an output tensor comes from: (source shard index, data offset), or None."""
+    base = key
+    for tail in (".scales", ".biases", ".global_scale"):
+        if key.endswith(tail):
+            base = key[: -len(tail)] + ".weight"
+            break
+    for k in (key, base):
+        if k in by_name:
+            return by_name[k]
+    # A name the model's sanitize changed (a prefix added or dropped): the longest dotted
+    # suffix (of three parts or more) it shares with a source name.
+    for k in (key, base):
+        parts = k.split(".")
+        for i in range(len(parts) - 2):
+            hit = suffixes.get(".".join(parts[i:]))
+            if hit is not None:
+                return hit
+    return None
+
+
+def _version(mod):
+    try:
+        from importlib.metadata import version
+        return version(mod)
+    except Exception:
+        return None
+
+
+def _run(req, send, should_stop, shared):
+    def fail(kind, message):
+        send({"event": "error", "type": kind, "message": message})
+        return kind
+
+    def check_stop():
+        if should_stop():
+            raise _Interrupted()
+
+    started = time.monotonic()
+    missing = shared.check_imports()
+    if missing:
+        send(missing)
+        return missing["type"]
+    send({"event": "env", **shared.env_info(), "mlx": _version("mlx"), "mlx_lm": _version("mlx-lm")})
+    phases = {"imports_s": time.monotonic() - started}
+
+    import inspect
+    from pathlib import Path
+
+    import mlx.core as mx
+    from mlx.utils import tree_flatten, tree_map, tree_map_with_path
+    from mlx_lm import utils as lu
+    from mlx_lm.convert import MODEL_CONVERSION_DTYPES
+
+    src = Path(req["source"])
+    dst = Path(req["target"])
+    mode = req["mode"]
+    check_stop()
+
+    # 1. mlx_lm.convert.convert's load (lazy: nothing is read yet).
+    kwargs = {}
+    if "trust_remote_code" in inspect.signature(lu.load).parameters:
+        kwargs["trust_remote_code"] = False
+    try:
+        model, tokenizer, config = lu.load(str(src), return_config=True,
+                                           tokenizer_config={"trust_remote_code": False},
+                                           lazy=True, **kwargs)
+    except Exception as e:
+        if shared._needs_remote_code(e):
+            send(shared._remote_code_error(str(src), e))
+            return "remote_code_required"
+        return fail("load_failed", f"{type(e).__name__}: {e}")
+    check_stop()
+    phases["load_s"] = time.monotonic() - started - sum(phases.values())
+
+    try:
+        # 2. Its dtype, quantize and dequantize steps, with its code.
+        dtype = req.get("dtype")
+        if dtype is None:
+            dtype = config.get("torch_dtype", None)
+        if dtype is None and (text_config := config.get("text_config", None)):
+            dtype = text_config.get("dtype", None)
+        if dtype in MODEL_CONVERSION_DTYPES:
+            target_dtype = getattr(mx, dtype)
+            cast_predicate = getattr(model, "cast_predicate", lambda _: True)
+
+            def set_dtype(k, v):
+                if cast_predicate(k) and mx.issubdtype(v.dtype, mx.floating):
+                    return v.astype(target_dtype)
+                return v
+
+            model.update(tree_map_with_path(set_dtype, model.parameters()))
+
+        if mode == "quantize":
+            model, config = lu.quantize_model(model, config, req.get("group_size"), req["bits"],
+                                              mode=req.get("q_mode") or "affine",
+                                              quant_predicate=None)
+        elif mode == "dequantize":
+            config.pop("quantization", None)
+            config.pop("quantization_config", None)
+            model = lu.dequantize_model(model)
+
+        # 3. The save, shard by shard.
+        mark = time.monotonic()
+        weights = dict(tree_flatten(model.parameters()))
+        total_parameters = lu.get_total_parameters(model)
+        keep_vision_config = "vision_tower" in getattr(model, "model", {})
+        sources = sorted(glob.glob(str(src / "model*.safetensors")))
+        by_name, suffixes = {}, {}
+        for i, f in enumerate(sources):
+            for k, offset in _header_offsets(f).items():
+                by_name.setdefault(k, (i, offset))
+                parts = k.split(".")
+                for j in range(len(parts) - 2):
+                    suffixes.setdefault(".".join(parts[j:]), (i, offset))
+        groups = [[] for _ in range(len(sources) + 1)]
+        for n, k in enumerate(weights):
+            where = _source_of(k, by_name, suffixes)
+            if where is None:
+                groups[len(sources)].append((n, k))
+            else:
+                groups[where[0]].append((where[1], k))
+        # Each group in the order its sources lie in their file: the reads go forward through
+        # the file, as the kernel's readahead expects.
+        groups = [[k for _, k in sorted(g)] for g in groups]
+        # A group above the size limit is split, as mlx-lm's make_shards splits.
+        limit = int(req.get("max_shard_bytes") or (lu.MAX_FILE_SIZE_GB << 30))
+        shards = []
+        for g in groups:
+            cur, size = [], 0
+            for k in g:
+                n = weights[k].nbytes
+                if cur and size + n > limit:
+                    shards.append(cur)
+                    cur, size = [], 0
+                cur.append(k)
+                size += n
+            if cur:
+                shards.append(cur)
+        count = len(shards)
+        fmt = "model-{:05d}-of-{:05d}.safetensors" if count > 1 else "model.safetensors"
+        names = [fmt.format(i + 1, count) for i in range(count)]
+        total_size = sum(v.nbytes for v in weights.values())
+        # Resuming: the shards an interrupted run finished are kept when the plan is the
+        # same (the same shards of the same tensors, the same request, the same mlx and
+        # mlx-lm); otherwise whatever it left is removed.
+        plan = {"request": {k: v for k, v in req.items() if k != "resume"},
+                "mlx": _version("mlx"), "mlx_lm": _version("mlx-lm"),
+                "shards": [[names[i], shards[i]] for i in range(count)]}
+        plan_path = dst.parent / "plan.json"
+        previous = None
+        if req.get("resume") and plan_path.is_file():
+            try:
+                previous = json.loads(plan_path.read_text())
+            except ValueError:
+                previous = None
+        resuming = previous == plan
+        for partial in dst.glob(".partial-*"):
+            partial.unlink()
+        if not resuming:
+            dst.mkdir(parents=True, exist_ok=True)
+            for old in dst.glob("*.safetensors"):
+                old.unlink()
+            plan_path.write_text(json.dumps(plan))
+        send({"event": "plan", "tensors": len(weights), "bytes": total_size,
+              "shards": [{"file": names[i], "tensors": len(s),
+                          "bytes": sum(weights[k].nbytes for k in s)} for i, s in enumerate(shards)]})
+
+        # mlx-lm's donation: the model lets go of its arrays, so that a written shard's
+        # tensors are freed with the shard.
+        model.update(tree_map(lambda _: mx.array([]), model.parameters()))
+        pending = [{k: weights[k] for k in s} for s in shards]
+        weights.clear()
+        del weights
+        phases["plan_s"] = time.monotonic() - mark
+        mark = time.monotonic()
+        eval_s = 0.0
+        weight_map = {}
+        done_tensors, done_bytes = 0, 0
+        resumed = 0
+        for i in range(count):
+            shard = pending[i]
+            pending[i] = None
+            path = dst / names[i]
+            if resuming and path.is_file():
+                for k in shard:
+                    weight_map[k] = names[i]
+                done_tensors += len(shard)
+                done_bytes += sum(v.nbytes for v in shard.values())
+                resumed += 1
+                send({"event": "progress", "tensors": done_tensors, "bytes": done_bytes})
+                send({"event": "shard", "file": names[i], "tensors": len(shard),
+                      "bytes": sum(v.nbytes for v in shard.values()),
+                      "size": path.stat().st_size, "resumed": True})
+                del shard
+                continue
+            for v in shard.values():
+                check_stop()
+                t = time.monotonic()
+                mx.eval(v)
+                eval_s += time.monotonic() - t
+                done_tensors += 1
+                done_bytes += v.nbytes
+                send({"event": "progress", "tensors": done_tensors, "bytes": done_bytes})
+            check_stop()
+            # Written under another name and renamed: a shard with its final name is whole.
+            partial = dst / (".partial-" + names[i])
+            mx.save_safetensors(str(partial), shard, metadata={"format": "mlx"})
+            os.replace(partial, path)
+            for k in shard:
+                weight_map[k] = names[i]
+            send({"event": "shard", "file": names[i], "tensors": len(shard),
+                  "bytes": sum(v.nbytes for v in shard.values()), "size": path.stat().st_size})
+            del shard
+            mx.clear_cache()
+
+        phases["eval_s"] = eval_s
+        phases["write_s"] = time.monotonic() - mark - eval_s
+        mark = time.monotonic()
+        # 4. The rest of mlx_lm.utils.save, with its code.
+        index = {"metadata": {"total_size": total_size, "total_parameters": total_parameters},
+                 "weight_map": {k: weight_map[k] for k in sorted(weight_map)}}
+        with open(dst / "model.safetensors.index.json", "w") as f:
+            json.dump(index, f, indent=4)
+        quantization = config.get("quantization")
+        lu.save_config(config, config_path=dst / "config.json", keep_vision_config=keep_vision_config)
+        tokenizer.save_pretrained(dst)
+        for p in ["*.py", "generation_config.json"]:
+            for file in glob.glob(str(src / p)):
+                shutil.copy(file, dst)
+        lu.create_model_card(dst, None)
+        phases["files_s"] = time.monotonic() - mark
+    except (_Interrupted, KeyboardInterrupt):
+        raise
+    except Exception as e:
+        return fail("conversion_failed", f"{type(e).__name__}: {e}")
+
+    try:
+        peak = mx.get_peak_memory() / 1e9
+    except Exception:
+        peak = None
+    send({"event": "done", "shards": names, "tensors": done_tensors, "bytes": done_bytes,
+          "quantization": quantization, "peak_memory_gb": peak,
+          "seconds": time.monotonic() - started, "phases": phases, "resumed_shards": resumed})
+    return None
+
+
+def _load_shared(source):
+    mod = types.ModuleType("mlxfs_generate")
+    exec(compile(source, "generate.py", "exec"), mod.__dict__)
+    return mod
+
+
+if __name__ == "__main__":
+    _shared = _load_shared(sys.argv[3])
+    _emit = _shared.line_writer(int(sys.argv[2]))
+    try:
+        _failed = run(sys.argv[1], _emit, lambda: False, _shared)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    sys.exit((130 if _failed == "interrupted" else 1) if _failed else 0)
