@@ -508,7 +508,7 @@ pub fn run(a: &ConvertArgs, loc: &Locations, json_mode: bool) -> Result<Output, 
     let target = target_for(&m.short_name, Some(&a.target), home.as_deref(), &example)?;
     convert::check_target_not_in_cache(&target, &loc.hub_cache, &a.source)?;
     convert::check_target_vs_source(&m.path, &target)?;
-    check_target(&target, home.as_deref())?;
+    check_target(&target, home.as_deref(), loc)?;
 
     // 4. Python (weight modes): the environment, the isolated cache, before any thread.
     let engine = if mode.converts_weights() {
