@@ -468,44 +468,115 @@ fn run_audio_same_transcript_from_path_name_mount_and_mlx_whisper() {
     );
     assert_eq!(tr["language"], "de");
     assert_eq!(tr["audio"]["task"], "translate");
-    // Other WAV codings: 8-bit stereo at 8 kHz decodes too.
     assert_eq!(tree_state(&fx.hf_home), before);
 }
 
+/// The tone of [`wav`] encoded with PyAV (FFmpeg's encoders in the test venv) as FLAC, MP3,
+/// M4A (AAC) and Ogg (Opus), and as 8-bit stereo 8 kHz and 32-bit float 44.1 kHz WAVs.
+fn encoded(dir: &Path, src: &Path) {
+    let script = r#"
+import sys, wave
+import numpy as np
+import av
+d, src = sys.argv[1], sys.argv[2]
+with wave.open(src) as w:
+    x = np.frombuffer(w.readframes(w.getnframes()), "<i2")
+for ext, codec, fmt, rate in [("flac", "flac", "s16", 16000), ("mp3", "libmp3lame", "s16p", 16000),
+                              ("m4a", "aac", "fltp", 16000), ("ogg", "libopus", "s16", 48000)]:
+    out = av.open(f"{d}/tone.{ext}", "w", format={"m4a": "ipod", "ogg": "ogg"}.get(ext, ext))
+    st = out.add_stream(codec, rate=rate)
+    st.layout = "mono"
+    frame = av.AudioFrame.from_ndarray(x.reshape(1, -1), format="s16", layout="mono")
+    frame.sample_rate = 16000
+    res = av.AudioResampler(format=fmt, layout="mono", rate=rate)
+    for f in res.resample(frame) + res.resample(None):
+        for p in st.encode(f):
+            out.mux(p)
+    for p in st.encode(None):
+        out.mux(p)
+    out.close()
+# 8-bit unsigned stereo at 8 kHz; 32-bit float mono at 44.1 kHz
+y = x[::2].astype(np.int32) // 256 + 128
+with wave.open(f"{d}/tone-u8-stereo.wav", "wb") as w:
+    w.setnchannels(2); w.setsampwidth(1); w.setframerate(8000)
+    w.writeframes(np.repeat(y.astype(np.uint8), 2).tobytes())
+f = np.interp(np.arange(int(len(x) * 44100 / 16000)) * 16000 / 44100, np.arange(len(x)), x / 32768.0).astype("<f4")
+data = f.tobytes()
+import struct
+hdr = b"RIFF" + struct.pack("<I", 36 + len(data)) + b"WAVEfmt " + struct.pack("<IHHIIHH", 16, 3, 1, 44100, 44100 * 4, 4, 32)
+open(f"{d}/tone-f32.wav", "wb").write(hdr + b"data" + struct.pack("<I", len(data)) + data)
+"#;
+    let o = Command::new(venv_python())
+        .args(["-c", script])
+        .arg(dir)
+        .arg(src)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
 #[test]
-fn audio_without_a_decoder_is_a_clear_error() {
+fn common_audio_formats_decode_and_a_missing_decoder_is_named() {
     crate::require!(Python);
     let fx = Fx::new();
     make_whisper(&fx, "whisper-tiny-mlx", &[]);
-    // A FLAC header: decoding needs PyAV or ffmpeg.
-    let o = Command::new(venv_python())
-        .args(["-c", "import av"])
+    let dir = fx.tmp.path().join("audio");
+    fs::create_dir_all(&dir).unwrap();
+    let clip = dir.join("tone.wav");
+    wav(&clip, 2.0);
+    encoded(&dir, &clip);
+    for (file, decoder) in [
+        ("tone.flac", "pyav"),
+        ("tone.mp3", "pyav"),
+        ("tone.m4a", "pyav"),
+        ("tone.ogg", "pyav"),
+        ("tone-u8-stereo.wav", "wav"),
+        ("tone-f32.wav", "wav"),
+    ] {
+        let f = dir.join(file);
+        let v = ok(
+            &fx,
+            &["whisper-tiny-mlx", "--audio", f.to_str().unwrap(), "--json"],
+        );
+        assert_eq!(v["audio"]["decoder"], decoder, "{file}: {v}");
+        let secs = v["audio"]["seconds"].as_f64().unwrap();
+        assert!((secs - 2.0).abs() < 0.15, "{file}: {secs} s");
+    }
+    // Without PyAV (hidden by a stand-in that fails to import) and without ffmpeg on PATH:
+    // a FLAC file is `decoder_missing`, naming both ways; WAV still works.
+    let hide = fx.tmp.path().join("no-av");
+    fs::create_dir_all(hide.join("av")).unwrap();
+    fs::write(
+        hide.join("av/__init__.py"),
+        "raise ImportError('hidden by the test')\n",
+    )
+    .unwrap();
+    let o = cmd(&fx)
+        .args(["run", "whisper-tiny-mlx", "--json", "--audio"])
+        .arg(dir.join("tone.flac"))
+        .arg("--python")
+        .arg(venv_dir())
+        .env("PYTHONPATH", &hide)
+        .env("PATH", "/nonexistent")
         .output()
         .unwrap();
-    let has_av = o.status.success();
-    let has_ffmpeg = ["/usr/bin/ffmpeg", "/usr/local/bin/ffmpeg"]
-        .iter()
-        .any(|p| Path::new(p).exists());
-    let flac = fx.tmp.path().join("clip.flac");
-    fs::write(&flac, b"fLaC\0\0\0\x22not really flac").unwrap();
-    let o = run(
+    let v = envelope(&o);
+    assert_eq!(v["error"]["type"], "decoder_missing", "{v}");
+    let m = v["error"]["message"].as_str().unwrap();
+    assert!(m.contains("PyAV") && m.contains("ffmpeg"), "{m}");
+    // A file that claims to be FLAC but is not: PyAV's own error, as invalid_media.
+    let fake = dir.join("fake.flac");
+    fs::write(&fake, b"fLaC\0\0\0\x22not really flac").unwrap();
+    let v = envelope(&run(
         &fx,
         &[
             "whisper-tiny-mlx",
             "--audio",
-            flac.to_str().unwrap(),
+            fake.to_str().unwrap(),
             "--json",
         ],
-    );
-    let v = envelope(&o);
-    let t = v["error"]["type"].as_str().unwrap_or_default();
-    if has_av || has_ffmpeg {
-        assert_eq!(t, "invalid_media", "{v}");
-    } else {
-        assert_eq!(t, "decoder_missing", "{v}");
-        let m = v["error"]["message"].as_str().unwrap();
-        assert!(m.contains("PyAV") && m.contains("ffmpeg"), "{m}");
-    }
+    ));
+    assert_eq!(v["error"]["type"], "invalid_media", "{v}");
 }
 
 #[test]
@@ -738,4 +809,80 @@ print(json.dumps(out))
     let h = crate::serve::get_json(&s.addr, "/health", &[]).1;
     assert!(!h["workers"].as_array().unwrap().is_empty(), "{h}");
     assert_eq!(tree_state(&fx.hf_home), before);
+}
+
+#[test]
+fn serve_fetches_image_urls_only_when_allowed() {
+    crate::require!(Python);
+    let fx = Fx::new();
+    make_vlm(&fx, "tiny-vlm");
+    let img = images(&fx.tmp.path().join("img"));
+    let png = img.join("red.png");
+    let want = ok(
+        &fx,
+        &[
+            &[
+                "tiny-vlm",
+                "Describe the image.",
+                "--image",
+                png.to_str().unwrap(),
+            ],
+            VLM_ARGS,
+        ]
+        .concat(),
+    )["text"]
+        .clone();
+    // A file server on loopback (the only kind of address a test may fetch from).
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut files = Command::new(venv_python())
+        .args([
+            "-m",
+            "http.server",
+            "--bind",
+            "127.0.0.1",
+            &port.to_string(),
+            "--directory",
+        ])
+        .arg(&img)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "http.server did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let s = crate::serve::Served::start(&fx, &["--allow-remote-images"]);
+    let v = openai(
+        &s.url(),
+        &format!(
+            r#"
+def ask(url):
+    try:
+        r = c.chat.completions.create(model="tiny-vlm", max_tokens=12, temperature=0,
+            extra_body={{"repetition_penalty": 1}},
+            messages=[{{"role": "user", "content": [{{"type": "image_url", "image_url": {{"url": url}}}},
+                                                    {{"type": "text", "text": "Describe the image."}}]}}])
+        return r.choices[0].message.content
+    except openai.APIStatusError as e:
+        return [e.status_code, e.body.get("type"), e.body.get("message")]
+print(json.dumps({{"ok": ask("http://127.0.0.1:{port}/red.png"),
+                  "missing": ask("http://127.0.0.1:{port}/nothing.png"),
+                  "gif": ask("http://127.0.0.1:{port}/red.gif")}}))
+"#
+        ),
+    );
+    let _ = files.kill();
+    let _ = files.wait();
+    assert_eq!(v["ok"], want, "{v}");
+    assert_eq!(v["missing"][0], 400, "{v}");
+    assert_eq!(v["missing"][1], "invalid_media", "{v}");
+    assert_eq!(v["gif"][1], "invalid_media", "{v}");
 }
