@@ -565,25 +565,43 @@ class MediaWorker:
         else:
             text = self.g.vlm_prompt(self.model, self.processor, messages, len(images))
         job_id = job["id"]
-        stop = [s for s in job.get("stop") or [] if s]
-        sent = {"text": ""}
+        stops = [s for s in job.get("stop") or [] if s]
+        st = {"text": "", "released": 0, "stopped": False}
+
+        def release(end):
+            piece = st["text"][st["released"]:end]
+            st["released"] = end
+            if piece:
+                self.send({"event": "token", "id": job_id, "text": piece})
 
         def on_text(piece):
-            sent["text"] += piece
-            self.send({"event": "token", "id": job_id, "text": piece})
+            # Stop sequences: the text ends before the first; what could begin one is held.
+            if st["stopped"]:
+                return
+            st["text"] += piece
+            t = st["text"]
+            hits = [i for i in (t.find(s, st["released"]) for s in stops) if i >= 0]
+            if hits:
+                st["stopped"] = True
+                release(min(hits))
+            else:
+                release(len(t) - _held(t[st["released"]:], stops))
 
-        cancelled = lambda: self.exiting or job_id in self.cancelled  # noqa: E731
-        out = self.g.vlm_generate(self.model, self.processor, text, images, job, on_text, cancelled)
-        reason = "cancelled" if out["finish_reason"] == "interrupted" else out["finish_reason"]
-        if reason not in ("stop", "length", "cancelled"):
+        def should_stop():
+            return self.exiting or job_id in self.cancelled or st["stopped"]
+
+        out = self.g.vlm_generate(self.model, self.processor, text, images, job, on_text, should_stop)
+        if st["stopped"]:
             reason = "stop"
-        result = out["text"]
-        for s in stop:
-            i = result.find(s)
-            if i >= 0:
-                result, reason = result[:i], "stop"
-        self._done(job_id, reason, result, out["prompt_tokens"], out["generation_tokens"],
-                   {"images": len(images)})
+        else:
+            release(len(st["text"]))
+            reason = out["finish_reason"]
+            if reason == "interrupted":
+                reason = "cancelled"
+            elif reason not in ("stop", "length"):
+                reason = "stop"
+        self._done(job_id, reason, st["text"][:st["released"]], out["prompt_tokens"],
+                   out["generation_tokens"], {"images": len(images)})
 
     def _transcribe(self, job):
         if self.backend != "mlx-whisper":

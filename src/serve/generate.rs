@@ -359,7 +359,7 @@ async fn answer(
             .await?
             .map_err(ApiError::refused)?
     };
-    super::media::check_input(&served, req.images > 0)?;
+    super::media::check_input(&served, &req.job, req.images > 0)?;
     if req.images > 0 {
         super::media::fetch_remote_images(srv, &mut req.job).await?;
     }

@@ -88,8 +88,9 @@ pub fn image_part(what: &str, url: &str) -> Result<Value, ApiError> {
 }
 
 /// Refuse, with HTTP 422, a chat or completion request the model cannot take: any request to
-/// a speech-to-text model, images to a model without the `vision` capability.
-pub fn check_input(served: &Served, has_images: bool) -> Result<(), ApiError> {
+/// a speech-to-text model, images to a model without the `vision` capability, and `logprobs`
+/// or `tools` for a vision model (mlx-vlm's generation has neither).
+pub fn check_input(served: &Served, job: &GenJob, has_images: bool) -> Result<(), ApiError> {
     let incompatible = |m: String| {
         ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -102,6 +103,13 @@ pub fn check_input(served: &Served, has_images: bool) -> Result<(), ApiError> {
             "{} is a speech-to-text model: send audio to POST /v1/audio/transcriptions",
             served.id
         ))),
+        Backend::MlxVlm if job.logprobs.is_some() || job.tools.is_some() => {
+            Err(incompatible(format!(
+                "{} is a vision model (served by mlx-vlm): `logprobs` and `tools` are not \
+                 available for it",
+                served.id
+            )))
+        }
         Backend::MlxLm if has_images => Err(incompatible(format!(
             "{} cannot take images: it has no `vision` capability (GET /v1/models lists each \
              model's capabilities)",

@@ -701,6 +701,15 @@ fn serve_images_and_transcriptions_through_the_openai_client() {
             "--json",
         ],
     );
+    // A stop sequence: two characters from the middle of the text (or one past its end).
+    let chars: Vec<char> = want_image.as_str().unwrap().chars().collect();
+    let stop: String = if chars.len() >= 4 {
+        chars[2..4].iter().collect()
+    } else {
+        "@@@@".into()
+    };
+    let full = want_image.as_str().unwrap();
+    let cut = full.find(&stop).map_or(full, |i| &full[..i]).to_string();
     let s = crate::serve::Served::start(&fx, &[]);
     let url = s.url();
     let models = crate::serve::get_json(&s.addr, "/v1/models", &[]).1;
@@ -726,6 +735,13 @@ png = base64.b64encode(open({png:?}, "rb").read()).decode()
 msg = [{{"role": "user", "content": [
     {{"type": "image_url", "image_url": {{"url": "data:image/png;base64," + png}}}},
     {{"type": "text", "text": "Describe the image."}}]}}]
+def status(f):
+    try:
+        f()
+        return None
+    except openai.APIStatusError as e:
+        return [e.status_code, e.body.get("type") if isinstance(e.body, dict) else None,
+                e.body.get("message") if isinstance(e.body, dict) else str(e.body)]
 out = {{}}
 r = c.chat.completions.create(model="tiny-vlm", messages=msg, max_tokens=12, temperature=0,
                               extra_body={{"repetition_penalty": 1}})
@@ -734,15 +750,15 @@ out["usage"] = r.usage.completion_tokens
 st = c.chat.completions.create(model="tiny-vlm", messages=msg, max_tokens=12, temperature=0,
                                stream=True, extra_body={{"repetition_penalty": 1}})
 out["stream"] = "".join(ch.choices[0].delta.content or "" for ch in st if ch.choices)
+stop = {stop:?}
+out["stop"] = c.chat.completions.create(model="tiny-vlm", messages=msg, max_tokens=12, temperature=0,
+    stop=[stop], extra_body={{"repetition_penalty": 1}}).choices[0].message.content
+out["stop_stream"] = "".join(ch.choices[0].delta.content or "" for ch in c.chat.completions.create(
+    model="tiny-vlm", messages=msg, max_tokens=12, temperature=0, stop=[stop], stream=True,
+    extra_body={{"repetition_penalty": 1}}) if ch.choices)
+out["logprobs"] = status(lambda: c.chat.completions.create(model="tiny-vlm", messages=msg, max_tokens=2, logprobs=True))
 out["text_only"] = c.chat.completions.create(model="tiny-vlm", max_tokens=4, temperature=0,
     messages=[{{"role": "user", "content": "Hello"}}]).choices[0].message.content is not None
-def status(f):
-    try:
-        f()
-        return None
-    except openai.APIStatusError as e:
-        return [e.status_code, e.body.get("type") if isinstance(e.body, dict) else None,
-                e.body.get("message") if isinstance(e.body, dict) else str(e.body)]
 out["text_model_image"] = status(lambda: c.chat.completions.create(model="tiny", messages=msg, max_tokens=2))
 out["whisper_chat"] = status(lambda: c.chat.completions.create(model="whisper-tiny-mlx",
     messages=[{{"role": "user", "content": "hi"}}], max_tokens=2))
@@ -768,6 +784,9 @@ print(json.dumps(out))
     );
     assert_eq!(v["chat"], want_image, "{v}");
     assert_eq!(v["stream"], want_image, "{v}");
+    assert_eq!(v["stop"], cut.as_str(), "{v}");
+    assert_eq!(v["stop_stream"], cut.as_str(), "{v}");
+    assert_eq!(v["logprobs"][0], 422, "{v}");
     assert_eq!(v["text_only"], true);
     assert_eq!(v["text_model_image"][0], 422, "{v}");
     assert!(
