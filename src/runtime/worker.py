@@ -2,8 +2,10 @@
 
     python -c WORKER_PY EVENTS_FD CONFIG_JSON GENERATE_PY_SOURCE
 
-CONFIG_JSON is {"model_path": PATH, "prompt_cache_size"?: N, "prompt_cache_bytes"?: N} (mlxfs
-sets neither yet: the defaults below hold). GENERATE_PY_SOURCE is generate.py, run here as a
+CONFIG_JSON is {"model_path": PATH, "backend"?: "mlx-lm"|"mlx-vlm"|"mlx-whisper",
+"prompt_cache_size"?: N, "prompt_cache_bytes"?: N} (mlxfs sets neither cache size yet: the
+defaults below hold). A vision (mlx-vlm) or speech (mlx-whisper) model is run by `MediaWorker`
+(one job at a time; its docstring has its jobs); what follows describes the text worker. GENERATE_PY_SOURCE is generate.py, run here as a
 module for the code both share (imports, the environment report, loading with every guard against
 model-supplied code, the chat template, sampling, the event writer).
 
