@@ -228,6 +228,21 @@ fn run_image_same_text_from_path_name_mount_subprocess_and_mlx_vlm() {
     assert_eq!(s["python"]["mode"], "subprocess");
     assert_eq!(s["text"], text.as_str());
 
+    // The same model in the hub cache: run by its id, under its own per-model cache.
+    assert_eq!(tree_state(&fx.hf_home), before);
+    fx.hub_model("org/tiny-vlm-hub", &files_of(&ws));
+    let before = tree_state(&fx.hf_home);
+    let mut hub = args.clone();
+    hub[0] = "org/tiny-vlm-hub";
+    let h = ok(&fx, &hub);
+    assert_eq!(h["text"], text.as_str());
+    let hub_home = h["python"]["hf_home"].as_str().unwrap().to_string();
+    assert!(hub_home.contains("hf-cache"), "{hub_home}");
+    assert!(
+        !hub_home.starts_with(fx.hf_home.to_str().unwrap()),
+        "{hub_home}"
+    );
+
     let m = Mount::start(&fx, &[]);
     let through = m.dir.join("tiny-vlm");
     args[0] = through.to_str().unwrap();
@@ -437,6 +452,21 @@ fn run_audio_same_transcript_from_path_name_mount_and_mlx_whisper() {
             &["whisper-tiny-mlx", "--audio", c, "--json", "--subprocess"]
         )["text"],
         text
+    );
+    assert_eq!(tree_state(&fx.hf_home), before);
+    fx.hub_model("mlx-community/whisper-tiny-hub-mlx", &files_of(&ws));
+    let before = tree_state(&fx.hf_home);
+    let h = ok(
+        &fx,
+        &["mlx-community/whisper-tiny-hub-mlx", "--audio", c, "--json"],
+    );
+    assert_eq!(h["text"], text);
+    assert!(
+        h["python"]["hf_home"]
+            .as_str()
+            .unwrap()
+            .contains("hf-cache"),
+        "{h}"
     );
     let m = Mount::start(&fx, &[]);
     let through = m.dir.join("whisper-tiny-mlx");
