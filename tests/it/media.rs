@@ -935,3 +935,71 @@ print(json.dumps({{"ok": ask("http://127.0.0.1:{port}/red.png"),
     assert_eq!(v["missing"][1], "invalid_media", "{v}");
     assert_eq!(v["gif"][1], "invalid_media", "{v}");
 }
+
+#[test]
+fn serve_loads_vision_and_speech_models_through_a_mount() {
+    crate::require!(Python, Fuse);
+    let fx = Fx::new();
+    make_vlm(&fx, "tiny-vlm");
+    let ws = make_whisper(&fx, "whisper-tiny-mlx", &[]);
+    let img = images(&fx.tmp.path().join("img"));
+    let png = img.join("red.png");
+    let clip = fx.tmp.path().join("tone.wav");
+    wav(&clip, 1.0);
+    let want_image = ok(
+        &fx,
+        &[
+            &[
+                "tiny-vlm",
+                "Describe the image.",
+                "--image",
+                png.to_str().unwrap(),
+            ],
+            VLM_ARGS,
+        ]
+        .concat(),
+    )["text"]
+        .clone();
+    let want_audio = ok(
+        &fx,
+        &[
+            "whisper-tiny-mlx",
+            "--audio",
+            clip.to_str().unwrap(),
+            "--json",
+        ],
+    )["text"]
+        .clone();
+    let m = Mount::start(&fx, &[]);
+    let (v, a) = (m.dir.join("tiny-vlm"), m.dir.join("whisper-tiny-mlx"));
+    let s = crate::serve::Served::start(
+        &fx,
+        &[
+            "--model",
+            v.to_str().unwrap(),
+            "--model",
+            a.to_str().unwrap(),
+            "--max-loaded",
+            "2",
+        ],
+    );
+    let out = openai(
+        &s.url(),
+        &format!(
+            r#"
+png = base64.b64encode(open({png:?}, "rb").read()).decode()
+r = c.chat.completions.create(model="tiny-vlm", max_tokens=12, temperature=0, extra_body={{"repetition_penalty": 1}},
+    messages=[{{"role": "user", "content": [{{"type": "image_url", "image_url": {{"url": "data:image/png;base64," + png}}}},
+                                            {{"type": "text", "text": "Describe the image."}}]}}])
+t = c.audio.transcriptions.create(model="whisper-tiny-mlx", file=open({clip:?}, "rb"))
+print(json.dumps({{"image": r.choices[0].message.content, "audio": t.text}}))
+"#
+        ),
+    );
+    assert_eq!(out["image"], want_image, "{out}");
+    assert_eq!(out["audio"], want_audio, "{out}");
+    // The workers read the weights through the mount; their caches are the real folders.
+    assert!(ws.join(".hf_cache").is_dir());
+    drop(s);
+    drop(m);
+}
