@@ -13,6 +13,32 @@ pub const MAX_IMAGES: usize = 10;
 /// Most bytes of one audio file (mlx-knife's limit).
 pub const AUDIO_MAX_BYTES: u64 = 50 * 1024 * 1024;
 
+/// Whisper's language codes (its tokenizer's `LANGUAGES`, in its order).
+pub const WHISPER_LANGUAGES: &[&str] = &[
+    "en", "zh", "de", "es", "ru", "ko", "fr", "ja", "pt", "tr", "pl", "ca", "nl", "ar", "sv", "it",
+    "id", "hi", "fi", "vi", "he", "uk", "el", "ms", "cs", "ro", "da", "hu", "ta", "no", "th", "ur",
+    "hr", "bg", "lt", "la", "mi", "ml", "cy", "sk", "te", "fa", "lv", "bn", "sr", "az", "sl", "kn",
+    "et", "mk", "br", "eu", "is", "hy", "ne", "mn", "bs", "kk", "sq", "sw", "gl", "mr", "pa", "si",
+    "km", "sn", "yo", "so", "af", "oc", "ka", "be", "tg", "sd", "gu", "am", "yi", "lo", "uz", "fo",
+    "ht", "ps", "tk", "nn", "mt", "sa", "lb", "my", "bo", "tl", "mg", "as", "tt", "haw", "ln",
+    "ha", "ba", "jw", "su", "yue",
+];
+
+/// A `--language` (or a transcription's `language`) as Whisper takes it: one of
+/// [`WHISPER_LANGUAGES`], any case; Err says what is accepted.
+pub fn whisper_language(s: &str) -> Result<String, String> {
+    let code = s.trim().to_ascii_lowercase();
+    if WHISPER_LANGUAGES.contains(&code.as_str()) {
+        Ok(code)
+    } else {
+        Err(format!(
+            "`{}` is not a Whisper language code (one of: {})",
+            crate::text::one_line(s),
+            WHISPER_LANGUAGES.join(", ")
+        ))
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ImageFormat {
     Png,
@@ -210,6 +236,15 @@ mod tests {
         assert_eq!(sniff_audio(b"\0\0\0\x20ftypM4A "), Some(AudioFormat::M4a));
         assert_eq!(sniff_audio(b"OggS\0"), Some(AudioFormat::Ogg));
         assert_eq!(sniff_audio(b"\x89PNG\r\n\x1a\n"), None);
+    }
+
+    #[test]
+    fn languages() {
+        assert_eq!(WHISPER_LANGUAGES.len(), 100);
+        assert_eq!(whisper_language(" DE ").unwrap(), "de");
+        assert_eq!(whisper_language("yue").unwrap(), "yue");
+        assert!(whisper_language("german").is_err());
+        assert!(whisper_language("xx").unwrap_err().contains("en, zh, de"));
     }
 
     #[test]

@@ -138,7 +138,8 @@ pub struct RunArgs {
     pub audio: Option<PathBuf>,
     /// The spoken language of --audio (a Whisper code: en, de, fr, ...); detected when not
     /// given
-    #[arg(long, value_name = "LANG", requires = "audio")]
+    #[arg(long, value_name = "LANG", requires = "audio",
+          value_parser = crate::media::whisper_language)]
     pub language: Option<String>,
     /// Translate the speech of --audio into English instead of transcribing it (Whisper
     /// models with the `audio-translate-en` capability)

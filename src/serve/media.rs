@@ -297,6 +297,13 @@ async fn audio(srv: Arc<Server>, translate: bool, mp: Multipart) -> Result<Respo
             )));
         }
     };
+    let language = match form.language.as_deref() {
+        None => None,
+        Some(l) => Some(
+            media::whisper_language(l)
+                .map_err(|why| ApiError::bad_request(format!("`language`: {why}")))?,
+        ),
+    };
     let temperature = match form.temperature.as_deref() {
         None => 0.0,
         Some(t) => t
@@ -360,7 +367,7 @@ async fn audio(srv: Arc<Server>, translate: bool, mp: Multipart) -> Result<Respo
             "name": shown,
         })),
         prompt: form.prompt,
-        language: form.language,
+        language,
         translate,
         temperature,
         max_tokens: 1,

@@ -375,6 +375,14 @@ fn media_refusals_come_before_python_starts() {
     for args in [
         vec!["run", "tiny", "hi", "--language", "en"],
         vec!["run", "tiny", "hi", "--translate"],
+        vec![
+            "run",
+            "whisper-tiny-mlx",
+            "--audio",
+            c,
+            "--language",
+            "klingon",
+        ],
         vec!["run", "tiny-vlm", "hi", "--image", p, "--audio", c],
     ] {
         let o = cmd(&fx).args(&args).output().unwrap();
@@ -805,6 +813,7 @@ out["verbose"] = {{"text": vj.text, "language": vj.language, "duration": vj.dura
 out["srt"] = c.audio.transcriptions.create(model="whisper-tiny-mlx", file=f(), response_format="srt")
 out["vtt"] = c.audio.transcriptions.create(model="whisper-tiny-mlx", file=f(), response_format="vtt")
 out["translation"] = c.audio.translations.create(model="whisper-tiny-mlx", file=f()).text
+out["bad_language"] = status(lambda: c.audio.transcriptions.create(model="whisper-tiny-mlx", file=f(), language="xx"))
 out["text_model_audio"] = status(lambda: c.audio.transcriptions.create(model="tiny", file=f()))
 out["not_audio"] = status(lambda: c.audio.transcriptions.create(model="whisper-tiny-mlx",
     file=("x.wav", open({png:?}, "rb"))))
@@ -852,6 +861,7 @@ print(json.dumps(out))
     assert!(vtt.starts_with("WEBVTT\n"), "{vtt}");
     assert!(v["translation"].is_string());
     assert_eq!(v["text_model_audio"][0], 422, "{v}");
+    assert_eq!(v["bad_language"][0], 400, "{v}");
     assert_eq!(v["not_audio"][0], 400, "{v}");
     assert_eq!(v["not_audio"][1], "invalid_media", "{v}");
     // Every worker ran under its model's own isolated cache; the shared cache is untouched.
