@@ -991,6 +991,7 @@ fn serve_loads_vision_and_speech_models_through_a_mount() {
             a.to_str().unwrap(),
             "--max-loaded",
             "2",
+            "--offline",
         ],
     );
     let out = openai(
