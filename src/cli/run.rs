@@ -142,9 +142,11 @@ pub struct RunArgs {
           value_parser = crate::media::whisper_language)]
     pub language: Option<String>,
     /// Translate the speech of --audio into English instead of transcribing it (Whisper
-    /// models with the `audio-translate-en` capability)
-    #[arg(long, requires = "audio")]
-    pub translate: bool,
+    /// models with the `audio-translate-en` capability). `--translate en`, as mlx-knife
+    /// writes it, is the same: English is Whisper's only target
+    #[arg(long, requires = "audio", value_name = "en", num_args = 0..=1,
+          default_missing_value = "en", value_parser = ["en"])]
+    pub translate: Option<String>,
 }
 
 fn finite(s: &str) -> Result<f64, String> {
@@ -516,7 +518,8 @@ pub fn run(a: &RunArgs, loc: &Locations, json_mode: bool) -> Result<Output, CliE
         .hint("run `mlxfs health MODEL` for details"));
     }
     check_runnable(&d, &model, a.force)?;
-    let backend = choose_backend(&d, &model, &a.images, a.audio.as_deref(), a.translate)?;
+    let translate = a.translate.is_some();
+    let backend = choose_backend(&d, &model, &a.images, a.audio.as_deref(), translate)?;
     let mut draft = match &a.draft_model {
         Some(spec) => Some(resolve_draft(spec, loc, a.force)?),
         None => None,
@@ -570,7 +573,7 @@ pub fn run(a: &RunArgs, loc: &Locations, json_mode: bool) -> Result<Output, CliE
         images: a.images.iter().map(absolute).collect(),
         audio: a.audio.as_ref().map(absolute),
         language: a.language.clone(),
-        translate: a.translate,
+        translate,
         model_path: weights.clone(),
         prompt,
         max_tokens: a.max_tokens,
@@ -679,7 +682,7 @@ pub fn run(a: &RunArgs, loc: &Locations, json_mode: bool) -> Result<Output, CliE
                 one_line(done["language"].as_str().unwrap_or("?")),
                 done["segments"].as_array().map_or(0, Vec::len),
                 done["generation_tokens"],
-                if a.translate {
+                if translate {
                     "translated"
                 } else {
                     "transcribed"
@@ -730,7 +733,7 @@ pub fn run(a: &RunArgs, loc: &Locations, json_mode: bool) -> Result<Output, CliE
             "path": p,
             "seconds": done["audio_seconds"],
             "decoder": done["decoder"],
-            "task": if a.translate { "translate" } else { "transcribe" },
+            "task": if translate { "translate" } else { "transcribe" },
         })),
         "language": done.get("language").cloned().unwrap_or(Value::Null),
         "segments": done.get("segments").cloned().unwrap_or(Value::Null),

@@ -375,6 +375,7 @@ fn media_refusals_come_before_python_starts() {
     for args in [
         vec!["run", "tiny", "hi", "--language", "en"],
         vec!["run", "tiny", "hi", "--translate"],
+        vec!["run", "whisper-tiny-mlx", "--audio", c, "--translate", "de"],
         vec![
             "run",
             "whisper-tiny-mlx",
@@ -506,6 +507,21 @@ fn run_audio_same_transcript_from_path_name_mount_and_mlx_whisper() {
     );
     assert_eq!(tr["language"], "de");
     assert_eq!(tr["audio"]["task"], "translate");
+    // mlx-knife's spelling, `--translate en`, is the same (and not a prompt word).
+    let tr2 = ok(
+        &fx,
+        &[
+            "whisper-tiny-mlx",
+            "--audio",
+            c,
+            "--json",
+            "--language",
+            "de",
+            "--translate",
+            "en",
+        ],
+    );
+    assert_eq!(tr2["text"], tr["text"]);
     assert_eq!(tree_state(&fx.hf_home), before);
 }
 
