@@ -23,12 +23,14 @@ command -v cargo >/dev/null || { echo "$0: cargo not found (install Rust: https:
 # The test venv (target/test-venv): mlx's CPU build, mlx-lm, safetensors, all pinned.
 ensure_test_venv() {
   local venv=target/test-venv
-  if ! "$venv/bin/python" -c 'import mlx_lm, safetensors.numpy' >/dev/null 2>&1 \
+  if ! "$venv/bin/python" -c 'import mlx_lm, mlx_vlm, safetensors.numpy, importlib.util as u; assert u.find_spec("mlx_whisper")' >/dev/null 2>&1 \
      || ! cmp -s scripts/test-requirements.txt "$venv/requirements.txt"; then
-    echo "== creating $venv (mlx, mlx-lm, safetensors; pinned in scripts/test-requirements.txt)"
+    echo "== creating $venv (mlx, mlx-lm, mlx-vlm, mlx-whisper, safetensors; pinned in scripts/test-requirements.txt)"
     rm -rf "$venv"
     /usr/bin/python3 -m venv "$venv"
-    "$venv/bin/pip" install -q --disable-pip-version-check -r scripts/test-requirements.txt
+    # --no-deps: the file pins every package; mlx-whisper declares torch and mlx-vlm a
+    # server, a UI and opencv, none of which the tests import (see the file's header).
+    "$venv/bin/pip" install -q --disable-pip-version-check --no-deps -r scripts/test-requirements.txt
     cp scripts/test-requirements.txt "$venv/requirements.txt"
   fi
 }

@@ -87,6 +87,9 @@ error_types! {
     DraftMismatch => "draft_mismatch",
     RemoteCodeRequired => "remote_code_required",
     GenerationFailed => "generation_failed",
+    InvalidMedia => "invalid_media",
+    MediaTooLarge => "media_too_large",
+    DecoderMissing => "decoder_missing",
     // Archive and restore.
     InvalidArchive => "invalid_archive",
     UnsupportedArchive => "unsupported_archive",

@@ -2,9 +2,9 @@
 //!
 //! The core (`catalog`, `hash`) knows nothing of the CLI, FUSE, Python or HTTP; the adapters
 //! (`cli`, `fuse` over `vfs`, `runtime`, `hub`) turn its answers into output. The leaf modules
-//! (`text`, `sys`, `env`, `error`, `mountprobe`, `timefmt`, `jsonfmt`, `envelope`, `state`)
-//! import nothing else of mlxfs; `hints` is wording shared by the adapters. The arrows are
-//! checked by a test (tests/it/arch.rs) and drawn in docs/ARCHITECTURE.md.
+//! (`text`, `sys`, `env`, `error`, `mountprobe`, `timefmt`, `jsonfmt`, `envelope`, `state`,
+//! `media`) import nothing else of mlxfs; `hints` is wording shared by the adapters. The
+//! arrows are checked by a test (tests/it/arch.rs) and drawn in docs/ARCHITECTURE.md.
 
 pub mod archive;
 pub mod catalog;
@@ -18,6 +18,7 @@ pub mod hash;
 pub mod hints;
 pub mod hub;
 pub mod jsonfmt;
+pub mod media;
 pub mod mountprobe;
 pub mod osjunk;
 pub mod runtime;

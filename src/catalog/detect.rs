@@ -459,6 +459,42 @@ fn audio_backend_is_stt(root: &Path, cfg: &Map<String, Value>) -> Option<bool> {
     None
 }
 
+/// The keys of mlx-whisper's `ModelDimensions`, which its `config.json` holds.
+const WHISPER_DIMS: &[&str] = &[
+    "n_mels",
+    "n_audio_ctx",
+    "n_audio_state",
+    "n_audio_head",
+    "n_audio_layer",
+    "n_vocab",
+    "n_text_ctx",
+    "n_text_state",
+    "n_text_head",
+    "n_text_layer",
+];
+
+/// Is the folder a Whisper checkpoint in mlx-whisper's layout (the `mlx-community/whisper-*`
+/// conversions): `config.json` with the model's dimensions and `weights.safetensors` (or
+/// `weights.npz`)? Err names what is missing.
+pub fn whisper_layout(root: &Path) -> Result<(), String> {
+    let cfg = json_obj(&root.join("config.json")).unwrap_or_default();
+    let missing: Vec<&str> = WHISPER_DIMS
+        .iter()
+        .copied()
+        .filter(|k| !cfg.get(*k).is_some_and(Value::is_u64))
+        .collect();
+    if !missing.is_empty() {
+        return Err(format!(
+            "config.json lacks mlx-whisper's dimensions ({})",
+            missing.join(", ")
+        ));
+    }
+    if !root.join("weights.safetensors").is_file() && !root.join("weights.npz").is_file() {
+        return Err("no weights.safetensors or weights.npz".into());
+    }
+    Ok(())
+}
+
 /// `runtime_compatible` and its reason for a healthy model.
 pub fn runtime(
     name: &str,

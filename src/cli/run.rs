@@ -44,8 +44,16 @@ interpreter). It needs mlx and mlx-lm: pip install \"mlx[cpu]\" mlx-lm (Linux) o
 (macOS). When the venv's Python is not the one mlxfs embeds, the same code runs in a
 subprocess of that Python.
 
+Vision and speech: --image FILE (repeatable) runs a model with the `vision` capability
+with mlx-vlm; --audio FILE runs a Whisper (capability `audio`) with mlx-whisper, which ships
+Whisper's tokenizer (no download, no processor files needed). WAV needs nothing more; MP3,
+FLAC, M4A and Ogg need PyAV (pip install av) or the ffmpeg program. What a model cannot take
+is refused before Python starts.
+
 Examples:
   mlxfs run ./my-ws \"Explain FUSE\"
+  mlxfs run pixtral \"What is in this picture?\" --image photo.jpg
+  mlxfs run whisper-large-v3-mlx --audio clip.wav --language en --json
   mlxfs run ~/models-mnt/org/repo --max-tokens 64 --seed 1 \"Hello\"
   echo \"Summarise this\" | mlxfs run qwen -
   mlxfs run ./my-ws \"Hello\" --draft-model mlx-community/Qwen3-0.6B-4bit")]
@@ -63,9 +71,9 @@ pub struct RunArgs {
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_tokens: u32,
     /// Sampling temperature, 0 or more: 0 always picks the likeliest token; higher is more
-    /// varied
-    #[arg(long, value_name = "T", default_value_t = 0.7, value_parser = non_negative)]
-    pub temperature: f64,
+    /// varied [default: 0.7; 0 with --audio]
+    #[arg(long, value_name = "T", value_parser = non_negative)]
+    pub temperature: Option<f64>,
     /// Nucleus sampling, above 0 and at most 1: pick only among the likeliest tokens whose
     /// probabilities add up to P (1 turns it off)
     #[arg(long = "top-p", value_name = "P", default_value_t = 0.9, value_parser = probability)]
@@ -118,6 +126,27 @@ pub struct RunArgs {
     #[arg(long = "num-draft-tokens", value_name = "N", default_value_t = 3,
           requires = "draft_model", value_parser = clap::value_parser!(u32).range(1..=64))]
     pub num_draft_tokens: u32,
+    /// An image for a vision model (capability `vision`), run with mlx-vlm: PNG, JPEG or WebP
+    /// (told by its bytes), at most 10 MiB, EXIF orientation applied; repeat for more (at
+    /// most 10)
+    #[arg(long = "image", value_name = "FILE", conflicts_with_all = ["draft_model", "audio"])]
+    pub images: Vec<PathBuf>,
+    /// Audio for a speech-to-text model (capability `audio`: Whisper, run with mlx-whisper):
+    /// WAV, MP3, FLAC, M4A or Ogg, at most 50 MiB. The transcript goes to stdout; a PROMPT is
+    /// optional (Whisper's initial prompt: spelling, names)
+    #[arg(long, value_name = "FILE", conflicts_with = "draft_model")]
+    pub audio: Option<PathBuf>,
+    /// The spoken language of --audio (a Whisper code: en, de, fr, ...); detected when not
+    /// given
+    #[arg(long, value_name = "LANG", requires = "audio",
+          value_parser = crate::media::whisper_language)]
+    pub language: Option<String>,
+    /// Translate the speech of --audio into English instead of transcribing it (Whisper
+    /// models with the `audio-translate-en` capability). `--translate en`, as mlx-knife
+    /// writes it, is the same: English is Whisper's only target
+    #[arg(long, requires = "audio", value_name = "en", num_args = 0..=1,
+          default_missing_value = "en", value_parser = ["en"])]
+    pub translate: Option<String>,
 }
 
 fn finite(s: &str) -> Result<f64, String> {
@@ -341,11 +370,112 @@ pub(super) fn check_runnable(d: &Described, model: &ModelRef, force: bool) -> Re
     record::runtime_as_mlx(d).map_err(|why| incompatible(&format!("{why} (even with --force)")))
 }
 
+fn media_error(e: crate::media::MediaError) -> CliError {
+    let kind = match e.kind {
+        crate::media::MediaErrorKind::Invalid => ErrorType::InvalidMedia,
+        crate::media::MediaErrorKind::TooLarge => ErrorType::MediaTooLarge,
+    };
+    CliError::new(kind, e.message)
+}
+
+/// The capabilities as `list` shows them (`text-generation, chat`).
+fn caps_of(d: &Described) -> String {
+    let c: Vec<&str> = d.record.capabilities.iter().map(|c| c.as_str()).collect();
+    if c.is_empty() {
+        "none".into()
+    } else {
+        c.join(", ")
+    }
+}
+
+/// The backend for this model and these inputs, or a refusal before any Python starts: images
+/// for a model without `vision`, audio for one without `audio`, a speech-to-text model
+/// without audio, `--translate` where the model cannot, a speech model in a layout mlx-whisper
+/// does not read, and media files that are not what they must be (by their bytes) or too
+/// large.
+pub(super) fn choose_backend(
+    d: &Described,
+    model: &ModelRef,
+    images: &[PathBuf],
+    audio: Option<&std::path::Path>,
+    translate: bool,
+) -> Result<runtime::Backend, CliError> {
+    use crate::catalog::verdict::{Capability, ModelType};
+    let has = |c: Capability| d.record.capabilities.contains(&c);
+    let spec = model.spec();
+    let incompatible = |why: String| CliError::new(ErrorType::ModelIncompatible, why);
+    if !images.is_empty() {
+        if !has(Capability::Vision) {
+            return Err(incompatible(format!(
+                "{spec} cannot take images: it has no `vision` capability (its capabilities: {})",
+                caps_of(d)
+            ))
+            .hint("`mlxfs list` marks vision models `+vision`"));
+        }
+        if images.len() > crate::media::MAX_IMAGES {
+            return Err(CliError::new(
+                ErrorType::InvalidMedia,
+                format!(
+                    "{} images given; at most {} per run",
+                    images.len(),
+                    crate::media::MAX_IMAGES
+                ),
+            ));
+        }
+        for i in images {
+            crate::media::check_image_file(i).map_err(media_error)?;
+        }
+        return Ok(runtime::Backend::MlxVlm);
+    }
+    let stt = d.record.model_type == ModelType::Audio;
+    if let Some(file) = audio {
+        if !has(Capability::Audio) {
+            return Err(incompatible(format!(
+                "{spec} cannot take audio: it has no `audio` capability (its capabilities: {})",
+                caps_of(d)
+            ))
+            .hint("`mlxfs list` marks speech models `+audio`"));
+        }
+        if !stt {
+            return Err(incompatible(format!(
+                "{spec} takes audio inside a multimodal chat, which mlxfs does not run yet: \
+                 --audio runs speech-to-text models (Whisper)"
+            )));
+        }
+        crate::catalog::detect::whisper_layout(&model.path).map_err(|why| {
+            incompatible(format!(
+                "{spec} is a speech model mlxfs cannot run: mlxfs runs Whisper checkpoints in \
+                 mlx-whisper's layout (the mlx-community/whisper-* conversions), and {why}"
+            ))
+        })?;
+        if translate && !has(Capability::AudioTranslateEn) {
+            return Err(incompatible(format!(
+                "{spec} cannot translate: English-only and turbo Whisper models only transcribe \
+                 (no `audio-translate-en` capability)"
+            ))
+            .hint("drop --translate, or use a multilingual Whisper"));
+        }
+        crate::media::check_audio_file(file).map_err(media_error)?;
+        return Ok(runtime::Backend::MlxWhisper);
+    }
+    if stt {
+        return Err(incompatible(format!(
+            "{spec} is a speech-to-text model: give it --audio FILE (a prompt is optional)"
+        ))
+        .hint("mlxfs run MODEL --audio clip.wav [--language en] [--translate]"));
+    }
+    Ok(runtime::Backend::MlxLm)
+}
+
 fn read_prompt(a: &RunArgs) -> Result<String, CliError> {
     let p = match &a.prompt_text {
         Some(p) => p.clone(),
         None => a.prompt.join(" "),
     };
+    // Speech to text: the prompt is optional (Whisper's initial prompt).
+    if a.audio.is_some() && p.trim().is_empty() {
+        return Ok(String::new());
+    }
     if p == "-" {
         let mut s = String::new();
         std::io::stdin().read_to_string(&mut s).map_err(|e| {
@@ -422,6 +552,8 @@ pub fn run(a: &RunArgs, loc: &Locations, json_mode: bool) -> Result<Output, CliE
     } else {
         check_runnable(&d, &model, a.force)?;
     }
+    let translate = a.translate.is_some();
+    let backend = choose_backend(&d, &model, &a.images, a.audio.as_deref(), translate)?;
     let mut draft = match &a.draft_model {
         Some(spec) => Some(resolve_draft(spec, loc, a.force)?),
         None => None,
@@ -469,11 +601,19 @@ pub fn run(a: &RunArgs, loc: &Locations, json_mode: bool) -> Result<Output, CliE
     }
     let before = runtime::snapshot(&cache);
 
+    let absolute = |p: &PathBuf| std::path::absolute(p).unwrap_or_else(|_| p.clone());
     let req = GenRequest {
+        backend,
+        images: a.images.iter().map(absolute).collect(),
+        audio: a.audio.as_ref().map(absolute),
+        language: a.language.clone(),
+        translate,
         model_path: weights.clone(),
         prompt,
         max_tokens: a.max_tokens,
-        temperature: a.temperature,
+        temperature: a
+            .temperature
+            .unwrap_or(if a.audio.is_some() { 0.0 } else { 0.7 }),
         top_p: a.top_p,
         repetition_penalty: (a.repetition_penalty != 1.0).then_some(a.repetition_penalty),
         seed: a.seed,
@@ -570,15 +710,31 @@ pub fn run(a: &RunArgs, loc: &Locations, json_mode: bool) -> Result<Output, CliE
         if let Some(why) = &why_not_embedded {
             crate::note!("note: ran in a subprocess ({why})");
         }
-        crate::note!(
-            "prompt: {} tokens, {:.1} tokens/s | generation: {} tokens, {:.1} tokens/s | first token {:.2}s, total {:.2}s",
-            done["prompt_tokens"],
-            done["prompt_tps"].as_f64().unwrap_or(0.0),
-            done["generation_tokens"],
-            done["generation_tps"].as_f64().unwrap_or(0.0),
-            s.first_token.unwrap_or(total),
-            total
-        );
+        if backend == runtime::Backend::MlxWhisper {
+            crate::note!(
+                "audio: {:.1} s, language {}, {} segment(s), {} tokens | {} | total {:.2}s",
+                done["audio_seconds"].as_f64().unwrap_or(0.0),
+                one_line(done["language"].as_str().unwrap_or("?")),
+                done["segments"].as_array().map_or(0, Vec::len),
+                done["generation_tokens"],
+                if translate {
+                    "translated"
+                } else {
+                    "transcribed"
+                },
+                total
+            );
+        } else {
+            crate::note!(
+                "prompt: {} tokens, {:.1} tokens/s | generation: {} tokens, {:.1} tokens/s | first token {:.2}s, total {:.2}s",
+                done["prompt_tokens"],
+                done["prompt_tps"].as_f64().unwrap_or(0.0),
+                done["generation_tokens"],
+                done["generation_tps"].as_f64().unwrap_or(0.0),
+                s.first_token.unwrap_or(total),
+                total
+            );
+        }
         if let (Some(d), Some(n)) = (&draft, done["draft_tokens"].as_u64()) {
             crate::note!(
                 "draft {} ({}): {n} of {} tokens proposed by the draft and accepted",
@@ -606,6 +762,16 @@ pub fn run(a: &RunArgs, loc: &Locations, json_mode: bool) -> Result<Output, CliE
         "finish_reason": done["finish_reason"],
         "chat_template": done["chat_template"],
         "forced": a.force && !d.record.runtime_compatible,
+        "backend": backend.as_str(),
+        "images": req.images,
+        "audio": req.audio.as_ref().map(|p| json!({
+            "path": p,
+            "seconds": done["audio_seconds"],
+            "decoder": done["decoder"],
+            "task": if translate { "translate" } else { "transcribe" },
+        })),
+        "language": done.get("language").cloned().unwrap_or(Value::Null),
+        "segments": done.get("segments").cloned().unwrap_or(Value::Null),
         "draft": draft.as_ref().map(|dr| json!({
             "spec": dr.spec,
             "name": dr.name,

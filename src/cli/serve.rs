@@ -21,8 +21,15 @@ model runs in its own Python worker under the model's isolated cache (as `mlxfs 
 shared Hugging Face cache.
 
 Endpoints: POST /v1/chat/completions, POST /v1/completions (streaming with
-\"stream\": true), GET /v1/models[/ID], GET /health, GET /metrics (Prometheus),
-GET /api/tags (Ollama's model list).
+\"stream\": true), POST /v1/audio/transcriptions and /v1/audio/translations
+(multipart: file, model, language, prompt, response_format json|text|verbose_json|srt|vtt,
+temperature), GET /v1/models[/ID], GET /health, GET /metrics (Prometheus), GET /api/tags
+(Ollama's model list).
+
+Vision models (capability `vision`) run with mlx-vlm and take `image_url` parts as base64
+data URLs (PNG, JPEG or WebP, at most 10 MiB each); http(s) URLs only with
+--allow-remote-images. Whisper models (capability `audio`) run with mlx-whisper and answer
+the audio routes. A model that cannot take the input gets HTTP 422.
 
 Every --model is checked before the port is bound: a name that does not resolve, an
 unhealthy or unrunnable model is an error and nothing listens. With --json one line
@@ -89,6 +96,11 @@ pub struct ServeArgs {
     /// Forbid runtime downloads in the workers (HF_HUB_OFFLINE=1)
     #[arg(long)]
     pub offline: bool,
+    /// Fetch `image_url` parts that are http(s) URLs (at most 10 MiB each, 10 s). Off by
+    /// default: the server never fetches on a client's behalf, and such a part is refused
+    /// (send images as base64 data URLs)
+    #[arg(long = "allow-remote-images")]
+    pub allow_remote_images: bool,
 }
 
 /// `300`, `90s`, `5m`, `1h` → a duration.
@@ -235,6 +247,7 @@ pub fn run(a: &ServeArgs, loc: &Locations, json_mode: bool) -> Result<Output, Cl
         python,
         offline: a.offline,
         token_file: super::run::python_token_file(),
+        allow_remote_images: a.allow_remote_images,
     };
     let server = Server::new(config, loc.clone());
     for p in &preloads {

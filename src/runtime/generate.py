@@ -98,6 +98,10 @@ def _caches():
     except Exception:  # huggingface_hub missing: mlx_lm's import below reports it
         pass
     try:
+        if "transformers" not in sys.modules:
+            # mlx-whisper never imports it; importing it here would only print its advice
+            # that PyTorch is missing.
+            raise ImportError
         import transformers.utils.hub as th
         for name in ("HF_MODULES_CACHE", "TRANSFORMERS_CACHE", "PYTORCH_TRANSFORMERS_CACHE",
                      "PYTORCH_PRETRAINED_BERT_CACHE"):
@@ -173,15 +177,50 @@ def _fast_blas():
     return None
 
 
-def check_imports():
-    """None when mlx and mlx_lm import, else the `missing_dependency` error event."""
+def _numba_stand_in():
+    """mlx-whisper imports numba when it is imported, only to compile the dynamic time warping
+    of word timestamps (`timing.py`: `@numba.jit` twice), which mlxfs never asks for; numba
+    and llvmlite add about 210 MB to an environment. Without numba, a stand-in whose `jit`
+    leaves a function as it is (plain Python: correct, only slower, were it ever called) is
+    put in this process's `sys.modules`. With numba installed, nothing changes."""
+    try:
+        import numba  # noqa: F401
+        return
+    except ImportError:
+        pass
+    import types
+
+    def jit(*args, **kwargs):
+        if len(args) == 1 and callable(args[0]) and not kwargs:
+            return args[0]
+        return lambda f: f
+
+    stand_in = types.ModuleType("numba")
+    stand_in.jit = jit
+    stand_in.__mlxfs_stand_in__ = True
+    sys.modules["numba"] = stand_in
+
+
+BACKEND_MODULES = {
+    "mlx-lm": ("mlx", "mlx_lm"),
+    # mlx_lm too: its import quiets transformers' advice, and mlx-vlm builds on it.
+    "mlx-vlm": ("mlx", "mlx_lm", "mlx_vlm", "PIL"),
+    "mlx-whisper": ("mlx", "mlx_whisper"),
+}
+
+
+def check_imports(backend="mlx-lm"):
+    """None when mlx and the backend's modules import, else the `missing_dependency` error
+    event (its message: "cannot import <module> (<why>), ...")."""
     if "mlx" not in sys.modules and BLAS["blas"] is None:
         try:
             BLAS["blas"] = _fast_blas()
         except Exception:  # never a reason not to run
             BLAS["blas"] = None
+    if backend == "mlx-whisper":
+        _numba_stand_in()
     missing = []
-    for mod in ("mlx", "mlx_lm"):
+    for mod in BACKEND_MODULES.get(backend, BACKEND_MODULES["mlx-lm"]):
         try:
             __import__(mod)
         except ImportError as e:
@@ -264,6 +303,12 @@ def sampling(req):
 
 
 def _run(req, send, should_stop):
+    backend = req.get("backend") or "mlx-lm"
+    if backend == "mlx-vlm":
+        return _run_vlm(req, send, should_stop)
+    if backend == "mlx-whisper":
+        return _run_whisper(req, send, should_stop)
+
     def fail(event):
         send(event)
         return event["type"]
@@ -324,6 +369,318 @@ def _run(req, send, should_stop):
         "chat_template": bool(use_template),
         "draft_tokens": from_draft if draft_model is not None else None,
     })
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Vision (mlx-vlm) and speech to text (mlx-whisper): shared with worker.py.
+
+
+def _processor_code_requests(model_path):
+    """What a vision model's processor files ask to run: `auto_map` entries for a processor,
+    an image processor or a tokenizer (transformers loads them only as model-supplied code)."""
+    out = [a for a in _code_requests(model_path)]
+    for name in ("processor_config.json", "preprocessor_config.json", "tokenizer_config.json"):
+        auto_map = (_read_json(os.path.join(model_path, name)) or {}).get("auto_map")
+        if isinstance(auto_map, dict):
+            for key in ("AutoProcessor", "AutoImageProcessor", "AutoFeatureExtractor"):
+                ref = auto_map.get(key)
+                if ref:
+                    out.append(f"{name}: auto_map.{key} = {ref}")
+    return out
+
+
+def load_vlm(path):
+    """mlx-vlm's load of the folder `path` (never a hub id: an existing folder is used as it
+    is), model-supplied code refused: `(model, processor, None)` or `(None, None, error)`."""
+    asks = _processor_code_requests(path)
+    if asks:
+        return None, None, {"event": "error", "type": "remote_code_required",
+                            "message": f"{path} requires executing model-supplied code ({'; '.join(asks)}); "
+                                       "mlxfs never runs code a model ships (trust_remote_code=False)"}
+    from mlx_vlm import load
+    try:
+        model, processor = load(path, trust_remote_code=False)
+    except Exception as e:
+        if _needs_remote_code(e):
+            return None, None, _remote_code_error(path, e)
+        return None, None, {"event": "error", "type": "load_failed",
+                            "message": f"{type(e).__name__}: {e}"}
+    return model, processor, None
+
+
+def open_image(src):
+    """A PIL image, RGB, EXIF orientation applied, from a path or base64 bytes (`{"data"}`)."""
+    import base64
+    from PIL import Image, ImageOps
+
+    if isinstance(src, dict):
+        img = Image.open(io.BytesIO(base64.b64decode(src["data"])))
+    else:
+        img = Image.open(src)
+    img.load()
+    img = ImageOps.exif_transpose(img)
+    return img.convert("RGB")
+
+
+def _media_error(kind, message):
+    return {"event": "error", "type": kind, "message": message}
+
+
+def vlm_prompt(model, processor, messages_or_prompt, num_images, chat_template=True):
+    """The prompt text through mlx-vlm's chat template for `num_images` images."""
+    if not chat_template:
+        return messages_or_prompt
+    from mlx_vlm.prompt_utils import apply_chat_template
+    return apply_chat_template(processor, model.config, messages_or_prompt, num_images=num_images)
+
+
+def vlm_generate(model, processor, prompt, images, req, on_text, should_stop):
+    """mlx-vlm's stream_generate: `on_text(piece)` per piece; the `done` fields."""
+    import mlx.core as mx
+    from mlx_vlm import stream_generate
+
+    if req.get("seed") is not None:
+        mx.random.seed(int(req["seed"]))
+    kwargs = {"max_tokens": int(req.get("max_tokens", 256)),
+              "temperature": float(req.get("temperature", 0.7)),
+              "top_p": float(req.get("top_p", 0.9))}
+    if req.get("repetition_penalty"):
+        kwargs["repetition_penalty"] = float(req["repetition_penalty"])
+    pieces, last, finish = [], None, None
+    try:
+        for resp in stream_generate(model, processor, prompt, image=images or None, **kwargs):
+            last = resp
+            if resp.text:
+                pieces.append(resp.text)
+                on_text(resp.text)
+            if should_stop():
+                finish = "interrupted"
+                break
+    except KeyboardInterrupt:
+        finish = "interrupted"
+    n = last.generation_tokens if last else 0
+    return {
+        "text": "".join(pieces),
+        "prompt_tokens": last.prompt_tokens if last else 0,
+        "generation_tokens": n,
+        "prompt_tps": last.prompt_tps if last else 0.0,
+        "generation_tps": last.generation_tps if last else 0.0,
+        "peak_memory_gb": last.peak_memory if last else 0.0,
+        "finish_reason": finish or (last.finish_reason if last else None)
+                         or ("length" if n >= kwargs["max_tokens"] else "stop"),
+    }
+
+
+def _run_vlm(req, send, should_stop):
+    def fail(event):
+        send(event)
+        return event["type"]
+
+    missing = check_imports("mlx-vlm")
+    if missing:
+        return fail(missing)
+    send({"event": "env", **env_info()})
+    path = req["model_path"]
+    model, processor, error = load_vlm(path)
+    if error:
+        return fail(error)
+    images = []
+    for p in req.get("images") or []:
+        try:
+            images.append(open_image(p))
+        except Exception as e:
+            return fail(_media_error("invalid_media", f"{p}: cannot read the image: {type(e).__name__}: {e}"))
+    use_template = bool(req.get("chat_template", True))
+    try:
+        prompt = vlm_prompt(model, processor, req["prompt"], len(images), use_template)
+        done = vlm_generate(model, processor, prompt, images, req,
+                            lambda t: send({"event": "token", "text": t}), should_stop)
+    except Exception as e:
+        return fail({"event": "error", "type": "generation_failed", "message": f"{type(e).__name__}: {e}"})
+    send({"event": "done", **done, "chat_template": use_template, "draft_tokens": None})
+    return None
+
+
+SAMPLE_RATE = 16000
+
+
+def _wav_samples(data):
+    """Mono float32 samples and the rate of a RIFF/WAVE file's bytes (PCM 8/16/24/32-bit,
+    IEEE float 32/64, WAVE_FORMAT_EXTENSIBLE of these), or None when it is another coding."""
+    import struct
+
+    import numpy as np
+
+    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        return None
+    pos, fmt, samples = 12, None, None
+    while pos + 8 <= len(data):
+        cid, size = data[pos:pos + 4], struct.unpack("<I", data[pos + 4:pos + 8])[0]
+        body = data[pos + 8:pos + 8 + size]
+        if cid == b"fmt " and len(body) >= 16:
+            code, channels, rate, _, _, bits = struct.unpack("<HHIIHH", body[:16])
+            if code == 0xFFFE and len(body) >= 26:
+                code = struct.unpack("<H", body[24:26])[0]
+            fmt = (code, channels, rate, bits)
+        elif cid == b"data":
+            samples = body
+        pos += 8 + size + (size & 1)
+    if fmt is None or samples is None:
+        return None
+    code, channels, rate, bits = fmt
+    if channels < 1:
+        return None
+    width = bits // 8
+    n = len(samples) // (width * channels) * (width * channels)
+    raw = samples[:n]
+    if code == 1 and bits == 8:
+        x = (np.frombuffer(raw, np.uint8).astype(np.float32) - 128.0) / 128.0
+    elif code == 1 and bits == 16:
+        x = np.frombuffer(raw, "<i2").astype(np.float32) / 32768.0
+    elif code == 1 and bits == 24:
+        b = np.frombuffer(raw, np.uint8).reshape(-1, 3).astype(np.int32)
+        v = b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16)
+        v = np.where(v >= 1 << 23, v - (1 << 24), v)
+        x = v.astype(np.float32) / float(1 << 23)
+    elif code == 1 and bits == 32:
+        x = np.frombuffer(raw, "<i4").astype(np.float32) / 2147483648.0
+    elif code == 3 and bits in (32, 64):
+        x = np.frombuffer(raw, "<f4" if bits == 32 else "<f8").astype(np.float32)
+    else:
+        return None
+    x = x.reshape(-1, channels).mean(axis=1)
+    return x, rate
+
+
+def _resample(x, rate):
+    import numpy as np
+
+    if rate == SAMPLE_RATE:
+        return x.astype(np.float32)
+    try:
+        from math import gcd
+
+        from scipy.signal import resample_poly
+        g = gcd(rate, SAMPLE_RATE)
+        return resample_poly(x, SAMPLE_RATE // g, rate // g).astype(np.float32)
+    except ImportError:
+        n = int(round(len(x) * SAMPLE_RATE / rate))
+        return np.interp(np.arange(n) * (rate / SAMPLE_RATE), np.arange(len(x)), x).astype(np.float32)
+
+
+def load_audio(src):
+    """16 kHz mono float32 samples of an audio file (a path, or `{"data": base64}`), and the
+    decoder used: WAV with Python alone; other formats with PyAV (`av`, FFmpeg's libraries in
+    a wheel) or else the `ffmpeg` program. Returns (samples, decoder) or raises
+    `MediaError(kind, message)`."""
+    import base64
+    import shutil
+    import subprocess
+
+    import numpy as np
+
+    if isinstance(src, dict):
+        data, name = base64.b64decode(src["data"]), src.get("name") or "the upload"
+    else:
+        with open(src, "rb") as f:
+            data = f.read()
+        name = src
+    wav = _wav_samples(data)
+    if wav is not None:
+        return _resample(*wav), "wav"
+    try:
+        import av
+    except ImportError:
+        av = None
+    if av is not None:
+        try:
+            with av.open(io.BytesIO(data)) as container:
+                stream = next(s for s in container.streams if s.type == "audio")
+                resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+                chunks = []
+                for frame in container.decode(stream):
+                    for out in resampler.resample(frame):
+                        chunks.append(out.to_ndarray().reshape(-1))
+                for out in resampler.resample(None):
+                    chunks.append(out.to_ndarray().reshape(-1))
+            return (np.concatenate(chunks) if chunks else np.zeros(0, np.float32)).astype(np.float32), "pyav"
+        except Exception as e:
+            raise MediaError("invalid_media", f"{name}: PyAV cannot decode it: {type(e).__name__}: {e}")
+    ffmpeg = shutil.which("ffmpeg")
+    if ffmpeg:
+        p = subprocess.run([ffmpeg, "-nostdin", "-loglevel", "error", "-i", "pipe:0", "-f", "f32le",
+                            "-ac", "1", "-ar", str(SAMPLE_RATE), "pipe:1"],
+                           input=data, capture_output=True)
+        if p.returncode != 0:
+            raise MediaError("invalid_media", f"{name}: ffmpeg cannot decode it: "
+                             + p.stderr.decode(errors="replace").strip()[-500:])
+        return np.frombuffer(p.stdout, "<f4").astype(np.float32), "ffmpeg"
+    raise MediaError("decoder_missing",
+                     f"{name} is not PCM WAV, and there is no decoder for it: neither PyAV (the `av` "
+                     "package) in this Python nor the `ffmpeg` program on PATH")
+
+
+class MediaError(Exception):
+    def __init__(self, kind, message):
+        super().__init__(message)
+        self.kind, self.message = kind, message
+
+
+def transcribe(path, samples, req):
+    """mlx-whisper's transcription of 16 kHz samples: text, segments (id, start, end, text),
+    language, token count. Temperature 0 (the default) decodes greedily without fallback."""
+    import mlx_whisper
+
+    t = float(req.get("temperature") or 0.0)
+    kwargs = {
+        "path_or_hf_repo": path,
+        "verbose": None,
+        "temperature": (t,),
+        "task": req.get("task") or "transcribe",
+        "condition_on_previous_text": True,
+    }
+    if req.get("language"):
+        kwargs["language"] = req["language"]
+    if req.get("prompt"):
+        kwargs["initial_prompt"] = req["prompt"]
+    if req.get("seed") is not None:
+        import mlx.core as mx
+        mx.random.seed(int(req["seed"]))
+    result = mlx_whisper.transcribe(samples, **kwargs)
+    segments = [{"id": s.get("id", i), "start": round(float(s["start"]), 3),
+                 "end": round(float(s["end"]), 3), "text": s["text"]}
+                for i, s in enumerate(result.get("segments") or [])]
+    tokens = sum(len(s.get("tokens") or []) for s in result.get("segments") or [])
+    return {"text": (result.get("text") or "").strip(), "segments": segments,
+            "language": result.get("language"), "generation_tokens": tokens,
+            "audio_seconds": round(len(samples) / SAMPLE_RATE, 3)}
+
+
+def _run_whisper(req, send, should_stop):
+    def fail(event):
+        send(event)
+        return event["type"]
+
+    missing = check_imports("mlx-whisper")
+    if missing:
+        return fail(missing)
+    send({"event": "env", **env_info()})
+    try:
+        samples, decoder = load_audio(req["audio"])
+    except MediaError as e:
+        return fail(_media_error(e.kind, e.message))
+    except OSError as e:
+        return fail(_media_error("invalid_media", f"{req['audio']}: {e}"))
+    try:
+        out = transcribe(req["model_path"], samples, req)
+    except Exception as e:
+        return fail({"event": "error", "type": "generation_failed", "message": f"{type(e).__name__}: {e}"})
+    if out["text"]:
+        send({"event": "token", "text": out["text"]})
+    send({"event": "done", **out, "decoder": decoder, "prompt_tokens": 0, "prompt_tps": 0.0,
+          "generation_tps": 0.0, "finish_reason": "stop", "chat_template": False,
+          "draft_tokens": None})
     return None
 
 

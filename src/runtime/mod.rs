@@ -65,9 +65,33 @@ pub fn install_stop_handlers() {
     }
 }
 
+/// The Python library that runs a model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Backend {
+    /// Text models (mlx-lm).
+    #[default]
+    MlxLm,
+    /// Vision-language models given images (mlx-vlm), loaded from the model's folder.
+    MlxVlm,
+    /// Whisper speech to text (mlx-whisper: Whisper's tokenizer files ship inside the package,
+    /// so no Whisper repo needs processor files or a download).
+    MlxWhisper,
+}
+
+impl Backend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::MlxLm => "mlx-lm",
+            Backend::MlxVlm => "mlx-vlm",
+            Backend::MlxWhisper => "mlx-whisper",
+        }
+    }
+}
+
 /// What to generate.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct GenRequest {
+    pub backend: Backend,
     pub model_path: PathBuf,
     pub prompt: String,
     pub max_tokens: u32,
@@ -80,6 +104,14 @@ pub struct GenRequest {
     /// the isolated cache.
     pub draft_model: Option<String>,
     pub num_draft_tokens: u32,
+    /// Images for a vision model (checked: PNG, JPEG or WebP within the size limit).
+    pub images: Vec<PathBuf>,
+    /// Audio for a speech-to-text model (checked like the images).
+    pub audio: Option<PathBuf>,
+    /// The spoken language (a Whisper language code); None: detected.
+    pub language: Option<String>,
+    /// Translate the speech into English instead of transcribing it.
+    pub translate: bool,
 }
 
 impl GenRequest {
@@ -95,6 +127,11 @@ impl GenRequest {
             "chat_template": self.chat_template,
             "draft_model": self.draft_model,
             "num_draft_tokens": self.num_draft_tokens,
+            "backend": self.backend.as_str(),
+            "images": self.images,
+            "audio": self.audio,
+            "language": self.language,
+            "task": if self.translate { "translate" } else { "transcribe" },
         })
         .to_string()
     }
@@ -218,17 +255,36 @@ impl Diagnostic for RunError {
     }
 }
 
-/// The install line for mlx and mlx-lm on this platform.
-pub fn install_hint(env: &PythonEnv) -> String {
-    let pkgs = if cfg!(target_os = "macos") {
-        "mlx-lm"
+/// The install line for mlx and the backend's package on this platform (mlx-lm unless the
+/// import that failed names `mlx_vlm` or `mlx_whisper`). mlx-whisper declares torch, which
+/// it never imports (only its PyTorch comparison module does): it is installed without its
+/// dependencies, and the ones it imports are named.
+pub fn install_hint(env: &PythonEnv, failed_import: &str) -> String {
+    let py = env.python.display();
+    let mlx = if cfg!(target_os = "macos") {
+        "mlx"
     } else {
-        "\"mlx[cpu]\" mlx-lm"
+        "\"mlx[cpu]\""
     };
-    format!(
-        "install them into that environment: {} -m pip install {pkgs}",
-        env.python.display()
-    )
+    if failed_import.contains("mlx_whisper") {
+        return format!(
+            "install it into that environment without torch: {py} -m pip install --no-deps \
+             mlx-whisper && {py} -m pip install {mlx} numba scipy tiktoken more-itertools tqdm \
+             huggingface_hub"
+        );
+    }
+    if failed_import.contains("mlx_vlm") {
+        return format!(
+            "install it into that environment: {py} -m pip install {mlx} mlx-vlm (or, leaner, \
+             the pins of mlxfs's scripts/test-requirements.txt)"
+        );
+    }
+    let pkgs = if cfg!(target_os = "macos") {
+        "mlx-lm".to_string()
+    } else {
+        format!("{mlx} mlx-lm")
+    };
+    format!("install them into that environment: {py} -m pip install {pkgs}")
 }
 
 /// An error the Python side reported as `{"event": "error", "type", "message"}`, in mlxfs's
@@ -242,11 +298,8 @@ pub fn reported_error(
     match kind {
         ErrorType::MissingDependency => (
             kind,
-            format!(
-                "{} cannot import mlx / mlx-lm: {message}",
-                env.python.display()
-            ),
-            Some(install_hint(env)),
+            format!("{} {message}", env.python.display()),
+            Some(install_hint(env, message)),
         ),
         ErrorType::RemoteCodeRequired => (
             kind,

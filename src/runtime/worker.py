@@ -2,8 +2,10 @@
 
     python -c WORKER_PY EVENTS_FD CONFIG_JSON GENERATE_PY_SOURCE
 
-CONFIG_JSON is {"model_path": PATH, "prompt_cache_size"?: N, "prompt_cache_bytes"?: N} (mlxfs
-sets neither yet: the defaults below hold). GENERATE_PY_SOURCE is generate.py, run here as a
+CONFIG_JSON is {"model_path": PATH, "backend"?: "mlx-lm"|"mlx-vlm"|"mlx-whisper",
+"prompt_cache_size"?: N, "prompt_cache_bytes"?: N} (mlxfs sets neither cache size yet: the
+defaults below hold). A vision (mlx-vlm) or speech (mlx-whisper) model is run by `MediaWorker`
+(one job at a time; its docstring has its jobs); what follows describes the text worker. GENERATE_PY_SOURCE is generate.py, run here as a
 module for the code both share (imports, the environment report, loading with every guard against
 model-supplied code, the chat template, sampling, the event writer).
 
@@ -461,6 +463,188 @@ class Worker:
         self._ended(job["id"])
 
 
+class MediaWorker:
+    """The worker of a vision model (mlx-vlm) or a Whisper (mlx-whisper): one job at a time,
+    in arrival order (mlx-vlm's generation and mlx-whisper's transcription are not batched).
+    A cancel ends a queued job at once and a running vision job within one token; a running
+    transcription ends as a whole.
+
+    Jobs: {"op": "generate", "id", "messages" (content: a string or parts {"type": "text",
+    "text"} / {"type": "image", "data": BASE64}) | "prompt", "max_tokens", "temperature",
+    "top_p", "repetition_penalty"?, "seed"?} for mlx-vlm; {"op": "transcribe", "id", "audio":
+    {"data": BASE64, "name"}, "language"?, "task": "transcribe"|"translate", "prompt"?,
+    "temperature"} for mlx-whisper. `done` carries, beside the text, "media": for a
+    transcription {"segments", "language", "audio_seconds", "decoder"}, for a vision job
+    {"images": N}."""
+
+    def __init__(self, shared, send, backend):
+        self.g = shared
+        self.send = send
+        self.backend = backend
+        self.model = self.processor = None
+        self.cond = threading.Condition()
+        self.queue = collections.deque()
+        self.cancelled = set()
+        self.running = None
+        self.exiting = False
+
+    def read_commands(self, commands):
+        for line in commands:
+            try:
+                cmd = json.loads(line)
+            except ValueError:
+                continue
+            op = cmd.get("op")
+            with self.cond:
+                if op in ("generate", "transcribe"):
+                    self.queue.append(cmd)
+                elif op == "cancel":
+                    queued = [j for j in self.queue if j.get("id") == cmd.get("id")]
+                    for j in queued:
+                        self.queue.remove(j)
+                        self._done(j["id"], "cancelled", "", 0, 0)
+                    if cmd.get("id") == self.running:
+                        self.cancelled.add(cmd["id"])
+                elif op == "exit":
+                    self.exiting = True
+                    for j in self.queue:
+                        self._done(j["id"], "cancelled", "", 0, 0)
+                    self.queue.clear()
+                self.cond.notify()
+        os._exit(0)
+
+    def _done(self, job_id, reason, text, prompt_tokens, completion_tokens, media=None):
+        self.send({"event": "done", "id": job_id, "finish_reason": reason, "prompt_tokens": prompt_tokens,
+                   "completion_tokens": completion_tokens, "cached_tokens": 0, "text": text,
+                   "tool_calls": None, "media": media})
+
+    def serve(self):
+        while True:
+            with self.cond:
+                while not self.queue and not self.exiting:
+                    self.cond.wait()
+                if self.exiting:
+                    return
+                job = self.queue.popleft()
+                self.running = job["id"]
+            try:
+                if job.get("op") == "transcribe":
+                    self._transcribe(job)
+                else:
+                    self._generate(job)
+            except self.g.MediaError as e:
+                self.send({"event": "error", "id": job["id"], "type": e.kind, "message": e.message})
+            except Exception as e:
+                self.send({"event": "error", "id": job["id"], "type": "generation_failed",
+                           "message": f"{type(e).__name__}: {e}"})
+            with self.cond:
+                self.running = None
+                self.cancelled.discard(job["id"])
+
+    def _generate(self, job):
+        if self.backend != "mlx-vlm":
+            raise ValueError("this worker runs a speech-to-text model: it only transcribes")
+        images, messages = [], []
+        for m in job.get("messages") or []:
+            content = m.get("content")
+            if isinstance(content, list):
+                parts = []
+                for p in content:
+                    if p.get("type") == "image":
+                        try:
+                            images.append(self.g.open_image({"data": p["data"]}))
+                        except Exception as e:
+                            raise self.g.MediaError(
+                                "invalid_media", f"image {len(images) + 1}: cannot read it: {type(e).__name__}: {e}")
+                        parts.append({"type": "image"})
+                    elif p.get("type") == "text":
+                        parts.append({"type": "text", "text": p.get("text", ""), "content": p.get("text", "")})
+                content = parts
+            messages.append({"role": m.get("role", "user"), "content": content})
+        if job.get("messages") is None:
+            prompt = job.get("prompt") or ""
+            text = prompt
+        else:
+            text = self.g.vlm_prompt(self.model, self.processor, messages, len(images))
+        job_id = job["id"]
+        stops = [s for s in job.get("stop") or [] if s]
+        st = {"text": "", "released": 0, "stopped": False}
+
+        def release(end):
+            piece = st["text"][st["released"]:end]
+            st["released"] = end
+            if piece:
+                self.send({"event": "token", "id": job_id, "text": piece})
+
+        def on_text(piece):
+            # Stop sequences: the text ends before the first; what could begin one is held.
+            if st["stopped"]:
+                return
+            st["text"] += piece
+            t = st["text"]
+            hits = [i for i in (t.find(s, st["released"]) for s in stops) if i >= 0]
+            if hits:
+                st["stopped"] = True
+                release(min(hits))
+            else:
+                release(len(t) - _held(t[st["released"]:], stops))
+
+        def should_stop():
+            return self.exiting or job_id in self.cancelled or st["stopped"]
+
+        out = self.g.vlm_generate(self.model, self.processor, text, images, job, on_text, should_stop)
+        if st["stopped"]:
+            reason = "stop"
+        else:
+            release(len(st["text"]))
+            reason = out["finish_reason"]
+            if reason == "interrupted":
+                reason = "cancelled"
+            elif reason not in ("stop", "length"):
+                reason = "stop"
+        self._done(job_id, reason, st["text"][:st["released"]], out["prompt_tokens"],
+                   out["generation_tokens"], {"images": len(images)})
+
+    def _transcribe(self, job):
+        if self.backend != "mlx-whisper":
+            raise ValueError("this worker does not run a speech-to-text model")
+        samples, decoder = self.g.load_audio(job["audio"])
+        out = self.g.transcribe(self.model_path, samples, job)
+        self._done(job["id"], "stop", out["text"], 0, out["generation_tokens"],
+                   {"segments": out["segments"], "language": out["language"],
+                    "audio_seconds": out["audio_seconds"], "decoder": decoder})
+
+
+def _main_media(config, send, commands):
+    backend = config["backend"]
+    worker = MediaWorker(_shared, send, backend)
+    worker.model_path = config["model_path"]
+    threading.Thread(target=worker.read_commands, args=(commands,), name="commands", daemon=True).start()
+    error = _shared.check_imports(backend)
+    info = {}
+    if not error:
+        info = _shared.env_info()
+        if backend == "mlx-vlm":
+            worker.model, worker.processor, error = _shared.load_vlm(config["model_path"])
+        else:
+            # mlx-whisper loads per transcription (its own cache keeps the model): load once
+            # here so that a broken model fails the start, not the first request.
+            try:
+                from mlx_whisper.transcribe import ModelHolder
+                ModelHolder.get_model(config["model_path"], __import__("mlx.core").core.float16)
+            except Exception as e:
+                error = {"event": "error", "type": "load_failed", "message": f"{type(e).__name__}: {e}"}
+    if error:
+        send(error)
+        sys.stdout.flush()
+        sys.exit(1)
+    send({"event": "ready", "pid": os.getpid(), **info, "backend": backend,
+          "chat_template": backend == "mlx-vlm", "tool_calling": False, "scheduling": "sequential"})
+    worker.serve()
+    sys.stdout.flush()
+    os._exit(0)
+
+
 def main():
     send_line = None
     try:
@@ -480,6 +664,9 @@ def main():
     sys.stdin = io.StringIO("")
 
     config = json.loads(sys.argv[2])
+    if config.get("backend") in ("mlx-vlm", "mlx-whisper"):
+        _main_media(config, send, commands)
+        return
     worker = Worker(_shared, send,
                     cache_size=int(config.get("prompt_cache_size", DEFAULT_PROMPT_CACHE_SIZE)),
                     cache_bytes=int(config.get("prompt_cache_bytes", DEFAULT_PROMPT_CACHE_BYTES)))

@@ -52,6 +52,9 @@ pub struct WorkerSpec {
     pub offline: bool,
     /// The user's token file, for `HF_TOKEN_PATH`: `cli::run::python_token_file()` (as `run`).
     pub token_file: Option<PathBuf>,
+    /// The library the worker runs the model with: mlx-lm (continuous batching), mlx-vlm or
+    /// mlx-whisper (one job at a time).
+    pub backend: super::Backend,
 }
 
 /// One generation.
@@ -83,10 +86,28 @@ pub struct GenJob {
     /// None: off; Some(k): each token's log-probability (natural log, after the repetition
     /// penalty, before temperature) and, for k > 0, the k likeliest tokens with theirs.
     pub logprobs: Option<u32>,
+    /// A transcription (mlx-whisper workers): the audio file's bytes, base64, and a name for
+    /// messages: `{"data", "name"}`. With it, `prompt` is Whisper's initial prompt.
+    pub audio: Option<Value>,
+    /// The spoken language of `audio` (None: detected).
+    pub language: Option<String>,
+    /// Translate `audio` into English instead of transcribing it.
+    pub translate: bool,
 }
 
 impl GenJob {
     fn command(&self, id: u64) -> Value {
+        if let Some(audio) = &self.audio {
+            return json!({
+                "op": "transcribe",
+                "id": id,
+                "audio": audio,
+                "prompt": self.prompt,
+                "language": self.language,
+                "task": if self.translate { "translate" } else { "transcribe" },
+                "temperature": self.temperature,
+            });
+        }
         json!({
             "op": "generate",
             "id": id,
@@ -137,6 +158,9 @@ pub enum JobEvent {
         cached_tokens: u64,
         text: String,
         tool_calls: Option<Value>,
+        /// Vision and speech jobs: `{"images": N}`, or a transcription's `{"segments",
+        /// "language", "audio_seconds", "decoder"}`.
+        media: Option<Value>,
     },
     /// The job failed: `generation_failed` (the worker lives on), `worker_died` (the process
     /// ended; the message has the end of its stderr) or `worker_stopped` ([`Worker::stop`]).
@@ -199,7 +223,8 @@ impl Worker {
         let (events, events_w) =
             super::event_pipe().map_err(|e| failed(format!("cannot make the event pipe: {e}")))?;
         let fd = events_w.as_raw_fd();
-        let config = json!({"model_path": spec.model_path}).to_string();
+        let config =
+            json!({"model_path": spec.model_path, "backend": spec.backend.as_str()}).to_string();
         let mut cmd = Command::new(&spec.python.python);
         cmd.arg("-c")
             .arg(WORKER_PY)
@@ -527,6 +552,7 @@ fn route(jobs: &Mutex<Jobs>, v: &Value) {
                 cached_tokens: u("cached_tokens"),
                 text: s("text"),
                 tool_calls: Some(v["tool_calls"].clone()).filter(|t| !t.is_null()),
+                media: Some(v["media"].clone()).filter(|t| !t.is_null()),
             },
             true,
         ),

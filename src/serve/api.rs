@@ -210,7 +210,12 @@ async fn envelope_rejections(req: Request, next: Next) -> Response {
         .unwrap_or_default();
     let text = String::from_utf8_lossy(&bytes).trim().to_string();
     let message = match status {
-        StatusCode::PAYLOAD_TOO_LARGE => format!("the request body is over {BODY_LIMIT} bytes"),
+        StatusCode::PAYLOAD_TOO_LARGE => format!(
+            "the request body is over the route's limit ({BODY_LIMIT} bytes; {} for \
+             /v1/chat/completions, {} for the audio routes)",
+            super::media::CHAT_BODY_LIMIT,
+            super::media::AUDIO_BODY_LIMIT
+        ),
         StatusCode::METHOD_NOT_ALLOWED => "this route does not take that method".to_string(),
         _ if text.is_empty() => status.to_string(),
         _ => text,
@@ -227,6 +232,7 @@ pub fn router(srv: Arc<Server>) -> Router {
         .route("/metrics", get(prometheus))
         .route("/api/tags", get(ollama_tags));
     r = super::generate::routes(r);
+    r = super::media::routes(r);
     let mut r = r
         .fallback(not_found)
         .layer(middleware::from_fn(envelope_rejections))

@@ -97,3 +97,55 @@ pub struct ErrorMark;
 /// The request's id, for handlers (errors sent inside a stream carry it themselves).
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
+
+pub fn worker_error(kind: &str, message: &str) -> ApiError {
+    match kind {
+        "invalid_media" => ApiError::new(StatusCode::BAD_REQUEST, ErrorType::InvalidMedia, message)
+            .retryable(false),
+        "decoder_missing" => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorType::DecoderMissing,
+            message.to_string(),
+        )
+        .retryable(false),
+        "worker_died" => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorType::WorkerFailed,
+            format!("the model's worker ended during the request: {message}"),
+        )
+        .retryable(true),
+        // Stopped by the server (shutting down, or the model unloaded), not by the client.
+        "worker_stopped" | "cancelled" => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorType::ServiceUnavailable,
+            "the generation was stopped: the server is shutting down or unloaded the model",
+        )
+        .retryable(true),
+        _ => {
+            let t = ErrorType::parse(kind).unwrap_or(ErrorType::GenerationFailed);
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, t, message.to_string())
+                .retryable(false)
+        }
+    }
+}
+
+/// A model that could not be loaded: 503 (retryable) when every loaded model stayed busy,
+/// else the worker's own error (not retryable: the same request fails the same way).
+pub fn load_error(e: super::pool::LoadError) -> ApiError {
+    if e.busy {
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorType::ServiceUnavailable,
+            e.message,
+        )
+        .retryable(true);
+    }
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        e.error
+            .as_ref()
+            .map_or(ErrorType::LoadFailed, |r| r.kind.error_type()),
+        e.message,
+    )
+    .retryable(false)
+}

@@ -17,8 +17,8 @@ use std::time::Instant;
 use super::Server;
 
 use super::catalog::Served;
-use super::error::{ApiError, RequestId};
-use super::pool::Loaded;
+use super::error::{ApiError, RequestId, load_error, worker_error};
+use super::pool::CancelGuard;
 use crate::error::ErrorType;
 use crate::runtime::worker::{GenJob, JobEvent, JobHandle};
 
@@ -37,6 +37,8 @@ pub struct Request {
     pub job: GenJob,
     pub stream: bool,
     pub include_usage: bool,
+    /// How many images the messages carry.
+    pub images: usize,
 }
 
 fn num(body: &Value, key: &str) -> Result<Option<f64>, ApiError> {
@@ -60,34 +62,66 @@ fn int(body: &Value, key: &str) -> Result<Option<u64>, ApiError> {
     }
 }
 
-/// The text of a message's `content`: a string, or a list of `{"type":"text","text":…}`
-/// parts (other part types are refused: this server runs text models).
-fn content_text(c: &Value, i: usize) -> Result<String, ApiError> {
+/// A message's `content`: a string, or a list of parts — `text`, and `image_url` (a base64
+/// data URL, checked here: PNG, JPEG or WebP within the size limit; an http(s) URL is kept as
+/// `{"type": "image_remote", "url"}` for [`fetch_remote_images`]). Text-only content becomes
+/// one string; with images it stays a list of `{"type": "text", "text"}` and `{"type":
+/// "image", "data": BASE64}` parts. `images` counts the images.
+fn content_of(c: &Value, i: usize, images: &mut usize) -> Result<Value, ApiError> {
     match c {
-        Value::String(s) => Ok(s.clone()),
-        Value::Null => Ok(String::new()),
+        Value::String(s) => Ok(json!(s)),
+        Value::Null => Ok(json!("")),
         Value::Array(parts) => {
-            let mut out = String::new();
-            for p in parts {
-                match (p["type"].as_str(), p["text"].as_str()) {
-                    (Some("text"), Some(t)) => out.push_str(t),
-                    (Some(other), _) => {
+            let mut text = String::new();
+            let mut out = Vec::new();
+            let mut with_images = false;
+            for (j, p) in parts.iter().enumerate() {
+                match p["type"].as_str() {
+                    Some("text") => {
+                        let Some(t) = p["text"].as_str() else {
+                            return Err(ApiError::bad_request(format!(
+                                "messages[{i}].content[{j}]: a text part needs `text`"
+                            )));
+                        };
+                        text.push_str(t);
+                        out.push(json!({"type": "text", "text": t}));
+                    }
+                    Some("image_url") => {
+                        let url = p["image_url"]["url"]
+                            .as_str()
+                            .or_else(|| p["image_url"].as_str())
+                            .ok_or_else(|| {
+                                ApiError::bad_request(format!(
+                                    "messages[{i}].content[{j}]: an image_url part needs `image_url.url`"
+                                ))
+                            })?;
+                        let what = format!("messages[{i}].content[{j}]");
+                        out.push(super::media::image_part(&what, url)?);
+                        *images += 1;
+                        with_images = true;
+                    }
+                    Some(other) => {
                         return Err(ApiError::new(
                             StatusCode::UNPROCESSABLE_ENTITY,
                             ErrorType::ModelIncompatible,
                             format!(
-                                "messages[{i}]: `{other}` content is not supported by text models"
+                                "messages[{i}].content[{j}]: `{other}` parts are not supported \
+                                 (text and image_url are; audio goes to /v1/audio/transcriptions)"
                             ),
                         ));
                     }
-                    _ => {
+                    None => {
                         return Err(ApiError::bad_request(format!(
-                            "messages[{i}].content: each part needs `type` and `text`"
+                            "messages[{i}].content: each part needs `type`"
                         )));
                     }
                 }
             }
-            Ok(out)
+            Ok(if with_images {
+                Value::Array(out)
+            } else {
+                json!(text)
+            })
         }
         _ => Err(ApiError::bad_request(format!(
             "messages[{i}].content must be a string or a list of parts"
@@ -109,6 +143,7 @@ pub fn parse(kind: Kind, body: &Value, cap: u32) -> Result<Request, ApiError> {
         }
     };
     let mut job = GenJob::default();
+    let mut image_count = 0;
     match kind {
         Kind::Chat => {
             let Some(msgs) = body.get("messages").and_then(Value::as_array) else {
@@ -118,6 +153,7 @@ pub fn parse(kind: Kind, body: &Value, cap: u32) -> Result<Request, ApiError> {
                 return Err(ApiError::bad_request("`messages` is empty"));
             }
             let mut out = Vec::with_capacity(msgs.len());
+            let mut images = 0;
             for (i, m) in msgs.iter().enumerate() {
                 let role = m["role"].as_str().unwrap_or_default();
                 if !matches!(role, "system" | "developer" | "user" | "assistant" | "tool") {
@@ -125,7 +161,8 @@ pub fn parse(kind: Kind, body: &Value, cap: u32) -> Result<Request, ApiError> {
                         "messages[{i}].role must be system, user, assistant or tool"
                     )));
                 }
-                let mut msg = json!({"role": role, "content": content_text(&m["content"], i)?});
+                let mut msg =
+                    json!({"role": role, "content": content_of(&m["content"], i, &mut images)?});
                 for k in ["tool_calls", "tool_call_id", "name"] {
                     if let Some(v) = m.get(k).filter(|v| !v.is_null()) {
                         msg[k] = v.clone();
@@ -133,7 +170,18 @@ pub fn parse(kind: Kind, body: &Value, cap: u32) -> Result<Request, ApiError> {
                 }
                 out.push(msg);
             }
+            if images > crate::media::MAX_IMAGES {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    ErrorType::InvalidMedia,
+                    format!(
+                        "{images} images; at most {} per request",
+                        crate::media::MAX_IMAGES
+                    ),
+                ));
+            }
             job.messages = Some(out);
+            image_count = images;
             if let Some(t) = body.get("tools").filter(|t| !t.is_null()) {
                 if !t.is_array() {
                     return Err(ApiError::bad_request("`tools` must be a list"));
@@ -235,6 +283,7 @@ pub fn parse(kind: Kind, body: &Value, cap: u32) -> Result<Request, ApiError> {
         job,
         stream,
         include_usage,
+        images: image_count,
     })
 }
 
@@ -242,44 +291,6 @@ static NEXT: AtomicU64 = AtomicU64::new(1);
 
 fn now() -> i64 {
     crate::timefmt::now_secs()
-}
-
-/// Cancels the job when the answer is dropped before its end (a client that went away).
-struct CancelGuard {
-    loaded: Arc<Loaded>,
-    id: u64,
-    done: bool,
-}
-
-impl Drop for CancelGuard {
-    fn drop(&mut self) {
-        if !self.done {
-            self.loaded.worker.cancel(self.id);
-        }
-    }
-}
-
-fn worker_error(kind: &str, message: &str) -> ApiError {
-    match kind {
-        "worker_died" => ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            ErrorType::WorkerFailed,
-            format!("the model's worker ended during the request: {message}"),
-        )
-        .retryable(true),
-        // Stopped by the server (shutting down, or the model unloaded), not by the client.
-        "worker_stopped" | "cancelled" => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            ErrorType::ServiceUnavailable,
-            "the generation was stopped: the server is shutting down or unloaded the model",
-        )
-        .retryable(true),
-        _ => {
-            let t = ErrorType::parse(kind).unwrap_or(ErrorType::GenerationFailed);
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, t, message.to_string())
-                .retryable(false)
-        }
-    }
 }
 
 fn usage(p: u64, c: u64, cached: u64) -> Value {
@@ -319,27 +330,6 @@ async fn handle(srv: Arc<Server>, kind: Kind, body: Bytes, rid: String) -> Respo
     }
 }
 
-/// A model that could not be loaded: 503 (retryable) when every loaded model stayed busy,
-/// else the worker's own error (not retryable: the same request fails the same way).
-fn load_error(e: super::pool::LoadError) -> ApiError {
-    if e.busy {
-        return ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            ErrorType::ServiceUnavailable,
-            e.message,
-        )
-        .retryable(true);
-    }
-    ApiError::new(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        e.error
-            .as_ref()
-            .map_or(ErrorType::LoadFailed, |r| r.kind.error_type()),
-        e.message,
-    )
-    .retryable(false)
-}
-
 /// Run disk or process work (catalog reads, worker start-up) off the async threads.
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
@@ -370,6 +360,10 @@ async fn answer(
             .await?
             .map_err(ApiError::refused)?
     };
+    super::media::check_input(&served, &req.job, req.images > 0)?;
+    if req.images > 0 {
+        super::media::fetch_remote_images(srv, &mut req.job).await?;
+    }
     if let Some(ctx) = served.record.context_length {
         req.job.max_tokens = req
             .job
@@ -402,11 +396,7 @@ async fn answer(
             format!("the model's worker is gone ({e}); retry"),
         )
     })?;
-    let guard = CancelGuard {
-        loaded: loaded.clone(),
-        id: handle.id,
-        done: false,
-    };
+    let guard = CancelGuard::new(loaded.clone(), handle.id);
     let id = match kind {
         Kind::Chat => format!("chatcmpl-{}", NEXT.fetch_add(1, Ordering::Relaxed)),
         Kind::Completion => format!("cmpl-{}", NEXT.fetch_add(1, Ordering::Relaxed)),
@@ -476,6 +466,7 @@ async fn whole(
                 cached_tokens,
                 text,
                 tool_calls,
+                ..
             } => {
                 guard.done = true;
                 if finish_reason == "cancelled" {
@@ -732,6 +723,11 @@ async fn completions(
 
 /// Add the generation routes.
 pub fn routes(r: Router<Arc<Server>>) -> Router<Arc<Server>> {
-    r.route("/v1/chat/completions", post(chat))
-        .route("/v1/completions", post(completions))
+    r.route(
+        "/v1/chat/completions",
+        post(chat).layer(axum::extract::DefaultBodyLimit::max(
+            super::media::CHAT_BODY_LIMIT,
+        )),
+    )
+    .route("/v1/completions", post(completions))
 }

@@ -7,6 +7,7 @@ pub mod api;
 pub mod catalog;
 pub mod error;
 pub mod generate;
+pub mod media;
 pub mod metrics;
 pub mod pool;
 
@@ -48,6 +49,9 @@ pub struct Config {
     /// The user's token file, passed to the workers as `HF_TOKEN_PATH` (their `HF_HOME` is
     /// isolated), as `run` does.
     pub token_file: Option<std::path::PathBuf>,
+    /// Fetch http(s) `image_url`s (else they are refused: the server never fetches on a
+    /// client's behalf).
+    pub allow_remote_images: bool,
 }
 
 /// The running server's state, shared by every request.

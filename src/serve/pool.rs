@@ -12,7 +12,21 @@ use std::time::{Duration, Instant};
 use super::Config;
 use super::catalog::Served;
 use crate::runtime::worker::{Worker, WorkerSpec};
-use crate::runtime::{PythonEnv, RunError};
+use crate::runtime::{Backend, PythonEnv, RunError};
+
+/// The library a served model's worker runs: mlx-vlm for a model with the `vision`
+/// capability (requests with and without images), mlx-whisper for a speech-to-text model,
+/// mlx-lm for the rest.
+pub fn backend_of(r: &crate::catalog::record::ModelRecord) -> Backend {
+    use crate::catalog::verdict::{Capability, ModelType};
+    if r.model_type == ModelType::Audio {
+        Backend::MlxWhisper
+    } else if r.capabilities.contains(&Capability::Vision) {
+        Backend::MlxVlm
+    } else {
+        Backend::MlxLm
+    }
+}
 
 /// A model with its worker.
 pub struct Loaded {
@@ -119,6 +133,7 @@ impl Pool {
             python: self.python.clone(),
             offline: self.offline,
             token_file: self.token_file.clone(),
+            backend: backend_of(&s.record),
         };
         let worker = Worker::start(&spec).map_err(|e| LoadError {
             message: format!("cannot load {}: {}", s.id, e.message),
@@ -259,6 +274,31 @@ impl Pool {
             .collect();
         for h in handles {
             let _ = h.join();
+        }
+    }
+}
+
+/// Cancels the job when the answer is dropped before its end (a client that went away).
+pub struct CancelGuard {
+    loaded: Arc<Loaded>,
+    id: u64,
+    pub done: bool,
+}
+
+impl CancelGuard {
+    pub fn new(loaded: Arc<Loaded>, id: u64) -> CancelGuard {
+        CancelGuard {
+            loaded,
+            id,
+            done: false,
+        }
+    }
+}
+
+impl Drop for CancelGuard {
+    fn drop(&mut self) {
+        if !self.done {
+            self.loaded.worker.cancel(self.id);
         }
     }
 }

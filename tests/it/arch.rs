@@ -19,6 +19,7 @@ const LEAF: &[&str] = &[
     "jsonfmt",
     "envelope",
     "state",
+    "media",
 ];
 
 /// What each module may import besides itself and the leaf modules.

@@ -323,20 +323,23 @@ fn the_catalog_routes_errors_and_auth() {
         (400, Some("invalid_request")),
         "{v}"
     );
-    let big = vec![b'x'; 9 * 1024 * 1024];
-    let (st, _, body) = http(
-        &s.addr,
-        "POST",
-        "/v1/chat/completions",
-        &[auth[0], ("Content-Type", "application/json")],
-        &big,
-    );
-    let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    assert_eq!(
-        (st, v["error"]["type"].as_str()),
-        (413, Some("payload_too_large")),
-        "{v}"
-    );
+    // 8 MiB for most routes; chat completions carry images (32 MiB).
+    for (route, mib) in [("/v1/completions", 9), ("/v1/chat/completions", 33)] {
+        let big = vec![b'x'; mib * 1024 * 1024];
+        let (st, _, body) = http(
+            &s.addr,
+            "POST",
+            route,
+            &[auth[0], ("Content-Type", "application/json")],
+            &big,
+        );
+        let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        assert_eq!(
+            (st, v["error"]["type"].as_str()),
+            (413, Some("payload_too_large")),
+            "{route}: {v}"
+        );
+    }
     let (st, v) = get_json(&s.addr, "/v2/nothing", &auth);
     assert_eq!(
         (st, v["error"]["type"].as_str()),

@@ -19,6 +19,7 @@ fn spec(ws: &Path) -> WorkerSpec {
         python: python::find(Some(&venv_dir())).unwrap(),
         offline: false,
         token_file: mlxfs::cli::run::python_token_file(),
+        backend: Default::default(),
     }
 }
 

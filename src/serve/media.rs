@@ -1,0 +1,515 @@
+//! Images and audio in `serve`: `image_url` parts of chat messages (base64 data URLs; http(s)
+//! URLs only with `--allow-remote-images`), the input a model can take (HTTP 422 when it
+//! cannot), and `POST /v1/audio/transcriptions` / `/v1/audio/translations` (multipart, as
+//! OpenAI's API: `file`, `model`, `language`, `prompt`, `response_format`, `temperature`),
+//! answered by the model's mlx-whisper worker.
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Multipart, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use base64::Engine;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use super::Server;
+use super::catalog::Served;
+use super::error::ApiError;
+use super::pool::backend_of;
+use crate::error::ErrorType;
+use crate::media::{self, MediaError, MediaErrorKind};
+use crate::runtime::Backend;
+use crate::runtime::worker::{GenJob, JobEvent};
+
+/// Largest body of the audio routes (an audio file of [`media::AUDIO_MAX_BYTES`] and the
+/// form around it).
+pub const AUDIO_BODY_LIMIT: usize = media::AUDIO_MAX_BYTES as usize + 1024 * 1024;
+/// Largest body of `/v1/chat/completions` (images travel in it, base64).
+pub const CHAT_BODY_LIMIT: usize = 32 * 1024 * 1024;
+
+fn media_error(e: MediaError) -> ApiError {
+    match e.kind {
+        MediaErrorKind::Invalid => {
+            ApiError::new(StatusCode::BAD_REQUEST, ErrorType::InvalidMedia, e.message)
+        }
+        MediaErrorKind::TooLarge => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorType::MediaTooLarge,
+            e.message,
+        ),
+    }
+}
+
+/// Check image bytes and make the worker's part `{"type": "image", "data": BASE64}`.
+fn image_data(what: &str, bytes: &[u8]) -> Result<Value, ApiError> {
+    media::check_image(what, bytes.len() as u64, bytes).map_err(media_error)?;
+    Ok(json!({
+        "type": "image",
+        "data": base64::engine::general_purpose::STANDARD.encode(bytes),
+    }))
+}
+
+/// An `image_url`'s URL as a worker's part: a base64 data URL decoded and checked; an
+/// http(s) URL kept for [`fetch_remote_images`]; anything else refused.
+pub fn image_part(what: &str, url: &str) -> Result<Value, ApiError> {
+    if let Some(rest) = url.strip_prefix("data:") {
+        let Some((meta, data)) = rest.split_once(',') else {
+            return Err(ApiError::bad_request(format!(
+                "{what}: a data URL needs a `,` before its data"
+            )));
+        };
+        if !meta.split(';').any(|p| p.eq_ignore_ascii_case("base64")) {
+            return Err(ApiError::bad_request(format!(
+                "{what}: only base64 data URLs are read (data:image/png;base64,…)"
+            )));
+        }
+        let clean: String = data.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(clean.as_bytes())
+            .or_else(|_| base64::engine::general_purpose::URL_SAFE.decode(clean.as_bytes()))
+            .map_err(|e| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    ErrorType::InvalidMedia,
+                    format!("{what}: the data URL is not valid base64: {e}"),
+                )
+            })?;
+        return image_data(what, &bytes);
+    }
+    let lower = url.to_ascii_lowercase();
+    if lower.starts_with("http://") || lower.starts_with("https://") {
+        return Ok(json!({"type": "image_remote", "url": url, "what": what}));
+    }
+    Err(ApiError::bad_request(format!(
+        "{what}: an image_url must be a base64 data URL (data:image/png;base64,…)"
+    )))
+}
+
+/// Refuse, with HTTP 422, a chat or completion request the model cannot take: any request to
+/// a speech-to-text model, images to a model without the `vision` capability, and `logprobs`
+/// or `tools` for a vision model (mlx-vlm's generation has neither).
+pub fn check_input(served: &Served, job: &GenJob, has_images: bool) -> Result<(), ApiError> {
+    let incompatible = |m: String| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorType::ModelIncompatible,
+            m,
+        )
+    };
+    match backend_of(&served.record) {
+        Backend::MlxWhisper => Err(incompatible(format!(
+            "{} is a speech-to-text model: send audio to POST /v1/audio/transcriptions",
+            served.id
+        ))),
+        Backend::MlxVlm if job.logprobs.is_some() || job.tools.is_some() => {
+            Err(incompatible(format!(
+                "{} is a vision model (served by mlx-vlm): `logprobs` and `tools` are not \
+                 available for it",
+                served.id
+            )))
+        }
+        Backend::MlxLm if has_images => Err(incompatible(format!(
+            "{} cannot take images: it has no `vision` capability (GET /v1/models lists each \
+             model's capabilities)",
+            served.id
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Fetch the http(s) images of a request when the server allows it (`--allow-remote-images`),
+/// each at most [`media::IMAGE_MAX_BYTES`] within 10 s, and refuse them otherwise.
+pub async fn fetch_remote_images(srv: &Arc<Server>, job: &mut GenJob) -> Result<(), ApiError> {
+    let Some(messages) = job.messages.as_mut() else {
+        return Ok(());
+    };
+    for m in messages.iter_mut() {
+        let Some(parts) = m["content"].as_array_mut() else {
+            continue;
+        };
+        for p in parts.iter_mut() {
+            if p["type"] != "image_remote" {
+                continue;
+            }
+            let url = p["url"].as_str().unwrap_or_default().to_string();
+            let what = p["what"].as_str().unwrap_or("an image").to_string();
+            if !srv.config.allow_remote_images {
+                return Err(ApiError::bad_request(format!(
+                    "{what}: the server does not fetch image URLs on a client's behalf; send \
+                     the image as a base64 data URL (or start serve with --allow-remote-images)"
+                )));
+            }
+            let bytes = fetch(&url).await.map_err(|why| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    ErrorType::InvalidMedia,
+                    format!("{what}: cannot fetch {url}: {why}"),
+                )
+            })?;
+            *p = image_data(&what, &bytes)?;
+        }
+    }
+    Ok(())
+}
+
+async fn fetch(url: &str) -> Result<Vec<u8>, String> {
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(10))
+        .redirect(reqwest::redirect::Policy::limited(3))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut resp = client.get(url).send().await.map_err(|e| e.to_string())?;
+    if !resp.status().is_success() {
+        return Err(format!("HTTP {}", resp.status()));
+    }
+    let mut out = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| e.to_string())? {
+        out.extend_from_slice(&chunk);
+        if out.len() as u64 > media::IMAGE_MAX_BYTES {
+            return Err(format!("it is over {} bytes", media::IMAGE_MAX_BYTES));
+        }
+    }
+    Ok(out)
+}
+
+/// `response_format` of the audio routes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Json,
+    Text,
+    VerboseJson,
+    Srt,
+    Vtt,
+}
+
+/// A form's fields, as the audio routes read them.
+#[derive(Default)]
+struct Form {
+    file: Option<(String, Vec<u8>)>,
+    model: Option<String>,
+    language: Option<String>,
+    prompt: Option<String>,
+    format: Option<String>,
+    temperature: Option<String>,
+}
+
+async fn read_form(mut mp: Multipart) -> Result<Form, ApiError> {
+    let mut f = Form::default();
+    let bad = |e: axum::extract::multipart::MultipartError| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                ErrorType::MediaTooLarge,
+                format!(
+                    "the upload is over {AUDIO_BODY_LIMIT} bytes (audio files at most {} bytes)",
+                    media::AUDIO_MAX_BYTES
+                ),
+            )
+        } else {
+            ApiError::bad_request(format!("the multipart form cannot be read: {e}"))
+        }
+    };
+    while let Some(field) = mp.next_field().await.map_err(bad)? {
+        let name = field.name().unwrap_or_default().to_string();
+        if name == "file" {
+            let filename = field.file_name().unwrap_or("the upload").to_string();
+            let bytes = field.bytes().await.map_err(bad)?;
+            f.file = Some((filename, bytes.to_vec()));
+            continue;
+        }
+        let text = field.text().await.map_err(bad)?;
+        let slot = match name.as_str() {
+            "model" => &mut f.model,
+            "language" => &mut f.language,
+            "prompt" => &mut f.prompt,
+            "response_format" => &mut f.format,
+            "temperature" => &mut f.temperature,
+            _ => continue, // timestamp_granularities[] and the like: not used
+        };
+        *slot = Some(text).filter(|t| !t.trim().is_empty());
+    }
+    Ok(f)
+}
+
+fn timestamp(secs: f64, sep: char) -> String {
+    let ms = (secs.max(0.0) * 1000.0).round() as u64;
+    format!(
+        "{:02}:{:02}:{:02}{sep}{:03}",
+        ms / 3_600_000,
+        ms / 60_000 % 60,
+        ms / 1000 % 60,
+        ms % 1000
+    )
+}
+
+/// Segments as SubRip or WebVTT cues.
+fn subtitles(segments: &[Value], vtt: bool) -> String {
+    let mut out = if vtt {
+        String::from("WEBVTT\n\n")
+    } else {
+        String::new()
+    };
+    for (i, s) in segments.iter().enumerate() {
+        let (a, b) = (
+            s["start"].as_f64().unwrap_or(0.0),
+            s["end"].as_f64().unwrap_or(0.0),
+        );
+        let text = s["text"].as_str().unwrap_or_default().trim();
+        if vtt {
+            out.push_str(&format!(
+                "{} --> {}\n{text}\n\n",
+                timestamp(a, '.'),
+                timestamp(b, '.')
+            ));
+        } else {
+            out.push_str(&format!(
+                "{}\n{} --> {}\n{text}\n\n",
+                i + 1,
+                timestamp(a, ','),
+                timestamp(b, ',')
+            ));
+        }
+    }
+    out
+}
+
+async fn audio(srv: Arc<Server>, translate: bool, mp: Multipart) -> Result<Response, ApiError> {
+    let form = read_form(mp).await?;
+    let Some(model) = form.model else {
+        return Err(ApiError::bad_request(
+            "`model` is required (GET /v1/models lists them)",
+        ));
+    };
+    let Some((filename, bytes)) = form.file else {
+        return Err(ApiError::bad_request("`file` (the audio) is required"));
+    };
+    let format = match form.format.as_deref().unwrap_or("json") {
+        "json" => Format::Json,
+        "text" => Format::Text,
+        "verbose_json" => Format::VerboseJson,
+        "srt" => Format::Srt,
+        "vtt" => Format::Vtt,
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "`response_format` `{other}`: json, text, verbose_json, srt or vtt"
+            )));
+        }
+    };
+    let language = match form.language.as_deref() {
+        None => None,
+        Some(l) => Some(
+            media::whisper_language(l)
+                .map_err(|why| ApiError::bad_request(format!("`language`: {why}")))?,
+        ),
+    };
+    let temperature = match form.temperature.as_deref() {
+        None => 0.0,
+        Some(t) => t
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|t| (0.0..=1.0).contains(t))
+            .ok_or_else(|| ApiError::bad_request("`temperature` must be between 0 and 1"))?,
+    };
+    let served: Served = {
+        let s = srv.clone();
+        let name = model.clone();
+        tokio::task::spawn_blocking(move || s.catalog.resolve(&name))
+            .await
+            .map_err(|e| {
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    ErrorType::ServerError,
+                    e.to_string(),
+                )
+            })?
+            .map_err(ApiError::refused)?
+    };
+    let incompatible = |m: String| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorType::ModelIncompatible,
+            m,
+        )
+    };
+    if backend_of(&served.record) != Backend::MlxWhisper {
+        return Err(incompatible(format!(
+            "{} cannot transcribe audio: it is not a speech-to-text model (capability `audio`; \
+             GET /v1/models lists them)",
+            served.id
+        )));
+    }
+    if let Err(why) = crate::catalog::detect::whisper_layout(&served.model.path) {
+        return Err(incompatible(format!(
+            "{} is a speech model mlxfs cannot run: mlxfs runs Whisper checkpoints in \
+             mlx-whisper's layout, and {why}",
+            served.id
+        )));
+    }
+    if translate
+        && !served
+            .record
+            .capabilities
+            .contains(&crate::catalog::verdict::Capability::AudioTranslateEn)
+    {
+        return Err(incompatible(format!(
+            "{} cannot translate: English-only and turbo Whisper models only transcribe",
+            served.id
+        )));
+    }
+    let shown = crate::text::one_line(&filename).into_owned();
+    media::check_audio(&shown, bytes.len() as u64, &bytes).map_err(media_error)?;
+    let job = GenJob {
+        audio: Some(json!({
+            "data": base64::engine::general_purpose::STANDARD.encode(&bytes),
+            "name": shown,
+        })),
+        prompt: form.prompt,
+        language,
+        translate,
+        temperature,
+        max_tokens: 1,
+        top_p: 1.0,
+        ..GenJob::default()
+    };
+    drop(bytes);
+    let loaded = {
+        let s = srv.clone();
+        let sv = served.clone();
+        tokio::task::spawn_blocking(move || s.pool.load(&sv))
+            .await
+            .map_err(|e| {
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    ErrorType::ServerError,
+                    e.to_string(),
+                )
+            })?
+            .map_err(super::error::load_error)?
+    };
+    let mut handle = loaded.worker.submit(job).map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorType::WorkerFailed,
+            format!("the model's worker is gone ({e}); retry"),
+        )
+    })?;
+    let mut guard = super::pool::CancelGuard::new(loaded.clone(), handle.id);
+    let (text, media) = loop {
+        match handle.events.recv().await {
+            Some(JobEvent::Token { .. }) => {}
+            Some(JobEvent::Done {
+                finish_reason,
+                text,
+                completion_tokens,
+                media,
+                ..
+            }) => {
+                guard.done = true;
+                if finish_reason == "cancelled" {
+                    return Err(super::error::worker_error("cancelled", ""));
+                }
+                srv.metrics.generations.fetch_add(1, Ordering::Relaxed);
+                srv.metrics
+                    .completion_tokens
+                    .fetch_add(completion_tokens, Ordering::Relaxed);
+                break (text, media.unwrap_or(Value::Null));
+            }
+            Some(JobEvent::Error { kind, message }) => {
+                guard.done = true;
+                return Err(super::error::worker_error(&kind, &message));
+            }
+            None => {
+                guard.done = true;
+                return Err(super::error::worker_error("worker_died", "no result"));
+            }
+        }
+    };
+    let segments = media["segments"].as_array().cloned().unwrap_or_default();
+    let plain =
+        |body: String, mime: &'static str| ([(header::CONTENT_TYPE, mime)], body).into_response();
+    Ok(match format {
+        Format::Json => axum::Json(json!({"text": text})).into_response(),
+        Format::Text => plain(format!("{text}\n"), "text/plain; charset=utf-8"),
+        Format::Srt => plain(subtitles(&segments, false), "text/plain; charset=utf-8"),
+        Format::Vtt => plain(subtitles(&segments, true), "text/vtt; charset=utf-8"),
+        Format::VerboseJson => axum::Json(json!({
+            "task": if translate { "translate" } else { "transcribe" },
+            "language": media["language"],
+            "duration": media["audio_seconds"],
+            "text": text,
+            "segments": segments,
+        }))
+        .into_response(),
+    })
+}
+
+async fn transcriptions(State(srv): State<Arc<Server>>, mp: Multipart) -> Response {
+    finish(&srv, audio(srv.clone(), false, mp).await)
+}
+
+async fn translations(State(srv): State<Arc<Server>>, mp: Multipart) -> Response {
+    finish(&srv, audio(srv.clone(), true, mp).await)
+}
+
+fn finish(srv: &Server, r: Result<Response, ApiError>) -> Response {
+    r.unwrap_or_else(|e| {
+        srv.metrics.errors.fetch_add(1, Ordering::Relaxed);
+        e.into_response()
+    })
+}
+
+/// Add the audio routes (with their own body limit).
+pub fn routes(r: Router<Arc<Server>>) -> Router<Arc<Server>> {
+    r.route(
+        "/v1/audio/transcriptions",
+        post(transcriptions).layer(DefaultBodyLimit::max(AUDIO_BODY_LIMIT)),
+    )
+    .route(
+        "/v1/audio/translations",
+        post(translations).layer(DefaultBodyLimit::max(AUDIO_BODY_LIMIT)),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subtitle_formats() {
+        let segs = vec![
+            json!({"start": 0.0, "end": 1.5, "text": " Hello"}),
+            json!({"start": 3661.25, "end": 3662.0, "text": "world"}),
+        ];
+        assert_eq!(
+            subtitles(&segs, false),
+            "1\n00:00:00,000 --> 00:00:01,500\nHello\n\n2\n01:01:01,250 --> 01:01:02,000\nworld\n\n"
+        );
+        assert!(
+            subtitles(&segs, true).starts_with("WEBVTT\n\n00:00:00.000 --> 00:00:01.500\nHello\n")
+        );
+    }
+
+    #[test]
+    fn data_urls() {
+        let png = base64::engine::general_purpose::STANDARD.encode(b"\x89PNG\r\n\x1a\nrest");
+        let p = image_part("x", &format!("data:image/png;base64,{png}")).unwrap();
+        assert_eq!(p["type"], "image");
+        assert_eq!(
+            image_part("x", "data:image/png;base64,R0lGODlh")
+                .unwrap_err()
+                .kind,
+            ErrorType::InvalidMedia
+        );
+        assert_eq!(
+            image_part("x", "https://example.org/a.png").unwrap()["type"],
+            "image_remote"
+        );
+        assert_eq!(
+            image_part("x", "file:///etc/passwd").unwrap_err().kind,
+            ErrorType::InvalidRequest
+        );
+    }
+}

@@ -1,0 +1,1032 @@
+//! Vision and speech models: `run --image` (mlx-vlm) and `run --audio` (mlx-whisper) with real
+//! inference on tiny random-weight models the tests generate (scripts/make-tiny-vlm.py,
+//! scripts/make-tiny-whisper.py), the refusals that come before any Python starts, the same
+//! text as the backend called directly, offline runs in a network namespace, and nothing
+//! written to the shared caches.
+
+use serde_json::Value;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use crate::run::{venv_dir, venv_python};
+use crate::support::mnt::{BIN, Mount, cmd};
+use crate::support::*;
+
+/// A generator script of scripts/ into the workspace `name`.
+fn make(fx: &Fx, script: &str, name: &str, args: &[&str]) -> PathBuf {
+    let ws = fx.ws_home.join(name);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("scripts")
+        .join(script);
+    let o = Command::new(venv_python())
+        .arg(path)
+        .arg(&ws)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "{script}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    ws
+}
+
+pub(crate) fn make_vlm(fx: &Fx, name: &str) -> PathBuf {
+    make(fx, "make-tiny-vlm.py", name, &[])
+}
+
+pub(crate) fn make_whisper(fx: &Fx, name: &str, args: &[&str]) -> PathBuf {
+    make(fx, "make-tiny-whisper.py", name, args)
+}
+
+/// Images made with PIL in the venv: `red.png` (40x24), `blue.jpg` (24x40, EXIF orientation
+/// 6: shown rotated), `green.webp`, and the same pixels as `red.png` but as a GIF.
+pub(crate) fn images(dir: &Path) -> PathBuf {
+    fs::create_dir_all(dir).unwrap();
+    let script = r#"
+import sys
+from PIL import Image
+d = sys.argv[1]
+img = Image.new("RGB", (40, 24), (200, 30, 30))
+for x in range(10, 20):
+    for y in range(5, 15):
+        img.putpixel((x, y), (255, 255, 255))
+img.save(d + "/red.png")
+img.save(d + "/red.gif")
+blue = Image.new("RGB", (24, 40), (20, 40, 220))
+exif = Image.Exif()
+exif[0x0112] = 6
+blue.save(d + "/blue.jpg", exif=exif.tobytes(), quality=95)
+blue.transpose(Image.Transpose.ROTATE_270).save(d + "/blue-upright.png")
+Image.new("RGB", (32, 32), (20, 200, 40)).save(d + "/green.webp")
+"#;
+    let o = Command::new(venv_python())
+        .args(["-c", script])
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    dir.to_path_buf()
+}
+
+/// A 16 kHz mono 16-bit PCM WAV: a 440 Hz tone rising to 880 Hz, `secs` long.
+pub(crate) fn wav(path: &Path, secs: f64) {
+    let rate = 16_000u32;
+    let n = (secs * rate as f64) as u32;
+    let mut data = Vec::with_capacity(n as usize * 2);
+    for i in 0..n {
+        let t = i as f64 / rate as f64;
+        let f = 440.0 + 440.0 * t / secs;
+        let v = (0.4 * (2.0 * std::f64::consts::PI * f * t).sin() * 32767.0) as i16;
+        data.extend_from_slice(&v.to_le_bytes());
+    }
+    let mut b = Vec::new();
+    b.extend_from_slice(b"RIFF");
+    b.extend_from_slice(&(36 + data.len() as u32).to_le_bytes());
+    b.extend_from_slice(b"WAVEfmt ");
+    b.extend_from_slice(&16u32.to_le_bytes());
+    b.extend_from_slice(&1u16.to_le_bytes()); // PCM
+    b.extend_from_slice(&1u16.to_le_bytes()); // mono
+    b.extend_from_slice(&rate.to_le_bytes());
+    b.extend_from_slice(&(rate * 2).to_le_bytes());
+    b.extend_from_slice(&2u16.to_le_bytes());
+    b.extend_from_slice(&16u16.to_le_bytes());
+    b.extend_from_slice(b"data");
+    b.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    b.extend_from_slice(&data);
+    fs::write(path, b).unwrap();
+}
+
+fn run(fx: &Fx, args: &[&str]) -> Output {
+    cmd(fx)
+        .arg("run")
+        .args(args)
+        .arg("--python")
+        .arg(venv_dir())
+        .output()
+        .unwrap()
+}
+
+fn envelope(o: &Output) -> Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {}\n{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    })
+}
+
+fn ok(fx: &Fx, args: &[&str]) -> Value {
+    let o = run(fx, args);
+    let v = envelope(&o);
+    assert_eq!(
+        v["status"],
+        "success",
+        "{v}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    v["data"].clone()
+}
+
+/// A refusal: the envelope's error type, with Python never started (`--python` points at
+/// nothing, which would be `python_not_found` had the run got that far).
+fn refused(fx: &Fx, args: &[&str]) -> (String, String) {
+    let o = cmd(fx)
+        .arg("run")
+        .args(args)
+        .args(["--json", "--python", "/nonexistent/python"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let v = envelope(&o);
+    (
+        v["error"]["type"].as_str().unwrap_or_default().to_string(),
+        v["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+    )
+}
+
+const VLM_ARGS: &[&str] = &[
+    "--json",
+    "--temperature",
+    "0",
+    "--repetition-penalty",
+    "1",
+    "--max-tokens",
+    "12",
+];
+
+/// mlx-vlm called directly on the same folder, image and prompt (its own chat template),
+/// greedy: what `run --image` must print.
+fn vlm_direct(ws: &Path, image: &Path, prompt: &str) -> String {
+    let script = r#"
+import sys, json
+from PIL import Image, ImageOps
+from mlx_vlm import load, stream_generate
+from mlx_vlm.prompt_utils import apply_chat_template
+model, processor = load(sys.argv[1])
+img = ImageOps.exif_transpose(Image.open(sys.argv[2])).convert("RGB")
+prompt = apply_chat_template(processor, model.config, sys.argv[3], num_images=1)
+text = "".join(r.text for r in stream_generate(model, processor, prompt, image=[img], max_tokens=12, temperature=0.0, top_p=1.0))
+print(json.dumps(text))
+"#;
+    let o = Command::new(venv_python())
+        .args(["-c", script])
+        .arg(ws)
+        .arg(image)
+        .arg(prompt)
+        .env("HF_HUB_OFFLINE", "1")
+        .env("HF_HOME", ws.join(".direct-hf"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice::<Value>(&o.stdout)
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn run_image_same_text_from_path_name_mount_subprocess_and_mlx_vlm() {
+    crate::require!(Python, Fuse);
+    let fx = Fx::new();
+    let ws = make_vlm(&fx, "tiny-vlm");
+    let img = images(&fx.tmp.path().join("img"));
+    let png = img.join("red.png");
+    let before = tree_state(&fx.hf_home);
+    let mut args = vec![ws.to_str().unwrap(), "Describe the image.", "--image"];
+    args.push(png.to_str().unwrap());
+    args.extend(VLM_ARGS);
+    let by_path = ok(&fx, &args);
+    assert_eq!(by_path["backend"], "mlx-vlm");
+    let text = by_path["text"].as_str().unwrap().to_string();
+    assert!(!text.is_empty(), "{by_path}");
+    assert_eq!(by_path["python"]["mode"], "embedded");
+    assert_eq!(
+        by_path["python"]["hf_home"],
+        ws.join(".hf_cache").to_string_lossy().as_ref()
+    );
+    assert_eq!(by_path["images"][0], png.to_string_lossy().as_ref());
+    assert_eq!(text, vlm_direct(&ws, &png, "Describe the image."));
+
+    args[0] = "tiny-vlm";
+    assert_eq!(ok(&fx, &args)["text"], text.as_str());
+    let mut sub = args.clone();
+    sub.push("--subprocess");
+    let s = ok(&fx, &sub);
+    assert_eq!(s["python"]["mode"], "subprocess");
+    assert_eq!(s["text"], text.as_str());
+
+    // The same model in the hub cache: run by its id, under its own per-model cache.
+    assert_eq!(tree_state(&fx.hf_home), before);
+    fx.hub_model("org/tiny-vlm-hub", &files_of(&ws));
+    let before = tree_state(&fx.hf_home);
+    let mut hub = args.clone();
+    hub[0] = "org/tiny-vlm-hub";
+    let h = ok(&fx, &hub);
+    assert_eq!(h["text"], text.as_str());
+    let hub_home = h["python"]["hf_home"].as_str().unwrap().to_string();
+    assert!(hub_home.contains("hf-cache"), "{hub_home}");
+    assert!(
+        !hub_home.starts_with(fx.hf_home.to_str().unwrap()),
+        "{hub_home}"
+    );
+
+    let m = Mount::start(&fx, &[]);
+    let through = m.dir.join("tiny-vlm");
+    args[0] = through.to_str().unwrap();
+    let t = ok(&fx, &args);
+    assert_eq!(t["text"], text.as_str());
+    assert_eq!(
+        t["model"]["weights_path"],
+        through.to_string_lossy().as_ref()
+    );
+    drop(m);
+
+    // Another image gives the image's own answer; JPEG with EXIF orientation is turned
+    // upright first (the same text as the upright PNG), and WebP reads too.
+    let jpg = img.join("blue.jpg");
+    let upright = img.join("blue-upright.png");
+    let mut a2 = vec![
+        "tiny-vlm",
+        "Describe the image.",
+        "--image",
+        jpg.to_str().unwrap(),
+    ];
+    a2.extend(VLM_ARGS);
+    let rotated = ok(&fx, &a2)["text"].clone();
+    a2[3] = upright.to_str().unwrap();
+    assert_eq!(ok(&fx, &a2)["text"], rotated);
+    let webp = img.join("green.webp");
+    a2[3] = webp.to_str().unwrap();
+    ok(&fx, &a2);
+    // Two images in one prompt.
+    let mut two = vec![
+        "tiny-vlm",
+        "Compare them.",
+        "--image",
+        png.to_str().unwrap(),
+    ];
+    two.extend(["--image", webp.to_str().unwrap()]);
+    two.extend(VLM_ARGS);
+    assert_eq!(ok(&fx, &two)["images"].as_array().unwrap().len(), 2);
+    // Nothing reached the shared cache; the model's own cache holds nothing new either.
+    assert_eq!(tree_state(&fx.hf_home), before);
+}
+
+#[test]
+fn media_refusals_come_before_python_starts() {
+    crate::require!(Python);
+    let fx = Fx::new();
+    crate::run::make_tiny(&fx, "tiny", &[]);
+    make_vlm(&fx, "tiny-vlm");
+    make_whisper(&fx, "whisper-tiny-mlx", &[]);
+    make_whisper(&fx, "whisper-tiny.en-mlx", &["--english-only"]);
+    let img = images(&fx.tmp.path().join("img"));
+    let png = img.join("red.png");
+    let gif = img.join("red.gif");
+    let clip = fx.tmp.path().join("clip.wav");
+    wav(&clip, 1.0);
+    let (p, g, c) = (
+        png.to_str().unwrap(),
+        gif.to_str().unwrap(),
+        clip.to_str().unwrap(),
+    );
+    // A text model given an image.
+    let (t, m) = refused(&fx, &["tiny", "hi", "--image", p]);
+    assert_eq!(t, "model_incompatible");
+    assert!(
+        m.contains("cannot take images") && m.contains("vision"),
+        "{m}"
+    );
+    // A vision model given audio, a text model given audio.
+    let (t, m) = refused(&fx, &["tiny-vlm", "hi", "--audio", c]);
+    assert_eq!(t, "model_incompatible");
+    assert!(m.contains("cannot take audio"), "{m}");
+    assert_eq!(
+        refused(&fx, &["tiny", "--audio", c]).0,
+        "model_incompatible"
+    );
+    // A speech model without audio, or given an image.
+    let (t, m) = refused(&fx, &["whisper-tiny-mlx", "hello"]);
+    assert_eq!(t, "model_incompatible");
+    assert!(m.contains("--audio"), "{m}");
+    assert_eq!(
+        refused(&fx, &["whisper-tiny-mlx", "hi", "--image", p]).0,
+        "model_incompatible"
+    );
+    // An English-only Whisper cannot translate.
+    let (t, m) = refused(&fx, &["whisper-tiny.en-mlx", "--audio", c, "--translate"]);
+    assert_eq!(t, "model_incompatible");
+    assert!(m.contains("cannot translate"), "{m}");
+    // Files that are not what they must be, by their bytes (a GIF named .png too).
+    let (t, m) = refused(&fx, &["tiny-vlm", "hi", "--image", g]);
+    assert_eq!(t, "invalid_media");
+    assert!(m.contains("not a PNG, JPEG or WebP"), "{m}");
+    let disguised = img.join("gif-named.png");
+    fs::copy(&gif, &disguised).unwrap();
+    assert_eq!(
+        refused(
+            &fx,
+            &["tiny-vlm", "hi", "--image", disguised.to_str().unwrap()]
+        )
+        .0,
+        "invalid_media"
+    );
+    assert_eq!(
+        refused(&fx, &["whisper-tiny-mlx", "--audio", p]).0,
+        "invalid_media"
+    );
+    let missing = fx.tmp.path().join("missing.wav");
+    assert_eq!(
+        refused(
+            &fx,
+            &["whisper-tiny-mlx", "--audio", missing.to_str().unwrap()]
+        )
+        .0,
+        "invalid_media"
+    );
+    // Too large: a PNG header and 10 MiB + 1 of padding.
+    let big = img.join("big.png");
+    let mut b = fs::read(&png).unwrap();
+    b.resize(10 * 1024 * 1024 + 1, 0);
+    fs::write(&big, b).unwrap();
+    let (t, m) = refused(&fx, &["tiny-vlm", "hi", "--image", big.to_str().unwrap()]);
+    assert_eq!(t, "media_too_large");
+    assert!(m.contains("limit"), "{m}");
+    // Eleven images.
+    let mut many = vec!["tiny-vlm", "hi"];
+    for _ in 0..11 {
+        many.extend(["--image", p]);
+    }
+    assert_eq!(refused(&fx, &many).0, "invalid_media");
+    // --language and --translate need --audio; --image and --audio exclude each other.
+    for args in [
+        vec!["run", "tiny", "hi", "--language", "en"],
+        vec!["run", "tiny", "hi", "--translate"],
+        vec!["run", "whisper-tiny-mlx", "--audio", c, "--translate", "de"],
+        vec![
+            "run",
+            "whisper-tiny-mlx",
+            "--audio",
+            c,
+            "--language",
+            "klingon",
+        ],
+        vec!["run", "tiny-vlm", "hi", "--image", p, "--audio", c],
+    ] {
+        let o = cmd(&fx).args(&args).output().unwrap();
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+    }
+}
+
+/// mlx-whisper called directly on the same samples (read with Python's `wave`), greedy.
+fn whisper_direct(ws: &Path, clip: &Path) -> Value {
+    let script = r#"
+import sys, json, wave, types
+import numpy as np
+try:
+    import numba
+except ImportError:  # as mlxfs's generate.py: numba only compiles word timestamps
+    sys.modules["numba"] = types.ModuleType("numba")
+    sys.modules["numba"].jit = lambda *a, **k: (lambda f: f)
+import mlx_whisper
+with wave.open(sys.argv[2]) as w:
+    x = np.frombuffer(w.readframes(w.getnframes()), "<i2").astype(np.float32) / 32768.0
+r = mlx_whisper.transcribe(x, path_or_hf_repo=sys.argv[1], temperature=(0.0,), verbose=None)
+print(json.dumps({"text": r["text"].strip(), "language": r["language"],
+                  "segments": [[round(s["start"], 3), round(s["end"], 3), s["text"]] for s in r["segments"]]}))
+"#;
+    let o = Command::new(venv_python())
+        .args(["-c", script])
+        .arg(ws)
+        .arg(clip)
+        .env("HF_HUB_OFFLINE", "1")
+        .env("HF_HOME", ws.join(".direct-hf"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+#[test]
+fn run_audio_same_transcript_from_path_name_mount_and_mlx_whisper() {
+    crate::require!(Python, Fuse);
+    let fx = Fx::new();
+    let ws = make_whisper(&fx, "whisper-tiny-mlx", &[]);
+    // Like the mlx-community conversions: no tokenizer, no processor files.
+    assert!(!ws.join("tokenizer.json").exists());
+    assert!(!ws.join("preprocessor_config.json").exists());
+    let clip = fx.tmp.path().join("tone.wav");
+    wav(&clip, 2.0);
+    let c = clip.to_str().unwrap();
+    let before = tree_state(&fx.hf_home);
+    let by_path = ok(&fx, &[ws.to_str().unwrap(), "--audio", c, "--json"]);
+    assert_eq!(by_path["backend"], "mlx-whisper");
+    let want = whisper_direct(&ws, &clip);
+    assert_eq!(by_path["text"], want["text"], "{by_path}");
+    assert_eq!(by_path["language"], want["language"]);
+    let segs: Vec<Value> = by_path["segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| serde_json::json!([s["start"], s["end"], s["text"]]))
+        .collect();
+    assert_eq!(Value::Array(segs), want["segments"]);
+    assert_eq!(by_path["audio"]["decoder"], "wav");
+    assert!((by_path["audio"]["seconds"].as_f64().unwrap() - 2.0).abs() < 0.01);
+    assert_eq!(
+        by_path["python"]["hf_home"],
+        ws.join(".hf_cache").to_string_lossy().as_ref()
+    );
+    let text = by_path["text"].clone();
+    assert_eq!(
+        ok(&fx, &["whisper-tiny-mlx", "--audio", c, "--json"])["text"],
+        text
+    );
+    assert_eq!(
+        ok(
+            &fx,
+            &["whisper-tiny-mlx", "--audio", c, "--json", "--subprocess"]
+        )["text"],
+        text
+    );
+    assert_eq!(tree_state(&fx.hf_home), before);
+    fx.hub_model("mlx-community/whisper-tiny-hub-mlx", &files_of(&ws));
+    let before = tree_state(&fx.hf_home);
+    let h = ok(
+        &fx,
+        &["mlx-community/whisper-tiny-hub-mlx", "--audio", c, "--json"],
+    );
+    assert_eq!(h["text"], text);
+    assert!(
+        h["python"]["hf_home"]
+            .as_str()
+            .unwrap()
+            .contains("hf-cache"),
+        "{h}"
+    );
+    let m = Mount::start(&fx, &[]);
+    let through = m.dir.join("whisper-tiny-mlx");
+    assert_eq!(
+        ok(&fx, &[through.to_str().unwrap(), "--audio", c, "--json"])["text"],
+        text
+    );
+    drop(m);
+    // Plain output: the transcript alone on stdout.
+    let o = run(&fx, &["whisper-tiny-mlx", "--audio", c]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim_end_matches('\n'),
+        text.as_str().unwrap()
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("transcribed"));
+    // --language and --translate reach the model (the task and language are Whisper's).
+    let tr = ok(
+        &fx,
+        &[
+            "whisper-tiny-mlx",
+            "--audio",
+            c,
+            "--json",
+            "--language",
+            "de",
+            "--translate",
+        ],
+    );
+    assert_eq!(tr["language"], "de");
+    assert_eq!(tr["audio"]["task"], "translate");
+    // mlx-knife's spelling, `--translate en`, is the same (and not a prompt word).
+    let tr2 = ok(
+        &fx,
+        &[
+            "whisper-tiny-mlx",
+            "--audio",
+            c,
+            "--json",
+            "--language",
+            "de",
+            "--translate",
+            "en",
+        ],
+    );
+    assert_eq!(tr2["text"], tr["text"]);
+    assert_eq!(tree_state(&fx.hf_home), before);
+}
+
+/// The tone of [`wav`] encoded with PyAV (FFmpeg's encoders in the test venv) as FLAC, MP3,
+/// M4A (AAC) and Ogg (Opus), and as 8-bit stereo 8 kHz and 32-bit float 44.1 kHz WAVs.
+fn encoded(dir: &Path, src: &Path) {
+    let script = r#"
+import sys, wave
+import numpy as np
+import av
+d, src = sys.argv[1], sys.argv[2]
+with wave.open(src) as w:
+    x = np.frombuffer(w.readframes(w.getnframes()), "<i2")
+for ext, codec, fmt, rate in [("flac", "flac", "s16", 16000), ("mp3", "libmp3lame", "s16p", 16000),
+                              ("m4a", "aac", "fltp", 16000), ("ogg", "libopus", "s16", 48000)]:
+    out = av.open(f"{d}/tone.{ext}", "w", format={"m4a": "ipod", "ogg": "ogg"}.get(ext, ext))
+    st = out.add_stream(codec, rate=rate)
+    st.layout = "mono"
+    frame = av.AudioFrame.from_ndarray(x.reshape(1, -1), format="s16", layout="mono")
+    frame.sample_rate = 16000
+    res = av.AudioResampler(format=fmt, layout="mono", rate=rate)
+    for f in res.resample(frame) + res.resample(None):
+        for p in st.encode(f):
+            out.mux(p)
+    for p in st.encode(None):
+        out.mux(p)
+    out.close()
+# 8-bit unsigned stereo at 8 kHz; 32-bit float mono at 44.1 kHz
+y = x[::2].astype(np.int32) // 256 + 128
+with wave.open(f"{d}/tone-u8-stereo.wav", "wb") as w:
+    w.setnchannels(2); w.setsampwidth(1); w.setframerate(8000)
+    w.writeframes(np.repeat(y.astype(np.uint8), 2).tobytes())
+f = np.interp(np.arange(int(len(x) * 44100 / 16000)) * 16000 / 44100, np.arange(len(x)), x / 32768.0).astype("<f4")
+data = f.tobytes()
+import struct
+hdr = b"RIFF" + struct.pack("<I", 36 + len(data)) + b"WAVEfmt " + struct.pack("<IHHIIHH", 16, 3, 1, 44100, 44100 * 4, 4, 32)
+open(f"{d}/tone-f32.wav", "wb").write(hdr + b"data" + struct.pack("<I", len(data)) + data)
+"#;
+    let o = Command::new(venv_python())
+        .args(["-c", script])
+        .arg(dir)
+        .arg(src)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+#[test]
+fn common_audio_formats_decode_and_a_missing_decoder_is_named() {
+    crate::require!(Python);
+    let fx = Fx::new();
+    make_whisper(&fx, "whisper-tiny-mlx", &[]);
+    let dir = fx.tmp.path().join("audio");
+    fs::create_dir_all(&dir).unwrap();
+    let clip = dir.join("tone.wav");
+    wav(&clip, 2.0);
+    encoded(&dir, &clip);
+    for (file, decoder) in [
+        ("tone.flac", "pyav"),
+        ("tone.mp3", "pyav"),
+        ("tone.m4a", "pyav"),
+        ("tone.ogg", "pyav"),
+        ("tone-u8-stereo.wav", "wav"),
+        ("tone-f32.wav", "wav"),
+    ] {
+        let f = dir.join(file);
+        let v = ok(
+            &fx,
+            &["whisper-tiny-mlx", "--audio", f.to_str().unwrap(), "--json"],
+        );
+        assert_eq!(v["audio"]["decoder"], decoder, "{file}: {v}");
+        let secs = v["audio"]["seconds"].as_f64().unwrap();
+        assert!((secs - 2.0).abs() < 0.15, "{file}: {secs} s");
+    }
+    // Without PyAV (hidden by a stand-in that fails to import) and without ffmpeg on PATH:
+    // a FLAC file is `decoder_missing`, naming both ways; WAV still works.
+    let hide = fx.tmp.path().join("no-av");
+    fs::create_dir_all(hide.join("av")).unwrap();
+    fs::write(
+        hide.join("av/__init__.py"),
+        "raise ImportError('hidden by the test')\n",
+    )
+    .unwrap();
+    let o = cmd(&fx)
+        .args(["run", "whisper-tiny-mlx", "--json", "--audio"])
+        .arg(dir.join("tone.flac"))
+        .arg("--python")
+        .arg(venv_dir())
+        .env("PYTHONPATH", &hide)
+        .env("PATH", "/nonexistent")
+        .output()
+        .unwrap();
+    let v = envelope(&o);
+    assert_eq!(v["error"]["type"], "decoder_missing", "{v}");
+    let m = v["error"]["message"].as_str().unwrap();
+    assert!(m.contains("PyAV") && m.contains("ffmpeg"), "{m}");
+    // A file that claims to be FLAC but is not: PyAV's own error, as invalid_media.
+    let fake = dir.join("fake.flac");
+    fs::write(&fake, b"fLaC\0\0\0\x22not really flac").unwrap();
+    let v = envelope(&run(
+        &fx,
+        &[
+            "whisper-tiny-mlx",
+            "--audio",
+            fake.to_str().unwrap(),
+            "--json",
+        ],
+    ));
+    assert_eq!(v["error"]["type"], "invalid_media", "{v}");
+}
+
+#[test]
+fn offline_media_runs_without_network() {
+    crate::require!(Python, Root);
+    let fx = Fx::new();
+    make_vlm(&fx, "tiny-vlm");
+    make_whisper(&fx, "whisper-tiny-mlx", &[]);
+    let img = images(&fx.tmp.path().join("img"));
+    let clip = fx.tmp.path().join("tone.wav");
+    wav(&clip, 1.0);
+    let online_v = ok(
+        &fx,
+        &[
+            &[
+                "tiny-vlm",
+                "Describe.",
+                "--image",
+                img.join("red.png").to_str().unwrap(),
+            ],
+            VLM_ARGS,
+        ]
+        .concat(),
+    );
+    let online_a = ok(
+        &fx,
+        &[
+            "whisper-tiny-mlx",
+            "--audio",
+            clip.to_str().unwrap(),
+            "--json",
+        ],
+    );
+    let before = tree_state(&fx.hf_home);
+    let unshared = |args: &[&str]| -> Value {
+        let mut c = Command::new("unshare");
+        c.env_clear().env("PATH", "/usr/local/bin:/usr/bin:/bin");
+        for (k, v) in fx.vars() {
+            c.env(k, v);
+        }
+        let o = c
+            .args(["-n", "--", BIN, "run"])
+            .args(args)
+            .args(["--offline", "--python"])
+            .arg(venv_dir())
+            .output()
+            .unwrap();
+        let v = envelope(&o);
+        assert_eq!(v["status"], "success", "{v}");
+        assert_eq!(v["data"]["python"]["offline"], true);
+        v["data"].clone()
+    };
+    let v = unshared(
+        &[
+            &[
+                "tiny-vlm",
+                "Describe.",
+                "--image",
+                img.join("red.png").to_str().unwrap(),
+            ],
+            VLM_ARGS,
+        ]
+        .concat(),
+    );
+    assert_eq!(v["text"], online_v["text"]);
+    let a = unshared(&[
+        "whisper-tiny-mlx",
+        "--audio",
+        clip.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(a["text"], online_a["text"]);
+    assert_eq!(tree_state(&fx.hf_home), before);
+}
+
+/// Python with the openai client against `url`; the script's stdout as JSON.
+fn openai(url: &str, body: &str) -> Value {
+    let script = format!(
+        "import openai, json, sys, base64\nc = openai.OpenAI(base_url='{url}/v1', api_key='k', max_retries=0)\n{body}"
+    );
+    let o = Command::new(venv_python())
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stdout)))
+}
+
+#[test]
+fn serve_images_and_transcriptions_through_the_openai_client() {
+    crate::require!(Python);
+    let fx = Fx::new();
+    crate::run::make_tiny(&fx, "tiny", &[]);
+    make_vlm(&fx, "tiny-vlm");
+    make_whisper(&fx, "whisper-tiny-mlx", &[]);
+    let img = images(&fx.tmp.path().join("img"));
+    let png = img.join("red.png");
+    let clip = fx.tmp.path().join("tone.wav");
+    wav(&clip, 2.0);
+    let before = tree_state(&fx.hf_home);
+    let want_image = ok(
+        &fx,
+        &[
+            &[
+                "tiny-vlm",
+                "Describe the image.",
+                "--image",
+                png.to_str().unwrap(),
+            ],
+            VLM_ARGS,
+        ]
+        .concat(),
+    )["text"]
+        .clone();
+    let want_audio = ok(
+        &fx,
+        &[
+            "whisper-tiny-mlx",
+            "--audio",
+            clip.to_str().unwrap(),
+            "--json",
+        ],
+    );
+    // A stop sequence: two characters from the middle of the text (or one past its end).
+    let chars: Vec<char> = want_image.as_str().unwrap().chars().collect();
+    let stop: String = if chars.len() >= 4 {
+        chars[2..4].iter().collect()
+    } else {
+        "@@@@".into()
+    };
+    let full = want_image.as_str().unwrap();
+    let cut = full.find(&stop).map_or(full, |i| &full[..i]).to_string();
+    let s = crate::serve::Served::start(&fx, &[]);
+    let url = s.url();
+    let models = crate::serve::get_json(&s.addr, "/v1/models", &[]).1;
+    let caps = |id: &str| {
+        models["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["id"] == id)
+            .map(|m| m["capabilities"].clone())
+            .unwrap_or(Value::Null)
+    };
+    assert!(caps("tiny-vlm").to_string().contains("vision"), "{models}");
+    assert!(
+        caps("whisper-tiny-mlx").to_string().contains("audio"),
+        "{models}"
+    );
+    let v = openai(
+        &url,
+        &format!(
+            r#"
+png = base64.b64encode(open({png:?}, "rb").read()).decode()
+msg = [{{"role": "user", "content": [
+    {{"type": "image_url", "image_url": {{"url": "data:image/png;base64," + png}}}},
+    {{"type": "text", "text": "Describe the image."}}]}}]
+def status(f):
+    try:
+        f()
+        return None
+    except openai.APIStatusError as e:
+        return [e.status_code, e.body.get("type") if isinstance(e.body, dict) else None,
+                e.body.get("message") if isinstance(e.body, dict) else str(e.body)]
+out = {{}}
+r = c.chat.completions.create(model="tiny-vlm", messages=msg, max_tokens=12, temperature=0,
+                              extra_body={{"repetition_penalty": 1}})
+out["chat"] = r.choices[0].message.content
+out["usage"] = r.usage.completion_tokens
+st = c.chat.completions.create(model="tiny-vlm", messages=msg, max_tokens=12, temperature=0,
+                               stream=True, extra_body={{"repetition_penalty": 1}})
+out["stream"] = "".join(ch.choices[0].delta.content or "" for ch in st if ch.choices)
+stop = {stop:?}
+out["stop"] = c.chat.completions.create(model="tiny-vlm", messages=msg, max_tokens=12, temperature=0,
+    stop=[stop], extra_body={{"repetition_penalty": 1}}).choices[0].message.content
+out["stop_stream"] = "".join(ch.choices[0].delta.content or "" for ch in c.chat.completions.create(
+    model="tiny-vlm", messages=msg, max_tokens=12, temperature=0, stop=[stop], stream=True,
+    extra_body={{"repetition_penalty": 1}}) if ch.choices)
+out["logprobs"] = status(lambda: c.chat.completions.create(model="tiny-vlm", messages=msg, max_tokens=2, logprobs=True))
+out["text_only"] = c.chat.completions.create(model="tiny-vlm", max_tokens=4, temperature=0,
+    messages=[{{"role": "user", "content": "Hello"}}]).choices[0].message.content is not None
+out["text_model_image"] = status(lambda: c.chat.completions.create(model="tiny", messages=msg, max_tokens=2))
+out["whisper_chat"] = status(lambda: c.chat.completions.create(model="whisper-tiny-mlx",
+    messages=[{{"role": "user", "content": "hi"}}], max_tokens=2))
+out["remote"] = status(lambda: c.chat.completions.create(model="tiny-vlm", max_tokens=2, messages=[
+    {{"role": "user", "content": [{{"type": "image_url", "image_url": {{"url": "http://127.0.0.1:9/a.png"}}}}]}}]))
+out["bad_image"] = status(lambda: c.chat.completions.create(model="tiny-vlm", max_tokens=2, messages=[
+    {{"role": "user", "content": [{{"type": "image_url", "image_url": {{"url": "data:image/gif;base64,R0lGODlhAQABAAAAACw="}}}}]}}]))
+f = lambda: open({clip:?}, "rb")
+out["json"] = c.audio.transcriptions.create(model="whisper-tiny-mlx", file=f()).text
+out["text"] = c.audio.transcriptions.create(model="whisper-tiny-mlx", file=f(), response_format="text")
+vj = c.audio.transcriptions.create(model="whisper-tiny-mlx", file=f(), response_format="verbose_json")
+out["verbose"] = {{"text": vj.text, "language": vj.language, "duration": vj.duration,
+                  "segments": [[s.start, s.end, s.text] for s in (vj.segments or [])]}}
+out["srt"] = c.audio.transcriptions.create(model="whisper-tiny-mlx", file=f(), response_format="srt")
+out["vtt"] = c.audio.transcriptions.create(model="whisper-tiny-mlx", file=f(), response_format="vtt")
+out["translation"] = c.audio.translations.create(model="whisper-tiny-mlx", file=f()).text
+out["bad_language"] = status(lambda: c.audio.transcriptions.create(model="whisper-tiny-mlx", file=f(), language="xx"))
+out["text_model_audio"] = status(lambda: c.audio.transcriptions.create(model="tiny", file=f()))
+out["not_audio"] = status(lambda: c.audio.transcriptions.create(model="whisper-tiny-mlx",
+    file=("x.wav", open({png:?}, "rb"))))
+print(json.dumps(out))
+"#
+        ),
+    );
+    assert_eq!(v["chat"], want_image, "{v}");
+    assert_eq!(v["stream"], want_image, "{v}");
+    assert_eq!(v["stop"], cut.as_str(), "{v}");
+    assert_eq!(v["stop_stream"], cut.as_str(), "{v}");
+    assert_eq!(v["logprobs"][0], 422, "{v}");
+    assert_eq!(v["text_only"], true);
+    assert_eq!(v["text_model_image"][0], 422, "{v}");
+    assert!(
+        v["text_model_image"][2]
+            .as_str()
+            .unwrap()
+            .contains("cannot take images"),
+        "{v}"
+    );
+    assert_eq!(v["whisper_chat"][0], 422, "{v}");
+    assert_eq!(v["remote"][0], 400, "{v}");
+    assert!(
+        v["remote"][2].as_str().unwrap().contains("does not fetch"),
+        "{v}"
+    );
+    assert_eq!(v["bad_image"][0], 400, "{v}");
+    assert_eq!(v["bad_image"][1], "invalid_media", "{v}");
+    let text = want_audio["text"].as_str().unwrap();
+    assert_eq!(v["json"], text, "{v}");
+    assert_eq!(v["text"].as_str().unwrap().trim_end(), text, "{v}");
+    assert_eq!(v["verbose"]["text"], text);
+    assert_eq!(v["verbose"]["language"], want_audio["language"]);
+    assert_eq!(
+        v["verbose"]["segments"].as_array().unwrap().len(),
+        want_audio["segments"].as_array().unwrap().len()
+    );
+    let srt = v["srt"].as_str().unwrap();
+    let vtt = v["vtt"].as_str().unwrap();
+    if !want_audio["segments"].as_array().unwrap().is_empty() {
+        assert!(srt.starts_with("1\n00:00:"), "{srt}");
+        assert!(srt.contains(" --> "), "{srt}");
+    }
+    assert!(vtt.starts_with("WEBVTT\n"), "{vtt}");
+    assert!(v["translation"].is_string());
+    assert_eq!(v["text_model_audio"][0], 422, "{v}");
+    assert_eq!(v["bad_language"][0], 400, "{v}");
+    assert_eq!(v["not_audio"][0], 400, "{v}");
+    assert_eq!(v["not_audio"][1], "invalid_media", "{v}");
+    // Every worker ran under its model's own isolated cache; the shared cache is untouched.
+    let h = crate::serve::get_json(&s.addr, "/health", &[]).1;
+    assert!(!h["workers"].as_array().unwrap().is_empty(), "{h}");
+    assert_eq!(tree_state(&fx.hf_home), before);
+}
+
+#[test]
+fn serve_fetches_image_urls_only_when_allowed() {
+    crate::require!(Python);
+    let fx = Fx::new();
+    make_vlm(&fx, "tiny-vlm");
+    let img = images(&fx.tmp.path().join("img"));
+    let png = img.join("red.png");
+    let want = ok(
+        &fx,
+        &[
+            &[
+                "tiny-vlm",
+                "Describe the image.",
+                "--image",
+                png.to_str().unwrap(),
+            ],
+            VLM_ARGS,
+        ]
+        .concat(),
+    )["text"]
+        .clone();
+    // A file server on loopback (the only kind of address a test may fetch from).
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut files = Command::new(venv_python())
+        .args([
+            "-m",
+            "http.server",
+            "--bind",
+            "127.0.0.1",
+            &port.to_string(),
+            "--directory",
+        ])
+        .arg(&img)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "http.server did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let s = crate::serve::Served::start(&fx, &["--allow-remote-images"]);
+    let v = openai(
+        &s.url(),
+        &format!(
+            r#"
+def ask(url):
+    try:
+        r = c.chat.completions.create(model="tiny-vlm", max_tokens=12, temperature=0,
+            extra_body={{"repetition_penalty": 1}},
+            messages=[{{"role": "user", "content": [{{"type": "image_url", "image_url": {{"url": url}}}},
+                                                    {{"type": "text", "text": "Describe the image."}}]}}])
+        return r.choices[0].message.content
+    except openai.APIStatusError as e:
+        return [e.status_code, e.body.get("type"), e.body.get("message")]
+print(json.dumps({{"ok": ask("http://127.0.0.1:{port}/red.png"),
+                  "missing": ask("http://127.0.0.1:{port}/nothing.png"),
+                  "gif": ask("http://127.0.0.1:{port}/red.gif")}}))
+"#
+        ),
+    );
+    let _ = files.kill();
+    let _ = files.wait();
+    assert_eq!(v["ok"], want, "{v}");
+    assert_eq!(v["missing"][0], 400, "{v}");
+    assert_eq!(v["missing"][1], "invalid_media", "{v}");
+    assert_eq!(v["gif"][1], "invalid_media", "{v}");
+}
+
+#[test]
+fn serve_loads_vision_and_speech_models_through_a_mount() {
+    crate::require!(Python, Fuse);
+    let fx = Fx::new();
+    make_vlm(&fx, "tiny-vlm");
+    let ws = make_whisper(&fx, "whisper-tiny-mlx", &[]);
+    let img = images(&fx.tmp.path().join("img"));
+    let png = img.join("red.png");
+    let clip = fx.tmp.path().join("tone.wav");
+    wav(&clip, 1.0);
+    let want_image = ok(
+        &fx,
+        &[
+            &[
+                "tiny-vlm",
+                "Describe the image.",
+                "--image",
+                png.to_str().unwrap(),
+            ],
+            VLM_ARGS,
+        ]
+        .concat(),
+    )["text"]
+        .clone();
+    let want_audio = ok(
+        &fx,
+        &[
+            "whisper-tiny-mlx",
+            "--audio",
+            clip.to_str().unwrap(),
+            "--json",
+        ],
+    )["text"]
+        .clone();
+    let m = Mount::start(&fx, &[]);
+    let (v, a) = (m.dir.join("tiny-vlm"), m.dir.join("whisper-tiny-mlx"));
+    let s = crate::serve::Served::start(
+        &fx,
+        &[
+            "--model",
+            v.to_str().unwrap(),
+            "--model",
+            a.to_str().unwrap(),
+            "--max-loaded",
+            "2",
+            "--offline",
+        ],
+    );
+    let out = openai(
+        &s.url(),
+        &format!(
+            r#"
+png = base64.b64encode(open({png:?}, "rb").read()).decode()
+r = c.chat.completions.create(model="tiny-vlm", max_tokens=12, temperature=0, extra_body={{"repetition_penalty": 1}},
+    messages=[{{"role": "user", "content": [{{"type": "image_url", "image_url": {{"url": "data:image/png;base64," + png}}}},
+                                            {{"type": "text", "text": "Describe the image."}}]}}])
+t = c.audio.transcriptions.create(model="whisper-tiny-mlx", file=open({clip:?}, "rb"))
+print(json.dumps({{"image": r.choices[0].message.content, "audio": t.text}}))
+"#
+        ),
+    );
+    assert_eq!(out["image"], want_image, "{out}");
+    assert_eq!(out["audio"], want_audio, "{out}");
+    // The workers read the weights through the mount; their caches are the real folders.
+    assert!(ws.join(".hf_cache").is_dir());
+    drop(s);
+    drop(m);
+}
