@@ -110,20 +110,11 @@ extern "C" fn on_interrupt(sig: libc::c_int) {
     runtime::STOP.store(true, Ordering::SeqCst);
 }
 
-/// Ctrl-C / SIGTERM: the conversion stops between two tensors (or two chunks of a copy),
-/// and the staging folder is removed.
+/// Ctrl-C / SIGTERM / SIGHUP: the conversion stops between two tensors (or two chunks of a
+/// copy), and the staging folder is removed (finished shards kept for a resume).
 fn stop_on_interrupt() {
-    // SAFETY: the handler only stores to atomics.
-    unsafe {
-        libc::signal(
-            libc::SIGINT,
-            on_interrupt as *const () as libc::sighandler_t,
-        );
-        libc::signal(
-            libc::SIGTERM,
-            on_interrupt as *const () as libc::sighandler_t,
-        );
-    }
+    // The handler only stores to atomics (and _exit on a second signal).
+    super::hubcmd::on_stop_signals(on_interrupt);
 }
 
 /// Progress on a terminal: one line redrawn in place (label, bytes done of the total, rate),
@@ -429,6 +420,24 @@ impl Engine for PythonEngine {
                 ErrorType::ConversionFailed
             } else {
                 t
+            };
+            // mlx reports a short write as "[write] Unable to write N bytes"; with the disk
+            // (nearly) full that is a full disk: say so, and keep the finished shards.
+            let full = message.contains("No space left on device")
+                || message.contains("[Errno 28]")
+                || (message.contains("Unable to write")
+                    && crate::sys::free_space(out).is_some_and(|f| f < 64 << 20));
+            let (t, message, hint) = if full {
+                (
+                    ErrorType::DiskFull,
+                    format!("The disk holding {} is full ({message})", out.display()),
+                    Some(
+                        "Free some space and run the same command again: the finished shards are kept"
+                            .to_string(),
+                    ),
+                )
+            } else {
+                (t, message, hint)
             };
             let mut c = ConvertError::new(t, message);
             c.hint = hint;

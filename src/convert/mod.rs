@@ -200,6 +200,15 @@ impl Mode {
                 )));
             }
         };
+        // mlx's affine quantization takes these group sizes only (mlx `quantize`: "The
+        // supported group sizes are 32, 64, and 128"); mlx-lm skips, without a word, every
+        // layer another size does not divide, which would write an unquantized model labelled
+        // as quantized.
+        if q_mode == QMode::Affine && ![32, 64, 128].contains(&group_size) {
+            return Err(invalid(format!(
+                "--q-group-size must be 32, 64 or 128 for affine quantization (got {group_size})"
+            )));
+        }
         if let Some((b, g)) = q_mode.fixed()
             && (bits != b as i64 || group_size != g)
         {
@@ -342,7 +351,34 @@ pub fn check_source(d: &Described, mode: &Mode) -> Result<()> {
             ErrorType::ModelUnhealthy,
             format!("{} is unhealthy: {reason}", m.short_name),
         )
-        .hint("run `mlxfs health MODEL` for details"));
+        .hint("run `mlxfs health MODEL` for details; a missing or broken index is rebuilt by `mlxfs convert MODEL OUT --repair-index`"));
+    }
+    // mlx-lm skips layers that are already quantized and dequantizes only quantized ones:
+    // either way the weights would not change while the result claims they did.
+    let quantized = d
+        .config
+        .object()
+        .and_then(|c| c.get("quantization"))
+        .is_some_and(|q| q.is_object());
+    if quantized && matches!(mode, Mode::Quantize { .. }) {
+        return Err(ConvertError::new(
+            ErrorType::InvalidArgumentError,
+            format!(
+                "{} is already quantized: its weights would stay as they are",
+                m.short_name
+            ),
+        )
+        .hint("dequantize it first (`mlxfs convert MODEL OUT --dequantize`), then quantize that"));
+    }
+    if !quantized && matches!(mode, Mode::Dequantize) {
+        return Err(ConvertError::new(
+            ErrorType::InvalidArgumentError,
+            format!(
+                "{} is not quantized: there is nothing to dequantize",
+                m.short_name
+            ),
+        )
+        .hint("use --dtype to change a float model's precision"));
     }
     Ok(())
 }
@@ -707,7 +743,9 @@ fn requantize_warning(d: &Described, mode: &Mode) -> Option<String> {
 }
 
 /// What a conversion's kept shards are valid for: the mode and its parameters, and the
-/// source's top-level files (name, size, mtime). A later run resumes only when it is equal.
+/// source's top-level files (name, size, mtime, and the inode's change time and number: a
+/// write followed by `touch -r` restores the mtime but not the ctime, which no user can set).
+/// A later run resumes only when it is equal.
 fn fingerprint(job: &Job) -> Value {
     let src = &job.source.model.path;
     let mut files = Vec::new();
@@ -716,10 +754,15 @@ fn fingerprint(job: &Job) -> Value {
             if let Ok(md) = fs::metadata(e.path())
                 && md.is_file()
             {
+                use std::os::unix::fs::MetadataExt;
                 files.push(json!([
                     e.file_name().to_string_lossy(),
                     md.len(),
-                    crate::sys::mtime_ns(&md)
+                    crate::sys::mtime_ns(&md),
+                    md.ctime()
+                        .saturating_mul(1_000_000_000)
+                        .saturating_add(md.ctime_nsec()),
+                    md.ino()
                 ]));
             }
         }

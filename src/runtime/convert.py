@@ -315,6 +315,14 @@ def _run(req, send, should_stop, shared):
         quantization = config.get("quantization")
         lu.save_config(config, config_path=dst / "config.json", keep_vision_config=keep_vision_config)
         tokenizer.save_pretrained(dst)
+        # The tokenizer was loaded offline (HF_HUB_OFFLINE=1), which transformers records as
+        # `local_files_only: true`; mlx_lm.convert, run online, writes false. Same bytes as its.
+        tc = dst / "tokenizer_config.json"
+        if tc.is_file():
+            text = tc.read_text(encoding="utf-8")
+            if '"local_files_only": true' in text:
+                tc.write_text(text.replace('"local_files_only": true', '"local_files_only": false'),
+                              encoding="utf-8")
         for p in ["*.py", "generation_config.json"]:
             for file in glob.glob(str(src / p)):
                 shutil.copy(file, dst)

@@ -478,6 +478,9 @@ fn refusals_leave_no_target() {
         br#"{"model_type": "llava", "vision_config": {"hidden_size": 8}, "text_config": {}}"#
             .to_vec();
     fx.workspace("vision", &vision);
+    let mut float = good_files();
+    float[0].1 = br#"{"model_type": "llama", "hidden_size": 64}"#.to_vec();
+    fx.workspace("float", &float);
     let busy = fx.ws_home.join("busy");
     fs::create_dir_all(&busy).unwrap();
     fs::write(busy.join("keep.txt"), "mine").unwrap();
@@ -513,6 +516,23 @@ fn refusals_leave_no_target() {
             &["ws", "out"],
             "InvalidArgumentError",
             "Must specify conversion mode (--repair-index or --quantize N)",
+        ),
+        // mlx quantizes in groups of 32, 64 or 128 only (mlx-lm would silently skip layers).
+        (
+            &["float", "out", "--quantize", "4", "--q-group-size", "100"],
+            "InvalidArgumentError",
+            "--q-group-size must be 32, 64 or 128 for affine quantization (got 100)",
+        ),
+        // The weights would not change while the result said they did.
+        (
+            &["ws", "out", "--quantize", "8"],
+            "InvalidArgumentError",
+            "is already quantized",
+        ),
+        (
+            &["float", "out", "--dequantize"],
+            "InvalidArgumentError",
+            "is not quantized",
         ),
         (
             &["coded", "out", "--quantize", "4"],
