@@ -193,6 +193,16 @@ pub fn check_target(
                 .hint("Choose another target, or remove the folder yourself if you no longer need it."))
             }
         }
+        Ok(m) if m.file_type().is_symlink() => {
+            let to = fs::read_link(target)
+                .map(|t| t.display().to_string())
+                .unwrap_or_default();
+            Err(HubError::new(
+                ErrorKind::InvalidTarget,
+                format!("Target '{}' is a link (to {to})", target.display()),
+            )
+            .hint("Give the folder itself as the target: the new workspace replaces what is at the target path, and a link would be replaced, not followed."))
+        }
         Ok(_) => Err(HubError::new(
             ErrorKind::InvalidTarget,
             format!(
