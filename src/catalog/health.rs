@@ -23,7 +23,9 @@ type Check = Result<String, String>;
 const LFS_MARKER: &[u8] = b"version https://git-lfs.github.com/spec/v1";
 
 fn is_lfs_pointer(e: &Entry) -> bool {
-    if !e.is_file || e.size >= 200 {
+    // A file shorter than the marker cannot hold it: not opened (cold, each open is a disk
+    // read).
+    if !e.is_file || e.size >= 200 || e.size < LFS_MARKER.len() as u64 {
         return false;
     }
     crate::sys::read_prefix(&e.path, 100)

@@ -513,10 +513,16 @@ pub fn scan_hub(hub: &Path) -> Vec<HubRepo> {
     };
     // Folders and links (a model moved to another disk): `HubRepo::load` says what is wrong
     // with a link that leads nowhere or a `models--…` entry that is not a folder.
-    let mut repos: Vec<HubRepo> = rd
+    let dirs: Vec<PathBuf> = rd
         .flatten()
         .filter(|e| is_model_dir_name(e.file_name().as_encoded_bytes()))
-        .filter_map(|e| HubRepo::load(&e.path()))
+        .map(|e| e.path())
+        .collect();
+    // Each load reads `refs/` and lists `snapshots/`: cold, that is disk latency, so many loads
+    // are kept in flight.
+    let mut repos: Vec<HubRepo> = par_map_io(&dirs, |d| HubRepo::load(d))
+        .into_iter()
+        .flatten()
         .collect();
     repos.sort_by(|a, b| a.repo_id.cmp(&b.repo_id).then_with(|| a.dir.cmp(&b.dir)));
     repos
@@ -619,41 +625,44 @@ pub fn scan_workspaces(home: &Path) -> Vec<WorkspaceDir> {
     let Ok(rd) = fs::read_dir(home) else {
         return Vec::new();
     };
-    let mut out: Vec<WorkspaceDir> =
-        rd.flatten()
-            .filter_map(|e| {
-                let os_name = e.file_name();
-                let name = os_name.to_string_lossy().into_owned();
-                if is_staging_name(&name) {
-                    return None;
-                }
-                let mut problem = os_name.to_str().is_none().then(|| {
-                    "Folder name is not valid UTF-8: rename the workspace folder".to_string()
-                });
-                let path = e.path();
-                let ft = e.file_type().ok()?;
-                if ft.is_symlink() {
-                    match fs::metadata(&path) {
-                        Ok(m) if m.is_dir() => {}
-                        Ok(_) => return None,
-                        Err(_) => problem = unusable_folder(&path),
-                    }
-                } else if !ft.is_dir() {
-                    return None;
-                }
-                if problem.is_none()
-                    && !has_config(&path)
-                    && let Err(e) = fs::read_dir(&path)
-                {
-                    problem = Some(format!("cannot be read ({})", io_reason(&e)));
-                }
-                (problem.is_some() || has_config(&path)).then_some(WorkspaceDir {
-                    name,
-                    path,
-                    problem,
-                })
-            })
-            .collect();
+    // One `config.json` lookup per entry: cold, disk latency, so many are kept in flight.
+    let entries: Vec<fs::DirEntry> = rd.flatten().collect();
+    let mut out: Vec<WorkspaceDir> = par_map_io(&entries, |e| {
+        let os_name = e.file_name();
+        let name = os_name.to_string_lossy().into_owned();
+        if is_staging_name(&name) {
+            return None;
+        }
+        let mut problem = os_name
+            .to_str()
+            .is_none()
+            .then(|| "Folder name is not valid UTF-8: rename the workspace folder".to_string());
+        let path = e.path();
+        let ft = e.file_type().ok()?;
+        if ft.is_symlink() {
+            match fs::metadata(&path) {
+                Ok(m) if m.is_dir() => {}
+                Ok(_) => return None,
+                Err(_) => problem = unusable_folder(&path),
+            }
+        } else if !ft.is_dir() {
+            return None;
+        }
+        if problem.is_none()
+            && !has_config(&path)
+            && let Err(e) = fs::read_dir(&path)
+        {
+            problem = Some(format!("cannot be read ({})", io_reason(&e)));
+        }
+        (problem.is_some() || has_config(&path)).then_some(WorkspaceDir {
+            name,
+            path,
+            problem,
+        })
+    })
+    .into_iter()
+    .flatten()
+    .collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));
     out
 }
@@ -839,6 +848,22 @@ pub fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec
         .map(|n| n.get())
         .unwrap_or(1)
         .clamp(1, 8);
+    par_map_on(threads, items, f)
+}
+
+/// Threads of [`par_map_io`]: a cold listing waits on the disk, one small file at a time per
+/// thread, so many more requests in flight than cores pay (issue 15 §1, docs/PERFORMANCE.md).
+pub const IO_THREADS: usize = 64;
+
+/// [`par_map`] for work that mostly waits on file-system metadata and small reads (scanning
+/// and describing models): [`IO_THREADS`] threads whatever the core count, so a cold page
+/// cache keeps the disk busy. Warm, the extra threads cost little (they share the chunks).
+pub fn par_map_io<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    par_map_on(IO_THREADS, items, f)
+}
+
+fn par_map_on<T: Sync, R: Send>(threads: usize, items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let threads = threads.min(items.len() / 2).max(1);
     if threads == 1 || items.len() < 8 {
         return items.iter().map(&f).collect();
     }

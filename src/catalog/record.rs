@@ -234,10 +234,11 @@ pub struct ListData {
     pub system: Option<()>,
 }
 
-/// `list [PATTERN]`: every matching model's record (described on a few threads).
+/// `list [PATTERN]`: every matching model's record (described on [`super::IO_THREADS`]
+/// threads: cold, describing waits on the disk, not on the cores).
 pub fn list(loc: &super::Locations, pattern: Option<&str>) -> ListData {
     let listed = super::resolve::list(pattern, loc);
-    let models = super::par_map(&listed, |l| {
+    let models = super::par_map_io(&listed, |l| {
         let mut r = describe(&l.model).record;
         r.display_name = l.display_name.clone();
         r
