@@ -149,3 +149,16 @@ pub fn load_error(e: super::pool::LoadError) -> ApiError {
     )
     .retryable(false)
 }
+
+/// Run disk or process work (catalog reads, worker start-up) off the async threads.
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| {
+        ApiError::new(
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            crate::error::ErrorType::ServerError,
+            e.to_string(),
+        )
+    })
+}

@@ -17,7 +17,7 @@ use std::time::Instant;
 use super::Server;
 
 use super::catalog::Served;
-use super::error::{ApiError, RequestId, load_error, worker_error};
+use super::error::{ApiError, RequestId, blocking, load_error, worker_error};
 use super::pool::CancelGuard;
 use crate::error::ErrorType;
 use crate::runtime::worker::{GenJob, JobEvent, JobHandle};
@@ -328,19 +328,6 @@ async fn handle(srv: Arc<Server>, kind: Kind, body: Bytes, rid: String) -> Respo
             e.into_response()
         }
     }
-}
-
-/// Run disk or process work (catalog reads, worker start-up) off the async threads.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            ErrorType::ServerError,
-            e.to_string(),
-        )
-    })
 }
 
 async fn answer(

@@ -316,15 +316,8 @@ async fn audio(srv: Arc<Server>, translate: bool, mp: Multipart) -> Result<Respo
     let served: Served = {
         let s = srv.clone();
         let name = model.clone();
-        tokio::task::spawn_blocking(move || s.catalog.resolve(&name))
-            .await
-            .map_err(|e| {
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    ErrorType::ServerError,
-                    e.to_string(),
-                )
-            })?
+        super::error::blocking(move || s.catalog.resolve(&name))
+            .await?
             .map_err(ApiError::refused)?
     };
     let incompatible = |m: String| {
@@ -378,15 +371,8 @@ async fn audio(srv: Arc<Server>, translate: bool, mp: Multipart) -> Result<Respo
     let loaded = {
         let s = srv.clone();
         let sv = served.clone();
-        tokio::task::spawn_blocking(move || s.pool.load(&sv))
-            .await
-            .map_err(|e| {
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    ErrorType::ServerError,
-                    e.to_string(),
-                )
-            })?
+        super::error::blocking(move || s.pool.load(&sv))
+            .await?
             .map_err(super::error::load_error)?
     };
     let mut handle = loaded.worker.submit(job).map_err(|e| {
