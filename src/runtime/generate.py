@@ -503,6 +503,10 @@ def _run_vlm(req, send, should_stop):
 
 
 SAMPLE_RATE = 16000
+# The longest audio a run or a request may hold once decoded (seconds): a header can claim
+# any length (a 64 KB WAV "at 1 Hz" is 9 hours of audio), and Whisper's work and memory grow
+# with it.
+MAX_AUDIO_SECONDS = 2 * 3600
 
 
 def _wav_samples(data):
@@ -529,9 +533,20 @@ def _wav_samples(data):
     if fmt is None or samples is None:
         return None
     code, channels, rate, bits = fmt
-    if channels < 1:
-        return None
+    # A header is the file's word only: check it before trusting any size it implies.
+    if not 1 <= channels <= 32:
+        raise MediaError("invalid_media", f"a WAV file with {channels} channels (1 to 32 are read)")
+    if not 4000 <= rate <= 384000:
+        raise MediaError("invalid_media", f"a WAV file at {rate} Hz (4 kHz to 384 kHz are read)")
+    if bits not in (8, 16, 24, 32, 64) or bits // 8 * 8 != bits:
+        raise MediaError("invalid_media", f"a WAV file with {bits}-bit samples")
     width = bits // 8
+    frames = len(samples) // (width * channels)
+    if frames == 0:
+        raise MediaError("invalid_media", "a WAV file without audio samples")
+    if frames / rate > MAX_AUDIO_SECONDS:
+        raise MediaError("media_too_large", f"{frames / rate / 3600:.1f} hours of audio "
+                         f"(at most {MAX_AUDIO_SECONDS // 3600} hours are transcribed)")
     n = len(samples) // (width * channels) * (width * channels)
     raw = samples[:n]
     if code == 1 and bits == 8:
@@ -586,7 +601,10 @@ def load_audio(src):
         with open(src, "rb") as f:
             data = f.read()
         name = src
-    wav = _wav_samples(data)
+    try:
+        wav = _wav_samples(data)
+    except MediaError as e:
+        raise MediaError(e.kind, f"{name}: {e.message}")
     if wav is not None:
         return _resample(*wav), "wav"
     try:
@@ -598,13 +616,19 @@ def load_audio(src):
             with av.open(io.BytesIO(data)) as container:
                 stream = next(s for s in container.streams if s.type == "audio")
                 resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
-                chunks = []
+                chunks, total = [], 0
                 for frame in container.decode(stream):
                     for out in resampler.resample(frame):
                         chunks.append(out.to_ndarray().reshape(-1))
+                        total += len(chunks[-1])
+                    if total > MAX_AUDIO_SECONDS * SAMPLE_RATE:
+                        raise MediaError("media_too_large", f"{name}: more than "
+                                         f"{MAX_AUDIO_SECONDS // 3600} hours of audio")
                 for out in resampler.resample(None):
                     chunks.append(out.to_ndarray().reshape(-1))
             return (np.concatenate(chunks) if chunks else np.zeros(0, np.float32)).astype(np.float32), "pyav"
+        except MediaError:
+            raise
         except Exception as e:
             raise MediaError("invalid_media", f"{name}: PyAV cannot decode it: {type(e).__name__}: {e}")
     ffmpeg = shutil.which("ffmpeg")
@@ -615,7 +639,11 @@ def load_audio(src):
         if p.returncode != 0:
             raise MediaError("invalid_media", f"{name}: ffmpeg cannot decode it: "
                              + p.stderr.decode(errors="replace").strip()[-500:])
-        return np.frombuffer(p.stdout, "<f4").astype(np.float32), "ffmpeg"
+        x = np.frombuffer(p.stdout, "<f4").astype(np.float32)
+        if len(x) > MAX_AUDIO_SECONDS * SAMPLE_RATE:
+            raise MediaError("media_too_large", f"{name}: more than "
+                             f"{MAX_AUDIO_SECONDS // 3600} hours of audio")
+        return x, "ffmpeg"
     raise MediaError("decoder_missing",
                      f"{name} is not PCM WAV, and there is no decoder for it: neither PyAV (the `av` "
                      "package) in this Python nor the `ffmpeg` program on PATH")

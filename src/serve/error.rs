@@ -102,6 +102,12 @@ pub fn worker_error(kind: &str, message: &str) -> ApiError {
     match kind {
         "invalid_media" => ApiError::new(StatusCode::BAD_REQUEST, ErrorType::InvalidMedia, message)
             .retryable(false),
+        "media_too_large" => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorType::MediaTooLarge,
+            message.to_string(),
+        )
+        .retryable(false),
         "decoder_missing" => ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             ErrorType::DecoderMissing,

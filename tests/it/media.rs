@@ -631,6 +631,48 @@ fn common_audio_formats_decode_and_a_missing_decoder_is_named() {
         ],
     ));
     assert_eq!(v["error"]["type"], "invalid_media", "{v}");
+    // WAV headers are the file's word only: a sample rate of 1 Hz (a 2 s clip claiming 9
+    // hours), no bits per sample, no samples at all — refused, not transcribed for minutes.
+    let good = fs::read(&clip).unwrap();
+    let patched = |name: &str, at: usize, bytes: &[u8], cut: Option<usize>| {
+        let mut b = good.clone();
+        b[at..at + bytes.len()].copy_from_slice(bytes);
+        if let Some(n) = cut {
+            b.truncate(n);
+            let len = (n - 8) as u32;
+            b[4..8].copy_from_slice(&len.to_le_bytes());
+        }
+        let p = dir.join(name);
+        fs::write(&p, b).unwrap();
+        p
+    };
+    for (f, want, text) in [
+        (
+            patched("rate1.wav", 24, &1u32.to_le_bytes(), None),
+            "invalid_media",
+            "at 1 Hz",
+        ),
+        (
+            patched("bits0.wav", 34, &0u16.to_le_bytes(), None),
+            "invalid_media",
+            "0-bit",
+        ),
+        (
+            patched("header-only.wav", 40, &0u32.to_le_bytes(), Some(44)),
+            "invalid_media",
+            "without audio samples",
+        ),
+    ] {
+        let v = envelope(&run(
+            &fx,
+            &["whisper-tiny-mlx", "--audio", f.to_str().unwrap(), "--json"],
+        ));
+        assert_eq!(v["error"]["type"], want, "{v}");
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains(text),
+            "{v}"
+        );
+    }
 }
 
 #[test]
