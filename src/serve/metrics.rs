@@ -76,6 +76,11 @@ pub struct Metrics {
     pub responses: Mutex<BTreeMap<u16, u64>>,
 }
 
+/// A series' `# HELP` and `# TYPE` lines.
+fn head(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
 /// The exposition text.
 pub fn render(srv: &Server) -> String {
     let m = &srv.metrics;
@@ -138,15 +143,15 @@ pub fn render(srv: &Server) -> String {
         ),
     ];
     for (name, kind, help, v) in series {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
-        );
+        head(&mut out, name, kind, help);
+        let _ = writeln!(out, "{name} {v}");
     }
     let name = "mlxfs_time_to_first_token_seconds";
-    let _ = writeln!(
-        out,
-        "# HELP {name} Time from a generation request to its first token.\n# TYPE {name} histogram"
+    head(
+        &mut out,
+        name,
+        "histogram",
+        "Time from a generation request to its first token.",
     );
     let mut cum = 0u64;
     for (i, b) in TTFT_BUCKETS.iter().enumerate() {
@@ -159,10 +164,7 @@ pub fn render(srv: &Server) -> String {
     let _ = writeln!(out, "{name}_count {}", g(&m.ttft_count));
 
     let name = "mlxfs_responses_total";
-    let _ = writeln!(
-        out,
-        "# HELP {name} HTTP responses by status code.\n# TYPE {name} counter"
-    );
+    head(&mut out, name, "counter", "HTTP responses by status code.");
     let responses = m
         .responses
         .lock()
@@ -195,15 +197,17 @@ pub fn render(srv: &Server) -> String {
         ),
     ];
     for (name, help, pick) in model_series {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        head(&mut out, name, "counter", help);
         for (model, c) in &per_model {
             let _ = writeln!(out, "{name}{{model=\"{}\"}} {}", label(model), pick(c));
         }
     }
     let name = "mlxfs_model_loaded";
-    let _ = writeln!(
-        out,
-        "# HELP {name} 1 for each model with a running worker.\n# TYPE {name} gauge"
+    head(
+        &mut out,
+        name,
+        "gauge",
+        "1 for each model with a running worker.",
     );
     for model in srv.loaded_ids() {
         let _ = writeln!(out, "{name}{{model=\"{}\"}} 1", label(&model));

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use crate::run::{venv_dir, venv_python};
+use crate::serve::openai;
 use crate::support::mnt::{BIN, Mount, cmd};
 use crate::support::*;
 
@@ -746,20 +747,6 @@ fn offline_media_runs_without_network() {
     ]);
     assert_eq!(a["text"], online_a["text"]);
     assert_eq!(tree_state(&fx.hf_home), before);
-}
-
-/// Python with the openai client against `url`; the script's stdout as JSON.
-fn openai(url: &str, body: &str) -> Value {
-    let script = format!(
-        "import openai, json, sys, base64\nc = openai.OpenAI(base_url='{url}/v1', api_key='k', max_retries=0)\n{body}"
-    );
-    let o = Command::new(venv_python())
-        .args(["-c", &script])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    serde_json::from_slice(&o.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stdout)))
 }
 
 #[test]

@@ -439,10 +439,11 @@ fn run_text(fx: &Fx, model: &str, prompt: &str, max_tokens: u32) -> String {
     v["data"]["text"].as_str().unwrap().to_string()
 }
 
-/// Python with the openai client, against `url`; the script's stdout as JSON.
-fn openai(url: &str, body: &str) -> Value {
+/// Python with the openai client, against `url`; the script's stdout as JSON (`openai`,
+/// `json`, `sys` and `base64` imported, the client as `c`).
+pub(crate) fn openai(url: &str, body: &str) -> Value {
     let script = format!(
-        "import openai, json, sys\nc = openai.OpenAI(base_url='{url}/v1', api_key='k', max_retries=0)\n{body}"
+        "import openai, json, sys, base64\nc = openai.OpenAI(base_url='{url}/v1', api_key='k', max_retries=0)\n{body}"
     );
     let o = Command::new(venv_python())
         .args(["-c", &script])
