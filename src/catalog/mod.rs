@@ -183,7 +183,7 @@ pub fn hf_home() -> PathBuf {
 }
 
 /// Where a model comes from (the record's `source`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Hash)]
 #[serde(rename_all = "lowercase")]
 pub enum Source {
     Cache,
@@ -200,7 +200,7 @@ impl Source {
 }
 
 /// One snapshot of a hub model.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Snapshot {
     /// The snapshot folder's name: a commit id as huggingface_hub writes it, but any UTF-8
     /// name found on disk (never cut by byte index: see [`crate::text::short_rev`]).
@@ -210,7 +210,7 @@ pub struct Snapshot {
 }
 
 /// A `models--org--name` folder of the hub cache.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Hash)]
 pub struct HubRepo {
     pub repo_id: String,
     pub dir: PathBuf,
@@ -693,7 +693,7 @@ impl LinkRoots {
 }
 
 /// A model located on disk, ready to be described by a record.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ModelRef {
     /// The record's `name`: `org/name` for the cache, the absolute path for a workspace.
     pub name: String,
@@ -862,7 +862,12 @@ pub fn par_map_io<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> 
     par_map_on(IO_THREADS, items, f)
 }
 
-fn par_map_on<T: Sync, R: Send>(threads: usize, items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+/// [`par_map`] on `threads` threads whatever the core count (at most one per two items).
+pub fn par_map_on<T: Sync, R: Send>(
+    threads: usize,
+    items: &[T],
+    f: impl Fn(&T) -> R + Sync,
+) -> Vec<R> {
     let threads = threads.min(items.len() / 2).max(1);
     if threads == 1 || items.len() < 8 {
         return items.iter().map(&f).collect();

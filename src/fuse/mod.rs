@@ -33,11 +33,28 @@ use fuser::{
     ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
-use crate::vfs::{Attr, Kind, Opened, ReadMode, Vfs, VfsError, is_os_junk};
+use crate::vfs::{Attr, Content, Kind, Opened, ReadMode, Tree, Vfs, VfsError, is_os_junk};
 
-/// Entries and attributes stay valid until a refresh invalidates them (inotify drives those),
-/// with this bound as a safety net.
-const TTL: Duration = Duration::from_secs(60);
+/// How long the kernel may keep a name or the attributes of a folder, file or link without
+/// asking again. The daemon tells the kernel about every change it finds (`watch` sends an
+/// invalidation for each difference between two trees), so this is only a safety net against
+/// a change the watcher and the periodic rescan both missed. It used to be 60 s: a person who
+/// came back to a folder after a minute made the kernel look up every entry again, and
+/// `ls -lR` of the whole mount took 2× the backing folders' time (issue 15 §3).
+const TTL: Duration = Duration::from_secs(3600);
+
+/// The same for the virtual files (`.mlxfs/…`): their size is that of their rendered content,
+/// and some change without a change in the tree (`status.json` shows the last refresh error),
+/// so the kernel asks again after a second.
+const TTL_VIRTUAL: Duration = Duration::from_secs(1);
+
+/// The TTL for node `ino` of `tree`.
+fn ttl(tree: &Tree, ino: u64) -> &'static Duration {
+    match tree.node(ino).map(|n| &n.content) {
+        Ok(Content::Virtual(_)) => &TTL_VIRTUAL,
+        _ => &TTL,
+    }
+}
 
 fn errno(e: &VfsError) -> Errno {
     match e {
@@ -172,14 +189,14 @@ impl Filesystem for MlxFs {
             .lookup(parent.0, name)
             .and_then(|ino| Ok((ino, self.vfs.attr(&tree, ino)?)))
         {
-            Ok((ino, a)) => reply.entry(&TTL, &self.fattr(ino, &a), Generation(0)),
+            Ok((ino, a)) => reply.entry(ttl(&tree, ino), &self.fattr(ino, &a), Generation(0)),
             Err(e) => reply.error(failed("lookup", parent, &e)),
         }
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
         match self.vfs.getattr(ino.0, fh.map(|f| f.0)) {
-            Ok(a) => reply.attr(&TTL, &self.fattr(ino.0, &a)),
+            Ok(a) => reply.attr(ttl(&self.vfs.tree(), ino.0), &self.fattr(ino.0, &a)),
             Err(e) => reply.error(failed("getattr", ino, &e)),
         }
     }
@@ -290,7 +307,7 @@ impl Filesystem for MlxFs {
                 INodeNo(*child),
                 (i + 1) as u64,
                 name,
-                &TTL,
+                ttl(&tree, *child),
                 &attr,
                 Generation(0),
             ) {

@@ -8,14 +8,17 @@
 //! cannot be a path component (`.`, `..`, empty) is replaced by the folder's own name, and two
 //! things that would take one name never merge: the second is hidden and recorded.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 use std::time::SystemTime;
 
-use super::tree::{Attr, Content, Hidden, Inodes, Kind, ModelEntry, Node, ROOT_INO, Tree, Virtual};
+use super::tree::{
+    Attr, Backing, Content, Hidden, Inodes, Kind, ModelEntry, Node, Nodes, ROOT_INO, Tree, Virtual,
+};
 use crate::catalog::{
     HubRepo, Locations, ModelRef, distinct_names, runtime_cache, scan_all_workspaces, scan_hub,
 };
@@ -77,13 +80,11 @@ fn usable_name(name: &str) -> bool {
 
 struct Builder<'a> {
     inodes: &'a mut Inodes,
-    nodes: HashMap<Ino, Node>,
+    nodes: Nodes,
     models: Vec<ModelEntry>,
     /// Folders that are models (no other model may be placed inside one).
     model_dirs: HashSet<Ino>,
     hidden: Vec<Hidden>,
-    /// The file system of the model folder being mirrored: folders on another are not entered.
-    root_dev: Option<u64>,
 }
 
 use super::tree::Ino;
@@ -103,6 +104,34 @@ impl Builder<'_> {
         }
     }
 
+    /// Add node `name` to folder `parent` and return its inode.
+    fn add_node(&mut self, parent: Ino, name: &OsStr, attr: Attr, content: Content) -> Ino {
+        let mut ino = self.inodes.get(parent, name);
+        if self.nodes.contains_key(&ino) {
+            // Two names whose keys collide: never one inode for both.
+            ino = self.inodes.fresh();
+        }
+        let name: Arc<OsStr> = Arc::from(name);
+        if let Some(Node {
+            content: Content::Dir(children),
+            ..
+        }) = self.nodes.get_mut(&parent)
+        {
+            children.insert(name.clone(), ino);
+        }
+        self.nodes.insert(
+            ino,
+            Node {
+                parent,
+                name,
+                attr,
+                content,
+            },
+        );
+        ino
+    }
+
+    /// [`Builder::add_node`] for a node whose mount path is wanted too.
     fn add(
         &mut self,
         parent: Ino,
@@ -111,25 +140,10 @@ impl Builder<'_> {
         attr: Attr,
         content: Content,
     ) -> (Ino, PathBuf) {
-        let vpath = parent_vpath.join(name);
-        let ino = self.inodes.get(&vpath);
-        if let Some(Node {
-            content: Content::Dir(children),
-            ..
-        }) = self.nodes.get_mut(&parent)
-        {
-            children.insert(name.to_os_string(), ino);
-        }
-        self.nodes.insert(
-            ino,
-            Node {
-                parent,
-                name: name.to_os_string(),
-                attr,
-                content,
-            },
-        );
-        (ino, vpath)
+        (
+            self.add_node(parent, name, attr, content),
+            parent_vpath.join(name),
+        )
     }
 
     /// A folder that groups models (an org): the existing one, or a new one. `None` when the
@@ -174,109 +188,6 @@ impl Builder<'_> {
         )
     }
 
-    /// Mirror a model folder. `roots` are where links may lead (the model's own real folders:
-    /// [`ModelRef::link_roots`]); `hub` turns links to
-    /// files into regular files backed by their target. `top` is true for the model's own
-    /// folder, where the virtual `.mlxfs/` takes its name.
-    #[allow(clippy::too_many_arguments)]
-    fn mirror(
-        &mut self,
-        dir_ino: Ino,
-        vpath: &Path,
-        real: &Path,
-        root: &Path,
-        roots: &crate::catalog::LinkRoots,
-        hub: bool,
-        top: bool,
-    ) {
-        let Ok(rd) = fs::read_dir(real) else { return };
-        let mut entries: Vec<fs::DirEntry> = rd.flatten().collect();
-        entries.sort_by_key(|e| e.file_name());
-        for e in entries {
-            let name = e.file_name();
-            let path = e.path();
-            if top && name == META_DIR {
-                self.hide(
-                    &path,
-                    format!("the mount's virtual {META_DIR} folder takes this name"),
-                );
-                continue;
-            }
-            if is_os_junk(&name) || name.as_encoded_bytes().ends_with(b".incomplete") {
-                continue;
-            }
-            let Ok(ft) = e.file_type() else { continue };
-            if ft.is_symlink() {
-                // Dangling links and links that leave the model are hidden; the model's
-                // health names them.
-                let Some(target) = fs::read_link(&path)
-                    .ok()
-                    .and_then(|t| resolve_link(real, &t))
-                else {
-                    continue;
-                };
-                let Ok(md) = fs::metadata(&target) else {
-                    continue;
-                };
-                if !roots.contains(&target) {
-                    continue;
-                }
-                if hub {
-                    if md.is_file() {
-                        self.add(
-                            dir_ino,
-                            vpath,
-                            &name,
-                            file_attr(&md),
-                            Content::Backed(target),
-                        );
-                    } else {
-                        self.hide(&path, "a hub snapshot link that is not to a file");
-                    }
-                    continue;
-                }
-                let (Ok(t_rel), Ok(from_rel)) =
-                    (target.strip_prefix(root), real.strip_prefix(root))
-                else {
-                    continue;
-                };
-                let rel = relative_to(t_rel, from_rel).into_os_string();
-                let attr = Attr {
-                    kind: Kind::Symlink,
-                    size: rel.len() as u64,
-                    blocks: 0,
-                    mtime: fs::symlink_metadata(&path)
-                        .and_then(|m| m.modified())
-                        .unwrap_or(SystemTime::UNIX_EPOCH),
-                    perm: 0o777,
-                    nlink: 1,
-                };
-                self.add(dir_ino, vpath, &name, attr, Content::Link(rel));
-            } else if ft.is_dir() {
-                let md = e.metadata().ok();
-                // Another file system mounted inside a model (or the mount itself, reached
-                // through a relocated folder) is not part of it: hidden and recorded.
-                if self.root_dev.is_some() && md.as_ref().map(|m| m.dev()) != self.root_dev {
-                    self.hide(&path, "another file system is mounted there");
-                    continue;
-                }
-                let mtime = md
-                    .and_then(|m| m.modified().ok())
-                    .unwrap_or(SystemTime::UNIX_EPOCH);
-                let (ino, sub_vpath) = self.add_dir(dir_ino, vpath, &name, mtime);
-                self.mirror(ino, &sub_vpath, &path, root, roots, hub, false);
-            } else if ft.is_file() {
-                let Ok(md) = e.metadata() else { continue };
-                self.add(dir_ino, vpath, &name, file_attr(&md), Content::Backed(path));
-            } else {
-                self.hide(
-                    &path,
-                    "not a regular file, folder or link (a pipe, socket or device)",
-                );
-            }
-        }
-    }
-
     fn add_meta(
         &mut self,
         parent: Ino,
@@ -311,9 +222,16 @@ impl Builder<'_> {
         }
     }
 
-    /// Add one model folder named `name` in `parent`, unless the name is taken (then the model
-    /// is hidden and recorded).
-    fn add_model(&mut self, parent: Ino, parent_vpath: &Path, name: &OsStr, model: ModelRef) {
+    /// Add one model folder named `name` in `parent` with what [`scan_model`] found in it,
+    /// unless the name is taken (then the model is hidden and recorded).
+    fn add_model(
+        &mut self,
+        parent: Ino,
+        parent_vpath: &Path,
+        name: &OsStr,
+        model: ModelRef,
+        scan: ModelScan,
+    ) {
         if let Some(existing) = self.child(parent, name) {
             let what = self.models.iter().find(|m| m.dir == existing).map_or_else(
                 || "a folder of the mount".to_string(),
@@ -329,17 +247,20 @@ impl Builder<'_> {
             );
             return;
         }
-        let mtime = mtime_of(&model.path);
+        let mtime = scan.mtime;
         let (ino, vpath) = self.add_dir(parent, parent_vpath, name, mtime);
         self.model_dirs.insert(ino);
         let idx = self.models.len();
-        let real = fs::canonicalize(&model.path).unwrap_or_else(|_| model.path.clone());
-        let roots = model.link_roots();
-        let hub = model.repo_dir.is_some();
-        if model.problem.is_none() {
-            self.root_dev = fs::metadata(&real).map(|m| m.dev()).ok();
-            self.mirror(ino, &vpath, &real, &real, &roots, hub, true);
+        // Items come parents first: each folder's inode is known before its entries.
+        let mut inos: Vec<Ino> = Vec::with_capacity(scan.items.len());
+        for item in scan.items {
+            let dir = match item.parent {
+                MODEL_ROOT => ino,
+                i => inos.get(i as usize).copied().unwrap_or(ino),
+            };
+            inos.push(self.add_node(dir, &item.name, item.attr, item.content));
         }
+        self.hidden.extend(scan.hidden);
         self.add_meta(
             ino,
             &vpath,
@@ -351,7 +272,7 @@ impl Builder<'_> {
                 ("runtime-cache.json", Virtual::RuntimeCache(idx)),
             ],
             mtime,
-            runtime_cache::newest_change(&model.isolated_cache()),
+            scan.runtime_cache_mtime,
         );
         self.models.push(ModelEntry {
             model,
@@ -367,7 +288,7 @@ impl Builder<'_> {
             .iter()
             .filter_map(|(ino, n)| match &n.content {
                 Content::Dir(ch) => Some((
-                    *ino,
+                    ino,
                     2u32.saturating_add(
                         ch.values()
                             .filter(|c| self.nodes.get(c).is_some_and(|n| n.attr.kind == Kind::Dir))
@@ -382,6 +303,179 @@ impl Builder<'_> {
         for (ino, n) in counts {
             if let Some(node) = self.nodes.get_mut(&ino) {
                 node.attr.nlink = n;
+            }
+        }
+    }
+}
+
+/// [`Item::parent`] of the entries of the model folder itself.
+const MODEL_ROOT: u32 = u32::MAX;
+
+/// One entry below a model folder, as [`scan_model`] found it.
+#[derive(Hash)]
+struct Item {
+    /// Index in [`ModelScan::items`] of its folder, or [`MODEL_ROOT`].
+    parent: u32,
+    name: OsString,
+    attr: Attr,
+    content: Content,
+}
+
+/// What the tree shows of one model folder, read from disk with no tree at hand, so that
+/// models are scanned in parallel (a cold page cache waits on the disk one `stat` at a time
+/// per thread) and put in the tree one after the other.
+#[derive(Hash)]
+struct ModelScan {
+    mtime: SystemTime,
+    /// Parents before their entries, each folder's entries sorted by name.
+    items: Vec<Item>,
+    hidden: Vec<Hidden>,
+    /// The newest change in the model's isolated runtime cache (see [`Builder::add_meta`]).
+    runtime_cache_mtime: Option<SystemTime>,
+}
+
+/// Read model `model`'s folder: its entries (unless the model has a problem), its time, and
+/// its runtime cache's newest change.
+fn scan_model(model: &ModelRef) -> ModelScan {
+    let mut scan = ModelScan {
+        mtime: mtime_of(&model.path),
+        items: Vec::new(),
+        hidden: Vec::new(),
+        runtime_cache_mtime: runtime_cache::newest_change(&model.isolated_cache()),
+    };
+    if model.problem.is_none() {
+        let real = fs::canonicalize(&model.path).unwrap_or_else(|_| model.path.clone());
+        let mut walk = Walk {
+            root: &real,
+            roots: &model.link_roots(),
+            hub: model.repo_dir.is_some(),
+            root_dev: fs::metadata(&real).map(|m| m.dev()).ok(),
+            scan: &mut scan,
+            last_dir: None,
+        };
+        walk.dir(MODEL_ROOT, &real, true);
+    }
+    scan.items.shrink_to_fit();
+    scan
+}
+
+/// The walk of one model folder.
+struct Walk<'a> {
+    /// The model's real (canonical) folder.
+    root: &'a Path,
+    /// Where links may lead: the model's own real folders ([`ModelRef::link_roots`]).
+    roots: &'a crate::catalog::LinkRoots,
+    /// A hub model: links to files become regular files backed by their targets.
+    hub: bool,
+    /// The model folder's file system: folders on another are not entered.
+    root_dev: Option<u64>,
+    scan: &'a mut ModelScan,
+    /// The folder of the last backed file (shared with the next one in the same folder).
+    last_dir: Option<Arc<Path>>,
+}
+
+impl Walk<'_> {
+    fn hide(&mut self, path: &Path, why: impl Into<String>) {
+        self.scan.hidden.push(Hidden {
+            path: path.to_string_lossy().into_owned(),
+            why: why.into(),
+        });
+    }
+
+    fn push(&mut self, parent: u32, name: OsString, attr: Attr, content: Content) -> u32 {
+        self.scan.items.push(Item {
+            parent,
+            name,
+            attr,
+            content,
+        });
+        u32::try_from(self.scan.items.len() - 1).unwrap_or(MODEL_ROOT)
+    }
+
+    /// Mirror folder `real` as the entries of item `parent`. `top` is true for the model's own
+    /// folder, where the virtual `.mlxfs/` takes its name. A folder is pushed before the walk
+    /// enters it, so items stay parents-first.
+    fn dir(&mut self, parent: u32, real: &Path, top: bool) {
+        let Ok(rd) = fs::read_dir(real) else { return };
+        let mut entries: Vec<fs::DirEntry> = rd.flatten().collect();
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let name = e.file_name();
+            let path = e.path();
+            if top && name == META_DIR {
+                self.hide(
+                    &path,
+                    format!("the mount's virtual {META_DIR} folder takes this name"),
+                );
+                continue;
+            }
+            if is_os_junk(&name) || name.as_encoded_bytes().ends_with(b".incomplete") {
+                continue;
+            }
+            let Ok(ft) = e.file_type() else { continue };
+            if ft.is_symlink() {
+                // Dangling links and links that leave the model are hidden; the model's
+                // health names them.
+                let Some(target) = fs::read_link(&path)
+                    .ok()
+                    .and_then(|t| resolve_link(real, &t))
+                else {
+                    continue;
+                };
+                let Ok(md) = fs::metadata(&target) else {
+                    continue;
+                };
+                if !self.roots.contains(&target) {
+                    continue;
+                }
+                if self.hub {
+                    if md.is_file() {
+                        let backing = Backing::new(&target, &mut self.last_dir);
+                        self.push(parent, name, file_attr(&md), Content::Backed(backing));
+                    } else {
+                        self.hide(&path, "a hub snapshot link that is not to a file");
+                    }
+                    continue;
+                }
+                let (Ok(t_rel), Ok(from_rel)) =
+                    (target.strip_prefix(self.root), real.strip_prefix(self.root))
+                else {
+                    continue;
+                };
+                let rel = relative_to(t_rel, from_rel).into_os_string();
+                let attr = Attr {
+                    kind: Kind::Symlink,
+                    size: rel.len() as u64,
+                    blocks: 0,
+                    mtime: fs::symlink_metadata(&path)
+                        .and_then(|m| m.modified())
+                        .unwrap_or(SystemTime::UNIX_EPOCH),
+                    perm: 0o777,
+                    nlink: 1,
+                };
+                self.push(parent, name, attr, Content::Link(rel));
+            } else if ft.is_dir() {
+                let md = e.metadata().ok();
+                // Another file system mounted inside a model (or the mount itself, reached
+                // through a relocated folder) is not part of it: hidden and recorded.
+                if self.root_dev.is_some() && md.as_ref().map(|m| m.dev()) != self.root_dev {
+                    self.hide(&path, "another file system is mounted there");
+                    continue;
+                }
+                let mtime = md
+                    .and_then(|m| m.modified().ok())
+                    .unwrap_or(SystemTime::UNIX_EPOCH);
+                let i = self.push(parent, name, dir_attr(mtime), Content::Dir(BTreeMap::new()));
+                self.dir(i, &path, false);
+            } else if ft.is_file() {
+                let Ok(md) = e.metadata() else { continue };
+                let backing = Backing::new(&path, &mut self.last_dir);
+                self.push(parent, name, file_attr(&md), Content::Backed(backing));
+            } else {
+                self.hide(
+                    &path,
+                    "not a regular file, folder or link (a pipe, socket or device)",
+                );
             }
         }
     }
@@ -410,11 +504,22 @@ fn hub_components(repo: &HubRepo, taken_at_root: &BTreeSet<OsString>) -> Vec<Str
     parts
 }
 
+/// The models of hub repo `repo` in the order [`add_hub_repo`] places them: the repo itself
+/// when it has no current revision, then each cached snapshot.
+fn hub_models(repo: &HubRepo) -> Vec<ModelRef> {
+    let bare = repo.current.is_none().then(|| ModelRef::hub(repo, None));
+    bare.into_iter()
+        .chain((0..repo.snapshots.len()).map(|i| ModelRef::hub(repo, Some(i))))
+        .collect()
+}
+
+/// Place hub repo `repo` with its models and their scans (from [`hub_models`], in order).
 fn add_hub_repo(
     b: &mut Builder,
     repo: &HubRepo,
     taken_at_root: &BTreeSet<OsString>,
     orgs: &BTreeSet<String>,
+    models: Vec<(ModelRef, ModelScan)>,
 ) {
     let mut parts = hub_components(repo, taken_at_root);
     let Some(leaf) = parts.pop() else { return };
@@ -449,18 +554,146 @@ fn add_hub_repo(
     };
     // No snapshot, or refs/main names one that is not cached: the model's own name shows the
     // problem (its `.mlxfs/health` says why); cached snapshots stay reachable as `@rev7`.
-    if repo.current.is_none() {
-        b.add_model(parent, &vpath, OsStr::new(&leaf), ModelRef::hub(repo, None));
-    }
-    for (i, s) in repo.snapshots.iter().enumerate() {
-        let model = ModelRef::hub(repo, Some(i));
-        let name = if Some(i) == repo.current {
-            leaf.clone()
-        } else {
-            format!("{leaf}@{}", short_rev(&s.commit))
+    for (model, scan) in models {
+        let name = match &model.revision {
+            Some(commit) if !model.is_current => format!("{leaf}@{}", short_rev(commit)),
+            _ => leaf.clone(),
         };
-        b.add_model(parent, &vpath, OsStr::new(&name), model);
+        b.add_model(parent, &vpath, OsStr::new(&name), model, scan);
     }
+}
+
+/// What [`build`] places, in order.
+#[derive(Hash)]
+enum Placement {
+    /// Something left out before it is scanned.
+    Hide(PathBuf, String),
+    Workspace(OsString, ModelRef),
+    /// Index into [`Plan::repos`].
+    Repo(usize),
+}
+
+/// The catalog's models in the order the tree places them, with the names at the root that
+/// hub orgs must not take.
+#[derive(Hash)]
+struct Plan {
+    placements: Vec<Placement>,
+    repos: Vec<HubRepo>,
+    /// Workspaces' names and the mount's own folder.
+    taken_at_root: BTreeSet<OsString>,
+    orgs: BTreeSet<String>,
+}
+
+impl Plan {
+    fn new(loc: &Locations) -> Plan {
+        let workspaces = scan_all_workspaces(loc);
+        let names: Vec<OsString> = distinct_names(&workspaces)
+            .into_iter()
+            .zip(&workspaces)
+            .map(|(d, w)| match d {
+                Some(d) => OsString::from(d),
+                None => w
+                    .path
+                    .file_name()
+                    .map(OsStr::to_os_string)
+                    .unwrap_or_default(),
+            })
+            .collect();
+        let mut taken_at_root: BTreeSet<OsString> = names.iter().cloned().collect();
+        taken_at_root.insert(META_DIR.into());
+        let mut placements: Vec<Placement> = Vec::new();
+        for (w, name) in workspaces.into_iter().zip(names) {
+            if name == META_DIR {
+                placements.push(Placement::Hide(
+                    w.path.clone(),
+                    format!(
+                        "a workspace named {META_DIR}: the mount's virtual folder takes the name"
+                    ),
+                ));
+                continue;
+            }
+            placements.push(Placement::Workspace(name, w.into_model()));
+        }
+        let repos = scan_hub(&loc.hub_cache);
+        let orgs: BTreeSet<String> = repos
+            .iter()
+            .filter_map(|r| {
+                let parts: Vec<&str> = r.repo_id.split('/').filter(|p| !p.is_empty()).collect();
+                (parts.len() > 1).then(|| parts[0].to_string())
+            })
+            .collect();
+        placements.extend((0..repos.len()).map(Placement::Repo));
+        Plan {
+            placements,
+            repos,
+            taken_at_root,
+            orgs,
+        }
+    }
+
+    /// Scan every placed model, [`SCAN_ROUND`] placements at a time on [`SCAN_THREADS`]
+    /// threads, and hand each placement with its models and scans to `place`, in order.
+    fn scan(&self, mut place: impl FnMut(&Placement, Vec<(ModelRef, ModelScan)>)) {
+        for round in self.placements.chunks(SCAN_ROUND) {
+            let scans = crate::catalog::par_map_on(SCAN_THREADS, round, |p| match p {
+                Placement::Hide(..) => Vec::new(),
+                Placement::Workspace(_, m) => vec![(m.clone(), scan_model(m))],
+                Placement::Repo(i) => self.repos.get(*i).map_or_else(Vec::new, |repo| {
+                    hub_models(repo)
+                        .into_iter()
+                        .map(|m| {
+                            let scan = scan_model(&m);
+                            (m, scan)
+                        })
+                        .collect()
+                }),
+            });
+            for (p, models) in round.iter().zip(scans) {
+                place(p, models);
+            }
+        }
+    }
+}
+
+/// Models placed per round of parallel scans: enough to keep the disk busy, few enough that
+/// the scans waiting to be placed stay small next to the tree (issue 15 §4).
+const SCAN_ROUND: usize = 128;
+
+/// Threads that scan model folders (the scans mostly wait on the disk).
+const SCAN_THREADS: usize = 32;
+
+/// A 128-bit fingerprint of everything a tree is built from (two keyed SipHash-1-3 of the
+/// same data, keys from [`Inodes`], so they are the same for every build of one mount).
+struct Fingerprint(std::hash::DefaultHasher, std::hash::DefaultHasher);
+
+impl Fingerprint {
+    fn new(inodes: &Inodes) -> Fingerprint {
+        use std::hash::BuildHasher;
+        let [a, b] = inodes.fingerprint_keys();
+        Fingerprint(a.build_hasher(), b.build_hasher())
+    }
+
+    fn add(&mut self, t: &impl std::hash::Hash) {
+        t.hash(&mut self.0);
+        t.hash(&mut self.1);
+    }
+
+    fn finish(&self) -> u128 {
+        use std::hash::Hasher;
+        (u128::from(self.0.finish()) << 64) | u128::from(self.1.finish())
+    }
+}
+
+/// The fingerprint [`build`] would give [`Tree::fingerprint`] now, computed from the same
+/// scans without building anything: equal fingerprints, equal trees. A rescan that finds
+/// nothing new then costs one round of scans in memory, not a second tree (issue 15 §4).
+pub fn fingerprint(loc: &Locations, inodes: &Inodes, stamp: SystemTime) -> u128 {
+    let plan = Plan::new(loc);
+    let mut fp = Fingerprint::new(inodes);
+    fp.add(&stamp);
+    fp.add(&plan);
+    plan.scan(|_, models| fp.add(&models));
+    fp.finish()
 }
 
 /// Build the tree from the catalog. Models are scanned, not described: rendering the virtual
@@ -468,19 +701,22 @@ fn add_hub_repo(
 /// `stamp` is the time shown for the synthetic folders (the root, `.mlxfs/`): constant for a
 /// mount, so that a rescan that finds nothing new produces an identical tree.
 pub fn build(loc: &Locations, inodes: &mut Inodes, generation: u64, stamp: SystemTime) -> Tree {
+    let plan = Plan::new(loc);
+    let mut fp = Fingerprint::new(inodes);
+    fp.add(&stamp);
+    fp.add(&plan);
     let mut b = Builder {
         inodes,
-        nodes: HashMap::new(),
+        nodes: Nodes::default(),
         models: Vec::new(),
         model_dirs: HashSet::new(),
         hidden: Vec::new(),
-        root_dev: None,
     };
     b.nodes.insert(
         ROOT_INO,
         Node {
             parent: ROOT_INO,
-            name: OsString::new(),
+            name: Arc::from(OsStr::new("")),
             attr: dir_attr(stamp),
             content: Content::Dir(BTreeMap::new()),
         },
@@ -497,50 +733,31 @@ pub fn build(loc: &Locations, inodes: &mut Inodes, generation: u64, stamp: Syste
         stamp,
         None,
     );
-    let workspaces = scan_all_workspaces(loc);
-    let names: Vec<OsString> = distinct_names(&workspaces)
-        .into_iter()
-        .zip(&workspaces)
-        .map(|(d, w)| match d {
-            Some(d) => OsString::from(d),
-            None => w
-                .path
-                .file_name()
-                .map(OsStr::to_os_string)
-                .unwrap_or_default(),
-        })
-        .collect();
-    // Names at the root that hub orgs must not take: workspaces and the mount's own folder.
-    let mut taken_at_root: BTreeSet<OsString> = names.iter().cloned().collect();
-    taken_at_root.insert(META_DIR.into());
-    for (w, name) in workspaces.into_iter().zip(names) {
-        if name == META_DIR {
-            b.hide(
-                &w.path,
-                format!("a workspace named {META_DIR}: the mount's virtual folder takes the name"),
-            );
-            continue;
+    plan.scan(|p, models| {
+        fp.add(&models);
+        match p {
+            Placement::Hide(path, why) => b.hide(path, why.clone()),
+            Placement::Workspace(name, _) => {
+                for (m, scan) in models {
+                    b.add_model(ROOT_INO, &root_vpath, name, m, scan);
+                }
+            }
+            Placement::Repo(i) => {
+                if let Some(repo) = plan.repos.get(*i) {
+                    add_hub_repo(&mut b, repo, &plan.taken_at_root, &plan.orgs, models);
+                }
+            }
         }
-        b.add_model(ROOT_INO, &root_vpath, &name, w.into_model());
-    }
-    let repos = scan_hub(&loc.hub_cache);
-    let orgs: BTreeSet<String> = repos
-        .iter()
-        .filter_map(|r| {
-            let parts: Vec<&str> = r.repo_id.split('/').filter(|p| !p.is_empty()).collect();
-            (parts.len() > 1).then(|| parts[0].to_string())
-        })
-        .collect();
-    for repo in &repos {
-        add_hub_repo(&mut b, repo, &taken_at_root, &orgs);
-    }
+    });
     b.fix_nlink();
+    b.nodes.shrink_to_fit();
     Tree {
         nodes: b.nodes,
         models: b.models,
         hidden: b.hidden,
         generation,
         built_at: SystemTime::now(),
+        fingerprint: fp.finish(),
     }
 }
 

@@ -30,7 +30,7 @@ pub enum Invalidation {
 pub fn diff(old: &Tree, new: &Tree) -> Vec<Invalidation> {
     let mut out = Vec::new();
     for (ino, n) in &new.nodes {
-        let Some(o) = old.nodes.get(ino) else {
+        let Some(o) = old.nodes.get(&ino) else {
             continue;
         };
         match (&o.content, &n.content) {
@@ -42,8 +42,8 @@ pub fn diff(old: &Tree, new: &Tree) -> Vec<Invalidation> {
                 for (name, i) in oc {
                     if nc.get(name) != Some(i) || kind(old, i) != kind(new, i) {
                         out.push(Invalidation::Entry {
-                            parent: *ino,
-                            name: name.clone(),
+                            parent: ino,
+                            name: name.to_os_string(),
                         });
                         changed = true;
                     }
@@ -51,14 +51,14 @@ pub fn diff(old: &Tree, new: &Tree) -> Vec<Invalidation> {
                 for name in nc.keys() {
                     if !oc.contains_key(name) {
                         out.push(Invalidation::Entry {
-                            parent: *ino,
-                            name: name.clone(),
+                            parent: ino,
+                            name: name.to_os_string(),
                         });
                         changed = true;
                     }
                 }
                 if changed || o.attr != n.attr {
-                    out.push(Invalidation::Inode(*ino));
+                    out.push(Invalidation::Inode(ino));
                 }
             }
             (Content::Backed(op), Content::Backed(np)) if op == np && o.attr == n.attr => {}
@@ -66,13 +66,13 @@ pub fn diff(old: &Tree, new: &Tree) -> Vec<Invalidation> {
             // A virtual file whose stamp changed (a hub model's runtime cache, which lies
             // outside the tree) is a change too.
             (Content::Virtual(ov), Content::Virtual(nv)) if ov == nv && o.attr == n.attr => {}
-            _ => out.push(Invalidation::Inode(*ino)),
+            _ => out.push(Invalidation::Inode(ino)),
         }
     }
     if !out.is_empty() {
         for (ino, n) in &new.nodes {
             if matches!(n.content, Content::Virtual(_)) {
-                out.push(Invalidation::Inode(*ino));
+                out.push(Invalidation::Inode(ino));
             }
         }
     }

@@ -28,11 +28,12 @@ use std::time::SystemTime;
 
 use crate::catalog::Locations;
 pub use crate::mountprobe::META_DIR;
-pub use build::{build, is_os_junk};
+pub use build::{build, fingerprint, is_os_junk};
 pub use diff::{Invalidation, diff};
 use handles::{Fh, Handles, OpenFile};
 pub use tree::{
-    Attr, Content, Hidden, Ino, Inodes, Kind, ModelEntry, Node, ROOT_INO, Tree, VfsError, Virtual,
+    Attr, Backing, Content, Hidden, Ino, Inodes, Kind, ModelEntry, Node, Nodes, ROOT_INO, Tree,
+    VfsError, Virtual,
 };
 
 /// How the mount's weights are read (shown in `status.json`).
@@ -153,12 +154,23 @@ impl Vfs {
     pub fn refresh(&self) -> Vec<Invalidation> {
         let old = self.tree();
         let stamp = self.info().mounted_at;
+        // A rescan that finds what the current tree was built from builds nothing: the
+        // daemon's peak memory stays one tree (issue 15 §4).
         let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let mut inodes = self.inodes.lock().unwrap_or_else(|e| e.into_inner());
-            build(&self.loc, &mut inodes, old.generation + 1, stamp)
+            (build::fingerprint(&self.loc, &inodes, stamp) != old.fingerprint)
+                .then(|| build(&self.loc, &mut inodes, old.generation + 1, stamp))
         }));
         let new = match built {
-            Ok(t) => {
+            Ok(None) => {
+                self.info
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .refresh_error = None;
+                render::trim_heap();
+                return Vec::new();
+            }
+            Ok(Some(t)) => {
                 self.info
                     .write()
                     .unwrap_or_else(|e| e.into_inner())
@@ -232,7 +244,8 @@ impl Vfs {
         match &tree.node(ino)?.content {
             Content::Backed(p) => {
                 // Never through a link or into a FIFO planted since the tree was built.
-                let file = Arc::new(crate::sys::open_resolved(p).map_err(|e| VfsError::io(&e))?);
+                let file =
+                    Arc::new(crate::sys::open_resolved(&p.path()).map_err(|e| VfsError::io(&e))?);
                 let fh = self.handles.insert(OpenFile::Backed(file.clone()));
                 Ok((fh, Opened::Backed(file)))
             }

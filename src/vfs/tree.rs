@@ -3,7 +3,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::{OsStr, OsString};
+use std::hash::{BuildHasher, RandomState};
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use serde::Serialize;
@@ -16,7 +18,7 @@ pub type Ino = u64;
 pub const ROOT_INO: Ino = 1;
 
 /// A node's file type.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kind {
     Dir,
     File,
@@ -24,7 +26,7 @@ pub enum Kind {
 }
 
 /// What `stat` shows for a node.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Attr {
     pub kind: Kind,
     /// Bytes (a virtual file's size is that of its rendered content, see `Vfs::attr`).
@@ -59,13 +61,50 @@ pub enum Virtual {
     RuntimeCache(usize),
 }
 
+/// The real path behind a file of the tree: its folder, shared by the files of one folder
+/// (a hub model's blobs, a workspace folder's files), and its name.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Backing {
+    pub dir: Arc<Path>,
+    pub file: Box<OsStr>,
+}
+
+impl Backing {
+    /// `path` as folder and name (a path without a parent folder stays whole in `dir`).
+    pub fn new(path: &Path, last_dir: &mut Option<Arc<Path>>) -> Backing {
+        let (Some(parent), Some(file)) = (path.parent(), path.file_name()) else {
+            return Backing {
+                dir: Arc::from(path),
+                file: Box::from(OsStr::new("")),
+            };
+        };
+        let dir = match last_dir {
+            Some(d) if **d == *parent => d.clone(),
+            _ => {
+                let d: Arc<Path> = Arc::from(parent);
+                *last_dir = Some(d.clone());
+                d
+            }
+        };
+        Backing {
+            dir,
+            file: Box::from(file),
+        }
+    }
+
+    /// The whole path.
+    pub fn path(&self) -> PathBuf {
+        self.dir.join(&*self.file)
+    }
+}
+
 /// What a node holds.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Hash)]
 pub enum Content {
-    /// A folder: child name → inode.
-    Dir(BTreeMap<OsString, Ino>),
+    /// A folder: child name → inode (the names are shared with the children's [`Node::name`]).
+    Dir(BTreeMap<Arc<OsStr>, Ino>),
     /// A regular file read from this real path (a workspace file or a hub blob).
-    Backed(PathBuf),
+    Backed(Backing),
     /// A symlink with a relative target that stays inside its model.
     Link(OsString),
     Virtual(Virtual),
@@ -75,7 +114,7 @@ pub enum Content {
 #[derive(Clone, Debug)]
 pub struct Node {
     pub parent: Ino,
-    pub name: OsString,
+    pub name: Arc<OsStr>,
     pub attr: Attr,
     pub content: Content,
 }
@@ -93,22 +132,109 @@ pub struct ModelEntry {
 
 /// Something on disk the tree deliberately does not show, and why (`status.json` lists
 /// these: nothing is hidden silently).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Hash)]
 pub struct Hidden {
     /// The real path that is not shown.
     pub path: String,
     pub why: String,
 }
 
+/// The nodes of a tree by inode number: a vector indexed by the number, since [`Inodes`]
+/// hands them out densely from [`ROOT_INO`] (a hash map cost 2.5× the memory, issue 15 §4).
+#[derive(Debug, Default)]
+pub struct Nodes {
+    slots: Vec<Option<Node>>,
+    len: usize,
+}
+
+impl Nodes {
+    pub fn get(&self, ino: &Ino) -> Option<&Node> {
+        self.slots.get(usize::try_from(*ino).ok()?)?.as_ref()
+    }
+
+    pub fn get_mut(&mut self, ino: &Ino) -> Option<&mut Node> {
+        self.slots.get_mut(usize::try_from(*ino).ok()?)?.as_mut()
+    }
+
+    pub fn contains_key(&self, ino: &Ino) -> bool {
+        self.get(ino).is_some()
+    }
+
+    /// Put `node` at `ino` (replacing what was there).
+    ///
+    /// # Panics
+    /// When `ino` does not fit in memory's address range (never: inodes are counted from 1).
+    pub fn insert(&mut self, ino: Ino, node: Node) {
+        let i = usize::try_from(ino).expect("inode numbers fit in usize");
+        if i >= self.slots.len() {
+            self.slots.resize_with(i + 1, || None);
+        }
+        if self.slots[i].replace(node).is_none() {
+            self.len += 1;
+        }
+    }
+
+    /// How many nodes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The inode numbers, ascending.
+    pub fn keys(&self) -> impl Iterator<Item = Ino> + '_ {
+        self.iter().map(|(i, _)| i)
+    }
+
+    /// (inode, node), by ascending inode.
+    pub fn iter(&self) -> impl Iterator<Item = (Ino, &Node)> + '_ {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, n)| Some((i as Ino, n.as_ref()?)))
+    }
+
+    /// Give back the vector's spare room (after a build).
+    pub fn shrink_to_fit(&mut self) {
+        self.slots.shrink_to_fit();
+    }
+}
+
+impl<'a> IntoIterator for &'a Nodes {
+    type Item = (Ino, &'a Node);
+    type IntoIter = Box<dyn Iterator<Item = (Ino, &'a Node)> + 'a>;
+    fn into_iter(self) -> Self::IntoIter {
+        Box::new(self.iter())
+    }
+}
+
+impl std::ops::Index<Ino> for Nodes {
+    type Output = Node;
+    fn index(&self, ino: Ino) -> &Node {
+        self.get(&ino).expect("no node with this inode")
+    }
+}
+
+impl std::ops::Index<&Ino> for Nodes {
+    type Output = Node;
+    fn index(&self, ino: &Ino) -> &Node {
+        &self[*ino]
+    }
+}
+
 /// One immutable snapshot of the tree.
 #[derive(Debug)]
 pub struct Tree {
-    pub nodes: HashMap<Ino, Node>,
+    pub nodes: Nodes,
     pub models: Vec<ModelEntry>,
     /// What this tree leaves out on purpose (see [`Hidden`]).
     pub hidden: Vec<Hidden>,
     pub generation: u64,
     pub built_at: SystemTime,
+    /// What the tree was built from, as [`super::build::fingerprint`] computes it.
+    pub fingerprint: u128,
 }
 
 /// Why a request fails; the adapter maps it to an errno.
@@ -137,33 +263,65 @@ impl VfsError {
     }
 }
 
-/// Path → inode number, never recycled, so unchanged paths keep their inode across refreshes.
+/// (folder, name) → inode number, never recycled, so that an unchanged path keeps its inode
+/// across refreshes (and a path that goes away and comes back gets its inode back).
+///
+/// Keyed by a 64-bit keyed hash of the folder's inode and the name, not by the path: an
+/// entry costs 16 bytes instead of a copy of the path (issue 15 §4). Two names whose hashes
+/// collide never share an inode: the builder asks for a fresh one when the inode it got is
+/// already in the tree it is building ([`Inodes::fresh`]).
 #[derive(Debug)]
 pub struct Inodes {
-    by_path: HashMap<PathBuf, Ino>,
+    by_key: HashMap<u64, Ino>,
     next: Ino,
+    keys: RandomState,
+    /// Keys of the trees' fingerprints (`build::fingerprint`).
+    fingerprint_keys: [RandomState; 2],
 }
 
 impl Default for Inodes {
     fn default() -> Self {
-        let mut by_path = HashMap::new();
-        by_path.insert(PathBuf::new(), ROOT_INO);
         Inodes {
-            by_path,
+            by_key: HashMap::new(),
             next: ROOT_INO + 1,
+            keys: RandomState::new(),
+            fingerprint_keys: [RandomState::new(), RandomState::new()],
         }
     }
 }
 
 impl Inodes {
-    /// The inode of a mount-relative path, allocated on first sight.
-    pub fn get(&mut self, vpath: &Path) -> Ino {
-        if let Some(&i) = self.by_path.get(vpath) {
-            return i;
+    fn key(&self, parent: Ino, name: &OsStr) -> u64 {
+        self.keys.hash_one((parent, name.as_encoded_bytes()))
+    }
+
+    /// The inode of `name` in folder `parent`, allocated on first sight.
+    pub fn get(&mut self, parent: Ino, name: &OsStr) -> Ino {
+        let key = self.key(parent, name);
+        match self.by_key.get(&key) {
+            Some(&i) => i,
+            None => {
+                let i = self.allocate();
+                self.by_key.insert(key, i);
+                i
+            }
         }
+    }
+
+    /// A new inode for a name whose key collides with another's (the one [`Inodes::get`] gave
+    /// is taken in this build). The map keeps the first one's, so neither flips between builds.
+    pub fn fresh(&mut self) -> Ino {
+        self.allocate()
+    }
+
+    /// The keys of the fingerprints of this mount's trees.
+    pub fn fingerprint_keys(&self) -> [RandomState; 2] {
+        self.fingerprint_keys.clone()
+    }
+
+    fn allocate(&mut self) -> Ino {
         let i = self.next;
         self.next += 1;
-        self.by_path.insert(vpath.to_path_buf(), i);
         i
     }
 }
@@ -182,14 +340,14 @@ impl Tree {
     }
 
     /// Entries of a folder with `.` and `..` first.
-    pub fn entries(&self, ino: Ino) -> Result<Vec<(Ino, Kind, OsString)>, VfsError> {
+    pub fn entries(&self, ino: Ino) -> Result<Vec<(Ino, Kind, Arc<OsStr>)>, VfsError> {
         let node = self.node(ino)?;
         let Content::Dir(children) = &node.content else {
             return Err(VfsError::NotDir);
         };
         let mut out = Vec::with_capacity(children.len() + 2);
-        out.push((ino, Kind::Dir, OsString::from(".")));
-        out.push((node.parent, Kind::Dir, OsString::from("..")));
+        out.push((ino, Kind::Dir, Arc::from(OsStr::new("."))));
+        out.push((node.parent, Kind::Dir, Arc::from(OsStr::new(".."))));
         for (name, &c) in children {
             if let Some(n) = self.nodes.get(&c) {
                 out.push((c, n.attr.kind, name.clone()));
@@ -220,6 +378,6 @@ impl Tree {
                 return None; // a cycle cannot be built, but never loop on one
             }
         }
-        Some(parts.iter().rev().collect())
+        Some(parts.iter().rev().map(|p| Path::new(&**p)).collect())
     }
 }

@@ -691,13 +691,13 @@ fn exercise(loc: &Locations, root: &Path) {
         if let Content::Dir(children) = &node.content {
             for (name, child) in children {
                 let c = &tree.nodes[child];
-                assert_eq!((&c.name, c.parent), (name, *ino), "a child that is not");
-                assert!(name != "." && name != ".." && !name.is_empty());
+                assert_eq!((&c.name, c.parent), (name, ino), "a child that is not");
+                assert!(**name != *"." && **name != *".." && !name.is_empty());
             }
         }
-        let _ = vfs.attr(&tree, *ino).expect("every node has attributes");
+        let _ = vfs.attr(&tree, ino).expect("every node has attributes");
         if let Content::Virtual(v) = &node.content {
-            let (fh, _) = vfs.open(*ino, false).unwrap();
+            let (fh, _) = vfs.open(ino, false).unwrap();
             vfs.read(fh, 0, u32::MAX, |r| assert!(r.is_ok()));
             vfs.release(fh).unwrap();
             if *v == Virtual::FleetHealth {

@@ -14,6 +14,7 @@ use proptest::prelude::*;
 use crate::support::*;
 use mlxfs::vfs::{
     Content, Ino, Inodes, Invalidation, Kind, ROOT_INO, Tree, Vfs, VfsError, Virtual, build, diff,
+    fingerprint,
 };
 
 fn vfs_of(fx: &Fx) -> Vfs {
@@ -61,6 +62,8 @@ fn a_rescan_that_finds_nothing_new_changes_nothing() {
     std::thread::sleep(std::time::Duration::from_millis(20));
     let b = build(&loc, &mut inodes, 2, stamp);
     assert_eq!(diff(&a, &b), vec![]);
+    assert_eq!(a.fingerprint, b.fingerprint);
+    assert_eq!(fingerprint(&loc, &inodes, stamp), a.fingerprint);
     // Same paths, same inodes.
     assert_eq!(
         a.resolve_path("org/m/config.json".as_ref()),
@@ -277,9 +280,9 @@ fn flatten(t: &Tree) -> BTreeMap<PathBuf, Seen> {
             Content::Virtual(_) => "virtual".into(),
         };
         out.insert(
-            t.path_of(*ino).unwrap(),
+            t.path_of(ino).unwrap(),
             Seen {
-                ino: *ino,
+                ino,
                 kind: n.attr.kind,
                 what,
             },
@@ -327,7 +330,7 @@ fn expected(old: &Tree, new: &Tree) -> BTreeSet<Invalidation> {
     if !want.is_empty() {
         for (ino, node) in &new.nodes {
             if matches!(node.content, Content::Virtual(_)) {
-                want.insert(Invalidation::Inode(*ino));
+                want.insert(Invalidation::Inode(ino));
             }
         }
     }
@@ -470,8 +473,14 @@ proptest! {
         let mut old = build(&loc, &mut inodes, 1, stamp);
         for (g, e) in edits.iter().enumerate() {
             apply(&fx, e);
+            // The fingerprint a refresh compares first: computed without building, equal to
+            // the one of the tree built from the same disk, and never the same when the
+            // kernel has something to forget (a refresh would otherwise miss the change).
+            let fp = fingerprint(&loc, &inodes, stamp);
             let new = build(&loc, &mut inodes, g as u64 + 2, stamp);
+            prop_assert_eq!(fp, new.fingerprint);
             let got: BTreeSet<Invalidation> = diff(&old, &new).into_iter().collect();
+            prop_assert!(got.is_empty() || new.fingerprint != old.fingerprint, "after {:?}", e);
             prop_assert_eq!(&got, &expected(&old, &new), "after {:?}", e);
             // Paths in both trees keep their inode.
             let (o, n) = (flatten(&old), flatten(&new));
