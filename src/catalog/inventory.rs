@@ -5,9 +5,10 @@
 //! junk names (`._*` sidecars, `.DS_Store`, …: [`crate::osjunk`]) are not model files: they
 //! are skipped (not in sizes, health or detection) and counted in [`Inventory::junk`].
 
+use std::collections::HashSet;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use crate::hash::resolve_link;
 
@@ -63,6 +64,7 @@ impl Inventory {
         // realpath of each path component.
         let root = fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
         let dev = fs::metadata(&root).map(|m| m.dev()).ok();
+        let mut links = Links::default();
         let mut stack = vec![(root, String::new(), false)];
         while let Some((dir, prefix, in_cache)) = stack.pop() {
             let rd = match fs::read_dir(&dir) {
@@ -93,14 +95,10 @@ impl Inventory {
                 let Ok(ft) = e.file_type() else { continue };
                 let in_hf_cache = in_cache || (prefix.is_empty() && name == ".hf_cache");
                 let (link, md) = if ft.is_symlink() {
-                    match fs::metadata(&path) {
-                        Err(_) => (LinkState::Dangling, None),
-                        Ok(md) => {
-                            let inside = fs::read_link(&path)
-                                .ok()
-                                .and_then(|t| resolve_link(&dir, &t))
-                                .is_some_and(|t| roots.contains(&t));
-                            if inside {
+                    match links.follow(&dir, &path) {
+                        (_, None) => (LinkState::Dangling, None),
+                        (target, Some(md)) => {
+                            if target.is_some_and(|t| roots.contains(&t)) {
                                 (LinkState::Inside, Some(md))
                             } else {
                                 (LinkState::Escapes, Some(md))
@@ -108,7 +106,8 @@ impl Inventory {
                         }
                     }
                 } else {
-                    (LinkState::NotALink, fs::symlink_metadata(&path).ok())
+                    // Relative to the open folder: one path component for the kernel to walk.
+                    (LinkState::NotALink, e.metadata().ok())
                 };
                 let is_dir = md.as_ref().is_some_and(|m| m.is_dir());
                 let is_file = md.as_ref().is_some_and(|m| m.is_file());
@@ -159,5 +158,75 @@ impl Inventory {
             .iter()
             .filter(|e| e.is_file)
             .fold(0u64, |n, e| n.saturating_add(e.size))
+    }
+}
+
+/// Following the links of one walk. A hub snapshot's links all lead to the same `blobs/`
+/// folder: once a folder is known not to be a link it is not looked at again, and the last
+/// component's `lstat` is the followed metadata when it is not a link itself, so a link costs
+/// a `readlink` and one `lstat` instead of a followed `stat`, a `readlink` and an `lstat` per
+/// target component (issue 15 §1).
+#[derive(Default)]
+struct Links {
+    /// Real folders (not links) met so far.
+    real_dirs: HashSet<PathBuf>,
+}
+
+impl Links {
+    /// Link `path` found in the resolved folder `dir`: where it leads (as
+    /// [`resolve_link`]: `None` on a loop) and the metadata of what it leads to (as
+    /// `fs::metadata(path)`: `None` when dangling).
+    fn follow(&mut self, dir: &Path, path: &Path) -> (Option<PathBuf>, Option<fs::Metadata>) {
+        let Ok(target) = fs::read_link(path) else {
+            return (None, fs::metadata(path).ok());
+        };
+        if let Some(found) = self.fast(dir, &target) {
+            return found;
+        }
+        (resolve_link(dir, &target), fs::metadata(path).ok())
+    }
+
+    /// The common case: a relative target of `..` and names whose folders are real and whose
+    /// last component is not a link. `None` when the case does not apply (then the caller
+    /// resolves the general way).
+    fn fast(
+        &mut self,
+        dir: &Path,
+        target: &Path,
+    ) -> Option<(Option<PathBuf>, Option<fs::Metadata>)> {
+        let comps: Vec<Component> = target.components().collect();
+        let (last, folders) = comps.split_last()?;
+        let Component::Normal(last) = last else {
+            return None;
+        };
+        let mut at = dir.to_path_buf();
+        for c in folders {
+            match c {
+                Component::ParentDir => {
+                    if !at.pop() {
+                        return None;
+                    }
+                }
+                Component::CurDir => {}
+                Component::Normal(n) => {
+                    at.push(n);
+                    if !self.real_dirs.contains(&at) {
+                        let md = fs::symlink_metadata(&at).ok()?;
+                        if !md.is_dir() {
+                            return None;
+                        }
+                        self.real_dirs.insert(at.clone());
+                    }
+                }
+                _ => return None,
+            }
+        }
+        at.push(last);
+        match fs::symlink_metadata(&at) {
+            Ok(md) if md.file_type().is_symlink() => None,
+            Ok(md) => Some((Some(at), Some(md))),
+            // Nothing there: the link dangles (resolve_link still names the place).
+            Err(_) => Some((Some(at), None)),
+        }
     }
 }
