@@ -62,7 +62,10 @@ impl Inventory {
         // Walk from the resolved root: every folder reached is then resolved too (symlinked
         // folders are not descended), so a link resolves from its parent without a full
         // realpath of each path component.
-        let root = fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
+        let root = match roots.real_path_of(root) {
+            Some(real) => real.to_path_buf(),
+            None => fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf()),
+        };
         let dev = fs::metadata(&root).map(|m| m.dev()).ok();
         let mut links = Links::default();
         let mut stack = vec![(root, String::new(), false)];

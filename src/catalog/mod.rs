@@ -672,6 +672,9 @@ pub fn scan_workspaces(home: &Path) -> Vec<WorkspaceDir> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LinkRoots {
     roots: Vec<(PathBuf, bool)>,
+    /// The model folder as given and its real path, when working out the roots showed it
+    /// (so a walk of the model need not resolve it again).
+    model: Option<(PathBuf, PathBuf)>,
 }
 
 impl LinkRoots {
@@ -689,6 +692,15 @@ impl LinkRoots {
     /// The real folders.
     pub fn folders(&self) -> impl Iterator<Item = &Path> {
         self.roots.iter().map(|(r, _)| r.as_path())
+    }
+
+    /// The real path of model folder `path`, when these roots were worked out from it and
+    /// it was resolved on the way (else `None`: resolve it).
+    pub fn real_path_of(&self, path: &Path) -> Option<&Path> {
+        self.model
+            .as_ref()
+            .filter(|(given, _)| given == path)
+            .map(|(_, real)| real.as_path())
     }
 }
 
@@ -760,8 +772,10 @@ impl ModelRef {
     pub fn link_roots(&self) -> LinkRoots {
         let canon = |p: &Path| fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
         let Some(repo) = &self.repo_dir else {
+            let real = canon(&self.path);
             return LinkRoots {
-                roots: vec![(canon(&self.path), false)],
+                roots: vec![(real.clone(), false)],
+                model: Some((self.path.clone(), real)),
             };
         };
         // The repo folder holds the others unless they are links (one realpath, then a
@@ -783,10 +797,19 @@ impl ModelRef {
             add(&blobs, true);
         }
         let snaps = repo.join("snapshots");
-        if self.path != *repo && (linked(&snaps) || linked(&self.path)) {
-            add(&self.path, false);
+        let mut model = None;
+        if self.path != *repo {
+            if linked(&snaps) || linked(&self.path) {
+                add(&self.path, false);
+            } else if let (Some(rev), true) = (
+                self.path.file_name(),
+                self.path.parent() == Some(snaps.as_path()),
+            ) {
+                // Neither `snapshots/` nor the snapshot is a link: it lies in the real repo.
+                model = Some((self.path.clone(), real_repo.join("snapshots").join(rev)));
+            }
         }
-        LinkRoots { roots }
+        LinkRoots { roots, model }
     }
 
     /// The model's isolated Hugging Face cache for `run` and `serve` workers: the workspace's
