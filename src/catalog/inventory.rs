@@ -170,7 +170,7 @@ impl Inventory {
 /// a `readlink` and one `lstat` instead of a followed `stat`, a `readlink` and an `lstat` per
 /// target component (issue 15 §1).
 #[derive(Default)]
-struct Links {
+pub struct Links {
     /// Real folders (not links) met so far.
     real_dirs: HashSet<PathBuf>,
 }
@@ -179,7 +179,7 @@ impl Links {
     /// Link `path` found in the resolved folder `dir`: where it leads (as
     /// [`resolve_link`]: `None` on a loop) and the metadata of what it leads to (as
     /// `fs::metadata(path)`: `None` when dangling).
-    fn follow(&mut self, dir: &Path, path: &Path) -> (Option<PathBuf>, Option<fs::Metadata>) {
+    pub fn follow(&mut self, dir: &Path, path: &Path) -> (Option<PathBuf>, Option<fs::Metadata>) {
         let Ok(target) = fs::read_link(path) else {
             return (None, fs::metadata(path).ok());
         };

@@ -22,7 +22,6 @@ use super::tree::{
 use crate::catalog::{
     HubRepo, Locations, ModelRef, distinct_names, runtime_cache, scan_all_workspaces, scan_hub,
 };
-use crate::hash::resolve_link;
 use crate::mountprobe::META_DIR;
 pub use crate::osjunk::is_os_junk;
 use crate::text::short_rev;
@@ -344,14 +343,19 @@ fn scan_model(model: &ModelRef) -> ModelScan {
         runtime_cache_mtime: runtime_cache::newest_change(&model.isolated_cache()),
     };
     if model.problem.is_none() {
-        let real = fs::canonicalize(&model.path).unwrap_or_else(|_| model.path.clone());
+        let roots = model.link_roots();
+        let real = match roots.real_path_of(&model.path) {
+            Some(r) => r.to_path_buf(),
+            None => fs::canonicalize(&model.path).unwrap_or_else(|_| model.path.clone()),
+        };
         let mut walk = Walk {
             root: &real,
-            roots: &model.link_roots(),
+            roots: &roots,
             hub: model.repo_dir.is_some(),
             root_dev: fs::metadata(&real).map(|m| m.dev()).ok(),
             scan: &mut scan,
             last_dir: None,
+            links: Default::default(),
         };
         walk.dir(MODEL_ROOT, &real, true);
     }
@@ -372,6 +376,7 @@ struct Walk<'a> {
     scan: &'a mut ModelScan,
     /// The folder of the last backed file (shared with the next one in the same folder).
     last_dir: Option<Arc<Path>>,
+    links: crate::catalog::inventory::Links,
 }
 
 impl Walk<'_> {
@@ -416,13 +421,7 @@ impl Walk<'_> {
             if ft.is_symlink() {
                 // Dangling links and links that leave the model are hidden; the model's
                 // health names them.
-                let Some(target) = fs::read_link(&path)
-                    .ok()
-                    .and_then(|t| resolve_link(real, &t))
-                else {
-                    continue;
-                };
-                let Ok(md) = fs::metadata(&target) else {
+                let (Some(target), Some(md)) = self.links.follow(real, &path) else {
                     continue;
                 };
                 if !self.roots.contains(&target) {
