@@ -49,6 +49,45 @@ pub fn mounted_fstype(dir: &Path) -> Option<String> {
     found
 }
 
+/// Every mlxfs mount in a mountinfo text: its mount point and the `user_id` the kernel
+/// recorded for it (who mounted it: only that user's reads reach the daemon).
+pub fn mlxfs_mounts_in(info: &str) -> Vec<(PathBuf, Option<u32>)> {
+    let mut out = Vec::new();
+    for line in info.lines() {
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
+        let Some(mp) = left.split(' ').nth(4) else {
+            continue;
+        };
+        // `fuse.mlxfs` through fusermount3; `fuse` with the source `mlxfs` when root mounts
+        // directly (the kernel keeps no subtype then).
+        let mut right = right.split(' ');
+        let (fstype, source) = (right.next(), right.next());
+        if !(fstype == Some("fuse.mlxfs") || fstype == Some("fuse") && source == Some("mlxfs")) {
+            continue;
+        }
+        let uid = right.next().and_then(|opts| {
+            opts.split(',')
+                .find_map(|o| o.strip_prefix("user_id="))
+                .and_then(|v| v.parse().ok())
+        });
+        use std::os::unix::ffi::OsStringExt;
+        out.push((
+            PathBuf::from(std::ffi::OsString::from_vec(unescape_mountinfo(mp))),
+            uid,
+        ));
+    }
+    out
+}
+
+/// The mlxfs mounts this process sees (see [`mlxfs_mounts_in`]).
+pub fn mlxfs_mounts() -> Vec<(PathBuf, Option<u32>)> {
+    fs::read_to_string("/proc/self/mountinfo")
+        .map(|i| mlxfs_mounts_in(&i))
+        .unwrap_or_default()
+}
+
 /// Does the file system at `dir` answer? `statfs` always reaches a FUSE daemon (no cache), so a
 /// dead daemon shows as ENOTCONN even where cached attributes still make `stat` succeed.
 pub fn fuse_alive(dir: &Path) -> bool {
@@ -86,6 +125,29 @@ pub fn is_disconnected(e: &io::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mlxfs_mounts_found() {
+        let info = "\
+36 35 98:0 / /mnt1 rw,noatime master:1 - ext3 /dev/root rw,errors=continue
+40 36 0:50 / /tmp/a\\040b ro,nosuid,nodev,noatime - fuse.mlxfs mlxfs ro,user_id=1000,group_id=1000,default_permissions
+41 36 0:51 / /tmp/other ro - fuse.sshfs host: ro,user_id=0,group_id=0
+42 36 0:52 / /tmp/c rw shared:7 - fuse.mlxfs mlxfs rw,group_id=0
+44 36 0:54 / /tmp/e ro - fuse mlxfs ro,user_id=0,group_id=0,default_permissions
+45 36 0:55 / /tmp/f ro - fuse other ro,user_id=0,group_id=0,default_permissions
+garbage line
+43 36 0:53 / /tmp/d ro - fuse.mlxfs mlxfs ro,user_id=notanumber
+";
+        assert_eq!(
+            mlxfs_mounts_in(info),
+            vec![
+                (PathBuf::from("/tmp/a b"), Some(1000)),
+                (PathBuf::from("/tmp/c"), None),
+                (PathBuf::from("/tmp/e"), Some(0)),
+                (PathBuf::from("/tmp/d"), None),
+            ]
+        );
+    }
 
     #[test]
     fn mountinfo_escapes() {
