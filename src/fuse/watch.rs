@@ -49,6 +49,16 @@ fn mask() -> WatchMask {
         | WatchMask::ONLYDIR
 }
 
+/// The same for a single file (a hard link's other names are elsewhere).
+fn file_mask() -> WatchMask {
+    WatchMask::MODIFY
+        | WatchMask::ATTRIB
+        | WatchMask::CLOSE_WRITE
+        | WatchMask::DELETE_SELF
+        | WatchMask::MOVE_SELF
+        | WatchMask::DONT_FOLLOW
+}
+
 /// Local file systems, where every change goes through this kernel and so sends its inotify
 /// event. On any other (NFS, SMB, 9p, FUSE — sshfs, another mlxfs —, Ceph, …) a change made
 /// elsewhere sends none: a mount over them still refreshes (events, periodic rescan) but
@@ -351,6 +361,16 @@ impl Refresher {
                 let p = e.path();
                 if ft.is_dir() {
                     stack.push((p, Some(dev)));
+                } else if ft.is_file() {
+                    // A file with another name elsewhere can change through that name, which
+                    // tells only the folder holding it and the file itself: watch the file.
+                    let linked = e.metadata().is_ok_and(|m| m.nlink() > 1);
+                    if linked
+                        && let Err(err) = watches.add(&p, file_mask())
+                        && err.raw_os_error() != Some(libc::ENOENT)
+                    {
+                        w.problem(format!("cannot watch {}: {err}", p.display()));
+                    }
                 } else if ft.is_symlink() {
                     let t = link_target(&d, &p);
                     w.links.push((p, t));

@@ -330,3 +330,29 @@ fn snapshot(root: &Path, skip: &Path) -> Vec<(String, u64, i64)> {
     out.sort();
     out
 }
+
+/// A file with a second name outside the watched folders, changed through that name: the
+/// folder holding the model's name hears nothing, so the file itself is watched.
+#[test]
+fn a_hard_link_changed_from_outside_is_seen() {
+    crate::require!(Fuse);
+    let fx = catalog();
+    let outside = fx.tmp.path().join("outside-config.json");
+    fs::hard_link(fx.ws_home.join("plain/config.json"), &outside).unwrap();
+    let _m = Mount::start(&fx, &[]);
+    for i in 0..6 {
+        let cfg = if i % 2 == 0 {
+            "{\"model_type\": \"bert\", \"architectures\": [\"BertModel\"]}".to_string()
+        } else {
+            format!("{{\"model_type\": \"llama\", \"n\": {i}}}")
+        };
+        fs::write(&outside, cfg).unwrap();
+        let (live, disk) = both(&fx, &["list", "--json", "--all"]);
+        assert!(from_mount(&live), "round {i}: {}", stderr(&live));
+        assert_eq!(
+            String::from_utf8_lossy(&live.stdout),
+            String::from_utf8_lossy(&disk.stdout),
+            "round {i}"
+        );
+    }
+}
