@@ -22,7 +22,6 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use fuser::{INodeNo, Notifier};
-use inotify::{EventMask, Inotify, WatchMask};
 
 use crate::vfs::live::{Barrier, BarrierRx, SyncAnswer};
 use crate::vfs::{Invalidation, Vfs};
@@ -33,31 +32,6 @@ const DEBOUNCE: Duration = Duration::from_millis(150);
 const PERIODIC: Duration = Duration::from_secs(30);
 /// How often the loop looks at `stop`.
 const TICK: Duration = Duration::from_millis(250);
-
-/// Modifying events only: our own reads (and the catalog's) must never trigger a rescan.
-fn mask() -> WatchMask {
-    WatchMask::CREATE
-        | WatchMask::DELETE
-        | WatchMask::MOVED_FROM
-        | WatchMask::MOVED_TO
-        | WatchMask::MODIFY
-        | WatchMask::ATTRIB
-        | WatchMask::CLOSE_WRITE
-        | WatchMask::DELETE_SELF
-        | WatchMask::MOVE_SELF
-        | WatchMask::DONT_FOLLOW
-        | WatchMask::ONLYDIR
-}
-
-/// The same for a single file (a hard link's other names are elsewhere).
-fn file_mask() -> WatchMask {
-    WatchMask::MODIFY
-        | WatchMask::ATTRIB
-        | WatchMask::CLOSE_WRITE
-        | WatchMask::DELETE_SELF
-        | WatchMask::MOVE_SELF
-        | WatchMask::DONT_FOLLOW
-}
 
 /// Local file systems, where every change goes through this kernel and so sends its inotify
 /// event. On any other (NFS, SMB, 9p, FUSE — sshfs, another mlxfs —, Ceph, …) a change made
@@ -84,6 +58,115 @@ const LOCAL_FS: &[i64] = &[
     0x9660,      // iso9660 (read-only)
     0xE0F5_E1E2, // erofs (read-only)
 ];
+
+/// The inotify descriptor (Linux). Elsewhere there is none: the tree refreshes on the
+/// periodic rescan and `catalog.json` never claims to be current.
+#[cfg(target_os = "linux")]
+mod os {
+    use inotify::{EventMask, Inotify, WatchMask};
+    use std::io;
+    use std::os::fd::{AsRawFd, RawFd};
+    use std::path::Path;
+
+    /// Modifying events only: our own reads (and the catalog's) must never trigger a rescan.
+    fn dir_mask() -> WatchMask {
+        WatchMask::CREATE
+            | WatchMask::DELETE
+            | WatchMask::MOVED_FROM
+            | WatchMask::MOVED_TO
+            | WatchMask::MODIFY
+            | WatchMask::ATTRIB
+            | WatchMask::CLOSE_WRITE
+            | WatchMask::DELETE_SELF
+            | WatchMask::MOVE_SELF
+            | WatchMask::DONT_FOLLOW
+            | WatchMask::ONLYDIR
+    }
+
+    /// The same for a single file (a hard link's other names are elsewhere).
+    fn file_mask() -> WatchMask {
+        WatchMask::MODIFY
+            | WatchMask::ATTRIB
+            | WatchMask::CLOSE_WRITE
+            | WatchMask::DELETE_SELF
+            | WatchMask::MOVE_SELF
+            | WatchMask::DONT_FOLLOW
+    }
+
+    pub struct Watcher {
+        fd: Inotify,
+        buf: Vec<u8>,
+    }
+
+    impl Watcher {
+        pub fn new() -> io::Result<Watcher> {
+            Ok(Watcher {
+                fd: Inotify::init()?,
+                buf: vec![0; 64 * 1024],
+            })
+        }
+
+        /// Watch a folder (idempotent per inode).
+        pub fn add_dir(&self, p: &Path) -> io::Result<()> {
+            self.fd.watches().add(p, dir_mask()).map(|_| ())
+        }
+
+        pub fn add_file(&self, p: &Path) -> io::Result<()> {
+            self.fd.watches().add(p, file_mask()).map(|_| ())
+        }
+
+        /// One non-blocking read: `None` when nothing is queued, else whether the queue
+        /// overflowed (events were lost).
+        pub fn read(&mut self) -> io::Result<Option<bool>> {
+            match self.fd.read_events(&mut self.buf) {
+                Ok(events) => {
+                    let mut any = None;
+                    for e in events {
+                        let overflow = e.mask.contains(EventMask::Q_OVERFLOW);
+                        any = Some(any.unwrap_or(false) || overflow);
+                    }
+                    Ok(any)
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+                Err(e) => Err(e),
+            }
+        }
+
+        pub fn fd(&self) -> RawFd {
+            self.fd.as_raw_fd()
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+mod os {
+    use std::io;
+    use std::os::fd::RawFd;
+    use std::path::Path;
+
+    pub struct Watcher;
+
+    impl Watcher {
+        pub fn new() -> io::Result<Watcher> {
+            Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "inotify is Linux's",
+            ))
+        }
+        pub fn add_dir(&self, _: &Path) -> io::Result<()> {
+            Ok(())
+        }
+        pub fn add_file(&self, _: &Path) -> io::Result<()> {
+            Ok(())
+        }
+        pub fn read(&mut self) -> io::Result<Option<bool>> {
+            Ok(None)
+        }
+        pub fn fd(&self) -> RawFd {
+            -1
+        }
+    }
+}
 
 /// Send the kernel what a refresh changed. Errors (e.g. ENOENT for names the kernel never
 /// cached) are expected and ignored.
@@ -208,10 +291,9 @@ impl Walk {
 }
 
 struct Refresher {
-    inotify: Option<Inotify>,
+    inotify: Option<os::Watcher>,
     /// Why there is no inotify at all (then nothing is ever provable).
     no_inotify: Option<String>,
-    buf: Vec<u8>,
     /// An event (or an overflow) arrived since the last rebuild started.
     dirty: bool,
     /// The first event of the current debounce window.
@@ -227,7 +309,7 @@ struct Refresher {
 
 impl Refresher {
     fn new() -> Refresher {
-        let (inotify, no_inotify) = match Inotify::init() {
+        let (inotify, no_inotify) = match os::Watcher::new() {
             Ok(i) => (Some(i), None),
             Err(e) => {
                 eprintln!(
@@ -240,7 +322,6 @@ impl Refresher {
         Refresher {
             inotify,
             no_inotify,
-            buf: vec![0; 64 * 1024],
             dirty: true,
             pending_since: None,
             build: 0,
@@ -258,22 +339,15 @@ impl Refresher {
             return;
         };
         loop {
-            match ino.read_events(&mut self.buf) {
-                Ok(events) => {
-                    let mut any = false;
-                    for e in events {
-                        any = true;
-                        if e.mask.contains(EventMask::Q_OVERFLOW) {
-                            eprintln!("mlxfs: inotify queue overflow: rescanning everything");
-                        }
-                    }
-                    if !any {
-                        break;
+            match ino.read() {
+                Ok(None) => break,
+                Ok(Some(overflow)) => {
+                    if overflow {
+                        eprintln!("mlxfs: inotify queue overflow: rescanning everything");
                     }
                     self.dirty = true;
                     self.pending_since.get_or_insert_with(Instant::now);
                 }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(_) => {
                     self.dirty = true;
@@ -294,7 +368,6 @@ impl Refresher {
         if !w.walked.insert(root.to_path_buf()) {
             return;
         }
-        let mut watches = ino.watches();
         let mut stack: Vec<(PathBuf, Option<u64>)> = vec![(root.to_path_buf(), None)];
         while let Some((d, parent_dev)) = stack.pop() {
             if d == mnt {
@@ -324,7 +397,7 @@ impl Refresher {
                     Err(e) => w.problem(format!("cannot read {}: {e}", d.display())),
                 }
             }
-            match watches.add(&d, mask()) {
+            match ino.add_dir(&d) {
                 Ok(_) => {}
                 Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR)) => {
                     continue;
@@ -366,7 +439,7 @@ impl Refresher {
                     // tells only the folder holding it and the file itself: watch the file.
                     let linked = e.metadata().is_ok_and(|m| m.nlink() > 1);
                     if linked
-                        && let Err(err) = watches.add(&p, file_mask())
+                        && let Err(err) = ino.add_file(&p)
                         && err.raw_os_error() != Some(libc::ENOENT)
                     {
                         w.problem(format!("cannot watch {}: {err}", p.display()));
@@ -423,7 +496,7 @@ impl Refresher {
                         && let Some(parent) = s.path.parent().filter(|p| p.is_dir())
                         && !mnt.starts_with(parent)
                     {
-                        let _ = ino.watches().add(parent, mask());
+                        let _ = ino.add_dir(parent);
                     }
                 }
             }
@@ -538,7 +611,7 @@ fn run(vfs: &Vfs, notifier: &Notifier, stop: &AtomicBool, rx: &BarrierRx) {
         }];
         if let Some(i) = &r.inotify {
             fds.push(libc::pollfd {
-                fd: i.as_raw_fd(),
+                fd: i.fd(),
                 events: libc::POLLIN,
                 revents: 0,
             });
