@@ -356,3 +356,33 @@ fn a_hard_link_changed_from_outside_is_seen() {
         );
     }
 }
+
+/// A file system mounted inside a watched folder sends no inotify event, and neither do
+/// writes in its root until it is watched: the mount table is part of the barrier.
+#[test]
+fn a_file_system_mounted_inside_is_seen() {
+    crate::require!(Fuse, Root);
+    let fx = catalog();
+    let _m = Mount::start(&fx, &[]);
+    let (live, _) = both(&fx, &["list", "--json"]);
+    assert!(from_mount(&live), "{}", stderr(&live));
+    let dir = fx.ws_home.join("on-tmpfs");
+    fs::create_dir(&dir).unwrap();
+    let (live, _) = both(&fx, &["list", "--json"]);
+    assert!(from_mount(&live), "{}", stderr(&live));
+    let t = Tmpfs::new(dir.clone(), "size=1m");
+    write_tree(&dir, &good_files());
+    let (live, disk) = both(&fx, &["list", "--json"]);
+    assert!(from_mount(&live), "{}", stderr(&live));
+    assert!(String::from_utf8_lossy(&disk.stdout).contains("on-tmpfs"));
+    assert_eq!(
+        String::from_utf8_lossy(&live.stdout),
+        String::from_utf8_lossy(&disk.stdout)
+    );
+    // Its files now change with events.
+    fs::remove_file(dir.join("model.safetensors")).unwrap();
+    let (live, disk) = both(&fx, &["list", "--json", "--all"]);
+    assert!(from_mount(&live), "{}", stderr(&live));
+    assert_eq!(live.stdout, disk.stdout);
+    drop(t);
+}
