@@ -386,3 +386,52 @@ fn a_file_system_mounted_inside_is_seen() {
     assert_eq!(live.stdout, disk.stdout);
     drop(t);
 }
+
+/// Sources named through links, the links re-pointed (outside the watched folders: no
+/// event). The workspace home is resolved once when the mount starts, so the mount now shows
+/// other folders than the command would: the disk answers. The hub cache is followed by its
+/// path: the barrier sees its root lead elsewhere, rescans, and answers for the new folder.
+#[test]
+fn re_pointed_source_links() {
+    crate::require!(Fuse);
+    let mut fx = catalog();
+    let other_home = fx.tmp.path().join("other-home");
+    write_tree(&other_home.join("elsewhere"), &good_files());
+    let other_hf = fx.tmp.path().join("other-hf");
+    cache_snapshot(
+        &other_hf.join("hub"),
+        "other/hub-model",
+        "3333333333333333333333333333333333333333",
+        &good_files(),
+        true,
+    );
+    let ws_link = fx.tmp.path().join("home-link");
+    symlink(&fx.ws_home, &ws_link).unwrap();
+    fx.ws_home = ws_link.clone();
+    let hf_link = fx.tmp.path().join("hf-link");
+    symlink(&fx.hf_home, &hf_link).unwrap();
+    fx.hf_home = hf_link.clone();
+    let _m = Mount::start(&fx, &[]);
+    let (live, disk) = both(&fx, &["list", "--json"]);
+    assert!(from_mount(&live), "{}", stderr(&live));
+    assert_eq!(live.stdout, disk.stdout);
+    // Atomically: a new link renamed over the old one.
+    let repoint = |link: &Path, to: &Path| {
+        let tmp = link.with_extension("new");
+        symlink(to, &tmp).unwrap();
+        fs::rename(&tmp, link).unwrap();
+    };
+    repoint(&hf_link, &other_hf);
+    let (live, disk) = both(&fx, &["list", "--json"]);
+    assert!(from_mount(&live), "{}", stderr(&live));
+    assert!(String::from_utf8_lossy(&disk.stdout).contains("other/hub-model"));
+    assert_eq!(
+        String::from_utf8_lossy(&live.stdout),
+        String::from_utf8_lossy(&disk.stdout)
+    );
+    repoint(&ws_link, &other_home);
+    let (live, disk) = both(&fx, &["list", "--json"]);
+    assert!(stderr(&live).contains("other sources"), "{}", stderr(&live));
+    assert!(String::from_utf8_lossy(&disk.stdout).contains("elsewhere"));
+    assert_eq!(live.stdout, disk.stdout);
+}
