@@ -435,3 +435,40 @@ fn re_pointed_source_links() {
     assert!(String::from_utf8_lossy(&disk.stdout).contains("elsewhere"));
     assert_eq!(live.stdout, disk.stdout);
 }
+
+/// Workspaces moved elsewhere and linked back: their real folders are watched (a new one as
+/// soon as the link appears), so changes there are in the next answer.
+#[test]
+fn relocated_models_are_watched() {
+    crate::require!(Fuse);
+    let fx = catalog();
+    let away = fx.tmp.path().join("other-disk");
+    write_tree(&away.join("moved"), &good_files());
+    symlink(away.join("moved"), fx.ws_home.join("moved")).unwrap();
+    let _m = Mount::start(&fx, &[]);
+    for i in 0..4 {
+        // A change inside the relocated folder.
+        fs::write(
+            away.join("moved/config.json"),
+            format!("{{\"model_type\": \"llama\", \"n\": {i}}}"),
+        )
+        .unwrap();
+        // A new relocated workspace, changed right after its link appears.
+        let name = format!("late-{i}");
+        write_tree(&away.join(&name), &good_files());
+        symlink(away.join(&name), fx.ws_home.join(&name)).unwrap();
+        fs::remove_file(away.join(&name).join("model.safetensors")).unwrap();
+        let (live, disk) = both(&fx, &["list", "--json", "--all"]);
+        assert!(from_mount(&live), "round {i}: {}", stderr(&live));
+        assert_eq!(
+            String::from_utf8_lossy(&live.stdout),
+            String::from_utf8_lossy(&disk.stdout),
+            "round {i}"
+        );
+        // Changed again after it was answered once.
+        write_tree(&away.join(&name), &good_files());
+        let (live, disk) = both(&fx, &["list", "--json", "--all"]);
+        assert!(from_mount(&live), "round {i}: {}", stderr(&live));
+        assert_eq!(live.stdout, disk.stdout, "round {i}");
+    }
+}
