@@ -82,9 +82,9 @@ pub fn fleet(loc: &Locations, from_disk: bool, command: &str) -> Option<Fleet> {
     }
 }
 
-/// Read a regular file with a time limit (a hung daemon never hangs the command; the thread
-/// left behind ends with the process).
-fn read_bounded(p: PathBuf, wait: Duration) -> Result<Vec<u8>, String> {
+/// Read a regular file of the file system `dev` with a time limit (a hung daemon never hangs
+/// the command; the thread left behind ends with the process).
+fn read_bounded(p: PathBuf, dev: u64, wait: Duration) -> Result<Vec<u8>, String> {
     let (tx, rx) = mpsc::channel();
     let shown = p.to_string_lossy().into_owned();
     std::thread::Builder::new()
@@ -92,6 +92,13 @@ fn read_bounded(p: PathBuf, wait: Duration) -> Result<Vec<u8>, String> {
         .spawn(move || {
             let r = std::fs::File::open(&p).and_then(|f| {
                 use std::io::Read;
+                use std::os::unix::fs::MetadataExt;
+                // The file itself must be the mount's (not one of a file system mounted
+                // over it), and a regular file.
+                let md = f.metadata()?;
+                if md.dev() != dev || !md.is_file() {
+                    return Err(std::io::Error::other("not a file of the mlxfs mount"));
+                }
                 let mut v = Vec::new();
                 f.take(MAX_REPLY + 1).read_to_end(&mut v).map(|_| v)
             });
@@ -115,17 +122,17 @@ fn find(loc: &Locations) -> Result<(Fleet, PathBuf), String> {
         .canonical_sources()
         .ok_or("a source folder's path is not UTF-8")?;
     let me = identity();
-    let mounts: Vec<PathBuf> = probe::mlxfs_mounts()
+    let mounts: Vec<(PathBuf, u64)> = probe::mlxfs_mounts()
         .into_iter()
-        .filter(|(_, uid)| *uid == Some(me.euid))
-        .map(|(p, _)| p)
+        .filter(|m| m.user_id == Some(me.euid))
+        .filter_map(|m| Some((m.dir, m.dev?)))
         .collect();
     if mounts.is_empty() {
         return Err("no mlxfs mount of this user".into());
     }
     let mut why = Vec::new();
-    for mnt in mounts.iter().take(64) {
-        match answer(mnt, loc, &mine, &me) {
+    for (mnt, dev) in mounts.iter().take(64) {
+        match answer(mnt, *dev, &mine, &me) {
             Ok(f) => return Ok((f, mnt.clone())),
             Err(e) => why.push(format!("{}: {e}", mnt.to_string_lossy())),
         }
@@ -158,19 +165,19 @@ fn status_sources(status: &Value) -> Option<Value> {
 
 fn answer(
     mnt: &Path,
-    _loc: &Locations,
+    dev: u64,
     mine: &Value,
     me: &crate::mountprobe::Identity,
 ) -> Result<Fleet, String> {
     let meta = mnt.join(META_DIR);
     // Cheap first: a mount over other folders is never asked for its catalog.
-    let status = read_bounded(meta.join("status.json"), STATUS_WAIT)?;
+    let status = read_bounded(meta.join("status.json"), dev, STATUS_WAIT)?;
     let status: Value =
         serde_json::from_slice(&status).map_err(|_| "status.json is not JSON".to_string())?;
     if status_sources(&status).as_ref() != Some(mine) {
         return Err("other sources".into());
     }
-    let raw = read_bounded(meta.join(CATALOG_JSON), CATALOG_WAIT)?;
+    let raw = read_bounded(meta.join(CATALOG_JSON), dev, CATALOG_WAIT)?;
     let cat: Value =
         serde_json::from_slice(&raw).map_err(|_| format!("{CATALOG_JSON} is not JSON"))?;
     check(&cat, mine, me)

@@ -49,15 +49,26 @@ pub fn mounted_fstype(dir: &Path) -> Option<String> {
     found
 }
 
-/// Every mlxfs mount in a mountinfo text: its mount point and the `user_id` the kernel
-/// recorded for it (who mounted it: only that user's reads reach the daemon).
-pub fn mlxfs_mounts_in(info: &str) -> Vec<(PathBuf, Option<u32>)> {
+/// An mlxfs mount as mountinfo shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MlxfsMount {
+    pub dir: PathBuf,
+    /// Who mounted it (`user_id=`): only that user's reads reach the daemon.
+    pub user_id: Option<u32>,
+    /// Its device number (`major:minor`): a file read there must carry it (not a file of
+    /// another file system mounted over it).
+    pub dev: Option<u64>,
+}
+
+/// Every mlxfs mount in a mountinfo text.
+pub fn mlxfs_mounts_in(info: &str) -> Vec<MlxfsMount> {
     let mut out = Vec::new();
     for line in info.lines() {
         let Some((left, right)) = line.split_once(" - ") else {
             continue;
         };
-        let Some(mp) = left.split(' ').nth(4) else {
+        let mut left = left.split(' ');
+        let (Some(devno), Some(mp)) = (left.nth(2), left.nth(1)) else {
             continue;
         };
         // `fuse.mlxfs` through fusermount3; `fuse` with the source `mlxfs` when root mounts
@@ -67,22 +78,27 @@ pub fn mlxfs_mounts_in(info: &str) -> Vec<(PathBuf, Option<u32>)> {
         if !(fstype == Some("fuse.mlxfs") || fstype == Some("fuse") && source == Some("mlxfs")) {
             continue;
         }
-        let uid = right.next().and_then(|opts| {
+        let user_id = right.next().and_then(|opts| {
             opts.split(',')
                 .find_map(|o| o.strip_prefix("user_id="))
                 .and_then(|v| v.parse().ok())
         });
+        let dev = devno.split_once(':').and_then(|(ma, mi)| {
+            let (ma, mi) = (ma.parse::<u32>().ok()?, mi.parse::<u32>().ok()?);
+            Some(libc::makedev(ma, mi) as u64)
+        });
         use std::os::unix::ffi::OsStringExt;
-        out.push((
-            PathBuf::from(std::ffi::OsString::from_vec(unescape_mountinfo(mp))),
-            uid,
-        ));
+        out.push(MlxfsMount {
+            dir: PathBuf::from(std::ffi::OsString::from_vec(unescape_mountinfo(mp))),
+            user_id,
+            dev,
+        });
     }
     out
 }
 
 /// The mlxfs mounts this process sees (see [`mlxfs_mounts_in`]).
-pub fn mlxfs_mounts() -> Vec<(PathBuf, Option<u32>)> {
+pub fn mlxfs_mounts() -> Vec<MlxfsMount> {
     fs::read_to_string("/proc/self/mountinfo")
         .map(|i| mlxfs_mounts_in(&i))
         .unwrap_or_default()
@@ -138,13 +154,18 @@ mod tests {
 garbage line
 43 36 0:53 / /tmp/d ro - fuse.mlxfs mlxfs ro,user_id=notanumber
 ";
+        let m = |d: &str, user_id, minor: u32| MlxfsMount {
+            dir: PathBuf::from(d),
+            user_id,
+            dev: Some(libc::makedev(0, minor) as u64),
+        };
         assert_eq!(
             mlxfs_mounts_in(info),
             vec![
-                (PathBuf::from("/tmp/a b"), Some(1000)),
-                (PathBuf::from("/tmp/c"), None),
-                (PathBuf::from("/tmp/e"), Some(0)),
-                (PathBuf::from("/tmp/d"), None),
+                m("/tmp/a b", Some(1000), 50),
+                m("/tmp/c", None, 52),
+                m("/tmp/e", Some(0), 54),
+                m("/tmp/d", None, 53),
             ]
         );
     }

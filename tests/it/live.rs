@@ -472,3 +472,35 @@ fn relocated_models_are_watched() {
         assert_eq!(live.stdout, disk.stdout, "round {i}");
     }
 }
+
+/// Another file system mounted over the mount point, holding a well-formed but false reply
+/// (a model removed): its files are not the mount's (device number), so the disk answers.
+#[test]
+fn a_file_system_over_the_mount_is_not_believed() {
+    crate::require!(Fuse, Root);
+    let fx = catalog();
+    let m = Mount::start(&fx, &[]);
+    let mut reply = catalog_json(&m);
+    assert_eq!(reply["current"], true);
+    let status = fs::read(m.p(".mlxfs/status.json")).unwrap();
+    let models = reply["list"]["models"].as_array_mut().unwrap();
+    models.pop();
+    reply["list"]["count"] = models.len().into();
+    let cover = Tmpfs::new(m.dir.clone(), "size=4m");
+    fs::create_dir_all(m.p(".mlxfs")).unwrap();
+    fs::write(m.p(".mlxfs/status.json"), status).unwrap();
+    fs::write(
+        m.p(".mlxfs/catalog.json"),
+        serde_json::to_vec(&reply).unwrap(),
+    )
+    .unwrap();
+    let (live, disk) = both(&fx, &["list", "--json"]);
+    assert!(!from_mount(&live), "{}", stderr(&live));
+    assert!(
+        stderr(&live).contains("not a file of the mlxfs mount"),
+        "{}",
+        stderr(&live)
+    );
+    assert_eq!(live.stdout, disk.stdout);
+    drop(cover);
+}
