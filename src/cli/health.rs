@@ -40,10 +40,9 @@ pub use crate::catalog::fleet::{HealthData, HealthEntry, Summary};
 
 pub fn run(a: &HealthArgs, loc: &Locations) -> Result<Output, CliError> {
     // A mount answers for every model, without the runtime caches (`--verbose`).
-    if a.model.is_none()
-        && !a.verbose
-        && let Some(f) = super::live::fleet(loc, a.from_disk, "health")
-    {
+    if a.model.is_some() || a.verbose {
+        super::live::not_asked("health", "one model, or --verbose");
+    } else if let Some(f) = super::live::fleet(loc, a.from_disk, "health") {
         let data = f.health;
         let value = serde_json::to_value(&data).unwrap_or_default();
         return Ok(Output::lazy(value, move || render(&data)));

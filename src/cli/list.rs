@@ -49,6 +49,9 @@ pub struct ListArgs {
 pub fn run(a: &ListArgs, loc: &Locations) -> Result<Output, CliError> {
     // A pattern is resolved here (names, paths): only the whole catalog comes from a mount.
     let whole = a.pattern.as_deref().is_none_or(|p| p.trim().is_empty());
+    if !whole {
+        super::live::not_asked("list", "a pattern is resolved here");
+    }
     let data = match whole
         .then(|| super::live::fleet(loc, a.from_disk, "list"))
         .flatten()

@@ -82,6 +82,11 @@ pub fn fleet(loc: &Locations, from_disk: bool, command: &str) -> Option<Fleet> {
     }
 }
 
+/// Say why a mount is not asked at all (a pattern, one model, `--verbose`).
+pub fn not_asked(command: &str, why: &str) {
+    debug(mode(), &format!("{command}: from disk ({why})"));
+}
+
 /// Read a regular file of the file system `dev` with a time limit (a hung daemon never hangs
 /// the command; the thread left behind ends with the process).
 fn read_bounded(p: PathBuf, dev: u64, wait: Duration) -> Result<Vec<u8>, String> {

@@ -128,6 +128,11 @@ fn answers_equal_the_disk_for_every_flag() {
     ] {
         let (live, disk) = both(&fx, args);
         assert!(!from_mount(&live), "{args:?}: {}", stderr(&live));
+        assert!(
+            stderr(&live).contains("from disk"),
+            "{args:?}: {}",
+            stderr(&live)
+        );
         assert_eq!(live.stdout, disk.stdout, "{args:?}");
     }
     // The off switch.
