@@ -208,8 +208,10 @@ pub fn hf_home() -> PathBuf {
 }
 
 /// Where a model comes from (the record's `source`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
+// Read back from a live mount's reply (cli/live.rs).
+#[derive(serde::Deserialize)]
 pub enum Source {
     Cache,
     Workspace,
