@@ -3,7 +3,7 @@
 # run with the reference tool mlx-knife (`mlxk list --json`).
 #
 # Usage: scripts/bench-list.sh [--models N] [--workspaces M] [--runs R] [--dir DIR]
-#                              [--mlxk PATH | --install-mlxk DIR] [--bin PATH]
+#                              [--mlxk PATH | --install-mlxk DIR] [--bin PATH] [--mount]
 #
 #   --models N      hub models in the full catalog (default 1000)
 #   --workspaces M  managed workspaces in the full catalog (default 100)
@@ -18,6 +18,12 @@
 #                   sha256. For before/after comparisons: build each version once, then run
 #                   this script with --bin on each (the catalogs are regenerated every run,
 #                   their sentinels written by the binary measured).
+#   --mount         also mount the full catalog with the same binary (`mlxfs mount --daemon`,
+#                   root or fusermount3) and time `list --json` answered from the live mount
+#                   (its `.mlxfs/catalog.json`, issue 15 §2): warm (nothing changed since the
+#                   last answer) and after a change (a file of one workspace touched before
+#                   each run: the barrier rebuilds, the catalog renders again). The answer is
+#                   checked to come from the mount and to equal the disk's byte for byte.
 #
 # What it does:
 #   1. cargo build --release (the repo's target dir, or $CARGO_TARGET_DIR), unless --bin.
@@ -34,6 +40,7 @@
 #      model_type, capabilities, runtime_compatible, size_bytes, hash, content_hash and clean;
 #      then times `mlxk list --json` warm and cold like step 3. If its first run takes over
 #      20 s it gets min(R, 3) runs, over 60 s 1 run.
+#   5b. With --mount: the rows above, after the disk rows (measured before the mount exists).
 #   6. Prints markdown tables (machine, command line) on stdout; progress goes to stderr.
 # Both tools run with HF_HOME, MLXK_WORKSPACE_HOME, HF_HUB_OFFLINE=1 and HF_HUB_CACHE unset.
 # Uses hyperfine when installed, else bash timing with `date +%s.%N`.
@@ -46,6 +53,7 @@ DIR=""
 MLXK_ARG=""
 INSTALL_MLXK=""
 BIN_ARG=""
+MOUNT=0
 CMDLINE="$(printf '%q ' "$0" "$@")"
 CMDLINE="${CMDLINE% }"
 
@@ -61,6 +69,7 @@ while [[ $# -gt 0 ]]; do
         --mlxk) [[ $# -ge 2 ]] || die "--mlxk needs a value"; MLXK_ARG="$2"; shift 2 ;;
         --install-mlxk) [[ $# -ge 2 ]] || die "--install-mlxk needs a value"; INSTALL_MLXK="$2"; shift 2 ;;
         --bin) [[ $# -ge 2 ]] || die "--bin needs a value"; BIN_ARG="$2"; shift 2 ;;
+        --mount) MOUNT=1; shift ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown argument: $1 (see --help)" ;;
     esac
@@ -129,8 +138,17 @@ if [[ -n "$DIR" ]]; then
 else
     WORK="$(mktemp -d "${TMPDIR:-/tmp}/bench-list.XXXXXX")"
     WORK="$(cd "$WORK" && pwd -P)"
-    trap 'rm -rf "$WORK"' EXIT
+    trap 'unmount_all; rm -rf "$WORK"' EXIT
 fi
+MOUNTED=""
+# unmount_all: the mount --mount made, if any (never anything else).
+unmount_all() {
+    if [[ -n "$MOUNTED" ]] && grep -q " $MOUNTED " /proc/self/mountinfo; then
+        "$BIN" umount "$MOUNTED" >/dev/null 2>&1 || umount -l "$MOUNTED" 2>/dev/null || true
+    fi
+    MOUNTED=""
+}
+[[ -z "$DIR" ]] || trap 'unmount_all' EXIT
 
 # ---------------------------------------------------------------- 2. generate
 # gen_catalog ROOT N M: ROOT/hf/hub (N hub models) and ROOT/workspaces (M workspaces), the
@@ -171,10 +189,10 @@ DROP=/proc/sys/vm/drop_caches
 CAN_DROP=0
 if [[ -w "$DROP" ]] && (sync && echo 3 >"$DROP") 2>/dev/null; then CAN_DROP=1; fi
 
-# bench HF_HOME WORKSPACE_HOME MODE(warm|cold) RUNS EXE → prints "median min max" in seconds
-# for `EXE list --json > /dev/null`.
+# bench HF_HOME WORKSPACE_HOME MODE(warm|cold) RUNS EXE [PREPARE] → prints "median min max" in
+# seconds for `EXE list --json > /dev/null`; PREPARE (warm only) runs before each run, untimed.
 bench() {
-    local hf="$1" wsh="$2" mode="$3" runs="$4" cmd
+    local hf="$1" wsh="$2" mode="$3" runs="$4" prepare="${6:-}" cmd
     cmd="$(printf '%q' "$5") list --json > /dev/null"
     export HF_HOME="$hf" MLXK_WORKSPACE_HOME="$wsh" HF_HUB_OFFLINE=1
     unset HF_HUB_CACHE
@@ -184,6 +202,7 @@ bench() {
         local args=(--style none --runs "$runs" --export-json "$out")
         if [[ "$mode" = warm ]]; then
             args+=(--warmup 1)
+            [[ -z "$prepare" ]] || args+=(--prepare "$prepare")
         else
             args+=(--prepare "sync; echo 3 > $DROP")
         fi
@@ -198,6 +217,7 @@ print("%.4f %.4f %.4f" % (r["median"], r["min"], r["max"]))' "$out"
         if [[ "$mode" = warm ]]; then eval "$cmd"; fi
         for ((k = 0; k < runs; k++)); do
             if [[ "$mode" = cold ]]; then sync; echo 3 >"$DROP"; fi
+            if [[ -n "$prepare" ]]; then eval "$prepare"; fi
             t0=$(date +%s.%N)
             eval "$cmd"
             t1=$(date +%s.%N)
@@ -293,6 +313,43 @@ for s in "${SIZES[@]:0:2}"; do
     WARM[$s]="$med"
 done
 
+# ---------------------------------------------------------------- 5b. answered by a live mount
+M_NOTE=""
+if [[ $MOUNT -eq 1 ]]; then
+    MNT="$WORK/mnt"
+    mkdir -p "$MNT" "$WORK/state"
+    log "mounting the full catalog at $MNT"
+    if HF_HOME="$FULL/hf" MLXK_WORKSPACE_HOME="$FULL/workspaces" XDG_STATE_HOME="$WORK/state" \
+        env -u HF_HUB_CACHE "$BIN" mount --daemon "$MNT" >&2; then
+        MOUNTED="$MNT"
+        # The first answer renders the catalog; it must come from the mount and be the disk's.
+        HF_HOME="$FULL/hf" MLXK_WORKSPACE_HOME="$FULL/workspaces" HF_HUB_OFFLINE=1 \
+            MLXFS_MOUNT_ANSWERS=debug env -u HF_HUB_CACHE "$BIN" list --json \
+            >"$WORK/live.json" 2>"$WORK/live.err"
+        HF_HOME="$FULL/hf" MLXK_WORKSPACE_HOME="$FULL/workspaces" HF_HUB_OFFLINE=1 \
+            env -u HF_HUB_CACHE "$BIN" list --json --from-disk >"$WORK/disk.json"
+        if ! grep -q "answered by the live mount" "$WORK/live.err"; then
+            M_NOTE="not answered by the mount: $(tr '\n' ' ' <"$WORK/live.err")"
+        elif ! cmp -s "$WORK/live.json" "$WORK/disk.json"; then
+            M_NOTE="answer differs from the disk's"
+        else
+            M_NOTE="answered by the mount, byte-identical to the disk's"
+        fi
+        log "mount check: $M_NOTE"
+        log "timing warm listing answered by the live mount"
+        res="$(bench "$FULL/hf" "$FULL/workspaces" warm "$RUNS" "$BIN")"
+        read -r MM_MED MM_MIN MM_MAX <<<"$res"
+        log "timing listing answered by the live mount after a change"
+        touch_cmd="touch $(printf '%q' "$(ls -d "$FULL"/workspaces/*/ | head -n 1)README.md")"
+        res="$(bench "$FULL/hf" "$FULL/workspaces" warm "$RUNS" "$BIN" "$touch_cmd")"
+        read -r MC2_MED MC2_MIN MC2_MAX <<<"$res"
+        unmount_all
+    else
+        M_NOTE="skipped: mount failed (root or fusermount3 and /dev/fuse needed)"
+        log "$M_NOTE"
+    fi
+fi
+
 # ---------------------------------------------------------------- 5. mlx-knife
 COMPARE="" SENTINELS="" HUB_TOUCHED=""
 if [[ -n "$MLXK_BIN" ]]; then
@@ -366,6 +423,12 @@ if [[ $CAN_DROP -eq 1 ]]; then
     echo "| mlxfs | cold (drop_caches before each run) | $CAT | $RUNS | $C_MED | $C_MIN | $C_MAX |"
 else
     echo "| mlxfs | cold | $CAT | - | skipped: $DROP not writable | | |"
+fi
+if [[ $MOUNT -eq 1 && -n "${MM_MED:-}" ]]; then
+    echo "| mlxfs | answered by a live mount, warm ($M_NOTE) | $CAT | $RUNS (+1 warm-up) | $MM_MED | $MM_MIN | $MM_MAX |"
+    echo "| mlxfs | answered by a live mount, a file touched before each run | $CAT | $RUNS (+1 warm-up) | $MC2_MED | $MC2_MIN | $MC2_MAX |"
+elif [[ $MOUNT -eq 1 ]]; then
+    echo "| mlxfs | answered by a live mount | $CAT | - | $M_NOTE | | |"
 fi
 if [[ -n "$MLXK_BIN" ]]; then
     echo "| mlxk | warm | $CAT | $MLXK_RUNS (+1 warm-up)$MLXK_RUNS_NOTE | $MW_MED | $MW_MIN | $MW_MAX |"

@@ -44,6 +44,10 @@ pub const VIRTUAL_ENV: &str = "VIRTUAL_ENV";
 pub const PATH: &str = "PATH";
 /// mlxfs's state folder is `$XDG_STATE_HOME/mlxfs` (daemon logs, per-model run caches).
 pub const XDG_STATE_HOME: &str = "XDG_STATE_HOME";
+/// `list` and `health` answered from a live mlxfs mount over the same sources when it can
+/// prove its catalog current: unset/`on` = yes, `off` = never (as `--from-disk`), `debug` =
+/// yes, and say on stderr where each answer came from (or why not from a mount).
+pub const MLXFS_MOUNT_ANSWERS: &str = "MLXFS_MOUNT_ANSWERS";
 /// Internal: set by `mount --daemon` for the detached child it starts.
 pub const MLXFS_DAEMON_CHILD: &str = "MLXFS_DAEMON_CHILD";
 
@@ -67,6 +71,7 @@ pub const READ: &[&str] = &[
     VIRTUAL_ENV,
     PATH,
     XDG_STATE_HOME,
+    MLXFS_MOUNT_ANSWERS,
     MLXFS_DAEMON_CHILD,
 ];
 

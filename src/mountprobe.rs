@@ -29,3 +29,59 @@ pub fn mounted_model_path(dir: &Path) -> Option<PathBuf> {
         .filter(|p| p.starts_with('/'))
         .map(PathBuf::from)
 }
+
+/// The root virtual file a `list`/`health` may be answered from: the catalog, rendered after
+/// the daemon proved its tree current (see `vfs::live`).
+pub const CATALOG_JSON: &str = "catalog.json";
+
+/// The format of [`CATALOG_JSON`]; a reader refuses any other.
+pub const CATALOG_FORMAT: u64 = 1;
+
+/// Who computes an answer, as far as it can change one: the same program (the executable's
+/// device, inode, size and mtime), the same user, groups and mount namespace. A mount's
+/// answer is used only when its daemon's identity equals the reader's own.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Identity {
+    pub version: String,
+    pub program: Option<String>,
+    pub euid: u32,
+    pub egid: u32,
+    pub groups: Vec<u32>,
+    pub mount_namespace: Option<String>,
+}
+
+/// This process's [`Identity`].
+pub fn identity() -> Identity {
+    use std::os::unix::fs::MetadataExt;
+    let program = std::fs::metadata("/proc/self/exe").ok().map(|m| {
+        format!(
+            "{}:{}:{}:{}.{}",
+            m.dev(),
+            m.ino(),
+            m.size(),
+            m.mtime(),
+            m.mtime_nsec()
+        )
+    });
+    let mount_namespace = std::fs::read_link("/proc/self/ns/mnt")
+        .ok()
+        .map(|p| p.to_string_lossy().into_owned());
+    // SAFETY: plain id getters; getgroups fills at most `n` entries of a buffer that large.
+    let (euid, egid, mut groups) = unsafe {
+        let n = libc::getgroups(0, std::ptr::null_mut()).max(0);
+        let mut g = vec![0 as libc::gid_t; n as usize];
+        let got = libc::getgroups(n, g.as_mut_ptr());
+        g.truncate(got.max(0) as usize);
+        (libc::geteuid(), libc::getegid(), g)
+    };
+    groups.sort_unstable();
+    groups.dedup();
+    Identity {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        program,
+        euid,
+        egid,
+        groups,
+        mount_namespace,
+    }
+}

@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod detect;
+pub mod fleet;
 pub mod health;
 pub mod inventory;
 pub mod mlx_lm_types;
@@ -142,6 +143,30 @@ impl Locations {
     }
 
     /// Every workspace home in search order: `MLXK_WORKSPACE_HOME`, then `MLXK_MODEL_PATH`'s.
+    /// The folders searched, each canonicalised now (a path that does not resolve stays as
+    /// it is), as a live mount's `catalog.json` names them: a mount answers only a reader
+    /// whose own sources are the same folders. `None` when a path is not plain UTF-8 (two
+    /// such paths could print alike).
+    pub fn canonical_sources(&self) -> Option<serde_json::Value> {
+        let one = |p: &Path| {
+            fs::canonicalize(p)
+                .unwrap_or_else(|_| p.to_path_buf())
+                .into_os_string()
+                .into_string()
+                .ok()
+                .filter(|s| !s.contains('\u{fffd}'))
+        };
+        let homes: Option<Vec<String>> = self.model_path.iter().map(|p| one(p)).collect();
+        Some(serde_json::json!({
+            "hub_cache": one(&self.hub_cache)?,
+            "workspace_home": match &self.workspace_home {
+                Some(w) => Some(one(w)?),
+                None => None,
+            },
+            "model_path": homes?,
+        }))
+    }
+
     pub fn workspace_homes(&self) -> impl Iterator<Item = &Path> {
         self.workspace_home
             .iter()
@@ -185,6 +210,8 @@ pub fn hf_home() -> PathBuf {
 /// Where a model comes from (the record's `source`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Hash)]
 #[serde(rename_all = "lowercase")]
+// Read back from a live mount's reply (cli/live.rs).
+#[derive(serde::Deserialize)]
 pub enum Source {
     Cache,
     Workspace,

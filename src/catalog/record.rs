@@ -1,6 +1,6 @@
 //! The model record: mlx-knife's model object plus mlxfs's `source`, `path` and `revision`.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::path::Path;
 
@@ -14,7 +14,7 @@ use crate::hash::sentinel::{self, Clean, SentinelRead};
 use crate::{mountprobe, sys, text, timefmt};
 
 /// One model, as `list --json` and `show --json` print it (field order is part of the format).
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ModelRecord {
     pub name: String,
     pub hash: Option<String>,
@@ -39,7 +39,7 @@ pub struct ModelRecord {
     pub revision: Option<String>,
     /// What is odd about the model without making it unhealthy (e.g. an entry the mount's
     /// virtual `.mlxfs` folder hides); only present when there is something to say.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub warnings: Vec<String>,
 }
 
@@ -225,7 +225,7 @@ pub fn stale_index_only(d: &Described) -> bool {
 }
 
 /// The `data` of `list --json` (mlx-knife's keys in its order).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ListData {
     /// Every matching model's record, workspaces first.
     pub models: Vec<ModelRecord>,
@@ -238,7 +238,12 @@ pub struct ListData {
 /// threads: cold, describing waits on the disk, not on the cores).
 pub fn list(loc: &super::Locations, pattern: Option<&str>) -> ListData {
     let listed = super::resolve::list(pattern, loc);
-    let models = super::par_map_io(&listed, |l| {
+    list_of(&listed)
+}
+
+/// The records of models already listed (in their order).
+pub fn list_of(listed: &[super::resolve::Listed]) -> ListData {
+    let models = super::par_map_io(listed, |l| {
         let mut r = describe(&l.model).record;
         r.display_name = l.display_name.clone();
         r

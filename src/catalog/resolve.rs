@@ -440,6 +440,14 @@ pub fn list(pattern: Option<&str>, loc: &Locations) -> Vec<Listed> {
     {
         return list_paths(p, loc);
     }
+    let mut out = list_in_scan_order(pattern, loc);
+    out.sort_by(|a, b| a.model.name.cmp(&b.model.name));
+    out
+}
+
+/// [`list`] of a name pattern (or of everything) before its sort by name: workspaces in
+/// search order, then the hub cache — the order of [`super::all_models`].
+pub fn list_in_scan_order(pattern: Option<&str>, loc: &Locations) -> Vec<Listed> {
     let low = pattern.map(str::to_lowercase);
     let keep = |n: &str| low.as_ref().is_none_or(|l| n.to_lowercase().contains(l));
     let mut out = Vec::new();
@@ -467,7 +475,6 @@ pub fn list(pattern: Option<&str>, loc: &Locations) -> Vec<Listed> {
             });
         }
     }
-    out.sort_by(|a, b| a.model.name.cmp(&b.model.name));
     out
 }
 

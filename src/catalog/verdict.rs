@@ -1,10 +1,10 @@
 //! The typed verdicts of a model record — health, framework, model type, capabilities — each
 //! serialized exactly as mlx-knife writes it (serde renames), and compared as types.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The record's `health` field.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum HealthStatus {
     Healthy,
@@ -63,7 +63,7 @@ impl Health {
 }
 
 /// The record's `framework` field (mlx-knife's detection order).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Framework {
     #[serde(rename = "MLX")]
     Mlx,
@@ -85,7 +85,7 @@ impl Framework {
 }
 
 /// The record's `model_type` field.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ModelType {
     Chat,
@@ -106,7 +106,7 @@ impl ModelType {
 }
 
 /// One entry of the record's `capabilities` list.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Capability {
     #[serde(rename = "text-generation")]
     TextGeneration,

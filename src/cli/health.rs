@@ -1,15 +1,13 @@
 //! `mlxfs health [MODEL]`.
 
-use clap::Args;
-use serde::Serialize;
-
 use super::output::{CliError, Output};
+use crate::catalog::fleet;
 use crate::catalog::record::describe;
-use crate::catalog::runtime_cache::{self, RuntimeCache};
-use crate::catalog::verdict::HealthStatus;
-use crate::catalog::{Locations, ModelRef, Source, all_models, par_map, resolve};
+use crate::catalog::runtime_cache::RuntimeCache;
+use crate::catalog::{Locations, Source, all_models, par_map, resolve};
 use crate::text::human_bytes;
 use crate::text::one_line;
+use clap::Args;
 
 #[derive(Args, Debug)]
 #[command(after_help = "\
@@ -22,69 +20,33 @@ broken model never hides the others.
 per-model folder under mlxfs's state directory: what `run` downloaded at run time): its
 repos, revisions, files and bytes, and an offline-readiness verdict with its problems (a
 download that did not finish, a dangling snapshot link, a ref to a revision that is not
-cached). That verdict is separate: a broken runtime cache never makes a model unhealthy.")]
+cached). That verdict is separate: a broken runtime cache never makes a model unhealthy.
+
+Without MODEL and --verbose, a live mlxfs mount over the same folders answers when it can
+prove its catalog current (the same output); --from-disk (or MLXFS_MOUNT_ANSWERS=off) always
+reads the disk; MLXFS_MOUNT_ANSWERS=debug says on stderr where the answer came from.")]
 pub struct HealthArgs {
     /// A model name (`org/name`, `name@rev`) or a path; all models when omitted
     pub model: Option<String>,
     /// Also report each model's runtime cache and whether it is ready for offline runs
     #[arg(long, short = 'v')]
     pub verbose: bool,
+    /// Read the disk even when a live mlxfs mount could answer
+    #[arg(long)]
+    pub from_disk: bool,
 }
 
-/// One model of `health --json` (mlx-knife's keys; `managed` for workspaces only).
-#[derive(Debug, Clone, Serialize)]
-pub struct HealthEntry {
-    pub name: String,
-    pub status: HealthStatus,
-    /// mlx-knife's message when healthy, the reason otherwise.
-    pub reason: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub managed: Option<bool>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub warnings: Vec<String>,
-    /// With `--verbose`: the model's runtime cache (a verdict of its own).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub runtime_cache: Option<RuntimeCache>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Summary {
-    pub total: usize,
-    pub healthy_count: usize,
-    pub unhealthy_count: usize,
-}
-
-/// The `data` of `health --json`.
-#[derive(Debug, Clone, Serialize)]
-pub struct HealthData {
-    pub healthy: Vec<HealthEntry>,
-    pub unhealthy: Vec<HealthEntry>,
-    pub summary: Summary,
-}
-
-fn entry(m: &ModelRef, verbose: bool) -> HealthEntry {
-    let d = describe(m);
-    let name = match m.source {
-        Source::Workspace => m.short_name.clone(),
-        Source::Cache => m.spec(),
-    };
-    let managed = (m.source == Source::Workspace).then(|| {
-        d.sentinel
-            .as_ref()
-            .and_then(|s| s.sentinel())
-            .is_some_and(|s| s.managed())
-    });
-    HealthEntry {
-        name,
-        status: d.health.status(),
-        reason: d.health.message().to_string(),
-        managed,
-        warnings: d.record.warnings,
-        runtime_cache: verbose.then(|| runtime_cache::inspect(&m.isolated_cache())),
-    }
-}
+pub use crate::catalog::fleet::{HealthData, HealthEntry, Summary};
 
 pub fn run(a: &HealthArgs, loc: &Locations) -> Result<Output, CliError> {
+    // A mount answers for every model, without the runtime caches (`--verbose`).
+    if a.model.is_some() || a.verbose {
+        super::live::not_asked("health", "one model, or --verbose");
+    } else if let Some(f) = super::live::fleet(loc, a.from_disk, "health") {
+        let data = f.health;
+        let value = serde_json::to_value(&data).unwrap_or_default();
+        return Ok(Output::lazy(value, move || render(&data)));
+    }
     let models = match &a.model {
         Some(spec) => {
             let mut m = resolve::resolve(spec, loc)?;
@@ -95,19 +57,9 @@ pub fn run(a: &HealthArgs, loc: &Locations) -> Result<Output, CliError> {
         }
         None => all_models(loc),
     };
-    let (healthy, unhealthy): (Vec<_>, Vec<_>) = par_map(&models, |m| entry(m, a.verbose))
-        .into_iter()
-        .partition(|e| e.status == HealthStatus::Healthy);
-    let summary = Summary {
-        total: healthy.len() + unhealthy.len(),
-        healthy_count: healthy.len(),
-        unhealthy_count: unhealthy.len(),
-    };
-    let data = HealthData {
-        healthy,
-        unhealthy,
-        summary,
-    };
+    let data = fleet::health_data(par_map(&models, |m| {
+        fleet::health_entry(m, &describe(m), a.verbose)
+    }));
     let value = serde_json::to_value(&data).unwrap_or_default();
     Ok(Output::lazy(value, move || render(&data)))
 }

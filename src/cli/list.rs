@@ -14,7 +14,13 @@ PATTERN is a case-insensitive substring of model names; a path (./, ../, /, ~) l
 workspace, the workspaces in that folder, or those whose folder name starts with it.
 
 Src: cache = hub cache, ws = workspace matching its content hash, ws* = modified since the
-hash was pinned, ws? = unknown (no v2 hash: `mlxfs show NAME --recalc-hash`).")]
+hash was pinned, ws? = unknown (no v2 hash: `mlxfs show NAME --recalc-hash`).
+
+Without PATTERN, a live mlxfs mount over the same folders (same hub cache, workspace home and
+MLXK_MODEL_PATH; mounted by this user, the same mlxfs program) answers when it can prove its
+catalog current: the output is the same, only faster. Anything else reads the disk.
+--from-disk (or MLXFS_MOUNT_ANSWERS=off) always reads the disk; MLXFS_MOUNT_ANSWERS=debug
+says on stderr where the answer came from.")]
 pub struct ListArgs {
     /// Filter: substring of a name, or a path / path prefix
     pub pattern: Option<String>,
@@ -34,11 +40,25 @@ pub struct ListArgs {
     /// sentinel's source), or a hub model's repo id; `-` when unknown
     #[arg(long)]
     pub origin: bool,
+    /// Read the disk even when a live mlxfs mount could answer
+    #[arg(long)]
+    pub from_disk: bool,
 }
 
 /// `list [PATTERN]`: every matching model's record (the JSON), and mlx-knife's table.
 pub fn run(a: &ListArgs, loc: &Locations) -> Result<Output, CliError> {
-    let data = record::list(loc, a.pattern.as_deref());
+    // A pattern is resolved here (names, paths): only the whole catalog comes from a mount.
+    let whole = a.pattern.as_deref().is_none_or(|p| p.trim().is_empty());
+    if !whole {
+        super::live::not_asked("list", "a pattern is resolved here");
+    }
+    let data = match whole
+        .then(|| super::live::fleet(loc, a.from_disk, "list"))
+        .flatten()
+    {
+        Some(f) => f.list,
+        None => record::list(loc, a.pattern.as_deref()),
+    };
     let value = serde_json::to_value(&data).unwrap_or_default();
     let a = a.clone();
     Ok(Output::lazy(value, move || render(&data.models, &a)))

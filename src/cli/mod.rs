@@ -7,6 +7,7 @@ pub mod convert;
 pub mod health;
 pub mod hubcmd;
 pub mod list;
+pub mod live;
 pub mod mount;
 pub mod output;
 pub mod progress;

@@ -212,6 +212,7 @@ impl Filesystem for MlxFs {
         let write = flags.0 & libc::O_ACCMODE != libc::O_RDONLY || flags.0 & libc::O_TRUNC != 0;
         match self.vfs.open(ino.0, write) {
             Ok((fh, Opened::Virtual)) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            Ok((fh, Opened::Live)) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO),
             Ok((fh, Opened::Backed(file))) => {
                 if let Some(reply) = self.passthrough(ino, fh, &file, reply) {
                     reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE);

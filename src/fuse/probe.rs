@@ -49,6 +49,61 @@ pub fn mounted_fstype(dir: &Path) -> Option<String> {
     found
 }
 
+/// An mlxfs mount as mountinfo shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MlxfsMount {
+    pub dir: PathBuf,
+    /// Who mounted it (`user_id=`): only that user's reads reach the daemon.
+    pub user_id: Option<u32>,
+    /// Its device number (`major:minor`): a file read there must carry it (not a file of
+    /// another file system mounted over it).
+    pub dev: Option<u64>,
+}
+
+/// Every mlxfs mount in a mountinfo text.
+pub fn mlxfs_mounts_in(info: &str) -> Vec<MlxfsMount> {
+    let mut out = Vec::new();
+    for line in info.lines() {
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
+        let mut left = left.split(' ');
+        let (Some(devno), Some(mp)) = (left.nth(2), left.nth(1)) else {
+            continue;
+        };
+        // `fuse.mlxfs` through fusermount3; `fuse` with the source `mlxfs` when root mounts
+        // directly (the kernel keeps no subtype then).
+        let mut right = right.split(' ');
+        let (fstype, source) = (right.next(), right.next());
+        if !(fstype == Some("fuse.mlxfs") || fstype == Some("fuse") && source == Some("mlxfs")) {
+            continue;
+        }
+        let user_id = right.next().and_then(|opts| {
+            opts.split(',')
+                .find_map(|o| o.strip_prefix("user_id="))
+                .and_then(|v| v.parse().ok())
+        });
+        let dev = devno.split_once(':').and_then(|(ma, mi)| {
+            let (ma, mi) = (ma.parse::<u32>().ok()?, mi.parse::<u32>().ok()?);
+            Some(libc::makedev(ma, mi) as u64)
+        });
+        use std::os::unix::ffi::OsStringExt;
+        out.push(MlxfsMount {
+            dir: PathBuf::from(std::ffi::OsString::from_vec(unescape_mountinfo(mp))),
+            user_id,
+            dev,
+        });
+    }
+    out
+}
+
+/// The mlxfs mounts this process sees (see [`mlxfs_mounts_in`]).
+pub fn mlxfs_mounts() -> Vec<MlxfsMount> {
+    fs::read_to_string("/proc/self/mountinfo")
+        .map(|i| mlxfs_mounts_in(&i))
+        .unwrap_or_default()
+}
+
 /// Does the file system at `dir` answer? `statfs` always reaches a FUSE daemon (no cache), so a
 /// dead daemon shows as ENOTCONN even where cached attributes still make `stat` succeed.
 pub fn fuse_alive(dir: &Path) -> bool {
@@ -86,6 +141,34 @@ pub fn is_disconnected(e: &io::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mlxfs_mounts_found() {
+        let info = "\
+36 35 98:0 / /mnt1 rw,noatime master:1 - ext3 /dev/root rw,errors=continue
+40 36 0:50 / /tmp/a\\040b ro,nosuid,nodev,noatime - fuse.mlxfs mlxfs ro,user_id=1000,group_id=1000,default_permissions
+41 36 0:51 / /tmp/other ro - fuse.sshfs host: ro,user_id=0,group_id=0
+42 36 0:52 / /tmp/c rw shared:7 - fuse.mlxfs mlxfs rw,group_id=0
+44 36 0:54 / /tmp/e ro - fuse mlxfs ro,user_id=0,group_id=0,default_permissions
+45 36 0:55 / /tmp/f ro - fuse other ro,user_id=0,group_id=0,default_permissions
+garbage line
+43 36 0:53 / /tmp/d ro - fuse.mlxfs mlxfs ro,user_id=notanumber
+";
+        let m = |d: &str, user_id, minor: u32| MlxfsMount {
+            dir: PathBuf::from(d),
+            user_id,
+            dev: Some(libc::makedev(0, minor) as u64),
+        };
+        assert_eq!(
+            mlxfs_mounts_in(info),
+            vec![
+                m("/tmp/a b", Some(1000), 50),
+                m("/tmp/c", None, 52),
+                m("/tmp/e", Some(0), 54),
+                m("/tmp/d", None, 53),
+            ]
+        );
+    }
 
     #[test]
     fn mountinfo_escapes() {

@@ -728,6 +728,7 @@ pub fn build(loc: &Locations, inodes: &mut Inodes, generation: u64, stamp: Syste
             ("models.json", Virtual::ModelsJson),
             ("health", Virtual::FleetHealth),
             ("status.json", Virtual::Status),
+            (crate::mountprobe::CATALOG_JSON, Virtual::Catalog),
         ],
         stamp,
         None,

@@ -15,6 +15,7 @@
 pub mod build;
 pub mod diff;
 pub mod handles;
+pub mod live;
 pub mod render;
 pub mod tree;
 
@@ -71,6 +72,8 @@ pub enum Opened {
     Backed(Arc<File>),
     /// A virtual file: reads are served from the bytes rendered now.
     Virtual,
+    /// `catalog.json`: rendered now, after the refresher's barrier; never from the page cache.
+    Live,
 }
 
 thread_local! {
@@ -248,6 +251,10 @@ impl Vfs {
                     Arc::new(crate::sys::open_resolved(&p.path()).map_err(|e| VfsError::io(&e))?);
                 let fh = self.handles.insert(OpenFile::Backed(file.clone()));
                 Ok((fh, Opened::Backed(file)))
+            }
+            Content::Virtual(Virtual::Catalog) => {
+                let data = self.renderer.catalog(self);
+                Ok((self.handles.insert(OpenFile::Virtual(data)), Opened::Live))
             }
             Content::Virtual(v) => {
                 let data = self.renderer.render(self, &tree, v);

@@ -8,8 +8,10 @@ use std::fs;
 use std::hash::{Hash, Hasher};
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
+use super::live::Barrier;
 use super::{Tree, Vfs, Virtual};
 use crate::catalog::Source;
 use crate::catalog::record::{self, Described, describe, show_model};
@@ -28,7 +30,17 @@ pub struct Renderer {
     files: Mutex<HashMap<(u64, Virtual), Rendered>>,
     /// model folder → (stat signature, hash line).
     hashes: Mutex<HashMap<PathBuf, (u64, String)>>,
+    /// The refresher's end of the barrier, once it runs (`fuse/watch.rs` sets it).
+    pub barrier: OnceLock<Barrier>,
+    /// `catalog.json` as last rendered while provably current: (refresher build, content).
+    catalog: Mutex<Option<(u64, Rendered)>>,
+    /// Held while `catalog.json` renders: readers at the same build wait for one rendering.
+    catalog_render: Mutex<()>,
 }
+
+/// How long an open of `catalog.json` waits for the refresher (a rebuild of a large catalog
+/// included); past it the file says it cannot prove anything.
+pub const SYNC_WAIT: Duration = Duration::from_secs(10);
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -91,6 +103,11 @@ impl Renderer {
     }
 
     pub fn render(&self, vfs: &Vfs, tree: &Tree, v: &Virtual) -> Rendered {
+        if *v == Virtual::Catalog {
+            // Its size is that of what an open now would read: a `stat` asks the barrier
+            // too (as `models.json` renders the list for its size).
+            return self.catalog(vfs);
+        }
         let key = (tree.generation, v.clone());
         if let Some(r) = lock(&self.files).get(&key) {
             return r.clone();
@@ -102,8 +119,49 @@ impl Renderer {
         r
     }
 
+    /// `catalog.json` for an open: ask the refresher whether the tree is current (it rebuilds
+    /// first when anything changed), then the catalog — rendered once per refresher build —
+    /// or, when currency cannot be proven, only why.
+    pub fn catalog(&self, vfs: &Vfs) -> Rendered {
+        let answer = match self.barrier.get() {
+            Some(b) => b.sync(SYNC_WAIT),
+            None => Err("this daemon watches no changes".to_string()),
+        };
+        let a = match answer {
+            Ok(a) => a,
+            Err(why) => return json_text(&catalog_head(vfs, None, Some(&why))),
+        };
+        if let Some(why) = &a.unprovable {
+            return json_text(&catalog_head(vfs, Some(a.build), Some(why)));
+        }
+        let _one = lock(&self.catalog_render);
+        if let Some((b, r)) = lock(&self.catalog).as_ref()
+            && *b == a.build
+        {
+            return r.clone();
+        }
+        let fleet = crate::catalog::fleet::fleet(&vfs.loc);
+        let mut v = catalog_head(vfs, Some(a.build), None);
+        if let Value::Object(o) = &mut v {
+            o.insert(
+                "list".into(),
+                serde_json::to_value(&fleet.list).unwrap_or(Value::Null),
+            );
+            o.insert(
+                "health".into(),
+                serde_json::to_value(&fleet.health).unwrap_or(Value::Null),
+            );
+        }
+        drop(fleet);
+        let r = json_text(&v);
+        *lock(&self.catalog) = Some((a.build, r.clone()));
+        trim_heap();
+        r
+    }
+
     fn render_uncached(&self, vfs: &Vfs, tree: &Tree, v: &Virtual) -> Rendered {
         match v {
+            Virtual::Catalog => self.catalog(vfs),
             Virtual::ModelsJson => {
                 let r = json_text(&envelope::build(
                     Some("list"),
@@ -234,6 +292,21 @@ impl Renderer {
         lock(&self.hashes).insert(m.path.clone(), (sig, line.clone()));
         text(line)
     }
+}
+
+/// The part of `catalog.json` every answer has: whether it is current (and why not), who
+/// rendered it, from which sources.
+fn catalog_head(vfs: &Vfs, build: Option<u64>, why_not: Option<&str>) -> Value {
+    json!({
+        "format": crate::mountprobe::CATALOG_FORMAT,
+        "current": why_not.is_none() && build.is_some(),
+        "why_not_current": why_not,
+        "identity": crate::mountprobe::identity(),
+        "pid": std::process::id(),
+        "build": build,
+        "generation": vfs.tree().generation,
+        "sources": vfs.loc.canonical_sources(),
+    })
 }
 
 /// Give memory freed after a large render (or a rescan) back to the system: glibc keeps it

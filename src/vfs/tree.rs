@@ -49,6 +49,8 @@ pub enum Virtual {
     FleetHealth,
     /// Root: daemon facts.
     Status,
+    /// Root: the catalog (`list`/`health` data), rendered on open after a barrier.
+    Catalog,
     /// Per model (index into `Tree::models`): the record.
     ModelJson(usize),
     /// Per model: `healthy` or `unhealthy: <reason>`.

@@ -606,6 +606,7 @@ fn list_args() -> ListArgs {
         verbose: true,
         full_paths: false,
         origin: true,
+        from_disk: true,
     }
 }
 
@@ -613,6 +614,7 @@ fn list_args() -> ListArgs {
 fn exercise(loc: &Locations, root: &Path) {
     // list --all --health --verbose: every model folder is listed.
     let out = list(&list_args(), loc).expect("list never fails");
+    let list_data = out.data.clone();
     let models = out.data["models"].as_array().unwrap().clone();
     let mut listed_paths: Vec<PathBuf> = Vec::new();
     for m in &models {
@@ -642,6 +644,7 @@ fn exercise(loc: &Locations, root: &Path) {
         &HealthArgs {
             model: None,
             verbose: true,
+            from_disk: true,
         },
         loc,
     )
@@ -650,6 +653,24 @@ fn exercise(loc: &Locations, root: &Path) {
         h.data["summary"]["total"].as_u64(),
         Some(models.len() as u64)
     );
+
+    // The mount's catalog.json data: the same list and health (runtime caches aside), each
+    // model described once, and it reads back exactly (what the CLI checks before use).
+    let f = mlxfs::catalog::fleet::fleet(loc);
+    let fl = serde_json::to_value(&f.list).unwrap();
+    assert_eq!(fl, list_data, "fleet list != list");
+    let mut hv = h.data.clone();
+    for k in ["healthy", "unhealthy"] {
+        for e in hv[k].as_array_mut().unwrap() {
+            e.as_object_mut().unwrap().remove("runtime_cache");
+        }
+    }
+    let fh = serde_json::to_value(&f.health).unwrap();
+    assert_eq!(fh, hv, "fleet health != health");
+    let back: mlxfs::catalog::record::ListData = serde_json::from_value(fl.clone()).unwrap();
+    assert_eq!(serde_json::to_value(&back).unwrap(), fl);
+    let back: mlxfs::catalog::fleet::HealthData = serde_json::from_value(fh.clone()).unwrap();
+    assert_eq!(serde_json::to_value(&back).unwrap(), fh);
 
     // show of every listed name, and of every listed path: an answer or an error, never a
     // panic.

@@ -16,6 +16,7 @@ mod hash_v2;
 mod homes;
 mod hostile;
 mod hub;
+mod live;
 mod media;
 mod mount;
 mod offline;

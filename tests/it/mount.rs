@@ -98,7 +98,7 @@ fn tree_shape_and_attributes() {
     assert_eq!(names(&m.p("acme@hub/model@1111111/sub")), ["extra.txt"]);
     assert_eq!(
         names(&m.p(".mlxfs")),
-        ["health", "models.json", "status.json"]
+        ["catalog.json", "health", "models.json", "status.json"]
     );
     assert_eq!(
         names(&m.p("acme/.mlxfs")),

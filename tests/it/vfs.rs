@@ -137,7 +137,7 @@ fn tree_rules_names_links_and_what_is_hidden() {
     assert_eq!(names(&t, "acme@hub"), ["model", "model@1111111"]);
     assert_eq!(
         names(&t, ".mlxfs"),
-        ["health", "models.json", "status.json"]
+        ["catalog.json", "health", "models.json", "status.json"]
     );
     // In a workspace: links that stay inside are links, the rest hidden; junk never shown.
     let l = names(&t, "links");
