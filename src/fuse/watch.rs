@@ -296,6 +296,9 @@ struct Refresher {
     no_inotify: Option<String>,
     /// An event (or an overflow) arrived since the last rebuild started.
     dirty: bool,
+    /// Events did arrive (not only `dirty` from the start): the next rebuild builds a tree
+    /// without first comparing fingerprints.
+    changed: bool,
     /// The first event of the current debounce window.
     pending_since: Option<Instant>,
     /// Counts rebuilds (the `build` of a sync answer).
@@ -323,6 +326,7 @@ impl Refresher {
             inotify,
             no_inotify,
             dirty: true,
+            changed: false,
             pending_since: None,
             build: 0,
             unprovable: None,
@@ -346,6 +350,7 @@ impl Refresher {
                         eprintln!("mlxfs: inotify queue overflow: rescanning everything");
                     }
                     self.dirty = true;
+                    self.changed = true;
                     self.pending_since.get_or_insert_with(Instant::now);
                 }
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
@@ -445,8 +450,13 @@ impl Refresher {
                         w.problem(format!("cannot watch {}: {err}", p.display()));
                     }
                 } else if ft.is_symlink() {
+                    // Only links that may lead out are kept for the check after the walk: one
+                    // into this root is inside (a hub snapshot's links into `blobs/`, tens of
+                    // thousands of paths held for nothing, issue 15 §4).
                     let t = link_target(&d, &p);
-                    w.links.push((p, t));
+                    if !t.as_ref().is_some_and(|t| t.starts_with(root)) {
+                        w.links.push((p, t));
+                    }
                 }
             }
         }
@@ -458,6 +468,7 @@ impl Refresher {
     fn rebuild(&mut self, vfs: &Vfs, notifier: &Notifier) {
         // Events queued before this point are covered by this rebuild.
         self.drain();
+        let changed = std::mem::take(&mut self.changed);
         self.dirty = false;
         self.pending_since = None;
         self.build += 1;
@@ -508,8 +519,8 @@ impl Refresher {
             }
         }
         let mut settled = false;
-        for _ in 0..3 {
-            apply(notifier, &vfs.refresh());
+        for round in 0..3 {
+            apply(notifier, &vfs.refresh_after(changed && round == 0));
             let now = relocated_roots(vfs, &inside);
             let new: Vec<PathBuf> = now
                 .iter()

@@ -155,13 +155,19 @@ impl Vfs {
     /// panics: a rescan that fails keeps the current tree, says why in `status.json` and on
     /// stderr (the daemon log), and the next rescan tries again.
     pub fn refresh(&self) -> Vec<Invalidation> {
+        self.refresh_after(false)
+    }
+
+    /// [`Vfs::refresh`]; `changed` says the watcher saw the sources change, so the
+    /// fingerprint pass is skipped (it would differ: scanning twice only costs time).
+    pub fn refresh_after(&self, changed: bool) -> Vec<Invalidation> {
         let old = self.tree();
         let stamp = self.info().mounted_at;
         // A rescan that finds what the current tree was built from builds nothing: the
         // daemon's peak memory stays one tree (issue 15 §4).
         let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let mut inodes = self.inodes.lock().unwrap_or_else(|e| e.into_inner());
-            (build::fingerprint(&self.loc, &inodes, stamp) != old.fingerprint)
+            (changed || build::fingerprint(&self.loc, &inodes, stamp) != old.fingerprint)
                 .then(|| build(&self.loc, &mut inodes, old.generation + 1, stamp))
         }));
         let new = match built {
