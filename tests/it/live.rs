@@ -38,15 +38,7 @@ fn catalog() -> Fx {
     let ws = fx.workspace("managed", &good_files());
     managed_sentinel(&ws, "");
     mlxfs::hash::sentinel::recalc(&ws).unwrap();
-    let ws = fx.workspace("linked", &good_files());
-    fs::create_dir_all(ws.join("weights")).unwrap();
-    fs::rename(
-        ws.join("model.safetensors"),
-        ws.join("weights/model.safetensors"),
-    )
-    .unwrap();
-    symlink("weights/model.safetensors", ws.join("model.safetensors")).unwrap();
-    fs::write(ws.join(".DS_Store"), b"junk").unwrap();
+    fx.linked_workspace("linked");
     fx
 }
 

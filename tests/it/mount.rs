@@ -56,15 +56,7 @@ fn fleet() -> Fx {
     .unwrap();
     // Workspaces: one named like the org, one managed with links.
     fx.workspace("acme", &good_files());
-    let ws = fx.workspace("linked-ws", &good_files());
-    fs::create_dir_all(ws.join("weights")).unwrap();
-    fs::rename(
-        ws.join("model.safetensors"),
-        ws.join("weights/model.safetensors"),
-    )
-    .unwrap();
-    symlink("weights/model.safetensors", ws.join("model.safetensors")).unwrap();
-    fs::write(ws.join(".DS_Store"), b"junk").unwrap();
+    let ws = fx.linked_workspace("linked-ws");
     managed_sentinel(&ws, "");
     mlxfs::hash::sentinel::recalc(&ws).unwrap();
     symlink("/etc/hostname", ws.join("escape")).unwrap();

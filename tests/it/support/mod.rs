@@ -218,6 +218,21 @@ impl Fx {
         write_tree(&ws, files);
         ws
     }
+
+    /// A healthy workspace whose `model.safetensors` is a relative link to
+    /// `weights/model.safetensors`, with a `.DS_Store` beside it (OS junk the mount hides).
+    pub fn linked_workspace(&self, name: &str) -> PathBuf {
+        let ws = self.workspace(name, &good_files());
+        fs::create_dir_all(ws.join("weights")).unwrap();
+        fs::rename(
+            ws.join("model.safetensors"),
+            ws.join("weights/model.safetensors"),
+        )
+        .unwrap();
+        symlink("weights/model.safetensors", ws.join("model.safetensors")).unwrap();
+        fs::write(ws.join(".DS_Store"), b"junk").unwrap();
+        ws
+    }
 }
 
 /// Add a snapshot of `repo` at `commit` to the hub cache folder `hub` (any cache: the shared
