@@ -512,17 +512,18 @@ fn hub_models(repo: &HubRepo) -> Vec<ModelRef> {
         .collect()
 }
 
-/// Place hub repo `repo` with its models and their scans (from [`hub_models`], in order).
+/// Place hub repo `repo` with its models and their scans (from [`hub_models`], in order);
+/// `mtime` is the repo folder's time, which its org folder shows.
 fn add_hub_repo(
     b: &mut Builder,
     repo: &HubRepo,
     taken_at_root: &BTreeSet<OsString>,
     orgs: &BTreeSet<String>,
+    mtime: SystemTime,
     models: Vec<(ModelRef, ModelScan)>,
 ) {
     let mut parts = hub_components(repo, taken_at_root);
     let Some(leaf) = parts.pop() else { return };
-    let mtime = mtime_of(&repo.dir);
     let (mut parent, mut vpath) = (ROOT_INO, PathBuf::new());
     for p in &parts {
         match b.add_group_dir(parent, &vpath, OsStr::new(p), mtime) {
@@ -632,26 +633,44 @@ impl Plan {
 
     /// Scan every placed model, [`SCAN_ROUND`] placements at a time on [`SCAN_THREADS`]
     /// threads, and hand each placement with its models and scans to `place`, in order.
-    fn scan(&self, mut place: impl FnMut(&Placement, Vec<(ModelRef, ModelScan)>)) {
+    /// Everything the tree takes from disk is read here (so that the fingerprint covers it):
+    /// a repo's own folder time too (its org folder shows it).
+    fn scan(&self, mut place: impl FnMut(&Placement, Scanned)) {
         for round in self.placements.chunks(SCAN_ROUND) {
             let scans = crate::catalog::par_map_on(SCAN_THREADS, round, |p| match p {
-                Placement::Hide(..) => Vec::new(),
-                Placement::Workspace(_, m) => vec![(m.clone(), scan_model(m))],
-                Placement::Repo(i) => self.repos.get(*i).map_or_else(Vec::new, |repo| {
-                    hub_models(repo)
-                        .into_iter()
-                        .map(|m| {
-                            let scan = scan_model(&m);
-                            (m, scan)
+                Placement::Hide(..) => Scanned::default(),
+                Placement::Workspace(_, m) => Scanned {
+                    repo_mtime: None,
+                    models: vec![(m.clone(), scan_model(m))],
+                },
+                Placement::Repo(i) => {
+                    self.repos
+                        .get(*i)
+                        .map_or_else(Scanned::default, |repo| Scanned {
+                            repo_mtime: Some(mtime_of(&repo.dir)),
+                            models: hub_models(repo)
+                                .into_iter()
+                                .map(|m| {
+                                    let scan = scan_model(&m);
+                                    (m, scan)
+                                })
+                                .collect(),
                         })
-                        .collect()
-                }),
+                }
             });
             for (p, models) in round.iter().zip(scans) {
                 place(p, models);
             }
         }
     }
+}
+
+/// What [`Plan::scan`] read for one placement.
+#[derive(Default, Hash)]
+struct Scanned {
+    /// A hub repo's folder time.
+    repo_mtime: Option<SystemTime>,
+    models: Vec<(ModelRef, ModelScan)>,
 }
 
 /// Models placed per round of parallel scans: enough to keep the disk busy, few enough that
@@ -691,7 +710,7 @@ pub fn fingerprint(loc: &Locations, inodes: &Inodes, stamp: SystemTime) -> u128 
     let mut fp = Fingerprint::new(inodes);
     fp.add(&stamp);
     fp.add(&plan);
-    plan.scan(|_, models| fp.add(&models));
+    plan.scan(|_, scanned| fp.add(&scanned));
     fp.finish()
 }
 
@@ -733,8 +752,9 @@ pub fn build(loc: &Locations, inodes: &mut Inodes, generation: u64, stamp: Syste
         stamp,
         None,
     );
-    plan.scan(|p, models| {
-        fp.add(&models);
+    plan.scan(|p, scanned| {
+        fp.add(&scanned);
+        let Scanned { repo_mtime, models } = scanned;
         match p {
             Placement::Hide(path, why) => b.hide(path, why.clone()),
             Placement::Workspace(name, _) => {
@@ -744,7 +764,8 @@ pub fn build(loc: &Locations, inodes: &mut Inodes, generation: u64, stamp: Syste
             }
             Placement::Repo(i) => {
                 if let Some(repo) = plan.repos.get(*i) {
-                    add_hub_repo(&mut b, repo, &plan.taken_at_root, &plan.orgs, models);
+                    let mtime = repo_mtime.unwrap_or(SystemTime::UNIX_EPOCH);
+                    add_hub_repo(&mut b, repo, &plan.taken_at_root, &plan.orgs, mtime, models);
                 }
             }
         }

@@ -71,6 +71,28 @@ fn a_rescan_that_finds_nothing_new_changes_nothing() {
     );
 }
 
+/// Everything a tree shows from disk is in its fingerprint: a change of a hub repo folder's
+/// own time alone (its org folder shows it) is a new fingerprint, so a refresh rebuilds.
+#[test]
+fn the_fingerprint_covers_a_repo_folders_own_time() {
+    let fx = Fx::new();
+    fx.hub_model("org/m", &good_files());
+    let loc = fx.locations();
+    let stamp = SystemTime::now();
+    let mut inodes = Inodes::default();
+    let a = build(&loc, &mut inodes, 1, stamp);
+    let t = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000);
+    fs::File::open(fx.hub().join("models--org--m"))
+        .unwrap()
+        .set_modified(t)
+        .unwrap();
+    assert_ne!(fingerprint(&loc, &inodes, stamp), a.fingerprint);
+    let b = build(&loc, &mut inodes, 2, stamp);
+    let org = b.resolve_path("org".as_ref()).unwrap();
+    assert_eq!(b.node(org).unwrap().attr.mtime, t);
+    assert!(diff(&a, &b).contains(&Invalidation::Inode(org)));
+}
+
 #[test]
 fn changes_become_invalidations_and_inodes_stay_stable() {
     let fx = Fx::new();
