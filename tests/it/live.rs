@@ -501,3 +501,31 @@ fn a_file_system_over_the_mount_is_not_believed() {
     assert_eq!(live.stdout, disk.stdout);
     drop(cover);
 }
+
+/// The same hub cache spelled another way by the reader (its `HF_HOME` or `HF_HUB_CACHE` is a
+/// link to the mount's): the sources are equal once canonicalised, so the mount answers — but
+/// `list` prints each hub model's path as the reader spells its cache, and the answer must be
+/// what the disk path prints for this reader, byte for byte.
+#[test]
+fn a_hub_cache_spelled_through_a_link_prints_the_readers_paths() {
+    crate::require!(Fuse);
+    let mut fx = catalog();
+    let _m = Mount::start(&fx, &[]);
+    let hf_link = fx.tmp.path().join("hf-alias");
+    symlink(&fx.hf_home, &hf_link).unwrap();
+    fx.hf_home = hf_link;
+    for args in [&["list", "--json"][..], &["list", "--full-paths"][..]] {
+        let (live, disk) = both(&fx, args);
+        assert!(
+            String::from_utf8_lossy(&disk.stdout).contains("hf-alias"),
+            "{}",
+            String::from_utf8_lossy(&disk.stdout)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&live.stdout),
+            String::from_utf8_lossy(&disk.stdout),
+            "{args:?}: {}",
+            stderr(&live)
+        );
+    }
+}

@@ -922,3 +922,65 @@ fn a_hub_models_runtime_cache_file_follows_its_state_folder() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// A file replaced by rename (an edit saved by rename, a `refs/main` moved to another
+/// snapshot by `pull --refresh`) keeps its path, hence its inode number. While some process
+/// still holds the old file open (a server with the weights mapped), a new open of that path
+/// must read the new file, as `stat` through the mount already says — not the backing file
+/// the first open gave the kernel (passthrough shares one backing file per inode).
+#[test]
+fn a_file_replaced_while_held_open_reads_the_new_content() {
+    crate::require!(Fuse);
+    let fx = fleet();
+    let ws = fx.workspace("held", &good_files());
+    let old_config = fs::read(ws.join("config.json")).unwrap();
+    let repo = "heldco/model";
+    let first = "1".repeat(40);
+    let second = "2".repeat(40);
+    fx.hub_snapshot(repo, &first, &good_files(), true);
+    let mut changed = good_files();
+    for (name, bytes) in &mut changed {
+        if name == "config.json" {
+            *bytes = br#"{"model_type": "llama", "note": "the second snapshot"}"#.to_vec();
+        }
+    }
+    fx.hub_snapshot(repo, &second, &changed, false);
+    for extra in [&[][..], &["--no-passthrough"][..]] {
+        let m = Mount::start(&fx, extra);
+        // Workspace: a holder keeps config.json open; the file is replaced by rename.
+        let held = fs::File::open(m.p("held/config.json")).unwrap();
+        assert_eq!(fs::read(m.p("held/config.json")).unwrap(), old_config);
+        let new = b"{\"model_type\": \"llama\", \"saved\": \"by rename\"}\n";
+        fs::write(ws.join(".config.json.tmp"), new).unwrap();
+        fs::rename(ws.join(".config.json.tmp"), ws.join("config.json")).unwrap();
+        eventually("the new size through the mount", || {
+            fs::metadata(m.p("held/config.json")).is_ok_and(|md| md.len() == new.len() as u64)
+        });
+        assert_eq!(
+            String::from_utf8_lossy(&fs::read(m.p("held/config.json")).unwrap()),
+            String::from_utf8_lossy(new),
+            "{extra:?}: a new open of a workspace file replaced by rename reads the old file"
+        );
+        drop(held);
+        // Hub: refs/main moves to another snapshot while the old config.json is held open.
+        let held = fs::File::open(m.p("heldco/model/config.json")).unwrap();
+        let refs = fx.hub().join("models--heldco--model/refs");
+        fs::write(refs.join("main.tmp"), &second).unwrap();
+        fs::rename(refs.join("main.tmp"), refs.join("main")).unwrap();
+        let want = &changed.iter().find(|(n, _)| n == "config.json").unwrap().1;
+        eventually("the second snapshot's size through the mount", || {
+            fs::metadata(m.p("heldco/model/config.json"))
+                .is_ok_and(|md| md.len() == want.len() as u64)
+        });
+        assert_eq!(
+            String::from_utf8_lossy(&fs::read(m.p("heldco/model/config.json")).unwrap()),
+            String::from_utf8_lossy(want),
+            "{extra:?}: after refs/main moved, a new open reads the old snapshot's blob"
+        );
+        drop(held);
+        // Put the fixture back for the next read mode.
+        fs::write(ws.join("config.json"), &old_config).unwrap();
+        fs::write(refs.join("main"), &first).unwrap();
+        drop(m);
+    }
+}
