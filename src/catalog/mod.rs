@@ -147,6 +147,17 @@ impl Locations {
     /// it is), as a live mount's `catalog.json` names them: a mount answers only a reader
     /// whose own sources are the same folders. `None` when a path is not plain UTF-8 (two
     /// such paths could print alike).
+    /// The source folders as this process spells them (`status.json`'s `sources`): records
+    /// print paths under these, so two processes whose sources are the same folders spelled
+    /// differently print different paths.
+    pub fn sources(&self) -> serde_json::Value {
+        serde_json::json!({
+            "hub_cache": self.hub_cache.to_string_lossy(),
+            "workspace_home": self.workspace_home.as_ref().map(|p| p.to_string_lossy()),
+            "model_path": self.model_path.iter().map(|p| p.to_string_lossy()).collect::<Vec<_>>(),
+        })
+    }
+
     pub fn canonical_sources(&self) -> Option<serde_json::Value> {
         let one = |p: &Path| {
             fs::canonicalize(p)

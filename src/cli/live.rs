@@ -126,6 +126,7 @@ fn find(loc: &Locations) -> Result<(Fleet, PathBuf), String> {
     let mine = loc
         .canonical_sources()
         .ok_or("a source folder's path is not UTF-8")?;
+    let spelled = loc.sources();
     let me = identity();
     let mounts: Vec<(PathBuf, u64)> = probe::mlxfs_mounts()
         .into_iter()
@@ -137,7 +138,7 @@ fn find(loc: &Locations) -> Result<(Fleet, PathBuf), String> {
     }
     let mut why = Vec::new();
     for (mnt, dev) in mounts.iter().take(64) {
-        match answer(mnt, *dev, &mine, &me) {
+        match answer(mnt, *dev, &mine, &spelled, &me) {
             Ok(f) => return Ok((f, mnt.clone())),
             Err(e) => why.push(format!("{}: {e}", mnt.to_string_lossy())),
         }
@@ -172,6 +173,7 @@ fn answer(
     mnt: &Path,
     dev: u64,
     mine: &Value,
+    spelled: &Value,
     me: &crate::mountprobe::Identity,
 ) -> Result<Fleet, String> {
     let meta = mnt.join(META_DIR);
@@ -181,6 +183,11 @@ fn answer(
         serde_json::from_slice(&status).map_err(|_| "status.json is not JSON".to_string())?;
     if status_sources(&status).as_ref() != Some(mine) {
         return Err("other sources".into());
+    }
+    // Records print paths under the sources as spelled: the same folders reached another way
+    // (a link to the hub cache) would print the daemon's paths, not this command's.
+    if status.get("sources") != Some(spelled) {
+        return Err("the same folders spelled differently (paths would be printed as the mount spells them)".into());
     }
     let raw = read_bounded(meta.join(CATALOG_JSON), dev, CATALOG_WAIT)?;
     let cat: Value =

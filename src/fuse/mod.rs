@@ -139,10 +139,16 @@ impl MlxFs {
         if !self.passthrough.load(Ordering::Relaxed) {
             return Some(reply);
         }
+        let identity = {
+            use std::os::unix::fs::MetadataExt;
+            file.metadata()
+                .map(|m| (m.dev(), m.ino()))
+                .unwrap_or_default()
+        };
         match self
             .vfs
             .handles
-            .shared::<BackingId>(ino.0, || reply.open_backing(file))
+            .shared::<BackingId>(ino.0, identity, || reply.open_backing(file))
         {
             Ok(id) => {
                 self.vfs.handles.keep(fh, id.clone());

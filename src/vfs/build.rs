@@ -106,6 +106,11 @@ impl Builder<'_> {
     /// Add node `name` to folder `parent` and return its inode.
     fn add_node(&mut self, parent: Ino, name: &OsStr, attr: Attr, content: Content) -> Ino {
         let mut ino = self.inodes.get(parent, name);
+        if let Content::Backed(b) = &content
+            && self.inodes.pinned.get(&ino).is_some_and(|id| *id != b.id)
+        {
+            ino = self.inodes.replace(parent, name);
+        }
         if self.nodes.contains_key(&ino) {
             // Two names whose keys collide: never one inode for both.
             ino = self.inodes.fresh();
@@ -429,7 +434,8 @@ impl Walk<'_> {
                 }
                 if self.hub {
                     if md.is_file() {
-                        let backing = Backing::new(&target, &mut self.last_dir);
+                        let backing =
+                            Backing::new(&target, (md.dev(), md.ino()), &mut self.last_dir);
                         self.push(parent, name, file_attr(&md), Content::Backed(backing));
                     } else {
                         self.hide(&path, "a hub snapshot link that is not to a file");
@@ -468,7 +474,7 @@ impl Walk<'_> {
                 self.dir(i, &path, false);
             } else if ft.is_file() {
                 let Ok(md) = e.metadata() else { continue };
-                let backing = Backing::new(&path, &mut self.last_dir);
+                let backing = Backing::new(&path, (md.dev(), md.ino()), &mut self.last_dir);
                 self.push(parent, name, file_attr(&md), Content::Backed(backing));
             } else {
                 self.hide(

@@ -27,6 +27,9 @@ pub enum OpenFile {
 
 type Token = Arc<dyn Any + Send + Sync>;
 
+/// A shared token, and the (device, inode) of the backing file it was made for.
+type SharedToken = (Weak<dyn Any + Send + Sync>, (u64, u64));
+
 struct Handle {
     file: OpenFile,
     /// Kept alive as long as the handle (e.g. a passthrough backing id).
@@ -39,8 +42,9 @@ struct Handle {
 pub struct Handles {
     next: AtomicU64,
     open: Mutex<HashMap<Fh, Handle>>,
-    /// One adapter token per inode, shared by every open of it while any is alive.
-    per_inode: Mutex<HashMap<Ino, Weak<dyn Any + Send + Sync>>>,
+    /// One adapter token per inode, shared by every open of it while any is alive, with the
+    /// identity (device, inode) of the backing file it was made for.
+    per_inode: Mutex<HashMap<Ino, SharedToken>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -82,24 +86,38 @@ impl Handles {
     }
 
     /// The token shared by every open of `ino` (made by `make` when none is alive): FUSE
-    /// requires all passthrough opens of one inode to use one backing file.
+    /// requires all passthrough opens of one inode to use one backing file (and refuses any
+    /// other open of it meanwhile). `file` is the (device, inode) of the file this open has;
+    /// a live token keeps the one it was made for, which [`Handles::pinned`] tells the tree.
     pub fn shared<T: Any + Send + Sync>(
         &self,
         ino: Ino,
+        file: (u64, u64),
         make: impl FnOnce() -> io::Result<T>,
     ) -> io::Result<Arc<T>> {
         let mut map = lock(&self.per_inode);
         if let Some(t) = map
             .get(&ino)
-            .and_then(Weak::upgrade)
+            .and_then(|(w, _)| w.upgrade())
             .and_then(|t| t.downcast::<T>().ok())
         {
             return Ok(t);
         }
         let t = Arc::new(make()?);
         let dyn_t: Token = t.clone();
-        map.insert(ino, Arc::downgrade(&dyn_t));
-        map.retain(|_, w| w.strong_count() > 0);
+        map.insert(ino, (Arc::downgrade(&dyn_t), file));
+        map.retain(|_, (w, _)| w.strong_count() > 0);
         Ok(t)
+    }
+
+    /// Inodes with a live shared token, and the (device, inode) of the file each is bound
+    /// to: a refresh that finds another file at such a path gives it a new inode number
+    /// (the kernel keeps the old file for whoever holds it open).
+    pub fn pinned(&self) -> HashMap<Ino, (u64, u64)> {
+        lock(&self.per_inode)
+            .iter()
+            .filter(|(_, (w, _))| w.strong_count() > 0)
+            .map(|(i, (_, id))| (*i, *id))
+            .collect()
     }
 }

@@ -167,9 +167,16 @@ impl Vfs {
         // daemon's peak memory stays one tree (issue 15 §4).
         let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let mut inodes = self.inodes.lock().unwrap_or_else(|e| e.into_inner());
+            inodes.pinned = self.handles.pinned();
             (changed || build::fingerprint(&self.loc, &inodes, stamp) != old.fingerprint)
                 .then(|| build(&self.loc, &mut inodes, old.generation + 1, stamp))
         }));
+        if changed {
+            // The sources changed, maybe in a way the tree does not show (a file's bytes
+            // rewritten in place with its size and time kept): what the virtual files
+            // rendered from them is rendered again.
+            self.renderer.forget();
+        }
         let new = match built {
             Ok(None) => {
                 self.info

@@ -82,6 +82,11 @@ pub fn stat_signature(root: &std::path::Path) -> u64 {
 }
 
 impl Renderer {
+    /// Drop every rendered file (they render again on their next read).
+    pub fn forget(&self) {
+        lock(&self.files).clear();
+    }
+
     /// Describe model `idx` once per generation and keep only what its files show (the
     /// health line and model.json), not the whole description.
     fn describe_into_cache(&self, tree: &Tree, idx: usize) {
@@ -191,11 +196,7 @@ impl Renderer {
                     "version": env!("CARGO_PKG_VERSION"),
                     "pid": std::process::id(),
                     "mountpoint": info.mountpoint.to_string_lossy(),
-                    "sources": {
-                        "hub_cache": vfs.loc.hub_cache.to_string_lossy(),
-                        "workspace_home": vfs.loc.workspace_home.as_ref().map(|p| p.to_string_lossy()),
-                        "model_path": vfs.loc.model_path.iter().map(|p| p.to_string_lossy()).collect::<Vec<_>>(),
-                    },
+                    "sources": vfs.loc.sources(),
                     "models": tree.models.len(),
                     "read_mode": info.read_mode.as_str(),
                     "mounted_at": secs(info.mounted_at),

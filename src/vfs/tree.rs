@@ -69,15 +69,20 @@ pub enum Virtual {
 pub struct Backing {
     pub dir: Arc<Path>,
     pub file: Box<OsStr>,
+    /// The file's (device, inode) when the tree was built: a file replaced by rename keeps
+    /// its path, size and maybe its time, but not this, so the tree sees the change (and the
+    /// kernel drops what it cached of the old file).
+    pub id: (u64, u64),
 }
 
 impl Backing {
     /// `path` as folder and name (a path without a parent folder stays whole in `dir`).
-    pub fn new(path: &Path, last_dir: &mut Option<Arc<Path>>) -> Backing {
+    pub fn new(path: &Path, id: (u64, u64), last_dir: &mut Option<Arc<Path>>) -> Backing {
         let (Some(parent), Some(file)) = (path.parent(), path.file_name()) else {
             return Backing {
                 dir: Arc::from(path),
                 file: Box::from(OsStr::new("")),
+                id,
             };
         };
         let dir = match last_dir {
@@ -91,6 +96,7 @@ impl Backing {
         Backing {
             dir,
             file: Box::from(file),
+            id,
         }
     }
 
@@ -275,6 +281,9 @@ impl VfsError {
 #[derive(Debug)]
 pub struct Inodes {
     by_key: HashMap<u64, Ino>,
+    /// Inodes whose file the kernel holds open through passthrough, and that file's
+    /// (device, inode) ([`super::handles::Handles::pinned`]), set before a build.
+    pub pinned: HashMap<Ino, (u64, u64)>,
     next: Ino,
     keys: RandomState,
     /// Keys of the trees' fingerprints (`build::fingerprint`).
@@ -285,6 +294,7 @@ impl Default for Inodes {
     fn default() -> Self {
         Inodes {
             by_key: HashMap::new(),
+            pinned: HashMap::new(),
             next: ROOT_INO + 1,
             keys: RandomState::new(),
             fingerprint_keys: [RandomState::new(), RandomState::new()],
@@ -308,6 +318,15 @@ impl Inodes {
                 i
             }
         }
+    }
+
+    /// A new inode for `name` in `parent` from now on: another file took the path while the
+    /// kernel holds the old one open through passthrough (one backing file per inode).
+    pub fn replace(&mut self, parent: Ino, name: &OsStr) -> Ino {
+        let key = self.key(parent, name);
+        let i = self.allocate();
+        self.by_key.insert(key, i);
+        i
     }
 
     /// A new inode for a name whose key collides with another's (the one [`Inodes::get`] gave

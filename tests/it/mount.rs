@@ -984,3 +984,30 @@ fn a_file_replaced_while_held_open_reads_the_new_content() {
         drop(m);
     }
 }
+
+/// A file's bytes rewritten in place with its size and time kept change nothing the tree
+/// shows, but they change what the virtual files say: the event makes them render again.
+#[test]
+fn virtual_files_follow_a_rewrite_that_keeps_size_and_time() {
+    crate::require!(Fuse);
+    let fx = fleet();
+    let ws = fx.workspace("inplace", &good_files());
+    let m = Mount::start(&fx, &[]);
+    let health = m.p("inplace/.mlxfs/health");
+    assert_eq!(fs::read_to_string(&health).unwrap(), "healthy\n");
+    let cfg = ws.join("config.json");
+    let md = fs::metadata(&cfg).unwrap();
+    // Same length, not JSON any more; then the old time back.
+    let broken = vec![b'{'; md.len() as usize];
+    {
+        use std::io::{Seek, Write};
+        let mut f = fs::OpenOptions::new().write(true).open(&cfg).unwrap();
+        f.seek(std::io::SeekFrom::Start(0)).unwrap();
+        f.write_all(&broken).unwrap();
+        f.set_modified(md.modified().unwrap()).unwrap();
+    }
+    assert_eq!(fs::metadata(&cfg).unwrap().len(), md.len());
+    eventually("the health file says unhealthy", || {
+        fs::read_to_string(&health).is_ok_and(|h| h.starts_with("unhealthy"))
+    });
+}
