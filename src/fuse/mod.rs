@@ -127,7 +127,8 @@ impl MlxFs {
     }
 
     /// Hand an open backing file to the kernel (passthrough), sharing one backing id per
-    /// inode. Gives the reply back when the kernel or our privileges refuse (reads then go
+    /// inode (a refresh gives a path a new inode when another file took it meanwhile:
+    /// `Handles::pinned`). Gives the reply back when the kernel or our privileges refuse (reads then go
     /// through the daemon).
     fn passthrough(
         &self,
