@@ -68,6 +68,19 @@ fn from_mount(o: &Output) -> bool {
     stderr(o).contains("answered by the live mount")
 }
 
+/// `args` with a live mount allowed and from the disk: the same output, answered by the mount
+/// (`by_mount`) or not. Returns the first.
+fn same_answer(fx: &Fx, args: &[&str], by_mount: bool) -> Output {
+    let (live, disk) = both(fx, args);
+    assert_eq!(from_mount(&live), by_mount, "{args:?}: {}", stderr(&live));
+    assert_eq!(
+        String::from_utf8_lossy(&live.stdout),
+        String::from_utf8_lossy(&disk.stdout),
+        "{args:?}"
+    );
+    live
+}
+
 fn catalog_json(m: &Mount) -> Value {
     serde_json::from_slice(&fs::read(m.p(".mlxfs/catalog.json")).unwrap()).unwrap()
 }
@@ -206,9 +219,7 @@ fn other_sources_and_unprovable_mounts_mean_the_disk() {
     // Another catalog: the mount over fx is not asked for it.
     let other = catalog();
     other.workspace("only-here", &good_files());
-    let (live, disk) = both(&other, &["list", "--json"]);
-    assert!(!from_mount(&live), "{}", stderr(&live));
-    assert_eq!(live.stdout, disk.stdout);
+    let live = same_answer(&other, &["list", "--json"], false);
     assert!(
         String::from_utf8_lossy(&live.stdout).contains("only-here"),
         "the other catalog's own answer"
@@ -247,9 +258,7 @@ fn other_sources_and_unprovable_mounts_mean_the_disk() {
     assert_eq!(c["current"], false);
     assert!(c.get("list").is_none(), "no data when not current");
     fs::remove_file(fx.ws_home.join("plain/escape")).unwrap();
-    let (live, disk) = both(&fx, &["list", "--json", "--all"]);
-    assert!(from_mount(&live), "{}", stderr(&live));
-    assert_eq!(live.stdout, disk.stdout);
+    same_answer(&fx, &["list", "--json", "--all"], true);
 }
 
 #[test]
@@ -287,9 +296,7 @@ fn a_dead_or_hung_daemon_means_the_disk_soon() {
     assert!(live.status.success());
     drop(m);
     // Unmounted.
-    let (live, disk) = both(&fx, &["health", "--json"]);
-    assert!(!from_mount(&live), "{}", stderr(&live));
-    assert_eq!(live.stdout, disk.stdout);
+    same_answer(&fx, &["health", "--json"], false);
 }
 
 /// Reading through the mount writes nothing in the catalog.
@@ -378,9 +385,7 @@ fn a_file_system_mounted_inside_is_seen() {
     );
     // Its files now change with events.
     fs::remove_file(dir.join("model.safetensors")).unwrap();
-    let (live, disk) = both(&fx, &["list", "--json", "--all"]);
-    assert!(from_mount(&live), "{}", stderr(&live));
-    assert_eq!(live.stdout, disk.stdout);
+    same_answer(&fx, &["list", "--json", "--all"], true);
     drop(t);
 }
 
@@ -409,9 +414,7 @@ fn re_pointed_source_links() {
     symlink(&fx.hf_home, &hf_link).unwrap();
     fx.hf_home = hf_link.clone();
     let _m = Mount::start(&fx, &[]);
-    let (live, disk) = both(&fx, &["list", "--json"]);
-    assert!(from_mount(&live), "{}", stderr(&live));
-    assert_eq!(live.stdout, disk.stdout);
+    same_answer(&fx, &["list", "--json"], true);
     // Atomically: a new link renamed over the old one.
     let repoint = |link: &Path, to: &Path| {
         let tmp = link.with_extension("new");
