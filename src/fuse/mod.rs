@@ -202,8 +202,9 @@ impl Filesystem for MlxFs {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
-        match self.vfs.getattr(ino.0, fh.map(|f| f.0)) {
-            Ok(a) => reply.attr(ttl(&self.vfs.tree(), ino.0), &self.fattr(ino.0, &a)),
+        let tree = self.vfs.tree();
+        match self.vfs.getattr_in(&tree, ino.0, fh.map(|f| f.0)) {
+            Ok(a) => reply.attr(ttl(&tree, ino.0), &self.fattr(ino.0, &a)),
             Err(e) => reply.error(failed("getattr", ino, &e)),
         }
     }

@@ -691,10 +691,15 @@ const SCAN_THREADS: usize = 32;
 struct Fingerprint(std::hash::DefaultHasher, std::hash::DefaultHasher);
 
 impl Fingerprint {
-    fn new(inodes: &Inodes) -> Fingerprint {
+    /// Started with what every build of `plan` shares: the synthetic folders' time and the
+    /// plan (the scans are added as they come).
+    fn of_plan(inodes: &Inodes, stamp: SystemTime, plan: &Plan) -> Fingerprint {
         use std::hash::BuildHasher;
         let [a, b] = inodes.fingerprint_keys();
-        Fingerprint(a.build_hasher(), b.build_hasher())
+        let mut fp = Fingerprint(a.build_hasher(), b.build_hasher());
+        fp.add(&stamp);
+        fp.add(plan);
+        fp
     }
 
     fn add(&mut self, t: &impl std::hash::Hash) {
@@ -713,9 +718,7 @@ impl Fingerprint {
 /// nothing new then costs one round of scans in memory, not a second tree (issue 15 §4).
 pub fn fingerprint(loc: &Locations, inodes: &Inodes, stamp: SystemTime) -> u128 {
     let plan = Plan::new(loc);
-    let mut fp = Fingerprint::new(inodes);
-    fp.add(&stamp);
-    fp.add(&plan);
+    let mut fp = Fingerprint::of_plan(inodes, stamp, &plan);
     plan.scan(|_, scanned| fp.add(&scanned));
     fp.finish()
 }
@@ -726,9 +729,7 @@ pub fn fingerprint(loc: &Locations, inodes: &Inodes, stamp: SystemTime) -> u128 
 /// mount, so that a rescan that finds nothing new produces an identical tree.
 pub fn build(loc: &Locations, inodes: &mut Inodes, generation: u64, stamp: SystemTime) -> Tree {
     let plan = Plan::new(loc);
-    let mut fp = Fingerprint::new(inodes);
-    fp.add(&stamp);
-    fp.add(&plan);
+    let mut fp = Fingerprint::of_plan(inodes, stamp, &plan);
     let mut b = Builder {
         inodes,
         nodes: Nodes::default(),

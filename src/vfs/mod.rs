@@ -232,14 +232,18 @@ impl Vfs {
     /// `getattr`: with the handle of an open virtual file, the size of what that open
     /// rendered (the content it reads), else [`Vfs::attr`].
     pub fn getattr(&self, ino: Ino, fh: Option<Fh>) -> Result<Attr, VfsError> {
-        let tree = self.tree();
+        self.getattr_in(&self.tree(), ino, fh)
+    }
+
+    /// [`Vfs::getattr`] in a tree the caller already holds.
+    pub fn getattr_in(&self, tree: &Tree, ino: Ino, fh: Option<Fh>) -> Result<Attr, VfsError> {
         if let Some(OpenFile::Virtual(data)) = fh.and_then(|fh| self.handles.get(fh)) {
             let mut a = tree.node(ino)?.attr.clone();
             a.size = data.len() as u64;
             a.blocks = a.size.div_ceil(512);
             return Ok(a);
         }
-        self.attr(&tree, ino)
+        self.attr(tree, ino)
     }
 
     /// The target of a link.
