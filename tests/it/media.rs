@@ -16,22 +16,7 @@ use crate::support::*;
 
 /// A generator script of scripts/ into the workspace `name`.
 fn make(fx: &Fx, script: &str, name: &str, args: &[&str]) -> PathBuf {
-    let ws = fx.ws_home.join(name);
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("scripts")
-        .join(script);
-    let o = Command::new(venv_python())
-        .arg(path)
-        .arg(&ws)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "{script}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    ws
+    crate::run::make_with(fx, script, name, args)
 }
 
 pub(crate) fn make_vlm(fx: &Fx, name: &str) -> PathBuf {

@@ -36,17 +36,24 @@ pub(crate) fn with_tiny() -> (Fx, PathBuf) {
 
 /// scripts/make-tiny-model.py into the workspace `name`, with extra arguments.
 pub(crate) fn make_tiny(fx: &Fx, name: &str, args: &[&str]) -> PathBuf {
+    make_with(fx, "make-tiny-model.py", name, args)
+}
+
+/// Run the generator script `script` of scripts/ (in the test venv) into the workspace `name`.
+pub(crate) fn make_with(fx: &Fx, script: &str, name: &str, args: &[&str]) -> PathBuf {
     let ws = fx.ws_home.join(name);
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/make-tiny-model.py");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("scripts")
+        .join(script);
     let o = Command::new(venv_python())
-        .arg(script)
+        .arg(path)
         .arg(&ws)
         .args(args)
         .output()
         .unwrap();
     assert!(
         o.status.success(),
-        "make-tiny-model: {}",
+        "{script}: {}",
         String::from_utf8_lossy(&o.stderr)
     );
     ws
