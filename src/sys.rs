@@ -121,6 +121,31 @@ pub fn open_regular(p: &Path) -> io::Result<std::fs::File> {
     Ok(f)
 }
 
+/// The canonical path of `p`, as `std::fs::canonicalize` (realpath(3)): links followed, no
+/// `.`, `..` or doubled `/`. Read as the kernel's name of an `O_PATH` descriptor
+/// (`/proc/self/fd/N`): three system calls whatever the depth, where realpath(3) costs a
+/// `readlink` per path component. Falls back to `fs::canonicalize` where `/proc` does not answer
+/// with a plain absolute path (not mounted, or a folder removed meanwhile: `… (deleted)`).
+///
+/// Errors: those of opening `p` (`NotFound`, `PermissionDenied`, …), as `fs::canonicalize`.
+#[cfg(target_os = "linux")]
+pub fn real_path(p: &Path) -> io::Result<std::path::PathBuf> {
+    use std::os::fd::AsRawFd;
+    let flags = rustix::fs::OFlags::PATH | rustix::fs::OFlags::CLOEXEC;
+    let fd = rustix::fs::open(p, flags, rustix::fs::Mode::empty())?;
+    match std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())) {
+        Ok(t) if t.is_absolute() && !t.as_os_str().as_bytes().ends_with(b" (deleted)") => Ok(t),
+        _ => std::fs::canonicalize(p),
+    }
+}
+
+/// The canonical path of `p`, as `std::fs::canonicalize` (elsewhere than Linux, that is
+/// what it is).
+#[cfg(not(target_os = "linux"))]
+pub fn real_path(p: &Path) -> io::Result<std::path::PathBuf> {
+    std::fs::canonicalize(p)
+}
+
 /// At most the first `n` bytes of `p` (fewer when it is shorter). Opened without blocking
 /// and read at most `n` bytes, so a FIFO or a device cannot stall or flood it; callers check
 /// that it is a regular file when that matters.

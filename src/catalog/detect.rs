@@ -167,15 +167,19 @@ fn classify_embedder(cfg: Option<&Map<String, Value>>, name: &str) -> Option<Emb
 /// reading anything (it makes the model `chat`, which is all the template is used for);
 /// otherwise a non-empty `chat_template` string in tokenizer_config.json, then tokenizer.json
 /// (parsed only when its bytes contain the key: tokenizer.json is often many megabytes).
-pub fn has_chat_template(root: &Path) -> bool {
-    root.join("chat_template.jinja").is_file()
-        || root.join("chat_template.json").is_file()
-        || chat_template(root).is_some()
+/// `inv` is the walk of `root` (existence is looked up there, not asked of the disk).
+pub fn has_chat_template(root: &Path, inv: &Inventory) -> bool {
+    inv.is_file_at(root, "chat_template.jinja")
+        || inv.is_file_at(root, "chat_template.json")
+        || chat_template(root, inv).is_some()
 }
 
 /// A non-empty `chat_template` string in tokenizer_config.json, then tokenizer.json.
-pub fn chat_template(root: &Path) -> Option<String> {
+pub fn chat_template(root: &Path, inv: &Inventory) -> Option<String> {
     for f in ["tokenizer_config.json", "tokenizer.json"] {
+        if !inv.exists_at(root, f) {
+            continue;
+        }
         let Ok(bytes) = crate::sys::read_file(&root.join(f)) else {
             continue;
         };
@@ -262,7 +266,10 @@ pub fn detect_vision(inv: &Inventory, cfg: &Map<String, Value>) -> bool {
     false
 }
 
-fn whisper_preprocessor(root: &Path) -> bool {
+fn whisper_preprocessor(root: &Path, inv: &Inventory) -> bool {
+    if !inv.exists_at(root, "preprocessor_config.json") {
+        return false;
+    }
     json_obj(&root.join("preprocessor_config.json"))
         .and_then(|p| {
             p.get("feature_extractor_type")
@@ -272,7 +279,7 @@ fn whisper_preprocessor(root: &Path) -> bool {
         .is_some_and(|f| f.contains("whisper"))
 }
 
-fn detect_audio(root: &Path, cfg: &Map<String, Value>) -> bool {
+fn detect_audio(root: &Path, inv: &Inventory, cfg: &Map<String, Value>) -> bool {
     if matches!(cfg.get("audio_config"), Some(Value::Object(m)) if !m.is_empty()) {
         return true;
     }
@@ -282,7 +289,7 @@ fn detect_audio(root: &Path, cfg: &Map<String, Value>) -> bool {
             return true;
         }
     }
-    whisper_preprocessor(root)
+    whisper_preprocessor(root, inv)
 }
 
 /// Has the name a Whisper variant without the translate task (`.en`, turbo)?
@@ -345,7 +352,7 @@ pub fn capabilities(
     if detect_vision(inv, c) {
         caps.push(Capability::Vision);
     }
-    if detect_audio(root, c) {
+    if detect_audio(root, inv, c) {
         caps.push(Capability::Audio);
     }
     caps
@@ -430,7 +437,7 @@ fn text_runtime(inv: &Inventory, cfg: &Map<String, Value>) -> Result<(), String>
 }
 
 /// Audio backend: true = mlx-audio (speech to text), false = mlx-vlm (multimodal).
-fn audio_backend_is_stt(root: &Path, cfg: &Map<String, Value>) -> Option<bool> {
+fn audio_backend_is_stt(root: &Path, inv: &Inventory, cfg: &Map<String, Value>) -> Option<bool> {
     let mt = model_type_str(cfg).unwrap_or("").to_lowercase();
     if mt == "voxtral" {
         return Some(true);
@@ -440,7 +447,7 @@ fn audio_backend_is_stt(root: &Path, cfg: &Map<String, Value>) -> Option<bool> {
     {
         return Some(false);
     }
-    if mt.contains("whisper") || mt.contains("vibevoice") || whisper_preprocessor(root) {
+    if mt.contains("whisper") || mt.contains("vibevoice") || whisper_preprocessor(root, inv) {
         return Some(true);
     }
     let dir = root
@@ -513,7 +520,7 @@ pub fn runtime(
         return Err(MODEL_FILE_REASON.into());
     }
     if caps.contains(&Capability::Audio)
-        && let Some(stt) = audio_backend_is_stt(root, c)
+        && let Some(stt) = audio_backend_is_stt(root, inv, c)
     {
         if stt {
             let mt = model_type_str(c).unwrap_or("");

@@ -20,16 +20,10 @@ pub const INDEX_MISMATCH: &str = "Index/shard mismatch (mlx-vlm #624)";
 /// A check in progress: `Ok(message)` when healthy, `Err(reason)` otherwise.
 type Check = Result<String, String>;
 
-const LFS_MARKER: &[u8] = b"version https://git-lfs.github.com/spec/v1";
-
+/// Is the entry a Git LFS pointer (its first 100 bytes, read by the walk:
+/// [`Entry::lfs_pointer`])?
 fn is_lfs_pointer(e: &Entry) -> bool {
-    // A file shorter than the marker cannot hold it: not opened (cold, each open is a disk
-    // read).
-    if !e.is_file || e.size >= 200 || e.size < LFS_MARKER.len() as u64 {
-        return false;
-    }
-    crate::sys::read_prefix(&e.path, 100)
-        .is_ok_and(|b| b.windows(LFS_MARKER.len()).any(|w| w == LFS_MARKER))
+    e.lfs_pointer
 }
 
 fn list(names: &[String]) -> String {
@@ -47,7 +41,7 @@ pub fn check(root: &Path, inv: &Inventory, config: &Config) -> Health {
 }
 
 fn check_inner(root: &Path, inv: &Inventory, config: &Config) -> Check {
-    if !root.is_dir() {
+    if !(inv.walked || root.is_dir()) {
         return Err("Model path does not exist".into());
     }
     let cfg = match config {
@@ -364,12 +358,13 @@ fn check_safetensors_headers(files: &[&Entry]) -> Option<String> {
     }
 }
 
-fn read_json_file(p: &Path) -> Option<Result<Value, ()>> {
-    if !p.exists() {
+/// `root/name` parsed as JSON: `None` when it does not exist (looked up in the walk).
+fn read_json_file(root: &Path, inv: &Inventory, name: &str) -> Option<Result<Value, ()>> {
+    if !inv.exists_at(root, name) {
         return None;
     }
     Some(
-        crate::sys::read_file(p)
+        crate::sys::read_file(&root.join(name))
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
             .ok_or(()),
@@ -382,27 +377,25 @@ fn check_aux(
     cfg: &serde_json::Map<String, Value>,
 ) -> Result<(), String> {
     if detect_vision(inv, cfg) {
-        let pre = root.join("preprocessor_config.json");
-        let proc = root.join("processor_config.json");
-        let (p, name) = if pre.exists() {
-            (pre, "preprocessor_config.json")
-        } else if proc.exists() {
-            (proc, "processor_config.json")
+        let name = if inv.exists_at(root, "preprocessor_config.json") {
+            "preprocessor_config.json"
+        } else if inv.exists_at(root, "processor_config.json") {
+            "processor_config.json"
         } else {
             return Err(
                 "Vision model missing preprocessor_config.json or processor_config.json".into(),
             );
         };
-        match read_json_file(&p) {
+        match read_json_file(root, inv, name) {
             Some(Ok(Value::Object(_))) => {}
             Some(Ok(_)) => return Err(format!("{name} invalid")),
             _ => return Err(format!("{name} invalid JSON")),
         }
     }
-    match read_json_file(&root.join("tokenizer_config.json")) {
+    match read_json_file(root, inv, "tokenizer_config.json") {
         None => {}
         Some(Err(())) => return Err("tokenizer_config.json contains invalid JSON".into()),
-        Some(Ok(Value::Object(_))) if !root.join("tokenizer.json").exists() => {
+        Some(Ok(Value::Object(_))) if !inv.exists_at(root, "tokenizer.json") => {
             return Err("tokenizer_config.json present but tokenizer.json missing".into());
         }
         Some(Ok(Value::Object(_))) => {}

@@ -6,9 +6,14 @@
 //! are skipped (not in sizes, health or detection) and counted in [`Inventory::junk`].
 
 use std::collections::HashSet;
+use std::ffi::{OsStr, OsString};
 use std::fs;
+use std::os::fd::AsFd;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
+
+use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags};
 
 use crate::hash::resolve_link;
 
@@ -39,6 +44,10 @@ pub struct Entry {
     /// True for entries under the workspace's `.hf_cache/` (runtime artifacts).
     pub in_hf_cache: bool,
     pub non_utf8: bool,
+    /// A file of 42 to 199 bytes whose first 100 bytes hold Git LFS's pointer marker
+    /// (mlx-knife health.py: an LFS pointer left where the file should be). Read during the
+    /// walk; false for links that leave the model and for the runtime cache.
+    pub lfs_pointer: bool,
 }
 
 /// All entries of a model folder.
@@ -52,11 +61,22 @@ pub struct Inventory {
     /// Folders where another file system is mounted (relative paths): not descended, so a
     /// walk never wanders onto another disk, or into a FUSE mount (mlxfs's own included).
     pub other_fs: Vec<String>,
+    /// The model folder's modification time (seconds since the epoch), when the walk opened
+    /// it (`None`: not walked, or not a readable folder).
+    pub root_mtime: Option<i64>,
+    /// Did the walk open the model folder (then its top-level entries are all here)?
+    pub walked: bool,
 }
 
 impl Inventory {
     /// Walk `root`. Links must resolve inside one of `roots`, real (canonical) folders: the
     /// model's own ([`crate::catalog::ModelRef::link_roots`]).
+    ///
+    /// Every folder is read through an open descriptor and its entries are looked at relative
+    /// to it (one path component for the kernel to walk). A hub snapshot's links are matched
+    /// against the inodes of the repo's `blobs/` ([`LinkRoots::blobs`]): one followed `stat`
+    /// per link, no `readlink`. The first 100 bytes of each small file (42 to 199 bytes)
+    /// are read on the way, for mlx-knife's LFS-pointer scan ([`Entry::lfs_pointer`]).
     pub fn scan(root: &Path, roots: &crate::catalog::LinkRoots) -> Inventory {
         let mut inv = Inventory::default();
         // Walk from the resolved root: every folder reached is then resolved too (symlinked
@@ -64,14 +84,22 @@ impl Inventory {
         // realpath of each path component.
         let root = match roots.real_path_of(root) {
             Some(real) => real.to_path_buf(),
-            None => fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf()),
+            None => crate::sys::real_path(root).unwrap_or_else(|_| root.to_path_buf()),
         };
-        let dev = fs::metadata(&root).map(|m| m.dev()).ok();
+        let Ok(root_fd) = open_dir(rustix::fs::CWD, &root) else {
+            inv.unreadable.push(".".into());
+            return inv;
+        };
+        inv.walked = true;
+        let root_st = root_fd.stat().ok();
+        let dev = root_st.as_ref().map(|st| Meta::from_stat(st).dev);
+        inv.root_mtime = root_st.as_ref().map(mtime_secs);
+        let mut blobs = roots.blobs().map(|b| BlobIndex::Unread(b.to_path_buf()));
         let mut links = Links::default();
-        let mut stack = vec![(root, String::new(), false)];
-        while let Some((dir, prefix, in_cache)) = stack.pop() {
-            let rd = match fs::read_dir(&dir) {
-                Ok(rd) => rd,
+        let mut stack = vec![(Some(root_fd), root, String::new(), false)];
+        while let Some((fd, dir, prefix, in_cache)) = stack.pop() {
+            let mut fd = match fd.map_or_else(|| open_dir(rustix::fs::CWD, &dir), Ok) {
+                Ok(fd) => fd,
                 Err(_) => {
                     inv.unreadable.push(if prefix.is_empty() {
                         ".".into()
@@ -81,8 +109,15 @@ impl Inventory {
                     continue;
                 }
             };
-            for e in rd.flatten() {
-                let os_name = e.file_name();
+            let Ok(names) = read_names(&mut fd) else {
+                inv.unreadable.push(if prefix.is_empty() {
+                    ".".into()
+                } else {
+                    prefix
+                });
+                continue;
+            };
+            for (os_name, kind) in names {
                 let non_utf8 = os_name.to_str().is_none();
                 let name = os_name.to_string_lossy().into_owned();
                 let rel = if prefix.is_empty() {
@@ -94,34 +129,57 @@ impl Inventory {
                     inv.junk.push(rel);
                     continue;
                 }
-                let path = e.path();
-                let Ok(ft) = e.file_type() else { continue };
+                let path = dir.join(&os_name);
+                let kind = match kind {
+                    FileType::Unknown => match stat_at(&fd, &os_name, false) {
+                        Ok(st) => FileType::from_raw_mode(st.st_mode),
+                        Err(_) => continue,
+                    },
+                    k => k,
+                };
                 let in_hf_cache = in_cache || (prefix.is_empty() && name == ".hf_cache");
-                let (link, md) = if ft.is_symlink() {
-                    match links.follow(&dir, &path) {
-                        (_, None) => (LinkState::Dangling, None),
-                        (target, Some(md)) => {
-                            if target.is_some_and(|t| roots.contains(&t)) {
-                                (LinkState::Inside, Some(md))
-                            } else {
-                                (LinkState::Escapes, Some(md))
+                let (link, md) = if kind == FileType::Symlink {
+                    match blob_link(&mut blobs, &fd, &os_name) {
+                        Some(md) => (LinkState::Inside, Some(md)),
+                        None => match links.follow(&dir, &path) {
+                            (_, None) => (LinkState::Dangling, None),
+                            (target, Some(md)) => {
+                                let md = Meta::of(&md);
+                                if target.is_some_and(|t| roots.contains(&t)) {
+                                    (LinkState::Inside, Some(md))
+                                } else {
+                                    (LinkState::Escapes, Some(md))
+                                }
                             }
-                        }
+                        },
                     }
                 } else {
-                    // Relative to the open folder: one path component for the kernel to walk.
-                    (LinkState::NotALink, e.metadata().ok())
+                    (
+                        LinkState::NotALink,
+                        stat_at(&fd, &os_name, false)
+                            .ok()
+                            .map(|st| Meta::from_stat(&st)),
+                    )
                 };
-                let is_dir = md.as_ref().is_some_and(|m| m.is_dir());
-                let is_file = md.as_ref().is_some_and(|m| m.is_file());
-                let size = md.as_ref().map_or(0, |m| m.len());
+                let is_dir = md.as_ref().is_some_and(|m| m.is_dir);
+                let is_file = md.as_ref().is_some_and(|m| m.is_file);
+                let size = md.as_ref().map_or(0, |m| m.size);
                 if is_dir && link == LinkState::NotALink {
-                    if dev.is_some() && md.as_ref().map(|m| m.dev()) != dev {
+                    if dev.is_some() && md.as_ref().map(|m| m.dev) != dev {
                         inv.other_fs.push(rel.clone());
                     } else {
-                        stack.push((path.clone(), rel.clone(), in_hf_cache));
+                        // Opened when its turn comes (one descriptor open at a time).
+                        stack.push((None, path.clone(), rel.clone(), in_hf_cache));
                     }
                 }
+                // Only files of the model itself are read (never through a link that leaves
+                // it, nor the runtime cache, which health does not scan).
+                let lfs_pointer = is_file
+                    && !in_hf_cache
+                    && matches!(link, LinkState::NotALink | LinkState::Inside)
+                    && may_hold_lfs_marker(size)
+                    && read_prefix_at(&fd, &os_name, 100)
+                        .is_some_and(|b| b.windows(LFS_MARKER.len()).any(|w| w == LFS_MARKER));
                 inv.entries.push(Entry {
                     rel,
                     name,
@@ -132,6 +190,7 @@ impl Inventory {
                     size,
                     in_hf_cache,
                     non_utf8,
+                    lfs_pointer,
                 });
             }
         }
@@ -155,6 +214,27 @@ impl Inventory {
         self.top(name).is_some_and(|e| e.is_file)
     }
 
+    /// Is `root/name` a regular file (links followed), as `Path::is_file`: answered by the
+    /// walk when there was one (no `stat`), else by a `stat`.
+    pub fn is_file_at(&self, root: &Path, name: &str) -> bool {
+        if self.walked {
+            self.has_file(name)
+        } else {
+            root.join(name).is_file()
+        }
+    }
+
+    /// Does `root/name` exist (links followed), as `Path::exists`: answered by the walk when
+    /// there was one, else by a `stat`.
+    pub fn exists_at(&self, root: &Path, name: &str) -> bool {
+        if self.walked {
+            self.top(name)
+                .is_some_and(|e| e.link != LinkState::Dangling)
+        } else {
+            root.join(name).exists()
+        }
+    }
+
     /// Σ sizes of files (links followed), as mlx-knife's `size_bytes`.
     pub fn total_size(&self) -> u64 {
         self.entries
@@ -162,6 +242,154 @@ impl Inventory {
             .filter(|e| e.is_file)
             .fold(0u64, |n, e| n.saturating_add(e.size))
     }
+}
+
+/// Git LFS's pointer marker (a pointer file's first line).
+pub const LFS_MARKER: &[u8] = b"version https://git-lfs.github.com/spec/v1";
+
+/// Can a file of `size` bytes be an LFS pointer by mlx-knife's rule (under 200 bytes, health.py)?
+/// One shorter than the marker cannot hold it and is not opened.
+pub fn may_hold_lfs_marker(size: u64) -> bool {
+    size < 200 && size >= LFS_MARKER.len() as u64
+}
+
+/// What the walk keeps of a `stat`.
+struct Meta {
+    is_dir: bool,
+    is_file: bool,
+    size: u64,
+    dev: u64,
+}
+
+impl Meta {
+    // The `stat` field types differ by platform (`dev_t` is 32 bits on macOS).
+    #[allow(clippy::unnecessary_cast)]
+    fn from_stat(st: &rustix::fs::Stat) -> Meta {
+        let kind = FileType::from_raw_mode(st.st_mode);
+        Meta {
+            is_dir: kind == FileType::Directory,
+            is_file: kind == FileType::RegularFile,
+            size: st.st_size as u64,
+            dev: st.st_dev as u64,
+        }
+    }
+
+    fn of(md: &fs::Metadata) -> Meta {
+        Meta {
+            is_dir: md.is_dir(),
+            is_file: md.is_file(),
+            size: md.len(),
+            dev: md.dev(),
+        }
+    }
+}
+
+/// Modification time in seconds since the epoch.
+#[allow(clippy::unnecessary_cast)]
+fn mtime_secs(st: &rustix::fs::Stat) -> i64 {
+    st.st_mtime as i64
+}
+
+/// Open folder `path` (relative to `at`) for reading its entries; a link is not followed.
+fn open_dir<Fd: AsFd>(at: Fd, path: &Path) -> std::io::Result<Dir> {
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW;
+    Ok(Dir::new(rustix::fs::openat(
+        at,
+        path,
+        flags,
+        Mode::empty(),
+    )?)?)
+}
+
+/// `stat` of entry `name` of the open folder `dir` (`follow`: through a link).
+fn stat_at(dir: &Dir, name: &OsStr, follow: bool) -> std::io::Result<rustix::fs::Stat> {
+    let flags = if follow {
+        AtFlags::empty()
+    } else {
+        AtFlags::SYMLINK_NOFOLLOW
+    };
+    Ok(rustix::fs::statat(dir.fd()?, name, flags)?)
+}
+
+/// The names and types (`d_type`; `Unknown` where the file system gives none) of the open
+/// folder's entries, without `.` and `..`.
+fn read_names(dir: &mut Dir) -> std::io::Result<Vec<(OsString, FileType)>> {
+    let mut out = Vec::new();
+    for_each_entry(dir, |name, kind, _| out.push((name.to_os_string(), kind)))?;
+    Ok(out)
+}
+
+/// Call `f(name, type, inode)` for each entry of the open folder but `.` and `..`.
+fn for_each_entry(dir: &mut Dir, mut f: impl FnMut(&OsStr, FileType, u64)) -> std::io::Result<()> {
+    while let Some(e) = dir.read() {
+        let e = e?;
+        let name = e.file_name().to_bytes();
+        if name == b"." || name == b".." {
+            continue;
+        }
+        f(OsStr::from_bytes(name), e.file_type(), e.ino());
+    }
+    Ok(())
+}
+
+/// Up to `n` first bytes of the regular file `name` in the open folder (a link followed);
+/// `None` when it cannot be opened or read. Opened non-blocking (a FIFO swapped in never
+/// blocks the walk).
+fn read_prefix_at(dir: &Dir, name: &OsStr, n: usize) -> Option<Vec<u8>> {
+    let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK;
+    let fd = rustix::fs::openat(dir.fd().ok()?, name, flags, Mode::empty()).ok()?;
+    let mut buf = vec![0u8; n];
+    let got = rustix::io::read(&fd, &mut buf).ok()?;
+    buf.truncate(got);
+    Some(buf)
+}
+
+/// A hub repo's `blobs/` by inode, read at the first link of a walk.
+enum BlobIndex {
+    /// Not read yet: the real `blobs/` folder.
+    Unread(PathBuf),
+    /// `blobs/` could not be read: links resolve the general way.
+    Unreadable,
+    /// The device of `blobs/` and the inodes of its regular files.
+    Read { dev: u64, inodes: HashSet<u64> },
+}
+
+impl BlobIndex {
+    fn load(dir: &Path) -> BlobIndex {
+        let read = || -> std::io::Result<BlobIndex> {
+            let mut fd = open_dir(rustix::fs::CWD, dir)?;
+            let dev = Meta::from_stat(&fd.stat()?).dev;
+            let mut inodes = HashSet::new();
+            for_each_entry(&mut fd, |_, kind, ino| {
+                // A blob that is a link itself (or whose type the file system does not say)
+                // is not matched: its links resolve the general way.
+                if kind == FileType::RegularFile {
+                    inodes.insert(ino);
+                }
+            })?;
+            Ok(BlobIndex::Read { dev, inodes })
+        };
+        read().unwrap_or(BlobIndex::Unreadable)
+    }
+}
+
+/// Link `name` in the open folder `dir`, when it leads to a regular file that is a direct
+/// entry of the repo's `blobs/` (same device and inode): the followed metadata. `None`: not a
+/// hub model, or the link leads elsewhere (or nowhere) — resolve it the general way. A file
+/// reached another way that is a hard link of a blob counts as that blob (it is the same file).
+fn blob_link(blobs: &mut Option<BlobIndex>, dir: &Dir, name: &OsStr) -> Option<Meta> {
+    let index = blobs.as_mut()?;
+    if let BlobIndex::Unread(path) = index {
+        *index = BlobIndex::load(path);
+    }
+    let BlobIndex::Read { dev, inodes } = index else {
+        return None;
+    };
+    let st = stat_at(dir, name, true).ok()?;
+    let md = Meta::from_stat(&st);
+    #[allow(clippy::unnecessary_cast)]
+    let ino = st.st_ino as u64;
+    (md.is_file && md.dev == *dev && inodes.contains(&ino)).then_some(md)
 }
 
 /// Following the links of one walk. A hub snapshot's links all lead to the same `blobs/`

@@ -713,6 +713,9 @@ pub struct LinkRoots {
     /// The model folder as given and its real path, when working out the roots showed it
     /// (so a walk of the model need not resolve it again).
     model: Option<(PathBuf, PathBuf)>,
+    /// A hub model: the real `blobs/` folder of its repo, when its entries lie inside the
+    /// roots (a walk matches the snapshot's links against its inodes).
+    blobs: Option<PathBuf>,
 }
 
 impl LinkRoots {
@@ -725,6 +728,11 @@ impl LinkRoots {
                 target.starts_with(r)
             }
         })
+    }
+
+    /// A hub model: the real `blobs/` folder whose direct entries are inside these roots.
+    pub fn blobs(&self) -> Option<&Path> {
+        self.blobs.as_deref()
     }
 
     /// The real folders.
@@ -808,12 +816,13 @@ impl ModelRef {
     /// model's (the disk's root, a folder holding the home folder or the repo folder) is not a
     /// root, and through a linked `blobs/` only its direct entries (the blobs) count.
     pub fn link_roots(&self) -> LinkRoots {
-        let canon = |p: &Path| fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+        let canon = |p: &Path| crate::sys::real_path(p).unwrap_or_else(|_| p.to_path_buf());
         let Some(repo) = &self.repo_dir else {
             let real = canon(&self.path);
             return LinkRoots {
                 roots: vec![(real.clone(), false)],
                 model: Some((self.path.clone(), real)),
+                blobs: None,
             };
         };
         // The repo folder holds the others unless they are links (one realpath, then a
@@ -823,22 +832,29 @@ impl ModelRef {
         let linked = |p: &Path| fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_symlink());
         // A linked part too wide to be one model's (`blobs -> /`, `-> ~`, `-> ..`) is no
         // root: links through it count as escaping.
+        // Adds the real path of `p` as a root unless it is too wide; gives it when it is one.
         let mut add = |p: &Path, direct_only: bool| {
             let r = canon(p);
-            if !holds_too_much(&r, Some(&real_repo)) && !roots.iter().any(|(x, _)| *x == r) {
-                roots.push((r, direct_only));
+            if holds_too_much(&r, Some(&real_repo)) {
+                return None;
             }
+            if !roots.iter().any(|(x, _)| *x == r) {
+                roots.push((r.clone(), direct_only));
+            }
+            Some(r)
         };
         let blobs = repo.join("blobs");
-        if linked(&blobs) {
+        let real_blobs = if linked(&blobs) {
             // A snapshot links to blobs, which sit directly in `blobs/`.
-            add(&blobs, true);
-        }
+            add(&blobs, true)
+        } else {
+            Some(real_repo.join("blobs"))
+        };
         let snaps = repo.join("snapshots");
         let mut model = None;
         if self.path != *repo {
             if linked(&snaps) || linked(&self.path) {
-                add(&self.path, false);
+                let _ = add(&self.path, false);
             } else if let (Some(rev), true) = (
                 self.path.file_name(),
                 self.path.parent() == Some(snaps.as_path()),
@@ -847,7 +863,11 @@ impl ModelRef {
                 model = Some((self.path.clone(), real_repo.join("snapshots").join(rev)));
             }
         }
-        LinkRoots { roots, model }
+        LinkRoots {
+            roots,
+            model,
+            blobs: real_blobs,
+        }
     }
 
     /// The model's isolated Hugging Face cache for `run` and `serve` workers: the workspace's

@@ -103,7 +103,7 @@ pub fn describe(m: &ModelRef) -> Described {
     let config = Config::load(&m.path);
     let cfg = config.object();
     let heur_name = m.short_name.as_str();
-    let template = detect::has_chat_template(&m.path);
+    let template = detect::has_chat_template(&m.path, &inv);
     let framework = detect::framework(heur_name, &m.path, &inv, cfg);
     let model_type = detect::model_type(heur_name, cfg, template);
     let caps = detect::capabilities(model_type, heur_name, &m.path, &inv, cfg, template);
@@ -139,7 +139,7 @@ pub fn describe(m: &ModelRef) -> Described {
         name: m.name.clone(),
         hash: m.revision.clone().filter(|r| text::is_commit(r)),
         size_bytes: inv.total_size(),
-        last_modified: timefmt::iso_utc(mtime_secs(&m.path)),
+        last_modified: timefmt::iso_utc(inv.root_mtime.unwrap_or_else(|| mtime_secs(&m.path))),
         framework,
         model_type,
         capabilities: caps,

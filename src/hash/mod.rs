@@ -390,7 +390,7 @@ pub fn aggregate(index: &[IndexEntry]) -> String {
 
 /// Resolve a workspace root as Python's `Path.resolve()` would for an existing folder.
 pub fn resolve_root(ws: &Path) -> Result<PathBuf, HashError> {
-    fs::canonicalize(ws).map_err(|e| HashError::Io {
+    crate::sys::real_path(ws).map_err(|e| HashError::Io {
         path: ws.to_string_lossy().into_owned(),
         message: e.to_string(),
     })

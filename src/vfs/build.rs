@@ -351,7 +351,7 @@ fn scan_model(model: &ModelRef) -> ModelScan {
         let roots = model.link_roots();
         let real = match roots.real_path_of(&model.path) {
             Some(r) => r.to_path_buf(),
-            None => fs::canonicalize(&model.path).unwrap_or_else(|_| model.path.clone()),
+            None => crate::sys::real_path(&model.path).unwrap_or_else(|_| model.path.clone()),
         };
         let mut walk = Walk {
             root: &real,

@@ -750,3 +750,143 @@ fn a_sentinel_that_is_a_link_is_not_read() {
     assert_eq!(d.record.origin, None);
     assert!(d.sentinel.unwrap().sentinel().is_none());
 }
+
+/// The walk matches a hub snapshot's links to the inodes of the repo's `blobs/` (issue 15):
+/// what it decides must be what resolving each link decides — inside, escaping, dangling —
+/// and the files it reads for the LFS scan are the blobs.
+#[test]
+fn hub_snapshot_links_are_matched_to_their_blobs() {
+    let fx = Fx::new();
+    let lfs = b"version https://git-lfs.github.com/spec/v1\noid sha256:abc\nsize 123\n".to_vec();
+    let describe_repo = |repo: &str| {
+        let loc = fx.locations();
+        describe(&resolve(repo, &loc).unwrap()).record
+    };
+
+    // An LFS pointer left in a blob: found through the link.
+    let mut files = good_files();
+    files.push(("tokenizer.model".into(), lfs.clone()));
+    fx.hub_model("org/pointer", &files);
+    let r = describe_repo("org/pointer");
+    assert_eq!(
+        r.reason.as_deref(),
+        Some("LFS pointers instead of files: tokenizer.model")
+    );
+
+    // Sizes are the blobs' (links followed), as before.
+    let snap = fx.hub_model("org/good", &good_files());
+    let total: u64 = good_files().iter().map(|(_, b)| b.len() as u64).sum();
+    let r = describe_repo("org/good");
+    assert_eq!((r.health.as_str(), r.size_bytes), ("healthy", total));
+
+    // A link to a file outside the repo escapes, even with the same bytes as a blob.
+    let outside = fx.tmp.path().join("outside.json");
+    fs::write(&outside, b"{}").unwrap();
+    symlink(&outside, snap.join("extra.json")).unwrap();
+    assert_eq!(
+        describe_repo("org/good").reason.as_deref(),
+        Some("Symlinks pointing outside the model folder: extra.json")
+    );
+    fs::remove_file(snap.join("extra.json")).unwrap();
+
+    // A blob that is itself a link out of the repo: the snapshot's link escapes.
+    let blobs = snap.join("../../blobs");
+    symlink(&outside, blobs.join("linked-blob")).unwrap();
+    symlink("../../blobs/linked-blob", snap.join("extra.json")).unwrap();
+    assert_eq!(
+        describe_repo("org/good").reason.as_deref(),
+        Some("Symlinks pointing outside the model folder: extra.json")
+    );
+    fs::remove_file(snap.join("extra.json")).unwrap();
+
+    // A link to a blob by its absolute path is inside; one to a blob that is not there dangles.
+    let weights = fs::read_link(snap.join("model.safetensors")).unwrap();
+    let abs = fs::canonicalize(snap.join(&weights)).unwrap();
+    symlink(&abs, snap.join("copy.safetensors")).unwrap();
+    let r = describe_repo("org/good");
+    assert_eq!(r.health.as_str(), "healthy", "{:?}", r.reason);
+    fs::remove_file(snap.join("copy.safetensors")).unwrap();
+    symlink("../../blobs/0000", snap.join("gone.json")).unwrap();
+    assert_eq!(
+        describe_repo("org/good").reason.as_deref(),
+        Some("Dangling symlinks: gone.json")
+    );
+    fs::remove_file(snap.join("gone.json")).unwrap();
+
+    // `blobs/` linked to a folder too wide to be one model's (here the hub folder, which
+    // holds the repo), its blobs moved there: the snapshot's links escape.
+    let wide = fx.hub_model("org/wide", &good_files());
+    let wide_blobs = wide.join("../../blobs");
+    for e in fs::read_dir(&wide_blobs).unwrap() {
+        let e = e.unwrap();
+        fs::rename(e.path(), fx.hub().join(e.file_name())).unwrap();
+    }
+    fs::remove_dir(&wide_blobs).unwrap();
+    symlink("..", &wide_blobs).unwrap();
+    let r = describe_repo("org/wide");
+    assert!(
+        r.reason
+            .as_deref()
+            .is_some_and(|r| r.starts_with("Symlinks pointing outside the model folder: ")),
+        "{:?}",
+        r.reason
+    );
+}
+
+/// `sys::real_path` (an `O_PATH` descriptor's name) gives what `fs::canonicalize` gives:
+/// links in the middle and at the end, `..`, doubled slashes; the same error kind when the
+/// path does not exist.
+#[test]
+fn real_path_agrees_with_canonicalize() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path();
+    fs::create_dir_all(base.join("a/b/c")).unwrap();
+    fs::write(base.join("a/b/c/f"), b"x").unwrap();
+    symlink("a/b", base.join("lb")).unwrap();
+    symlink("../b/c", base.join("a/b/lc")).unwrap();
+    symlink("c/f", base.join("a/b/lf")).unwrap();
+    for p in [
+        "a",
+        "a/b/c",
+        "lb",
+        "lb/c",
+        "lb/lc",
+        "lb/lc/f",
+        "a/b/lf",
+        "a/../lb/./c//f",
+        "lb/..",
+    ] {
+        let p = base.join(p);
+        assert_eq!(
+            mlxfs::sys::real_path(&p).unwrap(),
+            fs::canonicalize(&p).unwrap(),
+            "{}",
+            p.display()
+        );
+    }
+    let gone = base.join("lb/nothing");
+    assert_eq!(
+        mlxfs::sys::real_path(&gone).unwrap_err().kind(),
+        fs::canonicalize(&gone).unwrap_err().kind()
+    );
+}
+
+/// Existence questions answered by the walk follow links as `Path::is_file` does: a dangling
+/// `chat_template.jinja` is no template, a linked one is.
+#[test]
+fn template_files_are_looked_up_as_the_disk_answers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ws = tmp.path().join("m");
+    // No template in tokenizer_config.json: only the file can make the model `chat`.
+    let mut files = good_files();
+    files.retain(|(n, _)| n != "tokenizer_config.json");
+    write_tree(&ws, &files);
+    symlink("gone.jinja", ws.join("chat_template.jinja")).unwrap();
+    let d = describe(&ModelRef::workspace(ws.clone(), "m".into()));
+    assert_eq!(d.record.model_type.as_str(), "base");
+    fs::write(ws.join("real.jinja"), b"{{ x }}").unwrap();
+    fs::remove_file(ws.join("chat_template.jinja")).unwrap();
+    symlink("real.jinja", ws.join("chat_template.jinja")).unwrap();
+    let d = describe(&ModelRef::workspace(ws.clone(), "m".into()));
+    assert_eq!(d.record.model_type.as_str(), "chat");
+}
