@@ -234,7 +234,7 @@ pub struct ListData {
     pub system: Option<()>,
 }
 
-/// `list [PATTERN]`: every matching model's record (described on [`super::IO_THREADS`]
+/// `list [PATTERN]`: every matching model's record (described on up to [`super::IO_THREADS`]
 /// threads: cold, describing waits on the disk, not on the cores).
 pub fn list(loc: &super::Locations, pattern: Option<&str>) -> ListData {
     let listed = super::resolve::list(pattern, loc);

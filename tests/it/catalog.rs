@@ -890,3 +890,43 @@ fn template_files_are_looked_up_as_the_disk_answers() {
     let d = describe(&ModelRef::workspace(ws.clone(), "m".into()));
     assert_eq!(d.record.model_type.as_str(), "chat");
 }
+
+/// `par_map_io` keeps order, and grows its pool only while the work waits: items that sleep
+/// (blocking, as a cold disk does) end up on more threads than two per core; items that
+/// never block stay on two per core.
+#[test]
+fn the_io_pool_keeps_order_and_grows_only_while_work_waits() {
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let items: Vec<u32> = (0..400).collect();
+
+    let threads = Mutex::new(HashSet::new());
+    let out = mlxfs::catalog::par_map_io(&items, |i| {
+        threads.lock().unwrap().insert(std::thread::current().id());
+        std::thread::sleep(std::time::Duration::from_millis(1));
+        i * 2
+    });
+    assert_eq!(out, items.iter().map(|i| i * 2).collect::<Vec<_>>());
+    let waited = threads.lock().unwrap().len();
+    assert!(
+        waited > 2 * cores && waited <= mlxfs::catalog::IO_THREADS,
+        "{waited} threads for work that waits, {cores} cores"
+    );
+
+    let threads = Mutex::new(HashSet::new());
+    let out = mlxfs::catalog::par_map_io(&items, |i| {
+        // Thread ids are gathered once per thread, not per item (no lock to wait on).
+        thread_local!(static SEEN: std::cell::Cell<bool> = const { std::cell::Cell::new(false) });
+        if !SEEN.with(|s| s.replace(true)) {
+            threads.lock().unwrap().insert(std::thread::current().id());
+        }
+        (0..2000u64).fold(u64::from(*i), |a, b| a.wrapping_mul(31).wrapping_add(b))
+    });
+    assert_eq!(out.len(), items.len());
+    let busy = threads.lock().unwrap().len();
+    assert!(
+        busy <= 2 * cores,
+        "{busy} threads for work that never waits"
+    );
+}
