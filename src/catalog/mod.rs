@@ -339,7 +339,9 @@ impl HubRepo {
                 Some("Folder name is not valid UTF-8: rename the model folder".to_string());
             return Some(repo);
         }
-        if let Some(why) = unusable_folder(dir).or_else(|| too_wide(dir, dir.parent())) {
+        // A plain folder (the common case: one `lstat`) is usable and not too wide.
+        let plain = fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir());
+        if !plain && let Some(why) = unusable_folder(dir).or_else(|| too_wide(dir, dir.parent())) {
             repo.problem = Some(why);
             return Some(repo);
         }
