@@ -291,6 +291,28 @@ pub fn read_file(p: &Path) -> io::Result<Vec<u8>> {
     Ok(buf)
 }
 
+/// A small file read in one `read`: up to `max - 1` bytes, without the `fstat` and the
+/// end-of-file read of [`read_file`]. Opened non-blocking (a FIFO answers at once); what
+/// fills all `max` bytes (a larger file, a device) is read again by [`read_file`], so the
+/// answer is always `read_file`'s. For the hub's `refs/*` (41 bytes).
+pub fn read_small(p: &Path, max: usize) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(p)?;
+    let mut buf = vec![0u8; max];
+    match f.read(&mut buf) {
+        Ok(n) if n < max && n > 0 => {
+            buf.truncate(n);
+            Ok(buf)
+        }
+        // Empty (a FIFO, an empty file), full, or not readable at once: the careful way.
+        _ => read_file(p),
+    }
+}
+
 /// [`read_file`] as UTF-8 text.
 pub fn read_text(p: &Path) -> io::Result<String> {
     String::from_utf8(read_file(p)?).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))

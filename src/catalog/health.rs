@@ -307,6 +307,11 @@ fn check_indexed(
 /// end within it: catches truncated downloads that keep a plausible size.
 pub fn safetensors_problem(path: &Path, size: u64) -> Option<&'static str> {
     let mut f = crate::sys::open_regular(path).ok()?;
+    safetensors_problem_in(&mut f, size)
+}
+
+/// [`safetensors_problem`] of a file of `size` bytes open at its start.
+pub fn safetensors_problem_in(f: &mut impl Read, size: u64) -> Option<&'static str> {
     let mut prefix = [0u8; 8];
     if f.read_exact(&mut prefix).is_err() {
         return Some("shorter than its 8-byte header length");
@@ -348,7 +353,10 @@ fn check_safetensors_headers(files: &[&Entry]) -> Option<String> {
         .iter()
         .filter(|e| e.is_file && e.size > 0 && e.name.ends_with(".safetensors"))
         .filter_map(|e| {
-            safetensors_problem(&e.path, e.size).map(|why| format!("{} ({why})", e.rel))
+            // Read by the walk where it could (a file of the model itself), else now.
+            e.safetensors_header
+                .unwrap_or_else(|| safetensors_problem(&e.path, e.size))
+                .map(|why| format!("{} ({why})", e.rel))
         })
         .collect();
     if bad.is_empty() {

@@ -48,6 +48,11 @@ pub struct Entry {
     /// (mlx-knife health.py: an LFS pointer left where the file should be). Read during the
     /// walk; false for links that leave the model and for the runtime cache.
     pub lfs_pointer: bool,
+    /// A `.safetensors` file of the model itself (not empty, not through a link that leaves
+    /// it, not in the runtime cache) whose header the walk found sound
+    /// ([`crate::catalog::health::safetensors_problem`]): `Some(None)`. `None`: not read by
+    /// the walk, or a problem that health confirms by path.
+    pub safetensors_header: Option<Option<&'static str>>,
 }
 
 /// All entries of a model folder.
@@ -174,12 +179,20 @@ impl Inventory {
                 }
                 // Only files of the model itself are read (never through a link that leaves
                 // it, nor the runtime cache, which health does not scan).
-                let lfs_pointer = is_file
+                let own = is_file
                     && !in_hf_cache
-                    && matches!(link, LinkState::NotALink | LinkState::Inside)
-                    && may_hold_lfs_marker(size)
-                    && read_prefix_at(&fd, &os_name, 100)
-                        .is_some_and(|b| b.windows(LFS_MARKER.len()).any(|w| w == LFS_MARKER));
+                    && matches!(link, LinkState::NotALink | LinkState::Inside);
+                // A safetensors file is opened once for both its header and the LFS scan.
+                let (lfs_pointer, safetensors_header) =
+                    if own && size > 0 && name.ends_with(".safetensors") {
+                        read_safetensors_at(&fd, &os_name, size)
+                    } else {
+                        let lfs = own
+                            && may_hold_lfs_marker(size)
+                            && read_prefix_at(&fd, &os_name, 100)
+                                .is_some_and(|b| has_lfs_marker(&b));
+                        (lfs, None)
+                    };
                 inv.entries.push(Entry {
                     rel,
                     name,
@@ -191,6 +204,7 @@ impl Inventory {
                     in_hf_cache,
                     non_utf8,
                     lfs_pointer,
+                    safetensors_header,
                 });
             }
         }
@@ -319,17 +333,70 @@ fn read_names(dir: &mut Dir) -> std::io::Result<Vec<(OsString, FileType)>> {
     Ok(out)
 }
 
-/// Call `f(name, type, inode)` for each entry of the open folder but `.` and `..`.
+/// Call `f(name, type, inode)` for each entry of the open folder but `.` and `..`. On Linux
+/// the entries are read with `getdents64` into one 32 KiB buffer (a model folder or a
+/// `blobs/` takes one call and the end-of-folder call); elsewhere through `readdir`.
 fn for_each_entry(dir: &mut Dir, mut f: impl FnMut(&OsStr, FileType, u64)) -> std::io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        let mut buf = vec![std::mem::MaybeUninit::<u8>::uninit(); 32 * 1024];
+        let mut rd = rustix::fs::RawDir::new(dir.fd()?, &mut buf);
+        while let Some(e) = rd.next() {
+            let e = e?;
+            let name = e.file_name().to_bytes();
+            if name != b"." && name != b".." {
+                f(OsStr::from_bytes(name), e.file_type(), e.ino());
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
     while let Some(e) = dir.read() {
         let e = e?;
         let name = e.file_name().to_bytes();
-        if name == b"." || name == b".." {
-            continue;
+        if name != b"." && name != b".." {
+            f(OsStr::from_bytes(name), e.file_type(), e.ino());
         }
-        f(OsStr::from_bytes(name), e.file_type(), e.ino());
     }
     Ok(())
+}
+
+/// Does a file's beginning hold the LFS pointer marker (in its first 100 bytes)?
+fn has_lfs_marker(prefix: &[u8]) -> bool {
+    let head = &prefix[..prefix.len().min(100)];
+    head.windows(LFS_MARKER.len()).any(|w| w == LFS_MARKER)
+}
+
+/// Safetensors file `name` (`size` bytes) of the open folder: is it an LFS pointer (when
+/// small enough to be one), and is its header sound (`Some(None)`; `None`: not opened, or a
+/// problem, which health confirms by path).
+fn read_safetensors_at(dir: &Dir, name: &OsStr, size: u64) -> (bool, Option<Option<&'static str>>) {
+    let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK;
+    let Some(fd) = dir
+        .fd()
+        .ok()
+        .and_then(|d| rustix::fs::openat(d, name, flags, Mode::empty()).ok())
+    else {
+        return (false, None);
+    };
+    let mut file = std::fs::File::from(fd);
+    if may_hold_lfs_marker(size) {
+        // Small: read whole (under 200 bytes), then judge both from the bytes.
+        let mut bytes = Vec::with_capacity(size as usize);
+        use std::io::Read;
+        if (&mut file).take(size).read_to_end(&mut bytes).is_err() {
+            return (false, None);
+        }
+        let header = crate::catalog::health::safetensors_problem_in(&mut bytes.as_slice(), size);
+        return (has_lfs_marker(&bytes), sound(header));
+    }
+    let header = crate::catalog::health::safetensors_problem_in(&mut file, size);
+    (false, sound(header))
+}
+
+/// A header found sound is kept; a problem is left for health to confirm by path, with a
+/// blocking read (what it says is then exactly what it always said).
+fn sound(problem: Option<&'static str>) -> Option<Option<&'static str>> {
+    problem.is_none().then_some(None)
 }
 
 /// Up to `n` first bytes of the regular file `name` in the open folder (a link followed);

@@ -246,6 +246,8 @@ pub struct Snapshot {
     pub commit: String,
     pub path: PathBuf,
     pub mtime: SystemTime,
+    /// Is the snapshot's entry in `snapshots/` a link (a snapshot moved to another disk)?
+    pub linked: bool,
 }
 
 /// A `models--org--name` folder of the hub cache.
@@ -265,6 +267,10 @@ pub struct HubRepo {
     /// `refs/main` names this commit, but no snapshot of it is cached (an interrupted
     /// update): the current revision is missing, `current` is `None`.
     pub missing_main: Option<String>,
+    /// The folder's real path, when the scan that found it knew its parent's real path and
+    /// neither the folder, its `blobs/` nor its `snapshots/` is a link (the common layout:
+    /// [`ModelRef::link_roots`] then needs no system call).
+    pub real_dir: Option<PathBuf>,
 }
 
 /// `models--org--name` → `org/name` (every `--` becomes `/`, as mlx-knife does).
@@ -299,7 +305,10 @@ enum Ref {
 }
 
 fn read_ref(dir: &Path, name: &str) -> Ref {
-    let Ok(s) = crate::sys::read_text(&dir.join("refs").join(name)) else {
+    let bytes = crate::sys::read_small(&dir.join("refs").join(name), 4096);
+    let Ok(s) = bytes.and_then(|b| {
+        String::from_utf8(b).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+    }) else {
         return Ref::Missing;
     };
     let s = s.trim();
@@ -322,6 +331,12 @@ impl HubRepo {
     /// disk (huggingface_hub's advice for freeing space): they are followed. A link that
     /// leads nowhere (a disk not attached) is the model's problem, or an ignored snapshot.
     pub fn load(dir: &Path) -> Option<HubRepo> {
+        Self::load_in(dir, None)
+    }
+
+    /// [`HubRepo::load`] for a folder whose parent's real path is `real_parent` (a scan of the
+    /// hub cache resolves it once): a plain layout then gets [`HubRepo::real_dir`].
+    pub fn load_in(dir: &Path, real_parent: Option<&Path>) -> Option<HubRepo> {
         let os_name = dir.file_name()?;
         let name = os_name.to_string_lossy();
         let repo_id = repo_id_from_dir(&name)?;
@@ -333,6 +348,7 @@ impl HubRepo {
             problem: None,
             ignored: Vec::new(),
             missing_main: None,
+            real_dir: None,
         };
         if os_name.to_str().is_none() {
             repo.problem =
@@ -346,13 +362,19 @@ impl HubRepo {
             return Some(repo);
         }
         let blobs = dir.join("blobs");
-        if is_link(&blobs)
-            && let Some(why) = unusable_folder(&blobs)
-        {
+        let blobs_linked = is_link(&blobs);
+        if blobs_linked && let Some(why) = unusable_folder(&blobs) {
             repo.problem = Some(format!("blobs/: {why}"));
             return Some(repo);
         }
         let snaps = dir.join("snapshots");
+        if let Some(parent) = real_parent
+            && plain
+            && !blobs_linked
+            && !is_link(&snaps)
+        {
+            repo.real_dir = Some(parent.join(os_name));
+        }
         let rd = match fs::read_dir(&snaps) {
             Ok(rd) => rd,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -403,6 +425,7 @@ impl HubRepo {
                 commit,
                 path: e.path(),
                 mtime,
+                linked: ft.is_symlink(),
             });
         }
         repo.snapshots
@@ -561,7 +584,8 @@ pub fn scan_hub(hub: &Path) -> Vec<HubRepo> {
         .collect();
     // Each load reads `refs/` and lists `snapshots/`: cold, that is disk latency, so many loads
     // are kept in flight.
-    let mut repos: Vec<HubRepo> = par_map_io(&dirs, |d| HubRepo::load(d))
+    let real_hub = crate::sys::real_path(hub).ok();
+    let mut repos: Vec<HubRepo> = par_map_io(&dirs, |d| HubRepo::load_in(d, real_hub.as_deref()))
         .into_iter()
         .flatten()
         .collect();
@@ -774,6 +798,10 @@ pub struct ModelRef {
     pub is_current: bool,
     /// Hub: entries of `snapshots/` that were not used, with why.
     pub ignored: Vec<String>,
+    /// Hub: the repo folder's real path when neither it, its `blobs/`, its `snapshots/` nor
+    /// this snapshot is a link ([`HubRepo::real_dir`]): the link roots follow without a
+    /// system call.
+    pub real_repo: Option<PathBuf>,
 }
 
 impl ModelRef {
@@ -794,6 +822,10 @@ impl ModelRef {
                 .or_else(|| s.is_none().then(|| repo.missing_main_problem()).flatten()),
             is_current: s.is_none() || snap == repo.current,
             ignored: repo.ignored.clone(),
+            real_repo: repo
+                .real_dir
+                .clone()
+                .filter(|_| s.is_none_or(|s| !s.linked)),
         }
     }
 
@@ -808,6 +840,7 @@ impl ModelRef {
             problem: None,
             is_current: true,
             ignored: Vec::new(),
+            real_repo: None,
         }
     }
 
@@ -828,6 +861,20 @@ impl ModelRef {
                 blobs: None,
             };
         };
+        if let Some(real_repo) = &self.real_repo {
+            // The plain layout, known from the scan: what the general way below finds.
+            let model = match (self.path.file_name(), self.path.parent()) {
+                (Some(rev), Some(parent)) if *parent == repo.join("snapshots") => {
+                    Some((self.path.clone(), real_repo.join("snapshots").join(rev)))
+                }
+                _ => None,
+            };
+            return LinkRoots {
+                roots: vec![(real_repo.clone(), false)],
+                model,
+                blobs: Some(real_repo.join("blobs")),
+            };
+        }
         // The repo folder holds the others unless they are links (one realpath, then a
         // lstat per part: this runs for every model of a listing).
         let real_repo = canon(repo);
