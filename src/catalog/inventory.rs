@@ -50,7 +50,7 @@ pub struct Entry {
     pub lfs_pointer: bool,
     /// A `.safetensors` file of the model itself (not empty, not through a link that leaves
     /// it, not in the runtime cache) whose header the walk found sound
-    /// ([`crate::catalog::health::safetensors_problem`]): `Some(None)`. `None`: not read by
+    /// ([`crate::catalog::safetensors_header::safetensors_problem`]): `Some(None)`. `None`: not read by
     /// the walk, or a problem that health confirms by path.
     pub safetensors_header: Option<Option<&'static str>>,
 }
@@ -386,10 +386,11 @@ fn read_safetensors_at(dir: &Dir, name: &OsStr, size: u64) -> (bool, Option<Opti
         if (&mut file).take(size).read_to_end(&mut bytes).is_err() {
             return (false, None);
         }
-        let header = crate::catalog::health::safetensors_problem_in(&mut bytes.as_slice(), size);
+        let header =
+            crate::catalog::safetensors_header::safetensors_problem_in(&mut bytes.as_slice(), size);
         return (has_lfs_marker(&bytes), sound(header));
     }
-    let header = crate::catalog::health::safetensors_problem_in(&mut file, size);
+    let header = crate::catalog::safetensors_header::safetensors_problem_in(&mut file, size);
     (false, sound(header))
 }
 

@@ -10,6 +10,7 @@ pub mod mlx_lm_types;
 pub mod record;
 pub mod resolve;
 pub mod runtime_cache;
+pub mod safetensors_header;
 pub mod shards;
 pub mod verdict;
 

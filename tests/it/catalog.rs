@@ -930,3 +930,72 @@ fn the_io_pool_keeps_order_and_grows_only_while_work_waits() {
         "{busy} threads for work that never waits"
     );
 }
+
+/// A hub repo in the plain layout carries its real path from the scan, and the link roots it
+/// gives without a system call are exactly those worked out from the disk; any linked part
+/// (the repo folder, `blobs/`, `snapshots/`, the snapshot) takes the general way.
+#[test]
+fn plain_hub_layouts_give_the_same_link_roots_without_looking() {
+    let fx = Fx::new();
+    fx.hub_model("org/plain", &good_files());
+    let away = fx.tmp.path().join("away");
+    fs::create_dir_all(&away).unwrap();
+    let move_out = |part: &Path, name: &str| {
+        let to = away.join(name);
+        fs::rename(part, &to).unwrap();
+        symlink(&to, part).unwrap();
+    };
+    let snap = fx.hub_model("org/blobs", &good_files());
+    move_out(
+        &snap.parent().unwrap().parent().unwrap().join("blobs"),
+        "blobs-of-blobs",
+    );
+    let snap = fx.hub_model("org/snaps", &good_files());
+    let snaps = snap.parent().unwrap();
+    let to = snaps.parent().unwrap().join("elsewhere");
+    fs::rename(snaps, &to).unwrap();
+    symlink(&to, snaps).unwrap();
+    // Snapshot links are relative (`../../blobs/…`): a moved snapshot stays as deep.
+    let snap = fx.hub_model("org/snap", &good_files());
+    let to = snap
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("elsewhere/snapshot");
+    fs::create_dir_all(to.parent().unwrap()).unwrap();
+    fs::rename(&snap, &to).unwrap();
+    symlink(&to, &snap).unwrap();
+    let snap = fx.hub_model("org/repo", &good_files());
+    move_out(snap.parent().unwrap().parent().unwrap(), "repo-of-repo");
+
+    let models = mlxfs::catalog::all_models(&fx.locations());
+    let plain: Vec<(&str, bool)> = models
+        .iter()
+        .map(|m| (m.name.as_str(), m.real_repo.is_some()))
+        .collect();
+    assert_eq!(
+        plain,
+        vec![
+            ("org/blobs", false),
+            ("org/plain", true),
+            ("org/repo", false),
+            ("org/snap", false),
+            ("org/snaps", false),
+        ]
+    );
+    for m in &models {
+        let general = ModelRef {
+            real_repo: None,
+            ..m.clone()
+        };
+        assert_eq!(m.link_roots(), general.link_roots(), "{}", m.name);
+        let r = describe(m).record;
+        assert_eq!(
+            (r.health.as_str(), r.reason),
+            ("healthy", None),
+            "{}",
+            m.name
+        );
+    }
+}
