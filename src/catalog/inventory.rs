@@ -5,7 +5,7 @@
 //! junk names (`._*` sidecars, `.DS_Store`, …: [`crate::osjunk`]) are not model files: they
 //! are skipped (not in sizes, health or detection) and counted in [`Inventory::junk`].
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::os::fd::AsFd;
@@ -418,8 +418,12 @@ enum BlobIndex {
     Unread(PathBuf),
     /// `blobs/` could not be read: links resolve the general way.
     Unreadable,
-    /// The device of `blobs/` and the inodes of its regular files.
-    Read { dev: u64, inodes: HashSet<u64> },
+    /// The device of `blobs/`, the folder, and its regular files' names by inode.
+    Read {
+        dev: u64,
+        dir: PathBuf,
+        names: HashMap<u64, OsString>,
+    },
 }
 
 impl BlobIndex {
@@ -427,15 +431,19 @@ impl BlobIndex {
         let read = || -> std::io::Result<BlobIndex> {
             let mut fd = open_dir(rustix::fs::CWD, dir)?;
             let dev = Meta::from_stat(&fd.stat()?).dev;
-            let mut inodes = HashSet::new();
-            for_each_entry(&mut fd, |_, kind, ino| {
+            let mut names = HashMap::new();
+            for_each_entry(&mut fd, |name, kind, ino| {
                 // A blob that is a link itself (or whose type the file system does not say)
                 // is not matched: its links resolve the general way.
                 if kind == FileType::RegularFile {
-                    inodes.insert(ino);
+                    names.insert(ino, name.to_os_string());
                 }
             })?;
-            Ok(BlobIndex::Read { dev, inodes })
+            Ok(BlobIndex::Read {
+                dev,
+                dir: dir.to_path_buf(),
+                names,
+            })
         };
         read().unwrap_or(BlobIndex::Unreadable)
     }
@@ -450,14 +458,46 @@ fn blob_link(blobs: &mut Option<BlobIndex>, dir: &Dir, name: &OsStr) -> Option<M
     if let BlobIndex::Unread(path) = index {
         *index = BlobIndex::load(path);
     }
-    let BlobIndex::Read { dev, inodes } = index else {
+    let BlobIndex::Read { dev, names, .. } = index else {
         return None;
     };
     let st = stat_at(dir, name, true).ok()?;
     let md = Meta::from_stat(&st);
     #[allow(clippy::unnecessary_cast)]
     let ino = st.st_ino as u64;
-    (md.is_file && md.dev == *dev && inodes.contains(&ino)).then_some(md)
+    (md.is_file && md.dev == *dev && names.contains_key(&ino)).then_some(md)
+}
+
+/// A hub repo's `blobs/`, for walks that go by path (the mount's tree): a snapshot link is
+/// matched to its blob by the inode a followed `stat` gives (no `readlink`, which on ext4
+/// reads a data block for a target as long as `../../blobs/<sha256>`). Read at the first
+/// link; a link that matches no blob is for [`Links::follow`].
+pub struct Blobs(BlobIndex);
+
+impl Blobs {
+    /// The blobs of a hub model's roots (`None`: not a hub model).
+    pub fn of(roots: &crate::catalog::LinkRoots) -> Option<Blobs> {
+        roots
+            .blobs()
+            .map(|b| Blobs(BlobIndex::Unread(b.to_path_buf())))
+    }
+
+    /// Link `path`, when it leads to a regular file that is a direct entry of `blobs/` (same
+    /// device and inode): that entry's path and the followed metadata. A file that is a hard
+    /// link of a blob counts as that blob (it is the same file), as in [`Inventory::scan`].
+    pub fn follow(&mut self, path: &Path) -> Option<(PathBuf, fs::Metadata)> {
+        if let BlobIndex::Unread(dir) = &self.0 {
+            self.0 = BlobIndex::load(dir);
+        }
+        let BlobIndex::Read { dev, dir, names } = &self.0 else {
+            return None;
+        };
+        let md = fs::metadata(path).ok()?;
+        let name = names
+            .get(&md.ino())
+            .filter(|_| md.is_file() && md.dev() == *dev)?;
+        Some((dir.join(name), md))
+    }
 }
 
 /// Following the links of one walk. A hub snapshot's links all lead to the same `blobs/`

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::error::{MountError, MountErrorKind as K};
 use super::probe::{absolute, mounted_fstype};
-use crate::{env, mountprobe};
+use crate::env;
 
 /// Block SIGINT, SIGTERM and SIGHUP in this thread and every thread it spawns afterwards, and
 /// return the set (for [`spawn_signal_thread`]).
@@ -82,8 +82,8 @@ pub fn daemonize(args: &[OsString], dir: &Path, log: &Path) -> Result<u32, Mount
                 log_text.trim()
             )));
         }
-        if mounted_fstype(&dir).is_some()
-            && fs::metadata(dir.join(mountprobe::META_DIR).join("status.json")).is_ok()
+        // The root answers from the first (partial) tree: the mount is up.
+        if mounted_fstype(&dir).is_some_and(|t| t.starts_with("fuse")) && fs::metadata(&dir).is_ok()
         {
             return Ok(child.id());
         }

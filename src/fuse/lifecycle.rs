@@ -178,7 +178,9 @@ pub fn mount(loc: Locations, opts: &MountOptions) -> Result<(), MountError> {
             ReadMode::Daemon
         }
     };
-    let vfs = Arc::new(Vfs::new(
+    // Names down to the model folders only: the root answers as soon as the mount is up;
+    // the refresher builds the full tree first thing (requests below the root wait for it).
+    let vfs = Arc::new(Vfs::new_partial(
         loc,
         DaemonInfo {
             mountpoint: dir.clone(),

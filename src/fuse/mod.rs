@@ -33,7 +33,9 @@ use fuser::{
     ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
-use crate::vfs::{Attr, Content, Kind, Opened, ReadMode, Tree, Vfs, VfsError, is_os_junk};
+use crate::vfs::{
+    Attr, Content, Kind, Opened, ROOT_INO, ReadMode, Tree, Vfs, VfsError, is_os_junk,
+};
 
 /// How long the kernel may keep a name or the attributes of a folder, file or link without
 /// asking again. The daemon tells the kernel about every change it finds (`watch` sends an
@@ -50,6 +52,10 @@ const TTL_VIRTUAL: Duration = Duration::from_secs(1);
 
 /// The TTL for node `ino` of `tree`.
 fn ttl(tree: &Tree, ino: u64) -> &'static Duration {
+    if tree.partial {
+        // Answered while the first full tree is built: nothing of it is cached.
+        return &Duration::ZERO;
+    }
     match tree.node(ino).map(|n| &n.content) {
         Ok(Content::Virtual(_)) => &TTL_VIRTUAL,
         _ => &TTL,
@@ -103,6 +109,14 @@ impl MlxFs {
             uid,
             gid,
             passthrough,
+        }
+    }
+
+    /// Requests wait for the full tree ([`Vfs::wait_ready`]), but for the root's own
+    /// attributes and entries, which the partial tree has (answered uncached: [`ttl`]).
+    fn wait_unless_root(&self, ino: INodeNo) {
+        if ino.0 != ROOT_INO {
+            self.vfs.wait_ready();
         }
     }
 
@@ -191,6 +205,7 @@ impl Filesystem for MlxFs {
         if is_os_junk(name) {
             return reply.error(Errno::ENOENT);
         }
+        self.vfs.wait_ready();
         let tree = self.vfs.tree();
         match tree
             .lookup(parent.0, name)
@@ -202,6 +217,7 @@ impl Filesystem for MlxFs {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+        self.wait_unless_root(ino);
         let tree = self.vfs.tree();
         match self.vfs.getattr_in(&tree, ino.0, fh.map(|f| f.0)) {
             Ok(a) => reply.attr(ttl(&tree, ino.0), &self.fattr(ino.0, &a)),
@@ -210,6 +226,7 @@ impl Filesystem for MlxFs {
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        self.vfs.wait_ready();
         match self.vfs.readlink(ino.0) {
             Ok(t) => reply.data(t.as_encoded_bytes()),
             Err(e) => reply.error(failed("readlink", ino, &e)),
@@ -218,6 +235,7 @@ impl Filesystem for MlxFs {
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let write = flags.0 & libc::O_ACCMODE != libc::O_RDONLY || flags.0 & libc::O_TRUNC != 0;
+        self.vfs.wait_ready();
         match self.vfs.open(ino.0, write) {
             Ok((fh, Opened::Virtual)) => reply.opened(FileHandle(fh), FopenFlags::empty()),
             Ok((fh, Opened::Live)) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO),
@@ -262,6 +280,7 @@ impl Filesystem for MlxFs {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        self.wait_unless_root(ino);
         match self.vfs.tree().node(ino.0) {
             Ok(n) if n.attr.kind == Kind::Dir => reply.opened(
                 FileHandle(0),
@@ -280,6 +299,7 @@ impl Filesystem for MlxFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
+        self.wait_unless_root(ino);
         let entries = match self.vfs.tree().entries(ino.0) {
             Ok(e) => e,
             Err(e) => return reply.error(failed("readdir", ino, &e)),
@@ -301,6 +321,7 @@ impl Filesystem for MlxFs {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
+        self.wait_unless_root(ino);
         let tree = self.vfs.tree();
         let entries = match tree.entries(ino.0) {
             Ok(e) => e,

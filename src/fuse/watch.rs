@@ -606,6 +606,8 @@ pub fn spawn(
 }
 
 fn run(vfs: &Vfs, notifier: &Notifier, stop: &AtomicBool, rx: &BarrierRx) {
+    // The full tree first (the mount started on names only: `Vfs::new_partial`).
+    apply(notifier, &vfs.complete());
     let mut r = Refresher::new();
     // What changed between the tree's build and these watches sent no event: one rescan
     // now (walk first, then build), so that nothing waits for the periodic one.

@@ -361,6 +361,7 @@ fn scan_model(model: &ModelRef) -> ModelScan {
             scan: &mut scan,
             last_dir: None,
             links: Default::default(),
+            blobs: crate::catalog::inventory::Blobs::of(&roots),
         };
         walk.dir(MODEL_ROOT, &real, true);
     }
@@ -382,6 +383,8 @@ struct Walk<'a> {
     /// The folder of the last backed file (shared with the next one in the same folder).
     last_dir: Option<Arc<Path>>,
     links: crate::catalog::inventory::Links,
+    /// A hub model's `blobs/` by inode (snapshot links without `readlink`).
+    blobs: Option<crate::catalog::inventory::Blobs>,
 }
 
 impl Walk<'_> {
@@ -426,7 +429,11 @@ impl Walk<'_> {
             if ft.is_symlink() {
                 // Dangling links and links that leave the model are hidden; the model's
                 // health names them.
-                let (Some(target), Some(md)) = self.links.follow(real, &path) else {
+                let blob = self.blobs.as_mut().and_then(|b| b.follow(&path));
+                let (Some(target), Some(md)) = blob.map_or_else(
+                    || self.links.follow(real, &path),
+                    |(t, m)| (Some(t), Some(m)),
+                ) else {
                     continue;
                 };
                 if !self.roots.contains(&target) {
@@ -641,29 +648,48 @@ impl Plan {
     /// threads, and hand each placement with its models and scans to `place`, in order.
     /// Everything the tree takes from disk is read here (so that the fingerprint covers it):
     /// a repo's own folder time too (its org folder shows it).
-    fn scan(&self, mut place: impl FnMut(&Placement, Scanned)) {
+    /// With `deep` false nothing is read: every model is placed with an empty scan (the
+    /// names of a [`build_shallow`] tree).
+    fn scan(&self, deep: bool, mut place: impl FnMut(&Placement, Scanned)) {
+        let scan = |m: &ModelRef| {
+            if deep {
+                scan_model(m)
+            } else {
+                ModelScan {
+                    mtime: SystemTime::UNIX_EPOCH,
+                    items: Vec::new(),
+                    hidden: Vec::new(),
+                    runtime_cache_mtime: None,
+                }
+            }
+        };
         for round in self.placements.chunks(SCAN_ROUND) {
-            let scans = crate::catalog::par_map_on(SCAN_THREADS, round, |p| match p {
+            let one = |p: &Placement| match p {
                 Placement::Hide(..) => Scanned::default(),
                 Placement::Workspace(_, m) => Scanned {
                     repo_mtime: None,
-                    models: vec![(m.clone(), scan_model(m))],
+                    models: vec![(m.clone(), scan(m))],
                 },
                 Placement::Repo(i) => {
                     self.repos
                         .get(*i)
                         .map_or_else(Scanned::default, |repo| Scanned {
-                            repo_mtime: Some(mtime_of(&repo.dir)),
+                            repo_mtime: deep.then(|| mtime_of(&repo.dir)),
                             models: hub_models(repo)
                                 .into_iter()
                                 .map(|m| {
-                                    let scan = scan_model(&m);
+                                    let scan = scan(&m);
                                     (m, scan)
                                 })
                                 .collect(),
                         })
                 }
-            });
+            };
+            let scans = if deep {
+                crate::catalog::par_map_on(SCAN_THREADS, round, one)
+            } else {
+                round.iter().map(one).collect()
+            };
             for (p, models) in round.iter().zip(scans) {
                 place(p, models);
             }
@@ -719,7 +745,7 @@ impl Fingerprint {
 pub fn fingerprint(loc: &Locations, inodes: &Inodes, stamp: SystemTime) -> u128 {
     let plan = Plan::new(loc);
     let mut fp = Fingerprint::of_plan(inodes, stamp, &plan);
-    plan.scan(|_, scanned| fp.add(&scanned));
+    plan.scan(true, |_, scanned| fp.add(&scanned));
     fp.finish()
 }
 
@@ -728,6 +754,31 @@ pub fn fingerprint(loc: &Locations, inodes: &Inodes, stamp: SystemTime) -> u128 
 /// `stamp` is the time shown for the synthetic folders (the root, `.mlxfs/`): constant for a
 /// mount, so that a rescan that finds nothing new produces an identical tree.
 pub fn build(loc: &Locations, inodes: &mut Inodes, generation: u64, stamp: SystemTime) -> Tree {
+    build_with(loc, inodes, generation, stamp, true)
+}
+
+/// The tree's names down to the model folders, without reading a model folder: what the
+/// mount answers for its root while the first full [`build`] runs (issue 15 §4: mount to
+/// first `ls`). Model folders are empty and their times are the epoch; the tree is marked
+/// [`Tree::partial`], and the adapter answers from it only the root's own attributes and
+/// entries, with no caching. The inode numbers are those the full build gives (same
+/// [`Inodes`]).
+pub fn build_shallow(
+    loc: &Locations,
+    inodes: &mut Inodes,
+    generation: u64,
+    stamp: SystemTime,
+) -> Tree {
+    build_with(loc, inodes, generation, stamp, false)
+}
+
+fn build_with(
+    loc: &Locations,
+    inodes: &mut Inodes,
+    generation: u64,
+    stamp: SystemTime,
+    deep: bool,
+) -> Tree {
     let plan = Plan::new(loc);
     let mut fp = Fingerprint::of_plan(inodes, stamp, &plan);
     let mut b = Builder {
@@ -759,7 +810,7 @@ pub fn build(loc: &Locations, inodes: &mut Inodes, generation: u64, stamp: Syste
         stamp,
         None,
     );
-    plan.scan(|p, scanned| {
+    plan.scan(deep, |p, scanned| {
         fp.add(&scanned);
         let Scanned { repo_mtime, models } = scanned;
         match p {
@@ -786,6 +837,7 @@ pub fn build(loc: &Locations, inodes: &mut Inodes, generation: u64, stamp: Syste
         generation,
         built_at: SystemTime::now(),
         fingerprint: fp.finish(),
+        partial: !deep,
     }
 }
 

@@ -24,12 +24,13 @@ use std::ffi::OsString;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::SystemTime;
 
 use crate::catalog::Locations;
 pub use crate::mountprobe::META_DIR;
-pub use build::{build, fingerprint, is_os_junk};
+pub use build::{build, build_shallow, fingerprint, is_os_junk};
 pub use diff::{Invalidation, diff};
 use handles::{Fh, Handles, OpenFile};
 pub use tree::{
@@ -97,15 +98,39 @@ pub struct Vfs {
     pub renderer: render::Renderer,
     info: RwLock<DaemonInfo>,
     pub handles: Handles,
+    /// The tree is full (not [`Tree::partial`]); with `ready_cv`, what requests that need
+    /// more than the root wait on (see [`Vfs::new_partial`]).
+    ready: AtomicBool,
+    ready_lock: Mutex<()>,
+    ready_cv: Condvar,
 }
 
 impl Vfs {
     /// Scan the catalog into the first tree. Never fails: should building panic on something
     /// on disk, the tree is empty (but for `.mlxfs/`) and `status.json` says why.
-    pub fn new(loc: Locations, mut info: DaemonInfo) -> Vfs {
+    pub fn new(loc: Locations, info: DaemonInfo) -> Vfs {
+        Vfs::new_with(loc, info, true)
+    }
+
+    /// A Vfs whose first tree holds only the names down to the model folders
+    /// ([`build_shallow`]: no model folder read, so a mount answers its root at once, issue
+    /// 15 §4). Until [`Vfs::complete`] has run, [`Vfs::is_ready`] is false: the adapter
+    /// answers only the root's attributes and entries (uncached) and makes every other
+    /// request [`Vfs::wait_ready`].
+    pub fn new_partial(loc: Locations, info: DaemonInfo) -> Vfs {
+        Vfs::new_with(loc, info, false)
+    }
+
+    fn new_with(loc: Locations, mut info: DaemonInfo, deep: bool) -> Vfs {
         let mut inodes = Inodes::default();
+        // The partial tree is generation 0: the full one is 1, as when built at once.
+        let generation = u64::from(deep);
         let tree = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            build(&loc, &mut inodes, 1, info.mounted_at)
+            if deep {
+                build(&loc, &mut inodes, generation, info.mounted_at)
+            } else {
+                build_shallow(&loc, &mut inodes, generation, info.mounted_at)
+            }
         })) {
             Ok(t) => t,
             Err(p) => {
@@ -125,12 +150,86 @@ impl Vfs {
         render::trim_heap();
         Vfs {
             loc,
+            ready: AtomicBool::new(!tree.partial),
             tree: RwLock::new(Arc::new(tree)),
             inodes: Mutex::new(inodes),
             renderer: render::Renderer::default(),
             info: RwLock::new(info),
             handles: Handles::default(),
+            ready_lock: Mutex::new(()),
+            ready_cv: Condvar::new(),
         }
+    }
+
+    /// Is the tree full (see [`Vfs::new_partial`])?
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// Block until the tree is full.
+    pub fn wait_ready(&self) {
+        if self.is_ready() {
+            return;
+        }
+        let mut g = self.ready_lock.lock().unwrap_or_else(|e| e.into_inner());
+        while !self.is_ready() {
+            g = self.ready_cv.wait(g).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// Build the full tree in place of a partial one, wake the requests waiting for it, and
+    /// return what the kernel must forget: only what it can hold from the partial tree, the
+    /// root's entries (cached with `FOPEN_CACHE_DIR`); everything else was answered
+    /// uncached or not at all. Never panics and always makes the Vfs ready: a build that
+    /// fails leaves an empty tree (but for `.mlxfs/`) and says why in `status.json`, as
+    /// [`Vfs::new`]. Nothing to do (empty) when the tree is full already.
+    pub fn complete(&self) -> Vec<Invalidation> {
+        if self.is_ready() {
+            return Vec::new();
+        }
+        let old = self.tree();
+        let stamp = self.info().mounted_at;
+        let new = {
+            let mut inodes = self.inodes.lock().unwrap_or_else(|e| e.into_inner());
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                build(&self.loc, &mut inodes, 1, stamp)
+            })) {
+                Ok(t) => t,
+                Err(p) => {
+                    let why = format!("building the tree failed: {}", panic_text(&*p));
+                    eprintln!("mlxfs: {why}");
+                    self.info
+                        .write()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .refresh_error = Some(why);
+                    let empty = Locations {
+                        hub_cache: PathBuf::from("/nonexistent/mlxfs-empty"),
+                        workspace_home: None,
+                        workspace_home_problem: None,
+                        workspace_home_set: None,
+                        model_path: Vec::new(),
+                        model_path_problems: Vec::new(),
+                    };
+                    build(&empty, &mut inodes, 1, stamp)
+                }
+            }
+        };
+        let changes: Vec<Invalidation> = diff(&old, &new)
+            .into_iter()
+            .filter(|c| match c {
+                Invalidation::Entry { parent, .. } => *parent == ROOT_INO,
+                Invalidation::Inode(ino) => *ino == ROOT_INO,
+            })
+            .collect();
+        *self.tree.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(new);
+        drop(old);
+        {
+            let _g = self.ready_lock.lock().unwrap_or_else(|e| e.into_inner());
+            self.ready.store(true, Ordering::Release);
+            self.ready_cv.notify_all();
+        }
+        render::trim_heap();
+        changes
     }
 
     /// The current tree (cheap: an `Arc` clone under a short read lock).
@@ -161,6 +260,9 @@ impl Vfs {
     /// [`Vfs::refresh`]; `changed` says the watcher saw the sources change, so the
     /// fingerprint pass is skipped (it would differ: scanning twice only costs time).
     pub fn refresh_after(&self, changed: bool) -> Vec<Invalidation> {
+        if !self.is_ready() {
+            return self.complete();
+        }
         let old = self.tree();
         let stamp = self.info().mounted_at;
         // A rescan that finds what the current tree was built from builds nothing: the

@@ -243,6 +243,9 @@ pub struct Tree {
     pub built_at: SystemTime,
     /// What the tree was built from, as [`super::build::fingerprint`] computes it.
     pub fingerprint: u128,
+    /// Built by [`super::build::build_shallow`]: names down to the model folders only, until
+    /// [`super::Vfs::complete`] swaps in the full tree.
+    pub partial: bool,
 }
 
 /// Why a request fails; the adapter maps it to an errno.

@@ -279,6 +279,62 @@ fn the_issue_example_builds_and_names_the_snapshot_by_characters() {
     }
 }
 
+/// A mount starts on names only (issue 15 §4: mount to first `ls`): the partial tree has the
+/// root's entries and the model folders, none of their contents; a request that needs more
+/// waits; `complete` swaps in the tree a full build gives (same root inodes), wakes it, and
+/// has the kernel forget nothing when the root's entries stayed the same.
+#[test]
+fn a_partial_start_shows_the_root_and_completes_to_the_full_tree() {
+    let fx = Fx::new();
+    fx.hub_snapshot("acme/model", &"1".repeat(40), &good_files(), false);
+    fx.hub_snapshot("acme/model", &"2".repeat(40), &good_files(), true);
+    fx.hub_model("solo", &good_files());
+    fx.workspace("acme", &good_files());
+    fx.workspace("ws", &good_files());
+    let full = vfs_of(&fx);
+    assert!(full.is_ready() && !full.tree().partial);
+    let v = std::sync::Arc::new(mlxfs::vfs::Vfs::new_partial(fx.locations(), full.info()));
+    let t = v.tree();
+    assert!(t.partial && !v.is_ready());
+    assert_eq!(t.generation, 0);
+    assert_eq!(names(&t, ""), names(&full.tree(), ""));
+    assert_eq!(names(&t, "acme@hub"), ["model", "model@1111111"]);
+    assert_eq!(names(&t, "ws"), [".mlxfs"], "no model folder is read");
+    assert_eq!(t.models.len(), full.tree().models.len());
+
+    let waiter = std::thread::spawn({
+        let v = v.clone();
+        move || {
+            v.wait_ready();
+            v.tree().generation
+        }
+    });
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    assert!(!waiter.is_finished(), "a request waits for the full tree");
+    assert_eq!(v.complete(), vec![], "the root's entries did not change");
+    assert_eq!(waiter.join().unwrap(), 1);
+    let done = v.tree();
+    assert!(v.is_ready() && !done.partial);
+    assert_eq!(
+        t.entries(ROOT_INO).unwrap(),
+        done.entries(ROOT_INO).unwrap(),
+        "same names, same inodes"
+    );
+    let shape = |t: &Tree| -> BTreeMap<PathBuf, (Kind, String)> {
+        flatten(t)
+            .into_iter()
+            .map(|(p, s)| (p, (s.kind, s.what)))
+            .collect()
+    };
+    assert_eq!(shape(&done), shape(&full.tree()));
+    assert_eq!(
+        cat(&v, "ws/config.json"),
+        fs::read(fx.ws_home.join("ws/config.json")).unwrap()
+    );
+    assert_eq!(v.complete(), vec![], "once only");
+    assert_eq!(v.refresh(), vec![], "a rescan after it finds nothing new");
+}
+
 // ------------------------------------------------------------------ the reference model
 
 /// What the kernel may have cached about one path: its inode and what `stat`/`read` show.
