@@ -447,6 +447,18 @@ impl BlobIndex {
         };
         read().unwrap_or(BlobIndex::Unreadable)
     }
+
+    /// The device, folder and names by inode of `blobs/`, read at the first call; `None`
+    /// when it cannot be read.
+    fn read(&mut self) -> Option<(u64, &Path, &HashMap<u64, OsString>)> {
+        if let BlobIndex::Unread(path) = self {
+            *self = BlobIndex::load(path);
+        }
+        match self {
+            BlobIndex::Read { dev, dir, names } => Some((*dev, dir.as_path(), &*names)),
+            _ => None,
+        }
+    }
 }
 
 /// Link `name` in the open folder `dir`, when it leads to a regular file that is a direct
@@ -454,18 +466,12 @@ impl BlobIndex {
 /// hub model, or the link leads elsewhere (or nowhere) — resolve it the general way. A file
 /// reached another way that is a hard link of a blob counts as that blob (it is the same file).
 fn blob_link(blobs: &mut Option<BlobIndex>, dir: &Dir, name: &OsStr) -> Option<Meta> {
-    let index = blobs.as_mut()?;
-    if let BlobIndex::Unread(path) = index {
-        *index = BlobIndex::load(path);
-    }
-    let BlobIndex::Read { dev, names, .. } = index else {
-        return None;
-    };
+    let (dev, _, names) = blobs.as_mut()?.read()?;
     let st = stat_at(dir, name, true).ok()?;
     let md = Meta::from_stat(&st);
     #[allow(clippy::unnecessary_cast)]
     let ino = st.st_ino as u64;
-    (md.is_file && md.dev == *dev && names.contains_key(&ino)).then_some(md)
+    (md.is_file && md.dev == dev && names.contains_key(&ino)).then_some(md)
 }
 
 /// A hub repo's `blobs/`, for walks that go by path (the mount's tree): a snapshot link is
@@ -486,16 +492,11 @@ impl Blobs {
     /// device and inode): that entry's path and the followed metadata. A file that is a hard
     /// link of a blob counts as that blob (it is the same file), as in [`Inventory::scan`].
     pub fn follow(&mut self, path: &Path) -> Option<(PathBuf, fs::Metadata)> {
-        if let BlobIndex::Unread(dir) = &self.0 {
-            self.0 = BlobIndex::load(dir);
-        }
-        let BlobIndex::Read { dev, dir, names } = &self.0 else {
-            return None;
-        };
+        let (dev, dir, names) = self.0.read()?;
         let md = fs::metadata(path).ok()?;
         let name = names
             .get(&md.ino())
-            .filter(|_| md.is_file() && md.dev() == *dev)?;
+            .filter(|_| md.is_file() && md.dev() == dev)?;
         Some((dir.join(name), md))
     }
 }

@@ -25,6 +25,9 @@ A workspace named like a hub org keeps its name; the org appears as <org>@hub.
 What the tree leaves out on purpose (a real .mlxfs inside a model, a name two models
 would share) is listed in DIR/.mlxfs/status.json under `hidden`.
 
+The folder lists its models as soon as it is mounted; a model's own folder answers once
+every model folder has been read (a few tenths of a second for 1,000 models).
+
 Weights are read with FUSE passthrough when possible (root, Linux >= 6.9), otherwise
 through the daemon with the kernel page cache kept. New, removed or changed models appear
 within about a second. Ctrl-C / SIGTERM unmount; a mount left by a killed daemon is

@@ -90,6 +90,39 @@ fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "unknown panic".into())
 }
 
+/// A mount's first tree: full (`deep`, generation 1) or partial ([`build_shallow`],
+/// generation 0). Never panics: should building panic on something on disk, the tree is
+/// empty but for `.mlxfs/` (full, generation 1) and the second value says why.
+fn first_tree(
+    loc: &Locations,
+    inodes: &mut Inodes,
+    stamp: SystemTime,
+    deep: bool,
+) -> (Tree, Option<String>) {
+    let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        if deep {
+            build(loc, inodes, 1, stamp)
+        } else {
+            build_shallow(loc, inodes, 0, stamp)
+        }
+    }));
+    match built {
+        Ok(t) => (t, None),
+        Err(p) => {
+            let why = format!("building the tree failed: {}", panic_text(&*p));
+            let empty = Locations {
+                hub_cache: PathBuf::from("/nonexistent/mlxfs-empty"),
+                workspace_home: None,
+                workspace_home_problem: None,
+                workspace_home_set: None,
+                model_path: Vec::new(),
+                model_path_problems: Vec::new(),
+            };
+            (build(&empty, inodes, 1, stamp), Some(why))
+        }
+    }
+}
+
 /// The tree, its renderer and the open files: what the FUSE adapter talks to.
 pub struct Vfs {
     pub loc: Locations,
@@ -123,30 +156,8 @@ impl Vfs {
 
     fn new_with(loc: Locations, mut info: DaemonInfo, deep: bool) -> Vfs {
         let mut inodes = Inodes::default();
-        // The partial tree is generation 0: the full one is 1, as when built at once.
-        let generation = u64::from(deep);
-        let tree = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            if deep {
-                build(&loc, &mut inodes, generation, info.mounted_at)
-            } else {
-                build_shallow(&loc, &mut inodes, generation, info.mounted_at)
-            }
-        })) {
-            Ok(t) => t,
-            Err(p) => {
-                info.refresh_error = Some(format!("building the tree failed: {}", panic_text(&*p)));
-                inodes = Inodes::default();
-                let empty = Locations {
-                    hub_cache: PathBuf::from("/nonexistent/mlxfs-empty"),
-                    workspace_home: None,
-                    workspace_home_problem: None,
-                    workspace_home_set: None,
-                    model_path: Vec::new(),
-                    model_path_problems: Vec::new(),
-                };
-                build(&empty, &mut inodes, 1, info.mounted_at)
-            }
-        };
+        let (tree, failed) = first_tree(&loc, &mut inodes, info.mounted_at, deep);
+        info.refresh_error = failed;
         render::trim_heap();
         Vfs {
             loc,
@@ -191,28 +202,15 @@ impl Vfs {
         let stamp = self.info().mounted_at;
         let new = {
             let mut inodes = self.inodes.lock().unwrap_or_else(|e| e.into_inner());
-            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                build(&self.loc, &mut inodes, 1, stamp)
-            })) {
-                Ok(t) => t,
-                Err(p) => {
-                    let why = format!("building the tree failed: {}", panic_text(&*p));
-                    eprintln!("mlxfs: {why}");
-                    self.info
-                        .write()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .refresh_error = Some(why);
-                    let empty = Locations {
-                        hub_cache: PathBuf::from("/nonexistent/mlxfs-empty"),
-                        workspace_home: None,
-                        workspace_home_problem: None,
-                        workspace_home_set: None,
-                        model_path: Vec::new(),
-                        model_path_problems: Vec::new(),
-                    };
-                    build(&empty, &mut inodes, 1, stamp)
-                }
+            let (tree, failed) = first_tree(&self.loc, &mut inodes, stamp, true);
+            if let Some(why) = failed {
+                eprintln!("mlxfs: {why}");
+                self.info
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .refresh_error = Some(why);
             }
+            tree
         };
         let changes: Vec<Invalidation> = diff(&old, &new)
             .into_iter()
