@@ -98,6 +98,10 @@ pub struct MlxFs {
     gid: u32,
     /// Try passthrough (set from options; cleared when the kernel or privileges refuse).
     passthrough: Arc<AtomicBool>,
+    /// The kernel accepted `FUSE_NO_OPENDIR_SUPPORT` (Linux 5.1): `opendir` answers ENOSYS
+    /// once, and from then on the kernel opens folders itself, with `FOPEN_CACHE_DIR |
+    /// FOPEN_KEEP_CACHE`, and sends neither `opendir` nor `releasedir`.
+    no_opendir: bool,
 }
 
 impl MlxFs {
@@ -109,6 +113,7 @@ impl MlxFs {
             uid,
             gid,
             passthrough,
+            no_opendir: false,
         }
     }
 
@@ -190,6 +195,13 @@ impl Filesystem for MlxFs {
         ] {
             let _ = config.add_capabilities(flag);
         }
+        // Every folder's listing is cached by the kernel (FOPEN_CACHE_DIR) and kept across
+        // opens (FOPEN_KEEP_CACHE) until `watch` invalidates it; what was left of a listing
+        // was the opendir/releasedir round trip per folder, 2 of every 2 requests a warm
+        // `ls -lR` sent (issue 15 §3). Without it, that listing sends none.
+        self.no_opendir = config
+            .add_capabilities(InitFlags::FUSE_NO_OPENDIR_SUPPORT)
+            .is_ok();
         if self.passthrough.load(Ordering::Relaxed) {
             let ok = config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
                 && config.set_max_stack_depth(2).is_ok();
@@ -280,6 +292,12 @@ impl Filesystem for MlxFs {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        if self.no_opendir {
+            // The kernel then opens this and every later folder itself, with the flags
+            // below (fs/fuse/file.c, fuse_file_open: "Default for no-open"). A folder that
+            // is not there fails at its readdir instead.
+            return reply.error(Errno::ENOSYS);
+        }
         self.wait_unless_root(ino);
         match self.vfs.tree().node(ino.0) {
             Ok(n) if n.attr.kind == Kind::Dir => reply.opened(

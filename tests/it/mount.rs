@@ -554,6 +554,12 @@ fn live_updates() {
     let ino_before = fs::metadata(m.p("acme@hub/model/config.json"))
         .unwrap()
         .ino();
+    // Listings the kernel has cached (FOPEN_CACHE_DIR, kept across opens) must follow every
+    // change below, not only lookups of a name.
+    let root_before = names(&m.p(""));
+    assert!(!root_before.contains(&"fresh".to_string()));
+    assert!(!root_before.contains(&"newco".to_string()));
+    let acme_before = names(&m.p("acme@hub"));
     // A workspace copied into the home appears; its files are readable.
     let staged = fx.tmp.path().join("incoming");
     write_tree(&staged, &good_files());
@@ -566,6 +572,9 @@ fn live_updates() {
             .unwrap()
             .success()
     );
+    eventually("new workspace listed", || {
+        names(&m.p("")).contains(&"fresh".to_string())
+    });
     eventually("new workspace visible", || {
         m.p("fresh/config.json").exists()
     });
@@ -580,6 +589,9 @@ fn live_updates() {
     });
     // A pulled hub model appears.
     fx.hub_model("newco/pulled", &good_files());
+    eventually("new hub model listed", || {
+        names(&m.p("")).contains(&"newco".to_string())
+    });
     eventually("new hub model visible", || {
         m.p("newco/pulled/model.safetensors").exists()
     });
@@ -587,10 +599,16 @@ fn live_updates() {
     let ws = fx.workspace("managed", &good_files());
     managed_sentinel(&ws, "");
     mlxfs::hash::sentinel::recalc(&ws).unwrap();
+    eventually("managed workspace listed", || m.p("managed").is_dir());
+    let managed_before = names(&m.p("managed"));
+    assert!(!managed_before.contains(&"notes.txt".to_string()));
     eventually("managed workspace clean", || {
         fs::read_to_string(m.p("managed/.mlxfs/hash")).is_ok_and(|h| h.ends_with(" clean\n"))
     });
     fs::write(ws.join("notes.txt"), "edited").unwrap();
+    eventually("edit listed", || {
+        names(&m.p("managed")).contains(&"notes.txt".to_string())
+    });
     eventually("edit visible", || m.p("managed/notes.txt").exists());
     eventually("hash modified", || {
         fs::read_to_string(m.p("managed/.mlxfs/hash"))
@@ -603,6 +621,11 @@ fn live_updates() {
     // Removal.
     fs::remove_dir_all(fx.ws_home.join("fresh")).unwrap();
     eventually("removed workspace gone", || !m.p("fresh").exists());
+    eventually("removed workspace unlisted", || {
+        !names(&m.p("")).contains(&"fresh".to_string())
+    });
+    // An unchanged folder lists the same after all these refreshes.
+    assert_eq!(names(&m.p("acme@hub")), acme_before);
     // Unchanged paths keep their inode numbers across refreshes.
     assert_eq!(
         fs::metadata(m.p("acme@hub/model/config.json"))
