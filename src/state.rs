@@ -20,8 +20,20 @@ pub fn dir() -> Option<PathBuf> {
 
 /// The state folder, falling back to `mlxfs-<uid>` in the temp folder ($TMPDIR) — a folder of
 /// this user's own (mode 0700): in a shared temp folder, one that another user made, or a
-/// link, is not used (then `dir_or_temp` is the home's, or `/`-based, as a last resort).
+/// link, is not used (then it is the home's, or `/`-based, as a last resort). Never creates
+/// anything: for the readers (`list`, `show`, the mount), which only look at what is there
+/// (a fallback folder not made yet holds nothing).
 pub fn dir_or_temp() -> PathBuf {
+    fallback(false)
+}
+
+/// [`dir_or_temp`], first making the temp fallback (mode 0700) when it is the one: for the
+/// writers (`run`, `serve`, `mount --daemon`'s log) before they write below it.
+pub fn create_dir_or_temp() -> PathBuf {
+    fallback(true)
+}
+
+fn fallback(create: bool) -> PathBuf {
     if let Some(d) = dir() {
         return d;
     }
@@ -29,9 +41,12 @@ pub fn dir_or_temp() -> PathBuf {
     // SAFETY: getuid cannot fail.
     let uid = unsafe { libc::getuid() };
     let d = std::env::temp_dir().join(format!("mlxfs-{uid}"));
-    let _ = std::fs::DirBuilder::new().mode(0o700).create(&d);
+    if create {
+        let _ = std::fs::DirBuilder::new().mode(0o700).create(&d);
+    }
     match std::fs::symlink_metadata(&d) {
         Ok(m) if m.is_dir() && m.uid() == uid && m.mode() & 0o022 == 0 => d,
+        Err(e) if !create && e.kind() == std::io::ErrorKind::NotFound => d,
         _ => PathBuf::from(crate::sys::home_dir(None)).join(".local/state/mlxfs"),
     }
 }

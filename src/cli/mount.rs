@@ -79,7 +79,7 @@ pub fn run(a: &MountArgs, loc: &Locations) -> Result<Output, CliError> {
         lifecycle::check_mountpoint(&a.dir)?;
         let args: Vec<_> = std::env::args_os().collect();
         let abs = std::path::absolute(&a.dir).unwrap_or_else(|_| a.dir.clone());
-        let log = crate::state::dir_or_temp().join(log_name(&abs));
+        let log = crate::state::create_dir_or_temp().join(log_name(&abs));
         let pid = daemonize(&args, &a.dir, &log)?;
         crate::note!(
             "mlxfs: mounted at {} (daemon pid {pid}, log {})",

@@ -335,6 +335,9 @@ fn cache_dir_for(a: &RunArgs, model: &ModelRef) -> PathBuf {
     if let Some(d) = &a.cache_dir {
         return std::path::absolute(d).unwrap_or_else(|_| d.clone());
     }
+    // A hub model's cache lies in the state folder: its temp fallback is made here, by the
+    // writer, with its own mode (the readers never make it).
+    crate::state::create_dir_or_temp();
     model.isolated_cache()
 }
 

@@ -325,6 +325,35 @@ fn reads_never_write() {
     assert_eq!(v["data"]["model"]["clean"], true);
 }
 
+/// With no HOME and no XDG_STATE_HOME, the state folder falls back to one in $TMPDIR: a
+/// reader must not make it (a hub model's runtime cache is looked for there).
+#[test]
+fn reads_never_write_without_a_home() {
+    let fx = catalog();
+    let tmpdir = tempfile::tempdir().unwrap();
+    for args in [
+        &["list", "--json", "--verbose"][..],
+        &["list", "--all", "--health", "--verbose"],
+        &["show", "Tiny-Instruct-4bit", "--json"],
+        &["show", "clean-ws", "--json"],
+        &["health", "--json"],
+    ] {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_mlxfs"));
+        c.args(args).env_clear().env("PATH", "/usr/bin:/bin");
+        for (k, v) in fx.vars().into_iter().filter(|(k, _)| *k != "HOME") {
+            c.env(k, v);
+        }
+        let o = c.env("TMPDIR", tmpdir.path()).output().unwrap();
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let made: Vec<_> = fs::read_dir(tmpdir.path()).unwrap().collect();
+        assert!(made.is_empty(), "{args:?} wrote into $TMPDIR: {made:?}");
+    }
+}
+
 #[test]
 fn recalc_hash_is_the_one_writer() {
     let fx = catalog();
