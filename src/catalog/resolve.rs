@@ -277,6 +277,21 @@ fn take_exact(
     }
 }
 
+/// [`resolve`] for an argument that names a workspace (`convert`'s source, `archive`,
+/// `push`): a name the catalog does not know that is a folder relative to the current one
+/// is that folder, as if written `./NAME` — mlx-knife convert.py's rule for bare names ("the
+/// workspace home first, then the path"). A name the catalog knows keeps meaning that model.
+pub fn resolve_workspace_arg(spec: &str, loc: &Locations) -> Result<ModelRef, ResolveError> {
+    match resolve(spec, loc) {
+        Err(ResolveError::NotFound { .. })
+            if !is_explicit_path(spec) && !spec.trim().is_empty() && Path::new(spec).is_dir() =>
+        {
+            resolve_path(&format!("./{spec}"), loc)
+        }
+        r => r,
+    }
+}
+
 /// Resolve a name (optionally `name@rev`) or an explicit path to one model.
 pub fn resolve(spec: &str, loc: &Locations) -> Result<ModelRef, ResolveError> {
     let not_found = |hint: Option<String>| ResolveError::NotFound {

@@ -43,7 +43,8 @@ Examples:
   mlxfs archive my-ws my-ws.tar.zst --zstd # compressed (weights barely compress)
   mlxfs restore my-ws.tar                  # → $MLXK_WORKSPACE_HOME/my-ws")]
 pub struct ArchiveArgs {
-    /// The workspace: a name under MLXK_WORKSPACE_HOME or a path
+    /// The workspace: a name under MLXK_WORKSPACE_HOME or a path (a folder in the current
+    /// one needs no ./ unless a model has its name)
     pub workspace: String,
     /// The archive to write (default ./<name>.tar; a folder: <name>.tar inside it)
     pub out: Option<String>,
@@ -137,7 +138,7 @@ fn absolute(p: &Path) -> PathBuf {
 }
 
 pub fn run(a: &ArchiveArgs, loc: &Locations, json: bool) -> Result<Output, CliError> {
-    let m = resolve::resolve(&a.workspace, loc)?;
+    let m = resolve::resolve_workspace_arg(&a.workspace, loc)?;
     if m.source != Source::Workspace {
         return Err(CliError::new(
             ErrorType::WorkspaceNotFound,

@@ -58,7 +58,8 @@ Examples:
   mlxfs convert my-ws my-ws-f16 --dtype float16 --json
   mlxfs run Qwen3-0.6B-4bit \"Hello\"")]
 pub struct ConvertArgs {
-    /// The source workspace: a name under MLXK_WORKSPACE_HOME or a path
+    /// The source workspace: a name under MLXK_WORKSPACE_HOME or a path (a folder in the
+    /// current one needs no ./ unless a model has its name)
     pub source: String,
     /// The new workspace (see below)
     pub target: String,
@@ -502,7 +503,7 @@ pub fn run(a: &ConvertArgs, loc: &Locations, json_mode: bool) -> Result<Output, 
         }
     }
     // 2. The source: a workspace, resolved once.
-    let m = resolve::resolve(&a.source, loc)?;
+    let m = resolve::resolve_workspace_arg(&a.source, loc)?;
     if m.source != Source::Workspace {
         return Err(convert::cache_source_error(&m).into());
     }

@@ -23,7 +23,8 @@ the workspace.
 Needs HF_TOKEN with write access (--dry-run works without one for public repos).
 --dry-run lists what would be uploaded, changed and deleted, and uploads nothing.")]
 pub struct PushArgs {
-    /// The workspace: a path, or a workspace name (MLXK_WORKSPACE_HOME, MLXK_MODEL_PATH)
+    /// The workspace: a path, or a workspace name (MLXK_WORKSPACE_HOME, MLXK_MODEL_PATH); a
+    /// folder in the current one needs no ./ unless a model has its name
     pub workspace: String,
     /// Target hub repo `org/name`
     pub repo: String,
@@ -117,7 +118,7 @@ pub fn run(a: &PushArgs, loc: &Locations, json: bool) -> Result<Output, CliError
         )
         .into());
     }
-    let m = resolve::resolve(&a.workspace, loc)?;
+    let m = resolve::resolve_workspace_arg(&a.workspace, loc)?;
     // Uploading (and with --delete, deleting) needs the exact workspace, not a guess.
     if !resolve::is_explicit_path(&a.workspace) && m.short_name != a.workspace {
         return Err(CliError::new(

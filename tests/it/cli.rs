@@ -2,6 +2,7 @@
 
 use serde_json::Value;
 use std::fs;
+use std::path::Path;
 use std::process::{Command, Output};
 
 use crate::support::*;
@@ -323,6 +324,77 @@ fn reads_never_write() {
     assert_eq!(tree_state(fx.tmp.path()), before);
     let v = json(&mlxfs(&fx, &["show", "clean-ws", "--json"]));
     assert_eq!(v["data"]["model"]["clean"], true);
+}
+
+/// A workspace argument (convert's source, archive, push) that is a folder in the current
+/// one needs no `./`, as in mlx-knife; a name the catalog knows keeps meaning that model.
+#[test]
+fn a_bare_relative_folder_is_a_workspace_argument() {
+    let fx = catalog();
+    let here = fx.tmp.path().join("here");
+    let ws = here.join("my-model");
+    write_tree(&ws, &good_files());
+    managed_sentinel(&ws, "");
+    mlxfs::hash::sentinel::recalc(&ws).unwrap();
+    // A folder here with the name of a workspace of the home: the home's is meant.
+    write_tree(&here.join("plain-ws"), &files(&[("config.json", b"{}")]));
+    let run = |args: &[&str]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_mlxfs"));
+        c.args(args)
+            .current_dir(&here)
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin");
+        for (k, v) in fx.vars() {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    };
+    let o = run(&[
+        "convert",
+        "my-model",
+        "../converted",
+        "--repair-index",
+        "--skip-health",
+        "--json",
+    ]);
+    let v = json(&o);
+    assert_eq!(v["status"], "success", "{v}");
+    assert_eq!(
+        v["data"]["source"]
+            .as_str()
+            .map(|p| Path::new(p).canonicalize().unwrap()),
+        Some(ws.canonicalize().unwrap()),
+        "{v}"
+    );
+    assert!(
+        fx.tmp
+            .path()
+            .join("converted/.mlxk_workspace.json")
+            .is_file()
+    );
+    let o = run(&["archive", "my-model", "--json", "--quiet"]);
+    assert_eq!(json(&o)["status"], "success", "{}", json(&o));
+    assert!(here.join("my-model.tar").is_file());
+    let o = run(&["archive", "plain-ws", "--json", "--quiet", "--allow-dirty"]);
+    let v = json(&o);
+    assert_eq!(v["status"], "success", "{v}");
+    assert_eq!(
+        v["data"]["workspace"]
+            .as_str()
+            .map(|p| Path::new(p).canonicalize().unwrap()),
+        Some(fx.ws_home.join("plain-ws").canonicalize().unwrap()),
+        "{v}"
+    );
+    // Neither a model nor a folder: the usual error.
+    let o = run(&[
+        "convert",
+        "nothing-here",
+        "../x",
+        "--repair-index",
+        "--json",
+    ]);
+    assert_eq!(json(&o)["status"], "error");
+    assert!(!fx.tmp.path().join("x").exists());
 }
 
 /// With no HOME and no XDG_STATE_HOME, the state folder falls back to one in $TMPDIR: a
