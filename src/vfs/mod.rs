@@ -123,6 +123,15 @@ fn first_tree(
     }
 }
 
+/// Marks the [`Vfs`] ready when dropped, on every way out of [`Vfs::complete`].
+struct ReadyOnDrop<'a>(&'a Vfs);
+
+impl Drop for ReadyOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.set_ready();
+    }
+}
+
 /// The tree, its renderer and the open files: what the FUSE adapter talks to.
 pub struct Vfs {
     pub loc: Locations,
@@ -198,6 +207,9 @@ impl Vfs {
         if self.is_ready() {
             return Vec::new();
         }
+        // Whatever happens below, even a panic, the waiting requests are woken: they then
+        // get the tree that is in place, rather than waiting forever.
+        let ready = ReadyOnDrop(self);
         let old = self.tree();
         let stamp = self.info().mounted_at;
         let new = {
@@ -212,22 +224,28 @@ impl Vfs {
             }
             tree
         };
-        let changes: Vec<Invalidation> = diff(&old, &new)
-            .into_iter()
-            .filter(|c| match c {
-                Invalidation::Entry { parent, .. } => *parent == ROOT_INO,
-                Invalidation::Inode(ino) => *ino == ROOT_INO,
-            })
-            .collect();
-        *self.tree.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(new);
-        drop(old);
-        {
-            let _g = self.ready_lock.lock().unwrap_or_else(|e| e.into_inner());
-            self.ready.store(true, Ordering::Release);
-            self.ready_cv.notify_all();
-        }
+        let new = Arc::new(new);
+        *self.tree.write().unwrap_or_else(|e| e.into_inner()) = new.clone();
+        // A diff that fails costs the root's whole cached listing, nothing more.
+        let changes: Vec<Invalidation> =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| diff(&old, &new)))
+                .unwrap_or_else(|_| vec![Invalidation::Inode(ROOT_INO)])
+                .into_iter()
+                .filter(|c| match c {
+                    Invalidation::Entry { parent, .. } => *parent == ROOT_INO,
+                    Invalidation::Inode(ino) => *ino == ROOT_INO,
+                })
+                .collect();
+        drop((old, new));
+        drop(ready);
         render::trim_heap();
         changes
+    }
+
+    fn set_ready(&self) {
+        let _g = self.ready_lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.ready.store(true, Ordering::Release);
+        self.ready_cv.notify_all();
     }
 
     /// The current tree (cheap: an `Arc` clone under a short read lock).
