@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::output::{CliError, Output};
 use crate::catalog::Locations;
 use crate::error::ErrorType;
-use crate::serve::{self, Config, Server, catalog::Served};
+use crate::serve::{self, Config, RemoteImages, Server, catalog::Served};
 use crate::text::one_line;
 
 #[derive(Args, Debug)]
@@ -28,7 +28,7 @@ temperature), GET /v1/models[/ID], GET /health, GET /metrics (Prometheus), GET /
 
 Vision models (capability `vision`) run with mlx-vlm and take `image_url` parts as base64
 data URLs (PNG, JPEG or WebP, at most 10 MiB each); http(s) URLs only with
---allow-remote-images. Whisper models (capability `audio`) run with mlx-whisper and answer
+--allow-remote-images (public addresses only; =any for every address). Whisper models (capability `audio`) run with mlx-whisper and answer
 the audio routes. A model that cannot take the input gets HTTP 422.
 
 Every --model is checked before the port is bound: a name that does not resolve, an
@@ -96,11 +96,21 @@ pub struct ServeArgs {
     /// Forbid runtime downloads in the workers (HF_HUB_OFFLINE=1)
     #[arg(long)]
     pub offline: bool,
-    /// Fetch `image_url` parts that are http(s) URLs (at most 10 MiB each, 10 s). Off by
-    /// default: the server never fetches on a client's behalf, and such a part is refused
-    /// (send images as base64 data URLs)
-    #[arg(long = "allow-remote-images")]
-    pub allow_remote_images: bool,
+    /// Fetch `image_url` parts that are http(s) URLs (at most 10 MiB each, 10 s, 3
+    /// redirects). `public` (the value when none is given): only from public addresses,
+    /// connecting directly (no proxy), so that a client cannot reach this machine, its
+    /// networks or a cloud metadata service through the server; `any`: from any address,
+    /// through the environment's proxy if set. Off by default: the server never fetches on a
+    /// client's behalf, and such a part is refused (send images as base64 data URLs)
+    #[arg(
+        long = "allow-remote-images",
+        value_name = "FROM",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "public",
+        value_parser = ["public", "any"]
+    )]
+    pub allow_remote_images: Option<String>,
 }
 
 /// `300`, `90s`, `5m`, `1h` → a duration.
@@ -247,7 +257,11 @@ pub fn run(a: &ServeArgs, loc: &Locations, json_mode: bool) -> Result<Output, Cl
         python,
         offline: a.offline,
         token_file: super::run::python_token_file(),
-        allow_remote_images: a.allow_remote_images,
+        remote_images: match a.allow_remote_images.as_deref() {
+            None => RemoteImages::Off,
+            Some("any") => RemoteImages::Any,
+            Some(_) => RemoteImages::Public,
+        },
     };
     let server = Server::new(config, loc.clone());
     for p in &preloads {

@@ -14,10 +14,10 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use super::Server;
 use super::catalog::Served;
 use super::error::ApiError;
 use super::pool::backend_of;
+use super::{RemoteImages, Server};
 use crate::error::ErrorType;
 use crate::media::{self, MediaError, MediaErrorKind};
 use crate::runtime::Backend;
@@ -135,13 +135,13 @@ pub async fn fetch_remote_images(srv: &Arc<Server>, job: &mut GenJob) -> Result<
             }
             let url = p["url"].as_str().unwrap_or_default().to_string();
             let what = p["what"].as_str().unwrap_or("an image").to_string();
-            if !srv.config.allow_remote_images {
+            if srv.config.remote_images == RemoteImages::Off {
                 return Err(ApiError::bad_request(format!(
                     "{what}: the server does not fetch image URLs on a client's behalf; send \
                      the image as a base64 data URL (or start serve with --allow-remote-images)"
                 )));
             }
-            let bytes = fetch(&url).await.map_err(|why| {
+            let bytes = fetch(&url, srv.config.remote_images).await.map_err(|why| {
                 ApiError::new(
                     StatusCode::BAD_REQUEST,
                     ErrorType::InvalidMedia,
@@ -154,24 +154,156 @@ pub async fn fetch_remote_images(srv: &Arc<Server>, job: &mut GenJob) -> Result<
     Ok(())
 }
 
-async fn fetch(url: &str) -> Result<Vec<u8>, String> {
-    let client = reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(10))
-        .redirect(reqwest::redirect::Policy::limited(3))
-        .build()
-        .map_err(|e| e.to_string())?;
-    let mut resp = client.get(url).send().await.map_err(|e| e.to_string())?;
+async fn fetch(url: &str, from: RemoteImages) -> Result<Vec<u8>, String> {
+    const REDIRECTS: usize = 3;
+    let builder = reqwest::Client::builder().timeout(std::time::Duration::from_secs(10));
+    let builder = if from == RemoteImages::Any {
+        builder.redirect(reqwest::redirect::Policy::limited(REDIRECTS))
+    } else {
+        let parsed = reqwest::Url::parse(url).map_err(|e| e.to_string())?;
+        if let Some(why) = refused_literal(&parsed) {
+            return Err(why);
+        }
+        // A name is resolved by `PublicOnly` (on every connection, so a redirect or a name
+        // that resolves elsewhere the second time is held to it too); an address written in
+        // the URL is not resolved, so each hop's is checked here. A proxy would make the
+        // connection to itself, not to the host checked: none is used.
+        builder
+            .no_proxy()
+            .dns_resolver(std::sync::Arc::new(PublicOnly))
+            .redirect(reqwest::redirect::Policy::custom(|attempt| {
+                if attempt.previous().len() > REDIRECTS {
+                    return attempt.error(format!("more than {REDIRECTS} redirects"));
+                }
+                match refused_literal(attempt.url()) {
+                    Some(why) => attempt.error(why),
+                    None => attempt.follow(),
+                }
+            }))
+    };
+    let client = builder.build().map_err(|e| e.to_string())?;
+    let mut resp = client.get(url).send().await.map_err(|e| chain(&e))?;
     if !resp.status().is_success() {
         return Err(format!("HTTP {}", resp.status()));
     }
     let mut out = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(|e| e.to_string())? {
+    while let Some(chunk) = resp.chunk().await.map_err(|e| chain(&e))? {
         out.extend_from_slice(&chunk);
         if out.len() as u64 > media::IMAGE_MAX_BYTES {
             return Err(format!("it is over {} bytes", media::IMAGE_MAX_BYTES));
         }
     }
     Ok(out)
+}
+
+/// An error and its sources, `: `-joined (reqwest's own text hides why a connection failed).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(s) = next {
+        let t = s.to_string();
+        if !out.contains(&t) {
+            out = format!("{out}: {t}");
+        }
+        next = s.source();
+    }
+    out
+}
+
+const ANY_HINT: &str = "start serve with --allow-remote-images=any to fetch from any address";
+
+/// Why a URL whose host is an IP address is not fetched under [`RemoteImages::Public`].
+fn refused_literal(url: &reqwest::Url) -> Option<String> {
+    // The URL parser writes an IPv4 host in its dotted form whatever form the URL used
+    // (`2130706433`, `0x7f.1`), and an IPv6 one in brackets.
+    let host = url.host_str()?;
+    let ip: std::net::IpAddr = match host.strip_prefix('[') {
+        Some(v6) => v6.strip_suffix(']')?.parse().ok()?,
+        None => host.parse().ok()?,
+    };
+    (!is_public(ip)).then(|| format!("{ip} is not a public address ({ANY_HINT})"))
+}
+
+/// reqwest's resolver under [`RemoteImages::Public`]: the system's answer (getaddrinfo),
+/// without its non-public addresses; an error when none is left.
+struct PublicOnly;
+
+impl reqwest::dns::Resolve for PublicOnly {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_string();
+        Box::pin(async move {
+            let all: Vec<std::net::SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let public: Vec<std::net::SocketAddr> =
+                all.iter().copied().filter(|a| is_public(a.ip())).collect();
+            if public.is_empty() {
+                let seen: Vec<String> = all.iter().map(|a| a.ip().to_string()).collect();
+                return Err(format!(
+                    "{host} resolves to no public address ({}; {ANY_HINT})",
+                    seen.join(", ")
+                )
+                .into());
+            }
+            Ok(Box::new(public.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// Is `ip` an address of the public internet? Not this machine, not a private or shared
+/// network, not link-local (where cloud metadata services answer, 169.254.169.254), and none
+/// of the other special-purpose blocks of the IANA registries (RFC 6890 and its updates):
+/// unspecified, "this network" (0/8), shared address space (100.64/10, RFC 6598), IETF
+/// protocol assignments (192.0.0/24), documentation, benchmarking (198.18/15), reserved
+/// (240/4), broadcast, multicast; for IPv6 also unique-local (fc00::/7), link- and
+/// site-local, documentation (2001:db8::/32), Teredo (2001::/32) and the rest of ::/96. An
+/// address that embeds an IPv4 one (IPv4-mapped ::ffff:0:0/96, NAT64 64:ff9b::/96, 6to4
+/// 2002::/16) is judged by it. (Rust's `IpAddr::is_global` is not stable yet.)
+pub fn is_public(ip: std::net::IpAddr) -> bool {
+    use std::net::{IpAddr, Ipv4Addr};
+    match ip {
+        IpAddr::V4(a) => {
+            let o = a.octets();
+            !(a.is_unspecified()
+                || a.is_loopback()
+                || a.is_private()
+                || a.is_link_local()
+                || a.is_broadcast()
+                || a.is_multicast()
+                || a.is_documentation()
+                || o[0] == 0
+                || (o[0] == 100 && o[1] & 0xc0 == 64)
+                || (o[0] == 192 && o[1] == 0 && o[2] == 0)
+                || (o[0] == 198 && o[1] & 0xfe == 18)
+                || o[0] >= 240)
+        }
+        IpAddr::V6(a) => {
+            let s = a.segments();
+            let v4 = |hi: u16, lo: u16| {
+                IpAddr::V4(Ipv4Addr::new(
+                    (hi >> 8) as u8,
+                    hi as u8,
+                    (lo >> 8) as u8,
+                    lo as u8,
+                ))
+            };
+            if let Some(m) = a.to_ipv4_mapped() {
+                return is_public(IpAddr::V4(m));
+            }
+            if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+                return is_public(v4(s[6], s[7]));
+            }
+            if s[0] == 0x2002 {
+                return is_public(v4(s[1], s[2]));
+            }
+            !(s[..6] == [0; 6] // ::, ::1 and the deprecated IPv4-compatible ::/96
+                || a.is_multicast()
+                || s[0] & 0xfe00 == 0xfc00
+                || s[0] & 0xffc0 == 0xfe80
+                || s[0] & 0xffc0 == 0xfec0
+                || (s[0] == 0x2001 && s[1] == 0x0db8)
+                || (s[0] == 0x2001 && s[1] == 0))
+        }
+    }
 }
 
 /// `response_format` of the audio routes.
@@ -476,6 +608,76 @@ mod tests {
         assert!(
             subtitles(&segs, true).starts_with("WEBVTT\n\n00:00:00.000 --> 00:00:01.500\nHello\n")
         );
+    }
+
+    #[test]
+    fn public_addresses() {
+        let public = |t: &str| is_public(t.parse().unwrap());
+        for t in [
+            "1.1.1.1",
+            "8.8.8.8",
+            "93.184.216.34",
+            "100.128.0.1",
+            "172.32.0.1",
+            "2606:4700:4700::1111",
+            "::ffff:8.8.8.8",
+            "64:ff9b::808:808",
+            "2002:808:808::1",
+        ] {
+            assert!(public(t), "{t} is public");
+        }
+        for t in [
+            "127.0.0.1",
+            "127.8.9.10",
+            "0.0.0.0",
+            "0.1.2.3",
+            "10.0.0.1",
+            "172.16.0.1",
+            "172.31.255.255",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "100.127.255.255",
+            "192.0.0.170",
+            "192.0.2.1",
+            "198.18.0.1",
+            "198.19.255.255",
+            "203.0.113.7",
+            "224.0.0.1",
+            "240.0.0.1",
+            "255.255.255.255",
+            "::",
+            "::1",
+            "::127.0.0.1",
+            "::ffff:127.0.0.1",
+            "::ffff:169.254.169.254",
+            "64:ff9b::a00:1",
+            "2002:7f00:1::",
+            "fc00::1",
+            "fd12:3456::1",
+            "fe80::1",
+            "fec0::1",
+            "ff02::1",
+            "2001:db8::1",
+            "2001:0:4136:e378::1",
+        ] {
+            assert!(!public(t), "{t} is not public");
+        }
+    }
+
+    #[test]
+    fn literal_hosts_are_checked() {
+        let refused = |u: &str| refused_literal(&reqwest::Url::parse(u).unwrap());
+        assert!(refused("http://127.0.0.1:8080/a.png").is_some());
+        assert!(refused("http://[::1]/a.png").is_some());
+        assert!(refused("http://169.254.169.254/latest/meta-data").is_some());
+        // The URL parser's own forms of an address: decimal, hex, short.
+        assert!(refused("http://2130706433/a.png").is_some());
+        assert!(refused("http://0x7f.1/a.png").is_some());
+        assert!(refused("http://127.1/a.png").is_some());
+        assert!(refused("http://8.8.8.8/a.png").is_none());
+        // Names are the resolver's to judge.
+        assert!(refused("http://localhost/a.png").is_none());
     }
 
     #[test]

@@ -49,9 +49,22 @@ pub struct Config {
     /// The user's token file, passed to the workers as `HF_TOKEN_PATH` (their `HF_HOME` is
     /// isolated), as `run` does.
     pub token_file: Option<std::path::PathBuf>,
-    /// Fetch http(s) `image_url`s (else they are refused: the server never fetches on a
-    /// client's behalf).
-    pub allow_remote_images: bool,
+    /// Whether and from where http(s) `image_url`s are fetched (by default they are refused:
+    /// the server never fetches on a client's behalf).
+    pub remote_images: RemoteImages,
+}
+
+/// Which http(s) `image_url`s the server fetches on a client's behalf (`--allow-remote-images`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemoteImages {
+    /// None: such a part is refused (HTTP 400).
+    Off,
+    /// Only from public addresses ([`media::is_public`]), connecting directly (no proxy):
+    /// never this machine, its networks or a cloud metadata service (server-side request
+    /// forgery), and every redirect is held to the same rule.
+    Public,
+    /// From any address, through the proxy the environment names, if any.
+    Any,
 }
 
 /// The running server's state, shared by every request.

@@ -948,7 +948,37 @@ fn serve_fetches_image_urls_only_when_allowed() {
         );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    let s = crate::serve::Served::start(&fx, &["--allow-remote-images"]);
+    // The default (public addresses only) refuses this machine, whatever the URL calls it,
+    // before any model loads.
+    let public = crate::serve::Served::start(&fx, &["--allow-remote-images"]);
+    let v = openai(
+        &public.url(),
+        &format!(
+            r#"
+def ask(url):
+    try:
+        c.chat.completions.create(model="tiny-vlm", max_tokens=4,
+            messages=[{{"role": "user", "content": [{{"type": "image_url", "image_url": {{"url": url}}}},
+                                                    {{"type": "text", "text": "?"}}]}}])
+        return "fetched"
+    except openai.APIStatusError as e:
+        return [e.status_code, e.body.get("type"), e.body.get("message")]
+print(json.dumps([ask(u) for u in ["http://127.0.0.1:{port}/red.png", "http://localhost:{port}/red.png",
+                                   "http://2130706433:{port}/red.png", "http://[::1]:{port}/red.png"]]))
+"#
+        ),
+    );
+    for (i, r) in v.as_array().unwrap().iter().enumerate() {
+        assert_eq!(r[0], 400, "{i}: {v}");
+        assert_eq!(r[1], "invalid_media", "{i}: {v}");
+        let m = r[2].as_str().unwrap();
+        assert!(
+            m.contains("public address") && m.contains("--allow-remote-images=any"),
+            "{i}: {m}"
+        );
+    }
+    drop(public);
+    let s = crate::serve::Served::start(&fx, &["--allow-remote-images=any"]);
     let v = openai(
         &s.url(),
         &format!(
