@@ -655,9 +655,32 @@ class MediaError(Exception):
         self.kind, self.message = kind, message
 
 
-def transcribe(path, samples, req):
+class Stopped(Exception):
+    """A transcription ended early because `should_stop()` said so."""
+
+
+def _stoppable(real, should_stop):
+    """A stand-in for the `tqdm` module (`real`) that mlx-whisper's transcribe.py reports
+    progress with: its bar's `update`, called after each 30-second window is decoded, raises
+    `Stopped` once `should_stop()` is true, so a transcription ends within one window
+    (mlx-whisper has no hook of its own)."""
+
+    class Bar(real.tqdm):
+        def update(self, n=1):
+            if should_stop():
+                raise Stopped()
+            return super().update(n)
+
+    shim = type(real)("tqdm", "mlx-whisper's progress bars, stoppable")
+    shim.tqdm = Bar
+    return shim
+
+
+def transcribe(path, samples, req, should_stop=lambda: False):
     """mlx-whisper's transcription of 16 kHz samples: text, segments (id, start, end, text),
-    language, token count. Temperature 0 (the default) decodes greedily without fallback."""
+    language, token count. Temperature 0 (the default) decodes greedily without fallback.
+    Raises `Stopped` when `should_stop()` turns true: before the first window, or after any
+    window (where mlx-whisper's module has the shape this knows; else only before)."""
     import mlx_whisper
 
     t = float(req.get("temperature") or 0.0)
@@ -675,7 +698,18 @@ def transcribe(path, samples, req):
     if req.get("seed") is not None:
         import mlx.core as mx
         mx.random.seed(int(req["seed"]))
-    result = mlx_whisper.transcribe(samples, **kwargs)
+    if should_stop():
+        raise Stopped()
+    module = sys.modules.get("mlx_whisper.transcribe")
+    real = getattr(module, "tqdm", None)
+    patched = module is not None and hasattr(real, "tqdm")
+    if patched:
+        module.tqdm = _stoppable(real, should_stop)
+    try:
+        result = mlx_whisper.transcribe(samples, **kwargs)
+    finally:
+        if patched:
+            module.tqdm = real
     segments = [{"id": s.get("id", i), "start": round(float(s["start"]), 3),
                  "end": round(float(s["end"]), 3), "text": s["text"]}
                 for i, s in enumerate(result.get("segments") or [])]
@@ -701,7 +735,13 @@ def _run_whisper(req, send, should_stop):
     except OSError as e:
         return fail(_media_error("invalid_media", f"{req['audio']}: {e}"))
     try:
-        out = transcribe(req["model_path"], samples, req)
+        out = transcribe(req["model_path"], samples, req, should_stop)
+    except Stopped:
+        send({"event": "done", "text": "", "segments": [], "language": None,
+              "generation_tokens": 0, "audio_seconds": round(len(samples) / SAMPLE_RATE, 3),
+              "decoder": decoder, "prompt_tokens": 0, "prompt_tps": 0.0, "generation_tps": 0.0,
+              "finish_reason": "interrupted", "chat_template": False, "draft_tokens": None})
+        return None
     except Exception as e:
         return fail({"event": "error", "type": "generation_failed", "message": f"{type(e).__name__}: {e}"})
     if out["text"]:

@@ -466,8 +466,8 @@ class Worker:
 class MediaWorker:
     """The worker of a vision model (mlx-vlm) or a Whisper (mlx-whisper): one job at a time,
     in arrival order (mlx-vlm's generation and mlx-whisper's transcription are not batched).
-    A cancel ends a queued job at once and a running vision job within one token; a running
-    transcription ends as a whole.
+    A cancel ends a queued job at once, a running vision job within one token and a running
+    transcription within one 30-second window.
 
     Jobs: {"op": "generate", "id", "messages" (content: a string or parts {"type": "text",
     "text"} / {"type": "image", "data": BASE64}) | "prompt", "max_tokens", "temperature",
@@ -609,7 +609,15 @@ class MediaWorker:
         if self.backend != "mlx-whisper":
             raise ValueError("this worker does not run a speech-to-text model")
         samples, decoder = self.g.load_audio(job["audio"])
-        out = self.g.transcribe(self.model_path, samples, job)
+
+        def should_stop():
+            return self.exiting or job["id"] in self.cancelled
+
+        try:
+            out = self.g.transcribe(self.model_path, samples, job, should_stop)
+        except self.g.Stopped:
+            self._done(job["id"], "cancelled", "", 0, 0)
+            return
         self._done(job["id"], "stop", out["text"], 0, out["generation_tokens"],
                    {"segments": out["segments"], "language": out["language"],
                     "audio_seconds": out["audio_seconds"], "decoder": decoder})

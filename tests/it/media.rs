@@ -511,6 +511,42 @@ fn run_audio_same_transcript_from_path_name_mount_and_mlx_whisper() {
     assert_eq!(tree_state(&fx.hf_home), before);
 }
 
+/// Ctrl-C during a transcription stops it within one 30-second window (mlx-whisper has no
+/// stop hook: generate.py's progress-bar stand-in raises), exit 130 with `interrupted`, as a
+/// text run; before, the whole file was transcribed first.
+#[test]
+fn ctrl_c_stops_a_transcription() {
+    crate::require!(Python);
+    let fx = Fx::new();
+    let ws = make_whisper(&fx, "whisper-tiny-mlx", &[]);
+    let clip = fx.tmp.path().join("long.wav");
+    wav(&clip, 1200.0); // 40 windows
+    let child = cmd(&fx)
+        .arg("run")
+        .arg(&ws)
+        .arg("--audio")
+        .arg(&clip)
+        .args(["--json", "--python"])
+        .arg(venv_dir())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    // SAFETY: kill(2) on our own child, not yet waited for.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let v = envelope(&o);
+    assert_eq!(v["data"]["finish_reason"], "interrupted", "{v}");
+    assert_eq!(v["data"]["backend"], "mlx-whisper", "{v}");
+}
+
 /// The tone of [`wav`] encoded with PyAV (FFmpeg's encoders in the test venv) as FLAC, MP3,
 /// M4A (AAC) and Ogg (Opus), and as 8-bit stereo 8 kHz and 32-bit float 44.1 kHz WAVs.
 fn encoded(dir: &Path, src: &Path) {
