@@ -40,13 +40,27 @@ fn fallback(create: bool) -> PathBuf {
     use std::os::unix::fs::{DirBuilderExt, MetadataExt};
     // SAFETY: getuid cannot fail.
     let uid = unsafe { libc::getuid() };
-    let d = std::env::temp_dir().join(format!("mlxfs-{uid}"));
+    let temp = std::env::temp_dir();
+    let d = temp.join(format!("mlxfs-{uid}"));
     if create {
         let _ = std::fs::DirBuilder::new().mode(0o700).create(&d);
     }
     match std::fs::symlink_metadata(&d) {
         Ok(m) if m.is_dir() && m.uid() == uid && m.mode() & 0o022 == 0 => d,
-        Err(e) if !create && e.kind() == std::io::ErrorKind::NotFound => d,
+        // Not made yet: the readers name the folder a writer would make (so both agree),
+        // which is this one only where making it can succeed.
+        Err(e)
+            if !create
+                && e.kind() == std::io::ErrorKind::NotFound
+                && rustix::fs::access(
+                    &temp,
+                    rustix::fs::Access::WRITE_OK | rustix::fs::Access::EXEC_OK,
+                )
+                .is_ok()
+                && temp.is_dir() =>
+        {
+            d
+        }
         _ => PathBuf::from(crate::sys::home_dir(None)).join(".local/state/mlxfs"),
     }
 }

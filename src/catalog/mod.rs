@@ -924,12 +924,27 @@ impl ModelRef {
     /// The model's isolated Hugging Face cache for `run` and `serve` workers: the workspace's
     /// own `.hf_cache` (ADR-022: runtime artifacts visible in the workspace), or for a hub
     /// model a per-model folder `hf-cache/models--org--name` under mlxfs's state folder.
+    /// Never creates anything (for the readers); a writer takes
+    /// [`Self::isolated_cache_to_write`].
     pub fn isolated_cache(&self) -> PathBuf {
+        self.isolated_cache_in(&crate::state::dir_or_temp())
+    }
+
+    /// [`Self::isolated_cache`] for a writer (`run`, a serve worker): for a hub model, the
+    /// state folder's temp fallback is made first, with its own mode, and the cache is below
+    /// the folder made (the readers never make it).
+    pub fn isolated_cache_to_write(&self) -> PathBuf {
+        match self.source {
+            Source::Workspace => self.isolated_cache(),
+            Source::Cache => self.isolated_cache_in(&crate::state::create_dir_or_temp()),
+        }
+    }
+
+    /// [`Self::isolated_cache`] with `state` as mlxfs's state folder.
+    fn isolated_cache_in(&self, state: &Path) -> PathBuf {
         match self.source {
             Source::Workspace => self.path.join(".hf_cache"),
-            Source::Cache => crate::state::dir_or_temp()
-                .join("hf-cache")
-                .join(dir_from_repo_id(&self.name)),
+            Source::Cache => state.join("hf-cache").join(dir_from_repo_id(&self.name)),
         }
     }
 

@@ -335,10 +335,7 @@ fn cache_dir_for(a: &RunArgs, model: &ModelRef) -> PathBuf {
     if let Some(d) = &a.cache_dir {
         return std::path::absolute(d).unwrap_or_else(|_| d.clone());
     }
-    // A hub model's cache lies in the state folder: its temp fallback is made here, by the
-    // writer, with its own mode (the readers never make it).
-    crate::state::create_dir_or_temp();
-    model.isolated_cache()
+    model.isolated_cache_to_write()
 }
 
 /// Refuse a model mlx-lm cannot run, before any Python starts. A model labelled `PyTorch`

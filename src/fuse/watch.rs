@@ -185,9 +185,8 @@ pub fn apply(notifier: &Notifier, changes: &[Invalidation]) {
 fn configured_roots(vfs: &Vfs) -> Vec<PathBuf> {
     let mut want: Vec<PathBuf> = vec![vfs.loc.hub_cache.clone()];
     want.extend(vfs.loc.workspace_homes().map(Path::to_path_buf));
-    if let Some(state) = crate::state::dir() {
-        want.push(state.join("hf-cache"));
-    }
+    // The same folder `show` and `run` take (with no HOME, the temp fallback).
+    want.push(crate::state::dir_or_temp().join("hf-cache"));
     want
 }
 
@@ -484,7 +483,7 @@ impl Refresher {
             .filter_map(|s| s.real.as_ref().map(|r| r.0.clone()))
             .collect();
         let mut w = Walk::default();
-        let runtime_caches = crate::state::dir().map(|d| d.join("hf-cache"));
+        let runtime_caches = Some(crate::state::dir_or_temp().join("hf-cache"));
         for s in &states {
             match &s.real {
                 // The runtime caches are watched for the tree (`runtime-cache.json`), but no

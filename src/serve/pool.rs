@@ -127,12 +127,9 @@ impl Pool {
         let _slot = lock(&self.slot);
         let died = lock(&self.loaded).pop(&key).is_some();
         self.make_room(&s.id)?;
-        // The worker writes below the state folder (a hub model's cache): make its temp
-        // fallback, with its own mode, before the path is taken (the readers never make it).
-        crate::state::create_dir_or_temp();
         let spec = WorkerSpec {
             model_path: s.weights.clone(),
-            cache_dir: s.model.isolated_cache(),
+            cache_dir: s.model.isolated_cache_to_write(),
             python: self.python.clone(),
             offline: self.offline,
             token_file: self.token_file.clone(),

@@ -424,6 +424,39 @@ fn reads_never_write_without_a_home() {
         let made: Vec<_> = fs::read_dir(tmpdir.path()).unwrap().collect();
         assert!(made.is_empty(), "{args:?} wrote into $TMPDIR: {made:?}");
     }
+    // The runtime cache `show` names is the one a writer makes: below $TMPDIR when a folder
+    // can be made there, else the home's (a $TMPDIR that does not exist).
+    // SAFETY: getuid cannot fail.
+    let uid = unsafe { libc::getuid() };
+    let missing = tmpdir.path().join("not/made");
+    for (temp, under) in [
+        (
+            tmpdir.path().to_path_buf(),
+            tmpdir.path().join(format!("mlxfs-{uid}")),
+        ),
+        (
+            missing.clone(),
+            std::path::PathBuf::from(mlxfs::sys::home_dir(None)).join(".local/state/mlxfs"),
+        ),
+    ] {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_mlxfs"));
+        c.args(["show", "Tiny-Instruct-4bit", "--json"])
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin");
+        for (k, v) in fx.vars().into_iter().filter(|(k, _)| *k != "HOME") {
+            c.env(k, v);
+        }
+        let v = json(&c.env("TMPDIR", &temp).output().unwrap());
+        let dir = v["data"]["runtime_cache"]["dir"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(
+            Path::new(dir).starts_with(under.join("hf-cache")),
+            "TMPDIR={}: {v}",
+            temp.display()
+        );
+    }
+    assert!(!missing.exists());
 }
 
 #[test]
