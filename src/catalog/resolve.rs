@@ -278,22 +278,29 @@ fn take_exact(
 }
 
 /// [`resolve`] for an argument that names a workspace (`convert`'s source, `archive`,
-/// `push`): a name the catalog does not know that is a folder relative to the current one
-/// is that folder, as if written `./NAME` — mlx-knife convert.py's rule for bare names ("the
-/// workspace home first, then the path"). A name the catalog knows keeps meaning that model.
+/// `push`): a bare name that is a folder relative to the current one is that folder, as if
+/// written `./NAME` — mlx-knife convert.py's rule for bare names ("the workspace home first,
+/// then the path") — unless a model has exactly that name (`name@rev` included). A model
+/// whose name only contains it (the catalog's partial match), or a name that is ambiguous,
+/// never wins over the folder: the folder is the one reading that names one thing exactly.
 pub fn resolve_workspace_arg(spec: &str, loc: &Locations) -> Result<ModelRef, ResolveError> {
-    match resolve(spec, loc) {
-        Err(ResolveError::NotFound { .. })
-            if !is_explicit_path(spec) && !spec.trim().is_empty() && Path::new(spec).is_dir() =>
-        {
-            resolve_path(&format!("./{spec}"), loc)
-        }
-        r => r,
+    if is_explicit_path(spec) || spec.trim().is_empty() || !Path::new(spec).is_dir() {
+        return resolve(spec, loc);
+    }
+    match resolve_with(spec, loc, false) {
+        Ok(m) => Ok(m),
+        Err(_) => resolve_path(&format!("./{spec}"), loc),
     }
 }
 
 /// Resolve a name (optionally `name@rev`) or an explicit path to one model.
 pub fn resolve(spec: &str, loc: &Locations) -> Result<ModelRef, ResolveError> {
+    resolve_with(spec, loc, true)
+}
+
+/// [`resolve`]; `partial`: a name no model has exactly may match one whose name contains it
+/// (case-insensitively).
+fn resolve_with(spec: &str, loc: &Locations, partial: bool) -> Result<ModelRef, ResolveError> {
     let not_found = |hint: Option<String>| ResolveError::NotFound {
         spec: spec.to_string(),
         hint,
@@ -353,7 +360,7 @@ pub fn resolve(spec: &str, loc: &Locations) -> Result<ModelRef, ResolveError> {
             let low = name.to_lowercase();
             let mut hits: Vec<Candidate> = cands
                 .into_iter()
-                .filter(|c| c.name().to_lowercase().contains(&low))
+                .filter(|c| partial && c.name().to_lowercase().contains(&low))
                 .collect();
             match hits.len() {
                 0 => {

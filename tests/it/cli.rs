@@ -385,6 +385,19 @@ fn a_bare_relative_folder_is_a_workspace_argument() {
         Some(fx.ws_home.join("plain-ws").canonicalize().unwrap()),
         "{v}"
     );
+    // A folder here whose name a model's name only contains (the catalog's partial match
+    // would take `plain-ws`): the folder.
+    write_tree(&here.join("plain"), &files(&[("config.json", b"{}")]));
+    let o = run(&["archive", "plain", "--json", "--quiet", "--allow-dirty"]);
+    let v = json(&o);
+    assert_eq!(v["status"], "success", "{v}");
+    assert_eq!(
+        v["data"]["workspace"]
+            .as_str()
+            .map(|p| Path::new(p).canonicalize().unwrap()),
+        Some(here.join("plain").canonicalize().unwrap()),
+        "{v}"
+    );
     // Neither a model nor a folder: the usual error.
     let o = run(&[
         "convert",
