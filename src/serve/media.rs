@@ -214,35 +214,59 @@ const ANY_HINT: &str = "start serve with --allow-remote-images=any to fetch from
 
 /// Why a URL whose host is an IP address is not fetched under [`RemoteImages::Public`].
 fn refused_literal(url: &reqwest::Url) -> Option<String> {
-    // The URL parser writes an IPv4 host in its dotted form whatever form the URL used
-    // (`2130706433`, `0x7f.1`), and an IPv6 one in brackets.
+    // The URL parser reads an IPv4 host in any of its forms (`2130706433`, `0x7f.1`, `127.1`)
+    // as the address it means and writes it dotted, an IPv6 one in brackets; any other host
+    // is a name, which `PublicOnly` resolves and checks.
     let host = url.host_str()?;
     let ip: std::net::IpAddr = match host.strip_prefix('[') {
         Some(v6) => v6.strip_suffix(']')?.parse().ok()?,
         None => host.parse().ok()?,
     };
-    (!is_public(ip)).then(|| format!("{ip} is not a public address ({ANY_HINT})"))
+    (!fetchable(ip)).then(|| format!("{ip} is not a public address ({ANY_HINT})"))
+}
+
+/// May an image be fetched from `ip` under [`RemoteImages::Public`]? A public address
+/// ([`is_public`]) that is not one of this machine's own (a service listening on all
+/// addresses is reachable through the machine's public one too).
+fn fetchable(ip: std::net::IpAddr) -> bool {
+    is_public(ip) && !is_this_machine(ip)
+}
+
+/// Is `ip` an address of this machine? Binding a socket to an address succeeds only for a
+/// local one (with `net.ipv4.ip_nonlocal_bind` set, every address seems local: then no
+/// address is fetched from, the safe way to be wrong).
+fn is_this_machine(ip: std::net::IpAddr) -> bool {
+    std::net::UdpSocket::bind(std::net::SocketAddr::new(ip, 0)).is_ok()
 }
 
 /// reqwest's resolver under [`RemoteImages::Public`]: the system's answer (getaddrinfo),
-/// without its non-public addresses; an error when none is left.
+/// without the addresses [`fetchable`] refuses; an error when none is left. The error says
+/// the same whether the name has no address or only refused ones, and names none of them
+/// (what internal names exist and where they lead is not the client's business): the
+/// server's log (stderr) has them.
 struct PublicOnly;
 
 impl reqwest::dns::Resolve for PublicOnly {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
         let host = name.as_str().to_string();
         Box::pin(async move {
+            let refused = |why: String| -> Box<dyn std::error::Error + Send + Sync> {
+                crate::note!("mlxfs serve: an image URL's host {host}: {why}");
+                format!("{host} has no public address ({ANY_HINT})").into()
+            };
             let all: Vec<std::net::SocketAddr> =
-                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+                match tokio::net::lookup_host((host.as_str(), 0)).await {
+                    Ok(all) => all.collect(),
+                    Err(e) => return Err(refused(format!("cannot be resolved: {e}"))),
+                };
             let public: Vec<std::net::SocketAddr> =
-                all.iter().copied().filter(|a| is_public(a.ip())).collect();
+                all.iter().copied().filter(|a| fetchable(a.ip())).collect();
             if public.is_empty() {
                 let seen: Vec<String> = all.iter().map(|a| a.ip().to_string()).collect();
-                return Err(format!(
-                    "{host} resolves to no public address ({}; {ANY_HINT})",
+                return Err(refused(format!(
+                    "resolves to no public address ({})",
                     seen.join(", ")
-                )
-                .into());
+                )));
             }
             Ok(Box::new(public.into_iter()) as reqwest::dns::Addrs)
         })
@@ -253,11 +277,16 @@ impl reqwest::dns::Resolve for PublicOnly {
 /// network, not link-local (where cloud metadata services answer, 169.254.169.254), and none
 /// of the other special-purpose blocks of the IANA registries (RFC 6890 and its updates):
 /// unspecified, "this network" (0/8), shared address space (100.64/10, RFC 6598), IETF
-/// protocol assignments (192.0.0/24), documentation, benchmarking (198.18/15), reserved
-/// (240/4), broadcast, multicast; for IPv6 also unique-local (fc00::/7), link- and
-/// site-local, documentation (2001:db8::/32), Teredo (2001::/32) and the rest of ::/96. An
-/// address that embeds an IPv4 one (IPv4-mapped ::ffff:0:0/96, NAT64 64:ff9b::/96, 6to4
-/// 2002::/16) is judged by it. (Rust's `IpAddr::is_global` is not stable yet.)
+/// protocol assignments (192.0.0/24), documentation, the 6to4 relay anycast (192.88.99/24),
+/// benchmarking (198.18/15), reserved (240/4), broadcast, multicast, and Azure's host
+/// service (168.63.129.16, a public address that answers inside every Azure VM); for IPv6
+/// also unique-local (fc00::/7), link- and site-local, documentation (2001:db8::/32,
+/// 3fff::/20), discard-only (100::/64), the IETF protocol assignments 2001::/23 (Teredo,
+/// benchmarking, ORCHID), local-use NAT64 (64:ff9b:1::/48, RFC 8215: it may lead to private
+/// IPv4 networks), SRv6 SIDs (5f00::/16) and the rest of ::/96. An address that embeds an
+/// IPv4 one (IPv4-mapped ::ffff:0:0/96, IPv4-translated ::ffff:0:0:0/96, NAT64
+/// 64:ff9b::/96, 6to4 2002::/16) is judged by it. (Rust's `IpAddr::is_global` is not stable
+/// yet.)
 pub fn is_public(ip: std::net::IpAddr) -> bool {
     use std::net::{IpAddr, Ipv4Addr};
     match ip {
@@ -273,7 +302,9 @@ pub fn is_public(ip: std::net::IpAddr) -> bool {
                 || o[0] == 0
                 || (o[0] == 100 && o[1] & 0xc0 == 64)
                 || (o[0] == 192 && o[1] == 0 && o[2] == 0)
+                || (o[0] == 192 && o[1] == 88 && o[2] == 99)
                 || (o[0] == 198 && o[1] & 0xfe == 18)
+                || o == [168, 63, 129, 16]
                 || o[0] >= 240)
         }
         IpAddr::V6(a) => {
@@ -289,7 +320,7 @@ pub fn is_public(ip: std::net::IpAddr) -> bool {
             if let Some(m) = a.to_ipv4_mapped() {
                 return is_public(IpAddr::V4(m));
             }
-            if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+            if s[..6] == [0, 0, 0, 0, 0xffff, 0] || s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
                 return is_public(v4(s[6], s[7]));
             }
             if s[0] == 0x2002 {
@@ -300,8 +331,12 @@ pub fn is_public(ip: std::net::IpAddr) -> bool {
                 || s[0] & 0xfe00 == 0xfc00
                 || s[0] & 0xffc0 == 0xfe80
                 || s[0] & 0xffc0 == 0xfec0
+                || s[..4] == [0x100, 0, 0, 0]
+                || (s[0] == 0x2001 && s[1] < 0x200)
                 || (s[0] == 0x2001 && s[1] == 0x0db8)
-                || (s[0] == 0x2001 && s[1] == 0))
+                || (s[0] == 0x3fff && s[1] < 0x1000)
+                || (s[0] == 0x64 && s[1] == 0xff9b && s[2] == 1)
+                || s[0] == 0x5f00)
         }
     }
 }
@@ -660,8 +695,44 @@ mod tests {
             "ff02::1",
             "2001:db8::1",
             "2001:0:4136:e378::1",
+            "192.88.99.1",
+            "168.63.129.16",
+            "::ffff:0:a00:1",
+            "::ffff:0:7f00:1",
+            "64:ff9b:1::808:808",
+            "100::1",
+            "2001:2::1",
+            "2001:10::1",
+            "2001:1ff::1",
+            "3fff::1",
+            "3fff:fff::1",
+            "5f00::1",
         ] {
             assert!(!public(t), "{t} is not public");
+        }
+        // Just outside the blocks.
+        for t in [
+            "192.88.100.1",
+            "168.63.129.17",
+            "2001:200::1",
+            "3fff:1000::1",
+        ] {
+            assert!(public(t), "{t} is public");
+        }
+    }
+
+    /// This machine's own addresses are refused even when public ones: a service listening
+    /// on all of them is reachable through each.
+    #[test]
+    fn this_machine_is_not_fetched_from() {
+        assert!(is_this_machine("127.0.0.1".parse().unwrap()));
+        assert!(!fetchable("127.0.0.1".parse().unwrap()));
+        // 192.0.2.0/24 is documentation: no machine has it (unless nonlocal binds are on,
+        // which makes every address look like this machine's: nothing is fetched then).
+        let binds_anything = std::fs::read_to_string("/proc/sys/net/ipv4/ip_nonlocal_bind")
+            .is_ok_and(|v| v.trim() == "1");
+        if !binds_anything {
+            assert!(!is_this_machine("192.0.2.1".parse().unwrap()));
         }
     }
 

@@ -1013,6 +1013,12 @@ print(json.dumps([ask(u) for u in ["http://127.0.0.1:{port}/red.png", "http://lo
             "{i}: {m}"
         );
     }
+    // Where a name leads is not told to the client.
+    let m = v[1][2].as_str().unwrap();
+    assert!(
+        m.contains("localhost has no public address") && !m.contains("127.0.0.1"),
+        "{m}"
+    );
     drop(public);
     let s = crate::serve::Served::start(&fx, &["--allow-remote-images=any"]);
     let v = openai(
