@@ -351,6 +351,7 @@ def _load_shared(source):
 
 if __name__ == "__main__":
     _shared = _load_shared(sys.argv[3])
+    _shared.interrupt_once()
     _emit = _shared.line_writer(int(sys.argv[2]))
     try:
         _failed = run(sys.argv[1], _emit, lambda: False, _shared)

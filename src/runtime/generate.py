@@ -673,6 +673,8 @@ def _stoppable(real, should_stop):
 
     shim = type(real)("tqdm", "mlx-whisper's progress bars, stoppable")
     shim.tqdm = Bar
+    # Any other name (`trange`, `auto`, ...) is the real module's (PEP 562).
+    shim.__getattr__ = lambda name: getattr(real, name)
     return shim
 
 
@@ -720,30 +722,39 @@ def transcribe(path, samples, req, should_stop=lambda: False):
 
 
 def _run_whisper(req, send, should_stop):
+    """A transcription. Stopped at any point after it began (`should_stop()`, or Ctrl-C as
+    KeyboardInterrupt in a subprocess: imports, audio, model, any window), it still answers
+    `done` with finish_reason "interrupted" and no text."""
+    samples = []
+    decoder = None
+
     def fail(event):
         send(event)
         return event["type"]
 
-    missing = check_imports("mlx-whisper")
-    if missing:
-        return fail(missing)
-    send({"event": "env", **env_info()})
     try:
-        samples, decoder = load_audio(req["audio"])
-    except MediaError as e:
-        return fail(_media_error(e.kind, e.message))
-    except OSError as e:
-        return fail(_media_error("invalid_media", f"{req['audio']}: {e}"))
-    try:
-        out = transcribe(req["model_path"], samples, req, should_stop)
-    except Stopped:
+        missing = check_imports("mlx-whisper")
+        if missing:
+            return fail(missing)
+        send({"event": "env", **env_info()})
+        try:
+            samples, decoder = load_audio(req["audio"])
+        except MediaError as e:
+            return fail(_media_error(e.kind, e.message))
+        except OSError as e:
+            return fail(_media_error("invalid_media", f"{req['audio']}: {e}"))
+        try:
+            out = transcribe(req["model_path"], samples, req, should_stop)
+        except (Stopped, KeyboardInterrupt):
+            raise
+        except Exception as e:
+            return fail({"event": "error", "type": "generation_failed", "message": f"{type(e).__name__}: {e}"})
+    except (Stopped, KeyboardInterrupt):
         send({"event": "done", "text": "", "segments": [], "language": None,
               "generation_tokens": 0, "audio_seconds": round(len(samples) / SAMPLE_RATE, 3),
               "decoder": decoder, "prompt_tokens": 0, "prompt_tps": 0.0, "generation_tps": 0.0,
               "finish_reason": "interrupted", "chat_template": False, "draft_tokens": None})
         return None
-    except Exception as e:
-        return fail({"event": "error", "type": "generation_failed", "message": f"{type(e).__name__}: {e}"})
     if out["text"]:
         send({"event": "token", "text": out["text"]})
     send({"event": "done", **out, "decoder": decoder, "prompt_tokens": 0, "prompt_tps": 0.0,
@@ -803,7 +814,28 @@ def line_writer(fd):
     return write
 
 
+def interrupt_once():
+    """In a subprocess: SIGINT raises KeyboardInterrupt once, and again only after a second,
+    so that Ctrl-C, which reaches this process twice (from the terminal, to the process group,
+    and forwarded by mlxfs, which may have had it alone), interrupts once and the
+    `interrupted` answer is still written."""
+    import signal
+    import time
+
+    first = []
+
+    def handler(signum, frame):
+        now = time.monotonic()
+        if first and now - first[0] < 1.0:
+            return
+        first[:] = [now]
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, handler)
+
+
 if __name__ == "__main__":
+    interrupt_once()
     _emit = line_writer(int(sys.argv[2]))
     try:
         _failed = run(sys.argv[1], _emit, lambda: False)

@@ -379,7 +379,7 @@ pub fn generate(
 
 /// Run `script` with `request` in the embedded interpreter when it can be used (and
 /// `force_subprocess` is off), else in a subprocess of the venv's Python; events go to
-/// `handler`. A subprocess running [`Script::Convert`] gets SIGINT when [`STOP`] is set.
+/// `handler`. A subprocess gets SIGINT when [`STOP`] is set.
 pub(crate) fn run_job(
     env: &PythonEnv,
     script: Script,
@@ -503,11 +503,13 @@ fn subprocess(
             return Err(failed(format!("cannot read the Python subprocess: {e}")));
         }
     };
-    // A conversion is stopped between two tensors: Ctrl-C given to mlxfs alone (not to its
-    // process group) reaches the child as SIGINT, which convert.py turns into an
-    // `interrupted` error.
+    // Ctrl-C given to mlxfs alone (not to its process group) reaches the child as SIGINT:
+    // a conversion stops between two tensors (convert.py's `interrupted` error), a text
+    // generation after the current token and a transcription within its window (generate.py:
+    // `finish_reason` "interrupted"). The child takes a second SIGINT within a second (the
+    // terminal's and this one) as the same.
     let ended = Arc::new(AtomicBool::new(false));
-    let forward = (script == Script::Convert).then(|| {
+    let forward = {
         let ended = ended.clone();
         let pid = child.id() as libc::pid_t;
         std::thread::spawn(move || {
@@ -520,7 +522,7 @@ fn subprocess(
                 std::thread::sleep(std::time::Duration::from_millis(50));
             }
         })
-    });
+    };
     let mut seen = Seen::default();
     for line in lines_of(events) {
         let text = String::from_utf8_lossy(&line);
@@ -535,9 +537,7 @@ fn subprocess(
     // The event pipe closed: the child is exiting. Stop forwarding before reaping it (a pid
     // must never be signalled once reaped).
     ended.store(true, Ordering::SeqCst);
-    if let Some(t) = forward {
-        let _ = t.join();
-    }
+    let _ = forward.join();
     let status = child.wait();
     let output = Captured {
         stdout: out.finish(),

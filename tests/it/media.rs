@@ -516,35 +516,40 @@ fn run_audio_same_transcript_from_path_name_mount_and_mlx_whisper() {
 /// text run; before, the whole file was transcribed first.
 #[test]
 fn ctrl_c_stops_a_transcription() {
+    use std::os::unix::process::CommandExt;
     crate::require!(Python);
     let fx = Fx::new();
     let ws = make_whisper(&fx, "whisper-tiny-mlx", &[]);
     let clip = fx.tmp.path().join("long.wav");
     wav(&clip, 1200.0); // 40 windows
-    let child = cmd(&fx)
-        .arg("run")
-        .arg(&ws)
-        .arg("--audio")
-        .arg(&clip)
-        .args(["--json", "--python"])
-        .arg(venv_dir())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(1500));
-    // SAFETY: kill(2) on our own child, not yet waited for.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    let o = child.wait_with_output().unwrap();
-    assert_eq!(
-        o.status.code(),
-        Some(130),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let v = envelope(&o);
-    assert_eq!(v["data"]["finish_reason"], "interrupted", "{v}");
-    assert_eq!(v["data"]["backend"], "mlx-whisper", "{v}");
+    for (extra, group) in crate::run::CTRL_C {
+        let child = cmd(&fx)
+            .arg("run")
+            .arg(&ws)
+            .arg("--audio")
+            .arg(&clip)
+            .args(["--json", "--python"])
+            .arg(venv_dir())
+            .args(extra)
+            .process_group(0)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        crate::run::ctrl_c(&child, group);
+        let o = child.wait_with_output().unwrap();
+        let case = format!("{extra:?}, to the group: {group}");
+        assert_eq!(
+            o.status.code(),
+            Some(130),
+            "{case}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let v = envelope(&o);
+        assert_eq!(v["data"]["finish_reason"], "interrupted", "{case}: {v}");
+        assert_eq!(v["data"]["backend"], "mlx-whisper", "{case}: {v}");
+    }
 }
 
 /// The tone of [`wav`] encoded with PyAV (FFmpeg's encoders in the test venv) as FLAC, MP3,

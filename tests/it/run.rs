@@ -435,53 +435,74 @@ fn prompt_from_stdin_and_no_stream() {
     );
 }
 
+/// Ctrl-C: to mlxfs alone (a `kill -INT`), or as a terminal sends it, to the whole process
+/// group (then a subprocess gets it twice: from the terminal and forwarded by mlxfs).
+pub(crate) const CTRL_C: [(&[&str], bool); 3] = [
+    (&[], false),
+    (&["--subprocess"], false),
+    (&["--subprocess"], true),
+];
+
+/// Send Ctrl-C to `child` (started with `process_group(0)`): to it alone, or to its group.
+pub(crate) fn ctrl_c(child: &std::process::Child, group: bool) {
+    let pid = child.id() as i32;
+    // SAFETY: kill(2) on our own child (or its own process group), not yet waited for.
+    unsafe { libc::kill(if group { -pid } else { pid }, libc::SIGINT) };
+}
+
 #[test]
 fn ctrl_c_stops_generation_cleanly() {
+    use std::os::unix::process::CommandExt;
     crate::require!(Python);
     let (fx, _ws) = with_tiny();
-    // Greedy decoding of this model never emits end-of-sequence: it would run for minutes.
-    let mut child = mlxfs(&fx)
-        .args([
-            "run",
-            "tiny",
-            "hello",
-            "--temperature",
-            "0",
-            "--max-tokens",
-            "1000000",
-            "--python",
-        ])
-        .arg(venv_dir())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = child.stdout.take().unwrap();
-    let mut first = [0u8; 16];
-    out.read_exact(&mut first).expect("tokens before Ctrl-C");
-    std::thread::sleep(Duration::from_millis(300));
-    let sent = Instant::now();
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    let mut rest = Vec::new();
-    out.read_to_end(&mut rest).unwrap();
-    let status = child.wait().unwrap();
-    assert!(
-        sent.elapsed() < Duration::from_secs(5),
-        "{:?}",
-        sent.elapsed()
-    );
-    assert_eq!(status.code(), Some(130));
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    assert!(
-        err.contains("interrupted") && err.contains("tokens/s"),
-        "{err}"
-    );
+    for (extra, group) in CTRL_C {
+        // Greedy decoding of this model never emits end-of-sequence: it would run for minutes.
+        let mut child = mlxfs(&fx)
+            .args([
+                "run",
+                "tiny",
+                "hello",
+                "--temperature",
+                "0",
+                "--max-tokens",
+                "1000000",
+                "--python",
+            ])
+            .arg(venv_dir())
+            .args(extra)
+            .process_group(0)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = child.stdout.take().unwrap();
+        let mut first = [0u8; 16];
+        out.read_exact(&mut first).expect("tokens before Ctrl-C");
+        std::thread::sleep(Duration::from_millis(300));
+        let sent = Instant::now();
+        ctrl_c(&child, group);
+        let mut rest = Vec::new();
+        out.read_to_end(&mut rest).unwrap();
+        let status = child.wait().unwrap();
+        let mut err = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        let case = format!("{extra:?}, to the group: {group}");
+        assert!(
+            sent.elapsed() < Duration::from_secs(5),
+            "{case}: {:?}",
+            sent.elapsed()
+        );
+        assert_eq!(status.code(), Some(130), "{case}: {err}");
+        assert!(
+            err.contains("interrupted") && err.contains("tokens/s"),
+            "{case}: {err}"
+        );
+    }
 }
 
 /// The tiny model with one layer more in its config than its weights hold: healthy to mlxfs,
