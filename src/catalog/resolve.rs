@@ -280,16 +280,19 @@ fn take_exact(
 /// [`resolve`] for an argument that names a workspace (`convert`'s source, `archive`,
 /// `push`): a bare name that is a folder relative to the current one is that folder, as if
 /// written `./NAME` — mlx-knife convert.py's rule for bare names ("the workspace home first,
-/// then the path") — unless a model has exactly that name (`name@rev` included). A model
-/// whose name only contains it (the catalog's partial match), or a name that is ambiguous,
-/// never wins over the folder: the folder is the one reading that names one thing exactly.
+/// then the path") — unless a workspace has exactly that name. A hub model (a workspace
+/// argument never is one), a model whose name only contains it (the catalog's partial
+/// match), or a name that is ambiguous never wins over the folder: the folder is the one
+/// reading that names one workspace exactly.
 pub fn resolve_workspace_arg(spec: &str, loc: &Locations) -> Result<ModelRef, ResolveError> {
     if is_explicit_path(spec) || spec.trim().is_empty() || !Path::new(spec).is_dir() {
         return resolve(spec, loc);
     }
+    // A hub model is never a workspace argument: even its exact name (or the
+    // `mlx-community/` one) leaves the folder the one reading that can be meant.
     match resolve_with(spec, loc, false) {
-        Ok(m) => Ok(m),
-        Err(_) => resolve_path(&format!("./{spec}"), loc),
+        Ok(m) if m.source == super::Source::Workspace => Ok(m),
+        _ => resolve_path(&format!("./{spec}"), loc),
     }
 }
 

@@ -398,6 +398,25 @@ fn a_bare_relative_folder_is_a_workspace_argument() {
         Some(here.join("plain").canonicalize().unwrap()),
         "{v}"
     );
+    // A folder here with a hub model's name (`mlx-community/` added): a hub model is never a
+    // workspace argument, so the folder.
+    write_tree(
+        &here.join("Tiny-Instruct-4bit"),
+        &files(&[("config.json", b"{}")]),
+    );
+    for spec in ["Tiny-Instruct-4bit", "Tiny-Instruct-4bit/"] {
+        let o = run(&["archive", spec, "--json", "--quiet", "--allow-dirty"]);
+        let v = json(&o);
+        assert_eq!(v["status"], "success", "{spec}: {v}");
+        assert_eq!(
+            v["data"]["workspace"]
+                .as_str()
+                .map(|p| Path::new(p).canonicalize().unwrap()),
+            Some(here.join("Tiny-Instruct-4bit").canonicalize().unwrap()),
+            "{spec}: {v}"
+        );
+        fs::remove_file(here.join("Tiny-Instruct-4bit.tar")).unwrap();
+    }
     // Neither a model nor a folder: the usual error.
     let o = run(&[
         "convert",
