@@ -40,7 +40,11 @@ fn fallback(create: bool) -> PathBuf {
     use std::os::unix::fs::{DirBuilderExt, MetadataExt};
     // SAFETY: getuid cannot fail.
     let uid = unsafe { libc::getuid() };
-    let temp = std::env::temp_dir();
+    // A relative $TMPDIR would make the folder depend on the current one (readers, writers
+    // and the mount would each find another): it is not taken.
+    let temp = Some(std::env::temp_dir())
+        .filter(|t| t.is_absolute())
+        .unwrap_or_else(|| PathBuf::from("/tmp"));
     let d = temp.join(format!("mlxfs-{uid}"));
     if create {
         let _ = std::fs::DirBuilder::new().mode(0o700).create(&d);

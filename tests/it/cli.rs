@@ -489,6 +489,23 @@ fn reads_never_write_without_a_home() {
         );
     }
     assert!(!missing.exists());
+    // A relative $TMPDIR is not taken (the folder would follow the current one).
+    let mut c = Command::new(env!("CARGO_BIN_EXE_mlxfs"));
+    c.args(["show", "Tiny-Instruct-4bit", "--json"])
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .current_dir(tmpdir.path());
+    for (k, v) in fx.vars().into_iter().filter(|(k, _)| *k != "HOME") {
+        c.env(k, v);
+    }
+    let v = json(&c.env("TMPDIR", "rel").output().unwrap());
+    let dir = v["data"]["runtime_cache"]["dir"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        Path::new(dir).is_absolute() && !dir.contains("rel/mlxfs"),
+        "{v}"
+    );
 }
 
 #[test]
