@@ -228,8 +228,31 @@ fn refused_literal(url: &reqwest::Url) -> Option<String> {
 /// May an image be fetched from `ip` under [`RemoteImages::Public`]? A public address
 /// ([`is_public`]) that is not one of this machine's own (a service listening on all
 /// addresses is reachable through the machine's public one too).
+/// An IPv6 address that embeds an IPv4 one is checked under both (a NAT64 or 6to4 gateway
+/// leads to the IPv4 one). A public address that reaches this machine through a 1:1 NAT
+/// (a cloud VM's public address, on no interface of it) is not recognised.
 fn fetchable(ip: std::net::IpAddr) -> bool {
-    is_public(ip) && !is_this_machine(ip)
+    let embedded = match ip {
+        std::net::IpAddr::V6(a) => embedded_v4(a),
+        std::net::IpAddr::V4(_) => None,
+    };
+    is_public(ip) && !is_this_machine(ip) && !embedded.is_some_and(|v4| is_this_machine(v4.into()))
+}
+
+/// The IPv4 address an IPv6 one carries: IPv4-mapped (::ffff:0:0/96), IPv4-translated
+/// (::ffff:0:0:0/96), NAT64 (64:ff9b::/96), 6to4 (2002::/16).
+fn embedded_v4(a: std::net::Ipv6Addr) -> Option<std::net::Ipv4Addr> {
+    let s = a.segments();
+    let v4 = |hi: u16, lo: u16| {
+        std::net::Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8)
+    };
+    if let Some(m) = a.to_ipv4_mapped() {
+        return Some(m);
+    }
+    if s[..6] == [0, 0, 0, 0, 0xffff, 0] || s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+        return Some(v4(s[6], s[7]));
+    }
+    (s[0] == 0x2002).then(|| v4(s[1], s[2]))
 }
 
 /// Is `ip` an address of this machine? Binding a socket to an address succeeds only for a
@@ -288,7 +311,7 @@ impl reqwest::dns::Resolve for PublicOnly {
 /// 64:ff9b::/96, 6to4 2002::/16) is judged by it. (Rust's `IpAddr::is_global` is not stable
 /// yet.)
 pub fn is_public(ip: std::net::IpAddr) -> bool {
-    use std::net::{IpAddr, Ipv4Addr};
+    use std::net::IpAddr;
     match ip {
         IpAddr::V4(a) => {
             let o = a.octets();
@@ -308,24 +331,10 @@ pub fn is_public(ip: std::net::IpAddr) -> bool {
                 || o[0] >= 240)
         }
         IpAddr::V6(a) => {
+            if let Some(v4) = embedded_v4(a) {
+                return is_public(IpAddr::V4(v4));
+            }
             let s = a.segments();
-            let v4 = |hi: u16, lo: u16| {
-                IpAddr::V4(Ipv4Addr::new(
-                    (hi >> 8) as u8,
-                    hi as u8,
-                    (lo >> 8) as u8,
-                    lo as u8,
-                ))
-            };
-            if let Some(m) = a.to_ipv4_mapped() {
-                return is_public(IpAddr::V4(m));
-            }
-            if s[..6] == [0, 0, 0, 0, 0xffff, 0] || s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
-                return is_public(v4(s[6], s[7]));
-            }
-            if s[0] == 0x2002 {
-                return is_public(v4(s[1], s[2]));
-            }
             !(s[..6] == [0; 6] // ::, ::1 and the deprecated IPv4-compatible ::/96
                 || a.is_multicast()
                 || s[0] & 0xfe00 == 0xfc00
@@ -727,6 +736,30 @@ mod tests {
     fn this_machine_is_not_fetched_from() {
         assert!(is_this_machine("127.0.0.1".parse().unwrap()));
         assert!(!fetchable("127.0.0.1".parse().unwrap()));
+        for (v6, v4) in [
+            ("::ffff:127.0.0.1", "127.0.0.1"),
+            ("::ffff:0:7f00:1", "127.0.0.1"),
+            ("64:ff9b::7f00:1", "127.0.0.1"),
+            ("2002:7f00:1::1", "127.0.0.1"),
+        ] {
+            let inner = embedded_v4(v6.parse().unwrap());
+            assert_eq!(inner, Some(v4.parse().unwrap()), "{v6}");
+            assert!(is_this_machine(inner.unwrap().into()), "{v6}");
+        }
+        assert_eq!(embedded_v4("2606:4700::1111".parse().unwrap()), None);
+        // A public address of this machine's (where it has one), also in its NAT64 and 6to4
+        // forms.
+        if let Some(mine) = own_public_v4() {
+            let [a, b, c, d] = mine.octets();
+            let (hi, lo) = (u16::from_be_bytes([a, b]), u16::from_be_bytes([c, d]));
+            for ip in [
+                std::net::IpAddr::V4(mine),
+                format!("64:ff9b::{hi:x}:{lo:x}").parse().unwrap(),
+                format!("2002:{hi:x}:{lo:x}::1").parse().unwrap(),
+            ] {
+                assert!(!fetchable(ip), "{ip} is this machine's");
+            }
+        }
         // 192.0.2.0/24 is documentation: no machine has it (unless nonlocal binds are on,
         // which makes every address look like this machine's: nothing is fetched then).
         let binds_anything = std::fs::read_to_string("/proc/sys/net/ipv4/ip_nonlocal_bind")
@@ -734,6 +767,24 @@ mod tests {
         if !binds_anything {
             assert!(!is_this_machine("192.0.2.1".parse().unwrap()));
         }
+    }
+
+    /// A public IPv4 address of one of this machine's interfaces, if it has one.
+    fn own_public_v4() -> Option<std::net::Ipv4Addr> {
+        let text = std::fs::read_to_string("/proc/net/fib_trie").ok()?;
+        let mut last: Option<std::net::Ipv4Addr> = None;
+        for line in text.lines() {
+            let t = line.trim_start_matches([' ', '|', '-', '+']);
+            if let Ok(a) = t.trim().parse::<std::net::Ipv4Addr>() {
+                last = Some(a);
+            } else if t.contains("/32 host LOCAL")
+                && let Some(a) = last
+                && is_public(a.into())
+            {
+                return Some(a);
+            }
+        }
+        None
     }
 
     #[test]
