@@ -356,5 +356,5 @@ if __name__ == "__main__":
     try:
         _failed = run(sys.argv[1], _emit, lambda: False, _shared)
     except KeyboardInterrupt:
-        sys.exit(130)
-    sys.exit((130 if _failed == "interrupted" else 1) if _failed else 0)
+        _shared.exit_quietly(130)
+    _shared.exit_quietly((130 if _failed == "interrupted" else 1) if _failed else 0)

@@ -120,8 +120,26 @@ def run(request_json, emit, should_stop):
     # and whatever stayed in Python's own buffers is flushed while mlxfs still captures it.
     saved_stdin = sys.stdin
     sys.stdin = io.StringIO("")
+    final = []
+
+    def send(obj):
+        # Noted first: a Ctrl-C held back while the line was written is raised by `emit`.
+        if obj.get("event") in ("done", "error"):
+            final.append(obj["event"])
+        emit(json.dumps(obj))
+
     try:
-        return _run(json.loads(request_json), lambda obj: emit(json.dumps(obj)), should_stop)
+        return _run(json.loads(request_json), send, should_stop)
+    except KeyboardInterrupt:
+        # Ctrl-C in a subprocess before generation began (imports, loading): the answer of
+        # the embedded interpreter, whose stop flag is read once generation begins — an
+        # interrupted run with nothing generated.
+        if final:
+            raise
+        send({"event": "done", "text": "", "prompt_tokens": 0, "generation_tokens": 0,
+              "prompt_tps": 0.0, "generation_tps": 0.0, "peak_memory_gb": 0.0,
+              "finish_reason": "interrupted", "chat_template": False, "draft_tokens": None})
+        return None
     finally:
         sys.stdin = saved_stdin
         for stream in (sys.stdout, sys.stderr):
@@ -809,16 +827,30 @@ def line_writer(fd):
     def write(line):
         data = (line + "\n").encode()  # ASCII: json.dumps escapes
         with lock:
-            while data:
-                data = data[os.write(fd, data):]
+            _SIGINT["writing"] += 1
+            try:
+                while data:
+                    data = data[os.write(fd, data):]
+            finally:
+                _SIGINT["writing"] -= 1
+        # A Ctrl-C that came while the line was written is raised now (`interrupt_once`).
+        if _SIGINT["pending"] and not _SIGINT["writing"] \
+                and threading.current_thread() is threading.main_thread():
+            _SIGINT["pending"] = False
+            raise KeyboardInterrupt
     return write
+
+
+# `interrupt_once`'s state: lines being written, an interrupt held back until they are.
+_SIGINT = {"writing": 0, "pending": False}
 
 
 def interrupt_once():
     """In a subprocess: SIGINT raises KeyboardInterrupt once, and again only after a second,
     so that Ctrl-C, which reaches this process twice (from the terminal, to the process group,
     and forwarded by mlxfs, which may have had it alone), interrupts once and the
-    `interrupted` answer is still written."""
+    `interrupted` answer is still written. One that comes while `line_writer` writes a line
+    is raised once the line is whole (a half line would corrupt the event channel)."""
     import signal
     import time
 
@@ -829,9 +861,22 @@ def interrupt_once():
         if first and now - first[0] < 1.0:
             return
         first[:] = [now]
+        if _SIGINT["writing"]:
+            _SIGINT["pending"] = True
+            return
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGINT, handler)
+
+
+def exit_quietly(code):
+    """`sys.exit(code)`, with SIGINT ignored first: CPython gives SIGINT its default action
+    back while it shuts down, so the second of a doubled Ctrl-C would kill the process there
+    (exit status -2, atexit handlers skipped)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.exit(code)
 
 
 if __name__ == "__main__":
@@ -840,5 +885,5 @@ if __name__ == "__main__":
     try:
         _failed = run(sys.argv[1], _emit, lambda: False)
     except KeyboardInterrupt:
-        sys.exit(130)
-    sys.exit(1 if _failed else 0)
+        exit_quietly(130)
+    exit_quietly(1 if _failed else 0)

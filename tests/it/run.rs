@@ -505,6 +505,68 @@ fn ctrl_c_stops_generation_cleanly() {
     }
 }
 
+/// The pids of `pid`'s children (every thread's).
+fn children(pid: u32) -> Vec<u32> {
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|c| {
+            c.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect()
+}
+
+/// Ctrl-C while a subprocess is still starting (imports, loading the model) is an
+/// interrupted run, exit 130, as in the embedded interpreter (which reads its stop flag once
+/// generation begins) — not a Python failure.
+#[test]
+fn ctrl_c_while_a_subprocess_loads_is_an_interrupted_run() {
+    use std::os::unix::process::CommandExt;
+    crate::require!(Python);
+    let (fx, _ws) = with_tiny();
+    for group in [false, true] {
+        let mut child = mlxfs(&fx)
+            .args(["run", "tiny", "hello", "--max-tokens", "1000000", "--json"])
+            .args(["--subprocess", "--python"])
+            .arg(venv_dir())
+            .process_group(0)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while children(child.id()).is_empty() {
+            assert!(Instant::now() < deadline, "no Python subprocess started");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // generate.py's first statements install its handler; mlx is imported after.
+        std::thread::sleep(Duration::from_millis(150));
+        ctrl_c(&child, group);
+        let mut out = Vec::new();
+        child.stdout.take().unwrap().read_to_end(&mut out).unwrap();
+        let mut err = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        let status = child.wait().unwrap();
+        assert_eq!(status.code(), Some(130), "group {group}: {err}");
+        let v: Value = serde_json::from_slice(&out).unwrap_or(Value::Null);
+        assert_eq!(v["status"], "success", "group {group}: {v} {err}");
+        assert_eq!(
+            v["data"]["finish_reason"], "interrupted",
+            "group {group}: {v}"
+        );
+    }
+}
+
 /// The tiny model with one layer more in its config than its weights hold: healthy to mlxfs,
 /// mlx-lm cannot load it.
 pub(crate) fn break_layers(ws: &Path) {
