@@ -44,7 +44,7 @@ Examples:
   mlxfs restore my-ws.tar                  # → $MLXK_WORKSPACE_HOME/my-ws")]
 pub struct ArchiveArgs {
     /// The workspace: a name under MLXK_WORKSPACE_HOME or a path (a folder in the current
-    /// one needs no ./ unless a model has its name)
+    /// one needs no ./ unless a workspace has exactly its name)
     pub workspace: String,
     /// The archive to write (default ./<name>.tar; a folder: <name>.tar inside it)
     pub out: Option<String>,

@@ -59,7 +59,7 @@ Examples:
   mlxfs run Qwen3-0.6B-4bit \"Hello\"")]
 pub struct ConvertArgs {
     /// The source workspace: a name under MLXK_WORKSPACE_HOME or a path (a folder in the
-    /// current one needs no ./ unless a model has its name)
+    /// current one needs no ./ unless a workspace has exactly its name)
     pub source: String,
     /// The new workspace (see below)
     pub target: String,

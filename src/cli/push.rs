@@ -24,7 +24,7 @@ Needs HF_TOKEN with write access (--dry-run works without one for public repos).
 --dry-run lists what would be uploaded, changed and deleted, and uploads nothing.")]
 pub struct PushArgs {
     /// The workspace: a path, or a workspace name (MLXK_WORKSPACE_HOME, MLXK_MODEL_PATH); a
-    /// folder in the current one needs no ./ unless a model has its name
+    /// folder in the current one needs no ./ unless a workspace has exactly its name
     pub workspace: String,
     /// Target hub repo `org/name`
     pub repo: String,
