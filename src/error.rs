@@ -73,6 +73,7 @@ error_types! {
     MountpointNotDir => "mountpoint_not_dir",
     AlreadyMounted => "already_mounted",
     MountpointNotEmpty => "mountpoint_not_empty",
+    MountpointInSources => "mountpoint_in_sources",
     // Running a model.
     ModelUnhealthy => "model_unhealthy",
     ModelIncompatible => "model_incompatible",

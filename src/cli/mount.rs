@@ -33,7 +33,7 @@ through the daemon with the kernel page cache kept. New, removed or changed mode
 within about a second. Ctrl-C / SIGTERM unmount; a mount left by a killed daemon is
 cleared by the next mount.")]
 pub struct MountArgs {
-    /// An empty folder to mount on
+    /// An empty folder to mount on, outside the hub cache and the workspace homes
     pub dir: PathBuf,
     /// Detach and run in the background (log in $XDG_STATE_HOME/mlxfs or ~/.local/state/mlxfs)
     #[arg(long)]
@@ -76,7 +76,7 @@ pub fn run(a: &MountArgs, loc: &Locations) -> Result<Output, CliError> {
     if a.daemon && env::var_os(env::MLXFS_DAEMON_CHILD).is_none() {
         // Check here: the parent only waits for a mount to answer, which an existing mount
         // would do too.
-        lifecycle::check_mountpoint(&a.dir)?;
+        lifecycle::check_mountpoint(&a.dir, loc)?;
         let args: Vec<_> = std::env::args_os().collect();
         let abs = std::path::absolute(&a.dir).unwrap_or_else(|_| a.dir.clone());
         let log = crate::state::create_dir_or_temp().join(log_name(&abs));

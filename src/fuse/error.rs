@@ -29,6 +29,9 @@ pub enum MountErrorKind {
     MountpointNotDir,
     AlreadyMounted,
     MountpointNotEmpty,
+    /// The mount point lies inside a folder the mount shows (the hub cache, a workspace
+    /// home), or one of those inside it: the daemon would read itself.
+    MountpointInSources,
 }
 
 impl MountErrorKind {
@@ -50,6 +53,7 @@ impl MountErrorKind {
             K::MountpointNotDir => ErrorType::MountpointNotDir,
             K::AlreadyMounted => ErrorType::AlreadyMounted,
             K::MountpointNotEmpty => ErrorType::MountpointNotEmpty,
+            K::MountpointInSources => ErrorType::MountpointInSources,
         }
     }
 }

@@ -46,8 +46,43 @@ fn clear_stale(dir: &Path) -> Result<(), MountError> {
 }
 
 /// Check that `dir` can be mounted on (clearing a stale mount left by a killed daemon).
-pub fn check_mountpoint(dir: &Path) -> Result<(), MountError> {
-    prepare_mountpoint(&absolute(dir))
+pub fn check_mountpoint(dir: &Path, loc: &Locations) -> Result<(), MountError> {
+    let dir = absolute(dir);
+    prepare_mountpoint(&dir)?;
+    check_outside_sources(&dir, loc)
+}
+
+/// The mount point must lie outside the folders the mount shows, and they outside it: a
+/// mount inside the workspace home (or a model folder, or the hub cache) is found by the
+/// daemon's own walk, which then waits on its own mount — and so does every `list` of that
+/// home, unkillably, until the connection is aborted. Paths are compared resolved (links
+/// followed) where they exist, else as written made absolute.
+fn check_outside_sources(dir: &Path, loc: &Locations) -> Result<(), MountError> {
+    let real = |p: &Path| fs::canonicalize(p).unwrap_or_else(|_| absolute(p));
+    let mnt = real(dir);
+    let roots = std::iter::once(loc.hub_cache.as_path()).chain(loc.workspace_homes());
+    for root in roots {
+        let r = real(root);
+        let (inside, what) = if mnt.starts_with(&r) {
+            (true, "inside")
+        } else if r.starts_with(&mnt) {
+            (true, "above")
+        } else {
+            (false, "")
+        };
+        if inside {
+            return Err(MountError::new(
+                K::MountpointInSources,
+                format!(
+                    "{} is {what} {}, a folder the mount shows: the daemon would read its own mount",
+                    dir.display(),
+                    root.display()
+                ),
+                Some("mount on a folder outside the hub cache and the workspace homes"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Check `dir` is a usable mount point; clear a stale mount left by a killed daemon.
@@ -167,6 +202,7 @@ pub fn mount(loc: Locations, opts: &MountOptions) -> Result<(), MountError> {
     }
     let dir = absolute(&opts.dir);
     prepare_mountpoint(&dir)?;
+    check_outside_sources(&dir, &loc)?;
 
     let passthrough = Arc::new(AtomicBool::new(
         opts.passthrough && sys::is_root() && kernel_supports_passthrough(),

@@ -717,6 +717,74 @@ fn mount_errors_are_clear() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("is not a mount point"));
 }
 
+/// A mount point inside a folder the mount shows (the workspace home, a model folder, the
+/// hub cache, through a link too), or above one (a hub cache not made yet), is refused
+/// before anything is mounted: the daemon would read its own mount, and every `list` of
+/// that home would wait for it, unkillably.
+#[test]
+fn a_mount_point_among_the_sources_is_refused() {
+    let fx = Fx::new();
+    fx.workspace("m", &good_files());
+    fx.hub_model("org/h", &good_files());
+    let inner = fx.ws_home.join("inner");
+    let in_model = fx.ws_home.join("m/empty");
+    let in_hub = fx.hub().join("empty");
+    for d in [&inner, &in_model, &in_hub] {
+        fs::create_dir_all(d).unwrap();
+    }
+    let link = fx.tmp.path().join("link-to-inner");
+    std::os::unix::fs::symlink(&inner, &link).unwrap();
+    let up = fx.tmp.path().join("up");
+    fs::create_dir_all(&up).unwrap();
+    let cases: [(&Path, Option<std::path::PathBuf>); 5] = [
+        (&inner, None),
+        (&in_model, None),
+        (&in_hub, None),
+        (&link, None),
+        (&up, Some(up.join("hf"))),
+    ];
+    for (dir, hf_home) in cases {
+        for daemon in [true, false] {
+            let mut c = cmd(&fx);
+            if let Some(h) = &hf_home {
+                c.env("HF_HOME", h);
+            }
+            c.arg("mount").arg(dir).arg("--json");
+            if daemon {
+                c.arg("--daemon");
+            }
+            let child = c
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            // A mount that is not refused would run (or hang) until killed.
+            let pid = child.id() as i32;
+            let (tx, rx) = std::sync::mpsc::channel::<()>();
+            let watchdog = std::thread::spawn(move || {
+                if rx.recv_timeout(Duration::from_secs(20)).is_err() {
+                    // SAFETY: kill(2) on the child, which the main thread waits for.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
+            });
+            let o = child.wait_with_output().unwrap();
+            let _ = tx.send(());
+            watchdog.join().unwrap();
+            let case = format!("{} (daemon {daemon})", dir.display());
+            assert_eq!(o.status.code(), Some(1), "{case}");
+            let v: Value = serde_json::from_slice(&o.stdout).unwrap_or(Value::Null);
+            assert_eq!(v["error"]["type"], "mountpoint_in_sources", "{case}: {v}");
+            assert!(
+                !fs::read_to_string("/proc/self/mountinfo")
+                    .unwrap()
+                    .contains(&*dir.to_string_lossy()),
+                "{case}: mounted"
+            );
+        }
+    }
+    assert!(!up.join("hf").exists());
+}
+
 #[test]
 fn safetensors_loads_through_the_mount() {
     crate::require!(Fuse, Python);
