@@ -163,6 +163,13 @@ pub fn describe(m: &ModelRef) -> Described {
             .chain(inv.other_fs.iter().map(|d| {
                 format!("{d}/: another file system is mounted there; not read as part of the model")
             }))
+            .chain(match &sent {
+                Some(sentinel::SentinelRead::Invalid(why)) => Some(format!(
+                    "{}: {why}; the workspace counts as unmanaged (mlx-knife's rule)",
+                    crate::hash::SENTINEL_FILENAME
+                )),
+                _ => None,
+            })
             .collect(),
     };
     Described {

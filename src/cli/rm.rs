@@ -30,9 +30,9 @@ pub struct RmArgs {
 /// mlx-knife's `data` for rm (+ mlxfs fields).
 pub fn data(o: &RmOutcome) -> Value {
     match o {
-        RmOutcome::NeedsConfirmation { model, spec } => json!({
+        RmOutcome::NeedsConfirmation { model, spec, what } => json!({
             "model": model, "action": "requires_confirmation",
-            "message": format!("Would delete '{model}' (matched from '{spec}')"),
+            "message": format!("Would delete '{what}' (matched from '{spec}')"),
             "requires_confirmation": true, "matches": [], "lock_files_cleaned": 0,
         }),
         RmOutcome::Locked { model, locks } => json!({
@@ -85,11 +85,11 @@ pub fn run(a: &RmArgs, loc: &Locations, json: bool) -> Result<Output, CliError> 
     // On a terminal, ask instead of refusing: first the name, then a held lock.
     while !json && interactive() {
         let q = match &o {
-            RmOutcome::NeedsConfirmation { model, spec } => {
+            RmOutcome::NeedsConfirmation { spec, what, .. } => {
                 flags.name_confirmed = true;
                 format!(
                     "Delete '{}' (matched from '{}')?",
-                    one_line(model),
+                    one_line(what),
                     one_line(spec)
                 )
             }
@@ -125,9 +125,9 @@ pub fn run(a: &RmArgs, loc: &Locations, json: bool) -> Result<Output, CliError> 
 
 pub fn render(o: &RmOutcome) -> String {
     match o {
-        RmOutcome::NeedsConfirmation { model, spec } => format!(
+        RmOutcome::NeedsConfirmation { spec, what, .. } => format!(
             "Would delete '{}' (matched from '{}'); add -f to delete it",
-            one_line(model),
+            one_line(what),
             one_line(spec)
         ),
         RmOutcome::Locked { .. } => String::new(),

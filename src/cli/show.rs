@@ -288,7 +288,12 @@ pub fn render(d: &Described, data: &ShowData) -> String {
                 if ws["managed"] == true { "yes" } else { "no" }
             ));
         } else {
-            out.push("  Managed: no (no sentinel)".into());
+            out.push(match d.sentinel {
+                Some(sentinel::SentinelRead::Invalid(_)) => {
+                    "  Managed: no (unreadable sentinel)".into()
+                }
+                _ => "  Managed: no (no sentinel)".into(),
+            });
         }
         match r.clean {
             Some(true) => out.push("  Clean: ✓".into()),

@@ -167,6 +167,9 @@ pub enum Unknown {
     BadExcludes(String),
     /// The workspace itself cannot be walked (the error).
     Unreadable(String),
+    /// A sentinel without `"managed": true` whose hash is missing or unusable: only a managed
+    /// workspace's hash is kept (`--recalc-hash` refuses the others).
+    NotManaged,
 }
 
 /// What recomputing the hash would do for an [`Unknown`] state.
@@ -197,6 +200,10 @@ impl std::fmt::Display for Unknown {
                 f.write_str(why)
             }
             Unknown::NotV2 => f.write_str("sentinel has no v2 content hash"),
+            Unknown::NotManaged => f.write_str(
+                "not a managed workspace (its sentinel has no \"managed\": true), so it has no \
+                 kept content hash",
+            ),
             Unknown::NoFileIndex => f.write_str("workspace sentinel has no file_index"),
             Unknown::BadIndexEntry(None) => {
                 f.write_str("workspace sentinel has invalid file path entry")
@@ -256,8 +263,15 @@ pub fn clean_check(ws: &Path, read: &SentinelRead) -> Clean {
         }
     };
     let stored = s.content_hash().map(str::to_string);
+    // What `--recalc-hash` would fix, it fixes for managed workspaces only: for the others
+    // the reason says so (rather than a hint that leads to a refusal).
+    let managed = s.managed();
     let unknown = |why: Unknown| Clean::Unknown {
-        why,
+        why: if why.fix().is_some() && !managed {
+            Unknown::NotManaged
+        } else {
+            why
+        },
         stored: stored.clone(),
     };
     if s.raw.get("hash_algorithm").and_then(Value::as_str) != Some(HASH_ALGORITHM_V2) {

@@ -21,6 +21,8 @@ pub enum RmOutcome {
     NeedsConfirmation {
         model: String,
         spec: String,
+        /// What `-f` would delete: the model, or one revision of it (`org/name@abcdef1`).
+        what: String,
     },
     /// Held locks (a download in progress): nothing deleted until forced.
     Locked {
@@ -312,9 +314,16 @@ pub fn rm(loc: &Locations, m: &ModelRef, spec: &str, flags: RmFlags) -> Result<R
         .ok_or_else(|| HubError::new(ErrorKind::Io, format!("{}: no repo folder", m.name)))?;
     let (base, rev) = split_rev(spec);
     if base != m.name && !flags.name_confirmed {
+        let what = match (&rev, &m.revision) {
+            (Some(_), Some(commit)) => {
+                format!("{}@{} (that revision only)", m.name, short_rev(commit))
+            }
+            _ => m.name.clone(),
+        };
         return Ok(RmOutcome::NeedsConfirmation {
             model: m.name.clone(),
             spec: spec.to_string(),
+            what,
         });
     }
     let lock_dir = repo_dir

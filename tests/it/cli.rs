@@ -740,3 +740,49 @@ fn run_refuses_bad_numbers_and_a_linked_cache_before_python() {
         "the following required arguments were not provided: <MODEL>"
     );
 }
+
+/// A sentinel that is not JSON leaves the workspace unmanaged (mlx-knife's rule): healthy,
+/// with a warning that says why, and `show` says the sentinel is unreadable rather than
+/// missing. An unmanaged sentinel without a hash gets no `--recalc-hash` hint (recalc
+/// refuses unmanaged workspaces).
+#[test]
+fn an_unreadable_or_unmanaged_sentinel_is_said_so() {
+    let fx = Fx::new();
+    let garbage = fx.workspace("garbage-ws", &good_files());
+    fs::write(garbage.join(".mlxk_workspace.json"), b"\x00\xff not json").unwrap();
+    let unmanaged = fx.workspace("unmanaged-ws", &good_files());
+    fs::write(
+        unmanaged.join(".mlxk_workspace.json"),
+        br#"{"managed": false, "source_repo": "org/x"}"#,
+    )
+    .unwrap();
+    let v = json(&mlxfs(&fx, &["list", "--json", "--all"]));
+    let rec = |name: &str| {
+        v["data"]["models"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["display_name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("{name} not listed: {v}"))
+    };
+    let g = rec("garbage-ws");
+    assert_eq!(g["health"], "healthy", "{g}");
+    let w = g["warnings"].to_string();
+    assert!(
+        w.contains(".mlxk_workspace.json: sentinel is not valid JSON") && w.contains("unmanaged"),
+        "{g}"
+    );
+    assert!(rec("unmanaged-ws").get("warnings").is_none());
+    let o = mlxfs(&fx, &["show", "garbage-ws"]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("Managed: no (unreadable sentinel)"), "{text}");
+    let v = json(&mlxfs(&fx, &["show", "unmanaged-ws", "--json"]));
+    let why = v["data"]["clean_unknown_reason"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        why.contains("not a managed workspace") && !why.contains("--recalc-hash"),
+        "{v}"
+    );
+}

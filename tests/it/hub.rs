@@ -542,6 +542,23 @@ fn pull_agrees_with_huggingface_hub_and_rm_keeps_shared_blobs() {
     assert_eq!(code, 0);
     assert_eq!(v["data"]["action"], "requires_confirmation", "{v:#}");
     assert!(hub_cache.join("models--org--pulled").exists());
+    assert_eq!(
+        v["data"]["message"], "Would delete 'org/pulled' (matched from 'pulled')",
+        "{v:#}"
+    );
+    // A fuzzy name with a revision: the message names that revision, which is all `-f`
+    // would delete.
+    let (code, v) = e.json(&["rm", &format!("pulled@{}", &dev_commit[..7])], &[]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        v["data"]["message"],
+        format!(
+            "Would delete 'org/pulled@{} (that revision only)' (matched from 'pulled@{}')",
+            &dev_commit[..7],
+            &dev_commit[..7]
+        ),
+        "{v:#}"
+    );
     let rev7 = format!("org/pulled@{}", &dev_commit[..7]);
     let (code, v) = e.json(&["rm", &rev7], &[]);
     assert_eq!(code, 0, "{v:#}");
