@@ -181,8 +181,18 @@ pub fn run(a: &ArchiveArgs, loc: &Locations, json: bool) -> Result<Output, CliEr
             one_line(why)
         ));
     }
+    // The bar counts bytes read; a compressed archive reads the files twice (hash, then
+    // write), which the label says, so that the total is not taken for the model's size.
+    let label = match opts.passes() {
+        1 => format!("Archiving {}", one_line(&plan.manifest.name)),
+        n => format!(
+            "Archiving {} ({} of files, read {n} times: hashed, then compressed)",
+            one_line(&plan.manifest.name),
+            crate::text::human_bytes(plan.manifest.bytes())
+        ),
+    };
     bar.start(
-        &format!("Archiving {}", one_line(&plan.manifest.name)),
+        &label,
         plan.manifest.files(),
         plan.manifest.bytes().saturating_mul(opts.passes()),
     );

@@ -76,6 +76,22 @@ pub fn run(a: &RestoreArgs, loc: &Locations, json: bool) -> Result<Output, CliEr
         .workspace_home
         .clone()
         .or_else(|| loc.workspace_home_set.clone());
+    // The name an archive gives is untrusted: one with control characters (a newline, an
+    // escape) does not become a folder unless the user names the folder.
+    if a.target.is_none() && name.chars().any(char::is_control) {
+        return Err(crate::hub::HubError::new(
+            crate::hub::ErrorKind::InvalidTarget,
+            format!(
+                "The archive names its workspace '{}', which holds control characters",
+                one_line(&name)
+            ),
+        )
+        .hint(format!(
+            "Give the target folder: mlxfs restore {} TARGET",
+            a.archive
+        ))
+        .into());
+    }
     let example = format!("mlxfs restore {} ./{name}", a.archive);
     let target = target_for(&name, a.target.as_deref(), home.as_deref(), &example)?;
     check_target(&target, home.as_deref(), loc)?;

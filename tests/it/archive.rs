@@ -1010,3 +1010,40 @@ proptest! {
         prop_assert_eq!(&sums.sha256[..], &sha2::Sha256::digest(&data)[..]);
     }
 }
+
+/// The workspace name an archive carries is untrusted: one with control characters is not
+/// made a folder by default; with a target folder given, the archive restores.
+#[test]
+fn a_name_with_control_characters_needs_a_target() {
+    let a = Fx::new();
+    let ws = a.workspace("two\nlines", &good_files());
+    managed_sentinel(&ws, "");
+    sentinel::recalc(&ws).unwrap();
+    let out = a.tmp.path().join("ws.tar");
+    archive_to(&ws, &out, &Options::default());
+    let b = Fx::new();
+    let o = mlxfs(&b.vars(), &["restore", out.to_str().unwrap(), "--json"]);
+    assert_eq!(o.status.code(), Some(1));
+    let v = json(&o);
+    assert_eq!(v["error"]["type"], "InvalidTargetError", "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("control characters"),
+        "{v}"
+    );
+    assert_eq!(fs::read_dir(&b.ws_home).unwrap().count(), 0);
+    let target = b.tmp.path().join("restored");
+    let o = mlxfs(
+        &b.vars(),
+        &[
+            "restore",
+            out.to_str().unwrap(),
+            target.to_str().unwrap(),
+            "--json",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", json(&o));
+    assert!(target.join("config.json").is_file());
+}
