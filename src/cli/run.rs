@@ -68,20 +68,21 @@ pub struct RunArgs {
     /// Most tokens to generate, at least 1 (the text may end earlier, at the model's
     /// end-of-text token)
     #[arg(long = "max-tokens", value_name = "N", default_value_t = 256,
-          value_parser = clap::value_parser!(u32).range(1..))]
+          allow_negative_numbers = true, value_parser = at_least_one)]
     pub max_tokens: u32,
     /// Sampling temperature, 0 or more: 0 always picks the likeliest token; higher is more
     /// varied [default: 0.7; 0 with --audio]
-    #[arg(long, value_name = "T", value_parser = non_negative)]
+    #[arg(long, value_name = "T", allow_negative_numbers = true, value_parser = non_negative)]
     pub temperature: Option<f64>,
     /// Nucleus sampling, above 0 and at most 1: pick only among the likeliest tokens whose
     /// probabilities add up to P (1 turns it off)
-    #[arg(long = "top-p", value_name = "P", default_value_t = 0.9, value_parser = probability)]
+    #[arg(long = "top-p", value_name = "P", default_value_t = 0.9,
+          allow_negative_numbers = true, value_parser = probability)]
     pub top_p: f64,
     /// Penalty for tokens already generated, above 0 (1 turns it off; mlx-lm's repetition
     /// penalty)
     #[arg(long = "repetition-penalty", value_name = "R", default_value_t = 1.1,
-          value_parser = positive)]
+          allow_negative_numbers = true, value_parser = positive)]
     pub repetition_penalty: f64,
     /// Random seed (same seed, same model, same output)
     #[arg(long, value_name = "N")]
@@ -158,6 +159,16 @@ fn finite(s: &str) -> Result<f64, String> {
         Ok(v)
     } else {
         Err(format!("`{s}` is not a finite number"))
+    }
+}
+
+/// A count of 1 or more (`-3` and `0` get the same message, not a parse error or clap's
+/// hint to write `-- -3`).
+fn at_least_one(s: &str) -> Result<u32, String> {
+    match s.trim().parse::<i64>() {
+        Ok(v) if v >= 1 => u32::try_from(v).map_err(|_| format!("must be at most {}", u32::MAX)),
+        Ok(_) => Err("must be at least 1".into()),
+        Err(_) => Err("must be a whole number, at least 1".into()),
     }
 }
 
@@ -481,6 +492,14 @@ fn read_prompt(a: &RunArgs) -> Result<String, CliError> {
         std::io::stdin().read_to_string(&mut s).map_err(|e| {
             CliError::new(ErrorType::InvalidPrompt, format!("cannot read stdin: {e}"))
         })?;
+        // As for a prompt given as words: nothing to generate from is refused.
+        if s.trim().is_empty() && a.audio.is_none() {
+            return Err(CliError::new(
+                ErrorType::InvalidPrompt,
+                "the prompt read from stdin is empty",
+            )
+            .hint("echo \"your prompt\" | mlxfs run MODEL -"));
+        }
         return Ok(s);
     }
     if p.trim().is_empty() {

@@ -282,6 +282,46 @@ fn unhealthy_and_incompatible_models_are_refused_before_python_starts() {
     }
 }
 
+/// No prompt, as words or from stdin, is refused before Python starts; out-of-range numbers
+/// (negative ones too) get the option's own message.
+#[test]
+fn empty_prompts_and_bad_numbers_are_refused() {
+    let fx = Fx::new();
+    fx.workspace("ok", &good_files());
+    for (args, stdin) in [(&["ok", ""][..], ""), (&["ok", "-"], " \n\t")] {
+        let mut child = mlxfs(&fx)
+            .arg("run")
+            .args(args)
+            .args(["--json", "--python", "/nonexistent/python"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        let mut input = child.stdin.take().unwrap();
+        let _ = input.write_all(stdin.as_bytes());
+        drop(input);
+        let o = child.wait_with_output().unwrap();
+        let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(v["error"]["type"], "invalid_prompt", "{args:?}: {v}");
+    }
+    for (flag, value, says) in [
+        ("--temperature", "-1", "must be 0 or more"),
+        ("--max-tokens", "-3", "must be at least 1"),
+        ("--max-tokens", "0", "must be at least 1"),
+        ("--top-p", "-0.5", "must be above 0"),
+        ("--repetition-penalty", "-2", "must be above 0"),
+    ] {
+        let o = mlxfs(&fx)
+            .args(["run", "ok", "hi", flag, value])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{flag} {value}: {err}");
+        assert!(err.contains(says), "{flag} {value}: {err}");
+    }
+}
+
 #[test]
 fn a_pytorch_labelled_checkpoint_is_refused_with_both_ways_out_and_runs_with_force() {
     crate::require!(Python);
