@@ -367,8 +367,15 @@ fn resolve_with(spec: &str, loc: &Locations, partial: bool) -> Result<ModelRef, 
                 .collect();
             match hits.len() {
                 0 => {
-                    let problems = loc.home_problems();
-                    let hint = (!problems.is_empty()).then(|| problems.join("; "));
+                    let mut hints = loc.home_problems();
+                    // A path written without `./` (`ws/model`, `mnt/org/name`) is a name.
+                    if Path::new(spec).exists() {
+                        hints.insert(
+                            0,
+                            format!("{spec} is a path here: write ./{spec} to mean it"),
+                        );
+                    }
+                    let hint = (!hints.is_empty()).then(|| hints.join("; "));
                     return Err(not_found(hint));
                 }
                 1 => hits.swap_remove(0),

@@ -87,7 +87,7 @@ pub fn run(a: &MountArgs, loc: &Locations) -> Result<Output, CliError> {
             crate::text::one_line(&log.to_string_lossy())
         );
         return Ok(Output::new(
-            json!({"mountpoint": a.dir, "pid": pid, "log": log}),
+            json!({"mountpoint": abs, "pid": pid, "log": log}),
             String::new(),
         ));
     }
@@ -101,7 +101,7 @@ pub fn run(a: &MountArgs, loc: &Locations) -> Result<Output, CliError> {
         },
     )?;
     Ok(Output::new(
-        json!({"mountpoint": a.dir, "unmounted": true}),
+        json!({"mountpoint": std::path::absolute(&a.dir).unwrap_or_else(|_| a.dir.clone()), "unmounted": true}),
         String::new(),
     ))
 }

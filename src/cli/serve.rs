@@ -113,7 +113,7 @@ pub struct ServeArgs {
     pub allow_remote_images: Option<String>,
 }
 
-/// `300`, `90s`, `5m`, `1h` → a duration.
+/// `300`, `500ms`, `90s`, `5m`, `1h` → a duration.
 fn duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let (n, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
@@ -122,12 +122,13 @@ fn duration(s: &str) -> Result<Duration, String> {
     };
     let n: u64 = n
         .parse()
-        .map_err(|_| format!("`{s}` is not a duration (e.g. 300, 90s, 5m, 1h)"))?;
+        .map_err(|_| format!("`{s}` is not a duration (e.g. 300, 500ms, 90s, 5m, 1h)"))?;
     let secs = match unit {
+        "ms" => return Ok(Duration::from_millis(n)),
         "s" => n,
         "m" => n.saturating_mul(60),
         "h" => n.saturating_mul(3600),
-        _ => return Err(format!("`{s}`: the unit must be s, m or h")),
+        _ => return Err(format!("`{s}`: the unit must be ms, s, m or h")),
     };
     Ok(Duration::from_secs(secs))
 }
@@ -300,4 +301,22 @@ pub fn run(a: &ServeArgs, loc: &Locations, json_mode: bool) -> Result<Output, Cl
         }
     })?;
     Ok(Output::new(json!({"stopped": true}), String::new()).silent())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::duration;
+    use std::time::Duration;
+
+    #[test]
+    fn durations() {
+        assert_eq!(duration("300"), Ok(Duration::from_secs(300)));
+        assert_eq!(duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(duration("1h"), Ok(Duration::from_secs(3600)));
+        assert!(duration("5d").unwrap_err().contains("ms, s, m or h"));
+        assert!(duration("-1s").is_err());
+        assert!(duration("").is_err());
+    }
 }

@@ -273,7 +273,8 @@ pub fn mount(loc: Locations, opts: &MountOptions) -> Result<(), MountError> {
     spawn_tuning(dir.clone());
     let shown = crate::text::one_line(&dir.to_string_lossy()).into_owned();
     eprintln!(
-        "mlxfs: {models} models mounted at {shown} (reads: {}); Ctrl-C or `mlxfs umount {}` to unmount",
+        "mlxfs: {models} {} mounted at {shown} (reads: {}); Ctrl-C or `mlxfs umount {}` to unmount",
+        if models == 1 { "model" } else { "models" },
         mode(passthrough.load(Ordering::Relaxed)).as_str(),
         crate::text::shell_quote(&shown)
     );

@@ -417,6 +417,17 @@ fn a_bare_relative_folder_is_a_workspace_argument() {
         );
         fs::remove_file(here.join("Tiny-Instruct-4bit.tar")).unwrap();
     }
+    // A path without `./` for a command that takes any model: not found, with the way out.
+    fs::create_dir_all(here.join("sub/deep")).unwrap();
+    let v = json(&run(&["show", "sub/deep", "--json"]));
+    assert_eq!(v["error"]["type"], "model_not_found", "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("write ./sub/deep to mean it"),
+        "{v}"
+    );
     // Neither a model nor a folder: the usual error.
     let o = run(&[
         "convert",
