@@ -202,10 +202,13 @@ pub fn parse(kind: Kind, body: &Value, cap: u32) -> Result<Request, ApiError> {
             job.prompt = Some(prompt);
         }
     }
-    let asked = int(body, "max_completion_tokens")?.or(int(body, "max_tokens")?);
-    if asked == Some(0) {
-        return Err(ApiError::bad_request("`max_tokens` must be at least 1"));
+    // Zero and negative counts get one message, naming the field the client sent.
+    for key in ["max_completion_tokens", "max_tokens"] {
+        if body.get(key).and_then(Value::as_i64).is_some_and(|n| n < 1) {
+            return Err(ApiError::bad_request(format!("`{key}` must be at least 1")));
+        }
     }
+    let asked = int(body, "max_completion_tokens")?.or(int(body, "max_tokens")?);
     job.max_tokens = asked.map_or(cap, |n| n.min(cap as u64) as u32);
     job.temperature = num(body, "temperature")?.unwrap_or(0.7);
     if !(0.0..=2.0).contains(&job.temperature) {
@@ -717,4 +720,33 @@ pub fn routes(r: Router<Arc<Server>>) -> Router<Arc<Server>> {
         )),
     )
     .route("/v1/completions", post(completions))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Kind, parse};
+    use serde_json::json;
+
+    /// Zero and negative token counts get the same message, naming the field sent.
+    #[test]
+    fn token_counts_below_one() {
+        for (key, n) in [
+            ("max_tokens", 0),
+            ("max_tokens", -5),
+            ("max_completion_tokens", -1),
+        ] {
+            let body = json!({"model": "m", "prompt": "hi", key: n});
+            let e = parse(Kind::Completion, &body, 256).err().unwrap();
+            assert_eq!(
+                e.message,
+                format!("`{key}` must be at least 1"),
+                "{key} {n}"
+            );
+        }
+        let body = json!({"model": "m", "prompt": "hi", "max_tokens": 10_000});
+        assert_eq!(
+            parse(Kind::Completion, &body, 256).unwrap().job.max_tokens,
+            256
+        );
+    }
 }
