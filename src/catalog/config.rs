@@ -9,8 +9,10 @@ use std::path::Path;
 pub enum Config {
     /// There is no `config.json`.
     Missing,
-    /// It exists but cannot be read or is not JSON (too deeply nested counts as not JSON).
+    /// It exists but is not JSON (too deeply nested counts as not JSON).
     Invalid,
+    /// It exists but cannot be read as a file (a folder, no permission, an I/O error): why.
+    Unreadable(String),
     /// Any JSON value; [`Config::object`] is what the rules look at.
     Parsed(Value),
 }
@@ -20,7 +22,17 @@ impl Config {
     pub fn load(root: &Path) -> Config {
         match crate::sys::read_file(&root.join("config.json")) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Config::Missing,
-            Err(_) => Config::Invalid,
+            // A FIFO or a device is "not JSON" (the test of what once hung mlx-knife pins
+            // it); a folder or a file that cannot be opened says so.
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
+                if root.join("config.json").is_dir() {
+                    Config::Unreadable("it is a folder".into())
+                } else {
+                    Config::Invalid
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => Config::Invalid,
+            Err(e) => Config::Unreadable(super::io_reason(&e)),
             Ok(b) => match serde_json::from_slice(&b) {
                 Ok(v) => Config::Parsed(v),
                 Err(_) => Config::Invalid,

@@ -47,6 +47,7 @@ fn check_inner(root: &Path, inv: &Inventory, config: &Config) -> Check {
     let cfg = match config {
         Config::Missing => return Err("config.json missing".into()),
         Config::Invalid => return Err("config.json contains invalid JSON".into()),
+        Config::Unreadable(why) => return Err(format!("config.json cannot be read: {why}")),
         Config::Parsed(Value::Object(m)) if !m.is_empty() => m,
         Config::Parsed(_) => return Err("config.json is empty or invalid".into()),
     };

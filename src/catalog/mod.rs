@@ -517,6 +517,10 @@ pub fn unusable_folder(p: &Path) -> Option<String> {
         Ok(m) if m.is_dir() => None,
         Ok(_) if is_link(p) => Some(format!("a link to {}, which is not a folder", target())),
         Ok(_) => Some("not a folder".into()),
+        Err(e) if is_link(p) && e.raw_os_error() == Some(libc::ELOOP) => Some(format!(
+            "a link to {}, which leads back to itself (a link loop)",
+            target()
+        )),
         Err(e) if is_link(p) => Some(format!(
             "a link to {}, which cannot be reached ({}): is its disk attached?",
             target(),
@@ -562,7 +566,7 @@ fn too_wide(p: &Path, holder: Option<&Path>) -> Option<String> {
 }
 
 /// An I/O error without the "(os error N)" tail.
-fn io_reason(e: &std::io::Error) -> String {
+pub(crate) fn io_reason(e: &std::io::Error) -> String {
     let s = e.to_string();
     match s.find(" (os error") {
         Some(i) => s[..i].to_string(),

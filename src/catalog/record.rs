@@ -57,8 +57,10 @@ pub struct Described {
     pub inventory: Inventory,
 }
 
+/// The folder's time; for a link that leads nowhere (or in a loop), the link's own.
 fn mtime_secs(p: &Path) -> i64 {
     std::fs::metadata(p)
+        .or_else(|_| std::fs::symlink_metadata(p))
         .and_then(|m| m.modified())
         .map_or(0, sys::epoch_secs)
 }

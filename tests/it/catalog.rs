@@ -51,6 +51,48 @@ fn healthy_single_file_model() {
     );
 }
 
+/// A `config.json` that is a folder is not "invalid JSON": the reason says what it is.
+#[test]
+fn a_config_folder_is_named_so() {
+    let fx = Fx::new();
+    let ws = fx.workspace("dir-config", &files(&[("model.safetensors", b"x")]));
+    fs::create_dir_all(ws.join("config.json")).unwrap();
+    let m = mlxfs::catalog::resolve::resolve("dir-config", &fx.locations()).unwrap();
+    let d = mlxfs::catalog::record::describe(&m);
+    assert_eq!(
+        d.record.reason.as_deref(),
+        Some("config.json cannot be read: it is a folder")
+    );
+}
+
+/// A workspace that is a link to itself: a link loop, said so, with the link's own time
+/// (not 1970), and the other models still listed.
+#[test]
+fn a_link_loop_is_named_so() {
+    let fx = Fx::new();
+    fx.workspace("fine", &good_files());
+    symlink("loop", fx.ws_home.join("loop")).unwrap();
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_mlxfs"));
+    c.args(["list", "--json", "--all"]).env_clear();
+    for (k, val) in fx.vars() {
+        c.env(k, val);
+    }
+    let o = c.output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let models = v["data"]["models"].as_array().unwrap();
+    assert!(models.iter().any(|m| m["display_name"] == "fine"), "{v}");
+    let l = models
+        .iter()
+        .find(|m| m["display_name"] == "loop")
+        .unwrap_or_else(|| panic!("{v}"));
+    let reason = l["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("link loop"), "{l}");
+    assert!(
+        !l["last_modified"].as_str().unwrap().starts_with("1970"),
+        "{l}"
+    );
+}
+
 #[test]
 fn config_reasons() {
     assert_eq!(
