@@ -138,6 +138,15 @@ fn absolute(p: &Path) -> PathBuf {
 }
 
 pub fn run(a: &ArchiveArgs, loc: &Locations, json: bool) -> Result<Output, CliError> {
+    // `-` conventionally means stdout, which an archive (written beside its target, then
+    // renamed into place) cannot be: refused rather than a file named `-`.
+    if a.out.as_deref() == Some("-") {
+        return Err(CliError::new(
+            ErrorType::InvalidTargetError,
+            "an archive cannot be written to stdout (`-`)",
+        )
+        .hint("give a file or a folder (./- if a file named '-' is really meant)"));
+    }
     let m = resolve::resolve_workspace_arg(&a.workspace, loc)?;
     if m.source != Source::Workspace {
         return Err(CliError::new(

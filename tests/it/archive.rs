@@ -1047,3 +1047,16 @@ fn a_name_with_control_characters_needs_a_target() {
     assert_eq!(o.status.code(), Some(0), "{}", json(&o));
     assert!(target.join("config.json").is_file());
 }
+
+/// `-` is not a file name for an archive (it conventionally means stdout): refused, and no
+/// file `-` is written.
+#[test]
+fn archive_to_dash_is_refused() {
+    let a = Fx::new();
+    a.workspace("w", &good_files());
+    let o = mlxfs(&a.vars(), &["archive", "w", "-", "--json", "--allow-dirty"]);
+    assert_eq!(o.status.code(), Some(1));
+    let v = json(&o);
+    assert_eq!(v["error"]["type"], "InvalidTargetError", "{v}");
+    assert!(!Path::new("-").exists());
+}
