@@ -427,16 +427,18 @@ impl Walk<'_> {
             }
             let Ok(ft) = e.file_type() else { continue };
             if ft.is_symlink() {
-                // Dangling links and links that leave the model are hidden; the model's
-                // health names them.
+                // Dangling links, loops and links that leave the model are hidden, and said
+                // so in the mount's hidden list (the model's health names them too).
                 let blob = self.blobs.as_mut().and_then(|b| b.follow(&path));
                 let (Some(target), Some(md)) = blob.map_or_else(
                     || self.links.follow(real, &path),
                     |(t, m)| (Some(t), Some(m)),
                 ) else {
+                    self.hide(&path, "a link that leads nowhere (dangling, or a loop)");
                     continue;
                 };
                 if !self.roots.contains(&target) {
+                    self.hide(&path, "a link that leads out of the model");
                     continue;
                 }
                 if self.hub {
@@ -452,6 +454,7 @@ impl Walk<'_> {
                 let (Ok(t_rel), Ok(from_rel)) =
                     (target.strip_prefix(self.root), real.strip_prefix(self.root))
                 else {
+                    self.hide(&path, "a link that leads out of the model's folder");
                     continue;
                 };
                 let rel = relative_to(t_rel, from_rel).into_os_string();

@@ -639,3 +639,37 @@ fn opens_refuse_links_and_fifos_planted_after_the_build() {
         assert!(res.is_err(), "{what} was opened");
     }
 }
+
+/// Links the tree cannot show (dangling, a loop, leading out of the model)
+/// are in its hidden list with why: nothing is left out silently.
+#[test]
+fn links_the_tree_cannot_show_are_said_hidden() {
+    let fx = Fx::new();
+    let ws = fx.workspace("links", &good_files());
+    fs::create_dir_all(ws.join("sub")).unwrap();
+    std::os::unix::fs::symlink("..", ws.join("sub/up")).unwrap();
+    std::os::unix::fs::symlink("nowhere", ws.join("dangling")).unwrap();
+    std::os::unix::fs::symlink("self", ws.join("self")).unwrap();
+    std::os::unix::fs::symlink("/etc", ws.join("out")).unwrap();
+    let vfs = crate::support::vfs_for(&fx.locations(), &fx.tmp.path().join("mnt"));
+    let t = vfs.tree();
+    let why = |suffix: &str| {
+        t.hidden
+            .iter()
+            .find(|h| h.path.ends_with(suffix))
+            .map(|h| h.why.clone())
+            .unwrap_or_else(|| {
+                panic!(
+                    "{suffix} not in {:?}",
+                    t.hidden.iter().map(|h| &h.path).collect::<Vec<_>>()
+                )
+            })
+    };
+    assert!(why("/links/dangling").contains("leads nowhere"));
+    assert!(why("/links/self").contains("a loop"));
+    assert!(why("/links/out").contains("leads out"));
+    // The rest of the model shows, a link to a parent folder as a link.
+    assert!(t.resolve_path(Path::new("links/config.json")).is_ok());
+    assert!(t.resolve_path(Path::new("links/sub/up")).is_ok());
+    assert!(!t.hidden.iter().any(|h| h.path.ends_with("/sub/up")));
+}
