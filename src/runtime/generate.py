@@ -879,11 +879,19 @@ def exit_quietly(code):
     sys.exit(code)
 
 
+def request_arg(arg):
+    """A subprocess's request: `arg`, or when it is `-` all of stdin (mlxfs sends it there:
+    an argument is at most 128 KiB)."""
+    if arg == "-":
+        return sys.stdin.buffer.read().decode("utf-8")
+    return arg
+
+
 if __name__ == "__main__":
     interrupt_once()
     _emit = line_writer(int(sys.argv[2]))
     try:
-        _failed = run(sys.argv[1], _emit, lambda: False)
+        _failed = run(request_arg(sys.argv[1]), _emit, lambda: False)
     except KeyboardInterrupt:
         exit_quietly(130)
     exit_quietly(1 if _failed else 0)

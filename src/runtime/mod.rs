@@ -453,14 +453,17 @@ fn subprocess(
         event_pipe().map_err(|e| failed(format!("cannot make the event pipe: {e}")))?;
     let fd = events_w.as_raw_fd();
     let mut cmd = Command::new(&env.python);
+    // The request comes on stdin (`-`), not as an argument: one argument is at most 128 KiB
+    // (MAX_ARG_STRLEN), and a prompt may be longer. Read to its end, stdin then gives the
+    // libraries nothing, as /dev/null would.
     cmd.arg("-c")
         .arg(script.source())
-        .arg(request)
+        .arg("-")
         .arg(fd.to_string());
     if script == Script::Convert {
         cmd.arg(GENERATE_PY);
     }
-    cmd.stdin(Stdio::null())
+    cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     // SAFETY: between fork and exec the closure only calls fcntl, which is async-signal-safe.
@@ -483,6 +486,17 @@ fn subprocess(
     })?;
     // The child holds the only write end now: its exit ends the event stream.
     drop(events_w);
+    // Written from a thread (a pipe holds 64 KiB); a child that exits first makes it fail
+    // with EPIPE, which its exit reports.
+    if let Some(mut stdin) = child.stdin.take() {
+        let request = request.to_string();
+        let _ = std::thread::Builder::new()
+            .name("python-request".into())
+            .spawn(move || {
+                use std::io::Write;
+                let _ = stdin.write_all(request.as_bytes());
+            });
+    }
     let tees = (child.stdout.take(), child.stderr.take());
     let (Some(out), Some(err)) = tees else {
         let _ = child.kill();

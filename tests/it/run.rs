@@ -607,6 +607,34 @@ fn ctrl_c_while_a_subprocess_loads_is_an_interrupted_run() {
     }
 }
 
+/// A prompt longer than one command-line argument may be (128 KiB) reaches a subprocess: the
+/// request goes on its stdin. (mlx-lm cannot load this model, so the run ends at the load,
+/// after Python has read the request, without processing 200,000 tokens.)
+#[test]
+fn a_prompt_over_128_kib_reaches_a_subprocess() {
+    crate::require!(Python);
+    let fx = Fx::new();
+    let ws = make_tiny(&fx, "long", &[]);
+    break_layers(&ws);
+    let prompt = "word ".repeat(40_000);
+    let mut child = mlxfs(&fx)
+        .args(["run", "long", "-", "--json", "--subprocess", "--python"])
+        .arg(venv_dir())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut input = child.stdin.take().unwrap();
+        input.write_all(prompt.as_bytes()).unwrap();
+    }
+    let o = child.wait_with_output().unwrap();
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["error"]["type"], "load_failed", "{v}");
+}
+
 /// The tiny model with one layer more in its config than its weights hold: healthy to mlxfs,
 /// mlx-lm cannot load it.
 pub(crate) fn break_layers(ws: &Path) {
