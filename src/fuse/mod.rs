@@ -251,9 +251,17 @@ impl Filesystem for MlxFs {
         match self.vfs.open(ino.0, write) {
             Ok((fh, Opened::Virtual)) => reply.opened(FileHandle(fh), FopenFlags::empty()),
             Ok((fh, Opened::Live)) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO),
-            Ok((fh, Opened::Backed(file))) => {
+            Ok((fh, Opened::Backed(file, recorded))) => {
                 if let Some(reply) = self.passthrough(ino, fh, &file, reply) {
-                    reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE);
+                    // Without FOPEN_KEEP_CACHE the kernel drops the node's cached pages at
+                    // this open: a file replaced since the last rescan is then read whole
+                    // from the new file, never as old pages mixed with new ones.
+                    let keep = if recorded {
+                        FopenFlags::FOPEN_KEEP_CACHE
+                    } else {
+                        FopenFlags::empty()
+                    };
+                    reply.opened(FileHandle(fh), keep);
                 }
             }
             Err(e) => reply.error(failed("open", ino, &e)),

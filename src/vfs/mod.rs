@@ -70,7 +70,10 @@ pub struct DaemonInfo {
 #[derive(Debug, Clone)]
 pub enum Opened {
     /// A real file: the adapter may hand its descriptor to the kernel (passthrough).
-    Backed(Arc<File>),
+    /// `recorded`: it is the file the tree recorded at this path (same device and inode).
+    /// When it is not (replaced by rename since the last rescan), what the kernel cached
+    /// of this node is the old file's and must not be kept, or one read would mix both.
+    Backed(Arc<File>, bool),
     /// A virtual file: reads are served from the bytes rendered now.
     Virtual,
     /// `catalog.json`: rendered now, after the refresher's barrier; never from the page cache.
@@ -384,8 +387,12 @@ impl Vfs {
                 // Never through a link or into a FIFO planted since the tree was built.
                 let file =
                     Arc::new(crate::sys::open_resolved(&p.path()).map_err(|e| VfsError::io(&e))?);
+                let recorded = {
+                    use std::os::unix::fs::MetadataExt;
+                    file.metadata().is_ok_and(|m| (m.dev(), m.ino()) == p.id)
+                };
                 let fh = self.handles.insert(OpenFile::Backed(file.clone()));
-                Ok((fh, Opened::Backed(file)))
+                Ok((fh, Opened::Backed(file, recorded)))
             }
             Content::Virtual(Virtual::Catalog) => {
                 let data = self.renderer.catalog(self);

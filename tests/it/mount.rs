@@ -1102,3 +1102,55 @@ fn virtual_files_follow_a_rewrite_that_keeps_size_and_time() {
         fs::read_to_string(&health).is_ok_and(|h| h.starts_with("unhealthy"))
     });
 }
+
+/// A file replaced by rename, again and again, while it is read whole again and again through
+/// the mount: every read is one version or the other, never old pages mixed with new ones
+/// (in daemon mode the kernel kept the old file's pages for the node until the rescan, and
+/// read the pages it did not hold from the new file).
+#[test]
+fn reads_during_replacements_are_never_mixed() {
+    crate::require!(Fuse);
+    let fx = Fx::new();
+    let ws = fx.workspace("swapped", &good_files());
+    let versions: Vec<Vec<u8>> = (0u8..2)
+        .map(|v| {
+            (0..256 * 1024)
+                .map(|i| (i % 251) as u8 ^ (v * 0x5a))
+                .collect()
+        })
+        .collect();
+    fs::write(ws.join("weights.bin"), &versions[0]).unwrap();
+    for extra in [&["--no-passthrough"][..], &[]] {
+        let m = Mount::start(&fx, extra);
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let swapper = {
+            let (ws, versions, stop) = (ws.clone(), versions.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut i = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    i += 1;
+                    let tmp = ws.join(".weights.tmp");
+                    fs::write(&tmp, &versions[i % 2]).unwrap();
+                    fs::rename(&tmp, ws.join("weights.bin")).unwrap();
+                    std::thread::sleep(Duration::from_millis(400));
+                }
+            })
+        };
+        let deadline = Instant::now() + Duration::from_secs(4);
+        let (mut reads, mut mixed) = (0, 0);
+        while Instant::now() < deadline {
+            let got = fs::read(m.p("swapped/weights.bin")).unwrap();
+            reads += 1;
+            if got != versions[0] && got != versions[1] {
+                mixed += 1;
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        swapper.join().unwrap();
+        assert!(reads > 20, "{extra:?}: {reads} reads");
+        assert_eq!(
+            mixed, 0,
+            "{extra:?}: {mixed} of {reads} reads mixed both versions"
+        );
+    }
+}
