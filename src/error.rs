@@ -74,6 +74,7 @@ error_types! {
     AlreadyMounted => "already_mounted",
     MountpointNotEmpty => "mountpoint_not_empty",
     MountpointInSources => "mountpoint_in_sources",
+    ContextLengthExceeded => "context_length_exceeded",
     // Running a model.
     ModelUnhealthy => "model_unhealthy",
     ModelIncompatible => "model_incompatible",

@@ -66,6 +66,11 @@ import types
 import uuid
 
 
+class ContextLengthExceeded(Exception):
+    """A prompt longer than the model's context (the job's `context_length`): refused before
+    any token is processed (a 100,000-token prefill would hold the model for minutes)."""
+
+
 def _load_shared(source):
     mod = types.ModuleType("mlxfs_generate")
     exec(compile(source, "generate.py", "exec"), mod.__dict__)
@@ -338,9 +343,18 @@ class Worker:
         else:
             raise ValueError("a job needs messages or a prompt")
         special = tok.bos_token is None or not prompt.startswith(tok.bos_token)
-        return tok.encode(prompt, add_special_tokens=special)
+        ids = tok.encode(prompt, add_special_tokens=special)
+        limit = job.get("context_length")
+        if limit and len(ids) > int(limit):
+            raise ContextLengthExceeded(
+                f"the prompt is {len(ids)} tokens; this model's context length is {limit}")
+        return ids
 
     def _failed(self, job_id, e):
+        if isinstance(e, ContextLengthExceeded):
+            self.send({"event": "error", "id": job_id, "type": "context_length_exceeded",
+                       "message": str(e)})
+            return
         self.send({"event": "error", "id": job_id, "type": "generation_failed",
                    "message": f"{type(e).__name__}: {e}"})
 

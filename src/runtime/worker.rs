@@ -93,6 +93,9 @@ pub struct GenJob {
     pub language: Option<String>,
     /// Translate `audio` into English instead of transcribing it.
     pub translate: bool,
+    /// The model's context length (config.json): a prompt of more tokens is refused with a
+    /// `context_length_exceeded` error before any is processed (None: not checked).
+    pub context_length: Option<u64>,
 }
 
 impl GenJob {
@@ -123,6 +126,7 @@ impl GenJob {
             "seed": self.seed,
             "stop": self.stop,
             "logprobs": self.logprobs,
+            "context_length": self.context_length,
         })
     }
 }

@@ -100,6 +100,12 @@ pub struct RequestId(pub String);
 
 pub fn worker_error(kind: &str, message: &str) -> ApiError {
     match kind {
+        "context_length_exceeded" => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorType::ContextLengthExceeded,
+            message.to_string(),
+        )
+        .retryable(false),
         "invalid_media" => ApiError::new(StatusCode::BAD_REQUEST, ErrorType::InvalidMedia, message)
             .retryable(false),
         "media_too_large" => ApiError::new(

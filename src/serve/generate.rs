@@ -354,6 +354,7 @@ async fn answer(
     if req.images > 0 {
         super::media::fetch_remote_images(srv, &mut req.job).await?;
     }
+    req.job.context_length = served.record.context_length;
     if let Some(ctx) = served.record.context_length {
         req.job.max_tokens = req
             .job

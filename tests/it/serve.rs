@@ -1125,3 +1125,52 @@ fn tool_calls_come_back_parsed() {
         "{v}"
     );
 }
+
+/// A prompt longer than the model's context is refused with 400 `context_length_exceeded`
+/// before any token is processed (a long prefill held the model for minutes), plain and
+/// streamed; the next request is answered at once.
+#[test]
+fn a_prompt_over_the_context_length_is_refused() {
+    crate::require!(Python);
+    let fx = with_tiny();
+    let s = Served::start(&fx, &["--model", "tiny"]);
+    let ctx = get_json(&s.addr, "/v1/models/tiny", &[]).1["context_length"]
+        .as_u64()
+        .unwrap();
+    let v = openai(
+        &s.url(),
+        &format!(
+            r#"
+long = "word " * {n}
+out = []
+for stream in (False, True):
+    try:
+        r = c.chat.completions.create(model="tiny", max_tokens=4, stream=stream,
+                                      messages=[{{"role": "user", "content": long}}])
+        if stream:
+            for _ in r:
+                pass
+        out.append("answered")
+    except openai.APIError as e:
+        out.append([getattr(e, "status_code", None), (e.body or {{}}).get("type"), e.message])
+r = c.chat.completions.create(model="tiny", max_tokens=4, messages=[{{"role": "user", "content": "hi"}}])
+out.append(r.choices[0].finish_reason)
+print(json.dumps(out))
+"#,
+            n = ctx * 2
+        ),
+    );
+    assert_eq!(v[0][0], 400, "{v}");
+    assert_eq!(v[0][1], "context_length_exceeded", "{v}");
+    assert!(
+        v[0][2]
+            .as_str()
+            .unwrap()
+            .contains(&format!("context length is {ctx}")),
+        "{v}"
+    );
+    // Streamed: the refusal arrives as the stream's error.
+    assert!(v[1].is_array(), "{v}");
+    assert!(v[1].to_string().contains("context length"), "{v}");
+    assert!(matches!(v[2].as_str(), Some("stop" | "length")), "{v}");
+}
