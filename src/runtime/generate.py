@@ -308,7 +308,8 @@ def chat_prompt(tokenizer, messages, tools=None):
 
 def sampling(req):
     """The sampler and logits processors for a request's `temperature` (default 0.7), `top_p`
-    (0.9), `min_p` (0), `top_k` (0: off) and `repetition_penalty` (None: off); seeds MLX's
+    (0.9), `min_p` (0), `top_k` (0: off), `repetition_penalty`, `presence_penalty`,
+    `frequency_penalty` and `logit_bias` (token id → bias; each None: off); seeds MLX's
     random generator first when the request has a `seed`."""
     import mlx.core as mx
     from mlx_lm.sample_utils import make_logits_processors, make_sampler
@@ -317,7 +318,12 @@ def sampling(req):
         mx.random.seed(int(req["seed"]))
     sampler = make_sampler(temp=float(req.get("temperature", 0.7)), top_p=float(req.get("top_p", 0.9)),
                            min_p=float(req.get("min_p") or 0.0), top_k=int(req.get("top_k") or 0))
-    return sampler, make_logits_processors(repetition_penalty=req.get("repetition_penalty"))
+    bias = req.get("logit_bias")
+    return sampler, make_logits_processors(
+        logit_bias={int(k): float(v) for k, v in bias.items()} if bias else None,
+        repetition_penalty=req.get("repetition_penalty"),
+        presence_penalty=req.get("presence_penalty"),
+        frequency_penalty=req.get("frequency_penalty"))
 
 
 def _run(req, send, should_stop):

@@ -93,6 +93,11 @@ pub struct GenJob {
     pub language: Option<String>,
     /// Translate `audio` into English instead of transcribing it.
     pub translate: bool,
+    /// OpenAI's `presence_penalty` and `frequency_penalty` (None: off), mlx-lm's processors.
+    pub presence_penalty: Option<f64>,
+    pub frequency_penalty: Option<f64>,
+    /// OpenAI's `logit_bias`: token id → bias added to its logit.
+    pub logit_bias: Option<std::collections::BTreeMap<u32, f64>>,
     /// The model's context length (config.json): a prompt of more tokens is refused with a
     /// `context_length_exceeded` error before any is processed (None: not checked).
     pub context_length: Option<u64>,
@@ -126,6 +131,9 @@ impl GenJob {
             "seed": self.seed,
             "stop": self.stop,
             "logprobs": self.logprobs,
+            "presence_penalty": self.presence_penalty,
+            "frequency_penalty": self.frequency_penalty,
+            "logit_bias": self.logit_bias,
             "context_length": self.context_length,
         })
     }

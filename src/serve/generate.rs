@@ -267,6 +267,79 @@ pub fn parse(kind: Kind, body: &Value, cap: u32) -> Result<Request, ApiError> {
     if int(body, "n")?.is_some_and(|n| n != 1) {
         return Err(ApiError::bad_request("`n` must be 1"));
     }
+    // OpenAI's penalties (-2 to 2) and logit_bias (token id → -100 to 100): mlx-lm's logits
+    // processors, as mlx_lm.server applies them.
+    for (key, slot) in [
+        ("presence_penalty", &mut job.presence_penalty),
+        ("frequency_penalty", &mut job.frequency_penalty),
+    ] {
+        *slot = num(body, key)?.filter(|p| *p != 0.0);
+        if slot.is_some_and(|p| !(-2.0..=2.0).contains(&p)) {
+            return Err(ApiError::bad_request(format!(
+                "`{key}` must be between -2 and 2"
+            )));
+        }
+    }
+    job.logit_bias = match body.get("logit_bias") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(m)) if m.len() <= 300 => {
+            let mut out = std::collections::BTreeMap::new();
+            for (k, v) in m {
+                let id: u32 = k.trim().parse().map_err(|_| {
+                    ApiError::bad_request(format!(
+                        "`logit_bias`: keys are token ids (whole numbers), not {}",
+                        crate::text::one_line(k)
+                    ))
+                })?;
+                let b = v
+                    .as_f64()
+                    .filter(|b| (-100.0..=100.0).contains(b))
+                    .ok_or_else(|| {
+                        ApiError::bad_request("`logit_bias`: values are numbers from -100 to 100")
+                    })?;
+                out.insert(id, b);
+            }
+            (!out.is_empty()).then_some(out)
+        }
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "`logit_bias` must be an object of at most 300 token ids",
+            ));
+        }
+    };
+    // What this server cannot honour is refused, not ignored: an answer that looks right but
+    // is not what was asked for is worse.
+    let unsupported = |what: &str| {
+        Err(ApiError::bad_request(format!(
+            "{what} is not supported by mlxfs serve"
+        )))
+    };
+    match body.get("response_format").map(|f| &f["type"]) {
+        None | Some(Value::Null) => {}
+        Some(t) if t == "text" => {}
+        Some(t) => {
+            return unsupported(&format!(
+                "`response_format` {} (the output is not constrained to JSON)",
+                crate::text::one_line(&t.to_string())
+            ));
+        }
+    }
+    match body.get("tool_choice") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(c)) if c == "auto" || c == "none" => {}
+        Some(c) => {
+            return unsupported(&format!(
+                "`tool_choice` {} (only \"auto\" and \"none\": a call cannot be forced)",
+                crate::text::one_line(&c.to_string())
+            ));
+        }
+    }
+    if body.get("echo").and_then(Value::as_bool) == Some(true) {
+        return unsupported("`echo`");
+    }
+    if int(body, "best_of")?.is_some_and(|n| n > 1) {
+        return unsupported("`best_of` above 1");
+    }
     job.logprobs = match kind {
         Kind::Chat if body.get("logprobs").and_then(Value::as_bool) == Some(true) => {
             Some(int(body, "top_logprobs")?.unwrap_or(0).min(20) as u32)
@@ -749,5 +822,50 @@ mod tests {
             parse(Kind::Completion, &body, 256).unwrap().job.max_tokens,
             256
         );
+    }
+
+    /// Penalties and logit_bias are checked and passed on; what cannot be honoured is
+    /// refused, not ignored.
+    #[test]
+    fn sampling_fields_and_refusals() {
+        let req = |extra: serde_json::Value| {
+            let mut body = json!({"model": "m", "prompt": "hi"});
+            for (k, v) in extra.as_object().unwrap() {
+                body[k] = v.clone();
+            }
+            parse(Kind::Completion, &body, 256)
+        };
+        let ok = req(json!({"presence_penalty": 0.5, "frequency_penalty": -1,
+                             "logit_bias": {"42": 100, " 7": -5.5}}))
+        .unwrap();
+        assert_eq!(ok.job.presence_penalty, Some(0.5));
+        assert_eq!(ok.job.frequency_penalty, Some(-1.0));
+        assert_eq!(
+            ok.job.logit_bias,
+            Some([(7, -5.5), (42, 100.0)].into_iter().collect())
+        );
+        for (extra, says) in [
+            (json!({"presence_penalty": 3}), "between -2 and 2"),
+            (json!({"logit_bias": {"abc": "x"}}), "token ids"),
+            (json!({"logit_bias": {"1": 101}}), "-100 to 100"),
+            (json!({"logit_bias": [1]}), "must be an object"),
+            (
+                json!({"response_format": {"type": "json_object"}}),
+                "response_format",
+            ),
+            (json!({"tool_choice": "required"}), "tool_choice"),
+            (json!({"echo": true}), "echo"),
+            (json!({"best_of": 3}), "best_of"),
+        ] {
+            let e = req(extra.clone()).err().unwrap();
+            assert!(e.message.contains(says), "{extra}: {}", e.message);
+        }
+        for fine in [
+            json!({"response_format": {"type": "text"}}),
+            json!({"tool_choice": "auto"}),
+            json!({"echo": false, "best_of": 1, "presence_penalty": 0}),
+        ] {
+            assert!(req(fine.clone()).is_ok(), "{fine}");
+        }
     }
 }

@@ -1174,3 +1174,41 @@ print(json.dumps(out))
     assert!(v[1].to_string().contains("context length"), "{v}");
     assert!(matches!(v[2].as_str(), Some("stop" | "length")), "{v}");
 }
+
+/// `logit_bias` reaches the model (a +100 bias makes every generated token that one) and the
+/// penalties are accepted; a `response_format` the server cannot honour is a 400.
+#[test]
+fn logit_bias_and_penalties_reach_the_model() {
+    crate::require!(Python);
+    let fx = with_tiny();
+    let s = Served::start(&fx, &["--model", "tiny"]);
+    let v = openai(
+        &s.url(),
+        r#"
+def toks(**kw):
+    r = c.completions.create(model="tiny", prompt="Explain FUSE", max_tokens=4, temperature=0,
+                             logprobs=0, **kw)
+    return r.choices[0].logprobs.tokens
+out = {"plain": toks(), "biased": toks(logit_bias={"65": 100}),
+       "penalised": toks(presence_penalty=1.5, frequency_penalty=1.0)}
+try:
+    c.chat.completions.create(model="tiny", max_tokens=2, response_format={"type": "json_object"},
+                              messages=[{"role": "user", "content": "hi"}])
+    out["json_object"] = "answered"
+except openai.APIStatusError as e:
+    out["json_object"] = e.status_code
+print(json.dumps(out))
+"#,
+    );
+    let biased: Vec<&str> = v["biased"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    assert_eq!(biased.len(), 4, "{v}");
+    assert!(biased.iter().all(|t| *t == biased[0]), "{v}");
+    assert_ne!(v["plain"], v["biased"], "{v}");
+    assert_eq!(v["penalised"].as_array().map(Vec::len), Some(4), "{v}");
+    assert_eq!(v["json_object"], 400, "{v}");
+}
