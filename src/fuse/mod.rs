@@ -147,24 +147,19 @@ impl MlxFs {
 
     /// Hand an open backing file to the kernel (passthrough), sharing one backing id per
     /// inode (a refresh gives a path a new inode when another file took it meanwhile:
-    /// `Handles::pinned`). Gives the reply back when the kernel or our privileges refuse (reads then go
-    /// through the daemon).
+    /// `Handles::pinned`); `identity` is the file's (device, inode). Gives the reply back
+    /// when the kernel or our privileges refuse (reads then go through the daemon).
     fn passthrough(
         &self,
         ino: INodeNo,
         fh: u64,
         file: &std::fs::File,
+        identity: (u64, u64),
         reply: ReplyOpen,
     ) -> Option<ReplyOpen> {
         if !self.passthrough.load(Ordering::Relaxed) {
             return Some(reply);
         }
-        let identity = {
-            use std::os::unix::fs::MetadataExt;
-            file.metadata()
-                .map(|m| (m.dev(), m.ino()))
-                .unwrap_or_default()
-        };
         match self
             .vfs
             .handles
@@ -251,8 +246,8 @@ impl Filesystem for MlxFs {
         match self.vfs.open(ino.0, write) {
             Ok((fh, Opened::Virtual)) => reply.opened(FileHandle(fh), FopenFlags::empty()),
             Ok((fh, Opened::Live)) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO),
-            Ok((fh, Opened::Backed(file, recorded))) => {
-                if let Some(reply) = self.passthrough(ino, fh, &file, reply) {
+            Ok((fh, Opened::Backed { file, id, recorded })) => {
+                if let Some(reply) = self.passthrough(ino, fh, &file, id, reply) {
                     // Without FOPEN_KEEP_CACHE the kernel drops the node's cached pages at
                     // this open: a file replaced since the last rescan is then read whole
                     // from the new file, never as old pages mixed with new ones.

@@ -70,10 +70,15 @@ pub struct DaemonInfo {
 #[derive(Debug, Clone)]
 pub enum Opened {
     /// A real file: the adapter may hand its descriptor to the kernel (passthrough).
-    /// `recorded`: it is the file the tree recorded at this path (same device and inode).
-    /// When it is not (replaced by rename since the last rescan), what the kernel cached
-    /// of this node is the old file's and must not be kept, or one read would mix both.
-    Backed(Arc<File>, bool),
+    Backed {
+        file: Arc<File>,
+        /// Its (device, inode), from one `fstat` at the open.
+        id: (u64, u64),
+        /// It is the file the tree recorded at this path. When it is not (replaced by rename
+        /// since the last rescan), what the kernel cached of this node is the old file's and
+        /// must not be kept, or one read would mix both.
+        recorded: bool,
+    },
     /// A virtual file: reads are served from the bytes rendered now.
     Virtual,
     /// `catalog.json`: rendered now, after the refresher's barrier; never from the page cache.
@@ -387,12 +392,15 @@ impl Vfs {
                 // Never through a link or into a FIFO planted since the tree was built.
                 let file =
                     Arc::new(crate::sys::open_resolved(&p.path()).map_err(|e| VfsError::io(&e))?);
-                let recorded = {
+                let id = {
                     use std::os::unix::fs::MetadataExt;
-                    file.metadata().is_ok_and(|m| (m.dev(), m.ino()) == p.id)
+                    file.metadata()
+                        .map(|m| (m.dev(), m.ino()))
+                        .unwrap_or_default()
                 };
                 let fh = self.handles.insert(OpenFile::Backed(file.clone()));
-                Ok((fh, Opened::Backed(file, recorded)))
+                let recorded = id == p.id;
+                Ok((fh, Opened::Backed { file, id, recorded }))
             }
             Content::Virtual(Virtual::Catalog) => {
                 let data = self.renderer.catalog(self);
