@@ -73,12 +73,12 @@ pub fn log_name(mountpoint: &std::path::Path) -> String {
 }
 
 pub fn run(a: &MountArgs, loc: &Locations) -> Result<Output, CliError> {
+    let abs = std::path::absolute(&a.dir).unwrap_or_else(|_| a.dir.clone());
     if a.daemon && env::var_os(env::MLXFS_DAEMON_CHILD).is_none() {
         // Check here: the parent only waits for a mount to answer, which an existing mount
         // would do too.
         lifecycle::check_mountpoint(&a.dir, loc)?;
         let args: Vec<_> = std::env::args_os().collect();
-        let abs = std::path::absolute(&a.dir).unwrap_or_else(|_| a.dir.clone());
         let log = crate::state::create_dir_or_temp().join(log_name(&abs));
         let pid = daemonize(&args, &a.dir, &log)?;
         crate::note!(
@@ -101,7 +101,7 @@ pub fn run(a: &MountArgs, loc: &Locations) -> Result<Output, CliError> {
         },
     )?;
     Ok(Output::new(
-        json!({"mountpoint": std::path::absolute(&a.dir).unwrap_or_else(|_| a.dir.clone()), "unmounted": true}),
+        json!({"mountpoint": abs, "unmounted": true}),
         String::new(),
     ))
 }

@@ -63,24 +63,22 @@ fn check_outside_sources(dir: &Path, loc: &Locations) -> Result<(), MountError> 
     let roots = std::iter::once(loc.hub_cache.as_path()).chain(loc.workspace_homes());
     for root in roots {
         let r = real(root);
-        let (inside, what) = if mnt.starts_with(&r) {
-            (true, "inside")
+        let what = if mnt.starts_with(&r) {
+            "inside"
         } else if r.starts_with(&mnt) {
-            (true, "above")
+            "above"
         } else {
-            (false, "")
+            continue;
         };
-        if inside {
-            return Err(MountError::new(
-                K::MountpointInSources,
-                format!(
-                    "{} is {what} {}, a folder the mount shows: the daemon would read its own mount",
-                    dir.display(),
-                    root.display()
-                ),
-                Some("mount on a folder outside the hub cache and the workspace homes"),
-            ));
-        }
+        return Err(MountError::new(
+            K::MountpointInSources,
+            format!(
+                "{} is {what} {}, a folder the mount shows: the daemon would read its own mount",
+                dir.display(),
+                root.display()
+            ),
+            Some("mount on a folder outside the hub cache and the workspace homes"),
+        ));
     }
     Ok(())
 }

@@ -483,13 +483,13 @@ impl Refresher {
             .filter_map(|s| s.real.as_ref().map(|r| r.0.clone()))
             .collect();
         let mut w = Walk::default();
-        let runtime_caches = Some(crate::state::dir_or_temp().join("hf-cache"));
+        let runtime_caches = crate::state::dir_or_temp().join("hf-cache");
         for s in &states {
             match &s.real {
                 // The runtime caches are watched for the tree (`runtime-cache.json`), but no
                 // `list` or `health` answer depends on them: what they hold (links, their
                 // file system) never makes the catalog unprovable.
-                Some((real, ..)) if runtime_caches.as_ref() == Some(&s.path) => {
+                Some((real, ..)) if runtime_caches == s.path => {
                     let real = real.clone();
                     self.walk(&real, &mnt, &mut Walk::default());
                 }
@@ -502,7 +502,7 @@ impl Refresher {
                 // folder, which holds the daemon's logs.
                 None => {
                     if let Some(ino) = self.inotify.as_ref()
-                        && runtime_caches.as_ref() != Some(&s.path)
+                        && runtime_caches != s.path
                         && let Some(parent) = s.path.parent().filter(|p| p.is_dir())
                         && !mnt.starts_with(parent)
                     {

@@ -136,9 +136,7 @@ def run(request_json, emit, should_stop):
         # interrupted run with nothing generated.
         if final:
             raise
-        send({"event": "done", "text": "", "prompt_tokens": 0, "generation_tokens": 0,
-              "prompt_tps": 0.0, "generation_tps": 0.0, "peak_memory_gb": 0.0,
-              "finish_reason": "interrupted", "chat_template": False, "draft_tokens": None})
+        send(_interrupted(peak_memory_gb=0.0))
         return None
     finally:
         sys.stdin = saved_stdin
@@ -745,6 +743,13 @@ def transcribe(path, samples, req, should_stop=lambda: False):
             "audio_seconds": round(len(samples) / SAMPLE_RATE, 3)}
 
 
+def _interrupted(**extra):
+    """The `done` event of a run stopped before it produced anything, with `extra` fields."""
+    return {"event": "done", "text": "", "prompt_tokens": 0, "generation_tokens": 0,
+            "prompt_tps": 0.0, "generation_tps": 0.0, "finish_reason": "interrupted",
+            "chat_template": False, "draft_tokens": None, **extra}
+
+
 def _run_whisper(req, send, should_stop):
     """A transcription. Stopped at any point after it began (`should_stop()`, or Ctrl-C as
     KeyboardInterrupt in a subprocess: imports, audio, model, any window), it still answers
@@ -769,15 +774,13 @@ def _run_whisper(req, send, should_stop):
             return fail(_media_error("invalid_media", f"{req['audio']}: {e}"))
         try:
             out = transcribe(req["model_path"], samples, req, should_stop)
-        except (Stopped, KeyboardInterrupt):
+        except Stopped:
             raise
         except Exception as e:
             return fail({"event": "error", "type": "generation_failed", "message": f"{type(e).__name__}: {e}"})
     except (Stopped, KeyboardInterrupt):
-        send({"event": "done", "text": "", "segments": [], "language": None,
-              "generation_tokens": 0, "audio_seconds": round(len(samples) / SAMPLE_RATE, 3),
-              "decoder": decoder, "prompt_tokens": 0, "prompt_tps": 0.0, "generation_tps": 0.0,
-              "finish_reason": "interrupted", "chat_template": False, "draft_tokens": None})
+        send(_interrupted(segments=[], language=None, decoder=decoder,
+                          audio_seconds=round(len(samples) / SAMPLE_RATE, 3)))
         return None
     if out["text"]:
         send({"event": "token", "text": out["text"]})
