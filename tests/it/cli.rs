@@ -375,28 +375,30 @@ fn a_bare_relative_folder_is_a_workspace_argument() {
     let o = run(&["archive", "my-model", "--json", "--quiet"]);
     assert_eq!(json(&o)["status"], "success", "{}", json(&o));
     assert!(here.join("my-model.tar").is_file());
-    let o = run(&["archive", "plain-ws", "--json", "--quiet", "--allow-dirty"]);
-    let v = json(&o);
-    assert_eq!(v["status"], "success", "{v}");
+    // `archive SPEC` (dirty allowed): the workspace it archived, resolved.
+    let archived = |spec: &str| -> std::path::PathBuf {
+        let v = json(&run(&[
+            "archive",
+            spec,
+            "--json",
+            "--quiet",
+            "--allow-dirty",
+        ]));
+        assert_eq!(v["status"], "success", "{spec}: {v}");
+        Path::new(v["data"]["workspace"].as_str().unwrap())
+            .canonicalize()
+            .unwrap()
+    };
     assert_eq!(
-        v["data"]["workspace"]
-            .as_str()
-            .map(|p| Path::new(p).canonicalize().unwrap()),
-        Some(fx.ws_home.join("plain-ws").canonicalize().unwrap()),
-        "{v}"
+        archived("plain-ws"),
+        fx.ws_home.join("plain-ws").canonicalize().unwrap()
     );
     // A folder here whose name a model's name only contains (the catalog's partial match
     // would take `plain-ws`): the folder.
     write_tree(&here.join("plain"), &files(&[("config.json", b"{}")]));
-    let o = run(&["archive", "plain", "--json", "--quiet", "--allow-dirty"]);
-    let v = json(&o);
-    assert_eq!(v["status"], "success", "{v}");
     assert_eq!(
-        v["data"]["workspace"]
-            .as_str()
-            .map(|p| Path::new(p).canonicalize().unwrap()),
-        Some(here.join("plain").canonicalize().unwrap()),
-        "{v}"
+        archived("plain"),
+        here.join("plain").canonicalize().unwrap()
     );
     // A folder here with a hub model's name (`mlx-community/` added): a hub model is never a
     // workspace argument, so the folder.
@@ -405,15 +407,10 @@ fn a_bare_relative_folder_is_a_workspace_argument() {
         &files(&[("config.json", b"{}")]),
     );
     for spec in ["Tiny-Instruct-4bit", "Tiny-Instruct-4bit/"] {
-        let o = run(&["archive", spec, "--json", "--quiet", "--allow-dirty"]);
-        let v = json(&o);
-        assert_eq!(v["status"], "success", "{spec}: {v}");
         assert_eq!(
-            v["data"]["workspace"]
-                .as_str()
-                .map(|p| Path::new(p).canonicalize().unwrap()),
-            Some(here.join("Tiny-Instruct-4bit").canonicalize().unwrap()),
-            "{spec}: {v}"
+            archived(spec),
+            here.join("Tiny-Instruct-4bit").canonicalize().unwrap(),
+            "{spec}"
         );
         fs::remove_file(here.join("Tiny-Instruct-4bit.tar")).unwrap();
     }
@@ -446,6 +443,28 @@ fn a_bare_relative_folder_is_a_workspace_argument() {
 fn reads_never_write_without_a_home() {
     let fx = catalog();
     let tmpdir = tempfile::tempdir().unwrap();
+    // mlxfs ARGS with the catalog's variables but HOME, and TMPDIR=`temp`, run in `tmpdir`.
+    let without_home = |args: &[&str], temp: &std::ffi::OsStr| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_mlxfs"));
+        c.args(args)
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .current_dir(tmpdir.path());
+        for (k, v) in fx.vars().into_iter().filter(|(k, _)| *k != "HOME") {
+            c.env(k, v);
+        }
+        c.env("TMPDIR", temp).output().unwrap()
+    };
+    let cache_dir = |temp: &std::ffi::OsStr| {
+        let v = json(&without_home(
+            &["show", "Tiny-Instruct-4bit", "--json"],
+            temp,
+        ));
+        v["data"]["runtime_cache"]["dir"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
     for args in [
         &["list", "--json", "--verbose"][..],
         &["list", "--all", "--health", "--verbose"],
@@ -453,12 +472,7 @@ fn reads_never_write_without_a_home() {
         &["show", "clean-ws", "--json"],
         &["health", "--json"],
     ] {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_mlxfs"));
-        c.args(args).env_clear().env("PATH", "/usr/bin:/bin");
-        for (k, v) in fx.vars().into_iter().filter(|(k, _)| *k != "HOME") {
-            c.env(k, v);
-        }
-        let o = c.env("TMPDIR", tmpdir.path()).output().unwrap();
+        let o = without_home(args, tmpdir.path().as_os_str());
         assert!(
             o.status.success(),
             "{args:?}: {}",
@@ -482,40 +496,19 @@ fn reads_never_write_without_a_home() {
             std::path::PathBuf::from(mlxfs::sys::home_dir(None)).join(".local/state/mlxfs"),
         ),
     ] {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_mlxfs"));
-        c.args(["show", "Tiny-Instruct-4bit", "--json"])
-            .env_clear()
-            .env("PATH", "/usr/bin:/bin");
-        for (k, v) in fx.vars().into_iter().filter(|(k, _)| *k != "HOME") {
-            c.env(k, v);
-        }
-        let v = json(&c.env("TMPDIR", &temp).output().unwrap());
-        let dir = v["data"]["runtime_cache"]["dir"]
-            .as_str()
-            .unwrap_or_default();
+        let dir = cache_dir(temp.as_os_str());
         assert!(
-            Path::new(dir).starts_with(under.join("hf-cache")),
-            "TMPDIR={}: {v}",
+            Path::new(&dir).starts_with(under.join("hf-cache")),
+            "TMPDIR={}: {dir}",
             temp.display()
         );
     }
     assert!(!missing.exists());
     // A relative $TMPDIR is not taken (the folder would follow the current one).
-    let mut c = Command::new(env!("CARGO_BIN_EXE_mlxfs"));
-    c.args(["show", "Tiny-Instruct-4bit", "--json"])
-        .env_clear()
-        .env("PATH", "/usr/bin:/bin")
-        .current_dir(tmpdir.path());
-    for (k, v) in fx.vars().into_iter().filter(|(k, _)| *k != "HOME") {
-        c.env(k, v);
-    }
-    let v = json(&c.env("TMPDIR", "rel").output().unwrap());
-    let dir = v["data"]["runtime_cache"]["dir"]
-        .as_str()
-        .unwrap_or_default();
+    let dir = cache_dir("rel".as_ref());
     assert!(
-        Path::new(dir).is_absolute() && !dir.contains("rel/mlxfs"),
-        "{v}"
+        Path::new(&dir).is_absolute() && !dir.contains("rel/mlxfs"),
+        "{dir}"
     );
 }
 
