@@ -70,20 +70,23 @@ pub struct RunArgs {
     #[arg(long = "max-tokens", value_name = "N", default_value_t = 256,
           allow_negative_numbers = true, value_parser = at_least_one)]
     pub max_tokens: u32,
-    /// Sampling temperature, 0 or more: 0 always picks the likeliest token; higher is more
-    /// varied [default: 0.7; 0 with --audio]
-    #[arg(long, value_name = "T", allow_negative_numbers = true, value_parser = non_negative)]
-    pub temperature: Option<f64>,
+    /// Sampling temperature, 0 or more: 0 always picks the likeliest token (greedy: the same
+    /// prompt gives the same text every time); higher is more varied. mlx-lm's default, as
+    /// `serve`'s
+    #[arg(long, value_name = "T", default_value_t = runtime::defaults::TEMPERATURE,
+          allow_negative_numbers = true, value_parser = non_negative)]
+    pub temperature: f64,
     /// Nucleus sampling, above 0 and at most 1: pick only among the likeliest tokens whose
-    /// probabilities add up to P (1 turns it off)
-    #[arg(long = "top-p", value_name = "P", default_value_t = 0.9,
+    /// probabilities add up to P (1 turns it off). mlx-lm's default, as `serve`'s
+    #[arg(long = "top-p", value_name = "P", default_value_t = runtime::defaults::TOP_P,
           allow_negative_numbers = true, value_parser = probability)]
     pub top_p: f64,
-    /// Penalty for tokens already generated, above 0 (1 turns it off; mlx-lm's repetition
-    /// penalty)
-    #[arg(long = "repetition-penalty", value_name = "R", default_value_t = 1.1,
+    /// Penalty for tokens already seen (the prompt's and the generated ones), above 0; 1 or
+    /// not given: no penalty (mlx-lm's repetition penalty, off by default as in mlx-lm and
+    /// `serve`)
+    #[arg(long = "repetition-penalty", value_name = "R",
           allow_negative_numbers = true, value_parser = positive)]
-    pub repetition_penalty: f64,
+    pub repetition_penalty: Option<f64>,
     /// Random seed (same seed, same model, same output)
     #[arg(long, value_name = "N")]
     pub seed: Option<u64>,
@@ -630,11 +633,9 @@ pub fn run(a: &RunArgs, loc: &Locations, json_mode: bool) -> Result<Output, CliE
         model_path: weights.clone(),
         prompt,
         max_tokens: a.max_tokens,
-        temperature: a
-            .temperature
-            .unwrap_or(if a.audio.is_some() { 0.0 } else { 0.7 }),
+        temperature: a.temperature,
         top_p: a.top_p,
-        repetition_penalty: (a.repetition_penalty != 1.0).then_some(a.repetition_penalty),
+        repetition_penalty: a.repetition_penalty.filter(|r| *r != 1.0),
         seed: a.seed,
         chat_template: !a.no_chat_template,
         draft_model: draft.as_ref().map(|d| d.load.clone()),

@@ -305,8 +305,8 @@ def chat_prompt(tokenizer, messages, tools=None):
 
 
 def sampling(req):
-    """The sampler and logits processors for a request's `temperature` (default 0.7), `top_p`
-    (0.9), `min_p` (0), `top_k` (0: off), `repetition_penalty`, `presence_penalty`,
+    """The sampler and logits processors for a request's `temperature` (default 0: greedy),
+    `top_p` (1: off), `min_p` (0), `top_k` (0: off) — mlx-lm's defaults (mlxfs sends them all), `repetition_penalty`, `presence_penalty`,
     `frequency_penalty` and `logit_bias` (token id → bias; each None: off); seeds MLX's
     random generator first when the request has a `seed`."""
     import mlx.core as mx
@@ -314,7 +314,7 @@ def sampling(req):
 
     if req.get("seed") is not None:
         mx.random.seed(int(req["seed"]))
-    sampler = make_sampler(temp=float(req.get("temperature", 0.7)), top_p=float(req.get("top_p", 0.9)),
+    sampler = make_sampler(temp=float(req.get("temperature", 0.0)), top_p=float(req.get("top_p", 1.0)),
                            min_p=float(req.get("min_p") or 0.0), top_k=int(req.get("top_k") or 0))
     bias = req.get("logit_bias")
     return sampler, make_logits_processors(
@@ -465,8 +465,8 @@ def vlm_generate(model, processor, prompt, images, req, on_text, should_stop):
     if req.get("seed") is not None:
         mx.random.seed(int(req["seed"]))
     kwargs = {"max_tokens": int(req.get("max_tokens", 256)),
-              "temperature": float(req.get("temperature", 0.7)),
-              "top_p": float(req.get("top_p", 0.9))}
+              "temperature": float(req.get("temperature", 0.0)),
+              "top_p": float(req.get("top_p", 1.0))}
     if req.get("repetition_penalty"):
         kwargs["repetition_penalty"] = float(req["repetition_penalty"])
     pieces, last, finish = [], None, None

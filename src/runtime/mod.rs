@@ -88,6 +88,18 @@ impl Backend {
     }
 }
 
+/// The sampling defaults of `run` and `serve`: mlx-lm's own (mlx_lm/generate.py
+/// `DEFAULT_TEMP`, `DEFAULT_TOP_P`; `mlx_lm.server` takes the same), so that the same prompt
+/// gives the same text in `mlxfs run`, `mlxfs serve`, `mlx_lm.generate` and `mlx_lm.server`.
+/// Temperature 0 is greedy (the likeliest token every time); no repetition penalty unless
+/// asked for.
+pub mod defaults {
+    /// 0: greedy.
+    pub const TEMPERATURE: f64 = 0.0;
+    /// 1: nucleus sampling off.
+    pub const TOP_P: f64 = 1.0;
+}
+
 /// What to generate.
 #[derive(Debug, Clone, Default)]
 pub struct GenRequest {

@@ -242,7 +242,7 @@ class _Job:
 def _alone(job):
     """A job that must run by itself: seeded sampling draws from MLX's one global random
     state, seeded for this job as `run` seeds it (in a batch, others would draw from it too)."""
-    return job.get("seed") is not None and float(job.get("temperature", 0.7)) > 0
+    return job.get("seed") is not None and float(job.get("temperature", 0.0)) > 0
 
 
 DEFAULT_PROMPT_CACHE_SIZE = 10

@@ -210,13 +210,13 @@ pub fn parse(kind: Kind, body: &Value, cap: u32) -> Result<Request, ApiError> {
     }
     let asked = int(body, "max_completion_tokens")?.or(int(body, "max_tokens")?);
     job.max_tokens = asked.map_or(cap, |n| n.min(cap as u64) as u32);
-    job.temperature = num(body, "temperature")?.unwrap_or(0.7);
+    job.temperature = num(body, "temperature")?.unwrap_or(crate::runtime::defaults::TEMPERATURE);
     if !(0.0..=2.0).contains(&job.temperature) {
         return Err(ApiError::bad_request(
             "`temperature` must be between 0 and 2",
         ));
     }
-    job.top_p = num(body, "top_p")?.unwrap_or(0.9);
+    job.top_p = num(body, "top_p")?.unwrap_or(crate::runtime::defaults::TOP_P);
     if !(job.top_p > 0.0 && job.top_p <= 1.0) {
         return Err(ApiError::bad_request(
             "`top_p` must be above 0 and at most 1",
