@@ -1,4 +1,5 @@
 fn main() {
     let code = mlxfs::cli::run(std::env::args_os().collect());
-    std::process::exit(code);
+    // Not std::process::exit: C library destructors could hang (sys::exit_now says why).
+    mlxfs::sys::exit_now(code);
 }

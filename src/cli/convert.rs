@@ -100,22 +100,13 @@ pub struct ConvertArgs {
     pub max_shard_bytes: Option<u64>,
 }
 
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_interrupt(sig: libc::c_int) {
-    if INTERRUPTED.swap(true, Ordering::SeqCst) {
-        // A second Ctrl-C: stop now (the staging folder is removed by the next conversion
-        // into the same target). SAFETY: _exit is async-signal-safe.
-        unsafe { libc::_exit(128 + sig) }
-    }
-    runtime::STOP.store(true, Ordering::SeqCst);
-}
-
 /// Ctrl-C / SIGTERM / SIGHUP: the conversion stops between two tensors (or two chunks of a
-/// copy), and the staging folder is removed (finished shards kept for a resume).
+/// copy; an embedded interpreter gets a KeyboardInterrupt, which also breaks a read it is
+/// blocked in), and the staging folder is removed (finished shards kept for a resume). A
+/// second signal ends the process at once (the staging folder is removed by the next
+/// conversion into the same target). `runtime::stop` has the handlers.
 fn stop_on_interrupt() {
-    // The handler only stores to atomics (and _exit on a second signal).
-    super::hubcmd::on_stop_signals(on_interrupt);
+    runtime::stop::install();
 }
 
 /// Progress on a terminal: one line redrawn in place (label, bytes done of the total, rate),
@@ -250,7 +241,7 @@ impl Progress for Term {
         st.label.clear();
     }
     fn cancelled(&self) -> bool {
-        INTERRUPTED.load(Ordering::Relaxed)
+        runtime::stop::requested()
     }
 }
 

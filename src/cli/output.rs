@@ -161,9 +161,9 @@ pub fn emit(text: &str) {
 pub fn exit_on_write_error(e: &std::io::Error) -> ! {
     if e.kind() != std::io::ErrorKind::BrokenPipe {
         let _ = writeln!(std::io::stderr(), "mlxfs: cannot write the output: {e}");
-        std::process::exit(1);
+        crate::sys::exit_now(1);
     }
-    std::process::exit(0)
+    crate::sys::exit_now(0)
 }
 
 /// A line on stderr; a closed stderr is ignored (never a panic).

@@ -34,6 +34,14 @@ that captured copy (its refs/main snapshot, when complete) without the network.
 A safetensors checkpoint without MLX markers is labelled PyTorch (mlx-knife's rules) and
 refused; --force runs it anyway when mlx-lm supports its architecture.
 
+Sampling defaults are mlx-lm's, as in `serve`: temperature 0 (greedy: the likeliest token
+every time, the text mlx_lm.generate gives), top-p 1, no repetition penalty. A prompt longer
+than the model's context length is refused (context_length_exceeded) before it is processed.
+
+Ctrl-C, SIGTERM and SIGHUP stop the run wherever it is (loading, the prompt, generation):
+exit status 130, with the text so far. If Python cannot be interrupted (a read that never
+returns), the run is ended 2 s after the signal; a second Ctrl-C ends it at once.
+
 stdout carries only the generated text (or the JSON result): what the libraries print is
 captured, and its last lines are shown if the run fails (their stderr passes through live).
 mlxfs never runs code that comes with a model (trust_remote_code=False): a model that
@@ -640,6 +648,7 @@ pub fn run(a: &RunArgs, loc: &Locations, json_mode: bool) -> Result<Output, CliE
         chat_template: !a.no_chat_template,
         draft_model: draft.as_ref().map(|d| d.load.clone()),
         num_draft_tokens: a.num_draft_tokens,
+        context_length: d.record.context_length,
     };
 
     struct State {
@@ -688,8 +697,43 @@ pub fn run(a: &RunArgs, loc: &Locations, json_mode: bool) -> Result<Output, CliE
         }
     }));
 
-    runtime::install_stop_handlers();
-    let outcome = runtime::generate(&env, &req, a.subprocess, handler)?;
+    // Ctrl-C, SIGTERM or SIGHUP stop the run wherever it is: Python answers `interrupted`
+    // where it can, and if it has not within RUN_GRACE (a load, a long prompt step, a read
+    // that never returns), the run ends anyway with these last words (runtime::stop).
+    let watch = {
+        let st = state.clone();
+        runtime::stop::watch(runtime::stop::RUN_GRACE, move || {
+            let streamed = st.try_lock().map_or(true, |s| s.streamed);
+            if streamed {
+                let _ = runtime::Stdout.write_all(b"\n");
+            }
+            let err = abandoned_error();
+            if json_mode {
+                super::output::print_json(&super::output::envelope(
+                    Some("run"),
+                    super::output::Order::DataFirst,
+                    Err(&err),
+                ));
+            } else {
+                super::output::print_human_error("run", &err);
+            }
+        })
+    };
+    let outcome = runtime::generate(&env, &req, a.subprocess, handler);
+    drop(watch);
+    let outcome = outcome?;
+    if runtime::stop::requested() {
+        // Stopped by a signal: whatever Python managed to answer, the run was interrupted
+        // (an error the interrupt itself caused, or no answer at all, is no failure).
+        let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+        if s.done.is_null() || s.error.is_some() {
+            s.error = None;
+            s.done = json!({"text": "", "prompt_tokens": 0, "generation_tokens": 0,
+                            "prompt_tps": 0.0, "generation_tps": 0.0,
+                            "finish_reason": "interrupted", "chat_template": false,
+                            "draft_tokens": null});
+        }
+    }
     let (mode, why_not_embedded) = (outcome.mode, outcome.why_not_embedded);
     // What Python printed, shown with any error from here on.
     let with_output = |mut e: CliError| {
@@ -819,6 +863,18 @@ pub fn run(a: &RunArgs, loc: &Locations, json_mode: bool) -> Result<Output, CliE
     });
     // `interrupted` runs exit 130, like other programs stopped by Ctrl-C.
     Ok(Output::new(data, String::new()).code(if interrupted { 130 } else { 0 }))
+}
+
+/// The error of a run abandoned after Ctrl-C/SIGTERM: Python did not stop in time.
+fn abandoned_error() -> CliError {
+    CliError::new(
+        ErrorType::Interrupted,
+        format!(
+            "interrupted: Python did not stop within {} s of the signal (loading the model, a \
+             long step of the prompt, or a read that does not return); the run was ended",
+            runtime::stop::RUN_GRACE.as_secs()
+        ),
+    )
 }
 
 /// Name what arrived: the hub repos of the isolated cache with files the run added (each

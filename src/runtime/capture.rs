@@ -148,6 +148,25 @@ pub fn stderr_copy() -> Option<File> {
 
 /// The descriptor of mlxfs's real stdout: 1, except while [`Redirect`] holds fd 1.
 static STDOUT_FD: AtomicI32 = AtomicI32::new(libc::STDOUT_FILENO);
+/// The same for stderr.
+static STDERR_FD: AtomicI32 = AtomicI32::new(libc::STDERR_FILENO);
+
+/// Put mlxfs's real stdout and stderr back on fd 1 and 2 now, whatever [`Redirect`] is alive
+/// (for the last words of a process that abandons an embedded run: `stop.rs`). Only atomics
+/// and dup2(2): safe in a signal handler.
+pub fn give_back_stdio() {
+    for (saved, fd) in [
+        (&STDOUT_FD, libc::STDOUT_FILENO),
+        (&STDERR_FD, libc::STDERR_FILENO),
+    ] {
+        let from = saved.load(Ordering::SeqCst);
+        if from != fd {
+            // SAFETY: `from` is the saved copy, open while its Redirect lives (the process
+            // ends right after this call).
+            unsafe { libc::dup2(from, fd) };
+        }
+    }
+}
 
 /// mlxfs's own stdout while Python runs: generated text goes here, never through
 /// `std::io::stdout()` (fd 1 is a capture pipe during an embedded run). Unbuffered.
@@ -217,6 +236,7 @@ impl Redirect {
         // fd 1 and 2 are now the only write ends mlxfs holds: restoring them ends the Tees.
         drop((out_w, err_w));
         STDOUT_FD.store(saved_out.as_raw_fd(), Ordering::SeqCst);
+        STDERR_FD.store(saved_err.as_raw_fd(), Ordering::SeqCst);
         Ok(Redirect {
             saved_out,
             saved_err,
@@ -228,6 +248,7 @@ impl Redirect {
     /// Put fd 1 and 2 back and return what was captured.
     pub fn finish(self) -> Captured {
         STDOUT_FD.store(libc::STDOUT_FILENO, Ordering::SeqCst);
+        STDERR_FD.store(libc::STDERR_FILENO, Ordering::SeqCst);
         let _ = dup2(&self.saved_out, libc::STDOUT_FILENO);
         let _ = dup2(&self.saved_err, libc::STDERR_FILENO);
         drop((self.saved_out, self.saved_err));

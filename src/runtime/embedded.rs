@@ -1,6 +1,8 @@
 //! The embedded interpreter: initialised with `executable` = the venv's python, so that
-//! `sys.prefix`/`sys.executable` are the venv's, with no Python signal handlers (Rust owns
-//! Ctrl-C). Only used when the venv's interpreter is the very build mlxfs links.
+//! `sys.prefix`/`sys.executable` are the venv's. Rust owns the signals ([`super::stop`]):
+//! Python installs none of its own, except that its table names `default_int_handler` for
+//! SIGINT, so that Rust's handler can raise `KeyboardInterrupt` in it. Only
+//! used when the venv's interpreter is the very build mlxfs links.
 
 use std::ffi::{CStr, CString};
 use std::sync::OnceLock;
@@ -62,8 +64,15 @@ fn initialize(env: &PythonEnv) -> Result<(), String> {
                 };
                 return Err(format!("cannot start the embedded Python: {msg}"));
             }
+            // SIGINT raises KeyboardInterrupt: Python's table names its default handler (this
+            // also installs Python's C handler, which `stop` replaces with its own again).
+            let code = c"import signal\nsignal.signal(signal.SIGINT, signal.default_int_handler)\n";
+            let interruptible = ffi::PyRun_SimpleString(code.as_ptr()) == 0;
             // Release the GIL so that pyo3 can take it.
             ffi::PyEval_SaveThread();
+            if interruptible {
+                super::stop::python_interruptible();
+            }
         }
         Ok(())
     })
@@ -132,6 +141,13 @@ fn run_inner(
             }
         }
         Ok(())
+    })
+    .or_else(|e| {
+        // Ctrl-C: the Python code answers `interrupted` where it can; a KeyboardInterrupt that
+        // got out of it (raised after its answer, or where it cannot catch it) is no failure.
+        let interrupted =
+            Python::attach(|py| e.is_instance_of::<pyo3::exceptions::PyKeyboardInterrupt>(py));
+        if interrupted { Ok(()) } else { Err(e) }
     })
     .map_err(|e| {
         let what = match script {

@@ -304,6 +304,44 @@ def chat_prompt(tokenizer, messages, tools=None):
     return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False, **extra)
 
 
+def encode(tokenizer, text):
+    """`text`'s token ids as mlx-lm's `stream_generate` encodes a string: with the
+    tokenizer's special tokens unless the text already starts with its BOS token."""
+    special = tokenizer.bos_token is None or not text.startswith(tokenizer.bos_token)
+    return tokenizer.encode(text, add_special_tokens=special)
+
+
+class Refused(Exception):
+    """A job refused for what it asks (its `kind` is the error type, `message` says why), not
+    failed: the same request fails the same way. `event` is its error event."""
+
+    def __init__(self, kind, message):
+        super().__init__(message)
+        self.kind, self.message = kind, message
+
+    @property
+    def event(self):
+        return {"event": "error", "type": self.kind, "message": self.message}
+
+
+class ContextLengthExceeded(Refused):
+    """A prompt longer than the model's context length: refused before any token of it is
+    processed (a 100,000-token prompt holds a model for many minutes, and its answer would
+    be the model's output past the length it was trained for)."""
+
+    def __init__(self, tokens, limit, at_least=False):
+        super().__init__("context_length_exceeded",
+                         f"the prompt is {'at least ' if at_least else ''}{tokens} tokens; "
+                         f"this model's context length is {limit}")
+
+
+def check_context(tokens, limit, at_least=False):
+    """Raise `ContextLengthExceeded` when `tokens` (a count; `at_least`: a lower bound) is over
+    `limit` (the model's context length from its config.json; None or 0: unknown, no check)."""
+    if limit and tokens > int(limit):
+        raise ContextLengthExceeded(tokens, int(limit), at_least)
+
+
 def sampling(req):
     """The sampler and logits processors for a request's `temperature` (default 0: greedy),
     `top_p` (1: off), `min_p` (0), `top_k` (0: off) — mlx-lm's defaults (mlxfs sends them all), `repetition_penalty`, `presence_penalty`,
@@ -356,6 +394,13 @@ def _run(req, send, should_stop):
     use_template = req.get("chat_template", True) and getattr(tokenizer, "chat_template", None)
     if use_template:
         prompt = chat_prompt(tokenizer, [{"role": "user", "content": prompt}])
+    # Encoded here as stream_generate would, to refuse a prompt over the context length
+    # before any of it is processed.
+    prompt = encode(tokenizer, prompt)
+    try:
+        check_context(len(prompt), req.get("context_length"))
+    except ContextLengthExceeded as e:
+        return fail(e.event)
     sampler, processors = sampling(req)
 
     pieces = []
@@ -469,6 +514,10 @@ def vlm_generate(model, processor, prompt, images, req, on_text, should_stop):
               "top_p": float(req.get("top_p", 1.0))}
     if req.get("repetition_penalty"):
         kwargs["repetition_penalty"] = float(req["repetition_penalty"])
+    # The text's own tokens, before mlx-vlm adds the images' (so a lower bound).
+    tokenizer = getattr(processor, "tokenizer", processor)
+    if req.get("context_length") and isinstance(prompt, str):
+        check_context(len(tokenizer.encode(prompt)), req["context_length"], at_least=True)
     pieces, last, finish = [], None, None
     try:
         for resp in stream_generate(model, processor, prompt, image=images or None, **kwargs):
@@ -518,6 +567,8 @@ def _run_vlm(req, send, should_stop):
         prompt = vlm_prompt(model, processor, req["prompt"], len(images), use_template)
         done = vlm_generate(model, processor, prompt, images, req,
                             lambda t: send({"event": "token", "text": t}), should_stop)
+    except Refused as e:
+        return fail(e.event)
     except Exception as e:
         return fail({"event": "error", "type": "generation_failed", "message": f"{type(e).__name__}: {e}"})
     send({"event": "done", **done, "chat_template": use_template, "draft_tokens": None})
@@ -671,10 +722,9 @@ def load_audio(src):
                      "package) in this Python nor the `ffmpeg` program on PATH")
 
 
-class MediaError(Exception):
-    def __init__(self, kind, message):
-        super().__init__(message)
-        self.kind, self.message = kind, message
+class MediaError(Refused):
+    """An image or audio file that cannot be taken (`invalid_media`, `media_too_large`,
+    `decoder_missing`)."""
 
 
 class Stopped(Exception):
@@ -879,13 +929,19 @@ def interrupt_once():
 
 
 def exit_quietly(code):
-    """`sys.exit(code)`, with SIGINT ignored first: CPython gives SIGINT its default action
-    back while it shuts down, so the second of a doubled Ctrl-C would kill the process there
-    (exit status -2, atexit handlers skipped)."""
+    """End the process with `code` once stdout and stderr are flushed, SIGINT ignored first
+    (the second of a doubled Ctrl-C must not kill it with status -2), and without the
+    interpreter's and the C libraries' shutdown (`os._exit`): OpenBLAS's thread shutdown at
+    exit joins threads that may never answer, and hung `mlxfs run` after its answer."""
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    sys.exit(code)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+    os._exit(code)
 
 
 def request_arg(arg):

@@ -8,6 +8,7 @@ pub mod convert;
 #[cfg(feature = "python")]
 mod embedded;
 pub mod python;
+pub mod stop;
 pub mod worker;
 
 use serde_json::{Value, json};
@@ -49,21 +50,7 @@ impl Script {
     }
 }
 
-/// Set by SIGINT/SIGTERM: generation stops after the current token.
-pub static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    STOP.store(true, Ordering::SeqCst);
-}
-
-/// Route Ctrl-C and SIGTERM to [`STOP`] (the embedded interpreter installs no handlers).
-pub fn install_stop_handlers() {
-    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-    unsafe {
-        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
-    }
-}
+pub use stop::STOP;
 
 /// The Python library that runs a model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -124,6 +111,9 @@ pub struct GenRequest {
     pub language: Option<String>,
     /// Translate the speech into English instead of transcribing it.
     pub translate: bool,
+    /// The model's context length (config.json): a longer prompt is refused with
+    /// `context_length_exceeded` before any of it is processed. None: unknown, not checked.
+    pub context_length: Option<u64>,
 }
 
 impl GenRequest {
@@ -144,6 +134,7 @@ impl GenRequest {
             "audio": self.audio,
             "language": self.language,
             "task": if self.translate { "translate" } else { "transcribe" },
+            "context_length": self.context_length,
         })
         .to_string()
     }
@@ -478,14 +469,27 @@ fn subprocess(
     cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    // SAFETY: between fork and exec the closure only calls fcntl, which is async-signal-safe.
-    // Clearing close-on-exec in the child alone keeps the write end out of every other
-    // process mlxfs starts.
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: between fork and exec the closure only calls fcntl, prctl and getppid, which
+    // are async-signal-safe. Clearing close-on-exec in the child alone keeps the write end
+    // out of every other process mlxfs starts.
     unsafe {
         cmd.pre_exec(move || {
             if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
                 return Err(std::io::Error::last_os_error());
             }
+            // No orphan: SIGKILL when the thread that started it (mlxfs's main thread, which
+            // waits for it) ends, however mlxfs ends.
+            #[cfg(target_os = "linux")]
+            {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if libc::getppid() != parent {
+                    return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+                }
+            }
+            let _ = parent;
             Ok(())
         });
     }
@@ -498,6 +502,8 @@ fn subprocess(
     })?;
     // The child holds the only write end now: its exit ends the event stream.
     drop(events_w);
+    // Killed if the work is abandoned (stop.rs); forgotten before it is reaped.
+    stop::set_child(Some(child.id()));
     // Written from a thread (a pipe holds 64 KiB); a child that exits first makes it fail
     // with EPIPE, which its exit reports.
     if let Some(mut stdin) = child.stdin.take() {
@@ -564,6 +570,7 @@ fn subprocess(
     // must never be signalled once reaped).
     ended.store(true, Ordering::SeqCst);
     let _ = forward.join();
+    stop::set_child(None);
     let status = child.wait();
     let output = Captured {
         stdout: out.finish(),
@@ -571,15 +578,14 @@ fn subprocess(
     };
     let status = status.map_err(|e| failed(e.to_string()).with_output(output.clone()))?;
     // A reported error explains the exit status (the caller reports it); after Ctrl-C the
-    // status is whatever the signal made it.
+    // status is whatever the signal made it, and the caller tells an interrupted job by its
+    // answer or by `stop::requested()`.
     let stopped = STOP.load(Ordering::SeqCst);
-    if seen.error || (seen.done && (status.success() || stopped)) {
+    if seen.error || stopped || (seen.done && status.success()) {
         return Ok(output);
     }
     let python = env.python.display();
-    let mut message = if stopped && !seen.done {
-        "interrupted before generation began".to_string()
-    } else if seen.done {
+    let mut message = if seen.done {
         format!("{python} ended ({status}) after its result")
     } else if status.success() {
         format!("{python} ended (exit status: 0) without a result")

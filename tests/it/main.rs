@@ -21,6 +21,7 @@ mod media;
 mod mount;
 mod offline;
 mod run;
+mod run_edges;
 mod runtime_cache;
 mod serve;
 mod vfs;

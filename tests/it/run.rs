@@ -562,8 +562,8 @@ fn children(pid: u32) -> Vec<u32> {
 }
 
 /// Ctrl-C while a subprocess is still starting (imports, loading the model) is an
-/// interrupted run, exit 130, as in the embedded interpreter (which reads its stop flag once
-/// generation begins) — not a Python failure.
+/// interrupted run, exit 130, as in the embedded interpreter — not a Python failure
+/// (run_edges.rs has the embedded mode, and loads that block).
 #[test]
 fn ctrl_c_while_a_subprocess_loads_is_an_interrupted_run() {
     use std::os::unix::process::CommandExt;

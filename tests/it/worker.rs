@@ -23,18 +23,38 @@ fn spec(ws: &Path) -> WorkerSpec {
     }
 }
 
-/// `mlxfs run`'s defaults for the prompt "Explain FUSE" as chat, `--seed 7 --max-tokens 12`.
+/// `mlxfs run`'s defaults (mlx-lm's: `runtime::defaults`) for the prompt as chat, `--seed 7
+/// --max-tokens 12`.
 fn chat(prompt: &str) -> GenJob {
     GenJob {
         messages: Some(vec![json!({"role": "user", "content": prompt})]),
         max_tokens: 12,
-        temperature: 0.7,
-        top_p: 0.9,
-        repetition_penalty: Some(1.1),
+        temperature: mlxfs::runtime::defaults::TEMPERATURE,
+        top_p: mlxfs::runtime::defaults::TOP_P,
+        repetition_penalty: None,
         seed: Some(7),
         ..GenJob::default()
     }
 }
+
+/// Seeded sampling: `mlxfs run --temperature 0.7 --top-p 0.9 --repetition-penalty 1.1 --seed 7`.
+fn sampled(prompt: &str) -> GenJob {
+    GenJob {
+        temperature: 0.7,
+        top_p: 0.9,
+        repetition_penalty: Some(1.1),
+        ..chat(prompt)
+    }
+}
+
+const SAMPLED: [&str; 6] = [
+    "--temperature",
+    "0.7",
+    "--top-p",
+    "0.9",
+    "--repetition-penalty",
+    "1.1",
+];
 
 fn greedy(prompt: &str, max_tokens: u32) -> GenJob {
     GenJob {
@@ -138,6 +158,7 @@ fn the_worker_gives_the_text_of_run_and_serves_jobs_at_once() {
     let (fx, ws) = with_tiny();
     let by_run = run_json(&fx, "tiny", &[]);
     let greedy_run = run_json(&fx, "tiny", &["--temperature", "0"]);
+    let sampled_run = run_json(&fx, "tiny", &SAMPLED);
     let w = Worker::start(&spec(&ws)).unwrap();
     assert!(w.alive());
     let info = w.info().clone();
@@ -148,6 +169,7 @@ fn the_worker_gives_the_text_of_run_and_serves_jobs_at_once() {
     for (job, run) in [
         (chat("Explain FUSE"), &by_run),
         (greedy("Explain FUSE", 12), &greedy_run),
+        (sampled("Explain FUSE"), &sampled_run),
     ] {
         let mut h = w.submit(job).unwrap();
         let (tokens, last) = collect(&mut h, Duration::from_secs(60));
@@ -201,13 +223,13 @@ fn the_worker_gives_the_text_of_run_and_serves_jobs_at_once() {
 
     // Seeded sampling jobs submitted at once (each runs alone): each the text of `run`.
     let mut handles: Vec<_> = (0..3)
-        .map(|_| w.submit(chat("Explain FUSE")).unwrap())
+        .map(|_| w.submit(sampled("Explain FUSE")).unwrap())
         .collect();
     handles.push(w.submit(greedy("Hello, world!", 12)).unwrap());
     for (i, h) in handles.iter_mut().enumerate() {
         let (_, last) = collect(h, Duration::from_secs(60));
         let expected = if i < 3 {
-            by_run["text"].as_str().unwrap()
+            sampled_run["text"].as_str().unwrap()
         } else {
             alone[1].1.as_str()
         };

@@ -1,0 +1,481 @@
+//! `mlxfs run` at its edges: it ends when its work ends (no hang after the answer), Ctrl-C and
+//! SIGTERM stop it wherever it is (importing, loading, blocked in a read that never returns),
+//! a prompt over the context length is refused before any of it is processed, and its
+//! defaults are mlx-lm's (temperature 0 is greedy: mlx-lm's own text).
+
+use serde_json::Value;
+use std::fs;
+use std::io::Read;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::run::{make_tiny, venv_dir, venv_python, with_tiny};
+use crate::support::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_mlxfs");
+
+fn mlxfs(fx: &Fx) -> Command {
+    let mut c = Command::new(BIN);
+    c.env_clear().env("PATH", "/usr/local/bin:/usr/bin:/bin");
+    for (k, v) in fx.vars() {
+        c.env(k, v);
+    }
+    c
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Is `pid` gone (or a zombie nobody reaped yet)?
+fn gone(pid: u32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/status")) {
+        Err(_) => true,
+        Ok(s) => s
+            .lines()
+            .any(|l| l.starts_with("State:") && l.contains('Z')),
+    }
+}
+
+/// The pids of `pid`'s children (every thread's).
+fn children(pid: u32) -> Vec<u32> {
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|c| {
+            c.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect()
+}
+
+/// Wait for `child` at most `limit`; on time out kill it (and its group) and say so.
+fn wait_for(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return Some(s);
+        }
+        if Instant::now() >= deadline {
+            // SAFETY: kill(2) on our own child's process group (started with process_group(0)).
+            unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A Python environment of its own (a venv of the Python mlxfs embeds, so the embedded mode
+/// runs), whose `mlx` is empty and whose `mlx_lm`, when imported, writes `<fifo>.reached` and
+/// then blocks opening the FIFO `fifo`: with Python's own `os.open` (`how` = "python": a
+/// blocked system call Python can interrupt) or with the tokenizers library's Rust code
+/// (`how` = "rust": its open(2) is retried on EINTR, so nothing in the process can break
+/// it — as a FIFO named tokenizer.json, or a dead network disk, holds a real load).
+fn blocking_env(dir: &Path) -> PathBuf {
+    let env = dir.join("blocking-env");
+    let o = Command::new("/usr/bin/python3")
+        .args(["-m", "venv", "--without-pip"])
+        .arg(&env)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let site = fs::read_dir(env.join("lib"))
+        .unwrap()
+        .flatten()
+        .next()
+        .unwrap()
+        .path()
+        .join("site-packages");
+    let real_site = fs::read_dir(venv_dir().join("lib"))
+        .unwrap()
+        .flatten()
+        .next()
+        .unwrap()
+        .path()
+        .join("site-packages");
+    fs::create_dir_all(site.join("mlx")).unwrap();
+    fs::create_dir_all(site.join("mlx_lm")).unwrap();
+    fs::write(site.join("mlx/__init__.py"), "").unwrap();
+    fs::write(
+        site.join("mlx_lm/__init__.py"),
+        format!(
+            "import os, sys\n\
+             fifo = os.environ['BLOCK_FIFO']\n\
+             open(fifo + '.reached', 'w').close()\n\
+             if os.environ['BLOCK_HOW'] == 'python':\n    os.open(fifo, os.O_RDONLY)\n\
+             else:\n    sys.path.append({real_site:?})\n    \
+             from tokenizers import Tokenizer\n    Tokenizer.from_file(fifo)\n"
+        ),
+    )
+    .unwrap();
+    env
+}
+
+/// Ctrl-C and SIGTERM stop `run` while Python is blocked loading, in both modes: where Python
+/// can be interrupted, with its `interrupted` answer at once (exit 130, JSON success with
+/// `finish_reason` "interrupted"); where nothing can break the read, after the 2 s grace
+/// (exit 130, the error `interrupted`), the subprocess killed, not orphaned. Before, the
+/// embedded run ignored both signals for ever.
+#[test]
+fn ctrl_c_and_sigterm_stop_a_run_blocked_while_loading() {
+    crate::require!(Python);
+    let (fx, _ws) = with_tiny();
+    let env = blocking_env(fx.tmp.path());
+    let fifo = fx.tmp.path().join("block.fifo");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo(3) with a valid path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let reached = PathBuf::from(format!("{}.reached", fifo.display()));
+    for (how, mode, signal) in [
+        ("python", "embedded", libc::SIGINT),
+        ("python", "subprocess", libc::SIGTERM),
+        ("rust", "embedded", libc::SIGTERM),
+        ("rust", "subprocess", libc::SIGINT),
+    ] {
+        let case = format!("{how}, {mode}, signal {signal}");
+        let _ = fs::remove_file(&reached);
+        let mut cmd = mlxfs(&fx);
+        cmd.args(["run", "tiny", "hello", "--json", "--python"])
+            .arg(&env)
+            .env("BLOCK_FIFO", &fifo)
+            .env("BLOCK_HOW", how)
+            .process_group(0)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if mode == "subprocess" {
+            cmd.arg("--subprocess");
+        }
+        let mut child = cmd.spawn().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !reached.exists() {
+            assert!(Instant::now() < deadline, "{case}: the load never began");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        let python = children(child.id());
+        let sent = Instant::now();
+        // SAFETY: kill(2) on our own child, not yet waited for.
+        unsafe { libc::kill(child.id() as i32, signal) };
+        let status = wait_for(&mut child, Duration::from_secs(8));
+        let took = sent.elapsed();
+        let mut out = Vec::new();
+        child.stdout.take().unwrap().read_to_end(&mut out).unwrap();
+        let mut err = Vec::new();
+        child.stderr.take().unwrap().read_to_end(&mut err).unwrap();
+        let status = status.unwrap_or_else(|| panic!("{case}: still running 8 s after the signal"));
+        assert_eq!(status.code(), Some(130), "{case}: {}", text(&err));
+        let v: Value = serde_json::from_slice(&out)
+            .unwrap_or_else(|e| panic!("{case}: {e}: {}\n{}", text(&out), text(&err)));
+        if how == "python" {
+            assert!(took < Duration::from_secs(2), "{case}: {took:?}");
+            assert_eq!(v["status"], "success", "{case}: {v}");
+            assert_eq!(v["data"]["finish_reason"], "interrupted", "{case}: {v}");
+        } else {
+            assert!(
+                took >= Duration::from_millis(1900) && took < Duration::from_secs(5),
+                "{case}: {took:?}"
+            );
+            assert_eq!(v["error"]["type"], "interrupted", "{case}: {v}");
+            assert!(
+                v["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("did not stop within 2 s"),
+                "{case}: {v}"
+            );
+        }
+        for pid in python {
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while !gone(pid) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            assert!(
+                gone(pid),
+                "{case}: the Python subprocess {pid} outlived mlxfs"
+            );
+        }
+    }
+    // A second signal ends a run at once, whatever it waits for.
+    let _ = fs::remove_file(&reached);
+    let mut child = mlxfs(&fx)
+        .args(["run", "tiny", "hello", "--python"])
+        .arg(&env)
+        .env("BLOCK_FIFO", &fifo)
+        .env("BLOCK_HOW", "rust")
+        .process_group(0)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    while !reached.exists() {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let sent = Instant::now();
+    for _ in 0..2 {
+        // SAFETY: kill(2) on our own child, not yet waited for.
+        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let status = wait_for(&mut child, Duration::from_secs(8)).expect("still running");
+    assert_eq!(status.code(), Some(130));
+    assert!(
+        sent.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        sent.elapsed()
+    );
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(err.contains("interrupted"), "{err}");
+}
+
+/// C source of a library whose destructor never returns: it joins a thread that never ends,
+/// the shape of OpenBLAS's `blas_thread_shutdown_` when it hangs at exit (`_dl_fini` →
+/// `gotoblas_quit` → `pthread_join`).
+const HANGS_AT_EXIT: &str = r#"
+#include <pthread.h>
+#include <unistd.h>
+static pthread_t worker;
+static void *forever(void *arg) { (void)arg; for (;;) pause(); return 0; }
+__attribute__((constructor)) static void start(void) { pthread_create(&worker, 0, forever, 0); }
+__attribute__((destructor)) static void stop(void) { pthread_join(worker, 0); }
+"#;
+
+/// Run `cmd` (its stdout piped) and return (the output, how long the process lived after the
+/// last byte of it, the exit status); `None` for the status when it was still running
+/// `limit` after its output ended.
+fn outlives(mut cmd: Command, limit: Duration) -> (Vec<u8>, Duration, Option<i32>) {
+    let mut child = cmd
+        .process_group(0)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = Vec::new();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut last = Instant::now();
+    let mut buf = [0u8; 4096];
+    // The output is complete when the JSON envelope parses (the process may keep stdout open
+    // while it hangs).
+    loop {
+        let n = stdout.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+        last = Instant::now();
+        if serde_json::from_slice::<Value>(&out).is_ok() {
+            break;
+        }
+    }
+    let status = wait_for(&mut child, limit.saturating_sub(last.elapsed()));
+    (out, last.elapsed(), status.and_then(|s| s.code()))
+}
+
+/// A run ends when its answer is written: no C library destructor runs at its exit, so a
+/// library whose destructor hangs (as OpenBLAS's thread shutdown can) cannot hold it — in the
+/// embedded interpreter and in a subprocess. Before, the embedded run hung after its answer.
+#[test]
+fn a_run_ends_when_its_answer_is_written_whatever_a_library_does_at_exit() {
+    crate::require!(Python);
+    let (fx, _ws) = with_tiny();
+    let src = fx.tmp.path().join("hang.c");
+    let lib = fx.tmp.path().join("libhang.so");
+    fs::write(&src, HANGS_AT_EXIT).unwrap();
+    let o = Command::new("cc")
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(&lib)
+        .arg(&src)
+        .arg("-lpthread")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    for mode in ["embedded", "subprocess"] {
+        let mut cmd = mlxfs(&fx);
+        cmd.args([
+            "run",
+            "tiny",
+            "hello",
+            "--max-tokens",
+            "4",
+            "--json",
+            "--python",
+        ])
+        .arg(venv_dir())
+        .env("MLXFS_BLAS", &lib);
+        if mode == "subprocess" {
+            cmd.arg("--subprocess");
+        }
+        let (out, after, status) = outlives(cmd, Duration::from_secs(10));
+        let v: Value = serde_json::from_slice(&out).unwrap_or(Value::Null);
+        assert_eq!(v["status"], "success", "{mode}: {}", text(&out));
+        assert_eq!(v["data"]["python"]["mode"], mode, "{v}");
+        assert_eq!(
+            v["data"]["python"]["blas"],
+            lib.to_str().unwrap(),
+            "{mode}: the library was loaded"
+        );
+        assert_eq!(
+            status,
+            Some(0),
+            "{mode}: still running {after:?} after its answer"
+        );
+        assert!(after < Duration::from_secs(2), "{mode}: {after:?}");
+    }
+}
+
+/// 50 runs with the system's OpenBLAS (what `MLXFS_BLAS=auto` loads beside mlx's bundled
+/// BLAS): none outlives its answer by more than 2 s.
+#[test]
+fn fifty_runs_with_the_system_openblas_end_with_their_answers() {
+    crate::require!(Python);
+    let (fx, _ws) = with_tiny();
+    let mut worst = Duration::ZERO;
+    for i in 0..50 {
+        let mut cmd = mlxfs(&fx);
+        cmd.args([
+            "run",
+            "tiny",
+            "hello",
+            "--max-tokens",
+            "4",
+            "--json",
+            "--python",
+        ])
+        .arg(venv_dir());
+        let (out, after, status) = outlives(cmd, Duration::from_secs(10));
+        let v: Value = serde_json::from_slice(&out).unwrap_or(Value::Null);
+        assert_eq!(v["status"], "success", "run {i}: {}", text(&out));
+        assert!(
+            v["data"]["python"]["blas"]
+                .as_str()
+                .is_some_and(|b| b.contains("openblas")),
+            "run {i}: not the system OpenBLAS: {}",
+            v["data"]["python"]
+        );
+        assert_eq!(
+            status,
+            Some(0),
+            "run {i}: still running {after:?} after its answer"
+        );
+        worst = worst.max(after);
+    }
+    assert!(worst < Duration::from_secs(2), "{worst:?}");
+}
+
+/// A prompt longer than the model's context length (512 tokens for the tiny model) is
+/// refused before any of it is processed, as `serve` refuses it — in both modes; before, `run`
+/// processed it (a 225,000-token prompt: 10+ minutes, 3.3 GB).
+#[test]
+fn a_prompt_over_the_context_length_is_refused() {
+    crate::require!(Python);
+    let (fx, _ws) = with_tiny();
+    let prompt = "hello world ".repeat(2_000);
+    for extra in [&[][..], &["--subprocess"]] {
+        let o = mlxfs(&fx)
+            .args(["run", "tiny", "-", "--json", "--python"])
+            .arg(venv_dir())
+            .args(extra)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                use std::io::Write;
+                c.stdin.take().unwrap().write_all(prompt.as_bytes())?;
+                c.wait_with_output()
+            })
+            .unwrap();
+        let v: Value = serde_json::from_slice(&o.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}\n{}", text(&o.stdout), text(&o.stderr)));
+        assert_eq!(o.status.code(), Some(1), "{extra:?}");
+        assert_eq!(v["error"]["type"], "context_length_exceeded", "{v}");
+        let m = v["error"]["message"].as_str().unwrap();
+        assert!(
+            m.starts_with("the prompt is ")
+                && m.ends_with(" tokens; this model's context length is 512"),
+            "{m}"
+        );
+        let n: u64 = m["the prompt is ".len()..]
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(n > 4_000, "{m}");
+    }
+    // Just under the limit it runs.
+    let o = mlxfs(&fx)
+        .args([
+            "run",
+            "tiny",
+            &"hello ".repeat(100),
+            "--json",
+            "--max-tokens",
+            "2",
+            "--python",
+        ])
+        .arg(venv_dir())
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["status"], "success", "{v}");
+}
+
+/// The text of `mlxfs run --temperature 0` is mlx-lm's own greedy text (`python -m mlx_lm
+/// generate --temp 0`, the chat template applied as there), and so is the text of a run with
+/// no sampling flags at all: the defaults are mlx-lm's (before, `run` applied a repetition
+/// penalty of 1.1 nobody asked for, and temperature 0.7).
+#[test]
+fn temperature_zero_is_mlx_lms_greedy_text_and_the_default() {
+    crate::require!(Python);
+    let fx = Fx::new();
+    let ws = make_tiny(&fx, "tiny", &[]);
+    let o = Command::new(venv_python())
+        .args(["-m", "mlx_lm", "generate", "--model"])
+        .arg(&ws)
+        .args(["--prompt", "hello", "--max-tokens", "100", "--temp", "0"])
+        .env("HF_HUB_OFFLINE", "1")
+        .env("HF_HOME", fx.tmp.path().join("mlx-lm-home"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let out = text(&o.stdout);
+    let mlx_lm = out
+        .split_once("==========\n")
+        .and_then(|(_, rest)| rest.split_once("\n==========\n"))
+        .map(|(t, _)| t.to_string())
+        .unwrap_or_else(|| panic!("mlx_lm's output: {out}"));
+    for flags in [&["--temperature", "0"][..], &[]] {
+        let o = mlxfs(&fx)
+            .args([
+                "run",
+                "tiny",
+                "hello",
+                "--max-tokens",
+                "100",
+                "--json",
+                "--python",
+            ])
+            .arg(venv_dir())
+            .args(flags)
+            .output()
+            .unwrap();
+        let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(v["status"], "success", "{v}");
+        assert_eq!(v["data"]["generation_tokens"], 100, "{v}");
+        assert_eq!(v["data"]["text"].as_str().unwrap(), mlx_lm, "{flags:?}");
+    }
+}
