@@ -416,6 +416,25 @@ fn a_prompt_over_the_context_length_is_refused() {
             .unwrap();
         assert!(n > 4_000, "{m}");
     }
+    // A vision model (mlx-vlm, context length 4096): its prompt's text alone is over it.
+    crate::media::make_vlm(&fx, "vlm");
+    let img = crate::media::images(&fx.tmp.path().join("img")).join("red.png");
+    let long = "hello world ".repeat(4_000);
+    let o = mlxfs(&fx)
+        .args(["run", "vlm", &long, "--json", "--image"])
+        .arg(&img)
+        .arg("--python")
+        .arg(venv_dir())
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["error"]["type"], "context_length_exceeded", "{v}");
+    let m = v["error"]["message"].as_str().unwrap();
+    assert!(
+        m.starts_with("the prompt is at least ")
+            && m.ends_with("this model's context length is 4096"),
+        "{m}"
+    );
     // Just under the limit it runs.
     let o = mlxfs(&fx)
         .args([
