@@ -76,10 +76,11 @@ fn tree_shape_and_attributes() {
         names(&m.p("acme@hub")),
         ["broken", "model", "model@1111111"]
     );
+    // A model's virtual .mlxfs/ is not listed (copies would take it along); it answers by
+    // name (listed below).
     assert_eq!(
         names(&m.p("acme@hub/model")),
         [
-            ".mlxfs",
             "README.md",
             "config.json",
             "model.safetensors",
@@ -135,7 +136,16 @@ fn tree_shape_and_attributes() {
         (a.len(), a.mtime(), a.mtime_nsec()),
         (b.len(), b.mtime(), b.mtime_nsec())
     );
-    assert_eq!(a.mode() & 0o777, 0o444);
+    // Modes: a backed file's own (the blob's); made-up folders 0755; virtual files 0444.
+    assert_eq!(a.mode() & 0o7777, b.mode() & 0o7777);
+    assert_eq!(
+        fs::metadata(m.p("acme@hub")).unwrap().mode() & 0o7777,
+        0o755
+    );
+    assert_eq!(
+        fs::metadata(m.p("acme/.mlxfs/health")).unwrap().mode() & 0o7777,
+        0o444
+    );
     // Directory link counts: 2 + sub-folders.
     assert_eq!(fs::metadata(m.p("acme@hub")).unwrap().nlink(), 5);
     assert_eq!(
@@ -1153,4 +1163,183 @@ fn reads_during_replacements_are_never_mixed() {
             "{extra:?}: {mixed} of {reads} reads mixed both versions"
         );
     }
+}
+
+/// Run `argv` as the unprivileged user 65534 (a person, not root: root may remove anything).
+fn as_nobody(argv: &[&std::ffi::OsStr]) -> std::process::Output {
+    Command::new("setpriv")
+        .args([
+            "--reuid",
+            "65534",
+            "--regid",
+            "65534",
+            "--clear-groups",
+            "--",
+        ])
+        .args(argv)
+        .output()
+        .unwrap()
+}
+
+/// `mlxfs show PATH --json`'s model.
+fn shown(fx: &Fx, path: &Path) -> Value {
+    let o = cmd(fx)
+        .arg("show")
+        .arg(path)
+        .arg("--json")
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("show {}: {e}", path.display()));
+    v["data"]["model"].clone()
+}
+
+/// `cp -a` and `rsync -a` of a model folder out of the mount, by a user who is not root: the
+/// copy of a clean workspace is a clean workspace identical to its source (the virtual
+/// `.mlxfs/` is not listed, so no copier takes it along; it still answers by name), a hub
+/// model's copy is its snapshot's files, and the owner can remove every copy (`rm -rf`:
+/// folders show their real modes, not 0555).
+#[test]
+fn a_copy_out_of_the_mount_is_clean_and_removable() {
+    crate::require!(Fuse, Root);
+    let fx = Fx::new();
+    let mut files = good_files();
+    files.push(("sub/notes.txt".into(), b"nested".to_vec()));
+    let ws = fx.workspace("clean-ws", &files);
+    managed_sentinel(&ws, "");
+    mlxfs::hash::sentinel::recalc(&ws).unwrap();
+    let snap = fx.hub_model("acme/model", &files);
+    let source = shown(&fx, &ws);
+    assert_eq!(source["clean"], true, "{source:#}");
+    // The user 65534 must reach the mount point and write its copies.
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(fx.tmp.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let out = fx.tmp.path().join("out");
+    fs::create_dir(&out).unwrap();
+    std::os::unix::fs::chown(&out, Some(65534), Some(65534)).unwrap();
+    let m = Mount::start(&fx, &["--allow-other"]);
+    // The virtual folder answers by name (what mountprobe, run and serve read) …
+    assert_eq!(
+        fs::read_to_string(m.p("clean-ws/.mlxfs/health")).unwrap(),
+        "healthy\n"
+    );
+    // … but a listing of a model folder does not show it (the root's stays listed).
+    assert!(!names(&m.p("clean-ws")).contains(&".mlxfs".to_string()));
+    assert!(!names(&m.p("acme/model")).contains(&".mlxfs".to_string()));
+    assert!(names(&m.dir).contains(&".mlxfs".to_string()));
+    // Folders and files show their backing modes.
+    let mode = |p: &Path| fs::metadata(p).unwrap().mode() & 0o7777;
+    assert_eq!(mode(&m.p("clean-ws")), mode(&ws));
+    assert_eq!(mode(&m.p("clean-ws/sub")), mode(&ws.join("sub")));
+    assert_eq!(
+        mode(&m.p("clean-ws/config.json")),
+        mode(&ws.join("config.json"))
+    );
+    let mut copies = vec![(
+        "cp -a",
+        vec!["cp", "-a"],
+        out.join("cp-copy"),
+        out.join("cp-copy"),
+    )];
+    if Path::new("/usr/bin/rsync").exists() {
+        // rsync copies the folder's contents into DEST/ (trailing slashes).
+        copies.push((
+            "rsync -a",
+            vec!["rsync", "-a"],
+            out.join("rsync-copy/"),
+            out.join("rsync-copy"),
+        ));
+    } else {
+        eprintln!("rsync is not installed: only cp -a is checked");
+    }
+    for (what, argv, dest, copy) in &copies {
+        let src = if *what == "rsync -a" {
+            format!("{}/", m.p("clean-ws").display())
+        } else {
+            m.p("clean-ws").display().to_string()
+        };
+        let mut a: Vec<&std::ffi::OsStr> = argv.iter().map(std::ffi::OsStr::new).collect();
+        a.push(std::ffi::OsStr::new(&src));
+        a.push(dest.as_os_str());
+        let o = as_nobody(&a);
+        assert!(
+            o.status.success(),
+            "{what}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(
+            !copy.join(".mlxfs").exists(),
+            "{what}: the virtual .mlxfs was copied"
+        );
+        let got = shown(&fx, copy);
+        assert_eq!(got["clean"], true, "{what}: {got:#}");
+        assert_eq!(got["content_hash"], source["content_hash"], "{what}");
+        assert_eq!(got["health"], "healthy", "{what}");
+        let diff = Command::new("diff")
+            .arg("-r")
+            .arg(&ws)
+            .arg(copy)
+            .output()
+            .unwrap();
+        assert!(
+            diff.status.success(),
+            "{what}: diff -r: {}",
+            String::from_utf8_lossy(&diff.stdout)
+        );
+        assert_eq!(
+            tree_names(copy),
+            tree_names(&ws),
+            "{what}: another set of files"
+        );
+        let rm = as_nobody(&["rm".as_ref(), "-rf".as_ref(), copy.as_os_str()]);
+        assert!(
+            rm.status.success() && !copy.exists(),
+            "{what}: rm -rf of the copy by its owner: {}",
+            String::from_utf8_lossy(&rm.stderr)
+        );
+    }
+    // A hub model: its snapshot's files as regular files, nothing else, removable.
+    let hub_copy = out.join("hub-copy");
+    let o = as_nobody(&[
+        "cp".as_ref(),
+        "-a".as_ref(),
+        m.p("acme/model").as_os_str(),
+        hub_copy.as_os_str(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(tree_names(&hub_copy), tree_names(&snap));
+    let diff = Command::new("diff")
+        .arg("-r")
+        .arg(&snap)
+        .arg(&hub_copy)
+        .output()
+        .unwrap();
+    assert!(
+        diff.status.success(),
+        "{}",
+        String::from_utf8_lossy(&diff.stdout)
+    );
+    let rm = as_nobody(&["rm".as_ref(), "-rf".as_ref(), hub_copy.as_os_str()]);
+    assert!(
+        rm.status.success() && !hub_copy.exists(),
+        "rm -rf of the hub model's copy: {}",
+        String::from_utf8_lossy(&rm.stderr)
+    );
+}
+
+/// Every path below `root`, relative, sorted.
+fn tree_names(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            out.push(p.strip_prefix(root).unwrap().to_string_lossy().into_owned());
+            if e.file_type().unwrap().is_dir() {
+                stack.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
 }
