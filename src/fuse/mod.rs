@@ -5,7 +5,9 @@
 //! log). The tree, the open files and their contents live in `vfs` and are tested without
 //! mounting; what is left here is FUSE itself: kernel capabilities, passthrough (one backing id
 //! per inode, kept with the handles until the last release), and the write operations, which
-//! all fail with `EROFS`. Never direct I/O: it breaks mmap.
+//! all fail with `EROFS`. Backed files (weights) are never opened with direct I/O (it would
+//! bypass the page cache and, on kernels before 6.6, break mmap); virtual files always are
+//! (each open reads the version it rendered).
 //!
 //! - `lifecycle`: mount (checks with clear errors, the session, signals);
 //! - `error`: what can go wrong, by kind;
@@ -187,6 +189,10 @@ impl Filesystem for MlxFs {
             InitFlags::FUSE_READDIRPLUS_AUTO,
             InitFlags::FUSE_PARALLEL_DIROPS,
             InitFlags::FUSE_CACHE_SYMLINKS,
+            // A shared read-only mmap of a virtual file (opened with direct I/O) is served
+            // through the page cache instead of failing with ENODEV (Linux 6.6). Weights are
+            // never opened with direct I/O: this changes nothing for them.
+            InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP,
         ] {
             let _ = config.add_capabilities(flag);
         }
@@ -244,8 +250,12 @@ impl Filesystem for MlxFs {
         let write = flags.0 & libc::O_ACCMODE != libc::O_RDONLY || flags.0 & libc::O_TRUNC != 0;
         self.vfs.wait_ready();
         match self.vfs.open(ino.0, write) {
-            Ok((fh, Opened::Virtual)) => reply.opened(FileHandle(fh), FopenFlags::empty()),
-            Ok((fh, Opened::Live)) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO),
+            // Direct I/O: every read reaches the daemon, which answers from the bytes this
+            // open rendered. Through the page cache, the kernel cut a holder's reads at the
+            // size a later `stat` gave (the new version's), and pages another open read could
+            // mix with this one's: a reader got the old text cut to the new length (issue 25
+            // §5). mmap of these files still works (`FUSE_DIRECT_IO_ALLOW_MMAP`).
+            Ok((fh, Opened::Virtual)) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO),
             Ok((fh, Opened::Backed { file, id, recorded })) => {
                 if let Some(reply) = self.passthrough(ino, fh, &file, id, reply) {
                     // Without FOPEN_KEEP_CACHE the kernel drops the node's cached pages at

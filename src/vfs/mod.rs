@@ -79,10 +79,11 @@ pub enum Opened {
         /// must not be kept, or one read would mix both.
         recorded: bool,
     },
-    /// A virtual file: reads are served from the bytes rendered now.
+    /// A virtual file: reads are served from the bytes rendered at this open (for
+    /// `catalog.json`, after the refresher's barrier), never from the kernel's page cache:
+    /// every open may have rendered another version, and the kernel cuts cached reads at the
+    /// size the latest `stat` gave, which is the newest version's (issue 25 §5).
     Virtual,
-    /// `catalog.json`: rendered now, after the refresher's barrier; never from the page cache.
-    Live,
 }
 
 thread_local! {
@@ -404,7 +405,10 @@ impl Vfs {
             }
             Content::Virtual(Virtual::Catalog) => {
                 let data = self.renderer.catalog(self);
-                Ok((self.handles.insert(OpenFile::Virtual(data)), Opened::Live))
+                Ok((
+                    self.handles.insert(OpenFile::Virtual(data)),
+                    Opened::Virtual,
+                ))
             }
             Content::Virtual(v) => {
                 let data = self.renderer.render(self, &tree, v);

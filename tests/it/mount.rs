@@ -1343,3 +1343,106 @@ fn tree_names(root: &Path) -> Vec<String> {
     out.sort();
     out
 }
+
+/// A reader that opened a virtual file before a change reads one whole version of it, never
+/// the old text cut to the new length (which is not JSON): every kind of virtual file, per
+/// model and at the root. The change makes each file shorter, and a `stat` through the mount
+/// tells the kernel the new size before the holders read.
+#[test]
+fn an_open_virtual_file_reads_one_whole_version() {
+    crate::require!(Fuse);
+    let fx = Fx::new();
+    let mend = fx.workspace("mend", &good_files());
+    fs::write(mend.join("config.json"), b"{not json").unwrap();
+    let spoil = fx.workspace("spoil", &good_files());
+    managed_sentinel(&spoil, &format!(r#", "note": "{}""#, "x".repeat(300)));
+    let gone = fx.workspace("gone", &good_files());
+    fs::write(gone.join(".mlxfs"), b"real").unwrap(); // hidden: in status.json
+    fx.workspace("stay", &good_files());
+    let m = Mount::start(&fx, &[]);
+    let paths = [
+        "mend/.mlxfs/health",
+        "spoil/.mlxfs/model.json",
+        "spoil/.mlxfs/sentinel.json",
+        ".mlxfs/models.json",
+        ".mlxfs/health",
+        ".mlxfs/status.json",
+        ".mlxfs/catalog.json",
+    ];
+    let before: Vec<Vec<u8>> = paths.iter().map(|p| fs::read(m.p(p)).unwrap()).collect();
+    let mut held: Vec<fs::File> = paths
+        .iter()
+        .map(|p| fs::File::open(m.p(p)).unwrap())
+        .collect();
+    // These changes make every file above shorter.
+    fs::write(mend.join("config.json"), LLAMA_CONFIG).unwrap();
+    fs::write(spoil.join("config.json"), b"{not json").unwrap();
+    managed_sentinel(&spoil, "");
+    fs::remove_dir_all(&gone).unwrap();
+    let sizes = || -> Vec<(&str, usize, u64)> {
+        paths
+            .iter()
+            .zip(&before)
+            .map(|(p, b)| (*p, b.len(), fs::metadata(m.p(p)).map_or(0, |md| md.len())))
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !sizes().iter().all(|(_, old, now)| *now < *old as u64) {
+        assert!(
+            Instant::now() < deadline,
+            "not every file is shorter through the mount: {:?}",
+            sizes()
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    for ((p, f), old) in paths.iter().zip(&mut held).zip(&before) {
+        use std::io::Read;
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 128 * 1024];
+        loop {
+            let n = f.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        let new = fs::read(m.p(p)).unwrap();
+        assert!(
+            got == *old || got == new,
+            "{p}: read {} bytes, neither the {} opened nor the {} now: {:?}",
+            got.len(),
+            old.len(),
+            new.len(),
+            String::from_utf8_lossy(&got)
+        );
+        if p.ends_with(".json") {
+            serde_json::from_slice::<Value>(&got).unwrap_or_else(|e| panic!("{p}: not JSON ({e})"));
+        }
+    }
+    // Virtual files can still be mapped (MAP_SHARED, read-only), whole.
+    let f = fs::File::open(m.p(".mlxfs/models.json")).unwrap();
+    let want = fs::read(m.p(".mlxfs/models.json")).unwrap();
+    let len = f.metadata().unwrap().len() as usize;
+    assert_eq!(len, want.len());
+    // SAFETY: a read-only shared mapping of a file kept open while it is read.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            std::os::fd::AsRawFd::as_raw_fd(&f),
+            0,
+        )
+    };
+    assert_ne!(
+        p,
+        libc::MAP_FAILED,
+        "mmap of a virtual file: {}",
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: `len` bytes were mapped.
+    let mapped = unsafe { std::slice::from_raw_parts(p as *const u8, len) }.to_vec();
+    unsafe { libc::munmap(p, len) };
+    assert_eq!(mapped, want);
+}
