@@ -1446,3 +1446,94 @@ fn an_open_virtual_file_reads_one_whole_version() {
     unsafe { libc::munmap(p, len) };
     assert_eq!(mapped, want);
 }
+
+/// The bytes the daemon process has read so far (`rchar` of /proc/PID/io: its `pread`s of
+/// backing files; with passthrough the kernel reads them, not the daemon).
+fn daemon_read_bytes(pid: u32) -> u64 {
+    let io = fs::read_to_string(format!("/proc/{pid}/io")).unwrap();
+    io.lines()
+        .find_map(|l| l.strip_prefix("rchar: "))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// A workspace whose real folder is inside another mlxfs mount (linked into the workspace
+/// home): the kernel refuses passthrough for its files (a FUSE file system stacked on one
+/// that uses passthrough itself: ELOOP). Those files — and only those — are read through the
+/// daemon; every other file keeps passthrough, and status.json says which file system is
+/// read through the daemon, why, and which files.
+#[test]
+fn a_file_passthrough_refuses_is_read_through_the_daemon_alone() {
+    crate::require!(Fuse, Root);
+    // The first mount, with passthrough: what the second one's linked workspace lives in.
+    let lower = Fx::new();
+    let real = lower.workspace("remote", &good_files());
+    big_file(&real.join("weights.bin"), 8);
+    let lower_mount = Mount::start(&lower, &[]);
+    assert_eq!(lower_mount.status()["read_mode"], "passthrough");
+    let fx = Fx::new();
+    let local = fx.workspace("local", &good_files());
+    big_file(&local.join("weights.bin"), 8);
+    symlink(lower_mount.p("remote"), fx.ws_home.join("remote")).unwrap();
+    let m = Mount::start(&fx, &[]);
+    let st = m.status();
+    assert_eq!(st["read_mode"], "passthrough", "{st:#}");
+    assert_eq!(st["read_through_daemon"], serde_json::json!([]), "{st:#}");
+    // The stacked file: refused by the kernel, read through the daemon, whole.
+    assert_eq!(
+        sha(&m.p("remote/weights.bin")),
+        sha(&real.join("weights.bin"))
+    );
+    assert_eq!(
+        fs::read(m.p("remote/config.json")).unwrap(),
+        LLAMA_CONFIG.as_bytes()
+    );
+    // Every other file still goes through passthrough: the daemon reads none of its bytes.
+    let size = fs::metadata(local.join("weights.bin")).unwrap().len();
+    let before = daemon_read_bytes(m.pid());
+    assert_eq!(
+        sha(&m.p("local/weights.bin")),
+        sha(&local.join("weights.bin"))
+    );
+    let read = daemon_read_bytes(m.pid()) - before;
+    assert!(
+        read < size / 4,
+        "the daemon read {read} of the {size} bytes of a file passthrough could take"
+    );
+    let st = m.status();
+    assert_eq!(st["read_mode"], "passthrough", "{st:#}");
+    let through = st["read_through_daemon"].as_array().unwrap();
+    assert_eq!(through.len(), 1, "{st:#}");
+    let fs_entry = &through[0];
+    let lower_dev = fs::metadata(&lower_mount.dir).unwrap().dev();
+    assert_eq!(
+        fs_entry["device"],
+        format!("{}:{}", libc::major(lower_dev), libc::minor(lower_dev)),
+        "{st:#}"
+    );
+    assert_eq!(
+        fs_entry["mount_point"],
+        lower_mount.dir.to_string_lossy().as_ref(),
+        "{st:#}"
+    );
+    assert!(
+        fs_entry["why"].as_str().unwrap().contains("ELOOP"),
+        "{st:#}"
+    );
+    let mut files: Vec<&str> = fs_entry["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap())
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        ["remote/config.json", "remote/weights.bin"],
+        "{st:#}"
+    );
+    drop(m);
+    drop(lower_mount);
+}
