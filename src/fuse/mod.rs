@@ -243,7 +243,8 @@ enum Scope {
 /// connection has no passthrough or the daemon lacks CAP_SYS_ADMIN — and ENOTTY — no such
 /// ioctl — hold for every file; ELOOP — the backing file's file system is stacked as deep
 /// as the kernel allows (another FUSE mount that uses passthrough itself, as an mlxfs mount
-/// does; an overlayfs over one) — and EOPNOTSUPP hold for its whole file system; anything
+/// does; an overlayfs over one) — and EOPNOTSUPP — Linux 6.9 to 6.11: the file system has
+/// no `read_iter`/`write_iter` — hold for its whole file system; anything
 /// else (ENOMEM, no backing id left …) for this file. A refused file stays read through the
 /// daemon until unmount: the kernel fails an open with EIO when an inode mixes opens with
 /// and without passthrough.
