@@ -202,9 +202,17 @@ pub fn mount(loc: Locations, opts: &MountOptions) -> Result<(), MountError> {
     prepare_mountpoint(&dir)?;
     check_outside_sources(&dir, &loc)?;
 
-    let passthrough = Arc::new(AtomicBool::new(
-        opts.passthrough && sys::is_root() && kernel_supports_passthrough(),
-    ));
+    // Why every file will be read through the daemon, when so (status.json `read_mode_why`).
+    let no_passthrough = if !opts.passthrough {
+        Some("--no-passthrough".to_string())
+    } else if !sys::is_root() {
+        Some("passthrough needs CAP_SYS_ADMIN: the daemon does not run as root".to_string())
+    } else if !kernel_supports_passthrough() {
+        Some("the kernel is older than Linux 6.9 (no FUSE passthrough)".to_string())
+    } else {
+        None
+    };
+    let passthrough = Arc::new(AtomicBool::new(no_passthrough.is_none()));
     let mode = |p: bool| {
         if p {
             ReadMode::Passthrough
@@ -254,7 +262,13 @@ pub fn mount(loc: Locations, opts: &MountOptions) -> Result<(), MountError> {
         _ => MountError::new(K::MountFailed, format!("cannot mount on {}: {e}", dir.display()), None),
     })?;
     // init has run: the kernel may have refused passthrough.
-    vfs.set_read_mode(mode(passthrough.load(Ordering::Relaxed)));
+    let granted = passthrough.load(Ordering::Relaxed);
+    vfs.set_read_mode(
+        mode(granted),
+        no_passthrough.or_else(|| {
+            (!granted).then(|| "the kernel did not grant FUSE passthrough at init".to_string())
+        }),
+    );
 
     let stop = Arc::new(AtomicBool::new(false));
     let refresher = super::watch::spawn(vfs.clone(), session.notifier(), stop.clone())

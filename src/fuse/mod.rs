@@ -5,7 +5,9 @@
 //! log). The tree, the open files and their contents live in `vfs` and are tested without
 //! mounting; what is left here is FUSE itself: kernel capabilities, passthrough (one backing id
 //! per inode, kept with the handles until the last release), and the write operations, which
-//! all fail with `EROFS`. Never direct I/O: it breaks mmap.
+//! all fail with `EROFS`. Backed files (weights) are never opened with direct I/O (it would
+//! bypass the page cache and, on kernels before 6.6, break mmap); virtual files always are
+//! (each open reads the version it rendered).
 //!
 //! - `lifecycle`: mount (checks with clear errors, the session, signals);
 //! - `error`: what can go wrong, by kind;
@@ -33,6 +35,7 @@ use fuser::{
     ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
+use crate::vfs::reads::Refusal;
 use crate::vfs::{
     Attr, Content, Kind, Opened, ROOT_INO, ReadMode, Tree, Vfs, VfsError, is_os_junk,
 };
@@ -148,7 +151,8 @@ impl MlxFs {
     /// Hand an open backing file to the kernel (passthrough), sharing one backing id per
     /// inode (a refresh gives a path a new inode when another file took it meanwhile:
     /// `Handles::pinned`); `identity` is the file's (device, inode). Gives the reply back
-    /// when the kernel or our privileges refuse (reads then go through the daemon).
+    /// when this file is read through the daemon instead: the kernel refused it (or its
+    /// file system) before, or refuses it now ([`refusal_scope`] says for which files).
     fn passthrough(
         &self,
         ino: INodeNo,
@@ -158,6 +162,18 @@ impl MlxFs {
         reply: ReplyOpen,
     ) -> Option<ReplyOpen> {
         if !self.passthrough.load(Ordering::Relaxed) {
+            return Some(reply);
+        }
+        let dev = identity.0;
+        let path = || {
+            self.vfs
+                .tree()
+                .path_of(ino.0)
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_else(|| format!("inode {}", ino.0))
+        };
+        if self.vfs.reads.through_daemon(dev, ino.0) {
+            self.vfs.reads.note(dev, ino.0, path, None);
             return Some(reply);
         }
         match self
@@ -171,12 +187,109 @@ impl MlxFs {
                 None
             }
             Err(e) => {
-                eprintln!("mlxfs: passthrough refused ({e}); reads go through the daemon");
-                self.passthrough.store(false, Ordering::Relaxed);
-                self.vfs.set_read_mode(ReadMode::Daemon);
+                let errno = e.raw_os_error().unwrap_or(libc::EIO);
+                let scope = refusal_scope(errno);
+                let why = refusal_why(&e, errno, scope);
+                if scope == Scope::Everywhere {
+                    eprintln!("mlxfs: {why}");
+                    self.passthrough.store(false, Ordering::Relaxed);
+                    self.vfs.set_read_mode(ReadMode::Daemon, Some(why));
+                    return Some(reply);
+                }
+                let (file_system, mount_point) = match probe::device_mount(dev) {
+                    Some((t, mp)) => (Some(t), Some(mp.to_string_lossy().into_owned())),
+                    None => (None, None),
+                };
+                let shown = path();
+                eprintln!(
+                    "mlxfs: {shown}: {why} (file system {}:{}{})",
+                    libc::major(dev),
+                    libc::minor(dev),
+                    mount_point
+                        .as_deref()
+                        .map(|m| format!(" at {}", crate::text::one_line(m)))
+                        .unwrap_or_default()
+                );
+                self.vfs.reads.note(
+                    dev,
+                    ino.0,
+                    || shown,
+                    Some(Refusal {
+                        why,
+                        whole_file_system: scope == Scope::FileSystem,
+                        file_system,
+                        mount_point,
+                    }),
+                );
                 Some(reply)
             }
         }
+    }
+}
+
+/// Which files a refused passthrough open stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scope {
+    /// Every file: the daemon may not hand files to the kernel at all.
+    Everywhere,
+    /// Every file of the backing file's file system.
+    FileSystem,
+    /// This file.
+    File,
+}
+
+/// What the kernel's refusal of a backing file (`FUSE_DEV_IOC_BACKING_OPEN`, errno `errno`)
+/// means, from `fuse_backing_open` (fs/fuse/passthrough.c, Linux 6.9+): EPERM — the
+/// connection has no passthrough or the daemon lacks CAP_SYS_ADMIN — and ENOTTY — no such
+/// ioctl — hold for every file; ELOOP — the backing file's file system is stacked as deep
+/// as the kernel allows (another FUSE mount that uses passthrough itself, as an mlxfs mount
+/// does; an overlayfs over one) — and EOPNOTSUPP — Linux 6.9 to 6.11: the file system has
+/// no `read_iter`/`write_iter` — hold for its whole file system; anything
+/// else (ENOMEM, no backing id left …) for this file. A refused file stays read through the
+/// daemon until unmount: the kernel fails an open with EIO when an inode mixes opens with
+/// and without passthrough.
+fn refusal_scope(errno: i32) -> Scope {
+    match errno {
+        libc::EPERM | libc::ENOTTY => Scope::Everywhere,
+        libc::ELOOP | libc::EOPNOTSUPP => Scope::FileSystem,
+        _ => Scope::File,
+    }
+}
+
+/// The `why` of a refusal, for status.json and the daemon log.
+fn refusal_why(e: &std::io::Error, errno: i32, scope: Scope) -> String {
+    let name = match errno {
+        libc::EPERM => "EPERM",
+        libc::ENOTTY => "ENOTTY",
+        libc::ELOOP => "ELOOP",
+        libc::EOPNOTSUPP => "EOPNOTSUPP",
+        libc::ENOMEM => "ENOMEM",
+        libc::EBADF => "EBADF",
+        libc::EINVAL => "EINVAL",
+        libc::ENOSPC => "ENOSPC",
+        _ => "errno",
+    };
+    // The system's message without io::Error's " (os error N)": the name says it.
+    let e = e.to_string();
+    let e = e.split(" (os error").next().unwrap_or_default();
+    match scope {
+        Scope::Everywhere => format!(
+            "the kernel refused passthrough ({name}: {e}): the daemon may not hand files to \
+             the kernel, so every file is read through the daemon"
+        ),
+        Scope::FileSystem if errno == libc::ELOOP => format!(
+            "the kernel refused passthrough ({name}: {e}): this file system is stacked as \
+             deep as the kernel allows (a FUSE file system that uses passthrough itself, such \
+             as another mlxfs mount), so its files are read through the daemon"
+        ),
+        Scope::FileSystem => format!(
+            "the kernel refused passthrough ({name}: {e}): this file system cannot back it, \
+             so its files are read through the daemon"
+        ),
+        Scope::File => format!(
+            "the kernel refused passthrough ({name}: {e}): this file is read through the \
+             daemon until unmount"
+        ),
     }
 }
 
@@ -187,6 +300,10 @@ impl Filesystem for MlxFs {
             InitFlags::FUSE_READDIRPLUS_AUTO,
             InitFlags::FUSE_PARALLEL_DIROPS,
             InitFlags::FUSE_CACHE_SYMLINKS,
+            // A shared read-only mmap of a virtual file (opened with direct I/O) is served
+            // through the page cache instead of failing with ENODEV (Linux 6.6). Weights are
+            // never opened with direct I/O: this changes nothing for them.
+            InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP,
         ] {
             let _ = config.add_capabilities(flag);
         }
@@ -244,8 +361,12 @@ impl Filesystem for MlxFs {
         let write = flags.0 & libc::O_ACCMODE != libc::O_RDONLY || flags.0 & libc::O_TRUNC != 0;
         self.vfs.wait_ready();
         match self.vfs.open(ino.0, write) {
-            Ok((fh, Opened::Virtual)) => reply.opened(FileHandle(fh), FopenFlags::empty()),
-            Ok((fh, Opened::Live)) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO),
+            // Direct I/O: every read reaches the daemon, which answers from the bytes this
+            // open rendered. Through the page cache, the kernel cut a holder's reads at the
+            // size a later `stat` gave (the new version's), and pages another open read could
+            // mix with this one's: a reader got the old text cut to the new length (issue 25
+            // §5). mmap of these files still works (`FUSE_DIRECT_IO_ALLOW_MMAP`).
+            Ok((fh, Opened::Virtual)) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO),
             Ok((fh, Opened::Backed { file, id, recorded })) => {
                 if let Some(reply) = self.passthrough(ino, fh, &file, id, reply) {
                     // Without FOPEN_KEEP_CACHE the kernel drops the node's cached pages at
@@ -507,5 +628,27 @@ impl Filesystem for MlxFs {
     }
     fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
         reply.error(Errno::EROFS);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_stands_for_its_file_its_file_system_or_every_file() {
+        assert_eq!(refusal_scope(libc::EPERM), Scope::Everywhere);
+        assert_eq!(refusal_scope(libc::ENOTTY), Scope::Everywhere);
+        assert_eq!(refusal_scope(libc::ELOOP), Scope::FileSystem);
+        assert_eq!(refusal_scope(libc::EOPNOTSUPP), Scope::FileSystem);
+        assert_eq!(refusal_scope(libc::ENOMEM), Scope::File);
+        assert_eq!(refusal_scope(libc::EBADF), Scope::File);
+        let e = std::io::Error::from_raw_os_error(libc::ELOOP);
+        let why = refusal_why(&e, libc::ELOOP, Scope::FileSystem);
+        assert!(
+            why.contains("(ELOOP: Too many levels of symbolic links)"),
+            "{why}"
+        );
+        assert!(!why.contains("os error"), "{why}");
     }
 }

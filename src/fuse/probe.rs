@@ -97,6 +97,37 @@ pub fn mlxfs_mounts_in(info: &str) -> Vec<MlxfsMount> {
     out
 }
 
+/// The type and mount point of the file system with device number `dev`, from a mountinfo
+/// text (the first mount of it: a bind mount shows the same device again). A FUSE file system
+/// mounted without a subtype (`fuse`, as root mounts it) is named with its source:
+/// `fuse (mlxfs)`.
+pub fn device_mount_in(info: &str, dev: u64) -> Option<(String, PathBuf)> {
+    let want = format!("{}:{}", libc::major(dev), libc::minor(dev));
+    info.lines().find_map(|line| {
+        let (left, right) = line.split_once(" - ")?;
+        let mut left = left.split(' ');
+        if left.nth(2)? != want {
+            return None;
+        }
+        let mp = left.nth(1)?;
+        let mut right = right.split(' ');
+        let fstype = match (right.next()?, right.next()) {
+            (t @ ("fuse" | "fuseblk"), Some(source)) => format!("{t} ({source})"),
+            (t, _) => t.to_string(),
+        };
+        use std::os::unix::ffi::OsStringExt;
+        Some((
+            fstype,
+            PathBuf::from(std::ffi::OsString::from_vec(unescape_mountinfo(mp))),
+        ))
+    })
+}
+
+/// [`device_mount_in`] of this process's mount table.
+pub fn device_mount(dev: u64) -> Option<(String, PathBuf)> {
+    device_mount_in(&fs::read_to_string("/proc/self/mountinfo").ok()?, dev)
+}
+
 /// The mlxfs mounts this process sees (see [`mlxfs_mounts_in`]).
 pub fn mlxfs_mounts() -> Vec<MlxfsMount> {
     fs::read_to_string("/proc/self/mountinfo")
@@ -168,6 +199,23 @@ garbage line
                 m("/tmp/d", None, 53),
             ]
         );
+    }
+
+    #[test]
+    fn a_device_finds_its_mount() {
+        let info = "36 35 98:0 / /mnt1 rw,noatime master:1 - ext3 /dev/root rw,errors=continue\n\
+                    40 36 0:52 / /tmp/a\\040b ro,nosuid - fuse mlxfs ro,user_id=0\n\
+                    41 36 0:52 / /tmp/bind rw - fuse mlxfs ro,user_id=0\n";
+        let dev = libc::makedev(0, 52) as u64;
+        assert_eq!(
+            device_mount_in(info, dev),
+            Some(("fuse (mlxfs)".to_string(), PathBuf::from("/tmp/a b")))
+        );
+        assert_eq!(
+            device_mount_in(info, libc::makedev(98, 0) as u64),
+            Some(("ext3".to_string(), PathBuf::from("/mnt1")))
+        );
+        assert_eq!(device_mount_in(info, libc::makedev(0, 53) as u64), None);
     }
 
     #[test]

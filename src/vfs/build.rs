@@ -26,13 +26,25 @@ use crate::mountprobe::META_DIR;
 pub use crate::osjunk::is_os_junk;
 use crate::text::short_rev;
 
-fn dir_attr(mtime: SystemTime) -> Attr {
+/// The permission bits of a folder the mount makes up (the root, an org folder, `.mlxfs/`):
+/// those of a new folder, so that a copy of it is its copier's to change and remove. Writes
+/// fail with EROFS whatever the bits say (the mount is read-only).
+const SYNTHETIC_DIR_PERM: u16 = 0o755;
+
+/// The permission bits of a file or folder on disk, as the mount shows them: the backing
+/// ones (a copy out of the mount, `cp -a` or `rsync -a`, keeps what its source has; showing
+/// 0555 folders made such a copy impossible to remove for anyone but root, issue 25 §5).
+fn perm_of(md: &fs::Metadata) -> u16 {
+    (md.mode() & 0o7777) as u16
+}
+
+fn dir_attr(mtime: SystemTime, perm: u16) -> Attr {
     Attr {
         kind: Kind::Dir,
         size: 4096,
         blocks: 8,
         mtime,
-        perm: 0o555,
+        perm,
         nlink: 2,
     }
 }
@@ -43,7 +55,7 @@ fn file_attr(md: &fs::Metadata) -> Attr {
         size: md.len(),
         blocks: md.blocks(),
         mtime: md.modified().unwrap_or(SystemTime::UNIX_EPOCH),
-        perm: 0o444,
+        perm: perm_of(md),
         nlink: 1,
     }
 }
@@ -52,6 +64,15 @@ fn mtime_of(p: &Path) -> SystemTime {
     fs::metadata(p)
         .and_then(|m| m.modified())
         .unwrap_or(SystemTime::UNIX_EPOCH)
+}
+
+/// A folder's time and permission bits (the epoch and [`SYNTHETIC_DIR_PERM`] when it cannot
+/// be read).
+fn dir_stat(p: &Path) -> (SystemTime, u16) {
+    match fs::metadata(p) {
+        Ok(m) => (m.modified().unwrap_or(SystemTime::UNIX_EPOCH), perm_of(&m)),
+        Err(_) => (SystemTime::UNIX_EPOCH, SYNTHETIC_DIR_PERM),
+    }
 }
 
 /// `target` relative to the folder `from` (both relative to the same root, no `..` inside).
@@ -171,7 +192,7 @@ impl Builder<'_> {
             parent,
             parent_vpath,
             name,
-            dir_attr(mtime),
+            dir_attr(mtime, SYNTHETIC_DIR_PERM),
             Content::Dir(BTreeMap::new()),
         ))
     }
@@ -182,12 +203,13 @@ impl Builder<'_> {
         parent_vpath: &Path,
         name: &OsStr,
         mtime: SystemTime,
+        perm: u16,
     ) -> (Ino, PathBuf) {
         self.add(
             parent,
             parent_vpath,
             name,
-            dir_attr(mtime),
+            dir_attr(mtime, perm),
             Content::Dir(BTreeMap::new()),
         )
     }
@@ -200,7 +222,13 @@ impl Builder<'_> {
         mtime: SystemTime,
         runtime_cache_mtime: Option<SystemTime>,
     ) {
-        let (ino, meta_vpath) = self.add_dir(parent, vpath, OsStr::new(META_DIR), mtime);
+        let (ino, meta_vpath) = self.add_dir(
+            parent,
+            vpath,
+            OsStr::new(META_DIR),
+            mtime,
+            SYNTHETIC_DIR_PERM,
+        );
         for (name, v) in files {
             let attr = Attr {
                 kind: Kind::File,
@@ -252,7 +280,7 @@ impl Builder<'_> {
             return;
         }
         let mtime = scan.mtime;
-        let (ino, vpath) = self.add_dir(parent, parent_vpath, name, mtime);
+        let (ino, vpath) = self.add_dir(parent, parent_vpath, name, mtime, scan.perm);
         self.model_dirs.insert(ino);
         let idx = self.models.len();
         // Items come parents first: each folder's inode is known before its entries.
@@ -331,6 +359,8 @@ struct Item {
 #[derive(Hash)]
 struct ModelScan {
     mtime: SystemTime,
+    /// The model folder's permission bits.
+    perm: u16,
     /// Parents before their entries, each folder's entries sorted by name.
     items: Vec<Item>,
     hidden: Vec<Hidden>,
@@ -341,8 +371,10 @@ struct ModelScan {
 /// Read model `model`'s folder: its entries (unless the model has a problem), its time, and
 /// its runtime cache's newest change.
 fn scan_model(model: &ModelRef) -> ModelScan {
+    let (mtime, perm) = dir_stat(&model.path);
     let mut scan = ModelScan {
-        mtime: mtime_of(&model.path),
+        mtime,
+        perm,
         items: Vec::new(),
         hidden: Vec::new(),
         runtime_cache_mtime: runtime_cache::newest_change(&model.isolated_cache()),
@@ -478,9 +510,12 @@ impl Walk<'_> {
                     continue;
                 }
                 let mtime = md
+                    .as_ref()
                     .and_then(|m| m.modified().ok())
                     .unwrap_or(SystemTime::UNIX_EPOCH);
-                let i = self.push(parent, name, dir_attr(mtime), Content::Dir(BTreeMap::new()));
+                let perm = md.as_ref().map_or(SYNTHETIC_DIR_PERM, perm_of);
+                let attr = dir_attr(mtime, perm);
+                let i = self.push(parent, name, attr, Content::Dir(BTreeMap::new()));
                 self.dir(i, &path, false);
             } else if ft.is_file() {
                 let Ok(md) = e.metadata() else { continue };
@@ -660,6 +695,7 @@ impl Plan {
             } else {
                 ModelScan {
                     mtime: SystemTime::UNIX_EPOCH,
+                    perm: SYNTHETIC_DIR_PERM,
                     items: Vec::new(),
                     hidden: Vec::new(),
                     runtime_cache_mtime: None,
@@ -796,7 +832,7 @@ fn build_with(
         Node {
             parent: ROOT_INO,
             name: Arc::from(OsStr::new("")),
-            attr: dir_attr(stamp),
+            attr: dir_attr(stamp, SYNTHETIC_DIR_PERM),
             content: Content::Dir(BTreeMap::new()),
         },
     );

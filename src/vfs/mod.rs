@@ -10,12 +10,14 @@
 //! - [`build`]: catalog → tree;
 //! - [`diff`]: two trees → kernel invalidations;
 //! - [`handles`]: open files;
+//! - [`reads`]: which files are read through the daemon, and why;
 //! - [`render`]: the contents of the virtual files.
 
 pub mod build;
 pub mod diff;
 pub mod handles;
 pub mod live;
+pub mod reads;
 pub mod render;
 pub mod tree;
 
@@ -79,10 +81,11 @@ pub enum Opened {
         /// must not be kept, or one read would mix both.
         recorded: bool,
     },
-    /// A virtual file: reads are served from the bytes rendered now.
+    /// A virtual file: reads are served from the bytes rendered at this open (for
+    /// `catalog.json`, after the refresher's barrier), never from the kernel's page cache:
+    /// every open may have rendered another version, and the kernel cuts cached reads at the
+    /// size the latest `stat` gave, which is the newest version's (issue 25 §5).
     Virtual,
-    /// `catalog.json`: rendered now, after the refresher's barrier; never from the page cache.
-    Live,
 }
 
 thread_local! {
@@ -148,6 +151,8 @@ pub struct Vfs {
     pub renderer: render::Renderer,
     info: RwLock<DaemonInfo>,
     pub handles: Handles,
+    /// Why the mount (or which of its files) reads through the daemon.
+    pub reads: reads::Reads,
     /// The tree is full (not [`Tree::partial`]); with `ready_cv`, what requests that need
     /// more than the root wait on (see [`Vfs::new_partial`]).
     ready: AtomicBool,
@@ -184,6 +189,7 @@ impl Vfs {
             renderer: render::Renderer::default(),
             info: RwLock::new(info),
             handles: Handles::default(),
+            reads: reads::Reads::default(),
             ready_lock: Mutex::new(()),
             ready_cv: Condvar::new(),
         }
@@ -266,12 +272,14 @@ impl Vfs {
         self.info.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Record how weights are read (the kernel or our privileges may refuse passthrough).
-    pub fn set_read_mode(&self, mode: ReadMode) {
+    /// Record how weights are read (the kernel or our privileges may refuse passthrough),
+    /// and why every file is read through the daemon when so (`status.json`).
+    pub fn set_read_mode(&self, mode: ReadMode, why: Option<String>) {
         self.info
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .read_mode = mode;
+        self.reads.set_why_daemon(why);
     }
 
     /// Rescan, swap in the new tree, and return what the kernel must invalidate. Never
@@ -404,7 +412,10 @@ impl Vfs {
             }
             Content::Virtual(Virtual::Catalog) => {
                 let data = self.renderer.catalog(self);
-                Ok((self.handles.insert(OpenFile::Virtual(data)), Opened::Live))
+                Ok((
+                    self.handles.insert(OpenFile::Virtual(data)),
+                    Opened::Virtual,
+                ))
             }
             Content::Virtual(v) => {
                 let data = self.renderer.render(self, &tree, v);

@@ -108,10 +108,14 @@ impl Renderer {
     }
 
     pub fn render(&self, vfs: &Vfs, tree: &Tree, v: &Virtual) -> Rendered {
-        if *v == Virtual::Catalog {
+        match v {
             // Its size is that of what an open now would read: a `stat` asks the barrier
             // too (as `models.json` renders the list for its size).
-            return self.catalog(vfs);
+            Virtual::Catalog => return self.catalog(vfs),
+            // Daemon facts change without a new tree (a refresh that failed, a file the
+            // kernel would not take for passthrough): rendered anew each time (it is small).
+            Virtual::Status => return self.render_uncached(vfs, tree, v),
+            _ => {}
         }
         let key = (tree.generation, v.clone());
         if let Some(r) = lock(&self.files).get(&key) {
@@ -199,6 +203,8 @@ impl Renderer {
                     "sources": vfs.loc.sources(),
                     "models": tree.models.len(),
                     "read_mode": info.read_mode.as_str(),
+                    "read_mode_why": vfs.reads.why_daemon(),
+                    "read_through_daemon": vfs.reads.to_json(),
                     "mounted_at": secs(info.mounted_at),
                     "generation": tree.generation,
                     "refreshed_at": secs(tree.built_at),

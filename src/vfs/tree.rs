@@ -34,7 +34,8 @@ pub struct Attr {
     /// 512-byte blocks allocated.
     pub blocks: u64,
     pub mtime: SystemTime,
-    /// Permission bits (read-only: 0o555 folders, 0o444 files, 0o777 links).
+    /// Permission bits: a backed file's or folder's own (writes fail with EROFS anyway);
+    /// 0o755 for the folders the mount makes up, 0o444 for virtual files, 0o777 for links.
     pub perm: u16,
     /// Link count (folders: 2 + sub-folders).
     pub nlink: u32,
@@ -363,7 +364,8 @@ impl Tree {
         }
     }
 
-    /// Entries of a folder with `.` and `..` first.
+    /// Entries of a folder with `.` and `..` first: every child but a model's virtual
+    /// `.mlxfs/` ([`Tree::unlisted`]).
     pub fn entries(&self, ino: Ino) -> Result<Vec<(Ino, Kind, Arc<OsStr>)>, VfsError> {
         let node = self.node(ino)?;
         let Content::Dir(children) = &node.content else {
@@ -373,11 +375,30 @@ impl Tree {
         out.push((ino, Kind::Dir, Arc::from(OsStr::new("."))));
         out.push((node.parent, Kind::Dir, Arc::from(OsStr::new(".."))));
         for (name, &c) in children {
-            if let Some(n) = self.nodes.get(&c) {
+            if let Some(n) = self.nodes.get(&c)
+                && !self.unlisted(ino, name, n)
+            {
                 out.push((c, n.attr.kind, name.clone()));
             }
         }
         Ok(out)
+    }
+
+    /// Is `child`, named `name` in folder `parent`, left out of its folder's listing? Only a
+    /// model's virtual `.mlxfs/` is: it answers by name (`cat MODEL/.mlxfs/health`, and
+    /// everything that maps a path inside a mount back to its model reads
+    /// `.mlxfs/model.json`), but a copier — `cp -a`, `rsync -a`, Finder — copies what a
+    /// listing shows, and a workspace copied with it was not clean (issue 25 §5). The
+    /// root's `.mlxfs/` is listed (no model is copied with it); a real folder of that name
+    /// deeper in a model holds no virtual file and is listed too.
+    pub fn unlisted(&self, parent: Ino, name: &OsStr, child: &Node) -> bool {
+        parent != ROOT_INO
+            && name == crate::mountprobe::META_DIR
+            && matches!(&child.content, Content::Dir(files) if files
+                .values()
+                .next()
+                .and_then(|f| self.nodes.get(f))
+                .is_some_and(|f| matches!(f.content, Content::Virtual(_))))
     }
 
     /// The inode at a mount-relative path (`org/repo/config.json`).

@@ -76,10 +76,11 @@ fn tree_shape_and_attributes() {
         names(&m.p("acme@hub")),
         ["broken", "model", "model@1111111"]
     );
+    // A model's virtual .mlxfs/ is not listed (copies would take it along); it answers by
+    // name (listed below).
     assert_eq!(
         names(&m.p("acme@hub/model")),
         [
-            ".mlxfs",
             "README.md",
             "config.json",
             "model.safetensors",
@@ -135,7 +136,16 @@ fn tree_shape_and_attributes() {
         (a.len(), a.mtime(), a.mtime_nsec()),
         (b.len(), b.mtime(), b.mtime_nsec())
     );
-    assert_eq!(a.mode() & 0o777, 0o444);
+    // Modes: a backed file's own (the blob's); made-up folders 0755; virtual files 0444.
+    assert_eq!(a.mode() & 0o7777, b.mode() & 0o7777);
+    assert_eq!(
+        fs::metadata(m.p("acme@hub")).unwrap().mode() & 0o7777,
+        0o755
+    );
+    assert_eq!(
+        fs::metadata(m.p("acme/.mlxfs/health")).unwrap().mode() & 0o7777,
+        0o444
+    );
     // Directory link counts: 2 + sub-folders.
     assert_eq!(fs::metadata(m.p("acme@hub")).unwrap().nlink(), 5);
     assert_eq!(
@@ -1153,4 +1163,377 @@ fn reads_during_replacements_are_never_mixed() {
             "{extra:?}: {mixed} of {reads} reads mixed both versions"
         );
     }
+}
+
+/// Run `argv` as the unprivileged user 65534 (a person, not root: root may remove anything).
+fn as_nobody(argv: &[&std::ffi::OsStr]) -> std::process::Output {
+    Command::new("setpriv")
+        .args([
+            "--reuid",
+            "65534",
+            "--regid",
+            "65534",
+            "--clear-groups",
+            "--",
+        ])
+        .args(argv)
+        .output()
+        .unwrap()
+}
+
+/// `mlxfs show PATH --json`'s model.
+fn shown(fx: &Fx, path: &Path) -> Value {
+    let o = cmd(fx)
+        .arg("show")
+        .arg(path)
+        .arg("--json")
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("show {}: {e}", path.display()));
+    v["data"]["model"].clone()
+}
+
+/// `cp -a` and `rsync -a` of a model folder out of the mount, by a user who is not root: the
+/// copy of a clean workspace is a clean workspace identical to its source (the virtual
+/// `.mlxfs/` is not listed, so no copier takes it along; it still answers by name), a hub
+/// model's copy is its snapshot's files, and the owner can remove every copy (`rm -rf`:
+/// folders show their real modes, not 0555).
+#[test]
+fn a_copy_out_of_the_mount_is_clean_and_removable() {
+    crate::require!(Fuse, Root);
+    let fx = Fx::new();
+    let mut files = good_files();
+    files.push(("sub/notes.txt".into(), b"nested".to_vec()));
+    let ws = fx.workspace("clean-ws", &files);
+    managed_sentinel(&ws, "");
+    mlxfs::hash::sentinel::recalc(&ws).unwrap();
+    let snap = fx.hub_model("acme/model", &files);
+    let source = shown(&fx, &ws);
+    assert_eq!(source["clean"], true, "{source:#}");
+    // The user 65534 must reach the mount point and write its copies.
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(fx.tmp.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let out = fx.tmp.path().join("out");
+    fs::create_dir(&out).unwrap();
+    std::os::unix::fs::chown(&out, Some(65534), Some(65534)).unwrap();
+    let m = Mount::start(&fx, &["--allow-other"]);
+    // The virtual folder answers by name (what mountprobe, run and serve read) …
+    assert_eq!(
+        fs::read_to_string(m.p("clean-ws/.mlxfs/health")).unwrap(),
+        "healthy\n"
+    );
+    // … but a listing of a model folder does not show it (the root's stays listed).
+    assert!(!names(&m.p("clean-ws")).contains(&".mlxfs".to_string()));
+    assert!(!names(&m.p("acme/model")).contains(&".mlxfs".to_string()));
+    assert!(names(&m.dir).contains(&".mlxfs".to_string()));
+    // Folders and files show their backing modes.
+    let mode = |p: &Path| fs::metadata(p).unwrap().mode() & 0o7777;
+    assert_eq!(mode(&m.p("clean-ws")), mode(&ws));
+    assert_eq!(mode(&m.p("clean-ws/sub")), mode(&ws.join("sub")));
+    assert_eq!(
+        mode(&m.p("clean-ws/config.json")),
+        mode(&ws.join("config.json"))
+    );
+    let mut copies = vec![(
+        "cp -a",
+        vec!["cp", "-a"],
+        out.join("cp-copy"),
+        out.join("cp-copy"),
+    )];
+    if Path::new("/usr/bin/rsync").exists() {
+        // rsync copies the folder's contents into DEST/ (trailing slashes).
+        copies.push((
+            "rsync -a",
+            vec!["rsync", "-a"],
+            out.join("rsync-copy/"),
+            out.join("rsync-copy"),
+        ));
+    } else {
+        eprintln!("rsync is not installed: only cp -a is checked");
+    }
+    for (what, argv, dest, copy) in &copies {
+        let src = if *what == "rsync -a" {
+            format!("{}/", m.p("clean-ws").display())
+        } else {
+            m.p("clean-ws").display().to_string()
+        };
+        let mut a: Vec<&std::ffi::OsStr> = argv.iter().map(std::ffi::OsStr::new).collect();
+        a.push(std::ffi::OsStr::new(&src));
+        a.push(dest.as_os_str());
+        let o = as_nobody(&a);
+        assert!(
+            o.status.success(),
+            "{what}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(
+            !copy.join(".mlxfs").exists(),
+            "{what}: the virtual .mlxfs was copied"
+        );
+        let got = shown(&fx, copy);
+        assert_eq!(got["clean"], true, "{what}: {got:#}");
+        assert_eq!(got["content_hash"], source["content_hash"], "{what}");
+        assert_eq!(got["health"], "healthy", "{what}");
+        let diff = Command::new("diff")
+            .arg("-r")
+            .arg(&ws)
+            .arg(copy)
+            .output()
+            .unwrap();
+        assert!(
+            diff.status.success(),
+            "{what}: diff -r: {}",
+            String::from_utf8_lossy(&diff.stdout)
+        );
+        assert_eq!(
+            tree_names(copy),
+            tree_names(&ws),
+            "{what}: another set of files"
+        );
+        let rm = as_nobody(&["rm".as_ref(), "-rf".as_ref(), copy.as_os_str()]);
+        assert!(
+            rm.status.success() && !copy.exists(),
+            "{what}: rm -rf of the copy by its owner: {}",
+            String::from_utf8_lossy(&rm.stderr)
+        );
+    }
+    // A hub model: its snapshot's files as regular files, nothing else, removable.
+    let hub_copy = out.join("hub-copy");
+    let o = as_nobody(&[
+        "cp".as_ref(),
+        "-a".as_ref(),
+        m.p("acme/model").as_os_str(),
+        hub_copy.as_os_str(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(tree_names(&hub_copy), tree_names(&snap));
+    let diff = Command::new("diff")
+        .arg("-r")
+        .arg(&snap)
+        .arg(&hub_copy)
+        .output()
+        .unwrap();
+    assert!(
+        diff.status.success(),
+        "{}",
+        String::from_utf8_lossy(&diff.stdout)
+    );
+    let rm = as_nobody(&["rm".as_ref(), "-rf".as_ref(), hub_copy.as_os_str()]);
+    assert!(
+        rm.status.success() && !hub_copy.exists(),
+        "rm -rf of the hub model's copy: {}",
+        String::from_utf8_lossy(&rm.stderr)
+    );
+}
+
+/// Every path below `root`, relative, sorted.
+fn tree_names(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            out.push(p.strip_prefix(root).unwrap().to_string_lossy().into_owned());
+            if e.file_type().unwrap().is_dir() {
+                stack.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A reader that opened a virtual file before a change reads one whole version of it, never
+/// the old text cut to the new length (which is not JSON): every kind of virtual file, per
+/// model and at the root. The change makes each file shorter, and a `stat` through the mount
+/// tells the kernel the new size before the holders read.
+#[test]
+fn an_open_virtual_file_reads_one_whole_version() {
+    crate::require!(Fuse);
+    let fx = Fx::new();
+    let mend = fx.workspace("mend", &good_files());
+    fs::write(mend.join("config.json"), b"{not json").unwrap();
+    let spoil = fx.workspace("spoil", &good_files());
+    managed_sentinel(&spoil, &format!(r#", "note": "{}""#, "x".repeat(300)));
+    let gone = fx.workspace("gone", &good_files());
+    fs::write(gone.join(".mlxfs"), b"real").unwrap(); // hidden: in status.json
+    fx.workspace("stay", &good_files());
+    let m = Mount::start(&fx, &[]);
+    let paths = [
+        "mend/.mlxfs/health",
+        "spoil/.mlxfs/model.json",
+        "spoil/.mlxfs/sentinel.json",
+        ".mlxfs/models.json",
+        ".mlxfs/health",
+        ".mlxfs/status.json",
+        ".mlxfs/catalog.json",
+    ];
+    let before: Vec<Vec<u8>> = paths.iter().map(|p| fs::read(m.p(p)).unwrap()).collect();
+    let mut held: Vec<fs::File> = paths
+        .iter()
+        .map(|p| fs::File::open(m.p(p)).unwrap())
+        .collect();
+    // These changes make every file above shorter.
+    fs::write(mend.join("config.json"), LLAMA_CONFIG).unwrap();
+    fs::write(spoil.join("config.json"), b"{not json").unwrap();
+    managed_sentinel(&spoil, "");
+    fs::remove_dir_all(&gone).unwrap();
+    let sizes = || -> Vec<(&str, usize, u64)> {
+        paths
+            .iter()
+            .zip(&before)
+            .map(|(p, b)| (*p, b.len(), fs::metadata(m.p(p)).map_or(0, |md| md.len())))
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !sizes().iter().all(|(_, old, now)| *now < *old as u64) {
+        assert!(
+            Instant::now() < deadline,
+            "not every file is shorter through the mount: {:?}",
+            sizes()
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    for ((p, f), old) in paths.iter().zip(&mut held).zip(&before) {
+        use std::io::Read;
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 128 * 1024];
+        loop {
+            let n = f.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        let new = fs::read(m.p(p)).unwrap();
+        assert!(
+            got == *old || got == new,
+            "{p}: read {} bytes, neither the {} opened nor the {} now: {:?}",
+            got.len(),
+            old.len(),
+            new.len(),
+            String::from_utf8_lossy(&got)
+        );
+        if p.ends_with(".json") {
+            serde_json::from_slice::<Value>(&got).unwrap_or_else(|e| panic!("{p}: not JSON ({e})"));
+        }
+    }
+    // Virtual files can still be mapped (MAP_SHARED, read-only), whole.
+    let f = fs::File::open(m.p(".mlxfs/models.json")).unwrap();
+    let want = fs::read(m.p(".mlxfs/models.json")).unwrap();
+    let len = f.metadata().unwrap().len() as usize;
+    assert_eq!(len, want.len());
+    // SAFETY: a read-only shared mapping of a file kept open while it is read.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            std::os::fd::AsRawFd::as_raw_fd(&f),
+            0,
+        )
+    };
+    assert_ne!(
+        p,
+        libc::MAP_FAILED,
+        "mmap of a virtual file: {}",
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: `len` bytes were mapped.
+    let mapped = unsafe { std::slice::from_raw_parts(p as *const u8, len) }.to_vec();
+    unsafe { libc::munmap(p, len) };
+    assert_eq!(mapped, want);
+}
+
+/// The bytes the daemon process has read so far (`rchar` of /proc/PID/io: its `pread`s of
+/// backing files; with passthrough the kernel reads them, not the daemon).
+fn daemon_read_bytes(pid: u32) -> u64 {
+    let io = fs::read_to_string(format!("/proc/{pid}/io")).unwrap();
+    io.lines()
+        .find_map(|l| l.strip_prefix("rchar: "))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// A workspace whose real folder is inside another mlxfs mount (linked into the workspace
+/// home): the kernel refuses passthrough for its files (a FUSE file system stacked on one
+/// that uses passthrough itself: ELOOP). Those files — and only those — are read through the
+/// daemon; every other file keeps passthrough, and status.json says which file system is
+/// read through the daemon, why, and which files.
+#[test]
+fn a_file_passthrough_refuses_is_read_through_the_daemon_alone() {
+    crate::require!(Fuse, Root);
+    // The first mount, with passthrough: what the second one's linked workspace lives in.
+    let lower = Fx::new();
+    let real = lower.workspace("remote", &good_files());
+    big_file(&real.join("weights.bin"), 8);
+    let lower_mount = Mount::start(&lower, &[]);
+    assert_eq!(lower_mount.status()["read_mode"], "passthrough");
+    let fx = Fx::new();
+    let local = fx.workspace("local", &good_files());
+    big_file(&local.join("weights.bin"), 8);
+    symlink(lower_mount.p("remote"), fx.ws_home.join("remote")).unwrap();
+    let m = Mount::start(&fx, &[]);
+    let st = m.status();
+    assert_eq!(st["read_mode"], "passthrough", "{st:#}");
+    assert_eq!(st["read_through_daemon"], serde_json::json!([]), "{st:#}");
+    // The stacked file: refused by the kernel, read through the daemon, whole.
+    assert_eq!(
+        sha(&m.p("remote/weights.bin")),
+        sha(&real.join("weights.bin"))
+    );
+    assert_eq!(
+        fs::read(m.p("remote/config.json")).unwrap(),
+        LLAMA_CONFIG.as_bytes()
+    );
+    // Every other file still goes through passthrough: the daemon reads none of its bytes.
+    let size = fs::metadata(local.join("weights.bin")).unwrap().len();
+    let before = daemon_read_bytes(m.pid());
+    assert_eq!(
+        sha(&m.p("local/weights.bin")),
+        sha(&local.join("weights.bin"))
+    );
+    let read = daemon_read_bytes(m.pid()) - before;
+    assert!(
+        read < size / 4,
+        "the daemon read {read} of the {size} bytes of a file passthrough could take"
+    );
+    let st = m.status();
+    assert_eq!(st["read_mode"], "passthrough", "{st:#}");
+    let through = st["read_through_daemon"].as_array().unwrap();
+    assert_eq!(through.len(), 1, "{st:#}");
+    let fs_entry = &through[0];
+    let lower_dev = fs::metadata(&lower_mount.dir).unwrap().dev();
+    assert_eq!(
+        fs_entry["device"],
+        format!("{}:{}", libc::major(lower_dev), libc::minor(lower_dev)),
+        "{st:#}"
+    );
+    assert_eq!(
+        fs_entry["mount_point"],
+        lower_mount.dir.to_string_lossy().as_ref(),
+        "{st:#}"
+    );
+    assert!(
+        fs_entry["why"].as_str().unwrap().contains("ELOOP"),
+        "{st:#}"
+    );
+    let mut files: Vec<&str> = fs_entry["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap())
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        ["remote/config.json", "remote/weights.bin"],
+        "{st:#}"
+    );
+    drop(m);
+    drop(lower_mount);
 }

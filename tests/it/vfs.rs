@@ -162,11 +162,11 @@ fn tree_rules_names_links_and_what_is_hidden() {
         ["catalog.json", "health", "models.json", "status.json"]
     );
     // In a workspace: links that stay inside are links, the rest hidden; junk never shown.
+    // A model's virtual .mlxfs/ is not listed (a copier would take it along), but answers.
     let l = names(&t, "links");
     assert_eq!(
         l,
         [
-            ".mlxfs",
             "alias.json",
             "config.json",
             "model.safetensors",
@@ -175,7 +175,21 @@ fn tree_rules_names_links_and_what_is_hidden() {
             "tokenizer_config.json"
         ]
     );
-    assert_eq!(names(&t, "links/sub"), [".mlxfs"]);
+    assert_eq!(
+        names(&t, "links/.mlxfs"),
+        [
+            "hash",
+            "health",
+            "model.json",
+            "runtime-cache.json",
+            "sentinel.json"
+        ]
+    );
+    assert_eq!(
+        names(&t, "links/sub"),
+        [".mlxfs"],
+        "a real .mlxfs deeper is listed"
+    );
     let alias = t.resolve_path(Path::new("links/alias.json")).unwrap();
     assert_eq!(v.readlink(alias).unwrap(), "config.json");
     assert_eq!(
@@ -299,7 +313,9 @@ fn a_partial_start_shows_the_root_and_completes_to_the_full_tree() {
     assert_eq!(t.generation, 0);
     assert_eq!(names(&t, ""), names(&full.tree(), ""));
     assert_eq!(names(&t, "acme@hub"), ["model", "model@1111111"]);
-    assert_eq!(names(&t, "ws"), [".mlxfs"], "no model folder is read");
+    // No model folder is read; its virtual .mlxfs/ answers by name, unlisted.
+    assert!(names(&t, "ws").is_empty(), "{:?}", names(&t, "ws"));
+    assert!(t.resolve_path(Path::new("ws/.mlxfs/health")).is_ok());
     assert_eq!(t.models.len(), full.tree().models.len());
 
     let waiter = std::thread::spawn({
