@@ -4,6 +4,8 @@
 need_apt=()
 command -v cc >/dev/null || need_apt+=(gcc)
 command -v fusermount3 >/dev/null || need_apt+=(fuse3)
+# rsync: a copy out of the mount is checked with `rsync -a` too (tests/it/mount.rs).
+command -v rsync >/dev/null || need_apt+=(rsync)
 [ -x /usr/bin/python3 ] || need_apt+=(python3)
 /usr/bin/python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
 [ -n "$(/usr/bin/python3-config --includes 2>/dev/null)" ] || need_apt+=(python3-dev)
