@@ -702,7 +702,9 @@ def _stoppable(real, should_stop):
 
 def transcribe(path, samples, req, should_stop=lambda: False):
     """mlx-whisper's transcription of 16 kHz samples: text, segments (id, start, end, text),
-    language, token count. Temperature 0 (the default) decodes greedily without fallback.
+    language, token count, and with `req["word_timestamps"]` the words (`[{"word", "start",
+    "end"}]`, seconds, mlx-whisper's `word_timestamps=True`; without it, None). Temperature 0
+    (the default) decodes greedily without fallback.
     Raises `Stopped` when `should_stop()` turns true: before the first window, or after any
     window (where mlx-whisper's module has the shape this knows; else only before)."""
     import mlx_whisper
@@ -714,6 +716,7 @@ def transcribe(path, samples, req, should_stop=lambda: False):
         "temperature": (t,),
         "task": req.get("task") or "transcribe",
         "condition_on_previous_text": True,
+        "word_timestamps": bool(req.get("word_timestamps")),
     }
     if req.get("language"):
         kwargs["language"] = req["language"]
@@ -738,7 +741,12 @@ def transcribe(path, samples, req, should_stop=lambda: False):
                  "end": round(float(s["end"]), 3), "text": s["text"]}
                 for i, s in enumerate(result.get("segments") or [])]
     tokens = sum(len(s.get("tokens") or []) for s in result.get("segments") or [])
-    return {"text": (result.get("text") or "").strip(), "segments": segments,
+    words = None
+    if kwargs["word_timestamps"]:
+        words = [{"word": w["word"].strip(), "start": round(float(w["start"]), 3),
+                  "end": round(float(w["end"]), 3)}
+                 for s in result.get("segments") or [] for w in s.get("words") or []]
+    return {"text": (result.get("text") or "").strip(), "segments": segments, "words": words,
             "language": result.get("language"), "generation_tokens": tokens,
             "audio_seconds": round(len(samples) / SAMPLE_RATE, 3)}
 

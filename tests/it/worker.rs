@@ -23,7 +23,8 @@ fn spec(ws: &Path) -> WorkerSpec {
     }
 }
 
-/// `mlxfs run`'s defaults for the prompt "Explain FUSE" as chat, `--seed 7 --max-tokens 12`.
+/// Seeded sampling: `mlxfs run --temperature 0.7 --top-p 0.9 --repetition-penalty 1.1 --seed 7
+/// --max-tokens 12` ([`SAMPLED`]) for the prompt as chat.
 fn chat(prompt: &str) -> GenJob {
     GenJob {
         messages: Some(vec![json!({"role": "user", "content": prompt})]),
@@ -35,6 +36,16 @@ fn chat(prompt: &str) -> GenJob {
         ..GenJob::default()
     }
 }
+
+/// `run`'s arguments for [`chat`]'s settings (its defaults are mlx-lm's: greedy, no penalty).
+const SAMPLED: &[&str] = &[
+    "--temperature",
+    "0.7",
+    "--top-p",
+    "0.9",
+    "--repetition-penalty",
+    "1.1",
+];
 
 fn greedy(prompt: &str, max_tokens: u32) -> GenJob {
     GenJob {
@@ -136,7 +147,7 @@ fn wait_gone(pid: u32, limit: Duration) -> bool {
 fn the_worker_gives_the_text_of_run_and_serves_jobs_at_once() {
     crate::require!(Python);
     let (fx, ws) = with_tiny();
-    let by_run = run_json(&fx, "tiny", &[]);
+    let by_run = run_json(&fx, "tiny", SAMPLED);
     let greedy_run = run_json(&fx, "tiny", &["--temperature", "0"]);
     let w = Worker::start(&spec(&ws)).unwrap();
     assert!(w.alive());
@@ -226,7 +237,8 @@ fn the_worker_gives_the_text_of_run_and_serves_jobs_at_once() {
     let raw_run = run_json(&fx, "tiny", &["--temperature", "0", "--no-chat-template"]);
     assert_eq!(raw.1, raw_run["text"].as_str().unwrap());
 
-    // Logprobs: one event per token, the chosen one's and the top 2.
+    // Logprobs: one entry per generated token, the chosen one's and the top 2, each with its
+    // own bytes; the entries' texts and offsets cover the text.
     let mut h = w
         .submit(GenJob {
             logprobs: Some(2),
@@ -236,24 +248,25 @@ fn the_worker_gives_the_text_of_run_and_serves_jobs_at_once() {
     let (tokens, last) = collect(&mut h, Duration::from_secs(60));
     let (_, text, n) = done(&last);
     assert_eq!(streamed(&tokens), text);
-    let with_lp: Vec<_> = tokens
+    let entries: Vec<_> = tokens
         .iter()
-        .filter_map(|t| match t {
+        .flat_map(|t| match t {
             JobEvent::Token {
-                logprob: Some(lp),
-                top_logprobs: Some(top),
-                ..
-            } => Some((*lp, top.clone())),
-            _ => None,
+                logprobs: Some(e), ..
+            } => e.clone(),
+            _ => Vec::new(),
         })
         .collect();
-    assert_eq!(with_lp.len() as u64, n, "{tokens:?}");
-    for (lp, top) in with_lp {
-        assert_eq!(top.len(), 2);
-        assert!(lp <= 0.0 && top[0].1 >= top[1].1);
+    assert_eq!(entries.len() as u64, n, "{tokens:?}");
+    for e in &entries {
+        assert_eq!(e.top.len(), 2);
+        assert!(e.logprob <= 0.0 && e.top[0].2 >= e.top[1].2);
         // Greedy: the chosen token is the likeliest.
-        assert!((lp - top[0].1).abs() < 1e-5, "{lp} {top:?}");
+        assert!((e.logprob - e.top[0].2).abs() < 1e-5, "{e:?}");
+        assert_eq!(e.token, String::from_utf8_lossy(&e.bytes), "{e:?}");
     }
+    let bytes: Vec<u8> = entries.iter().flat_map(|e| e.bytes.clone()).collect();
+    assert_eq!(String::from_utf8_lossy(&bytes), text);
 }
 
 /// (text, prompt_tokens, cached_tokens) of one job run to its end.
