@@ -29,6 +29,83 @@ pub struct Served {
     pub weights: std::path::PathBuf,
 }
 
+/// What identifies the files a worker loaded from a model folder, so that a changed model
+/// gets a new worker: the folder itself (device and inode — a folder replaced by `mv`,
+/// `restore` or a re-clone is another one) and each file at its top level that a loader reads
+/// (weights, configuration, tokenizer and chat-template files: names ending in
+/// [`LOADED_SUFFIXES`]; hidden ones such as `.hf_cache` and the sentinel are not the model's
+/// files) with its device, inode, size, modification and change times, links followed (a hub
+/// snapshot's files are its blobs). One `stat` per file, nothing read: a request pays a
+/// readdir and a few stats. Equal values: the same files for a worker.
+///
+/// A hub model's `refs/main` that moves needs none of this: its new snapshot is another
+/// folder, hence another worker. (The rule belongs with the catalog's other facts about a
+/// model's files; it sits here until the core has a place for it.)
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct FilesId {
+    folder: Option<(u64, u64)>,
+    files: Vec<(String, FileStamp)>,
+}
+
+/// A file's identity and version, as `stat` gives them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileStamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+/// The ends of the names a loader reads in a model folder (mlx-lm, mlx-vlm, mlx-whisper,
+/// transformers' tokenizers and processors): weights (`.safetensors`, Whisper's `.npz`),
+/// configuration and tokenizer JSON, chat templates (`.jinja`), SentencePiece and tiktoken
+/// vocabularies, `merges.txt`/`vocab.txt`.
+pub const LOADED_SUFFIXES: &[&str] = &[
+    ".safetensors",
+    ".npz",
+    ".json",
+    ".jinja",
+    ".model",
+    ".tiktoken",
+    ".txt",
+];
+
+impl FilesId {
+    /// The identity of `folder`'s files now (an unreadable folder or file counts as absent).
+    pub fn of(folder: &std::path::Path) -> FilesId {
+        use std::os::unix::fs::MetadataExt;
+        let stamp = |m: &std::fs::Metadata| FileStamp {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        };
+        let Ok(meta) = std::fs::metadata(folder) else {
+            return FilesId::default();
+        };
+        let mut files: Vec<(String, FileStamp)> = std::fs::read_dir(folder)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.starts_with('.') || !LOADED_SUFFIXES.iter().any(|s| name.ends_with(s)) {
+                    return None;
+                }
+                let m = std::fs::metadata(e.path()).ok()?;
+                m.is_file().then(|| (name, stamp(&m)))
+            })
+            .collect();
+        files.sort_by(|a, b| a.0.cmp(&b.0));
+        FilesId {
+            folder: Some((meta.dev(), meta.ino())),
+            files,
+        }
+    }
+}
+
 /// Why a request's `model` cannot be served.
 #[derive(Debug, Clone)]
 pub struct Refusal {

@@ -1695,3 +1695,211 @@ print(json.dumps(out))
     );
     assert!(!says.contains("Traceback"), "{v}");
 }
+
+/// The pid of the worker `serve` started for the model folder `path` (its config argument
+/// names the folder), once there is one.
+fn worker_for(s: &Served, path: &std::path::Path, within: Duration) -> Option<i32> {
+    let needle = format!("\"model_path\":\"{}\"", path.display());
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        for e in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let ppid = stat
+                .rsplit(')')
+                .next()
+                .and_then(|r| r.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<u32>().ok());
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if ppid == Some(s.child.id()) && String::from_utf8_lossy(&cmd).contains(&needle) {
+                return Some(pid);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    None
+}
+
+/// Issue 25 §1: a model whose load blocks (its tokenizer.json became a FIFO after the server
+/// checked it: Python's open() waits for a writer for ever, as a stuck network disk would)
+/// holds up neither another model's load nor its requests nor /health; with no room left
+/// (--max-loaded 1), another model's request waits --load-wait and gets a 503 with
+/// Retry-After. When the file arrives, the stuck request is answered too.
+#[test]
+fn a_stuck_load_holds_up_no_other_model() {
+    crate::require!(Python);
+    let fx = Fx::new();
+    let stuck = make_tiny(&fx, "stuck", &[]);
+    write_tree(&fx.ws_home.join("other"), &files_of(&stuck));
+    write_tree(&fx.ws_home.join("third"), &files_of(&stuck));
+    let tokenizer = stuck.join("tokenizer.json");
+    let saved = fx.tmp.path().join("tokenizer.json.real");
+    let ask = |model: &str| json!({"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3});
+    for max_loaded in ["2", "1"] {
+        let s = Served::start(&fx, &["--max-loaded", max_loaded, "--load-wait", "2s"]);
+        let (tx, stuck_answer) = std::sync::mpsc::channel();
+        {
+            let addr = s.addr.clone();
+            let body = ask("stuck");
+            std::thread::spawn(move || {
+                let _ = tx.send(post_json(&addr, "/v1/chat/completions", &[], &body));
+            });
+        }
+        // The worker is starting (its imports take a second or more): the file becomes a
+        // FIFO before the loader opens it.
+        assert!(
+            worker_for(&s, &stuck, Duration::from_secs(30)).is_some(),
+            "no worker started for the stuck model"
+        );
+        std::fs::rename(&tokenizer, &saved).unwrap();
+        let c = std::ffi::CString::new(tokenizer.to_str().unwrap()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+        std::thread::sleep(Duration::from_secs(3));
+        assert!(stuck_answer.try_recv().is_err(), "the load did not block");
+        let t0 = Instant::now();
+        let (st, h) = get_json(&s.addr, "/health", &[]);
+        assert_eq!((st, h["status"].as_str()), (200, Some("ok")), "{h}");
+        let (tx, other) = std::sync::mpsc::channel();
+        {
+            let addr = s.addr.clone();
+            let body = ask("other");
+            std::thread::spawn(move || {
+                let _ = tx.send(http(
+                    &addr,
+                    "POST",
+                    "/v1/chat/completions",
+                    &[("Content-Type", "application/json")],
+                    body.to_string().as_bytes(),
+                ));
+            });
+        }
+        let (st, headers, body) = other
+            .recv_timeout(Duration::from_secs(60))
+            .expect("another model's request hung behind the stuck load");
+        let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        if max_loaded == "2" {
+            assert_eq!(st, 200, "{v}");
+        } else {
+            // No room: the stuck load holds the only one. Answered after --load-wait.
+            assert_eq!(
+                (
+                    st,
+                    v["error"]["type"].as_str(),
+                    header(&headers, "retry-after").is_some()
+                ),
+                (503, Some("service_unavailable"), true),
+                "{v}"
+            );
+            assert!(t0.elapsed() < Duration::from_secs(30), "{:?}", t0.elapsed());
+        }
+        assert!(
+            stuck_answer.try_recv().is_err(),
+            "the stuck model answered early"
+        );
+        // The file arrives: the FIFO's reader gets it, later opens get the real file.
+        let mut w = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&tokenizer)
+            .unwrap();
+        std::fs::rename(&saved, &tokenizer).unwrap();
+        w.write_all(&std::fs::read(&tokenizer).unwrap()).unwrap();
+        drop(w);
+        let (st, v) = stuck_answer.recv_timeout(Duration::from_secs(120)).unwrap();
+        assert_eq!(st, 200, "{v}");
+    }
+}
+
+/// Issue 25 §5: a model folder replaced on disk (another folder moved in its place, as
+/// `convert` + `mv`, `restore` or a re-clone do) or edited (its weights rewritten) gets a new
+/// worker at the next request — the new weights' text, not the old until --keep-alive — while
+/// the old worker finishes the stream it was serving, and is stopped after.
+#[test]
+fn a_changed_model_folder_gets_a_new_worker() {
+    crate::require!(Python);
+    let fx = Fx::new();
+    let tiny = make_tiny(&fx, "tiny", &[]);
+    let other = make_tiny(&fx, "tiny-seed5", &["--seed", "5"]);
+    let aside = fx.tmp.path().join("aside");
+    std::fs::create_dir_all(&aside).unwrap();
+    std::fs::rename(&other, aside.join("new")).unwrap();
+    let s = Served::start(&fx, &["--max-loaded", "2", "--keep-alive", "1h"]);
+    let text = || {
+        let (st, v) = post_json(
+            &s.addr,
+            "/v1/chat/completions",
+            &[],
+            &json!({"model": "tiny", "messages": [{"role": "user", "content": "Explain FUSE"}],
+                    "temperature": 0, "max_tokens": 12}),
+        );
+        assert_eq!(st, 200, "{v}");
+        v["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let old_text = text();
+    let old_pid = worker_pids(&s);
+    assert_eq!(old_pid.len(), 1);
+    // A long stream on the old worker while the folder is replaced.
+    let addr = s.addr.clone();
+    let stream = std::thread::spawn(move || {
+        let body = json!({"model": "tiny", "messages": [{"role": "user", "content": "Explain FUSE"}],
+                          "temperature": 0, "max_tokens": 400, "stream": true});
+        let (st, _, raw) = http(
+            &addr,
+            "POST",
+            "/v1/chat/completions",
+            &[("Content-Type", "application/json")],
+            body.to_string().as_bytes(),
+        );
+        (st, String::from_utf8_lossy(&raw).into_owned())
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while health(&s)["queue_depth"].as_u64() == Some(0) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::fs::rename(&tiny, aside.join("old")).unwrap();
+    std::fs::rename(aside.join("new"), &tiny).unwrap();
+    let new_text = text();
+    assert_ne!(new_text, old_text, "the old weights answered");
+    // Two workers while the stream runs: the old one finishing it, the new one.
+    let new_pid = worker_pids(&s);
+    assert!(
+        new_pid.iter().any(|p| *p != old_pid[0]),
+        "no new worker: {new_pid:?}"
+    );
+    // The stream the old worker was serving ends normally; then that worker is stopped.
+    let (st, raw) = stream.join().unwrap();
+    assert_eq!(st, 200);
+    assert!(
+        raw.contains("\"finish_reason\":\"length\""),
+        "{}",
+        &raw[raw.len().saturating_sub(400)..]
+    );
+    assert!(
+        wait_gone(&old_pid, 20),
+        "the replaced model's worker was kept"
+    );
+    assert_eq!(
+        get_json(&s.addr, "/v1/models", &[]).1["data"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    // Edited in place: the old weights written over the new ones.
+    let before = worker_pids(&s);
+    std::fs::copy(
+        aside.join("old/model.safetensors"),
+        tiny.join("model.safetensors"),
+    )
+    .unwrap();
+    assert_eq!(text(), old_text);
+    assert_ne!(worker_pids(&s), before);
+    // Unchanged files: the same worker.
+    let same = worker_pids(&s);
+    text();
+    assert_eq!(worker_pids(&s), same);
+}
