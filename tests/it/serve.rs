@@ -249,6 +249,14 @@ fn the_catalog_routes_errors_and_auth() {
     let (st, tags) = get_json(&s.addr, "/api/tags", &auth);
     assert_eq!(st, 200);
     assert_eq!(tags["models"].as_array().unwrap().len(), 3, "{tags}");
+    // Ollama's details, true: the architecture (config.json's model_type), the parameters
+    // the safetensors header counts (one 2×2 tensor), the quantization config.json names.
+    assert_eq!(
+        tags["models"][0]["details"],
+        json!({"parent_model": "", "format": "safetensors", "family": "llama",
+               "families": ["llama"], "parameter_size": "4", "quantization_level": "4bit"}),
+        "{tags}"
+    );
     // Health needs no key; metrics are Prometheus text.
     let (st, h) = get_json(&s.addr, "/health", &[]);
     assert_eq!((st, h["status"].as_str()), (200, Some("ok")), "{h}");
@@ -327,6 +335,33 @@ fn the_catalog_routes_errors_and_auth() {
         (400, Some("invalid_request")),
         "{v}"
     );
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Content-Type: application/json"),
+        "{v}"
+    );
+    // A body announced over the limit is refused at once, before any of it is read (it was
+    // answered after the 30 s body timeout).
+    for route in [
+        "/v1/completions",
+        "/v1/chat/completions",
+        "/v1/audio/transcriptions",
+    ] {
+        let mut c = TcpStream::connect(&s.addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        write!(c, "POST {route} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cret\r\nContent-Type: application/json\r\nContent-Length: 100000000\r\n\r\n{{").unwrap();
+        let t0 = Instant::now();
+        let mut head = [0u8; 12];
+        c.read_exact(&mut head).unwrap();
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "{route}: {:?}",
+            t0.elapsed()
+        );
+        assert_eq!(&head, b"HTTP/1.1 413", "{route}");
+    }
     // 8 MiB for most routes; chat completions carry images (32 MiB).
     for (route, mib) in [("/v1/completions", 9), ("/v1/chat/completions", 33)] {
         let big = vec![b'x'; mib * 1024 * 1024];
@@ -1019,6 +1054,17 @@ fn a_busy_model_is_not_stopped_for_another() {
         "{v}"
     );
     assert_eq!(v["error"]["retryable"], true, "{v}");
+    // Every 503 says when to come back.
+    let (st, hd, _) = http(
+        &s.addr,
+        "POST",
+        "/v1/chat/completions",
+        &[("Content-Type", "application/json")],
+        json!({"model": "tiny2", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2})
+            .to_string()
+            .as_bytes(),
+    );
+    assert_eq!((st, header(&hd, "retry-after")), (503, Some("5")));
     for t in threads {
         let (st, v) = t.join().unwrap();
         assert_eq!(
