@@ -736,6 +736,9 @@ class MediaWorker:
                 self.send({"event": "error", "id": job["id"], "type": e.kind, "message": e.message})
             except BadRequest as e:
                 self.send({"event": "error", "id": job["id"], "type": "invalid_request", "message": str(e)})
+            except ContextLengthExceeded as e:
+                self.send({"event": "error", "id": job["id"], "type": "context_length_exceeded",
+                           "message": str(e)})
             except Exception as e:
                 self.send({"event": "error", "id": job["id"], "type": "generation_failed",
                            "message": f"{type(e).__name__}: {e}"})
@@ -777,6 +780,18 @@ class MediaWorker:
             except Exception as e:
                 raise BadRequest("the model's chat template cannot render these messages: "
                                  f"{type(e).__name__}: {e}") from e
+        # The prompt's text tokens (the images' come on top): over the context, refused before
+        # the model sees any, as a text model's.
+        limit = job.get("context_length")
+        if limit:
+            tok = getattr(self.processor, "tokenizer", self.processor)
+            try:
+                n = len(tok.encode(text))
+            except Exception:
+                n = 0
+            if n > int(limit):
+                raise ContextLengthExceeded(
+                    f"the prompt is {n} tokens; this model's context length is {limit}")
         job_id = job["id"]
         stops = [s for s in job.get("stop") or [] if s]
         st = {"text": "", "released": 0, "stopped": False}

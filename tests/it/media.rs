@@ -917,6 +917,8 @@ def form(**fields):
 out["unknown_field"] = form(diarize="true")
 out["stream_field"] = form(stream="true")
 out["stream_false"] = form(stream="false")
+out["vlm_long"] = status(lambda: c.chat.completions.create(model="tiny-vlm", max_tokens=2,
+    messages=[{{"role": "user", "content": "word " * 5000}}]))
 out["vlm_top_k"] = status(lambda: c.chat.completions.create(model="tiny-vlm", messages=msg, max_tokens=2,
                                                             extra_body={{"top_k": 5, "min_p": 0.1}}))
 print(json.dumps(out))
@@ -1002,6 +1004,10 @@ print(json.dumps(out))
     );
     assert_eq!(v["stream_field"][0], 400, "{v}");
     assert_eq!(v["stream_false"], json!([200, null]), "{v}");
+    // A prompt over a vision model's context is refused before any token is processed, as
+    // a text model's.
+    assert_eq!(v["vlm_long"][0], 400, "{v}");
+    assert_eq!(v["vlm_long"][1], "context_length_exceeded", "{v}");
     // A vision model refuses the sampling fields mlx-vlm is not given.
     assert_eq!(v["vlm_top_k"][0], 422, "{v}");
     assert!(
