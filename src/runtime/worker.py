@@ -513,7 +513,7 @@ class Worker:
         """`_prompt`'s ids, `developer` messages as `system` (`as_system`), and `BadRequest`
         for what the model cannot take: messages its chat template refuses (a Jinja
         `raise_exception`, a type the template cannot iterate), an empty prompt, a
-        `logit_bias` token id past its vocabulary."""
+        `logit_bias` token id or a `top_k` past its vocabulary."""
         if job.get("messages") is not None:
             job = dict(job, messages=as_system(job["messages"],
                                                getattr(self.tokenizer, "chat_template", None)))
@@ -527,9 +527,15 @@ class Worker:
             raise BadRequest(f"{what}: {type(e).__name__}: {e}") from e
         if not ids:
             raise BadRequest("the prompt is empty: it gives no token to start from")
+        # mlxfs bounds both by the vocabulary before sending a job (`jobs::fit_to_model`); a
+        # job that was not would crash the process (an index past the logits) or fail the
+        # whole batch (mlx-lm's top_k check runs in the batch's step).
         bias = job.get("logit_bias") or {}
         if bias and (self.vocab_size is None or any(not 0 <= int(t) < self.vocab_size for t in bias)):
             raise BadRequest(f"`logit_bias`: token ids must be below the vocabulary size ({self.vocab_size})")
+        k = int(job.get("top_k") or 0)
+        if k and (self.vocab_size is None or k >= self.vocab_size):
+            raise BadRequest(f"`top_k` must be below the vocabulary size ({self.vocab_size})")
         return ids
 
     def _failed(self, job_id, e):

@@ -456,6 +456,70 @@ fn a_killed_worker_fails_its_jobs_and_takes_no_more() {
     assert!(gone(w.pid()));
 }
 
+/// Issue 25 §1, the worker's own guard (serve checks first; a job that was not checked must
+/// still not crash the process or fail the batch): the worker measures its vocabulary (the
+/// logits a position gets), acknowledges each job it reads, refuses token ids past the
+/// vocabulary, an empty prompt and messages its chat template rejects as `invalid_request`
+/// while another job runs on unharmed; a crash (SIGSEGV) is `worker_crashed`, not a kill.
+#[test]
+fn unchecked_values_are_refused_by_the_worker_and_harm_no_other_job() {
+    crate::require!(Python);
+    let (_fx, ws) = with_tiny();
+    let w = Worker::start(&spec(&ws)).unwrap();
+    assert_eq!(w.vocab_size(), Some(384));
+    let alone = run_one(&w, greedy("Explain FUSE", 300));
+    let mut running = w.submit(greedy("Explain FUSE", 300)).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    assert_eq!(rt.block_on(&mut running.accepted), Ok(()));
+    let bad = [
+        GenJob {
+            logit_bias: Some([(384, 1.0)].into_iter().collect()),
+            ..greedy("hi", 3)
+        },
+        GenJob {
+            logit_bias: Some([(u32::MAX, 1.0)].into_iter().collect()),
+            ..greedy("hi", 3)
+        },
+        GenJob {
+            top_k: Some(384),
+            temperature: 0.5,
+            seed: None,
+            ..greedy("hi", 3)
+        },
+        GenJob {
+            messages: None,
+            prompt: Some(String::new()),
+            ..greedy("", 3)
+        },
+    ];
+    for job in bad {
+        let mut h = w.submit(job.clone()).unwrap();
+        let (_, last) = collect(&mut h, Duration::from_secs(60));
+        match last {
+            JobEvent::Error { kind, message } => {
+                assert_eq!(kind, "invalid_request", "{job:?}: {message}");
+                assert!(!message.contains("Traceback"), "{message}");
+            }
+            other => panic!("{job:?}: {other:?}"),
+        }
+    }
+    let (tokens, last) = collect(&mut running, Duration::from_secs(60));
+    assert_eq!(done(&last), alone, "the running job was harmed");
+    assert_eq!(streamed(&tokens), alone.1);
+    assert!(w.alive());
+    // A crash is told apart from a kill: the same job could crash the next worker.
+    let mut h = w.submit(greedy("hello", 1_000_000)).unwrap();
+    first_token(&mut h);
+    unsafe { libc::kill(w.pid() as i32, libc::SIGSEGV) };
+    let (_, last) = collect(&mut h, Duration::from_secs(10));
+    match last {
+        JobEvent::Error { kind, .. } => assert_eq!(kind, "worker_crashed"),
+        other => panic!("{other:?}"),
+    }
+}
+
 #[test]
 fn no_worker_outlives_its_handle_or_its_parent() {
     crate::require!(Python);
