@@ -11,7 +11,9 @@
 //! whose text it completes (a token that only begins a character comes with the one that ends
 //! it, so a chunk may carry an entry and no text). With `stop`, the tokens whose text begins
 //! before the stop sequence keep their entries; the stop sequence's own tokens are dropped
-//! with its text, as OpenAI leaves them out. The completions API gets its own shape
+//! with its text (OpenAI's answers show no trace of a stop sequence: neither its text nor
+//! its tokens), so the entries' bytes spell at least the text. The completions API gets its
+//! own shape
 //! (`tokens`, `token_logprobs`, `top_logprobs`, `text_offset`), streamed too.
 
 use axum::Router;
