@@ -13,7 +13,8 @@ in size, in parameter order) with a `model.safetensors.index.json`, as sharded h
 `--dtype float16|bfloat16` stores them in that dtype (default float32).
 `--script PIECE` (repeatable) gives a "scripted" model instead of noise: whatever the prompt, it
 answers with the pieces in order, then end of sequence (each piece becomes one token; no spaces
-in a piece). With `--tool-template` its chat template is one mlx-lm recognises as JSON tool
+in a piece; a piece that is a token of the vocabulary already, such as `Ã` and `©` — the bytes
+C3 and A9 of `é` in the byte-level alphabet —, is that token: a character split over two). With `--tool-template` its chat template is one mlx-lm recognises as JSON tool
 calling (`<tool_call>{...}</tool_call>`), so `--script '<tool_call>' --script '{"name":...}'
 --script '</tool_call>'` makes a model that calls a tool: the serve tests use it.
 `--model-type qwen` gives the first Qwen's architecture, which mlx-lm runs but transformers does
@@ -142,7 +143,10 @@ def main() -> int:
         for piece in a.script:
             if " " in piece or not piece:
                 ap.error(f"--script {piece!r}: a piece is one token: no spaces")
-        tok.add_tokens([AddedToken(p, special=False, normalized=False) for p in a.script])
+        # A piece that is a token already (a byte of the byte-level alphabet: `Ã` is 0xC3) is
+        # that token, so a script can split a character over two tokens.
+        tok.add_tokens([AddedToken(p, special=False, normalized=False) for p in a.script
+                        if tok.token_to_id(p) is None])
     tok.save(str(out / "tokenizer.json"))
     vocab_size = tok.get_vocab_size()
     ids = {t: tok.token_to_id(t) for t in specials}

@@ -62,8 +62,10 @@ def main() -> int:
     mx.random.seed(a.seed)
     model = whisper.Whisper(whisper.ModelDimensions(**dims), mx.float16)
     # float16, as the mlx-community conversions store them (mlx-whisper decodes in float16
-    # by default and checks the encoder's output type).
-    weights = {k: v.astype(mx.float16) for k, v in tree_flatten(model.parameters())}
+    # by default and checks the encoder's output type); `alignment_heads` (the cross-attention
+    # heads word timestamps follow: layer and head indices) stays integer, as there.
+    weights = {k: v.astype(mx.float16) if mx.issubdtype(v.dtype, mx.floating) else v
+               for k, v in tree_flatten(model.parameters())}
     mx.save_safetensors(str(out / "weights.safetensors"), weights, metadata={"format": "mlx"})
     (out / "README.md").write_text(
         "---\nlibrary_name: mlx\ntags:\n- mlx\n- whisper\n- test\n---\n\n"

@@ -23,8 +23,17 @@ shared Hugging Face cache.
 Endpoints: POST /v1/chat/completions, POST /v1/completions (streaming with
 \"stream\": true), POST /v1/audio/transcriptions and /v1/audio/translations
 (multipart: file, model, language, prompt, response_format json|text|verbose_json|srt|vtt,
-temperature), GET /v1/models[/ID], GET /health, GET /metrics (Prometheus), GET /api/tags
-(Ollama's model list).
+temperature, timestamp_granularities[] segment|word — word timestamps in verbose_json),
+GET /v1/models[/ID], GET /health, GET /metrics (Prometheus), GET /api/tags (Ollama's model
+list: architecture, parameter count, quantization such as 4bit, MXFP4, BF16).
+
+Every request is checked before it reaches a model: a value the server cannot honour or a
+model cannot take is refused (HTTP 400 naming the field; 422 when the model cannot take it),
+never ignored — a `logit_bias` token id outside the model's vocabulary, `top_logprobs` over
+20, `n` above 1, token-id prompts, an unknown form field, messages the model's chat template
+refuses. The `developer` role is taken as `system` (unless the template knows it). A
+changed model folder (replaced, re-cloned, restored) gets a new worker at the next request.
+`retryable` in an error is true only where a retry can succeed; every 503 has Retry-After.
 
 Vision models (capability `vision`) run with mlx-vlm and take `image_url` parts as base64
 data URLs (PNG, JPEG or WebP, at most 10 MiB each); http(s) URLs only with

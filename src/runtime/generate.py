@@ -195,10 +195,11 @@ def _fast_blas():
 
 def _numba_stand_in():
     """mlx-whisper imports numba when it is imported, only to compile the dynamic time warping
-    of word timestamps (`timing.py`: `@numba.jit` twice), which mlxfs never asks for; numba
-    and llvmlite add about 210 MB to an environment. Without numba, a stand-in whose `jit`
-    leaves a function as it is (plain Python: correct, only slower, were it ever called) is
-    put in this process's `sys.modules`. With numba installed, nothing changes."""
+    of word timestamps (`timing.py`: `@numba.jit` twice), which only serve's
+    `timestamp_granularities[]=word` asks for; numba and llvmlite add about 210 MB to an
+    environment. Without numba, a stand-in whose `jit` leaves a function as it is (plain
+    Python: correct, only slower — about 0.3 s per 30-second window of 224 tokens) is put in
+    this process's `sys.modules`. With numba installed, nothing changes."""
     try:
         import numba  # noqa: F401
         return
@@ -333,6 +334,15 @@ class ContextLengthExceeded(Refused):
         super().__init__("context_length_exceeded",
                          f"the prompt is {'at least ' if at_least else ''}{tokens} tokens; "
                          f"this model's context length is {limit}")
+
+
+class BadRequest(Refused):
+    """What only the model can refuse of a job (an empty prompt, messages its chat template
+    rejects, a token id past its vocabulary): `invalid_request`, never a crash. mlxfs checks
+    what it can before a job reaches Python."""
+
+    def __init__(self, message):
+        super().__init__("invalid_request", message)
 
 
 def check_context(tokens, limit, at_least=False):
@@ -752,7 +762,9 @@ def _stoppable(real, should_stop):
 
 def transcribe(path, samples, req, should_stop=lambda: False):
     """mlx-whisper's transcription of 16 kHz samples: text, segments (id, start, end, text),
-    language, token count. Temperature 0 (the default) decodes greedily without fallback.
+    language, token count, and with `req["word_timestamps"]` the words (`[{"word", "start",
+    "end"}]`, seconds, mlx-whisper's `word_timestamps=True`; without it, None). Temperature 0
+    (the default) decodes greedily without fallback.
     Raises `Stopped` when `should_stop()` turns true: before the first window, or after any
     window (where mlx-whisper's module has the shape this knows; else only before)."""
     import mlx_whisper
@@ -764,6 +776,7 @@ def transcribe(path, samples, req, should_stop=lambda: False):
         "temperature": (t,),
         "task": req.get("task") or "transcribe",
         "condition_on_previous_text": True,
+        "word_timestamps": bool(req.get("word_timestamps")),
     }
     if req.get("language"):
         kwargs["language"] = req["language"]
@@ -788,7 +801,12 @@ def transcribe(path, samples, req, should_stop=lambda: False):
                  "end": round(float(s["end"]), 3), "text": s["text"]}
                 for i, s in enumerate(result.get("segments") or [])]
     tokens = sum(len(s.get("tokens") or []) for s in result.get("segments") or [])
-    return {"text": (result.get("text") or "").strip(), "segments": segments,
+    words = None
+    if kwargs["word_timestamps"]:
+        words = [{"word": w["word"].strip(), "start": round(float(w["start"]), 3),
+                  "end": round(float(w["end"]), 3)}
+                 for s in result.get("segments") or [] for w in s.get("words") or []]
+    return {"text": (result.get("text") or "").strip(), "segments": segments, "words": words,
             "language": result.get("language"), "generation_tokens": tokens,
             "audio_seconds": round(len(samples) / SAMPLE_RATE, 3)}
 

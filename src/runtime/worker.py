@@ -13,21 +13,29 @@ Events, one JSON line each on the descriptor EVENTS_FD (a pipe of its own; stdou
 carry whatever libraries print):
   {"event": "ready", "pid", "executable", "prefix", "python", "hf_home", "hub_cache", "caches",
    "offline", "chat_template": bool, "tool_calling": bool,
-   "scheduling": "continuous-batching"}
-      once the model is loaded;
+   "scheduling": "continuous-batching", "vocab_size": N | null}
+      once the model is loaded ("vocab_size": how many logits the model gives a position, so
+      token ids 0..N-1 exist; null when one step of the model could not tell);
   {"event": "error", "type", "message"}   the model did not load (then exit 1);
-  {"event": "token", "id", "text", "logprob"?, "top_logprobs"?: [[text, logprob], ...]}
-      text that may be shown now. Without logprobs, only non-empty pieces; with logprobs, one
-      event per generated token (its text may be "" while held back);
+  {"event": "accepted", "id"}   a job's command was read (sent before anything else of it: a
+      job the process ended without accepting never reached it, and may go to another);
+  {"event": "token", "id", "text", "logprobs"?: [entry, ...]}
+      text that may be shown now, and with logprobs the entries of the tokens it completes
+      (`_Job` says which; an event may then carry entries and no text);
   {"event": "done", "id", "finish_reason": "stop"|"length"|"cancelled", "prompt_tokens",
    "completion_tokens", "cached_tokens", "text", "tool_calls": [OpenAI tool calls] | null}
       ("cached_tokens": how many of the prompt's tokens came from the prompt cache);
-  {"event": "error", "id", "type", "message"}   a job that failed (the worker lives on).
+  {"event": "error", "id", "type", "message"}   a job that failed (the worker lives on):
+      "invalid_request" (what only the model can refuse: messages its chat template cannot
+      render, an empty prompt), "context_length_exceeded", or "generation_failed".
 
 Commands, one JSON line each on stdin:
   {"op": "generate", "id": N, "messages"?: [...], "prompt"?: "...", "tools"?: [...],
    "max_tokens", "temperature", "top_p", "top_k"?, "min_p"?, "repetition_penalty"?, "seed"?,
-   "stop": ["..."], "logprobs"?: K}
+   "stop": ["..."], "logprobs"?: K, "presence_penalty"?, "frequency_penalty"?,
+   "logit_bias"?: {id: bias}, "context_length"?: N}
+      (mlxfs checks every value first; a `developer` message is taken as `system`, see
+      `as_system`)
   {"op": "cancel", "id": N}      a queued job ends at once, a running one within one token;
   {"op": "exit"}                 cancel everything, then exit 0.
 A reader thread takes the commands, so a cancel is seen while a job generates. The end of
@@ -59,6 +67,7 @@ the start of one is held back until it cannot.
 import collections
 import io
 import json
+import math
 import os
 import sys
 import threading
@@ -66,9 +75,102 @@ import types
 import uuid
 
 
-class ContextLengthExceeded(Exception):
-    """A prompt longer than the model's context (the job's `context_length`): refused before
-    any token is processed (a 100,000-token prefill would hold the model for minutes)."""
+# OpenAI's stand-in for a log-probability of minus infinity (and here of one that is not a
+# number): JSON has neither, and a line Python writes with them is not JSON.
+LOGPROB_FLOOR = -9999.0
+
+
+def _logprob(x):
+    x = float(x)
+    return x if math.isfinite(x) else LOGPROB_FLOOR
+
+
+def _gpt2_byte_decoder():
+    """GPT-2's byte-level alphabet, character -> byte (openai/gpt-2 encoder.py
+    `bytes_to_unicode`, inverted): printable bytes stand for themselves, the others for
+    U+0100 onwards in order."""
+    keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("\u00a1"), ord("\u00ac") + 1)) \
+        + list(range(ord("\u00ae"), ord("\u00ff") + 1))
+    out = {chr(b): b for b in keep}
+    n = 0
+    for b in range(256):
+        if b not in out.values():
+            out[chr(256 + n)] = b
+            n += 1
+    return out
+
+
+class TokenBytes:
+    """The bytes a token stands for in the text (OpenAI's logprob `bytes`): a byte-level BPE
+    token's string through GPT-2's byte decoder, a SentencePiece token with U+2581 as a space
+    and `<0xNN>` as the byte NN, an added token as its UTF-8 text; with any other detokenizer,
+    the UTF-8 of the token decoded alone. A token that is part of a character is its bytes
+    only, not a replacement character."""
+
+    def __init__(self, tokenizer):
+        from mlx_lm import tokenizer_utils as tu
+
+        self.tok = tokenizer
+        det = getattr(tokenizer, "_detokenizer", None)
+        self.map = getattr(det, "tokenmap", None)
+        if isinstance(det, tu.BPEStreamingDetokenizer):
+            self.kind = "bpe"
+        elif isinstance(det, tu.SPMStreamingDetokenizer):
+            self.kind = "spm"
+        else:
+            self.kind = "text"
+        self.decoder = _gpt2_byte_decoder()
+        try:
+            added = getattr(tokenizer, "_tokenizer", tokenizer).added_tokens_decoder
+            self.added = {int(i): getattr(t, "content", str(t)) for i, t in added.items()}
+        except Exception:
+            self.added = {}
+
+    def __call__(self, t):
+        if t in self.added:
+            return self.added[t].encode("utf-8")
+        if self.map is not None and 0 <= t < len(self.map):
+            piece = self.map[t]
+            if self.kind == "bpe":
+                out = bytearray()
+                for c in piece:
+                    b = self.decoder.get(c)
+                    if b is None:
+                        out += c.encode("utf-8")
+                    else:
+                        out.append(b)
+                return bytes(out)
+            if self.kind == "spm":
+                return piece.replace("\u2581".encode("utf-8"), b" ")
+        return self.tok.decode([t]).encode("utf-8")
+
+    def entry(self, t, logprob):
+        """(text, bytes, log-probability) of token `t`: its text is its bytes decoded, with
+        U+FFFD for what is not a whole character (OpenAI's `token`)."""
+        b = self(t)
+        return b.decode("utf-8", "replace"), list(b), _logprob(logprob)
+
+
+def logits_size(model):
+    """How many logits the model gives for a position (token ids from 0 to this minus 1 can
+    be biased or chosen): one step over token 0 with a fresh cache. None when that fails."""
+    import mlx.core as mx
+    from mlx_lm.models.cache import make_prompt_cache
+
+    try:
+        out = model(mx.array([[0]]), cache=make_prompt_cache(model))
+        mx.eval(out)
+        return int(out.shape[-1])
+    except Exception:
+        return None
+
+
+def as_system(messages, template):
+    """OpenAI's `developer` role (what current SDKs send for instructions) as `system`, unless
+    the chat template knows the role by name (gpt-oss's does)."""
+    if "developer" in str(template or ""):
+        return messages
+    return [dict(m, role="system") if m.get("role") == "developer" else m for m in messages]
 
 
 def _load_shared(source):
@@ -78,13 +180,19 @@ def _load_shared(source):
 
 
 def _held(text, markers):
-    """How many characters at the end of `text` could be the start of one of `markers`."""
+    """How many characters at the end of `text` could be the start of one of `markers` (the
+    longest end of `text` that begins a marker). Only the places where a marker's first
+    character stands are tried, so a long marker costs little (serve bounds their length)."""
     held = 0
     for m in markers:
-        for n in range(min(len(m) - 1, len(text)), held, -1):
-            if text.endswith(m[:n]):
-                held = n
+        if not m:
+            continue
+        i = text.find(m[0], max(len(text) - len(m) + 1, 0))
+        while i >= 0 and len(text) - i > held:
+            if m.startswith(text[i:]):
+                held = len(text) - i
                 break
+            i = text.find(m[0], i + 1)
     return held
 
 
@@ -161,7 +269,16 @@ def _text_content(messages):
 
 class _Job:
     """One job's text on its way out: stop sequences (held back while they might begin),
-    tool calls (cut out), logprobs, then the events."""
+    tool calls (cut out), logprobs, then the events.
+
+    Logprobs describe the generated tokens (OpenAI's): one entry per token but the end of
+    text, `{"token", "bytes", "logprob", "offset", "top_logprobs"}` (`offset`: where in the
+    text the token's text begins, in characters; `top_logprobs`: `{"token", "bytes",
+    "logprob"}` of the k likeliest tokens, likeliest first). An
+    entry goes out with the event that lets out the end of its token's text (a token that is
+    only part of a character, with the one that completes it); with a stop sequence, the
+    tokens whose text begins before the cut keep their entries and the stop sequence's own
+    are dropped with its text."""
 
     def __init__(self, worker, job, prompt_tokens, cached_tokens=0):
         self.id = job["id"]
@@ -175,17 +292,17 @@ class _Job:
         self.detokenizer = self.tok.detokenizer
         self.prompt_tokens = prompt_tokens
         self.cached_tokens = cached_tokens
+        self.token_bytes = worker.token_bytes
         self.tokens = 0
         self.text = ""       # everything generated
         self.released = 0    # characters of `text` let out
         self.shown = []      # what was let out, past the tool-call filter
+        self.pending = []    # (start, end, entry): logprob entries whose text is not all out
 
     def step(self, token, logprobs, finish_reason, text=None):
         """One generated token (with `text`, its detokenized piece, when the caller has it;
         else this job's detokenizer makes it). `finish_reason`: None, "length", or "stop" for
         the end-of-text token, which is no text. True when the job ended (its `done` sent)."""
-        import mlx.core as mx
-
         self.tokens += 1
         eos = finish_reason == "stop" and token in self.tok.eos_token_ids
         if text is None:
@@ -194,7 +311,10 @@ class _Job:
             if finish_reason:
                 self.detokenizer.finalize()
             text = self.detokenizer.last_segment
+        start = len(self.text)
         self.text += text
+        if self.k is not None and not eos:
+            self.pending.append((start, len(self.text), self._entry(token, logprobs, start)))
         end = len(self.text)
         finish = finish_reason
         # A stop sequence can only begin in what is not yet let out.
@@ -210,18 +330,41 @@ class _Job:
             piece = self.tool_filter.feed(piece, final=finish is not None)
         self.shown.append(piece)
         event = {"event": "token", "id": self.id, "text": piece}
-        if self.k is not None and not eos:
-            event["logprob"] = logprobs[token].item()
-            if self.k > 0:
-                top = mx.argpartition(-logprobs, kth=min(self.k, logprobs.size) - 1)[:self.k].tolist()
-                top.sort(key=lambda t: -logprobs[t].item())
-                event["top_logprobs"] = [[self.tok.decode([t]), logprobs[t].item()] for t in top]
-            self.send(event)
+        if self.k is not None:
+            if finish:
+                out = [e for s, _, e in self.pending if not hits or s < end]
+                self.pending = []
+            else:
+                n = 0
+                while n < len(self.pending) and end >= self.pending[n][1] and end > self.pending[n][0]:
+                    n += 1
+                out = [e for _, _, e in self.pending[:n]]
+                del self.pending[:n]
+            event["logprobs"] = out
+            if piece or out:
+                self.send(event)
         elif piece:
             self.send(event)
         if finish:
             self.finish(finish)
         return finish is not None
+
+    def _entry(self, token, logprobs, start):
+        import mlx.core as mx
+
+        def entry(t, value):
+            text, raw, lp = self.token_bytes.entry(t, value)
+            return {"token": text, "bytes": raw, "logprob": lp}
+
+        out = entry(token, logprobs[token].item())
+        out["offset"] = start
+        top = []
+        if self.k > 0:
+            ids = mx.argpartition(-logprobs, kth=min(self.k, logprobs.size) - 1)[:self.k].tolist()
+            values = logprobs[mx.array(ids)].tolist()
+            top = sorted((entry(t, v) for t, v in zip(ids, values)), key=lambda e: -e["logprob"])
+        out["top_logprobs"] = top
+        return out
 
     def finish(self, reason):
         if self.tool_filter and reason == "cancelled":
@@ -263,10 +406,14 @@ class Worker:
         self.tool_calling = False
         self.cache_size, self.cache_bytes = cache_size, cache_bytes
         self.prompt_cache = None
+        self.token_bytes = None
+        self.vocab_size = None
 
     def loaded(self, model, tokenizer):
         self.model, self.tokenizer = model, tokenizer
         self.tool_calling = bool(getattr(tokenizer, "has_tool_calling", False))
+        self.token_bytes = TokenBytes(tokenizer)
+        self.vocab_size = logits_size(model)
         if self.cache_size > 0 and self.cache_bytes > 0:
             from mlx_lm.models.cache import LRUPromptCache
 
@@ -313,6 +460,7 @@ class Worker:
             op = cmd.get("op")
             with self.cond:
                 if op == "generate":
+                    self.send({"event": "accepted", "id": cmd.get("id")})
                     self.queue.append(cmd)
                 elif op == "cancel":
                     queued = [j for j in self.queue if j.get("id") == cmd.get("id")]
@@ -342,18 +490,42 @@ class Worker:
             prompt = job["prompt"]
         else:
             raise ValueError("a job needs messages or a prompt")
-        special = tok.bos_token is None or not prompt.startswith(tok.bos_token)
-        ids = tok.encode(prompt, add_special_tokens=special)
-        limit = job.get("context_length")
-        if limit and len(ids) > int(limit):
-            raise ContextLengthExceeded(
-                f"the prompt is {len(ids)} tokens; this model's context length is {limit}")
+        ids = self.g.encode(tok, prompt)
+        self.g.check_context(len(ids), job.get("context_length"))
+        return ids
+
+    def _ids(self, job):
+        """`_prompt`'s ids, `developer` messages as `system` (`as_system`), and `BadRequest`
+        for what the model cannot take: messages its chat template refuses (a Jinja
+        `raise_exception`, a type the template cannot iterate), an empty prompt, a
+        `logit_bias` token id or a `top_k` past its vocabulary."""
+        if job.get("messages") is not None:
+            job = dict(job, messages=as_system(job["messages"],
+                                               getattr(self.tokenizer, "chat_template", None)))
+        try:
+            ids = self._prompt(job)
+        except self.g.Refused:
+            raise
+        except Exception as e:
+            what = ("the model's chat template cannot render these messages"
+                    if job.get("messages") is not None else "the prompt cannot be encoded")
+            raise self.g.BadRequest(f"{what}: {type(e).__name__}: {e}") from e
+        if not ids:
+            raise self.g.BadRequest("the prompt is empty: it gives no token to start from")
+        # mlxfs bounds both by the vocabulary before sending a job (`jobs::fit_to_model`); a
+        # job that was not would crash the process (an index past the logits) or fail the
+        # whole batch (mlx-lm's top_k check runs in the batch's step).
+        bias = job.get("logit_bias") or {}
+        if bias and (self.vocab_size is None or any(not 0 <= int(t) < self.vocab_size for t in bias)):
+            raise self.g.BadRequest(f"`logit_bias`: token ids must be below the vocabulary size ({self.vocab_size})")
+        k = int(job.get("top_k") or 0)
+        if k and (self.vocab_size is None or k >= self.vocab_size):
+            raise self.g.BadRequest(f"`top_k` must be below the vocabulary size ({self.vocab_size})")
         return ids
 
     def _failed(self, job_id, e):
-        if isinstance(e, ContextLengthExceeded):
-            self.send({"event": "error", "id": job_id, "type": "context_length_exceeded",
-                       "message": str(e)})
+        if isinstance(e, self.g.Refused):
+            self.send({**e.event, "id": job_id})
             return
         self.send({"event": "error", "id": job_id, "type": "generation_failed",
                    "message": f"{type(e).__name__}: {e}"})
@@ -394,7 +566,7 @@ class Worker:
                 continue
             for job in admit:
                 try:
-                    ids = self._prompt(job)
+                    ids = self._ids(job)
                     sampler, processors = self.g.sampling(job)
                     cache, n = self._cached(ids)
                     (uid,) = batch.insert([ids[n:]], max_tokens=[int(job.get("max_tokens", 256))],
@@ -451,7 +623,7 @@ class Worker:
         try:
             from mlx_lm.models.cache import make_prompt_cache
 
-            ids = self._prompt(job)
+            ids = self._ids(job)
             sampler, processors = self.g.sampling(job)  # seeds the global random state
             cache, n = self._cached(ids) if not processors else (None, 0)
             if cache is None:
@@ -511,6 +683,7 @@ class MediaWorker:
             op = cmd.get("op")
             with self.cond:
                 if op in ("generate", "transcribe"):
+                    self.send({"event": "accepted", "id": cmd.get("id")})
                     self.queue.append(cmd)
                 elif op == "cancel":
                     queued = [j for j in self.queue if j.get("id") == cmd.get("id")]
@@ -546,8 +719,8 @@ class MediaWorker:
                     self._transcribe(job)
                 else:
                     self._generate(job)
-            except self.g.MediaError as e:
-                self.send({"event": "error", "id": job["id"], "type": e.kind, "message": e.message})
+            except self.g.Refused as e:  # a media error, a bad request, a prompt too long
+                self.send({**e.event, "id": job["id"]})
             except Exception as e:
                 self.send({"event": "error", "id": job["id"], "type": "generation_failed",
                            "message": f"{type(e).__name__}: {e}"})
@@ -578,8 +751,18 @@ class MediaWorker:
         if job.get("messages") is None:
             prompt = job.get("prompt") or ""
             text = prompt
+            if not text:
+                raise self.g.BadRequest("the prompt is empty: it gives no token to start from")
         else:
-            text = self.g.vlm_prompt(self.model, self.processor, messages, len(images))
+            template = getattr(self.processor, "chat_template", None) or getattr(
+                getattr(self.processor, "tokenizer", None), "chat_template", None)
+            try:
+                text = self.g.vlm_prompt(self.model, self.processor, as_system(messages, template),
+                                         len(images))
+            except Exception as e:
+                raise self.g.BadRequest("the model's chat template cannot render these messages: "
+                                        f"{type(e).__name__}: {e}") from e
+        # A prompt over the context is refused by vlm_generate before the model sees any.
         job_id = job["id"]
         stops = [s for s in job.get("stop") or [] if s]
         st = {"text": "", "released": 0, "stopped": False}
@@ -633,7 +816,7 @@ class MediaWorker:
             self._done(job["id"], "cancelled", "", 0, 0)
             return
         self._done(job["id"], "stop", out["text"], 0, out["generation_tokens"],
-                   {"segments": out["segments"], "language": out["language"],
+                   {"segments": out["segments"], "words": out["words"], "language": out["language"],
                     "audio_seconds": out["audio_seconds"], "decoder": decoder})
 
 
@@ -658,8 +841,7 @@ def _main_media(config, send, commands):
                 error = {"event": "error", "type": "load_failed", "message": f"{type(e).__name__}: {e}"}
     if error:
         send(error)
-        sys.stdout.flush()
-        sys.exit(1)
+        _shared.exit_quietly(1)  # os._exit: no library's clean-up at exit can hold it
     send({"event": "ready", "pid": os.getpid(), **info, "backend": backend,
           "chat_template": backend == "mlx-vlm", "tool_calling": False, "scheduling": "sequential"})
     worker.serve()
@@ -700,12 +882,12 @@ def main():
         model, tokenizer, error = _shared.load_model(config["model_path"])
     if error:
         send(error)
-        sys.stdout.flush()
-        sys.exit(1)
+        _shared.exit_quietly(1)  # os._exit: no library's clean-up at exit can hold it
     worker.loaded(model, tokenizer)
     send({"event": "ready", "pid": os.getpid(), **info,
           "chat_template": bool(getattr(tokenizer, "chat_template", None)),
-          "tool_calling": worker.tool_calling, "scheduling": "continuous-batching"})
+          "tool_calling": worker.tool_calling, "scheduling": "continuous-batching",
+          "vocab_size": worker.vocab_size})
     worker.serve()
     sys.stdout.flush()
     os._exit(0)

@@ -93,6 +93,9 @@ pub struct GenJob {
     pub language: Option<String>,
     /// Translate `audio` into English instead of transcribing it.
     pub translate: bool,
+    /// A transcription's word timestamps (mlx-whisper's `word_timestamps`): `Done`'s media
+    /// then carries `words` (`[{"word", "start", "end"}]`, seconds).
+    pub word_timestamps: bool,
     /// OpenAI's `presence_penalty` and `frequency_penalty` (None: off), mlx-lm's processors.
     pub presence_penalty: Option<f64>,
     pub frequency_penalty: Option<f64>,
@@ -114,6 +117,7 @@ impl GenJob {
                 "language": self.language,
                 "task": if self.translate { "translate" } else { "transcribe" },
                 "temperature": self.temperature,
+                "word_timestamps": self.word_timestamps,
             });
         }
         json!({
@@ -145,19 +149,37 @@ impl GenJob {
 pub struct JobHandle {
     pub id: u64,
     pub events: UnboundedReceiver<JobEvent>,
+    /// Resolves (`Ok`) once the process has read the job, before any of its events; an `Err`
+    /// means the process ended without reading it: the job never reached the model, so it
+    /// can go to a fresh worker unchanged (whatever ended the process, it was not this job).
+    pub accepted: tokio::sync::oneshot::Receiver<()>,
+}
+
+/// One generated token's log-probability (OpenAI's `logprobs.content[]` entry, with
+/// `offset`: where its text begins in the generated text, in characters).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenLogprob {
+    /// The token's own text: its bytes as UTF-8, U+FFFD for a part of a character.
+    pub token: String,
+    /// The bytes the token stands for (a part of a character is its own bytes).
+    pub bytes: Vec<u8>,
+    /// Natural log (OpenAI's -9999 for minus infinity).
+    pub logprob: f64,
+    pub offset: u64,
+    /// The k likeliest tokens at this position, likeliest first: (text, bytes, logprob).
+    pub top: Vec<(String, Vec<u8>, f64)>,
 }
 
 /// What a job produced.
 #[derive(Debug, Clone, PartialEq)]
 pub enum JobEvent {
-    /// Text that may be shown now. Without logprobs only non-empty pieces come; with
-    /// logprobs one event per generated token, whose `text` may be empty (held back: part of
-    /// a character, a possible stop sequence, a tool call). `top_logprobs`: (token text,
-    /// log-probability), likeliest first, only when k > 0.
+    /// Text that may be shown now, and with logprobs (`Some`) the entries of the generated
+    /// tokens whose text it completes, in order (worker.py `_Job` says which: a token that is
+    /// only part of a character comes with the one that ends it; a stop sequence's tokens are
+    /// dropped with it). Either may be empty, not both.
     Token {
         text: String,
-        logprob: Option<f64>,
-        top_logprobs: Option<Vec<(String, f64)>>,
+        logprobs: Option<Vec<TokenLogprob>>,
     },
     /// The end: `finish_reason` is `stop` (end of text or a stop sequence), `length`
     /// (max_tokens) or `cancelled`; `text` is the whole text shown (stop sequence and tool
@@ -171,11 +193,16 @@ pub enum JobEvent {
         text: String,
         tool_calls: Option<Value>,
         /// Vision and speech jobs: `{"images": N}`, or a transcription's `{"segments",
-        /// "language", "audio_seconds", "decoder"}`.
+        /// "words", "language", "audio_seconds", "decoder"}` (`words`: null unless asked for).
         media: Option<Value>,
     },
-    /// The job failed: `generation_failed` (the worker lives on), `worker_died` (the process
-    /// ended; the message has the end of its stderr) or `worker_stopped` ([`Worker::stop`]).
+    /// The job failed, the worker living on: `invalid_request` (what only the model can
+    /// refuse: messages its chat template cannot render, an empty prompt),
+    /// `context_length_exceeded`, `generation_failed`, and for media jobs `invalid_media`,
+    /// `media_too_large`, `decoder_missing`. Or the process ended: `worker_died` (killed from
+    /// outside — SIGKILL as the OOM killer sends, SIGTERM, SIGINT, SIGHUP: a retry can succeed),
+    /// `worker_crashed` (it crashed or exited by itself: the same job may crash it again), each
+    /// message with the end of its stderr; or `worker_stopped` ([`Worker::stop`]).
     Error { kind: String, message: String },
 }
 
@@ -192,6 +219,8 @@ struct Jobs {
     /// [`Worker::stop`] was called.
     stopping: bool,
     senders: HashMap<u64, UnboundedSender<JobEvent>>,
+    /// Jobs the process has not said it read yet.
+    unread: HashMap<u64, tokio::sync::oneshot::Sender<()>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -311,9 +340,16 @@ impl Worker {
     /// The `ready` event: the interpreter (`executable`, `prefix`, `python`), the caches the
     /// libraries resolved (`hf_home`, `hub_cache`, `caches`), `offline`, `blas` (the BLAS
     /// library loaded for mlx, or `"bundled"`: see generate.py `_fast_blas`), `chat_template` and
-    /// `tool_calling` (booleans), `scheduling` (`"continuous-batching"`).
+    /// `tool_calling` (booleans), `scheduling` (`"continuous-batching"`), `vocab_size`.
     pub fn info(&self) -> &Value {
         &self.info
+    }
+
+    /// How many logits the model gives a position (token ids below it exist), as the worker
+    /// measured it with one step of the model: the bound of `logit_bias` ids and `top_k`.
+    /// None for a vision or speech worker, or when the step failed.
+    pub fn vocab_size(&self) -> Option<u64> {
+        self.info["vocab_size"].as_u64()
     }
 
     /// Queue a generation; returns at once. Events arrive on [`JobHandle::events`] (a dropped
@@ -321,18 +357,26 @@ impl Worker {
     pub fn submit(&self, job: GenJob) -> Result<JobHandle, WorkerGone> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = unbounded_channel();
+        let (ack, accepted) = tokio::sync::oneshot::channel();
         {
             let mut jobs = lock(&self.jobs);
             if !jobs.open || jobs.stopping {
                 return Err(WorkerGone);
             }
             jobs.senders.insert(id, tx);
+            jobs.unread.insert(id, ack);
         }
         if !self.send_line(&job.command(id)) {
-            lock(&self.jobs).senders.remove(&id);
+            let mut jobs = lock(&self.jobs);
+            jobs.senders.remove(&id);
+            jobs.unread.remove(&id);
             return Err(WorkerGone);
         }
-        Ok(JobHandle { id, events: rx })
+        Ok(JobHandle {
+            id,
+            events: rx,
+            accepted,
+        })
     }
 
     /// Stop a queued job at once or a running one within one token; its handle then gets
@@ -497,6 +541,8 @@ fn dispatch(
     }
     let mut j = lock(&jobs);
     j.open = false;
+    // Dropped: jobs never read learn that from `accepted`.
+    j.unread.clear();
     let (kind, message) = if j.stopping {
         ("worker_stopped", "the model worker was stopped".to_string())
     } else {
@@ -508,13 +554,25 @@ fn dispatch(
             m.push_str("; its stderr ended with:\n");
             m.push_str(&output.stderr.join("\n"));
         }
-        ("worker_died", m)
+        (death_kind(status), m)
     };
     for (_, tx) in j.senders.drain() {
         let _ = tx.send(JobEvent::Error {
             kind: kind.into(),
             message: message.clone(),
         });
+    }
+}
+
+/// `worker_died` when a signal from outside ended the process (SIGKILL — what the OOM killer
+/// sends —, SIGTERM, SIGINT, SIGHUP): a retry can succeed. `worker_crashed` otherwise (a crash
+/// signal such as SIGSEGV or SIGABRT, or an exit of its own): the job it ran may crash the
+/// next worker the same way.
+fn death_kind(status: Option<ExitStatus>) -> &'static str {
+    use std::os::unix::process::ExitStatusExt;
+    match status.and_then(|s| s.signal()) {
+        Some(libc::SIGKILL | libc::SIGTERM | libc::SIGINT | libc::SIGHUP) => "worker_died",
+        _ => "worker_crashed",
     }
 }
 
@@ -538,21 +596,54 @@ fn reap(child: &Mutex<Child>) -> Option<ExitStatus> {
     }
 }
 
+/// One entry of a token event's `logprobs` (worker.py `_Job._entry`).
+fn token_logprob(v: &Value) -> TokenLogprob {
+    let bytes = |v: &Value| -> Vec<u8> {
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|b| b.as_u64())
+                    .map(|b| b as u8)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let text = |v: &Value| v["token"].as_str().unwrap_or_default().to_string();
+    let lp = |v: &Value| v["logprob"].as_f64().unwrap_or(-9999.0);
+    TokenLogprob {
+        token: text(v),
+        bytes: bytes(&v["bytes"]),
+        logprob: lp(v),
+        offset: v["offset"].as_u64().unwrap_or(0),
+        top: v["top_logprobs"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|t| (text(t), bytes(&t["bytes"]), lp(t)))
+                    .collect()
+            })
+            .unwrap_or_default(),
+    }
+}
+
 /// Send one event to its job (a closed receiver is ignored); a `done` or an `error` ends it.
 fn route(jobs: &Mutex<Jobs>, v: &Value) {
     let Some(id) = v["id"].as_u64() else { return };
     let s = |k: &str| v[k].as_str().unwrap_or_default().to_string();
     let u = |k: &str| v[k].as_u64().unwrap_or(0);
     let (event, last) = match v["event"].as_str() {
+        Some("accepted") => {
+            if let Some(ack) = lock(jobs).unread.remove(&id) {
+                let _ = ack.send(());
+            }
+            return;
+        }
         Some("token") => (
             JobEvent::Token {
                 text: s("text"),
-                logprob: v["logprob"].as_f64(),
-                top_logprobs: v["top_logprobs"].as_array().map(|a| {
-                    a.iter()
-                        .filter_map(|p| Some((p[0].as_str()?.to_string(), p[1].as_f64()?)))
-                        .collect()
-                }),
+                logprobs: v["logprobs"]
+                    .as_array()
+                    .map(|a| a.iter().map(token_logprob).collect()),
             },
             false,
         ),

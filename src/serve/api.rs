@@ -109,18 +109,19 @@ async fn require_key(State(srv): State<Arc<Server>>, req: Request, next: Next) -
     }
 }
 
-/// While shutting down, new requests get 503.
+/// While shutting down, new requests get 503. Every answer is counted here, once: the
+/// request, its status, and an error when the status is one (a stream that ends with an error
+/// event was a 200: the stream counts that error).
 async fn refuse_when_stopping(
     State(srv): State<Arc<Server>>,
     req: Request,
     next: Next,
 ) -> Response {
-    srv.metrics.requests.fetch_add(1, Ordering::Relaxed);
     let resp = if srv.stopping() && req.uri().path() != "/health" {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
+        ApiError::unavailable(
             ErrorType::ServiceUnavailable,
             "the server is shutting down",
+            5,
         )
         .into_response()
     } else {
@@ -128,6 +129,44 @@ async fn refuse_when_stopping(
     };
     srv.metrics.note_status(resp.status().as_u16());
     resp
+}
+
+/// The most a route's body may hold (bytes): [`BODY_LIMIT`], more for chat completions
+/// (images travel in them, base64) and the audio routes (a file and its form).
+pub fn body_limit(path: &str) -> usize {
+    match path {
+        "/v1/chat/completions" => super::media::CHAT_BODY_LIMIT,
+        "/v1/audio/transcriptions" | "/v1/audio/translations" => super::media::AUDIO_BODY_LIMIT,
+        _ => BODY_LIMIT,
+    }
+}
+
+/// A body announced (`Content-Length`) over the route's limit is a 413 at once, before any of
+/// it is read (not after the body timeout, nor after reading what the limit allows).
+async fn refuse_oversized(req: Request, next: Next) -> Response {
+    let announced = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if let Some(n) = announced
+        && n > body_limit(req.uri().path()) as u64
+    {
+        return too_large(req.uri().path(), n);
+    }
+    next.run(req).await
+}
+
+fn too_large(path: &str, announced: u64) -> Response {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorType::PayloadTooLarge,
+        format!(
+            "the request body ({announced} bytes) is over the limit of {path} ({} bytes)",
+            body_limit(path)
+        ),
+    )
+    .into_response()
 }
 
 /// The catalog's models, read on a blocking thread (a listing reads the disk).
@@ -174,7 +213,14 @@ async fn health(State(srv): State<Arc<Server>>) -> Response {
 }
 
 async fn ollama_tags(State(srv): State<Arc<Server>>) -> Response {
-    let models: Vec<Value> = models(&srv).await.iter().map(ollama_tag).collect();
+    // Each entry reads its model's config and safetensors headers.
+    let s = srv.clone();
+    let models: Vec<Value> = tokio::task::spawn_blocking(move || {
+        let served = s.catalog.models();
+        crate::catalog::par_map(&served, ollama_tag)
+    })
+    .await
+    .unwrap_or_default();
     axum::Json(json!({"models": models})).into_response()
 }
 
@@ -236,6 +282,7 @@ pub fn router(srv: Arc<Server>) -> Router {
     let mut r = r
         .fallback(not_found)
         .layer(middleware::from_fn(envelope_rejections))
+        .layer(middleware::from_fn(refuse_oversized))
         .layer(middleware::from_fn_with_state(srv.clone(), require_key))
         .layer(middleware::from_fn_with_state(
             srv.clone(),

@@ -29,6 +29,83 @@ pub struct Served {
     pub weights: std::path::PathBuf,
 }
 
+/// What identifies the files a worker loaded from a model folder, so that a changed model
+/// gets a new worker: the folder itself (device and inode — a folder replaced by `mv`,
+/// `restore` or a re-clone is another one) and each file at its top level that a loader reads
+/// (weights, configuration, tokenizer and chat-template files: names ending in
+/// [`LOADED_SUFFIXES`]; hidden ones such as `.hf_cache` and the sentinel are not the model's
+/// files) with its device, inode, size, modification and change times, links followed (a hub
+/// snapshot's files are its blobs). One `stat` per file, nothing read: a request pays a
+/// readdir and a few stats. Equal values: the same files for a worker.
+///
+/// A hub model's `refs/main` that moves needs none of this: its new snapshot is another
+/// folder, hence another worker. (The rule belongs with the catalog's other facts about a
+/// model's files; it sits here until the core has a place for it.)
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct FilesId {
+    folder: Option<(u64, u64)>,
+    files: Vec<(String, FileStamp)>,
+}
+
+/// A file's identity and version, as `stat` gives them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileStamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+/// The ends of the names a loader reads in a model folder (mlx-lm, mlx-vlm, mlx-whisper,
+/// transformers' tokenizers and processors): weights (`.safetensors`, Whisper's `.npz`),
+/// configuration and tokenizer JSON, chat templates (`.jinja`), SentencePiece and tiktoken
+/// vocabularies, `merges.txt`/`vocab.txt`.
+pub const LOADED_SUFFIXES: &[&str] = &[
+    ".safetensors",
+    ".npz",
+    ".json",
+    ".jinja",
+    ".model",
+    ".tiktoken",
+    ".txt",
+];
+
+impl FilesId {
+    /// The identity of `folder`'s files now (an unreadable folder or file counts as absent).
+    pub fn of(folder: &std::path::Path) -> FilesId {
+        use std::os::unix::fs::MetadataExt;
+        let stamp = |m: &std::fs::Metadata| FileStamp {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        };
+        let Ok(meta) = std::fs::metadata(folder) else {
+            return FilesId::default();
+        };
+        let mut files: Vec<(String, FileStamp)> = std::fs::read_dir(folder)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.starts_with('.') || !LOADED_SUFFIXES.iter().any(|s| name.ends_with(s)) {
+                    return None;
+                }
+                let m = std::fs::metadata(e.path()).ok()?;
+                m.is_file().then(|| (name, stamp(&m)))
+            })
+            .collect();
+        files.sort_by(|a, b| a.0.cmp(&b.0));
+        FilesId {
+            folder: Some((meta.dev(), meta.ino())),
+            files,
+        }
+    }
+}
+
 /// Why a request's `model` cannot be served.
 #[derive(Debug, Clone)]
 pub struct Refusal {
@@ -262,7 +339,21 @@ pub fn model_object(s: &Served, loaded: &BTreeSet<String>) -> Value {
 }
 
 /// Ollama's `/api/tags` entry for a model (name, model, modified_at, size, digest, details).
+/// Every `details` field is present (Ollama clients read them as strings) and true:
+/// `format` the weights' file format (`safetensors`, or `npz` for mlx-whisper's weights),
+/// `family`/`families` the architecture (config.json `model_type`, as Ollama's `llama`,
+/// `qwen2`), `parameter_size` counted from the safetensors headers in Ollama's notation
+/// (`4.0B`, `494.03M`; empty when the weights do not say), `quantization_level` from
+/// [`quantization_level`]. `digest` is the model's commit or content hash (empty when it has
+/// neither). Reads the config and the safetensors headers: call off the async threads.
 pub fn ollama_tag(s: &Served) -> Value {
+    let cfg = crate::catalog::config::Config::load(&s.weights);
+    let cfg = cfg.object();
+    let family = cfg
+        .and_then(crate::catalog::config::model_type_str)
+        .unwrap_or_default()
+        .to_string();
+    let w = WeightsFacts::of(&s.weights, quant(cfg).map(|q| q.1));
     json!({
         "name": s.id,
         "model": s.id,
@@ -270,10 +361,269 @@ pub fn ollama_tag(s: &Served) -> Value {
         "size": s.record.size_bytes,
         "digest": s.record.hash.clone().or(s.record.content_hash.clone()).unwrap_or_default(),
         "details": {
-            "format": "mlx",
-            "family": s.record.model_type,
-            "parameter_size": "",
-            "quantization_level": "",
+            "parent_model": "",
+            "format": w.format.unwrap_or_default(),
+            "family": family,
+            "families": if family.is_empty() { vec![] } else { vec![family.clone()] },
+            "parameter_size": w.params.map(human_number).unwrap_or_default(),
+            "quantization_level": quantization_level(cfg, w.dtype.as_deref()),
         },
     })
+}
+
+/// `(mode, bits)` of config.json's `quantization` (mlx-lm's; `quantization_config` as
+/// transformers writes it otherwise): mode `affine` unless it says another.
+fn quant(cfg: Option<&serde_json::Map<String, Value>>) -> Option<(String, u64)> {
+    let q = cfg?
+        .get("quantization")
+        .or_else(|| cfg?.get("quantization_config"))?;
+    let bits = q.get("bits").and_then(Value::as_u64)?;
+    let mode = q.get("mode").and_then(Value::as_str).unwrap_or("affine");
+    Some((mode.to_string(), bits))
+}
+
+/// Ollama's `quantization_level` for an MLX model (Ollama writes GGUF's `Q4_0`, `Q4_K_M`,
+/// `F16`; an MLX model has none of those): `4bit`, `8bit`, … for mlx's affine quantization
+/// (as mlx-community names its models), the mode's name upper-cased for the floating-point
+/// formats (`MXFP4`, `NVFP4`, `MXFP8`), from config.json's `quantization`; unquantized, the
+/// dtype most of the weights are stored in (`F32`, `F16`, `BF16`: the safetensors headers'
+/// names, which are also GGUF's), else config.json's `torch_dtype`; empty when nothing says.
+pub fn quantization_level(
+    cfg: Option<&serde_json::Map<String, Value>>,
+    weights_dtype: Option<&str>,
+) -> String {
+    if let Some((mode, bits)) = quant(cfg) {
+        return if mode == "affine" {
+            format!("{bits}bit")
+        } else {
+            mode.to_ascii_uppercase()
+        };
+    }
+    if let Some(d) = weights_dtype {
+        return d.to_string();
+    }
+    match cfg
+        .and_then(|c| c.get("torch_dtype").or_else(|| c.get("dtype")))
+        .and_then(Value::as_str)
+    {
+        Some("float32") => "F32".into(),
+        Some("float16") => "F16".into(),
+        Some("bfloat16") => "BF16".into(),
+        _ => String::new(),
+    }
+}
+
+/// Ollama's way of writing a parameter count (its `format.HumanNumber`): `8B`, `1.5B`,
+/// `494.03M`, `135M`, `12K`, `999`.
+pub fn human_number(n: u64) -> String {
+    let f = n as f64;
+    let whole = |x: f64| x == x.floor();
+    if n >= 1_000_000_000 {
+        let x = f / 1e9;
+        if whole(x) {
+            format!("{x:.0}B")
+        } else {
+            format!("{x:.1}B")
+        }
+    } else if n >= 1_000_000 {
+        let x = f / 1e6;
+        if whole(x) {
+            format!("{x:.0}M")
+        } else {
+            format!("{x:.2}M")
+        }
+    } else if n >= 1_000 {
+        format!("{:.0}K", f / 1e3)
+    } else {
+        n.to_string()
+    }
+}
+
+/// What a model's weight files say of themselves.
+#[derive(Debug, Default, PartialEq)]
+struct WeightsFacts {
+    /// `safetensors` or `npz`.
+    format: Option<&'static str>,
+    /// Parameters, from the safetensors headers: each tensor's elements; a quantized matrix
+    /// (a `U32` tensor with `.scales` beside it) holds 32/bits parameters per element, and its
+    /// scales and biases are not parameters.
+    params: Option<u64>,
+    /// The floating-point dtype holding most elements (`F32`, `F16`, `BF16`, …).
+    dtype: Option<String>,
+}
+
+impl WeightsFacts {
+    /// The facts of the `.safetensors` files at the top of `folder` (links followed, only
+    /// regular files read, only their headers), `bits` the quantization's.
+    fn of(folder: &std::path::Path, bits: Option<u64>) -> WeightsFacts {
+        let mut names: Vec<std::path::PathBuf> = std::fs::read_dir(folder)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .is_some_and(|n| !n.to_string_lossy().starts_with('.'))
+            })
+            .collect();
+        names.sort();
+        let safetensors: Vec<_> = names
+            .iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
+            .collect();
+        if safetensors.is_empty() {
+            let npz = names
+                .iter()
+                .any(|p| p.extension().is_some_and(|e| e == "npz"));
+            return WeightsFacts {
+                format: npz.then_some("npz"),
+                ..WeightsFacts::default()
+            };
+        }
+        let mut tensors: Vec<(String, String, u64)> = Vec::new();
+        for p in safetensors {
+            let Some(header) = safetensors_header(p) else {
+                // A header that cannot be read: the count would be wrong, so there is none.
+                return WeightsFacts {
+                    format: Some("safetensors"),
+                    ..WeightsFacts::default()
+                };
+            };
+            for (name, t) in header {
+                if name == "__metadata__" {
+                    continue;
+                }
+                let dtype = t["dtype"].as_str().unwrap_or_default().to_string();
+                let n = t["shape"]
+                    .as_array()
+                    .map(|s| {
+                        s.iter()
+                            .map(|d| d.as_u64().unwrap_or(0))
+                            .fold(1u64, u64::saturating_mul)
+                    })
+                    .unwrap_or(0);
+                tensors.push((name, dtype, n));
+            }
+        }
+        let names: std::collections::HashSet<&str> =
+            tensors.iter().map(|(n, _, _)| n.as_str()).collect();
+        let quantized = |base: &str| names.contains(format!("{base}.scales").as_str());
+        let mut params = 0u64;
+        let mut by_dtype: std::collections::BTreeMap<&str, u64> = Default::default();
+        for (name, dtype, n) in &tensors {
+            let base = name.rsplit_once('.').map_or(name.as_str(), |(b, _)| b);
+            if (name.ends_with(".scales") || name.ends_with(".biases")) && quantized(base) {
+                continue;
+            }
+            let count = match bits {
+                Some(b) if dtype == "U32" && b > 0 && quantized(base) => n.saturating_mul(32) / b,
+                _ => *n,
+            };
+            params = params.saturating_add(count);
+            if matches!(
+                dtype.as_str(),
+                "F64" | "F32" | "F16" | "BF16" | "F8_E4M3" | "F8_E5M2"
+            ) {
+                *by_dtype.entry(dtype.as_str()).or_default() += n;
+            }
+        }
+        WeightsFacts {
+            format: Some("safetensors"),
+            params: Some(params),
+            dtype: by_dtype
+                .into_iter()
+                .max_by_key(|(_, n)| *n)
+                .map(|(d, _)| d.to_string()),
+        }
+    }
+}
+
+/// The JSON header of a `.safetensors` file (regular files only; at most the size mlxfs's
+/// content hash reads).
+fn safetensors_header(p: &std::path::Path) -> Option<serde_json::Map<String, Value>> {
+    use std::io::Read;
+    let mut f = crate::sys::open_regular(p).ok()?;
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len).ok()?;
+    let n = u64::from_le_bytes(len);
+    if n == 0 || n > crate::hash::SAFETENSORS_HEADER_MAX {
+        return None;
+    }
+    let mut buf = vec![0u8; n as usize];
+    f.read_exact(&mut buf).ok()?;
+    match serde_json::from_slice(&buf).ok()? {
+        Value::Object(m) => Some(m),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ollama_numbers_and_levels() {
+        assert_eq!(human_number(8_000_000_000), "8B");
+        assert_eq!(human_number(1_540_000_000), "1.5B");
+        assert_eq!(human_number(494_032_768), "494.03M");
+        assert_eq!(human_number(135_000_000), "135M");
+        assert_eq!(human_number(12_345), "12K");
+        assert_eq!(human_number(999), "999");
+        let cfg = |v: Value| v.as_object().cloned();
+        let level = |c: Value, d: Option<&str>| quantization_level(cfg(c).as_ref(), d);
+        assert_eq!(
+            level(
+                json!({"quantization": {"group_size": 64, "bits": 4}}),
+                Some("BF16")
+            ),
+            "4bit"
+        );
+        assert_eq!(
+            level(
+                json!({"quantization_config": {"bits": 8, "mode": "affine"}}),
+                None
+            ),
+            "8bit"
+        );
+        assert_eq!(
+            level(json!({"quantization": {"bits": 4, "mode": "mxfp4"}}), None),
+            "MXFP4"
+        );
+        assert_eq!(
+            level(json!({"torch_dtype": "bfloat16"}), Some("F16")),
+            "F16"
+        );
+        assert_eq!(level(json!({"torch_dtype": "bfloat16"}), None), "BF16");
+        assert_eq!(level(json!({}), None), "");
+    }
+
+    #[test]
+    fn parameters_of_quantized_and_plain_weights() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, header: &str| {
+            let mut b = (header.len() as u64).to_le_bytes().to_vec();
+            b.extend_from_slice(header.as_bytes());
+            std::fs::write(dir.path().join(name), b).unwrap();
+        };
+        // A 4-bit 64×128 matrix (64 × 16 u32), its scales and biases, and a BF16 norm.
+        write(
+            "model.safetensors",
+            r#"{"l.weight":{"dtype":"U32","shape":[64,16],"data_offsets":[0,0]},
+                "l.scales":{"dtype":"BF16","shape":[64,2],"data_offsets":[0,0]},
+                "l.biases":{"dtype":"BF16","shape":[64,2],"data_offsets":[0,0]},
+                "norm.weight":{"dtype":"BF16","shape":[128],"data_offsets":[0,0]},
+                "__metadata__":{"format":"mlx"}}"#,
+        );
+        let w = WeightsFacts::of(dir.path(), Some(4));
+        assert_eq!(w.params, Some(64 * 128 + 128));
+        assert_eq!(w.format, Some("safetensors"));
+        assert_eq!(w.dtype.as_deref(), Some("BF16"));
+        // Unquantized: every element counts.
+        write(
+            "model.safetensors",
+            r#"{"a":{"dtype":"F32","shape":[3,5],"data_offsets":[0,0]},"b":{"dtype":"F16","shape":[2],"data_offsets":[0,0]}}"#,
+        );
+        let w = WeightsFacts::of(dir.path(), None);
+        assert_eq!((w.params, w.dtype.as_deref()), (Some(17), Some("F32")));
+    }
 }

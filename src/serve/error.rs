@@ -19,6 +19,8 @@ pub struct ApiError {
     pub fields: Vec<(&'static str, Value)>,
     /// Would the same request succeed later? `None`: by the status (503 and 500 yes).
     pub retryable: Option<bool>,
+    /// A 503's `Retry-After` (seconds; 1 when not set: every 503 carries one).
+    pub retry_after: Option<u64>,
     /// The request's id, for errors sent inside a stream (elsewhere the layer adds it).
     pub request_id: Option<String>,
 }
@@ -31,8 +33,16 @@ impl ApiError {
             message: message.into(),
             fields: Vec::new(),
             retryable: None,
+            retry_after: None,
             request_id: None,
         }
+    }
+
+    /// A 503 that says when to come back (`Retry-After`, seconds).
+    pub fn unavailable(kind: ErrorType, message: impl Into<String>, after_secs: u64) -> ApiError {
+        let mut e = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, kind, message).retryable(true);
+        e.retry_after = Some(after_secs.max(1));
+        e
     }
 
     /// The same, saying whether a retry can help.
@@ -85,6 +95,12 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut r = (self.status, axum::Json(self.body())).into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            r.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(self.retry_after.unwrap_or(1)),
+            );
+        }
         r.extensions_mut().insert(ErrorMark);
         r
     }
@@ -98,8 +114,13 @@ pub struct ErrorMark;
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
 
+/// A job's error event (`JobEvent::Error`) as the answer: what the model refused is the
+/// client's to fix (400/413/422, not retryable); a worker killed from outside (`worker_died`:
+/// the OOM killer) can be retried, one that crashed by itself (`worker_crashed`) not (the same
+/// request may crash it again); a stop by the server is a 503.
 pub fn worker_error(kind: &str, message: &str) -> ApiError {
     match kind {
+        "invalid_request" => ApiError::bad_request(message).retryable(false),
         "context_length_exceeded" => ApiError::new(
             StatusCode::BAD_REQUEST,
             ErrorType::ContextLengthExceeded,
@@ -123,16 +144,21 @@ pub fn worker_error(kind: &str, message: &str) -> ApiError {
         "worker_died" => ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             ErrorType::WorkerFailed,
-            format!("the model's worker ended during the request: {message}"),
+            format!("the model's worker was killed during the request: {message}"),
         )
         .retryable(true),
+        "worker_crashed" => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorType::WorkerFailed,
+            format!("the model's worker crashed during the request: {message}"),
+        )
+        .retryable(false),
         // Stopped by the server (shutting down, or the model unloaded), not by the client.
-        "worker_stopped" | "cancelled" => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
+        "worker_stopped" | "cancelled" => ApiError::unavailable(
             ErrorType::ServiceUnavailable,
             "the generation was stopped: the server is shutting down or unloaded the model",
-        )
-        .retryable(true),
+            5,
+        ),
         _ => {
             let t = ErrorType::parse(kind).unwrap_or(ErrorType::GenerationFailed);
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, t, message.to_string())
@@ -145,12 +171,7 @@ pub fn worker_error(kind: &str, message: &str) -> ApiError {
 /// else the worker's own error (not retryable: the same request fails the same way).
 pub fn load_error(e: super::pool::LoadError) -> ApiError {
     if e.busy {
-        return ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            ErrorType::ServiceUnavailable,
-            e.message,
-        )
-        .retryable(true);
+        return ApiError::unavailable(ErrorType::ServiceUnavailable, e.message, 5);
     }
     ApiError::new(
         StatusCode::INTERNAL_SERVER_ERROR,

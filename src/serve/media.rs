@@ -88,8 +88,9 @@ pub fn image_part(what: &str, url: &str) -> Result<Value, ApiError> {
 }
 
 /// Refuse, with HTTP 422, a chat or completion request the model cannot take: any request to
-/// a speech-to-text model, images to a model without the `vision` capability, and `logprobs`
-/// or `tools` for a vision model (mlx-vlm's generation has neither).
+/// a speech-to-text model, images to a model without the `vision` capability, and for a vision
+/// model the fields its worker does not pass to mlx-vlm (`logprobs`, `tools`, `top_k`,
+/// `min_p`, `presence_penalty`, `frequency_penalty`, `logit_bias`): refused, never ignored.
 pub fn check_input(served: &Served, job: &GenJob, has_images: bool) -> Result<(), ApiError> {
     let incompatible = |m: String| {
         ApiError::new(
@@ -103,11 +104,27 @@ pub fn check_input(served: &Served, job: &GenJob, has_images: bool) -> Result<()
             "{} is a speech-to-text model: send audio to POST /v1/audio/transcriptions",
             served.id
         ))),
-        Backend::MlxVlm if job.logprobs.is_some() || job.tools.is_some() => {
+        Backend::MlxVlm => {
+            let asked: Vec<&str> = [
+                ("logprobs", job.logprobs.is_some()),
+                ("tools", job.tools.is_some()),
+                ("top_k", job.top_k.is_some()),
+                ("min_p", job.min_p.is_some()),
+                ("presence_penalty", job.presence_penalty.is_some()),
+                ("frequency_penalty", job.frequency_penalty.is_some()),
+                ("logit_bias", job.logit_bias.is_some()),
+            ]
+            .into_iter()
+            .filter_map(|(k, on)| on.then_some(k))
+            .collect();
+            if asked.is_empty() {
+                return Ok(());
+            }
             Err(incompatible(format!(
-                "{} is a vision model (served by mlx-vlm): `logprobs` and `tools` are not \
-                 available for it",
-                served.id
+                "{} is a vision model (served by mlx-vlm): `{}` {} not available for it",
+                served.id,
+                asked.join("`, `"),
+                if asked.len() == 1 { "is" } else { "are" }
             )))
         }
         Backend::MlxLm if has_images => Err(incompatible(format!(
@@ -369,7 +386,15 @@ struct Form {
     prompt: Option<String>,
     format: Option<String>,
     temperature: Option<String>,
+    /// `timestamp_granularities[]` (repeated): `segment`, `word`.
+    granularities: Vec<String>,
 }
+
+/// The fields of OpenAI's transcription and translation forms that are not honoured, with
+/// the values that ask for nothing more than what is done anyway (the OpenAI SDK sends a
+/// field only when the caller gives it).
+const TAKEN_AS_DONE: &[(&str, &[&str])] =
+    &[("stream", &["false"]), ("chunking_strategy", &["auto"])];
 
 async fn read_form(mut mp: Multipart) -> Result<Form, ApiError> {
     let mut f = Form::default();
@@ -395,6 +420,7 @@ async fn read_form(mut mp: Multipart) -> Result<Form, ApiError> {
             f.file = Some((filename, bytes.to_vec()));
             continue;
         }
+        let shown = crate::text::one_line(&name).into_owned();
         let text = field.text().await.map_err(bad)?;
         let slot = match name.as_str() {
             "model" => &mut f.model,
@@ -402,7 +428,29 @@ async fn read_form(mut mp: Multipart) -> Result<Form, ApiError> {
             "prompt" => &mut f.prompt,
             "response_format" => &mut f.format,
             "temperature" => &mut f.temperature,
-            _ => continue, // timestamp_granularities[] and the like: not used
+            "timestamp_granularities[]" | "timestamp_granularities" => {
+                f.granularities.push(text.trim().to_string());
+                continue;
+            }
+            other => {
+                // Refused, never ignored: an answer without what was asked for looks right.
+                match TAKEN_AS_DONE.iter().find(|(k, _)| *k == other) {
+                    Some((_, fine)) if fine.contains(&text.trim()) => continue,
+                    Some(_) => {
+                        return Err(ApiError::bad_request(format!(
+                            "`{shown}` {} is not supported by mlxfs serve",
+                            crate::text::one_line(text.trim())
+                        )));
+                    }
+                    None => {
+                        return Err(ApiError::bad_request(format!(
+                            "`{shown}` is not a field mlxfs serve takes here (file, model, \
+                             language, prompt, response_format, temperature, \
+                             timestamp_granularities[])"
+                        )));
+                    }
+                }
+            }
         };
         *slot = Some(text).filter(|t| !t.trim().is_empty());
     }
@@ -480,6 +528,27 @@ async fn audio(srv: Arc<Server>, translate: bool, mp: Multipart) -> Result<Respo
                 .map_err(|why| ApiError::bad_request(format!("`language`: {why}")))?,
         ),
     };
+    // OpenAI's granularities: `segment` (the default) and `word` (mlx-whisper's word
+    // timestamps), both only in verbose_json.
+    let mut words = false;
+    let mut segments = form.granularities.is_empty();
+    for g in &form.granularities {
+        match g.as_str() {
+            "word" => words = true,
+            "segment" => segments = true,
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "`timestamp_granularities[]` `{}`: word or segment",
+                    crate::text::one_line(other)
+                )));
+            }
+        }
+    }
+    if !form.granularities.is_empty() && format != Format::VerboseJson {
+        return Err(ApiError::bad_request(
+            "`timestamp_granularities[]` needs `response_format` verbose_json",
+        ));
+    }
     let temperature = match form.temperature.as_deref() {
         None => 0.0,
         Some(t) => t
@@ -530,7 +599,7 @@ async fn audio(srv: Arc<Server>, translate: bool, mp: Multipart) -> Result<Respo
     }
     let shown = crate::text::one_line(&filename).into_owned();
     media::check_audio(&shown, bytes.len() as u64, &bytes).map_err(media_error)?;
-    let job = GenJob {
+    let mut job = GenJob {
         audio: Some(json!({
             "data": base64::engine::general_purpose::STANDARD.encode(&bytes),
             "name": shown,
@@ -539,26 +608,17 @@ async fn audio(srv: Arc<Server>, translate: bool, mp: Multipart) -> Result<Respo
         language,
         translate,
         temperature,
+        word_timestamps: words,
         max_tokens: 1,
         top_p: 1.0,
         ..GenJob::default()
     };
     drop(bytes);
-    let loaded = {
-        let s = srv.clone();
-        let sv = served.clone();
-        super::error::blocking(move || s.pool.load(&sv))
-            .await?
-            .map_err(super::error::load_error)?
-    };
-    let mut handle = loaded.worker.submit(job).map_err(|e| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            ErrorType::WorkerFailed,
-            format!("the model's worker is gone ({e}); retry"),
-        )
-    })?;
-    let mut guard = super::pool::CancelGuard::new(loaded.clone(), handle.id);
+    let super::jobs::Started {
+        mut handle,
+        mut guard,
+        ..
+    } = super::jobs::start(&srv, &served, &mut job).await?;
     let (text, media) = loop {
         match handle.events.recv().await {
             Some(JobEvent::Token { .. }) => {}
@@ -589,6 +649,7 @@ async fn audio(srv: Arc<Server>, translate: bool, mp: Multipart) -> Result<Respo
             }
         }
     };
+    let segments_wanted = segments;
     let segments = media["segments"].as_array().cloned().unwrap_or_default();
     let plain =
         |body: String, mime: &'static str| ([(header::CONTENT_TYPE, mime)], body).into_response();
@@ -597,30 +658,34 @@ async fn audio(srv: Arc<Server>, translate: bool, mp: Multipart) -> Result<Respo
         Format::Text => plain(format!("{text}\n"), "text/plain; charset=utf-8"),
         Format::Srt => plain(subtitles(&segments, false), "text/plain; charset=utf-8"),
         Format::Vtt => plain(subtitles(&segments, true), "text/vtt; charset=utf-8"),
-        Format::VerboseJson => axum::Json(json!({
-            "task": if translate { "translate" } else { "transcribe" },
-            "language": media["language"],
-            "duration": media["audio_seconds"],
-            "text": text,
-            "segments": segments,
-        }))
-        .into_response(),
+        Format::VerboseJson => {
+            let mut v = json!({
+                "task": if translate { "translate" } else { "transcribe" },
+                "language": media["language"],
+                "duration": media["audio_seconds"],
+                "text": text,
+            });
+            if segments_wanted {
+                v["segments"] = json!(segments);
+            }
+            if words {
+                v["words"] = media["words"].clone();
+            }
+            axum::Json(v).into_response()
+        }
     })
 }
 
 async fn transcriptions(State(srv): State<Arc<Server>>, mp: Multipart) -> Response {
-    finish(&srv, audio(srv.clone(), false, mp).await)
+    finish(audio(srv, false, mp).await)
 }
 
 async fn translations(State(srv): State<Arc<Server>>, mp: Multipart) -> Response {
-    finish(&srv, audio(srv.clone(), true, mp).await)
+    finish(audio(srv, true, mp).await)
 }
 
-fn finish(srv: &Server, r: Result<Response, ApiError>) -> Response {
-    r.unwrap_or_else(|e| {
-        srv.metrics.errors.fetch_add(1, Ordering::Relaxed);
-        e.into_response()
-    })
+fn finish(r: Result<Response, ApiError>) -> Response {
+    r.unwrap_or_else(IntoResponse::into_response)
 }
 
 /// Add the audio routes (with their own body limit).

@@ -34,8 +34,12 @@ impl Metrics {
         c.completion_tokens += completion;
     }
 
-    /// Count one response by its HTTP status code.
+    /// Count one answered request by its HTTP status code (an error too when it is one).
     pub fn note_status(&self, code: u16) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        if code >= 400 {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        }
         let mut m = self.responses.lock().unwrap_or_else(|e| e.into_inner());
         *m.entry(code).or_default() += 1;
     }
@@ -59,6 +63,7 @@ fn label(v: &str) -> String {
 /// Counters since the server started.
 #[derive(Debug, Default)]
 pub struct Metrics {
+    /// Requests answered ([`Metrics::note_status`]): always the sum of `responses`.
     pub requests: AtomicU64,
     pub generations: AtomicU64,
     pub prompt_tokens: AtomicU64,
@@ -69,6 +74,8 @@ pub struct Metrics {
     /// Time to first token per bucket of [`TTFT_BUCKETS`] (not cumulative; the exposition
     /// adds them up), the last one +Inf.
     pub ttft_buckets: [AtomicU64; TTFT_BUCKETS.len() + 1],
+    /// Responses of status 400 or more, and streams that ended with an error event (their
+    /// status was 200), each counted once.
     pub errors: AtomicU64,
     /// Finished generations and tokens per served model id.
     pub per_model: Mutex<BTreeMap<String, ModelCounts>>,
@@ -90,7 +97,7 @@ pub fn render(srv: &Server) -> String {
         (
             "mlxfs_requests_total",
             "counter",
-            "HTTP requests received.",
+            "HTTP requests answered (the sum of mlxfs_responses_total).",
             g(&m.requests) as f64,
         ),
         (
@@ -114,7 +121,7 @@ pub fn render(srv: &Server) -> String {
         (
             "mlxfs_errors_total",
             "counter",
-            "Requests answered with an error.",
+            "Requests answered with an error: responses of status 400 or more, and streams that ended with an error event.",
             g(&m.errors) as f64,
         ),
         (

@@ -7,9 +7,11 @@ pub mod api;
 pub mod catalog;
 pub mod error;
 pub mod generate;
+pub mod jobs;
 pub mod media;
 pub mod metrics;
 pub mod pool;
+pub mod request;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

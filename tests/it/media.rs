@@ -4,7 +4,7 @@
 //! text as the backend called directly, offline runs in a network namespace, and nothing
 //! written to the shared caches.
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -888,6 +888,39 @@ out["bad_language"] = status(lambda: c.audio.transcriptions.create(model="whispe
 out["text_model_audio"] = status(lambda: c.audio.transcriptions.create(model="tiny", file=f()))
 out["not_audio"] = status(lambda: c.audio.transcriptions.create(model="whisper-tiny-mlx",
     file=("x.wav", open({png:?}, "rb"))))
+vw = c.audio.transcriptions.create(model="whisper-tiny-mlx", file=f(), response_format="verbose_json",
+                                   timestamp_granularities=["word"])
+out["words"] = {{"text": vw.text, "words": [[w.word, w.start, w.end] for w in (vw.words or [])],
+                "segments": vw.segments}}
+vb = c.audio.transcriptions.create(model="whisper-tiny-mlx", file=f(), response_format="verbose_json",
+                                   timestamp_granularities=["word", "segment"])
+out["both"] = [len(vb.words or []), len(vb.segments or [])]
+out["words_in_json"] = status(lambda: c.audio.transcriptions.create(model="whisper-tiny-mlx", file=f(),
+                                                                    timestamp_granularities=["word"]))
+out["granularity"] = status(lambda: c.audio.transcriptions.create(model="whisper-tiny-mlx", file=f(),
+    response_format="verbose_json", timestamp_granularities=["sentence"]))
+import urllib.request, urllib.error
+def form(**fields):
+    b = "mlxfs-test-boundary"
+    body = b""
+    for k, v in {{"model": "whisper-tiny-mlx", **fields}}.items():
+        body += f'--{{b}}\r\nContent-Disposition: form-data; name="{{k}}"\r\n\r\n{{v}}\r\n'.encode()
+    body += (f'--{{b}}\r\nContent-Disposition: form-data; name="file"; filename="tone.wav"\r\n'
+             'Content-Type: audio/wav\r\n\r\n').encode() + f().read() + f"\r\n--{{b}}--\r\n".encode()
+    req = urllib.request.Request({url:?} + "/v1/audio/transcriptions", data=body,
+                                 headers={{"Content-Type": f"multipart/form-data; boundary={{b}}"}})
+    try:
+        with urllib.request.urlopen(req, timeout=120) as r:
+            return [r.status, None]
+    except urllib.error.HTTPError as e:
+        return [e.code, json.loads(e.read())["error"]["message"]]
+out["unknown_field"] = form(diarize="true")
+out["stream_field"] = form(stream="true")
+out["stream_false"] = form(stream="false")
+out["vlm_long"] = status(lambda: c.chat.completions.create(model="tiny-vlm", max_tokens=2,
+    messages=[{{"role": "user", "content": "word " * 5000}}]))
+out["vlm_top_k"] = status(lambda: c.chat.completions.create(model="tiny-vlm", messages=msg, max_tokens=2,
+                                                            extra_body={{"top_k": 5, "min_p": 0.1}}))
 print(json.dumps(out))
 "#
         ),
@@ -935,6 +968,55 @@ print(json.dumps(out))
     assert_eq!(v["bad_language"][0], 400, "{v}");
     assert_eq!(v["not_audio"][0], 400, "{v}");
     assert_eq!(v["not_audio"][1], "invalid_media", "{v}");
+    // Word timestamps (issue 25 §2: they were silently dropped): OpenAI's `words`, in order,
+    // each within the first 30-second window; segments only when asked for too; refused
+    // outside verbose_json and for an unknown granularity. (mlx-whisper seeks by words then:
+    // the tiny model's noise may differ from the text without them.)
+    assert!(v["words"]["segments"].is_null(), "{v}");
+    let words = v["words"]["words"].as_array().unwrap();
+    assert!(!words.is_empty(), "{v}");
+    let mut last = 0.0;
+    for w in words {
+        let (a, b) = (w[1].as_f64().unwrap(), w[2].as_f64().unwrap());
+        assert!(last <= a && a <= b && b <= 30.0, "{v}");
+        assert!(!w[0].as_str().unwrap().is_empty(), "{v}");
+        last = a;
+    }
+    assert_eq!(v["both"][0].as_u64(), Some(words.len() as u64), "{v}");
+    assert!(v["both"][1].as_u64().unwrap() >= 1, "{v}");
+    assert_eq!(v["words_in_json"][0], 400, "{v}");
+    assert!(
+        v["words_in_json"][2]
+            .as_str()
+            .unwrap()
+            .contains("verbose_json"),
+        "{v}"
+    );
+    assert_eq!(v["granularity"][0], 400, "{v}");
+    // Form fields that are not honoured are refused, naming them (they were ignored).
+    assert_eq!(v["unknown_field"][0], 400, "{v}");
+    assert!(
+        v["unknown_field"][1]
+            .as_str()
+            .unwrap()
+            .contains("`diarize`"),
+        "{v}"
+    );
+    assert_eq!(v["stream_field"][0], 400, "{v}");
+    assert_eq!(v["stream_false"], json!([200, null]), "{v}");
+    // A prompt over a vision model's context is refused before any token is processed, as
+    // a text model's.
+    assert_eq!(v["vlm_long"][0], 400, "{v}");
+    assert_eq!(v["vlm_long"][1], "context_length_exceeded", "{v}");
+    // A vision model refuses the sampling fields mlx-vlm is not given.
+    assert_eq!(v["vlm_top_k"][0], 422, "{v}");
+    assert!(
+        v["vlm_top_k"][2]
+            .as_str()
+            .unwrap()
+            .contains("`top_k`, `min_p`"),
+        "{v}"
+    );
     // Every worker ran under its model's own isolated cache; the shared cache is untouched.
     let h = crate::serve::get_json(&s.addr, "/health", &[]).1;
     assert!(!h["workers"].as_array().unwrap().is_empty(), "{h}");

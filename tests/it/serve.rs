@@ -249,6 +249,14 @@ fn the_catalog_routes_errors_and_auth() {
     let (st, tags) = get_json(&s.addr, "/api/tags", &auth);
     assert_eq!(st, 200);
     assert_eq!(tags["models"].as_array().unwrap().len(), 3, "{tags}");
+    // Ollama's details, true: the architecture (config.json's model_type), the parameters
+    // the safetensors header counts (one 2×2 tensor), the quantization config.json names.
+    assert_eq!(
+        tags["models"][0]["details"],
+        json!({"parent_model": "", "format": "safetensors", "family": "llama",
+               "families": ["llama"], "parameter_size": "4", "quantization_level": "4bit"}),
+        "{tags}"
+    );
     // Health needs no key; metrics are Prometheus text.
     let (st, h) = get_json(&s.addr, "/health", &[]);
     assert_eq!((st, h["status"].as_str()), (200, Some("ok")), "{h}");
@@ -327,6 +335,33 @@ fn the_catalog_routes_errors_and_auth() {
         (400, Some("invalid_request")),
         "{v}"
     );
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Content-Type: application/json"),
+        "{v}"
+    );
+    // A body announced over the limit is refused at once, before any of it is read (it was
+    // answered after the 30 s body timeout).
+    for route in [
+        "/v1/completions",
+        "/v1/chat/completions",
+        "/v1/audio/transcriptions",
+    ] {
+        let mut c = TcpStream::connect(&s.addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        write!(c, "POST {route} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cret\r\nContent-Type: application/json\r\nContent-Length: 100000000\r\n\r\n{{").unwrap();
+        let t0 = Instant::now();
+        let mut head = [0u8; 12];
+        c.read_exact(&mut head).unwrap();
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "{route}: {:?}",
+            t0.elapsed()
+        );
+        assert_eq!(&head, b"HTTP/1.1 413", "{route}");
+    }
     // 8 MiB for most routes; chat completions carry images (32 MiB).
     for (route, mib) in [("/v1/completions", 9), ("/v1/chat/completions", 33)] {
         let big = vec![b'x'; mib * 1024 * 1024];
@@ -1019,6 +1054,17 @@ fn a_busy_model_is_not_stopped_for_another() {
         "{v}"
     );
     assert_eq!(v["error"]["retryable"], true, "{v}");
+    // Every 503 says when to come back.
+    let (st, hd, _) = http(
+        &s.addr,
+        "POST",
+        "/v1/chat/completions",
+        &[("Content-Type", "application/json")],
+        json!({"model": "tiny2", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2})
+            .to_string()
+            .as_bytes(),
+    );
+    assert_eq!((st, header(&hd, "retry-after")), (503, Some("5")));
     for t in threads {
         let (st, v) = t.join().unwrap();
         assert_eq!(
@@ -1211,4 +1257,695 @@ print(json.dumps(out))
     assert_ne!(v["plain"], v["biased"], "{v}");
     assert_eq!(v["penalised"].as_array().map(Vec::len), Some(4), "{v}");
     assert_eq!(v["json_object"], 400, "{v}");
+}
+
+/// The tiny model with a context of 4096 tokens (its config's), so that one stream can run
+/// for seconds.
+fn with_long_context(fx: &Fx, name: &str) -> PathBuf {
+    let ws = make_tiny(fx, name, &[]);
+    let cfg = ws.join("config.json");
+    let mut v: Value = serde_json::from_slice(&std::fs::read(&cfg).unwrap()).unwrap();
+    v["max_position_embeddings"] = json!(4096);
+    std::fs::write(&cfg, v.to_string()).unwrap();
+    ws
+}
+
+/// `/metrics` as (series with labels → value).
+fn metrics(s: &Served) -> std::collections::BTreeMap<String, f64> {
+    let (_, _, m) = http(&s.addr, "GET", "/metrics", &[], b"");
+    String::from_utf8_lossy(&m)
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' '))
+        .map(|(k, v)| (k.to_string(), v.parse().unwrap()))
+        .collect()
+}
+
+/// Every value of issue 25 §1 that once reached the worker unchecked (and crashed it, or
+/// made Python raise): (route, body, status, what the message says).
+fn bad_requests() -> Vec<(&'static str, Value, u16, &'static str)> {
+    let chat = |extra: Value| {
+        let mut b = json!({"model": "tiny", "max_tokens": 4,
+                           "messages": [{"role": "user", "content": "hi"}]});
+        for (k, v) in extra.as_object().unwrap() {
+            b[k] = v.clone();
+        }
+        ("/v1/chat/completions", b)
+    };
+    let completion = |extra: Value| {
+        let mut b = json!({"model": "tiny", "max_tokens": 4, "prompt": "hi"});
+        for (k, v) in extra.as_object().unwrap() {
+            b[k] = v.clone();
+        }
+        ("/v1/completions", b)
+    };
+    let msg = |m: Value| chat(json!({"messages": [m]}));
+    let vocab = "not in this model's vocabulary of 384 tokens (ids 0 to 383)";
+    let cases: Vec<((&'static str, Value), u16, &'static str)> = vec![
+        (completion(json!({"logit_bias": {"384": 1}})), 400, vocab),
+        (chat(json!({"logit_bias": {"999999": 1}})), 400, vocab),
+        (
+            completion(json!({"logit_bias": {"4294967295": -1}})),
+            400,
+            vocab,
+        ),
+        (
+            completion(json!({"logit_bias": {"-1": 1}})),
+            400,
+            "token ids",
+        ),
+        (completion(json!({"logprobs": 21})), 400, "from 0 to 20"),
+        (
+            chat(json!({"logprobs": true, "top_logprobs": 21})),
+            400,
+            "from 0 to 20",
+        ),
+        (
+            chat(json!({"top_logprobs": 3})),
+            400,
+            "needs `\"logprobs\": true`",
+        ),
+        (chat(json!({"n": 2})), 400, "`n` must be 1"),
+        (chat(json!({"n": 0})), 400, "`n` must be 1"),
+        (
+            completion(json!({"seed": 1.5})),
+            400,
+            "`seed` must be a whole number",
+        ),
+        (
+            completion(json!({"seed": 1e30})),
+            400,
+            "`seed` must be a whole number",
+        ),
+        (completion(json!({"max_tokens": 0})), 400, "at least 1"),
+        (
+            completion(json!({"top_k": 1_000_001})),
+            400,
+            "`top_k` must be at most",
+        ),
+        (
+            completion(json!({"stop": vec!["x"; 17]})),
+            400,
+            "at most 16",
+        ),
+        (
+            completion(json!({"stop": "y".repeat(5000)})),
+            400,
+            "1000 characters",
+        ),
+        (completion(json!({"prompt": ""})), 400, "`prompt` is empty"),
+        (completion(json!({"prompt": [1, 2, 3]})), 400, "token ids"),
+        (
+            completion(json!({"prompt": ["a", "b"]})),
+            400,
+            "one prompt per request",
+        ),
+        (
+            msg(json!({"role": "user", "content": "x", "name": 5})),
+            400,
+            "messages[0].name must be a string",
+        ),
+        (
+            msg(json!({"role": "user", "content": [{"text": "x"}]})),
+            400,
+            "needs `type`",
+        ),
+        (
+            msg(json!({"role": "user", "content": [{"type": "input_audio"}]})),
+            422,
+            "not supported",
+        ),
+        (
+            msg(
+                json!({"role": "assistant", "tool_calls": [{"function": {"name": "f", "arguments": "{oops"}}]}),
+            ),
+            400,
+            "messages[0].tool_calls[0].function.arguments is not valid JSON",
+        ),
+        (
+            msg(json!({"role": "assistant", "tool_calls": "f"})),
+            400,
+            "tool_calls must be a list",
+        ),
+        (
+            msg(json!({"role": "tool", "content": "x", "tool_call_id": 7})),
+            400,
+            "tool_call_id must be a string",
+        ),
+        (
+            msg(
+                json!({"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}]}),
+            ),
+            422,
+            "cannot take images",
+        ),
+    ];
+    cases
+        .into_iter()
+        .map(|((r, b), st, says)| (r, b, st, says))
+        .collect()
+}
+
+/// Issue 25 §1 and its "done when": while a stream through the `openai` client runs, another
+/// client sends every bad value; each gets its 4xx naming the field (no Python traceback, no
+/// 500), the stream finishes with the text it has alone, the worker is the same process, and
+/// `/metrics` adds up (requests = Σ responses by status; errors = responses ≥ 400, each once).
+#[test]
+fn bad_values_never_reach_the_worker_and_harm_no_stream() {
+    crate::require!(Python);
+    let fx = Fx::new();
+    with_long_context(&fx, "tiny");
+    let s = Served::start(&fx, &["--model", "tiny", "--max-tokens", "3000"]);
+    let pid = worker_pids(&s);
+    assert_eq!(pid.len(), 1);
+    let stream = "r = c.chat.completions.create(model='tiny', temperature=0, max_tokens=2500, stream=True, messages=[{'role':'user','content':'Explain FUSE'}])\n\
+                  chunks = [ch for ch in r if ch.choices]\n\
+                  print(json.dumps({'text': ''.join(ch.choices[0].delta.content or '' for ch in chunks), 'finish': chunks[-1].choices[0].finish_reason}))";
+    // The stream's text alone.
+    let alone = openai(&s.url(), stream);
+    let script = format!(
+        "import openai, json\nc = openai.OpenAI(base_url='{}/v1', api_key='k', max_retries=0)\n{stream}",
+        s.url()
+    );
+    let mut child = Command::new(venv_python())
+        .args(["-c", &script])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while health(&s)["queue_depth"].as_u64() == Some(0) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut rounds_during_stream = 0;
+    let mut sent = 0u64;
+    loop {
+        for (route, body, want, says) in bad_requests() {
+            let (st, v) = post_json(&s.addr, route, &[], &body);
+            sent += 1;
+            let message = v["error"]["message"].as_str().unwrap_or_default();
+            assert_eq!(st, want, "{route} {body}: {v}");
+            assert!(message.contains(says), "{route} {body}: {v}");
+            assert!(!message.contains("Traceback"), "{v}");
+            assert_eq!(v["error"]["retryable"], false, "{v}");
+        }
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        rounds_during_stream += 1;
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let streamed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        rounds_during_stream >= 1,
+        "the stream ended before one round"
+    );
+    assert_eq!(streamed, alone, "the stream was harmed");
+    assert_eq!(streamed["finish"], "length", "{streamed}");
+    // Valid values at the edges are taken: the last token id, a top_k of the whole vocabulary
+    // (no restriction), 20 alternatives, a negative seed.
+    let (st, v) = post_json(
+        &s.addr,
+        "/v1/completions",
+        &[],
+        &json!({"model": "tiny", "prompt": "hi", "max_tokens": 3, "logit_bias": {"383": 5},
+                "top_k": 384, "logprobs": 20, "seed": -1, "temperature": 0.5}),
+    );
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(
+        v["choices"][0]["logprobs"]["top_logprobs"][0]
+            .as_object()
+            .map(|m| m.len() > 1),
+        Some(true),
+        "{v}"
+    );
+    assert_eq!(worker_pids(&s), pid, "the worker changed");
+    assert_eq!(health(&s)["status"], "ok");
+    let m = metrics(&s);
+    let responses: f64 = m
+        .iter()
+        .filter(|(k, _)| k.starts_with("mlxfs_responses_total{"))
+        .map(|(_, v)| v)
+        .sum();
+    let failed: f64 = m
+        .iter()
+        .filter(|(k, _)| {
+            k.strip_prefix("mlxfs_responses_total{code=\"")
+                .and_then(|c| c[..3].parse::<u16>().ok())
+                .is_some_and(|c| c >= 400)
+        })
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(m["mlxfs_requests_total"], responses, "{m:?}");
+    assert_eq!(m["mlxfs_errors_total"], failed, "{m:?}");
+    assert!(failed >= sent as f64, "{m:?}");
+}
+
+/// Issue 25 §1: a worker that died while idle (`kill -9`, as the OOM killer does) is
+/// replaced by the next request, 5 times out of 5 (the request handed to the dead worker goes
+/// to a fresh one); a worker killed from outside during a request is `retryable`, one that
+/// crashed by itself (SIGSEGV) is not: the same request could crash the next one.
+#[test]
+fn a_dead_worker_is_replaced_and_retryable_says_the_truth() {
+    crate::require!(Python);
+    let fx = Fx::new();
+    make_tiny(&fx, "tiny", &[]);
+    let s = Served::start(&fx, &["--model", "tiny"]);
+    let ask = |max: u32| {
+        json!({"model": "tiny", "messages": [{"role": "user", "content": "Explain FUSE"}],
+               "temperature": 0, "max_tokens": max})
+    };
+    for round in 0..5 {
+        let pid = worker_pids(&s)[0];
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        let (st, v) = post_json(&s.addr, "/v1/chat/completions", &[], &ask(4));
+        assert_eq!(st, 200, "round {round}: {v}");
+        assert_ne!(worker_pids(&s), [pid], "round {round}");
+    }
+    assert_eq!(metrics(&s)["mlxfs_worker_restarts_total"], 5.0);
+    for (signal, retryable, says) in [
+        (libc::SIGKILL, true, "was killed"),
+        (libc::SIGSEGV, false, "crashed"),
+    ] {
+        let pid = worker_pids(&s)[0];
+        let addr = s.addr.clone();
+        let body = ask(100_000);
+        let t = std::thread::spawn(move || post_json(&addr, "/v1/chat/completions", &[], &body));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while health(&s)["queue_depth"].as_u64() == Some(0) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        unsafe { libc::kill(pid, signal) };
+        let (st, v) = t.join().unwrap();
+        assert_eq!(
+            (
+                st,
+                v["error"]["type"].as_str(),
+                v["error"]["retryable"].as_bool()
+            ),
+            (500, Some("worker_failed"), Some(retryable)),
+            "{v}"
+        );
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains(says),
+            "{v}"
+        );
+        let (st, v) = post_json(&s.addr, "/v1/chat/completions", &[], &ask(2));
+        assert_eq!(st, 200, "{v}");
+    }
+}
+
+/// A chat template in the style of Qwen's: it refuses roles it does not know and a
+/// conversation without a user message (`raise_exception`), and iterates an earlier tool
+/// call's arguments as a mapping (`|items`).
+const STRICT_TEMPLATE: &str = "{%- if not (messages | selectattr('role', 'equalto', 'user') | list) %}{{ raise_exception('No user query found in messages.') }}{%- endif %}\
+{%- for message in messages %}\
+{%- if message.role not in ['system', 'user', 'assistant', 'tool'] %}{{ raise_exception('Unexpected message role.') }}{%- endif %}\
+<|{{ message.role }}|>{{ message.content or '' }}\
+{%- for tc in message.tool_calls or [] %}<tool_call>{{ tc.function.name }}({% for k, v in tc.function.arguments | items %}{{ k }}={{ v }}{% endfor %})</tool_call>{%- endfor %}</s>\n\
+{%- endfor %}{%- if add_generation_prompt %}<|assistant|>{%- endif %}";
+
+/// Issue 25 §2: logprobs describe the generated tokens (a character split over two tokens:
+/// each its own bytes, `token` U+FFFD, the pair streamed with the character; with a stop
+/// sequence its tokens are dropped, not empty entries), in the chat and the completions
+/// shapes, whole and streamed; an earlier tool call's `arguments` (a JSON text) reaches the
+/// template as a mapping; `developer` is `system`; a conversation the template refuses is a
+/// 400 with the template's words.
+#[test]
+fn logprobs_tool_arguments_and_roles_as_openai_means_them() {
+    crate::require!(Python);
+    let fx = Fx::new();
+    // "alpha", then é as its two UTF-8 bytes (C3 A9: `Ã`, `©` in the byte-level alphabet),
+    // "beta", "gamma", "delta".
+    make_tiny(
+        &fx,
+        "split",
+        &[
+            "--script", "alpha", "--script", "Ã", "--script", "©", "--script", "beta", "--script",
+            "gamma", "--script", "delta",
+        ],
+    );
+    let strict = make_tiny(&fx, "strict", &[]);
+    let tc = strict.join("tokenizer_config.json");
+    let mut cfg: Value = serde_json::from_slice(&std::fs::read(&tc).unwrap()).unwrap();
+    cfg["chat_template"] = json!(STRICT_TEMPLATE);
+    std::fs::write(&tc, cfg.to_string()).unwrap();
+    let s = Served::start(&fx, &["--max-loaded", "2"]);
+    let v = openai(
+        &s.url(),
+        r#"
+def chat(**kw):
+    return c.chat.completions.create(model="split", messages=[{"role": "user", "content": "hi"}],
+                                     max_tokens=10, logprobs=True, **kw)
+out = {}
+for stop in (None, "tagam"):
+    r = chat(top_logprobs=1, stop=stop)
+    out[f"chat {stop}"] = {"text": r.choices[0].message.content,
+        "entries": [[e.token, e.bytes, [[t.token, t.bytes] for t in e.top_logprobs]] for e in r.choices[0].logprobs.content]}
+    chunks = [ch.choices[0] for ch in chat(stop=stop, stream=True) if ch.choices]
+    out[f"chat stream {stop}"] = [[ch.delta.content, [e.bytes for e in ch.logprobs.content] if ch.logprobs else None]
+                                  for ch in chunks if ch.delta.content or ch.logprobs]
+    r = c.completions.create(model="split", prompt="hi", max_tokens=10, logprobs=1, stop=stop)
+    lp = r.choices[0].logprobs
+    out[f"completion {stop}"] = [r.choices[0].text, lp.tokens, lp.text_offset, [len(t) for t in lp.top_logprobs]]
+    chunks = [ch.choices[0] for ch in c.completions.create(model="split", prompt="hi", max_tokens=10, logprobs=1, stop=stop, stream=True) if ch.choices]
+    out[f"completion stream {stop}"] = [[ch.text, ch.logprobs.tokens if ch.logprobs else None] for ch in chunks if ch.text or ch.logprobs]
+def strict(messages):
+    try:
+        r = c.chat.completions.create(model="strict", messages=messages, max_tokens=2)
+        return r.choices[0].finish_reason
+    except openai.APIStatusError as e:
+        return [e.status_code, e.body.get("type"), e.body.get("message"), e.body.get("retryable")]
+call = {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}
+out["tool turn"] = strict([{"role": "user", "content": "Weather?"},
+                           {"role": "assistant", "content": None, "tool_calls": [call]},
+                           {"role": "tool", "tool_call_id": "call_1", "content": "sunny"}])
+out["developer"] = strict([{"role": "developer", "content": "Be brief."}, {"role": "user", "content": "hi"}])
+out["system only"] = strict([{"role": "system", "content": "Be brief."}])
+print(json.dumps(out))
+"#,
+    );
+    let e = |t: &str, b: &[u8]| json!([t, b]);
+    let c3 = [0xC3u8];
+    let a9 = [0xA9u8];
+    // Each token its own text and bytes; the top alternative (greedy: the token itself) too.
+    let entries: Vec<Value> = v["chat None"]["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| json!([x[0], x[1]]))
+        .collect();
+    assert_eq!(v["chat None"]["text"], "alphaébetagammadelta", "{v}");
+    assert_eq!(
+        entries,
+        [
+            e("alpha", b"alpha"),
+            e("\u{fffd}", &c3),
+            e("\u{fffd}", &a9),
+            e("beta", b"beta"),
+            e("gamma", b"gamma"),
+            e("delta", b"delta")
+        ],
+        "{v}"
+    );
+    assert_eq!(
+        v["chat None"]["entries"][1][2],
+        json!([["\u{fffd}", [0xC3]]]),
+        "{v}"
+    );
+    // With the stop sequence "tagam" (across beta and gamma): beta keeps its entry (its text
+    // begins before the cut), gamma's is dropped with the stop sequence.
+    assert_eq!(v["chat tagam"]["text"], "alphaébe", "{v}");
+    assert_eq!(
+        v["chat tagam"]["entries"].as_array().unwrap().len(),
+        4,
+        "{v}"
+    );
+    assert_eq!(v["chat tagam"]["entries"][3][0], "beta", "{v}");
+    // Streamed: the two halves of é come with é; beta's entry with the last text it has.
+    assert_eq!(
+        v["chat stream None"],
+        json!([
+            ["alpha", [b"alpha"]],
+            ["é", [[0xC3], [0xA9]]],
+            ["beta", [b"beta"]],
+            ["gamma", [b"gamma"]],
+            ["delta", [b"delta"]]
+        ]),
+        "{v}"
+    );
+    assert_eq!(
+        v["chat stream tagam"],
+        json!([
+            ["alpha", [b"alpha"]],
+            ["é", [[0xC3], [0xA9]]],
+            ["be", []],
+            ["", [b"beta"]]
+        ]),
+        "{v}"
+    );
+    // The completions shape: tokens, offsets in characters, one alternative each.
+    assert_eq!(
+        v["completion None"],
+        json!([
+            "alphaébetagammadelta",
+            ["alpha", "\u{fffd}", "\u{fffd}", "beta", "gamma", "delta"],
+            [0, 5, 5, 6, 10, 15],
+            [1, 1, 1, 1, 1, 1]
+        ]),
+        "{v}"
+    );
+    assert_eq!(
+        v["completion tagam"],
+        json!([
+            "alphaébe",
+            ["alpha", "\u{fffd}", "\u{fffd}", "beta"],
+            [0, 5, 5, 6],
+            [1, 1, 1, 1]
+        ]),
+        "{v}"
+    );
+    assert_eq!(
+        v["completion stream tagam"],
+        json!([
+            ["alpha", ["alpha"]],
+            ["é", ["\u{fffd}", "\u{fffd}"]],
+            ["be", []],
+            ["", ["beta"]]
+        ]),
+        "{v}"
+    );
+    // The second turn of a tool conversation and the developer role are answered; a
+    // conversation the template refuses is the client's to fix.
+    assert!(
+        matches!(v["tool turn"].as_str(), Some("length" | "stop")),
+        "{v}"
+    );
+    assert!(
+        matches!(v["developer"].as_str(), Some("length" | "stop")),
+        "{v}"
+    );
+    assert_eq!(v["system only"][0], 400, "{v}");
+    assert_eq!(v["system only"][1], "invalid_request", "{v}");
+    assert_eq!(v["system only"][3], false, "{v}");
+    let says = v["system only"][2].as_str().unwrap();
+    assert!(
+        says.contains("chat template") && says.contains("No user query found in messages."),
+        "{v}"
+    );
+    assert!(!says.contains("Traceback"), "{v}");
+}
+
+/// The pid of the worker `serve` started for the model folder `path` (its config argument
+/// names the folder), once there is one.
+fn worker_for(s: &Served, path: &std::path::Path, within: Duration) -> Option<i32> {
+    let needle = format!("\"model_path\":\"{}\"", path.display());
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        for e in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let ppid = stat
+                .rsplit(')')
+                .next()
+                .and_then(|r| r.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<u32>().ok());
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if ppid == Some(s.child.id()) && String::from_utf8_lossy(&cmd).contains(&needle) {
+                return Some(pid);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    None
+}
+
+/// Issue 25 §1: a model whose load blocks (its tokenizer.json became a FIFO after the server
+/// checked it: Python's open() waits for a writer for ever, as a stuck network disk would)
+/// holds up neither another model's load nor its requests nor /health; with no room left
+/// (--max-loaded 1), another model's request waits --load-wait and gets a 503 with
+/// Retry-After. When the file arrives, the stuck request is answered too.
+#[test]
+fn a_stuck_load_holds_up_no_other_model() {
+    crate::require!(Python);
+    let fx = Fx::new();
+    let stuck = make_tiny(&fx, "stuck", &[]);
+    write_tree(&fx.ws_home.join("other"), &files_of(&stuck));
+    write_tree(&fx.ws_home.join("third"), &files_of(&stuck));
+    let tokenizer = stuck.join("tokenizer.json");
+    let saved = fx.tmp.path().join("tokenizer.json.real");
+    let ask = |model: &str| json!({"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3});
+    for max_loaded in ["2", "1"] {
+        let s = Served::start(&fx, &["--max-loaded", max_loaded, "--load-wait", "2s"]);
+        let (tx, stuck_answer) = std::sync::mpsc::channel();
+        {
+            let addr = s.addr.clone();
+            let body = ask("stuck");
+            std::thread::spawn(move || {
+                let _ = tx.send(post_json(&addr, "/v1/chat/completions", &[], &body));
+            });
+        }
+        // The worker is starting (its imports take a second or more): the file becomes a
+        // FIFO before the loader opens it.
+        assert!(
+            worker_for(&s, &stuck, Duration::from_secs(30)).is_some(),
+            "no worker started for the stuck model"
+        );
+        std::fs::rename(&tokenizer, &saved).unwrap();
+        let c = std::ffi::CString::new(tokenizer.to_str().unwrap()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+        std::thread::sleep(Duration::from_secs(3));
+        assert!(stuck_answer.try_recv().is_err(), "the load did not block");
+        let t0 = Instant::now();
+        let (st, h) = get_json(&s.addr, "/health", &[]);
+        assert_eq!((st, h["status"].as_str()), (200, Some("ok")), "{h}");
+        let (tx, other) = std::sync::mpsc::channel();
+        {
+            let addr = s.addr.clone();
+            let body = ask("other");
+            std::thread::spawn(move || {
+                let _ = tx.send(http(
+                    &addr,
+                    "POST",
+                    "/v1/chat/completions",
+                    &[("Content-Type", "application/json")],
+                    body.to_string().as_bytes(),
+                ));
+            });
+        }
+        let (st, headers, body) = other
+            .recv_timeout(Duration::from_secs(60))
+            .expect("another model's request hung behind the stuck load");
+        let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        if max_loaded == "2" {
+            assert_eq!(st, 200, "{v}");
+        } else {
+            // No room: the stuck load holds the only one. Answered after --load-wait.
+            assert_eq!(
+                (
+                    st,
+                    v["error"]["type"].as_str(),
+                    header(&headers, "retry-after").is_some()
+                ),
+                (503, Some("service_unavailable"), true),
+                "{v}"
+            );
+            assert!(t0.elapsed() < Duration::from_secs(30), "{:?}", t0.elapsed());
+        }
+        assert!(
+            stuck_answer.try_recv().is_err(),
+            "the stuck model answered early"
+        );
+        // The file arrives: the FIFO's reader gets it, later opens get the real file.
+        let mut w = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&tokenizer)
+            .unwrap();
+        std::fs::rename(&saved, &tokenizer).unwrap();
+        w.write_all(&std::fs::read(&tokenizer).unwrap()).unwrap();
+        drop(w);
+        let (st, v) = stuck_answer.recv_timeout(Duration::from_secs(120)).unwrap();
+        assert_eq!(st, 200, "{v}");
+    }
+}
+
+/// Issue 25 §5: a model folder replaced on disk (another folder moved in its place, as
+/// `convert` + `mv`, `restore` or a re-clone do) or edited (its weights rewritten) gets a new
+/// worker at the next request — the new weights' text, not the old until --keep-alive — while
+/// the old worker finishes the stream it was serving, and is stopped after.
+#[test]
+fn a_changed_model_folder_gets_a_new_worker() {
+    crate::require!(Python);
+    let fx = Fx::new();
+    let tiny = make_tiny(&fx, "tiny", &[]);
+    let other = make_tiny(&fx, "tiny-seed5", &["--seed", "5"]);
+    let aside = fx.tmp.path().join("aside");
+    std::fs::create_dir_all(&aside).unwrap();
+    std::fs::rename(&other, aside.join("new")).unwrap();
+    let s = Served::start(&fx, &["--max-loaded", "2", "--keep-alive", "1h"]);
+    let text = || {
+        let (st, v) = post_json(
+            &s.addr,
+            "/v1/chat/completions",
+            &[],
+            &json!({"model": "tiny", "messages": [{"role": "user", "content": "Explain FUSE"}],
+                    "temperature": 0, "max_tokens": 12}),
+        );
+        assert_eq!(st, 200, "{v}");
+        v["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let old_text = text();
+    let old_pid = worker_pids(&s);
+    assert_eq!(old_pid.len(), 1);
+    // A long stream on the old worker while the folder is replaced.
+    let addr = s.addr.clone();
+    let stream = std::thread::spawn(move || {
+        let body = json!({"model": "tiny", "messages": [{"role": "user", "content": "Explain FUSE"}],
+                          "temperature": 0, "max_tokens": 400, "stream": true});
+        let (st, _, raw) = http(
+            &addr,
+            "POST",
+            "/v1/chat/completions",
+            &[("Content-Type", "application/json")],
+            body.to_string().as_bytes(),
+        );
+        (st, String::from_utf8_lossy(&raw).into_owned())
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while health(&s)["queue_depth"].as_u64() == Some(0) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::fs::rename(&tiny, aside.join("old")).unwrap();
+    std::fs::rename(aside.join("new"), &tiny).unwrap();
+    let new_text = text();
+    assert_ne!(new_text, old_text, "the old weights answered");
+    // Two workers while the stream runs: the old one finishing it, the new one.
+    let new_pid = worker_pids(&s);
+    assert!(
+        new_pid.iter().any(|p| *p != old_pid[0]),
+        "no new worker: {new_pid:?}"
+    );
+    // The stream the old worker was serving ends normally; then that worker is stopped.
+    let (st, raw) = stream.join().unwrap();
+    assert_eq!(st, 200);
+    assert!(
+        raw.contains("\"finish_reason\":\"length\""),
+        "{}",
+        &raw[raw.len().saturating_sub(400)..]
+    );
+    assert!(
+        wait_gone(&old_pid, 20),
+        "the replaced model's worker was kept"
+    );
+    assert_eq!(
+        get_json(&s.addr, "/v1/models", &[]).1["data"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    // Edited in place: the old weights written over the new ones.
+    let before = worker_pids(&s);
+    std::fs::copy(
+        aside.join("old/model.safetensors"),
+        tiny.join("model.safetensors"),
+    )
+    .unwrap();
+    assert_eq!(text(), old_text);
+    assert_ne!(worker_pids(&s), before);
+    // Unchanged files: the same worker.
+    let same = worker_pids(&s);
+    text();
+    assert_eq!(worker_pids(&s), same);
 }

@@ -23,31 +23,22 @@ fn spec(ws: &Path) -> WorkerSpec {
     }
 }
 
-/// `mlxfs run`'s defaults (mlx-lm's: `runtime::defaults`) for the prompt as chat, `--seed 7
-/// --max-tokens 12`.
+/// Seeded sampling: `mlxfs run --temperature 0.7 --top-p 0.9 --repetition-penalty 1.1 --seed 7
+/// --max-tokens 12` ([`SAMPLED`]) for the prompt as chat.
 fn chat(prompt: &str) -> GenJob {
     GenJob {
         messages: Some(vec![json!({"role": "user", "content": prompt})]),
         max_tokens: 12,
-        temperature: mlxfs::runtime::defaults::TEMPERATURE,
-        top_p: mlxfs::runtime::defaults::TOP_P,
-        repetition_penalty: None,
+        temperature: 0.7,
+        top_p: 0.9,
+        repetition_penalty: Some(1.1),
         seed: Some(7),
         ..GenJob::default()
     }
 }
 
-/// Seeded sampling: `mlxfs run --temperature 0.7 --top-p 0.9 --repetition-penalty 1.1 --seed 7`.
-fn sampled(prompt: &str) -> GenJob {
-    GenJob {
-        temperature: 0.7,
-        top_p: 0.9,
-        repetition_penalty: Some(1.1),
-        ..chat(prompt)
-    }
-}
-
-const SAMPLED: [&str; 6] = [
+/// `run`'s arguments for [`chat`]'s settings (its defaults are mlx-lm's: greedy, no penalty).
+const SAMPLED: &[&str] = &[
     "--temperature",
     "0.7",
     "--top-p",
@@ -156,9 +147,8 @@ fn wait_gone(pid: u32, limit: Duration) -> bool {
 fn the_worker_gives_the_text_of_run_and_serves_jobs_at_once() {
     crate::require!(Python);
     let (fx, ws) = with_tiny();
-    let by_run = run_json(&fx, "tiny", &[]);
+    let by_run = run_json(&fx, "tiny", SAMPLED);
     let greedy_run = run_json(&fx, "tiny", &["--temperature", "0"]);
-    let sampled_run = run_json(&fx, "tiny", &SAMPLED);
     let w = Worker::start(&spec(&ws)).unwrap();
     assert!(w.alive());
     let info = w.info().clone();
@@ -169,7 +159,6 @@ fn the_worker_gives_the_text_of_run_and_serves_jobs_at_once() {
     for (job, run) in [
         (chat("Explain FUSE"), &by_run),
         (greedy("Explain FUSE", 12), &greedy_run),
-        (sampled("Explain FUSE"), &sampled_run),
     ] {
         let mut h = w.submit(job).unwrap();
         let (tokens, last) = collect(&mut h, Duration::from_secs(60));
@@ -223,13 +212,13 @@ fn the_worker_gives_the_text_of_run_and_serves_jobs_at_once() {
 
     // Seeded sampling jobs submitted at once (each runs alone): each the text of `run`.
     let mut handles: Vec<_> = (0..3)
-        .map(|_| w.submit(sampled("Explain FUSE")).unwrap())
+        .map(|_| w.submit(chat("Explain FUSE")).unwrap())
         .collect();
     handles.push(w.submit(greedy("Hello, world!", 12)).unwrap());
     for (i, h) in handles.iter_mut().enumerate() {
         let (_, last) = collect(h, Duration::from_secs(60));
         let expected = if i < 3 {
-            sampled_run["text"].as_str().unwrap()
+            by_run["text"].as_str().unwrap()
         } else {
             alone[1].1.as_str()
         };
@@ -248,7 +237,8 @@ fn the_worker_gives_the_text_of_run_and_serves_jobs_at_once() {
     let raw_run = run_json(&fx, "tiny", &["--temperature", "0", "--no-chat-template"]);
     assert_eq!(raw.1, raw_run["text"].as_str().unwrap());
 
-    // Logprobs: one event per token, the chosen one's and the top 2.
+    // Logprobs: one entry per generated token, the chosen one's and the top 2, each with its
+    // own bytes; the entries' texts and offsets cover the text.
     let mut h = w
         .submit(GenJob {
             logprobs: Some(2),
@@ -258,24 +248,25 @@ fn the_worker_gives_the_text_of_run_and_serves_jobs_at_once() {
     let (tokens, last) = collect(&mut h, Duration::from_secs(60));
     let (_, text, n) = done(&last);
     assert_eq!(streamed(&tokens), text);
-    let with_lp: Vec<_> = tokens
+    let entries: Vec<_> = tokens
         .iter()
-        .filter_map(|t| match t {
+        .flat_map(|t| match t {
             JobEvent::Token {
-                logprob: Some(lp),
-                top_logprobs: Some(top),
-                ..
-            } => Some((*lp, top.clone())),
-            _ => None,
+                logprobs: Some(e), ..
+            } => e.clone(),
+            _ => Vec::new(),
         })
         .collect();
-    assert_eq!(with_lp.len() as u64, n, "{tokens:?}");
-    for (lp, top) in with_lp {
-        assert_eq!(top.len(), 2);
-        assert!(lp <= 0.0 && top[0].1 >= top[1].1);
+    assert_eq!(entries.len() as u64, n, "{tokens:?}");
+    for e in &entries {
+        assert_eq!(e.top.len(), 2);
+        assert!(e.logprob <= 0.0 && e.top[0].2 >= e.top[1].2);
         // Greedy: the chosen token is the likeliest.
-        assert!((lp - top[0].1).abs() < 1e-5, "{lp} {top:?}");
+        assert!((e.logprob - e.top[0].2).abs() < 1e-5, "{e:?}");
+        assert_eq!(e.token, String::from_utf8_lossy(&e.bytes), "{e:?}");
     }
+    let bytes: Vec<u8> = entries.iter().flat_map(|e| e.bytes.clone()).collect();
+    assert_eq!(String::from_utf8_lossy(&bytes), text);
 }
 
 /// (text, prompt_tokens, cached_tokens) of one job run to its end.
@@ -463,6 +454,70 @@ fn a_killed_worker_fails_its_jobs_and_takes_no_more() {
     assert!(w.submit(greedy("hello", 5)).is_err());
     assert_eq!(w.queue_depth(), 0);
     assert!(gone(w.pid()));
+}
+
+/// Issue 25 §1, the worker's own guard (serve checks first; a job that was not checked must
+/// still not crash the process or fail the batch): the worker measures its vocabulary (the
+/// logits a position gets), acknowledges each job it reads, refuses token ids past the
+/// vocabulary, an empty prompt and messages its chat template rejects as `invalid_request`
+/// while another job runs on unharmed; a crash (SIGSEGV) is `worker_crashed`, not a kill.
+#[test]
+fn unchecked_values_are_refused_by_the_worker_and_harm_no_other_job() {
+    crate::require!(Python);
+    let (_fx, ws) = with_tiny();
+    let w = Worker::start(&spec(&ws)).unwrap();
+    assert_eq!(w.vocab_size(), Some(384));
+    let alone = run_one(&w, greedy("Explain FUSE", 300));
+    let mut running = w.submit(greedy("Explain FUSE", 300)).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    assert_eq!(rt.block_on(&mut running.accepted), Ok(()));
+    let bad = [
+        GenJob {
+            logit_bias: Some([(384, 1.0)].into_iter().collect()),
+            ..greedy("hi", 3)
+        },
+        GenJob {
+            logit_bias: Some([(u32::MAX, 1.0)].into_iter().collect()),
+            ..greedy("hi", 3)
+        },
+        GenJob {
+            top_k: Some(384),
+            temperature: 0.5,
+            seed: None,
+            ..greedy("hi", 3)
+        },
+        GenJob {
+            messages: None,
+            prompt: Some(String::new()),
+            ..greedy("", 3)
+        },
+    ];
+    for job in bad {
+        let mut h = w.submit(job.clone()).unwrap();
+        let (_, last) = collect(&mut h, Duration::from_secs(60));
+        match last {
+            JobEvent::Error { kind, message } => {
+                assert_eq!(kind, "invalid_request", "{job:?}: {message}");
+                assert!(!message.contains("Traceback"), "{message}");
+            }
+            other => panic!("{job:?}: {other:?}"),
+        }
+    }
+    let (tokens, last) = collect(&mut running, Duration::from_secs(60));
+    assert_eq!(done(&last), alone, "the running job was harmed");
+    assert_eq!(streamed(&tokens), alone.1);
+    assert!(w.alive());
+    // A crash is told apart from a kill: the same job could crash the next worker.
+    let mut h = w.submit(greedy("hello", 1_000_000)).unwrap();
+    first_token(&mut h);
+    unsafe { libc::kill(w.pid() as i32, libc::SIGSEGV) };
+    let (_, last) = collect(&mut h, Duration::from_secs(10));
+    match last {
+        JobEvent::Error { kind, .. } => assert_eq!(kind, "worker_crashed"),
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]
