@@ -379,6 +379,66 @@ pub fn pid_alive(pid: i32) -> bool {
     r == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
 }
 
+/// What a directory entry is, as `stat` tells it (the `S_IFMT` bits of `st_mode`): found
+/// without opening it, so a FIFO or a device is never opened to learn what it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FileKind {
+    File,
+    Folder,
+    Fifo,
+    Socket,
+    CharDevice,
+    BlockDevice,
+    Link,
+    Other,
+}
+
+impl FileKind {
+    /// The kind of a `st_mode`.
+    pub fn from_mode(mode: u32) -> FileKind {
+        match mode & libc::S_IFMT {
+            libc::S_IFREG => FileKind::File,
+            libc::S_IFDIR => FileKind::Folder,
+            libc::S_IFIFO => FileKind::Fifo,
+            libc::S_IFSOCK => FileKind::Socket,
+            libc::S_IFCHR => FileKind::CharDevice,
+            libc::S_IFBLK => FileKind::BlockDevice,
+            libc::S_IFLNK => FileKind::Link,
+            _ => FileKind::Other,
+        }
+    }
+
+    /// The kind of a file's metadata (as `stat` or `lstat` gave it).
+    pub fn of(md: &std::fs::Metadata) -> FileKind {
+        FileKind::from_mode(md.mode())
+    }
+
+    /// The kind in words, with its article (`a FIFO`, `a folder`), for messages such as
+    /// "tokenizer.json is a FIFO, not a regular file".
+    pub fn words(self) -> &'static str {
+        match self {
+            FileKind::File => "a regular file",
+            FileKind::Folder => "a folder",
+            FileKind::Fifo => "a FIFO",
+            FileKind::Socket => "a socket",
+            FileKind::CharDevice => "a character device",
+            FileKind::BlockDevice => "a block device",
+            FileKind::Link => "a link",
+            FileKind::Other => "a special file",
+        }
+    }
+}
+
+/// Can this process open the regular file `name` of the open folder `dir` for reading (a link
+/// followed)? Opened non-blocking and closed at once: nothing is read, and a FIFO swapped in
+/// since it was looked at never blocks. `Err` carries why not (`Permission denied`, …).
+pub fn can_open_at<Fd: std::os::fd::AsFd>(dir: Fd, name: &std::ffi::OsStr) -> io::Result<()> {
+    use rustix::fs::{Mode, OFlags};
+    let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK;
+    rustix::fs::openat(dir, name, flags, Mode::empty())?;
+    Ok(())
+}
+
 /// Is this process running as root (effective uid 0)?
 pub fn is_root() -> bool {
     // SAFETY: geteuid cannot fail.

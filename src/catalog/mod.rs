@@ -6,6 +6,7 @@ pub mod detect;
 pub mod fleet;
 pub mod health;
 pub mod inventory;
+pub mod loader_files;
 pub mod mlx_lm_types;
 pub mod record;
 pub mod resolve;
@@ -386,7 +387,14 @@ impl HubRepo {
                 return Some(repo);
             }
             Err(e) => {
-                repo.problem = Some(format!("Cannot read snapshots/: {e}"));
+                repo.problem = Some(match fs::symlink_metadata(&snaps) {
+                    // Not even `snapshots/` can be looked at: the repo folder lists its names
+                    // but cannot be entered (mode `r` without `x`).
+                    Err(e2) if e2.kind() == std::io::ErrorKind::PermissionDenied => {
+                        format!("cannot be entered ({})", io_reason(&e2))
+                    }
+                    _ => format!("Cannot read snapshots/: {}", io_reason(&e)),
+                });
                 return Some(repo);
             }
         };
@@ -408,7 +416,20 @@ impl HubRepo {
                     None => fs::metadata(e.path()).ok(),
                 }
             } else if ft.is_dir() {
-                e.metadata().ok()
+                match e.metadata() {
+                    Ok(md) => Some(md),
+                    // `snapshots/` lists its names but cannot be entered (mode `r` without
+                    // `x`): no snapshot in it can be read.
+                    Err(err) if err.kind() == std::io::ErrorKind::PermissionDenied => {
+                        repo.problem = Some(format!(
+                            "snapshots/ cannot be entered ({})",
+                            io_reason(&err)
+                        ));
+                        repo.snapshots.clear();
+                        return Some(repo);
+                    }
+                    Err(_) => None,
+                }
             } else {
                 repo.ignored
                     .push(format!("snapshots/{shown}: not a folder"));
@@ -718,13 +739,22 @@ pub fn scan_workspaces(home: &Path) -> Vec<WorkspaceDir> {
         } else if !ft.is_dir() {
             return None;
         }
+        let config = fs::symlink_metadata(path.join("config.json"));
         if problem.is_none()
-            && !has_config(&path)
-            && let Err(e) = fs::read_dir(&path)
+            && let Err(e) = &config
         {
-            problem = Some(format!("cannot be read ({})", io_reason(&e)));
+            if e.kind() == std::io::ErrorKind::PermissionDenied {
+                // The folder lists its names (or not) but cannot be entered: it may hold a
+                // model this user cannot use; said, never left out.
+                problem = Some(match fs::read_dir(&path) {
+                    Ok(_) => format!("cannot be entered ({})", io_reason(e)),
+                    Err(e) => format!("cannot be read ({})", io_reason(&e)),
+                });
+            } else if let Err(e) = fs::read_dir(&path) {
+                problem = Some(format!("cannot be read ({})", io_reason(&e)));
+            }
         }
-        (problem.is_some() || has_config(&path)).then_some(WorkspaceDir {
+        (problem.is_some() || config.is_ok()).then_some(WorkspaceDir {
             name,
             path,
             problem,

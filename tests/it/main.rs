@@ -17,6 +17,7 @@ mod homes;
 mod hostile;
 mod hub;
 mod live;
+mod loadable;
 mod media;
 mod mount;
 mod offline;
