@@ -955,31 +955,73 @@ impl ModelRef {
         }
     }
 
-    /// The model's isolated Hugging Face cache for `run` and `serve` workers: the workspace's
-    /// own `.hf_cache` (ADR-022: runtime artifacts visible in the workspace), or for a hub
-    /// model a per-model folder `hf-cache/models--org--name` under mlxfs's state folder.
-    /// Never creates anything (for the readers); a writer takes
-    /// [`Self::isolated_cache_to_write`].
-    pub fn isolated_cache(&self) -> PathBuf {
+    /// The model's isolated Hugging Face cache for `run` and `serve` workers, and why it is
+    /// there ([`IsolatedCache`]: the one rule `run`, serve's workers and the readers ask).
+    /// Never creates anything (for the readers: `show`, `health --verbose`, the mount); a
+    /// writer takes [`Self::isolated_cache_for_writer`].
+    pub fn isolated_cache(&self) -> IsolatedCache {
         self.isolated_cache_in(&crate::state::dir_or_temp())
     }
 
-    /// [`Self::isolated_cache`] for a writer (`run`, a serve worker): for a hub model, the
-    /// state folder's temp fallback is made first, with its own mode, and the cache is below
-    /// the folder made (the readers never make it).
-    pub fn isolated_cache_to_write(&self) -> PathBuf {
-        match self.source {
-            Source::Workspace => self.isolated_cache(),
-            Source::Cache => self.isolated_cache_in(&crate::state::create_dir_or_temp()),
+    /// [`Self::isolated_cache`] for a writer (`run`, a serve worker): when the cache is in
+    /// mlxfs's state folder, the state folder's temp fallback is made first, with its own
+    /// mode, and the cache is below the folder made (the readers never make it).
+    pub fn isolated_cache_for_writer(&self) -> IsolatedCache {
+        let own = self.isolated_cache_in(Path::new(""));
+        if own.location == CacheLocation::Workspace {
+            return own;
         }
+        self.isolated_cache_in(&crate::state::create_dir_or_temp())
+    }
+
+    /// The folder of [`Self::isolated_cache_for_writer`] (serve's worker pool).
+    pub fn isolated_cache_to_write(&self) -> PathBuf {
+        self.isolated_cache_for_writer().dir
     }
 
     /// [`Self::isolated_cache`] with `state` as mlxfs's state folder.
-    fn isolated_cache_in(&self, state: &Path) -> PathBuf {
-        match self.source {
-            Source::Workspace => self.path.join(".hf_cache"),
-            Source::Cache => state.join("hf-cache").join(dir_from_repo_id(&self.name)),
+    fn isolated_cache_in(&self, state: &Path) -> IsolatedCache {
+        let in_state = |sub: PathBuf, reason: Option<String>, read_only_source| IsolatedCache {
+            dir: state.join("hf-cache").join(sub),
+            location: CacheLocation::StateFolder,
+            reason,
+            read_only_source,
+        };
+        if self.source == Source::Cache {
+            return in_state(PathBuf::from(dir_from_repo_id(&self.name)), None, None);
         }
+        let own = self.path.join(".hf_cache");
+        let here = IsolatedCache {
+            dir: own.clone(),
+            location: CacheLocation::Workspace,
+            reason: None,
+            read_only_source: None,
+        };
+        // Where runs would write: the `.hf_cache` that is there (a link or a file is the
+        // workspace's own problem, which `run` names), else the workspace folder.
+        let (probe, what) = match fs::symlink_metadata(&own) {
+            Ok(md) if md.is_dir() => (own.clone(), "its .hf_cache"),
+            Ok(_) => return here,
+            Err(_) => (self.path.clone(), "the workspace folder"),
+        };
+        let Err(why) = writable(&probe) else {
+            return here;
+        };
+        let existing = (probe == own).then_some(own);
+        let reason = format!(
+            "{what} is not writable for this user ({why}): runs keep their cache in mlxfs's \
+             state folder{}",
+            if existing.is_some() {
+                " (a draft model captured in the workspace's .hf_cache is still found there)"
+            } else {
+                ""
+            }
+        );
+        in_state(
+            PathBuf::from("workspaces").join(workspace_cache_name(&self.path)),
+            Some(reason),
+            existing,
+        )
     }
 
     /// The name `show`/`run` accept for this model (`org/name@rev7` for further snapshots).
@@ -989,6 +1031,85 @@ impl ModelRef {
             _ => self.short_name.clone(),
         }
     }
+}
+
+/// Where a model's isolated Hugging Face cache lives ([`ModelRef::isolated_cache`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CacheLocation {
+    /// The workspace's own `.hf_cache` (ADR-022: runtime artifacts visible in the workspace).
+    Workspace,
+    /// A folder of its own under mlxfs's per-user state folder (`hf-cache/models--org--name`
+    /// for a hub model, whose cache is never written; `hf-cache/workspaces/<name>-<id>` for a
+    /// workspace this user cannot write: a shared `/opt/models`, a read-only disk, a service
+    /// user serving an admin's models).
+    StateFolder,
+    /// A folder the user gave (`run --workspace-cache`).
+    Given,
+}
+
+/// A model's isolated runtime cache: the folder, where it is and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IsolatedCache {
+    pub dir: PathBuf,
+    pub location: CacheLocation,
+    /// Why the cache is not where it would be (a workspace that is not writable); `None` for
+    /// the model's usual place.
+    pub reason: Option<String>,
+    /// The workspace's own `.hf_cache` when it exists but this user cannot write it: never
+    /// written, but still read for what a run may take from it (a captured draft model).
+    pub read_only_source: Option<PathBuf>,
+}
+
+impl IsolatedCache {
+    /// A folder the user gave, used as it is.
+    pub fn given(dir: PathBuf) -> IsolatedCache {
+        IsolatedCache {
+            dir,
+            location: CacheLocation::Given,
+            reason: None,
+            read_only_source: None,
+        }
+    }
+}
+
+impl std::ops::Deref for IsolatedCache {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl AsRef<Path> for IsolatedCache {
+    fn as_ref(&self) -> &Path {
+        &self.dir
+    }
+}
+
+/// Can this process create entries in folder `p` (`faccessat(W_OK | X_OK, AT_EACCESS)`:
+/// the effective user, a read-only mount included)? `Err`: why not. Nothing is written.
+fn writable(p: &Path) -> Result<(), String> {
+    use rustix::fs::{Access, AtFlags};
+    rustix::fs::accessat(
+        rustix::fs::CWD,
+        p,
+        Access::WRITE_OK | Access::EXEC_OK,
+        AtFlags::EACCESS,
+    )
+    .map_err(|e| io_reason(&std::io::Error::from(e)))
+}
+
+/// The state folder's name for a workspace's cache: its folder name (at most 64 characters)
+/// and 16 hex digits of the SHA-256 of its real path (two workspaces of one name differ).
+fn workspace_cache_name(ws: &Path) -> String {
+    use sha2::{Digest, Sha256};
+    let real = crate::sys::real_path(ws).unwrap_or_else(|_| ws.to_path_buf());
+    let id = crate::text::hex(&Sha256::digest(real.as_os_str().as_encoded_bytes()));
+    let name: String = ws
+        .file_name()
+        .map(|n| n.to_string_lossy().chars().take(64).collect())
+        .unwrap_or_default();
+    format!("{name}-{}", &id[..16])
 }
 
 /// Every model of the catalog at its current revision: workspaces first (by name), then hub

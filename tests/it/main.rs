@@ -21,6 +21,7 @@ mod loadable;
 mod media;
 mod mount;
 mod offline;
+mod readonly;
 mod run;
 mod runtime_cache;
 mod serve;
