@@ -13,6 +13,7 @@ pub mod resolve;
 pub mod runtime_cache;
 pub mod safetensors_header;
 pub mod shards;
+pub mod target;
 pub mod verdict;
 
 use serde::Serialize;

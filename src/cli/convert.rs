@@ -15,7 +15,7 @@ use crate::convert::{
     self, ConvertError, Converted, Engine, EngineReport, Flags, Job, Mode, Progress,
 };
 use crate::error::ErrorType;
-use crate::hub::clone::{check_target, target_for};
+use crate::hub::clone::{check_target_as, target_for};
 use crate::runtime::{self, Event, PythonEnv, convert::ConvertRequest};
 use crate::text::{human_bytes, one_line};
 
@@ -516,9 +516,14 @@ pub fn run(a: &ConvertArgs, loc: &Locations, json_mode: bool) -> Result<Output, 
         .or_else(|| loc.workspace_home_set.clone());
     let example = format!("mlxfs convert {} ./{}-converted", a.source, m.short_name);
     let target = target_for(&m.short_name, Some(&a.target), home.as_deref(), &example)?;
-    convert::check_target_not_in_cache(&target, &loc.hub_cache, &a.source)?;
+    // The one rule of new workspaces (clone's and restore's too), in convert's words; the
+    // hub cache first, as mlx-knife.
+    use crate::catalog::target::{Misplaced, place};
+    if let Err(Misplaced::HubCache { .. } | Misplaced::CacheRepo { .. }) = place(&target, loc) {
+        check_target_as(&target, home.as_deref(), loc, Some(&a.source))?;
+    }
     convert::check_target_vs_source(&m.path, &target)?;
-    check_target(&target, home.as_deref(), loc)?;
+    check_target_as(&target, home.as_deref(), loc, Some(&a.source))?;
 
     // 4. Python (weight modes): the environment, the isolated cache, before any thread.
     let engine = if mode.converts_weights() {

@@ -404,26 +404,6 @@ pub fn check_target_vs_source(source: &Path, target: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Refuse a target inside the hub cache (mlx-knife's message).
-pub fn check_target_not_in_cache(target: &Path, hub_cache: &Path, source_arg: &str) -> Result<()> {
-    let cache = fs::canonicalize(hub_cache).unwrap_or_else(|_| hub_cache.to_path_buf());
-    let parent = target
-        .parent()
-        .and_then(|p| fs::canonicalize(p).ok())
-        .unwrap_or_else(|| target.to_path_buf());
-    if parent.starts_with(&cache) {
-        return Err(ConvertError::new(
-            ErrorType::InvalidTargetError,
-            format!(
-                "Target path is in HF cache (read-only): {}. Convert cannot write to cache. Choose workspace location outside cache",
-                target.display()
-            ),
-        )
-        .hint(format!("e.g. mlxfs convert {source_arg} ./fixed-workspace --repair-index")));
-    }
-    Ok(())
-}
-
 /// What the core tells the user while it works, and asks about Ctrl-C.
 pub trait Progress: Sync {
     /// A phase begins: `label`, `bytes` to do (0: unknown).

@@ -495,7 +495,7 @@ fn refusals_leave_no_target() {
         (
             &["ws", "busy", "--repair-index"],
             "InvalidTargetError",
-            "is not empty",
+            "Target directory not empty: ",
         ),
         (
             &["ws", "out", "--quantize", "5"],

@@ -25,5 +25,6 @@ mod readonly;
 mod run;
 mod runtime_cache;
 mod serve;
+mod targets;
 mod vfs;
 mod worker;
