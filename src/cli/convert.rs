@@ -417,6 +417,8 @@ impl Engine for PythonEngine {
                 return Err(ConvertError::interrupted());
             }
             let (t, message, hint) = runtime::reported_error(&self.env, &kind, &message);
+            // `InvalidArgumentError`: a quantization of no layer, which the headers could not
+            // tell (convert::check_weights), refused before anything was written.
             let t = if t == ErrorType::GenerationFailed {
                 ErrorType::ConversionFailed
             } else {
@@ -471,6 +473,13 @@ impl Engine for PythonEngine {
         facts.insert("tensors".into(), s.done["tensors"].clone());
         facts.insert("tensor_bytes".into(), s.done["bytes"].clone());
         facts.insert("quantization".into(), s.done["quantization"].clone());
+        if !s.done["quantized_layers"].is_null() {
+            facts.insert(
+                "quantized_layers".into(),
+                s.done["quantized_layers"].clone(),
+            );
+            facts.insert("unquantized".into(), s.done["unquantized"].clone());
+        }
         facts.insert("peak_memory_gb".into(), s.done["peak_memory_gb"].clone());
         facts.insert("python_s".into(), s.done["seconds"].clone());
         facts.insert("python_phases".into(), s.done["phases"].clone());
@@ -509,6 +518,7 @@ pub fn run(a: &ConvertArgs, loc: &Locations, json_mode: bool) -> Result<Output, 
     }
     let d = describe(&m);
     convert::check_source(&d, &mode)?;
+    convert::check_weights(&d, &mode)?;
     // 3. The target, by clone's rules.
     let home = loc
         .workspace_home
@@ -621,6 +631,17 @@ fn data(a: &ConvertArgs, job: &Job, c: &Converted) -> Value {
     if let Some(h) = &c.content_hash {
         d.insert("content_hash".into(), Value::from(h.clone()));
     }
+    if let Some(q) = c.engine.facts.get("quantized_layers") {
+        d.insert("quantized_layers".into(), q.clone());
+        d.insert(
+            "unquantized".into(),
+            c.engine
+                .facts
+                .get("unquantized")
+                .cloned()
+                .unwrap_or(json!([])),
+        );
+    }
     d.insert("parameters".into(), job.mode.parameters());
     d.insert("files".into(), json!(c.files));
     d.insert("size_bytes".into(), json!(c.bytes));
@@ -643,6 +664,34 @@ fn render(job: &Job, c: &Converted) -> String {
         s.push_str(&format!("\n  ⚠ {w}"));
     }
     s.push_str(&format!("\n  {}", c.message));
+    if let Some(Value::Array(left)) = c.engine.facts.get("unquantized")
+        && !left.is_empty()
+    {
+        let names: Vec<String> = left
+            .iter()
+            .take(12)
+            .map(|l| {
+                format!(
+                    "{} ({})",
+                    one_line(l["layer"].as_str().unwrap_or("?")),
+                    match l["why"].as_str() {
+                        Some("group_size") => format!("input width {}", l["input_width"]),
+                        _ => "kept float by the model".to_string(),
+                    }
+                )
+            })
+            .collect();
+        s.push_str(&format!(
+            "\n  ⚠ {} layer(s) left unquantized: {}{}",
+            left.len(),
+            names.join(", "),
+            if left.len() > 12 {
+                ", … (all of them in --json: unquantized)"
+            } else {
+                ""
+            }
+        ));
+    }
     match &c.health {
         Some(h) => match h.reason() {
             None => s.push_str("\n  ✓ Health check: passed"),
