@@ -115,7 +115,10 @@ impl Locations {
             let p = expand_tilde(&w, home.as_deref());
             workspace_home_set = Some(p.clone());
             match fs::canonicalize(&p) {
-                Ok(r) if r.is_dir() => workspace_home = Some(r),
+                Ok(r) if r.is_dir() => match unlistable(&r) {
+                    None => workspace_home = Some(r),
+                    Some(why) => workspace_home_problem = Some((w, why)),
+                },
                 Ok(_) => workspace_home_problem = Some((w, "not a folder".into())),
                 Err(e) => workspace_home_problem = Some((w, e.to_string())),
             }
@@ -127,7 +130,9 @@ impl Locations {
                 let p = expand_tilde(&expand_vars(entry, &var), home.as_deref());
                 match fs::canonicalize(&p) {
                     Ok(r) if r.is_dir() => {
-                        if workspace_home.as_ref() != Some(&r) && !model_path.contains(&r) {
+                        if let Some(why) = unlistable(&r) {
+                            model_path_problems.push((entry.to_string(), why));
+                        } else if workspace_home.as_ref() != Some(&r) && !model_path.contains(&r) {
                             model_path.push(r);
                         }
                     }
@@ -204,6 +209,14 @@ impl Locations {
         );
         out
     }
+}
+
+/// Why the folder `p` cannot be listed (a workspace home this user may not read: said, never
+/// searched as if empty), or `None`.
+fn unlistable(p: &Path) -> Option<String> {
+    fs::read_dir(p)
+        .err()
+        .map(|e| format!("cannot be read ({})", io_reason(&e)))
 }
 
 /// `HF_HOME` as huggingface_hub computes it (constants.py): the variable (`~` and `$VAR`

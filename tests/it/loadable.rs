@@ -447,3 +447,25 @@ fn folders_one_may_list_but_not_enter_are_listed_with_their_reason() {
         fs::set_permissions(d, fs::Permissions::from_mode(0o755)).unwrap();
     }
 }
+
+/// A workspace home this user may not read is said to be unusable (`list` warns), never
+/// searched as if it were empty.
+#[test]
+fn a_workspace_home_one_may_not_read_is_said_so() {
+    crate::require!(Root);
+    let fx = Fx::new();
+    fx.workspace("inside", &good_files());
+    fs::set_permissions(&fx.ws_home, fs::Permissions::from_mode(0o000)).unwrap();
+    let vars = fx.vars();
+    let loc = unprivileged(move || {
+        mlxfs::catalog::Locations::from_vars(|k| {
+            vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone())
+        })
+    });
+    fs::set_permissions(&fx.ws_home, fs::Permissions::from_mode(0o755)).unwrap();
+    assert_eq!(loc.workspace_home, None);
+    assert_eq!(
+        loc.workspace_home_problem.map(|p| p.1).as_deref(),
+        Some("cannot be read (Permission denied)")
+    );
+}
