@@ -429,14 +429,18 @@ impl FileKind {
     }
 }
 
-/// Can this process open the regular file `name` of the open folder `dir` for reading (a link
-/// followed)? Opened non-blocking and closed at once: nothing is read, and a FIFO swapped in
-/// since it was looked at never blocks. `Err` carries why not (`Permission denied`, …).
-pub fn can_open_at<Fd: std::os::fd::AsFd>(dir: Fd, name: &std::ffi::OsStr) -> io::Result<()> {
-    use rustix::fs::{Mode, OFlags};
-    let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK;
-    rustix::fs::openat(dir, name, flags, Mode::empty())?;
-    Ok(())
+/// May this process read the file `name` of the open folder `dir` (a link followed)? The
+/// kernel's own permission check for the effective user (`faccessat(R_OK, AT_EACCESS)`: modes,
+/// ACLs, capabilities, security modules), without opening anything. `Err` carries why not
+/// (`Permission denied`, …).
+pub fn can_read_at<Fd: std::os::fd::AsFd>(dir: Fd, name: &std::ffi::OsStr) -> io::Result<()> {
+    use rustix::fs::{Access, AtFlags};
+    Ok(rustix::fs::accessat(
+        dir,
+        name,
+        Access::READ_OK,
+        AtFlags::EACCESS,
+    )?)
 }
 
 /// Is this process running as root (effective uid 0)?

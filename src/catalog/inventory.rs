@@ -46,8 +46,9 @@ pub struct Entry {
     /// that could not be looked at). From `stat`: nothing is opened to learn it.
     pub kind: Option<FileKind>,
     /// A regular file of the model that a loader opens ([`crate::catalog::loader_files`]) and
-    /// this process cannot open for reading: why (`Permission denied`). Found by opening it
-    /// (non-blocking, nothing read) during the walk; `None` when it opened, or was not tried.
+    /// this process cannot read: why (`Permission denied`). Found during the walk (the open of
+    /// a file it reads anyway, else `faccessat` for the effective user); `None` when it can,
+    /// or when it was not asked.
     pub read_error: Option<String>,
     /// True for entries under the workspace's `.hf_cache/` (runtime artifacts).
     pub in_hf_cache: bool,
@@ -136,36 +137,33 @@ impl Inventory {
                     continue;
                 }
             };
-            let names = read_names(&mut fd).and_then(|names| {
-                // A folder whose mode has `r` but not `x` lists its names, and nothing in it
-                // can be looked at or opened: one `lstat` of its first entry tells.
-                match names.first() {
-                    Some((first, _)) => match stat_at(&fd, first, false) {
-                        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Err(e),
-                        _ => Ok(names),
-                    },
-                    None => Ok(names),
+            // A folder whose mode has `r` but not `x` lists its names, and nothing in it can
+            // be looked at or opened: the first `lstat` in it fails with EACCES (that of a
+            // plain entry below, or of a link that seemed to lead nowhere), and the folder is
+            // unreadable, none of its entries kept.
+            let names = read_names(&mut fd);
+            let unenterable = |inv: &mut Inventory, e: &std::io::Error, prefix: String| {
+                if prefix.is_empty() {
+                    inv.root_problem = Some(if e.kind() == std::io::ErrorKind::PermissionDenied {
+                        "cannot be entered (Permission denied)".to_string()
+                    } else {
+                        format!("cannot be read ({})", crate::catalog::io_reason(e))
+                    });
                 }
-            });
+                inv.unreadable.push(if prefix.is_empty() {
+                    ".".into()
+                } else {
+                    prefix
+                });
+            };
             let names = match names {
                 Ok(names) => names,
                 Err(e) => {
-                    if prefix.is_empty() {
-                        inv.root_problem =
-                            Some(if e.kind() == std::io::ErrorKind::PermissionDenied {
-                                "cannot be entered (Permission denied)".to_string()
-                            } else {
-                                format!("cannot be read ({})", crate::catalog::io_reason(&e))
-                            });
-                    }
-                    inv.unreadable.push(if prefix.is_empty() {
-                        ".".into()
-                    } else {
-                        prefix
-                    });
+                    unenterable(&mut inv, &e, prefix);
                     continue;
                 }
             };
+            let (entries_before, junk_before) = (inv.entries.len(), inv.junk.len());
             for (os_name, kind) in names {
                 let non_utf8 = os_name.to_str().is_none();
                 let name = os_name.to_string_lossy().into_owned();
@@ -179,9 +177,19 @@ impl Inventory {
                     continue;
                 }
                 let path = dir.join(&os_name);
+                let mut plain_stat = None;
                 let kind = match kind {
                     FileType::Unknown => match stat_at(&fd, &os_name, false) {
-                        Ok(st) => FileType::from_raw_mode(st.st_mode),
+                        Ok(st) => {
+                            plain_stat = Some(st);
+                            FileType::from_raw_mode(st.st_mode)
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                            inv.entries.truncate(entries_before);
+                            inv.junk.truncate(junk_before);
+                            unenterable(&mut inv, &e, prefix.clone());
+                            break;
+                        }
                         Err(_) => continue,
                     },
                     k => k,
@@ -191,7 +199,18 @@ impl Inventory {
                     match blob_link(&mut blobs, &fd, &os_name) {
                         Some(md) => (LinkState::Inside, Some(md)),
                         None => match links.follow(&dir, &path) {
-                            (_, None) => (LinkState::Dangling, None),
+                            // A link that seems to lead nowhere may sit in a folder that
+                            // cannot be entered: its own `lstat` tells (dangling links are
+                            // rare, so this costs nothing in the common case).
+                            (_, None) => match stat_at(&fd, &os_name, false) {
+                                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                                    inv.entries.truncate(entries_before);
+                                    inv.junk.truncate(junk_before);
+                                    unenterable(&mut inv, &e, prefix.clone());
+                                    break;
+                                }
+                                _ => (LinkState::Dangling, None),
+                            },
                             (target, Some(md)) => {
                                 let md = Meta::of(&md);
                                 if target.is_some_and(|t| roots.contains(&t)) {
@@ -203,12 +222,17 @@ impl Inventory {
                         },
                     }
                 } else {
-                    (
-                        LinkState::NotALink,
-                        stat_at(&fd, &os_name, false)
-                            .ok()
-                            .map(|st| Meta::from_stat(&st)),
-                    )
+                    let st = match plain_stat.map_or_else(|| stat_at(&fd, &os_name, false), Ok) {
+                        Ok(st) => Some(Meta::from_stat(&st)),
+                        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                            inv.entries.truncate(entries_before);
+                            inv.junk.truncate(junk_before);
+                            unenterable(&mut inv, &e, prefix.clone());
+                            break;
+                        }
+                        Err(_) => None,
+                    };
+                    (LinkState::NotALink, st)
                 };
                 let is_dir = md.as_ref().is_some_and(|m| m.is_dir);
                 let is_file = md.as_ref().is_some_and(|m| m.is_file);
@@ -228,9 +252,9 @@ impl Inventory {
                     && !in_hf_cache
                     && matches!(link, LinkState::NotALink | LinkState::Inside);
                 let loader = own && crate::catalog::loader_files::is_loader_file(&rel);
-                // A safetensors file is opened once for both its header and the LFS scan; a
-                // file a loader opens is opened (non-blocking, nothing read) to learn whether
-                // this user may read it.
+                // A safetensors file is opened once for both its header and the LFS scan; of
+                // a file a loader opens that is not opened here, the kernel is asked whether
+                // this user may read it (`faccessat`: nothing opened).
                 let mut read_error = None;
                 let (lfs_pointer, safetensors_header) =
                     if own && size > 0 && name.ends_with(".safetensors") {
@@ -250,11 +274,14 @@ impl Inventory {
                             }
                         }
                     } else {
+                        // (`config.json` is read whole by the record: its reason comes from
+                        // that read.)
                         if loader
+                            && rel != "config.json"
                             && let Err(e) = fd
                                 .fd()
                                 .map_err(std::io::Error::from)
-                                .and_then(|d| crate::sys::can_open_at(d, &os_name))
+                                .and_then(|d| crate::sys::can_read_at(d, &os_name))
                         {
                             read_error = Some(crate::catalog::io_reason(&e));
                         }
