@@ -237,13 +237,33 @@ fn run_as_a_user_who_may_not_write_the_workspace() {
 }
 
 /// `serve`: one request on the tiny model in a read-only workspace is answered (it was a 500),
-/// its worker's cache in the state folder.
+/// its worker's cache in the state folder. A model whose `tokenizer.json` is a FIFO (which
+/// once wedged serve in the loader's open()) is refused at once with the reason (422), and the
+/// other model's request is not held up.
 #[test]
 fn serve_answers_from_a_read_only_workspace() {
     crate::require!(Python, Root);
     let (fx, ws) = crate::run::with_tiny();
+    let fifo = fx.workspace("fifo", &files_of(&ws));
+    fs::remove_file(fifo.join("tokenizer.json")).unwrap();
+    crate::loadable::mkfifo(&fifo.join("tokenizer.json"));
     let _ro = ReadOnly::new(&ws);
     let s = crate::serve::Served::start(&fx, &[]);
+    let started = std::time::Instant::now();
+    let (status, v) = crate::serve::post_json(
+        &s.addr,
+        "/v1/chat/completions",
+        &[],
+        &json!({"model": "fifo", "max_tokens": 4,
+                "messages": [{"role": "user", "content": "Explain FUSE"}]}),
+    );
+    assert_eq!(status, 422, "{v}");
+    assert_eq!(v["error"]["type"], "model_unhealthy");
+    assert_eq!(
+        v["error"]["message"],
+        "fifo is unhealthy: tokenizer.json is a FIFO, not a regular file"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
     let (status, v) = crate::serve::post_json(
         &s.addr,
         "/v1/chat/completions",
