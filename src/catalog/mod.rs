@@ -1018,7 +1018,17 @@ impl ModelRef {
             Ok(_) => return here,
             Err(_) => (self.path.clone(), "the workspace folder"),
         };
-        let Err(why) = writable(&probe) else {
+        // An existing `hub/` of its own is where downloads land (made by someone else, it may
+        // be closed while `.hf_cache` is open).
+        let hub = own.join("hub");
+        let probed = writable(&probe).and_then(|()| {
+            if probe == own && fs::symlink_metadata(&hub).is_ok_and(|m| m.is_dir()) {
+                writable(&hub)
+            } else {
+                Ok(())
+            }
+        });
+        let Err(why) = probed else {
             return here;
         };
         let existing = (probe == own).then_some(own);

@@ -22,8 +22,9 @@ use super::Locations;
 /// Why nothing new may be written at a path ([`place`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Misplaced {
-    /// It is the hub cache, lies inside it, or holds it (`cache`: the hub cache).
-    HubCache { cache: PathBuf },
+    /// It is the hub cache or lies inside it (`holds`: it is a folder that holds the hub
+    /// cache; `cache`: the hub cache).
+    HubCache { cache: PathBuf, holds: bool },
     /// It lies inside a Hugging Face cache repo folder (`repo`: that `models--…` folder).
     CacheRepo { repo: PathBuf },
     /// It lies inside the model folder `model` (a `config.json` or a sentinel there).
@@ -99,7 +100,8 @@ pub fn place(path: &Path, loc: &Locations) -> Result<(), Misplaced> {
     let real = real_or_nearest(path);
     let cache = real_or_nearest(&loc.hub_cache);
     if real.starts_with(&cache) || cache.starts_with(&real) {
-        return Err(Misplaced::HubCache { cache });
+        let holds = real != cache && cache.starts_with(&real);
+        return Err(Misplaced::HubCache { cache, holds });
     }
     if let Some(repo) = real.ancestors().skip(1).find(|a| is_cache_repo(a)) {
         return Err(Misplaced::CacheRepo {

@@ -178,7 +178,7 @@ pub fn run(a: &ArchiveArgs, loc: &Locations, json: bool) -> Result<Output, CliEr
     if let Err(r) = crate::catalog::target::place(&out, loc) {
         use crate::catalog::target::Misplaced;
         let why = match r {
-            Misplaced::HubCache { cache } => format!(
+            Misplaced::HubCache { cache, .. } => format!(
                 "it lies in the hub cache ({}), whose layout belongs to huggingface_hub",
                 cache.display()
             ),

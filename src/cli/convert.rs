@@ -529,7 +529,9 @@ pub fn run(a: &ConvertArgs, loc: &Locations, json_mode: bool) -> Result<Output, 
     // The one rule of new workspaces (clone's and restore's too), in convert's words; the
     // hub cache first, as mlx-knife.
     use crate::catalog::target::{Misplaced, place};
-    if let Err(Misplaced::HubCache { .. } | Misplaced::CacheRepo { .. }) = place(&target, loc) {
+    if let Err(Misplaced::HubCache { holds: false, .. } | Misplaced::CacheRepo { .. }) =
+        place(&target, loc)
+    {
         check_target_as(&target, home.as_deref(), loc, Some(&a.source))?;
     }
     convert::check_target_vs_source(&m.path, &target)?;

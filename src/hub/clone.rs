@@ -165,7 +165,11 @@ pub fn check_target_as(
                 made_home = true;
                 continue;
             }
-            Refusal::Misplaced(Misplaced::HubCache { cache }) => {
+            Refusal::Misplaced(Misplaced::HubCache { cache, holds: true }) => refuse(format!(
+                "it holds the hub cache ({})",
+                cache.display()
+            )),
+            Refusal::Misplaced(Misplaced::HubCache { cache, .. }) => {
                 in_cache(format!("the hub cache ({})", cache.display()))
             }
             Refusal::Misplaced(Misplaced::CacheRepo { repo }) => {

@@ -136,6 +136,18 @@ fn the_catalog_places_the_cache_of_a_workspace_nobody_may_write() {
         ),
         "{c:?}"
     );
+    // An open `.hf_cache` whose `hub/` (where downloads land) is closed.
+    let hub_closed = fx.workspace("hub-closed", &good_files());
+    fs::create_dir_all(hub_closed.join(".hf_cache/hub")).unwrap();
+    fs::set_permissions(
+        hub_closed.join(".hf_cache/hub"),
+        fs::Permissions::from_mode(0o555),
+    )
+    .unwrap();
+    let m = ModelRef::workspace(hub_closed.clone(), "hub-closed".into());
+    let c = unprivileged(move || m.isolated_cache());
+    assert_eq!(c.location, CacheLocation::StateFolder);
+    assert_eq!(c.read_only_source, Some(hub_closed.join(".hf_cache")));
     fs::set_permissions(&admin, fs::Permissions::from_mode(0o755)).unwrap();
 }
 

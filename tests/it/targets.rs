@@ -80,6 +80,12 @@ fn restore_never_writes_into_a_hugging_face_cache() {
             "{msg}"
         );
     }
+    // A folder that holds the hub cache.
+    refused(
+        &fx,
+        &["restore", tar, fx.hf_home.to_str().unwrap()],
+        &format!("it holds the hub cache ({})", fx.hub().display()),
+    );
     assert_eq!(tree_state(&fx.hf_home), before, "the hub cache was written");
     let (o, v) = run(&fx, &["show", "org/m@bogus"]);
     assert_eq!(o.status.code(), Some(1), "{v}");
