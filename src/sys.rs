@@ -379,6 +379,70 @@ pub fn pid_alive(pid: i32) -> bool {
     r == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
 }
 
+/// What a directory entry is, as `stat` tells it (the `S_IFMT` bits of `st_mode`): found
+/// without opening it, so a FIFO or a device is never opened to learn what it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FileKind {
+    File,
+    Folder,
+    Fifo,
+    Socket,
+    CharDevice,
+    BlockDevice,
+    Link,
+    Other,
+}
+
+impl FileKind {
+    /// The kind of a `st_mode`.
+    pub fn from_mode(mode: u32) -> FileKind {
+        match mode & libc::S_IFMT {
+            libc::S_IFREG => FileKind::File,
+            libc::S_IFDIR => FileKind::Folder,
+            libc::S_IFIFO => FileKind::Fifo,
+            libc::S_IFSOCK => FileKind::Socket,
+            libc::S_IFCHR => FileKind::CharDevice,
+            libc::S_IFBLK => FileKind::BlockDevice,
+            libc::S_IFLNK => FileKind::Link,
+            _ => FileKind::Other,
+        }
+    }
+
+    /// The kind of a file's metadata (as `stat` or `lstat` gave it).
+    pub fn of(md: &std::fs::Metadata) -> FileKind {
+        FileKind::from_mode(md.mode())
+    }
+
+    /// The kind in words, with its article (`a FIFO`, `a folder`), for messages such as
+    /// "tokenizer.json is a FIFO, not a regular file".
+    pub fn words(self) -> &'static str {
+        match self {
+            FileKind::File => "a regular file",
+            FileKind::Folder => "a folder",
+            FileKind::Fifo => "a FIFO",
+            FileKind::Socket => "a socket",
+            FileKind::CharDevice => "a character device",
+            FileKind::BlockDevice => "a block device",
+            FileKind::Link => "a link",
+            FileKind::Other => "a special file",
+        }
+    }
+}
+
+/// May this process read the file `name` of the open folder `dir` (a link followed)? The
+/// kernel's own permission check for the effective user (`faccessat(R_OK, AT_EACCESS)`: modes,
+/// ACLs, capabilities, security modules), without opening anything. `Err` carries why not
+/// (`Permission denied`, …).
+pub fn can_read_at<Fd: std::os::fd::AsFd>(dir: Fd, name: &std::ffi::OsStr) -> io::Result<()> {
+    use rustix::fs::{Access, AtFlags};
+    Ok(rustix::fs::accessat(
+        dir,
+        name,
+        Access::READ_OK,
+        AtFlags::EACCESS,
+    )?)
+}
+
 /// Is this process running as root (effective uid 0)?
 pub fn is_root() -> bool {
     // SAFETY: geteuid cannot fail.

@@ -11,24 +11,41 @@ pub enum Config {
     Missing,
     /// It exists but is not JSON (too deeply nested counts as not JSON).
     Invalid,
-    /// It exists but cannot be read as a file (a folder, no permission, an I/O error): why.
+    /// It exists but is not a regular file (links followed): what it is (`a FIFO`, `a
+    /// folder`: [`crate::sys::FileKind::words`]).
+    NotRegular(&'static str),
+    /// A regular file that cannot be read (no permission, an I/O error): why.
     Unreadable(String),
     /// Any JSON value; [`Config::object`] is what the rules look at.
     Parsed(Value),
 }
 
 impl Config {
+    /// [`Config::load`] where the walk of `root` already says what `config.json` is: what is
+    /// not a regular file is never opened.
+    pub fn load_walked(root: &Path, inv: &super::inventory::Inventory) -> Config {
+        if inv.walked {
+            match inv.top("config.json") {
+                None => return Config::Missing,
+                Some(e) => match e.kind {
+                    None => return Config::Missing,
+                    Some(crate::sys::FileKind::File) => {}
+                    Some(k) => return Config::NotRegular(k.words()),
+                },
+            }
+        }
+        Config::load(root)
+    }
+
     /// Read and parse `<root>/config.json` (never fails: problems become `Missing`/`Invalid`).
     pub fn load(root: &Path) -> Config {
         match crate::sys::read_file(&root.join("config.json")) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Config::Missing,
-            // A FIFO or a device is "not JSON" (the test of what once hung mlx-knife pins
-            // it); a folder or a file that cannot be opened says so.
+            // Not a regular file (opened non-blocking, never read): what it is.
             Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
-                if root.join("config.json").is_dir() {
-                    Config::Unreadable("it is a folder".into())
-                } else {
-                    Config::Invalid
+                match std::fs::metadata(root.join("config.json")) {
+                    Ok(md) => Config::NotRegular(crate::sys::FileKind::of(&md).words()),
+                    Err(_) => Config::Invalid,
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::InvalidData => Config::Invalid,

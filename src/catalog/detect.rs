@@ -49,7 +49,11 @@ pub const MODEL_FILE_REASON: &str =
     "requires executing model-supplied code (config.json: model_file)";
 
 /// README front matter: (tags, library_name).
-fn front_matter(root: &Path) -> Option<(Vec<String>, Option<String>)> {
+fn front_matter(root: &Path, inv: &Inventory) -> Option<(Vec<String>, Option<String>)> {
+    // Only a regular file is opened (what the walk found is never a FIFO opened to learn).
+    if !inv.is_file_at(root, "README.md") {
+        return None;
+    }
     let bytes = crate::sys::read_file(&root.join("README.md")).ok()?;
     let text = String::from_utf8_lossy(&bytes);
     let mut lines = text.lines();
@@ -104,7 +108,7 @@ pub fn framework(
     if name.contains("mlx-community/") {
         return Framework::Mlx;
     }
-    if let Some((tags, lib)) = front_matter(root)
+    if let Some((tags, lib)) = front_matter(root, inv)
         && (tags.iter().any(|t| t.to_lowercase() == "mlx")
             || lib.is_some_and(|l| l.to_lowercase() == "mlx"))
     {
@@ -177,7 +181,7 @@ pub fn has_chat_template(root: &Path, inv: &Inventory) -> bool {
 /// A non-empty `chat_template` string in tokenizer_config.json, then tokenizer.json.
 pub fn chat_template(root: &Path, inv: &Inventory) -> Option<String> {
     for f in ["tokenizer_config.json", "tokenizer.json"] {
-        if !inv.exists_at(root, f) {
+        if !inv.is_file_at(root, f) {
             continue;
         }
         let Ok(bytes) = crate::sys::read_file(&root.join(f)) else {

@@ -9,9 +9,11 @@ use std::path::Path;
 use super::config::Config;
 use super::detect::detect_vision;
 use super::inventory::{Entry, Inventory, LinkState};
+use super::loader_files;
 use super::safetensors_header::safetensors_problem;
 use super::shards::shard_numbers;
 pub use super::verdict::Health;
+use crate::sys::FileKind;
 
 /// How the reason for an index that names shards which are not there begins (mlx-knife's
 /// words; mlxfs's fix names `mlxfs convert`).
@@ -41,13 +43,19 @@ pub fn check(root: &Path, inv: &Inventory, config: &Config) -> Health {
 }
 
 fn check_inner(root: &Path, inv: &Inventory, config: &Config) -> Check {
+    if let Some(why) = &inv.root_problem {
+        return Err(format!("The model folder {why}"));
+    }
     if !(inv.walked || root.is_dir()) {
         return Err("Model path does not exist".into());
     }
     let cfg = match config {
         Config::Missing => return Err("config.json missing".into()),
         Config::Invalid => return Err("config.json contains invalid JSON".into()),
-        Config::Unreadable(why) => return Err(format!("config.json cannot be read: {why}")),
+        Config::NotRegular(kind) => {
+            return Err(format!("config.json is {kind}, not a regular file"));
+        }
+        Config::Unreadable(why) => return Err(format!("config.json cannot be read ({why})")),
         Config::Parsed(Value::Object(m)) if !m.is_empty() => m,
         Config::Parsed(_) => return Err("config.json is empty or invalid".into()),
     };
@@ -82,9 +90,22 @@ fn check_inner(root: &Path, inv: &Inventory, config: &Config) -> Check {
     if !unreadable.is_empty() {
         return Err(format!("Unreadable folders: {}", list(&unreadable)));
     }
+    // Every file a loader opens must be a regular file this user can read: a FIFO would
+    // block the loader's open() for ever, a device or folder fail it, a file it may not read
+    // end in mlx's bare "Failed to open file".
+    let unloadable: Vec<String> = entries
+        .iter()
+        .filter(|e| loader_files::is_loader_file(&e.rel))
+        .filter_map(|e| unloadable(e))
+        .collect();
+    if !unloadable.is_empty() {
+        return Err(unloadable.join("; "));
+    }
+    // A name that is not UTF-8 matters only where a loader opens the file (a stray file from
+    // an unzipped Windows archive is a warning of the record: [`warnings`]).
     let non_utf8: Vec<String> = entries
         .iter()
-        .filter(|e| e.non_utf8)
+        .filter(|e| e.non_utf8 && loader_files::is_loader_file(&e.rel))
         .map(|e| e.rel.clone())
         .collect();
     if !non_utf8.is_empty() {
@@ -258,7 +279,7 @@ fn check_indexed(
     let find = |r: &str| {
         inv.entries
             .iter()
-            .find(|e| e.rel == r && (e.is_file || e.is_dir))
+            .find(|e| e.rel == r && !e.in_hf_cache && e.kind.is_some())
     };
     let missing: Vec<String> = referenced
         .iter()
@@ -281,6 +302,12 @@ fn check_indexed(
         return Err(format!("Missing weight shards: {}", missing.join(", ")));
     }
     let files: Vec<&Entry> = referenced.iter().filter_map(|r| find(r)).collect();
+    // The shards the index names are opened by the loader wherever they lie (a sub-folder
+    // included), and a name that is not UTF-8 cannot be one the index names.
+    let unloadable: Vec<String> = files.iter().filter_map(|e| unloadable(e)).collect();
+    if !unloadable.is_empty() {
+        return Err(unloadable.join("; "));
+    }
     let empty: Vec<String> = files
         .iter()
         .filter(|e| e.size == 0)
@@ -302,6 +329,57 @@ fn check_indexed(
     }
     check_aux(root, inv, cfg)?;
     Ok("Multi-file model complete".into())
+}
+
+/// Why a loader could not open the entry: it is not a regular file (links followed), or
+/// this user may not read it (`None`: it can; a link that leads nowhere or out of the model
+/// is reported as such before this).
+fn unloadable(e: &Entry) -> Option<String> {
+    match e.kind? {
+        FileKind::File => match &e.read_error {
+            Some(why) => Some(format!("{} cannot be read ({why})", e.rel)),
+            // Not opened by the walk (a name only health knows is loaded: an index-named
+            // shard in a sub-folder): opened now, non-blocking, nothing read.
+            None if !loader_files::is_loader_file(&e.rel) => crate::sys::open_regular(&e.path)
+                .err()
+                .map(|err| format!("{} cannot be read ({})", e.rel, super::io_reason(&err))),
+            None => None,
+        },
+        kind => Some(format!("{} is {}, not a regular file", e.rel, kind.words())),
+    }
+}
+
+/// What the record says about the model's files without making it unhealthy: names that are
+/// not UTF-8, and special files (FIFOs, sockets, devices), of files no loader opens.
+pub fn warnings(inv: &Inventory) -> Vec<String> {
+    let mut out = Vec::new();
+    let stray = |e: &&Entry| !loader_files::is_loader_file(&e.rel);
+    let non_utf8: Vec<String> = inv
+        .model_entries()
+        .filter(stray)
+        .filter(|e| e.non_utf8)
+        .map(|e| crate::text::one_line(&e.rel).into_owned())
+        .collect();
+    if !non_utf8.is_empty() {
+        out.push(format!(
+            "file names that are not valid UTF-8 (no loader opens them; the content hash \
+             cannot include them): {}",
+            list(&non_utf8)
+        ));
+    }
+    for e in inv.model_entries().filter(stray) {
+        if let Some(k) = e
+            .kind
+            .filter(|k| !matches!(k, FileKind::File | FileKind::Folder))
+        {
+            out.push(format!(
+                "{} is {}, not a regular file (no loader opens it)",
+                crate::text::one_line(&e.rel),
+                k.words()
+            ));
+        }
+    }
+    out
 }
 
 fn check_safetensors_headers(files: &[&Entry]) -> Option<String> {
@@ -326,6 +404,9 @@ fn check_safetensors_headers(files: &[&Entry]) -> Option<String> {
 fn read_json_file(root: &Path, inv: &Inventory, name: &str) -> Option<Result<Value, ()>> {
     if !inv.exists_at(root, name) {
         return None;
+    }
+    if !inv.is_file_at(root, name) {
+        return Some(Err(()));
     }
     Some(
         crate::sys::read_file(&root.join(name))

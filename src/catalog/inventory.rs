@@ -16,6 +16,7 @@ use std::path::{Component, Path, PathBuf};
 use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags};
 
 use crate::hash::resolve_link;
+use crate::sys::FileKind;
 
 /// What a symlink turned out to be.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,6 +42,14 @@ pub struct Entry {
     pub is_file: bool,
     pub is_dir: bool,
     pub size: u64,
+    /// What the entry is, a link followed (`None`: a link that leads nowhere, or an entry
+    /// that could not be looked at). From `stat`: nothing is opened to learn it.
+    pub kind: Option<FileKind>,
+    /// A regular file of the model that a loader opens ([`crate::catalog::loader_files`]) and
+    /// this process cannot read: why (`Permission denied`). Found during the walk (the open of
+    /// a file it reads anyway, else `faccessat` for the effective user); `None` when it can,
+    /// or when it was not asked.
+    pub read_error: Option<String>,
     /// True for entries under the workspace's `.hf_cache/` (runtime artifacts).
     pub in_hf_cache: bool,
     pub non_utf8: bool,
@@ -59,8 +68,13 @@ pub struct Entry {
 #[derive(Debug, Clone, Default)]
 pub struct Inventory {
     pub entries: Vec<Entry>,
-    /// Folders that could not be read (relative paths).
+    /// Folders that could not be read, or read but not entered (a folder whose mode has `r`
+    /// but not `x` lists its names, and nothing in it can be opened): relative paths, `.` for
+    /// the model folder itself.
     pub unreadable: Vec<String>,
+    /// Why the model folder itself cannot be read or entered (`cannot be entered (Permission
+    /// denied)`); `None` when the walk read it, or when it does not exist.
+    pub root_problem: Option<String>,
     /// OS junk entries skipped (relative paths; folders are not descended).
     pub junk: Vec<String>,
     /// Folders where another file system is mounted (relative paths): not descended, so a
@@ -91,9 +105,18 @@ impl Inventory {
             Some(real) => real.to_path_buf(),
             None => crate::sys::real_path(root).unwrap_or_else(|_| root.to_path_buf()),
         };
-        let Ok(root_fd) = open_dir(rustix::fs::CWD, &root) else {
-            inv.unreadable.push(".".into());
-            return inv;
+        let root_fd = match open_dir(rustix::fs::CWD, &root) {
+            Ok(fd) => fd,
+            Err(e) => {
+                inv.unreadable.push(".".into());
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    inv.root_problem = Some(format!(
+                        "cannot be read ({})",
+                        crate::catalog::io_reason(&e)
+                    ));
+                }
+                return inv;
+            }
         };
         inv.walked = true;
         let root_st = root_fd.stat().ok();
@@ -114,14 +137,33 @@ impl Inventory {
                     continue;
                 }
             };
-            let Ok(names) = read_names(&mut fd) else {
+            // A folder whose mode has `r` but not `x` lists its names, and nothing in it can
+            // be looked at or opened: the first `lstat` in it fails with EACCES (that of a
+            // plain entry below, or of a link that seemed to lead nowhere), and the folder is
+            // unreadable, none of its entries kept.
+            let names = read_names(&mut fd);
+            let unenterable = |inv: &mut Inventory, e: &std::io::Error, prefix: String| {
+                if prefix.is_empty() {
+                    inv.root_problem = Some(if e.kind() == std::io::ErrorKind::PermissionDenied {
+                        "cannot be entered (Permission denied)".to_string()
+                    } else {
+                        format!("cannot be read ({})", crate::catalog::io_reason(e))
+                    });
+                }
                 inv.unreadable.push(if prefix.is_empty() {
                     ".".into()
                 } else {
                     prefix
                 });
-                continue;
             };
+            let names = match names {
+                Ok(names) => names,
+                Err(e) => {
+                    unenterable(&mut inv, &e, prefix);
+                    continue;
+                }
+            };
+            let (entries_before, junk_before) = (inv.entries.len(), inv.junk.len());
             for (os_name, kind) in names {
                 let non_utf8 = os_name.to_str().is_none();
                 let name = os_name.to_string_lossy().into_owned();
@@ -135,9 +177,19 @@ impl Inventory {
                     continue;
                 }
                 let path = dir.join(&os_name);
+                let mut plain_stat = None;
                 let kind = match kind {
                     FileType::Unknown => match stat_at(&fd, &os_name, false) {
-                        Ok(st) => FileType::from_raw_mode(st.st_mode),
+                        Ok(st) => {
+                            plain_stat = Some(st);
+                            FileType::from_raw_mode(st.st_mode)
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                            inv.entries.truncate(entries_before);
+                            inv.junk.truncate(junk_before);
+                            unenterable(&mut inv, &e, prefix.clone());
+                            break;
+                        }
                         Err(_) => continue,
                     },
                     k => k,
@@ -147,7 +199,18 @@ impl Inventory {
                     match blob_link(&mut blobs, &fd, &os_name) {
                         Some(md) => (LinkState::Inside, Some(md)),
                         None => match links.follow(&dir, &path) {
-                            (_, None) => (LinkState::Dangling, None),
+                            // A link that seems to lead nowhere may sit in a folder that
+                            // cannot be entered: its own `lstat` tells (dangling links are
+                            // rare, so this costs nothing in the common case).
+                            (_, None) => match stat_at(&fd, &os_name, false) {
+                                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                                    inv.entries.truncate(entries_before);
+                                    inv.junk.truncate(junk_before);
+                                    unenterable(&mut inv, &e, prefix.clone());
+                                    break;
+                                }
+                                _ => (LinkState::Dangling, None),
+                            },
                             (target, Some(md)) => {
                                 let md = Meta::of(&md);
                                 if target.is_some_and(|t| roots.contains(&t)) {
@@ -159,16 +222,22 @@ impl Inventory {
                         },
                     }
                 } else {
-                    (
-                        LinkState::NotALink,
-                        stat_at(&fd, &os_name, false)
-                            .ok()
-                            .map(|st| Meta::from_stat(&st)),
-                    )
+                    let st = match plain_stat.map_or_else(|| stat_at(&fd, &os_name, false), Ok) {
+                        Ok(st) => Some(Meta::from_stat(&st)),
+                        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                            inv.entries.truncate(entries_before);
+                            inv.junk.truncate(junk_before);
+                            unenterable(&mut inv, &e, prefix.clone());
+                            break;
+                        }
+                        Err(_) => None,
+                    };
+                    (LinkState::NotALink, st)
                 };
                 let is_dir = md.as_ref().is_some_and(|m| m.is_dir);
                 let is_file = md.as_ref().is_some_and(|m| m.is_file);
                 let size = md.as_ref().map_or(0, |m| m.size);
+                let file_kind = md.as_ref().map(|m| m.kind);
                 if is_dir && link == LinkState::NotALink {
                     if dev.is_some() && md.as_ref().map(|m| m.dev) != dev {
                         inv.other_fs.push(rel.clone());
@@ -182,17 +251,45 @@ impl Inventory {
                 let own = is_file
                     && !in_hf_cache
                     && matches!(link, LinkState::NotALink | LinkState::Inside);
-                // A safetensors file is opened once for both its header and the LFS scan.
+                let loader = own && crate::catalog::loader_files::is_loader_file(&rel);
+                // A safetensors file is opened once for both its header and the LFS scan; of
+                // a file a loader opens that is not opened here, the kernel is asked whether
+                // this user may read it (`faccessat`: nothing opened).
+                let mut read_error = None;
                 let (lfs_pointer, safetensors_header) =
                     if own && size > 0 && name.ends_with(".safetensors") {
-                        read_safetensors_at(&fd, &os_name, size)
+                        match read_safetensors_at(&fd, &os_name, size) {
+                            Ok(found) => found,
+                            Err(e) => {
+                                read_error = Some(crate::catalog::io_reason(&e));
+                                (false, None)
+                            }
+                        }
+                    } else if own && may_hold_lfs_marker(size) {
+                        match read_prefix_at(&fd, &os_name, 100) {
+                            Ok(b) => (has_lfs_marker(&b), None),
+                            Err(e) => {
+                                read_error = Some(crate::catalog::io_reason(&e));
+                                (false, None)
+                            }
+                        }
                     } else {
-                        let lfs = own
-                            && may_hold_lfs_marker(size)
-                            && read_prefix_at(&fd, &os_name, 100)
-                                .is_some_and(|b| has_lfs_marker(&b));
-                        (lfs, None)
+                        // (`config.json` is read whole by the record: its reason comes from
+                        // that read.)
+                        if loader
+                            && rel != "config.json"
+                            && let Err(e) = fd
+                                .fd()
+                                .map_err(std::io::Error::from)
+                                .and_then(|d| crate::sys::can_read_at(d, &os_name))
+                        {
+                            read_error = Some(crate::catalog::io_reason(&e));
+                        }
+                        (false, None)
                     };
+                if !loader {
+                    read_error = None;
+                }
                 inv.entries.push(Entry {
                     rel,
                     name,
@@ -201,6 +298,8 @@ impl Inventory {
                     is_file,
                     is_dir,
                     size,
+                    kind: file_kind,
+                    read_error,
                     in_hf_cache,
                     non_utf8,
                     lfs_pointer,
@@ -271,6 +370,7 @@ pub fn may_hold_lfs_marker(size: u64) -> bool {
 struct Meta {
     is_dir: bool,
     is_file: bool,
+    kind: FileKind,
     size: u64,
     dev: u64,
 }
@@ -283,6 +383,7 @@ impl Meta {
         Meta {
             is_dir: kind == FileType::Directory,
             is_file: kind == FileType::RegularFile,
+            kind: FileKind::from_mode(st.st_mode as u32),
             size: st.st_size as u64,
             dev: st.st_dev as u64,
         }
@@ -292,6 +393,7 @@ impl Meta {
         Meta {
             is_dir: md.is_dir(),
             is_file: md.is_file(),
+            kind: FileKind::of(md),
             size: md.len(),
             dev: md.dev(),
         }
@@ -369,29 +471,28 @@ fn has_lfs_marker(prefix: &[u8]) -> bool {
 /// Safetensors file `name` (`size` bytes) of the open folder: is it an LFS pointer (when
 /// small enough to be one), and is its header sound (`Some(None)`; `None`: not opened, or a
 /// problem, which health confirms by path).
-fn read_safetensors_at(dir: &Dir, name: &OsStr, size: u64) -> (bool, Option<Option<&'static str>>) {
+/// `Err`: it cannot be opened (why).
+fn read_safetensors_at(
+    dir: &Dir,
+    name: &OsStr,
+    size: u64,
+) -> std::io::Result<(bool, Option<Option<&'static str>>)> {
     let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK;
-    let Some(fd) = dir
-        .fd()
-        .ok()
-        .and_then(|d| rustix::fs::openat(d, name, flags, Mode::empty()).ok())
-    else {
-        return (false, None);
-    };
+    let fd = rustix::fs::openat(dir.fd()?, name, flags, Mode::empty())?;
     let mut file = std::fs::File::from(fd);
     if may_hold_lfs_marker(size) {
         // Small: read whole (under 200 bytes), then judge both from the bytes.
         let mut bytes = Vec::with_capacity(size as usize);
         use std::io::Read;
         if (&mut file).take(size).read_to_end(&mut bytes).is_err() {
-            return (false, None);
+            return Ok((false, None));
         }
         let header =
             crate::catalog::safetensors_header::safetensors_problem_in(&mut bytes.as_slice(), size);
-        return (has_lfs_marker(&bytes), sound(header));
+        return Ok((has_lfs_marker(&bytes), sound(header)));
     }
     let header = crate::catalog::safetensors_header::safetensors_problem_in(&mut file, size);
-    (false, sound(header))
+    Ok((false, sound(header)))
 }
 
 /// A header found sound is kept; a problem is left for health to confirm by path, with a
@@ -403,13 +504,13 @@ fn sound(problem: Option<&'static str>) -> Option<Option<&'static str>> {
 /// Up to `n` first bytes of the regular file `name` in the open folder (a link followed);
 /// `None` when it cannot be opened or read. Opened non-blocking (a FIFO swapped in never
 /// blocks the walk).
-fn read_prefix_at(dir: &Dir, name: &OsStr, n: usize) -> Option<Vec<u8>> {
+fn read_prefix_at(dir: &Dir, name: &OsStr, n: usize) -> std::io::Result<Vec<u8>> {
     let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK;
-    let fd = rustix::fs::openat(dir.fd().ok()?, name, flags, Mode::empty()).ok()?;
+    let fd = rustix::fs::openat(dir.fd()?, name, flags, Mode::empty())?;
     let mut buf = vec![0u8; n];
-    let got = rustix::io::read(&fd, &mut buf).ok()?;
+    let got = rustix::io::read(&fd, &mut buf)?;
     buf.truncate(got);
-    Some(buf)
+    Ok(buf)
 }
 
 /// A hub repo's `blobs/` by inode, read at the first link of a walk.

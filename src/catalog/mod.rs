@@ -6,12 +6,14 @@ pub mod detect;
 pub mod fleet;
 pub mod health;
 pub mod inventory;
+pub mod loader_files;
 pub mod mlx_lm_types;
 pub mod record;
 pub mod resolve;
 pub mod runtime_cache;
 pub mod safetensors_header;
 pub mod shards;
+pub mod target;
 pub mod verdict;
 
 use serde::Serialize;
@@ -113,7 +115,10 @@ impl Locations {
             let p = expand_tilde(&w, home.as_deref());
             workspace_home_set = Some(p.clone());
             match fs::canonicalize(&p) {
-                Ok(r) if r.is_dir() => workspace_home = Some(r),
+                Ok(r) if r.is_dir() => match unlistable(&r) {
+                    None => workspace_home = Some(r),
+                    Some(why) => workspace_home_problem = Some((w, why)),
+                },
                 Ok(_) => workspace_home_problem = Some((w, "not a folder".into())),
                 Err(e) => workspace_home_problem = Some((w, e.to_string())),
             }
@@ -125,7 +130,9 @@ impl Locations {
                 let p = expand_tilde(&expand_vars(entry, &var), home.as_deref());
                 match fs::canonicalize(&p) {
                     Ok(r) if r.is_dir() => {
-                        if workspace_home.as_ref() != Some(&r) && !model_path.contains(&r) {
+                        if let Some(why) = unlistable(&r) {
+                            model_path_problems.push((entry.to_string(), why));
+                        } else if workspace_home.as_ref() != Some(&r) && !model_path.contains(&r) {
                             model_path.push(r);
                         }
                     }
@@ -202,6 +209,14 @@ impl Locations {
         );
         out
     }
+}
+
+/// Why the folder `p` cannot be listed (a workspace home this user may not read: said, never
+/// searched as if empty), or `None`.
+fn unlistable(p: &Path) -> Option<String> {
+    fs::read_dir(p)
+        .err()
+        .map(|e| format!("cannot be read ({})", io_reason(&e)))
 }
 
 /// `HF_HOME` as huggingface_hub computes it (constants.py): the variable (`~` and `$VAR`
@@ -386,7 +401,14 @@ impl HubRepo {
                 return Some(repo);
             }
             Err(e) => {
-                repo.problem = Some(format!("Cannot read snapshots/: {e}"));
+                repo.problem = Some(match fs::symlink_metadata(&snaps) {
+                    // Not even `snapshots/` can be looked at: the repo folder lists its names
+                    // but cannot be entered (mode `r` without `x`).
+                    Err(e2) if e2.kind() == std::io::ErrorKind::PermissionDenied => {
+                        format!("cannot be entered ({})", io_reason(&e2))
+                    }
+                    _ => format!("Cannot read snapshots/: {}", io_reason(&e)),
+                });
                 return Some(repo);
             }
         };
@@ -408,7 +430,20 @@ impl HubRepo {
                     None => fs::metadata(e.path()).ok(),
                 }
             } else if ft.is_dir() {
-                e.metadata().ok()
+                match e.metadata() {
+                    Ok(md) => Some(md),
+                    // `snapshots/` lists its names but cannot be entered (mode `r` without
+                    // `x`): no snapshot in it can be read.
+                    Err(err) if err.kind() == std::io::ErrorKind::PermissionDenied => {
+                        repo.problem = Some(format!(
+                            "snapshots/ cannot be entered ({})",
+                            io_reason(&err)
+                        ));
+                        repo.snapshots.clear();
+                        return Some(repo);
+                    }
+                    Err(_) => None,
+                }
             } else {
                 repo.ignored
                     .push(format!("snapshots/{shown}: not a folder"));
@@ -718,13 +753,22 @@ pub fn scan_workspaces(home: &Path) -> Vec<WorkspaceDir> {
         } else if !ft.is_dir() {
             return None;
         }
+        let config = fs::symlink_metadata(path.join("config.json"));
         if problem.is_none()
-            && !has_config(&path)
-            && let Err(e) = fs::read_dir(&path)
+            && let Err(e) = &config
         {
-            problem = Some(format!("cannot be read ({})", io_reason(&e)));
+            if e.kind() == std::io::ErrorKind::PermissionDenied {
+                // The folder lists its names (or not) but cannot be entered: it may hold a
+                // model this user cannot use; said, never left out.
+                problem = Some(match fs::read_dir(&path) {
+                    Ok(_) => format!("cannot be entered ({})", io_reason(e)),
+                    Err(e) => format!("cannot be read ({})", io_reason(&e)),
+                });
+            } else if let Err(e) = fs::read_dir(&path) {
+                problem = Some(format!("cannot be read ({})", io_reason(&e)));
+            }
         }
-        (problem.is_some() || has_config(&path)).then_some(WorkspaceDir {
+        (problem.is_some() || config.is_ok()).then_some(WorkspaceDir {
             name,
             path,
             problem,
@@ -925,31 +969,83 @@ impl ModelRef {
         }
     }
 
-    /// The model's isolated Hugging Face cache for `run` and `serve` workers: the workspace's
-    /// own `.hf_cache` (ADR-022: runtime artifacts visible in the workspace), or for a hub
-    /// model a per-model folder `hf-cache/models--org--name` under mlxfs's state folder.
-    /// Never creates anything (for the readers); a writer takes
-    /// [`Self::isolated_cache_to_write`].
-    pub fn isolated_cache(&self) -> PathBuf {
+    /// The model's isolated Hugging Face cache for `run` and `serve` workers, and why it is
+    /// there ([`IsolatedCache`]: the one rule `run`, serve's workers and the readers ask).
+    /// Never creates anything (for the readers: `show`, `health --verbose`, the mount); a
+    /// writer takes [`Self::isolated_cache_for_writer`].
+    pub fn isolated_cache(&self) -> IsolatedCache {
         self.isolated_cache_in(&crate::state::dir_or_temp())
     }
 
-    /// [`Self::isolated_cache`] for a writer (`run`, a serve worker): for a hub model, the
-    /// state folder's temp fallback is made first, with its own mode, and the cache is below
-    /// the folder made (the readers never make it).
-    pub fn isolated_cache_to_write(&self) -> PathBuf {
-        match self.source {
-            Source::Workspace => self.isolated_cache(),
-            Source::Cache => self.isolated_cache_in(&crate::state::create_dir_or_temp()),
+    /// [`Self::isolated_cache`] for a writer (`run`, a serve worker): when the cache is in
+    /// mlxfs's state folder, the state folder's temp fallback is made first, with its own
+    /// mode, and the cache is below the folder made (the readers never make it).
+    pub fn isolated_cache_for_writer(&self) -> IsolatedCache {
+        let own = self.isolated_cache_in(Path::new(""));
+        if own.location == CacheLocation::Workspace {
+            return own;
         }
+        self.isolated_cache_in(&crate::state::create_dir_or_temp())
+    }
+
+    /// The folder of [`Self::isolated_cache_for_writer`] (serve's worker pool).
+    pub fn isolated_cache_to_write(&self) -> PathBuf {
+        self.isolated_cache_for_writer().dir
     }
 
     /// [`Self::isolated_cache`] with `state` as mlxfs's state folder.
-    fn isolated_cache_in(&self, state: &Path) -> PathBuf {
-        match self.source {
-            Source::Workspace => self.path.join(".hf_cache"),
-            Source::Cache => state.join("hf-cache").join(dir_from_repo_id(&self.name)),
+    fn isolated_cache_in(&self, state: &Path) -> IsolatedCache {
+        let in_state = |sub: PathBuf, reason: Option<String>, read_only_source| IsolatedCache {
+            dir: state.join("hf-cache").join(sub),
+            location: CacheLocation::StateFolder,
+            reason,
+            read_only_source,
+        };
+        if self.source == Source::Cache {
+            return in_state(PathBuf::from(dir_from_repo_id(&self.name)), None, None);
         }
+        let own = self.path.join(".hf_cache");
+        let here = IsolatedCache {
+            dir: own.clone(),
+            location: CacheLocation::Workspace,
+            reason: None,
+            read_only_source: None,
+        };
+        // Where runs would write: the `.hf_cache` that is there (a link or a file is the
+        // workspace's own problem, which `run` names), else the workspace folder.
+        let (probe, what) = match fs::symlink_metadata(&own) {
+            Ok(md) if md.is_dir() => (own.clone(), "its .hf_cache"),
+            Ok(_) => return here,
+            Err(_) => (self.path.clone(), "the workspace folder"),
+        };
+        // An existing `hub/` of its own is where downloads land (made by someone else, it may
+        // be closed while `.hf_cache` is open).
+        let hub = own.join("hub");
+        let probed = writable(&probe).and_then(|()| {
+            if probe == own && fs::symlink_metadata(&hub).is_ok_and(|m| m.is_dir()) {
+                writable(&hub)
+            } else {
+                Ok(())
+            }
+        });
+        let Err(why) = probed else {
+            return here;
+        };
+        let existing = (probe == own).then_some(own);
+        let reason = format!(
+            "{what} is not writable for this user ({why}): runs keep their cache in mlxfs's \
+             state folder{}",
+            if existing.is_some() {
+                " (a draft model captured in the workspace's .hf_cache is still found there)"
+            } else {
+                ""
+            }
+        );
+        in_state(
+            PathBuf::from("workspaces").join(workspace_cache_name(&self.path)),
+            Some(reason),
+            existing,
+        )
     }
 
     /// The name `show`/`run` accept for this model (`org/name@rev7` for further snapshots).
@@ -959,6 +1055,85 @@ impl ModelRef {
             _ => self.short_name.clone(),
         }
     }
+}
+
+/// Where a model's isolated Hugging Face cache lives ([`ModelRef::isolated_cache`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CacheLocation {
+    /// The workspace's own `.hf_cache` (ADR-022: runtime artifacts visible in the workspace).
+    Workspace,
+    /// A folder of its own under mlxfs's per-user state folder (`hf-cache/models--org--name`
+    /// for a hub model, whose cache is never written; `hf-cache/workspaces/<name>-<id>` for a
+    /// workspace this user cannot write: a shared `/opt/models`, a read-only disk, a service
+    /// user serving an admin's models).
+    StateFolder,
+    /// A folder the user gave (`run --workspace-cache`).
+    Given,
+}
+
+/// A model's isolated runtime cache: the folder, where it is and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IsolatedCache {
+    pub dir: PathBuf,
+    pub location: CacheLocation,
+    /// Why the cache is not where it would be (a workspace that is not writable); `None` for
+    /// the model's usual place.
+    pub reason: Option<String>,
+    /// The workspace's own `.hf_cache` when it exists but this user cannot write it: never
+    /// written, but still read for what a run may take from it (a captured draft model).
+    pub read_only_source: Option<PathBuf>,
+}
+
+impl IsolatedCache {
+    /// A folder the user gave, used as it is.
+    pub fn given(dir: PathBuf) -> IsolatedCache {
+        IsolatedCache {
+            dir,
+            location: CacheLocation::Given,
+            reason: None,
+            read_only_source: None,
+        }
+    }
+}
+
+impl std::ops::Deref for IsolatedCache {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl AsRef<Path> for IsolatedCache {
+    fn as_ref(&self) -> &Path {
+        &self.dir
+    }
+}
+
+/// Can this process create entries in folder `p` (`faccessat(W_OK | X_OK, AT_EACCESS)`:
+/// the effective user, a read-only mount included)? `Err`: why not. Nothing is written.
+fn writable(p: &Path) -> Result<(), String> {
+    use rustix::fs::{Access, AtFlags};
+    rustix::fs::accessat(
+        rustix::fs::CWD,
+        p,
+        Access::WRITE_OK | Access::EXEC_OK,
+        AtFlags::EACCESS,
+    )
+    .map_err(|e| io_reason(&std::io::Error::from(e)))
+}
+
+/// The state folder's name for a workspace's cache: its folder name (at most 64 characters)
+/// and 16 hex digits of the SHA-256 of its real path (two workspaces of one name differ).
+fn workspace_cache_name(ws: &Path) -> String {
+    use sha2::{Digest, Sha256};
+    let real = crate::sys::real_path(ws).unwrap_or_else(|_| ws.to_path_buf());
+    let id = crate::text::hex(&Sha256::digest(real.as_os_str().as_encoded_bytes()));
+    let name: String = ws
+        .file_name()
+        .map(|n| n.to_string_lossy().chars().take(64).collect())
+        .unwrap_or_default();
+    format!("{name}-{}", &id[..16])
 }
 
 /// Every model of the catalog at its current revision: workspaces first (by name), then hub

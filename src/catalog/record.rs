@@ -102,7 +102,7 @@ pub fn describe(m: &ModelRef) -> Described {
     } else {
         Inventory::scan(&m.path, &m.link_roots())
     };
-    let config = Config::load(&m.path);
+    let config = Config::load_walked(&m.path, &inv);
     let cfg = config.object();
     let heur_name = m.short_name.as_str();
     let template = detect::has_chat_template(&m.path, &inv);
@@ -162,6 +162,7 @@ pub fn describe(m: &ModelRef) -> Described {
             .into_iter()
             .chain(m.ignored.iter().map(|i| format!("ignored {i}")))
             .chain(junk_warning(&inv))
+            .chain(health::warnings(&inv))
             .chain(inv.other_fs.iter().map(|d| {
                 format!("{d}/: another file system is mounted there; not read as part of the model")
             }))

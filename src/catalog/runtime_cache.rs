@@ -12,6 +12,7 @@ use serde::Serialize;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use super::{CacheLocation, IsolatedCache};
 use crate::text::short_rev;
 
 /// One file of a cached revision (a snapshot entry).
@@ -55,6 +56,15 @@ pub struct CachedRepo {
 pub struct RuntimeCache {
     /// The folder (lossy when not UTF-8: a JSON string either way).
     pub dir: String,
+    /// Where it is: `workspace` (the workspace's own `.hf_cache`), `state_folder` (mlxfs's
+    /// per-user state folder: a hub model's, or a workspace's this user cannot write),
+    /// `given` (`run --workspace-cache`); absent when only a folder was inspected.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub location: Option<CacheLocation>,
+    /// Why it is not where the model's cache usually is (a workspace that is not writable),
+    /// else `null` ([`super::IsolatedCache::reason`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub location_reason: Option<Option<String>>,
     /// The folder exists (a model that never ran has none).
     pub exists: bool,
     /// Hub repos under `hub/`, sorted by kind and id.
@@ -75,8 +85,17 @@ pub struct RuntimeCache {
 }
 
 impl RuntimeCache {
-    /// One line: `empty`, or `N repo(s), F file(s), B bytes` with the offline verdict.
+    /// One line: `empty`, or `N repo(s), F file(s), B bytes` with the offline verdict; and
+    /// why the cache is where it is, when that is not the model's usual place.
     pub fn summary(&self) -> String {
+        match self.location_reason.clone().flatten() {
+            Some(why) => format!("{} — {why}", self.contents()),
+            None => self.contents(),
+        }
+    }
+
+    /// [`Self::summary`] without the location.
+    fn contents(&self) -> String {
         if !self.exists {
             return "none yet (the model has not run)".into();
         }
@@ -303,11 +322,47 @@ fn inspect_repo(dir: &Path, kind: &'static str, rest: &str) -> (CachedRepo, u64,
     (repo, files, bytes)
 }
 
-/// Inspect the runtime cache `dir` (its `hub/` as huggingface_hub lays it out, and every other
-/// file). Never fails and never writes; a missing folder is `exists: false`.
-pub fn inspect(dir: &Path) -> RuntimeCache {
+/// What [`inspect`] looks at: a model's [`IsolatedCache`] (its folder, where and why), or
+/// only a folder.
+pub trait CacheSite {
+    fn cache_dir(&self) -> &Path;
+    /// Where the cache is and why (`None` for a bare folder).
+    fn placement(&self) -> Option<(CacheLocation, Option<String>)> {
+        None
+    }
+}
+
+impl CacheSite for Path {
+    fn cache_dir(&self) -> &Path {
+        self
+    }
+}
+
+impl CacheSite for PathBuf {
+    fn cache_dir(&self) -> &Path {
+        self
+    }
+}
+
+impl CacheSite for IsolatedCache {
+    fn cache_dir(&self) -> &Path {
+        &self.dir
+    }
+    fn placement(&self) -> Option<(CacheLocation, Option<String>)> {
+        Some((self.location, self.reason.clone()))
+    }
+}
+
+/// Inspect a runtime cache (its `hub/` as huggingface_hub lays it out, and every other file):
+/// a model's ([`crate::catalog::ModelRef::isolated_cache`], reported with where it is and
+/// why), or a folder. Never fails and never writes; a missing folder is `exists: false`.
+pub fn inspect(cache: &(impl CacheSite + ?Sized)) -> RuntimeCache {
+    let dir = cache.cache_dir();
+    let placement = cache.placement();
     let mut rc = RuntimeCache {
         dir: dir.to_string_lossy().into_owned(),
+        location: placement.as_ref().map(|p| p.0),
+        location_reason: placement.map(|p| p.1),
         exists: false,
         repos: Vec::new(),
         other_files: 0,

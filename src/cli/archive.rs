@@ -173,6 +173,30 @@ pub fn run(a: &ArchiveArgs, loc: &Locations, json: bool) -> Result<Output, CliEr
     let ext = if a.zstd { ".tar.zst" } else { ".tar" };
     let out = absolute(&out_path(a.out.as_deref(), &plan.manifest.name, ext));
     crate::archive::write::check_out(&plan, &out, a.force)?;
+    // The rule of every writer (clone, convert, restore): never into a Hugging Face cache or
+    // another model's folder.
+    if let Err(r) = crate::catalog::target::place(&out, loc) {
+        use crate::catalog::target::Misplaced;
+        let why = match r {
+            Misplaced::HubCache { cache, .. } => format!(
+                "it lies in the hub cache ({}), whose layout belongs to huggingface_hub",
+                cache.display()
+            ),
+            Misplaced::CacheRepo { repo } => format!(
+                "it lies in a Hugging Face cache ({}), whose layout belongs to huggingface_hub",
+                repo.display()
+            ),
+            Misplaced::InsideModel { model } => format!(
+                "it lies inside the model folder {} (the file would become part of that model)",
+                model.display()
+            ),
+        };
+        return Err(CliError::new(
+            ErrorType::InvalidTargetError,
+            format!("Cannot write the archive to {}: {why}", out.display()),
+        )
+        .hint("Write the archive somewhere else (e.g. ./ or a backup folder)."));
+    }
     stop_on_interrupt();
     let bar = progress(json, a.quiet);
     if let Some(dir) = out.parent() {

@@ -15,7 +15,7 @@ use crate::convert::{
     self, ConvertError, Converted, Engine, EngineReport, Flags, Job, Mode, Progress,
 };
 use crate::error::ErrorType;
-use crate::hub::clone::{check_target, target_for};
+use crate::hub::clone::{check_target_as, target_for};
 use crate::runtime::{self, Event, PythonEnv, convert::ConvertRequest};
 use crate::text::{human_bytes, one_line};
 
@@ -408,6 +408,8 @@ impl Engine for PythonEngine {
                 return Err(ConvertError::interrupted());
             }
             let (t, message, hint) = runtime::reported_error(&self.env, &kind, &message);
+            // `InvalidArgumentError`: a quantization of no layer, which the headers could not
+            // tell (convert::check_weights), refused before anything was written.
             let t = if t == ErrorType::GenerationFailed {
                 ErrorType::ConversionFailed
             } else {
@@ -462,6 +464,13 @@ impl Engine for PythonEngine {
         facts.insert("tensors".into(), s.done["tensors"].clone());
         facts.insert("tensor_bytes".into(), s.done["bytes"].clone());
         facts.insert("quantization".into(), s.done["quantization"].clone());
+        if !s.done["quantized_layers"].is_null() {
+            facts.insert(
+                "quantized_layers".into(),
+                s.done["quantized_layers"].clone(),
+            );
+            facts.insert("unquantized".into(), s.done["unquantized"].clone());
+        }
         facts.insert("peak_memory_gb".into(), s.done["peak_memory_gb"].clone());
         facts.insert("python_s".into(), s.done["seconds"].clone());
         facts.insert("python_phases".into(), s.done["phases"].clone());
@@ -500,6 +509,7 @@ pub fn run(a: &ConvertArgs, loc: &Locations, json_mode: bool) -> Result<Output, 
     }
     let d = describe(&m);
     convert::check_source(&d, &mode)?;
+    convert::check_weights(&d, &mode)?;
     // 3. The target, by clone's rules.
     let home = loc
         .workspace_home
@@ -507,9 +517,16 @@ pub fn run(a: &ConvertArgs, loc: &Locations, json_mode: bool) -> Result<Output, 
         .or_else(|| loc.workspace_home_set.clone());
     let example = format!("mlxfs convert {} ./{}-converted", a.source, m.short_name);
     let target = target_for(&m.short_name, Some(&a.target), home.as_deref(), &example)?;
-    convert::check_target_not_in_cache(&target, &loc.hub_cache, &a.source)?;
+    // The one rule of new workspaces (clone's and restore's too), in convert's words; the
+    // hub cache first, as mlx-knife.
+    use crate::catalog::target::{Misplaced, place};
+    if let Err(Misplaced::HubCache { holds: false, .. } | Misplaced::CacheRepo { .. }) =
+        place(&target, loc)
+    {
+        check_target_as(&target, home.as_deref(), loc, Some(&a.source))?;
+    }
     convert::check_target_vs_source(&m.path, &target)?;
-    check_target(&target, home.as_deref(), loc)?;
+    check_target_as(&target, home.as_deref(), loc, Some(&a.source))?;
 
     // 4. Python (weight modes): the environment, the isolated cache, before any thread.
     let engine = if mode.converts_weights() {
@@ -607,6 +624,17 @@ fn data(a: &ConvertArgs, job: &Job, c: &Converted) -> Value {
     if let Some(h) = &c.content_hash {
         d.insert("content_hash".into(), Value::from(h.clone()));
     }
+    if let Some(q) = c.engine.facts.get("quantized_layers") {
+        d.insert("quantized_layers".into(), q.clone());
+        d.insert(
+            "unquantized".into(),
+            c.engine
+                .facts
+                .get("unquantized")
+                .cloned()
+                .unwrap_or(json!([])),
+        );
+    }
     d.insert("parameters".into(), job.mode.parameters());
     d.insert("files".into(), json!(c.files));
     d.insert("size_bytes".into(), json!(c.bytes));
@@ -629,6 +657,34 @@ fn render(job: &Job, c: &Converted) -> String {
         s.push_str(&format!("\n  ⚠ {w}"));
     }
     s.push_str(&format!("\n  {}", c.message));
+    if let Some(Value::Array(left)) = c.engine.facts.get("unquantized")
+        && !left.is_empty()
+    {
+        let names: Vec<String> = left
+            .iter()
+            .take(12)
+            .map(|l| {
+                format!(
+                    "{} ({})",
+                    one_line(l["layer"].as_str().unwrap_or("?")),
+                    match l["why"].as_str() {
+                        Some("group_size") => format!("input width {}", l["input_width"]),
+                        _ => "kept float by the model".to_string(),
+                    }
+                )
+            })
+            .collect();
+        s.push_str(&format!(
+            "\n  ⚠ {} layer(s) left unquantized: {}{}",
+            left.len(),
+            names.join(", "),
+            if left.len() > 12 {
+                ", … (all of them in --json: unquantized)"
+            } else {
+                ""
+            }
+        ));
+    }
     match &c.health {
         Some(h) => match h.reason() {
             None => s.push_str("\n  ✓ Health check: passed"),

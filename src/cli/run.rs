@@ -11,7 +11,7 @@ use std::time::Instant;
 use super::output::{CliError, Output, exit_on_write_error};
 use crate::catalog::record::{self, Described, describe, show_model};
 use crate::catalog::resolve::{self, is_explicit_path};
-use crate::catalog::{Locations, ModelRef, runtime_cache};
+use crate::catalog::{IsolatedCache, Locations, ModelRef, runtime_cache};
 use crate::error::ErrorType;
 use crate::runtime::{self, Event, GenRequest, PythonEnv};
 use crate::text::{human_bytes, one_line};
@@ -19,8 +19,9 @@ use crate::text::{human_bytes, one_line};
 #[derive(Args, Debug)]
 #[command(after_help = "\
 Before Python starts, HF_HOME points at an isolated cache: <workspace>/.hf_cache for a
-workspace, a per-model folder under mlxfs's state directory for a hub model, or
---workspace-cache DIR (alias --cache-dir). Every cache variable the libraries consult
+workspace, a per-model folder under mlxfs's state directory for a hub model and for a
+workspace you cannot write (a shared /opt/models, a read-only disk; the cache report says
+so), or --workspace-cache DIR (alias --cache-dir). Every cache variable the libraries consult
 (legacy names and XDG_CACHE_HOME included) is pointed there too, so whatever mlx-lm,
 transformers or huggingface_hub fetch at run time lands there (reported after the run:
 what arrived, and whether the cache is ready for offline runs), never in your shared
@@ -325,13 +326,15 @@ fn resolve_draft(spec: &str, loc: &Locations, force: bool) -> Result<Draft, CliE
 /// A hub draft an earlier run captured in `cache`: its `refs/main` snapshot when nothing of
 /// the repo is missing (no partial download, no dangling link), loaded from there so that the
 /// run needs no network for it (ADR-022: after the first run, everything is local).
-fn captured_draft(draft: &mut Draft, cache: &std::path::Path) {
-    let rc = runtime_cache::inspect(cache);
-    let Some(repo) = rc
-        .repos
-        .iter()
-        .find(|r| r.kind == "model" && r.repo_id == draft.load)
-    else {
+/// A workspace's own `.hf_cache` this user cannot write is read too (after the run's cache).
+fn captured_draft(draft: &mut Draft, cache: &IsolatedCache) {
+    let caches = std::iter::once(&cache.dir).chain(cache.read_only_source.as_ref());
+    let found: Vec<_> = caches.map(runtime_cache::inspect).collect();
+    let Some(repo) = found.iter().find_map(|rc| {
+        rc.repos
+            .iter()
+            .find(|r| r.kind == "model" && r.repo_id == draft.load)
+    }) else {
         return;
     };
     if !repo.problems.is_empty() {
@@ -353,11 +356,11 @@ fn captured_draft(draft: &mut Draft, cache: &std::path::Path) {
     }
 }
 
-fn cache_dir_for(a: &RunArgs, model: &ModelRef) -> PathBuf {
+fn cache_dir_for(a: &RunArgs, model: &ModelRef) -> IsolatedCache {
     if let Some(d) = &a.cache_dir {
-        return std::path::absolute(d).unwrap_or_else(|_| d.clone());
+        return IsolatedCache::given(std::path::absolute(d).unwrap_or_else(|_| d.clone()));
     }
-    model.isolated_cache_to_write()
+    model.isolated_cache_for_writer()
 }
 
 /// Refuse a model mlx-lm cannot run, before any Python starts. A model labelled `PyTorch`
@@ -613,10 +616,14 @@ pub fn run(a: &RunArgs, loc: &Locations, json_mode: bool) -> Result<Output, CliE
         .hint("Remove it (the isolated cache is made anew), or give --workspace-cache DIR."));
     }
     let env: PythonEnv = runtime::python::find(a.python.as_deref())?;
-    std::fs::create_dir_all(&cache).map_err(|e| {
+    std::fs::create_dir_all(&*cache).map_err(|e| {
         CliError::new(
             ErrorType::CacheDirFailed,
             format!("cannot create {}: {e}", cache.display()),
+        )
+        .hint(
+            "Give a folder you may write with --workspace-cache DIR (or set XDG_STATE_HOME \
+             for mlxfs's state folder).",
         )
     })?;
     // The token stays the user's (it is only read: nothing logs in or out during a run).
@@ -879,8 +886,9 @@ fn abandoned_error() -> CliError {
 
 /// Name what arrived: the hub repos of the isolated cache with files the run added (each
 /// with its revisions), and the cache's offline-readiness after the run.
-fn arrived(report: &mut Value, cache: &std::path::Path) {
+fn arrived(report: &mut Value, cache: &IsolatedCache) {
     let rc = runtime_cache::inspect(cache);
+    let cache = &cache.dir;
     let added: Vec<String> = report["added"]
         .as_array()
         .map(|a| {
@@ -907,6 +915,11 @@ fn arrived(report: &mut Value, cache: &std::path::Path) {
         }
     }
     if let Value::Object(o) = report {
+        o.insert("location".into(), json!(rc.location));
+        o.insert(
+            "location_reason".into(),
+            json!(rc.location_reason.flatten()),
+        );
         o.insert("arrived".into(), Value::Array(repos));
         o.insert("offline_ready".into(), json!(rc.offline_ready));
         o.insert("problems".into(), json!(rc.problems));
@@ -916,11 +929,16 @@ fn arrived(report: &mut Value, cache: &std::path::Path) {
 fn describe_report(r: &Value) -> String {
     let dir = r["dir"].as_str().unwrap_or("?");
     let added = r["added"].as_array().cloned().unwrap_or_default();
+    // Why the cache is not the model's usual one (a workspace this user cannot write).
+    let why = r["location_reason"]
+        .as_str()
+        .map(|w| format!("\n  {}", one_line(w)))
+        .unwrap_or_default();
     if added.is_empty() {
-        return format!("cache {}: nothing added", one_line(dir));
+        return format!("cache {}: nothing added{why}", one_line(dir));
     }
     let mut s = format!(
-        "cache {}: {} file(s) added, {}",
+        "cache {}: {} file(s) added, {}{why}",
         one_line(dir),
         added.len(),
         human_bytes(r["bytes_added"].as_u64().unwrap_or(0))

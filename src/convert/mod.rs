@@ -383,6 +383,163 @@ pub fn check_source(d: &Described, mode: &Mode) -> Result<()> {
     Ok(())
 }
 
+/// One tensor of the source's weights, as its safetensors header describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct TensorInfo {
+    name: String,
+    dtype: String,
+    shape: Vec<u64>,
+}
+
+/// The tensors of the source's weights — its top-level `model*.safetensors`, what mlx-lm's
+/// loader (and so the conversion) reads — from their headers (no data read), with whether
+/// every file says `format: mlx`. `None` when a header cannot be read (health has said why).
+fn source_tensors(src: &Path) -> Option<(Vec<TensorInfo>, bool)> {
+    let mut out = Vec::new();
+    let mut all_mlx = true;
+    for name in index::shard_names(src).ok()? {
+        if !name.starts_with("model") {
+            continue;
+        }
+        let header = crate::hash::read_safetensors_header(&src.join(&name))?;
+        let Ok(Value::Object(m)) = serde_json::from_slice::<Value>(&header) else {
+            return None;
+        };
+        for (k, v) in &m {
+            if k == "__metadata__" {
+                all_mlx &= v.get("format").and_then(Value::as_str) == Some("mlx");
+                continue;
+            }
+            out.push(TensorInfo {
+                name: k.clone(),
+                dtype: v
+                    .get("dtype")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string(),
+                shape: v
+                    .get("shape")
+                    .and_then(Value::as_array)
+                    .map(|a| a.iter().filter_map(Value::as_u64).collect())
+                    .unwrap_or_default(),
+            });
+        }
+        all_mlx &= m.contains_key("__metadata__");
+    }
+    Some((out, all_mlx))
+}
+
+/// A floating-point safetensors dtype, as `--dtype` names it.
+fn float_name(dtype: &str) -> Option<&'static str> {
+    match dtype {
+        "F16" => Some("float16"),
+        "BF16" => Some("bfloat16"),
+        "F32" => Some("float32"),
+        "F64" => Some("float64"),
+        _ => None,
+    }
+}
+
+/// Refuse, before anything is written or any Python starts, a weight conversion that the
+/// source's own tensors (their headers) show would change nothing while the result said it
+/// did:
+/// - `--quantize` where the group size divides no weight matrix's input width (mlx-lm's
+///   quantize predicate: a layer with `to_quantized` whose last dimension the group size
+///   divides; every other one it skips without a word): the result would be a float model
+///   whose config.json and `show` say N-bit. The refusal names the widths and the group
+///   sizes (and modes) that would quantize something;
+/// - `--dtype T` of weights already all T, already in MLX's format (nothing to cast, nothing
+///   to rewrite; a transformers checkpoint is converted, whatever its dtype);
+/// - `--dequantize` of a model whose config says quantized but whose weights hold no
+///   quantized layer (no `.scales`).
+///
+/// What the headers cannot tell (a model's own rule keeping layers float, `sanitize`
+/// reshaping) the conversion itself checks and reports (`unquantized` in the result).
+pub fn check_weights(d: &Described, mode: &Mode) -> Result<()> {
+    let Some((tensors, all_mlx)) = source_tensors(&d.model.path) else {
+        return Ok(());
+    };
+    let name = &d.model.short_name;
+    match mode {
+        Mode::Quantize {
+            bits,
+            group_size,
+            q_mode,
+        } => {
+            let widths: std::collections::BTreeSet<u64> = tensors
+                .iter()
+                .filter(|t| t.name.ends_with(".weight") && t.shape.len() >= 2)
+                .filter(|t| float_name(&t.dtype).is_some())
+                .filter_map(|t| t.shape.last().copied())
+                .collect();
+            let quantizes = |g: u32| widths.iter().any(|w| w % g as u64 == 0);
+            if widths.is_empty() || quantizes(*group_size) {
+                return Ok(());
+            }
+            let list: Vec<String> = widths.iter().map(u64::to_string).collect();
+            let mut ways: Vec<String> = Vec::new();
+            for (m, g) in [
+                (QMode::Affine, 128),
+                (QMode::Affine, 64),
+                (QMode::Affine, 32),
+                (QMode::Mxfp4, 32),
+                (QMode::Nvfp4, 16),
+            ] {
+                if quantizes(g) && !(m == *q_mode && g == *group_size) {
+                    ways.push(match m {
+                        QMode::Affine => format!("--q-group-size {g}"),
+                        _ => format!("--q-mode {} (groups of {g}, 4 bits)", m.as_str()),
+                    });
+                }
+            }
+            let e = ConvertError::new(
+                ErrorType::InvalidArgumentError,
+                format!(
+                    "--quantize {bits} would quantize nothing in {name}: groups of {group_size} \
+                     divide none of its weight matrices' input widths ({}), and mlx-lm leaves \
+                     such layers float; the result would be a float model labelled {bits}-bit",
+                    list.join(", ")
+                ),
+            );
+            return Err(if ways.is_empty() {
+                e.hint("no group size mlx quantizes with (32, 64, 128; 16 for nvfp4) divides these widths: the model stays float")
+            } else {
+                e.hint(format!("these would quantize layers: {}", ways.join("; ")))
+            });
+        }
+        Mode::Dtype(target) => {
+            let floats: Vec<&'static str> = tensors
+                .iter()
+                .filter_map(|t| float_name(&t.dtype))
+                .collect();
+            if all_mlx && !floats.is_empty() && floats.iter().all(|f| f == target) {
+                return Err(ConvertError::new(
+                    ErrorType::InvalidArgumentError,
+                    format!(
+                        "{name} is already {target} in MLX's format: --dtype {target} would \
+                         change none of its weights"
+                    ),
+                )
+                .hint("choose another dtype (float16, bfloat16, float32)"));
+            }
+        }
+        Mode::Dequantize => {
+            if !tensors.is_empty() && !tensors.iter().any(|t| t.name.ends_with(".scales")) {
+                return Err(ConvertError::new(
+                    ErrorType::InvalidArgumentError,
+                    format!(
+                        "{name} holds no quantized weights (no .scales tensors), although its \
+                         config.json says quantized: there is nothing to dequantize"
+                    ),
+                )
+                .hint("use --dtype to change a float model's precision"));
+            }
+        }
+        Mode::RepairIndex => {}
+    }
+    Ok(())
+}
+
 /// Refuse a target that would put the staging folder, or the result, inside the source.
 pub fn check_target_vs_source(source: &Path, target: &Path) -> Result<()> {
     let src = fs::canonicalize(source).unwrap_or_else(|_| source.to_path_buf());
@@ -400,26 +557,6 @@ pub fn check_target_vs_source(source: &Path, target: &Path) -> Result<()> {
             ),
         )
         .hint("Convert into a new folder next to the source (the source is never modified)."));
-    }
-    Ok(())
-}
-
-/// Refuse a target inside the hub cache (mlx-knife's message).
-pub fn check_target_not_in_cache(target: &Path, hub_cache: &Path, source_arg: &str) -> Result<()> {
-    let cache = fs::canonicalize(hub_cache).unwrap_or_else(|_| hub_cache.to_path_buf());
-    let parent = target
-        .parent()
-        .and_then(|p| fs::canonicalize(p).ok())
-        .unwrap_or_else(|| target.to_path_buf());
-    if parent.starts_with(&cache) {
-        return Err(ConvertError::new(
-            ErrorType::InvalidTargetError,
-            format!(
-                "Target path is in HF cache (read-only): {}. Convert cannot write to cache. Choose workspace location outside cache",
-                target.display()
-            ),
-        )
-        .hint(format!("e.g. mlxfs convert {source_arg} ./fixed-workspace --repair-index")));
     }
     Ok(())
 }
@@ -818,8 +955,29 @@ pub fn convert(job: &Job, engine: &dyn Engine, progress: &dyn Progress) -> Resul
             // mlx-knife rebuilds the index after every quantization (mlx-knife's format when
             // there are several shards; mlx-lm's own stays for a single file).
             index::rebuild(&out)?;
+            let left = engine_report
+                .facts
+                .get("unquantized")
+                .and_then(Value::as_array)
+                .map_or(0, Vec::len);
+            let done = engine_report
+                .facts
+                .get("quantized_layers")
+                .and_then(Value::as_u64)
+                .unwrap_or(0);
             message = match mode {
-                Mode::Quantize { bits, .. } => format!("Quantized to {bits}-bit successfully"),
+                // mlx-knife's words when every layer was quantized; else how many were.
+                Mode::Quantize { bits, .. } if left == 0 => {
+                    format!("Quantized to {bits}-bit successfully")
+                }
+                Mode::Quantize {
+                    bits, group_size, ..
+                } => format!(
+                    "Quantized {done} of {} layers to {bits}-bit; {left} left unquantized \
+                     (named in `unquantized`: an input width groups of {group_size} do not \
+                     divide, or the model's own rule)",
+                    done + left as u64
+                ),
                 Mode::Dtype(d) => format!("Converted to {d} successfully"),
                 _ => "Dequantized successfully".to_string(),
             };
@@ -859,7 +1017,10 @@ pub fn convert(job: &Job, engine: &dyn Engine, progress: &dyn Progress) -> Resul
         job.source.record.clean.map_or(Value::Null, Value::from),
     );
     for (k, v) in &engine_report.facts {
-        if matches!(k.as_str(), "mlx" | "mlx_lm") {
+        if matches!(
+            k.as_str(),
+            "mlx" | "mlx_lm" | "quantized_layers" | "unquantized"
+        ) {
             conversion.insert(k.clone(), v.clone());
         }
     }

@@ -104,112 +104,133 @@ pub fn target_for(
     Ok(out)
 }
 
-/// Check that `target` may be created: parent exists (the workspace home is created on
-/// demand), target absent or an empty folder. Also refused, because the new folder would
-/// land where it does harm: a workspace home or the hub cache itself (`loc`), a folder inside
-/// an existing model (it would make that model dirty), the current folder or one holding it
-/// (the rename would pull it from under the shell), and a mount point (the staging folder
-/// would fill the disk below it, and the rename could only fail).
+/// Check that `target` may be made into a new workspace by `clone` or `restore`: the
+/// catalog's one rule ([`crate::catalog::target::new_workspace`]: not in a Hugging Face cache,
+/// not inside a model, not a workspace home, the current folder or a mount point; parent
+/// there, target absent or an empty folder), in clone's words (mlx-knife's where it has
+/// them). A missing workspace home is created.
 pub fn check_target(
     target: &Path,
     workspace_home: Option<&Path>,
     loc: &crate::catalog::Locations,
 ) -> Result<()> {
-    let refuse = |why: String| {
-        HubError::new(
-            ErrorKind::InvalidTarget,
-            format!("Cannot use {} as the target: {why}", target.display()),
-        )
-        .hint("Give a new folder's path (e.g. under your workspace home).")
-    };
-    let canon = |p: &Path| fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
-    let real = canon(target);
-    if loc.workspace_homes().any(|h| canon(h) == real)
-        || workspace_home.is_some_and(|h| canon(h) == real)
-    {
-        return Err(refuse("it is a workspace home".into()));
-    }
-    if canon(&loc.hub_cache) == real || canon(&loc.hub_cache).starts_with(&real) {
-        return Err(refuse("it is (or holds) the hub cache".into()));
-    }
-    if std::env::current_dir().is_ok_and(|cwd| canon(&cwd).starts_with(&real)) {
-        return Err(refuse(
-            "it is the current folder (or holds it); give a new folder inside it".into(),
-        ));
-    }
-    if let Some(model) = real
-        .ancestors()
-        .skip(1)
-        .find(|a| crate::catalog::has_config(a) || a.join(hash::SENTINEL_FILENAME).is_file())
-    {
-        return Err(refuse(format!(
-            "it lies inside the model folder {}",
-            model.display()
-        )));
-    }
-    {
-        use std::os::unix::fs::MetadataExt;
-        if let (Ok(t), Some(Ok(p))) = (fs::metadata(&real), real.parent().map(fs::metadata))
-            && t.is_dir()
-            && t.dev() != p.dev()
-        {
-            return Err(refuse(
-                "it is a mount point; give a new folder inside it".into(),
-            ));
+    check_target_as(target, workspace_home, loc, None)
+}
+
+/// [`check_target`] for `convert` (`Some(source argument)`): mlx-knife's convert messages
+/// for the refusals it has (a target in the hub cache, one that is not empty).
+pub fn check_target_as(
+    target: &Path,
+    workspace_home: Option<&Path>,
+    loc: &crate::catalog::Locations,
+    convert_source: Option<&str>,
+) -> Result<()> {
+    use crate::catalog::target::{Misplaced, Refusal, new_workspace};
+    let mut made_home = false;
+    loop {
+        let r = match new_workspace(target, workspace_home, loc) {
+            Ok(()) => return Ok(()),
+            Err(r) => r,
+        };
+        let refuse = |why: String| {
+            HubError::new(
+                ErrorKind::InvalidTarget,
+                format!("Cannot use {} as the target: {why}", target.display()),
+            )
+            .hint("Give a new folder's path (e.g. under your workspace home).")
+        };
+        let in_cache = |what: String| {
+            match convert_source {
+            Some(source) => HubError::new(
+                ErrorKind::InvalidTarget,
+                format!(
+                    "Target path is in HF cache (read-only): {}. Convert cannot write to cache. Choose workspace location outside cache",
+                    target.display()
+                ),
+            )
+            .hint(format!("e.g. mlxfs convert {source} ./fixed-workspace --repair-index")),
+            None => refuse(format!(
+                "it lies in {what}, whose layout belongs to huggingface_hub (a folder written \
+                 there becomes a bogus revision of a corrupted cache)"
+            )),
         }
-    }
-    let parent = target.parent().ok_or_else(|| {
-        HubError::new(
-            ErrorKind::InvalidTarget,
-            format!("{} has no parent folder", target.display()),
-        )
-    })?;
-    if !parent.is_dir() {
-        if workspace_home == Some(parent) {
-            fs::create_dir_all(parent)
-                .map_err(|e| HubError::io(&e, &format!("creating {}", parent.display())))?;
-        } else {
-            return Err(HubError::new(
+        };
+        return Err(match r {
+            Refusal::ParentMissing {
+                parent,
+                is_home: true,
+            } if !made_home => {
+                fs::create_dir_all(&parent)
+                    .map_err(|e| HubError::io(&e, &format!("creating {}", parent.display())))?;
+                made_home = true;
+                continue;
+            }
+            Refusal::Misplaced(Misplaced::HubCache { cache, holds: true }) => refuse(format!(
+                "it holds the hub cache ({})",
+                cache.display()
+            )),
+            Refusal::Misplaced(Misplaced::HubCache { cache, .. }) => {
+                in_cache(format!("the hub cache ({})", cache.display()))
+            }
+            Refusal::Misplaced(Misplaced::CacheRepo { repo }) => {
+                in_cache(format!("a Hugging Face cache ({})", repo.display()))
+            }
+            Refusal::Misplaced(Misplaced::InsideModel { model }) => refuse(format!(
+                "it lies inside the model folder {}",
+                model.display()
+            )),
+            Refusal::WorkspaceHome => refuse("it is a workspace home".into()),
+            Refusal::HoldsCurrentFolder => refuse(
+                "it is the current folder (or holds it); give a new folder inside it".into(),
+            ),
+            Refusal::MountPoint => refuse("it is a mount point; give a new folder inside it".into()),
+            Refusal::NoParent => HubError::new(
+                ErrorKind::InvalidTarget,
+                format!("{} has no parent folder", target.display()),
+            ),
+            Refusal::ParentMissing { parent, .. } => HubError::new(
                 ErrorKind::InvalidTarget,
                 format!("Parent directory does not exist: {}", parent.display()),
             )
-            .hint("Create it first, or give another target."));
-        }
-    }
-    match fs::symlink_metadata(target) {
-        Err(_) => Ok(()),
-        Ok(m) if m.is_dir() => {
-            let empty = fs::read_dir(target)
-                .map_err(|e| HubError::io(&e, &format!("reading {}", target.display())))?
-                .next()
-                .is_none();
-            if empty {
-                Ok(())
-            } else {
-                Err(HubError::new(
+            .hint("Create it first, or give another target."),
+            Refusal::NotEmpty => match convert_source {
+                // mlx-knife convert's words (its clone's are the other ones).
+                Some(_) => HubError::new(
+                    ErrorKind::InvalidTarget,
+                    format!(
+                        "Target directory not empty: {}. Convert requires empty target workspace. Use different path or delete contents",
+                        target.display()
+                    ),
+                ),
+                None => HubError::new(
                     ErrorKind::InvalidTarget,
                     format!("Target directory '{}' is not empty", target.display()),
                 )
-                .hint("Choose another target, or remove the folder yourself if you no longer need it."))
-            }
-        }
-        Ok(m) if m.file_type().is_symlink() => {
-            let to = fs::read_link(target)
-                .map(|t| t.display().to_string())
-                .unwrap_or_default();
-            Err(HubError::new(
+                .hint("Choose another target, or remove the folder yourself if you no longer need it."),
+            },
+            Refusal::Link { to } => HubError::new(
                 ErrorKind::InvalidTarget,
                 format!("Target '{}' is a link (to {to})", target.display()),
             )
-            .hint("Give the folder itself as the target: the new workspace replaces what is at the target path, and a link would be replaced, not followed."))
-        }
-        Ok(_) => Err(HubError::new(
-            ErrorKind::InvalidTarget,
-            format!(
-                "Target '{}' exists but is not a directory",
-                target.display()
+            .hint("Give the folder itself as the target: the new workspace replaces what is at the target path, and a link would be replaced, not followed."),
+            Refusal::NotAFolder => HubError::new(
+                ErrorKind::InvalidTarget,
+                format!(
+                    "Target '{}' exists but is not a directory",
+                    target.display()
+                ),
             ),
-        )),
+            Refusal::Unreadable { why, errno } => match errno {
+                Some(n) => HubError::io(
+                    &std::io::Error::from_raw_os_error(n),
+                    &format!("reading {}", target.display()),
+                ),
+                None => HubError::new(
+                    ErrorKind::Io,
+                    format!("reading {}: {why}", target.display()),
+                ),
+            },
+        });
     }
 }
 

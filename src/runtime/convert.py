@@ -31,11 +31,13 @@ with the BLAS preload, the environment report, the guards against model-supplied
   {"event": "progress", "tensors", "bytes"}                         (cumulative, evaluated)
   {"event": "shard", "file", "tensors", "bytes", "size"[, "resumed"]} (written, or kept from
       an interrupted run: "resumed")
-  {"event": "done", "shards", "tensors", "bytes", "quantization", "peak_memory_gb", "seconds",
-   "phases": {"imports_s", "load_s", "plan_s", "eval_s", "write_s", "files_s"}}
+  {"event": "done", "shards", "tensors", "bytes", "quantization", "quantized_layers",
+   "unquantized": [{"layer", "input_width", "why": "group_size"|"model"}], "peak_memory_gb",
+   "seconds", "phases": {"imports_s", "load_s", "plan_s", "eval_s", "write_s", "files_s"}}
+      (`quantized_layers` null and `unquantized` empty unless quantizing)
   {"event": "error", "type", "message"}
       (`missing_dependency`, `remote_code_required`, `load_failed`, `conversion_failed`,
-       `interrupted`)
+       `InvalidArgumentError`: a quantization that would quantize no layer, `interrupted`)
 As a script: `python -c CONVERT_PY REQUEST_JSON EVENTS_FD GENERATE_PY_SOURCE`, exit 1 after an
 error event (130 when interrupted).
 
@@ -107,6 +109,15 @@ def _source_of(key, by_name, suffixes):
             if hit is not None:
                 return hit
     return None
+
+
+def _quantizable(model):
+    """The layers mlx could quantize (those with `to_quantized`): path → input width."""
+    import mlx.nn as nn
+    from mlx.utils import tree_flatten
+    leaves = tree_flatten(model.leaf_modules(), is_leaf=nn.Module.is_module)
+    return {p: int(m.weight.shape[-1]) for p, m in leaves
+            if hasattr(m, "to_quantized") and hasattr(m, "weight")}
 
 
 def _version(mod):
@@ -181,10 +192,30 @@ def _run(req, send, should_stop, shared):
 
             model.update(tree_map_with_path(set_dtype, model.parameters()))
 
+        quantized_layers, unquantized = None, []
         if mode == "quantize":
+            # mlx-lm quantizes a layer with `to_quantized` whose input width the group size
+            # divides (and that the model's own predicate lets through); every other one stays
+            # float without a word. Each is named here, and a conversion that quantizes none
+            # is refused before anything is written.
+            q_mode = req.get("q_mode") or "affine"
+            group = req.get("group_size") or {"mxfp4": 32, "nvfp4": 16, "mxfp8": 32}.get(q_mode, 64)
+            before = _quantizable(model)
             model, config = lu.quantize_model(model, config, req.get("group_size"), req["bits"],
-                                              mode=req.get("q_mode") or "affine",
-                                              quant_predicate=None)
+                                              mode=q_mode, quant_predicate=None)
+            left = _quantizable(model)
+            quantized_layers = len(before) - len(left)
+            unquantized = [{"layer": p, "input_width": before[p],
+                            "why": "group_size" if before[p] % group else "model"}
+                           for p in sorted(left)]
+            if quantized_layers == 0:
+                widths = sorted({w for w in before.values()})
+                return fail("InvalidArgumentError",
+                            f"--quantize {req['bits']} would quantize none of the model's "
+                            f"{len(before)} layers: groups of {group} divide none of their input "
+                            f"widths ({', '.join(map(str, widths))}), or the model keeps them "
+                            f"float; the result would be a float model labelled "
+                            f"{req['bits']}-bit")
         elif mode == "dequantize":
             config.pop("quantization", None)
             config.pop("quantization_config", None)
@@ -338,7 +369,8 @@ def _run(req, send, should_stop, shared):
     except Exception:
         peak = None
     send({"event": "done", "shards": names, "tensors": done_tensors, "bytes": done_bytes,
-          "quantization": quantization, "peak_memory_gb": peak,
+          "quantization": quantization, "quantized_layers": quantized_layers,
+          "unquantized": unquantized, "peak_memory_gb": peak,
           "seconds": time.monotonic() - started, "phases": phases, "resumed_shards": resumed})
     return None
 

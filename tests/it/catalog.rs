@@ -61,7 +61,7 @@ fn a_config_folder_is_named_so() {
     let d = mlxfs::catalog::record::describe(&m);
     assert_eq!(
         d.record.reason.as_deref(),
-        Some("config.json cannot be read: it is a folder")
+        Some("config.json is a folder, not a regular file")
     );
 }
 
@@ -372,18 +372,15 @@ fn link_and_name_problems_are_this_models_reason() {
         "healthy"
     );
 
+    // A weight file whose name is not UTF-8 is one the loader globs (`model*.safetensors`):
+    // a reason. (The stray-file case is `a_stray_name_that_is_not_utf8_is_a_warning`.)
     use std::os::unix::ffi::OsStrExt;
-    let bad = std::ffi::OsStr::from_bytes(b"bad-\xff.txt");
-    fs::write(ws.join(bad), "x").unwrap();
+    let bad = std::ffi::OsStr::from_bytes(b"model-\xff.safetensors");
+    fs::write(ws.join(bad), tiny_weights()).unwrap();
     let d = describe(&ModelRef::workspace(ws.clone(), "m".into()));
-    assert!(
-        d.record
-            .reason
-            .as_deref()
-            .unwrap()
-            .starts_with("File names that are not valid UTF-8"),
-        "{:?}",
-        d.record.reason
+    assert_eq!(
+        d.record.reason.as_deref(),
+        Some("File names that are not valid UTF-8: model-\u{fffd}.safetensors"),
     );
 }
 

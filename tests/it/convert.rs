@@ -495,7 +495,7 @@ fn refusals_leave_no_target() {
         (
             &["ws", "busy", "--repair-index"],
             "InvalidTargetError",
-            "is not empty",
+            "Target directory not empty: ",
         ),
         (
             &["ws", "out", "--quantize", "5"],
@@ -684,4 +684,174 @@ fn ctrl_c_mid_conversion_leaves_no_target() {
         fs::remove_dir_all(fx.ws_home.join("big-q4-fresh")).unwrap();
     }
     assert!(resumed_once);
+}
+
+/// A workspace whose weights are the named tensors (F32, zeros) in one `model.safetensors`
+/// (MLX's format), with `config` and a tokenizer: healthy, never run.
+fn with_tensors(fx: &Fx, name: &str, config: &str, tensors: &[(&str, &[u64])]) -> PathBuf {
+    let mut header = serde_json::Map::new();
+    let mut offset = 0u64;
+    for (t, shape) in tensors {
+        let n = shape.iter().product::<u64>() * 4;
+        header.insert(
+            t.to_string(),
+            serde_json::json!({"dtype": "F32", "shape": shape, "data_offsets": [offset, offset + n]}),
+        );
+        offset += n;
+    }
+    header.insert("__metadata__".into(), serde_json::json!({"format": "mlx"}));
+    let weights = safetensors(&Value::Object(header).to_string(), offset as usize);
+    let mut f = good_files();
+    f[0].1 = config.as_bytes().to_vec();
+    f[1].1 = weights;
+    fx.workspace(name, &f)
+}
+
+/// `--quantize` whose group size divides no weight matrix's input width quantized nothing and
+/// said "Quantized to 4-bit successfully" (config.json and `show` then said 4-bit): refused
+/// from the safetensors headers, before anything is written or Python starts, with the group
+/// sizes and modes that would quantize something. The same kind: `--q-mode`'s fixed group
+/// sizes, `--dtype` of weights already that dtype in MLX's format, `--dequantize` of weights
+/// that hold no quantized layer.
+#[test]
+fn conversions_that_change_nothing_are_refused_before_anything_is_written() {
+    let fx = Fx::new();
+    let float48 = r#"{"model_type": "llama", "hidden_size": 48}"#;
+    let w48: &[(&str, &[u64])] = &[
+        ("model.embed_tokens.weight", &[384, 48]),
+        ("model.layers.0.self_attn.q_proj.weight", &[48, 48]),
+        ("model.layers.0.mlp.down_proj.weight", &[48, 96]),
+        ("model.layers.0.input_layernorm.weight", &[48]),
+    ];
+    with_tensors(&fx, "w48", float48, w48);
+    let w40: &[(&str, &[u64])] = &[
+        ("model.embed_tokens.weight", &[384, 40]),
+        ("model.layers.0.mlp.down_proj.weight", &[40, 80]),
+    ];
+    with_tensors(&fx, "w40", float48, w40);
+    // Config says 4-bit, weights are float (what the bug wrote).
+    with_tensors(&fx, "fake4", LLAMA_CONFIG, w48);
+    let home_before = tree_state(&fx.ws_home);
+    let cases: &[(&[&str], &str, &str)] = &[
+        (
+            &["w48", "out", "--quantize", "4"],
+            "--quantize 4 would quantize nothing in w48: groups of 64 divide none of its weight \
+             matrices' input widths (48, 96), and mlx-lm leaves such layers float; the result \
+             would be a float model labelled 4-bit",
+            "these would quantize layers: --q-group-size 32; --q-mode mxfp4 (groups of 32, 4 \
+             bits); --q-mode nvfp4 (groups of 16, 4 bits)",
+        ),
+        (
+            &["w40", "out", "--quantize", "4", "--q-mode", "mxfp4"],
+            "--quantize 4 would quantize nothing in w40: groups of 32 divide none of its weight \
+             matrices' input widths (40, 80), and mlx-lm leaves such layers float; the result \
+             would be a float model labelled 4-bit",
+            "these would quantize layers: --q-mode nvfp4 (groups of 16, 4 bits)",
+        ),
+        (
+            &["w40", "out", "--quantize", "8", "--q-mode", "mxfp8"],
+            "--quantize 8 would quantize nothing in w40",
+            "--q-mode nvfp4",
+        ),
+        (
+            &["w48", "out", "--dtype", "float32"],
+            "w48 is already float32 in MLX's format: --dtype float32 would change none of its \
+             weights",
+            "choose another dtype",
+        ),
+        (
+            &["fake4", "out", "--dequantize"],
+            "fake4 holds no quantized weights (no .scales tensors), although its config.json \
+             says quantized: there is nothing to dequantize",
+            "--dtype",
+        ),
+    ];
+    for (args, message, hint) in cases {
+        // No Python: the refusal comes first.
+        let o = mlxfs(&fx)
+            .arg("convert")
+            .args(*args)
+            .args(["--json", "--python", "/nonexistent-venv"])
+            .output()
+            .unwrap();
+        let v = json_of(&o);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {v}");
+        assert_eq!(v["error"]["type"], "InvalidArgumentError", "{args:?}: {v}");
+        let m = v["error"]["message"].as_str().unwrap();
+        assert!(m.starts_with(message), "{args:?}: {m}");
+        let o = mlxfs(&fx).arg("convert").args(*args).output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(hint), "{args:?}: {err}");
+    }
+    assert_eq!(tree_state(&fx.ws_home), home_before);
+    // Another dtype, or the same one of a transformers checkpoint, still converts (not run
+    // here: the refusal is what is tested).
+}
+
+/// A conversion that quantizes some layers names the others (JSON `unquantized`, the human
+/// output, the sentinel's `conversion`); one the headers cannot tell quantizes nothing (a
+/// tensor the model drops) is refused by the conversion itself, nothing at the target.
+#[test]
+fn layers_left_unquantized_are_named() {
+    crate::require!(Python);
+    let fx = Fx::new();
+    make_tiny(&fx, "t96", &["--hidden", "96"]);
+    let (v, o) = convert(&fx, &["t96", "t96-q4", "--quantize", "4"]);
+    let d = ok(&v, &o);
+    assert_eq!(d["quantized_layers"], 2, "{d}");
+    let left = d["unquantized"].as_array().unwrap();
+    assert_eq!(left.len(), 13, "{d}");
+    assert!(
+        left.iter()
+            .all(|l| l["input_width"] == 96 && l["why"] == "group_size")
+    );
+    assert!(
+        left.iter()
+            .any(|l| l["layer"] == "model.layers.0.self_attn.q_proj")
+    );
+    assert_eq!(
+        d["message"],
+        "Quantized 2 of 15 layers to 4-bit; 13 left unquantized (named in `unquantized`: an \
+         input width groups of 64 do not divide, or the model's own rule)"
+    );
+    let target = fx.ws_home.join("t96-q4");
+    let s: Value =
+        serde_json::from_slice(&fs::read(target.join(".mlxk_workspace.json")).unwrap()).unwrap();
+    assert_eq!(s["conversion"]["unquantized"], d["unquantized"]);
+    assert_eq!(s["conversion"]["quantized_layers"], 2);
+    // The human output names them.
+    let o = mlxfs(&fx)
+        .args(["convert", "t96", "t96-q4b", "--quantize", "4", "--python"])
+        .arg(venv_dir())
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        out.contains("⚠ 13 layer(s) left unquantized: model.embed_tokens (input width 96), "),
+        "{out}"
+    );
+
+    // Hidden size 48, and a tied `lm_head.weight` 64 wide that llama's sanitize drops: the
+    // headers show a width 64 divides, the model has none.
+    let src = make_tiny(&fx, "t48", &["--hidden", "48"]);
+    py(
+        "import sys, mlx.core as mx\n\
+         p = sys.argv[1] + '/model.safetensors'\n\
+         w = mx.load(p)\n\
+         w['lm_head.weight'] = mx.zeros((384, 64))\n\
+         mx.save_safetensors(p, w, metadata={'format': 'mlx'})",
+        &[&src],
+    );
+    let (v, o) = convert(&fx, &["t48", "t48-q4", "--quantize", "4"]);
+    assert_eq!(o.status.code(), Some(1), "{v}");
+    assert_eq!(v["error"]["type"], "InvalidArgumentError", "{v}");
+    assert_eq!(
+        v["error"]["message"],
+        "--quantize 4 would quantize none of the model's 15 layers: groups of 64 divide none \
+         of their input widths (48, 96), or the model keeps them float; the result would be a \
+         float model labelled 4-bit"
+    );
+    assert!(!fx.ws_home.join("t48-q4").exists());
+    no_staging(&fx.ws_home);
 }

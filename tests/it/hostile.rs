@@ -931,10 +931,17 @@ fn each_kind_that_once_failed() {
     };
     assert_eq!(
         reason_of("/ws/fifo").1,
-        "config.json contains invalid JSON",
+        "config.json is a FIFO, not a regular file",
         "a FIFO is not a config"
     );
-    assert_eq!(reason_of("/ws/zero").1, "config.json contains invalid JSON");
+    assert_eq!(
+        reason_of("/ws/zero").1,
+        "config.json is a character device, not a regular file"
+    );
+    assert_eq!(
+        reason_of("/ws/fifo2").1,
+        "tokenizer_config.json is a FIFO, not a regular file"
+    );
     let (h, r) = reason_of(&format!("models--a--{}", char::REPLACEMENT_CHARACTER));
     assert_eq!(h, "unhealthy");
     assert!(r.as_str().unwrap().contains("not valid UTF-8"), "{r}");
