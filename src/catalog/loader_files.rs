@@ -71,6 +71,67 @@ pub fn is_loader_file(rel: &str) -> bool {
     }
 }
 
+/// What identifies the files a loader read from a model folder, so that a changed model gets
+/// a new worker (`serve`'s pool): the folder itself (device and inode — a folder replaced by
+/// `mv`, `restore` or a re-clone is another one) and each file at its top level a loader opens
+/// ([`is_loader_file`]: weights, configuration, tokenizer, chat-template and processor files;
+/// the sentinel and `.hf_cache` are not among them) with its device, inode, size,
+/// modification and change times, links followed (a hub snapshot's files are its blobs). One
+/// `stat` per file, nothing read: a readdir and a few stats. Equal values: the same files.
+///
+/// A hub model's `refs/main` that moves needs none of this: its new snapshot is another
+/// folder.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct FilesId {
+    folder: Option<(u64, u64)>,
+    files: Vec<(String, FileStamp)>,
+}
+
+/// A file's identity and version, as `stat` gives them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileStamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl FilesId {
+    /// The identity of `folder`'s files now (an unreadable folder or file counts as absent).
+    pub fn of(folder: &std::path::Path) -> FilesId {
+        use std::os::unix::fs::MetadataExt;
+        let stamp = |m: &std::fs::Metadata| FileStamp {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        };
+        let Ok(meta) = std::fs::metadata(folder) else {
+            return FilesId::default();
+        };
+        let mut files: Vec<(String, FileStamp)> = std::fs::read_dir(folder)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if !is_loader_file(&name) {
+                    return None;
+                }
+                let m = std::fs::metadata(e.path()).ok()?;
+                m.is_file().then(|| (name, stamp(&m)))
+            })
+            .collect();
+        files.sort_by(|a, b| a.0.cmp(&b.0));
+        FilesId {
+            folder: Some((meta.dev(), meta.ino())),
+            files,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

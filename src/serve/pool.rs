@@ -12,7 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::Config;
-use super::catalog::{FilesId, Served};
+use super::catalog::Served;
+use crate::catalog::loader_files::FilesId;
 use crate::runtime::worker::{Worker, WorkerSpec};
 use crate::runtime::{Backend, PythonEnv, RunError};
 
