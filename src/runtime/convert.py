@@ -386,7 +386,7 @@ if __name__ == "__main__":
     _shared.interrupt_once()
     _emit = _shared.line_writer(int(sys.argv[2]))
     try:
-        _failed = run(_shared.request_arg(sys.argv[1]), _emit, lambda: False, _shared)
+        _failed = run(_shared.request_arg(sys.argv[1]), _emit, _shared.interrupted, _shared)
     except KeyboardInterrupt:
         _shared.exit_quietly(130)
     _shared.exit_quietly((130 if _failed == "interrupted" else 1) if _failed else 0)

@@ -918,8 +918,15 @@ def line_writer(fd):
     return write
 
 
-# `interrupt_once`'s state: lines being written, an interrupt held back until they are.
-_SIGINT = {"writing": 0, "pending": False}
+# `interrupt_once`'s state: lines being written, an interrupt held back until they are, and
+# whether one came at all (`interrupted`: a KeyboardInterrupt a library swallowed — a bare
+# `except:` in an import — still stops the work at its next check).
+_SIGINT = {"writing": 0, "pending": False, "seen": False}
+
+
+def interrupted():
+    """Whether SIGINT came (the subprocess's `should_stop`)."""
+    return _SIGINT["seen"]
 
 
 def interrupt_once():
@@ -934,6 +941,7 @@ def interrupt_once():
     first = []
 
     def handler(signum, frame):
+        _SIGINT["seen"] = True
         now = time.monotonic()
         if first and now - first[0] < 1.0:
             return
@@ -974,7 +982,7 @@ if __name__ == "__main__":
     interrupt_once()
     _emit = line_writer(int(sys.argv[2]))
     try:
-        _failed = run(request_arg(sys.argv[1]), _emit, lambda: False)
+        _failed = run(request_arg(sys.argv[1]), _emit, interrupted)
     except KeyboardInterrupt:
         exit_quietly(130)
     exit_quietly(1 if _failed else 0)

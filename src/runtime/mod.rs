@@ -441,6 +441,36 @@ fn event_pipe() -> std::io::Result<(std::io::PipeReader, OwnedFd)> {
     Ok((r, unsafe { OwnedFd::from_raw_fd(fd) }))
 }
 
+/// Set up `cmd`'s child (a Python process of mlxfs's): it alone holds the event pipe's write
+/// end `fd` (close-on-exec cleared in the child only, so no other process mlxfs starts keeps
+/// the channel open), and it is never an orphan: on Linux it gets SIGKILL when the thread that
+/// starts it ends (`PR_SET_PDEATHSIG`: start it from a thread that lives as long as it is
+/// wanted), and it does not start at all when mlxfs died while it was being set up.
+fn python_child(cmd: &mut Command, fd: std::os::fd::RawFd) {
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: between fork and exec the closure only calls fcntl, prctl and getppid, which
+    // are async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            #[cfg(target_os = "linux")]
+            {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // mlxfs died before the line above: nobody would ever kill it.
+                if libc::getppid() != parent {
+                    return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+                }
+            }
+            let _ = parent;
+            Ok(())
+        });
+    }
+}
+
 /// Run generate.py in the venv's Python: the request in argv, the events on a pipe of their
 /// own whose descriptor number is argv[2] (so nothing a library prints can merge into an event
 /// line), stdin `/dev/null` (no library can wait for an answer), stdout captured and never
@@ -469,30 +499,7 @@ fn subprocess(
     cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let parent = std::process::id() as libc::pid_t;
-    // SAFETY: between fork and exec the closure only calls fcntl, prctl and getppid, which
-    // are async-signal-safe. Clearing close-on-exec in the child alone keeps the write end
-    // out of every other process mlxfs starts.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            // No orphan: SIGKILL when the thread that started it (mlxfs's main thread, which
-            // waits for it) ends, however mlxfs ends.
-            #[cfg(target_os = "linux")]
-            {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                if libc::getppid() != parent {
-                    return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
-                }
-            }
-            let _ = parent;
-            Ok(())
-        });
-    }
+    python_child(&mut cmd, fd);
     let mut child = cmd.spawn().map_err(|e| {
         RunError::new(
             RunErrorKind::PythonNotFound,
@@ -541,15 +548,21 @@ fn subprocess(
     // `finish_reason` "interrupted"). The child takes a second SIGINT within a second (the
     // terminal's and this one) as the same.
     let ended = Arc::new(AtomicBool::new(false));
+    // Sent again every 1.2 s while the child lives (it takes SIGINTs within a second as one):
+    // a KeyboardInterrupt a library swallowed (a bare `except:` around an import) gets
+    // another, until `stop.rs` gives up on the child.
     let forward = {
         let ended = ended.clone();
         let pid = child.id() as libc::pid_t;
         std::thread::spawn(move || {
+            let mut last: Option<std::time::Instant> = None;
             while !ended.load(Ordering::SeqCst) {
-                if STOP.load(Ordering::SeqCst) {
+                if STOP.load(Ordering::SeqCst)
+                    && last.is_none_or(|t| t.elapsed() >= std::time::Duration::from_millis(1200))
+                {
                     // SAFETY: kill(2) on the child's pid, which is not reaped before `ended`.
                     unsafe { libc::kill(pid, libc::SIGINT) };
-                    return;
+                    last = Some(std::time::Instant::now());
                 }
                 std::thread::sleep(std::time::Duration::from_millis(50));
             }

@@ -19,7 +19,6 @@ use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -280,30 +279,8 @@ impl Worker {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let parent = std::process::id() as libc::pid_t;
-        // SAFETY: between fork and exec the closure only calls fcntl, prctl and getppid,
-        // which are async-signal-safe.
-        unsafe {
-            cmd.pre_exec(move || {
-                // The write end of the events, for this child only.
-                if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                #[cfg(target_os = "linux")]
-                {
-                    // SIGKILL when the starting thread (the dispatcher) ends: mlxfs died.
-                    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    // mlxfs died before the line above: nobody would ever kill us.
-                    if libc::getppid() != parent {
-                        return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
-                    }
-                }
-                let _ = parent;
-                Ok(())
-            });
-        }
+        // SIGKILL when the starting thread (the dispatcher) ends: mlxfs died.
+        super::python_child(&mut cmd, fd);
         let jobs = Arc::new(Mutex::new(Jobs::default()));
         let (ready_tx, ready_rx) = mpsc::channel();
         let python = spec.python.clone();

@@ -546,7 +546,7 @@ fn ctrl_c_stops_generation_cleanly() {
 }
 
 /// The pids of `pid`'s children (every thread's).
-fn children(pid: u32) -> Vec<u32> {
+pub(crate) fn children(pid: u32) -> Vec<u32> {
     let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
         return Vec::new();
     };

@@ -11,8 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::run::{make_tiny, venv_dir, venv_python, with_tiny};
+use crate::run::{children, make_tiny, venv_dir, venv_python, with_tiny};
 use crate::support::*;
+use crate::worker::wait_gone;
 
 const BIN: &str = env!("CARGO_BIN_EXE_mlxfs");
 
@@ -27,32 +28,6 @@ fn mlxfs(fx: &Fx) -> Command {
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
-}
-
-/// Is `pid` gone (or a zombie nobody reaped yet)?
-fn gone(pid: u32) -> bool {
-    match fs::read_to_string(format!("/proc/{pid}/status")) {
-        Err(_) => true,
-        Ok(s) => s
-            .lines()
-            .any(|l| l.starts_with("State:") && l.contains('Z')),
-    }
-}
-
-/// The pids of `pid`'s children (every thread's).
-fn children(pid: u32) -> Vec<u32> {
-    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
-        return Vec::new();
-    };
-    tasks
-        .flatten()
-        .filter_map(|t| fs::read_to_string(t.path().join("children")).ok())
-        .flat_map(|c| {
-            c.split_whitespace()
-                .filter_map(|p| p.parse().ok())
-                .collect::<Vec<u32>>()
-        })
-        .collect()
 }
 
 /// Wait for `child` at most `limit`; on time out kill it (and its group) and say so.
@@ -192,12 +167,8 @@ fn ctrl_c_and_sigterm_stop_a_run_blocked_while_loading() {
             );
         }
         for pid in python {
-            let deadline = Instant::now() + Duration::from_secs(2);
-            while !gone(pid) && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(10));
-            }
             assert!(
-                gone(pid),
+                wait_gone(pid, Duration::from_secs(2)),
                 "{case}: the Python subprocess {pid} outlived mlxfs"
             );
         }
@@ -253,10 +224,26 @@ __attribute__((constructor)) static void start(void) { pthread_create(&worker, 0
 __attribute__((destructor)) static void stop(void) { pthread_join(worker, 0); }
 "#;
 
-/// Run `cmd` (its stdout piped) and return (the output, how long the process lived after the
-/// last byte of it, the exit status); `None` for the status when it was still running
-/// `limit` after its output ended.
-fn outlives(mut cmd: Command, limit: Duration) -> (Vec<u8>, Duration, Option<i32>) {
+/// `mlxfs run tiny hello --max-tokens 4 --json` in the test venv.
+fn short_run(fx: &Fx) -> Command {
+    let mut cmd = mlxfs(fx);
+    cmd.args([
+        "run",
+        "tiny",
+        "hello",
+        "--max-tokens",
+        "4",
+        "--json",
+        "--python",
+    ])
+    .arg(venv_dir());
+    cmd
+}
+
+/// Run `cmd` (its stdout piped) and return (its JSON output, Null when it is not JSON; how
+/// long the process lived after the last byte of it; the exit status, `None` when it was
+/// still running `limit` after its output ended).
+fn outlives(mut cmd: Command, limit: Duration) -> (Value, Duration, Option<i32>) {
     let mut child = cmd
         .process_group(0)
         .stdout(Stdio::piped())
@@ -281,7 +268,8 @@ fn outlives(mut cmd: Command, limit: Duration) -> (Vec<u8>, Duration, Option<i32
         }
     }
     let status = wait_for(&mut child, limit.saturating_sub(last.elapsed()));
-    (out, last.elapsed(), status.and_then(|s| s.code()))
+    let v = serde_json::from_slice(&out).unwrap_or(Value::Null);
+    (v, last.elapsed(), status.and_then(|s| s.code()))
 }
 
 /// A run ends when its answer is written: no C library destructor runs at its exit, so a
@@ -303,24 +291,13 @@ fn a_run_ends_when_its_answer_is_written_whatever_a_library_does_at_exit() {
         .unwrap();
     assert!(o.status.success(), "{}", text(&o.stderr));
     for mode in ["embedded", "subprocess"] {
-        let mut cmd = mlxfs(&fx);
-        cmd.args([
-            "run",
-            "tiny",
-            "hello",
-            "--max-tokens",
-            "4",
-            "--json",
-            "--python",
-        ])
-        .arg(venv_dir())
-        .env("MLXFS_BLAS", &lib);
+        let mut cmd = short_run(&fx);
+        cmd.env("MLXFS_BLAS", &lib);
         if mode == "subprocess" {
             cmd.arg("--subprocess");
         }
-        let (out, after, status) = outlives(cmd, Duration::from_secs(10));
-        let v: Value = serde_json::from_slice(&out).unwrap_or(Value::Null);
-        assert_eq!(v["status"], "success", "{mode}: {}", text(&out));
+        let (v, after, status) = outlives(cmd, Duration::from_secs(10));
+        assert_eq!(v["status"], "success", "{mode}: {v}");
         assert_eq!(v["data"]["python"]["mode"], mode, "{v}");
         assert_eq!(
             v["data"]["python"]["blas"],
@@ -344,20 +321,8 @@ fn fifty_runs_with_the_system_openblas_end_with_their_answers() {
     let (fx, _ws) = with_tiny();
     let mut worst = Duration::ZERO;
     for i in 0..50 {
-        let mut cmd = mlxfs(&fx);
-        cmd.args([
-            "run",
-            "tiny",
-            "hello",
-            "--max-tokens",
-            "4",
-            "--json",
-            "--python",
-        ])
-        .arg(venv_dir());
-        let (out, after, status) = outlives(cmd, Duration::from_secs(10));
-        let v: Value = serde_json::from_slice(&out).unwrap_or(Value::Null);
-        assert_eq!(v["status"], "success", "run {i}: {}", text(&out));
+        let (v, after, status) = outlives(short_run(&fx), Duration::from_secs(10));
+        assert_eq!(v["status"], "success", "run {i}: {v}");
         assert!(
             v["data"]["python"]["blas"]
                 .as_str()

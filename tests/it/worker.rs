@@ -122,7 +122,7 @@ fn run_one(w: &Worker, job: GenJob) -> (String, String, u64) {
     d
 }
 
-fn gone(pid: u32) -> bool {
+pub(crate) fn gone(pid: u32) -> bool {
     // Gone, or a zombie nobody has reaped yet (an init that does not reap, in a container).
     match fs::read_to_string(format!("/proc/{pid}/status")) {
         Err(_) => true,
@@ -132,7 +132,7 @@ fn gone(pid: u32) -> bool {
     }
 }
 
-fn wait_gone(pid: u32, limit: Duration) -> bool {
+pub(crate) fn wait_gone(pid: u32, limit: Duration) -> bool {
     let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
         if gone(pid) {
