@@ -930,11 +930,13 @@ def interrupted():
 
 
 def interrupt_once():
-    """In a subprocess: SIGINT raises KeyboardInterrupt once, and again only after a second,
-    so that Ctrl-C, which reaches this process twice (from the terminal, to the process group,
-    and forwarded by mlxfs, which may have had it alone), interrupts once and the
-    `interrupted` answer is still written. One that comes while `line_writer` writes a line
-    is raised once the line is whole (a half line would corrupt the event channel)."""
+    """In a subprocess: SIGINT, SIGTERM and SIGHUP raise KeyboardInterrupt once, and again
+    only after a second, so that a stop that reaches this process twice (Ctrl-C from the
+    terminal to the process group, `kill -TERM -PGID`, a closed terminal's SIGHUP — and
+    forwarded by mlxfs as SIGINT) interrupts once and the `interrupted` answer, with the text
+    so far, is still written (SIGTERM's and SIGHUP's default action would end the process
+    with no answer at all). One that comes while `line_writer` writes a line is raised once
+    the line is whole (a half line would corrupt the event channel)."""
     import signal
     import time
 
@@ -951,17 +953,19 @@ def interrupt_once():
             return
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGINT, handler)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, handler)
 
 
 def exit_quietly(code):
-    """End the process with `code` once stdout and stderr are flushed, SIGINT ignored first
-    (the second of a doubled Ctrl-C must not kill it with status -2), and without the
+    """End the process with `code` once stdout and stderr are flushed, the stop signals ignored
+    first (the second of a doubled Ctrl-C must not kill it with status -2), and without the
     interpreter's and the C libraries' shutdown (`os._exit`): OpenBLAS's thread shutdown at
     exit joins threads that may never answer, and hung `mlxfs run` after its answer."""
     import signal
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()

@@ -12,22 +12,20 @@
 //! the registered `on_abandon` hook says so (the command's last words: a note, a JSON
 //! envelope), a Python subprocess is killed, and the process ends at once with status 130
 //! ([`crate::sys::exit_now`]: no C library destructor runs, so none can hang). A second signal
-//! ends the process at once the same way, watched or not.
+//! (more than 250 ms after the first: tools and terminals deliver one stop twice) ends the
+//! process at once the same way, watched or not.
 //!
 //! Everything a signal handler does here is async-signal-safe: atomics, `write(2)` to a pipe,
 //! `kill(2)`, `_exit(2)`, and CPython's `PyErr_SetInterruptEx` (documented as safe to call
 //! from a C signal handler).
 
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 /// Set by the first SIGINT/SIGTERM/SIGHUP: generation stops after the current token, a
 /// conversion between two tensors.
 pub static STOP: AtomicBool = AtomicBool::new(false);
-
-/// Signals received so far.
-static SIGNALS: AtomicUsize = AtomicUsize::new(0);
 
 /// The running Python subprocess (0: none), killed when the work is abandoned.
 static CHILD: AtomicI32 = AtomicI32::new(0);
@@ -60,13 +58,35 @@ pub const INTERRUPTED_STATUS: i32 = 130;
 /// How long `run` waits for Python to stop after Ctrl-C before it ends anyway.
 pub const RUN_GRACE: Duration = Duration::from_secs(2);
 
+/// Signals within this long of the first are the same stop delivered twice (`timeout -s TERM`
+/// signals the command and then its process group; systemd and a closed terminal signal every
+/// process of the group), not a second one.
+const SAME_STOP_NS: u64 = 250_000_000;
+
+/// When the first signal came (CLOCK_MONOTONIC, ns; 0: none yet).
+static FIRST_NS: AtomicU64 = AtomicU64::new(0);
+
+/// CLOCK_MONOTONIC in ns (clock_gettime(2) is async-signal-safe).
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime(2) writes the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64).saturating_mul(1_000_000_000) + ts.tv_nsec as u64
+}
+
 extern "C" fn on_signal(_: libc::c_int) {
-    let n = SIGNALS.fetch_add(1, Ordering::SeqCst);
-    STOP.store(true, Ordering::SeqCst);
-    if n >= 1 {
+    let now = monotonic_ns().max(1);
+    match FIRST_NS.compare_exchange(0, now, Ordering::SeqCst, Ordering::SeqCst) {
+        Ok(_) => {}
+        // The same stop again: already asked.
+        Err(first) if now.saturating_sub(first) < SAME_STOP_NS => return,
         // A second signal: the user means it.
-        abandon_now();
+        Err(_) => abandon_now(),
     }
+    STOP.store(true, Ordering::SeqCst);
     // A KeyboardInterrupt at the embedded interpreter's next bytecode (a system call it is
     // blocked in returns EINTR first: no SA_RESTART). PyErr_SetInterruptEx is
     // async-signal-safe and needs no GIL (CPython's documentation).

@@ -173,7 +173,8 @@ fn ctrl_c_and_sigterm_stop_a_run_blocked_while_loading() {
             );
         }
     }
-    // A second signal ends a run at once, whatever it waits for.
+    // A second signal ends a run at once, whatever it waits for (one within 250 ms of the
+    // first is the same stop delivered twice: see the next test).
     let _ = fs::remove_file(&reached);
     let mut child = mlxfs(&fx)
         .args(["run", "tiny", "hello", "--python"])
@@ -193,7 +194,7 @@ fn ctrl_c_and_sigterm_stop_a_run_blocked_while_loading() {
     for _ in 0..2 {
         // SAFETY: kill(2) on our own child, not yet waited for.
         unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(400));
     }
     let status = wait_for(&mut child, Duration::from_secs(8)).expect("still running");
     assert_eq!(status.code(), Some(130));
@@ -210,6 +211,77 @@ fn ctrl_c_and_sigterm_stop_a_run_blocked_while_loading() {
         .read_to_string(&mut err)
         .unwrap();
     assert!(err.contains("interrupted"), "{err}");
+}
+
+/// SIGTERM and SIGHUP as they come in life — to the whole process group (systemd's stop, a
+/// closed terminal), and as `timeout -s TERM` sends it (to mlxfs, then at once to its group:
+/// one stop delivered twice) — stop a generating run like Ctrl-C, in both modes: exit 130,
+/// the text so far on stdout, its token counts on stderr. Before, a Python subprocess died of
+/// the signal and the run reported nothing generated, and the doubled SIGTERM took the
+/// second-signal path (no answer at all).
+#[test]
+fn sigterm_and_sighup_to_the_group_keep_the_text_so_far() {
+    crate::require!(Python);
+    let (fx, _ws) = with_tiny();
+    for (mode, signal, twice) in [
+        ("subprocess", libc::SIGTERM, false),
+        ("subprocess", libc::SIGHUP, false),
+        ("subprocess", libc::SIGTERM, true),
+        ("embedded", libc::SIGTERM, true),
+        ("embedded", libc::SIGHUP, false),
+    ] {
+        let case = format!("{mode}, signal {signal}, to mlxfs first: {twice}");
+        let mut cmd = mlxfs(&fx);
+        cmd.args([
+            "run",
+            "tiny",
+            "hello",
+            "--max-tokens",
+            "1000000",
+            "--python",
+        ])
+        .arg(venv_dir())
+        .process_group(0)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        if mode == "subprocess" {
+            cmd.arg("--subprocess");
+        }
+        let mut child = cmd.spawn().unwrap();
+        let mut out = child.stdout.take().unwrap();
+        let mut first = [0u8; 16];
+        out.read_exact(&mut first)
+            .expect("tokens before the signal");
+        let pid = child.id() as i32;
+        // SAFETY: kill(2) on our own child and its process group, not yet waited for.
+        unsafe {
+            if twice {
+                libc::kill(pid, signal);
+            }
+            libc::kill(-pid, signal);
+        }
+        let mut rest = Vec::new();
+        out.read_to_end(&mut rest).unwrap();
+        let status = wait_for(&mut child, Duration::from_secs(8));
+        let mut err = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        let status = status.unwrap_or_else(|| panic!("{case}: still running"));
+        assert_eq!(status.code(), Some(130), "{case}: {err}");
+        assert!(err.contains("interrupted"), "{case}: {err}");
+        // The counts are the run's own: the tokens it generated before the signal.
+        let generated: u64 = err
+            .split("generation: ")
+            .nth(1)
+            .and_then(|r| r.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{case}: no token counts: {err}"));
+        assert!(generated >= 1, "{case}: {err}");
+    }
 }
 
 /// C source of a library whose destructor never returns: it joins a thread that never ends,
