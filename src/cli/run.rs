@@ -140,8 +140,8 @@ pub struct RunArgs {
           requires = "draft_model", value_parser = clap::value_parser!(u32).range(1..=64))]
     pub num_draft_tokens: u32,
     /// An image for a vision model (capability `vision`), run with mlx-vlm: PNG, JPEG or WebP
-    /// (told by its bytes), at most 10 MiB, EXIF orientation applied; repeat for more (at
-    /// most 10)
+    /// (told by its bytes), at most 10 MiB and 8192×8192 pixels, EXIF orientation applied;
+    /// repeat for more (at most 10)
     #[arg(long = "image", value_name = "FILE", conflicts_with_all = ["draft_model", "audio"])]
     pub images: Vec<PathBuf>,
     /// Audio for a speech-to-text model (capability `audio`: Whisper, run with mlx-whisper):

@@ -512,8 +512,28 @@ def vlm_prompt(model, processor, messages_or_prompt, num_images, chat_template=T
     return apply_chat_template(processor, model.config, messages_or_prompt, num_images=num_images)
 
 
-def vlm_generate(model, processor, prompt, images, req, on_text, should_stop):
-    """mlx-vlm's stream_generate: `on_text(piece)` per piece; the `done` fields."""
+def check_images(processor, images, names=None):
+    """Each image put to the model's own image processor first (`processor.image_processor`,
+    as transformers' processors have it; one without it is not asked): an image it refuses —
+    a 200×1 strip whose resize leaves a side of 0 pixels, an aspect ratio past its bound — is
+    the `invalid_media` error naming the image and its size, not a failed generation. mlxfs
+    checked what a header tells (format, size, pixels) before Python started."""
+    image_processor = getattr(processor, "image_processor", None)
+    if not callable(image_processor):
+        return
+    for i, img in enumerate(images):
+        try:
+            image_processor(images=[img], return_tensors="np")
+        except Exception as e:
+            name = names[i] if names and i < len(names) else f"image {i + 1}"
+            raise MediaError("invalid_media",
+                             f"{name} ({img.width}×{img.height} pixels): the model's image processor "
+                             f"cannot take it: {type(e).__name__}: {e}")
+
+
+def vlm_generate(model, processor, prompt, images, req, on_text, should_stop, names=None):
+    """mlx-vlm's stream_generate: `on_text(piece)` per piece; the `done` fields. `names`: how
+    messages name the images (else "image N")."""
     import mlx.core as mx
     from mlx_vlm import stream_generate
 
@@ -528,6 +548,7 @@ def vlm_generate(model, processor, prompt, images, req, on_text, should_stop):
     tokenizer = getattr(processor, "tokenizer", processor)
     if req.get("context_length") and isinstance(prompt, str):
         check_context(len(tokenizer.encode(prompt)), req["context_length"], at_least=True)
+    check_images(processor, images, names)
     pieces, last, finish = [], None, None
     try:
         for resp in stream_generate(model, processor, prompt, image=images or None, **kwargs):
@@ -576,7 +597,8 @@ def _run_vlm(req, send, should_stop):
     try:
         prompt = vlm_prompt(model, processor, req["prompt"], len(images), use_template)
         done = vlm_generate(model, processor, prompt, images, req,
-                            lambda t: send({"event": "token", "text": t}), should_stop)
+                            lambda t: send({"event": "token", "text": t}), should_stop,
+                            names=[str(p) for p in req.get("images") or []])
     except Refused as e:
         return fail(e.event)
     except Exception as e:

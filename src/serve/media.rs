@@ -869,7 +869,8 @@ mod tests {
 
     #[test]
     fn data_urls() {
-        let png = base64::engine::general_purpose::STANDARD.encode(b"\x89PNG\r\n\x1a\nrest");
+        let png = base64::engine::general_purpose::STANDARD
+            .encode(b"\x89PNG\r\n\x1a\n\0\0\0\x0dIHDR\0\0\0\x01\0\0\0\x01rest");
         let p = image_part("x", &format!("data:image/png;base64,{png}")).unwrap();
         assert_eq!(p["type"], "image");
         assert_eq!(

@@ -535,3 +535,105 @@ fn temperature_zero_is_mlx_lms_greedy_text_and_the_default() {
         assert_eq!(v["data"]["text"].as_str().unwrap(), mlx_lm, "{flags:?}");
     }
 }
+
+/// Images are checked by what their headers say before Python starts (PNG, JPEG, WebP sizes
+/// read right; more than 8192×8192 pixels refused: a 250 KB PNG can claim 81 megapixels), and
+/// by the model's own image processor before generation (a 200×1 strip its resize would
+/// leave 0 pixels high): `invalid_media` / `media_too_large` naming the image, in `run` and
+/// `serve` (400, 413) — before, a failed generation (500 in `serve`).
+#[test]
+fn images_a_model_cannot_take_are_refused_naming_them() {
+    crate::require!(Python);
+    let fx = Fx::new();
+    crate::media::make_vlm(&fx, "vlm");
+    let dir = fx.tmp.path().join("img");
+    fs::create_dir_all(&dir).unwrap();
+    let o = Command::new(venv_python())
+        .arg("-c")
+        .arg(
+            "import sys\nfrom PIL import Image\nd = sys.argv[1]\n\
+             Image.new('RGB', (200, 1)).save(d + '/strip.png')\n\
+             Image.new('RGB', (9000, 9000)).save(d + '/huge.png')\n\
+             Image.new('RGB', (40, 24)).save(d + '/a.jpg', exif=Image.Exif())\n\
+             Image.new('RGB', (41, 25)).save(d + '/b.webp')\n\
+             Image.new('RGB', (42, 26)).save(d + '/c.webp', lossless=True)\n\
+             Image.new('RGBA', (43, 27)).save(d + '/d.webp', exif=b'Exif\\0\\0')\n",
+        )
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    for (name, dims) in [
+        ("a.jpg", (40, 24)),
+        ("b.webp", (41, 25)),
+        ("c.webp", (42, 26)),
+        ("d.webp", (43, 27)),
+        ("huge.png", (9000, 9000)),
+        ("strip.png", (200, 1)),
+    ] {
+        let bytes = fs::read(dir.join(name)).unwrap();
+        let format = mlxfs::media::sniff_image(&bytes).unwrap();
+        assert_eq!(
+            mlxfs::media::image_dimensions(format, &bytes),
+            Some(dims),
+            "{name}"
+        );
+    }
+    let run = |image: &str| -> Value {
+        let o = mlxfs(&fx)
+            .args(["run", "vlm", "hi", "--max-tokens", "2", "--json", "--image"])
+            .arg(dir.join(image))
+            .arg("--python")
+            .arg(venv_dir())
+            .output()
+            .unwrap();
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    let v = run("strip.png");
+    assert_eq!(v["error"]["type"], "invalid_media", "{v}");
+    let m = v["error"]["message"].as_str().unwrap();
+    assert!(
+        m.ends_with(
+            "strip.png (200×1 pixels): the model's image processor cannot take it: \
+                     ValueError: height and width must be > 0"
+        ),
+        "{m}"
+    );
+    let v = run("huge.png");
+    assert_eq!(v["error"]["type"], "media_too_large", "{v}");
+    assert!(
+        v["error"].get("python_output").is_none(),
+        "refused before Python: {v}"
+    );
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .ends_with("huge.png is 9000×9000 pixels (81 megapixels); the limit is 67 megapixels (8192×8192): scale it down"),
+        "{v}"
+    );
+    assert_eq!(run("a.jpg")["status"], "success");
+
+    let s = crate::serve::Served::start(&fx, &[]);
+    let b64 = |name: &str| {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(fs::read(dir.join(name)).unwrap())
+    };
+    for (name, status, kind) in [
+        ("strip.png", 400, "invalid_media"),
+        ("huge.png", 413, "media_too_large"),
+        ("a.jpg", 200, ""),
+    ] {
+        let body = serde_json::json!({"model": "vlm", "max_tokens": 2, "messages": [{"role": "user",
+            "content": [{"type": "image_url", "image_url": {"url": format!("data:image/png;base64,{}", b64(name))}},
+                        {"type": "text", "text": "hi"}]}]});
+        let (code, v) = crate::serve::post_json(&s.addr, "/v1/chat/completions", &[], &body);
+        assert_eq!(code, status, "{name}: {v}");
+        if status != 200 {
+            assert_eq!(v["error"]["type"], kind, "{name}: {v}");
+            assert_eq!(v["error"]["retryable"], false, "{name}: {v}");
+        }
+    }
+    // The refusals harmed no one: the worker that refused the strip still answers.
+    assert_eq!(crate::serve::get_json(&s.addr, "/health", &[]).0, 200);
+}

@@ -1394,7 +1394,7 @@ fn bad_requests() -> Vec<(&'static str, Value, u16, &'static str)> {
         ),
         (
             msg(
-                json!({"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}]}),
+                json!({"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAAB"}}]}),
             ),
             422,
             "cannot take images",
