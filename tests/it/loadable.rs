@@ -430,7 +430,8 @@ fn folders_one_may_list_but_not_enter_are_listed_with_their_reason() {
     };
     assert_eq!(reason("open"), "healthy");
     assert_eq!(reason("closed-ws"), "cannot be entered (Permission denied)");
-    assert_eq!(reason("closed-inner"), "Unreadable folders: extra");
+    // No loader reads in `extra/`: a warning (`a_folder_no_loader_reads_may_be_closed`).
+    assert_eq!(reason("closed-inner"), "healthy");
     assert_eq!(
         reason("org/closed-repo"),
         "cannot be entered (Permission denied)"
@@ -468,4 +469,150 @@ fn a_workspace_home_one_may_not_read_is_said_so() {
         loc.workspace_home_problem.map(|p| p.1).as_deref(),
         Some("cannot be read (Permission denied)")
     );
+}
+
+/// A folder no loader reads in may be one this user cannot enter (Meta's Llama repositories
+/// ship `original/` with consolidated `.pth` weights no MLX loader opens, here mode 644): the
+/// model is healthy and the record says so in a warning; and so are what lies in such a folder
+/// — a link that leads nowhere, an LFS pointer left for a file no loader opens. Where a
+/// loader does read (the template folder, a folder of shards the index names) the same
+/// folder is the model's reason. Checked as a user (root enters anything).
+#[test]
+fn a_folder_no_loader_reads_may_be_closed() {
+    crate::require!(Root);
+    let tmp = tempfile::tempdir().unwrap();
+    let lfs = b"version https://git-lfs.github.com/spec/v1\noid sha256:abc\nsize 123\n";
+    let as_user = |ws: &Path| {
+        let w = ws.to_path_buf();
+        unprivileged(move || {
+            let r = describe(&ModelRef::workspace(w, "m".into())).record;
+            (r.health.as_str().to_string(), r.reason, r.warnings)
+        })
+    };
+    let closed = |d: &Path| fs::set_permissions(d, fs::Permissions::from_mode(0o644)).unwrap();
+
+    let llama = tmp.path().join("llama");
+    write_tree(&llama, &good_files());
+    write_tree(
+        &llama.join("original"),
+        &files(&[("consolidated.00.pth", b"weights"), ("params.json", b"{}")]),
+    );
+    closed(&llama.join("original"));
+    let (health, reason, warnings) = as_user(&llama);
+    assert_eq!((health.as_str(), reason), ("healthy", None));
+    assert!(
+        warnings.contains(
+            &"folders that cannot be read or entered (no loader reads in them): original".into()
+        ),
+        "{warnings:?}"
+    );
+
+    // What lies in a folder no loader reads: warnings too.
+    let pulled = tmp.path().join("pulled");
+    write_tree(&pulled, &good_files());
+    write_tree(
+        &pulled.join("original"),
+        &files(&[("consolidated.00.pth", lfs), ("tokenizer.model", lfs)]),
+    );
+    std::os::unix::fs::symlink("../../blobs/gone", pulled.join("original/params.json")).unwrap();
+    let (health, reason, warnings) = ws_reason(&pulled);
+    assert_eq!((health.as_str(), reason), ("healthy", None));
+    assert!(
+        warnings.contains(
+            &"LFS pointers instead of files (no loader opens them): \
+              original/consolidated.00.pth, original/tokenizer.model"
+                .into()
+        ),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings.contains(
+            &"links that lead nowhere (in folders no loader reads): original/params.json".into()
+        ),
+        "{warnings:?}"
+    );
+
+    // Where a loader reads, the same folder is the reason.
+    let templates = tmp.path().join("templates");
+    write_tree(&templates, &good_files());
+    write_tree(
+        &templates.join("additional_chat_templates"),
+        &files(&[("tool_use.jinja", b"{{ messages }}")]),
+    );
+    closed(&templates.join("additional_chat_templates"));
+    assert_eq!(
+        as_user(&templates).1.as_deref(),
+        Some("Unreadable folders: additional_chat_templates")
+    );
+    let sharded = tmp.path().join("sharded");
+    let w = tiny_weights();
+    write_tree(
+        &sharded,
+        &files(&[
+            ("config.json", LLAMA_CONFIG.as_bytes()),
+            ("model.safetensors", &w),
+            (
+                "model.safetensors.index.json",
+                br#"{"weight_map": {"w": "weights/model-00001-of-00001.safetensors"}}"#,
+            ),
+            ("weights/model-00001-of-00001.safetensors", &w),
+        ]),
+    );
+    closed(&sharded.join("weights"));
+    assert_eq!(
+        as_user(&sharded).1.as_deref(),
+        Some("Unreadable folders: weights")
+    );
+    // An LFS pointer or a dangling link a loader would open stays a reason.
+    let tok = tmp.path().join("tok");
+    write_tree(&tok, &good_files());
+    fs::write(tok.join("tokenizer.model"), lfs).unwrap();
+    assert_eq!(
+        ws_reason(&tok).1.as_deref(),
+        Some("LFS pointers instead of files: tokenizer.model")
+    );
+    for d in [
+        llama.join("original"),
+        templates.join("additional_chat_templates"),
+        sharded.join("weights"),
+    ] {
+        fs::set_permissions(d, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+}
+
+/// `run` of such a model, as a user who cannot enter `original/`, runs it (it refused:
+/// "Unreadable folders: original", `--force` too).
+#[test]
+fn run_loads_a_model_whose_original_folder_is_closed() {
+    crate::require!(Root, Python);
+    let (fx, ws) = crate::run::with_tiny();
+    write_tree(
+        &ws.join("original"),
+        &files(&[("consolidated.00.pth", b"weights")]),
+    );
+    fs::set_permissions(ws.join("original"), fs::Permissions::from_mode(0o644)).unwrap();
+    let mut c = Command::new(BIN);
+    c.env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .args([
+            "run",
+            "tiny",
+            "Explain FUSE",
+            "--json",
+            "--seed",
+            "7",
+            "--max-tokens",
+            "12",
+        ])
+        .arg("--python")
+        .arg(crate::run::venv_dir());
+    for (k, v) in fx.vars() {
+        c.env(k, v);
+    }
+    let o = unprivileged_cmd(&mut c).output().unwrap();
+    fs::set_permissions(ws.join("original"), fs::Permissions::from_mode(0o755)).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stderr)));
+    assert_eq!(o.status.code(), Some(0), "{v}");
+    assert_eq!(v["data"]["generation_tokens"], 12, "{v}");
 }
