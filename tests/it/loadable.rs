@@ -616,3 +616,110 @@ fn run_loads_a_model_whose_original_folder_is_closed() {
     assert_eq!(o.status.code(), Some(0), "{v}");
     assert_eq!(v["data"]["generation_tokens"], 12, "{v}");
 }
+
+/// What mlxfs cannot read it does not state. A workspace whose folder cannot be looked at (its
+/// home, an `MLXK_MODEL_PATH` entry, is mode 644: listed, not entered), one whose folder
+/// cannot be entered, one whose `config.json` cannot be read, a hub repo without a snapshot:
+/// `model_type` is `unknown` (a value of mlx-knife's JSON API) and `capabilities` empty,
+/// never mlx-knife's defaults for a model without hints (`base`, `["text-generation"]`); a
+/// time that cannot be read is mlx-knife's own value for it (the epoch: the field is never
+/// null in its format), and the human forms print `-` for it and for a size not measured.
+#[test]
+fn what_cannot_be_read_is_not_stated() {
+    crate::require!(Root);
+    let fx = Fx::new();
+    let home = fx.tmp.path().join("mp");
+    write_tree(&home.join("x"), &good_files());
+    fs::set_permissions(&home, fs::Permissions::from_mode(0o644)).unwrap();
+    let closed = fx.workspace("closed", &good_files());
+    fs::set_permissions(&closed, fs::Permissions::from_mode(0o644)).unwrap();
+    let locked = fx.workspace("locked-config", &good_files());
+    fs::set_permissions(
+        locked.join("config.json"),
+        fs::Permissions::from_mode(0o000),
+    )
+    .unwrap();
+    let snap = fx.hub_model("org/gone", &good_files());
+    fs::remove_dir_all(snap.parent().unwrap()).unwrap();
+    fx.workspace("open", &good_files());
+
+    let mut vars = fx.vars();
+    vars.push(("MLXK_MODEL_PATH", home.to_string_lossy().into_owned()));
+    let env = vars.clone();
+    let listed = unprivileged(move || {
+        let loc = mlxfs::catalog::Locations::from_vars(|k| {
+            env.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone())
+        });
+        mlxfs::catalog::record::list(&loc, None).models
+    });
+    let rec = |name: &str| {
+        let r = listed
+            .iter()
+            .find(|m| m.display_name.as_deref() == Some(name) || m.name == name)
+            .unwrap_or_else(|| panic!("{name} is not listed: {listed:#?}"));
+        let v = serde_json::to_value(r).unwrap();
+        (
+            v["last_modified"].as_str().unwrap().to_string(),
+            v["model_type"].clone(),
+            v["capabilities"].clone(),
+            v["framework"].clone(),
+            v["context_length"].clone(),
+        )
+    };
+    let unknown = |time: &str| {
+        (
+            time.to_string(),
+            serde_json::json!("unknown"),
+            serde_json::json!([]),
+            serde_json::json!("Unknown"),
+            serde_json::Value::Null,
+        )
+    };
+    assert_eq!(rec("x"), unknown("1970-01-01T00:00:00Z"));
+    let t = rec("closed").0;
+    assert_ne!(t, "1970-01-01T00:00:00Z", "the folder's own time is known");
+    assert_eq!(rec("closed"), unknown(&t));
+    // The files are there (framework by its weights); the config cannot be read.
+    let r = rec("locked-config");
+    assert_eq!(
+        (r.1, r.2),
+        (serde_json::json!("unknown"), serde_json::json!([]))
+    );
+    let r = rec("org/gone");
+    assert_eq!(
+        (r.1, r.2),
+        (serde_json::json!("unknown"), serde_json::json!([]))
+    );
+    // A model that can be read keeps mlx-knife's detection.
+    assert_eq!(rec("open").1, serde_json::json!("chat"));
+
+    // `show` and `list` as that user: nothing made up.
+    let human = |args: &[&str]| {
+        let mut c = Command::new(BIN);
+        c.env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .args(args);
+        for (k, v) in &vars {
+            c.env(k, v);
+        }
+        let o = unprivileged_cmd(&mut c).output().unwrap();
+        String::from_utf8(o.stdout).unwrap()
+    };
+    let shown = human(&["show", "x"]);
+    for line in ["Type: unknown", "Capabilities: -", "Size: -", "Modified: -"] {
+        assert!(shown.lines().any(|l| l == line), "{line}:\n{shown}");
+    }
+    let table = human(&["list", "x", "--all"]);
+    let row: Vec<&str> = table
+        .lines()
+        .find(|l| l.starts_with("x "))
+        .unwrap_or_else(|| panic!("{table}"))
+        .split('|')
+        .map(str::trim)
+        .collect();
+    // Name | Hash | Size | Modified | Src | Clean | Framework | Type
+    assert_eq!((row[3], row[7]), ("-", "unknown"), "{table}");
+
+    fs::set_permissions(&home, fs::Permissions::from_mode(0o755)).unwrap();
+    fs::set_permissions(&closed, fs::Permissions::from_mode(0o755)).unwrap();
+}
