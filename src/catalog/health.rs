@@ -36,6 +36,13 @@ fn is_lfs_pointer(e: &Entry) -> bool {
     e.lfs_pointer
 }
 
+/// Is the entry a partial-download marker by mlx-knife's rule (a file whose name, lowercased,
+/// ends `.partial` or `.tmp` or holds `partial`)?
+fn is_partial_marker(e: &Entry) -> bool {
+    let n = e.name.to_lowercase();
+    e.is_file && (n.ends_with(".partial") || n.ends_with(".tmp") || n.contains("partial"))
+}
+
 /// Is the entry a weight file by mlx-knife's rule (`*.safetensors`, `*.bin`, `*.gguf`)?
 fn is_weight_name(e: &Entry) -> bool {
     e.name.ends_with(".safetensors") || e.name.ends_with(".bin") || e.name.ends_with(".gguf")
@@ -184,10 +191,12 @@ fn check_inner(root: &Path, inv: &Inventory, config: &Config) -> Check {
         }
         return Err("No model weights found".into());
     }
-    if entries.iter().any(|e| {
-        let n = e.name.to_lowercase();
-        e.is_file && (n.ends_with(".partial") || n.ends_with(".tmp") || n.contains("partial"))
-    }) {
+    // (A download in progress of a file in a folder no loader reads keeps no loader from
+    // opening the model: a warning.)
+    if entries
+        .iter()
+        .any(|e| is_partial_marker(e) && !opened.ignores(&e.rel))
+    {
         return Err("Partial download marker detected".into());
     }
     let empties: Vec<String> = weights
@@ -434,8 +443,9 @@ impl Opened {
 
 /// What the record says about the model's files without making it unhealthy, each about
 /// what no loader reads ([`Opened`]): names that are not UTF-8, special files (FIFOs, sockets,
-/// devices), folders that cannot be read or entered, links that lead nowhere inside folders
-/// no loader reads, LFS pointers left for files no loader opens.
+/// devices), folders that cannot be read or entered, links that lead nowhere and partial
+/// download markers inside folders no loader reads, LFS pointers left for files no loader
+/// opens.
 pub fn warnings(inv: &Inventory) -> Vec<String> {
     let mut out = Vec::new();
     let opened = Opened::of(inv);
@@ -470,6 +480,13 @@ pub fn warnings(inv: &Inventory) -> Vec<String> {
         out.push(format!(
             "LFS pointers instead of files (no loader opens them): {}",
             list(&lfs)
+        ));
+    }
+    let partial = named(&|e| is_partial_marker(e) && opened.ignores(&e.rel));
+    if !partial.is_empty() {
+        out.push(format!(
+            "partial download markers (in folders no loader reads): {}",
+            list(&partial)
         ));
     }
     let stray = |e: &&Entry| !opened.file(&e.rel);

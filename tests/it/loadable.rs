@@ -515,6 +515,7 @@ fn a_folder_no_loader_reads_may_be_closed() {
         &files(&[("consolidated.00.pth", lfs), ("tokenizer.model", lfs)]),
     );
     std::os::unix::fs::symlink("../../blobs/gone", pulled.join("original/params.json")).unwrap();
+    fs::write(pulled.join("original/consolidated.01.pth.partial"), b"half").unwrap();
     let (health, reason, warnings) = ws_reason(&pulled);
     assert_eq!((health.as_str(), reason), ("healthy", None));
     assert!(
@@ -528,6 +529,14 @@ fn a_folder_no_loader_reads_may_be_closed() {
     assert!(
         warnings.contains(
             &"links that lead nowhere (in folders no loader reads): original/params.json".into()
+        ),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings.contains(
+            &"partial download markers (in folders no loader reads): \
+              original/consolidated.01.pth.partial"
+                .into()
         ),
         "{warnings:?}"
     );
