@@ -24,7 +24,9 @@ impl Config {
     /// [`Config::load`] where the walk of `root` already says what `config.json` is: what is
     /// not a regular file is never opened.
     pub fn load_walked(root: &Path, inv: &super::inventory::Inventory) -> Config {
-        if inv.walked {
+        // A folder that lists its names but cannot be entered holds a `config.json` the walk
+        // could not see: the open says why (never `Missing`).
+        if inv.walked && inv.root_problem.is_none() {
             match inv.top("config.json") {
                 None => return Config::Missing,
                 Some(e) => match e.kind {

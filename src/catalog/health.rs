@@ -1,6 +1,14 @@
 //! File integrity of one model folder: mlx-knife's `_check_snapshot_health` (same order, same
 //! reason strings), plus what mlx-knife crashes on — dangling links, links that leave the model,
 //! unreadable folders, non-UTF-8 names — each reported as this model's reason.
+//!
+//! What a loader reads decides ([`Opened`]: the files of [`loader_files`] and the shards an
+//! index names, and the folders those lie in). What no loader reads is a warning of the record
+//! ([`warnings`]), never a reason: a folder it cannot enter (Meta's `original/` of `.pth`
+//! files, mode 644), a link that leads nowhere inside such a folder, an LFS pointer left for a
+//! file no loader opens (`git lfs pull --include "*.safetensors"`), a name that is not UTF-8,
+//! a FIFO. A link that leads out of the model stays a reason wherever it is (the mount hides
+//! it; a model's files never lead out of it).
 
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -26,6 +34,18 @@ type Check = Result<String, String>;
 /// [`Entry::lfs_pointer`])?
 fn is_lfs_pointer(e: &Entry) -> bool {
     e.lfs_pointer
+}
+
+/// Is the entry a partial-download marker by mlx-knife's rule (a file whose name, lowercased,
+/// ends `.partial` or `.tmp` or holds `partial`)?
+fn is_partial_marker(e: &Entry) -> bool {
+    let n = e.name.to_lowercase();
+    e.is_file && (n.ends_with(".partial") || n.ends_with(".tmp") || n.contains("partial"))
+}
+
+/// Is the entry a weight file by mlx-knife's rule (`*.safetensors`, `*.bin`, `*.gguf`)?
+fn is_weight_name(e: &Entry) -> bool {
+    e.name.ends_with(".safetensors") || e.name.ends_with(".bin") || e.name.ends_with(".gguf")
 }
 
 fn list(names: &[String]) -> String {
@@ -62,9 +82,10 @@ fn check_inner(root: &Path, inv: &Inventory, config: &Config) -> Check {
 
     // What mlx-knife cannot survive: report it here, for this model only.
     let entries: Vec<&Entry> = inv.model_entries().collect();
+    let opened = Opened::of(inv);
     let dangling: Vec<String> = entries
         .iter()
-        .filter(|e| e.link == LinkState::Dangling)
+        .filter(|e| e.link == LinkState::Dangling && !opened.ignores(&e.rel))
         .map(|e| e.rel.clone())
         .collect();
     if !dangling.is_empty() {
@@ -81,10 +102,10 @@ fn check_inner(root: &Path, inv: &Inventory, config: &Config) -> Check {
             list(&escaping)
         ));
     }
-    let unreadable: Vec<String> = inv
-        .unreadable
-        .iter()
-        .filter(|r| !r.starts_with(".hf_cache"))
+    // A folder that cannot be read or entered matters where a loader reads in it (the
+    // template folder, a folder of shards the index names); any other is a warning.
+    let unreadable: Vec<String> = model_unreadable(inv)
+        .filter(|r| opened.reads_in(r))
         .cloned()
         .collect();
     if !unreadable.is_empty() {
@@ -135,9 +156,7 @@ fn check_inner(root: &Path, inv: &Inventory, config: &Config) -> Check {
     }
 
     // No index: top-level weights, else anywhere below.
-    let is_weight = |e: &&Entry| {
-        e.name.ends_with(".safetensors") || e.name.ends_with(".bin") || e.name.ends_with(".gguf")
-    };
+    let is_weight = |e: &&Entry| is_weight_name(e);
     let mut weights: Vec<&Entry> = entries
         .iter()
         .copied()
@@ -165,12 +184,19 @@ fn check_inner(root: &Path, inv: &Inventory, config: &Config) -> Check {
         }
     }
     if weights.is_empty() {
+        // They may lie in a folder that cannot be read (mlx-knife looks below for them).
+        let closed: Vec<String> = model_unreadable(inv).cloned().collect();
+        if !closed.is_empty() {
+            return Err(format!("Unreadable folders: {}", list(&closed)));
+        }
         return Err("No model weights found".into());
     }
-    if entries.iter().any(|e| {
-        let n = e.name.to_lowercase();
-        e.is_file && (n.ends_with(".partial") || n.ends_with(".tmp") || n.contains("partial"))
-    }) {
+    // (A download in progress of a file in a folder no loader reads keeps no loader from
+    // opening the model: a warning.)
+    if entries
+        .iter()
+        .any(|e| is_partial_marker(e) && !opened.ignores(&e.rel))
+    {
         return Err("Partial download marker detected".into());
     }
     let empties: Vec<String> = weights
@@ -184,9 +210,13 @@ fn check_inner(root: &Path, inv: &Inventory, config: &Config) -> Check {
     if !shards.is_empty() {
         return Err("Safetensors index missing for sharded model".into());
     }
+    // mlx-knife scans every small file; a pointer left for a file no loader opens (a
+    // repository's `original/` not pulled) is a warning.
     let lfs: Vec<String> = entries
         .iter()
-        .filter(|e| is_lfs_pointer(e))
+        .filter(|e| {
+            is_lfs_pointer(e) && (opened.file(&e.rel) || weights.iter().any(|w| w.rel == e.rel))
+        })
         .map(|e| e.rel.clone())
         .collect();
     if !lfs.is_empty() {
@@ -349,11 +379,117 @@ fn unloadable(e: &Entry) -> Option<String> {
     }
 }
 
-/// What the record says about the model's files without making it unhealthy: names that are
-/// not UTF-8, and special files (FIFOs, sockets, devices), of files no loader opens.
+/// Folders of the model (not of its runtime cache) that could not be read or entered.
+fn model_unreadable(inv: &Inventory) -> impl Iterator<Item = &String> {
+    inv.unreadable
+        .iter()
+        .filter(|r| *r != ".hf_cache" && !r.starts_with(".hf_cache/"))
+}
+
+/// What the loaders read in a model folder: the files of [`loader_files`] and the shards the
+/// index names (`model.safetensors.index.json`, and `pytorch_model.bin.index.json`, which
+/// mlx-knife's health follows), wherever they lie.
+pub struct Opened {
+    shards: BTreeSet<String>,
+}
+
+impl Opened {
+    /// The shard names of the model's index files (an index that cannot be read or parsed
+    /// names none: health reports it).
+    pub fn of(inv: &Inventory) -> Opened {
+        let mut shards = BTreeSet::new();
+        for index in [
+            "model.safetensors.index.json",
+            "pytorch_model.bin.index.json",
+        ] {
+            let Some(e) = inv.top(index).filter(|e| e.is_file) else {
+                continue;
+            };
+            let Ok(bytes) = crate::sys::read_file(&e.path) else {
+                continue;
+            };
+            if let Ok(v) = serde_json::from_slice::<Value>(&bytes)
+                && let Some(Value::Object(wm)) = v.get("weight_map")
+            {
+                shards.extend(wm.values().filter_map(Value::as_str).map(str::to_string));
+            }
+        }
+        Opened { shards }
+    }
+
+    /// Does a loader open the file at `rel` (`/`-separated, relative to the model folder)?
+    pub fn file(&self, rel: &str) -> bool {
+        loader_files::is_loader_file(rel) || self.shards.contains(rel)
+    }
+
+    /// Does a loader read anything in the folder `rel` (the template folder, or a folder
+    /// holding a shard the index names)?
+    pub fn reads_in(&self, rel: &str) -> bool {
+        rel == "."
+            || rel == loader_files::TEMPLATE_DIR
+            || self
+                .shards
+                .iter()
+                .any(|s| s.strip_prefix(rel).is_some_and(|t| t.starts_with('/')))
+    }
+
+    /// Does the entry at `rel` lie in a sub-folder no loader reads in (so nothing about it
+    /// can stop the model from loading)?
+    pub fn ignores(&self, rel: &str) -> bool {
+        rel.rsplit_once('/')
+            .is_some_and(|(folder, _)| !self.reads_in(folder))
+    }
+}
+
+/// What the record says about the model's files without making it unhealthy, each about
+/// what no loader reads ([`Opened`]): names that are not UTF-8, special files (FIFOs, sockets,
+/// devices), folders that cannot be read or entered, links that lead nowhere and partial
+/// download markers inside folders no loader reads, LFS pointers left for files no loader
+/// opens.
 pub fn warnings(inv: &Inventory) -> Vec<String> {
     let mut out = Vec::new();
-    let stray = |e: &&Entry| !loader_files::is_loader_file(&e.rel);
+    let opened = Opened::of(inv);
+    let closed: Vec<String> = model_unreadable(inv)
+        .filter(|r| !opened.reads_in(r))
+        .map(|r| crate::text::one_line(r).into_owned())
+        .collect();
+    if !closed.is_empty() {
+        out.push(format!(
+            "folders that cannot be read or entered (no loader reads in them): {}",
+            list(&closed)
+        ));
+    }
+    let named = |pick: &dyn Fn(&Entry) -> bool| -> Vec<String> {
+        inv.model_entries()
+            .filter(|e| pick(e))
+            .map(|e| crate::text::one_line(&e.rel).into_owned())
+            .collect()
+    };
+    let dangling = named(&|e| e.link == LinkState::Dangling && opened.ignores(&e.rel));
+    if !dangling.is_empty() {
+        out.push(format!(
+            "links that lead nowhere (in folders no loader reads): {}",
+            list(&dangling)
+        ));
+    }
+    // (A top-level weight file mlx-knife counts is a reason whatever a loader opens.)
+    let lfs = named(&|e| {
+        is_lfs_pointer(e) && !opened.file(&e.rel) && (e.rel.contains('/') || !is_weight_name(e))
+    });
+    if !lfs.is_empty() {
+        out.push(format!(
+            "LFS pointers instead of files (no loader opens them): {}",
+            list(&lfs)
+        ));
+    }
+    let partial = named(&|e| is_partial_marker(e) && opened.ignores(&e.rel));
+    if !partial.is_empty() {
+        out.push(format!(
+            "partial download markers (in folders no loader reads): {}",
+            list(&partial)
+        ));
+    }
+    let stray = |e: &&Entry| !opened.file(&e.rel);
     let non_utf8: Vec<String> = inv
         .model_entries()
         .filter(stray)

@@ -57,12 +57,35 @@ pub struct Described {
     pub inventory: Inventory,
 }
 
-/// The folder's time; for a link that leads nowhere (or in a loop), the link's own.
-fn mtime_secs(p: &Path) -> i64 {
+/// `last_modified` when the model folder's time cannot be read (its parent cannot be entered):
+/// mlx-knife's own value for that case (`common.py`: an error gives the epoch). The field is a
+/// timestamp string in mlx-knife's format, never null; the human forms print `-` for it.
+pub const LAST_MODIFIED_UNKNOWN: &str = "1970-01-01T00:00:00Z";
+
+/// Is a record's `last_modified` the value for a time that could not be read
+/// ([`LAST_MODIFIED_UNKNOWN`])?
+pub fn last_modified_known(last_modified: &str) -> bool {
+    last_modified != LAST_MODIFIED_UNKNOWN
+}
+
+/// The folder's time; for a link that leads nowhere (or in a loop), the link's own; `None`
+/// when neither can be read.
+fn mtime_secs(p: &Path) -> Option<i64> {
     std::fs::metadata(p)
         .or_else(|_| std::fs::symlink_metadata(p))
         .and_then(|m| m.modified())
-        .map_or(0, sys::epoch_secs)
+        .ok()
+        .map(sys::epoch_secs)
+}
+
+/// Could the model's files be read at all: its folder walked and entered, its `config.json`
+/// a regular file this user may read? Otherwise its type and capabilities are not known, and
+/// the record says `unknown` and `[]` instead of mlx-knife's defaults for a model without
+/// hints (`base`, `["text-generation"]`).
+fn files_readable(inv: &Inventory, config: &Config) -> bool {
+    inv.walked
+        && inv.root_problem.is_none()
+        && !matches!(config, Config::Unreadable(_) | Config::NotRegular(_))
 }
 
 /// Entries the mount cannot show because its virtual `.mlxfs` folder takes their name.
@@ -107,8 +130,13 @@ pub fn describe(m: &ModelRef) -> Described {
     let heur_name = m.short_name.as_str();
     let template = detect::has_chat_template(&m.path, &inv);
     let framework = detect::framework(heur_name, &m.path, &inv, cfg);
-    let model_type = detect::model_type(heur_name, cfg, template);
-    let caps = detect::capabilities(model_type, heur_name, &m.path, &inv, cfg, template);
+    let (model_type, caps) = if files_readable(&inv, &config) {
+        let model_type = detect::model_type(heur_name, cfg, template);
+        let caps = detect::capabilities(model_type, heur_name, &m.path, &inv, cfg, template);
+        (model_type, caps)
+    } else {
+        (ModelType::Unknown, Vec::new())
+    };
 
     let health = match &m.problem {
         Some(p) => Health::Unhealthy(p.clone()),
@@ -141,7 +169,10 @@ pub fn describe(m: &ModelRef) -> Described {
         name: m.name.clone(),
         hash: m.revision.clone().filter(|r| text::is_commit(r)),
         size_bytes: inv.total_size(),
-        last_modified: timefmt::iso_utc(inv.root_mtime.unwrap_or_else(|| mtime_secs(&m.path))),
+        last_modified: inv
+            .root_mtime
+            .or_else(|| mtime_secs(&m.path))
+            .map_or_else(|| LAST_MODIFIED_UNKNOWN.to_string(), timefmt::iso_utc),
         framework,
         model_type,
         capabilities: caps,

@@ -3,11 +3,18 @@
 //! only ([`Refusal`]); each command words them (`convert` with mlx-knife's messages).
 //!
 //! Refused, because the new folder or file would land where it does harm:
-//! - a Hugging Face cache: the hub cache (`loc.hub_cache`: inside it, or a folder that holds
-//!   it) and any folder inside a cache repo folder (`models--…`, `datasets--…`, `spaces--…`
-//!   with its `snapshots/`, `blobs/` or `refs/`: a workspace's `.hf_cache`, mlxfs's state
-//!   folder, another disk's cache) — huggingface_hub owns that layout, and a folder written
-//!   into `snapshots/` becomes a bogus revision it reports as a corrupted cache;
+//! - any Hugging Face cache — huggingface_hub owns that layout, and a folder written into
+//!   `snapshots/` becomes a bogus revision it reports as a corrupted cache; what `run` finds in
+//!   a run cache is counted as the model's (`show`'s "other files"):
+//!   - the user's hub cache (`loc.hub_cache`: inside it, or a folder that holds it);
+//!   - mlxfs's run caches ([`Misplaced::RunCache`]): the state folder's `hf-cache/` (hub
+//!     models' and read-only workspaces' isolated caches: inside it, or a folder that holds
+//!     it) and every `.hf_cache` (a workspace's own);
+//!   - any folder inside a cache repo folder (`models--…`, `datasets--…`, `spaces--…` with
+//!     its `snapshots/`, `blobs/`, `refs/` or `.no_exist/`), wherever the cache is;
+//!   - any folder inside one that looks like a cache's root ([`Misplaced::CacheRoot`]: it
+//!     holds such a repo folder, or huggingface_hub's `.locks/`) — another disk's cache,
+//!     a second `HF_HOME`;
 //! - a folder inside an existing model (it would make that model dirty or unhealthy);
 //! - for a new workspace also: a workspace home itself, the current folder or one holding it
 //!   (the rename would pull it from under the shell), a mount point (the staging folder would
@@ -25,8 +32,14 @@ pub enum Misplaced {
     /// It is the hub cache or lies inside it (`holds`: it is a folder that holds the hub
     /// cache; `cache`: the hub cache).
     HubCache { cache: PathBuf, holds: bool },
+    /// It is or lies in one of mlxfs's run caches (`cache`: the state folder's `hf-cache`, or
+    /// a `.hf_cache`), or it is a folder that holds the state folder's (`holds`).
+    RunCache { cache: PathBuf, holds: bool },
     /// It lies inside a Hugging Face cache repo folder (`repo`: that `models--…` folder).
     CacheRepo { repo: PathBuf },
+    /// It lies inside a folder that looks like a Hugging Face cache's root (`root`: it holds
+    /// a cache repo folder or `.locks/`).
+    CacheRoot { root: PathBuf },
     /// It lies inside the model folder `model` (a `config.json` or a sentinel there).
     InsideModel { model: PathBuf },
 }
@@ -78,19 +91,52 @@ fn real_or_nearest(p: &Path) -> PathBuf {
     }
 }
 
-/// Is `dir` a Hugging Face cache repo folder: named `models--…`, `datasets--…` or
-/// `spaces--…`, holding `snapshots/`, `blobs/` or `refs/`?
-fn is_cache_repo(dir: &Path) -> bool {
-    let name = dir
-        .file_name()
-        .map(|n| n.as_encoded_bytes())
-        .unwrap_or_default();
+/// Is the name that of a Hugging Face cache repo folder (`models--…`, `datasets--…`,
+/// `spaces--…`: huggingface_hub's `REPO_ID_SEPARATOR` after the repo type)?
+fn is_repo_folder_name(name: &std::ffi::OsStr) -> bool {
+    let name = name.as_encoded_bytes();
     [&b"models--"[..], b"datasets--", b"spaces--"]
         .iter()
         .any(|p| name.starts_with(p))
-        && ["snapshots", "blobs", "refs"]
+}
+
+/// Is `dir` a folder (not through a link)?
+fn is_folder(dir: &Path) -> bool {
+    fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir())
+}
+
+/// Is `dir` a Hugging Face cache repo folder: named `models--…`, `datasets--…` or
+/// `spaces--…`, holding `snapshots/`, `blobs/`, `refs/` or `.no_exist/`?
+fn is_cache_repo(dir: &Path) -> bool {
+    dir.file_name().is_some_and(is_repo_folder_name)
+        && ["snapshots", "blobs", "refs", ".no_exist"]
             .iter()
-            .any(|s| fs::symlink_metadata(dir.join(s)).is_ok_and(|m| m.is_dir()))
+            .any(|s| is_folder(&dir.join(s)))
+}
+
+/// Does `dir` look like a Hugging Face cache's root: it holds huggingface_hub's `.locks/`
+/// or a cache repo folder ([`is_cache_repo`])? One listing of `dir`; a folder that cannot be
+/// listed is not one.
+fn is_cache_root(dir: &Path) -> bool {
+    if is_folder(&dir.join(".locks")) {
+        return true;
+    }
+    fs::read_dir(dir).is_ok_and(|rd| {
+        rd.flatten()
+            .any(|e| is_repo_folder_name(&e.file_name()) && is_cache_repo(&e.path()))
+    })
+}
+
+/// mlxfs's run cache folder in the state folder (`hf-cache/`), as this process finds it
+/// (with the temp fallback when neither `XDG_STATE_HOME` nor `HOME` is set), real.
+fn state_run_caches() -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = crate::state::dir()
+        .into_iter()
+        .chain(Some(crate::state::dir_or_temp()))
+        .map(|d| real_or_nearest(&d.join("hf-cache")))
+        .collect();
+    out.dedup();
+    out
 }
 
 /// May something new (a folder, a file) be written at `path`: not in a Hugging Face cache,
@@ -103,9 +149,29 @@ pub fn place(path: &Path, loc: &Locations) -> Result<(), Misplaced> {
         let holds = real != cache && cache.starts_with(&real);
         return Err(Misplaced::HubCache { cache, holds });
     }
+    for cache in state_run_caches() {
+        if real.starts_with(&cache) || cache.starts_with(&real) {
+            let holds = real != cache && cache.starts_with(&real);
+            return Err(Misplaced::RunCache { cache, holds });
+        }
+    }
+    if let Some(cache) = real
+        .ancestors()
+        .find(|a| a.file_name().is_some_and(|n| n == ".hf_cache"))
+    {
+        return Err(Misplaced::RunCache {
+            cache: cache.to_path_buf(),
+            holds: false,
+        });
+    }
     if let Some(repo) = real.ancestors().skip(1).find(|a| is_cache_repo(a)) {
         return Err(Misplaced::CacheRepo {
             repo: repo.to_path_buf(),
+        });
+    }
+    if let Some(root) = real.ancestors().skip(1).find(|a| is_cache_root(a)) {
+        return Err(Misplaced::CacheRoot {
+            root: root.to_path_buf(),
         });
     }
     if let Some(model) = real

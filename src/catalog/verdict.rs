@@ -84,7 +84,9 @@ impl Framework {
     }
 }
 
-/// The record's `model_type` field.
+/// The record's `model_type` field. `Unknown` (`"unknown"`, a value mlx-knife's JSON API
+/// specification lists) where the model's files cannot be read: its folder cannot be
+/// entered, its `config.json` cannot be read — never a guess.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ModelType {
@@ -92,6 +94,7 @@ pub enum ModelType {
     Base,
     Embedding,
     Audio,
+    Unknown,
 }
 
 impl ModelType {
@@ -101,6 +104,7 @@ impl ModelType {
             ModelType::Base => "base",
             ModelType::Embedding => "embedding",
             ModelType::Audio => "audio",
+            ModelType::Unknown => "unknown",
         }
     }
 }

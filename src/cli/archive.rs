@@ -33,7 +33,8 @@ in .hf_cache/ do); FIFOs and devices are refused. A hub-cache model is not a wor
 `mlxfs clone` it first.
 
 OUT defaults to ./<name>.tar (./<name>.tar.zst with --zstd); an existing folder gets
-<name>.tar inside it. The archive is written to a temp file next to OUT and renamed at the
+<name>.tar inside it. OUT may not be in any Hugging Face cache (the hub cache, mlxfs's run
+caches, another cache: as `mlxfs restore --help` says) or inside a model. The archive is written to a temp file next to OUT and renamed at the
 end: interrupted (Ctrl-C, SIGTERM, SIGHUP), it leaves nothing; the temp file of a run that
 was killed outright is removed by the next archive into the same folder.
 
@@ -182,10 +183,17 @@ pub fn run(a: &ArchiveArgs, loc: &Locations, json: bool) -> Result<Output, CliEr
                 "it lies in the hub cache ({}), whose layout belongs to huggingface_hub",
                 cache.display()
             ),
-            Misplaced::CacheRepo { repo } => format!(
-                "it lies in a Hugging Face cache ({}), whose layout belongs to huggingface_hub",
-                repo.display()
+            Misplaced::RunCache { cache, .. } => format!(
+                "it lies in a run cache of mlxfs ({}), a Hugging Face cache whose layout \
+                 belongs to huggingface_hub",
+                cache.display()
             ),
+            Misplaced::CacheRepo { repo: cache } | Misplaced::CacheRoot { root: cache } => {
+                format!(
+                    "it lies in a Hugging Face cache ({}), whose layout belongs to huggingface_hub",
+                    cache.display()
+                )
+            }
             Misplaced::InsideModel { model } => format!(
                 "it lies inside the model folder {} (the file would become part of that model)",
                 model.display()

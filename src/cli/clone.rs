@@ -18,7 +18,9 @@ mlx-knife, so either tool sees the workspace as clean).
 
 TARGET: a path (`./models/x`, `/data/x`, `~/x`); a bare name goes under MLXK_WORKSPACE_HOME
 (or the current folder when it is unset); without TARGET, $MLXK_WORKSPACE_HOME/<name>.
-The target must not exist or be an empty folder.
+The target must not exist or be an empty folder, and may not be in any Hugging Face cache
+(the hub cache, mlxfs's run caches, another cache: as `mlxfs restore --help` says), a
+workspace home, a folder inside a model, the current folder or a mount point.
 
 Safe: everything is downloaded into a hidden staging folder next to the target, verified,
 hashed and health-checked, then renamed into place — the workspace appears whole or not at

@@ -41,7 +41,9 @@ Checkpoints whose config.json names a `model_file` (code that comes with the mod
 refused before anything is written.
 
 TARGET: a path (`./models/x`, `/data/x`, `~/x`); a bare name goes under MLXK_WORKSPACE_HOME
-(or the current folder when it is unset). It must not exist or be an empty folder.
+(or the current folder when it is unset). It must not exist or be an empty folder, and may
+not be in any Hugging Face cache (the hub cache, mlxfs's run caches, another cache: as
+`mlxfs restore --help` says) or inside a model.
 
 All or nothing: everything is written into a hidden staging folder next to TARGET, the
 content hash and the sentinel (operation \"convert\", the source's provenance, the
@@ -520,8 +522,12 @@ pub fn run(a: &ConvertArgs, loc: &Locations, json_mode: bool) -> Result<Output, 
     // The one rule of new workspaces (clone's and restore's too), in convert's words; the
     // hub cache first, as mlx-knife.
     use crate::catalog::target::{Misplaced, place};
-    if let Err(Misplaced::HubCache { holds: false, .. } | Misplaced::CacheRepo { .. }) =
-        place(&target, loc)
+    if let Err(
+        Misplaced::HubCache { holds: false, .. }
+        | Misplaced::RunCache { holds: false, .. }
+        | Misplaced::CacheRepo { .. }
+        | Misplaced::CacheRoot { .. },
+    ) = place(&target, loc)
     {
         check_target_as(&target, home.as_deref(), loc, Some(&a.source))?;
     }

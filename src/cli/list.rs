@@ -3,7 +3,7 @@
 use clap::Args;
 
 use super::output::{CliError, Output, hash7, humanize_size, table};
-use crate::catalog::record::ModelRecord;
+use crate::catalog::record::{ModelRecord, last_modified_known};
 use crate::catalog::verdict::{Capability, HealthStatus, ModelType};
 use crate::catalog::{Locations, Source, record};
 use crate::timefmt;
@@ -113,6 +113,7 @@ pub fn render(models: &[ModelRecord], a: &ListArgs) -> String {
             (false, Some(true)) => "ws",
         };
         let modified = timefmt::parse_iso_utc(&m.last_modified)
+            .filter(|_| last_modified_known(&m.last_modified))
             .map_or("-".to_string(), |t| timefmt::relative(t, now));
         let mut row = vec![
             name,

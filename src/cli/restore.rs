@@ -21,10 +21,12 @@ first bytes, not its name).
 TARGET: a path (`./models/x`, `/data/x`, `~/x`); a bare name goes under MLXK_WORKSPACE_HOME
 (or the current folder when it is unset); without TARGET, $MLXK_WORKSPACE_HOME/<name>, the
 name the workspace had when it was archived. The target must not exist or be an empty
-folder, and may not be in the hub cache or any Hugging Face cache (a folder in a hub model's
-snapshots/ would be a bogus revision), a workspace home, a folder inside a model, the current
-folder or a mount point (a new folder inside one is fine) — the rule clone and convert ask
-too.
+folder, and may not be in any Hugging Face cache — the hub cache, mlxfs's run caches (the
+state folder's hf-cache/, every workspace's .hf_cache/), a folder inside a models--…,
+datasets--… or spaces--… repo folder, or inside a folder holding such repo folders or
+huggingface_hub's .locks/ (a folder in a hub model's snapshots/ would be a bogus revision) —,
+nor be a workspace home, a folder inside a model, the current folder or a mount point (a new
+folder inside one is fine): the rule clone, convert and archive ask too.
 
 Verified, all or nothing: the entries are unpacked into a hidden staging folder next to the
 target, every file is checked against the size and sha256 in the archive's manifest, the

@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 
 use super::output::{CliError, Output, hash7, humanize_size};
 use crate::catalog::config::{Config, py_str};
-use crate::catalog::record::{Described, describe, show_model};
+use crate::catalog::record::{Described, describe, last_modified_known, show_model};
 use crate::catalog::runtime_cache::{self, RuntimeCache};
 use crate::catalog::verdict::Health;
 use crate::catalog::{Locations, Source, detect, resolve};
@@ -224,8 +224,15 @@ pub fn render(d: &Described, data: &ShowData) -> String {
         ),
         _ => "-".into(),
     };
+    // What could not be read is not stated: `-` (the JSON keeps mlx-knife's values for it).
     let modified = timefmt::parse_iso_utc(&r.last_modified)
+        .filter(|_| last_modified_known(&r.last_modified))
         .map_or("-".into(), |t| timefmt::relative(t, timefmt::now_secs()));
+    let size = if d.inventory.walked && d.inventory.root_problem.is_none() {
+        humanize_size(r.size_bytes)
+    } else {
+        "-".into()
+    };
     out.push(format!("Source: {}", r.source.as_str()));
     out.push(format!("Path: {}", one_line(&r.path)));
     out.push(format!("Framework: {}", r.framework.as_str()));
@@ -242,7 +249,7 @@ pub fn render(d: &Described, data: &ShowData) -> String {
     if let Some(n) = r.context_length {
         out.push(format!("Context length: {n}"));
     }
-    out.push(format!("Size: {}", humanize_size(r.size_bytes)));
+    out.push(format!("Size: {size}"));
     out.push(format!("Modified: {modified}"));
     out.push(format!("Health: {health}"));
     if let Some(reason) = &r.reason {

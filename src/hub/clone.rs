@@ -172,8 +172,19 @@ pub fn check_target_as(
             Refusal::Misplaced(Misplaced::HubCache { cache, .. }) => {
                 in_cache(format!("the hub cache ({})", cache.display()))
             }
+            Refusal::Misplaced(Misplaced::RunCache { cache, holds: true }) => refuse(format!(
+                "it holds mlxfs's run caches ({})",
+                cache.display()
+            )),
+            Refusal::Misplaced(Misplaced::RunCache { cache, .. }) => in_cache(format!(
+                "a run cache of mlxfs ({}), a Hugging Face cache",
+                cache.display()
+            )),
             Refusal::Misplaced(Misplaced::CacheRepo { repo }) => {
                 in_cache(format!("a Hugging Face cache ({})", repo.display()))
+            }
+            Refusal::Misplaced(Misplaced::CacheRoot { root }) => {
+                in_cache(format!("a Hugging Face cache ({})", root.display()))
             }
             Refusal::Misplaced(Misplaced::InsideModel { model }) => refuse(format!(
                 "it lies inside the model folder {}",

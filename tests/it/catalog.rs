@@ -268,9 +268,15 @@ fn weight_reasons_without_index() {
         "Empty weight files: model.safetensors"
     );
     let lfs = b"version https://git-lfs.github.com/spec/v1\noid sha256:abc\nsize 123\n";
+    // A pointer a loader would open is a reason; one in a folder no loader reads is a
+    // warning (`loadable::a_folder_no_loader_reads_may_be_closed`).
     assert_eq!(
-        unhealthy_reason(&with(&[("extra/tokenizer.model", lfs)], &[])),
-        "LFS pointers instead of files: extra/tokenizer.model"
+        unhealthy_reason(&with(&[("tokenizer.model", lfs)], &[])),
+        "LFS pointers instead of files: tokenizer.model"
+    );
+    assert_eq!(
+        ws_health(&with(&[("extra/tokenizer.model", lfs)], &[])).0,
+        "healthy"
     );
     // Weights only in a sub-folder still count.
     let (h, _, _) = ws_health(&with(

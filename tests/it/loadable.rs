@@ -430,7 +430,8 @@ fn folders_one_may_list_but_not_enter_are_listed_with_their_reason() {
     };
     assert_eq!(reason("open"), "healthy");
     assert_eq!(reason("closed-ws"), "cannot be entered (Permission denied)");
-    assert_eq!(reason("closed-inner"), "Unreadable folders: extra");
+    // No loader reads in `extra/`: a warning (`a_folder_no_loader_reads_may_be_closed`).
+    assert_eq!(reason("closed-inner"), "healthy");
     assert_eq!(
         reason("org/closed-repo"),
         "cannot be entered (Permission denied)"
@@ -468,4 +469,266 @@ fn a_workspace_home_one_may_not_read_is_said_so() {
         loc.workspace_home_problem.map(|p| p.1).as_deref(),
         Some("cannot be read (Permission denied)")
     );
+}
+
+/// A folder no loader reads in may be one this user cannot enter (Meta's Llama repositories
+/// ship `original/` with consolidated `.pth` weights no MLX loader opens, here mode 644): the
+/// model is healthy and the record says so in a warning; and so are what lies in such a folder
+/// — a link that leads nowhere, an LFS pointer left for a file no loader opens. Where a
+/// loader does read (the template folder, a folder of shards the index names) the same
+/// folder is the model's reason. Checked as a user (root enters anything).
+#[test]
+fn a_folder_no_loader_reads_may_be_closed() {
+    crate::require!(Root);
+    let tmp = tempfile::tempdir().unwrap();
+    let lfs = b"version https://git-lfs.github.com/spec/v1\noid sha256:abc\nsize 123\n";
+    let as_user = |ws: &Path| {
+        let w = ws.to_path_buf();
+        unprivileged(move || {
+            let r = describe(&ModelRef::workspace(w, "m".into())).record;
+            (r.health.as_str().to_string(), r.reason, r.warnings)
+        })
+    };
+    let closed = |d: &Path| fs::set_permissions(d, fs::Permissions::from_mode(0o644)).unwrap();
+
+    let llama = tmp.path().join("llama");
+    write_tree(&llama, &good_files());
+    write_tree(
+        &llama.join("original"),
+        &files(&[("consolidated.00.pth", b"weights"), ("params.json", b"{}")]),
+    );
+    closed(&llama.join("original"));
+    let (health, reason, warnings) = as_user(&llama);
+    assert_eq!((health.as_str(), reason), ("healthy", None));
+    assert!(
+        warnings.contains(
+            &"folders that cannot be read or entered (no loader reads in them): original".into()
+        ),
+        "{warnings:?}"
+    );
+
+    // What lies in a folder no loader reads: warnings too.
+    let pulled = tmp.path().join("pulled");
+    write_tree(&pulled, &good_files());
+    write_tree(
+        &pulled.join("original"),
+        &files(&[("consolidated.00.pth", lfs), ("tokenizer.model", lfs)]),
+    );
+    std::os::unix::fs::symlink("../../blobs/gone", pulled.join("original/params.json")).unwrap();
+    fs::write(pulled.join("original/consolidated.01.pth.partial"), b"half").unwrap();
+    let (health, reason, warnings) = ws_reason(&pulled);
+    assert_eq!((health.as_str(), reason), ("healthy", None));
+    assert!(
+        warnings.contains(
+            &"LFS pointers instead of files (no loader opens them): \
+              original/consolidated.00.pth, original/tokenizer.model"
+                .into()
+        ),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings.contains(
+            &"links that lead nowhere (in folders no loader reads): original/params.json".into()
+        ),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings.contains(
+            &"partial download markers (in folders no loader reads): \
+              original/consolidated.01.pth.partial"
+                .into()
+        ),
+        "{warnings:?}"
+    );
+
+    // Where a loader reads, the same folder is the reason.
+    let templates = tmp.path().join("templates");
+    write_tree(&templates, &good_files());
+    write_tree(
+        &templates.join("additional_chat_templates"),
+        &files(&[("tool_use.jinja", b"{{ messages }}")]),
+    );
+    closed(&templates.join("additional_chat_templates"));
+    assert_eq!(
+        as_user(&templates).1.as_deref(),
+        Some("Unreadable folders: additional_chat_templates")
+    );
+    let sharded = tmp.path().join("sharded");
+    let w = tiny_weights();
+    write_tree(
+        &sharded,
+        &files(&[
+            ("config.json", LLAMA_CONFIG.as_bytes()),
+            ("model.safetensors", &w),
+            (
+                "model.safetensors.index.json",
+                br#"{"weight_map": {"w": "weights/model-00001-of-00001.safetensors"}}"#,
+            ),
+            ("weights/model-00001-of-00001.safetensors", &w),
+        ]),
+    );
+    closed(&sharded.join("weights"));
+    assert_eq!(
+        as_user(&sharded).1.as_deref(),
+        Some("Unreadable folders: weights")
+    );
+    // An LFS pointer or a dangling link a loader would open stays a reason.
+    let tok = tmp.path().join("tok");
+    write_tree(&tok, &good_files());
+    fs::write(tok.join("tokenizer.model"), lfs).unwrap();
+    assert_eq!(
+        ws_reason(&tok).1.as_deref(),
+        Some("LFS pointers instead of files: tokenizer.model")
+    );
+    for d in [
+        llama.join("original"),
+        templates.join("additional_chat_templates"),
+        sharded.join("weights"),
+    ] {
+        fs::set_permissions(d, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+}
+
+/// `run` of such a model, as a user who cannot enter `original/`, runs it (it refused:
+/// "Unreadable folders: original", `--force` too).
+#[test]
+fn run_loads_a_model_whose_original_folder_is_closed() {
+    crate::require!(Root, Python);
+    let (fx, ws) = crate::run::with_tiny();
+    write_tree(
+        &ws.join("original"),
+        &files(&[("consolidated.00.pth", b"weights")]),
+    );
+    fs::set_permissions(ws.join("original"), fs::Permissions::from_mode(0o644)).unwrap();
+    let mut c = Command::new(BIN);
+    c.env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .args([
+            "run",
+            "tiny",
+            "Explain FUSE",
+            "--json",
+            "--seed",
+            "7",
+            "--max-tokens",
+            "12",
+        ])
+        .arg("--python")
+        .arg(crate::run::venv_dir());
+    for (k, v) in fx.vars() {
+        c.env(k, v);
+    }
+    let o = unprivileged_cmd(&mut c).output().unwrap();
+    fs::set_permissions(ws.join("original"), fs::Permissions::from_mode(0o755)).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stderr)));
+    assert_eq!(o.status.code(), Some(0), "{v}");
+    assert_eq!(v["data"]["generation_tokens"], 12, "{v}");
+}
+
+/// What mlxfs cannot read it does not state. A workspace whose folder cannot be looked at (its
+/// home, an `MLXK_MODEL_PATH` entry, is mode 644: listed, not entered), one whose folder
+/// cannot be entered, one whose `config.json` cannot be read, a hub repo without a snapshot:
+/// `model_type` is `unknown` (a value of mlx-knife's JSON API) and `capabilities` empty,
+/// never mlx-knife's defaults for a model without hints (`base`, `["text-generation"]`); a
+/// time that cannot be read is mlx-knife's own value for it (the epoch: the field is never
+/// null in its format), and the human forms print `-` for it and for a size not measured.
+#[test]
+fn what_cannot_be_read_is_not_stated() {
+    crate::require!(Root);
+    let fx = Fx::new();
+    let home = fx.tmp.path().join("mp");
+    write_tree(&home.join("x"), &good_files());
+    fs::set_permissions(&home, fs::Permissions::from_mode(0o644)).unwrap();
+    let closed = fx.workspace("closed", &good_files());
+    fs::set_permissions(&closed, fs::Permissions::from_mode(0o644)).unwrap();
+    let locked = fx.workspace("locked-config", &good_files());
+    fs::set_permissions(
+        locked.join("config.json"),
+        fs::Permissions::from_mode(0o000),
+    )
+    .unwrap();
+    let snap = fx.hub_model("org/gone", &good_files());
+    fs::remove_dir_all(snap.parent().unwrap()).unwrap();
+    fx.workspace("open", &good_files());
+
+    let mut vars = fx.vars();
+    vars.push(("MLXK_MODEL_PATH", home.to_string_lossy().into_owned()));
+    let env = vars.clone();
+    let listed = unprivileged(move || {
+        let loc = mlxfs::catalog::Locations::from_vars(|k| {
+            env.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone())
+        });
+        mlxfs::catalog::record::list(&loc, None).models
+    });
+    let rec = |name: &str| {
+        let r = listed
+            .iter()
+            .find(|m| m.display_name.as_deref() == Some(name) || m.name == name)
+            .unwrap_or_else(|| panic!("{name} is not listed: {listed:#?}"));
+        let v = serde_json::to_value(r).unwrap();
+        (
+            v["last_modified"].as_str().unwrap().to_string(),
+            v["model_type"].clone(),
+            v["capabilities"].clone(),
+            v["framework"].clone(),
+            v["context_length"].clone(),
+        )
+    };
+    let unknown = |time: &str| {
+        (
+            time.to_string(),
+            serde_json::json!("unknown"),
+            serde_json::json!([]),
+            serde_json::json!("Unknown"),
+            serde_json::Value::Null,
+        )
+    };
+    assert_eq!(rec("x"), unknown("1970-01-01T00:00:00Z"));
+    let t = rec("closed").0;
+    assert_ne!(t, "1970-01-01T00:00:00Z", "the folder's own time is known");
+    assert_eq!(rec("closed"), unknown(&t));
+    // The files are there (framework by its weights); the config cannot be read.
+    let r = rec("locked-config");
+    assert_eq!(
+        (r.1, r.2),
+        (serde_json::json!("unknown"), serde_json::json!([]))
+    );
+    let r = rec("org/gone");
+    assert_eq!(
+        (r.1, r.2),
+        (serde_json::json!("unknown"), serde_json::json!([]))
+    );
+    // A model that can be read keeps mlx-knife's detection.
+    assert_eq!(rec("open").1, serde_json::json!("chat"));
+
+    // `show` and `list` as that user: nothing made up.
+    let human = |args: &[&str]| {
+        let mut c = Command::new(BIN);
+        c.env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .args(args);
+        for (k, v) in &vars {
+            c.env(k, v);
+        }
+        let o = unprivileged_cmd(&mut c).output().unwrap();
+        String::from_utf8(o.stdout).unwrap()
+    };
+    let shown = human(&["show", "x"]);
+    for line in ["Type: unknown", "Capabilities: -", "Size: -", "Modified: -"] {
+        assert!(shown.lines().any(|l| l == line), "{line}:\n{shown}");
+    }
+    let table = human(&["list", "x", "--all"]);
+    let row: Vec<&str> = table
+        .lines()
+        .find(|l| l.starts_with("x "))
+        .unwrap_or_else(|| panic!("{table}"))
+        .split('|')
+        .map(str::trim)
+        .collect();
+    // Name | Hash | Size | Modified | Src | Clean | Framework | Type
+    assert_eq!((row[3], row[7]), ("-", "unknown"), "{table}");
+
+    fs::set_permissions(&home, fs::Permissions::from_mode(0o755)).unwrap();
+    fs::set_permissions(&closed, fs::Permissions::from_mode(0o755)).unwrap();
 }

@@ -1,8 +1,8 @@
 //! Writers refuse targets where they do harm (issue 25 §6): `restore`, `clone`, `convert`
 //! and `archive` ask one rule (`catalog::target`) — never into the hub cache (a folder
 //! written into a hub model's `snapshots/` became a bogus revision `show org/m@x` resolved and
-//! huggingface_hub called a corrupted cache), never into another Hugging Face cache's repo
-//! folder (a workspace's `.hf_cache`, the state folder's), never inside a model — and
+//! huggingface_hub called a corrupted cache), never into any other Hugging Face cache
+//! (mlxfs's run caches, a cache repo folder or a cache's root anywhere), never inside a model — and
 //! `convert` says so in mlx-knife's words.
 
 use serde_json::Value;
@@ -97,9 +97,116 @@ fn restore_never_writes_into_a_hugging_face_cache() {
     refused(
         &fx,
         &["restore", tar, t.to_str().unwrap()],
-        &format!("it lies in a Hugging Face cache ({})", state_repo.display()),
+        &format!(
+            "it lies in a run cache of mlxfs ({}), a Hugging Face cache",
+            fx.home.join(".local/state/mlxfs/hf-cache").display()
+        ),
     );
     assert!(!t.exists());
+}
+
+/// Any Hugging Face cache, as `restore --help` says: mlxfs's run caches (the state folder's
+/// `hf-cache`, wherever `XDG_STATE_HOME` puts it, in the layout a run of a hub model makes —
+/// a restore there became "other files" of `show org/m`'s runtime cache —, and every
+/// workspace's `.hf_cache`), a folder inside any cache repo folder, and a folder inside one
+/// that looks like a cache's root (it holds repo folders, or huggingface_hub's `.locks`).
+/// `clone`, `convert` and `archive` ask the same rule.
+#[test]
+fn writers_refuse_every_hugging_face_cache() {
+    let (fx, tar, _snap) = setup();
+    let tar = tar.to_str().unwrap();
+    let r = fx.tmp.path();
+    let state = r.join("xdg-state");
+    let run_cache = state.join("mlxfs/hf-cache");
+    std::fs::create_dir_all(run_cache.join("models--org--m/hub")).unwrap();
+    let ws = fx.ws_home.join("ws");
+    std::fs::create_dir_all(ws.join(".hf_cache/hub")).unwrap();
+    // A second cache (another disk's, a second HF_HOME): its root holds a repo folder.
+    let hf2 = r.join("hf2/hub");
+    std::fs::create_dir_all(hf2.join("models--a--b/snapshots")).unwrap();
+    // A cache whose root holds only huggingface_hub's `.locks` so far.
+    let hf3 = r.join("hf3/hub");
+    std::fs::create_dir_all(hf3.join(".locks")).unwrap();
+    // A repo folder that only remembers files the hub does not have.
+    let nx = r.join("elsewhere/models--c--d");
+    std::fs::create_dir_all(nx.join(".no_exist")).unwrap();
+
+    let with_state = |args: &[&str]| {
+        let o = cmd(&fx)
+            .env("XDG_STATE_HOME", &state)
+            .args(args)
+            .arg("--json")
+            .current_dir(r)
+            .output()
+            .unwrap();
+        let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {v}");
+        assert_eq!(v["error"]["type"], "InvalidTargetError", "{args:?}: {v}");
+        v["error"]["message"].as_str().unwrap().to_string()
+    };
+    let junk = run_cache.join("models--org--m/hub/junk");
+    assert_eq!(
+        with_state(&["restore", tar, junk.to_str().unwrap()]),
+        format!(
+            "Cannot use {} as the target: it lies in a run cache of mlxfs ({}), a Hugging Face \
+             cache, whose layout belongs to huggingface_hub (a folder written there becomes a \
+             bogus revision of a corrupted cache)",
+            junk.display(),
+            run_cache.display()
+        )
+    );
+    let own = ws.join(".hf_cache/hub/junk");
+    refused(
+        &fx,
+        &["restore", tar, own.to_str().unwrap()],
+        &format!(
+            "it lies in a run cache of mlxfs ({}), a Hugging Face cache",
+            ws.join(".hf_cache").display()
+        ),
+    );
+    for (target, cache) in [
+        (hf2.join("junk"), &hf2),
+        (hf3.join("junk"), &hf3),
+        (nx.join("junk"), &nx),
+    ] {
+        refused(
+            &fx,
+            &["restore", tar, target.to_str().unwrap()],
+            &format!("it lies in a Hugging Face cache ({})", cache.display()),
+        );
+        assert!(!target.exists());
+    }
+    assert!(!junk.exists() && !own.exists());
+
+    // The same rule for the other writers.
+    refused(
+        &fx,
+        &["clone", "org/x", hf2.join("fresh").to_str().unwrap()],
+        &format!("it lies in a Hugging Face cache ({})", hf2.display()),
+    );
+    let into = run_cache.join("models--org--m/hub/conv");
+    assert!(
+        with_state(&["convert", "ws", into.to_str().unwrap(), "--repair-index"])
+            .starts_with("Target path is in HF cache (read-only): ")
+    );
+    refused(
+        &fx,
+        &[
+            "archive",
+            "ws",
+            hf3.join("ws.tar").to_str().unwrap(),
+            "--allow-dirty",
+        ],
+        &format!(
+            "it lies in a Hugging Face cache ({}), whose layout belongs to huggingface_hub",
+            hf3.display()
+        ),
+    );
+    assert!(!hf3.join("ws.tar").exists() && !into.exists());
+    // A folder beside a cache is fine.
+    let beside = r.join("hf2/restored");
+    let (o, v) = run(&fx, &["restore", tar, beside.to_str().unwrap()]);
+    assert!(o.status.success(), "{v}");
 }
 
 /// `clone`, `convert` and `archive` ask the same rule: nothing is downloaded, converted or
