@@ -75,10 +75,12 @@ pub struct RunArgs {
     #[arg(long = "prompt", value_name = "TEXT", conflicts_with = "prompt")]
     pub prompt_text: Option<String>,
     /// Most tokens to generate, at least 1 (the text may end earlier, at the model's
-    /// end-of-text token)
-    #[arg(long = "max-tokens", value_name = "N", default_value_t = 256,
+    /// end-of-text token). Prompt and answer must fit the model's context length: a
+    /// --max-tokens that does not fit beside the prompt is refused (context_length_exceeded);
+    /// without it, up to 256 tokens, cut to what fits
+    #[arg(long = "max-tokens", value_name = "N",
           allow_negative_numbers = true, value_parser = at_least_one)]
-    pub max_tokens: u32,
+    pub max_tokens: Option<u32>,
     /// Sampling temperature, 0 or more: 0 always picks the likeliest token (greedy: the same
     /// prompt gives the same text every time); higher is more varied. mlx-lm's default, as
     /// `serve`'s
@@ -647,7 +649,8 @@ pub fn run(a: &RunArgs, loc: &Locations, json_mode: bool) -> Result<Output, CliE
         translate,
         model_path: weights.clone(),
         prompt,
-        max_tokens: a.max_tokens,
+        max_tokens: a.max_tokens.unwrap_or(runtime::defaults::MAX_TOKENS),
+        max_tokens_explicit: a.max_tokens.is_some(),
         temperature: a.temperature,
         top_p: a.top_p,
         repetition_penalty: a.repetition_penalty.filter(|r| *r != 1.0),

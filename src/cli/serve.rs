@@ -29,11 +29,18 @@ list: architecture, parameter count, quantization such as 4bit, MXFP4, BF16).
 
 Every request is checked before it reaches a model: a value the server cannot honour or a
 model cannot take is refused (HTTP 400 naming the field; 422 when the model cannot take it),
-never ignored — a `logit_bias` token id outside the model's vocabulary, `top_logprobs` over
-20, `n` above 1, token-id prompts, an unknown form field, messages the model's chat template
-refuses. The `developer` role is taken as `system` (unless the template knows it). A
-changed model folder (replaced, re-cloned, restored) gets a new worker at the next request.
-`retryable` in an error is true only where a retry can succeed; every 503 has Retry-After.
+never ignored — a field it does not take (`suffix`, `functions`, audio output,
+`parallel_tool_calls: false`, any unknown field; no-ops such as `user` or `store: false` are
+taken), a field given twice, a `logit_bias` token id outside the model's vocabulary,
+`top_logprobs` over 20, `n` above 1, token-id prompts, `tools` for a model that cannot call
+them (422), an unknown form field, messages the model's chat template refuses
+(docs/ERRORS.md lists the fields). Prompt and answer must fit the model's context length: a
+prompt that leaves no room, or a `max_tokens` that does not fit beside it, is refused
+(context_length_exceeded); without `max_tokens`, the answer is cut to what fits. The
+`developer` role is taken as `system` unless the chat template renders it as a role it
+knows. A changed model folder (replaced, re-cloned, restored) gets a new worker at the next
+request. `retryable` in an error is true only where a retry can succeed; every 503 has
+Retry-After.
 
 Vision models (capability `vision`) run with mlx-vlm and take `image_url` parts as base64
 data URLs (PNG, JPEG or WebP, at most 10 MiB each); http(s) URLs only with
@@ -72,7 +79,8 @@ pub struct ServeArgs {
     /// waits for one to become idle before it gets HTTP 503 (a busy model is never stopped)
     #[arg(long = "load-wait", value_name = "DUR", default_value = "60s", value_parser = duration)]
     pub load_wait: Duration,
-    /// Upper bound of max_tokens for every request
+    /// The most tokens a request may ask for (`max_tokens`), and what it gets without asking
+    /// (cut to what fits the model's context)
     #[arg(long = "max-tokens", value_name = "N", default_value_t = 4096,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_tokens: u32,

@@ -328,10 +328,11 @@ class Refused(Exception):
 class ContextLengthExceeded(Refused):
     """A prompt longer than the model's context length: refused before any token of it is
     processed (a 100,000-token prompt holds a model for many minutes, and its answer would
-    be the model's output past the length it was trained for)."""
+    be the model's output past the length it was trained for). `message` replaces the
+    default one."""
 
-    def __init__(self, tokens, limit, at_least=False):
-        super().__init__("context_length_exceeded",
+    def __init__(self, tokens, limit, at_least=False, message=None):
+        super().__init__("context_length_exceeded", message or
                          f"the prompt is {'at least ' if at_least else ''}{tokens} tokens; "
                          f"this model's context length is {limit}")
 
@@ -350,6 +351,34 @@ def check_context(tokens, limit, at_least=False):
     `limit` (the model's context length from its config.json; None or 0: unknown, no check)."""
     if limit and tokens > int(limit):
         raise ContextLengthExceeded(tokens, int(limit), at_least)
+
+
+def fit_completion(prompt_tokens, max_tokens, limit, explicit, at_least=False):
+    """How many tokens a completion may have beside a prompt of `prompt_tokens` tokens
+    (`at_least`: a lower bound) in a context of `limit` tokens (the model's context length;
+    None or 0: unknown, `max_tokens` as it is) — the one rule of `run` and `serve`:
+    `max_tokens` when prompt and completion fit; else, when the user gave it (`explicit`), a
+    `ContextLengthExceeded` in OpenAI's terms ("you requested N tokens (P in the prompt, C for
+    the completion)"), and a default one cut to the room left (the text then ends with
+    finish_reason `length` there). A prompt that leaves no room is refused either way."""
+    if not limit:
+        return max_tokens
+    limit = int(limit)
+    check_context(prompt_tokens, limit, at_least)
+    room = limit - prompt_tokens
+    more = "at least " if at_least else ""
+    if room < 1:
+        raise ContextLengthExceeded(prompt_tokens, limit, at_least, message=(
+            f"the prompt is {more}{prompt_tokens} tokens: it fills this model's context length "
+            f"of {limit} and leaves no room for a completion"))
+    if max_tokens <= room:
+        return max_tokens
+    if explicit:
+        raise ContextLengthExceeded(prompt_tokens, limit, at_least, message=(
+            f"this model's context length is {limit} tokens, but you requested {more}"
+            f"{prompt_tokens + max_tokens} tokens ({more}{prompt_tokens} in the prompt, {max_tokens} "
+            f"for the completion): ask for at most {room} completion tokens, or shorten the prompt"))
+    return room
 
 
 def sampling(req):
@@ -408,7 +437,8 @@ def _run(req, send, should_stop):
     # before any of it is processed.
     prompt = encode(tokenizer, prompt)
     try:
-        check_context(len(prompt), req.get("context_length"))
+        max_tokens = fit_completion(len(prompt), int(req.get("max_tokens", 256)),
+                                    req.get("context_length"), bool(req.get("max_tokens_explicit")))
     except ContextLengthExceeded as e:
         return fail(e.event)
     sampler, processors = sampling(req)
@@ -421,7 +451,7 @@ def _run(req, send, should_stop):
     if draft_model is not None:
         extra = {"draft_model": draft_model, "num_draft_tokens": int(req.get("num_draft_tokens") or 3)}
     try:
-        for resp in stream_generate(model, tokenizer, prompt, max_tokens=int(req.get("max_tokens", 256)),
+        for resp in stream_generate(model, tokenizer, prompt, max_tokens=max_tokens,
                                     sampler=sampler, logits_processors=processors, **extra):
             last = resp
             if getattr(resp, "from_draft", False):
@@ -547,7 +577,9 @@ def vlm_generate(model, processor, prompt, images, req, on_text, should_stop, na
     # The text's own tokens, before mlx-vlm adds the images' (so a lower bound).
     tokenizer = getattr(processor, "tokenizer", processor)
     if req.get("context_length") and isinstance(prompt, str):
-        check_context(len(tokenizer.encode(prompt)), req["context_length"], at_least=True)
+        kwargs["max_tokens"] = fit_completion(len(tokenizer.encode(prompt)), kwargs["max_tokens"],
+                                              req["context_length"], bool(req.get("max_tokens_explicit")),
+                                              at_least=True)
     check_images(processor, images, names)
     pieces, last, finish = [], None, None
     try:

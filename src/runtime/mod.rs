@@ -85,6 +85,8 @@ pub mod defaults {
     pub const TEMPERATURE: f64 = 0.0;
     /// 1: nucleus sampling off.
     pub const TOP_P: f64 = 1.0;
+    /// `run`'s `--max-tokens` when none is given (then cut to what fits the context).
+    pub const MAX_TOKENS: u32 = 256;
 }
 
 /// What to generate.
@@ -93,7 +95,11 @@ pub struct GenRequest {
     pub backend: Backend,
     pub model_path: PathBuf,
     pub prompt: String,
+    /// Most tokens to generate; held to the context with the prompt (generate.py
+    /// `fit_completion`): refused when `max_tokens_explicit` (the user gave it) and it does
+    /// not fit, else cut to what fits.
     pub max_tokens: u32,
+    pub max_tokens_explicit: bool,
     pub temperature: f64,
     pub top_p: f64,
     pub repetition_penalty: Option<f64>,
@@ -122,6 +128,7 @@ impl GenRequest {
             "model_path": self.model_path,
             "prompt": self.prompt,
             "max_tokens": self.max_tokens,
+            "max_tokens_explicit": self.max_tokens_explicit,
             "temperature": self.temperature,
             "top_p": self.top_p,
             "repetition_penalty": self.repetition_penalty,

@@ -13,9 +13,10 @@ Events, one JSON line each on the descriptor EVENTS_FD (a pipe of its own; stdou
 carry whatever libraries print):
   {"event": "ready", "pid", "executable", "prefix", "python", "hf_home", "hub_cache", "caches",
    "offline", "chat_template": bool, "tool_calling": bool,
-   "scheduling": "continuous-batching", "vocab_size": N | null}
+   "scheduling": "continuous-batching", "vocab_size": N | null, "max_token_chars": N | null}
       once the model is loaded ("vocab_size": how many logits the model gives a position, so
-      token ids 0..N-1 exist; null when one step of the model could not tell);
+      token ids 0..N-1 exist; null when one step of the model could not tell;
+      "max_token_chars": the most characters one token stands for, `max_token_chars`);
   {"event": "error", "type", "message"}   the model did not load (then exit 1);
   {"event": "accepted", "id"}   a job's command was read (sent before anything else of it: a
       job the process ended without accepting never reached it, and may go to another);
@@ -31,18 +32,24 @@ carry whatever libraries print):
 
 Commands, one JSON line each on stdin:
   {"op": "generate", "id": N, "messages"?: [...], "prompt"?: "...", "tools"?: [...],
-   "max_tokens", "temperature", "top_p", "top_k"?, "min_p"?, "repetition_penalty"?, "seed"?,
-   "stop": ["..."], "logprobs"?: K, "presence_penalty"?, "frequency_penalty"?,
-   "logit_bias"?: {id: bias}, "context_length"?: N}
-      (mlxfs checks every value first; a `developer` message is taken as `system`, see
-      `as_system`)
+   "max_tokens", "max_tokens_explicit": bool, "temperature", "top_p", "top_k"?, "min_p"?,
+   "repetition_penalty"?, "seed"?, "stop": ["..."], "logprobs"?: K, "presence_penalty"?,
+   "frequency_penalty"?, "logit_bias"?: {id: bias}, "context_length"?: N}
+      (mlxfs checks every value first; a `developer` message is taken as `system` unless the
+      chat template renders it, see `takes_developer`; `max_tokens` is held to the context,
+      generate.py `fit_completion`)
   {"op": "cancel", "id": N}      a queued job ends at once, a running one within one token;
   {"op": "exit"}                 cancel everything, then exit 0.
 A reader thread takes the commands, so a cancel is seen while a job generates. The end of
 stdin (mlxfs stopped, or died) ends the process at once; the library's own stdin is /dev/null.
 
+Preparation: `PREPARING_THREADS` threads take the jobs read, in arrival order, and prepare
+each (chat template, encoding, the context and vocabulary checks: `Worker._prepare`) off the
+scheduling thread, so a long prompt being encoded holds neither the running batch nor a short
+job read after it (transformers' fast tokenizers encode without the GIL).
+
 Scheduling: continuous batching with mlx-lm's BatchGenerator: a job joins the running batch
-at the next step and leaves it when it ends, in arrival order. A job with a seed and a
+at the next step after it is prepared and leaves it when it ends. A job with a seed and a
 temperature above 0 runs alone, through `stream_generate` exactly as `mlxfs run` does (its
 sampling draws from MLX's one global random state, seeded for it: in a batch the others would
 draw from it too); it waits at the head of the queue for the batch to empty, and the jobs
@@ -165,12 +172,112 @@ def logits_size(model):
         return None
 
 
-def as_system(messages, template):
-    """OpenAI's `developer` role (what current SDKs send for instructions) as `system`, unless
-    the chat template knows the role by name (gpt-oss's does)."""
-    if "developer" in str(template or ""):
+# Text no chat template writes by itself: `takes_developer`'s probe.
+_DEVELOPER_PROBE = "mlxfs-developer-probe-5b1c9e"
+
+
+def takes_developer(render, template):
+    """Whether a chat template takes OpenAI's `developer` role (what current SDKs send for
+    instructions) as a role of its own, decided once at load by rendering: `render(messages)`
+    (the template's text) of a developer message and a user message holds the developer
+    message's text, and the template (`template`, its source) names the role — as gpt-oss's
+    does, which gives developer instructions a section of their own. A template that raises
+    on the role (Qwen's "Unexpected message role", "(no tool or developer)"), or skips roles
+    it does not know (whatever it mentions), does not take it; nor does one that writes any
+    role name as it is (`<|im_start|>{{ role }}`: its model never saw a `developer` turn).
+    Then `developer` is sent as `system` (`as_system`)."""
+    if "developer" not in str(template or ""):
+        return False
+    try:
+        text = render([{"role": "developer", "content": _DEVELOPER_PROBE},
+                       {"role": "user", "content": "hi"}])
+    except Exception:
+        return False
+    return isinstance(text, str) and _DEVELOPER_PROBE in text
+
+
+def as_system(messages, keep_developer):
+    """`messages` with `developer` messages as `system` ones, unless the chat template takes
+    the role (`keep_developer`: `takes_developer`)."""
+    if keep_developer:
         return messages
     return [dict(m, role="system") if m.get("role") == "developer" else m for m in messages]
+
+
+def _normalizer_shrink(spec):
+    """How many characters of text a tokenizer's normalizer (its tokenizer.json entry) may
+    turn into one: 1 when it never shortens text, 4 for Unicode composition (NFC, NFKC: at
+    most four code points compose into one), None when it may drop text (stripping, removing
+    accents or control characters, a regular expression, SentencePiece's character map)."""
+    if spec is None:
+        return 1
+    kind = spec.get("type")
+    if kind in ("NFD", "NFKD", "Lowercase", "Prepend"):
+        return 1
+    if kind in ("NFC", "NFKC"):
+        return 4
+    if kind == "Replace":
+        pattern, content = spec.get("pattern") or {}, spec.get("content") or ""
+        if "String" in pattern and content:
+            return max(1, -(-len(pattern["String"]) // len(content)))
+        return None
+    if kind == "Sequence":
+        out = 1
+        for part in spec.get("normalizers") or []:
+            f = _normalizer_shrink(part)
+            if f is None:
+                return None
+            out *= f
+        return out
+    return None
+
+
+def _pretokenizer_keeps_text(spec):
+    """Whether a pre-tokenizer (its tokenizer.json entry) keeps every character of the text
+    (splitting on whitespace drops it; a split may remove what it splits on)."""
+    if spec is None:
+        return True
+    kind = spec.get("type")
+    if kind == "Sequence":
+        return all(_pretokenizer_keeps_text(p) for p in spec.get("pretokenizers") or [])
+    if kind in ("Split", "Punctuation"):
+        return spec.get("behavior") != "Removed"
+    return kind in ("ByteLevel", "Metaspace", "Digits", "UnicodeScripts")
+
+
+def max_token_chars(tokenizer):
+    """An upper bound of the characters of text one token of `tokenizer` (mlx-lm's wrapper,
+    or a transformers tokenizer) stands for: its longest vocabulary entry (a byte-level
+    entry's characters are bytes, at least the characters they spell), times what its
+    normalizer may fold into one character. A prompt of more characters than the context
+    length times this is over the context whatever it encodes to (serve refuses it before it
+    reaches the worker). None where no such bound holds: a tokenizer without a fast
+    (tokenizers) backend, a normalizer or pre-tokenizer that drops text, a model that fuses
+    runs of unknown characters into one token (BPE with `fuse_unk` and no byte fallback;
+    Unigram; WordPiece, which makes one unknown token of a long word), or an added token that
+    swallows the whitespace beside it (`lstrip`/`rstrip`)."""
+    tok = getattr(tokenizer, "_tokenizer", tokenizer)
+    backend = getattr(tok, "backend_tokenizer", None)
+    if backend is None:
+        return None
+    try:
+        normalizer = json.loads(backend.normalizer.__getstate__()) if backend.normalizer else None
+        pre = json.loads(backend.pre_tokenizer.__getstate__()) if backend.pre_tokenizer else None
+        shrink = _normalizer_shrink(normalizer)
+        if shrink is None or not _pretokenizer_keeps_text(pre):
+            return None
+        model = backend.model
+        if type(model).__name__ != "BPE":
+            return None
+        if model.unk_token and model.fuse_unk and not model.byte_fallback:
+            return None
+        added = getattr(tok, "added_tokens_decoder", {}) or {}
+        if any(getattr(t, "lstrip", False) or getattr(t, "rstrip", False) for t in added.values()):
+            return None
+        longest = max((len(piece) for piece in backend.get_vocab(with_added_tokens=True)), default=0)
+    except Exception:
+        return None
+    return longest * shrink if longest > 0 else None
 
 
 def _load_shared(source):
@@ -388,6 +495,10 @@ def _alone(job):
     return job.get("seed") is not None and float(job.get("temperature", 0.0)) > 0
 
 
+# Jobs prepared at once (`Worker._prepare_jobs`): a short job waits for a long prompt's
+# encoding only when this many long ones are ahead of it.
+PREPARING_THREADS = 4
+
 DEFAULT_PROMPT_CACHE_SIZE = 10
 DEFAULT_PROMPT_CACHE_BYTES = 2 << 30
 
@@ -399,21 +510,28 @@ class Worker:
         self.model = self.tokenizer = None
         self.send = send
         self.cond = threading.Condition()
-        self.queue = collections.deque()
+        self.incoming = collections.deque()  # jobs read, waiting to be prepared
+        self.preparing = set()               # ids of the jobs being prepared
+        self.queue = collections.deque()     # prepared (job, prompt ids), waiting for the batch
         self.running = set()
         self.cancelled = set()
         self.exiting = False
         self.tool_calling = False
+        self.keep_developer = False
         self.cache_size, self.cache_bytes = cache_size, cache_bytes
         self.prompt_cache = None
         self.token_bytes = None
         self.vocab_size = None
+        self.max_token_chars = None
 
     def loaded(self, model, tokenizer):
         self.model, self.tokenizer = model, tokenizer
         self.tool_calling = bool(getattr(tokenizer, "has_tool_calling", False))
         self.token_bytes = TokenBytes(tokenizer)
         self.vocab_size = logits_size(model)
+        self.max_token_chars = max_token_chars(tokenizer)
+        self.keep_developer = takes_developer(lambda m: self.g.chat_prompt(tokenizer, m),
+                                              getattr(tokenizer, "chat_template", None))
         if self.cache_size > 0 and self.cache_bytes > 0:
             from mlx_lm.models.cache import LRUPromptCache
 
@@ -461,20 +579,24 @@ class Worker:
             with self.cond:
                 if op == "generate":
                     self.send({"event": "accepted", "id": cmd.get("id")})
-                    self.queue.append(cmd)
+                    self.incoming.append(cmd)
                 elif op == "cancel":
-                    queued = [j for j in self.queue if j.get("id") == cmd.get("id")]
-                    for j in queued:
-                        self.queue.remove(j)
-                        self._cancelled_done(j["id"])
-                    if cmd.get("id") in self.running:
-                        self.cancelled.add(cmd["id"])
+                    jid = cmd.get("id")
+                    for j in [j for j in self.incoming if j.get("id") == jid]:
+                        self.incoming.remove(j)
+                        self._cancelled_done(jid)
+                    for item in [q for q in self.queue if q[0].get("id") == jid]:
+                        self.queue.remove(item)
+                        self._cancelled_done(jid)
+                    if jid in self.running or jid in self.preparing:
+                        self.cancelled.add(jid)
                 elif op == "exit":
                     self.exiting = True
-                    for j in self.queue:
+                    for j in list(self.incoming) + [job for job, _ in self.queue]:
                         self._cancelled_done(j["id"])
+                    self.incoming.clear()
                     self.queue.clear()
-                self.cond.notify()
+                self.cond.notify_all()
         # stdin ended: whoever started this process is gone or done with it.
         os._exit(0)
 
@@ -490,18 +612,20 @@ class Worker:
             prompt = job["prompt"]
         else:
             raise ValueError("a job needs messages or a prompt")
-        ids = self.g.encode(tok, prompt)
-        self.g.check_context(len(ids), job.get("context_length"))
-        return ids
+        return self.g.encode(tok, prompt)
 
-    def _ids(self, job):
-        """`_prompt`'s ids, `developer` messages as `system` (`as_system`), and `BadRequest`
-        for what the model cannot take: messages its chat template refuses (a Jinja
+    def _prepare(self, job):
+        """A job made ready for the batch, on a preparing thread (never the scheduling one: a
+        long prompt's template and encoding hold no running job): `developer` messages as
+        `system` unless the template takes them (`as_system`), the prompt's token ids, its
+        `max_tokens` held to the context (generate.py `fit_completion`), and `BadRequest`
+        for what the model cannot take — messages its chat template refuses (a Jinja
         `raise_exception`, a type the template cannot iterate), an empty prompt, a
-        `logit_bias` token id or a `top_k` past its vocabulary."""
+        `logit_bias` token id past its vocabulary. Returns the ids; sets `job["max_tokens"]`,
+        and turns a `top_k` of the whole vocabulary or more off (serve's `jobs::fit_to_model`,
+        whose words these are: a job it fitted never meets these refusals)."""
         if job.get("messages") is not None:
-            job = dict(job, messages=as_system(job["messages"],
-                                               getattr(self.tokenizer, "chat_template", None)))
+            job["messages"] = as_system(job["messages"], self.keep_developer)
         try:
             ids = self._prompt(job)
         except self.g.Refused:
@@ -512,16 +636,59 @@ class Worker:
             raise self.g.BadRequest(f"{what}: {type(e).__name__}: {e}") from e
         if not ids:
             raise self.g.BadRequest("the prompt is empty: it gives no token to start from")
-        # mlxfs bounds both by the vocabulary before sending a job (`jobs::fit_to_model`); a
-        # job that was not would crash the process (an index past the logits) or fail the
+        job["max_tokens"] = self.g.fit_completion(len(ids), int(job.get("max_tokens", 256)),
+                                                  job.get("context_length"),
+                                                  bool(job.get("max_tokens_explicit")))
+        # Unchecked, these would crash the process (an index past the logits) or fail the
         # whole batch (mlx-lm's top_k check runs in the batch's step).
+        n = self.vocab_size
+        unknown = ("`{}` is not available for this model: its vocabulary size is unknown "
+                   "(its worker could not measure it)")
         bias = job.get("logit_bias") or {}
-        if bias and (self.vocab_size is None or any(not 0 <= int(t) < self.vocab_size for t in bias)):
-            raise self.g.BadRequest(f"`logit_bias`: token ids must be below the vocabulary size ({self.vocab_size})")
+        if bias:
+            if n is None:
+                raise self.g.BadRequest(unknown.format("logit_bias"))
+            for t in bias:
+                if not 0 <= int(t) < n:
+                    raise self.g.BadRequest(f"`logit_bias`: token id {int(t)} is not in this model's "
+                                            f"vocabulary of {n} tokens (ids 0 to {n - 1})")
         k = int(job.get("top_k") or 0)
-        if k and (self.vocab_size is None or k >= self.vocab_size):
-            raise self.g.BadRequest(f"`top_k` must be below the vocabulary size ({self.vocab_size})")
+        if k:
+            if n is None:
+                raise self.g.BadRequest(unknown.format("top_k"))
+            if k >= n:
+                job["top_k"] = 0  # the whole vocabulary: no restriction
         return ids
+
+    def _prepare_jobs(self):
+        """A preparing thread: takes read jobs in arrival order, prepares each (`_prepare`),
+        and queues it for the batch, or answers it (refused, failed, or cancelled meanwhile).
+        Several run at once, so a long prompt being encoded (transformers' fast tokenizers
+        release the GIL while they encode) holds neither the batch nor a short job behind it."""
+        while True:
+            with self.cond:
+                while not self.incoming and not self.exiting:
+                    self.cond.wait()
+                if self.exiting:
+                    return
+                job = self.incoming.popleft()
+                self.preparing.add(job["id"])
+            try:
+                ids, failure = self._prepare(job), None
+            except Exception as e:
+                ids, failure = None, e
+            with self.cond:
+                if job["id"] not in self.preparing:
+                    continue  # answered when the worker was told to exit
+                self.preparing.discard(job["id"])
+                if self.exiting or job["id"] in self.cancelled:
+                    self.cancelled.discard(job["id"])
+                    self._cancelled_done(job["id"])
+                elif failure is not None:
+                    self._failed(job["id"], failure)
+                else:
+                    self.queue.append((job, ids))
+                self.cond.notify_all()
 
     def _failed(self, job_id, e):
         if isinstance(e, self.g.Refused):
@@ -543,6 +710,8 @@ class Worker:
         def new_batch():
             return BatchGenerator(self.model, stop_tokens=[[t] for t in self.tokenizer.eos_token_ids])
 
+        for i in range(PREPARING_THREADS):
+            threading.Thread(target=self._prepare_jobs, name=f"prepare-{i}", daemon=True).start()
         batch = new_batch()
         active = {}  # batch uid -> _Job
         while True:
@@ -550,23 +719,26 @@ class Worker:
                 while not self.queue and not active and not self.exiting:
                     self.cond.wait()
                 admit = []
-                while self.queue and not _alone(self.queue[0]):
+                while self.queue and not _alone(self.queue[0][0]):
                     admit.append(self.queue.popleft())
                 solo = (self.queue.popleft()
                         if self.queue and not active and not admit and not self.exiting else None)
-                self.running.update(j["id"] for j in admit + ([solo] if solo else []))
+                self.running.update(j["id"] for j, _ in admit + ([solo] if solo else []))
                 exiting = self.exiting
+                if exiting:
+                    for job_id in self.preparing:
+                        self._cancelled_done(job_id)
+                    self.preparing.clear()
             if exiting:
                 for job in active.values():
                     job.finish("cancelled")
                 batch.close()
                 return
             if solo:
-                self._run_alone(solo)
+                self._run_alone(*solo)
                 continue
-            for job in admit:
+            for job, ids in admit:
                 try:
-                    ids = self._ids(job)
                     sampler, processors = self.g.sampling(job)
                     cache, n = self._cached(ids)
                     (uid,) = batch.insert([ids[n:]], max_tokens=[int(job.get("max_tokens", 256))],
@@ -616,14 +788,13 @@ class Worker:
                     del active[r.uid]
                     self._ended(job.id)
 
-    def _run_alone(self, job):
-        """A job through mlx-lm's stream_generate, as `mlxfs run` generates."""
+    def _run_alone(self, job, ids):
+        """A prepared job through mlx-lm's stream_generate, as `mlxfs run` generates."""
         from mlx_lm import stream_generate
 
         try:
             from mlx_lm.models.cache import make_prompt_cache
 
-            ids = self._ids(job)
             sampler, processors = self.g.sampling(job)  # seeds the global random state
             cache, n = self._cached(ids) if not processors else (None, 0)
             if cache is None:
@@ -673,6 +844,7 @@ class MediaWorker:
         self.cancelled = set()
         self.running = None
         self.exiting = False
+        self.keep_developer = False  # `takes_developer`, once the model is loaded
 
     def read_commands(self, commands):
         for line in commands:
@@ -754,11 +926,9 @@ class MediaWorker:
             if not text:
                 raise self.g.BadRequest("the prompt is empty: it gives no token to start from")
         else:
-            template = getattr(self.processor, "chat_template", None) or getattr(
-                getattr(self.processor, "tokenizer", None), "chat_template", None)
             try:
-                text = self.g.vlm_prompt(self.model, self.processor, as_system(messages, template),
-                                         len(images))
+                text = self.g.vlm_prompt(self.model, self.processor,
+                                         as_system(messages, self.keep_developer), len(images))
             except Exception as e:
                 raise self.g.BadRequest("the model's chat template cannot render these messages: "
                                         f"{type(e).__name__}: {e}") from e
@@ -831,6 +1001,14 @@ def _main_media(config, send, commands):
         info = _shared.env_info()
         if backend == "mlx-vlm":
             worker.model, worker.processor, error = _shared.load_vlm(config["model_path"])
+            if not error:
+                processor = worker.processor
+                worker.keep_developer = takes_developer(
+                    lambda m: _shared.vlm_prompt(worker.model, processor, m, 0),
+                    getattr(processor, "chat_template", None)
+                    or getattr(getattr(processor, "tokenizer", None), "chat_template", None))
+                info["max_token_chars"] = max_token_chars(
+                    getattr(worker.processor, "tokenizer", worker.processor))
         else:
             # mlx-whisper loads per transcription (its own cache keeps the model): load once
             # here so that a broken model fails the start, not the first request.
@@ -887,7 +1065,7 @@ def main():
     send({"event": "ready", "pid": os.getpid(), **info,
           "chat_template": bool(getattr(tokenizer, "chat_template", None)),
           "tool_calling": worker.tool_calling, "scheduling": "continuous-batching",
-          "vocab_size": worker.vocab_size})
+          "vocab_size": worker.vocab_size, "max_token_chars": worker.max_token_chars})
     worker.serve()
     sys.stdout.flush()
     os._exit(0)

@@ -68,8 +68,13 @@ pub struct GenJob {
     /// Passed to the chat template (`tools=`); with a tokenizer that supports tool calling,
     /// the calls are parsed into [`JobEvent::Done`]'s `tool_calls` and never streamed.
     pub tools: Option<Value>,
-    /// Most tokens to generate (at least 1).
+    /// Most tokens to generate (at least 1). With a `context_length`, the worker holds prompt
+    /// and completion to it (generate.py `fit_completion`): an explicit one
+    /// (`max_tokens_explicit`) that does not fit beside the prompt is refused with
+    /// `context_length_exceeded`, a default one cut to what fits.
     pub max_tokens: u32,
+    /// The client gave `max_tokens` (else it is the server's default).
+    pub max_tokens_explicit: bool,
     /// 0: greedy.
     pub temperature: f64,
     /// 1: off.
@@ -100,8 +105,9 @@ pub struct GenJob {
     pub frequency_penalty: Option<f64>,
     /// OpenAI's `logit_bias`: token id → bias added to its logit.
     pub logit_bias: Option<std::collections::BTreeMap<u32, f64>>,
-    /// The model's context length (config.json): a prompt of more tokens is refused with a
-    /// `context_length_exceeded` error before any is processed (None: not checked).
+    /// The model's context length (config.json): a prompt that leaves no room for the
+    /// completion is refused with a `context_length_exceeded` error before any of it is
+    /// processed, and `max_tokens` is held to what fits (None: not checked).
     pub context_length: Option<u64>,
 }
 
@@ -126,6 +132,7 @@ impl GenJob {
             "prompt": self.prompt,
             "tools": self.tools,
             "max_tokens": self.max_tokens,
+            "max_tokens_explicit": self.max_tokens_explicit,
             "temperature": self.temperature,
             "top_p": self.top_p,
             "top_k": self.top_k,
@@ -317,7 +324,8 @@ impl Worker {
     /// The `ready` event: the interpreter (`executable`, `prefix`, `python`), the caches the
     /// libraries resolved (`hf_home`, `hub_cache`, `caches`), `offline`, `blas` (the BLAS
     /// library loaded for mlx, or `"bundled"`: see generate.py `_fast_blas`), `chat_template` and
-    /// `tool_calling` (booleans), `scheduling` (`"continuous-batching"`), `vocab_size`.
+    /// `tool_calling` (booleans), `scheduling` (`"continuous-batching"`), `vocab_size`,
+    /// `max_token_chars`.
     pub fn info(&self) -> &Value {
         &self.info
     }
@@ -327,6 +335,21 @@ impl Worker {
     /// None for a vision or speech worker, or when the step failed.
     pub fn vocab_size(&self) -> Option<u64> {
         self.info["vocab_size"].as_u64()
+    }
+
+    /// The most characters one token of the model's vocabulary stands for (its longest token,
+    /// times what its normalizer may fold into one character): a prompt of more characters
+    /// than the context length times this is over the context, whatever it encodes to. None
+    /// when the worker could not bound it (a tokenizer that drops or folds runs of text:
+    /// whitespace splitting, stripping, unknown-token fusing; or no tokenizer).
+    pub fn max_token_chars(&self) -> Option<u64> {
+        self.info["max_token_chars"].as_u64().filter(|n| *n > 0)
+    }
+
+    /// The model can be given `tools`: it has a chat template and its tokenizer a tool-call
+    /// format mlx-lm parses (`chat_template` and `tool_calling` at `ready`).
+    pub fn tool_calling(&self) -> bool {
+        self.info["chat_template"] == true && self.info["tool_calling"] == true
     }
 
     /// Queue a generation; returns at once. Events arrive on [`JobHandle::events`] (a dropped

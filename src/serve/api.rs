@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::catalog::{model_object, ollama_tag};
 use super::error::{ApiError, BODY_LIMIT, ErrorMark, RequestId};
+use super::request::Kind;
 use super::{Server, metrics};
 use crate::error::ErrorType;
 
@@ -131,14 +132,39 @@ async fn refuse_when_stopping(
     resp
 }
 
-/// The most a route's body may hold (bytes): [`BODY_LIMIT`], more for chat completions
-/// (images travel in them, base64) and the audio routes (a file and its form).
+/// The most a route's body may hold (bytes), for the routes that take more than
+/// [`BODY_LIMIT`]: chat completions (images travel in them, base64) and the audio routes (a
+/// file and its form). The router's limits ([`post_route`]), the early 413
+/// ([`refuse_oversized`]) and the 413's message ([`too_large`]) all read this table.
+pub const BODY_LIMITS: &[(&str, usize)] = &[
+    (Kind::Chat.route(), super::media::CHAT_BODY_LIMIT),
+    (super::media::TRANSCRIPTIONS, super::media::AUDIO_BODY_LIMIT),
+    (super::media::TRANSLATIONS, super::media::AUDIO_BODY_LIMIT),
+];
+
+/// The most the body of a request to `path` may hold (bytes): [`BODY_LIMITS`], else
+/// [`BODY_LIMIT`].
 pub fn body_limit(path: &str) -> usize {
-    match path {
-        "/v1/chat/completions" => super::media::CHAT_BODY_LIMIT,
-        "/v1/audio/transcriptions" | "/v1/audio/translations" => super::media::AUDIO_BODY_LIMIT,
-        _ => BODY_LIMIT,
-    }
+    BODY_LIMITS
+        .iter()
+        .find(|(p, _)| *p == path)
+        .map_or(BODY_LIMIT, |(_, n)| *n)
+}
+
+/// Add `POST path` answered by `handler`, with the route's body limit ([`body_limit`]).
+pub fn post_route<H, T>(
+    r: Router<Arc<Server>>,
+    path: &'static str,
+    handler: H,
+) -> Router<Arc<Server>>
+where
+    H: axum::handler::Handler<T, Arc<Server>>,
+    T: 'static,
+{
+    r.route(
+        path,
+        axum::routing::post(handler).layer(DefaultBodyLimit::max(body_limit(path))),
+    )
 }
 
 /// A body announced (`Content-Length`) over the route's limit is a 413 at once, before any of
@@ -152,21 +178,23 @@ async fn refuse_oversized(req: Request, next: Next) -> Response {
     if let Some(n) = announced
         && n > body_limit(req.uri().path()) as u64
     {
-        return too_large(req.uri().path(), n);
+        return too_large(req.uri().path(), Some(n)).into_response();
     }
     next.run(req).await
 }
 
-fn too_large(path: &str, announced: u64) -> Response {
+/// The 413 of a body over `path`'s limit (`announced`: its `Content-Length`, when known).
+pub fn too_large(path: &str, announced: Option<u64>) -> ApiError {
+    let size = announced.map_or(String::new(), |n| format!(" ({n} bytes)"));
     ApiError::new(
         StatusCode::PAYLOAD_TOO_LARGE,
         ErrorType::PayloadTooLarge,
         format!(
-            "the request body ({announced} bytes) is over the limit of {path} ({} bytes)",
+            "the request body{size} is over the limit of {} ({} bytes)",
+            crate::text::one_line(path),
             body_limit(path)
         ),
     )
-    .into_response()
 }
 
 /// The catalog's models, read on a blocking thread (a listing reads the disk).
@@ -240,13 +268,14 @@ async fn not_found(req: Request) -> Response {
 
 /// Turn axum's own rejections (bad JSON, too large) into the envelope.
 async fn envelope_rejections(req: Request, next: Next) -> Response {
+    let path = req.uri().path().to_string();
     let resp = next.run(req).await;
     if resp.extensions().get::<ErrorMark>().is_some() || resp.status().is_success() {
         return resp;
     }
     let status = resp.status();
     let kind = match status {
-        StatusCode::PAYLOAD_TOO_LARGE => ErrorType::PayloadTooLarge,
+        StatusCode::PAYLOAD_TOO_LARGE => return too_large(&path, None).into_response(),
         StatusCode::NOT_FOUND => ErrorType::NotFound,
         s if s.is_client_error() => ErrorType::InvalidRequest,
         _ => return resp,
@@ -256,12 +285,6 @@ async fn envelope_rejections(req: Request, next: Next) -> Response {
         .unwrap_or_default();
     let text = String::from_utf8_lossy(&bytes).trim().to_string();
     let message = match status {
-        StatusCode::PAYLOAD_TOO_LARGE => format!(
-            "the request body is over the route's limit ({BODY_LIMIT} bytes; {} for \
-             /v1/chat/completions, {} for the audio routes)",
-            super::media::CHAT_BODY_LIMIT,
-            super::media::AUDIO_BODY_LIMIT
-        ),
         StatusCode::METHOD_NOT_ALLOWED => "this route does not take that method".to_string(),
         _ if text.is_empty() => status.to_string(),
         _ => text,

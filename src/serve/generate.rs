@@ -21,7 +21,6 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -90,12 +89,7 @@ async fn answer(
     start: Instant,
     rid: String,
 ) -> Result<Response, ApiError> {
-    let body: Value = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::bad_request(format!(
-            "the body is not valid JSON ({e}): this route takes a JSON object \
-             (Content-Type: application/json)"
-        ))
-    })?;
+    let body = super::request::body_json(&body)?;
     let mut req = parse(kind, &body, srv.config.max_tokens)?;
     let served: Served = {
         let s = srv.clone();
@@ -108,14 +102,9 @@ async fn answer(
     if req.images > 0 {
         super::media::fetch_remote_images(srv, &mut req.job).await?;
     }
+    // The worker holds prompt and completion to it (generate.py `fit_completion`): an
+    // explicit `max_tokens` that does not fit is refused, a default one cut to what fits.
     req.job.context_length = served.record.context_length;
-    if let Some(ctx) = served.record.context_length {
-        req.job.max_tokens = req
-            .job
-            .max_tokens
-            .min(ctx.min(u32::MAX as u64) as u32)
-            .max(1);
-    }
     let started = super::jobs::start(srv, &served, &mut req.job).await?;
     let id = match kind {
         Kind::Chat => format!("chatcmpl-{}", NEXT.fetch_add(1, Ordering::Relaxed)),
@@ -435,13 +424,8 @@ async fn completions(
     handle(srv, Kind::Completion, body, rid.0).await
 }
 
-/// Add the generation routes.
+/// Add the generation routes (their body limits: [`super::api::BODY_LIMITS`]).
 pub fn routes(r: Router<Arc<Server>>) -> Router<Arc<Server>> {
-    r.route(
-        "/v1/chat/completions",
-        post(chat).layer(axum::extract::DefaultBodyLimit::max(
-            super::media::CHAT_BODY_LIMIT,
-        )),
-    )
-    .route("/v1/completions", post(completions))
+    let r = super::api::post_route(r, Kind::Chat.route(), chat);
+    super::api::post_route(r, Kind::Completion.route(), completions)
 }

@@ -5,10 +5,9 @@
 //! answered by the model's mlx-whisper worker.
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Multipart, State};
+use axum::extract::{Multipart, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
 use base64::Engine;
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -396,7 +395,9 @@ struct Form {
 const TAKEN_AS_DONE: &[(&str, &[&str])] =
     &[("stream", &["false"]), ("chunking_strategy", &["auto"])];
 
-async fn read_form(mut mp: Multipart) -> Result<Form, ApiError> {
+/// The form of an audio request to `route`. Each field once (`timestamp_granularities[]`
+/// may repeat): a field given twice is refused, never the last one taken silently.
+async fn read_form(mut mp: Multipart, route: &str) -> Result<Form, ApiError> {
     let mut f = Form::default();
     let bad = |e: axum::extract::multipart::MultipartError| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
@@ -404,7 +405,9 @@ async fn read_form(mut mp: Multipart) -> Result<Form, ApiError> {
                 StatusCode::PAYLOAD_TOO_LARGE,
                 ErrorType::MediaTooLarge,
                 format!(
-                    "the upload is over {AUDIO_BODY_LIMIT} bytes (audio files at most {} bytes)",
+                    "the upload is over the limit of {route} ({} bytes; audio files at most {} \
+                     bytes)",
+                    super::api::body_limit(route),
                     media::AUDIO_MAX_BYTES
                 ),
             )
@@ -412,8 +415,20 @@ async fn read_form(mut mp: Multipart) -> Result<Form, ApiError> {
             ApiError::bad_request(format!("the multipart form cannot be read: {e}"))
         }
     };
+    let mut seen = std::collections::BTreeSet::new();
     while let Some(field) = mp.next_field().await.map_err(bad)? {
         let name = field.name().unwrap_or_default().to_string();
+        let repeats = matches!(
+            name.as_str(),
+            "timestamp_granularities[]" | "timestamp_granularities"
+        );
+        if !repeats && !seen.insert(name.clone()) {
+            return Err(ApiError::bad_request(format!(
+                "`{}` is given twice: the form takes each field once \
+                 (`timestamp_granularities[]` may repeat)",
+                crate::text::one_line(&name)
+            )));
+        }
         if name == "file" {
             let filename = field.file_name().unwrap_or("the upload").to_string();
             let bytes = field.bytes().await.map_err(bad)?;
@@ -500,7 +515,15 @@ fn subtitles(segments: &[Value], vtt: bool) -> String {
 }
 
 async fn audio(srv: Arc<Server>, translate: bool, mp: Multipart) -> Result<Response, ApiError> {
-    let form = read_form(mp).await?;
+    let form = read_form(
+        mp,
+        if translate {
+            TRANSLATIONS
+        } else {
+            TRANSCRIPTIONS
+        },
+    )
+    .await?;
     let Some(model) = form.model else {
         return Err(ApiError::bad_request(
             "`model` is required (GET /v1/models lists them)",
@@ -676,6 +699,10 @@ async fn audio(srv: Arc<Server>, translate: bool, mp: Multipart) -> Result<Respo
     })
 }
 
+/// The audio routes.
+pub const TRANSCRIPTIONS: &str = "/v1/audio/transcriptions";
+pub const TRANSLATIONS: &str = "/v1/audio/translations";
+
 async fn transcriptions(State(srv): State<Arc<Server>>, mp: Multipart) -> Response {
     finish(audio(srv, false, mp).await)
 }
@@ -688,16 +715,10 @@ fn finish(r: Result<Response, ApiError>) -> Response {
     r.unwrap_or_else(IntoResponse::into_response)
 }
 
-/// Add the audio routes (with their own body limit).
+/// Add the audio routes (their body limits: [`super::api::BODY_LIMITS`]).
 pub fn routes(r: Router<Arc<Server>>) -> Router<Arc<Server>> {
-    r.route(
-        "/v1/audio/transcriptions",
-        post(transcriptions).layer(DefaultBodyLimit::max(AUDIO_BODY_LIMIT)),
-    )
-    .route(
-        "/v1/audio/translations",
-        post(translations).layer(DefaultBodyLimit::max(AUDIO_BODY_LIMIT)),
-    )
+    let r = super::api::post_route(r, TRANSCRIPTIONS, transcriptions);
+    super::api::post_route(r, TRANSLATIONS, translations)
 }
 
 #[cfg(test)]

@@ -1203,3 +1203,88 @@ print(json.dumps({{"image": r.choices[0].message.content, "audio": t.text}}))
     drop(s);
     drop(m);
 }
+
+/// Issue 25 review §5: a form field of the audio routes given twice is refused, naming it
+/// (the last one silently won: two `file` parts, `model=whisper` then `model=tiny`,
+/// `temperature=0.5` then `0.9`); `timestamp_granularities[]` may repeat. The form is read
+/// before any model is resolved, so no model is needed to tell.
+#[test]
+fn a_form_field_given_twice_is_refused() {
+    crate::require!(Python);
+    let fx = Fx::new();
+    let s = crate::serve::Served::start(&fx, &[]);
+    let b = "mlxfs-test-boundary";
+    let form = |fields: &[(&str, &str)]| {
+        let mut body = Vec::new();
+        for (k, v) in fields {
+            if *k == "file" {
+                body.extend_from_slice(
+                    format!(
+                        "--{b}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{v}\"\r\nContent-Type: audio/wav\r\n\r\nRIFF\r\n"
+                    )
+                    .as_bytes(),
+                );
+            } else {
+                body.extend_from_slice(
+                    format!("--{b}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n")
+                        .as_bytes(),
+                );
+            }
+        }
+        body.extend_from_slice(format!("--{b}--\r\n").as_bytes());
+        let ct = format!("multipart/form-data; boundary={b}");
+        let (st, _, out) = crate::serve::http(
+            &s.addr,
+            "POST",
+            "/v1/audio/transcriptions",
+            &[("Content-Type", ct.as_str())],
+            &body,
+        );
+        let v: Value = serde_json::from_slice(&out).unwrap_or(Value::Null);
+        (
+            st,
+            v["error"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        )
+    };
+    for (fields, twice) in [
+        (
+            &[("model", "whisper"), ("file", "a.wav"), ("file", "b.wav")][..],
+            "file",
+        ),
+        (
+            &[("model", "whisper"), ("model", "tiny"), ("file", "a.wav")][..],
+            "model",
+        ),
+        (
+            &[
+                ("model", "whisper"),
+                ("file", "a.wav"),
+                ("temperature", "0.5"),
+                ("temperature", "0.9"),
+            ][..],
+            "temperature",
+        ),
+    ] {
+        let (st, message) = form(fields);
+        assert_eq!(st, 400, "{fields:?}: {message}");
+        assert_eq!(
+            message,
+            format!(
+                "`{twice}` is given twice: the form takes each field once (`timestamp_granularities[]` may repeat)"
+            )
+        );
+    }
+    // Repeating granularities is the form's way to give several: the request goes on (to the
+    // model, which this catalog does not have).
+    let (st, message) = form(&[
+        ("model", "whisper"),
+        ("file", "a.wav"),
+        ("response_format", "verbose_json"),
+        ("timestamp_granularities[]", "word"),
+        ("timestamp_granularities[]", "segment"),
+    ]);
+    assert_eq!(st, 404, "{message}");
+}

@@ -34,6 +34,17 @@ pub(crate) fn with_tiny() -> (Fx, PathBuf) {
     (fx, ws)
 }
 
+/// [`with_tiny`] with a context of a million tokens (its config's), for runs that must go on
+/// until they are stopped: prompt and answer are held to the context (512 tokens otherwise).
+pub(crate) fn with_endless_tiny() -> (Fx, PathBuf) {
+    let (fx, ws) = with_tiny();
+    let cfg = ws.join("config.json");
+    let mut v: Value = serde_json::from_slice(&fs::read(&cfg).unwrap()).unwrap();
+    v["max_position_embeddings"] = 1_000_000.into();
+    fs::write(&cfg, v.to_string()).unwrap();
+    (fx, ws)
+}
+
 /// scripts/make-tiny-model.py into the workspace `name`, with extra arguments.
 pub(crate) fn make_tiny(fx: &Fx, name: &str, args: &[&str]) -> PathBuf {
     make_with(fx, "make-tiny-model.py", name, args)
@@ -494,7 +505,7 @@ pub(crate) fn ctrl_c(child: &std::process::Child, group: bool) {
 fn ctrl_c_stops_generation_cleanly() {
     use std::os::unix::process::CommandExt;
     crate::require!(Python);
-    let (fx, _ws) = with_tiny();
+    let (fx, _ws) = with_endless_tiny();
     for (extra, group) in CTRL_C {
         // Greedy decoding of this model never emits end-of-sequence: it would run for minutes.
         let mut child = mlxfs(&fx)
@@ -505,7 +516,7 @@ fn ctrl_c_stops_generation_cleanly() {
                 "--temperature",
                 "0",
                 "--max-tokens",
-                "1000000",
+                "900000",
                 "--python",
             ])
             .arg(venv_dir())
@@ -568,10 +579,10 @@ pub(crate) fn children(pid: u32) -> Vec<u32> {
 fn ctrl_c_while_a_subprocess_loads_is_an_interrupted_run() {
     use std::os::unix::process::CommandExt;
     crate::require!(Python);
-    let (fx, _ws) = with_tiny();
+    let (fx, _ws) = with_endless_tiny();
     for group in [false, true] {
         let mut child = mlxfs(&fx)
-            .args(["run", "tiny", "hello", "--max-tokens", "1000000", "--json"])
+            .args(["run", "tiny", "hello", "--max-tokens", "900000", "--json"])
             .args(["--subprocess", "--python"])
             .arg(venv_dir())
             .process_group(0)

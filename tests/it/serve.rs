@@ -378,6 +378,45 @@ fn the_catalog_routes_errors_and_auth() {
             (413, Some("payload_too_large")),
             "{route}: {v}"
         );
+        assert_eq!(
+            v["error"]["message"],
+            format!(
+                "the request body ({} bytes) is over the limit of {route} ({} bytes)",
+                big.len(),
+                (mib - 1) * 1024 * 1024
+            )
+        );
+    }
+    // A body without a length is cut at the route's limit, and its 413 says the same limit
+    // (one table: the router's limits, the early 413 and the message).
+    for (route, limit) in [
+        ("/v1/completions", 8 * 1024 * 1024),
+        ("/v1/chat/completions", 32 * 1024 * 1024),
+    ] {
+        let mut c = TcpStream::connect(&s.addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        write!(c, "POST {route} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cret\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n").unwrap();
+        let chunk = vec![b' '; 1024 * 1024];
+        for _ in 0..(limit / chunk.len() + 2) {
+            if write!(c, "{:x}\r\n", chunk.len())
+                .and_then(|()| c.write_all(&chunk))
+                .and_then(|()| c.write_all(b"\r\n"))
+                .is_err()
+            {
+                break;
+            }
+        }
+        let _ = c.write_all(b"0\r\n\r\n");
+        let mut raw = Vec::new();
+        let _ = c.read_to_end(&mut raw);
+        let text = String::from_utf8_lossy(&raw);
+        assert!(text.starts_with("HTTP/1.1 413"), "{route}: {text}");
+        assert!(
+            text.contains(&format!(
+                "\"the request body is over the limit of {route} ({limit} bytes)\""
+            )),
+            "{route}: {text}"
+        );
     }
     let (st, v) = get_json(&s.addr, "/v2/nothing", &auth);
     assert_eq!(
@@ -702,9 +741,14 @@ fn workers_concurrency_eviction_failures_and_shutdown() {
     let fx = with_tiny();
     let want = run_text(&fx, "tiny", "Explain FUSE", 16);
     let s = Served::start(&fx, &["--max-loaded", "1"]);
+    // `max` 0: no `max_tokens`, so as many as the context leaves room for.
     let chat = |model: &str, stream: bool, max: u32| {
-        json!({"model": model, "messages": [{"role": "user", "content": "Explain FUSE"}],
-        "temperature": 0, "seed": 7, "max_tokens": max, "stream": stream})
+        let mut b = json!({"model": model, "messages": [{"role": "user", "content": "Explain FUSE"}],
+        "temperature": 0, "seed": 7, "stream": stream});
+        if max > 0 {
+            b["max_tokens"] = json!(max);
+        }
+        b
     };
     // 8 concurrent streams, all with the right text.
     let threads: Vec<_> = (0..8)
@@ -756,7 +800,7 @@ fn workers_concurrency_eviction_failures_and_shutdown() {
     // A worker killed mid-request: that request gets a 500, the next one succeeds.
     let pid = worker_pids(&s)[0];
     let addr = s.addr.clone();
-    let long = chat("tiny2", false, 2000);
+    let long = chat("tiny2", false, 0);
     let t = std::thread::spawn(move || post_json(&addr, "/v1/chat/completions", &[], &long));
     let deadline = Instant::now() + Duration::from_secs(30);
     while health(&s)["queue_depth"].as_u64() == Some(0) && Instant::now() < deadline {
@@ -779,7 +823,7 @@ fn workers_concurrency_eviction_failures_and_shutdown() {
     // A client that goes away cancels its generation.
     {
         let mut c = TcpStream::connect(&s.addr).unwrap();
-        let body = chat("tiny2", true, 4000).to_string();
+        let body = chat("tiny2", true, 0).to_string();
         write!(c, "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()).unwrap();
         let mut buf = [0u8; 512];
         let _ = c.read(&mut buf);
@@ -990,7 +1034,7 @@ fn sigterm_during_a_stream_is_an_error_not_a_finish() {
     let mut s = Served::start(&fx, &["--model", "tiny", "--shutdown-grace", "0"]);
     let addr = s.addr.clone();
     let t = std::thread::spawn(move || {
-        let body = json!({"model": "tiny", "messages": [{"role": "user", "content": "Explain FUSE"}], "max_tokens": 100000, "temperature": 0, "stream": true}).to_string();
+        let body = json!({"model": "tiny", "messages": [{"role": "user", "content": "Explain FUSE"}], "temperature": 0, "stream": true}).to_string();
         let (_, _, raw) = http(
             &addr,
             "POST",
@@ -1034,7 +1078,7 @@ fn a_busy_model_is_not_stopped_for_another() {
         .map(|_| {
             let addr = s.addr.clone();
             let body = json!({"model": "tiny", "messages": [{"role": "user", "content": "Explain FUSE"}],
-                "temperature": 0.8, "seed": 3, "max_tokens": 100000});
+                "temperature": 0.8, "seed": 3});
             std::thread::spawn(move || post_json(&addr, "/v1/chat/completions", &[], &body))
         })
         .collect();
@@ -1337,11 +1381,50 @@ fn bad_requests() -> Vec<(&'static str, Value, u16, &'static str)> {
             400,
             "`seed` must be a whole number",
         ),
-        (completion(json!({"max_tokens": 0})), 400, "at least 1"),
+        (
+            completion(json!({"max_tokens": 0})),
+            400,
+            "`max_tokens` must be a whole number from 1 to 3000",
+        ),
+        (
+            completion(json!({"max_tokens": -1e30})),
+            400,
+            "`max_tokens` must be a whole number from 1 to 3000",
+        ),
+        (
+            completion(json!({"suffix": "end"})),
+            400,
+            "`suffix` \"end\" is not supported",
+        ),
+        (
+            completion(json!({"logit_bias": {"5 ": 1, "5": 2}})),
+            400,
+            "`logit_bias` names token 5 twice",
+        ),
+        (
+            chat(json!({"parallel_tool_calls": false})),
+            400,
+            "`parallel_tool_calls` false is not supported",
+        ),
+        (
+            chat(json!({"stream_options": {"include_usage": true}})),
+            400,
+            "only taken with `\"stream\": true`",
+        ),
+        (
+            chat(json!({"tools": [{"type": "function", "function": {"name": "f"}}]})),
+            422,
+            "`tools` cannot be used with this model",
+        ),
+        (
+            chat(json!({"max_tokens": 4000})),
+            400,
+            "`max_tokens` must be a whole number from 1 to 3000",
+        ),
         (
             completion(json!({"top_k": 1_000_001})),
             400,
-            "`top_k` must be at most",
+            "`top_k` must be a whole number from 0 to 1000000",
         ),
         (
             completion(json!({"stop": vec!["x"; 17]})),
@@ -1516,9 +1599,14 @@ fn a_dead_worker_is_replaced_and_retryable_says_the_truth() {
     let fx = Fx::new();
     make_tiny(&fx, "tiny", &[]);
     let s = Served::start(&fx, &["--model", "tiny"]);
+    // 0: no `max_tokens`, so the default: as many as the context leaves room for.
     let ask = |max: u32| {
-        json!({"model": "tiny", "messages": [{"role": "user", "content": "Explain FUSE"}],
-               "temperature": 0, "max_tokens": max})
+        let mut b = json!({"model": "tiny", "messages": [{"role": "user", "content": "Explain FUSE"}],
+                           "temperature": 0});
+        if max > 0 {
+            b["max_tokens"] = json!(max);
+        }
+        b
     };
     for round in 0..5 {
         let pid = worker_pids(&s)[0];
@@ -1534,7 +1622,7 @@ fn a_dead_worker_is_replaced_and_retryable_says_the_truth() {
     ] {
         let pid = worker_pids(&s)[0];
         let addr = s.addr.clone();
-        let body = ask(100_000);
+        let body = ask(0);
         let t = std::thread::spawn(move || post_json(&addr, "/v1/chat/completions", &[], &body));
         let deadline = Instant::now() + Duration::from_secs(30);
         while health(&s)["queue_depth"].as_u64() == Some(0) && Instant::now() < deadline {
@@ -1948,4 +2036,349 @@ fn a_changed_model_folder_gets_a_new_worker() {
     let same = worker_pids(&s);
     text();
     assert_eq!(worker_pids(&s), same);
+}
+
+/// Issue 25 review §1: a prompt no encoding could fit in the context (more characters than
+/// the context length times the most characters one token stands for, which the worker
+/// measures at load) is refused at once, before the worker spends time encoding it. Before,
+/// a 7.8 MB prompt to the tiny model (context 512) took 11.2 s to be refused, holding every
+/// other request to the model meanwhile.
+#[test]
+fn a_prompt_no_encoding_could_fit_is_refused_at_once() {
+    crate::require!(Python);
+    let fx = Fx::new();
+    make_tiny(&fx, "tiny", &[]);
+    let s = Served::start(&fx, &["--model", "tiny"]);
+    let big = "The quick brown fox jumps. ".repeat(290_000);
+    let small = json!({"model": "tiny", "prompt": "hi", "max_tokens": 3});
+    for (route, body) in [
+        (
+            "/v1/completions",
+            json!({"model": "tiny", "prompt": big, "max_tokens": 4}),
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model": "tiny", "max_tokens": 4,
+                   "messages": [{"role": "system", "content": "Be brief."},
+                                {"role": "user", "content": [{"type": "text", "text": big}]}]}),
+        ),
+    ] {
+        let t0 = Instant::now();
+        let (st, v) = post_json(&s.addr, route, &[], &body);
+        let took = t0.elapsed();
+        assert_eq!(
+            (st, v["error"]["type"].as_str()),
+            (400, Some("context_length_exceeded")),
+            "{route}: {v}"
+        );
+        let chars = if route == "/v1/completions" {
+            7_830_000
+        } else {
+            7_830_009
+        };
+        assert_eq!(
+            v["error"]["message"],
+            format!(
+                "the prompt is at least {} tokens ({chars} characters; one token of this model stands for at most 13); this model's context length is 512",
+                (chars as u64).div_ceil(13)
+            ),
+            "{route}"
+        );
+        assert_eq!(v["error"]["retryable"], false);
+        assert!(took < Duration::from_secs(4), "{route}: {took:?}");
+        let t0 = Instant::now();
+        let (st, v) = post_json(&s.addr, "/v1/completions", &[], &small);
+        assert_eq!(st, 200, "{v}");
+        assert!(t0.elapsed() < Duration::from_secs(4), "{:?}", t0.elapsed());
+    }
+}
+
+/// Issue 25 review §2 and §6: every field of the JSON routes is honoured, a no-op with a value
+/// that changes nothing, or refused naming it (they were accepted and ignored: `suffix`,
+/// `functions`, `modalities: ["audio"]`, `parallel_tool_calls: false`, `stream_options`
+/// without `stream`); `tools` to a model that cannot call them is a 422 as images to a text
+/// model are; whole numbers may be written as floats. What the `openai` SDK and the common
+/// clients send by default is taken.
+#[test]
+fn fields_are_honoured_no_ops_or_refused() {
+    crate::require!(Python);
+    let fx = Fx::new();
+    make_tiny(&fx, "tiny", &[]);
+    let plain = make_tiny(&fx, "plain", &[]);
+    let tc = plain.join("tokenizer_config.json");
+    let mut cfg: Value = serde_json::from_slice(&std::fs::read(&tc).unwrap()).unwrap();
+    cfg.as_object_mut().unwrap().remove("chat_template");
+    std::fs::write(&tc, cfg.to_string()).unwrap();
+    let s = Served::start(&fx, &["--max-loaded", "2"]);
+    let hi = json!([{"role": "user", "content": "hi"}]);
+    let tools = json!([{"type": "function", "function": {"name": "get_weather",
+                        "parameters": {"type": "object", "properties": {}}}}]);
+    for (route, body, want, kind, says) in [
+        (
+            "/v1/completions",
+            json!({"model": "tiny", "prompt": "hi", "max_tokens": 2, "suffix": "end"}),
+            400,
+            "invalid_request",
+            "`suffix` \"end\" is not supported by mlxfs serve",
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model": "tiny", "messages": hi, "max_tokens": 2,
+                   "functions": [{"name": "f", "parameters": {}}], "function_call": "auto"}),
+            400,
+            "invalid_request",
+            "`functions` is not supported by mlxfs serve",
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model": "tiny", "messages": hi, "max_tokens": 2,
+                   "modalities": ["text", "audio"], "audio": {"voice": "alloy", "format": "wav"}}),
+            400,
+            "invalid_request",
+            "`modalities` [\"text\",\"audio\"] is not supported by mlxfs serve",
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model": "tiny", "messages": hi, "max_tokens": 2, "parallel_tool_calls": false}),
+            400,
+            "invalid_request",
+            "`parallel_tool_calls` false is not supported by mlxfs serve",
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model": "tiny", "messages": hi, "max_tokens": 2,
+                   "stream_options": {"include_usage": true}}),
+            400,
+            "invalid_request",
+            "`stream_options` is only taken with `\"stream\": true`",
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model": "tiny", "messages": hi, "max_tokens": 2, "tools": tools}),
+            422,
+            "model_incompatible",
+            "`tools` cannot be used with this model",
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model": "plain", "messages": hi, "max_tokens": 2, "tools": tools}),
+            422,
+            "model_incompatible",
+            "`tools` cannot be used with this model",
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model": "tiny", "messages": hi, "max_tokens": -1e30}),
+            400,
+            "invalid_request",
+            "`max_tokens` must be a whole number from 1 to 4096",
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model": "tiny", "messages": hi, "max_tokens": 2, "guided_json": {}}),
+            400,
+            "invalid_request",
+            "`guided_json` is not supported by mlxfs serve",
+        ),
+    ] {
+        let (st, v) = post_json(&s.addr, route, &[], &body);
+        assert_eq!(
+            (st, v["error"]["type"].as_str()),
+            (want, Some(kind)),
+            "{body}: {v}"
+        );
+        let m = v["error"]["message"].as_str().unwrap();
+        assert!(m.starts_with(says), "{body}: {m}");
+    }
+    // 1.0 is a whole number (OpenAI takes it so).
+    let (st, v) = post_json(
+        &s.addr,
+        "/v1/chat/completions",
+        &[],
+        &json!({"model": "tiny", "messages": hi, "n": 1.0, "max_tokens": 5.0}),
+    );
+    assert_eq!(st, 200, "{v}");
+    assert!(
+        v["usage"]["completion_tokens"].as_u64().unwrap() <= 5,
+        "{v}"
+    );
+    // What clients send by default: the openai SDK only what it is given; LangChain's
+    // ChatOpenAI `stream` (false) and `n`; Open WebUI and the Vercel AI SDK `stream_options`
+    // with a stream, `user`; OpenAI's own answer sent back as history.
+    let v = openai(
+        &s.url(),
+        r#"
+out = {}
+hi = [{"role": "user", "content": "hi"}]
+r = c.chat.completions.create(model="tiny", messages=hi, max_tokens=3)
+out["plain"] = r.choices[0].finish_reason
+history = hi + [r.choices[0].message.model_dump()] + [{"role": "user", "content": "more"}]
+r = c.chat.completions.create(model="tiny", messages=history, max_tokens=3, user="u-1", n=1,
+                              store=False, parallel_tool_calls=True, metadata={"app": "x"},
+                              extra_body={"stream": False})
+out["langchain"] = r.choices[0].finish_reason
+chunks = list(c.chat.completions.create(model="tiny", messages=hi, max_tokens=3, stream=True,
+                                        stream_options={"include_usage": True}))
+out["usage"] = chunks[-1].usage.completion_tokens
+with c.chat.completions.with_streaming_response.create(model="tiny", messages=hi, max_tokens=3) as resp:
+    out["raw"] = resp.http_response.status_code
+r = c.completions.create(model="tiny", prompt="hi", max_tokens=3, user="u-1", echo=False, best_of=1)
+out["completion"] = r.choices[0].finish_reason
+print(json.dumps(out))
+"#,
+    );
+    for k in ["plain", "langchain", "completion"] {
+        assert!(matches!(v[k].as_str(), Some("stop" | "length")), "{k}: {v}");
+    }
+    assert!(v["usage"].as_u64().is_some_and(|n| n <= 3), "{v}");
+    assert_eq!(v["raw"], 200, "{v}");
+}
+
+/// A chat template in the style of Qwen's smaller ones: system, user and assistant only, any
+/// other role an exception that names `developer`.
+const NO_DEVELOPER_TEMPLATE: &str = "{%- for message in messages %}\
+{%- if message.role not in ['system', 'user', 'assistant'] %}{{ raise_exception('Only user, assistant and system roles are supported (no tool or developer).') }}{%- endif %}\
+<|{{ message.role }}|>{{ message.content }}</s>\n{%- endfor %}{%- if add_generation_prompt %}<|assistant|>{%- endif %}";
+
+/// A chat template that skips roles it does not know, with a default system prompt that
+/// mentions a developer.
+const SKIPPING_TEMPLATE: &str = "{%- if messages[0].role != 'system' %}<|system|>You are an assistant made by a developer.</s>\n{%- endif %}\
+{%- for message in messages %}{%- if message.role in ['system', 'user', 'assistant'] %}<|{{ message.role }}|>{{ message.content }}</s>\n{%- endif %}{%- endfor %}\
+{%- if add_generation_prompt %}<|assistant|>{%- endif %}";
+
+/// A chat template that knows the developer role (as gpt-oss's does): its instructions go
+/// in a section of their own.
+const DEVELOPER_TEMPLATE: &str = "{%- for message in messages %}\
+{%- if message.role == 'developer' %}<|system|># Instructions from the developer: {{ message.content }}</s>\n\
+{%- else %}<|{{ message.role }}|>{{ message.content }}</s>\n{%- endif %}{%- endfor %}{%- if add_generation_prompt %}<|assistant|>{%- endif %}";
+
+/// Issue 25 review §3: whether a model takes the `developer` role is decided by rendering its
+/// chat template once at load, not by the word appearing in it: a template that raises on
+/// the role ("… (no tool or developer)") gets it as `system` (it was a 400), one that skips
+/// unknown roles but mentions a developer gets it as `system` (it was dropped: the same
+/// prompt_tokens with and without it), one that renders it keeps it; a template that writes
+/// any role name as it is (the tiny model's) gets `system`, the role its model knows.
+#[test]
+fn the_developer_role_is_decided_by_rendering_the_template() {
+    crate::require!(Python);
+    let fx = Fx::new();
+    for (name, template) in [
+        ("raising", Some(NO_DEVELOPER_TEMPLATE)),
+        ("skipping", Some(SKIPPING_TEMPLATE)),
+        ("knowing", Some(DEVELOPER_TEMPLATE)),
+        ("generic", None),
+    ] {
+        let ws = make_tiny(&fx, name, &[]);
+        if let Some(t) = template {
+            let tc = ws.join("tokenizer_config.json");
+            let mut cfg: Value = serde_json::from_slice(&std::fs::read(&tc).unwrap()).unwrap();
+            cfg["chat_template"] = json!(t);
+            std::fs::write(&tc, cfg.to_string()).unwrap();
+        }
+    }
+    let s = Served::start(&fx, &["--max-loaded", "1"]);
+    let prompt_tokens = |model: &str, first: Option<&str>| {
+        let mut messages = Vec::new();
+        if let Some(role) = first {
+            messages.push(json!({"role": role, "content": "Answer in French, please."}));
+        }
+        messages.push(json!({"role": "user", "content": "hi"}));
+        let (st, v) = post_json(
+            &s.addr,
+            "/v1/chat/completions",
+            &[],
+            &json!({"model": model, "messages": messages, "max_tokens": 1}),
+        );
+        assert_eq!(st, 200, "{model} {first:?}: {v}");
+        v["usage"]["prompt_tokens"].as_u64().unwrap()
+    };
+    for model in ["raising", "skipping", "generic"] {
+        let developer = prompt_tokens(model, Some("developer"));
+        assert_eq!(developer, prompt_tokens(model, Some("system")), "{model}");
+        assert_ne!(developer, prompt_tokens(model, None), "{model}");
+    }
+    let developer = prompt_tokens("knowing", Some("developer"));
+    let system = prompt_tokens("knowing", Some("system"));
+    // "# Instructions from the developer: " is in the prompt.
+    assert!(developer > system + 3, "{developer} {system}");
+}
+
+/// Issue 25 review §4: one rule for generating past the context, in `run` and `serve`
+/// (generate.py `fit_completion`): a `max_tokens` the client or user gave that does not fit
+/// beside the prompt is refused with `context_length_exceeded` in OpenAI's words (`serve`
+/// capped it at the context length silently, so 1 + 512 tokens overflowed a 512 context;
+/// `run --max-tokens 1500` generated all 1500); a default one is cut to what fits, the text
+/// ending with `length` there.
+#[test]
+fn max_tokens_beside_the_prompt_one_rule_for_run_and_serve() {
+    crate::require!(Python);
+    let fx = Fx::new();
+    make_tiny(&fx, "tiny", &[]);
+    let s = Served::start(&fx, &["--model", "tiny"]);
+    let ask = |max_tokens: Value| {
+        let mut b = json!({"model": "tiny", "messages": [{"role": "user", "content": "Explain FUSE"}],
+                           "logit_bias": {"2": -100}});
+        if !max_tokens.is_null() {
+            b["max_tokens"] = max_tokens;
+        }
+        post_json(&s.addr, "/v1/chat/completions", &[], &b)
+    };
+    // The default (--max-tokens 4096) is cut to the room the prompt leaves.
+    let (st, v) = ask(Value::Null);
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["choices"][0]["finish_reason"], "length", "{v}");
+    let p = v["usage"]["prompt_tokens"].as_u64().unwrap();
+    assert_eq!(
+        p + v["usage"]["completion_tokens"].as_u64().unwrap(),
+        512,
+        "{v}"
+    );
+    let room = 512 - p;
+    let (st, v) = ask(json!(room));
+    assert_eq!(st, 200, "{v}");
+    for asked in [512, 1500] {
+        let (st, v) = ask(json!(asked));
+        assert_eq!(
+            (st, v["error"]["type"].as_str()),
+            (400, Some("context_length_exceeded")),
+            "{v}"
+        );
+        let m = v["error"]["message"].as_str().unwrap().to_string();
+        assert_eq!(
+            m,
+            format!(
+                "this model's context length is 512 tokens, but you requested {} tokens ({p} in the prompt, {asked} for the completion): ask for at most {room} completion tokens, or shorten the prompt",
+                p + asked
+            )
+        );
+        // `run` says the same of the same prompt (its chat template, one user message).
+        let o = crate::support::mnt::cmd(&fx)
+            .args(["run", "tiny", "Explain FUSE", "--json", "--max-tokens"])
+            .arg(asked.to_string())
+            .arg("--python")
+            .arg(venv_dir())
+            .output()
+            .unwrap();
+        let r: Value = serde_json::from_slice(&o.stdout).unwrap_or(Value::Null);
+        assert_eq!(r["error"]["type"], "context_length_exceeded", "{r}");
+        assert_eq!(r["error"]["message"], m.as_str(), "{r}");
+    }
+    // `run` without --max-tokens (256) and a prompt that leaves less room: cut to it.
+    let long = "Tokens stream to the terminal as they come. ".repeat(20);
+    let o = crate::support::mnt::cmd(&fx)
+        .args(["run", "tiny", &long, "--json", "--python"])
+        .arg(venv_dir())
+        .output()
+        .unwrap();
+    let r: Value = serde_json::from_slice(&o.stdout).unwrap_or(Value::Null);
+    assert_eq!(r["status"], "success", "{r}");
+    let (p, n) = (
+        r["data"]["prompt_tokens"].as_u64().unwrap(),
+        r["data"]["generation_tokens"].as_u64().unwrap(),
+    );
+    assert!(p > 256 && p < 512, "{r}");
+    assert!(p + n <= 512, "{p} + {n}: {r}");
+    if r["data"]["finish_reason"] == "length" {
+        assert_eq!(p + n, 512, "{r}");
+    }
 }

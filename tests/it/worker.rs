@@ -483,12 +483,6 @@ fn unchecked_values_are_refused_by_the_worker_and_harm_no_other_job() {
             ..greedy("hi", 3)
         },
         GenJob {
-            top_k: Some(384),
-            temperature: 0.5,
-            seed: None,
-            ..greedy("hi", 3)
-        },
-        GenJob {
             messages: None,
             prompt: Some(String::new()),
             ..greedy("", 3)
@@ -501,10 +495,30 @@ fn unchecked_values_are_refused_by_the_worker_and_harm_no_other_job() {
             JobEvent::Error { kind, message } => {
                 assert_eq!(kind, "invalid_request", "{job:?}: {message}");
                 assert!(!message.contains("Traceback"), "{message}");
+                // serve's rule (`jobs::fit_to_model`), in its words.
+                if let Some(id) = job.logit_bias.as_ref().and_then(|b| b.keys().next()) {
+                    assert_eq!(
+                        message,
+                        format!(
+                            "`logit_bias`: token id {id} is not in this model's vocabulary of 384 tokens (ids 0 to 383)"
+                        )
+                    );
+                }
             }
             other => panic!("{job:?}: {other:?}"),
         }
     }
+    // A top_k of the whole vocabulary is no restriction: off, as serve turns it off.
+    let (_, _, n) = run_one(
+        &w,
+        GenJob {
+            top_k: Some(384),
+            temperature: 0.5,
+            seed: None,
+            ..greedy("hi", 3)
+        },
+    );
+    assert!(n >= 1);
     let (tokens, last) = collect(&mut running, Duration::from_secs(60));
     assert_eq!(done(&last), alone, "the running job was harmed");
     assert_eq!(streamed(&tokens), alone.1);
@@ -746,4 +760,144 @@ print("ok")
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     );
+}
+
+/// Issue 25 review §1: jobs are prepared (chat template, encoding, the context and vocabulary
+/// checks) off the scheduling thread, so a long prompt being encoded holds neither the running
+/// batch nor a short job read after it. Before, the worker encoded in its scheduling loop: a
+/// 7.8 MB prompt stopped every stream of the model for the 8 s of its encoding, and a 3-token
+/// request sent 1.5 s after it took 7.75 s (0.06 s after).
+#[test]
+fn a_long_prompt_being_encoded_holds_no_other_job() {
+    crate::require!(Python);
+    let (_fx, ws) = with_tiny();
+    let w = Worker::start(&spec(&ws)).unwrap();
+    // Its longest token, "<|assistant|>": the bound serve's early refusal uses.
+    assert_eq!(w.max_token_chars(), Some(13));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    // A stream that runs on (its end-of-text token, id 2, biased away).
+    let mut running = w
+        .submit(GenJob {
+            logit_bias: Some([(2, -100.0)].into_iter().collect()),
+            ..greedy("Explain FUSE", 1_000_000)
+        })
+        .unwrap();
+    first_token(&mut running);
+    let big = GenJob {
+        messages: None,
+        prompt: Some("The quick brown fox jumps. ".repeat(100_000)),
+        context_length: Some(512),
+        ..greedy("", 4)
+    };
+    let t0 = Instant::now();
+    let mut big = w.submit(big).unwrap();
+    assert_eq!(rt.block_on(&mut big.accepted), Ok(()));
+    std::thread::sleep(Duration::from_millis(300));
+    let mut small = w
+        .submit(GenJob {
+            context_length: Some(512),
+            ..greedy("hi", 3)
+        })
+        .unwrap();
+    let (mut small_done, mut big_done) = (None, None);
+    let mut streamed_meanwhile = 0;
+    while small_done.is_none() || big_done.is_none() {
+        assert!(t0.elapsed() < Duration::from_secs(300), "no answer");
+        while let Ok(ev) = running.events.try_recv() {
+            assert!(matches!(ev, JobEvent::Token { .. }), "{ev:?}");
+            if big_done.is_none() {
+                streamed_meanwhile += 1;
+            }
+        }
+        if let Ok(ev) = small.events.try_recv()
+            && matches!(ev, JobEvent::Done { .. } | JobEvent::Error { .. })
+        {
+            assert!(matches!(ev, JobEvent::Done { .. }), "{ev:?}");
+            small_done = Some(t0.elapsed());
+        }
+        if let Ok(ev) = big.events.try_recv() {
+            match ev {
+                JobEvent::Error { kind, message } => {
+                    assert_eq!(kind, "context_length_exceeded", "{message}");
+                    assert_eq!(
+                        message,
+                        "the prompt is 1400000 tokens; this model's context length is 512"
+                    );
+                    big_done = Some(t0.elapsed());
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let (small_done, big_done) = (small_done.unwrap(), big_done.unwrap());
+    eprintln!(
+        "small answered at {small_done:?}, the long prompt refused at {big_done:?}, {streamed_meanwhile} tokens streamed meanwhile"
+    );
+    assert!(
+        small_done < big_done,
+        "the short job waited for the long prompt's encoding: {small_done:?} ≥ {big_done:?}"
+    );
+    assert!(
+        streamed_meanwhile >= 20,
+        "the running stream stalled while the long prompt was encoded: {streamed_meanwhile} tokens in {big_done:?}"
+    );
+    w.cancel(running.id);
+}
+
+/// Issue 25 review §4: prompt and completion are held to the context, one rule for `run`
+/// and `serve` (generate.py `fit_completion`): an explicit `max_tokens` that does not fit
+/// beside the prompt is refused in OpenAI's words; a default one is cut to what fits, the
+/// text ending with `length` there (before, 1 + 512 tokens went into a 512-token context).
+#[test]
+fn max_tokens_is_held_to_the_context() {
+    crate::require!(Python);
+    let (_fx, ws) = with_tiny();
+    let w = Worker::start(&spec(&ws)).unwrap();
+    let job = |max_tokens: u32, explicit: bool| GenJob {
+        max_tokens,
+        max_tokens_explicit: explicit,
+        context_length: Some(512),
+        logit_bias: Some([(2, -100.0)].into_iter().collect()),
+        ..greedy("Explain FUSE", 0)
+    };
+    let mut h = w.submit(job(4096, false)).unwrap();
+    let (_, last) = collect(&mut h, Duration::from_secs(120));
+    let JobEvent::Done {
+        finish_reason,
+        prompt_tokens,
+        completion_tokens,
+        ..
+    } = last
+    else {
+        panic!("{last:?}")
+    };
+    assert_eq!(finish_reason, "length");
+    assert!(prompt_tokens > 1, "{prompt_tokens}");
+    assert_eq!(prompt_tokens + completion_tokens, 512);
+    // Explicit: what fits is taken, one more is refused.
+    let room = 512 - prompt_tokens as u32;
+    let (reason, _, n) = run_one(&w, job(room, true));
+    assert_eq!((reason.as_str(), n), ("length", u64::from(room)));
+    for asked in [room + 1, 512, 1500] {
+        let mut h = w.submit(job(asked, true)).unwrap();
+        let (_, last) = collect(&mut h, Duration::from_secs(60));
+        match last {
+            JobEvent::Error { kind, message } => {
+                assert_eq!(kind, "context_length_exceeded");
+                assert_eq!(
+                    message,
+                    format!(
+                        "this model's context length is 512 tokens, but you requested {} tokens \
+                         ({prompt_tokens} in the prompt, {asked} for the completion): ask for at \
+                         most {room} completion tokens, or shorten the prompt",
+                        prompt_tokens + u64::from(asked)
+                    )
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 }
