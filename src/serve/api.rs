@@ -19,7 +19,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::catalog::{model_object, ollama_tag};
 use super::error::{ApiError, BODY_LIMIT, ErrorMark, RequestId};
-use super::request::Kind;
 use super::{Server, metrics};
 use crate::error::ErrorType;
 
@@ -132,41 +131,6 @@ async fn refuse_when_stopping(
     resp
 }
 
-/// The most a route's body may hold (bytes), for the routes that take more than
-/// [`BODY_LIMIT`]: chat completions (images travel in them, base64) and the audio routes (a
-/// file and its form). The router's limits ([`post_route`]), the early 413
-/// ([`refuse_oversized`]) and the 413's message ([`too_large`]) all read this table.
-pub const BODY_LIMITS: &[(&str, usize)] = &[
-    (Kind::Chat.route(), super::media::CHAT_BODY_LIMIT),
-    (super::media::TRANSCRIPTIONS, super::media::AUDIO_BODY_LIMIT),
-    (super::media::TRANSLATIONS, super::media::AUDIO_BODY_LIMIT),
-];
-
-/// The most the body of a request to `path` may hold (bytes): [`BODY_LIMITS`], else
-/// [`BODY_LIMIT`].
-pub fn body_limit(path: &str) -> usize {
-    BODY_LIMITS
-        .iter()
-        .find(|(p, _)| *p == path)
-        .map_or(BODY_LIMIT, |(_, n)| *n)
-}
-
-/// Add `POST path` answered by `handler`, with the route's body limit ([`body_limit`]).
-pub fn post_route<H, T>(
-    r: Router<Arc<Server>>,
-    path: &'static str,
-    handler: H,
-) -> Router<Arc<Server>>
-where
-    H: axum::handler::Handler<T, Arc<Server>>,
-    T: 'static,
-{
-    r.route(
-        path,
-        axum::routing::post(handler).layer(DefaultBodyLimit::max(body_limit(path))),
-    )
-}
-
 /// A body announced (`Content-Length`) over the route's limit is a 413 at once, before any of
 /// it is read (not after the body timeout, nor after reading what the limit allows).
 async fn refuse_oversized(req: Request, next: Next) -> Response {
@@ -176,7 +140,7 @@ async fn refuse_oversized(req: Request, next: Next) -> Response {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
     if let Some(n) = announced
-        && n > body_limit(req.uri().path()) as u64
+        && n > super::routes::body_limit(req.uri().path()) as u64
     {
         return too_large(req.uri().path(), Some(n)).into_response();
     }
@@ -192,7 +156,7 @@ pub fn too_large(path: &str, announced: Option<u64>) -> ApiError {
         format!(
             "the request body{size} is over the limit of {} ({} bytes)",
             crate::text::one_line(path),
-            body_limit(path)
+            super::routes::body_limit(path)
         ),
     )
 }

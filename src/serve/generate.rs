@@ -424,8 +424,8 @@ async fn completions(
     handle(srv, Kind::Completion, body, rid.0).await
 }
 
-/// Add the generation routes (their body limits: [`super::api::BODY_LIMITS`]).
+/// Add the generation routes (their body limits: [`super::routes::BODY_LIMITS`]).
 pub fn routes(r: Router<Arc<Server>>) -> Router<Arc<Server>> {
-    let r = super::api::post_route(r, Kind::Chat.route(), chat);
-    super::api::post_route(r, Kind::Completion.route(), completions)
+    let r = super::routes::post_route(r, Kind::Chat.route(), chat);
+    super::routes::post_route(r, Kind::Completion.route(), completions)
 }

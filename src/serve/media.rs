@@ -22,12 +22,6 @@ use crate::media::{self, MediaError, MediaErrorKind};
 use crate::runtime::Backend;
 use crate::runtime::worker::{GenJob, JobEvent};
 
-/// Largest body of the audio routes (an audio file of [`media::AUDIO_MAX_BYTES`] and the
-/// form around it).
-pub const AUDIO_BODY_LIMIT: usize = media::AUDIO_MAX_BYTES as usize + 1024 * 1024;
-/// Largest body of `/v1/chat/completions` (images travel in it, base64).
-pub const CHAT_BODY_LIMIT: usize = 32 * 1024 * 1024;
-
 fn media_error(e: MediaError) -> ApiError {
     match e.kind {
         MediaErrorKind::Invalid => {
@@ -407,7 +401,7 @@ async fn read_form(mut mp: Multipart, route: &str) -> Result<Form, ApiError> {
                 format!(
                     "the upload is over the limit of {route} ({} bytes; audio files at most {} \
                      bytes)",
-                    super::api::body_limit(route),
+                    super::routes::body_limit(route),
                     media::AUDIO_MAX_BYTES
                 ),
             )
@@ -700,8 +694,7 @@ async fn audio(srv: Arc<Server>, translate: bool, mp: Multipart) -> Result<Respo
 }
 
 /// The audio routes.
-pub const TRANSCRIPTIONS: &str = "/v1/audio/transcriptions";
-pub const TRANSLATIONS: &str = "/v1/audio/translations";
+use super::routes::{TRANSCRIPTIONS, TRANSLATIONS};
 
 async fn transcriptions(State(srv): State<Arc<Server>>, mp: Multipart) -> Response {
     finish(audio(srv, false, mp).await)
@@ -715,10 +708,10 @@ fn finish(r: Result<Response, ApiError>) -> Response {
     r.unwrap_or_else(IntoResponse::into_response)
 }
 
-/// Add the audio routes (their body limits: [`super::api::BODY_LIMITS`]).
+/// Add the audio routes (their body limits: [`super::routes::BODY_LIMITS`]).
 pub fn routes(r: Router<Arc<Server>>) -> Router<Arc<Server>> {
-    let r = super::api::post_route(r, TRANSCRIPTIONS, transcriptions);
-    super::api::post_route(r, TRANSLATIONS, translations)
+    let r = super::routes::post_route(r, TRANSCRIPTIONS, transcriptions);
+    super::routes::post_route(r, TRANSLATIONS, translations)
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ pub mod media;
 pub mod metrics;
 pub mod pool;
 pub mod request;
+pub mod routes;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

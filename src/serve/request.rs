@@ -28,8 +28,8 @@ impl Kind {
     /// The route, for messages.
     pub const fn route(self) -> &'static str {
         match self {
-            Kind::Chat => "/v1/chat/completions",
-            Kind::Completion => "/v1/completions",
+            Kind::Chat => super::routes::CHAT,
+            Kind::Completion => super::routes::COMPLETIONS,
         }
     }
 }
