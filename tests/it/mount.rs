@@ -995,11 +995,21 @@ fn a_hub_models_runtime_cache_file_follows_its_state_folder() {
     let cache = fx.home.join(".local/state/mlxfs/hf-cache/models--org--m");
     fs::create_dir_all(cache.join("hub")).unwrap();
     let m = Mount::start(&fx, &[]);
+    // The stated size is the content's. While the draft arrives the file changes between a
+    // read and the stat after it (each sees its own version): they agree once it is stable.
     let read = || -> serde_json::Value {
         let p = m.p("org/m/.mlxfs/runtime-cache.json");
-        let bytes = fs::read(&p).unwrap();
-        assert_eq!(fs::metadata(&p).unwrap().len(), bytes.len() as u64);
-        serde_json::from_slice(&bytes).unwrap()
+        let mut sizes = Vec::new();
+        for _ in 0..50 {
+            let bytes = fs::read(&p).unwrap();
+            let stated = fs::metadata(&p).unwrap().len();
+            if stated == bytes.len() as u64 {
+                return serde_json::from_slice(&bytes).unwrap();
+            }
+            sizes.push((stated, bytes.len()));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("the stated size never matched the content: {sizes:?}");
     };
     let first = read();
     assert_eq!(first["dir"], cache.to_string_lossy().as_ref());
