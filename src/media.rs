@@ -154,16 +154,17 @@ fn shown(path: &Path) -> String {
     crate::text::one_line(&path.to_string_lossy()).into_owned()
 }
 
-/// The size and first 16 bytes of a regular file (a FIFO or a device is refused, never read).
-fn head(path: &Path) -> Result<(u64, Vec<u8>), MediaError> {
+/// The size and first `n` bytes of a regular file (a FIFO or a device is refused, never
+/// read).
+fn head(path: &Path, n: u64) -> Result<(u64, Vec<u8>), MediaError> {
     let shown = shown(path);
     let f = crate::sys::open_regular(path).map_err(|e| invalid(format!("{shown}: {e}")))?;
     let size = f
         .metadata()
         .map_err(|e| invalid(format!("{shown}: {e}")))?
         .len();
-    let mut buf = Vec::with_capacity(16);
-    f.take(16)
+    let mut buf = Vec::new();
+    f.take(n.min(size))
         .read_to_end(&mut buf)
         .map_err(|e| invalid(format!("{shown}: {e}")))?;
     Ok((size, buf))
@@ -298,21 +299,12 @@ pub fn check_audio(what: &str, size: u64, first: &[u8]) -> Result<AudioFormat, M
 /// [`check_image`] of a file: read whole when it is within [`IMAGE_MAX_BYTES`] (a FIFO or a
 /// device is refused, never read).
 pub fn check_image_file(path: &Path) -> Result<ImageFormat, MediaError> {
-    let shown = shown(path);
-    let f = crate::sys::open_regular(path).map_err(|e| invalid(format!("{shown}: {e}")))?;
-    let size = f
-        .metadata()
-        .map_err(|e| invalid(format!("{shown}: {e}")))?
-        .len();
-    let mut bytes = Vec::new();
-    f.take(IMAGE_MAX_BYTES.min(size))
-        .read_to_end(&mut bytes)
-        .map_err(|e| invalid(format!("{shown}: {e}")))?;
-    check_image(&shown, size, &bytes)
+    let (size, bytes) = head(path, IMAGE_MAX_BYTES)?;
+    check_image(&shown(path), size, &bytes)
 }
 
 pub fn check_audio_file(path: &Path) -> Result<AudioFormat, MediaError> {
-    let (size, first) = head(path)?;
+    let (size, first) = head(path, 16)?;
     check_audio(&shown(path), size, &first)
 }
 

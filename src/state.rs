@@ -1,5 +1,6 @@
 //! mlxfs's own state folder: `$XDG_STATE_HOME/mlxfs`, else `~/.local/state/mlxfs` (daemon logs,
-//! per-hub-model run caches, the remembered Python versions). Never the Hugging Face caches.
+//! the run caches of hub models and of workspaces this user cannot write, the remembered Python
+//! versions). Never the shared Hugging Face caches.
 
 use std::path::PathBuf;
 
