@@ -3,7 +3,7 @@
 //! The core (`catalog`, `hash`) knows nothing of the CLI, FUSE, Python or HTTP; the adapters
 //! (`cli`, `fuse` over `vfs`, `runtime`, `hub`) turn its answers into output. The leaf modules
 //! (`text`, `sys`, `env`, `error`, `mountprobe`, `timefmt`, `jsonfmt`, `envelope`, `state`,
-//! `media`) import nothing else of mlxfs; `hints` is wording shared by the adapters. The
+//! `media`, `par`) import nothing else of mlxfs; `hints` is wording shared by the adapters. The
 //! arrows are checked by a test (tests/it/arch.rs) and drawn in docs/ARCHITECTURE.md.
 
 pub mod archive;
@@ -21,6 +21,7 @@ pub mod jsonfmt;
 pub mod media;
 pub mod mountprobe;
 pub mod osjunk;
+pub mod par;
 pub mod runtime;
 pub mod serve;
 pub mod state;

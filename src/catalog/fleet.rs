@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 use super::record::{Described, ListData, ModelRecord, describe};
 use super::runtime_cache::{self, RuntimeCache};
 use super::verdict::HealthStatus;
-use super::{Locations, ModelRef, Source, par_map_io, resolve};
+use super::{Locations, ModelRef, Source, resolve};
+use crate::par::par_map_io;
 
 /// One model of `health --json` (mlx-knife's keys; `managed` for workspaces only).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

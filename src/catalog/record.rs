@@ -275,7 +275,7 @@ pub struct ListData {
     pub system: Option<()>,
 }
 
-/// `list [PATTERN]`: every matching model's record (described on up to [`super::IO_THREADS`]
+/// `list [PATTERN]`: every matching model's record (described on up to [`crate::par::IO_THREADS`]
 /// threads: cold, describing waits on the disk, not on the cores).
 pub fn list(loc: &super::Locations, pattern: Option<&str>) -> ListData {
     let listed = super::resolve::list(pattern, loc);
@@ -284,7 +284,7 @@ pub fn list(loc: &super::Locations, pattern: Option<&str>) -> ListData {
 
 /// The records of models already listed (in their order).
 pub fn list_of(listed: &[super::resolve::Listed]) -> ListData {
-    let models = super::par_map_io(listed, |l| {
+    let models = crate::par::par_map_io(listed, |l| {
         let mut r = describe(&l.model).record;
         r.display_name = l.display_name.clone();
         r

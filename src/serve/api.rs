@@ -209,7 +209,7 @@ async fn ollama_tags(State(srv): State<Arc<Server>>) -> Response {
     let s = srv.clone();
     let models: Vec<Value> = tokio::task::spawn_blocking(move || {
         let served = s.catalog.models();
-        crate::catalog::par_map(&served, ollama_tag)
+        crate::par::par_map(&served, ollama_tag)
     })
     .await
     .unwrap_or_default();

@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 
 use crate::catalog::record::{ModelRecord, describe};
 use crate::catalog::resolve::{self, ResolveError};
-use crate::catalog::{Locations, ModelRef, Source, WorkspaceDir, distinct_names, par_map};
+use crate::catalog::{Locations, ModelRef, Source, WorkspaceDir, distinct_names};
 use crate::error::ErrorType;
+use crate::par::par_map;
 
 /// How long a listing is reused before the catalog is read again.
 pub const FRESH_FOR: Duration = Duration::from_secs(2);

@@ -725,7 +725,7 @@ impl Plan {
                 }
             };
             let scans = if deep {
-                crate::catalog::par_map_on(SCAN_THREADS, round, one)
+                crate::par::par_map_on(SCAN_THREADS, round, one)
             } else {
                 round.iter().map(one).collect()
             };

@@ -947,7 +947,7 @@ fn the_io_pool_keeps_order_and_grows_only_while_work_waits() {
     let items: Vec<u32> = (0..400).collect();
 
     let threads = Mutex::new(HashSet::new());
-    let out = mlxfs::catalog::par_map_io(&items, |i| {
+    let out = mlxfs::par::par_map_io(&items, |i| {
         threads.lock().unwrap().insert(std::thread::current().id());
         std::thread::sleep(std::time::Duration::from_millis(1));
         i * 2
@@ -955,12 +955,12 @@ fn the_io_pool_keeps_order_and_grows_only_while_work_waits() {
     assert_eq!(out, items.iter().map(|i| i * 2).collect::<Vec<_>>());
     let waited = threads.lock().unwrap().len();
     assert!(
-        waited > 2 * cores && waited <= mlxfs::catalog::IO_THREADS,
+        waited > 2 * cores && waited <= mlxfs::par::IO_THREADS,
         "{waited} threads for work that waits, {cores} cores"
     );
 
     let threads = Mutex::new(HashSet::new());
-    let out = mlxfs::catalog::par_map_io(&items, |i| {
+    let out = mlxfs::par::par_map_io(&items, |i| {
         // Thread ids are gathered once per thread, not per item (no lock to wait on).
         thread_local!(static SEEN: std::cell::Cell<bool> = const { std::cell::Cell::new(false) });
         if !SEEN.with(|s| s.replace(true)) {
