@@ -1,6 +1,37 @@
-//! The Hugging Face hub cache: its repo folders read as models (`HubRepo`: snapshots, the
-//! current revision from `refs/main`, problems, the entries skipped and why) and the scan of
-//! the whole cache (`scan_hub`).
+//! The Hugging Face hub cache: huggingface_hub's layout (`RepoKind`, `RepoDir`: the one
+//! place that knows the folder names), its repo folders read as models (`HubRepo`: snapshots,
+//! the current revision from `refs/main`, problems, the entries skipped and why) and the scan
+//! of the whole cache (`scan_hub`).
+//!
+//! The layout, as huggingface_hub writes it (file_download.py; "Understand caching" in its
+//! guides), under the hub cache (`HF_HUB_CACHE`, [`super::Locations::hub_cache`]):
+//!
+//! ```text
+//! <hub cache>/
+//! ├── .locks/
+//! │   └── models--org--name/            the repo's lock files (`<blob>.lock`)
+//! ├── models--org--name/                one repo: `models--`, `datasets--` or `spaces--`,
+//! │   │                                 then the repo id with each `/` as `--`
+//! │   ├── blobs/
+//! │   │   ├── <hash>                    each file's bytes once, named by its etag (the
+//! │   │   │                             git blob SHA-1, or the SHA-256 of an LFS file)
+//! │   │   └── <hash>.incomplete         a download in progress (resumed from its length)
+//! │   ├── refs/
+//! │   │   ├── main                      text: the commit id (40 hex digits) of the ref
+//! │   │   └── pr/1                      refs may nest
+//! │   ├── snapshots/
+//! │   │   └── <commit>/                 one revision: its files as relative links into
+//! │   │       ├── config.json           blobs/ (`../../blobs/<hash>`, one `../` more per
+//! │   │       └── sub/tokenizer.json    sub-folder); mlxfs stages one under a dot name
+//! │   └── .no_exist/
+//! │       └── <commit>/<file>           empty markers: files the hub said do not exist
+//! ├── datasets--org--name/
+//! └── spaces--org--name/
+//! ```
+//!
+//! Each part may be a link to another disk (huggingface_hub's advice for freeing space): the
+//! repo folder, `blobs/`, `snapshots/` or one snapshot. mlxfs reads `models--` folders as
+//! models; the runtime-cache inspection (`runtime_cache.rs`) reads all three kinds.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -9,6 +40,132 @@ use std::time::SystemTime;
 use super::folders::{io_reason, is_link, too_wide, unusable_folder};
 use crate::par::par_map_io;
 use crate::text::short_rev;
+
+/// What a hub repo is (huggingface_hub's `repo_type`), which names its folder in the cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RepoKind {
+    Model,
+    Dataset,
+    Space,
+}
+
+impl RepoKind {
+    pub const ALL: [RepoKind; 3] = [RepoKind::Model, RepoKind::Dataset, RepoKind::Space];
+
+    /// `model`, `dataset` or `space`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RepoKind::Model => "model",
+            RepoKind::Dataset => "dataset",
+            RepoKind::Space => "space",
+        }
+    }
+
+    /// The start of the repo folder's name: `models--`, `datasets--`, `spaces--` (the repo
+    /// type, an `s`, then huggingface_hub's `REPO_ID_SEPARATOR`).
+    pub fn prefix(self) -> &'static str {
+        match self {
+            RepoKind::Model => "models--",
+            RepoKind::Dataset => "datasets--",
+            RepoKind::Space => "spaces--",
+        }
+    }
+
+    /// `org/name` → the repo folder's name (`models--org--name`).
+    pub fn dir_name(self, repo_id: &str) -> String {
+        format!("{}{}", self.prefix(), repo_id.replace('/', "--"))
+    }
+
+    /// A repo folder's name → its kind and repo id (`datasets--org--name` → `Dataset`,
+    /// `org/name`: every `--` after the prefix becomes `/`, as mlx-knife does); `None` for a
+    /// name of none of the three kinds.
+    pub fn parse_dir_name(name: &str) -> Option<(RepoKind, String)> {
+        RepoKind::ALL.into_iter().find_map(|k| {
+            name.strip_prefix(k.prefix())
+                .map(|rest| (k, rest.replace("--", "/")))
+        })
+    }
+
+    /// Does this folder name start like a repo folder of any kind (bytes: any name on disk)?
+    pub fn is_repo_dir_name(name: &[u8]) -> bool {
+        RepoKind::ALL
+            .iter()
+            .any(|k| name.starts_with(k.prefix().as_bytes()))
+    }
+}
+
+/// A repo folder of a hub cache (`<hub cache>/models--org--name`, drawn in the module's
+/// documentation): the paths of its parts. Only paths: nothing is read, made or checked.
+#[derive(Debug, Clone, Copy)]
+pub struct RepoDir<'a>(pub &'a Path);
+
+impl RepoDir<'_> {
+    /// The folder of the file contents, each named by its etag.
+    pub const BLOBS: &'static str = "blobs";
+    /// The folder of the refs (`refs/main`: a commit id).
+    pub const REFS: &'static str = "refs";
+    /// The folder of the revisions, one folder each, named by the commit id.
+    pub const SNAPSHOTS: &'static str = "snapshots";
+    /// The folder of the markers of files the hub said do not exist, by commit.
+    pub const NO_EXIST: &'static str = ".no_exist";
+    /// The name ending of a blob still being downloaded.
+    pub const INCOMPLETE: &'static str = ".incomplete";
+    /// The folder of the hub cache that holds each repo's lock files.
+    pub const LOCKS: &'static str = ".locks";
+
+    /// `blobs/`.
+    pub fn blobs(self) -> PathBuf {
+        self.0.join(Self::BLOBS)
+    }
+
+    /// `blobs/<hash>`.
+    pub fn blob(self, hash: impl AsRef<Path>) -> PathBuf {
+        self.blobs().join(hash)
+    }
+
+    /// `blobs/<hash>.incomplete`: the partial download of that blob.
+    pub fn incomplete_blob(self, hash: &str) -> PathBuf {
+        self.blobs().join(format!("{hash}{}", Self::INCOMPLETE))
+    }
+
+    /// `refs/`.
+    pub fn refs(self) -> PathBuf {
+        self.0.join(Self::REFS)
+    }
+
+    /// `refs/<name>` (`name` may hold `/`: `pr/1`).
+    pub fn ref_file(self, name: &str) -> PathBuf {
+        self.refs().join(name)
+    }
+
+    /// `snapshots/`.
+    pub fn snapshots(self) -> PathBuf {
+        self.0.join(Self::SNAPSHOTS)
+    }
+
+    /// `snapshots/<commit>`.
+    pub fn snapshot(self, commit: impl AsRef<Path>) -> PathBuf {
+        self.snapshots().join(commit)
+    }
+
+    /// `.no_exist/<commit>`.
+    pub fn no_exist(self, commit: impl AsRef<Path>) -> PathBuf {
+        self.0.join(Self::NO_EXIST).join(commit)
+    }
+
+    /// `<hub>/.locks/<folder>`: the lock folder of repo folder `folder` of the hub cache
+    /// `hub`.
+    pub fn locks_in(hub: &Path, folder: impl AsRef<Path>) -> PathBuf {
+        hub.join(Self::LOCKS).join(folder)
+    }
+
+    /// The link a snapshot's file at `path` (`/`-separated, inside the snapshot) holds to its
+    /// blob: `../../blobs/<hash>`, with one `../` more per folder of `path`.
+    pub fn blob_link(path: &str, hash: &str) -> String {
+        let depth = path.matches('/').count();
+        format!("{}../../{}/{hash}", "../".repeat(depth), Self::BLOBS)
+    }
+}
 
 /// One snapshot of a hub model.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -47,12 +204,15 @@ pub struct HubRepo {
 
 /// `models--org--name` → `org/name` (every `--` becomes `/`, as mlx-knife does).
 pub fn repo_id_from_dir(dir: &str) -> Option<String> {
-    dir.strip_prefix("models--").map(|r| r.replace("--", "/"))
+    match RepoKind::parse_dir_name(dir)? {
+        (RepoKind::Model, id) => Some(id),
+        _ => None,
+    }
 }
 
 /// Is this `hub/` entry name a model folder (`models--*`, not mlx-knife's test sentinel)?
 fn is_model_dir_name(name: &[u8]) -> bool {
-    name.starts_with(b"models--")
+    name.starts_with(RepoKind::Model.prefix().as_bytes())
         && !name
             .windows(b"TEST-CACHE-SENTINEL".len())
             .any(|w| w == b"TEST-CACHE-SENTINEL")
@@ -60,11 +220,33 @@ fn is_model_dir_name(name: &[u8]) -> bool {
 
 /// `org/name` → `models--org--name`.
 pub fn dir_from_repo_id(repo: &str) -> String {
-    if repo.starts_with("models--") {
+    if repo.starts_with(RepoKind::Model.prefix()) {
         repo.to_string()
     } else {
-        format!("models--{}", repo.replace('/', "--"))
+        RepoKind::Model.dir_name(repo)
     }
+}
+
+/// The refs under `refs/` (nested names such as `pr/1` included): (name, content trimmed).
+pub fn refs_of(dir: &Path) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut stack = vec![(RepoDir(dir).refs(), String::new())];
+    while let Some((d, prefix)) = stack.pop() {
+        let Ok(rd) = fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            let name = format!("{prefix}{}", e.file_name().to_string_lossy());
+            let Ok(ft) = e.file_type() else { continue };
+            if ft.is_dir() {
+                stack.push((e.path(), format!("{name}/")));
+            } else if ft.is_file()
+                && let Ok(s) = crate::sys::read_text(&e.path())
+            {
+                out.push((name, s.trim().to_string()));
+            }
+        }
+    }
+    out.sort();
+    out
 }
 
 /// What `refs/<name>` holds.
@@ -77,7 +259,7 @@ enum Ref {
 }
 
 fn read_ref(dir: &Path, name: &str) -> Ref {
-    let bytes = crate::sys::read_small(&dir.join("refs").join(name), 4096);
+    let bytes = crate::sys::read_small(&RepoDir(dir).ref_file(name), 4096);
     let Ok(s) = bytes.and_then(|b| {
         String::from_utf8(b).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
     }) else {
@@ -133,13 +315,13 @@ impl HubRepo {
             repo.problem = Some(why);
             return Some(repo);
         }
-        let blobs = dir.join("blobs");
+        let blobs = RepoDir(dir).blobs();
         let blobs_linked = is_link(&blobs);
         if blobs_linked && let Some(why) = unusable_folder(&blobs) {
             repo.problem = Some(format!("blobs/: {why}"));
             return Some(repo);
         }
-        let snaps = dir.join("snapshots");
+        let snaps = RepoDir(dir).snapshots();
         if let Some(parent) = real_parent
             && plain
             && !blobs_linked
@@ -314,4 +496,47 @@ pub fn scan_hub(hub: &Path) -> Vec<HubRepo> {
         .collect();
     repos.sort_by(|a, b| a.repo_id.cmp(&b.repo_id).then_with(|| a.dir.cmp(&b.dir)));
     repos
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repo_folder_names_round_trip() {
+        for k in RepoKind::ALL {
+            let name = k.dir_name("org/name");
+            assert!(RepoKind::is_repo_dir_name(name.as_bytes()));
+            assert_eq!(
+                RepoKind::parse_dir_name(&name),
+                Some((k, "org/name".into()))
+            );
+        }
+        assert_eq!(RepoKind::Model.dir_name("org/name"), "models--org--name");
+        assert_eq!(repo_id_from_dir("datasets--org--name"), None);
+        assert_eq!(dir_from_repo_id("models--org--name"), "models--org--name");
+    }
+
+    #[test]
+    fn repo_parts_are_where_huggingface_hub_puts_them() {
+        let r = RepoDir(Path::new("/hub/models--o--n"));
+        assert_eq!(
+            r.snapshot("abc"),
+            Path::new("/hub/models--o--n/snapshots/abc")
+        );
+        assert_eq!(r.ref_file("pr/1"), Path::new("/hub/models--o--n/refs/pr/1"));
+        assert_eq!(
+            r.incomplete_blob("e1"),
+            Path::new("/hub/models--o--n/blobs/e1.incomplete")
+        );
+        assert_eq!(
+            RepoDir::locks_in(Path::new("/hub"), "models--o--n"),
+            Path::new("/hub/.locks/models--o--n")
+        );
+        assert_eq!(
+            RepoDir::blob_link("a/b/c.json", "e1"),
+            "../../../../blobs/e1"
+        );
+        assert_eq!(RepoDir::blob_link("config.json", "e1"), "../../blobs/e1");
+    }
 }

@@ -23,7 +23,9 @@ pub mod workspaces;
 
 pub(crate) use folders::io_reason;
 pub use folders::{for_each_below, unusable_folder};
-pub use hub_cache::{HubRepo, Snapshot, dir_from_repo_id, repo_id_from_dir, scan_hub};
+pub use hub_cache::{
+    HubRepo, RepoDir, RepoKind, Snapshot, dir_from_repo_id, repo_id_from_dir, scan_hub,
+};
 pub use locations::{Locations, expand_vars, hf_home};
 pub use model_ref::{CacheLocation, IsolatedCache, LinkRoots, ModelRef, Source};
 pub use workspaces::{

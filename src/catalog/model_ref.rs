@@ -7,7 +7,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::folders::{holds_too_much, io_reason};
-use super::hub_cache::{HubRepo, dir_from_repo_id};
+use super::hub_cache::{HubRepo, RepoDir, dir_from_repo_id};
 use crate::text::short_rev;
 
 /// Where a model comes from (the record's `source`).
@@ -161,15 +161,15 @@ impl ModelRef {
         if let Some(real_repo) = &self.real_repo {
             // The plain layout, known from the scan: what the general way below finds.
             let model = match (self.path.file_name(), self.path.parent()) {
-                (Some(rev), Some(parent)) if *parent == repo.join("snapshots") => {
-                    Some((self.path.clone(), real_repo.join("snapshots").join(rev)))
+                (Some(rev), Some(parent)) if *parent == RepoDir(repo).snapshots() => {
+                    Some((self.path.clone(), RepoDir(real_repo).snapshot(rev)))
                 }
                 _ => None,
             };
             return LinkRoots {
                 roots: vec![(real_repo.clone(), false)],
                 model,
-                blobs: Some(real_repo.join("blobs")),
+                blobs: Some(RepoDir(real_repo).blobs()),
             };
         }
         // The repo folder holds the others unless they are links (one realpath, then a
@@ -190,14 +190,14 @@ impl ModelRef {
             }
             Some(r)
         };
-        let blobs = repo.join("blobs");
+        let blobs = RepoDir(repo).blobs();
         let real_blobs = if linked(&blobs) {
             // A snapshot links to blobs, which sit directly in `blobs/`.
             add(&blobs, true)
         } else {
-            Some(real_repo.join("blobs"))
+            Some(RepoDir(&real_repo).blobs())
         };
-        let snaps = repo.join("snapshots");
+        let snaps = RepoDir(repo).snapshots();
         let mut model = None;
         if self.path != *repo {
             if linked(&snaps) || linked(&self.path) {
@@ -207,7 +207,7 @@ impl ModelRef {
                 self.path.parent() == Some(snaps.as_path()),
             ) {
                 // Neither `snapshots/` nor the snapshot is a link: it lies in the real repo.
-                model = Some((self.path.clone(), real_repo.join("snapshots").join(rev)));
+                model = Some((self.path.clone(), RepoDir(&real_repo).snapshot(rev)));
             }
         }
         LinkRoots {

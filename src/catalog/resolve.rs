@@ -10,6 +10,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use super::hub_cache::{RepoDir, RepoKind};
 use super::{HubRepo, Locations, ModelRef, has_config, scan_all_workspaces, scan_hub};
 use crate::mountprobe::mounted_model_path;
 use crate::text::short_rev;
@@ -144,7 +145,7 @@ fn hub_snapshot_at(typed: &Path, canon: &Path, loc: &Locations) -> Option<ModelR
         };
         let parts: Vec<_> = rel.components().collect();
         if let [repo_dir, snaps, commit] = parts.as_slice()
-            && snaps.as_os_str() == "snapshots"
+            && snaps.as_os_str() == RepoDir::SNAPSHOTS
             && let Some(m) = snapshot_model(&hub.join(repo_dir.as_os_str()), commit.as_os_str())
             && fs::canonicalize(&m.path).is_ok_and(|c| c == canon)
         {
@@ -156,7 +157,11 @@ fn hub_snapshot_at(typed: &Path, canon: &Path, loc: &Locations) -> Option<ModelR
     let snaps = canon.parent()?;
     let real_repo = snaps.parent()?;
     let repo_name = real_repo.file_name()?;
-    if snaps.file_name()? != "snapshots" || !repo_name.as_encoded_bytes().starts_with(b"models--") {
+    if snaps.file_name()? != RepoDir::SNAPSHOTS
+        || !repo_name
+            .as_encoded_bytes()
+            .starts_with(RepoKind::Model.prefix().as_bytes())
+    {
         return None;
     }
     let in_cache = hub_real.join(repo_name);
@@ -175,7 +180,7 @@ fn linked_snapshot_at(canon: &Path, loc: &Locations) -> Option<ModelRef> {
         return None;
     }
     for repo in fs::read_dir(&loc.hub_cache).ok()?.flatten() {
-        let Ok(rd) = fs::read_dir(repo.path().join("snapshots")) else {
+        let Ok(rd) = fs::read_dir(RepoDir(&repo.path()).snapshots()) else {
             continue;
         };
         for snap in rd.flatten() {

@@ -12,6 +12,7 @@ use serde::Serialize;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use super::hub_cache::{RepoDir, RepoKind, refs_of};
 use super::{CacheLocation, IsolatedCache};
 use crate::text::short_rev;
 
@@ -116,41 +117,6 @@ impl RuntimeCache {
     }
 }
 
-fn kind_of(name: &str) -> Option<(&'static str, &str)> {
-    for (prefix, kind) in [
-        ("models--", "model"),
-        ("datasets--", "dataset"),
-        ("spaces--", "space"),
-    ] {
-        if let Some(rest) = name.strip_prefix(prefix) {
-            return Some((kind, rest));
-        }
-    }
-    None
-}
-
-/// The refs under `refs/` (nested names such as `pr/1` included): (name, content trimmed).
-fn refs_of(dir: &Path) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    let mut stack = vec![(dir.join("refs"), String::new())];
-    while let Some((d, prefix)) = stack.pop() {
-        let Ok(rd) = fs::read_dir(&d) else { continue };
-        for e in rd.flatten() {
-            let name = format!("{prefix}{}", e.file_name().to_string_lossy());
-            let Ok(ft) = e.file_type() else { continue };
-            if ft.is_dir() {
-                stack.push((e.path(), format!("{name}/")));
-            } else if ft.is_file()
-                && let Ok(s) = crate::sys::read_text(&e.path())
-            {
-                out.push((name, s.trim().to_string()));
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
 /// Regular files below `dir` (links not followed): (count, bytes).
 fn count_files(dir: &Path) -> (u64, u64) {
     let (mut n, mut bytes) = (0u64, 0u64);
@@ -238,13 +204,12 @@ fn snapshot_files(
 
 /// Read one repo folder of the cache's `hub/`: its refs, revisions, blobs and problems.
 /// Returns the repo and the (files, bytes) it holds on disk.
-fn inspect_repo(dir: &Path, kind: &'static str, rest: &str) -> (CachedRepo, u64, u64) {
-    let repo_id = rest.replace("--", "/");
+fn inspect_repo(dir: &Path, kind: RepoKind, repo_id: String) -> (CachedRepo, u64, u64) {
     let mut problems = Vec::new();
     let repo_real = fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
     // Blobs: complete ones, and partial downloads.
     let (mut files, mut bytes) = (0u64, 0u64);
-    if let Ok(rd) = fs::read_dir(dir.join("blobs")) {
+    if let Ok(rd) = fs::read_dir(RepoDir(dir).blobs()) {
         let mut partial: Vec<(String, u64)> = Vec::new();
         for e in rd.flatten() {
             let Ok(md) = fs::symlink_metadata(e.path()) else {
@@ -256,7 +221,7 @@ fn inspect_repo(dir: &Path, kind: &'static str, rest: &str) -> (CachedRepo, u64,
             files += 1;
             bytes = bytes.saturating_add(md.len());
             let name = e.file_name().to_string_lossy().into_owned();
-            if name.ends_with(".incomplete") {
+            if name.ends_with(RepoDir::INCOMPLETE) {
                 partial.push((name, md.len()));
             }
         }
@@ -271,7 +236,7 @@ fn inspect_repo(dir: &Path, kind: &'static str, rest: &str) -> (CachedRepo, u64,
     // Revisions.
     let refs = refs_of(dir);
     let mut revisions = Vec::new();
-    if let Ok(rd) = fs::read_dir(dir.join("snapshots")) {
+    if let Ok(rd) = fs::read_dir(RepoDir(dir).snapshots()) {
         let mut snaps: Vec<_> = rd.flatten().collect();
         snaps.sort_by_key(|e| e.file_name());
         for e in snaps {
@@ -308,12 +273,12 @@ fn inspect_repo(dir: &Path, kind: &'static str, rest: &str) -> (CachedRepo, u64,
         problems.push("blobs without any snapshot: nothing here can be loaded".into());
     }
     // `.no_exist/`: files the hub said do not exist (empty markers).
-    let (n, b) = count_files(&dir.join(".no_exist"));
+    let (n, b) = count_files(&dir.join(RepoDir::NO_EXIST));
     files += n;
     bytes = bytes.saturating_add(b);
     let repo = CachedRepo {
         repo_id,
-        kind,
+        kind: kind.as_str(),
         dir: dir.to_string_lossy().into_owned(),
         revisions,
         bytes,
@@ -395,7 +360,8 @@ pub fn inspect(cache: &(impl CacheSite + ?Sized)) -> RuntimeCache {
     if let Ok(rd) = fs::read_dir(&hub) {
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            if kind_of(&name).is_some() && e.file_type().is_ok_and(|t| t.is_dir()) {
+            if RepoKind::parse_dir_name(&name).is_some() && e.file_type().is_ok_and(|t| t.is_dir())
+            {
                 repo_dirs.push(e.path());
             }
         }
@@ -407,10 +373,10 @@ pub fn inspect(cache: &(impl CacheSite + ?Sized)) -> RuntimeCache {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let Some((kind, rest)) = kind_of(&name) else {
+        let Some((kind, repo_id)) = RepoKind::parse_dir_name(&name) else {
             continue;
         };
-        let (repo, n, b) = inspect_repo(d, kind, rest);
+        let (repo, n, b) = inspect_repo(d, kind, repo_id);
         files += n;
         bytes = bytes.saturating_add(b);
         for p in &repo.problems {

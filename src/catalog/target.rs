@@ -25,6 +25,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::Locations;
+use super::hub_cache::{RepoDir, RepoKind};
 
 /// Why nothing new may be written at a path ([`place`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,10 +95,7 @@ fn real_or_nearest(p: &Path) -> PathBuf {
 /// Is the name that of a Hugging Face cache repo folder (`models--…`, `datasets--…`,
 /// `spaces--…`: huggingface_hub's `REPO_ID_SEPARATOR` after the repo type)?
 fn is_repo_folder_name(name: &std::ffi::OsStr) -> bool {
-    let name = name.as_encoded_bytes();
-    [&b"models--"[..], b"datasets--", b"spaces--"]
-        .iter()
-        .any(|p| name.starts_with(p))
+    RepoKind::is_repo_dir_name(name.as_encoded_bytes())
 }
 
 /// Is `dir` a folder (not through a link)?
@@ -109,16 +107,21 @@ fn is_folder(dir: &Path) -> bool {
 /// `spaces--…`, holding `snapshots/`, `blobs/`, `refs/` or `.no_exist/`?
 fn is_cache_repo(dir: &Path) -> bool {
     dir.file_name().is_some_and(is_repo_folder_name)
-        && ["snapshots", "blobs", "refs", ".no_exist"]
-            .iter()
-            .any(|s| is_folder(&dir.join(s)))
+        && [
+            RepoDir::SNAPSHOTS,
+            RepoDir::BLOBS,
+            RepoDir::REFS,
+            RepoDir::NO_EXIST,
+        ]
+        .iter()
+        .any(|s| is_folder(&dir.join(s)))
 }
 
 /// Does `dir` look like a Hugging Face cache's root: it holds huggingface_hub's `.locks/`
 /// or a cache repo folder ([`is_cache_repo`])? One listing of `dir`; a folder that cannot be
 /// listed is not one.
 fn is_cache_root(dir: &Path) -> bool {
-    if is_folder(&dir.join(".locks")) {
+    if is_folder(&dir.join(RepoDir::LOCKS)) {
         return true;
     }
     fs::read_dir(dir).is_ok_and(|rd| {

@@ -11,7 +11,7 @@ use std::time::Instant;
 use super::output::{CliError, Output, exit_on_write_error};
 use crate::catalog::record::{self, Described, describe, show_model};
 use crate::catalog::resolve::{self, is_explicit_path};
-use crate::catalog::{IsolatedCache, Locations, ModelRef, runtime_cache};
+use crate::catalog::{IsolatedCache, Locations, ModelRef, RepoDir, runtime_cache};
 use crate::error::ErrorType;
 use crate::runtime::{self, Event, GenRequest, PythonEnv};
 use crate::text::{human_bytes, one_line};
@@ -347,9 +347,7 @@ fn captured_draft(draft: &mut Draft, cache: &IsolatedCache) {
         .iter()
         .find(|v| v.refs.iter().any(|r| r == "main"))
     {
-        let snap = std::path::Path::new(&repo.dir)
-            .join("snapshots")
-            .join(&rev.commit);
+        let snap = RepoDir(std::path::Path::new(&repo.dir)).snapshot(&rev.commit);
         if snap.join("config.json").is_file() {
             draft.load = snap.to_string_lossy().into_owned();
             draft.source = DraftSource::RuntimeCache;

@@ -18,7 +18,7 @@ use super::download::{Job, fetch_all};
 use super::progress::Progress;
 use super::{Hub, HubError, RepoSpec, Result};
 use crate::catalog::verdict::Health;
-use crate::catalog::{HubRepo, Locations, ModelRef, dir_from_repo_id, record};
+use crate::catalog::{HubRepo, Locations, ModelRef, RepoDir, dir_from_repo_id, record};
 use crate::text::short_rev;
 
 /// What a pull found or did.
@@ -70,7 +70,7 @@ pub fn check_cached(loc: &Locations, spec: &RepoSpec) -> Option<Outcome> {
     let commit = cached_commit(&repo, spec.revision())?;
     Some(match snapshot_health(&dir, &commit) {
         Health::Healthy(_) => Outcome::AlreadyExists {
-            path: dir.join("snapshots").join(&commit),
+            path: RepoDir(&dir).snapshot(&commit),
             commit,
         },
         Health::Unhealthy(reason) => Outcome::NeedsConfirmation { commit, reason },
@@ -107,10 +107,7 @@ pub fn pull(
     // One pull of a repo at a time (also what `rm` sees as a held lock); another pull may
     // have finished it while we waited.
     let _pulling = super::download::lock(
-        &hub_dir
-            .join(".locks")
-            .join(&folder)
-            .join(".mlxfs-pull.lock"),
+        &RepoDir::locks_in(hub_dir, &folder).join(".mlxfs-pull.lock"),
         progress,
     )?;
     if let Some(o @ Outcome::AlreadyExists { .. }) = check_cached(loc, spec)
@@ -126,7 +123,7 @@ pub fn pull(
             write_ref(&existing, spec.revision(), &remote.commit)?;
         }
         return Ok(Outcome::AlreadyExists {
-            path: existing.join("snapshots").join(&remote.commit),
+            path: RepoDir(&existing).snapshot(&remote.commit),
             commit: remote.commit,
         });
     }
@@ -137,11 +134,11 @@ pub fn pull(
     let staged = !final_dir.exists();
     if !staged && stage.is_dir() {
         // The model appeared (another tool) after an interrupted pull of ours: keep its bytes.
-        adopt_blobs(&stage.join("blobs"), &final_dir.join("blobs"));
+        adopt_blobs(&RepoDir(&stage).blobs(), &RepoDir(&final_dir).blobs());
         let _ = fs::remove_dir_all(&stage);
     }
     let root = if staged { stage } else { final_dir.clone() };
-    let locks = hub_dir.join(".locks").join(&folder);
+    let locks = RepoDir::locks_in(hub_dir, &folder);
     let jobs = blob_jobs(&remote, &root, &locks);
     let need: u64 = jobs
         .iter()
@@ -155,7 +152,7 @@ pub fn pull(
         })
         .fold(0u64, u64::saturating_add);
     // Where the bytes really land: `blobs/` may live on another disk (linked back).
-    let blobs = root.join("blobs");
+    let blobs = RepoDir(&root).blobs();
     super::check_space(if blobs.is_dir() { &blobs } else { hub_dir }, need)?;
     progress.start(
         &format!("{}@{}", spec.repo, short_rev(&remote.commit)),
@@ -179,7 +176,7 @@ pub fn pull(
     }
     let health = snapshot_health(&final_dir, &remote.commit);
     Ok(Outcome::Pulled {
-        path: final_dir.join("snapshots").join(&remote.commit),
+        path: RepoDir(&final_dir).snapshot(&remote.commit),
         commit: remote.commit.clone(),
         files: remote.files.len(),
         bytes: remote.total_bytes(),
@@ -207,10 +204,10 @@ fn blob_jobs(remote: &RemoteSnapshot, root: &Path, locks: &Path) -> Vec<Job> {
         if !seen.insert(f.etag.clone()) {
             continue;
         }
-        let blob = root.join("blobs").join(&f.etag);
+        let blob = RepoDir(root).blob(&f.etag);
         jobs.push(Job {
             file: f.clone(),
-            partial: root.join("blobs").join(format!("{}.incomplete", f.etag)),
+            partial: RepoDir(root).incomplete_blob(&f.etag),
             dest: blob,
             lock: Some(locks.join(format!("{}.lock", f.etag))),
         });
@@ -222,7 +219,7 @@ fn blob_jobs(remote: &RemoteSnapshot, root: &Path, locks: &Path) -> Vec<Job> {
 
 /// `snapshots/<commit>/` with one relative link per file, built under a dot name and renamed.
 pub fn assemble_snapshot(root: &Path, remote: &RemoteSnapshot) -> Result<()> {
-    let snaps = root.join("snapshots");
+    let snaps = RepoDir(root).snapshots();
     let tmp = snaps.join(format!(".mlxfs-{}", remote.commit));
     let io = |e: std::io::Error, what: &str| HubError::io(&e, what);
     let _ = fs::remove_dir_all(&tmp);
@@ -232,8 +229,7 @@ pub fn assemble_snapshot(root: &Path, remote: &RemoteSnapshot) -> Result<()> {
         if let Some(p) = link.parent() {
             fs::create_dir_all(p).map_err(|e| io(e, "creating the snapshot"))?;
         }
-        let depth = f.path.matches('/').count();
-        let target = format!("{}../../blobs/{}", "../".repeat(depth), f.etag);
+        let target = RepoDir::blob_link(&f.path, &f.etag);
         symlink(&target, &link).map_err(|e| io(e, "linking the snapshot"))?;
     }
     let fin = snaps.join(&remote.commit);
@@ -252,7 +248,7 @@ pub fn assemble_snapshot(root: &Path, remote: &RemoteSnapshot) -> Result<()> {
 
 /// `refs/<name>` = commit, written atomically.
 pub fn write_ref(root: &Path, name: &str, commit: &str) -> Result<()> {
-    let p = root.join("refs").join(name);
+    let p = RepoDir(root).ref_file(name);
     if let Some(d) = p.parent() {
         fs::create_dir_all(d).map_err(|e| HubError::io(&e, "creating refs/"))?;
     }

@@ -11,7 +11,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::{ErrorKind, HubError, Result};
-use crate::catalog::{HubRepo, Locations, ModelRef, Source};
+use crate::catalog::{HubRepo, Locations, ModelRef, RepoDir, Source};
 use crate::text::short_rev;
 
 /// What `rm` decided or did.
@@ -67,7 +67,7 @@ fn blobs_of(snapshot: &Path) -> BTreeSet<String> {
                 && target
                     .parent()
                     .and_then(|p| p.file_name())
-                    .is_some_and(|n| n == "blobs")
+                    .is_some_and(|n| n == RepoDir::BLOBS)
                 && let Some(n) = target.file_name().and_then(|n| n.to_str())
             {
                 out.insert(n.to_string());
@@ -82,9 +82,9 @@ fn blobs_of(snapshot: &Path) -> BTreeSet<String> {
 pub fn held_locks(hub: &Path, repo_dir: &Path, mine: Option<&Path>) -> Vec<PathBuf> {
     let mut files = Vec::new();
     if let Some(name) = repo_dir.file_name() {
-        collect_locks(&hub.join(".locks").join(name), &mut files);
+        collect_locks(&RepoDir::locks_in(hub, name), &mut files);
     }
-    collect_locks(&repo_dir.join("blobs"), &mut files); // hf-hub 0.4 keeps them there
+    collect_locks(&RepoDir(repo_dir).blobs(), &mut files); // hf-hub 0.4 keeps them there
     files
         .into_iter()
         .filter(|p| Some(p.as_path()) != mine)
@@ -188,7 +188,7 @@ fn relocated_target(
 
 /// A repo folder holds `snapshots/`, `blobs/` or `refs/`.
 fn looks_like_repo(p: &Path) -> Option<String> {
-    let ok = ["snapshots", "blobs", "refs"]
+    let ok = [RepoDir::SNAPSHOTS, RepoDir::BLOBS, RepoDir::REFS]
         .iter()
         .any(|n| fs::symlink_metadata(p.join(n)).is_ok());
     (!ok).then(|| "it does not look like a model folder (no snapshots/, blobs/ or refs/)".into())
@@ -196,7 +196,7 @@ fn looks_like_repo(p: &Path) -> Option<String> {
 
 /// A snapshot folder holds no folder named like the cache's own parts.
 fn looks_like_snapshot(p: &Path) -> Option<String> {
-    let odd = ["snapshots", "blobs", "hub", "models"]
+    let odd = [RepoDir::SNAPSHOTS, RepoDir::BLOBS, "hub", "models"]
         .iter()
         .any(|n| fs::symlink_metadata(p.join(n)).is_ok_and(|m| m.is_dir()));
     if fs::symlink_metadata(p.join(crate::hash::SENTINEL_FILENAME)).is_ok() {
@@ -239,7 +239,7 @@ fn remove_blob_files(
     use std::os::unix::fs::MetadataExt;
     let mut freed = 0u64;
     for n in names {
-        for name in [n.clone(), format!("{n}.incomplete")] {
+        for name in [n.clone(), format!("{n}{}", RepoDir::INCOMPLETE)] {
             let p = real_blobs.join(name);
             if let Ok(m) = fs::symlink_metadata(&p)
                 && m.is_file()
@@ -328,7 +328,7 @@ pub fn rm(loc: &Locations, m: &ModelRef, spec: &str, flags: RmFlags) -> Result<R
     }
     let lock_dir = repo_dir
         .file_name()
-        .map(|n| loc.hub_cache.join(".locks").join(n));
+        .map(|n| RepoDir::locks_in(&loc.hub_cache, n));
     // Hold the pull lock while deleting, so no mlxfs pull starts meanwhile.
     let pull_lock = lock_dir.as_ref().map(|d| d.join(".mlxfs-pull.lock"));
     let held_pull = pull_lock.as_ref().and_then(|p| try_hold(p));
@@ -374,7 +374,7 @@ pub fn rm(loc: &Locations, m: &ModelRef, spec: &str, flags: RmFlags) -> Result<R
             Some(commit),
         );
     }
-    let snap_dir = repo_dir.join("snapshots").join(&commit);
+    let snap_dir = RepoDir(&repo_dir).snapshot(&commit);
     let mine = blobs_of(&snap_dir);
     let mut used = BTreeSet::new();
     for s in &others {
@@ -396,11 +396,11 @@ pub fn rm(loc: &Locations, m: &ModelRef, spec: &str, flags: RmFlags) -> Result<R
     // Blobs are deleted only from this model's own blobs/ (a link into another model's, or
     // somewhere the guard keeps, leaves them).
     let blobs_kept_why =
-        match relocated_target(&repo_dir.join("blobs"), &real_repo, &guard, |_| None) {
+        match relocated_target(&RepoDir(&repo_dir).blobs(), &real_repo, &guard, |_| None) {
             Target::Keep(real, why) => Some((real, why)),
             _ => None,
         };
-    remove_hidden(&snap_dir, &repo_dir.join("snapshots"), &tag)
+    remove_hidden(&snap_dir, &RepoDir(&repo_dir).snapshots(), &tag)
         .map_err(|e| io(e, &format!("removing {}", snap_dir.display())))?;
     let (mut relocated_removed, mut relocated_kept) = (Vec::new(), Vec::new());
     match relocated {
@@ -420,7 +420,7 @@ pub fn rm(loc: &Locations, m: &ModelRef, spec: &str, flags: RmFlags) -> Result<R
             kept += 1;
             continue;
         }
-        let p = repo_dir.join("blobs").join(b);
+        let p = RepoDir(&repo_dir).blob(b);
         let len = fs::symlink_metadata(&p)
             .ok()
             .filter(|m| {
@@ -439,8 +439,8 @@ pub fn rm(loc: &Locations, m: &ModelRef, spec: &str, flags: RmFlags) -> Result<R
         }
     }
     // Refs that named this commit, and its negative cache / cached tree.
-    remove_refs_to(&repo_dir.join("refs"), &commit);
-    let _ = fs::remove_dir_all(repo_dir.join(".no_exist").join(&commit));
+    remove_refs_to(&RepoDir(&repo_dir).refs(), &commit);
+    let _ = fs::remove_dir_all(RepoDir(&repo_dir).no_exist(&commit));
     let _ = fs::remove_file(repo_dir.join("trees").join(format!("{commit}.json")));
     drop(held_pull);
     Ok(RmOutcome::Deleted(Deleted {
@@ -486,13 +486,13 @@ fn delete_model(
         Target::None => {}
     }
     if !repo_kept {
-        match relocated_target(&real_repo.join("blobs"), &real_repo, &guard, |_| None) {
+        match relocated_target(&RepoDir(&real_repo).blobs(), &real_repo, &guard, |_| None) {
             Target::Remove(r) => blob_dir = Some(r),
             Target::Keep(r, why) => relocated_kept.push((r, why)),
             Target::None => {}
         }
-        let mut snaps = vec![real_repo.join("snapshots")];
-        if let Ok(rd) = fs::read_dir(real_repo.join("snapshots")) {
+        let mut snaps = vec![RepoDir(&real_repo).snapshots()];
+        if let Ok(rd) = fs::read_dir(RepoDir(&real_repo).snapshots()) {
             snaps.extend(rd.flatten().map(|e| e.path()));
         }
         for p in snaps {
@@ -508,7 +508,7 @@ fn delete_model(
     // This model's blobs, by the names its snapshots link to (a relocated blobs/ may hold
     // other files, which stay).
     let mut blob_names = BTreeSet::new();
-    if let Ok(rd) = fs::read_dir(real_repo.join("snapshots")) {
+    if let Ok(rd) = fs::read_dir(RepoDir(&real_repo).snapshots()) {
         for e in rd.flatten() {
             blob_names.extend(blobs_of(&e.path()));
         }
@@ -522,11 +522,11 @@ fn delete_model(
     counted.extend(relocated.iter().cloned());
     let mut freed = bytes_below(&counted, &mut seen);
     let blobs_linked =
-        fs::symlink_metadata(real_repo.join("blobs")).is_ok_and(|m| m.file_type().is_symlink());
+        fs::symlink_metadata(RepoDir(&real_repo).blobs()).is_ok_and(|m| m.file_type().is_symlink());
     let blobs = match &blob_dir {
         Some(_) => blob_names.len(),
         None if blobs_linked || repo_kept => 0,
-        None => fs::read_dir(real_repo.join("blobs"))
+        None => fs::read_dir(RepoDir(&real_repo).blobs())
             .map(|r| r.count())
             .unwrap_or(0),
     };

@@ -541,7 +541,7 @@ fn hub_components(repo: &HubRepo, taken_at_root: &BTreeSet<OsString>) -> Vec<Str
             .dir
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "models--".into());
+            .unwrap_or_else(|| crate::catalog::RepoKind::Model.prefix().into());
         return vec![folder];
     }
     let mut parts: Vec<String> = parts.into_iter().map(str::to_string).collect();
