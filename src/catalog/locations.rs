@@ -135,11 +135,6 @@ impl Locations {
         }
     }
 
-    /// Every workspace home in search order: `MLXK_WORKSPACE_HOME`, then `MLXK_MODEL_PATH`'s.
-    /// The folders searched, each canonicalised now (a path that does not resolve stays as
-    /// it is), as a live mount's `catalog.json` names them: a mount answers only a reader
-    /// whose own sources are the same folders. `None` when a path is not plain UTF-8 (two
-    /// such paths could print alike).
     /// The source folders as this process spells them (`status.json`'s `sources`): records
     /// print paths under these, so two processes whose sources are the same folders spelled
     /// differently print different paths.
@@ -151,6 +146,10 @@ impl Locations {
         })
     }
 
+    /// The folders searched, each canonicalised now (a path that does not resolve stays as
+    /// it is), as a live mount's `catalog.json` names them: a mount answers only a reader
+    /// whose own sources are the same folders. `None` when a path is not plain UTF-8 (two
+    /// such paths could print alike).
     pub fn canonical_sources(&self) -> Option<serde_json::Value> {
         let one = |p: &Path| {
             fs::canonicalize(p)
@@ -171,6 +170,7 @@ impl Locations {
         }))
     }
 
+    /// Every workspace home in search order: `MLXK_WORKSPACE_HOME`, then `MLXK_MODEL_PATH`'s.
     pub fn workspace_homes(&self) -> impl Iterator<Item = &Path> {
         self.workspace_home
             .iter()

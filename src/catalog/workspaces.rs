@@ -39,11 +39,6 @@ pub fn has_config(p: &Path) -> bool {
     fs::symlink_metadata(p.join("config.json")).is_ok()
 }
 
-/// Direct sub-folders of the workspace home with a `config.json`, sorted by name. A linked
-/// entry (a workspace moved to another disk) is followed wherever it leads; a link that leads
-/// nowhere, or a folder that cannot be read, is listed with that problem — it may be a
-/// workspace whose disk is not attached. Other entries (files, folders without a
-/// `config.json`) are not models and are not listed.
 /// The workspaces of every home ([`Locations::workspace_homes`]), home by home in search
 /// order, each home's by name. The same name may occur in two homes: callers that pick by
 /// name must treat that as ambiguous ([`duplicate_names`]), never take the first.
@@ -103,6 +98,11 @@ pub fn distinct_names(workspaces: &[WorkspaceDir]) -> Vec<Option<String>> {
     names
 }
 
+/// Direct sub-folders of the workspace home with a `config.json`, sorted by name. A linked
+/// entry (a workspace moved to another disk) is followed wherever it leads; a link that leads
+/// nowhere, or a folder that cannot be read, is listed with that problem — it may be a
+/// workspace whose disk is not attached. Other entries (files, folders without a
+/// `config.json`) are not models and are not listed.
 pub fn scan_workspaces(home: &Path) -> Vec<WorkspaceDir> {
     let Ok(rd) = fs::read_dir(home) else {
         return Vec::new();
