@@ -6,7 +6,7 @@
 use std::fs;
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use mlxfs::archive::manifest::{Entry, Kind, MANIFEST_NAME, Manifest};
 use mlxfs::archive::tarfmt::{self, What};
@@ -16,21 +16,8 @@ use mlxfs::hash::sentinel::{self, Clean};
 use proptest::prelude::*;
 use serde_json::Value;
 
+use crate::support::cli::*;
 use crate::support::*;
-
-fn mlxfs(vars: &[(&'static str, String)], args: &[&str]) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_mlxfs"));
-    c.args(args).env_clear().env("PATH", "/usr/bin:/bin");
-    for (k, v) in vars {
-        c.env(k, v);
-    }
-    c.output().unwrap()
-}
-
-fn json(o: &Output) -> Value {
-    serde_json::from_slice(&o.stdout)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&o.stdout)))
-}
 
 /// A managed, clean workspace with everything an archive must carry: weights, a link in the
 /// hashed part, an executable, a path over 100 bytes, and a `.hf_cache/` laid out as
@@ -115,17 +102,16 @@ fn archive_round_trip_under_another_home_is_clean_with_the_same_hash() {
         .unwrap()
         .to_string();
     let out = a.tmp.path().join("my-ws.tar");
-    let o = mlxfs(
-        &a.vars(),
-        &["archive", "my-ws", out.to_str().unwrap(), "--json"],
-    );
+    let o = with_vars(&a.vars())
+        .args(["archive", "my-ws", out.to_str().unwrap(), "--json"])
+        .out();
     assert_eq!(
         o.status.code(),
         Some(0),
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );
-    let v = json(&o);
+    let v = envelope(&o);
     assert_eq!(v["command"], "archive");
     let d = &v["data"];
     assert_eq!(d["content_hash"], stored.as_str());
@@ -142,14 +128,16 @@ fn archive_round_trip_under_another_home_is_clean_with_the_same_hash() {
 
     // Another machine: other HOME, HF_HOME and workspace home; default target by name.
     let b = Fx::new();
-    let o = mlxfs(&b.vars(), &["restore", out.to_str().unwrap(), "--json"]);
+    let o = with_vars(&b.vars())
+        .args(["restore", out.to_str().unwrap(), "--json"])
+        .out();
     assert_eq!(
         o.status.code(),
         Some(0),
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );
-    let v = json(&o);
+    let v = envelope(&o);
     let target = b.ws_home.join("my-ws");
     assert_eq!(v["data"]["path"], target.to_str().unwrap());
     assert_eq!(v["data"]["content_hash"], stored.as_str());
@@ -165,7 +153,7 @@ fn archive_round_trip_under_another_home_is_clean_with_the_same_hash() {
     );
     let (h, _) = mlxfs::hash::compute_v2(&target, &mlxfs::hash::Excludes::default_list()).unwrap();
     assert_eq!(h, stored);
-    let shown = json(&mlxfs(&b.vars(), &["show", "my-ws", "--json"]));
+    let shown = envelope(&with_vars(&b.vars()).args(["show", "my-ws", "--json"]).out());
     assert_eq!(shown["data"]["model"]["clean"], true, "{shown}");
     // Nothing but the workspace next to it (no staging folder).
     let names: Vec<_> = fs::read_dir(&b.ws_home)
@@ -176,9 +164,11 @@ fn archive_round_trip_under_another_home_is_clean_with_the_same_hash() {
     assert_eq!(names, ["my-ws"]);
 
     // The target rules are clone's: an existing, non-empty target is refused.
-    let o = mlxfs(&b.vars(), &["restore", out.to_str().unwrap(), "--json"]);
+    let o = with_vars(&b.vars())
+        .args(["restore", out.to_str().unwrap(), "--json"])
+        .out();
     assert_eq!(o.status.code(), Some(1));
-    assert_eq!(json(&o)["error"]["type"], "InvalidTargetError");
+    assert_eq!(envelope(&o)["error"]["type"], "InvalidTargetError");
 }
 
 #[test]
@@ -248,77 +238,74 @@ fn archive_refuses_what_it_cannot_carry() {
     // A dirty workspace: refused, or archived without a content hash.
     let ws = workspace(&fx, "dirty");
     fs::write(ws.join("config.json"), "{\"changed\": 1}").unwrap();
-    let o = mlxfs(
-        &fx.vars(),
-        &["archive", "dirty", out.to_str().unwrap(), "--json"],
-    );
+    let o = with_vars(&fx.vars())
+        .args(["archive", "dirty", out.to_str().unwrap(), "--json"])
+        .out();
     assert_eq!(o.status.code(), Some(1));
-    assert_eq!(json(&o)["error"]["type"], "workspace_modified");
+    assert_eq!(envelope(&o)["error"]["type"], "workspace_modified");
     assert!(!out.exists());
-    let o = mlxfs(
-        &fx.vars(),
-        &[
+    let o = with_vars(&fx.vars())
+        .args([
             "archive",
             "dirty",
             out.to_str().unwrap(),
             "--json",
             "--allow-dirty",
-        ],
-    );
+        ])
+        .out();
     assert_eq!(
         o.status.code(),
         Some(0),
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );
-    assert_eq!(json(&o)["data"]["content_hash"], Value::Null);
-    assert_eq!(json(&o)["data"]["clean"], false);
+    assert_eq!(envelope(&o)["data"]["content_hash"], Value::Null);
+    assert_eq!(envelope(&o)["data"]["clean"], false);
     let t = fx.tmp.path().join("dirty-back");
     let r = restore(&out, &t).unwrap();
     assert_eq!(r.content_hash, None);
     assert_eq!(tree(&t), tree(&ws));
     // OUT exists: refused without --force; inside the workspace: refused.
-    let o = mlxfs(
-        &fx.vars(),
-        &[
+    let o = with_vars(&fx.vars())
+        .args([
             "archive",
             "dirty",
             out.to_str().unwrap(),
             "--allow-dirty",
             "--json",
-        ],
-    );
-    assert_eq!(json(&o)["error"]["type"], "InvalidTargetError");
-    let o = mlxfs(
-        &fx.vars(),
-        &[
+        ])
+        .out();
+    assert_eq!(envelope(&o)["error"]["type"], "InvalidTargetError");
+    let o = with_vars(&fx.vars())
+        .args([
             "archive",
             "dirty",
             out.to_str().unwrap(),
             "--allow-dirty",
             "--force",
             "--json",
-        ],
-    );
+        ])
+        .out();
     assert_eq!(o.status.code(), Some(0));
     let inside = ws.join("self.tar");
-    let o = mlxfs(
-        &fx.vars(),
-        &[
+    let o = with_vars(&fx.vars())
+        .args([
             "archive",
             "dirty",
             inside.to_str().unwrap(),
             "--allow-dirty",
             "--json",
-        ],
-    );
-    assert_eq!(json(&o)["error"]["type"], "InvalidTargetError");
+        ])
+        .out();
+    assert_eq!(envelope(&o)["error"]["type"], "InvalidTargetError");
     assert!(!inside.exists());
 
     // A hub model is not a workspace.
     fx.hub_model("org/hubby", &good_files());
-    let o = mlxfs(&fx.vars(), &["archive", "org/hubby", "--json"]);
-    assert_eq!(json(&o)["error"]["type"], "workspace_not_found");
+    let o = with_vars(&fx.vars())
+        .args(["archive", "org/hubby", "--json"])
+        .out();
+    assert_eq!(envelope(&o)["error"]["type"], "workspace_not_found");
 
     // A link out of the workspace, a FIFO: refused, naming them; no temp file left.
     let ws = workspace(&fx, "linky");
@@ -748,17 +735,18 @@ fn archive_restore_cli_says_what_is_wrong_and_leaves_no_target() {
     let file = h.fx.tmp.path().join("flipped.tar");
     fs::write(&file, &b).unwrap();
     let before = tree(&h.fx.ws_home);
-    let o = mlxfs(
-        &h.fx.vars(),
-        &["restore", file.to_str().unwrap(), "copy", "--json"],
-    );
+    let o = with_vars(&h.fx.vars())
+        .args(["restore", file.to_str().unwrap(), "copy", "--json"])
+        .out();
     assert_eq!(o.status.code(), Some(1));
-    let v = json(&o);
+    let v = envelope(&o);
     assert_eq!(v["status"], "error");
     assert_eq!(v["error"]["type"], "invalid_archive");
     assert!(!h.fx.ws_home.join("copy").exists());
     assert_eq!(tree(&h.fx.ws_home), before);
-    let o = mlxfs(&h.fx.vars(), &["restore", file.to_str().unwrap(), "copy"]);
+    let o = with_vars(&h.fx.vars())
+        .args(["restore", file.to_str().unwrap(), "copy"])
+        .out();
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("nothing was restored"), "{err}");
 }
@@ -859,18 +847,13 @@ fn restore_refuses_harmful_targets_and_sweeps_what_a_killed_run_left() {
     let vars = a.vars();
     let arch = out.to_str().unwrap();
     let refused = |target: &str, cwd: Option<&Path>, want: &str| {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_mlxfs"));
-        c.args(["restore", arch, target, "--json"])
-            .env_clear()
-            .env("PATH", "/usr/bin:/bin");
-        for (k, v) in &vars {
-            c.env(k, v);
-        }
+        let mut c = with_vars(&vars);
+        c.args(["restore", arch, target, "--json"]);
         if let Some(d) = cwd {
             c.current_dir(d);
         }
         let o = c.output().unwrap();
-        let v = json(&o);
+        let v = envelope(&o);
         assert_eq!(o.status.code(), Some(1), "{target}: {v}");
         let msg = v["error"]["message"].as_str().unwrap_or("");
         assert!(msg.contains(want), "{target}: {msg}");
@@ -898,21 +881,20 @@ fn restore_refuses_harmful_targets_and_sweeps_what_a_killed_run_left() {
     fs::create_dir_all(stale.join("x")).unwrap();
     let tmp = a.tmp.path().join(format!(".t.tar.mlxfs-tmp-{dead}"));
     fs::write(&tmp, "half").unwrap();
-    let o = mlxfs(&vars, &["restore", arch, "t2"]);
+    let o = with_vars(&vars).args(["restore", arch, "t2"]).out();
     assert_eq!(o.status.code(), Some(0), "{o:?}");
     assert!(!stale.exists());
     assert!(
         String::from_utf8_lossy(&o.stderr)
             .contains("left by an archive or restore that was killed")
     );
-    let o = mlxfs(
-        &vars,
-        &[
+    let o = with_vars(&vars)
+        .args([
             "archive",
             "t",
             a.tmp.path().join("t3.tar").to_str().unwrap(),
-        ],
-    );
+        ])
+        .out();
     assert_eq!(o.status.code(), Some(0), "{o:?}");
     assert!(!tmp.exists());
 }
@@ -1022,9 +1004,11 @@ fn a_name_with_control_characters_needs_a_target() {
     let out = a.tmp.path().join("ws.tar");
     archive_to(&ws, &out, &Options::default());
     let b = Fx::new();
-    let o = mlxfs(&b.vars(), &["restore", out.to_str().unwrap(), "--json"]);
+    let o = with_vars(&b.vars())
+        .args(["restore", out.to_str().unwrap(), "--json"])
+        .out();
     assert_eq!(o.status.code(), Some(1));
-    let v = json(&o);
+    let v = envelope(&o);
     assert_eq!(v["error"]["type"], "InvalidTargetError", "{v}");
     assert!(
         v["error"]["message"]
@@ -1035,16 +1019,15 @@ fn a_name_with_control_characters_needs_a_target() {
     );
     assert_eq!(fs::read_dir(&b.ws_home).unwrap().count(), 0);
     let target = b.tmp.path().join("restored");
-    let o = mlxfs(
-        &b.vars(),
-        &[
+    let o = with_vars(&b.vars())
+        .args([
             "restore",
             out.to_str().unwrap(),
             target.to_str().unwrap(),
             "--json",
-        ],
-    );
-    assert_eq!(o.status.code(), Some(0), "{}", json(&o));
+        ])
+        .out();
+    assert_eq!(o.status.code(), Some(0), "{}", envelope(&o));
     assert!(target.join("config.json").is_file());
 }
 
@@ -1054,9 +1037,11 @@ fn a_name_with_control_characters_needs_a_target() {
 fn archive_to_dash_is_refused() {
     let a = Fx::new();
     a.workspace("w", &good_files());
-    let o = mlxfs(&a.vars(), &["archive", "w", "-", "--json", "--allow-dirty"]);
+    let o = with_vars(&a.vars())
+        .args(["archive", "w", "-", "--json", "--allow-dirty"])
+        .out();
     assert_eq!(o.status.code(), Some(1));
-    let v = json(&o);
+    let v = envelope(&o);
     assert_eq!(v["error"]["type"], "InvalidTargetError", "{v}");
     assert!(!Path::new("-").exists());
 }

@@ -8,6 +8,7 @@ use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 
+use crate::support::cli::*;
 use crate::support::mnt::*;
 use crate::support::*;
 use mlxfs::catalog::record::describe;
@@ -16,20 +17,11 @@ use mlxfs::catalog::{Locations, ModelRef};
 
 /// Run the binary with `--json`: (exit code, envelope).
 fn json(fx: &Fx, args: &[&str]) -> (i32, Value) {
-    let o = cmd(fx)
+    mlxfs(fx)
         .args(args)
         .arg("--json")
         .current_dir(fx.tmp.path())
-        .output()
-        .unwrap();
-    let v: Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
-        panic!(
-            "{args:?}: not JSON ({e}): {}\n{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        )
-    });
-    (o.status.code().unwrap_or(-1), v)
+        .json()
 }
 
 /// `list --all --json` as name → record.
@@ -431,8 +423,7 @@ fn every_cache_location_huggingface_hub_honours() {
             .env("HOME", &fx.home)
             .env(k, &v)
             .args(["list", "--json"])
-            .output()
-            .unwrap();
+            .out();
         let v: Value = serde_json::from_slice(&o.stdout).unwrap();
         let names: Vec<&str> = v["data"]["models"]
             .as_array()
@@ -532,7 +523,7 @@ fn refs_main_naming_a_missing_snapshot_is_repaired_by_pull() {
     fs::create_dir_all(repo_dir(&fx, "org/m").join("refs")).unwrap();
     fs::write(repo_dir(&fx, "org/m").join("refs/main"), &commit).unwrap();
     assert_eq!(listed(&fx)["org/m"]["health"], "unhealthy");
-    let o = cmd(&fx)
+    let o = mlxfs(&fx)
         .env("HF_ENDPOINT", &hub.url)
         .env("MLXFS_HUB_RETRIES", "0")
         .args(["pull", "org/m", "--json"])

@@ -8,8 +8,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::cli::*;
 use crate::support::fakehub::FakeHub;
-use crate::support::mnt::{BIN, Mount, test_python};
+use crate::support::mnt::Mount;
+use crate::support::python::test_python;
 use crate::support::*;
 use serde_json::Value;
 
@@ -26,38 +28,18 @@ impl Env {
     }
 
     fn cmd(&self, extra: &[(&str, &str)]) -> Command {
-        let mut c = Command::new(BIN);
-        c.env_clear()
-            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-            .env("HF_ENDPOINT", &self.hub.url)
-            .env("MLXFS_HUB_RETRIES", "0")
-            .current_dir(self.fx.tmp.path());
-        for (k, v) in self.fx.vars() {
-            c.env(k, v);
-        }
-        for (k, v) in extra {
-            c.env(k, v);
-        }
+        let mut c = against_hub(&self.fx, &self.hub.url, true);
+        c.envs(extra.iter().copied());
         c
     }
 
     fn run(&self, args: &[&str], extra: &[(&str, &str)]) -> Output {
-        self.cmd(extra).args(args).output().unwrap()
+        self.cmd(extra).args(args).out()
     }
 
     /// Run with --json; (exit code, envelope).
     fn json(&self, args: &[&str], extra: &[(&str, &str)]) -> (i32, Value) {
-        let mut a = args.to_vec();
-        a.push("--json");
-        let o = self.run(&a, extra);
-        let v: Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
-            panic!(
-                "{args:?}: not JSON ({e}): {}\n{}",
-                String::from_utf8_lossy(&o.stdout),
-                String::from_utf8_lossy(&o.stderr)
-            )
-        });
-        (o.status.code().unwrap_or(-1), v)
+        self.cmd(extra).args(args).arg("--json").json()
     }
 }
 

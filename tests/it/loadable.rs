@@ -13,11 +13,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use crate::support::cli::*;
 use crate::support::*;
 use mlxfs::catalog::ModelRef;
 use mlxfs::catalog::record::describe;
 
-const BIN: &str = env!("CARGO_BIN_EXE_mlxfs");
 const CAP_DAC_OVERRIDE: u32 = 1;
 const CAP_DAC_READ_SEARCH: u32 = 2;
 
@@ -309,14 +309,14 @@ fn a_stray_name_that_is_not_utf8_is_a_warning() {
 #[test]
 fn run_loads_a_model_with_a_stray_latin1_name() {
     crate::require!(Python);
-    let (fx, ws) = crate::run::with_tiny();
+    let (fx, ws) = crate::support::python::with_tiny();
     fs::write(
         ws.join(std::ffi::OsStr::from_bytes(b"lisez-moi-\xe9.txt")),
         "x",
     )
     .unwrap();
     for extra in [&[][..], &["--force"][..]] {
-        let data = crate::run::run_json(&fx, "tiny", extra);
+        let data = crate::support::python::run_json(&fx, "tiny", extra);
         assert_eq!(data["generation_tokens"], 12, "{data}");
     }
 }
@@ -333,15 +333,8 @@ fn commands_refuse_a_fifo_tokenizer_at_once() {
         vec!["convert", "fifo-tok", "out", "--quantize", "4"],
         vec!["health", "fifo-tok"],
     ] {
-        let mut c = Command::new(BIN);
-        c.env_clear()
-            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-            .current_dir(&fx.ws_home)
-            .args(&args)
-            .arg("--json");
-        for (k, v) in fx.vars() {
-            c.env(k, v);
-        }
+        let mut c = mlxfs(&fx);
+        c.current_dir(&fx.ws_home).args(&args).arg("--json");
         let o = within(30, move || c.output().unwrap());
         let v: serde_json::Value = serde_json::from_slice(&o.stdout)
             .unwrap_or_else(|e| panic!("{args:?}: {e}: {}", String::from_utf8_lossy(&o.stderr)));
@@ -371,13 +364,8 @@ fn run_refuses_unreadable_weights_naming_them() {
         fs::Permissions::from_mode(0o000),
     )
     .unwrap();
-    let mut c = Command::new(BIN);
-    c.env_clear()
-        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-        .args(["run", "locked", "hi", "--json"]);
-    for (k, v) in fx.vars() {
-        c.env(k, v);
-    }
+    let mut c = mlxfs(&fx);
+    c.args(["run", "locked", "hi", "--json"]);
     let o = unprivileged_cmd(&mut c).output().unwrap();
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(o.status.code(), Some(1), "{v}");
@@ -594,30 +582,14 @@ fn a_folder_no_loader_reads_may_be_closed() {
 #[test]
 fn run_loads_a_model_whose_original_folder_is_closed() {
     crate::require!(Root, Python);
-    let (fx, ws) = crate::run::with_tiny();
+    let (fx, ws) = crate::support::python::with_tiny();
     write_tree(
         &ws.join("original"),
         &files(&[("consolidated.00.pth", b"weights")]),
     );
     fs::set_permissions(ws.join("original"), fs::Permissions::from_mode(0o644)).unwrap();
-    let mut c = Command::new(BIN);
-    c.env_clear()
-        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-        .args([
-            "run",
-            "tiny",
-            "Explain FUSE",
-            "--json",
-            "--seed",
-            "7",
-            "--max-tokens",
-            "12",
-        ])
-        .arg("--python")
-        .arg(crate::run::venv_dir());
-    for (k, v) in fx.vars() {
-        c.env(k, v);
-    }
+    let mut c = crate::support::python::explain_fuse(&fx, "tiny");
+    c.arg("--json");
     let o = unprivileged_cmd(&mut c).output().unwrap();
     fs::set_permissions(ws.join("original"), fs::Permissions::from_mode(0o755)).unwrap();
     let v: serde_json::Value = serde_json::from_slice(&o.stdout)
@@ -704,13 +676,8 @@ fn what_cannot_be_read_is_not_stated() {
 
     // `show` and `list` as that user: nothing made up.
     let human = |args: &[&str]| {
-        let mut c = Command::new(BIN);
-        c.env_clear()
-            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-            .args(args);
-        for (k, v) in &vars {
-            c.env(k, v);
-        }
+        let mut c = with_vars(&vars);
+        c.args(args);
         let o = unprivileged_cmd(&mut c).output().unwrap();
         String::from_utf8(o.stdout).unwrap()
     };

@@ -10,7 +10,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::cli::*;
 use crate::support::mnt::*;
+use crate::support::python::test_python;
 use crate::support::*;
 use sha2::{Digest, Sha256};
 
@@ -195,7 +197,7 @@ fn tree_shape_and_attributes() {
         "acme@hub/model@1111111",
         "mlx-community/Tiny-4bit",
     ] {
-        let o = cmd(&fx).args(["show", name, "--json"]).output().unwrap();
+        let o = mlxfs(&fx).args(["show", name, "--json"]).output().unwrap();
         assert!(
             o.status.success(),
             "show {name}: {}",
@@ -210,7 +212,7 @@ fn virtual_files_render_the_catalog() {
     let fx = fleet();
     let m = Mount::start(&fx, &[]);
     // models.json is exactly `mlxfs list --json`.
-    let list = cmd(&fx).args(["list", "--json"]).output().unwrap();
+    let list = mlxfs(&fx).args(["list", "--json"]).output().unwrap();
     assert_eq!(fs::read(m.p(".mlxfs/models.json")).unwrap(), list.stdout);
     // Sizes in stat match the content.
     for rel in [
@@ -275,7 +277,7 @@ fn virtual_files_render_the_catalog() {
     );
     // model.json is `show --json`'s model.
     let show: Value = serde_json::from_slice(
-        &cmd(&fx)
+        &mlxfs(&fx)
             .args(["show", "acme@hub/model@1111111", "--json"])
             .output()
             .unwrap()
@@ -289,7 +291,7 @@ fn virtual_files_render_the_catalog() {
     assert_eq!(mj["revision"], OLD);
     // A model folder inside the mount stands for the model it shows (show, list by path).
     let shown: Value = serde_json::from_slice(
-        &cmd(&fx)
+        &mlxfs(&fx)
             .arg("show")
             .arg(m.p("acme@hub/model"))
             .arg("--json")
@@ -301,7 +303,7 @@ fn virtual_files_render_the_catalog() {
     assert_eq!(shown["data"]["model"]["name"], "acme/model");
     assert_eq!(shown["data"]["model"]["revision"], NEW);
     let listed: Value = serde_json::from_slice(
-        &cmd(&fx)
+        &mlxfs(&fx)
             .arg("list")
             .arg(format!("{}/", m.dir.display()))
             .arg("--json")
@@ -526,7 +528,7 @@ fn every_write_fails_with_erofs() {
     );
     // Mounting again on a live mount is refused, in the foreground and with --daemon.
     for extra in [&[][..], &["--daemon"]] {
-        let o = cmd(&fx)
+        let o = mlxfs(&fx)
             .arg("mount")
             .arg(&m.dir)
             .args(extra)
@@ -674,7 +676,7 @@ fn stale_mount_is_recovered_and_busy_umount_is_lazy() {
     let err = fs::metadata(m.p("acme")).unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::ENOTCONN), "{err}");
     // A new mount over the stale one clears it.
-    let child = cmd(&fx)
+    let child = mlxfs(&fx)
         .arg("mount")
         .arg(&m.dir)
         .stderr(Stdio::null())
@@ -685,7 +687,7 @@ fn stale_mount_is_recovered_and_busy_umount_is_lazy() {
     assert!(m.p("acme/config.json").exists());
     // `mlxfs umount` on a busy mount detaches it lazily; the open file keeps working.
     let f = fs::File::open(m.p("acme/config.json")).unwrap();
-    let o = cmd(&fx).arg("umount").arg(&m.dir).output().unwrap();
+    let o = mlxfs(&fx).arg("umount").arg(&m.dir).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(!mounted(&m.dir));
     let mut s = String::new();
@@ -709,7 +711,7 @@ fn stale_mount_is_recovered_and_busy_umount_is_lazy() {
 #[test]
 fn mount_errors_are_clear() {
     let fx = Fx::new();
-    let o = cmd(&fx)
+    let o = mlxfs(&fx)
         .args(["mount", "/nonexistent/mlxfs-mnt", "--json"])
         .output()
         .unwrap();
@@ -719,11 +721,11 @@ fn mount_errors_are_clear() {
     let full = fx.tmp.path().join("full");
     fs::create_dir_all(&full).unwrap();
     fs::write(full.join("x"), "x").unwrap();
-    let o = cmd(&fx).arg("mount").arg(&full).output().unwrap();
+    let o = mlxfs(&fx).arg("mount").arg(&full).output().unwrap();
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("is not empty"), "{err}");
-    let o = cmd(&fx).arg("umount").arg(&full).output().unwrap();
+    let o = mlxfs(&fx).arg("umount").arg(&full).output().unwrap();
     assert!(String::from_utf8_lossy(&o.stderr).contains("is not a mount point"));
 }
 
@@ -755,7 +757,7 @@ fn a_mount_point_among_the_sources_is_refused() {
     ];
     for (dir, hf_home) in cases {
         for daemon in [true, false] {
-            let mut c = cmd(&fx);
+            let mut c = mlxfs(&fx);
             if let Some(h) = &hf_home {
                 c.env("HF_HOME", h);
             }
@@ -843,7 +845,7 @@ fn the_issue_example_mounts_as_a_daemon() {
     );
     let mnt = fx.tmp.path().join("mnt");
     fs::create_dir_all(&mnt).unwrap();
-    let o = cmd(&fx)
+    let o = mlxfs(&fx)
         .args(["mount", "--daemon"])
         .arg(&mnt)
         .output()
@@ -853,7 +855,7 @@ fn the_issue_example_mounts_as_a_daemon() {
     let status: Value =
         serde_json::from_slice(&fs::read(mnt.join(".mlxfs/status.json")).unwrap()).unwrap();
     let health = fs::read_to_string(mnt.join("org/m@abcdefé/.mlxfs/health")).unwrap();
-    let o = cmd(&fx).arg("umount").arg(&mnt).output().unwrap();
+    let o = mlxfs(&fx).arg("umount").arg(&mnt).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(shown, ["m", "m@abcdefé"]);
     assert_eq!(status["models"], 2);
@@ -974,14 +976,14 @@ fn a_link_mount_point_and_a_planted_log_link() {
     for p in [&real, &link] {
         symlink(&victim, state.join(mlxfs::cli::mount::log_name(p))).unwrap();
     }
-    let o = cmd(&fx)
+    let o = mlxfs(&fx)
         .args(["mount", "--daemon"])
         .arg(&link)
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(real.join("ws/config.json").exists());
-    let o = cmd(&fx).arg("umount").arg(&link).output().unwrap();
+    let o = mlxfs(&fx).arg("umount").arg(&link).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(fs::read_to_string(&victim).unwrap(), "keep me");
 }
@@ -1193,7 +1195,7 @@ fn as_nobody(argv: &[&std::ffi::OsStr]) -> std::process::Output {
 
 /// `mlxfs show PATH --json`'s model.
 fn shown(fx: &Fx, path: &Path) -> Value {
-    let o = cmd(fx)
+    let o = mlxfs(fx)
         .arg("show")
         .arg(path)
         .arg("--json")

@@ -11,20 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::run::{children, make_tiny, venv_dir, venv_python, with_tiny};
+use crate::support::cli::*;
+use crate::support::python::*;
 use crate::support::*;
-use crate::worker::wait_gone;
-
-const BIN: &str = env!("CARGO_BIN_EXE_mlxfs");
-
-fn mlxfs(fx: &Fx) -> Command {
-    let mut c = Command::new(BIN);
-    c.env_clear().env("PATH", "/usr/local/bin:/usr/bin:/bin");
-    for (k, v) in fx.vars() {
-        c.env(k, v);
-    }
-    c
-}
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
@@ -222,7 +211,7 @@ fn ctrl_c_and_sigterm_stop_a_run_blocked_while_loading() {
 #[test]
 fn sigterm_and_sighup_to_the_group_keep_the_text_so_far() {
     crate::require!(Python);
-    let (fx, _ws) = crate::run::with_endless_tiny();
+    let (fx, _ws) = crate::support::python::with_endless_tiny();
     for (mode, signal, twice) in [
         ("subprocess", libc::SIGTERM, false),
         ("subprocess", libc::SIGHUP, false),
@@ -447,8 +436,8 @@ fn a_prompt_over_the_context_length_is_refused() {
         assert!(n > 4_000, "{m}");
     }
     // A vision model (mlx-vlm, context length 4096): its prompt's text alone is over it.
-    crate::media::make_vlm(&fx, "vlm");
-    let img = crate::media::images(&fx.tmp.path().join("img")).join("red.png");
+    crate::support::python::make_vlm(&fx, "vlm");
+    let img = crate::support::python::images(&fx.tmp.path().join("img")).join("red.png");
     let long = "hello world ".repeat(4_000);
     let o = mlxfs(&fx)
         .args(["run", "vlm", &long, "--json", "--image"])
@@ -538,7 +527,7 @@ fn temperature_zero_is_mlx_lms_greedy_text_and_the_default() {
 fn images_a_model_cannot_take_are_refused_naming_them() {
     crate::require!(Python);
     let fx = Fx::new();
-    crate::media::make_vlm(&fx, "vlm");
+    crate::support::python::make_vlm(&fx, "vlm");
     let dir = fx.tmp.path().join("img");
     fs::create_dir_all(&dir).unwrap();
     let o = Command::new(venv_python())
@@ -607,7 +596,7 @@ fn images_a_model_cannot_take_are_refused_naming_them() {
     );
     assert_eq!(run("a.jpg")["status"], "success");
 
-    let s = crate::serve::Served::start(&fx, &[]);
+    let s = crate::support::serve::Served::start(&fx, &[]);
     let b64 = |name: &str| {
         use base64::Engine;
         base64::engine::general_purpose::STANDARD.encode(fs::read(dir.join(name)).unwrap())
@@ -620,7 +609,8 @@ fn images_a_model_cannot_take_are_refused_naming_them() {
         let body = serde_json::json!({"model": "vlm", "max_tokens": 2, "messages": [{"role": "user",
             "content": [{"type": "image_url", "image_url": {"url": format!("data:image/png;base64,{}", b64(name))}},
                         {"type": "text", "text": "hi"}]}]});
-        let (code, v) = crate::serve::post_json(&s.addr, "/v1/chat/completions", &[], &body);
+        let (code, v) =
+            crate::support::serve::post_json(&s.addr, "/v1/chat/completions", &[], &body);
         assert_eq!(code, status, "{name}: {v}");
         if status != 200 {
             assert_eq!(v["error"]["type"], kind, "{name}: {v}");
@@ -628,5 +618,8 @@ fn images_a_model_cannot_take_are_refused_naming_them() {
         }
     }
     // The refusals harmed no one: the worker that refused the strip still answers.
-    assert_eq!(crate::serve::get_json(&s.addr, "/health", &[]).0, 200);
+    assert_eq!(
+        crate::support::serve::get_json(&s.addr, "/health", &[]).0,
+        200
+    );
 }

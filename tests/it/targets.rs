@@ -9,11 +9,11 @@ use serde_json::Value;
 use std::path::PathBuf;
 use std::process::Output;
 
-use crate::support::mnt::cmd;
+use crate::support::cli::*;
 use crate::support::*;
 
 fn run(fx: &Fx, args: &[&str]) -> (Output, Value) {
-    let o = cmd(fx)
+    let o = mlxfs(fx)
         .args(args)
         .arg("--json")
         .current_dir(fx.tmp.path())
@@ -132,7 +132,7 @@ fn writers_refuse_every_hugging_face_cache() {
     std::fs::create_dir_all(nx.join(".no_exist")).unwrap();
 
     let with_state = |args: &[&str]| {
-        let o = cmd(&fx)
+        let o = mlxfs(&fx)
             .env("XDG_STATE_HOME", &state)
             .args(args)
             .arg("--json")

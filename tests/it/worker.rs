@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use mlxfs::runtime::worker::{GenJob, JobEvent, JobHandle, Worker, WorkerSpec};
 use mlxfs::runtime::{RunErrorKind, python};
 
-use crate::run::{break_layers, qwenish, run_json, venv_dir, with_tiny};
+use crate::support::python::*;
 
 fn spec(ws: &Path) -> WorkerSpec {
     WorkerSpec {
@@ -120,27 +120,6 @@ fn run_one(w: &Worker, job: GenJob) -> (String, String, u64) {
     let d = done(&last);
     assert_eq!(streamed(&tokens), d.1, "the streamed text is the text");
     d
-}
-
-pub(crate) fn gone(pid: u32) -> bool {
-    // Gone, or a zombie nobody has reaped yet (an init that does not reap, in a container).
-    match fs::read_to_string(format!("/proc/{pid}/status")) {
-        Err(_) => true,
-        Ok(s) => s
-            .lines()
-            .any(|l| l.starts_with("State:") && l.contains('Z')),
-    }
-}
-
-pub(crate) fn wait_gone(pid: u32, limit: Duration) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if gone(pid) {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    gone(pid)
 }
 
 #[test]
@@ -750,7 +729,7 @@ assert m._held("x<", ["<a", "<<b"]) == 1
 assert m._text_content([{"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "image_url"}, {"type": "text", "text": "b"}]}]) == [{"role": "user", "content": "ab"}]
 print("ok")
 "#;
-    let o = Command::new(crate::run::venv_python())
+    let o = Command::new(crate::support::python::venv_python())
         .args(["-c", code, mlxfs::runtime::worker::WORKER_PY])
         .output()
         .unwrap();

@@ -1,5 +1,4 @@
-//! Running the binary against a fixture, and real FUSE mounts of it (shared by the mount and
-//! hub tests).
+//! Real FUSE mounts of a fixture (shared by the mount, live, hub and media tests).
 
 use serde_json::Value;
 use std::fs;
@@ -8,17 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::Fx;
-
-pub const BIN: &str = env!("CARGO_BIN_EXE_mlxfs");
-
-pub fn cmd(fx: &Fx) -> Command {
-    let mut c = Command::new(BIN);
-    c.env_clear().env("PATH", "/usr/local/bin:/usr/bin:/bin");
-    for (k, v) in fx.vars() {
-        c.env(k, v);
-    }
-    c
-}
+use super::cli::mlxfs;
 
 pub struct Mount {
     pub dir: PathBuf,
@@ -33,7 +22,7 @@ impl Mount {
         fs::create_dir_all(&dir).unwrap();
         // The daemon's stderr (its log) goes to a file: a pipe nobody reads could fill up.
         let log = dir.with_extension("log");
-        let child = cmd(fx)
+        let child = mlxfs(fx)
             .arg("mount")
             .arg(&dir)
             .args(extra)
@@ -103,9 +92,4 @@ impl Drop for Mount {
             let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
         }
     }
-}
-
-/// The test venv's interpreter (callers `require!(Python)` first).
-pub fn test_python() -> String {
-    std::env::var("MLXFS_TEST_PYTHON").expect("require!(Python) checks MLXFS_TEST_PYTHON first")
 }

@@ -2,8 +2,11 @@
 //! snapshot links, refs) and workspace folders, all in a temp dir; and what a suite needs
 //! from the machine (FUSE, root, the Python venv), with a one-line skip where it is missing.
 
+pub mod cli;
 pub mod fakehub;
 pub mod mnt;
+pub mod python;
+pub mod serve;
 
 use std::fs;
 use std::os::unix::fs::symlink;

@@ -1,0 +1,143 @@
+//! Running the `mlxfs` binary in a test: one command builder (a `Command` with only the
+//! fixture's environment) and [`Run`], what a test reads from it — the raw `Output`, the JSON
+//! envelope, a success's `data`, a refusal's error type and message.
+
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use super::Fx;
+
+/// The binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_mlxfs");
+
+/// The one `PATH` the binary gets (nothing of the test runner's environment leaks in).
+pub const PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+
+/// `mlxfs` with the fixture's HOME, HF_HOME and workspace home and nothing else.
+pub fn mlxfs(fx: &Fx) -> Command {
+    with_vars(&fx.vars())
+}
+
+/// [`mlxfs`], or with `network` false inside a network namespace of its own (`unshare -n`:
+/// no network at all; needs root).
+pub fn mlxfs_net(fx: &Fx, network: bool) -> Command {
+    let mut c = if network {
+        Command::new(BIN)
+    } else {
+        let mut c = Command::new("unshare");
+        c.args(["-n", "--", BIN]);
+        c
+    };
+    c.env_clear().env("PATH", PATH);
+    for (k, v) in fx.vars() {
+        c.env(k, v);
+    }
+    c
+}
+
+/// `mlxfs` with `PATH` and these variables only.
+pub fn with_vars(vars: &[(&str, String)]) -> Command {
+    let mut c = Command::new(BIN);
+    c.env_clear().env("PATH", PATH);
+    for (k, v) in vars {
+        c.env(k, v);
+    }
+    c
+}
+
+/// [`mlxfs_net`] against the hub at `url` (no retries), run from the fixture's temp dir.
+pub fn against_hub(fx: &Fx, url: &str, network: bool) -> Command {
+    let mut c = mlxfs_net(fx, network);
+    c.env("HF_ENDPOINT", url)
+        .env("MLXFS_HUB_RETRIES", "0")
+        .current_dir(fx.tmp.path());
+    c
+}
+
+/// The test venv when the tests have one, a folder that does not exist otherwise (for
+/// refusals, which come before Python starts).
+pub fn venv_or_none() -> PathBuf {
+    match std::env::var("MLXFS_TEST_PYTHON") {
+        Ok(_) => super::python::venv_dir(),
+        Err(_) => PathBuf::from("/nonexistent-venv"),
+    }
+}
+
+/// stdout as text (lossy).
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// stderr as text (lossy).
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// stdout as one JSON document; panics with stdout and stderr when it is not.
+#[track_caller]
+pub fn envelope(o: &Output) -> Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not one JSON document ({e}): {}\n{}",
+            stdout(o),
+            stderr(o)
+        )
+    })
+}
+
+/// The `data` of a success envelope `v` (of the run `o`); panics with stderr otherwise.
+#[track_caller]
+pub fn data(v: &Value, o: &Output) -> Value {
+    assert_eq!(v["status"], "success", "{v:#}\n{}", stderr(o));
+    v["data"].clone()
+}
+
+/// What a test reads from an `mlxfs` command.
+pub trait Run {
+    /// Run it to the end: its output.
+    fn out(&mut self) -> Output;
+
+    /// Run it: (exit code, -1 when killed by a signal; the JSON envelope on stdout).
+    #[track_caller]
+    fn json(&mut self) -> (i32, Value) {
+        let o = self.out();
+        (o.status.code().unwrap_or(-1), envelope(&o))
+    }
+
+    /// Run it: the output and its JSON envelope.
+    #[track_caller]
+    fn envelope(&mut self) -> (Output, Value) {
+        let o = self.out();
+        let v = envelope(&o);
+        (o, v)
+    }
+
+    /// Run it: it must succeed; the envelope's `data`.
+    #[track_caller]
+    fn ok(&mut self) -> Value {
+        let (o, v) = self.envelope();
+        data(&v, &o)
+    }
+
+    /// Run it: it must be refused (exit 1); the envelope's error type and message.
+    #[track_caller]
+    fn refused(&mut self) -> (String, String) {
+        let o = self.out();
+        assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+        let v = envelope(&o);
+        (
+            v["error"]["type"].as_str().unwrap_or_default().to_string(),
+            v["error"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        )
+    }
+}
+
+impl Run for Command {
+    fn out(&mut self) -> Output {
+        self.output().unwrap()
+    }
+}
