@@ -1009,14 +1009,7 @@ fn a_name_with_control_characters_needs_a_target() {
         .out();
     assert_eq!(o.status.code(), Some(1));
     let v = envelope(&o);
-    assert_eq!(v["error"]["type"], "InvalidTargetError", "{v}");
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("control characters"),
-        "{v}"
-    );
+    error_is(&v, "InvalidTargetError", "control characters");
     assert_eq!(fs::read_dir(&b.ws_home).unwrap().count(), 0);
     let target = b.tmp.path().join("restored");
     let o = with_vars(&b.vars())

@@ -401,14 +401,7 @@ fn a_bare_relative_folder_is_a_workspace_argument() {
     // A path without `./` for a command that takes any model: not found, with the way out.
     fs::create_dir_all(here.join("sub/deep")).unwrap();
     let v = envelope(&run(&["show", "sub/deep", "--json"]));
-    assert_eq!(v["error"]["type"], "model_not_found", "{v}");
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("write ./sub/deep to mean it"),
-        "{v}"
-    );
+    error_is(&v, "model_not_found", "write ./sub/deep to mean it");
     // Neither a model nor a folder: the usual error.
     let o = run(&[
         "convert",

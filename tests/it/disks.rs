@@ -523,13 +523,11 @@ fn refs_main_naming_a_missing_snapshot_is_repaired_by_pull() {
     fs::create_dir_all(repo_dir(&fx, "org/m").join("refs")).unwrap();
     fs::write(repo_dir(&fx, "org/m").join("refs/main"), &commit).unwrap();
     assert_eq!(listed(&fx)["org/m"]["health"], "unhealthy");
-    let o = mlxfs(&fx)
+    mlxfs(&fx)
         .env("HF_ENDPOINT", &hub.url)
         .env("MLXFS_HUB_RETRIES", "0")
         .args(["pull", "org/m", "--json"])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+        .succeeds();
     let m = &listed(&fx)["org/m"];
     assert_eq!(
         (m["health"].as_str(), m["revision"].as_str()),
@@ -614,12 +612,10 @@ fn relocated_models_run_with_the_same_text() {
     let ext = fx.tmp.path().join("ext-disk");
     let ws = fx.ws_home.join("tiny");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/make-tiny-model.py");
-    let o = std::process::Command::new(&python)
+    std::process::Command::new(&python)
         .arg(script)
         .arg(&ws)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        .succeeds();
     let files = files_of(&ws);
     fx.hub_model("org/tiny", &files);
     move_and_link(
@@ -681,9 +677,7 @@ fn cache_location_agrees_with_huggingface_hub() {
                 "-c",
                 "import huggingface_hub.constants as c, sys; sys.stdout.write(c.HF_HUB_CACHE)",
             ])
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            .succeeds();
         let theirs = String::from_utf8(o.stdout).unwrap();
         assert_eq!(loc_from(&set).hub_cache, PathBuf::from(&theirs), "{set:?}");
     }
@@ -694,16 +688,14 @@ fn cache_location_agrees_with_huggingface_hub() {
     let hub = FakeHub::start(&fx.tmp.path().join("hubroot"));
     hub.put_repo("org/m", &good_files());
     let xdg = fx.tmp.path().join("xdg");
-    let o = std::process::Command::new(BIN)
+    std::process::Command::new(BIN)
         .env_clear()
         .env("HOME", &fx.home)
         .env("XDG_CACHE_HOME", &xdg)
         .env("HF_ENDPOINT", &hub.url)
         .env("MLXFS_HUB_RETRIES", "0")
         .args(["pull", "org/m", "--json"])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+        .succeeds();
     let commit = hub.commit("org/m", "main");
     let snap = xdg
         .join("huggingface/hub/models--org--m/snapshots")

@@ -63,9 +63,7 @@ print(json.dumps(text))
         .arg(prompt)
         .env("HF_HUB_OFFLINE", "1")
         .env("HF_HOME", ws.join(".direct-hf"))
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        .succeeds();
     serde_json::from_slice::<Value>(&o.stdout)
         .unwrap()
         .as_str()
@@ -290,9 +288,7 @@ print(json.dumps({"text": r["text"].strip(), "language": r["language"],
         .arg(clip)
         .env("HF_HUB_OFFLINE", "1")
         .env("HF_HOME", ws.join(".direct-hf"))
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        .succeeds();
     serde_json::from_slice(&o.stdout).unwrap()
 }
 
@@ -481,13 +477,11 @@ import struct
 hdr = b"RIFF" + struct.pack("<I", 36 + len(data)) + b"WAVEfmt " + struct.pack("<IHHIIHH", 16, 3, 1, 44100, 44100 * 4, 4, 32)
 open(f"{d}/tone-f32.wav", "wb").write(hdr + b"data" + struct.pack("<I", len(data)) + data)
 "#;
-    let o = Command::new(venv_python())
+    Command::new(venv_python())
         .args(["-c", script])
         .arg(dir)
         .arg(src)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        .succeeds();
 }
 
 #[test]

@@ -813,13 +813,7 @@ fn safetensors_loads_through_the_mount() {
                 "import sys; from safetensors.numpy import load_file; t = load_file(sys.argv[1]); print(sorted(t), t['w'].shape, float(t['w'].sum()))",
             ])
             .arg(m.p(rel))
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "{rel}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
+            .succeeds();
         assert_eq!(
             String::from_utf8_lossy(&o.stdout).trim(),
             "['w'] (2, 2) 0.0"
@@ -845,12 +839,7 @@ fn the_issue_example_mounts_as_a_daemon() {
     );
     let mnt = fx.tmp.path().join("mnt");
     fs::create_dir_all(&mnt).unwrap();
-    let o = mlxfs(&fx)
-        .args(["mount", "--daemon"])
-        .arg(&mnt)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    mlxfs(&fx).args(["mount", "--daemon"]).arg(&mnt).succeeds();
     let shown = names(&mnt.join("org"));
     let status: Value =
         serde_json::from_slice(&fs::read(mnt.join(".mlxfs/status.json")).unwrap()).unwrap();
@@ -976,12 +965,7 @@ fn a_link_mount_point_and_a_planted_log_link() {
     for p in [&real, &link] {
         symlink(&victim, state.join(mlxfs::cli::mount::log_name(p))).unwrap();
     }
-    let o = mlxfs(&fx)
-        .args(["mount", "--daemon"])
-        .arg(&link)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    mlxfs(&fx).args(["mount", "--daemon"]).arg(&link).succeeds();
     assert!(real.join("ws/config.json").exists());
     let o = mlxfs(&fx).arg("umount").arg(&link).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -1291,17 +1275,7 @@ fn a_copy_out_of_the_mount_is_clean_and_removable() {
         assert_eq!(got["clean"], true, "{what}: {got:#}");
         assert_eq!(got["content_hash"], source["content_hash"], "{what}");
         assert_eq!(got["health"], "healthy", "{what}");
-        let diff = Command::new("diff")
-            .arg("-r")
-            .arg(&ws)
-            .arg(copy)
-            .output()
-            .unwrap();
-        assert!(
-            diff.status.success(),
-            "{what}: diff -r: {}",
-            String::from_utf8_lossy(&diff.stdout)
-        );
+        Command::new("diff").arg("-r").arg(&ws).arg(copy).succeeds();
         assert_eq!(
             tree_names(copy),
             tree_names(&ws),
@@ -1324,17 +1298,11 @@ fn a_copy_out_of_the_mount_is_clean_and_removable() {
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(tree_names(&hub_copy), tree_names(&snap));
-    let diff = Command::new("diff")
+    Command::new("diff")
         .arg("-r")
         .arg(&snap)
         .arg(&hub_copy)
-        .output()
-        .unwrap();
-    assert!(
-        diff.status.success(),
-        "{}",
-        String::from_utf8_lossy(&diff.stdout)
-    );
+        .succeeds();
     let rm = as_nobody(&["rm".as_ref(), "-rf".as_ref(), hub_copy.as_os_str()]);
     assert!(
         rm.status.success() && !hub_copy.exists(),

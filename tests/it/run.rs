@@ -89,9 +89,7 @@ fn nothing_is_written_to_the_shared_caches() {
             "--python",
         ])
         .arg(venv_dir())
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        .succeeds();
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("tokens/s"), "{err}");
     assert!(err.contains("/.hf_cache: nothing added"), "{err}");
@@ -297,14 +295,7 @@ fn a_pytorch_labelled_checkpoint_is_refused_with_both_ways_out_and_runs_with_for
         .output()
         .unwrap();
     let v = envelope(&o);
-    assert_eq!(v["error"]["type"], "model_incompatible", "{v}");
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("model_file"),
-        "{v}"
-    );
+    error_is(&v, "model_incompatible", "model_file");
 }
 
 #[test]
@@ -420,13 +411,7 @@ fn ctrl_c_stops_generation_cleanly() {
         let mut rest = Vec::new();
         out.read_to_end(&mut rest).unwrap();
         let status = child.wait().unwrap();
-        let mut err = String::new();
-        child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut err)
-            .unwrap();
+        let err = rest_of_stderr(&mut child);
         let case = format!("{extra:?}, to the group: {group}");
         assert!(
             sent.elapsed() < Duration::from_secs(5),
@@ -469,13 +454,7 @@ fn ctrl_c_while_a_subprocess_loads_is_an_interrupted_run() {
         ctrl_c(&child, group);
         let mut out = Vec::new();
         child.stdout.take().unwrap().read_to_end(&mut out).unwrap();
-        let mut err = String::new();
-        child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut err)
-            .unwrap();
+        let err = rest_of_stderr(&mut child);
         let status = child.wait().unwrap();
         assert_eq!(status.code(), Some(130), "group {group}: {err}");
         let v: Value = serde_json::from_slice(&out).unwrap_or(Value::Null);
@@ -824,28 +803,19 @@ fn an_optimised_blas_is_used_unless_refused() {
         if let Some(b) = blas {
             c.env("MLXFS_BLAS", b);
         }
-        let o = c
-            .args([
-                "run",
-                ws.to_str().unwrap(),
-                "Explain FUSE",
-                "--json",
-                "--seed",
-                "7",
-            ])
-            .args(["--max-tokens", "8", "--python"])
-            .arg(venv_dir())
-            .args(extra)
-            .output()
-            .unwrap();
-        let v: Value = serde_json::from_slice(&o.stdout).unwrap_or(Value::Null);
-        assert_eq!(
-            v["status"],
-            "success",
-            "{v}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        v["data"].clone()
+        c.args([
+            "run",
+            ws.to_str().unwrap(),
+            "Explain FUSE",
+            "--json",
+            "--seed",
+            "7",
+        ])
+        .args(["--max-tokens", "8", "--python"])
+        .arg(venv_dir())
+        .args(extra)
+        .ok()
+        .clone()
     };
     for extra in [&[][..], &["--subprocess"][..]] {
         let fast = run(None, extra);
@@ -868,9 +838,7 @@ fn an_optimised_blas_is_used_unless_refused() {
             "--python",
         ])
         .arg(venv_dir())
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        .succeeds();
     assert!(
         String::from_utf8_lossy(&o.stderr)
             .contains("MLXFS_BLAS=/nonexistent/libblas.so could not be loaded"),
@@ -1061,13 +1029,10 @@ fn a_draft_from_the_catalog_and_drafts_that_cannot_be() {
         &[],
     );
     let v = envelope(&o);
-    assert_eq!(v["error"]["type"], "draft_mismatch", "{v}");
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("vocabulary sizes differ (300 vs the model's 384)"),
-        "{v}"
+    error_is(
+        &v,
+        "draft_mismatch",
+        "vocabulary sizes differ (300 vs the model's 384)",
     );
     // --num-draft-tokens needs --draft-model.
     let o = mlxfs(&fx)

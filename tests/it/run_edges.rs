@@ -192,13 +192,7 @@ fn ctrl_c_and_sigterm_stop_a_run_blocked_while_loading() {
         "{:?}",
         sent.elapsed()
     );
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    let err = rest_of_stderr(&mut child);
     assert!(err.contains("interrupted"), "{err}");
 }
 
@@ -245,13 +239,7 @@ fn sigterm_and_sighup_to_the_group_keep_the_text_so_far() {
         let mut rest = Vec::new();
         out.read_to_end(&mut rest).unwrap();
         let status = wait_for(&mut child, Duration::from_secs(8));
-        let mut err = String::new();
-        child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut err)
-            .unwrap();
+        let err = rest_of_stderr(&mut child);
         let status = status.unwrap_or_else(|| panic!("{case}: still running"));
         assert_eq!(status.code(), Some(130), "{case}: {err}");
         assert!(err.contains("interrupted"), "{case}: {err}");

@@ -3,8 +3,9 @@
 //! envelope, a success's `data`, a refusal's error type and message.
 
 use serde_json::Value;
+use std::io::Read;
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output};
 
 use super::Fx;
 
@@ -93,10 +94,50 @@ pub fn data(v: &Value, o: &Output) -> Value {
     v["data"].clone()
 }
 
-/// What a test reads from an `mlxfs` command.
+/// The error envelope `v` is of type `kind` with `part` in its message.
+#[track_caller]
+pub fn error_is(v: &Value, kind: &str, part: &str) {
+    assert_eq!(v["error"]["type"], kind, "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains(part),
+        "{v}"
+    );
+}
+
+/// What is left on a spawned child's piped stderr, to its end.
+pub fn rest_of_stderr(child: &mut Child) -> String {
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    err
+}
+
+/// What a test reads from a command (`mlxfs`, or any other: Python, diff).
 pub trait Run {
     /// Run it to the end: its output.
     fn out(&mut self) -> Output;
+
+    /// The program and its arguments, for messages.
+    fn what(&self) -> String;
+
+    /// Run it: it must exit 0; its output.
+    #[track_caller]
+    fn succeeds(&mut self) -> Output {
+        let o = self.out();
+        assert!(
+            o.status.success(),
+            "{} ({}): {}\n{}",
+            self.what(),
+            o.status,
+            stdout(&o),
+            stderr(&o)
+        );
+        o
+    }
 
     /// Run it: (exit code, -1 when killed by a signal; the JSON envelope on stdout).
     #[track_caller]
@@ -139,5 +180,14 @@ pub trait Run {
 impl Run for Command {
     fn out(&mut self) -> Output {
         self.output().unwrap()
+    }
+
+    fn what(&self) -> String {
+        let mut w = self.get_program().to_string_lossy().into_owned();
+        for a in self.get_args() {
+            w.push(' ');
+            w.push_str(&a.to_string_lossy());
+        }
+        w
     }
 }
