@@ -54,28 +54,23 @@ fn workspace(fx: &Fx, name: &str) -> PathBuf {
 /// Every entry below `root` (OS junk aside): path, kind, bytes or link target, exec bit.
 fn tree(root: &Path) -> Vec<String> {
     let mut out = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in fs::read_dir(&d).unwrap().flatten() {
-            let p = e.path();
-            let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
-            if rel == ".DS_Store" {
-                continue;
-            }
-            let md = fs::symlink_metadata(&p).unwrap();
-            if md.file_type().is_symlink() {
-                out.push(format!("{rel} -> {}", fs::read_link(&p).unwrap().display()));
-            } else if md.is_dir() {
-                out.push(format!("{rel}/"));
-                stack.push(p);
-            } else {
-                use sha2::Digest;
-                out.push(format!(
-                    "{rel} {:o} {}",
-                    md.permissions().mode() & 0o111,
-                    mlxfs::text::hex(&sha2::Sha256::digest(fs::read(&p).unwrap()))
-                ));
-            }
+    for p in walk(root) {
+        let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+        if rel == ".DS_Store" {
+            continue;
+        }
+        let md = fs::symlink_metadata(&p).unwrap();
+        if md.file_type().is_symlink() {
+            out.push(format!("{rel} -> {}", fs::read_link(&p).unwrap().display()));
+        } else if md.is_dir() {
+            out.push(format!("{rel}/"));
+        } else {
+            use sha2::Digest;
+            out.push(format!(
+                "{rel} {:o} {}",
+                md.permissions().mode() & 0o111,
+                mlxfs::text::hex(&sha2::Sha256::digest(fs::read(&p).unwrap()))
+            ));
         }
     }
     out.sort();
@@ -105,13 +100,7 @@ fn archive_round_trip_under_another_home_is_clean_with_the_same_hash() {
     let o = with_vars(&a.vars())
         .args(["archive", "my-ws", out.to_str().unwrap(), "--json"])
         .out();
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let v = envelope(&o);
+    let v = exited(&o, 0);
     assert_eq!(v["command"], "archive");
     let d = &v["data"];
     assert_eq!(d["content_hash"], stored.as_str());
@@ -131,13 +120,7 @@ fn archive_round_trip_under_another_home_is_clean_with_the_same_hash() {
     let o = with_vars(&b.vars())
         .args(["restore", out.to_str().unwrap(), "--json"])
         .out();
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let v = envelope(&o);
+    let v = exited(&o, 0);
     let target = b.ws_home.join("my-ws");
     assert_eq!(v["data"]["path"], target.to_str().unwrap());
     assert_eq!(v["data"]["content_hash"], stored.as_str());
@@ -738,8 +721,7 @@ fn archive_restore_cli_says_what_is_wrong_and_leaves_no_target() {
     let o = with_vars(&h.fx.vars())
         .args(["restore", file.to_str().unwrap(), "copy", "--json"])
         .out();
-    assert_eq!(o.status.code(), Some(1));
-    let v = envelope(&o);
+    let v = exited(&o, 1);
     assert_eq!(v["status"], "error");
     assert_eq!(v["error"]["type"], "invalid_archive");
     assert!(!h.fx.ws_home.join("copy").exists());
@@ -747,8 +729,7 @@ fn archive_restore_cli_says_what_is_wrong_and_leaves_no_target() {
     let o = with_vars(&h.fx.vars())
         .args(["restore", file.to_str().unwrap(), "copy"])
         .out();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("nothing was restored"), "{err}");
+    stderr_has(&o, "nothing was restored");
 }
 
 /// OS junk names that the content hash counts (`.hidden`, `autorun.inf`, `.localized`, and a
@@ -1007,8 +988,7 @@ fn a_name_with_control_characters_needs_a_target() {
     let o = with_vars(&b.vars())
         .args(["restore", out.to_str().unwrap(), "--json"])
         .out();
-    assert_eq!(o.status.code(), Some(1));
-    let v = envelope(&o);
+    let v = exited(&o, 1);
     error_is(&v, "InvalidTargetError", "control characters");
     assert_eq!(fs::read_dir(&b.ws_home).unwrap().count(), 0);
     let target = b.tmp.path().join("restored");
@@ -1033,8 +1013,7 @@ fn archive_to_dash_is_refused() {
     let o = with_vars(&a.vars())
         .args(["archive", "w", "-", "--json", "--allow-dirty"])
         .out();
-    assert_eq!(o.status.code(), Some(1));
-    let v = envelope(&o);
+    let v = exited(&o, 1);
     assert_eq!(v["error"]["type"], "InvalidTargetError", "{v}");
     assert!(!Path::new("-").exists());
 }

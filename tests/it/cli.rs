@@ -30,8 +30,7 @@ fn catalog() -> Fx {
 fn list_json_envelope() {
     let fx = catalog();
     let o = mlxfs(&fx).args(["list", "--json"]).out();
-    assert_eq!(o.status.code(), Some(0));
-    let v = envelope(&o);
+    let v = exited(&o, 0);
     assert_eq!(keys(&v), ["status", "command", "data", "error"]);
     assert_eq!(
         (v["status"].as_str(), v["command"].as_str()),
@@ -116,8 +115,7 @@ fn errors_and_exit_codes() {
     let fx = catalog();
     // Ambiguous: exit 1, every candidate listed.
     let o = mlxfs(&fx).args(["show", "ws", "--json"]).out();
-    assert_eq!(o.status.code(), Some(1));
-    let v = envelope(&o);
+    let v = exited(&o, 1);
     assert_eq!(v["error"]["type"], "ambiguous_match");
     assert_eq!(
         v["error"]["matches"],
@@ -193,8 +191,7 @@ fn human_list_table() {
 fn health_command() {
     let fx = catalog();
     let o = mlxfs(&fx).args(["health", "--json"]).out();
-    assert_eq!(o.status.code(), Some(0));
-    let v = envelope(&o);
+    let v = exited(&o, 0);
     assert_eq!(keys(&v), ["status", "command", "error", "data"]);
     assert_eq!(
         v["data"]["summary"],
@@ -241,12 +238,7 @@ fn show_json_and_human() {
     assert_eq!(v["data"]["workspace_metadata"]["operation"], "clone");
     assert_eq!(v["data"]["metadata"]["model_type"], "llama");
     let v = envelope(&mlxfs(&fx).args(["show", "tiny", "--files", "--json"]).out());
-    let names: Vec<&str> = v["data"]["files"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f["name"].as_str().unwrap())
-        .collect();
+    let names: Vec<&str> = strs(&v["data"]["files"], "name");
     assert_eq!(
         names,
         [
@@ -587,12 +579,7 @@ fn names_never_forge_a_line() {
     fx.workspace(evil, &files(&[("config.json", b"{}")]));
     fx.workspace("good", &good_files());
     let v = envelope(&mlxfs(&fx).args(["list", "--all", "--json"]).out());
-    let names: Vec<&str> = v["data"]["models"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["display_name"].as_str().unwrap())
-        .collect();
+    let names: Vec<&str> = strs(&v["data"]["models"], "display_name");
     assert!(names.contains(&evil), "{names:?}");
     let table =
         String::from_utf8(mlxfs(&fx).args(["list", "--all", "--health"]).out().stdout).unwrap();

@@ -47,19 +47,13 @@ fn no_staging(dir: &Path) {
 }
 
 fn py(code: &str, args: &[&Path]) -> String {
-    let o = Command::new(venv_python())
-        .arg("-c")
-        .arg(code)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "python: {}\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
+    stdout(
+        &Command::new(venv_python())
+            .arg("-c")
+            .arg(code)
+            .args(args)
+            .succeeds(),
+    )
 }
 
 /// Every tensor of two model folders (all `model*.safetensors`): same names, dtypes, shapes

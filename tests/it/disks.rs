@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use crate::support::cli::*;
 use crate::support::mnt::*;
+use crate::support::python::{explain_fuse, make_tiny};
 use crate::support::*;
 use mlxfs::catalog::record::describe;
 use mlxfs::catalog::resolve::{ResolveError, resolve};
@@ -425,12 +426,7 @@ fn every_cache_location_huggingface_hub_honours() {
             .args(["list", "--json"])
             .out();
         let v: Value = serde_json::from_slice(&o.stdout).unwrap();
-        let names: Vec<&str> = v["data"]["models"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|m| m["name"].as_str().unwrap())
-            .collect();
+        let names: Vec<&str> = strs(&v["data"]["models"], "name");
         assert_eq!(names, ["org/m"], "{k}");
     }
 }
@@ -606,16 +602,9 @@ fn rm_counts_everything_it_frees() {
 #[test]
 fn relocated_models_run_with_the_same_text() {
     crate::require!(Python);
-    let python = std::env::var("MLXFS_TEST_PYTHON").unwrap();
-    let venv = Path::new(&python).parent().unwrap().parent().unwrap();
     let fx = Fx::new();
     let ext = fx.tmp.path().join("ext-disk");
-    let ws = fx.ws_home.join("tiny");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/make-tiny-model.py");
-    std::process::Command::new(&python)
-        .arg(script)
-        .arg(&ws)
-        .succeeds();
+    let ws = make_tiny(&fx, "tiny", &[]);
     let files = files_of(&ws);
     fx.hub_model("org/tiny", &files);
     move_and_link(
@@ -626,21 +615,10 @@ fn relocated_models_run_with_the_same_text() {
     write_tree(&far, &files);
     symlink(&far, fx.ws_home.join("far-tiny")).unwrap();
     let text = |model: &str| {
-        let (code, v) = json(
-            &fx,
-            &[
-                "run",
-                model,
-                "Explain FUSE",
-                "--seed",
-                "7",
-                "--max-tokens",
-                "12",
-                "--subprocess",
-                "--python",
-                &venv.to_string_lossy(),
-            ],
-        );
+        let (code, v) = explain_fuse(&fx, model)
+            .args(["--subprocess", "--json"])
+            .current_dir(fx.tmp.path())
+            .json();
         assert_eq!(code, 0, "{model}: {v}");
         v["data"]["text"].as_str().unwrap().to_string()
     };

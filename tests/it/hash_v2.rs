@@ -66,12 +66,7 @@ fn content_hash_matches_mlx_knife_reference_values() {
             Some(want) => {
                 let (hash, index) = got.unwrap_or_else(|e| panic!("{name}: {e}"));
                 let paths: Vec<&str> = index.iter().map(|e| e.path.as_str()).collect();
-                let want_paths: Vec<&str> = case["expected_index"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|e| e["path"].as_str().unwrap())
-                    .collect();
+                let want_paths: Vec<&str> = strs(&case["expected_index"], "path");
                 assert_eq!(paths, want_paths, "{name}: indexed paths");
                 for (got, want) in index.iter().zip(case["expected_index"].as_array().unwrap()) {
                     assert_eq!(
@@ -296,12 +291,7 @@ fn nfd_names_are_indexed_as_nfc_and_stay_clean() {
     sentinel::recalc(&ws).unwrap();
     let v: Value =
         serde_json::from_slice(&fs::read(ws.join(".mlxk_workspace.json")).unwrap()).unwrap();
-    let paths: Vec<&str> = v["file_index"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["path"].as_str().unwrap())
-        .collect();
+    let paths: Vec<&str> = strs(&v["file_index"], "path");
     assert!(paths.contains(&"caf\u{e9}.txt"), "{paths:?}");
     assert!(matches!(clean_of(&ws), Clean::Clean { .. }));
 }

@@ -162,8 +162,7 @@ fn every_home_is_searched_and_a_name_in_two_homes_is_ambiguous() {
     want.sort();
     assert_eq!(shown, want);
     let o = h.mlxfs(&["show", "qwen-small", "--json"]);
-    assert_eq!(o.status.code(), Some(1));
-    let v = envelope(&o);
+    let v = exited(&o, 1);
     assert_eq!(v["error"]["type"], "ambiguous_match");
     let matches = v["error"]["matches"].to_string();
     assert!(matches.contains(&*f) && matches.contains(&*s), "{v}");

@@ -723,8 +723,7 @@ fn mount_errors_are_clear() {
     fs::write(full.join("x"), "x").unwrap();
     let o = mlxfs(&fx).arg("mount").arg(&full).output().unwrap();
     assert_eq!(o.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("is not empty"), "{err}");
+    stderr_has(&o, "is not empty");
     let o = mlxfs(&fx).arg("umount").arg(&full).output().unwrap();
     assert!(String::from_utf8_lossy(&o.stderr).contains("is not a mount point"));
 }
@@ -1313,17 +1312,10 @@ fn a_copy_out_of_the_mount_is_clean_and_removable() {
 
 /// Every path below `root`, relative, sorted.
 fn tree_names(root: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in fs::read_dir(&d).unwrap().flatten() {
-            let p = e.path();
-            out.push(p.strip_prefix(root).unwrap().to_string_lossy().into_owned());
-            if e.file_type().unwrap().is_dir() {
-                stack.push(p);
-            }
-        }
-    }
+    let mut out: Vec<String> = walk(root)
+        .iter()
+        .map(|p| p.strip_prefix(root).unwrap().to_string_lossy().into_owned())
+        .collect();
     out.sort();
     out
 }

@@ -90,9 +90,8 @@ fn nothing_is_written_to_the_shared_caches() {
         ])
         .arg(venv_dir())
         .succeeds();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("tokens/s"), "{err}");
-    assert!(err.contains("/.hf_cache: nothing added"), "{err}");
+    stderr_has(&o, "tokens/s");
+    stderr_has(&o, "/.hf_cache: nothing added");
     assert_eq!((tree_state(&fx.hf_home), tree_state(&home_cache)), before);
 }
 
@@ -152,8 +151,7 @@ fn a_venv_without_mlx_gets_the_install_hint() {
         .arg(&bare)
         .output()
         .unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("pip install \"mlx[cpu]\" mlx-lm"), "{err}");
+    stderr_has(&o, "pip install \"mlx[cpu]\" mlx-lm");
 }
 
 #[test]
@@ -257,8 +255,7 @@ fn a_pytorch_labelled_checkpoint_is_refused_with_both_ways_out_and_runs_with_for
         ])
         .output()
         .unwrap();
-    assert_eq!(o.status.code(), Some(1));
-    let v = envelope(&o);
+    let v = exited(&o, 1);
     assert_eq!(v["error"]["type"], "model_incompatible", "{v}");
     let msg = v["error"]["message"].as_str().unwrap();
     assert!(
@@ -650,8 +647,7 @@ fn a_failing_python_side_shows_what_it_printed() {
             &[&["--json"], mode].concat(),
             &[("PYTHONPATH", &stub)],
         );
-        assert_eq!(o.status.code(), Some(1));
-        let v = envelope(&o);
+        let v = exited(&o, 1);
         assert_eq!(v["error"]["type"], "load_failed", "{mode:?} {v}");
         assert!(v["error"]["message"].as_str().unwrap().contains("Missing"));
         let out = &v["error"]["python_output"];
@@ -708,8 +704,7 @@ sys.meta_path.insert(0, _Hook())
             .env("STUB_EXIT", code)
             .output()
             .unwrap();
-        assert_eq!(o.status.code(), Some(1));
-        let v = envelope(&o);
+        let v = exited(&o, 1);
         assert_eq!(v["error"]["type"], "python_failed", "{v}");
         assert!(
             v["error"]["message"].as_str().unwrap().contains(says),
@@ -861,24 +856,11 @@ fn make_draft(fx: &Fx) -> PathBuf {
 /// draft model, HF_ENDPOINT at the local hub, optionally inside a network namespace of its
 /// own (`unshare -n`: no network at all).
 fn run_draft(fx: &Fx, model: &str, hub: &str, no_net: bool, extra: &[&str]) -> Value {
-    let mut c = mlxfs_net(fx, !no_net);
-    c.env("HF_ENDPOINT", hub);
-    c.args([
-        "run",
-        model,
-        "Explain FUSE",
-        "--json",
-        "--seed",
-        "7",
-        "--temperature",
-        "0",
-        "--max-tokens",
-        "12",
-        "--python",
-    ])
-    .arg(venv_dir())
-    .args(extra)
-    .ok()
+    explain_fuse_in(mlxfs_net(fx, !no_net), model)
+        .env("HF_ENDPOINT", hub)
+        .args(["--json", "--temperature", "0"])
+        .args(extra)
+        .ok()
 }
 
 #[test]

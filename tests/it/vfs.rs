@@ -210,12 +210,7 @@ fn tree_rules_names_links_and_what_is_hidden() {
     assert_eq!(t.node(links).unwrap().attr.nlink, 4); // sub, .mlxfs
     // What is hidden is said in status.json.
     let status: serde_json::Value = serde_json::from_slice(&cat(&v, ".mlxfs/status.json")).unwrap();
-    let hidden: Vec<&str> = status["hidden"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| h["path"].as_str().unwrap())
-        .collect();
+    let hidden: Vec<&str> = strs(&status["hidden"], "path");
     let ws_mlxfs = ws.join(".mlxfs");
     let home_mlxfs = fx.ws_home.join(".mlxfs");
     assert!(hidden.contains(&ws_mlxfs.to_str().unwrap()), "{status:#}");

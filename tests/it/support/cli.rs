@@ -94,6 +94,20 @@ pub fn data(v: &Value, o: &Output) -> Value {
     v["data"].clone()
 }
 
+/// `o` exited with `code` (stderr says why not); its JSON envelope.
+#[track_caller]
+pub fn exited(o: &Output, code: i32) -> Value {
+    assert_eq!(o.status.code(), Some(code), "{}", stderr(o));
+    envelope(o)
+}
+
+/// `o`'s stderr says `part`.
+#[track_caller]
+pub fn stderr_has(o: &Output, part: &str) {
+    let err = stderr(o);
+    assert!(err.contains(part), "{err}");
+}
+
 /// The error envelope `v` is of type `kind` with `part` in its message.
 #[track_caller]
 pub fn error_is(v: &Value, kind: &str, part: &str) {

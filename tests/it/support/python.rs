@@ -82,7 +82,11 @@ pub fn generate(script: &str, dir: &Path, args: &[&str]) -> PathBuf {
 /// `mlxfs run MODEL "Explain FUSE" --seed 7 --max-tokens 12` with the test venv: the tests'
 /// standard run (add `--json` and other arguments).
 pub fn explain_fuse(fx: &Fx, model: &str) -> Command {
-    let mut c = mlxfs(fx);
+    explain_fuse_in(mlxfs(fx), model)
+}
+
+/// [`explain_fuse`] on another `mlxfs` command (one without network, say).
+pub fn explain_fuse_in(mut c: Command, model: &str) -> Command {
     c.args([
         "run",
         model,
