@@ -45,6 +45,14 @@ fn build_case(ws: &Path, case: &Value) {
     }
 }
 
+/// A healthy model folder `ws` in a temp dir of its own (kept while the first is alive).
+fn good_ws() -> (tempfile::TempDir, std::path::PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let ws = tmp.path().join("ws");
+    write_tree(&ws, &good_files());
+    (tmp, ws)
+}
+
 #[test]
 fn content_hash_matches_mlx_knife_reference_values() {
     let spec: Value = serde_json::from_str(include_str!("fixtures/hash_cases.json")).unwrap();
@@ -117,9 +125,7 @@ fn refusals_say_why() {
 }
 
 fn managed_ws() -> (tempfile::TempDir, std::path::PathBuf) {
-    let tmp = tempfile::tempdir().unwrap();
-    let ws = tmp.path().join("ws");
-    write_tree(&ws, &good_files());
+    let (tmp, ws) = good_ws();
     managed_sentinel(&ws, r#", "custom_key": {"kept": [1, 2]}"#);
     sentinel::recalc(&ws).unwrap();
     (tmp, ws)
@@ -160,9 +166,7 @@ fn recalc_writes_v2_and_keeps_unknown_keys_in_place() {
 
 #[test]
 fn recalc_refuses_unmanaged_and_leaves_it_alone() {
-    let tmp = tempfile::tempdir().unwrap();
-    let ws = tmp.path().join("ws");
-    write_tree(&ws, &good_files());
+    let (_tmp, ws) = good_ws();
     assert!(matches!(
         sentinel::recalc(&ws),
         Err(sentinel::RecalcError::NotManaged)
@@ -223,9 +227,7 @@ fn clean_modified_and_unknown_states() {
 
 #[test]
 fn unknown_without_v2_sentinel() {
-    let tmp = tempfile::tempdir().unwrap();
-    let ws = tmp.path().join("ws");
-    write_tree(&ws, &good_files());
+    let (_tmp, ws) = good_ws();
     assert!(matches!(clean_of(&ws), Clean::Unknown { .. }));
     // v1 sentinel (2.0.5): no hash_algorithm.
     managed_sentinel(&ws, r#", "content_hash": "abc""#);
@@ -283,9 +285,7 @@ fn sentinel_paths_are_validated_before_any_file_access() {
 
 #[test]
 fn nfd_names_are_indexed_as_nfc_and_stay_clean() {
-    let tmp = tempfile::tempdir().unwrap();
-    let ws = tmp.path().join("ws");
-    write_tree(&ws, &good_files());
+    let (_tmp, ws) = good_ws();
     fs::write(ws.join("cafe\u{301}.txt"), "nfd").unwrap();
     managed_sentinel(&ws, "");
     sentinel::recalc(&ws).unwrap();

@@ -906,15 +906,7 @@ fn hostile_trees_mount_and_every_file_reads() {
     // The refresher survives a rescan of all this.
     fs::create_dir_all(fx.ws_home.join("late")).unwrap();
     fs::write(fx.ws_home.join("late/config.json"), "{}").unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !m.p("late").exists() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert!(
-        m.p("late").exists(),
-        "the tree stopped refreshing; log:\n{}",
-        m.log()
-    );
+    m.wait_for("late", "the tree stopped refreshing");
     assert!(!m.log().contains("panicked"), "{}", m.log());
 }
 
@@ -935,15 +927,7 @@ fn links_never_stall_the_watcher() {
     let m = Mount::start(&fx, &[]);
     std::thread::sleep(Duration::from_millis(300));
     fx.workspace("new", &good_files());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !m.p("new").exists() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert!(
-        m.p("new").exists(),
-        "the watcher stalled; log:\n{}",
-        m.log()
-    );
+    m.wait_for("new", "the watcher stalled");
 }
 
 /// `mount --daemon` through a link to an empty folder comes up (and `umount` through the same

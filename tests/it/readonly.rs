@@ -11,8 +11,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::loadable::{unprivileged, unprivileged_cmd};
 use crate::support::cli::*;
+use crate::support::unprivileged::{mkfifo, unprivileged, unprivileged_cmd};
 use crate::support::*;
 use mlxfs::catalog::{CacheLocation, ModelRef};
 
@@ -259,17 +259,11 @@ fn serve_answers_from_a_read_only_workspace() {
     let (fx, ws) = crate::support::python::with_tiny();
     let fifo = fx.workspace("fifo", &files_of(&ws));
     fs::remove_file(fifo.join("tokenizer.json")).unwrap();
-    crate::loadable::mkfifo(&fifo.join("tokenizer.json"));
+    mkfifo(&fifo.join("tokenizer.json"));
     let _ro = ReadOnly::new(&ws);
     let s = crate::support::serve::Served::start(&fx, &[]);
     let started = std::time::Instant::now();
-    let (status, v) = crate::support::serve::post_json(
-        &s.addr,
-        "/v1/chat/completions",
-        &[],
-        &json!({"model": "fifo", "max_tokens": 4,
-                "messages": [{"role": "user", "content": "Explain FUSE"}]}),
-    );
+    let (status, v) = explain_fuse_chat(&s, "fifo");
     assert_eq!(status, 422, "{v}");
     assert_eq!(v["error"]["type"], "model_unhealthy");
     assert_eq!(
@@ -277,13 +271,7 @@ fn serve_answers_from_a_read_only_workspace() {
         "fifo is unhealthy: tokenizer.json is a FIFO, not a regular file"
     );
     assert!(started.elapsed() < std::time::Duration::from_secs(5));
-    let (status, v) = crate::support::serve::post_json(
-        &s.addr,
-        "/v1/chat/completions",
-        &[],
-        &json!({"model": "tiny", "max_tokens": 4,
-                "messages": [{"role": "user", "content": "Explain FUSE"}]}),
-    );
+    let (status, v) = explain_fuse_chat(&s, "tiny");
     assert_eq!(status, 200, "{v}\n{}", s.log());
     assert_eq!(v["object"], "chat.completion", "{v}");
     assert!(!ws.join(".hf_cache").exists());
@@ -293,4 +281,15 @@ fn serve_answers_from_a_read_only_workspace() {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     assert!(made.len() == 1 && made[0].starts_with("tiny-"), "{made:?}");
+}
+
+/// A chat completion of "Explain FUSE" (4 tokens at most) from `model`: (status, body).
+fn explain_fuse_chat(s: &crate::support::serve::Served, model: &str) -> (u16, Value) {
+    crate::support::serve::post_json(
+        &s.addr,
+        "/v1/chat/completions",
+        &[],
+        &json!({"model": model, "max_tokens": 4,
+                "messages": [{"role": "user", "content": "Explain FUSE"}]}),
+    )
 }

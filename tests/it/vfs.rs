@@ -17,6 +17,18 @@ use mlxfs::vfs::{
     fingerprint,
 };
 
+/// A fixture with the hub model `org/m` and its first tree (build 1): fixture, locations,
+/// the stamp, the inodes and the tree.
+fn org_m_tree() -> (Fx, mlxfs::catalog::Locations, SystemTime, Inodes, Tree) {
+    let fx = Fx::new();
+    fx.hub_model("org/m", &good_files());
+    let loc = fx.locations();
+    let stamp = SystemTime::now();
+    let mut inodes = Inodes::default();
+    let a = build(&loc, &mut inodes, 1, stamp);
+    (fx, loc, stamp, inodes, a)
+}
+
 fn vfs_of(fx: &Fx) -> Vfs {
     vfs_for(&fx.locations(), &fx.tmp.path().join("mnt"))
 }
@@ -75,12 +87,7 @@ fn a_rescan_that_finds_nothing_new_changes_nothing() {
 /// own time alone (its org folder shows it) is a new fingerprint, so a refresh rebuilds.
 #[test]
 fn the_fingerprint_covers_a_repo_folders_own_time() {
-    let fx = Fx::new();
-    fx.hub_model("org/m", &good_files());
-    let loc = fx.locations();
-    let stamp = SystemTime::now();
-    let mut inodes = Inodes::default();
-    let a = build(&loc, &mut inodes, 1, stamp);
+    let (fx, loc, stamp, mut inodes, a) = org_m_tree();
     let t = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000);
     fs::File::open(fx.hub().join("models--org--m"))
         .unwrap()
@@ -95,12 +102,7 @@ fn the_fingerprint_covers_a_repo_folders_own_time() {
 
 #[test]
 fn changes_become_invalidations_and_inodes_stay_stable() {
-    let fx = Fx::new();
-    fx.hub_model("org/m", &good_files());
-    let loc = fx.locations();
-    let stamp = SystemTime::now();
-    let mut inodes = Inodes::default();
-    let a = build(&loc, &mut inodes, 1, stamp);
+    let (fx, loc, stamp, mut inodes, a) = org_m_tree();
     let cfg = a.resolve_path("org/m/config.json".as_ref()).unwrap();
     fx.workspace("fresh", &good_files());
     let b = build(&loc, &mut inodes, 2, stamp);

@@ -25,6 +25,13 @@ fn spec(ws: &Path) -> WorkerSpec {
 
 /// Seeded sampling: `mlxfs run --temperature 0.7 --top-p 0.9 --repetition-penalty 1.1 --seed 7
 /// --max-tokens 12` ([`SAMPLED`]) for the prompt as chat.
+/// The tiny model (see [`with_tiny`]) and a worker over it.
+fn tiny_worker() -> (crate::support::Fx, PathBuf, Worker) {
+    let (fx, ws) = with_tiny();
+    let w = Worker::start(&spec(&ws)).unwrap();
+    (fx, ws, w)
+}
+
 fn chat(prompt: &str) -> GenJob {
     GenJob {
         messages: Some(vec![json!({"role": "user", "content": prompt})]),
@@ -336,8 +343,7 @@ fn a_repeated_or_extended_prompt_reuses_the_cache_and_gives_the_same_text() {
 #[test]
 fn stop_sequences_end_the_text_and_are_never_streamed() {
     crate::require!(Python);
-    let (_fx, ws) = with_tiny();
-    let w = Worker::start(&spec(&ws)).unwrap();
+    let (_fx, _ws, w) = tiny_worker();
     let (_, full, _) = run_one(&w, greedy("Explain FUSE", 24));
     let chars: Vec<char> = full.chars().collect();
     assert!(chars.len() >= 10, "{full:?}");
@@ -365,8 +371,7 @@ fn stop_sequences_end_the_text_and_are_never_streamed() {
 #[test]
 fn cancel_stops_a_running_and_a_queued_job_and_the_worker_goes_on() {
     crate::require!(Python);
-    let (_fx, ws) = with_tiny();
-    let w = Worker::start(&spec(&ws)).unwrap();
+    let (_fx, _ws, w) = tiny_worker();
     // Greedy decoding of this model never emits end-of-text: it would run for minutes.
     let mut long = w.submit(greedy("hello", 1_000_000)).unwrap();
     let mut other = w.submit(greedy("Explain FUSE", 1_000_000)).unwrap();
@@ -412,8 +417,7 @@ fn cancel_stops_a_running_and_a_queued_job_and_the_worker_goes_on() {
 #[test]
 fn a_killed_worker_fails_its_jobs_and_takes_no_more() {
     crate::require!(Python);
-    let (_fx, ws) = with_tiny();
-    let w = Worker::start(&spec(&ws)).unwrap();
+    let (_fx, _ws, w) = tiny_worker();
     let mut running = w.submit(greedy("hello", 1_000_000)).unwrap();
     first_token(&mut running);
     // Waits for the batch to empty (a seeded sampling job runs alone).
@@ -443,8 +447,7 @@ fn a_killed_worker_fails_its_jobs_and_takes_no_more() {
 #[test]
 fn unchecked_values_are_refused_by_the_worker_and_harm_no_other_job() {
     crate::require!(Python);
-    let (_fx, ws) = with_tiny();
-    let w = Worker::start(&spec(&ws)).unwrap();
+    let (_fx, _ws, w) = tiny_worker();
     assert_eq!(w.vocab_size(), Some(384));
     let alone = run_one(&w, greedy("Explain FUSE", 300));
     let mut running = w.submit(greedy("Explain FUSE", 300)).unwrap();
@@ -749,8 +752,7 @@ print("ok")
 #[test]
 fn a_long_prompt_being_encoded_holds_no_other_job() {
     crate::require!(Python);
-    let (_fx, ws) = with_tiny();
-    let w = Worker::start(&spec(&ws)).unwrap();
+    let (_fx, _ws, w) = tiny_worker();
     // Its longest token, "<|assistant|>": the bound serve's early refusal uses.
     assert_eq!(w.max_token_chars(), Some(13));
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -833,8 +835,7 @@ fn a_long_prompt_being_encoded_holds_no_other_job() {
 #[test]
 fn max_tokens_is_held_to_the_context() {
     crate::require!(Python);
-    let (_fx, ws) = with_tiny();
-    let w = Worker::start(&spec(&ws)).unwrap();
+    let (_fx, _ws, w) = tiny_worker();
     let job = |max_tokens: u32, explicit: bool| GenJob {
         max_tokens,
         max_tokens_explicit: explicit,

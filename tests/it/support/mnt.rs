@@ -50,6 +50,16 @@ impl Mount {
         panic!("mount at {} did not come up", self.dir.display());
     }
 
+    /// Wait up to 10 s for `rel` to appear in the mount; fail saying `what` (and the log).
+    #[track_caller]
+    pub fn wait_for(&self, rel: &str, what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.p(rel).exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(self.p(rel).exists(), "{what}; log:\n{}", self.log());
+    }
+
     pub fn p(&self, rel: &str) -> PathBuf {
         self.dir.join(rel)
     }

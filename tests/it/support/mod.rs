@@ -7,6 +7,7 @@ pub mod fakehub;
 pub mod mnt;
 pub mod python;
 pub mod serve;
+pub mod unprivileged;
 
 use std::fs;
 use std::os::unix::fs::symlink;
