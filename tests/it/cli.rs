@@ -11,6 +11,15 @@ fn keys(v: &Value) -> Vec<&str> {
     v.as_object().unwrap().keys().map(String::as_str).collect()
 }
 
+/// `mlxfs ARGS` exits 0 with an envelope of these keys, in this order.
+#[track_caller]
+fn keyed(fx: &Fx, args: &[&str], want: &[&str]) -> (std::process::Output, Value) {
+    let o = mlxfs(fx).args(args).out();
+    let v = exited(&o, 0);
+    assert_eq!(keys(&v), want);
+    (o, v)
+}
+
 /// A catalog with every Src state: cache, ws (clean), ws* (modified), ws? (no v2 hash).
 fn catalog() -> Fx {
     let fx = Fx::new();
@@ -29,9 +38,11 @@ fn catalog() -> Fx {
 #[test]
 fn list_json_envelope() {
     let fx = catalog();
-    let o = mlxfs(&fx).args(["list", "--json"]).out();
-    let v = exited(&o, 0);
-    assert_eq!(keys(&v), ["status", "command", "data", "error"]);
+    let (o, v) = keyed(
+        &fx,
+        &["list", "--json"],
+        &["status", "command", "data", "error"],
+    );
     assert_eq!(
         (v["status"].as_str(), v["command"].as_str()),
         (Some("success"), Some("list"))
@@ -190,9 +201,11 @@ fn human_list_table() {
 #[test]
 fn health_command() {
     let fx = catalog();
-    let o = mlxfs(&fx).args(["health", "--json"]).out();
-    let v = exited(&o, 0);
-    assert_eq!(keys(&v), ["status", "command", "error", "data"]);
+    let (_, v) = keyed(
+        &fx,
+        &["health", "--json"],
+        &["status", "command", "error", "data"],
+    );
     assert_eq!(
         v["data"]["summary"],
         serde_json::json!({"total": 5, "healthy_count": 4, "unhealthy_count": 1})

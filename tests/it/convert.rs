@@ -136,18 +136,8 @@ fn check_result_workspace(fx: &Fx, target: &Path, d: &Value, mode: &str) {
     assert_eq!(s["conversion"]["mode"], mode);
     // mlx-knife's key order for a converted workspace.
     let keys: Vec<&str> = s.as_object().unwrap().keys().map(String::as_str).collect();
-    assert_eq!(
-        &keys[..7],
-        &[
-            "mlxk_version",
-            "created_at",
-            "source_repo",
-            "source_revision",
-            "managed",
-            "operation",
-            "mode"
-        ]
-    );
+    assert_eq!(&keys[..6], &SENTINEL_HEAD);
+    assert_eq!(keys[6], "mode");
     assert_eq!(
         &keys[keys.len() - 5..],
         &[

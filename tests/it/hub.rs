@@ -43,6 +43,21 @@ impl Env {
     }
 }
 
+impl Env {
+    /// Nothing is listed (a stopped download left nothing visible); then the stalled server
+    /// goes on and `args` run again end well: their envelope.
+    #[track_caller]
+    fn nothing_listed_then_again(&self, args: &[&str]) -> Value {
+        let (_, l) = self.json(&["list", "--all"], &[]);
+        assert_eq!(l["data"]["count"], 0, "{l:#}");
+        self.hub.release();
+        self.hub.clear_requests();
+        let (code, v) = self.json(args, &[]);
+        assert_eq!(code, 0, "{v:#}");
+        v
+    }
+}
+
 /// A small healthy MLX llama with a nested file, a duplicate blob, and LFS-sized weights.
 fn model_files(weights_bytes: usize) -> Vec<(String, Vec<u8>)> {
     let n = weights_bytes / 4;
@@ -291,13 +306,7 @@ fn a_killed_clone_resumes_where_it_stopped() {
     );
     let target = e.fx.ws_home.join("big");
     assert!(!target.exists(), "a half clone is visible");
-    let (_, l) = e.json(&["list", "--all"], &[]);
-    assert_eq!(l["data"]["count"], 0, "{l:#}");
-
-    e.hub.release();
-    e.hub.clear_requests();
-    let (code, v) = e.json(&["clone", "org/big"], &[]);
-    assert_eq!(code, 0, "{v:#}");
+    e.nothing_listed_then_again(&["clone", "org/big"]);
     assert_same_files(&target, &files);
     let log = e.hub.requests();
     assert!(
@@ -603,12 +612,7 @@ fn a_killed_pull_resumes_and_nothing_half_written_is_listed() {
         libc::SIGKILL,
     );
     assert!(!e.fx.hub().join("models--org--slow").exists());
-    let (_, l) = e.json(&["list", "--all"], &[]);
-    assert_eq!(l["data"]["count"], 0, "{l:#}");
-    e.hub.release();
-    e.hub.clear_requests();
-    let (code, v) = e.json(&["pull", "org/slow"], &[]);
-    assert_eq!(code, 0, "{v:#}");
+    let v = e.nothing_listed_then_again(&["pull", "org/slow"]);
     assert!(
         e.hub
             .requests()

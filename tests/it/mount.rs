@@ -364,18 +364,7 @@ fn mmap_check(through: &Path, backing: &Path, seconds_budget: u64) {
                 use std::os::unix::fs::FileExt;
                 let f = fs::File::open(&through).unwrap();
                 let real = fs::File::open(&backing).unwrap();
-                let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
-                // SAFETY: read-only shared mapping of a file we keep open for its lifetime.
-                let p = unsafe {
-                    libc::mmap(
-                        std::ptr::null_mut(),
-                        len,
-                        libc::PROT_READ,
-                        libc::MAP_SHARED,
-                        fd,
-                        0,
-                    )
-                };
+                let p = map_shared(&f, len);
                 assert_ne!(p, libc::MAP_FAILED, "mmap failed");
                 let mut x = t.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
                 let mut want = vec![0u8; 4096];
@@ -1384,17 +1373,7 @@ fn an_open_virtual_file_reads_one_whole_version() {
     let want = fs::read(m.p(".mlxfs/models.json")).unwrap();
     let len = f.metadata().unwrap().len() as usize;
     assert_eq!(len, want.len());
-    // SAFETY: a read-only shared mapping of a file kept open while it is read.
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ,
-            libc::MAP_SHARED,
-            std::os::fd::AsRawFd::as_raw_fd(&f),
-            0,
-        )
-    };
+    let p = map_shared(&f, len);
     assert_ne!(
         p,
         libc::MAP_FAILED,
@@ -1405,6 +1384,22 @@ fn an_open_virtual_file_reads_one_whole_version() {
     let mapped = unsafe { std::slice::from_raw_parts(p as *const u8, len) }.to_vec();
     unsafe { libc::munmap(p, len) };
     assert_eq!(mapped, want);
+}
+
+/// A read-only shared mapping of `len` bytes of `f` (`MAP_FAILED` when it fails); the caller
+/// keeps `f` open while it reads and unmaps it.
+fn map_shared(f: &fs::File, len: usize) -> *mut libc::c_void {
+    // SAFETY: a read-only shared mapping of an open file; nothing is written through it.
+    unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            std::os::fd::AsRawFd::as_raw_fd(f),
+            0,
+        )
+    }
 }
 
 /// The bytes the daemon process has read so far (`rchar` of /proc/PID/io: its `pread`s of

@@ -328,6 +328,16 @@ pub fn write_tree(root: &Path, files: &[(String, Vec<u8>)]) {
     }
 }
 
+/// The first keys of a sentinel mlxfs writes, in mlx-knife's order.
+pub const SENTINEL_HEAD: [&str; 6] = [
+    "mlxk_version",
+    "created_at",
+    "source_repo",
+    "source_revision",
+    "managed",
+    "operation",
+];
+
 /// A minimal managed sentinel (no hash yet).
 pub fn managed_sentinel(ws: &Path, extra: &str) {
     let s = format!(
