@@ -201,11 +201,8 @@ fn human_list_table() {
 #[test]
 fn health_command() {
     let fx = catalog();
-    let (_, v) = keyed(
-        &fx,
-        &["health", "--json"],
-        &["status", "command", "error", "data"],
-    );
+    let want = ["status", "command", "error", "data"];
+    let (_, v) = keyed(&fx, &["health", "--json"], &want);
     assert_eq!(
         v["data"]["summary"],
         serde_json::json!({"total": 5, "healthy_count": 4, "unhealthy_count": 1})

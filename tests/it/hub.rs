@@ -44,6 +44,18 @@ impl Env {
 }
 
 impl Env {
+    /// A hub with `repo` (a model of `size` bytes of weights) whose weights stall after `at`
+    /// bytes; and the model's files.
+    fn stalled(repo: &str, size: usize, at: u64) -> (Env, Vec<(String, Vec<u8>)>) {
+        let e = Env::new();
+        let files = model_files(size);
+        e.hub.put_repo(repo, &files);
+        e.hub.stall("model.safetensors", at);
+        (e, files)
+    }
+}
+
+impl Env {
     /// Nothing is listed (a stopped download left nothing visible); then the stalled server
     /// goes on and `args` run again end well: their envelope.
     #[track_caller]
@@ -287,10 +299,7 @@ fn a_clone_into_a_home_warns_when_another_home_has_the_name() {
 
 #[test]
 fn a_killed_clone_resumes_where_it_stopped() {
-    let e = Env::new();
-    let files = model_files(8 << 20);
-    e.hub.put_repo("org/big", &files);
-    e.hub.stall("model.safetensors", 3 * MIB);
+    let (e, files) = Env::stalled("org/big", 8 << 20, 3 * MIB);
     // Ctrl-C: the process says how to go on.
     let err = kill_when_stalled(
         &e,
@@ -599,10 +608,7 @@ fn pull_agrees_with_huggingface_hub_and_rm_keeps_shared_blobs() {
 
 #[test]
 fn a_killed_pull_resumes_and_nothing_half_written_is_listed() {
-    let e = Env::new();
-    let files = model_files(6 << 20);
-    e.hub.put_repo("org/slow", &files);
-    e.hub.stall("model.safetensors", 2 * MIB);
+    let (e, files) = Env::stalled("org/slow", 6 << 20, 2 * MIB);
     kill_when_stalled(
         &e,
         &["pull", "org/slow"],

@@ -19,6 +19,19 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// Start `cmd` (with `--subprocess` when `mode` says so) in a process group of its own, its
+/// stdout and stderr piped.
+fn spawn_grouped(cmd: &mut Command, mode: &str) -> Child {
+    if mode == "subprocess" {
+        cmd.arg("--subprocess");
+    }
+    cmd.process_group(0)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 /// Wait for `child` at most `limit`; on time out kill it (and its group) and say so.
 fn wait_for(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
     let deadline = Instant::now() + limit;
@@ -50,20 +63,18 @@ fn blocking_env(dir: &Path) -> PathBuf {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", text(&o.stderr));
-    let site = fs::read_dir(env.join("lib"))
-        .unwrap()
-        .flatten()
-        .next()
-        .unwrap()
-        .path()
-        .join("site-packages");
-    let real_site = fs::read_dir(venv_dir().join("lib"))
-        .unwrap()
-        .flatten()
-        .next()
-        .unwrap()
-        .path()
-        .join("site-packages");
+    // A venv's site-packages: lib/pythonX.Y/site-packages.
+    let site_of = |venv: &Path| {
+        fs::read_dir(venv.join("lib"))
+            .unwrap()
+            .flatten()
+            .next()
+            .unwrap()
+            .path()
+            .join("site-packages")
+    };
+    let site = site_of(&env);
+    let real_site = site_of(&venv_dir());
     fs::create_dir_all(site.join("mlx")).unwrap();
     fs::create_dir_all(site.join("mlx_lm")).unwrap();
     fs::write(site.join("mlx/__init__.py"), "").unwrap();
@@ -109,14 +120,8 @@ fn ctrl_c_and_sigterm_stop_a_run_blocked_while_loading() {
         cmd.args(["run", "tiny", "hello", "--json", "--python"])
             .arg(&env)
             .env("BLOCK_FIFO", &fifo)
-            .env("BLOCK_HOW", how)
-            .process_group(0)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        if mode == "subprocess" {
-            cmd.arg("--subprocess");
-        }
-        let mut child = cmd.spawn().unwrap();
+            .env("BLOCK_HOW", how);
+        let mut child = spawn_grouped(&mut cmd, mode);
         let deadline = Instant::now() + Duration::from_secs(30);
         while !reached.exists() {
             assert!(Instant::now() < deadline, "{case}: the load never began");
@@ -216,14 +221,8 @@ fn sigterm_and_sighup_to_the_group_keep_the_text_so_far() {
         let case = format!("{mode}, signal {signal}, to mlxfs first: {twice}");
         let mut cmd = mlxfs(&fx);
         cmd.args(["run", "tiny", "hello", "--max-tokens", "900000", "--python"])
-            .arg(venv_dir())
-            .process_group(0)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        if mode == "subprocess" {
-            cmd.arg("--subprocess");
-        }
-        let mut child = cmd.spawn().unwrap();
+            .arg(venv_dir());
+        let mut child = spawn_grouped(&mut cmd, mode);
         let mut out = child.stdout.take().unwrap();
         let mut first = [0u8; 16];
         out.read_exact(&mut first)
