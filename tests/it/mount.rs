@@ -821,7 +821,7 @@ fn the_issue_example_mounts_as_a_daemon() {
             &files(&[("config.json", b"{\"model_type\":\"llama\"}\n")]),
         );
     }
-    crate::hostile::set_mtime(
+    crate::support::hostile_trees::set_mtime(
         &fx.hub().join("models--org--m/snapshots/abcdefé12"),
         1_546_300_800,
     );
@@ -846,9 +846,9 @@ fn the_issue_example_mounts_as_a_daemon() {
 fn hostile_trees_mount_and_every_file_reads() {
     crate::require!(Fuse);
     let fx = Fx::new();
-    crate::hostile::regression_tree(&fx.hub(), &fx.ws_home);
-    for c in crate::hostile::fixed_catalogs(40) {
-        crate::hostile::materialize_into(&c, &fx.hub(), &fx.ws_home);
+    crate::support::hostile_trees::regression_tree(&fx.hub(), &fx.ws_home);
+    for c in crate::support::hostile_trees::fixed_catalogs(40) {
+        crate::support::hostile_trees::materialize_into(&c, &fx.hub(), &fx.ws_home);
     }
     let m = Mount::start(&fx, &[]);
     let dir = m.dir.clone();

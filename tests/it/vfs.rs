@@ -275,7 +275,7 @@ fn the_issue_example_builds_and_names_the_snapshot_by_characters() {
     let fx = Fx::new();
     fx.hub_snapshot("org/m", "1234567890abcdef", &good_files(), false);
     let odd = fx.hub_snapshot("org/m", "abcdefé12", &good_files(), false);
-    crate::hostile::set_mtime(&odd, 1_546_300_800); // 2019-01-01: the older one
+    crate::support::hostile_trees::set_mtime(&odd, 1_546_300_800); // 2019-01-01: the older one
     let v = vfs_of(&fx);
     assert_eq!(names(&v.tree(), "org"), ["m", "m@abcdefé"]);
     let loc = fx.locations();
@@ -538,7 +538,7 @@ fn apply(fx: &Fx, e: &Edit) {
         Edit::Touch(i) => {
             let p = ws(*i).join("config.json");
             if p.is_file() {
-                crate::hostile::set_mtime(&p, 1_700_000_000);
+                crate::support::hostile_trees::set_mtime(&p, 1_700_000_000);
             }
         }
     }

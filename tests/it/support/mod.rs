@@ -4,6 +4,7 @@
 
 pub mod cli;
 pub mod fakehub;
+pub mod hostile_trees;
 pub mod mnt;
 pub mod python;
 pub mod serve;
