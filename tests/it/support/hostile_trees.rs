@@ -218,11 +218,11 @@ pub fn extra() -> impl Strategy<Value = Extra> {
 
 #[derive(Debug, Clone)]
 pub struct ModelFiles {
-    pub cfg: Cfg,
-    pub weights: Option<Vec<u8>>,
-    pub extras: Vec<Extra>,
+    cfg: Cfg,
+    weights: Option<Vec<u8>>,
+    extras: Vec<Extra>,
     /// A real `.mlxfs` inside the model (file when true, folder when false).
-    pub meta: Option<bool>,
+    meta: Option<bool>,
 }
 
 pub fn model_files() -> impl Strategy<Value = ModelFiles> {
@@ -260,13 +260,13 @@ pub enum MainRef {
 #[derive(Debug, Clone)]
 pub struct Repo {
     /// The folder's name after `models--`.
-    pub id: Vec<u8>,
-    pub snaps: Vec<Snap>,
-    pub main: MainRef,
+    id: Vec<u8>,
+    snaps: Vec<Snap>,
+    main: MainRef,
     /// Files as huggingface_hub writes them (links into blobs/) or plain files.
-    pub blobs: bool,
+    blobs: bool,
     /// `snapshots/` itself missing.
-    pub no_snapshots_dir: bool,
+    no_snapshots_dir: bool,
 }
 
 pub fn repo() -> impl Strategy<Value = Repo> {
@@ -304,10 +304,10 @@ pub fn repo() -> impl Strategy<Value = Repo> {
 
 #[derive(Debug, Clone)]
 pub struct Workspace {
-    pub name: Vec<u8>,
-    pub files: ModelFiles,
+    name: Vec<u8>,
+    files: ModelFiles,
     /// The sentinel's bytes, when there is one.
-    pub sentinel: Option<Vec<u8>>,
+    sentinel: Option<Vec<u8>>,
 }
 
 pub fn workspace() -> impl Strategy<Value = Workspace> {
@@ -335,8 +335,8 @@ pub fn workspace() -> impl Strategy<Value = Workspace> {
 /// A whole catalog: a hub cache and a workspace home.
 #[derive(Debug, Clone)]
 pub struct Catalog {
-    pub repos: Vec<Repo>,
-    pub workspaces: Vec<Workspace>,
+    repos: Vec<Repo>,
+    workspaces: Vec<Workspace>,
 }
 
 pub fn catalog() -> impl Strategy<Value = Catalog> {
