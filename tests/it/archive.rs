@@ -6,7 +6,7 @@
 use std::fs;
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use mlxfs::archive::manifest::{Entry, Kind, MANIFEST_NAME, Manifest};
 use mlxfs::archive::tarfmt::{self, What};
@@ -16,21 +16,8 @@ use mlxfs::hash::sentinel::{self, Clean};
 use proptest::prelude::*;
 use serde_json::Value;
 
+use crate::support::cli::*;
 use crate::support::*;
-
-fn mlxfs(vars: &[(&'static str, String)], args: &[&str]) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_mlxfs"));
-    c.args(args).env_clear().env("PATH", "/usr/bin:/bin");
-    for (k, v) in vars {
-        c.env(k, v);
-    }
-    c.output().unwrap()
-}
-
-fn json(o: &Output) -> Value {
-    serde_json::from_slice(&o.stdout)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&o.stdout)))
-}
 
 /// A managed, clean workspace with everything an archive must carry: weights, a link in the
 /// hashed part, an executable, a path over 100 bytes, and a `.hf_cache/` laid out as
@@ -67,28 +54,23 @@ fn workspace(fx: &Fx, name: &str) -> PathBuf {
 /// Every entry below `root` (OS junk aside): path, kind, bytes or link target, exec bit.
 fn tree(root: &Path) -> Vec<String> {
     let mut out = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in fs::read_dir(&d).unwrap().flatten() {
-            let p = e.path();
-            let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
-            if rel == ".DS_Store" {
-                continue;
-            }
-            let md = fs::symlink_metadata(&p).unwrap();
-            if md.file_type().is_symlink() {
-                out.push(format!("{rel} -> {}", fs::read_link(&p).unwrap().display()));
-            } else if md.is_dir() {
-                out.push(format!("{rel}/"));
-                stack.push(p);
-            } else {
-                use sha2::Digest;
-                out.push(format!(
-                    "{rel} {:o} {}",
-                    md.permissions().mode() & 0o111,
-                    mlxfs::text::hex(&sha2::Sha256::digest(fs::read(&p).unwrap()))
-                ));
-            }
+    for p in walk(root) {
+        let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+        if rel == ".DS_Store" {
+            continue;
+        }
+        let md = fs::symlink_metadata(&p).unwrap();
+        if md.file_type().is_symlink() {
+            out.push(format!("{rel} -> {}", fs::read_link(&p).unwrap().display()));
+        } else if md.is_dir() {
+            out.push(format!("{rel}/"));
+        } else {
+            use sha2::Digest;
+            out.push(format!(
+                "{rel} {:o} {}",
+                md.permissions().mode() & 0o111,
+                mlxfs::text::hex(&sha2::Sha256::digest(fs::read(&p).unwrap()))
+            ));
         }
     }
     out.sort();
@@ -115,17 +97,10 @@ fn archive_round_trip_under_another_home_is_clean_with_the_same_hash() {
         .unwrap()
         .to_string();
     let out = a.tmp.path().join("my-ws.tar");
-    let o = mlxfs(
-        &a.vars(),
-        &["archive", "my-ws", out.to_str().unwrap(), "--json"],
-    );
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let v = json(&o);
+    let o = with_vars(&a.vars())
+        .args(["archive", "my-ws", out.to_str().unwrap(), "--json"])
+        .out();
+    let v = exited(&o, 0);
     assert_eq!(v["command"], "archive");
     let d = &v["data"];
     assert_eq!(d["content_hash"], stored.as_str());
@@ -142,14 +117,10 @@ fn archive_round_trip_under_another_home_is_clean_with_the_same_hash() {
 
     // Another machine: other HOME, HF_HOME and workspace home; default target by name.
     let b = Fx::new();
-    let o = mlxfs(&b.vars(), &["restore", out.to_str().unwrap(), "--json"]);
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let v = json(&o);
+    let o = with_vars(&b.vars())
+        .args(["restore", out.to_str().unwrap(), "--json"])
+        .out();
+    let v = exited(&o, 0);
     let target = b.ws_home.join("my-ws");
     assert_eq!(v["data"]["path"], target.to_str().unwrap());
     assert_eq!(v["data"]["content_hash"], stored.as_str());
@@ -165,7 +136,7 @@ fn archive_round_trip_under_another_home_is_clean_with_the_same_hash() {
     );
     let (h, _) = mlxfs::hash::compute_v2(&target, &mlxfs::hash::Excludes::default_list()).unwrap();
     assert_eq!(h, stored);
-    let shown = json(&mlxfs(&b.vars(), &["show", "my-ws", "--json"]));
+    let shown = envelope(&with_vars(&b.vars()).args(["show", "my-ws", "--json"]).out());
     assert_eq!(shown["data"]["model"]["clean"], true, "{shown}");
     // Nothing but the workspace next to it (no staging folder).
     let names: Vec<_> = fs::read_dir(&b.ws_home)
@@ -176,9 +147,11 @@ fn archive_round_trip_under_another_home_is_clean_with_the_same_hash() {
     assert_eq!(names, ["my-ws"]);
 
     // The target rules are clone's: an existing, non-empty target is refused.
-    let o = mlxfs(&b.vars(), &["restore", out.to_str().unwrap(), "--json"]);
+    let o = with_vars(&b.vars())
+        .args(["restore", out.to_str().unwrap(), "--json"])
+        .out();
     assert_eq!(o.status.code(), Some(1));
-    assert_eq!(json(&o)["error"]["type"], "InvalidTargetError");
+    assert_eq!(envelope(&o)["error"]["type"], "InvalidTargetError");
 }
 
 #[test]
@@ -248,77 +221,74 @@ fn archive_refuses_what_it_cannot_carry() {
     // A dirty workspace: refused, or archived without a content hash.
     let ws = workspace(&fx, "dirty");
     fs::write(ws.join("config.json"), "{\"changed\": 1}").unwrap();
-    let o = mlxfs(
-        &fx.vars(),
-        &["archive", "dirty", out.to_str().unwrap(), "--json"],
-    );
+    let o = with_vars(&fx.vars())
+        .args(["archive", "dirty", out.to_str().unwrap(), "--json"])
+        .out();
     assert_eq!(o.status.code(), Some(1));
-    assert_eq!(json(&o)["error"]["type"], "workspace_modified");
+    assert_eq!(envelope(&o)["error"]["type"], "workspace_modified");
     assert!(!out.exists());
-    let o = mlxfs(
-        &fx.vars(),
-        &[
+    let o = with_vars(&fx.vars())
+        .args([
             "archive",
             "dirty",
             out.to_str().unwrap(),
             "--json",
             "--allow-dirty",
-        ],
-    );
+        ])
+        .out();
     assert_eq!(
         o.status.code(),
         Some(0),
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );
-    assert_eq!(json(&o)["data"]["content_hash"], Value::Null);
-    assert_eq!(json(&o)["data"]["clean"], false);
+    assert_eq!(envelope(&o)["data"]["content_hash"], Value::Null);
+    assert_eq!(envelope(&o)["data"]["clean"], false);
     let t = fx.tmp.path().join("dirty-back");
     let r = restore(&out, &t).unwrap();
     assert_eq!(r.content_hash, None);
     assert_eq!(tree(&t), tree(&ws));
     // OUT exists: refused without --force; inside the workspace: refused.
-    let o = mlxfs(
-        &fx.vars(),
-        &[
+    let o = with_vars(&fx.vars())
+        .args([
             "archive",
             "dirty",
             out.to_str().unwrap(),
             "--allow-dirty",
             "--json",
-        ],
-    );
-    assert_eq!(json(&o)["error"]["type"], "InvalidTargetError");
-    let o = mlxfs(
-        &fx.vars(),
-        &[
+        ])
+        .out();
+    assert_eq!(envelope(&o)["error"]["type"], "InvalidTargetError");
+    let o = with_vars(&fx.vars())
+        .args([
             "archive",
             "dirty",
             out.to_str().unwrap(),
             "--allow-dirty",
             "--force",
             "--json",
-        ],
-    );
+        ])
+        .out();
     assert_eq!(o.status.code(), Some(0));
     let inside = ws.join("self.tar");
-    let o = mlxfs(
-        &fx.vars(),
-        &[
+    let o = with_vars(&fx.vars())
+        .args([
             "archive",
             "dirty",
             inside.to_str().unwrap(),
             "--allow-dirty",
             "--json",
-        ],
-    );
-    assert_eq!(json(&o)["error"]["type"], "InvalidTargetError");
+        ])
+        .out();
+    assert_eq!(envelope(&o)["error"]["type"], "InvalidTargetError");
     assert!(!inside.exists());
 
     // A hub model is not a workspace.
     fx.hub_model("org/hubby", &good_files());
-    let o = mlxfs(&fx.vars(), &["archive", "org/hubby", "--json"]);
-    assert_eq!(json(&o)["error"]["type"], "workspace_not_found");
+    let o = with_vars(&fx.vars())
+        .args(["archive", "org/hubby", "--json"])
+        .out();
+    assert_eq!(envelope(&o)["error"]["type"], "workspace_not_found");
 
     // A link out of the workspace, a FIFO: refused, naming them; no temp file left.
     let ws = workspace(&fx, "linky");
@@ -748,19 +718,18 @@ fn archive_restore_cli_says_what_is_wrong_and_leaves_no_target() {
     let file = h.fx.tmp.path().join("flipped.tar");
     fs::write(&file, &b).unwrap();
     let before = tree(&h.fx.ws_home);
-    let o = mlxfs(
-        &h.fx.vars(),
-        &["restore", file.to_str().unwrap(), "copy", "--json"],
-    );
-    assert_eq!(o.status.code(), Some(1));
-    let v = json(&o);
+    let o = with_vars(&h.fx.vars())
+        .args(["restore", file.to_str().unwrap(), "copy", "--json"])
+        .out();
+    let v = exited(&o, 1);
     assert_eq!(v["status"], "error");
     assert_eq!(v["error"]["type"], "invalid_archive");
     assert!(!h.fx.ws_home.join("copy").exists());
     assert_eq!(tree(&h.fx.ws_home), before);
-    let o = mlxfs(&h.fx.vars(), &["restore", file.to_str().unwrap(), "copy"]);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("nothing was restored"), "{err}");
+    let o = with_vars(&h.fx.vars())
+        .args(["restore", file.to_str().unwrap(), "copy"])
+        .out();
+    stderr_has(&o, "nothing was restored");
 }
 
 /// OS junk names that the content hash counts (`.hidden`, `autorun.inf`, `.localized`, and a
@@ -859,18 +828,13 @@ fn restore_refuses_harmful_targets_and_sweeps_what_a_killed_run_left() {
     let vars = a.vars();
     let arch = out.to_str().unwrap();
     let refused = |target: &str, cwd: Option<&Path>, want: &str| {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_mlxfs"));
-        c.args(["restore", arch, target, "--json"])
-            .env_clear()
-            .env("PATH", "/usr/bin:/bin");
-        for (k, v) in &vars {
-            c.env(k, v);
-        }
+        let mut c = with_vars(&vars);
+        c.args(["restore", arch, target, "--json"]);
         if let Some(d) = cwd {
             c.current_dir(d);
         }
         let o = c.output().unwrap();
-        let v = json(&o);
+        let v = envelope(&o);
         assert_eq!(o.status.code(), Some(1), "{target}: {v}");
         let msg = v["error"]["message"].as_str().unwrap_or("");
         assert!(msg.contains(want), "{target}: {msg}");
@@ -898,21 +862,20 @@ fn restore_refuses_harmful_targets_and_sweeps_what_a_killed_run_left() {
     fs::create_dir_all(stale.join("x")).unwrap();
     let tmp = a.tmp.path().join(format!(".t.tar.mlxfs-tmp-{dead}"));
     fs::write(&tmp, "half").unwrap();
-    let o = mlxfs(&vars, &["restore", arch, "t2"]);
+    let o = with_vars(&vars).args(["restore", arch, "t2"]).out();
     assert_eq!(o.status.code(), Some(0), "{o:?}");
     assert!(!stale.exists());
     assert!(
         String::from_utf8_lossy(&o.stderr)
             .contains("left by an archive or restore that was killed")
     );
-    let o = mlxfs(
-        &vars,
-        &[
+    let o = with_vars(&vars)
+        .args([
             "archive",
             "t",
             a.tmp.path().join("t3.tar").to_str().unwrap(),
-        ],
-    );
+        ])
+        .out();
     assert_eq!(o.status.code(), Some(0), "{o:?}");
     assert!(!tmp.exists());
 }
@@ -1022,29 +985,22 @@ fn a_name_with_control_characters_needs_a_target() {
     let out = a.tmp.path().join("ws.tar");
     archive_to(&ws, &out, &Options::default());
     let b = Fx::new();
-    let o = mlxfs(&b.vars(), &["restore", out.to_str().unwrap(), "--json"]);
-    assert_eq!(o.status.code(), Some(1));
-    let v = json(&o);
-    assert_eq!(v["error"]["type"], "InvalidTargetError", "{v}");
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("control characters"),
-        "{v}"
-    );
+    let o = with_vars(&b.vars())
+        .args(["restore", out.to_str().unwrap(), "--json"])
+        .out();
+    let v = exited(&o, 1);
+    error_is(&v, "InvalidTargetError", "control characters");
     assert_eq!(fs::read_dir(&b.ws_home).unwrap().count(), 0);
     let target = b.tmp.path().join("restored");
-    let o = mlxfs(
-        &b.vars(),
-        &[
+    let o = with_vars(&b.vars())
+        .args([
             "restore",
             out.to_str().unwrap(),
             target.to_str().unwrap(),
             "--json",
-        ],
-    );
-    assert_eq!(o.status.code(), Some(0), "{}", json(&o));
+        ])
+        .out();
+    assert_eq!(o.status.code(), Some(0), "{}", envelope(&o));
     assert!(target.join("config.json").is_file());
 }
 
@@ -1054,9 +1010,10 @@ fn a_name_with_control_characters_needs_a_target() {
 fn archive_to_dash_is_refused() {
     let a = Fx::new();
     a.workspace("w", &good_files());
-    let o = mlxfs(&a.vars(), &["archive", "w", "-", "--json", "--allow-dirty"]);
-    assert_eq!(o.status.code(), Some(1));
-    let v = json(&o);
+    let o = with_vars(&a.vars())
+        .args(["archive", "w", "-", "--json", "--allow-dirty"])
+        .out();
+    let v = exited(&o, 1);
     assert_eq!(v["error"]["type"], "InvalidTargetError", "{v}");
     assert!(!Path::new("-").exists());
 }

@@ -4,6 +4,7 @@ use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::Path;
 
+use crate::support::cli::Run;
 use crate::support::*;
 use mlxfs::catalog::record::describe;
 use mlxfs::catalog::resolve::{ResolveError, resolve};
@@ -72,13 +73,10 @@ fn a_link_loop_is_named_so() {
     let fx = Fx::new();
     fx.workspace("fine", &good_files());
     symlink("loop", fx.ws_home.join("loop")).unwrap();
-    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_mlxfs"));
-    c.args(["list", "--json", "--all"]).env_clear();
-    for (k, val) in fx.vars() {
-        c.env(k, val);
-    }
-    let o = c.output().unwrap();
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let (_, v) = crate::support::cli::mlxfs(&fx)
+        .env_remove("PATH")
+        .args(["list", "--json", "--all"])
+        .envelope();
     let models = v["data"]["models"].as_array().unwrap();
     assert!(models.iter().any(|m| m["display_name"] == "fine"), "{v}");
     let l = models

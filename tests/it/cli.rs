@@ -3,26 +3,21 @@
 use serde_json::Value;
 use std::fs;
 use std::path::Path;
-use std::process::{Command, Output};
 
+use crate::support::cli::*;
 use crate::support::*;
-
-fn mlxfs(fx: &Fx, args: &[&str]) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_mlxfs"));
-    c.args(args).env_clear().env("PATH", "/usr/bin:/bin");
-    for (k, v) in fx.vars() {
-        c.env(k, v);
-    }
-    c.output().unwrap()
-}
-
-fn json(o: &Output) -> Value {
-    serde_json::from_slice(&o.stdout)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&o.stdout)))
-}
 
 fn keys(v: &Value) -> Vec<&str> {
     v.as_object().unwrap().keys().map(String::as_str).collect()
+}
+
+/// `mlxfs ARGS` exits 0 with an envelope of these keys, in this order.
+#[track_caller]
+fn keyed(fx: &Fx, args: &[&str], want: &[&str]) -> (std::process::Output, Value) {
+    let o = mlxfs(fx).args(args).out();
+    let v = exited(&o, 0);
+    assert_eq!(keys(&v), want);
+    (o, v)
 }
 
 /// A catalog with every Src state: cache, ws (clean), ws* (modified), ws? (no v2 hash).
@@ -43,10 +38,11 @@ fn catalog() -> Fx {
 #[test]
 fn list_json_envelope() {
     let fx = catalog();
-    let o = mlxfs(&fx, &["list", "--json"]);
-    assert_eq!(o.status.code(), Some(0));
-    let v = json(&o);
-    assert_eq!(keys(&v), ["status", "command", "data", "error"]);
+    let (o, v) = keyed(
+        &fx,
+        &["list", "--json"],
+        &["status", "command", "data", "error"],
+    );
     assert_eq!(
         (v["status"].as_str(), v["command"].as_str()),
         (Some("success"), Some("list"))
@@ -106,19 +102,19 @@ fn json_is_accepted_anywhere_on_the_line() {
         &["list", "--json"],
         &["list", "tiny", "--json"],
     ] {
-        let o = mlxfs(&fx, args);
-        assert_eq!(json(&o)["command"], "list", "{args:?}");
+        let o = mlxfs(&fx).args(args).out();
+        assert_eq!(envelope(&o)["command"], "list", "{args:?}");
     }
 }
 
 #[test]
 fn version() {
     let fx = Fx::new();
-    let o = mlxfs(&fx, &["--version", "--json"]);
-    let v = json(&o);
+    let o = mlxfs(&fx).args(["--version", "--json"]).out();
+    let v = envelope(&o);
     assert_eq!(v["command"], "version");
     assert_eq!(v["data"]["cli_version"], env!("CARGO_PKG_VERSION"));
-    let o = mlxfs(&fx, &["--version"]);
+    let o = mlxfs(&fx).args(["--version"]).out();
     assert_eq!(
         String::from_utf8_lossy(&o.stdout).trim(),
         format!("mlxfs {}", env!("CARGO_PKG_VERSION"))
@@ -129,16 +125,15 @@ fn version() {
 fn errors_and_exit_codes() {
     let fx = catalog();
     // Ambiguous: exit 1, every candidate listed.
-    let o = mlxfs(&fx, &["show", "ws", "--json"]);
-    assert_eq!(o.status.code(), Some(1));
-    let v = json(&o);
+    let o = mlxfs(&fx).args(["show", "ws", "--json"]).out();
+    let v = exited(&o, 1);
     assert_eq!(v["error"]["type"], "ambiguous_match");
     assert_eq!(
         v["error"]["matches"],
         serde_json::json!(["clean-ws", "dirty-ws", "plain-ws"])
     );
     // Human: message, candidates and a hint on stderr; nothing on stdout.
-    let o = mlxfs(&fx, &["show", "ws"]);
+    let o = mlxfs(&fx).args(["show", "ws"]).out();
     assert_eq!(o.status.code(), Some(1));
     assert!(o.stdout.is_empty());
     let err = String::from_utf8_lossy(&o.stderr);
@@ -148,24 +143,24 @@ fn errors_and_exit_codes() {
     );
     assert!(err.contains("  plain-ws") && err.contains("hint:"), "{err}");
     // Not found.
-    let v = json(&mlxfs(&fx, &["show", "zzz", "--json"]));
+    let v = envelope(&mlxfs(&fx).args(["show", "zzz", "--json"]).out());
     assert_eq!(v["error"]["type"], "model_not_found");
     // Usage errors: exit 2, JSON when --json is on the line.
-    let o = mlxfs(&fx, &["list", "--bogus", "--json"]);
+    let o = mlxfs(&fx).args(["list", "--bogus", "--json"]).out();
     assert_eq!(o.status.code(), Some(2));
-    assert_eq!(json(&o)["error"]["type"], "CommandError");
-    let o = mlxfs(&fx, &["show"]);
+    assert_eq!(envelope(&o)["error"]["type"], "CommandError");
+    let o = mlxfs(&fx).args(["show"]).out();
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("Usage"));
-    let o = mlxfs(&fx, &["--json"]);
+    let o = mlxfs(&fx).args(["--json"]).out();
     assert_eq!(o.status.code(), Some(1));
-    assert_eq!(json(&o)["error"]["message"], "No command specified");
+    assert_eq!(envelope(&o)["error"]["message"], "No command specified");
 }
 
 #[test]
 fn human_list_table() {
     let fx = catalog();
-    let out = String::from_utf8(mlxfs(&fx, &["list", "--all"]).stdout).unwrap();
+    let out = String::from_utf8(mlxfs(&fx).args(["list", "--all"]).out().stdout).unwrap();
     let lines: Vec<&str> = out.lines().collect();
     assert!(lines[0].starts_with("Name "), "{out}");
     assert!(
@@ -185,11 +180,16 @@ fn human_list_table() {
     // mlx-community/ is stripped without --verbose.
     assert!(row("Tiny-Instruct-4bit").contains("| cache |"), "{out}");
     // The default view hides unhealthy models.
-    let out = String::from_utf8(mlxfs(&fx, &["list"]).stdout).unwrap();
+    let out = String::from_utf8(mlxfs(&fx).args(["list"]).out().stdout).unwrap();
     assert!(!out.contains("broken"), "{out}");
     assert!(out.contains("Tiny-Instruct-4bit"));
-    let out =
-        String::from_utf8(mlxfs(&fx, &["list", "--all", "--health", "--verbose"]).stdout).unwrap();
+    let out = String::from_utf8(
+        mlxfs(&fx)
+            .args(["list", "--all", "--health", "--verbose"])
+            .out()
+            .stdout,
+    )
+    .unwrap();
     // The reason column wraps at 26 characters, as mlx-knife's does.
     assert!(out.contains("| config.json is empty or"), "{out}");
     assert!(
@@ -201,10 +201,8 @@ fn human_list_table() {
 #[test]
 fn health_command() {
     let fx = catalog();
-    let o = mlxfs(&fx, &["health", "--json"]);
-    assert_eq!(o.status.code(), Some(0));
-    let v = json(&o);
-    assert_eq!(keys(&v), ["status", "command", "error", "data"]);
+    let want = ["status", "command", "error", "data"];
+    let (_, v) = keyed(&fx, &["health", "--json"], &want);
     assert_eq!(
         v["data"]["summary"],
         serde_json::json!({"total": 5, "healthy_count": 4, "unhealthy_count": 1})
@@ -218,7 +216,7 @@ fn health_command() {
         v["data"]["unhealthy"][0]["reason"],
         "config.json is empty or invalid"
     );
-    let human = String::from_utf8(mlxfs(&fx, &["health"]).stdout).unwrap();
+    let human = String::from_utf8(mlxfs(&fx).args(["health"]).out().stdout).unwrap();
     assert!(
         human.starts_with("Summary: total 5, healthy 4, unhealthy 1\n"),
         "{human}"
@@ -227,7 +225,7 @@ fn health_command() {
         human.contains("unhealthy org/broken — config.json is empty or invalid"),
         "{human}"
     );
-    let one = json(&mlxfs(&fx, &["health", "tiny", "--json"]));
+    let one = envelope(&mlxfs(&fx).args(["health", "tiny", "--json"]).out());
     assert_eq!(one["data"]["summary"]["total"], 1);
     assert_eq!(
         one["data"]["healthy"][0]["name"],
@@ -238,7 +236,7 @@ fn health_command() {
 #[test]
 fn show_json_and_human() {
     let fx = catalog();
-    let v = json(&mlxfs(&fx, &["show", "clean-ws", "--json"]));
+    let v = envelope(&mlxfs(&fx).args(["show", "clean-ws", "--json"]).out());
     assert_eq!(
         keys(&v["data"]),
         ["model", "workspace_metadata", "metadata", "runtime_cache"]
@@ -249,13 +247,8 @@ fn show_json_and_human() {
     );
     assert_eq!(v["data"]["workspace_metadata"]["operation"], "clone");
     assert_eq!(v["data"]["metadata"]["model_type"], "llama");
-    let v = json(&mlxfs(&fx, &["show", "tiny", "--files", "--json"]));
-    let names: Vec<&str> = v["data"]["files"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f["name"].as_str().unwrap())
-        .collect();
+    let v = envelope(&mlxfs(&fx).args(["show", "tiny", "--files", "--json"]).out());
+    let names: Vec<&str> = strs(&v["data"]["files"], "name");
     assert_eq!(
         names,
         [
@@ -266,9 +259,13 @@ fn show_json_and_human() {
         ]
     );
     assert_eq!(v["data"]["files"][1]["type"], "weights");
-    let v = json(&mlxfs(&fx, &["show", "tiny", "--config", "--json"]));
+    let v = envelope(
+        &mlxfs(&fx)
+            .args(["show", "tiny", "--config", "--json"])
+            .out(),
+    );
     assert_eq!(v["data"]["config"]["model_type"], "llama");
-    let human = String::from_utf8(mlxfs(&fx, &["show", "dirty-ws"]).stdout).unwrap();
+    let human = String::from_utf8(mlxfs(&fx).args(["show", "dirty-ws"]).out().stdout).unwrap();
     assert!(
         human.contains("Workspace:\n  Source: org/x\n  Operation: clone"),
         "{human}"
@@ -297,7 +294,7 @@ fn reads_never_write() {
         &["health", "--json"],
         &["health", "clean-ws"],
     ] {
-        let o = mlxfs(&fx, args);
+        let o = mlxfs(&fx).args(args).out();
         assert!(
             o.status.success(),
             "{args:?}: {}",
@@ -308,21 +305,20 @@ fn reads_never_write() {
     let elsewhere = tempfile::tempdir().unwrap();
     for ws in ["clean-ws", "dirty-ws"] {
         let out = elsewhere.path().join(ws);
-        let o = mlxfs(
-            &fx,
-            &[
+        let o = mlxfs(&fx)
+            .args([
                 "convert",
                 ws,
                 out.to_str().unwrap(),
                 "--repair-index",
                 "--skip-health",
-            ],
-        );
+            ])
+            .out();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         assert!(out.join(".mlxk_workspace.json").is_file());
     }
     assert_eq!(tree_state(fx.tmp.path()), before);
-    let v = json(&mlxfs(&fx, &["show", "clean-ws", "--json"]));
+    let v = envelope(&mlxfs(&fx).args(["show", "clean-ws", "--json"]).out());
     assert_eq!(v["data"]["model"]["clean"], true);
 }
 
@@ -338,17 +334,7 @@ fn a_bare_relative_folder_is_a_workspace_argument() {
     mlxfs::hash::sentinel::recalc(&ws).unwrap();
     // A folder here with the name of a workspace of the home: the home's is meant.
     write_tree(&here.join("plain-ws"), &files(&[("config.json", b"{}")]));
-    let run = |args: &[&str]| {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_mlxfs"));
-        c.args(args)
-            .current_dir(&here)
-            .env_clear()
-            .env("PATH", "/usr/bin:/bin");
-        for (k, v) in fx.vars() {
-            c.env(k, v);
-        }
-        c.output().unwrap()
-    };
+    let run = |args: &[&str]| mlxfs(&fx).args(args).current_dir(&here).out();
     let o = run(&[
         "convert",
         "my-model",
@@ -357,7 +343,7 @@ fn a_bare_relative_folder_is_a_workspace_argument() {
         "--skip-health",
         "--json",
     ]);
-    let v = json(&o);
+    let v = envelope(&o);
     assert_eq!(v["status"], "success", "{v}");
     assert_eq!(
         v["data"]["source"]
@@ -373,11 +359,11 @@ fn a_bare_relative_folder_is_a_workspace_argument() {
             .is_file()
     );
     let o = run(&["archive", "my-model", "--json", "--quiet"]);
-    assert_eq!(json(&o)["status"], "success", "{}", json(&o));
+    assert_eq!(envelope(&o)["status"], "success", "{}", envelope(&o));
     assert!(here.join("my-model.tar").is_file());
     // `archive SPEC` (dirty allowed): the workspace it archived, resolved.
     let archived = |spec: &str| -> std::path::PathBuf {
-        let v = json(&run(&[
+        let v = envelope(&run(&[
             "archive",
             spec,
             "--json",
@@ -416,15 +402,8 @@ fn a_bare_relative_folder_is_a_workspace_argument() {
     }
     // A path without `./` for a command that takes any model: not found, with the way out.
     fs::create_dir_all(here.join("sub/deep")).unwrap();
-    let v = json(&run(&["show", "sub/deep", "--json"]));
-    assert_eq!(v["error"]["type"], "model_not_found", "{v}");
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("write ./sub/deep to mean it"),
-        "{v}"
-    );
+    let v = envelope(&run(&["show", "sub/deep", "--json"]));
+    error_is(&v, "model_not_found", "write ./sub/deep to mean it");
     // Neither a model nor a folder: the usual error.
     let o = run(&[
         "convert",
@@ -433,7 +412,7 @@ fn a_bare_relative_folder_is_a_workspace_argument() {
         "--repair-index",
         "--json",
     ]);
-    assert_eq!(json(&o)["status"], "error");
+    assert_eq!(envelope(&o)["status"], "error");
     assert!(!fx.tmp.path().join("x").exists());
 }
 
@@ -445,18 +424,19 @@ fn reads_never_write_without_a_home() {
     let tmpdir = tempfile::tempdir().unwrap();
     // mlxfs ARGS with the catalog's variables but HOME, and TMPDIR=`temp`, run in `tmpdir`.
     let without_home = |args: &[&str], temp: &std::ffi::OsStr| {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_mlxfs"));
-        c.args(args)
-            .env_clear()
-            .env("PATH", "/usr/bin:/bin")
-            .current_dir(tmpdir.path());
-        for (k, v) in fx.vars().into_iter().filter(|(k, _)| *k != "HOME") {
-            c.env(k, v);
-        }
-        c.env("TMPDIR", temp).output().unwrap()
+        let vars: Vec<_> = fx
+            .vars()
+            .into_iter()
+            .filter(|(k, _)| *k != "HOME")
+            .collect();
+        with_vars(&vars)
+            .args(args)
+            .current_dir(tmpdir.path())
+            .env("TMPDIR", temp)
+            .out()
     };
     let cache_dir = |temp: &std::ffi::OsStr| {
-        let v = json(&without_home(
+        let v = envelope(&without_home(
             &["show", "Tiny-Instruct-4bit", "--json"],
             temp,
         ));
@@ -515,16 +495,19 @@ fn reads_never_write_without_a_home() {
 #[test]
 fn recalc_hash_is_the_one_writer() {
     let fx = catalog();
-    let v = json(&mlxfs(
-        &fx,
-        &["show", "dirty-ws", "--recalc-hash", "--json"],
-    ));
+    let v = envelope(
+        &mlxfs(&fx)
+            .args(["show", "dirty-ws", "--recalc-hash", "--json"])
+            .out(),
+    );
     assert_eq!(v["data"]["hash_updated"], true);
     assert_eq!(v["data"]["model"]["clean"], true);
     // Unmanaged: warning, nothing written, still success.
-    let o = mlxfs(&fx, &["show", "plain-ws", "--recalc-hash", "--json"]);
+    let o = mlxfs(&fx)
+        .args(["show", "plain-ws", "--recalc-hash", "--json"])
+        .out();
     assert_eq!(o.status.code(), Some(0));
-    assert!(json(&o)["data"].get("hash_updated").is_none());
+    assert!(envelope(&o)["data"].get("hash_updated").is_none());
     assert!(String::from_utf8_lossy(&o.stderr).contains("not a managed workspace"));
     assert!(!fx.ws_home.join("plain-ws/.mlxk_workspace.json").exists());
 }
@@ -532,20 +515,21 @@ fn recalc_hash_is_the_one_writer() {
 #[test]
 fn list_patterns() {
     let fx = catalog();
-    let v = json(&mlxfs(&fx, &["list", "DIRTY", "--json"]));
+    let v = envelope(&mlxfs(&fx).args(["list", "DIRTY", "--json"]).out());
     assert_eq!(v["data"]["count"], 1);
     // A path prefix lists workspaces whose folder starts with it.
     let prefix = format!("{}/c", fx.ws_home.display());
-    let v = json(&mlxfs(&fx, &["list", &prefix, "--json"]));
+    let v = envelope(&mlxfs(&fx).args(["list", &prefix, "--json"]).out());
     assert_eq!(v["data"]["count"], 1);
     assert_eq!(
         v["data"]["models"][0]["display_name"],
         fx.ws_home.join("clean-ws").to_string_lossy().as_ref()
     );
-    let v = json(&mlxfs(
-        &fx,
-        &["list", fx.ws_home.to_str().unwrap(), "--json"],
-    ));
+    let v = envelope(
+        &mlxfs(&fx)
+            .args(["list", fx.ws_home.to_str().unwrap(), "--json"])
+            .out(),
+    );
     assert_eq!(v["data"]["count"], 3);
 }
 
@@ -553,7 +537,7 @@ fn list_patterns() {
 fn empty_and_missing_caches_are_fine() {
     let fx = Fx::new();
     fs::remove_dir_all(fx.hub()).unwrap();
-    let v = json(&mlxfs(&fx, &["list", "--json"]));
+    let v = envelope(&mlxfs(&fx).args(["list", "--json"]).out());
     assert_eq!(v["data"]["count"], 0);
     assert_eq!(v["status"], "success");
 }
@@ -575,11 +559,8 @@ fn a_closed_stdout_ends_quietly() {
         &["health"][..],
         &["health", "--json"][..],
     ] {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_mlxfs"));
-        c.args(args).env_clear().env("PATH", "/usr/bin:/bin");
-        for (k, v) in fx.vars() {
-            c.env(k, v);
-        }
+        let mut c = mlxfs(&fx);
+        c.args(args);
         let mut child = c
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -607,24 +588,20 @@ fn names_never_forge_a_line() {
     let evil = "evil\nhealthy    forged — Model is healthy";
     fx.workspace(evil, &files(&[("config.json", b"{}")]));
     fx.workspace("good", &good_files());
-    let v = json(&mlxfs(&fx, &["list", "--all", "--json"]));
-    let names: Vec<&str> = v["data"]["models"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["display_name"].as_str().unwrap())
-        .collect();
+    let v = envelope(&mlxfs(&fx).args(["list", "--all", "--json"]).out());
+    let names: Vec<&str> = strs(&v["data"]["models"], "display_name");
     assert!(names.contains(&evil), "{names:?}");
-    let table = String::from_utf8(mlxfs(&fx, &["list", "--all", "--health"]).stdout).unwrap();
+    let table =
+        String::from_utf8(mlxfs(&fx).args(["list", "--all", "--health"]).out().stdout).unwrap();
     assert_eq!(table.lines().count(), 2 + 2, "{table}");
     assert!(table.contains("evil\\nhealthy"), "{table}");
-    let health = String::from_utf8(mlxfs(&fx, &["health"]).stdout).unwrap();
+    let health = String::from_utf8(mlxfs(&fx).args(["health"]).out().stdout).unwrap();
     assert_eq!(health.lines().count(), 1 + 2, "{health}");
     assert!(
         !health.lines().any(|l| l.starts_with("healthy    forged")),
         "{health}"
     );
-    let show = String::from_utf8(mlxfs(&fx, &["show", "evil"]).stdout).unwrap();
+    let show = String::from_utf8(mlxfs(&fx).args(["show", "evil"]).out().stdout).unwrap();
     assert!(show.lines().any(|l| l.starts_with("Path: ") && l.ends_with("healthy    forged — Model is healthy")), "{show}");
 }
 
@@ -636,18 +613,18 @@ fn a_real_mlxfs_in_a_model_is_a_warning() {
     let ws = fx.workspace("ws", &good_files());
     fs::write(ws.join(".mlxfs"), "mine").unwrap();
     fx.workspace("plain", &good_files());
-    let v = json(&mlxfs(&fx, &["show", "ws", "--json"]));
+    let v = envelope(&mlxfs(&fx).args(["show", "ws", "--json"]).out());
     let w = v["data"]["model"]["warnings"][0].as_str().unwrap();
     assert!(w.contains(".mlxfs") && w.contains("hidden"), "{w}");
     assert_eq!(v["data"]["model"]["health"], "healthy");
-    let v = json(&mlxfs(&fx, &["show", "plain", "--json"]));
+    let v = envelope(&mlxfs(&fx).args(["show", "plain", "--json"]).out());
     assert!(v["data"]["model"].get("warnings").is_none(), "{v:#}");
-    let human = String::from_utf8(mlxfs(&fx, &["show", "ws"]).stdout).unwrap();
+    let human = String::from_utf8(mlxfs(&fx).args(["show", "ws"]).out().stdout).unwrap();
     assert!(
         human.contains("Warning: .mlxfs (a file) is hidden"),
         "{human}"
     );
-    let health = String::from_utf8(mlxfs(&fx, &["health", "ws"]).stdout).unwrap();
+    let health = String::from_utf8(mlxfs(&fx).args(["health", "ws"]).out().stdout).unwrap();
     assert!(health.contains("warning: .mlxfs (a file)"), "{health}");
 }
 
@@ -669,11 +646,8 @@ fn rm_and_pull_never_wait_on_or_follow_a_lock_file() {
     // SAFETY: mkfifo with a valid path.
     assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
     let run = |args: &[&str]| {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_mlxfs"));
-        c.args(args).env_clear().env("PATH", "/usr/bin:/bin");
-        for (k, v) in fx.vars() {
-            c.env(k, v);
-        }
+        let mut c = mlxfs(&fx);
+        c.args(args);
         c.env("HF_ENDPOINT", "http://127.0.0.1:9");
         let mut child = c
             .stdout(std::process::Stdio::null())
@@ -716,29 +690,28 @@ fn run_refuses_bad_numbers_and_a_linked_cache_before_python() {
     ] {
         let mut args = vec!["run", "ws", "hi", "--json"];
         args.extend_from_slice(bad);
-        let o = mlxfs(&fx, &args);
+        let o = mlxfs(&fx).args(&args).out();
         assert_eq!(o.status.code(), Some(2), "{bad:?}");
-        assert_eq!(json(&o)["error"]["type"], "CommandError", "{bad:?}");
+        assert_eq!(envelope(&o)["error"]["type"], "CommandError", "{bad:?}");
     }
     // A workspace's .hf_cache that is a link would send downloads elsewhere: refused.
     let elsewhere = fx.tmp.path().join("shared-cache");
     fs::create_dir_all(&elsewhere).unwrap();
     std::os::unix::fs::symlink(&elsewhere, ws.join(".hf_cache")).unwrap();
-    let o = mlxfs(
-        &fx,
-        &[
+    let o = mlxfs(&fx)
+        .args([
             "run",
             "ws",
             "hi",
             "--json",
             "--python",
             "/nonexistent/python",
-        ],
-    );
-    let v = json(&o);
+        ])
+        .out();
+    let v = envelope(&o);
     assert_eq!(v["error"]["type"], "cache_dir_failed", "{v:#}");
     // The usage error names what is missing.
-    let v = json(&mlxfs(&fx, &["show", "--json"]));
+    let v = envelope(&mlxfs(&fx).args(["show", "--json"]).out());
     assert_eq!(
         v["error"]["message"],
         "the following required arguments were not provided: <MODEL>"
@@ -760,7 +733,7 @@ fn an_unreadable_or_unmanaged_sentinel_is_said_so() {
         br#"{"managed": false, "source_repo": "org/x"}"#,
     )
     .unwrap();
-    let v = json(&mlxfs(&fx, &["list", "--json", "--all"]));
+    let v = envelope(&mlxfs(&fx).args(["list", "--json", "--all"]).out());
     let rec = |name: &str| {
         v["data"]["models"]
             .as_array()
@@ -778,10 +751,10 @@ fn an_unreadable_or_unmanaged_sentinel_is_said_so() {
         "{g}"
     );
     assert!(rec("unmanaged-ws").get("warnings").is_none());
-    let o = mlxfs(&fx, &["show", "garbage-ws"]);
+    let o = mlxfs(&fx).args(["show", "garbage-ws"]).out();
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(text.contains("Managed: no (unreadable sentinel)"), "{text}");
-    let v = json(&mlxfs(&fx, &["show", "unmanaged-ws", "--json"]));
+    let v = envelope(&mlxfs(&fx).args(["show", "unmanaged-ws", "--json"]).out());
     let why = v["data"]["clean_unknown_reason"]
         .as_str()
         .unwrap_or_default();

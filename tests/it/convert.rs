@@ -10,30 +10,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::run::{make_tiny, venv_dir, venv_python};
+use crate::support::cli::*;
+use crate::support::python::*;
 use crate::support::*;
 
-const BIN: &str = env!("CARGO_BIN_EXE_mlxfs");
-
+/// `mlxfs` from the workspace home: bare targets go under it; paths with a `/` are taken from
+/// there too.
 fn mlxfs(fx: &Fx) -> Command {
-    let mut c = Command::new(BIN);
-    // Bare targets go under the workspace home; paths with a `/` are taken from there too.
+    let mut c = crate::support::cli::mlxfs(fx);
     c.current_dir(&fx.ws_home);
-    c.env_clear().env("PATH", "/usr/local/bin:/usr/bin:/bin");
-    for (k, v) in fx.vars() {
-        c.env(k, v);
-    }
     c
-}
-
-fn json_of(o: &Output) -> Value {
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
-        panic!(
-            "{e}: {}\n{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        )
-    })
 }
 
 /// `mlxfs convert ARGS --json` (with the test venv), its envelope.
@@ -43,28 +29,10 @@ fn convert(fx: &Fx, args: &[&str]) -> (Value, Output) {
         .args(args)
         .arg("--json")
         .arg("--python")
-        .arg(venv_dir_or_none())
+        .arg(venv_or_none())
         .output()
         .unwrap();
-    (json_of(&o), o)
-}
-
-/// The venv when the tests have one (refusals run without it: no Python is started).
-fn venv_dir_or_none() -> PathBuf {
-    match std::env::var("MLXFS_TEST_PYTHON") {
-        Ok(_) => venv_dir(),
-        Err(_) => PathBuf::from("/nonexistent-venv"),
-    }
-}
-
-fn ok(v: &Value, o: &Output) -> Value {
-    assert_eq!(
-        v["status"],
-        "success",
-        "{v}\n{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    v["data"].clone()
+    (envelope(&o), o)
 }
 
 /// No `.mlxfs-convert-*` staging folder is left in `dir`.
@@ -79,19 +47,13 @@ fn no_staging(dir: &Path) {
 }
 
 fn py(code: &str, args: &[&Path]) -> String {
-    let o = Command::new(venv_python())
-        .arg("-c")
-        .arg(code)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "python: {}\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
+    stdout(
+        &Command::new(venv_python())
+            .arg("-c")
+            .arg(code)
+            .args(args)
+            .succeeds(),
+    )
 }
 
 /// Every tensor of two model folders (all `model*.safetensors`): same names, dtypes, shapes
@@ -133,38 +95,18 @@ fn mlx_lm_convert(src: &Path, out: &Path, args: &[&str]) -> Output {
 }
 
 fn run_text(fx: &Fx, model: &Path) -> String {
-    let o = mlxfs(fx)
-        .args(["run"])
-        .arg(model)
-        .args([
-            "Explain FUSE",
-            "--json",
-            "--seed",
-            "7",
-            "--max-tokens",
-            "12",
-        ])
-        .arg("--python")
-        .arg(venv_dir())
-        .output()
-        .unwrap();
-    let v = json_of(&o);
-    assert_eq!(
-        v["status"],
-        "success",
-        "{v}\n{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    v["data"]["text"].as_str().unwrap().to_string()
+    explain_fuse(fx, model.to_str().unwrap())
+        .current_dir(&fx.ws_home)
+        .arg("--json")
+        .ok()["text"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
 /// The record `list --all --json` gives for the workspace at `path`.
 fn listed(fx: &Fx, path: &Path) -> Value {
-    let o = mlxfs(fx)
-        .args(["list", "--all", "--json"])
-        .output()
-        .unwrap();
-    let v = json_of(&o);
+    let (_, v) = mlxfs(fx).args(["list", "--all", "--json"]).envelope();
     v["data"]["models"]
         .as_array()
         .unwrap()
@@ -194,18 +136,8 @@ fn check_result_workspace(fx: &Fx, target: &Path, d: &Value, mode: &str) {
     assert_eq!(s["conversion"]["mode"], mode);
     // mlx-knife's key order for a converted workspace.
     let keys: Vec<&str> = s.as_object().unwrap().keys().map(String::as_str).collect();
-    assert_eq!(
-        &keys[..7],
-        &[
-            "mlxk_version",
-            "created_at",
-            "source_repo",
-            "source_revision",
-            "managed",
-            "operation",
-            "mode"
-        ]
-    );
+    assert_eq!(&keys[..6], &SENTINEL_HEAD);
+    assert_eq!(keys[6], "mode");
     assert_eq!(
         &keys[keys.len() - 5..],
         &[
@@ -237,7 +169,7 @@ fn quantize_equals_mlx_lm_convert_and_runs() {
     for bits in ["4", "8"] {
         let name = format!("tiny-q{bits}");
         let (v, o) = convert(&fx, &["tiny", &name, "--quantize", bits]);
-        let d = ok(&v, &o);
+        let d = data(&v, &o);
         let target = fx.ws_home.join(&name);
         check_result_workspace(&fx, &target, &d, "quantize");
         assert_eq!(d["bits"], bits.parse::<u64>().unwrap());
@@ -290,7 +222,7 @@ fn quantize_with_a_floating_point_mode_when_mlx_supports_it() {
         &fx,
         &["tiny", "tiny-mxfp4", "--quantize", "4", "--q-mode", "mxfp4"],
     );
-    let d = ok(&v, &o);
+    let d = data(&v, &o);
     let target = fx.ws_home.join("tiny-mxfp4");
     assert_eq!(d["group_size"], 32);
     assert_eq!(d["parameters"]["q_mode"], "mxfp4");
@@ -309,7 +241,7 @@ fn dtype_float16_and_dequantize_equal_mlx_lm() {
     let fx = Fx::new();
     let src = make_tiny(&fx, "tiny", &["--shards", "2"]);
     let (v, o) = convert(&fx, &["tiny", "tiny-f16", "--dtype", "float16"]);
-    let d = ok(&v, &o);
+    let d = data(&v, &o);
     let target = fx.ws_home.join("tiny-f16");
     check_result_workspace(&fx, &target, &d, "dtype");
     assert_eq!(d["message"], "Converted to float16 successfully");
@@ -325,9 +257,9 @@ fn dtype_float16_and_dequantize_equal_mlx_lm() {
 
     // Quantized, then back: mlx-lm's -d of the same quantized model.
     let (v, o) = convert(&fx, &["tiny", "tiny-q4", "--quantize", "4"]);
-    ok(&v, &o);
+    data(&v, &o);
     let (v, o) = convert(&fx, &["tiny-q4", "tiny-deq", "--dequantize"]);
-    let d = ok(&v, &o);
+    let d = data(&v, &o);
     check_result_workspace(&fx, &fx.ws_home.join("tiny-deq"), &d, "dequantize");
     let reference = fx.tmp.path().join("ref-deq");
     let r = mlx_lm_convert(&fx.ws_home.join("tiny-q4"), &reference, &["-d"]);
@@ -386,7 +318,7 @@ fn repair_index_missing_stale_and_absent_index() {
             .args(["health", "two", "--json"])
             .output()
             .unwrap();
-        let hv = json_of(&health);
+        let hv = envelope(&health);
         if case == "stale" {
             let reason = hv.to_string();
             assert!(
@@ -409,7 +341,7 @@ fn repair_index_missing_stale_and_absent_index() {
                 if force {
                     c.arg("--force");
                 }
-                json_of(&c.output().unwrap())
+                envelope(&c.output().unwrap())
             };
             let refused = run(false);
             assert_eq!(refused["error"]["type"], "model_unhealthy", "{refused}");
@@ -420,7 +352,7 @@ fn repair_index_missing_stale_and_absent_index() {
         let before = tree_state(&src);
         let name = format!("two-{case}");
         let (v, o) = convert(&fx, &["two", &name, "--repair-index"]);
-        let d = ok(&v, &o);
+        let d = data(&v, &o);
         let target = fx.ws_home.join(&name);
         check_result_workspace(&fx, &target, &d, "repair-index");
         assert_eq!(d["message"], "Index rebuilt successfully");
@@ -447,7 +379,7 @@ fn repair_index_missing_stale_and_absent_index() {
     // A single-file model gets no index, and mlx-knife's message.
     make_tiny(&fx, "one", &[]);
     let (v, o) = convert(&fx, &["one", "one-fixed", "--repair-index"]);
-    let d = ok(&v, &o);
+    let d = data(&v, &o);
     assert_eq!(
         d["message"],
         "No index to rebuild (single-file model or no safetensors found)"
@@ -579,7 +511,7 @@ fn refusals_leave_no_target() {
     no_staging(&fx.ws_home);
     // --skip-health writes it anyway (mlx-knife's debug switch).
     let (v, o) = convert(&fx, &["vision", "out", "--repair-index", "--skip-health"]);
-    let d = ok(&v, &o);
+    let d = data(&v, &o);
     assert_eq!(d["health_check"], false);
     assert!(d.get("health_status").is_none());
     assert!(fx.ws_home.join("out/config.json").is_file());
@@ -671,12 +603,12 @@ fn ctrl_c_mid_conversion_leaves_no_target() {
         );
         resumed_once = true;
         let (v, o) = convert(&fx, &["big", "big-q4", "--quantize", "4"]);
-        let d = ok(&v, &o);
+        let d = data(&v, &o);
         assert!(d["engine"]["resumed_shards"].as_u64().unwrap() >= 1, "{d}");
         no_staging(&fx.ws_home);
         check_result_workspace(&fx, &target, &d, "quantize");
         let (v, o) = convert(&fx, &["big", "big-q4-fresh", "--quantize", "4"]);
-        let fresh = ok(&v, &o);
+        let fresh = data(&v, &o);
         assert_eq!(fresh["engine"]["resumed_shards"], 0);
         py(SAME_TENSORS, &[&target, &fx.ws_home.join("big-q4-fresh")]);
         assert_eq!(fresh["content_hash"], d["content_hash"]);
@@ -774,7 +706,7 @@ fn conversions_that_change_nothing_are_refused_before_anything_is_written() {
             .args(["--json", "--python", "/nonexistent-venv"])
             .output()
             .unwrap();
-        let v = json_of(&o);
+        let v = envelope(&o);
         assert_eq!(o.status.code(), Some(1), "{args:?}: {v}");
         assert_eq!(v["error"]["type"], "InvalidArgumentError", "{args:?}: {v}");
         let m = v["error"]["message"].as_str().unwrap();
@@ -797,7 +729,7 @@ fn layers_left_unquantized_are_named() {
     let fx = Fx::new();
     make_tiny(&fx, "t96", &["--hidden", "96"]);
     let (v, o) = convert(&fx, &["t96", "t96-q4", "--quantize", "4"]);
-    let d = ok(&v, &o);
+    let d = data(&v, &o);
     assert_eq!(d["quantized_layers"], 2, "{d}");
     let left = d["unquantized"].as_array().unwrap();
     assert_eq!(left.len(), 13, "{d}");

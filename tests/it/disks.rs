@@ -8,7 +8,9 @@ use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 
+use crate::support::cli::*;
 use crate::support::mnt::*;
+use crate::support::python::{explain_fuse, make_tiny};
 use crate::support::*;
 use mlxfs::catalog::record::describe;
 use mlxfs::catalog::resolve::{ResolveError, resolve};
@@ -16,20 +18,11 @@ use mlxfs::catalog::{Locations, ModelRef};
 
 /// Run the binary with `--json`: (exit code, envelope).
 fn json(fx: &Fx, args: &[&str]) -> (i32, Value) {
-    let o = cmd(fx)
+    mlxfs(fx)
         .args(args)
         .arg("--json")
         .current_dir(fx.tmp.path())
-        .output()
-        .unwrap();
-    let v: Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
-        panic!(
-            "{args:?}: not JSON ({e}): {}\n{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        )
-    });
-    (o.status.code().unwrap_or(-1), v)
+        .json()
 }
 
 /// `list --all --json` as name → record.
@@ -431,15 +424,9 @@ fn every_cache_location_huggingface_hub_honours() {
             .env("HOME", &fx.home)
             .env(k, &v)
             .args(["list", "--json"])
-            .output()
-            .unwrap();
+            .out();
         let v: Value = serde_json::from_slice(&o.stdout).unwrap();
-        let names: Vec<&str> = v["data"]["models"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|m| m["name"].as_str().unwrap())
-            .collect();
+        let names: Vec<&str> = strs(&v["data"]["models"], "name");
         assert_eq!(names, ["org/m"], "{k}");
     }
 }
@@ -532,13 +519,11 @@ fn refs_main_naming_a_missing_snapshot_is_repaired_by_pull() {
     fs::create_dir_all(repo_dir(&fx, "org/m").join("refs")).unwrap();
     fs::write(repo_dir(&fx, "org/m").join("refs/main"), &commit).unwrap();
     assert_eq!(listed(&fx)["org/m"]["health"], "unhealthy");
-    let o = cmd(&fx)
+    mlxfs(&fx)
         .env("HF_ENDPOINT", &hub.url)
         .env("MLXFS_HUB_RETRIES", "0")
         .args(["pull", "org/m", "--json"])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+        .succeeds();
     let m = &listed(&fx)["org/m"];
     assert_eq!(
         (m["health"].as_str(), m["revision"].as_str()),
@@ -617,18 +602,9 @@ fn rm_counts_everything_it_frees() {
 #[test]
 fn relocated_models_run_with_the_same_text() {
     crate::require!(Python);
-    let python = std::env::var("MLXFS_TEST_PYTHON").unwrap();
-    let venv = Path::new(&python).parent().unwrap().parent().unwrap();
     let fx = Fx::new();
     let ext = fx.tmp.path().join("ext-disk");
-    let ws = fx.ws_home.join("tiny");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/make-tiny-model.py");
-    let o = std::process::Command::new(&python)
-        .arg(script)
-        .arg(&ws)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let ws = make_tiny(&fx, "tiny", &[]);
     let files = files_of(&ws);
     fx.hub_model("org/tiny", &files);
     move_and_link(
@@ -639,21 +615,10 @@ fn relocated_models_run_with_the_same_text() {
     write_tree(&far, &files);
     symlink(&far, fx.ws_home.join("far-tiny")).unwrap();
     let text = |model: &str| {
-        let (code, v) = json(
-            &fx,
-            &[
-                "run",
-                model,
-                "Explain FUSE",
-                "--seed",
-                "7",
-                "--max-tokens",
-                "12",
-                "--subprocess",
-                "--python",
-                &venv.to_string_lossy(),
-            ],
-        );
+        let (code, v) = explain_fuse(&fx, model)
+            .args(["--subprocess", "--json"])
+            .current_dir(fx.tmp.path())
+            .json();
         assert_eq!(code, 0, "{model}: {v}");
         v["data"]["text"].as_str().unwrap().to_string()
     };
@@ -690,9 +655,7 @@ fn cache_location_agrees_with_huggingface_hub() {
                 "-c",
                 "import huggingface_hub.constants as c, sys; sys.stdout.write(c.HF_HUB_CACHE)",
             ])
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            .succeeds();
         let theirs = String::from_utf8(o.stdout).unwrap();
         assert_eq!(loc_from(&set).hub_cache, PathBuf::from(&theirs), "{set:?}");
     }
@@ -703,16 +666,14 @@ fn cache_location_agrees_with_huggingface_hub() {
     let hub = FakeHub::start(&fx.tmp.path().join("hubroot"));
     hub.put_repo("org/m", &good_files());
     let xdg = fx.tmp.path().join("xdg");
-    let o = std::process::Command::new(BIN)
+    std::process::Command::new(BIN)
         .env_clear()
         .env("HOME", &fx.home)
         .env("XDG_CACHE_HOME", &xdg)
         .env("HF_ENDPOINT", &hub.url)
         .env("MLXFS_HUB_RETRIES", "0")
         .args(["pull", "org/m", "--json"])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+        .succeeds();
     let commit = hub.commit("org/m", "main");
     let snap = xdg
         .join("huggingface/hub/models--org--m/snapshots")
@@ -845,21 +806,13 @@ fn links_too_wide_to_be_a_model_are_not_followed() {
         "{}",
         all["org/home"]
     );
+    let reason = |m: &Value| m["reason"].as_str().unwrap().to_string();
     let up = &all["org/up"];
-    assert!(
-        up["reason"]
-            .as_str()
-            .unwrap()
-            .contains("holds far more than one model"),
-        "{up}"
-    );
+    assert!(reason(up).contains("holds far more than one model"), "{up}");
     assert_eq!(up["size_bytes"], 0, "{up}");
     let d = &all["org/detached"];
     assert!(
-        d["reason"]
-            .as_str()
-            .unwrap()
-            .starts_with("blobs/: a link to /nonexistent/disk/blobs"),
+        reason(d).starts_with("blobs/: a link to /nonexistent/disk/blobs"),
         "{d}"
     );
     if crate::support::missing(crate::support::Needs::Fuse).is_none() {

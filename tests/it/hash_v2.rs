@@ -45,6 +45,14 @@ fn build_case(ws: &Path, case: &Value) {
     }
 }
 
+/// A healthy model folder `ws` in a temp dir of its own (kept while the first is alive).
+fn good_ws() -> (tempfile::TempDir, std::path::PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let ws = tmp.path().join("ws");
+    write_tree(&ws, &good_files());
+    (tmp, ws)
+}
+
 #[test]
 fn content_hash_matches_mlx_knife_reference_values() {
     let spec: Value = serde_json::from_str(include_str!("fixtures/hash_cases.json")).unwrap();
@@ -66,12 +74,7 @@ fn content_hash_matches_mlx_knife_reference_values() {
             Some(want) => {
                 let (hash, index) = got.unwrap_or_else(|e| panic!("{name}: {e}"));
                 let paths: Vec<&str> = index.iter().map(|e| e.path.as_str()).collect();
-                let want_paths: Vec<&str> = case["expected_index"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|e| e["path"].as_str().unwrap())
-                    .collect();
+                let want_paths: Vec<&str> = strs(&case["expected_index"], "path");
                 assert_eq!(paths, want_paths, "{name}: indexed paths");
                 for (got, want) in index.iter().zip(case["expected_index"].as_array().unwrap()) {
                     assert_eq!(
@@ -122,9 +125,7 @@ fn refusals_say_why() {
 }
 
 fn managed_ws() -> (tempfile::TempDir, std::path::PathBuf) {
-    let tmp = tempfile::tempdir().unwrap();
-    let ws = tmp.path().join("ws");
-    write_tree(&ws, &good_files());
+    let (tmp, ws) = good_ws();
     managed_sentinel(&ws, r#", "custom_key": {"kept": [1, 2]}"#);
     sentinel::recalc(&ws).unwrap();
     (tmp, ws)
@@ -138,15 +139,10 @@ fn recalc_writes_v2_and_keeps_unknown_keys_in_place() {
     assert!(!ws.join(".mlxk_workspace.json.tmp").exists());
     let v: serde_json::Map<String, Value> = serde_json::from_str(&text).unwrap();
     let keys: Vec<&str> = v.keys().map(String::as_str).collect();
+    assert_eq!(&keys[..6], &SENTINEL_HEAD);
     assert_eq!(
-        keys,
+        &keys[6..],
         [
-            "mlxk_version",
-            "created_at",
-            "source_repo",
-            "source_revision",
-            "managed",
-            "operation",
             "custom_key",
             "hash_algorithm",
             "content_hash",
@@ -165,9 +161,7 @@ fn recalc_writes_v2_and_keeps_unknown_keys_in_place() {
 
 #[test]
 fn recalc_refuses_unmanaged_and_leaves_it_alone() {
-    let tmp = tempfile::tempdir().unwrap();
-    let ws = tmp.path().join("ws");
-    write_tree(&ws, &good_files());
+    let (_tmp, ws) = good_ws();
     assert!(matches!(
         sentinel::recalc(&ws),
         Err(sentinel::RecalcError::NotManaged)
@@ -228,9 +222,7 @@ fn clean_modified_and_unknown_states() {
 
 #[test]
 fn unknown_without_v2_sentinel() {
-    let tmp = tempfile::tempdir().unwrap();
-    let ws = tmp.path().join("ws");
-    write_tree(&ws, &good_files());
+    let (_tmp, ws) = good_ws();
     assert!(matches!(clean_of(&ws), Clean::Unknown { .. }));
     // v1 sentinel (2.0.5): no hash_algorithm.
     managed_sentinel(&ws, r#", "content_hash": "abc""#);
@@ -288,20 +280,13 @@ fn sentinel_paths_are_validated_before_any_file_access() {
 
 #[test]
 fn nfd_names_are_indexed_as_nfc_and_stay_clean() {
-    let tmp = tempfile::tempdir().unwrap();
-    let ws = tmp.path().join("ws");
-    write_tree(&ws, &good_files());
+    let (_tmp, ws) = good_ws();
     fs::write(ws.join("cafe\u{301}.txt"), "nfd").unwrap();
     managed_sentinel(&ws, "");
     sentinel::recalc(&ws).unwrap();
     let v: Value =
         serde_json::from_slice(&fs::read(ws.join(".mlxk_workspace.json")).unwrap()).unwrap();
-    let paths: Vec<&str> = v["file_index"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["path"].as_str().unwrap())
-        .collect();
+    let paths: Vec<&str> = strs(&v["file_index"], "path");
     assert!(paths.contains(&"caf\u{e9}.txt"), "{paths:?}");
     assert!(matches!(clean_of(&ws), Clean::Clean { .. }));
 }

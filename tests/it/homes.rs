@@ -11,6 +11,7 @@ use mlxfs::catalog::resolve::{ResolveError, resolve};
 use mlxfs::catalog::{Locations, all_models};
 use mlxfs::vfs::Tree;
 
+use crate::support::cli::*;
 use crate::support::*;
 
 /// The fixture plus two more homes, `extra-a` and `extra-b`, in MLXK_MODEL_PATH.
@@ -58,17 +59,12 @@ impl Homes {
     }
 
     fn mlxfs(&self, args: &[&str]) -> Output {
-        crate::support::mnt::cmd(&self.fx)
+        mlxfs(&self.fx)
             .env("MLXK_MODEL_PATH", self.model_path())
             .args(args)
             .output()
             .unwrap()
     }
-}
-
-fn json(o: &Output) -> Value {
-    serde_json::from_slice(&o.stdout)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&o.stdout)))
 }
 
 fn root_names(t: &Tree) -> Vec<String> {
@@ -149,7 +145,7 @@ fn every_home_is_searched_and_a_name_in_two_homes_is_ambiguous() {
     );
 
     // The CLI: list shows all of them (duplicates by path), show names the ambiguity.
-    let v = json(&h.mlxfs(&["list", "--json"]));
+    let v = envelope(&h.mlxfs(&["list", "--json"]));
     let mut shown: Vec<&str> = v["data"]["models"]
         .as_array()
         .unwrap()
@@ -166,8 +162,7 @@ fn every_home_is_searched_and_a_name_in_two_homes_is_ambiguous() {
     want.sort();
     assert_eq!(shown, want);
     let o = h.mlxfs(&["show", "qwen-small", "--json"]);
-    assert_eq!(o.status.code(), Some(1));
-    let v = json(&o);
+    let v = exited(&o, 1);
     assert_eq!(v["error"]["type"], "ambiguous_match");
     let matches = v["error"]["matches"].to_string();
     assert!(matches.contains(&*f) && matches.contains(&*s), "{v}");
@@ -227,7 +222,7 @@ fn list_full_paths_and_origin_columns() {
     managed_sentinel(&ws, "");
     fx.workspace("plain", &good_files());
     let run = |args: &[&str]| {
-        let o = crate::support::mnt::cmd(&fx).args(args).output().unwrap();
+        let o = mlxfs(&fx).args(args).output().unwrap();
         assert_eq!(o.status.code(), Some(0), "{o:?}");
         String::from_utf8(o.stdout).unwrap()
     };

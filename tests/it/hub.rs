@@ -8,8 +8,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::cli::*;
 use crate::support::fakehub::FakeHub;
-use crate::support::mnt::{BIN, Mount, test_python};
+use crate::support::mnt::Mount;
+use crate::support::python::test_python;
 use crate::support::*;
 use serde_json::Value;
 
@@ -26,38 +28,45 @@ impl Env {
     }
 
     fn cmd(&self, extra: &[(&str, &str)]) -> Command {
-        let mut c = Command::new(BIN);
-        c.env_clear()
-            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-            .env("HF_ENDPOINT", &self.hub.url)
-            .env("MLXFS_HUB_RETRIES", "0")
-            .current_dir(self.fx.tmp.path());
-        for (k, v) in self.fx.vars() {
-            c.env(k, v);
-        }
-        for (k, v) in extra {
-            c.env(k, v);
-        }
+        let mut c = against_hub(&self.fx, &self.hub.url, true);
+        c.envs(extra.iter().copied());
         c
     }
 
     fn run(&self, args: &[&str], extra: &[(&str, &str)]) -> Output {
-        self.cmd(extra).args(args).output().unwrap()
+        self.cmd(extra).args(args).out()
     }
 
     /// Run with --json; (exit code, envelope).
     fn json(&self, args: &[&str], extra: &[(&str, &str)]) -> (i32, Value) {
-        let mut a = args.to_vec();
-        a.push("--json");
-        let o = self.run(&a, extra);
-        let v: Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
-            panic!(
-                "{args:?}: not JSON ({e}): {}\n{}",
-                String::from_utf8_lossy(&o.stdout),
-                String::from_utf8_lossy(&o.stderr)
-            )
-        });
-        (o.status.code().unwrap_or(-1), v)
+        self.cmd(extra).args(args).arg("--json").json()
+    }
+}
+
+impl Env {
+    /// A hub with `repo` (a model of `size` bytes of weights) whose weights stall after `at`
+    /// bytes; and the model's files.
+    fn stalled(repo: &str, size: usize, at: u64) -> (Env, Vec<(String, Vec<u8>)>) {
+        let e = Env::new();
+        let files = model_files(size);
+        e.hub.put_repo(repo, &files);
+        e.hub.stall("model.safetensors", at);
+        (e, files)
+    }
+}
+
+impl Env {
+    /// Nothing is listed (a stopped download left nothing visible); then the stalled server
+    /// goes on and `args` run again end well: their envelope.
+    #[track_caller]
+    fn nothing_listed_then_again(&self, args: &[&str]) -> Value {
+        let (_, l) = self.json(&["list", "--all"], &[]);
+        assert_eq!(l["data"]["count"], 0, "{l:#}");
+        self.hub.release();
+        self.hub.clear_requests();
+        let (code, v) = self.json(args, &[]);
+        assert_eq!(code, 0, "{v:#}");
+        v
     }
 }
 
@@ -290,10 +299,7 @@ fn a_clone_into_a_home_warns_when_another_home_has_the_name() {
 
 #[test]
 fn a_killed_clone_resumes_where_it_stopped() {
-    let e = Env::new();
-    let files = model_files(8 << 20);
-    e.hub.put_repo("org/big", &files);
-    e.hub.stall("model.safetensors", 3 * MIB);
+    let (e, files) = Env::stalled("org/big", 8 << 20, 3 * MIB);
     // Ctrl-C: the process says how to go on.
     let err = kill_when_stalled(
         &e,
@@ -309,13 +315,7 @@ fn a_killed_clone_resumes_where_it_stopped() {
     );
     let target = e.fx.ws_home.join("big");
     assert!(!target.exists(), "a half clone is visible");
-    let (_, l) = e.json(&["list", "--all"], &[]);
-    assert_eq!(l["data"]["count"], 0, "{l:#}");
-
-    e.hub.release();
-    e.hub.clear_requests();
-    let (code, v) = e.json(&["clone", "org/big"], &[]);
-    assert_eq!(code, 0, "{v:#}");
+    e.nothing_listed_then_again(&["clone", "org/big"]);
     assert_same_files(&target, &files);
     let log = e.hub.requests();
     assert!(
@@ -608,10 +608,7 @@ fn pull_agrees_with_huggingface_hub_and_rm_keeps_shared_blobs() {
 
 #[test]
 fn a_killed_pull_resumes_and_nothing_half_written_is_listed() {
-    let e = Env::new();
-    let files = model_files(6 << 20);
-    e.hub.put_repo("org/slow", &files);
-    e.hub.stall("model.safetensors", 2 * MIB);
+    let (e, files) = Env::stalled("org/slow", 6 << 20, 2 * MIB);
     kill_when_stalled(
         &e,
         &["pull", "org/slow"],
@@ -621,12 +618,7 @@ fn a_killed_pull_resumes_and_nothing_half_written_is_listed() {
         libc::SIGKILL,
     );
     assert!(!e.fx.hub().join("models--org--slow").exists());
-    let (_, l) = e.json(&["list", "--all"], &[]);
-    assert_eq!(l["data"]["count"], 0, "{l:#}");
-    e.hub.release();
-    e.hub.clear_requests();
-    let (code, v) = e.json(&["pull", "org/slow"], &[]);
-    assert_eq!(code, 0, "{v:#}");
+    let v = e.nothing_listed_then_again(&["pull", "org/slow"]);
     assert!(
         e.hub
             .requests()

@@ -10,6 +10,7 @@ use std::path::Path;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
+use crate::support::cli::*;
 use crate::support::mnt::*;
 use crate::support::*;
 
@@ -43,12 +44,7 @@ fn catalog() -> Fx {
 }
 
 fn run(fx: &Fx, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut c = cmd(fx);
-    c.args(args);
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    c.output().unwrap()
+    mlxfs(fx).args(args).envs(env.iter().copied()).out()
 }
 
 /// `args` through the mount (debug on: stderr says where from) and from the disk.
@@ -226,7 +222,7 @@ fn other_sources_and_unprovable_mounts_mean_the_disk() {
     );
     // Same hub cache, but another workspace home.
     let (live, _) = {
-        let mut c = cmd(&fx);
+        let mut c = mlxfs(&fx);
         c.args(["list", "--json"])
             .env("MLXK_WORKSPACE_HOME", &other.ws_home)
             .env("MLXFS_MOUNT_ANSWERS", "debug");
@@ -236,7 +232,7 @@ fn other_sources_and_unprovable_mounts_mean_the_disk() {
     // The same folders named through a link: the same sources.
     let alias = fx.tmp.path().join("alias");
     symlink(&fx.ws_home, &alias).unwrap();
-    let mut c = cmd(&fx);
+    let mut c = mlxfs(&fx);
     c.args(["list", "--json"])
         .env("MLXK_WORKSPACE_HOME", &alias)
         .env("MLXFS_MOUNT_ANSWERS", "debug");

@@ -10,103 +10,12 @@ use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::Duration;
 
+use crate::support::cli::*;
+use crate::support::unprivileged::*;
 use crate::support::*;
 use mlxfs::catalog::ModelRef;
 use mlxfs::catalog::record::describe;
-
-const BIN: &str = env!("CARGO_BIN_EXE_mlxfs");
-const CAP_DAC_OVERRIDE: u32 = 1;
-const CAP_DAC_READ_SEARCH: u32 = 2;
-
-#[repr(C)]
-struct CapHeader {
-    version: u32,
-    pid: i32,
-}
-
-#[repr(C)]
-#[derive(Default, Clone, Copy)]
-struct CapData {
-    effective: u32,
-    permitted: u32,
-    inheritable: u32,
-}
-
-/// Drop the two capabilities that let root read and enter anything from the calling thread's
-/// effective set (capabilities are per thread; threads it starts inherit them).
-fn drop_dac_caps_of_this_thread() {
-    let mut h = CapHeader {
-        version: 0x2008_0522, // _LINUX_CAPABILITY_VERSION_3
-        pid: 0,
-    };
-    let mut d = [CapData::default(); 2];
-    // SAFETY: capget/capset with a v3 header and two data structs, as the kernel expects.
-    unsafe {
-        assert_eq!(
-            libc::syscall(libc::SYS_capget, &mut h as *mut CapHeader, d.as_mut_ptr()),
-            0
-        );
-        d[0].effective &= !((1 << CAP_DAC_OVERRIDE) | (1 << CAP_DAC_READ_SEARCH));
-        assert_eq!(
-            libc::syscall(libc::SYS_capset, &h as *const CapHeader, d.as_ptr()),
-            0
-        );
-    }
-}
-
-/// Run `f` as a user whose file modes count: on a thread of its own without
-/// `CAP_DAC_OVERRIDE`/`CAP_DAC_READ_SEARCH` (the files the tests make are root's, so their
-/// owner bits decide). A hang is a failure after 60 s.
-pub fn unprivileged<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R {
-    within(60, move || {
-        drop_dac_caps_of_this_thread();
-        f()
-    })
-}
-
-/// The same for a process: the two capabilities leave its bounding set before it starts, so
-/// root's exec does not give them back.
-pub fn unprivileged_cmd(c: &mut Command) -> &mut Command {
-    use std::os::unix::process::CommandExt;
-    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
-    unsafe {
-        c.pre_exec(|| {
-            for cap in [CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH] {
-                if libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            Ok(())
-        })
-    }
-}
-
-/// `f` on a thread with a deadline: a hang is a failure, not a stuck test run.
-pub fn within<R: Send + 'static>(secs: u64, f: impl FnOnce() -> R + Send + 'static) -> R {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    match rx.recv_timeout(Duration::from_secs(secs)) {
-        Ok(r) => r,
-        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!("still running after {secs} s"),
-        Err(_) => panic!("the check panicked (see above)"),
-    }
-}
-
-pub fn mkfifo(p: &Path) {
-    let c = std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
-    // SAFETY: mkfifo with a valid NUL-terminated path.
-    assert_eq!(
-        unsafe { libc::mkfifo(c.as_ptr(), 0o644) },
-        0,
-        "{}",
-        p.display()
-    );
-}
 
 /// The kinds of non-files a model folder can hold where a loader expects a file, made at `p`,
 /// and how health names each.
@@ -309,14 +218,14 @@ fn a_stray_name_that_is_not_utf8_is_a_warning() {
 #[test]
 fn run_loads_a_model_with_a_stray_latin1_name() {
     crate::require!(Python);
-    let (fx, ws) = crate::run::with_tiny();
+    let (fx, ws) = crate::support::python::with_tiny();
     fs::write(
         ws.join(std::ffi::OsStr::from_bytes(b"lisez-moi-\xe9.txt")),
         "x",
     )
     .unwrap();
     for extra in [&[][..], &["--force"][..]] {
-        let data = crate::run::run_json(&fx, "tiny", extra);
+        let data = crate::support::python::run_json(&fx, "tiny", extra);
         assert_eq!(data["generation_tokens"], 12, "{data}");
     }
 }
@@ -333,15 +242,8 @@ fn commands_refuse_a_fifo_tokenizer_at_once() {
         vec!["convert", "fifo-tok", "out", "--quantize", "4"],
         vec!["health", "fifo-tok"],
     ] {
-        let mut c = Command::new(BIN);
-        c.env_clear()
-            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-            .current_dir(&fx.ws_home)
-            .args(&args)
-            .arg("--json");
-        for (k, v) in fx.vars() {
-            c.env(k, v);
-        }
+        let mut c = mlxfs(&fx);
+        c.current_dir(&fx.ws_home).args(&args).arg("--json");
         let o = within(30, move || c.output().unwrap());
         let v: serde_json::Value = serde_json::from_slice(&o.stdout)
             .unwrap_or_else(|e| panic!("{args:?}: {e}: {}", String::from_utf8_lossy(&o.stderr)));
@@ -371,13 +273,8 @@ fn run_refuses_unreadable_weights_naming_them() {
         fs::Permissions::from_mode(0o000),
     )
     .unwrap();
-    let mut c = Command::new(BIN);
-    c.env_clear()
-        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-        .args(["run", "locked", "hi", "--json"]);
-    for (k, v) in fx.vars() {
-        c.env(k, v);
-    }
+    let mut c = mlxfs(&fx);
+    c.args(["run", "locked", "hi", "--json"]);
     let o = unprivileged_cmd(&mut c).output().unwrap();
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(o.status.code(), Some(1), "{v}");
@@ -594,30 +491,14 @@ fn a_folder_no_loader_reads_may_be_closed() {
 #[test]
 fn run_loads_a_model_whose_original_folder_is_closed() {
     crate::require!(Root, Python);
-    let (fx, ws) = crate::run::with_tiny();
+    let (fx, ws) = crate::support::python::with_tiny();
     write_tree(
         &ws.join("original"),
         &files(&[("consolidated.00.pth", b"weights")]),
     );
     fs::set_permissions(ws.join("original"), fs::Permissions::from_mode(0o644)).unwrap();
-    let mut c = Command::new(BIN);
-    c.env_clear()
-        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-        .args([
-            "run",
-            "tiny",
-            "Explain FUSE",
-            "--json",
-            "--seed",
-            "7",
-            "--max-tokens",
-            "12",
-        ])
-        .arg("--python")
-        .arg(crate::run::venv_dir());
-    for (k, v) in fx.vars() {
-        c.env(k, v);
-    }
+    let mut c = crate::support::python::explain_fuse(&fx, "tiny");
+    c.arg("--json");
     let o = unprivileged_cmd(&mut c).output().unwrap();
     fs::set_permissions(ws.join("original"), fs::Permissions::from_mode(0o755)).unwrap();
     let v: serde_json::Value = serde_json::from_slice(&o.stdout)
@@ -704,13 +585,8 @@ fn what_cannot_be_read_is_not_stated() {
 
     // `show` and `list` as that user: nothing made up.
     let human = |args: &[&str]| {
-        let mut c = Command::new(BIN);
-        c.env_clear()
-            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-            .args(args);
-        for (k, v) in &vars {
-            c.env(k, v);
-        }
+        let mut c = with_vars(&vars);
+        c.args(args);
         let o = unprivileged_cmd(&mut c).output().unwrap();
         String::from_utf8(o.stdout).unwrap()
     };

@@ -6,140 +6,30 @@
 
 use serde_json::{Value, json};
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Command;
 
-use crate::run::{venv_dir, venv_python};
-use crate::serve::openai;
-use crate::support::mnt::{BIN, Mount, cmd};
+use crate::support::cli::*;
+use crate::support::mnt::Mount;
+use crate::support::python::*;
+use crate::support::serve::*;
 use crate::support::*;
 
-/// A generator script of scripts/ into the workspace `name`.
-fn make(fx: &Fx, script: &str, name: &str, args: &[&str]) -> PathBuf {
-    crate::run::make_with(fx, script, name, args)
+/// `mlxfs run ARGS` with the test venv.
+fn run(fx: &Fx, args: &[&str]) -> Command {
+    let mut c = mlxfs(fx);
+    c.arg("run").args(args).arg("--python").arg(venv_dir());
+    c
 }
 
-pub(crate) fn make_vlm(fx: &Fx, name: &str) -> PathBuf {
-    make(fx, "make-tiny-vlm.py", name, &[])
-}
-
-pub(crate) fn make_whisper(fx: &Fx, name: &str, args: &[&str]) -> PathBuf {
-    make(fx, "make-tiny-whisper.py", name, args)
-}
-
-/// Images made with PIL in the venv: `red.png` (40x24), `blue.jpg` (24x40, EXIF orientation
-/// 6: shown rotated), `green.webp`, and the same pixels as `red.png` but as a GIF.
-pub(crate) fn images(dir: &Path) -> PathBuf {
-    fs::create_dir_all(dir).unwrap();
-    let script = r#"
-import sys
-from PIL import Image
-d = sys.argv[1]
-img = Image.new("RGB", (40, 24), (200, 30, 30))
-for x in range(10, 20):
-    for y in range(5, 15):
-        img.putpixel((x, y), (255, 255, 255))
-img.save(d + "/red.png")
-img.save(d + "/red.gif")
-blue = Image.new("RGB", (24, 40), (20, 40, 220))
-exif = Image.Exif()
-exif[0x0112] = 6
-blue.save(d + "/blue.jpg", exif=exif.tobytes(), quality=95)
-blue.transpose(Image.Transpose.ROTATE_270).save(d + "/blue-upright.png")
-Image.new("RGB", (32, 32), (20, 200, 40)).save(d + "/green.webp")
-"#;
-    let o = Command::new(venv_python())
-        .args(["-c", script])
-        .arg(dir)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    dir.to_path_buf()
-}
-
-/// A 16 kHz mono 16-bit PCM WAV: a 440 Hz tone rising to 880 Hz, `secs` long.
-pub(crate) fn wav(path: &Path, secs: f64) {
-    let rate = 16_000u32;
-    let n = (secs * rate as f64) as u32;
-    let mut data = Vec::with_capacity(n as usize * 2);
-    for i in 0..n {
-        let t = i as f64 / rate as f64;
-        let f = 440.0 + 440.0 * t / secs;
-        let v = (0.4 * (2.0 * std::f64::consts::PI * f * t).sin() * 32767.0) as i16;
-        data.extend_from_slice(&v.to_le_bytes());
-    }
-    let mut b = Vec::new();
-    b.extend_from_slice(b"RIFF");
-    b.extend_from_slice(&(36 + data.len() as u32).to_le_bytes());
-    b.extend_from_slice(b"WAVEfmt ");
-    b.extend_from_slice(&16u32.to_le_bytes());
-    b.extend_from_slice(&1u16.to_le_bytes()); // PCM
-    b.extend_from_slice(&1u16.to_le_bytes()); // mono
-    b.extend_from_slice(&rate.to_le_bytes());
-    b.extend_from_slice(&(rate * 2).to_le_bytes());
-    b.extend_from_slice(&2u16.to_le_bytes());
-    b.extend_from_slice(&16u16.to_le_bytes());
-    b.extend_from_slice(b"data");
-    b.extend_from_slice(&(data.len() as u32).to_le_bytes());
-    b.extend_from_slice(&data);
-    fs::write(path, b).unwrap();
-}
-
-fn run(fx: &Fx, args: &[&str]) -> Output {
-    cmd(fx)
-        .arg("run")
-        .args(args)
-        .arg("--python")
-        .arg(venv_dir())
-        .output()
-        .unwrap()
-}
-
-fn envelope(o: &Output) -> Value {
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
-        panic!(
-            "{e}: {}\n{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        )
-    })
-}
-
-fn ok(fx: &Fx, args: &[&str]) -> Value {
-    let o = run(fx, args);
-    let v = envelope(&o);
-    assert_eq!(
-        v["status"],
-        "success",
-        "{v}\n{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    v["data"].clone()
-}
-
-/// A refusal: the envelope's error type, with Python never started (`--python` points at
-/// nothing, which would be `python_not_found` had the run got that far).
+/// A refusal: the envelope's error type and message, with Python never started (`--python`
+/// points at nothing, which would be `python_not_found` had the run got that far).
 fn refused(fx: &Fx, args: &[&str]) -> (String, String) {
-    let o = cmd(fx)
+    mlxfs(fx)
         .arg("run")
         .args(args)
         .args(["--json", "--python", "/nonexistent/python"])
-        .output()
-        .unwrap();
-    assert_eq!(
-        o.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let v = envelope(&o);
-    (
-        v["error"]["type"].as_str().unwrap_or_default().to_string(),
-        v["error"]["message"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string(),
-    )
+        .refused()
 }
 
 const VLM_ARGS: &[&str] = &[
@@ -173,9 +63,7 @@ print(json.dumps(text))
         .arg(prompt)
         .env("HF_HUB_OFFLINE", "1")
         .env("HF_HOME", ws.join(".direct-hf"))
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        .succeeds();
     serde_json::from_slice::<Value>(&o.stdout)
         .unwrap()
         .as_str()
@@ -194,7 +82,7 @@ fn run_image_same_text_from_path_name_mount_subprocess_and_mlx_vlm() {
     let mut args = vec![ws.to_str().unwrap(), "Describe the image.", "--image"];
     args.push(png.to_str().unwrap());
     args.extend(VLM_ARGS);
-    let by_path = ok(&fx, &args);
+    let by_path = run(&fx, &args).ok();
     assert_eq!(by_path["backend"], "mlx-vlm");
     let text = by_path["text"].as_str().unwrap().to_string();
     assert!(!text.is_empty(), "{by_path}");
@@ -207,10 +95,10 @@ fn run_image_same_text_from_path_name_mount_subprocess_and_mlx_vlm() {
     assert_eq!(text, vlm_direct(&ws, &png, "Describe the image."));
 
     args[0] = "tiny-vlm";
-    assert_eq!(ok(&fx, &args)["text"], text.as_str());
+    assert_eq!(run(&fx, &args).ok()["text"], text.as_str());
     let mut sub = args.clone();
     sub.push("--subprocess");
-    let s = ok(&fx, &sub);
+    let s = run(&fx, &sub).ok();
     assert_eq!(s["python"]["mode"], "subprocess");
     assert_eq!(s["text"], text.as_str());
 
@@ -220,7 +108,7 @@ fn run_image_same_text_from_path_name_mount_subprocess_and_mlx_vlm() {
     let before = tree_state(&fx.hf_home);
     let mut hub = args.clone();
     hub[0] = "org/tiny-vlm-hub";
-    let h = ok(&fx, &hub);
+    let h = run(&fx, &hub).ok();
     assert_eq!(h["text"], text.as_str());
     let hub_home = h["python"]["hf_home"].as_str().unwrap().to_string();
     assert!(hub_home.contains("hf-cache"), "{hub_home}");
@@ -232,7 +120,7 @@ fn run_image_same_text_from_path_name_mount_subprocess_and_mlx_vlm() {
     let m = Mount::start(&fx, &[]);
     let through = m.dir.join("tiny-vlm");
     args[0] = through.to_str().unwrap();
-    let t = ok(&fx, &args);
+    let t = run(&fx, &args).ok();
     assert_eq!(t["text"], text.as_str());
     assert_eq!(
         t["model"]["weights_path"],
@@ -251,12 +139,12 @@ fn run_image_same_text_from_path_name_mount_subprocess_and_mlx_vlm() {
         jpg.to_str().unwrap(),
     ];
     a2.extend(VLM_ARGS);
-    let rotated = ok(&fx, &a2)["text"].clone();
+    let rotated = run(&fx, &a2).ok()["text"].clone();
     a2[3] = upright.to_str().unwrap();
-    assert_eq!(ok(&fx, &a2)["text"], rotated);
+    assert_eq!(run(&fx, &a2).ok()["text"], rotated);
     let webp = img.join("green.webp");
     a2[3] = webp.to_str().unwrap();
-    ok(&fx, &a2);
+    run(&fx, &a2).ok();
     // Two images in one prompt.
     let mut two = vec![
         "tiny-vlm",
@@ -266,7 +154,7 @@ fn run_image_same_text_from_path_name_mount_subprocess_and_mlx_vlm() {
     ];
     two.extend(["--image", webp.to_str().unwrap()]);
     two.extend(VLM_ARGS);
-    assert_eq!(ok(&fx, &two)["images"].as_array().unwrap().len(), 2);
+    assert_eq!(run(&fx, &two).ok()["images"].as_array().unwrap().len(), 2);
     // Nothing reached the shared cache; the model's own cache holds nothing new either.
     assert_eq!(tree_state(&fx.hf_home), before);
 }
@@ -275,7 +163,7 @@ fn run_image_same_text_from_path_name_mount_subprocess_and_mlx_vlm() {
 fn media_refusals_come_before_python_starts() {
     crate::require!(Python);
     let fx = Fx::new();
-    crate::run::make_tiny(&fx, "tiny", &[]);
+    crate::support::python::make_tiny(&fx, "tiny", &[]);
     make_vlm(&fx, "tiny-vlm");
     make_whisper(&fx, "whisper-tiny-mlx", &[]);
     make_whisper(&fx, "whisper-tiny.en-mlx", &["--english-only"]);
@@ -372,7 +260,7 @@ fn media_refusals_come_before_python_starts() {
         ],
         vec!["run", "tiny-vlm", "hi", "--image", p, "--audio", c],
     ] {
-        let o = cmd(&fx).args(&args).output().unwrap();
+        let o = mlxfs(&fx).args(&args).output().unwrap();
         assert_eq!(o.status.code(), Some(2), "{args:?}");
     }
 }
@@ -400,9 +288,7 @@ print(json.dumps({"text": r["text"].strip(), "language": r["language"],
         .arg(clip)
         .env("HF_HUB_OFFLINE", "1")
         .env("HF_HOME", ws.join(".direct-hf"))
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        .succeeds();
     serde_json::from_slice(&o.stdout).unwrap()
 }
 
@@ -418,7 +304,7 @@ fn run_audio_same_transcript_from_path_name_mount_and_mlx_whisper() {
     wav(&clip, 2.0);
     let c = clip.to_str().unwrap();
     let before = tree_state(&fx.hf_home);
-    let by_path = ok(&fx, &[ws.to_str().unwrap(), "--audio", c, "--json"]);
+    let by_path = run(&fx, &[ws.to_str().unwrap(), "--audio", c, "--json"]).ok();
     assert_eq!(by_path["backend"], "mlx-whisper");
     let want = whisper_direct(&ws, &clip);
     assert_eq!(by_path["text"], want["text"], "{by_path}");
@@ -438,23 +324,25 @@ fn run_audio_same_transcript_from_path_name_mount_and_mlx_whisper() {
     );
     let text = by_path["text"].clone();
     assert_eq!(
-        ok(&fx, &["whisper-tiny-mlx", "--audio", c, "--json"])["text"],
+        run(&fx, &["whisper-tiny-mlx", "--audio", c, "--json"]).ok()["text"],
         text
     );
     assert_eq!(
-        ok(
+        run(
             &fx,
             &["whisper-tiny-mlx", "--audio", c, "--json", "--subprocess"]
-        )["text"],
+        )
+        .ok()["text"],
         text
     );
     assert_eq!(tree_state(&fx.hf_home), before);
     fx.hub_model("mlx-community/whisper-tiny-hub-mlx", &files_of(&ws));
     let before = tree_state(&fx.hf_home);
-    let h = ok(
+    let h = run(
         &fx,
         &["mlx-community/whisper-tiny-hub-mlx", "--audio", c, "--json"],
-    );
+    )
+    .ok();
     assert_eq!(h["text"], text);
     assert!(
         h["python"]["hf_home"]
@@ -466,12 +354,12 @@ fn run_audio_same_transcript_from_path_name_mount_and_mlx_whisper() {
     let m = Mount::start(&fx, &[]);
     let through = m.dir.join("whisper-tiny-mlx");
     assert_eq!(
-        ok(&fx, &[through.to_str().unwrap(), "--audio", c, "--json"])["text"],
+        run(&fx, &[through.to_str().unwrap(), "--audio", c, "--json"]).ok()["text"],
         text
     );
     drop(m);
     // Plain output: the transcript alone on stdout.
-    let o = run(&fx, &["whisper-tiny-mlx", "--audio", c]);
+    let o = run(&fx, &["whisper-tiny-mlx", "--audio", c]).out();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(
         String::from_utf8_lossy(&o.stdout).trim_end_matches('\n'),
@@ -479,7 +367,7 @@ fn run_audio_same_transcript_from_path_name_mount_and_mlx_whisper() {
     );
     assert!(String::from_utf8_lossy(&o.stderr).contains("transcribed"));
     // --language and --translate reach the model (the task and language are Whisper's).
-    let tr = ok(
+    let tr = run(
         &fx,
         &[
             "whisper-tiny-mlx",
@@ -490,11 +378,12 @@ fn run_audio_same_transcript_from_path_name_mount_and_mlx_whisper() {
             "de",
             "--translate",
         ],
-    );
+    )
+    .ok();
     assert_eq!(tr["language"], "de");
     assert_eq!(tr["audio"]["task"], "translate");
     // mlx-knife's spelling, `--translate en`, is the same (and not a prompt word).
-    let tr2 = ok(
+    let tr2 = run(
         &fx,
         &[
             "whisper-tiny-mlx",
@@ -506,7 +395,8 @@ fn run_audio_same_transcript_from_path_name_mount_and_mlx_whisper() {
             "--translate",
             "en",
         ],
-    );
+    )
+    .ok();
     assert_eq!(tr2["text"], tr["text"]);
     assert_eq!(tree_state(&fx.hf_home), before);
 }
@@ -522,8 +412,8 @@ fn ctrl_c_stops_a_transcription() {
     let ws = make_whisper(&fx, "whisper-tiny-mlx", &[]);
     let clip = fx.tmp.path().join("long.wav");
     wav(&clip, 1200.0); // 40 windows
-    for (extra, group) in crate::run::CTRL_C {
-        let child = cmd(&fx)
+    for (extra, group) in crate::support::python::CTRL_C {
+        let child = mlxfs(&fx)
             .arg("run")
             .arg(&ws)
             .arg("--audio")
@@ -537,16 +427,10 @@ fn ctrl_c_stops_a_transcription() {
             .spawn()
             .unwrap();
         std::thread::sleep(std::time::Duration::from_millis(1500));
-        crate::run::ctrl_c(&child, group);
+        crate::support::python::ctrl_c(&child, group);
         let o = child.wait_with_output().unwrap();
         let case = format!("{extra:?}, to the group: {group}");
-        assert_eq!(
-            o.status.code(),
-            Some(130),
-            "{case}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        let v = envelope(&o);
+        let v = exited(&o, 130);
         assert_eq!(v["data"]["finish_reason"], "interrupted", "{case}: {v}");
         assert_eq!(v["data"]["backend"], "mlx-whisper", "{case}: {v}");
     }
@@ -587,13 +471,11 @@ import struct
 hdr = b"RIFF" + struct.pack("<I", 36 + len(data)) + b"WAVEfmt " + struct.pack("<IHHIIHH", 16, 3, 1, 44100, 44100 * 4, 4, 32)
 open(f"{d}/tone-f32.wav", "wb").write(hdr + b"data" + struct.pack("<I", len(data)) + data)
 "#;
-    let o = Command::new(venv_python())
+    Command::new(venv_python())
         .args(["-c", script])
         .arg(dir)
         .arg(src)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        .succeeds();
 }
 
 #[test]
@@ -615,10 +497,11 @@ fn common_audio_formats_decode_and_a_missing_decoder_is_named() {
         ("tone-f32.wav", "wav"),
     ] {
         let f = dir.join(file);
-        let v = ok(
+        let v = run(
             &fx,
             &["whisper-tiny-mlx", "--audio", f.to_str().unwrap(), "--json"],
-        );
+        )
+        .ok();
         assert_eq!(v["audio"]["decoder"], decoder, "{file}: {v}");
         let secs = v["audio"]["seconds"].as_f64().unwrap();
         assert!((secs - 2.0).abs() < 0.15, "{file}: {secs} s");
@@ -632,7 +515,7 @@ fn common_audio_formats_decode_and_a_missing_decoder_is_named() {
         "raise ImportError('hidden by the test')\n",
     )
     .unwrap();
-    let o = cmd(&fx)
+    let o = mlxfs(&fx)
         .args(["run", "whisper-tiny-mlx", "--json", "--audio"])
         .arg(dir.join("tone.flac"))
         .arg("--python")
@@ -648,15 +531,18 @@ fn common_audio_formats_decode_and_a_missing_decoder_is_named() {
     // A file that claims to be FLAC but is not: PyAV's own error, as invalid_media.
     let fake = dir.join("fake.flac");
     fs::write(&fake, b"fLaC\0\0\0\x22not really flac").unwrap();
-    let v = envelope(&run(
-        &fx,
-        &[
-            "whisper-tiny-mlx",
-            "--audio",
-            fake.to_str().unwrap(),
-            "--json",
-        ],
-    ));
+    let v = envelope(
+        &run(
+            &fx,
+            &[
+                "whisper-tiny-mlx",
+                "--audio",
+                fake.to_str().unwrap(),
+                "--json",
+            ],
+        )
+        .out(),
+    );
     assert_eq!(v["error"]["type"], "invalid_media", "{v}");
     // WAV headers are the file's word only: a sample rate of 1 Hz (a 2 s clip claiming 9
     // hours), no bits per sample, no samples at all — refused, not transcribed for minutes.
@@ -690,10 +576,13 @@ fn common_audio_formats_decode_and_a_missing_decoder_is_named() {
             "without audio samples",
         ),
     ] {
-        let v = envelope(&run(
-            &fx,
-            &["whisper-tiny-mlx", "--audio", f.to_str().unwrap(), "--json"],
-        ));
+        let v = envelope(
+            &run(
+                &fx,
+                &["whisper-tiny-mlx", "--audio", f.to_str().unwrap(), "--json"],
+            )
+            .out(),
+        );
         assert_eq!(v["error"]["type"], want, "{v}");
         assert!(
             v["error"]["message"].as_str().unwrap().contains(text),
@@ -711,7 +600,7 @@ fn offline_media_runs_without_network() {
     let img = images(&fx.tmp.path().join("img"));
     let clip = fx.tmp.path().join("tone.wav");
     wav(&clip, 1.0);
-    let online_v = ok(
+    let online_v = run(
         &fx,
         &[
             &[
@@ -723,8 +612,9 @@ fn offline_media_runs_without_network() {
             VLM_ARGS,
         ]
         .concat(),
-    );
-    let online_a = ok(
+    )
+    .ok();
+    let online_a = run(
         &fx,
         &[
             "whisper-tiny-mlx",
@@ -732,7 +622,8 @@ fn offline_media_runs_without_network() {
             clip.to_str().unwrap(),
             "--json",
         ],
-    );
+    )
+    .ok();
     let before = tree_state(&fx.hf_home);
     let unshared = |args: &[&str]| -> Value {
         let mut c = Command::new("unshare");
@@ -779,7 +670,7 @@ fn offline_media_runs_without_network() {
 fn serve_images_and_transcriptions_through_the_openai_client() {
     crate::require!(Python);
     let fx = Fx::new();
-    crate::run::make_tiny(&fx, "tiny", &[]);
+    crate::support::python::make_tiny(&fx, "tiny", &[]);
     make_vlm(&fx, "tiny-vlm");
     make_whisper(&fx, "whisper-tiny-mlx", &[]);
     let img = images(&fx.tmp.path().join("img"));
@@ -787,7 +678,7 @@ fn serve_images_and_transcriptions_through_the_openai_client() {
     let clip = fx.tmp.path().join("tone.wav");
     wav(&clip, 2.0);
     let before = tree_state(&fx.hf_home);
-    let want_image = ok(
+    let want_image = run(
         &fx,
         &[
             &[
@@ -799,9 +690,10 @@ fn serve_images_and_transcriptions_through_the_openai_client() {
             VLM_ARGS,
         ]
         .concat(),
-    )["text"]
+    )
+    .ok()["text"]
         .clone();
-    let want_audio = ok(
+    let want_audio = run(
         &fx,
         &[
             "whisper-tiny-mlx",
@@ -809,7 +701,8 @@ fn serve_images_and_transcriptions_through_the_openai_client() {
             clip.to_str().unwrap(),
             "--json",
         ],
-    );
+    )
+    .ok();
     // A stop sequence: two characters from the middle of the text (or one past its end).
     let chars: Vec<char> = want_image.as_str().unwrap().chars().collect();
     let stop: String = if chars.len() >= 4 {
@@ -819,9 +712,9 @@ fn serve_images_and_transcriptions_through_the_openai_client() {
     };
     let full = want_image.as_str().unwrap();
     let cut = full.find(&stop).map_or(full, |i| &full[..i]).to_string();
-    let s = crate::serve::Served::start(&fx, &[]);
+    let s = Served::start(&fx, &[]);
     let url = s.url();
-    let models = crate::serve::get_json(&s.addr, "/v1/models", &[]).1;
+    let models = get_json(&s.addr, "/v1/models", &[]).1;
     let caps = |id: &str| {
         models["data"]
             .as_array()
@@ -1018,7 +911,7 @@ print(json.dumps(out))
         "{v}"
     );
     // Every worker ran under its model's own isolated cache; the shared cache is untouched.
-    let h = crate::serve::get_json(&s.addr, "/health", &[]).1;
+    let h = get_json(&s.addr, "/health", &[]).1;
     assert!(!h["workers"].as_array().unwrap().is_empty(), "{h}");
     assert_eq!(tree_state(&fx.hf_home), before);
 }
@@ -1030,7 +923,7 @@ fn serve_fetches_image_urls_only_when_allowed() {
     make_vlm(&fx, "tiny-vlm");
     let img = images(&fx.tmp.path().join("img"));
     let png = img.join("red.png");
-    let want = ok(
+    let want = run(
         &fx,
         &[
             &[
@@ -1042,7 +935,8 @@ fn serve_fetches_image_urls_only_when_allowed() {
             VLM_ARGS,
         ]
         .concat(),
-    )["text"]
+    )
+    .ok()["text"]
         .clone();
     // A file server on loopback (the only kind of address a test may fetch from).
     let port = {
@@ -1073,7 +967,7 @@ fn serve_fetches_image_urls_only_when_allowed() {
     }
     // The default (public addresses only) refuses this machine, whatever the URL calls it,
     // before any model loads.
-    let public = crate::serve::Served::start(&fx, &["--allow-remote-images"]);
+    let public = Served::start(&fx, &["--allow-remote-images"]);
     let v = openai(
         &public.url(),
         &format!(
@@ -1107,7 +1001,7 @@ print(json.dumps([ask(u) for u in ["http://127.0.0.1:{port}/red.png", "http://lo
         "{m}"
     );
     drop(public);
-    let s = crate::serve::Served::start(&fx, &["--allow-remote-images=any"]);
+    let s = Served::start(&fx, &["--allow-remote-images=any"]);
     let v = openai(
         &s.url(),
         &format!(
@@ -1145,7 +1039,7 @@ fn serve_loads_vision_and_speech_models_through_a_mount() {
     let png = img.join("red.png");
     let clip = fx.tmp.path().join("tone.wav");
     wav(&clip, 1.0);
-    let want_image = ok(
+    let want_image = run(
         &fx,
         &[
             &[
@@ -1157,9 +1051,10 @@ fn serve_loads_vision_and_speech_models_through_a_mount() {
             VLM_ARGS,
         ]
         .concat(),
-    )["text"]
+    )
+    .ok()["text"]
         .clone();
-    let want_audio = ok(
+    let want_audio = run(
         &fx,
         &[
             "whisper-tiny-mlx",
@@ -1167,11 +1062,12 @@ fn serve_loads_vision_and_speech_models_through_a_mount() {
             clip.to_str().unwrap(),
             "--json",
         ],
-    )["text"]
+    )
+    .ok()["text"]
         .clone();
     let m = Mount::start(&fx, &[]);
     let (v, a) = (m.dir.join("tiny-vlm"), m.dir.join("whisper-tiny-mlx"));
-    let s = crate::serve::Served::start(
+    let s = Served::start(
         &fx,
         &[
             "--model",
@@ -1212,7 +1108,7 @@ print(json.dumps({{"image": r.choices[0].message.content, "audio": t.text}}))
 fn a_form_field_given_twice_is_refused() {
     crate::require!(Python);
     let fx = Fx::new();
-    let s = crate::serve::Served::start(&fx, &[]);
+    let s = Served::start(&fx, &[]);
     let b = "mlxfs-test-boundary";
     let form = |fields: &[(&str, &str)]| {
         let mut body = Vec::new();
@@ -1233,7 +1129,7 @@ fn a_form_field_given_twice_is_refused() {
         }
         body.extend_from_slice(format!("--{b}--\r\n").as_bytes());
         let ct = format!("multipart/form-data; boundary={b}");
-        let (st, _, out) = crate::serve::http(
+        let (st, _, out) = http(
             &s.addr,
             "POST",
             "/v1/audio/transcriptions",

@@ -10,7 +10,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::cli::*;
 use crate::support::mnt::*;
+use crate::support::python::test_python;
 use crate::support::*;
 use sha2::{Digest, Sha256};
 
@@ -195,7 +197,7 @@ fn tree_shape_and_attributes() {
         "acme@hub/model@1111111",
         "mlx-community/Tiny-4bit",
     ] {
-        let o = cmd(&fx).args(["show", name, "--json"]).output().unwrap();
+        let o = mlxfs(&fx).args(["show", name, "--json"]).output().unwrap();
         assert!(
             o.status.success(),
             "show {name}: {}",
@@ -210,7 +212,7 @@ fn virtual_files_render_the_catalog() {
     let fx = fleet();
     let m = Mount::start(&fx, &[]);
     // models.json is exactly `mlxfs list --json`.
-    let list = cmd(&fx).args(["list", "--json"]).output().unwrap();
+    let list = mlxfs(&fx).args(["list", "--json"]).output().unwrap();
     assert_eq!(fs::read(m.p(".mlxfs/models.json")).unwrap(), list.stdout);
     // Sizes in stat match the content.
     for rel in [
@@ -275,7 +277,7 @@ fn virtual_files_render_the_catalog() {
     );
     // model.json is `show --json`'s model.
     let show: Value = serde_json::from_slice(
-        &cmd(&fx)
+        &mlxfs(&fx)
             .args(["show", "acme@hub/model@1111111", "--json"])
             .output()
             .unwrap()
@@ -289,7 +291,7 @@ fn virtual_files_render_the_catalog() {
     assert_eq!(mj["revision"], OLD);
     // A model folder inside the mount stands for the model it shows (show, list by path).
     let shown: Value = serde_json::from_slice(
-        &cmd(&fx)
+        &mlxfs(&fx)
             .arg("show")
             .arg(m.p("acme@hub/model"))
             .arg("--json")
@@ -301,7 +303,7 @@ fn virtual_files_render_the_catalog() {
     assert_eq!(shown["data"]["model"]["name"], "acme/model");
     assert_eq!(shown["data"]["model"]["revision"], NEW);
     let listed: Value = serde_json::from_slice(
-        &cmd(&fx)
+        &mlxfs(&fx)
             .arg("list")
             .arg(format!("{}/", m.dir.display()))
             .arg("--json")
@@ -362,18 +364,7 @@ fn mmap_check(through: &Path, backing: &Path, seconds_budget: u64) {
                 use std::os::unix::fs::FileExt;
                 let f = fs::File::open(&through).unwrap();
                 let real = fs::File::open(&backing).unwrap();
-                let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
-                // SAFETY: read-only shared mapping of a file we keep open for its lifetime.
-                let p = unsafe {
-                    libc::mmap(
-                        std::ptr::null_mut(),
-                        len,
-                        libc::PROT_READ,
-                        libc::MAP_SHARED,
-                        fd,
-                        0,
-                    )
-                };
+                let p = map_shared(&f, len);
                 assert_ne!(p, libc::MAP_FAILED, "mmap failed");
                 let mut x = t.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
                 let mut want = vec![0u8; 4096];
@@ -526,7 +517,7 @@ fn every_write_fails_with_erofs() {
     );
     // Mounting again on a live mount is refused, in the foreground and with --daemon.
     for extra in [&[][..], &["--daemon"]] {
-        let o = cmd(&fx)
+        let o = mlxfs(&fx)
             .arg("mount")
             .arg(&m.dir)
             .args(extra)
@@ -674,7 +665,7 @@ fn stale_mount_is_recovered_and_busy_umount_is_lazy() {
     let err = fs::metadata(m.p("acme")).unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::ENOTCONN), "{err}");
     // A new mount over the stale one clears it.
-    let child = cmd(&fx)
+    let child = mlxfs(&fx)
         .arg("mount")
         .arg(&m.dir)
         .stderr(Stdio::null())
@@ -685,7 +676,7 @@ fn stale_mount_is_recovered_and_busy_umount_is_lazy() {
     assert!(m.p("acme/config.json").exists());
     // `mlxfs umount` on a busy mount detaches it lazily; the open file keeps working.
     let f = fs::File::open(m.p("acme/config.json")).unwrap();
-    let o = cmd(&fx).arg("umount").arg(&m.dir).output().unwrap();
+    let o = mlxfs(&fx).arg("umount").arg(&m.dir).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(!mounted(&m.dir));
     let mut s = String::new();
@@ -709,7 +700,7 @@ fn stale_mount_is_recovered_and_busy_umount_is_lazy() {
 #[test]
 fn mount_errors_are_clear() {
     let fx = Fx::new();
-    let o = cmd(&fx)
+    let o = mlxfs(&fx)
         .args(["mount", "/nonexistent/mlxfs-mnt", "--json"])
         .output()
         .unwrap();
@@ -719,11 +710,10 @@ fn mount_errors_are_clear() {
     let full = fx.tmp.path().join("full");
     fs::create_dir_all(&full).unwrap();
     fs::write(full.join("x"), "x").unwrap();
-    let o = cmd(&fx).arg("mount").arg(&full).output().unwrap();
+    let o = mlxfs(&fx).arg("mount").arg(&full).output().unwrap();
     assert_eq!(o.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("is not empty"), "{err}");
-    let o = cmd(&fx).arg("umount").arg(&full).output().unwrap();
+    stderr_has(&o, "is not empty");
+    let o = mlxfs(&fx).arg("umount").arg(&full).output().unwrap();
     assert!(String::from_utf8_lossy(&o.stderr).contains("is not a mount point"));
 }
 
@@ -755,7 +745,7 @@ fn a_mount_point_among_the_sources_is_refused() {
     ];
     for (dir, hf_home) in cases {
         for daemon in [true, false] {
-            let mut c = cmd(&fx);
+            let mut c = mlxfs(&fx);
             if let Some(h) = &hf_home {
                 c.env("HF_HOME", h);
             }
@@ -811,13 +801,7 @@ fn safetensors_loads_through_the_mount() {
                 "import sys; from safetensors.numpy import load_file; t = load_file(sys.argv[1]); print(sorted(t), t['w'].shape, float(t['w'].sum()))",
             ])
             .arg(m.p(rel))
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "{rel}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
+            .succeeds();
         assert_eq!(
             String::from_utf8_lossy(&o.stdout).trim(),
             "['w'] (2, 2) 0.0"
@@ -837,23 +821,18 @@ fn the_issue_example_mounts_as_a_daemon() {
             &files(&[("config.json", b"{\"model_type\":\"llama\"}\n")]),
         );
     }
-    crate::hostile::set_mtime(
+    crate::support::hostile_trees::set_mtime(
         &fx.hub().join("models--org--m/snapshots/abcdefé12"),
         1_546_300_800,
     );
     let mnt = fx.tmp.path().join("mnt");
     fs::create_dir_all(&mnt).unwrap();
-    let o = cmd(&fx)
-        .args(["mount", "--daemon"])
-        .arg(&mnt)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    mlxfs(&fx).args(["mount", "--daemon"]).arg(&mnt).succeeds();
     let shown = names(&mnt.join("org"));
     let status: Value =
         serde_json::from_slice(&fs::read(mnt.join(".mlxfs/status.json")).unwrap()).unwrap();
     let health = fs::read_to_string(mnt.join("org/m@abcdefé/.mlxfs/health")).unwrap();
-    let o = cmd(&fx).arg("umount").arg(&mnt).output().unwrap();
+    let o = mlxfs(&fx).arg("umount").arg(&mnt).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(shown, ["m", "m@abcdefé"]);
     assert_eq!(status["models"], 2);
@@ -867,9 +846,9 @@ fn the_issue_example_mounts_as_a_daemon() {
 fn hostile_trees_mount_and_every_file_reads() {
     crate::require!(Fuse);
     let fx = Fx::new();
-    crate::hostile::regression_tree(&fx.hub(), &fx.ws_home);
-    for c in crate::hostile::fixed_catalogs(40) {
-        crate::hostile::materialize_into(&c, &fx.hub(), &fx.ws_home);
+    crate::support::hostile_trees::regression_tree(&fx.hub(), &fx.ws_home);
+    for c in crate::support::hostile_trees::fixed_catalogs(40) {
+        crate::support::hostile_trees::materialize_into(&c, &fx.hub(), &fx.ws_home);
     }
     let m = Mount::start(&fx, &[]);
     let dir = m.dir.clone();
@@ -916,15 +895,7 @@ fn hostile_trees_mount_and_every_file_reads() {
     // The refresher survives a rescan of all this.
     fs::create_dir_all(fx.ws_home.join("late")).unwrap();
     fs::write(fx.ws_home.join("late/config.json"), "{}").unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !m.p("late").exists() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert!(
-        m.p("late").exists(),
-        "the tree stopped refreshing; log:\n{}",
-        m.log()
-    );
+    m.wait_for("late", "the tree stopped refreshing");
     assert!(!m.log().contains("panicked"), "{}", m.log());
 }
 
@@ -945,15 +916,7 @@ fn links_never_stall_the_watcher() {
     let m = Mount::start(&fx, &[]);
     std::thread::sleep(Duration::from_millis(300));
     fx.workspace("new", &good_files());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !m.p("new").exists() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert!(
-        m.p("new").exists(),
-        "the watcher stalled; log:\n{}",
-        m.log()
-    );
+    m.wait_for("new", "the watcher stalled");
 }
 
 /// `mount --daemon` through a link to an empty folder comes up (and `umount` through the same
@@ -974,14 +937,9 @@ fn a_link_mount_point_and_a_planted_log_link() {
     for p in [&real, &link] {
         symlink(&victim, state.join(mlxfs::cli::mount::log_name(p))).unwrap();
     }
-    let o = cmd(&fx)
-        .args(["mount", "--daemon"])
-        .arg(&link)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    mlxfs(&fx).args(["mount", "--daemon"]).arg(&link).succeeds();
     assert!(real.join("ws/config.json").exists());
-    let o = cmd(&fx).arg("umount").arg(&link).output().unwrap();
+    let o = mlxfs(&fx).arg("umount").arg(&link).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(fs::read_to_string(&victim).unwrap(), "keep me");
 }
@@ -1193,7 +1151,7 @@ fn as_nobody(argv: &[&std::ffi::OsStr]) -> std::process::Output {
 
 /// `mlxfs show PATH --json`'s model.
 fn shown(fx: &Fx, path: &Path) -> Value {
-    let o = cmd(fx)
+    let o = mlxfs(fx)
         .arg("show")
         .arg(path)
         .arg("--json")
@@ -1289,17 +1247,7 @@ fn a_copy_out_of_the_mount_is_clean_and_removable() {
         assert_eq!(got["clean"], true, "{what}: {got:#}");
         assert_eq!(got["content_hash"], source["content_hash"], "{what}");
         assert_eq!(got["health"], "healthy", "{what}");
-        let diff = Command::new("diff")
-            .arg("-r")
-            .arg(&ws)
-            .arg(copy)
-            .output()
-            .unwrap();
-        assert!(
-            diff.status.success(),
-            "{what}: diff -r: {}",
-            String::from_utf8_lossy(&diff.stdout)
-        );
+        Command::new("diff").arg("-r").arg(&ws).arg(copy).succeeds();
         assert_eq!(
             tree_names(copy),
             tree_names(&ws),
@@ -1322,17 +1270,11 @@ fn a_copy_out_of_the_mount_is_clean_and_removable() {
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(tree_names(&hub_copy), tree_names(&snap));
-    let diff = Command::new("diff")
+    Command::new("diff")
         .arg("-r")
         .arg(&snap)
         .arg(&hub_copy)
-        .output()
-        .unwrap();
-    assert!(
-        diff.status.success(),
-        "{}",
-        String::from_utf8_lossy(&diff.stdout)
-    );
+        .succeeds();
     let rm = as_nobody(&["rm".as_ref(), "-rf".as_ref(), hub_copy.as_os_str()]);
     assert!(
         rm.status.success() && !hub_copy.exists(),
@@ -1343,17 +1285,10 @@ fn a_copy_out_of_the_mount_is_clean_and_removable() {
 
 /// Every path below `root`, relative, sorted.
 fn tree_names(root: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in fs::read_dir(&d).unwrap().flatten() {
-            let p = e.path();
-            out.push(p.strip_prefix(root).unwrap().to_string_lossy().into_owned());
-            if e.file_type().unwrap().is_dir() {
-                stack.push(p);
-            }
-        }
-    }
+    let mut out: Vec<String> = walk(root)
+        .iter()
+        .map(|p| p.strip_prefix(root).unwrap().to_string_lossy().into_owned())
+        .collect();
     out.sort();
     out
 }
@@ -1438,17 +1373,7 @@ fn an_open_virtual_file_reads_one_whole_version() {
     let want = fs::read(m.p(".mlxfs/models.json")).unwrap();
     let len = f.metadata().unwrap().len() as usize;
     assert_eq!(len, want.len());
-    // SAFETY: a read-only shared mapping of a file kept open while it is read.
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ,
-            libc::MAP_SHARED,
-            std::os::fd::AsRawFd::as_raw_fd(&f),
-            0,
-        )
-    };
+    let p = map_shared(&f, len);
     assert_ne!(
         p,
         libc::MAP_FAILED,
@@ -1459,6 +1384,22 @@ fn an_open_virtual_file_reads_one_whole_version() {
     let mapped = unsafe { std::slice::from_raw_parts(p as *const u8, len) }.to_vec();
     unsafe { libc::munmap(p, len) };
     assert_eq!(mapped, want);
+}
+
+/// A read-only shared mapping of `len` bytes of `f` (`MAP_FAILED` when it fails); the caller
+/// keeps `f` open while it reads and unmaps it.
+fn map_shared(f: &fs::File, len: usize) -> *mut libc::c_void {
+    // SAFETY: a read-only shared mapping of an open file; nothing is written through it.
+    unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            std::os::fd::AsRawFd::as_raw_fd(f),
+            0,
+        )
+    }
 }
 
 /// The bytes the daemon process has read so far (`rchar` of /proc/PID/io: its `pread`s of

@@ -6,65 +6,28 @@
 
 use serde_json::Value;
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Output;
 
-use crate::run::venv_dir;
+use crate::support::cli::*;
 use crate::support::fakehub::FakeHub;
+use crate::support::python::*;
 use crate::support::*;
-
-const BIN: &str = env!("CARGO_BIN_EXE_mlxfs");
-
-/// scripts/make-tiny-model.py into `dir` (outside any catalog).
-fn make_model(dir: &Path, args: &[&str]) -> PathBuf {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/make-tiny-model.py");
-    let o = Command::new(crate::run::venv_python())
-        .arg(script)
-        .arg(dir)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    dir.to_path_buf()
-}
 
 /// `mlxfs ARGS --json` on machine `fx` (its HOME, HF_HOME and workspace home), with the hub
 /// at `hub`; inside a network namespace of its own (no network at all) when `no_net`.
 fn mlxfs(fx: &Fx, hub: &str, no_net: bool, args: &[&str]) -> (Output, Value) {
-    let mut c = if no_net {
-        let mut c = Command::new("unshare");
-        c.args(["-n", "--", BIN]);
-        c
-    } else {
-        Command::new(BIN)
-    };
-    c.env_clear()
-        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-        .env("HF_ENDPOINT", hub)
-        .env("MLXFS_HUB_RETRIES", "0")
-        .current_dir(fx.tmp.path());
-    for (k, v) in fx.vars() {
-        c.env(k, v);
-    }
-    let o = c.args(args).arg("--json").output().unwrap();
-    let v: Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
-        panic!(
-            "{args:?}: not JSON ({e}): {}\n{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        )
-    });
-    (o, v)
+    against_hub(fx, hub, !no_net)
+        .args(args)
+        .arg("--json")
+        .envelope()
 }
 
+/// A success's `data` (`step` names it when it is not).
+#[track_caller]
 fn ok(step: &str, (o, v): (Output, Value)) -> Value {
-    assert_eq!(
-        v["status"],
-        "success",
-        "{step}: {v:#}\n{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    v["data"].clone()
+    assert_eq!(v["status"], "success", "{step}");
+    data(&v, &o)
 }
 
 /// The run of the round trip: seeded, greedy, with the hub draft.
@@ -73,14 +36,14 @@ fn run_args(venv: &Path, extra: &[&str]) -> Vec<String> {
         "run",
         "tiny",
         "Explain FUSE",
-        "--seed",
-        "7",
-        "--temperature",
-        "0",
-        "--max-tokens",
-        "12",
         "--draft-model",
         "org/draft",
+        "--temperature",
+        "0",
+        "--seed",
+        "7",
+        "--max-tokens",
+        "12",
         "--python",
     ]
     .iter()
@@ -97,8 +60,15 @@ fn clone_run_archive_restore_elsewhere_and_run_offline() {
     let a = Fx::new();
     let hub = FakeHub::start(&a.tmp.path().join("remote"));
     let src = a.tmp.path().join("src");
-    hub.put_repo("org/tiny", &files_of(&make_model(&src.join("tiny"), &[])));
-    let draft = make_model(&src.join("draft"), &["--seed", "3", "--layers", "1"]);
+    hub.put_repo(
+        "org/tiny",
+        &files_of(&generate("make-tiny-model.py", &src.join("tiny"), &[])),
+    );
+    let draft = generate(
+        "make-tiny-model.py",
+        &src.join("draft"),
+        &["--seed", "3", "--layers", "1"],
+    );
     hub.put_repo("org/draft", &files_of(&draft));
     let draft_commit = hub.commit("org/draft", "main");
     let venv = venv_dir();

@@ -11,8 +11,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::loadable::{unprivileged, unprivileged_cmd};
-use crate::support::mnt::cmd;
+use crate::support::cli::*;
+use crate::support::unprivileged::{mkfifo, unprivileged, unprivileged_cmd};
 use crate::support::*;
 use mlxfs::catalog::{CacheLocation, ModelRef};
 
@@ -53,7 +53,7 @@ fn state_caches(fx: &Fx) -> PathBuf {
 }
 
 fn show_json(fx: &Fx, name: &str) -> Value {
-    let o = cmd(fx).args(["show", name, "--json"]).output().unwrap();
+    let o = mlxfs(fx).args(["show", name, "--json"]).output().unwrap();
     let v: Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
         panic!("{e}: {}", String::from_utf8_lossy(&o.stderr));
     });
@@ -158,7 +158,7 @@ fn the_catalog_places_the_cache_of_a_workspace_nobody_may_write() {
 #[test]
 fn run_on_a_read_only_workspace() {
     crate::require!(Python, Root);
-    let (fx, ws) = crate::run::with_tiny();
+    let (fx, ws) = crate::support::python::with_tiny();
     // What an earlier run (by whoever could write) captured: the draft `org/draft`.
     let commit = "0123456789abcdef0123456789abcdef01234567";
     cache_snapshot(
@@ -169,7 +169,8 @@ fn run_on_a_read_only_workspace() {
         true,
     );
     let _ro = ReadOnly::new(&ws);
-    let data = crate::run::run_json(&fx, "tiny", &["--draft-model", "org/draft", "--offline"]);
+    let data =
+        crate::support::python::run_json(&fx, "tiny", &["--draft-model", "org/draft", "--offline"]);
     let cache = &data["cache"];
     assert_eq!(cache["location"], "state_folder", "{cache}");
     assert!(
@@ -194,7 +195,7 @@ fn run_on_a_read_only_workspace() {
     );
 
     // Without --json: the stderr line says where and why.
-    let o = cmd(&fx)
+    let o = mlxfs(&fx)
         .args([
             "run",
             "tiny",
@@ -203,7 +204,7 @@ fn run_on_a_read_only_workspace() {
             "4",
             "--python",
         ])
-        .arg(crate::run::venv_dir())
+        .arg(crate::support::python::venv_dir())
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
@@ -219,9 +220,9 @@ fn run_on_a_read_only_workspace() {
 #[test]
 fn run_as_a_user_who_may_not_write_the_workspace() {
     crate::require!(Python, Root);
-    let (fx, ws) = crate::run::with_tiny();
+    let (fx, ws) = crate::support::python::with_tiny();
     fs::set_permissions(&ws, fs::Permissions::from_mode(0o555)).unwrap();
-    let mut c = cmd(&fx);
+    let mut c = mlxfs(&fx);
     c.args([
         "run",
         "tiny",
@@ -231,7 +232,7 @@ fn run_as_a_user_who_may_not_write_the_workspace() {
         "4",
         "--python",
     ])
-    .arg(crate::run::venv_dir());
+    .arg(crate::support::python::venv_dir());
     let o = unprivileged_cmd(&mut c).output().unwrap();
     fs::set_permissions(&ws, fs::Permissions::from_mode(0o755)).unwrap();
     let v: Value = serde_json::from_slice(&o.stdout)
@@ -255,20 +256,14 @@ fn run_as_a_user_who_may_not_write_the_workspace() {
 #[test]
 fn serve_answers_from_a_read_only_workspace() {
     crate::require!(Python, Root);
-    let (fx, ws) = crate::run::with_tiny();
+    let (fx, ws) = crate::support::python::with_tiny();
     let fifo = fx.workspace("fifo", &files_of(&ws));
     fs::remove_file(fifo.join("tokenizer.json")).unwrap();
-    crate::loadable::mkfifo(&fifo.join("tokenizer.json"));
+    mkfifo(&fifo.join("tokenizer.json"));
     let _ro = ReadOnly::new(&ws);
-    let s = crate::serve::Served::start(&fx, &[]);
+    let s = crate::support::serve::Served::start(&fx, &[]);
     let started = std::time::Instant::now();
-    let (status, v) = crate::serve::post_json(
-        &s.addr,
-        "/v1/chat/completions",
-        &[],
-        &json!({"model": "fifo", "max_tokens": 4,
-                "messages": [{"role": "user", "content": "Explain FUSE"}]}),
-    );
+    let (status, v) = explain_fuse_chat(&s, "fifo");
     assert_eq!(status, 422, "{v}");
     assert_eq!(v["error"]["type"], "model_unhealthy");
     assert_eq!(
@@ -276,13 +271,7 @@ fn serve_answers_from_a_read_only_workspace() {
         "fifo is unhealthy: tokenizer.json is a FIFO, not a regular file"
     );
     assert!(started.elapsed() < std::time::Duration::from_secs(5));
-    let (status, v) = crate::serve::post_json(
-        &s.addr,
-        "/v1/chat/completions",
-        &[],
-        &json!({"model": "tiny", "max_tokens": 4,
-                "messages": [{"role": "user", "content": "Explain FUSE"}]}),
-    );
+    let (status, v) = explain_fuse_chat(&s, "tiny");
     assert_eq!(status, 200, "{v}\n{}", s.log());
     assert_eq!(v["object"], "chat.completion", "{v}");
     assert!(!ws.join(".hf_cache").exists());
@@ -292,4 +281,15 @@ fn serve_answers_from_a_read_only_workspace() {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     assert!(made.len() == 1 && made[0].starts_with("tiny-"), "{made:?}");
+}
+
+/// A chat completion of "Explain FUSE" (4 tokens at most) from `model`: (status, body).
+fn explain_fuse_chat(s: &crate::support::serve::Served, model: &str) -> (u16, Value) {
+    crate::support::serve::post_json(
+        &s.addr,
+        "/v1/chat/completions",
+        &[],
+        &json!({"model": model, "max_tokens": 4,
+                "messages": [{"role": "user", "content": "Explain FUSE"}]}),
+    )
 }

@@ -8,109 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::cli::*;
+use crate::support::python::*;
 use crate::support::*;
-
-const BIN: &str = env!("CARGO_BIN_EXE_mlxfs");
-
-pub(crate) fn venv_python() -> PathBuf {
-    let p = std::env::var("MLXFS_TEST_PYTHON")
-        .expect("require!(Python) checks MLXFS_TEST_PYTHON first");
-    PathBuf::from(p)
-}
-
-pub(crate) fn venv_dir() -> PathBuf {
-    venv_python()
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-/// A fixture catalog with the tiny model as the workspace `tiny`.
-pub(crate) fn with_tiny() -> (Fx, PathBuf) {
-    let fx = Fx::new();
-    let ws = make_tiny(&fx, "tiny", &[]);
-    (fx, ws)
-}
-
-/// [`with_tiny`] with a context of a million tokens (its config's), for runs that must go on
-/// until they are stopped: prompt and answer are held to the context (512 tokens otherwise).
-pub(crate) fn with_endless_tiny() -> (Fx, PathBuf) {
-    let (fx, ws) = with_tiny();
-    let cfg = ws.join("config.json");
-    let mut v: Value = serde_json::from_slice(&fs::read(&cfg).unwrap()).unwrap();
-    v["max_position_embeddings"] = 1_000_000.into();
-    fs::write(&cfg, v.to_string()).unwrap();
-    (fx, ws)
-}
-
-/// scripts/make-tiny-model.py into the workspace `name`, with extra arguments.
-pub(crate) fn make_tiny(fx: &Fx, name: &str, args: &[&str]) -> PathBuf {
-    make_with(fx, "make-tiny-model.py", name, args)
-}
-
-/// Run the generator script `script` of scripts/ (in the test venv) into the workspace `name`.
-pub(crate) fn make_with(fx: &Fx, script: &str, name: &str, args: &[&str]) -> PathBuf {
-    let ws = fx.ws_home.join(name);
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("scripts")
-        .join(script);
-    let o = Command::new(venv_python())
-        .arg(path)
-        .arg(&ws)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "{script}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    ws
-}
-
-fn mlxfs(fx: &Fx) -> Command {
-    let mut c = Command::new(BIN);
-    c.env_clear().env("PATH", "/usr/local/bin:/usr/bin:/bin");
-    for (k, v) in fx.vars() {
-        c.env(k, v);
-    }
-    c
-}
-
-pub(crate) fn run_json(fx: &Fx, model: &str, extra: &[&str]) -> Value {
-    let o = mlxfs(fx)
-        .args([
-            "run",
-            model,
-            "Explain FUSE",
-            "--json",
-            "--seed",
-            "7",
-            "--max-tokens",
-            "12",
-        ])
-        .arg("--python")
-        .arg(venv_dir())
-        .args(extra)
-        .output()
-        .unwrap();
-    let v: Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
-        panic!(
-            "{e}: {}\n{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        )
-    });
-    assert_eq!(
-        v["status"],
-        "success",
-        "{v}\n{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    v["data"].clone()
-}
 
 #[test]
 fn same_text_from_path_name_mount_and_subprocess() {
@@ -189,12 +89,9 @@ fn nothing_is_written_to_the_shared_caches() {
             "--python",
         ])
         .arg(venv_dir())
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("tokens/s"), "{err}");
-    assert!(err.contains("/.hf_cache: nothing added"), "{err}");
+        .succeeds();
+    stderr_has(&o, "tokens/s");
+    stderr_has(&o, "/.hf_cache: nothing added");
     assert_eq!((tree_state(&fx.hf_home), tree_state(&home_cache)), before);
 }
 
@@ -254,8 +151,7 @@ fn a_venv_without_mlx_gets_the_install_hint() {
         .arg(&bare)
         .output()
         .unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("pip install \"mlx[cpu]\" mlx-lm"), "{err}");
+    stderr_has(&o, "pip install \"mlx[cpu]\" mlx-lm");
 }
 
 #[test]
@@ -359,8 +255,7 @@ fn a_pytorch_labelled_checkpoint_is_refused_with_both_ways_out_and_runs_with_for
         ])
         .output()
         .unwrap();
-    assert_eq!(o.status.code(), Some(1));
-    let v = envelope(&o);
+    let v = exited(&o, 1);
     assert_eq!(v["error"]["type"], "model_incompatible", "{v}");
     let msg = v["error"]["message"].as_str().unwrap();
     assert!(
@@ -397,14 +292,7 @@ fn a_pytorch_labelled_checkpoint_is_refused_with_both_ways_out_and_runs_with_for
         .output()
         .unwrap();
     let v = envelope(&o);
-    assert_eq!(v["error"]["type"], "model_incompatible", "{v}");
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("model_file"),
-        "{v}"
-    );
+    error_is(&v, "model_incompatible", "model_file");
 }
 
 #[test]
@@ -486,21 +374,6 @@ fn prompt_from_stdin_and_no_stream() {
     );
 }
 
-/// Ctrl-C: to mlxfs alone (a `kill -INT`), or as a terminal sends it, to the whole process
-/// group (then a subprocess gets it twice: from the terminal and forwarded by mlxfs).
-pub(crate) const CTRL_C: [(&[&str], bool); 3] = [
-    (&[], false),
-    (&["--subprocess"], false),
-    (&["--subprocess"], true),
-];
-
-/// Send Ctrl-C to `child` (started with `process_group(0)`): to it alone, or to its group.
-pub(crate) fn ctrl_c(child: &std::process::Child, group: bool) {
-    let pid = child.id() as i32;
-    // SAFETY: kill(2) on our own child (or its own process group), not yet waited for.
-    unsafe { libc::kill(if group { -pid } else { pid }, libc::SIGINT) };
-}
-
 #[test]
 fn ctrl_c_stops_generation_cleanly() {
     use std::os::unix::process::CommandExt;
@@ -535,13 +408,7 @@ fn ctrl_c_stops_generation_cleanly() {
         let mut rest = Vec::new();
         out.read_to_end(&mut rest).unwrap();
         let status = child.wait().unwrap();
-        let mut err = String::new();
-        child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut err)
-            .unwrap();
+        let err = rest_of_stderr(&mut child);
         let case = format!("{extra:?}, to the group: {group}");
         assert!(
             sent.elapsed() < Duration::from_secs(5),
@@ -554,22 +421,6 @@ fn ctrl_c_stops_generation_cleanly() {
             "{case}: {err}"
         );
     }
-}
-
-/// The pids of `pid`'s children (every thread's).
-pub(crate) fn children(pid: u32) -> Vec<u32> {
-    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
-        return Vec::new();
-    };
-    tasks
-        .flatten()
-        .filter_map(|t| fs::read_to_string(t.path().join("children")).ok())
-        .flat_map(|c| {
-            c.split_whitespace()
-                .filter_map(|p| p.parse().ok())
-                .collect::<Vec<u32>>()
-        })
-        .collect()
 }
 
 /// Ctrl-C while a subprocess is still starting (imports, loading the model) is an
@@ -600,13 +451,7 @@ fn ctrl_c_while_a_subprocess_loads_is_an_interrupted_run() {
         ctrl_c(&child, group);
         let mut out = Vec::new();
         child.stdout.take().unwrap().read_to_end(&mut out).unwrap();
-        let mut err = String::new();
-        child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut err)
-            .unwrap();
+        let err = rest_of_stderr(&mut child);
         let status = child.wait().unwrap();
         assert_eq!(status.code(), Some(130), "group {group}: {err}");
         let v: Value = serde_json::from_slice(&out).unwrap_or(Value::Null);
@@ -646,48 +491,14 @@ fn a_prompt_over_128_kib_reaches_a_subprocess() {
     assert_eq!(v["error"]["type"], "load_failed", "{v}");
 }
 
-/// The tiny model with one layer more in its config than its weights hold: healthy to mlxfs,
-/// mlx-lm cannot load it.
-pub(crate) fn break_layers(ws: &Path) {
-    let cfg = ws.join("config.json");
-    let text = fs::read_to_string(&cfg)
-        .unwrap()
-        .replace("\"num_hidden_layers\": 2", "\"num_hidden_layers\": 3");
-    fs::write(&cfg, text).unwrap();
-}
-
-/// The workspace `qwenish`: the first Qwen's architecture (mlx-lm runs it, transformers does
-/// not know it), whose checkpoints name their own tokenizer class in tokenizer_config.json.
-pub(crate) fn qwenish(fx: &Fx) -> PathBuf {
-    let ws = make_tiny(fx, "qwenish", &["--model-type", "qwen"]);
-    let tc = ws.join("tokenizer_config.json");
-    let mut cfg: Value = serde_json::from_slice(&fs::read(&tc).unwrap()).unwrap();
-    cfg["tokenizer_class"] = "QWenTokenizer".into();
-    cfg["auto_map"] =
-        serde_json::json!({"AutoTokenizer": ["tokenization_qwen.QWenTokenizer", null]});
-    fs::write(&tc, cfg.to_string()).unwrap();
-    ws
-}
-
 /// `mlxfs run MODEL "Explain FUSE" --seed 7 --max-tokens 12` with the test venv, extra
 /// arguments and variables, and "y" on stdin (an answer to any question a library might ask).
 fn run_with(fx: &Fx, model: &str, extra: &[&str], vars: &[(&str, &Path)]) -> Output {
-    let mut c = mlxfs(fx);
-    c.args([
-        "run",
-        model,
-        "Explain FUSE",
-        "--seed",
-        "7",
-        "--max-tokens",
-        "12",
-    ])
-    .arg("--python")
-    .arg(venv_dir())
-    .args(extra)
-    .stdin(Stdio::piped())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
+    let mut c = explain_fuse(fx, model);
+    c.args(extra)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     for (k, v) in vars {
         c.env(k, v);
     }
@@ -695,16 +506,6 @@ fn run_with(fx: &Fx, model: &str, extra: &[&str], vars: &[(&str, &Path)]) -> Out
     use std::io::Write;
     let _ = child.stdin.take().unwrap().write_all(b"y\ny\ny\n");
     child.wait_with_output().unwrap()
-}
-
-fn envelope(o: &Output) -> Value {
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
-        panic!(
-            "stdout is not one JSON document ({e}): {:?}\n{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        )
-    })
 }
 
 const MODES: [&[&str]; 2] = [&[], &["--subprocess"]];
@@ -846,8 +647,7 @@ fn a_failing_python_side_shows_what_it_printed() {
             &[&["--json"], mode].concat(),
             &[("PYTHONPATH", &stub)],
         );
-        assert_eq!(o.status.code(), Some(1));
-        let v = envelope(&o);
+        let v = exited(&o, 1);
         assert_eq!(v["error"]["type"], "load_failed", "{mode:?} {v}");
         assert!(v["error"]["message"].as_str().unwrap().contains("Missing"));
         let out = &v["error"]["python_output"];
@@ -904,8 +704,7 @@ sys.meta_path.insert(0, _Hook())
             .env("STUB_EXIT", code)
             .output()
             .unwrap();
-        assert_eq!(o.status.code(), Some(1));
-        let v = envelope(&o);
+        let v = exited(&o, 1);
         assert_eq!(v["error"]["type"], "python_failed", "{v}");
         assert!(
             v["error"]["message"].as_str().unwrap().contains(says),
@@ -999,28 +798,19 @@ fn an_optimised_blas_is_used_unless_refused() {
         if let Some(b) = blas {
             c.env("MLXFS_BLAS", b);
         }
-        let o = c
-            .args([
-                "run",
-                ws.to_str().unwrap(),
-                "Explain FUSE",
-                "--json",
-                "--seed",
-                "7",
-            ])
-            .args(["--max-tokens", "8", "--python"])
-            .arg(venv_dir())
-            .args(extra)
-            .output()
-            .unwrap();
-        let v: Value = serde_json::from_slice(&o.stdout).unwrap_or(Value::Null);
-        assert_eq!(
-            v["status"],
-            "success",
-            "{v}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        v["data"].clone()
+        c.args([
+            "run",
+            ws.to_str().unwrap(),
+            "Explain FUSE",
+            "--json",
+            "--seed",
+            "7",
+        ])
+        .args(["--max-tokens", "8", "--python"])
+        .arg(venv_dir())
+        .args(extra)
+        .ok()
+        .clone()
     };
     for extra in [&[][..], &["--subprocess"][..]] {
         let fast = run(None, extra);
@@ -1043,9 +833,7 @@ fn an_optimised_blas_is_used_unless_refused() {
             "--python",
         ])
         .arg(venv_dir())
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        .succeeds();
     assert!(
         String::from_utf8_lossy(&o.stderr)
             .contains("MLXFS_BLAS=/nonexistent/libblas.so could not be loaded"),
@@ -1057,60 +845,22 @@ fn an_optimised_blas_is_used_unless_refused() {
 /// A draft for the tiny model: the same tokenizer (it depends only on the vocabulary size),
 /// other weights and one layer, generated outside the catalog.
 fn make_draft(fx: &Fx) -> PathBuf {
-    let dir = fx.tmp.path().join("draft-src");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/make-tiny-model.py");
-    let o = Command::new(venv_python())
-        .arg(script)
-        .arg(&dir)
-        .args(["--seed", "3", "--layers", "1"])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    dir
+    generate(
+        "make-tiny-model.py",
+        &fx.tmp.path().join("draft-src"),
+        &["--seed", "3", "--layers", "1"],
+    )
 }
 
 /// `mlxfs run MODEL "Explain FUSE" --seed 7 --temperature 0 --max-tokens 12 --json` with a
 /// draft model, HF_ENDPOINT at the local hub, optionally inside a network namespace of its
 /// own (`unshare -n`: no network at all).
 fn run_draft(fx: &Fx, model: &str, hub: &str, no_net: bool, extra: &[&str]) -> Value {
-    let mut c = if no_net {
-        let mut c = Command::new("unshare");
-        c.args(["-n", "--", BIN]);
-        c
-    } else {
-        Command::new(BIN)
-    };
-    c.env_clear().env("PATH", "/usr/local/bin:/usr/bin:/bin");
-    for (k, v) in fx.vars() {
-        c.env(k, v);
-    }
-    c.env("HF_ENDPOINT", hub);
-    let o = c
-        .args([
-            "run",
-            model,
-            "Explain FUSE",
-            "--json",
-            "--seed",
-            "7",
-            "--temperature",
-            "0",
-            "--max-tokens",
-            "12",
-            "--python",
-        ])
-        .arg(venv_dir())
+    explain_fuse_in(mlxfs_net(fx, !no_net), model)
+        .env("HF_ENDPOINT", hub)
+        .args(["--json", "--temperature", "0"])
         .args(extra)
-        .output()
-        .unwrap();
-    let v = envelope(&o);
-    assert_eq!(
-        v["status"],
-        "success",
-        "{v}\n{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    v["data"].clone()
+        .ok()
 }
 
 #[test]
@@ -1261,13 +1011,10 @@ fn a_draft_from_the_catalog_and_drafts_that_cannot_be() {
         &[],
     );
     let v = envelope(&o);
-    assert_eq!(v["error"]["type"], "draft_mismatch", "{v}");
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("vocabulary sizes differ (300 vs the model's 384)"),
-        "{v}"
+    error_is(
+        &v,
+        "draft_mismatch",
+        "vocabulary sizes differ (300 vs the model's 384)",
     );
     // --num-draft-tokens needs --draft-model.
     let o = mlxfs(&fx)

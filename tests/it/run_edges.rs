@@ -11,23 +11,25 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::run::{children, make_tiny, venv_dir, venv_python, with_tiny};
+use crate::support::cli::*;
+use crate::support::python::*;
 use crate::support::*;
-use crate::worker::wait_gone;
-
-const BIN: &str = env!("CARGO_BIN_EXE_mlxfs");
-
-fn mlxfs(fx: &Fx) -> Command {
-    let mut c = Command::new(BIN);
-    c.env_clear().env("PATH", "/usr/local/bin:/usr/bin:/bin");
-    for (k, v) in fx.vars() {
-        c.env(k, v);
-    }
-    c
-}
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
+}
+
+/// Start `cmd` (with `--subprocess` when `mode` says so) in a process group of its own, its
+/// stdout and stderr piped.
+fn spawn_grouped(cmd: &mut Command, mode: &str) -> Child {
+    if mode == "subprocess" {
+        cmd.arg("--subprocess");
+    }
+    cmd.process_group(0)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
 }
 
 /// Wait for `child` at most `limit`; on time out kill it (and its group) and say so.
@@ -61,20 +63,18 @@ fn blocking_env(dir: &Path) -> PathBuf {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", text(&o.stderr));
-    let site = fs::read_dir(env.join("lib"))
-        .unwrap()
-        .flatten()
-        .next()
-        .unwrap()
-        .path()
-        .join("site-packages");
-    let real_site = fs::read_dir(venv_dir().join("lib"))
-        .unwrap()
-        .flatten()
-        .next()
-        .unwrap()
-        .path()
-        .join("site-packages");
+    // A venv's site-packages: lib/pythonX.Y/site-packages.
+    let site_of = |venv: &Path| {
+        fs::read_dir(venv.join("lib"))
+            .unwrap()
+            .flatten()
+            .next()
+            .unwrap()
+            .path()
+            .join("site-packages")
+    };
+    let site = site_of(&env);
+    let real_site = site_of(&venv_dir());
     fs::create_dir_all(site.join("mlx")).unwrap();
     fs::create_dir_all(site.join("mlx_lm")).unwrap();
     fs::write(site.join("mlx/__init__.py"), "").unwrap();
@@ -120,14 +120,8 @@ fn ctrl_c_and_sigterm_stop_a_run_blocked_while_loading() {
         cmd.args(["run", "tiny", "hello", "--json", "--python"])
             .arg(&env)
             .env("BLOCK_FIFO", &fifo)
-            .env("BLOCK_HOW", how)
-            .process_group(0)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        if mode == "subprocess" {
-            cmd.arg("--subprocess");
-        }
-        let mut child = cmd.spawn().unwrap();
+            .env("BLOCK_HOW", how);
+        let mut child = spawn_grouped(&mut cmd, mode);
         let deadline = Instant::now() + Duration::from_secs(30);
         while !reached.exists() {
             assert!(Instant::now() < deadline, "{case}: the load never began");
@@ -203,13 +197,7 @@ fn ctrl_c_and_sigterm_stop_a_run_blocked_while_loading() {
         "{:?}",
         sent.elapsed()
     );
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    let err = rest_of_stderr(&mut child);
     assert!(err.contains("interrupted"), "{err}");
 }
 
@@ -222,7 +210,7 @@ fn ctrl_c_and_sigterm_stop_a_run_blocked_while_loading() {
 #[test]
 fn sigterm_and_sighup_to_the_group_keep_the_text_so_far() {
     crate::require!(Python);
-    let (fx, _ws) = crate::run::with_endless_tiny();
+    let (fx, _ws) = crate::support::python::with_endless_tiny();
     for (mode, signal, twice) in [
         ("subprocess", libc::SIGTERM, false),
         ("subprocess", libc::SIGHUP, false),
@@ -233,14 +221,8 @@ fn sigterm_and_sighup_to_the_group_keep_the_text_so_far() {
         let case = format!("{mode}, signal {signal}, to mlxfs first: {twice}");
         let mut cmd = mlxfs(&fx);
         cmd.args(["run", "tiny", "hello", "--max-tokens", "900000", "--python"])
-            .arg(venv_dir())
-            .process_group(0)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        if mode == "subprocess" {
-            cmd.arg("--subprocess");
-        }
-        let mut child = cmd.spawn().unwrap();
+            .arg(venv_dir());
+        let mut child = spawn_grouped(&mut cmd, mode);
         let mut out = child.stdout.take().unwrap();
         let mut first = [0u8; 16];
         out.read_exact(&mut first)
@@ -256,13 +238,7 @@ fn sigterm_and_sighup_to_the_group_keep_the_text_so_far() {
         let mut rest = Vec::new();
         out.read_to_end(&mut rest).unwrap();
         let status = wait_for(&mut child, Duration::from_secs(8));
-        let mut err = String::new();
-        child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut err)
-            .unwrap();
+        let err = rest_of_stderr(&mut child);
         let status = status.unwrap_or_else(|| panic!("{case}: still running"));
         assert_eq!(status.code(), Some(130), "{case}: {err}");
         assert!(err.contains("interrupted"), "{case}: {err}");
@@ -447,8 +423,8 @@ fn a_prompt_over_the_context_length_is_refused() {
         assert!(n > 4_000, "{m}");
     }
     // A vision model (mlx-vlm, context length 4096): its prompt's text alone is over it.
-    crate::media::make_vlm(&fx, "vlm");
-    let img = crate::media::images(&fx.tmp.path().join("img")).join("red.png");
+    crate::support::python::make_vlm(&fx, "vlm");
+    let img = crate::support::python::images(&fx.tmp.path().join("img")).join("red.png");
     let long = "hello world ".repeat(4_000);
     let o = mlxfs(&fx)
         .args(["run", "vlm", &long, "--json", "--image"])
@@ -538,7 +514,7 @@ fn temperature_zero_is_mlx_lms_greedy_text_and_the_default() {
 fn images_a_model_cannot_take_are_refused_naming_them() {
     crate::require!(Python);
     let fx = Fx::new();
-    crate::media::make_vlm(&fx, "vlm");
+    crate::support::python::make_vlm(&fx, "vlm");
     let dir = fx.tmp.path().join("img");
     fs::create_dir_all(&dir).unwrap();
     let o = Command::new(venv_python())
@@ -607,7 +583,7 @@ fn images_a_model_cannot_take_are_refused_naming_them() {
     );
     assert_eq!(run("a.jpg")["status"], "success");
 
-    let s = crate::serve::Served::start(&fx, &[]);
+    let s = crate::support::serve::Served::start(&fx, &[]);
     let b64 = |name: &str| {
         use base64::Engine;
         base64::engine::general_purpose::STANDARD.encode(fs::read(dir.join(name)).unwrap())
@@ -620,7 +596,8 @@ fn images_a_model_cannot_take_are_refused_naming_them() {
         let body = serde_json::json!({"model": "vlm", "max_tokens": 2, "messages": [{"role": "user",
             "content": [{"type": "image_url", "image_url": {"url": format!("data:image/png;base64,{}", b64(name))}},
                         {"type": "text", "text": "hi"}]}]});
-        let (code, v) = crate::serve::post_json(&s.addr, "/v1/chat/completions", &[], &body);
+        let (code, v) =
+            crate::support::serve::post_json(&s.addr, "/v1/chat/completions", &[], &body);
         assert_eq!(code, status, "{name}: {v}");
         if status != 200 {
             assert_eq!(v["error"]["type"], kind, "{name}: {v}");
@@ -628,5 +605,8 @@ fn images_a_model_cannot_take_are_refused_naming_them() {
         }
     }
     // The refusals harmed no one: the worker that refused the strip still answers.
-    assert_eq!(crate::serve::get_json(&s.addr, "/health", &[]).0, 200);
+    assert_eq!(
+        crate::support::serve::get_json(&s.addr, "/health", &[]).0,
+        200
+    );
 }

@@ -6,21 +6,12 @@
 use serde_json::Value;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Output;
 
+use crate::support::cli::*;
 use crate::support::*;
 use mlxfs::catalog::runtime_cache::inspect;
 
 const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
-
-fn mlxfs(fx: &Fx, args: &[&str]) -> Output {
-    crate::support::mnt::cmd(fx).args(args).output().unwrap()
-}
-
-fn json(o: &Output) -> Value {
-    serde_json::from_slice(&o.stdout)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&o.stdout)))
-}
 
 /// A workspace `ws` whose runtime cache holds the draft `org/draft` at COMMIT (refs/main) with
 /// three files, and a few other files (a lock, an asset).
@@ -136,12 +127,16 @@ fn health_verbose_and_show_report_the_runtime_cache_apart_from_health() {
     let (ws, cache) = ws_with_runtime_cache(&fx);
     fs::write(repo_dir(&cache).join("blobs/abc.incomplete"), b"half").unwrap();
     // Without --verbose: mlx-knife's entry, nothing more.
-    let v = json(&mlxfs(&fx, &["health", "ws", "--json"]));
+    let v = envelope(&mlxfs(&fx).args(["health", "ws", "--json"]).out());
     assert!(
         v["data"]["healthy"][0].get("runtime_cache").is_none(),
         "{v}"
     );
-    let v = json(&mlxfs(&fx, &["health", "ws", "--verbose", "--json"]));
+    let v = envelope(
+        &mlxfs(&fx)
+            .args(["health", "ws", "--verbose", "--json"])
+            .out(),
+    );
     // The model stays healthy; the runtime cache has its own verdict.
     let e = &v["data"]["healthy"][0];
     assert_eq!(e["status"], "healthy", "{v}");
@@ -153,7 +148,7 @@ fn health_verbose_and_show_report_the_runtime_cache_apart_from_health() {
         rc["repos"][0]["revisions"][0]["refs"],
         serde_json::json!(["main"])
     );
-    let o = mlxfs(&fx, &["health", "ws", "-v"]);
+    let o = mlxfs(&fx).args(["health", "ws", "-v"]).out();
     let human = String::from_utf8_lossy(&o.stdout);
     assert!(
         human.contains("healthy   ws — ")
@@ -164,10 +159,10 @@ fn health_verbose_and_show_report_the_runtime_cache_apart_from_health() {
         "{human}"
     );
     // show: the same object in JSON, a section for people.
-    let v = json(&mlxfs(&fx, &["show", "ws", "--json"]));
+    let v = envelope(&mlxfs(&fx).args(["show", "ws", "--json"]).out());
     assert_eq!(v["data"]["model"]["health"], "healthy");
     assert_eq!(v["data"]["runtime_cache"], *rc);
-    let o = mlxfs(&fx, &["show", ws.to_str().unwrap()]);
+    let o = mlxfs(&fx).args(["show", ws.to_str().unwrap()]).out();
     let human = String::from_utf8_lossy(&o.stdout);
     assert!(
         human.contains("Health: healthy")
@@ -185,7 +180,7 @@ fn health_verbose_and_show_report_the_runtime_cache_apart_from_health() {
         &files(&[("config.json", b"{}")]),
         true,
     );
-    let v = json(&mlxfs(&fx, &["health", "org/m", "-v", "--json"]));
+    let v = envelope(&mlxfs(&fx).args(["health", "org/m", "-v", "--json"]).out());
     let rc = &v["data"]["healthy"][0]["runtime_cache"];
     assert_eq!(rc["dir"], state_cache.to_string_lossy().as_ref(), "{v}");
     assert_eq!(rc["offline_ready"], true);

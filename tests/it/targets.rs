@@ -6,14 +6,14 @@
 //! `convert` says so in mlx-knife's words.
 
 use serde_json::Value;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use crate::support::mnt::cmd;
+use crate::support::cli::*;
 use crate::support::*;
 
 fn run(fx: &Fx, args: &[&str]) -> (Output, Value) {
-    let o = cmd(fx)
+    let o = mlxfs(fx)
         .args(args)
         .arg("--json")
         .current_dir(fx.tmp.path())
@@ -37,6 +37,18 @@ fn refused(fx: &Fx, args: &[&str], text: &str) -> String {
     let msg = v["error"]["message"].as_str().unwrap().to_string();
     assert!(msg.contains(text), "{args:?}: {msg}");
     msg
+}
+
+/// `restore TAR TARGET` is refused: `target` lies in the run cache `cache`.
+fn in_a_run_cache(fx: &Fx, tar: &str, target: &Path, cache: &Path) {
+    refused(
+        fx,
+        &["restore", tar, target.to_str().unwrap()],
+        &format!(
+            "it lies in a run cache of mlxfs ({}), a Hugging Face cache",
+            cache.display()
+        ),
+    );
 }
 
 /// A workspace archived with `mlxfs archive`, and a hub model `org/m` (its snapshot folder).
@@ -94,14 +106,7 @@ fn restore_never_writes_into_a_hugging_face_cache() {
     let state_repo = fx.home.join(".local/state/mlxfs/hf-cache/models--org--m");
     std::fs::create_dir_all(state_repo.join("snapshots")).unwrap();
     let t = state_repo.join("snapshots/c");
-    refused(
-        &fx,
-        &["restore", tar, t.to_str().unwrap()],
-        &format!(
-            "it lies in a run cache of mlxfs ({}), a Hugging Face cache",
-            fx.home.join(".local/state/mlxfs/hf-cache").display()
-        ),
-    );
+    in_a_run_cache(&fx, tar, &t, &fx.home.join(".local/state/mlxfs/hf-cache"));
     assert!(!t.exists());
 }
 
@@ -132,7 +137,7 @@ fn writers_refuse_every_hugging_face_cache() {
     std::fs::create_dir_all(nx.join(".no_exist")).unwrap();
 
     let with_state = |args: &[&str]| {
-        let o = cmd(&fx)
+        let o = mlxfs(&fx)
             .env("XDG_STATE_HOME", &state)
             .args(args)
             .arg("--json")
@@ -156,14 +161,7 @@ fn writers_refuse_every_hugging_face_cache() {
         )
     );
     let own = ws.join(".hf_cache/hub/junk");
-    refused(
-        &fx,
-        &["restore", tar, own.to_str().unwrap()],
-        &format!(
-            "it lies in a run cache of mlxfs ({}), a Hugging Face cache",
-            ws.join(".hf_cache").display()
-        ),
-    );
+    in_a_run_cache(&fx, tar, &own, &ws.join(".hf_cache"));
     for (target, cache) in [
         (hf2.join("junk"), &hf2),
         (hf3.join("junk"), &hf3),

@@ -17,6 +17,18 @@ use mlxfs::vfs::{
     fingerprint,
 };
 
+/// A fixture with the hub model `org/m` and its first tree (build 1): fixture, locations,
+/// the stamp, the inodes and the tree.
+fn org_m_tree() -> (Fx, mlxfs::catalog::Locations, SystemTime, Inodes, Tree) {
+    let fx = Fx::new();
+    fx.hub_model("org/m", &good_files());
+    let loc = fx.locations();
+    let stamp = SystemTime::now();
+    let mut inodes = Inodes::default();
+    let a = build(&loc, &mut inodes, 1, stamp);
+    (fx, loc, stamp, inodes, a)
+}
+
 fn vfs_of(fx: &Fx) -> Vfs {
     vfs_for(&fx.locations(), &fx.tmp.path().join("mnt"))
 }
@@ -75,12 +87,7 @@ fn a_rescan_that_finds_nothing_new_changes_nothing() {
 /// own time alone (its org folder shows it) is a new fingerprint, so a refresh rebuilds.
 #[test]
 fn the_fingerprint_covers_a_repo_folders_own_time() {
-    let fx = Fx::new();
-    fx.hub_model("org/m", &good_files());
-    let loc = fx.locations();
-    let stamp = SystemTime::now();
-    let mut inodes = Inodes::default();
-    let a = build(&loc, &mut inodes, 1, stamp);
+    let (fx, loc, stamp, mut inodes, a) = org_m_tree();
     let t = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000);
     fs::File::open(fx.hub().join("models--org--m"))
         .unwrap()
@@ -95,12 +102,7 @@ fn the_fingerprint_covers_a_repo_folders_own_time() {
 
 #[test]
 fn changes_become_invalidations_and_inodes_stay_stable() {
-    let fx = Fx::new();
-    fx.hub_model("org/m", &good_files());
-    let loc = fx.locations();
-    let stamp = SystemTime::now();
-    let mut inodes = Inodes::default();
-    let a = build(&loc, &mut inodes, 1, stamp);
+    let (fx, loc, stamp, mut inodes, a) = org_m_tree();
     let cfg = a.resolve_path("org/m/config.json".as_ref()).unwrap();
     fx.workspace("fresh", &good_files());
     let b = build(&loc, &mut inodes, 2, stamp);
@@ -210,12 +212,7 @@ fn tree_rules_names_links_and_what_is_hidden() {
     assert_eq!(t.node(links).unwrap().attr.nlink, 4); // sub, .mlxfs
     // What is hidden is said in status.json.
     let status: serde_json::Value = serde_json::from_slice(&cat(&v, ".mlxfs/status.json")).unwrap();
-    let hidden: Vec<&str> = status["hidden"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| h["path"].as_str().unwrap())
-        .collect();
+    let hidden: Vec<&str> = strs(&status["hidden"], "path");
     let ws_mlxfs = ws.join(".mlxfs");
     let home_mlxfs = fx.ws_home.join(".mlxfs");
     assert!(hidden.contains(&ws_mlxfs.to_str().unwrap()), "{status:#}");
@@ -278,7 +275,7 @@ fn the_issue_example_builds_and_names_the_snapshot_by_characters() {
     let fx = Fx::new();
     fx.hub_snapshot("org/m", "1234567890abcdef", &good_files(), false);
     let odd = fx.hub_snapshot("org/m", "abcdefé12", &good_files(), false);
-    crate::hostile::set_mtime(&odd, 1_546_300_800); // 2019-01-01: the older one
+    crate::support::hostile_trees::set_mtime(&odd, 1_546_300_800); // 2019-01-01: the older one
     let v = vfs_of(&fx);
     assert_eq!(names(&v.tree(), "org"), ["m", "m@abcdefé"]);
     let loc = fx.locations();
@@ -541,7 +538,7 @@ fn apply(fx: &Fx, e: &Edit) {
         Edit::Touch(i) => {
             let p = ws(*i).join("config.json");
             if p.is_file() {
-                crate::hostile::set_mtime(&p, 1_700_000_000);
+                crate::support::hostile_trees::set_mtime(&p, 1_700_000_000);
             }
         }
     }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use mlxfs::runtime::worker::{GenJob, JobEvent, JobHandle, Worker, WorkerSpec};
 use mlxfs::runtime::{RunErrorKind, python};
 
-use crate::run::{break_layers, qwenish, run_json, venv_dir, with_tiny};
+use crate::support::python::*;
 
 fn spec(ws: &Path) -> WorkerSpec {
     WorkerSpec {
@@ -25,6 +25,13 @@ fn spec(ws: &Path) -> WorkerSpec {
 
 /// Seeded sampling: `mlxfs run --temperature 0.7 --top-p 0.9 --repetition-penalty 1.1 --seed 7
 /// --max-tokens 12` ([`SAMPLED`]) for the prompt as chat.
+/// The tiny model (see [`with_tiny`]) and a worker over it.
+fn tiny_worker() -> (crate::support::Fx, PathBuf, Worker) {
+    let (fx, ws) = with_tiny();
+    let w = Worker::start(&spec(&ws)).unwrap();
+    (fx, ws, w)
+}
+
 fn chat(prompt: &str) -> GenJob {
     GenJob {
         messages: Some(vec![json!({"role": "user", "content": prompt})]),
@@ -120,27 +127,6 @@ fn run_one(w: &Worker, job: GenJob) -> (String, String, u64) {
     let d = done(&last);
     assert_eq!(streamed(&tokens), d.1, "the streamed text is the text");
     d
-}
-
-pub(crate) fn gone(pid: u32) -> bool {
-    // Gone, or a zombie nobody has reaped yet (an init that does not reap, in a container).
-    match fs::read_to_string(format!("/proc/{pid}/status")) {
-        Err(_) => true,
-        Ok(s) => s
-            .lines()
-            .any(|l| l.starts_with("State:") && l.contains('Z')),
-    }
-}
-
-pub(crate) fn wait_gone(pid: u32, limit: Duration) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if gone(pid) {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    gone(pid)
 }
 
 #[test]
@@ -357,8 +343,7 @@ fn a_repeated_or_extended_prompt_reuses_the_cache_and_gives_the_same_text() {
 #[test]
 fn stop_sequences_end_the_text_and_are_never_streamed() {
     crate::require!(Python);
-    let (_fx, ws) = with_tiny();
-    let w = Worker::start(&spec(&ws)).unwrap();
+    let (_fx, _ws, w) = tiny_worker();
     let (_, full, _) = run_one(&w, greedy("Explain FUSE", 24));
     let chars: Vec<char> = full.chars().collect();
     assert!(chars.len() >= 10, "{full:?}");
@@ -386,8 +371,7 @@ fn stop_sequences_end_the_text_and_are_never_streamed() {
 #[test]
 fn cancel_stops_a_running_and_a_queued_job_and_the_worker_goes_on() {
     crate::require!(Python);
-    let (_fx, ws) = with_tiny();
-    let w = Worker::start(&spec(&ws)).unwrap();
+    let (_fx, _ws, w) = tiny_worker();
     // Greedy decoding of this model never emits end-of-text: it would run for minutes.
     let mut long = w.submit(greedy("hello", 1_000_000)).unwrap();
     let mut other = w.submit(greedy("Explain FUSE", 1_000_000)).unwrap();
@@ -433,8 +417,7 @@ fn cancel_stops_a_running_and_a_queued_job_and_the_worker_goes_on() {
 #[test]
 fn a_killed_worker_fails_its_jobs_and_takes_no_more() {
     crate::require!(Python);
-    let (_fx, ws) = with_tiny();
-    let w = Worker::start(&spec(&ws)).unwrap();
+    let (_fx, _ws, w) = tiny_worker();
     let mut running = w.submit(greedy("hello", 1_000_000)).unwrap();
     first_token(&mut running);
     // Waits for the batch to empty (a seeded sampling job runs alone).
@@ -464,8 +447,7 @@ fn a_killed_worker_fails_its_jobs_and_takes_no_more() {
 #[test]
 fn unchecked_values_are_refused_by_the_worker_and_harm_no_other_job() {
     crate::require!(Python);
-    let (_fx, ws) = with_tiny();
-    let w = Worker::start(&spec(&ws)).unwrap();
+    let (_fx, _ws, w) = tiny_worker();
     assert_eq!(w.vocab_size(), Some(384));
     let alone = run_one(&w, greedy("Explain FUSE", 300));
     let mut running = w.submit(greedy("Explain FUSE", 300)).unwrap();
@@ -750,7 +732,7 @@ assert m._held("x<", ["<a", "<<b"]) == 1
 assert m._text_content([{"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "image_url"}, {"type": "text", "text": "b"}]}]) == [{"role": "user", "content": "ab"}]
 print("ok")
 "#;
-    let o = Command::new(crate::run::venv_python())
+    let o = Command::new(crate::support::python::venv_python())
         .args(["-c", code, mlxfs::runtime::worker::WORKER_PY])
         .output()
         .unwrap();
@@ -770,8 +752,7 @@ print("ok")
 #[test]
 fn a_long_prompt_being_encoded_holds_no_other_job() {
     crate::require!(Python);
-    let (_fx, ws) = with_tiny();
-    let w = Worker::start(&spec(&ws)).unwrap();
+    let (_fx, _ws, w) = tiny_worker();
     // Its longest token, "<|assistant|>": the bound serve's early refusal uses.
     assert_eq!(w.max_token_chars(), Some(13));
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -854,8 +835,7 @@ fn a_long_prompt_being_encoded_holds_no_other_job() {
 #[test]
 fn max_tokens_is_held_to_the_context() {
     crate::require!(Python);
-    let (_fx, ws) = with_tiny();
-    let w = Worker::start(&spec(&ws)).unwrap();
+    let (_fx, _ws, w) = tiny_worker();
     let job = |max_tokens: u32, explicit: bool| GenJob {
         max_tokens,
         max_tokens_explicit: explicit,

@@ -887,6 +887,18 @@ fn lfs_put(st: &State, oid: &str, body: &[u8]) -> Response {
     }
 }
 
+/// A new branch `branch` of `repo` with the files of `main` (its folder); the branch's folder.
+fn branch_from(st: &State, repo: &str, branch: &str, main: &Path) -> PathBuf {
+    let d = st.root.join(".branches").join(repo).join(branch);
+    fs::create_dir_all(&d).unwrap();
+    for (rel, abs) in repo_files(main) {
+        let t = d.join(&rel);
+        fs::create_dir_all(t.parent().unwrap()).unwrap();
+        fs::copy(abs, t).unwrap();
+    }
+    d
+}
+
 fn create_branch(st: &State, repo: &str, branch: &str) -> Response {
     let Some(main) = branch_dir(&st.root, repo, "main") else {
         return repo_not_found();
@@ -897,13 +909,7 @@ fn create_branch(st: &State, repo: &str, branch: &str) -> Response {
     if branch.contains('/') || branch.starts_with('.') {
         return Response::error(400, "BadRequest", "invalid branch name");
     }
-    let d = st.root.join(".branches").join(repo).join(branch);
-    fs::create_dir_all(&d).unwrap();
-    for (rel, abs) in repo_files(&main) {
-        let t = d.join(&rel);
-        fs::create_dir_all(t.parent().unwrap()).unwrap();
-        fs::copy(abs, t).unwrap();
-    }
+    branch_from(st, repo, branch, &main);
     Response::json(200, serde_json::json!({}))
 }
 
@@ -953,14 +959,7 @@ fn commit(st: &State, repo: &str, rev: &str, body: &[u8]) -> Response {
         Some(d) => d,
         None if !rev.contains('/') && !rev.starts_with('.') => {
             // A new branch starts from main.
-            let d = st.root.join(".branches").join(repo).join(rev);
-            fs::create_dir_all(&d).unwrap();
-            for (rel, abs) in repo_files(&main) {
-                let t = d.join(&rel);
-                fs::create_dir_all(t.parent().unwrap()).unwrap();
-                fs::copy(abs, t).unwrap();
-            }
-            d
+            branch_from(st, repo, rev, &main)
         }
         None => return Response::error(400, "BadRequest", "invalid revision"),
     };

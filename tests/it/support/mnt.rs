@@ -1,5 +1,4 @@
-//! Running the binary against a fixture, and real FUSE mounts of it (shared by the mount and
-//! hub tests).
+//! Real FUSE mounts of a fixture (shared by the mount, live, hub and media tests).
 
 use serde_json::Value;
 use std::fs;
@@ -8,17 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::Fx;
-
-pub const BIN: &str = env!("CARGO_BIN_EXE_mlxfs");
-
-pub fn cmd(fx: &Fx) -> Command {
-    let mut c = Command::new(BIN);
-    c.env_clear().env("PATH", "/usr/local/bin:/usr/bin:/bin");
-    for (k, v) in fx.vars() {
-        c.env(k, v);
-    }
-    c
-}
+use super::cli::mlxfs;
 
 pub struct Mount {
     pub dir: PathBuf,
@@ -33,7 +22,7 @@ impl Mount {
         fs::create_dir_all(&dir).unwrap();
         // The daemon's stderr (its log) goes to a file: a pipe nobody reads could fill up.
         let log = dir.with_extension("log");
-        let child = cmd(fx)
+        let child = mlxfs(fx)
             .arg("mount")
             .arg(&dir)
             .args(extra)
@@ -59,6 +48,16 @@ impl Mount {
             std::thread::sleep(Duration::from_millis(20));
         }
         panic!("mount at {} did not come up", self.dir.display());
+    }
+
+    /// Wait up to 10 s for `rel` to appear in the mount; fail saying `what` (and the log).
+    #[track_caller]
+    pub fn wait_for(&self, rel: &str, what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.p(rel).exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(self.p(rel).exists(), "{what}; log:\n{}", self.log());
     }
 
     pub fn p(&self, rel: &str) -> PathBuf {
@@ -103,9 +102,4 @@ impl Drop for Mount {
             let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
         }
     }
-}
-
-/// The test venv's interpreter (callers `require!(Python)` first).
-pub fn test_python() -> String {
-    std::env::var("MLXFS_TEST_PYTHON").expect("require!(Python) checks MLXFS_TEST_PYTHON first")
 }

@@ -2,8 +2,13 @@
 //! snapshot links, refs) and workspace folders, all in a temp dir; and what a suite needs
 //! from the machine (FUSE, root, the Python venv), with a one-line skip where it is missing.
 
+pub mod cli;
 pub mod fakehub;
+pub mod hostile_trees;
 pub mod mnt;
+pub mod python;
+pub mod serve;
+pub mod unprivileged;
 
 use std::fs;
 use std::os::unix::fs::symlink;
@@ -105,6 +110,31 @@ macro_rules! require {
             }
         )+
     };
+}
+
+/// The string `key` of each object in the array `list`.
+pub fn strs<'a>(list: &'a serde_json::Value, key: &str) -> Vec<&'a str> {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e[key].as_str().unwrap())
+        .collect()
+}
+
+/// Every path below `root` (depth first, unsorted).
+pub fn walk(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if e.file_type().unwrap().is_dir() {
+                stack.push(p.clone());
+            }
+            out.push(p);
+        }
+    }
+    out
 }
 
 /// A safetensors file: u64-LE header length, JSON header, `data_len` zero bytes.
@@ -298,6 +328,16 @@ pub fn write_tree(root: &Path, files: &[(String, Vec<u8>)]) {
         fs::write(p, bytes).unwrap();
     }
 }
+
+/// The first keys of a sentinel mlxfs writes, in mlx-knife's order.
+pub const SENTINEL_HEAD: [&str; 6] = [
+    "mlxk_version",
+    "created_at",
+    "source_repo",
+    "source_revision",
+    "managed",
+    "operation",
+];
 
 /// A minimal managed sentinel (no hash yet).
 pub fn managed_sentinel(ws: &Path, extra: &str) {
