@@ -109,6 +109,11 @@ pub struct ArchiveError {
     pub hint: Option<String>,
 }
 
+/// The advice of a `disk_full` ([`ArchiveError::io`]).
+const DISK_FULL_HINT: &str = "Free some space, or write somewhere else, and run the command again.";
+/// The kinds of `disk_full`, `permission_denied` and `io_error` ([`crate::error::io_type`]).
+const IO_KINDS: [ErrorKind; 3] = [ErrorKind::DiskFull, ErrorKind::Permission, ErrorKind::Io];
+
 impl ArchiveError {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> ArchiveError {
         ArchiveError {
@@ -127,19 +132,14 @@ impl ArchiveError {
             "The archive is damaged, altered, or was not written by `mlxfs archive`; nothing was restored.",
         )
     }
-    /// Classify a local I/O error; `what` says what was being done.
+    /// Classify a local I/O error ([`crate::error::io_type`]); `what` says what was being
+    /// done.
     pub fn io(e: &io::Error, what: &str) -> ArchiveError {
-        match e.raw_os_error() {
-            Some(libc::ENOSPC) | Some(libc::EDQUOT) => ArchiveError::new(
-                ErrorKind::DiskFull,
-                format!("{what}: no space left on the device"),
-            )
-            .hint("Free some space, or write somewhere else, and run the command again."),
-            Some(libc::EACCES) | Some(libc::EPERM) | Some(libc::EROFS) => {
-                ArchiveError::new(ErrorKind::Permission, format!("{what}: {e}"))
-                    .hint("Check that you may write there (owner, mode, read-only mount).")
-            }
-            _ => ArchiveError::new(ErrorKind::Io, format!("{what}: {e}")),
+        let (kind, message, hint) = crate::error::io_type(e, what, DISK_FULL_HINT, IO_KINDS);
+        ArchiveError {
+            kind,
+            message,
+            hint,
         }
     }
     pub fn interrupted() -> ArchiveError {

@@ -239,6 +239,16 @@ pub struct ConvertError {
     pub fields: Vec<(&'static str, Value)>,
 }
 
+/// The advice of a `disk_full` ([`ConvertError::io`]).
+const DISK_FULL_HINT: &str =
+    "Free some space, or convert into another folder, and run the command again.";
+/// The kinds of `disk_full`, `permission_denied` and `io_error` ([`crate::error::io_type`]).
+const IO_KINDS: [ErrorType; 3] = [
+    ErrorType::DiskFull,
+    ErrorType::PermissionDenied,
+    ErrorType::IoError,
+];
+
 impl ConvertError {
     pub fn new(kind: ErrorType, message: impl Into<String>) -> ConvertError {
         ConvertError {
@@ -256,19 +266,15 @@ impl ConvertError {
         self.fields.push((k, v));
         self
     }
-    /// Classify a local I/O error; `what` says what was being done.
+    /// Classify a local I/O error ([`crate::error::io_type`]); `what` says what was being
+    /// done.
     pub fn io(e: &std::io::Error, what: &str) -> ConvertError {
-        match e.raw_os_error() {
-            Some(libc::ENOSPC) | Some(libc::EDQUOT) => ConvertError::new(
-                ErrorType::DiskFull,
-                format!("{what}: no space left on the device"),
-            )
-            .hint("Free some space, or convert into another folder, and run the command again."),
-            Some(libc::EACCES) | Some(libc::EPERM) | Some(libc::EROFS) => {
-                ConvertError::new(ErrorType::PermissionDenied, format!("{what}: {e}"))
-                    .hint("Check that you may write there (owner, mode, read-only mount).")
-            }
-            _ => ConvertError::new(ErrorType::IoError, format!("{what}: {e}")),
+        let (kind, message, hint) = crate::error::io_type(e, what, DISK_FULL_HINT, IO_KINDS);
+        ConvertError {
+            kind,
+            message,
+            hint,
+            fields: Vec::new(),
         }
     }
     pub fn interrupted() -> ConvertError {
