@@ -23,6 +23,7 @@ pub mod mountprobe;
 pub mod osjunk;
 pub mod runtime;
 pub mod serve;
+pub mod staging;
 pub mod state;
 pub mod sys;
 pub mod text;

@@ -292,20 +292,18 @@ pub mod seal {
 }
 
 /// Remove what an archive or restore killed outright (SIGKILL, a power cut) left in `dir`:
-/// restore staging folders `.mlxfs-restore-<pid>-<n>` and archive temp files
-/// `.<name>.mlxfs-tmp-<pid>` whose process is gone. Returns what was removed, for a note.
+/// restore staging folders no process holds ([`crate::staging::sweep`]) and archive temp
+/// files `.<name>.mlxfs-tmp-<pid>` whose process is gone. Returns what was removed, for a
+/// note.
 pub fn sweep_leftovers(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut removed = Vec::new();
+    let mut removed = crate::staging::sweep(dir, "restore");
     let Ok(rd) = std::fs::read_dir(dir) else {
         return removed;
     };
     for e in rd.flatten() {
         let name = e.file_name();
         let Some(name) = name.to_str() else { continue };
-        let pid = if let Some(rest) = name.strip_prefix(".mlxfs-restore-") {
-            rest.split_once('-')
-                .and_then(|(p, _)| p.parse::<i32>().ok())
-        } else if name.starts_with('.') {
+        let pid = if name.starts_with('.') {
             name.rsplit_once(".mlxfs-tmp-")
                 .and_then(|(_, p)| p.parse::<i32>().ok())
         } else {
@@ -317,7 +315,6 @@ pub fn sweep_leftovers(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         }
         let path = e.path();
         let gone = match e.file_type() {
-            Ok(t) if t.is_dir() => std::fs::remove_dir_all(&path).is_ok(),
             Ok(t) if t.is_file() => std::fs::remove_file(&path).is_ok(),
             _ => false,
         };

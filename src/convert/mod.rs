@@ -24,6 +24,7 @@ use crate::catalog::verdict::Health;
 use crate::catalog::{ModelRef, Source, record};
 use crate::error::{Diagnostic, ErrorType};
 use crate::hash::{self, Excludes, SENTINEL_FILENAME, sentinel};
+use crate::staging::Staging;
 
 /// The bit widths `--quantize` accepts (mlx-knife's).
 pub const BITS: &[i64] = &[2, 3, 4, 6, 8];
@@ -643,7 +644,7 @@ pub struct Converted {
 /// shards it finished (and say so) for the same command to continue from; nothing is at the
 /// target either way.
 fn keep_for_resume(
-    stage: &mut Stage,
+    stage: &mut Staging,
     fp: Option<&Value>,
     target: &Path,
     mut e: ConvertError,
@@ -652,22 +653,22 @@ fn keep_for_resume(
         e.kind,
         ErrorType::Interrupted | ErrorType::DiskFull | ErrorType::PythonFailed | ErrorType::IoError
     );
-    let done = stage.finished_shards();
+    let done = finished_shards(stage);
     let Some(fp) = fp.filter(|_| resumable && done > 0) else {
         return e;
     };
     let written = crate::sys::write_new(
-        &stage.dir.join("resume.json"),
+        &stage.dir().join("resume.json"),
         fp.to_string().as_bytes(),
         true,
     );
     if written.is_err() {
         return e;
     }
-    stage.keep = true;
+    stage.keep();
     let what = format!(
         "{done} converted shard(s) are kept in {}: run the same command again to continue",
-        stage.dir.display()
+        stage.dir().display()
     );
     if e.kind == ErrorType::Interrupted {
         e.message = format!(
@@ -680,104 +681,52 @@ fn keep_for_resume(
     e.field("kept_shards", json!(done))
 }
 
-/// The staging folder of a conversion into `target`; removed when dropped unless kept.
-struct Stage {
-    dir: PathBuf,
-    _lock: fs::File,
-    keep: bool,
-}
-
-/// The staging folder of a conversion into `target`: `<parent>/.mlxfs-convert-<id>/` (its
-/// `model/` becomes the target; its `hf-cache/` is the isolated cache of the conversion's
-/// Python, removed with it).
+/// The staging folder of a conversion into `target` ([`crate::staging`]):
+/// `<parent>/.mlxfs-convert-<id>/`, named from the target path (its `model/` becomes the
+/// target; its `hf-cache/` is the isolated cache of the conversion's Python, removed with it).
 pub fn staging_dir(target: &Path) -> PathBuf {
-    Stage::path_for(target)
+    crate::staging::path_for(target, "convert", &target.to_string_lossy())
 }
 
-impl Stage {
-    fn path_for(target: &Path) -> PathBuf {
-        use sha2::{Digest, Sha256};
-        let id = crate::text::hex(&Sha256::digest(target.to_string_lossy().as_bytes()));
-        target
-            .parent()
-            .unwrap_or(Path::new("/"))
-            .join(format!(".mlxfs-convert-{}", &id[..16]))
-    }
-
-    /// Lock and prepare the staging folder. What an earlier run left is removed — unless it
-    /// kept converted shards for `fingerprint` (its `resume.json`): then `model/` stays and
-    /// the second value is true.
-    fn create(target: &Path, fingerprint: Option<&Value>) -> Result<(Stage, bool)> {
-        let dir = Stage::path_for(target);
-        let io = |e: std::io::Error, what: String| ConvertError::io(&e, &what);
-        fs::create_dir_all(&dir).map_err(|e| io(e, format!("creating {}", dir.display())))?;
-        let lock = crate::sys::open_lock_file(&dir.join("lock"))
-            .map_err(|e| io(e, "creating the staging lock".into()))?;
-        if lock.try_lock().is_err() {
-            return Err(ConvertError::new(
-                ErrorType::Conflict,
-                format!("Another conversion into {} is running", target.display()),
-            ));
-        }
-        let model = dir.join("model");
-        let resume_file = dir.join("resume.json");
-        let kept = fingerprint.is_some_and(|f| {
-            crate::sys::read_file(&resume_file)
+/// Lock and prepare the staging folder. What an earlier run left is removed — unless it
+/// kept converted shards for `fingerprint` (its `resume.json`): then `model/` stays and the
+/// second value is true.
+fn create_stage(target: &Path, fingerprint: Option<&Value>) -> Result<(Staging, bool)> {
+    let (stage, kept) = Staging::create(target, "convert", &target.to_string_lossy(), |dir| {
+        fingerprint.is_some_and(|f| {
+            crate::sys::read_file(&dir.join("resume.json"))
                 .ok()
                 .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
                 .is_some_and(|v| v == *f)
-        }) && model.is_dir();
-        let _ = fs::remove_file(&resume_file);
-        if !kept {
-            // Whatever a killed run left: it is ours (same target), and nobody holds it.
-            for stale in ["model", "plan.json", "hf-cache"] {
-                let p = dir.join(stale);
-                if let Ok(md) = fs::symlink_metadata(&p) {
-                    let r = if md.is_dir() {
-                        fs::remove_dir_all(&p)
-                    } else {
-                        fs::remove_file(&p)
-                    };
-                    r.map_err(|e| io(e, format!("removing {}", p.display())))?;
-                }
-            }
-            fs::create_dir(&model).map_err(|e| io(e, format!("creating {}", model.display())))?;
-        }
-        Ok((
-            Stage {
-                dir,
-                _lock: lock,
-                keep: false,
-            },
-            kept,
-        ))
+        }) && dir.join("model").is_dir()
+    })
+    .map_err(|e| {
+        let busy = format!("Another conversion into {} is running", target.display());
+        e.into_error(
+            || ConvertError::new(ErrorType::Conflict, busy),
+            ConvertError::io,
+        )
+    })?;
+    let _ = fs::remove_file(stage.dir().join("resume.json"));
+    if !kept {
+        let model = stage.model();
+        fs::create_dir(&model)
+            .map_err(|e| ConvertError::io(&e, &format!("creating {}", model.display())))?;
     }
-
-    /// The finished shards in `model/` (their final names; a shard being written has
-    /// another).
-    fn finished_shards(&self) -> usize {
-        fs::read_dir(self.model()).map_or(0, |rd| {
-            rd.flatten()
-                .filter(|e| {
-                    let n = e.file_name();
-                    let n = n.to_string_lossy();
-                    n.starts_with("model") && n.ends_with(".safetensors")
-                })
-                .count()
-        })
-    }
-
-    fn model(&self) -> PathBuf {
-        self.dir.join("model")
-    }
+    Ok((stage, kept))
 }
 
-impl Drop for Stage {
-    fn drop(&mut self) {
-        if !self.keep {
-            let _ = fs::remove_dir_all(&self.dir);
-        }
-    }
+/// The finished shards in `model/` (their final names; a shard being written has another).
+fn finished_shards(stage: &Staging) -> usize {
+    fs::read_dir(stage.model()).map_or(0, |rd| {
+        rd.flatten()
+            .filter(|e| {
+                let n = e.file_name();
+                let n = n.to_string_lossy();
+                n.starts_with("model") && n.ends_with(".safetensors")
+            })
+            .count()
+    })
 }
 
 /// Copy one file (contents and mtime), reporting bytes; stops on Ctrl-C.
@@ -920,11 +869,11 @@ pub fn convert(job: &Job, engine: &dyn Engine, progress: &dyn Progress) -> Resul
     let t0 = Instant::now();
     let src = &job.source.model.path;
     let fp = job.mode.converts_weights().then(|| fingerprint(job));
-    let (mut stage, resuming) = Stage::create(&job.target, fp.as_ref())?;
+    let (mut stage, resuming) = create_stage(&job.target, fp.as_ref())?;
     if resuming {
         progress.note(&format!(
             "Resuming: {} converted shard(s) kept by an interrupted run",
-            stage.finished_shards()
+            finished_shards(&stage)
         ));
     }
     let out = stage.model();
@@ -1087,13 +1036,7 @@ pub fn convert(job: &Job, engine: &dyn Engine, progress: &dyn Progress) -> Resul
     }
 
     // 4. The one step that makes it visible.
-    let placed = if fs::symlink_metadata(&job.target).is_ok() {
-        // An empty folder (checked by the caller): replaced atomically.
-        fs::rename(&out, &job.target)
-    } else {
-        crate::sys::rename_noreplace(&out, &job.target)
-    };
-    placed.map_err(|e| {
+    stage.publish().map_err(|e| {
         ConvertError::io(
             &e,
             &format!("moving the workspace to {}", job.target.display()),

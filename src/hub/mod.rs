@@ -276,12 +276,6 @@ impl fmt::Display for RepoSpec {
 
 pub use crate::text::{hex, is_commit};
 
-/// First 16 hex digits of sha256(`s`): deterministic staging names.
-pub fn short_digest(s: &str) -> String {
-    use sha2::{Digest, Sha256};
-    hex(&Sha256::digest(s.as_bytes()))[..16].to_string()
-}
-
 pub use crate::sys::free_space;
 
 /// Refuse early when `need` more bytes will not fit next to `p`.

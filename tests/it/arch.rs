@@ -20,6 +20,7 @@ const LEAF: &[&str] = &[
     "envelope",
     "state",
     "media",
+    "staging",
 ];
 
 /// What each module may import besides itself and the leaf modules.
