@@ -125,6 +125,37 @@ impl fmt::Display for ErrorType {
     }
 }
 
+/// The hint of a `permission_denied` from a local write, whichever command wrote.
+pub const PERMISSION_HINT: &str = "Check that you may write there (owner, mode, read-only mount).";
+
+/// Classify a local I/O error, for every writer (clone, pull, archive, restore, convert):
+/// ENOSPC and EDQUOT are `disk_full` ("`what`: no space left on the device", with
+/// `disk_full_hint`, the writer's advice on where else to write); EACCES, EPERM and EROFS are
+/// `permission_denied` ("`what`: `e`", with [`PERMISSION_HINT`]); anything else is `io_error`
+/// ("`what`: `e`", no hint). `kinds` are the writer's own kinds for these three, in that
+/// order (each maps to the `error.type` named). docs/ERRORS.md lists the three.
+pub fn io_type<K>(
+    e: &std::io::Error,
+    what: &str,
+    disk_full_hint: &'static str,
+    kinds: [K; 3],
+) -> (K, String, Option<String>) {
+    let [disk_full, permission, other] = kinds;
+    match e.raw_os_error() {
+        Some(libc::ENOSPC) | Some(libc::EDQUOT) => (
+            disk_full,
+            format!("{what}: no space left on the device"),
+            Some(disk_full_hint.to_string()),
+        ),
+        Some(libc::EACCES) | Some(libc::EPERM) | Some(libc::EROFS) => (
+            permission,
+            format!("{what}: {e}"),
+            Some(PERMISSION_HINT.to_string()),
+        ),
+        _ => (other, format!("{what}: {e}"), None),
+    }
+}
+
 /// What every error of every layer offers: its message (`Display`), its type, what the user
 /// can do about it, and extra JSON fields of the error object (e.g. `matches`).
 pub trait Diagnostic: fmt::Display {

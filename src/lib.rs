@@ -24,6 +24,7 @@ pub mod osjunk;
 pub mod par;
 pub mod runtime;
 pub mod serve;
+pub mod staging;
 pub mod state;
 pub mod sys;
 pub mod text;

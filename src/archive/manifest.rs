@@ -292,7 +292,7 @@ impl Manifest {
             && self.name != "."
             && self.name != ".."
             && !self.name.contains(['/', '\0'])
-            && !crate::catalog::is_staging_name(&self.name);
+            && !crate::staging::is_staging_name(&self.name);
         if !name_ok {
             return Err(ArchiveError::invalid(format!(
                 "The manifest's workspace name '{}' is not a folder name",

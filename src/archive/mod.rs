@@ -109,6 +109,11 @@ pub struct ArchiveError {
     pub hint: Option<String>,
 }
 
+/// The advice of a `disk_full` ([`ArchiveError::io`]).
+const DISK_FULL_HINT: &str = "Free some space, or write somewhere else, and run the command again.";
+/// The kinds of `disk_full`, `permission_denied` and `io_error` ([`crate::error::io_type`]).
+const IO_KINDS: [ErrorKind; 3] = [ErrorKind::DiskFull, ErrorKind::Permission, ErrorKind::Io];
+
 impl ArchiveError {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> ArchiveError {
         ArchiveError {
@@ -127,19 +132,14 @@ impl ArchiveError {
             "The archive is damaged, altered, or was not written by `mlxfs archive`; nothing was restored.",
         )
     }
-    /// Classify a local I/O error; `what` says what was being done.
+    /// Classify a local I/O error ([`crate::error::io_type`]); `what` says what was being
+    /// done.
     pub fn io(e: &io::Error, what: &str) -> ArchiveError {
-        match e.raw_os_error() {
-            Some(libc::ENOSPC) | Some(libc::EDQUOT) => ArchiveError::new(
-                ErrorKind::DiskFull,
-                format!("{what}: no space left on the device"),
-            )
-            .hint("Free some space, or write somewhere else, and run the command again."),
-            Some(libc::EACCES) | Some(libc::EPERM) | Some(libc::EROFS) => {
-                ArchiveError::new(ErrorKind::Permission, format!("{what}: {e}"))
-                    .hint("Check that you may write there (owner, mode, read-only mount).")
-            }
-            _ => ArchiveError::new(ErrorKind::Io, format!("{what}: {e}")),
+        let (kind, message, hint) = crate::error::io_type(e, what, DISK_FULL_HINT, IO_KINDS);
+        ArchiveError {
+            kind,
+            message,
+            hint,
         }
     }
     pub fn interrupted() -> ArchiveError {
@@ -292,20 +292,18 @@ pub mod seal {
 }
 
 /// Remove what an archive or restore killed outright (SIGKILL, a power cut) left in `dir`:
-/// restore staging folders `.mlxfs-restore-<pid>-<n>` and archive temp files
-/// `.<name>.mlxfs-tmp-<pid>` whose process is gone. Returns what was removed, for a note.
+/// restore staging folders no process holds ([`crate::staging::sweep`]) and archive temp
+/// files `.<name>.mlxfs-tmp-<pid>` whose process is gone. Returns what was removed, for a
+/// note.
 pub fn sweep_leftovers(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut removed = Vec::new();
+    let mut removed = crate::staging::sweep(dir, "restore");
     let Ok(rd) = std::fs::read_dir(dir) else {
         return removed;
     };
     for e in rd.flatten() {
         let name = e.file_name();
         let Some(name) = name.to_str() else { continue };
-        let pid = if let Some(rest) = name.strip_prefix(".mlxfs-restore-") {
-            rest.split_once('-')
-                .and_then(|(p, _)| p.parse::<i32>().ok())
-        } else if name.starts_with('.') {
+        let pid = if name.starts_with('.') {
             name.rsplit_once(".mlxfs-tmp-")
                 .and_then(|(_, p)| p.parse::<i32>().ok())
         } else {
@@ -317,7 +315,6 @@ pub fn sweep_leftovers(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         }
         let path = e.path();
         let gone = match e.file_type() {
-            Ok(t) if t.is_dir() => std::fs::remove_dir_all(&path).is_ok(),
             Ok(t) if t.is_file() => std::fs::remove_file(&path).is_ok(),
             _ => false,
         };

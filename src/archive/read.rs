@@ -20,9 +20,10 @@ use super::manifest::{self, Entry, Kind, MANIFEST_MAX, MANIFEST_NAME, Manifest};
 use super::pipe::{CHUNK, Hashing};
 use super::tarfmt::{self, Found, ReadError, What};
 use super::write::what;
-use super::{ArchiveError, Compression, Progress, Result, ZSTD_MAGIC};
+use super::{ArchiveError, Compression, ErrorKind, Progress, Result, ZSTD_MAGIC};
 use crate::hash::sentinel::{self, Clean, SentinelRead};
 use crate::hash::{self, Excludes};
+use crate::staging::Staging;
 use crate::text::one_line;
 
 /// The largest zstd window restore accepts (2^24 = 16 MiB; mlxfs writes at most 8 MiB).
@@ -161,46 +162,33 @@ fn read_padding(r: &mut dyn Read, size: u64, name: &str) -> Result<()> {
     }
 }
 
-/// Removes the staging folder unless disarmed.
-struct Stage {
-    path: PathBuf,
-    keep: bool,
-}
-
-impl Drop for Stage {
-    fn drop(&mut self) {
-        if !self.keep {
-            let _ = fs::remove_dir_all(&self.path);
-        }
-    }
-}
-
 impl Opened {
     /// Restore into `target` (checked by the caller: absent or an empty folder, its parent
-    /// a folder). The staging folder `.mlxfs-restore-…` goes next to it.
+    /// a folder). The staging folder `.mlxfs-restore-<id>/` ([`crate::staging`], named from
+    /// the target) goes next to it; its `model/` becomes the target.
     pub fn extract(mut self, target: &Path, progress: &dyn Progress) -> Result<Restored> {
-        let parent = target.parent().unwrap_or(Path::new("/"));
-        let nanos = std::time::SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        let stage_path = parent.join(format!(".mlxfs-restore-{}-{nanos:08x}", std::process::id()));
+        let (mut stage, _) =
+            Staging::create(target, "restore", &target.to_string_lossy(), |_| false).map_err(
+                |e| {
+                    let busy = format!("Another restore into {} is running", target.display());
+                    e.into_error(
+                        || ArchiveError::new(ErrorKind::Target, busy),
+                        ArchiveError::io,
+                    )
+                },
+            )?;
+        let model = stage.model();
         fs::DirBuilder::new()
             .mode(0o755)
-            .create(&stage_path)
-            .map_err(|e| ArchiveError::io(&e, &format!("creating {}", stage_path.display())))?;
-        let stage = Stage {
-            path: stage_path,
-            keep: false,
-        };
-        let root = fs::canonicalize(&stage.path)
-            .map_err(|e| ArchiveError::io(&e, &format!("reading {}", stage.path.display())))?;
+            .create(&model)
+            .map_err(|e| ArchiveError::io(&e, &format!("creating {}", model.display())))?;
+        let root = fs::canonicalize(&model)
+            .map_err(|e| ArchiveError::io(&e, &format!("reading {}", model.display())))?;
         self.unpack(&root, progress)?;
         let content_hash = self.verify(&root)?;
-        fs::rename(&stage.path, target).map_err(|e| {
+        stage.publish().map_err(|e| {
             ArchiveError::io(&e, &format!("moving the workspace to {}", target.display()))
         })?;
-        let mut stage = stage;
-        stage.keep = true;
         Ok(Restored {
             target: target.to_path_buf(),
             manifest: self.manifest,

@@ -29,10 +29,9 @@ impl WorkspaceDir {
     }
 }
 
-/// Staging folders of clones in progress (mlxfs's and mlx-knife's): never a workspace.
-pub fn is_staging_name(name: &str) -> bool {
-    name.starts_with(".mlxfs-") || name.starts_with(".mlxk2_temp_")
-}
+/// Staging folders of writers in progress (mlxfs's and mlx-knife's): never a workspace. The
+/// one naming rule is [`crate::staging`]'s.
+pub use crate::staging::is_staging_name;
 
 /// Is `p` a model folder (holds a `config.json`, even a dangling link)?
 pub fn has_config(p: &Path) -> bool {

@@ -1,8 +1,8 @@
 //! `convert`'s core (mlx-knife ADR-018): a workspace → a new managed workspace, never
-//! touching the source or the hub cache. The mode rules and mlx-knife's messages, the checks
-//! on the source, the staging folder, index repair, provenance, the content hash, health and
-//! the one rename. The weights of `--quantize`, `--dtype` and `--dequantize` come from an
-//! [`Engine`] (the CLI plugs in the Python runtime: nothing here knows Python).
+//! touching the source or the hub cache. The mode rules and mlx-knife's messages ([`mode`]),
+//! the checks on the source, the staging folder, index repair, provenance, the content hash,
+//! health and the one rename. The weights of `--quantize`, `--dtype` and `--dequantize` come
+//! from an [`Engine`] (the CLI plugs in the Python runtime: nothing here knows Python).
 //!
 //! Everything is written into `<target parent>/.mlxfs-convert-<id>/model/`; the target
 //! appears by one rename at the end, whole or not at all. A failure or Ctrl-C removes the
@@ -12,6 +12,7 @@
 //! conversion into the same target.
 
 pub mod index;
+pub mod mode;
 
 use serde_json::{Value, json};
 use std::fmt;
@@ -24,211 +25,9 @@ use crate::catalog::verdict::Health;
 use crate::catalog::{ModelRef, Source, record};
 use crate::error::{Diagnostic, ErrorType};
 use crate::hash::{self, Excludes, SENTINEL_FILENAME, sentinel};
+use crate::staging::Staging;
 
-/// The bit widths `--quantize` accepts (mlx-knife's).
-pub const BITS: &[i64] = &[2, 3, 4, 6, 8];
-
-/// mlx-lm's quantization modes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum QMode {
-    Affine,
-    Mxfp4,
-    Nvfp4,
-    Mxfp8,
-}
-
-impl QMode {
-    pub const ALL: &[QMode] = &[QMode::Affine, QMode::Mxfp4, QMode::Nvfp4, QMode::Mxfp8];
-    pub fn as_str(self) -> &'static str {
-        match self {
-            QMode::Affine => "affine",
-            QMode::Mxfp4 => "mxfp4",
-            QMode::Nvfp4 => "nvfp4",
-            QMode::Mxfp8 => "mxfp8",
-        }
-    }
-    pub fn parse(s: &str) -> Option<QMode> {
-        QMode::ALL.iter().copied().find(|m| m.as_str() == s)
-    }
-    /// mlx-lm's default group size for the mode (`quantize_model`'s `defaults_for_mode`).
-    pub fn default_group_size(self) -> u32 {
-        match self {
-            QMode::Affine => 64,
-            QMode::Mxfp4 | QMode::Mxfp8 => 32,
-            QMode::Nvfp4 => 16,
-        }
-    }
-    /// The one (bits, group size) a floating-point mode allows (MLX's kernels).
-    fn fixed(self) -> Option<(u8, u32)> {
-        match self {
-            QMode::Affine => None,
-            QMode::Mxfp4 => Some((4, 32)),
-            QMode::Nvfp4 => Some((4, 16)),
-            QMode::Mxfp8 => Some((8, 32)),
-        }
-    }
-}
-
-/// The dtypes `--dtype` accepts (mlx-lm's `MODEL_CONVERSION_DTYPES`).
-pub const DTYPES: &[&str] = &["float16", "bfloat16", "float32"];
-
-/// What a conversion does.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Mode {
-    /// Copy the workspace's top-level files and rebuild the index from the shards.
-    RepairIndex,
-    Quantize {
-        bits: u8,
-        group_size: u32,
-        q_mode: QMode,
-    },
-    /// Cast every floating parameter (mlx-lm's `--dtype`).
-    Dtype(&'static str),
-    Dequantize,
-}
-
-impl Mode {
-    /// The `mode` of the JSON result and of the sentinel.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Mode::RepairIndex => "repair-index",
-            Mode::Quantize { .. } => "quantize",
-            Mode::Dtype(_) => "dtype",
-            Mode::Dequantize => "dequantize",
-        }
-    }
-    /// Does it rewrite the weights (through the engine)?
-    pub fn converts_weights(&self) -> bool {
-        !matches!(self, Mode::RepairIndex)
-    }
-    /// Its parameters, as the sentinel's `conversion` and the JSON result carry them.
-    pub fn parameters(&self) -> Value {
-        match self {
-            Mode::RepairIndex | Mode::Dequantize => json!({}),
-            Mode::Quantize {
-                bits,
-                group_size,
-                q_mode,
-            } => json!({"bits": bits, "group_size": group_size, "q_mode": q_mode.as_str()}),
-            Mode::Dtype(d) => json!({"dtype": d}),
-        }
-    }
-}
-
-/// The mode flags as given on the command line.
-#[derive(Debug, Clone, Default)]
-pub struct Flags {
-    pub repair_index: bool,
-    pub quantize: Option<i64>,
-    pub q_group_size: Option<i64>,
-    pub q_mode: Option<String>,
-    pub dtype: Option<String>,
-    pub dequantize: bool,
-}
-
-fn invalid(msg: impl Into<String>) -> ConvertError {
-    ConvertError::new(ErrorType::InvalidArgumentError, msg)
-}
-
-impl Mode {
-    /// The one mode the flags ask for, with mlx-knife's messages for what it refuses (a bad
-    /// bit width, two modes, none).
-    pub fn from_flags(f: &Flags) -> Result<Mode> {
-        let mut given: Vec<&str> = Vec::new();
-        if f.repair_index {
-            given.push("--repair-index");
-        }
-        if f.quantize.is_some() {
-            given.push("--quantize");
-        }
-        if f.dtype.is_some() {
-            given.push("--dtype");
-        }
-        if f.dequantize {
-            given.push("--dequantize");
-        }
-        if given.len() > 1 {
-            return Err(invalid(format!(
-                "{} are mutually exclusive",
-                given.join(" and ")
-            )));
-        }
-        if given.is_empty() {
-            return Err(
-                invalid("Must specify conversion mode (--repair-index or --quantize N)").hint(
-                    "mlxfs also converts with --dtype float16|bfloat16|float32 and --dequantize",
-                ),
-            );
-        }
-        if f.quantize.is_none() && (f.q_group_size.is_some() || f.q_mode.is_some()) {
-            return Err(invalid("--q-group-size and --q-mode go with --quantize"));
-        }
-        if f.repair_index {
-            return Ok(Mode::RepairIndex);
-        }
-        if f.dequantize {
-            return Ok(Mode::Dequantize);
-        }
-        if let Some(d) = &f.dtype {
-            return match DTYPES.iter().find(|x| **x == d.as_str()) {
-                Some(d) => Ok(Mode::Dtype(d)),
-                None => Err(invalid(format!(
-                    "--dtype must be float16, bfloat16 or float32 (got {d})"
-                ))),
-            };
-        }
-        let bits = f.quantize.unwrap_or_default();
-        if !BITS.contains(&bits) {
-            return Err(invalid(format!(
-                "--quantize must be 2, 3, 4, 6, or 8 (got {bits})"
-            )));
-        }
-        let q_mode = match &f.q_mode {
-            None => QMode::Affine,
-            Some(m) => QMode::parse(m).ok_or_else(|| {
-                invalid(format!(
-                    "--q-mode must be affine, mxfp4, nvfp4 or mxfp8 (got {m})"
-                ))
-            })?,
-        };
-        let group_size = match f.q_group_size {
-            None => q_mode.default_group_size(),
-            Some(g) if g > 0 && g <= 4096 => g as u32,
-            Some(g) => {
-                return Err(invalid(format!(
-                    "--q-group-size must be a positive number (got {g})"
-                )));
-            }
-        };
-        // mlx's affine quantization takes these group sizes only (mlx `quantize`: "The
-        // supported group sizes are 32, 64, and 128"); mlx-lm skips, without a word, every
-        // layer another size does not divide, which would write an unquantized model labelled
-        // as quantized.
-        if q_mode == QMode::Affine && ![32, 64, 128].contains(&group_size) {
-            return Err(invalid(format!(
-                "--q-group-size must be 32, 64 or 128 for affine quantization (got {group_size})"
-            )));
-        }
-        if let Some((b, g)) = q_mode.fixed()
-            && (bits != b as i64 || group_size != g)
-        {
-            return Err(invalid(format!(
-                "--q-mode {} quantizes with {b} bits in groups of {g}: use --quantize {b}{}",
-                q_mode.as_str(),
-                if group_size != g {
-                    format!(" without --q-group-size {group_size}")
-                } else {
-                    String::new()
-                }
-            )));
-        }
-        Ok(Mode::Quantize {
-            bits: bits as u8,
-            group_size,
-            q_mode,
-        })
-    }
-}
+pub use mode::{BITS, DTYPES, Flags, Mode, QMode};
 
 /// An error of `convert`: its `error.type`, the message, what to do, extra JSON fields.
 #[derive(Debug, Clone)]
@@ -238,6 +37,16 @@ pub struct ConvertError {
     pub hint: Option<String>,
     pub fields: Vec<(&'static str, Value)>,
 }
+
+/// The advice of a `disk_full` ([`ConvertError::io`]).
+const DISK_FULL_HINT: &str =
+    "Free some space, or convert into another folder, and run the command again.";
+/// The kinds of `disk_full`, `permission_denied` and `io_error` ([`crate::error::io_type`]).
+const IO_KINDS: [ErrorType; 3] = [
+    ErrorType::DiskFull,
+    ErrorType::PermissionDenied,
+    ErrorType::IoError,
+];
 
 impl ConvertError {
     pub fn new(kind: ErrorType, message: impl Into<String>) -> ConvertError {
@@ -256,19 +65,15 @@ impl ConvertError {
         self.fields.push((k, v));
         self
     }
-    /// Classify a local I/O error; `what` says what was being done.
+    /// Classify a local I/O error ([`crate::error::io_type`]); `what` says what was being
+    /// done.
     pub fn io(e: &std::io::Error, what: &str) -> ConvertError {
-        match e.raw_os_error() {
-            Some(libc::ENOSPC) | Some(libc::EDQUOT) => ConvertError::new(
-                ErrorType::DiskFull,
-                format!("{what}: no space left on the device"),
-            )
-            .hint("Free some space, or convert into another folder, and run the command again."),
-            Some(libc::EACCES) | Some(libc::EPERM) | Some(libc::EROFS) => {
-                ConvertError::new(ErrorType::PermissionDenied, format!("{what}: {e}"))
-                    .hint("Check that you may write there (owner, mode, read-only mount).")
-            }
-            _ => ConvertError::new(ErrorType::IoError, format!("{what}: {e}")),
+        let (kind, message, hint) = crate::error::io_type(e, what, DISK_FULL_HINT, IO_KINDS);
+        ConvertError {
+            kind,
+            message,
+            hint,
+            fields: Vec::new(),
         }
     }
     pub fn interrupted() -> ConvertError {
@@ -637,7 +442,7 @@ pub struct Converted {
 /// shards it finished (and say so) for the same command to continue from; nothing is at the
 /// target either way.
 fn keep_for_resume(
-    stage: &mut Stage,
+    stage: &mut Staging,
     fp: Option<&Value>,
     target: &Path,
     mut e: ConvertError,
@@ -646,22 +451,22 @@ fn keep_for_resume(
         e.kind,
         ErrorType::Interrupted | ErrorType::DiskFull | ErrorType::PythonFailed | ErrorType::IoError
     );
-    let done = stage.finished_shards();
+    let done = finished_shards(stage);
     let Some(fp) = fp.filter(|_| resumable && done > 0) else {
         return e;
     };
     let written = crate::sys::write_new(
-        &stage.dir.join("resume.json"),
+        &stage.dir().join("resume.json"),
         fp.to_string().as_bytes(),
         true,
     );
     if written.is_err() {
         return e;
     }
-    stage.keep = true;
+    stage.keep();
     let what = format!(
         "{done} converted shard(s) are kept in {}: run the same command again to continue",
-        stage.dir.display()
+        stage.dir().display()
     );
     if e.kind == ErrorType::Interrupted {
         e.message = format!(
@@ -674,104 +479,52 @@ fn keep_for_resume(
     e.field("kept_shards", json!(done))
 }
 
-/// The staging folder of a conversion into `target`; removed when dropped unless kept.
-struct Stage {
-    dir: PathBuf,
-    _lock: fs::File,
-    keep: bool,
-}
-
-/// The staging folder of a conversion into `target`: `<parent>/.mlxfs-convert-<id>/` (its
-/// `model/` becomes the target; its `hf-cache/` is the isolated cache of the conversion's
-/// Python, removed with it).
+/// The staging folder of a conversion into `target` ([`crate::staging`]):
+/// `<parent>/.mlxfs-convert-<id>/`, named from the target path (its `model/` becomes the
+/// target; its `hf-cache/` is the isolated cache of the conversion's Python, removed with it).
 pub fn staging_dir(target: &Path) -> PathBuf {
-    Stage::path_for(target)
+    crate::staging::path_for(target, "convert", &target.to_string_lossy())
 }
 
-impl Stage {
-    fn path_for(target: &Path) -> PathBuf {
-        use sha2::{Digest, Sha256};
-        let id = crate::text::hex(&Sha256::digest(target.to_string_lossy().as_bytes()));
-        target
-            .parent()
-            .unwrap_or(Path::new("/"))
-            .join(format!(".mlxfs-convert-{}", &id[..16]))
-    }
-
-    /// Lock and prepare the staging folder. What an earlier run left is removed — unless it
-    /// kept converted shards for `fingerprint` (its `resume.json`): then `model/` stays and
-    /// the second value is true.
-    fn create(target: &Path, fingerprint: Option<&Value>) -> Result<(Stage, bool)> {
-        let dir = Stage::path_for(target);
-        let io = |e: std::io::Error, what: String| ConvertError::io(&e, &what);
-        fs::create_dir_all(&dir).map_err(|e| io(e, format!("creating {}", dir.display())))?;
-        let lock = crate::sys::open_lock_file(&dir.join("lock"))
-            .map_err(|e| io(e, "creating the staging lock".into()))?;
-        if lock.try_lock().is_err() {
-            return Err(ConvertError::new(
-                ErrorType::Conflict,
-                format!("Another conversion into {} is running", target.display()),
-            ));
-        }
-        let model = dir.join("model");
-        let resume_file = dir.join("resume.json");
-        let kept = fingerprint.is_some_and(|f| {
-            crate::sys::read_file(&resume_file)
+/// Lock and prepare the staging folder. What an earlier run left is removed — unless it
+/// kept converted shards for `fingerprint` (its `resume.json`): then `model/` stays and the
+/// second value is true.
+fn create_stage(target: &Path, fingerprint: Option<&Value>) -> Result<(Staging, bool)> {
+    let (stage, kept) = Staging::create(target, "convert", &target.to_string_lossy(), |dir| {
+        fingerprint.is_some_and(|f| {
+            crate::sys::read_file(&dir.join("resume.json"))
                 .ok()
                 .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
                 .is_some_and(|v| v == *f)
-        }) && model.is_dir();
-        let _ = fs::remove_file(&resume_file);
-        if !kept {
-            // Whatever a killed run left: it is ours (same target), and nobody holds it.
-            for stale in ["model", "plan.json", "hf-cache"] {
-                let p = dir.join(stale);
-                if let Ok(md) = fs::symlink_metadata(&p) {
-                    let r = if md.is_dir() {
-                        fs::remove_dir_all(&p)
-                    } else {
-                        fs::remove_file(&p)
-                    };
-                    r.map_err(|e| io(e, format!("removing {}", p.display())))?;
-                }
-            }
-            fs::create_dir(&model).map_err(|e| io(e, format!("creating {}", model.display())))?;
-        }
-        Ok((
-            Stage {
-                dir,
-                _lock: lock,
-                keep: false,
-            },
-            kept,
-        ))
+        }) && dir.join("model").is_dir()
+    })
+    .map_err(|e| {
+        let busy = format!("Another conversion into {} is running", target.display());
+        e.into_error(
+            || ConvertError::new(ErrorType::Conflict, busy),
+            ConvertError::io,
+        )
+    })?;
+    let _ = fs::remove_file(stage.dir().join("resume.json"));
+    if !kept {
+        let model = stage.model();
+        fs::create_dir(&model)
+            .map_err(|e| ConvertError::io(&e, &format!("creating {}", model.display())))?;
     }
-
-    /// The finished shards in `model/` (their final names; a shard being written has
-    /// another).
-    fn finished_shards(&self) -> usize {
-        fs::read_dir(self.model()).map_or(0, |rd| {
-            rd.flatten()
-                .filter(|e| {
-                    let n = e.file_name();
-                    let n = n.to_string_lossy();
-                    n.starts_with("model") && n.ends_with(".safetensors")
-                })
-                .count()
-        })
-    }
-
-    fn model(&self) -> PathBuf {
-        self.dir.join("model")
-    }
+    Ok((stage, kept))
 }
 
-impl Drop for Stage {
-    fn drop(&mut self) {
-        if !self.keep {
-            let _ = fs::remove_dir_all(&self.dir);
-        }
-    }
+/// The finished shards in `model/` (their final names; a shard being written has another).
+fn finished_shards(stage: &Staging) -> usize {
+    fs::read_dir(stage.model()).map_or(0, |rd| {
+        rd.flatten()
+            .filter(|e| {
+                let n = e.file_name();
+                let n = n.to_string_lossy();
+                n.starts_with("model") && n.ends_with(".safetensors")
+            })
+            .count()
+    })
 }
 
 /// Copy one file (contents and mtime), reporting bytes; stops on Ctrl-C.
@@ -914,11 +667,11 @@ pub fn convert(job: &Job, engine: &dyn Engine, progress: &dyn Progress) -> Resul
     let t0 = Instant::now();
     let src = &job.source.model.path;
     let fp = job.mode.converts_weights().then(|| fingerprint(job));
-    let (mut stage, resuming) = Stage::create(&job.target, fp.as_ref())?;
+    let (mut stage, resuming) = create_stage(&job.target, fp.as_ref())?;
     if resuming {
         progress.note(&format!(
             "Resuming: {} converted shard(s) kept by an interrupted run",
-            stage.finished_shards()
+            finished_shards(&stage)
         ));
     }
     let out = stage.model();
@@ -1081,13 +834,7 @@ pub fn convert(job: &Job, engine: &dyn Engine, progress: &dyn Progress) -> Resul
     }
 
     // 4. The one step that makes it visible.
-    let placed = if fs::symlink_metadata(&job.target).is_ok() {
-        // An empty folder (checked by the caller): replaced atomically.
-        fs::rename(&out, &job.target)
-    } else {
-        crate::sys::rename_noreplace(&out, &job.target)
-    };
-    placed.map_err(|e| {
+    stage.publish().map_err(|e| {
         ConvertError::io(
             &e,
             &format!("moving the workspace to {}", job.target.display()),

@@ -22,6 +22,7 @@ use super::{ErrorKind, Hub, HubError, RepoSpec, Result};
 use crate::catalog::verdict::Health;
 use crate::catalog::{ModelRef, record};
 use crate::hash::{self, Excludes, sentinel};
+use crate::staging::Staging;
 use crate::text::{human_bytes, short_rev};
 
 /// The outcome of a clone.
@@ -245,51 +246,45 @@ pub fn check_target_as(
     }
 }
 
-/// The staging folder of a clone of `spec` into `target`.
+/// The staging folder of a clone of `spec` into `target` ([`crate::staging`]), named from
+/// the spec and the target.
 pub fn staging_dir(spec: &RepoSpec, target: &Path) -> PathBuf {
-    let id = super::short_digest(&format!("{spec}:{}", target.display()));
-    target
-        .parent()
-        .unwrap_or(Path::new("/"))
-        .join(format!(".mlxfs-clone-{id}"))
+    crate::staging::path_for(target, "clone", &stage_key(spec, target))
 }
 
-struct StageLock(#[allow(dead_code)] fs::File);
-
-fn lock_stage(stage: &Path, target: &Path) -> Result<StageLock> {
-    fs::create_dir_all(stage)
-        .map_err(|e| HubError::io(&e, &format!("creating {}", stage.display())))?;
-    let f = crate::sys::open_lock_file(&stage.join("lock"))
-        .map_err(|e| HubError::io(&e, "creating the staging lock"))?;
-    if f.try_lock().is_err() {
-        return Err(HubError::new(
-            ErrorKind::Conflict,
-            format!("Another clone into {} is running", target.display()),
-        ));
-    }
-    Ok(StageLock(f))
+fn stage_key(spec: &RepoSpec, target: &Path) -> String {
+    format!("{spec}:{}", target.display())
 }
 
 /// Clone `spec` into `target` (already checked with [`check_target`]).
 pub fn clone(hub: &Hub, spec: &RepoSpec, target: &Path, progress: &dyn Progress) -> Result<Cloned> {
     // Ask the hub first: when that fails, nothing at all was written.
     let remote = hub.remote_snapshot(spec)?;
-    let stage = staging_dir(spec, target);
-    let resumed = stage.exists();
-    let lock = lock_stage(&stage, target)?;
-    let r = run(hub, spec, &remote, target, &stage, resumed, progress);
-    let kept = dir_bytes(&stage.join("parts")) + dir_bytes(&stage.join("model"));
+    let (mut stage, resumed) = Staging::create(target, "clone", &stage_key(spec, target), |_| true)
+        .map_err(|e| {
+            let busy = format!("Another clone into {} is running", target.display());
+            e.into_error(|| HubError::new(ErrorKind::Conflict, busy), HubError::io)
+        })?;
+    let dir = stage.dir().to_path_buf();
+    let r = run(hub, spec, &remote, target, &dir, resumed, progress).and_then(|c| {
+        // The one step that makes it visible.
+        stage.publish().map_err(|e| {
+            HubError::io(&e, &format!("moving the workspace to {}", target.display()))
+        })?;
+        Ok(c)
+    });
+    let kept = dir_bytes(&dir.join("parts")) + dir_bytes(&dir.join("model"));
     let keep = matches!(&r, Err(e) if e.kind.keeps_download()) && kept > 0;
-    if !keep {
-        let _ = fs::remove_dir_all(&stage); // still under the lock
+    if keep {
+        stage.keep();
     }
-    drop(lock);
+    drop(stage); // removed, still under the lock, unless kept
     r.map_err(|e| {
         if keep {
             e.add_hint(&format!(
                 "{} downloaded so far are kept in {}; run the same command again to resume.",
                 human_bytes(kept),
-                stage.display()
+                dir.display()
             ))
         } else {
             e
@@ -433,9 +428,6 @@ fn run(
         .unwrap_or_default();
     let health = record::describe(&ModelRef::workspace(model.clone(), name)).health;
 
-    // The one step that makes it visible.
-    fs::rename(&model, target)
-        .map_err(|e| io(e, format!("moving the workspace to {}", target.display())))?;
     Ok(Cloned {
         target: target.to_path_buf(),
         commit: remote.commit.clone(),

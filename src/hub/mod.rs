@@ -119,6 +119,12 @@ pub struct HubError {
     pub fields: Vec<(&'static str, serde_json::Value)>,
 }
 
+/// The advice of a `disk_full` ([`HubError::io`]).
+const DISK_FULL_HINT: &str =
+    "Free some space (or choose a target on another disk) and run the command again.";
+/// The kinds of `disk_full`, `permission_denied` and `io_error` ([`crate::error::io_type`]).
+const IO_KINDS: [ErrorKind; 3] = [ErrorKind::DiskFull, ErrorKind::Permission, ErrorKind::Io];
+
 impl HubError {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> HubError {
         HubError {
@@ -145,21 +151,15 @@ impl HubError {
         });
         self
     }
-    /// Classify a local I/O error; `what` says what was being done.
+    /// Classify a local I/O error ([`crate::error::io_type`]); `what` says what was being
+    /// done.
     pub fn io(e: &io::Error, what: &str) -> HubError {
-        match e.raw_os_error() {
-            Some(libc::ENOSPC) | Some(libc::EDQUOT) => HubError::new(
-                ErrorKind::DiskFull,
-                format!("{what}: no space left on the device"),
-            )
-            .hint(
-                "Free some space (or choose a target on another disk) and run the command again.",
-            ),
-            Some(libc::EACCES) | Some(libc::EPERM) | Some(libc::EROFS) => {
-                HubError::new(ErrorKind::Permission, format!("{what}: {e}"))
-                    .hint("Check that you may write there (owner, mode, read-only mount).")
-            }
-            _ => HubError::new(ErrorKind::Io, format!("{what}: {e}")),
+        let (kind, message, hint) = crate::error::io_type(e, what, DISK_FULL_HINT, IO_KINDS);
+        HubError {
+            kind,
+            message,
+            hint,
+            fields: Vec::new(),
         }
     }
 }
@@ -275,12 +275,6 @@ impl fmt::Display for RepoSpec {
 }
 
 pub use crate::text::{hex, is_commit};
-
-/// First 16 hex digits of sha256(`s`): deterministic staging names.
-pub fn short_digest(s: &str) -> String {
-    use sha2::{Digest, Sha256};
-    hex(&Sha256::digest(s.as_bytes()))[..16].to_string()
-}
 
 pub use crate::sys::free_space;
 

@@ -16,9 +16,10 @@ use std::path::{Path, PathBuf};
 use super::client::RemoteSnapshot;
 use super::download::{Job, fetch_all};
 use super::progress::Progress;
-use super::{Hub, HubError, RepoSpec, Result};
+use super::{ErrorKind, Hub, HubError, RepoSpec, Result};
 use crate::catalog::verdict::Health;
 use crate::catalog::{HubRepo, Locations, ModelRef, RepoDir, dir_from_repo_id, record};
+use crate::staging::Staging;
 use crate::text::short_rev;
 
 /// What a pull found or did.
@@ -130,14 +131,26 @@ pub fn pull(
     fs::create_dir_all(hub_dir)
         .map_err(|e| HubError::io(&e, &format!("creating the hub cache {}", hub_dir.display())))?;
     let final_dir = hub_dir.join(&folder);
-    let stage = hub_dir.join(format!(".mlxfs-pull-{}", super::short_digest(&spec.repo)));
+    // A model new to the cache is built in a staging folder ([`crate::staging`], named from
+    // the repo id) and renamed into place at the end; a failed pull keeps it to resume.
     let staged = !final_dir.exists();
-    if !staged && stage.is_dir() {
-        // The model appeared (another tool) after an interrupted pull of ours: keep its bytes.
-        adopt_blobs(&RepoDir(&stage).blobs(), &RepoDir(&final_dir).blobs());
-        let _ = fs::remove_dir_all(&stage);
+    let mut stage = None;
+    if staged || crate::staging::path_for(&final_dir, "pull", &spec.repo).is_dir() {
+        let (mut s, _) =
+            Staging::create(&final_dir, "pull", &spec.repo, |_| true).map_err(|e| {
+                let busy = format!("Another pull of {} is running", spec.repo);
+                e.into_error(|| HubError::new(ErrorKind::Conflict, busy), HubError::io)
+            })?;
+        if staged {
+            s.keep();
+            stage = Some(s);
+        } else {
+            // The model appeared (another tool) after an interrupted pull of ours: keep its
+            // bytes; the staging folder goes when `s` is dropped.
+            adopt_blobs(&RepoDir(&s.model()).blobs(), &RepoDir(&final_dir).blobs());
+        }
     }
-    let root = if staged { stage } else { final_dir.clone() };
+    let root = stage.as_ref().map_or(final_dir.clone(), Staging::model);
     let locks = RepoDir::locks_in(hub_dir, &folder);
     let jobs = blob_jobs(&remote, &root, &locks);
     let need: u64 = jobs
@@ -166,8 +179,8 @@ pub fn pull(
     if !super::is_commit(spec.revision()) {
         write_ref(&root, spec.revision(), &remote.commit)?;
     }
-    if staged {
-        fs::rename(&root, &final_dir).map_err(|e| {
+    if let Some(mut s) = stage {
+        s.publish().map_err(|e| {
             HubError::io(
                 &e,
                 &format!("moving the new model into {}", final_dir.display()),

@@ -21,6 +21,7 @@ const LEAF: &[&str] = &[
     "state",
     "media",
     "par",
+    "staging",
 ];
 
 /// What each module may import besides itself and the leaf modules.
