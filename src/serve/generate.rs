@@ -98,9 +98,9 @@ async fn answer(
             .await?
             .map_err(ApiError::refused)?
     };
-    super::media::check_input(&served, &req.job, req.images > 0)?;
+    super::images::check_input(&served, &req.job, req.images > 0)?;
     if req.images > 0 {
-        super::media::fetch_remote_images(srv, &mut req.job).await?;
+        super::images::fetch_remote_images(srv, &mut req.job).await?;
     }
     // The worker holds prompt and completion to it (generate.py `fit_completion`): an
     // explicit `max_tokens` that does not fit is refused, a default one cut to what fits.
