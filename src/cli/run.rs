@@ -9,11 +9,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use super::output::{CliError, Output, exit_on_write_error};
-use crate::catalog::record::{self, Described, describe, show_model};
+use crate::catalog::capability::{self, Refusal};
+use crate::catalog::record::{Described, describe, show_model};
 use crate::catalog::resolve::{self, is_explicit_path};
 use crate::catalog::{IsolatedCache, Locations, ModelRef, runtime_cache};
 use crate::error::ErrorType;
 use crate::runtime::{self, Event, GenRequest, PythonEnv};
+use crate::serve::pool::backend_for;
 use crate::text::{human_bytes, one_line};
 
 #[derive(Args, Debug)]
@@ -293,7 +295,8 @@ fn resolve_draft(spec: &str, loc: &Locations, force: bool) -> Result<Draft, CliE
                 )
                 .hint("run `mlxfs health MODEL` for details"));
             }
-            check_runnable(&d, &model, force).map_err(|mut e| {
+            capability::runnable(&d, force).map_err(|r| {
+                let mut e = refused(r, &d);
                 e.message = format!("draft model: {}", e.message);
                 e
             })?;
@@ -365,38 +368,6 @@ fn cache_dir_for(a: &RunArgs, model: &ModelRef) -> IsolatedCache {
     model.isolated_cache_for_writer()
 }
 
-/// Refuse a model mlx-lm cannot run, before any Python starts. A model labelled `PyTorch`
-/// (safetensors without MLX markers) is refused with both ways out named; `force` runs it
-/// when every other check passes (its architecture, no model-supplied code).
-pub(super) fn check_runnable(d: &Described, model: &ModelRef, force: bool) -> Result<(), CliError> {
-    if d.record.runtime_compatible {
-        return Ok(());
-    }
-    let reason = d.record.reason.clone().unwrap_or_default();
-    let incompatible = |why: &str| {
-        CliError::new(
-            ErrorType::ModelIncompatible,
-            format!("{} cannot run with mlx-lm: {why}", model.spec()),
-        )
-    };
-    if !record::forcible(d) {
-        return Err(incompatible(&reason));
-    }
-    if !force {
-        return Err(incompatible(&format!(
-            "{reason} (safetensors without MLX markers: no `mlx` tag in README.md, no \
-             `quantization` in config.json); run it anyway with --force, or convert it with \
-             `mlxfs convert` (e.g. --dtype, --quantize)"
-        ))
-        .hint(
-            "mlx-lm reads safetensors checkpoints of the architectures it supports; the label \
-             comes from mlx-knife's rules and stays as it is",
-        ));
-    }
-    // Forced: every other gate still applies (model-supplied code is never run).
-    record::runtime_as_mlx(d).map_err(|why| incompatible(&format!("{why} (even with --force)")))
-}
-
 fn media_error(e: crate::media::MediaError) -> CliError {
     let kind = match e.kind {
         crate::media::MediaErrorKind::Invalid => ErrorType::InvalidMedia,
@@ -415,83 +386,89 @@ fn caps_of(d: &Described) -> String {
     }
 }
 
-/// The backend for this model and these inputs, or a refusal before any Python starts: images
-/// for a model without `vision`, audio for one without `audio`, a speech-to-text model
-/// without audio, `--translate` where the model cannot, a speech model in a layout mlx-whisper
-/// does not read, and media files that are not what they must be (by their bytes) or too
-/// large.
-pub(super) fn choose_backend(
+/// A refusal of the core rule ([`capability`]) in `run`'s words (a model's health is worded
+/// by [`gate`], which knows the hint to give).
+pub(super) fn refused(r: Refusal, d: &Described) -> CliError {
+    let spec = d.model.spec();
+    let incompatible = |why: String| CliError::new(ErrorType::ModelIncompatible, why);
+    let cannot_run = |why: &str| incompatible(format!("{spec} cannot run with mlx-lm: {why}"));
+    match r {
+        Refusal::Unhealthy { reason, .. } => CliError::new(
+            ErrorType::ModelUnhealthy,
+            format!("{spec} is unhealthy: {reason}"),
+        )
+        .hint("run `mlxfs health MODEL` for details"),
+        Refusal::Incompatible(why) => cannot_run(&why),
+        Refusal::NeedsForce(reason) => cannot_run(&format!(
+            "{reason} (safetensors without MLX markers: no `mlx` tag in README.md, no \
+             `quantization` in config.json); run it anyway with --force, or convert it with \
+             `mlxfs convert` (e.g. --dtype, --quantize)"
+        ))
+        .hint(
+            "mlx-lm reads safetensors checkpoints of the architectures it supports; the label \
+             comes from mlx-knife's rules and stays as it is",
+        ),
+        Refusal::IncompatibleForced(why) => cannot_run(&format!("{why} (even with --force)")),
+        Refusal::NoVision => incompatible(format!(
+            "{spec} cannot take images: it has no `vision` capability (its capabilities: {})",
+            caps_of(d)
+        ))
+        .hint("`mlxfs list` marks vision models `+vision`"),
+        Refusal::TooManyImages { given } => CliError::new(
+            ErrorType::InvalidMedia,
+            format!(
+                "{given} images given; at most {} per run",
+                crate::media::MAX_IMAGES
+            ),
+        ),
+        Refusal::NoAudio | Refusal::NotSpeech => incompatible(format!(
+            "{spec} cannot take audio: it has no `audio` capability (its capabilities: {})",
+            caps_of(d)
+        ))
+        .hint("`mlxfs list` marks speech models `+audio`"),
+        Refusal::AudioInChat => incompatible(format!(
+            "{spec} takes audio inside a multimodal chat, which mlxfs does not run yet: \
+             --audio runs speech-to-text models (Whisper)"
+        )),
+        Refusal::UnsupportedLayout(why) => incompatible(format!(
+            "{spec} is a speech model mlxfs cannot run: mlxfs runs Whisper checkpoints in \
+             mlx-whisper's layout (the mlx-community/whisper-* conversions), and {why}"
+        )),
+        Refusal::CannotTranslate => incompatible(format!(
+            "{spec} cannot translate: English-only and turbo Whisper models only transcribe \
+             (no `audio-translate-en` capability)"
+        ))
+        .hint("drop --translate, or use a multilingual Whisper"),
+        Refusal::SpeechNeedsAudio => incompatible(format!(
+            "{spec} is a speech-to-text model: give it --audio FILE (a prompt is optional)"
+        ))
+        .hint("mlxfs run MODEL --audio clip.wav [--language en] [--translate]"),
+    }
+}
+
+/// The backend for this model and these inputs ([`capability::accepts`]), or a refusal before
+/// any Python starts, media files that are not what they must be (by their bytes) or too
+/// large included.
+fn choose_backend(
     d: &Described,
-    model: &ModelRef,
     images: &[PathBuf],
     audio: Option<&std::path::Path>,
     translate: bool,
 ) -> Result<runtime::Backend, CliError> {
-    use crate::catalog::verdict::{Capability, ModelType};
-    let has = |c: Capability| d.record.capabilities.contains(&c);
-    let spec = model.spec();
-    let incompatible = |why: String| CliError::new(ErrorType::ModelIncompatible, why);
-    if !images.is_empty() {
-        if !has(Capability::Vision) {
-            return Err(incompatible(format!(
-                "{spec} cannot take images: it has no `vision` capability (its capabilities: {})",
-                caps_of(d)
-            ))
-            .hint("`mlxfs list` marks vision models `+vision`"));
-        }
-        if images.len() > crate::media::MAX_IMAGES {
-            return Err(CliError::new(
-                ErrorType::InvalidMedia,
-                format!(
-                    "{} images given; at most {} per run",
-                    images.len(),
-                    crate::media::MAX_IMAGES
-                ),
-            ));
-        }
-        for i in images {
-            crate::media::check_image_file(i).map_err(media_error)?;
-        }
-        return Ok(runtime::Backend::MlxVlm);
+    let inputs = capability::Inputs {
+        images: images.len(),
+        audio: audio.is_some(),
+        translate,
+    };
+    let modality =
+        capability::accepts(&d.record, &d.model.path, &inputs).map_err(|r| refused(r, d))?;
+    for i in images {
+        crate::media::check_image_file(i).map_err(media_error)?;
     }
-    let stt = d.record.model_type == ModelType::Audio;
     if let Some(file) = audio {
-        if !has(Capability::Audio) {
-            return Err(incompatible(format!(
-                "{spec} cannot take audio: it has no `audio` capability (its capabilities: {})",
-                caps_of(d)
-            ))
-            .hint("`mlxfs list` marks speech models `+audio`"));
-        }
-        if !stt {
-            return Err(incompatible(format!(
-                "{spec} takes audio inside a multimodal chat, which mlxfs does not run yet: \
-                 --audio runs speech-to-text models (Whisper)"
-            )));
-        }
-        crate::catalog::detect::whisper_layout(&model.path).map_err(|why| {
-            incompatible(format!(
-                "{spec} is a speech model mlxfs cannot run: mlxfs runs Whisper checkpoints in \
-                 mlx-whisper's layout (the mlx-community/whisper-* conversions), and {why}"
-            ))
-        })?;
-        if translate && !has(Capability::AudioTranslateEn) {
-            return Err(incompatible(format!(
-                "{spec} cannot translate: English-only and turbo Whisper models only transcribe \
-                 (no `audio-translate-en` capability)"
-            ))
-            .hint("drop --translate, or use a multilingual Whisper"));
-        }
         crate::media::check_audio_file(file).map_err(media_error)?;
-        return Ok(runtime::Backend::MlxWhisper);
     }
-    if stt {
-        return Err(incompatible(format!(
-            "{spec} is a speech-to-text model: give it --audio FILE (a prompt is optional)"
-        ))
-        .hint("mlxfs run MODEL --audio clip.wav [--language en] [--translate]"));
-    }
-    Ok(runtime::Backend::MlxLm)
+    Ok(backend_for(modality))
 }
 
 fn read_prompt(a: &RunArgs) -> Result<String, CliError> {
@@ -545,50 +522,32 @@ pub fn run(a: &RunArgs, loc: &Locations, json_mode: bool) -> Result<Output, CliE
     let start = Instant::now();
     let (model, weights) = locate(&a.model, loc)?;
     let d = describe(&model);
-    let stale_index = record::stale_index_only(&d);
-    if let Some(reason) = d.health.reason() {
-        if !(stale_index && a.force) {
-            let hint = if stale_index {
-                format!(
-                    "its weights are whole: repair the index with `mlxfs convert {0} {0}-fixed \
-                     --repair-index`, or run it as it is with --force (mlx-lm reads the shards, \
-                     not the index)",
-                    model.spec()
-                )
-            } else {
-                "run `mlxfs health MODEL` for details".to_string()
-            };
+    match capability::healthy_enough(&d, a.force) {
+        Ok(None) => {}
+        Ok(Some(reason)) => crate::note!(
+            "warning: {} has a stale index ({reason}); running it anyway (--force)",
+            model.spec()
+        ),
+        Err(Refusal::Unhealthy {
+            reason,
+            stale_index: true,
+        }) => {
             return Err(CliError::new(
                 ErrorType::ModelUnhealthy,
                 format!("{} is unhealthy: {reason}", model.spec()),
             )
-            .hint(hint));
+            .hint(format!(
+                "its weights are whole: repair the index with `mlxfs convert {0} {0}-fixed \
+                 --repair-index`, or run it as it is with --force (mlx-lm reads the shards, \
+                 not the index)",
+                model.spec()
+            )));
         }
-        crate::note!(
-            "warning: {} has a stale index ({reason}); running it anyway (--force)",
-            model.spec()
-        );
+        Err(r) => return Err(refused(r, &d)),
     }
-    if stale_index && a.force {
-        record::runtime_if_healthy(&d)
-            .or_else(|why| {
-                if d.record.framework == crate::catalog::verdict::Framework::PyTorch {
-                    record::runtime_as_mlx(&d)
-                } else {
-                    Err(why)
-                }
-            })
-            .map_err(|why| {
-                CliError::new(
-                    ErrorType::ModelIncompatible,
-                    format!("{} cannot run with mlx-lm: {why}", model.spec()),
-                )
-            })?;
-    } else {
-        check_runnable(&d, &model, a.force)?;
-    }
+    capability::runnable(&d, a.force).map_err(|r| refused(r, &d))?;
     let translate = a.translate.is_some();
-    let backend = choose_backend(&d, &model, &a.images, a.audio.as_deref(), translate)?;
+    let backend = choose_backend(&d, &a.images, a.audio.as_deref(), translate)?;
     let mut draft = match &a.draft_model {
         Some(spec) => Some(resolve_draft(spec, loc, a.force)?),
         None => None,

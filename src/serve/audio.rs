@@ -15,10 +15,9 @@ use super::Server;
 use super::catalog::Served;
 use super::error::ApiError;
 use super::images::media_error;
-use super::pool::backend_of;
+use crate::catalog::capability;
 use crate::error::ErrorType;
 use crate::media;
-use crate::runtime::Backend;
 use crate::runtime::worker::{GenJob, JobEvent};
 
 /// `response_format` of the audio routes.
@@ -243,38 +242,13 @@ async fn audio(srv: Arc<Server>, translate: bool, mp: Multipart) -> Result<Respo
             .await?
             .map_err(ApiError::refused)?
     };
-    let incompatible = |m: String| {
-        ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            ErrorType::ModelIncompatible,
-            m,
-        )
+    let inputs = capability::Inputs {
+        audio: true,
+        translate,
+        ..Default::default()
     };
-    if backend_of(&served.record) != Backend::MlxWhisper {
-        return Err(incompatible(format!(
-            "{} cannot transcribe audio: it is not a speech-to-text model (capability `audio`; \
-             GET /v1/models lists them)",
-            served.id
-        )));
-    }
-    if let Err(why) = crate::catalog::detect::whisper_layout(&served.model.path) {
-        return Err(incompatible(format!(
-            "{} is a speech model mlxfs cannot run: mlxfs runs Whisper checkpoints in \
-             mlx-whisper's layout, and {why}",
-            served.id
-        )));
-    }
-    if translate
-        && !served
-            .record
-            .capabilities
-            .contains(&crate::catalog::verdict::Capability::AudioTranslateEn)
-    {
-        return Err(incompatible(format!(
-            "{} cannot translate: English-only and turbo Whisper models only transcribe",
-            served.id
-        )));
-    }
+    capability::serves(&served.record, &served.model.path, &inputs)
+        .map_err(|r| super::images::refused(r, &served.id))?;
     let shown = crate::text::one_line(&filename).into_owned();
     media::check_audio(&shown, bytes.len() as u64, &bytes).map_err(media_error)?;
     let mut job = GenJob {

@@ -9,11 +9,10 @@ use std::sync::Arc;
 
 use super::catalog::Served;
 use super::error::ApiError;
-use super::pool::backend_of;
 use super::{RemoteImages, Server};
+use crate::catalog::capability::{self, Modality, Refusal};
 use crate::error::ErrorType;
 use crate::media::{self, MediaError, MediaErrorKind};
-use crate::runtime::Backend;
 use crate::runtime::worker::GenJob;
 
 pub(super) fn media_error(e: MediaError) -> ApiError {
@@ -79,19 +78,13 @@ pub fn image_part(what: &str, url: &str) -> Result<Value, ApiError> {
 /// model the fields its worker does not pass to mlx-vlm (`logprobs`, `tools`, `top_k`,
 /// `min_p`, `presence_penalty`, `frequency_penalty`, `logit_bias`): refused, never ignored.
 pub fn check_input(served: &Served, job: &GenJob, has_images: bool) -> Result<(), ApiError> {
-    let incompatible = |m: String| {
-        ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            ErrorType::ModelIncompatible,
-            m,
-        )
+    let inputs = capability::Inputs {
+        images: usize::from(has_images),
+        ..Default::default()
     };
-    match backend_of(&served.record) {
-        Backend::MlxWhisper => Err(incompatible(format!(
-            "{} is a speech-to-text model: send audio to POST /v1/audio/transcriptions",
-            served.id
-        ))),
-        Backend::MlxVlm => {
+    match capability::serves(&served.record, &served.model.path, &inputs) {
+        Err(r) => Err(refused(r, &served.id)),
+        Ok(Modality::Vision) => {
             let asked: Vec<&str> = [
                 ("logprobs", job.logprobs.is_some()),
                 ("tools", job.tools.is_some()),
@@ -114,13 +107,49 @@ pub fn check_input(served: &Served, job: &GenJob, has_images: bool) -> Result<()
                 if asked.len() == 1 { "is" } else { "are" }
             )))
         }
-        Backend::MlxLm if has_images => Err(incompatible(format!(
-            "{} cannot take images: it has no `vision` capability (GET /v1/models lists each \
-             model's capabilities)",
-            served.id
-        ))),
-        _ => Ok(()),
+        Ok(_) => Ok(()),
     }
+}
+
+/// HTTP 422 `model_incompatible`.
+fn incompatible(m: String) -> ApiError {
+    ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        ErrorType::ModelIncompatible,
+        m,
+    )
+}
+
+/// A refusal of the core rule ([`capability::serves`]) for the served model `id`, as `serve`
+/// words it: HTTP 422 `model_incompatible`.
+pub(super) fn refused(r: Refusal, id: &str) -> ApiError {
+    incompatible(match r {
+        Refusal::SpeechNeedsAudio => {
+            format!("{id} is a speech-to-text model: send audio to POST /v1/audio/transcriptions")
+        }
+        Refusal::NoVision => format!(
+            "{id} cannot take images: it has no `vision` capability (GET /v1/models lists each \
+             model's capabilities)"
+        ),
+        Refusal::NotSpeech | Refusal::NoAudio | Refusal::AudioInChat => format!(
+            "{id} cannot transcribe audio: it is not a speech-to-text model (capability `audio`; \
+             GET /v1/models lists them)"
+        ),
+        Refusal::UnsupportedLayout(why) => format!(
+            "{id} is a speech model mlxfs cannot run: mlxfs runs Whisper checkpoints in \
+             mlx-whisper's layout, and {why}"
+        ),
+        Refusal::CannotTranslate => {
+            format!("{id} cannot translate: English-only and turbo Whisper models only transcribe")
+        }
+        Refusal::TooManyImages { given } => {
+            format!("{given} images given; at most {}", crate::media::MAX_IMAGES)
+        }
+        Refusal::Unhealthy { reason, .. }
+        | Refusal::Incompatible(reason)
+        | Refusal::NeedsForce(reason)
+        | Refusal::IncompatibleForced(reason) => format!("{id} cannot run: {reason}"),
+    })
 }
 
 /// Fetch the http(s) images of a request when the server allows it (`--allow-remote-images`),
