@@ -18,7 +18,7 @@ use super::images::media_error;
 use crate::catalog::capability;
 use crate::error::ErrorType;
 use crate::media;
-use crate::runtime::worker::{GenJob, JobEvent};
+use crate::runtime::worker::{GenJob, JobErrorKind, JobEvent};
 
 /// `response_format` of the audio routes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -283,7 +283,7 @@ async fn audio(srv: Arc<Server>, translate: bool, mp: Multipart) -> Result<Respo
             }) => {
                 guard.done = true;
                 if finish_reason == "cancelled" {
-                    return Err(super::error::worker_error("cancelled", ""));
+                    return Err(super::error::stopped());
                 }
                 srv.metrics.generations.fetch_add(1, Ordering::Relaxed);
                 srv.metrics
@@ -297,7 +297,10 @@ async fn audio(srv: Arc<Server>, translate: bool, mp: Multipart) -> Result<Respo
             }
             None => {
                 guard.done = true;
-                return Err(super::error::worker_error("worker_died", "no result"));
+                return Err(super::error::worker_error(
+                    &JobErrorKind::WorkerDied,
+                    "no result",
+                ));
             }
         }
     };
