@@ -181,3 +181,79 @@ fn speech(record: &ModelRecord, path: &Path, translate: bool) -> Result<(), Refu
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(model_type: &str, caps: &[&str]) -> ModelRecord {
+        serde_json::from_value(serde_json::json!({
+            "name": "m", "hash": null, "size_bytes": 0, "last_modified": "",
+            "framework": "MLX", "model_type": model_type, "capabilities": caps,
+            "context_length": null, "health": "healthy", "runtime_compatible": true,
+            "reason": null, "cached": false, "origin": null, "content_hash": null,
+            "hash_modified": null, "clean": null, "source": "workspace", "path": "",
+            "revision": null,
+        }))
+        .unwrap()
+    }
+
+    fn images(n: usize) -> Inputs {
+        Inputs {
+            images: n,
+            ..Inputs::default()
+        }
+    }
+
+    /// `run` picks by the inputs, `serve` by the model: a vision model given text alone is a
+    /// text model in `run` and a vision model in `serve`.
+    #[test]
+    fn run_picks_by_the_inputs_serve_by_the_model() {
+        let nowhere = Path::new("/nonexistent");
+        let text = record("chat", &["text-generation", "chat"]);
+        let vision = record("chat", &["text-generation", "chat", "vision"]);
+        let speech = record("audio", &["audio"]);
+        let none = Inputs::default();
+        assert_eq!(accepts(&vision, nowhere, &none), Ok(Modality::Text));
+        assert_eq!(serves(&vision, nowhere, &none), Ok(Modality::Vision));
+        assert_eq!(accepts(&vision, nowhere, &images(2)), Ok(Modality::Vision));
+        assert_eq!(
+            accepts(&vision, nowhere, &images(crate::media::MAX_IMAGES + 1)),
+            Err(Refusal::TooManyImages {
+                given: crate::media::MAX_IMAGES + 1
+            })
+        );
+        assert_eq!(accepts(&text, nowhere, &images(1)), Err(Refusal::NoVision));
+        assert_eq!(serves(&text, nowhere, &images(1)), Err(Refusal::NoVision));
+        // A speech model takes nothing but audio; `run` tells images first.
+        assert_eq!(
+            accepts(&speech, nowhere, &none),
+            Err(Refusal::SpeechNeedsAudio)
+        );
+        assert_eq!(
+            accepts(&speech, nowhere, &images(1)),
+            Err(Refusal::NoVision)
+        );
+        assert_eq!(
+            serves(&speech, nowhere, &images(1)),
+            Err(Refusal::SpeechNeedsAudio)
+        );
+        let audio = Inputs {
+            audio: true,
+            ..Inputs::default()
+        };
+        assert_eq!(accepts(&text, nowhere, &audio), Err(Refusal::NoAudio));
+        assert_eq!(serves(&text, nowhere, &audio), Err(Refusal::NotSpeech));
+        let chat_audio = record("chat", &["chat", "audio"]);
+        assert_eq!(
+            accepts(&chat_audio, nowhere, &audio),
+            Err(Refusal::AudioInChat)
+        );
+        assert!(matches!(
+            accepts(&speech, nowhere, &audio),
+            Err(Refusal::UnsupportedLayout(_))
+        ));
+        assert_eq!(served(&speech), Modality::Speech);
+        assert_eq!(served(&text), Modality::Text);
+    }
+}
