@@ -177,3 +177,11 @@ pub fn var(name: &str) -> Option<String> {
 pub fn var_os(name: &str) -> Option<std::ffi::OsString> {
     std::env::var_os(name).filter(|v| !v.is_empty())
 }
+
+/// Set a variable of this process's environment for the Python it runs next (the isolated
+/// cache's variables of `run` and `convert`). Only before this process starts any thread: the
+/// embedded interpreter, a subprocess and the generation all come later.
+pub fn set_before_threads(name: &str, value: impl AsRef<std::ffi::OsStr>) {
+    // SAFETY: the callers set the environment before any thread of this process is started.
+    unsafe { std::env::set_var(name, value) };
+}

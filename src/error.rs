@@ -74,8 +74,8 @@ error_types! {
     AlreadyMounted => "already_mounted",
     MountpointNotEmpty => "mountpoint_not_empty",
     MountpointInSources => "mountpoint_in_sources",
-    ContextLengthExceeded => "context_length_exceeded",
     // Running a model.
+    ContextLengthExceeded => "context_length_exceeded",
     ModelUnhealthy => "model_unhealthy",
     ModelIncompatible => "model_incompatible",
     InvalidPrompt => "invalid_prompt",

@@ -1,6 +1,7 @@
 //! The catalog core: where models live (hub cache, workspace home, explicit paths), the model
 //! record of each, and name resolution. No FUSE, Python or HTTP here.
 
+pub mod capability;
 pub mod config;
 pub mod detect;
 pub mod fleet;

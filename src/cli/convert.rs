@@ -256,8 +256,8 @@ struct PythonEngine {
 
 #[derive(Default)]
 struct Seen {
-    env: Value,
-    done: Value,
+    env: runtime::Env,
+    done: Option<runtime::Converted>,
     error: Option<(String, String)>,
     shards: Vec<Value>,
 }
@@ -312,8 +312,12 @@ impl Engine for PythonEngine {
         let handler: runtime::Handler = Arc::new(Mutex::new(move |ev: Event| {
             let mut s = s2.lock().unwrap_or_else(|e| e.into_inner());
             match ev {
-                Event::Env(v) => s.env = v,
-                Event::Done(v) => s.done = v,
+                Event::Env(v) => s.env = *v,
+                Event::Done(d) => {
+                    if let runtime::Done::Converted(v) = d {
+                        s.done = Some(*v);
+                    }
+                }
                 Event::Error { kind, message } => s.error = Some((kind, message)),
                 Event::Progress(v) => match v["event"].as_str() {
                     Some("plan") => {
@@ -445,45 +449,38 @@ impl Engine for PythonEngine {
         if progress.cancelled() {
             return Err(ConvertError::interrupted());
         }
-        if s.done.is_null() {
+        let Some(done) = s.done else {
             return Err(ConvertError::new(
                 ErrorType::ConversionFailed,
                 "the conversion ended without a result",
             )
             .field("python_output", outcome.output.json()));
-        }
+        };
+        let env = &s.env;
         let mut facts = Map::new();
-        facts.insert("mlx".into(), s.env["mlx"].clone());
-        facts.insert("mlx_lm".into(), s.env["mlx_lm"].clone());
+        facts.insert("mlx".into(), json!(env.mlx));
+        facts.insert("mlx_lm".into(), json!(env.mlx_lm));
         facts.insert("python_mode".into(), Value::from(outcome.mode.as_str()));
-        facts.insert("python".into(), s.env["python"].clone());
-        facts.insert("executable".into(), s.env["executable"].clone());
-        facts.insert("hf_home".into(), s.env["hf_home"].clone());
+        facts.insert("python".into(), json!(env.python));
+        facts.insert("executable".into(), json!(env.executable));
+        facts.insert("hf_home".into(), json!(env.hf_home));
         if let Some(why) = outcome.why_not_embedded {
             facts.insert("why_not_embedded".into(), Value::from(why));
         }
         facts.insert("shards".into(), Value::Array(s.shards));
-        facts.insert("tensors".into(), s.done["tensors"].clone());
-        facts.insert("tensor_bytes".into(), s.done["bytes"].clone());
-        facts.insert("quantization".into(), s.done["quantization"].clone());
-        if !s.done["quantized_layers"].is_null() {
-            facts.insert(
-                "quantized_layers".into(),
-                s.done["quantized_layers"].clone(),
-            );
-            facts.insert("unquantized".into(), s.done["unquantized"].clone());
+        facts.insert("tensors".into(), done.tensors);
+        facts.insert("tensor_bytes".into(), done.bytes);
+        facts.insert("quantization".into(), done.quantization);
+        if let Some(layers) = done.quantized_layers {
+            facts.insert("quantized_layers".into(), layers);
+            facts.insert("unquantized".into(), done.unquantized);
         }
-        facts.insert("peak_memory_gb".into(), s.done["peak_memory_gb"].clone());
-        facts.insert("python_s".into(), s.done["seconds"].clone());
-        facts.insert("python_phases".into(), s.done["phases"].clone());
-        facts.insert("resumed_shards".into(), s.done["resumed_shards"].clone());
+        facts.insert("peak_memory_gb".into(), done.peak_memory_gb);
+        facts.insert("python_s".into(), done.seconds);
+        facts.insert("python_phases".into(), done.phases);
+        facts.insert("resumed_shards".into(), done.resumed_shards);
         Ok(EngineReport { facts })
     }
-}
-
-fn set_env(k: &str, v: impl AsRef<std::ffi::OsStr>) {
-    // SAFETY: called before any thread of this process is started.
-    unsafe { std::env::set_var(k, v) };
 }
 
 pub fn run(a: &ConvertArgs, loc: &Locations, json_mode: bool) -> Result<Output, CliError> {
@@ -543,7 +540,7 @@ pub fn run(a: &ConvertArgs, loc: &Locations, json_mode: bool) -> Result<Output, 
         // download: offline.
         let cache = convert::staging_dir(&target).join("hf-cache");
         for (k, v) in runtime::isolated_env(&cache, true, None) {
-            set_env(k, v);
+            crate::env::set_before_threads(k, v);
         }
         Some(PythonEngine {
             env,

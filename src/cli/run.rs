@@ -9,11 +9,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use super::output::{CliError, Output, exit_on_write_error};
-use crate::catalog::record::{self, Described, describe, show_model};
+use crate::catalog::capability::{self, Refusal};
+use crate::catalog::record::{Described, describe, show_model};
 use crate::catalog::resolve::{self, is_explicit_path};
 use crate::catalog::{IsolatedCache, Locations, ModelRef, RepoDir, runtime_cache};
 use crate::error::ErrorType;
-use crate::runtime::{self, Event, GenRequest, PythonEnv};
+use crate::runtime::{self, Done, Event, GenRequest, Generated, PythonEnv};
+use crate::serve::pool::backend_for;
 use crate::text::{human_bytes, one_line};
 
 #[derive(Args, Debug)]
@@ -293,7 +295,8 @@ fn resolve_draft(spec: &str, loc: &Locations, force: bool) -> Result<Draft, CliE
                 )
                 .hint("run `mlxfs health MODEL` for details"));
             }
-            check_runnable(&d, &model, force).map_err(|mut e| {
+            capability::runnable(&d, force).map_err(|r| {
+                let mut e = refused(r, &d);
                 e.message = format!("draft model: {}", e.message);
                 e
             })?;
@@ -363,38 +366,6 @@ fn cache_dir_for(a: &RunArgs, model: &ModelRef) -> IsolatedCache {
     model.isolated_cache_for_writer()
 }
 
-/// Refuse a model mlx-lm cannot run, before any Python starts. A model labelled `PyTorch`
-/// (safetensors without MLX markers) is refused with both ways out named; `force` runs it
-/// when every other check passes (its architecture, no model-supplied code).
-pub(super) fn check_runnable(d: &Described, model: &ModelRef, force: bool) -> Result<(), CliError> {
-    if d.record.runtime_compatible {
-        return Ok(());
-    }
-    let reason = d.record.reason.clone().unwrap_or_default();
-    let incompatible = |why: &str| {
-        CliError::new(
-            ErrorType::ModelIncompatible,
-            format!("{} cannot run with mlx-lm: {why}", model.spec()),
-        )
-    };
-    if !record::forcible(d) {
-        return Err(incompatible(&reason));
-    }
-    if !force {
-        return Err(incompatible(&format!(
-            "{reason} (safetensors without MLX markers: no `mlx` tag in README.md, no \
-             `quantization` in config.json); run it anyway with --force, or convert it with \
-             `mlxfs convert` (e.g. --dtype, --quantize)"
-        ))
-        .hint(
-            "mlx-lm reads safetensors checkpoints of the architectures it supports; the label \
-             comes from mlx-knife's rules and stays as it is",
-        ));
-    }
-    // Forced: every other gate still applies (model-supplied code is never run).
-    record::runtime_as_mlx(d).map_err(|why| incompatible(&format!("{why} (even with --force)")))
-}
-
 fn media_error(e: crate::media::MediaError) -> CliError {
     let kind = match e.kind {
         crate::media::MediaErrorKind::Invalid => ErrorType::InvalidMedia,
@@ -413,83 +384,89 @@ fn caps_of(d: &Described) -> String {
     }
 }
 
-/// The backend for this model and these inputs, or a refusal before any Python starts: images
-/// for a model without `vision`, audio for one without `audio`, a speech-to-text model
-/// without audio, `--translate` where the model cannot, a speech model in a layout mlx-whisper
-/// does not read, and media files that are not what they must be (by their bytes) or too
-/// large.
-pub(super) fn choose_backend(
+/// A refusal of the core rule ([`capability`]) in `run`'s words (a model's health is worded
+/// by [`gate`], which knows the hint to give).
+fn refused(r: Refusal, d: &Described) -> CliError {
+    let spec = d.model.spec();
+    let incompatible = |why: String| CliError::new(ErrorType::ModelIncompatible, why);
+    let cannot_run = |why: &str| incompatible(format!("{spec} cannot run with mlx-lm: {why}"));
+    match r {
+        Refusal::Unhealthy { reason, .. } => CliError::new(
+            ErrorType::ModelUnhealthy,
+            format!("{spec} is unhealthy: {reason}"),
+        )
+        .hint("run `mlxfs health MODEL` for details"),
+        Refusal::Incompatible(why) => cannot_run(&why),
+        Refusal::NeedsForce(reason) => cannot_run(&format!(
+            "{reason} (safetensors without MLX markers: no `mlx` tag in README.md, no \
+             `quantization` in config.json); run it anyway with --force, or convert it with \
+             `mlxfs convert` (e.g. --dtype, --quantize)"
+        ))
+        .hint(
+            "mlx-lm reads safetensors checkpoints of the architectures it supports; the label \
+             comes from mlx-knife's rules and stays as it is",
+        ),
+        Refusal::IncompatibleForced(why) => cannot_run(&format!("{why} (even with --force)")),
+        Refusal::NoVision => incompatible(format!(
+            "{spec} cannot take images: it has no `vision` capability (its capabilities: {})",
+            caps_of(d)
+        ))
+        .hint("`mlxfs list` marks vision models `+vision`"),
+        Refusal::TooManyImages { given } => CliError::new(
+            ErrorType::InvalidMedia,
+            format!(
+                "{given} images given; at most {} per run",
+                crate::media::MAX_IMAGES
+            ),
+        ),
+        Refusal::NoAudio | Refusal::NotSpeech => incompatible(format!(
+            "{spec} cannot take audio: it has no `audio` capability (its capabilities: {})",
+            caps_of(d)
+        ))
+        .hint("`mlxfs list` marks speech models `+audio`"),
+        Refusal::AudioInChat => incompatible(format!(
+            "{spec} takes audio inside a multimodal chat, which mlxfs does not run yet: \
+             --audio runs speech-to-text models (Whisper)"
+        )),
+        Refusal::UnsupportedLayout(why) => incompatible(format!(
+            "{spec} is a speech model mlxfs cannot run: mlxfs runs Whisper checkpoints in \
+             mlx-whisper's layout (the mlx-community/whisper-* conversions), and {why}"
+        )),
+        Refusal::CannotTranslate => incompatible(format!(
+            "{spec} cannot translate: English-only and turbo Whisper models only transcribe \
+             (no `audio-translate-en` capability)"
+        ))
+        .hint("drop --translate, or use a multilingual Whisper"),
+        Refusal::SpeechNeedsAudio => incompatible(format!(
+            "{spec} is a speech-to-text model: give it --audio FILE (a prompt is optional)"
+        ))
+        .hint("mlxfs run MODEL --audio clip.wav [--language en] [--translate]"),
+    }
+}
+
+/// The backend for this model and these inputs ([`capability::accepts`]), or a refusal before
+/// any Python starts, media files that are not what they must be (by their bytes) or too
+/// large included.
+fn choose_backend(
     d: &Described,
-    model: &ModelRef,
     images: &[PathBuf],
     audio: Option<&std::path::Path>,
     translate: bool,
 ) -> Result<runtime::Backend, CliError> {
-    use crate::catalog::verdict::{Capability, ModelType};
-    let has = |c: Capability| d.record.capabilities.contains(&c);
-    let spec = model.spec();
-    let incompatible = |why: String| CliError::new(ErrorType::ModelIncompatible, why);
-    if !images.is_empty() {
-        if !has(Capability::Vision) {
-            return Err(incompatible(format!(
-                "{spec} cannot take images: it has no `vision` capability (its capabilities: {})",
-                caps_of(d)
-            ))
-            .hint("`mlxfs list` marks vision models `+vision`"));
-        }
-        if images.len() > crate::media::MAX_IMAGES {
-            return Err(CliError::new(
-                ErrorType::InvalidMedia,
-                format!(
-                    "{} images given; at most {} per run",
-                    images.len(),
-                    crate::media::MAX_IMAGES
-                ),
-            ));
-        }
-        for i in images {
-            crate::media::check_image_file(i).map_err(media_error)?;
-        }
-        return Ok(runtime::Backend::MlxVlm);
+    let inputs = capability::Inputs {
+        images: images.len(),
+        audio: audio.is_some(),
+        translate,
+    };
+    let modality =
+        capability::accepts(&d.record, &d.model.path, &inputs).map_err(|r| refused(r, d))?;
+    for i in images {
+        crate::media::check_image_file(i).map_err(media_error)?;
     }
-    let stt = d.record.model_type == ModelType::Audio;
     if let Some(file) = audio {
-        if !has(Capability::Audio) {
-            return Err(incompatible(format!(
-                "{spec} cannot take audio: it has no `audio` capability (its capabilities: {})",
-                caps_of(d)
-            ))
-            .hint("`mlxfs list` marks speech models `+audio`"));
-        }
-        if !stt {
-            return Err(incompatible(format!(
-                "{spec} takes audio inside a multimodal chat, which mlxfs does not run yet: \
-                 --audio runs speech-to-text models (Whisper)"
-            )));
-        }
-        crate::catalog::detect::whisper_layout(&model.path).map_err(|why| {
-            incompatible(format!(
-                "{spec} is a speech model mlxfs cannot run: mlxfs runs Whisper checkpoints in \
-                 mlx-whisper's layout (the mlx-community/whisper-* conversions), and {why}"
-            ))
-        })?;
-        if translate && !has(Capability::AudioTranslateEn) {
-            return Err(incompatible(format!(
-                "{spec} cannot translate: English-only and turbo Whisper models only transcribe \
-                 (no `audio-translate-en` capability)"
-            ))
-            .hint("drop --translate, or use a multilingual Whisper"));
-        }
         crate::media::check_audio_file(file).map_err(media_error)?;
-        return Ok(runtime::Backend::MlxWhisper);
     }
-    if stt {
-        return Err(incompatible(format!(
-            "{spec} is a speech-to-text model: give it --audio FILE (a prompt is optional)"
-        ))
-        .hint("mlxfs run MODEL --audio clip.wav [--language en] [--translate]"));
-    }
-    Ok(runtime::Backend::MlxLm)
+    Ok(backend_for(modality))
 }
 
 fn read_prompt(a: &RunArgs) -> Result<String, CliError> {
@@ -523,12 +500,6 @@ fn read_prompt(a: &RunArgs) -> Result<String, CliError> {
     Ok(p)
 }
 
-fn set_env(k: &str, v: impl AsRef<std::ffi::OsStr>) {
-    // SAFETY: called before any thread of this process is started (the interpreter, the
-    // subprocess and the generation all come later).
-    unsafe { std::env::set_var(k, v) };
-}
-
 /// The token file Python must be told about (`HF_TOKEN_PATH`) once its HF_HOME is isolated:
 /// the user's, where huggingface_hub would have read it; None when `HF_TOKEN` or
 /// `HF_TOKEN_PATH` is set (they pass to Python as they are).
@@ -541,62 +512,150 @@ pub fn python_token_file() -> Option<PathBuf> {
 
 pub fn run(a: &RunArgs, loc: &Locations, json_mode: bool) -> Result<Output, CliError> {
     let start = Instant::now();
-    let (model, weights) = locate(&a.model, loc)?;
-    let d = describe(&model);
-    let stale_index = record::stale_index_only(&d);
-    if let Some(reason) = d.health.reason() {
-        if !(stale_index && a.force) {
-            let hint = if stale_index {
-                format!(
-                    "its weights are whole: repair the index with `mlxfs convert {0} {0}-fixed \
-                     --repair-index`, or run it as it is with --force (mlx-lm reads the shards, \
-                     not the index)",
-                    model.spec()
-                )
-            } else {
-                "run `mlxfs health MODEL` for details".to_string()
-            };
-            return Err(CliError::new(
-                ErrorType::ModelUnhealthy,
-                format!("{} is unhealthy: {reason}", model.spec()),
-            )
-            .hint(hint));
-        }
-        crate::note!(
-            "warning: {} has a stale index ({reason}); running it anyway (--force)",
-            model.spec()
-        );
-    }
-    if stale_index && a.force {
-        record::runtime_if_healthy(&d)
-            .or_else(|why| {
-                if d.record.framework == crate::catalog::verdict::Framework::PyTorch {
-                    record::runtime_as_mlx(&d)
-                } else {
-                    Err(why)
-                }
-            })
-            .map_err(|why| {
-                CliError::new(
-                    ErrorType::ModelIncompatible,
-                    format!("{} cannot run with mlx-lm: {why}", model.spec()),
-                )
-            })?;
-    } else {
-        check_runnable(&d, &model, a.force)?;
-    }
-    let translate = a.translate.is_some();
-    let backend = choose_backend(&d, &model, &a.images, a.audio.as_deref(), translate)?;
+    let gated = gate(a, loc)?;
     let mut draft = match &a.draft_model {
         Some(spec) => Some(resolve_draft(spec, loc, a.force)?),
         None => None,
     };
     let prompt = read_prompt(a)?;
+    let cache = isolated_cache(a, &gated.model)?;
+    let env: PythonEnv = runtime::python::find(a.python.as_deref())?;
+    prepare_cache(a, &cache)?;
+    if let Some(d) = &mut draft
+        && d.source == DraftSource::Hub
+    {
+        captured_draft(d, &cache);
+    }
+    let before = runtime::snapshot(&cache);
 
-    // The isolated cache, in place before the interpreter (or subprocess) starts. A
-    // workspace's `.hf_cache` must be its own folder: a link would send the runtime's
-    // downloads somewhere else (the shared cache, another disk).
-    let cache = cache_dir_for(a, &model);
+    let absolute = |p: &PathBuf| std::path::absolute(p).unwrap_or_else(|_| p.clone());
+    let req = GenRequest {
+        backend: gated.backend,
+        images: a.images.iter().map(absolute).collect(),
+        audio: a.audio.as_ref().map(absolute),
+        language: a.language.clone(),
+        translate: gated.translate,
+        model_path: gated.weights.clone(),
+        prompt,
+        max_tokens: a.max_tokens.unwrap_or(runtime::defaults::MAX_TOKENS),
+        max_tokens_explicit: a.max_tokens.is_some(),
+        temperature: a.temperature,
+        top_p: a.top_p,
+        repetition_penalty: a.repetition_penalty.filter(|r| *r != 1.0),
+        seed: a.seed,
+        chat_template: !a.no_chat_template,
+        draft_model: draft.as_ref().map(|d| d.load.clone()),
+        num_draft_tokens: a.num_draft_tokens,
+        context_length: gated.d.record.context_length,
+    };
+
+    let sink = StreamSink::new(start, !a.no_stream && !json_mode);
+    let watch = sink.watch(json_mode);
+    let outcome = runtime::generate(&env, &req, a.subprocess, sink.handler());
+    drop(watch);
+    let outcome = outcome?;
+    let mut s = sink.finish();
+    // What Python printed, shown with any error from here on.
+    let with_output = |mut e: CliError| {
+        if !outcome.output.is_empty() {
+            e.fields.push(("python_output", outcome.output.json()));
+        }
+        e
+    };
+    let total = start.elapsed().as_secs_f64();
+    let mut report = runtime::cache_report(&cache, &before);
+    arrived(&mut report, &cache);
+    if let Some(e) = &s.stdout_error {
+        exit_on_write_error(e);
+    }
+    if let Some((kind, message)) = &s.error {
+        // The Python side names its errors; an unknown name is a failed generation.
+        let (kind, message, hint) = runtime::reported_error(&env, kind, message);
+        let mut err = CliError::new(kind, message);
+        err.hint = hint;
+        return Err(with_output(err));
+    }
+    let Some(done) = s.done.take() else {
+        // Python reported neither a result nor an error (the subprocess's exit is checked by
+        // the runtime; this is the embedded interpreter returning early).
+        return Err(with_output(CliError::new(
+            ErrorType::GenerationFailed,
+            "generation ended without a result",
+        )));
+    };
+    let ran = Ran {
+        done,
+        sink: s,
+        total,
+        report,
+        mode: outcome.mode,
+        why_not_embedded: outcome.why_not_embedded,
+    };
+    if !json_mode {
+        summary(&ran, &gated, draft.as_ref(), sink.stream);
+    }
+    let data = data(a, &ran, &gated, draft.as_ref(), &req);
+    // `interrupted` runs exit 130, like other programs stopped by Ctrl-C.
+    let interrupted = ran.done.finish_reason == "interrupted";
+    Ok(Output::new(data, String::new()).code(if interrupted { 130 } else { 0 }))
+}
+
+/// The model of a run as the gate let it through.
+struct Gated {
+    model: ModelRef,
+    /// Where its weights are read (the mount folder for a path inside an mlxfs mount).
+    weights: PathBuf,
+    d: Described,
+    backend: runtime::Backend,
+    translate: bool,
+}
+
+/// Everything about the model checked before any Python starts, in this order: found,
+/// healthy (or forced past a stale index), runnable ([`capability::runnable`]), and able to
+/// take what it is given ([`capability::accepts`], the media files by their bytes).
+fn gate(a: &RunArgs, loc: &Locations) -> Result<Gated, CliError> {
+    let (model, weights) = locate(&a.model, loc)?;
+    let d = describe(&model);
+    match capability::healthy_enough(&d, a.force) {
+        Ok(None) => {}
+        Ok(Some(reason)) => crate::note!(
+            "warning: {} has a stale index ({reason}); running it anyway (--force)",
+            model.spec()
+        ),
+        Err(Refusal::Unhealthy {
+            reason,
+            stale_index: true,
+        }) => {
+            return Err(CliError::new(
+                ErrorType::ModelUnhealthy,
+                format!("{} is unhealthy: {reason}", model.spec()),
+            )
+            .hint(format!(
+                "its weights are whole: repair the index with `mlxfs convert {0} {0}-fixed \
+                 --repair-index`, or run it as it is with --force (mlx-lm reads the shards, \
+                 not the index)",
+                model.spec()
+            )));
+        }
+        Err(r) => return Err(refused(r, &d)),
+    }
+    capability::runnable(&d, a.force).map_err(|r| refused(r, &d))?;
+    let translate = a.translate.is_some();
+    let backend = choose_backend(&d, &a.images, a.audio.as_deref(), translate)?;
+    Ok(Gated {
+        model,
+        weights,
+        d,
+        backend,
+        translate,
+    })
+}
+
+/// The run's isolated cache (`--workspace-cache`, else the model's own), refused when the
+/// model's own is a link or a file: a workspace's `.hf_cache` must be its own folder, or the
+/// runtime's downloads would land somewhere else (the shared cache, another disk).
+fn isolated_cache(a: &RunArgs, model: &ModelRef) -> Result<IsolatedCache, CliError> {
+    let cache = cache_dir_for(a, model);
     if a.cache_dir.is_none()
         && let Ok(md) = std::fs::symlink_metadata(&cache)
         && !md.is_dir()
@@ -615,8 +674,13 @@ pub fn run(a: &RunArgs, loc: &Locations, json_mode: bool) -> Result<Output, CliE
         )
         .hint("Remove it (the isolated cache is made anew), or give --workspace-cache DIR."));
     }
-    let env: PythonEnv = runtime::python::find(a.python.as_deref())?;
-    std::fs::create_dir_all(&*cache).map_err(|e| {
+    Ok(cache)
+}
+
+/// The isolated cache in place before the interpreter (or subprocess) starts: its folder
+/// made, and every cache variable of this process pointed at it.
+fn prepare_cache(a: &RunArgs, cache: &IsolatedCache) -> Result<(), CliError> {
+    std::fs::create_dir_all(&**cache).map_err(|e| {
         CliError::new(
             ErrorType::CacheDirFailed,
             format!("cannot create {}: {e}", cache.display()),
@@ -628,90 +692,86 @@ pub fn run(a: &RunArgs, loc: &Locations, json_mode: bool) -> Result<Output, CliE
     })?;
     // The token stays the user's (it is only read: nothing logs in or out during a run).
     let token_file = python_token_file();
-    for (var, value) in runtime::isolated_env(&cache, a.offline, token_file.as_deref()) {
-        set_env(var, value);
+    for (var, value) in runtime::isolated_env(cache, a.offline, token_file.as_deref()) {
+        crate::env::set_before_threads(var, value);
     }
-    if let Some(d) = &mut draft
-        && d.source == DraftSource::Hub
-    {
-        captured_draft(d, &cache);
-    }
-    let before = runtime::snapshot(&cache);
+    Ok(())
+}
 
-    let absolute = |p: &PathBuf| std::path::absolute(p).unwrap_or_else(|_| p.clone());
-    let req = GenRequest {
-        backend,
-        images: a.images.iter().map(absolute).collect(),
-        audio: a.audio.as_ref().map(absolute),
-        language: a.language.clone(),
-        translate,
-        model_path: weights.clone(),
-        prompt,
-        max_tokens: a.max_tokens.unwrap_or(runtime::defaults::MAX_TOKENS),
-        max_tokens_explicit: a.max_tokens.is_some(),
-        temperature: a.temperature,
-        top_p: a.top_p,
-        repetition_penalty: a.repetition_penalty.filter(|r| *r != 1.0),
-        seed: a.seed,
-        chat_template: !a.no_chat_template,
-        draft_model: draft.as_ref().map(|d| d.load.clone()),
-        num_draft_tokens: a.num_draft_tokens,
-        context_length: d.record.context_length,
-    };
+/// What a run's events left.
+#[derive(Default)]
+struct Seen {
+    env: runtime::Env,
+    done: Option<Generated>,
+    error: Option<(String, String)>,
+    /// Seconds from the start to the first token.
+    first_token: Option<f64>,
+    /// Text went to stdout.
+    streamed: bool,
+    /// Writing to stdout failed (a closed pipe): generation was stopped.
+    stdout_error: Option<std::io::Error>,
+}
 
-    struct State {
-        env: Value,
-        done: Value,
-        error: Option<(String, String)>,
-        first_token: Option<f64>,
-        streamed: bool,
-        /// Writing to stdout failed (a closed pipe): generation was stopped.
-        stdout_error: Option<std::io::Error>,
+/// Where a run's events go: the tokens to stdout as they come (when streaming), the rest kept
+/// for the summary and the JSON.
+struct StreamSink {
+    seen: Arc<Mutex<Seen>>,
+    start: Instant,
+    /// Tokens are written as they come (not `--no-stream`, not `--json`).
+    stream: bool,
+}
+
+impl StreamSink {
+    fn new(start: Instant, stream: bool) -> StreamSink {
+        StreamSink {
+            seen: Arc::new(Mutex::new(Seen::default())),
+            start,
+            stream,
+        }
     }
-    let state = Arc::new(Mutex::new(State {
-        env: Value::Null,
-        done: Value::Null,
-        error: None,
-        first_token: None,
-        streamed: false,
-        stdout_error: None,
-    }));
-    let stream = !a.no_stream && !json_mode;
-    let st = state.clone();
-    let handler: runtime::Handler = Arc::new(Mutex::new(move |ev: Event| {
-        let mut s = st.lock().unwrap_or_else(|e| e.into_inner());
-        match ev {
-            Event::Env(v) => s.env = v,
-            Event::Token(t) => {
-                if s.first_token.is_none() {
-                    s.first_token = Some(start.elapsed().as_secs_f64());
-                }
-                if stream && s.stdout_error.is_none() {
-                    // Through runtime::Stdout: during an embedded run fd 1 captures what the
-                    // libraries print.
-                    match runtime::Stdout.write_all(t.as_bytes()) {
-                        Ok(()) => s.streamed = true,
-                        Err(e) => {
-                            // Nobody reads any more: stop after this token.
-                            runtime::STOP.store(true, std::sync::atomic::Ordering::SeqCst);
-                            s.stdout_error = Some(e);
+
+    /// The handler the runtime calls with each event.
+    fn handler(&self) -> runtime::Handler {
+        let (seen, start, stream) = (self.seen.clone(), self.start, self.stream);
+        Arc::new(Mutex::new(move |ev: Event| {
+            let mut s = seen.lock().unwrap_or_else(|e| e.into_inner());
+            match ev {
+                Event::Env(v) => s.env = *v,
+                Event::Token(t) => {
+                    if s.first_token.is_none() {
+                        s.first_token = Some(start.elapsed().as_secs_f64());
+                    }
+                    if stream && s.stdout_error.is_none() {
+                        // Through runtime::Stdout: during an embedded run fd 1 captures what
+                        // the libraries print.
+                        match runtime::Stdout.write_all(t.as_bytes()) {
+                            Ok(()) => s.streamed = true,
+                            Err(e) => {
+                                // Nobody reads any more: stop after this token.
+                                runtime::STOP.store(true, std::sync::atomic::Ordering::SeqCst);
+                                s.stdout_error = Some(e);
+                            }
                         }
                     }
                 }
+                Event::Done(d) => {
+                    if let Done::Generated(v) = d {
+                        s.done = Some(*v);
+                    }
+                }
+                Event::Error { kind, message } => s.error = Some((kind, message)),
+                Event::Progress(_) => {}
             }
-            Event::Done(v) => s.done = v,
-            Event::Error { kind, message } => s.error = Some((kind, message)),
-            Event::Progress(_) => {}
-        }
-    }));
+        }))
+    }
 
-    // Ctrl-C, SIGTERM or SIGHUP stop the run wherever it is: Python answers `interrupted`
-    // where it can, and if it has not within RUN_GRACE (a load, a long prompt step, a read
-    // that never returns), the run ends anyway with these last words (runtime::stop).
-    let watch = {
-        let st = state.clone();
+    /// Ctrl-C, SIGTERM or SIGHUP stop the run wherever it is: Python answers `interrupted`
+    /// where it can, and if it has not within RUN_GRACE (a load, a long prompt step, a read
+    /// that never returns), the run ends anyway with these last words (runtime::stop).
+    fn watch(&self, json_mode: bool) -> runtime::stop::WatchGuard {
+        let seen = self.seen.clone();
         runtime::stop::watch(runtime::stop::RUN_GRACE, move || {
-            let streamed = st.try_lock().map_or(true, |s| s.streamed);
+            let streamed = seen.try_lock().map_or(true, |s| s.streamed);
             if streamed {
                 let _ = runtime::Stdout.write_all(b"\n");
             }
@@ -726,151 +786,137 @@ pub fn run(a: &RunArgs, loc: &Locations, json_mode: bool) -> Result<Output, CliE
                 super::output::print_human_error("run", &err);
             }
         })
-    };
-    let outcome = runtime::generate(&env, &req, a.subprocess, handler);
-    drop(watch);
-    let outcome = outcome?;
-    if runtime::stop::requested() {
-        // Stopped by a signal: whatever Python managed to answer, the run was interrupted
-        // (an error the interrupt itself caused, or no answer at all, is no failure).
-        let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
-        if s.done.is_null() || s.error.is_some() {
+    }
+
+    /// What the events left once Python returned. Stopped by a signal, the run was
+    /// interrupted whatever Python managed to answer (an error the interrupt itself caused,
+    /// or no answer at all, is no failure).
+    fn finish(&self) -> Seen {
+        let mut s = std::mem::take(&mut *self.seen.lock().unwrap_or_else(|e| e.into_inner()));
+        if runtime::stop::requested() && (s.done.is_none() || s.error.is_some()) {
             s.error = None;
-            s.done = json!({"text": "", "prompt_tokens": 0, "generation_tokens": 0,
-                            "prompt_tps": 0.0, "generation_tps": 0.0,
-                            "finish_reason": "interrupted", "chat_template": false,
-                            "draft_tokens": null});
+            s.done = Some(Generated::interrupted());
         }
+        s
     }
-    let (mode, why_not_embedded) = (outcome.mode, outcome.why_not_embedded);
-    // What Python printed, shown with any error from here on.
-    let with_output = |mut e: CliError| {
-        if !outcome.output.is_empty() {
-            e.fields.push(("python_output", outcome.output.json()));
-        }
-        e
-    };
-    let total = start.elapsed().as_secs_f64();
-    let mut report = runtime::cache_report(&cache, &before);
-    arrived(&mut report, &cache);
-    let s = state.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(e) = &s.stdout_error {
-        exit_on_write_error(e);
+}
+
+/// A run Python finished.
+struct Ran {
+    done: Generated,
+    sink: Seen,
+    total: f64,
+    /// The isolated cache's report (`runtime::cache_report`, with what arrived).
+    report: Value,
+    mode: runtime::Mode,
+    why_not_embedded: Option<String>,
+}
+
+/// The human summary on stderr (the text itself went to stdout): the speeds or the audio, the
+/// draft's share, the cache report.
+fn summary(ran: &Ran, gated: &Gated, draft: Option<&Draft>, stream: bool) {
+    let done = &ran.done;
+    if !stream {
+        super::output::emit(&done.text);
+    } else if ran.sink.streamed {
+        super::output::emit("");
     }
-    if let Some((kind, message)) = &s.error {
-        // The Python side names its errors; an unknown name is a failed generation.
-        let (kind, message, hint) = runtime::reported_error(&env, kind, message);
-        let mut err = CliError::new(kind, message);
-        err.hint = hint;
-        return Err(with_output(err));
+    if let Some(why) = &ran.why_not_embedded {
+        crate::note!("note: ran in a subprocess ({why})");
     }
-    if s.done.is_null() {
-        // Python reported neither a result nor an error (the subprocess's exit is checked by
-        // the runtime; this is the embedded interpreter returning early).
-        return Err(with_output(CliError::new(
-            ErrorType::GenerationFailed,
-            "generation ended without a result",
-        )));
+    if gated.backend == runtime::Backend::MlxWhisper {
+        crate::note!(
+            "audio: {:.1} s, language {}, {} segment(s), {} tokens | {} | total {:.2}s",
+            done.audio_seconds
+                .as_ref()
+                .and_then(serde_json::Number::as_f64)
+                .unwrap_or(0.0),
+            one_line(done.language.as_deref().unwrap_or("?")),
+            done.segments.as_ref().map_or(0, Vec::len),
+            done.generation_tokens,
+            if gated.translate {
+                "translated"
+            } else {
+                "transcribed"
+            },
+            ran.total
+        );
+    } else {
+        crate::note!(
+            "prompt: {} tokens, {:.1} tokens/s | generation: {} tokens, {:.1} tokens/s | first token {:.2}s, total {:.2}s",
+            done.prompt_tokens,
+            done.prompt_tps.as_f64().unwrap_or(0.0),
+            done.generation_tokens,
+            done.generation_tps.as_f64().unwrap_or(0.0),
+            ran.sink.first_token.unwrap_or(ran.total),
+            ran.total
+        );
     }
-    let done = &s.done;
-    if !json_mode {
-        if !stream {
-            super::output::emit(done["text"].as_str().unwrap_or_default());
-        } else if s.streamed {
-            super::output::emit("");
-        }
-        if let Some(why) = &why_not_embedded {
-            crate::note!("note: ran in a subprocess ({why})");
-        }
-        if backend == runtime::Backend::MlxWhisper {
-            crate::note!(
-                "audio: {:.1} s, language {}, {} segment(s), {} tokens | {} | total {:.2}s",
-                done["audio_seconds"].as_f64().unwrap_or(0.0),
-                one_line(done["language"].as_str().unwrap_or("?")),
-                done["segments"].as_array().map_or(0, Vec::len),
-                done["generation_tokens"],
-                if translate {
-                    "translated"
-                } else {
-                    "transcribed"
-                },
-                total
-            );
-        } else {
-            crate::note!(
-                "prompt: {} tokens, {:.1} tokens/s | generation: {} tokens, {:.1} tokens/s | first token {:.2}s, total {:.2}s",
-                done["prompt_tokens"],
-                done["prompt_tps"].as_f64().unwrap_or(0.0),
-                done["generation_tokens"],
-                done["generation_tps"].as_f64().unwrap_or(0.0),
-                s.first_token.unwrap_or(total),
-                total
-            );
-        }
-        if let (Some(d), Some(n)) = (&draft, done["draft_tokens"].as_u64()) {
-            crate::note!(
-                "draft {} ({}): {n} of {} tokens proposed by the draft and accepted",
-                one_line(&d.name),
-                d.source.as_str(),
-                done["generation_tokens"]
-            );
-        }
-        crate::note!("{}", describe_report(&report));
-        if done["finish_reason"] == "interrupted" {
-            crate::note!("interrupted");
-        }
+    if let (Some(d), Some(n)) = (draft, done.draft_tokens) {
+        crate::note!(
+            "draft {} ({}): {n} of {} tokens proposed by the draft and accepted",
+            one_line(&d.name),
+            d.source.as_str(),
+            done.generation_tokens
+        );
     }
-    let mut rec = show_model(&d);
+    crate::note!("{}", describe_report(&ran.report));
+    if done.finish_reason == "interrupted" {
+        crate::note!("interrupted");
+    }
+}
+
+/// The `data` of `run --json`.
+fn data(a: &RunArgs, ran: &Ran, gated: &Gated, draft: Option<&Draft>, req: &GenRequest) -> Value {
+    let (done, env) = (&ran.done, &ran.sink.env);
+    let mut rec = show_model(&gated.d);
     if let Value::Object(o) = &mut rec {
-        o.insert("weights_path".into(), json!(weights));
+        o.insert("weights_path".into(), json!(gated.weights));
     }
-    let interrupted = done["finish_reason"] == "interrupted";
-    let data = json!({
-        "text": done["text"],
-        "prompt_tokens": done["prompt_tokens"],
-        "generation_tokens": done["generation_tokens"],
-        "prompt_tps": done["prompt_tps"],
-        "generation_tps": done["generation_tps"],
-        "finish_reason": done["finish_reason"],
-        "chat_template": done["chat_template"],
-        "forced": a.force && !d.record.runtime_compatible,
-        "backend": backend.as_str(),
+    json!({
+        "text": done.text,
+        "prompt_tokens": done.prompt_tokens,
+        "generation_tokens": done.generation_tokens,
+        "prompt_tps": done.prompt_tps,
+        "generation_tps": done.generation_tps,
+        "finish_reason": done.finish_reason,
+        "chat_template": done.chat_template,
+        "forced": a.force && !gated.d.record.runtime_compatible,
+        "backend": gated.backend.as_str(),
         "images": req.images,
         "audio": req.audio.as_ref().map(|p| json!({
             "path": p,
-            "seconds": done["audio_seconds"],
-            "decoder": done["decoder"],
-            "task": if translate { "translate" } else { "transcribe" },
+            "seconds": done.audio_seconds,
+            "decoder": done.decoder,
+            "task": if gated.translate { "translate" } else { "transcribe" },
         })),
-        "language": done.get("language").cloned().unwrap_or(Value::Null),
-        "segments": done.get("segments").cloned().unwrap_or(Value::Null),
-        "draft": draft.as_ref().map(|dr| json!({
+        "language": done.language,
+        "segments": done.segments,
+        "draft": draft.map(|dr| json!({
             "spec": dr.spec,
             "name": dr.name,
             "source": dr.source.as_str(),
             "path": dr.load,
             "revision": dr.revision,
             "num_draft_tokens": a.num_draft_tokens,
-            "accepted_tokens": done["draft_tokens"],
+            "accepted_tokens": done.draft_tokens,
         })),
-        "timings": {"first_token_s": s.first_token, "total_s": total},
+        "timings": {"first_token_s": ran.sink.first_token, "total_s": ran.total},
         "model": rec,
-        "cache": report,
+        "cache": ran.report,
         "python": {
-            "mode": mode.as_str(),
-            "executable": s.env["executable"],
-            "prefix": s.env["prefix"],
-            "version": s.env["python"],
-            "hf_home": s.env["hf_home"],
-            "hub_cache": s.env["hub_cache"],
-            "caches": s.env["caches"],
-            "offline": s.env["offline"],
-            "blas": s.env["blas"],
-            "why_not_embedded": why_not_embedded,
+            "mode": ran.mode.as_str(),
+            "executable": env.executable,
+            "prefix": env.prefix,
+            "version": env.python,
+            "hf_home": env.hf_home,
+            "hub_cache": env.hub_cache,
+            "caches": env.caches,
+            "offline": env.offline,
+            "blas": env.blas,
+            "why_not_embedded": ran.why_not_embedded,
         },
-    });
-    // `interrupted` runs exit 130, like other programs stopped by Ctrl-C.
-    Ok(Output::new(data, String::new()).code(if interrupted { 130 } else { 0 }))
+    })
 }
 
 /// The error of a run abandoned after Ctrl-C/SIGTERM: Python did not stop in time.

@@ -11,7 +11,8 @@ pub mod python;
 pub mod stop;
 pub mod worker;
 
-use serde_json::{Value, json};
+use serde::Deserialize;
+use serde_json::{Number, Value, json};
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{BufRead, BufReader};
@@ -150,9 +151,9 @@ impl GenRequest {
 /// One event from the generation code.
 #[derive(Debug, Clone)]
 pub enum Event {
-    Env(Value),
+    Env(Box<Env>),
     Token(String),
-    Done(Value),
+    Done(Done),
     Error {
         kind: String,
         message: String,
@@ -161,14 +162,110 @@ pub enum Event {
     Progress(Value),
 }
 
+/// The `env` event: the interpreter and where the libraries cache (generate.py's
+/// `env_info`; convert.py adds the `mlx` and `mlx_lm` versions). A field Python did not send
+/// is `None`, shown as null.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Env {
+    pub executable: Option<String>,
+    pub prefix: Option<String>,
+    /// The interpreter's version.
+    pub python: Option<String>,
+    pub hf_home: Option<String>,
+    pub hub_cache: Option<String>,
+    /// Where each library caches, as the libraries resolved it (in their order).
+    pub caches: Option<Value>,
+    pub offline: Option<bool>,
+    pub blas: Option<String>,
+    pub mlx: Option<String>,
+    pub mlx_lm: Option<String>,
+}
+
+/// The `done` event: a generation's (generate.py) or a conversion's (convert.py), told apart
+/// by their fields.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Done {
+    Generated(Box<Generated>),
+    Converted(Box<Converted>),
+}
+
+/// What a generation (`run`) produced. The counts and rates are kept as Python wrote them
+/// (an integer stays one), for the JSON of `run --json`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Generated {
+    pub text: String,
+    pub prompt_tokens: Number,
+    pub generation_tokens: Number,
+    pub prompt_tps: Number,
+    pub generation_tps: Number,
+    /// `stop`, `length` or `interrupted`.
+    pub finish_reason: String,
+    pub chat_template: bool,
+    /// With a draft model, how many generated tokens it proposed and the model accepted.
+    pub draft_tokens: Option<u64>,
+    /// Speech to text: the audio's length in seconds, the decoder that read it, the language
+    /// spoken and the transcript's segments.
+    #[serde(default)]
+    pub audio_seconds: Option<Number>,
+    #[serde(default)]
+    pub decoder: Option<String>,
+    #[serde(default)]
+    pub language: Option<String>,
+    #[serde(default)]
+    pub segments: Option<Vec<Value>>,
+}
+
+impl Generated {
+    /// The result of a run stopped before Python answered one.
+    pub fn interrupted() -> Generated {
+        Generated {
+            text: String::new(),
+            prompt_tokens: 0.into(),
+            generation_tokens: 0.into(),
+            prompt_tps: Number::from_f64(0.0).unwrap_or_else(|| 0.into()),
+            generation_tps: Number::from_f64(0.0).unwrap_or_else(|| 0.into()),
+            finish_reason: "interrupted".into(),
+            chat_template: false,
+            draft_tokens: None,
+            audio_seconds: None,
+            decoder: None,
+            language: None,
+            segments: None,
+        }
+    }
+}
+
+/// What a conversion produced: the facts `convert` reports, kept as Python wrote them.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Converted {
+    pub tensors: Value,
+    pub bytes: Value,
+    pub quantization: Value,
+    /// Present (not null) for a quantized conversion, with `unquantized`.
+    #[serde(default)]
+    pub quantized_layers: Option<Value>,
+    #[serde(default)]
+    pub unquantized: Value,
+    #[serde(default)]
+    pub peak_memory_gb: Value,
+    #[serde(default)]
+    pub seconds: Value,
+    #[serde(default)]
+    pub phases: Value,
+    #[serde(default)]
+    pub resumed_shards: Value,
+}
+
 impl Event {
     pub fn parse(line: &str) -> Option<Event> {
         let v: Value = serde_json::from_str(line).ok()?;
         let s = |k: &str| v[k].as_str().unwrap_or_default().to_string();
         Some(match v["event"].as_str()? {
-            "env" => Event::Env(v),
+            "env" => Event::Env(serde_json::from_value(v).ok()?),
             "token" => Event::Token(s("text")),
-            "done" => Event::Done(v),
+            "done" => Event::Done(serde_json::from_value(v).ok()?),
             "plan" | "progress" | "shard" => Event::Progress(v),
             "error" => Event::Error {
                 kind: s("type"),

@@ -209,7 +209,64 @@ pub enum JobEvent {
     /// outside — SIGKILL as the OOM killer sends, SIGTERM, SIGINT, SIGHUP: a retry can succeed),
     /// `worker_crashed` (it crashed or exited by itself: the same job may crash it again), each
     /// message with the end of its stderr; or `worker_stopped` ([`Worker::stop`]).
-    Error { kind: String, message: String },
+    Error { kind: JobErrorKind, message: String },
+}
+
+/// The kind of a job's [`JobEvent::Error`]: what the worker named (its `type`), or how its
+/// process ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobErrorKind {
+    /// `invalid_request`: what only the model can refuse.
+    InvalidRequest,
+    ContextLengthExceeded,
+    InvalidMedia,
+    MediaTooLarge,
+    DecoderMissing,
+    /// `worker_died`: killed from outside (a retry can succeed).
+    WorkerDied,
+    /// `worker_crashed`: it crashed or exited by itself.
+    WorkerCrashed,
+    /// `worker_stopped`: stopped by [`Worker::stop`].
+    WorkerStopped,
+    /// Any other kind the worker named (`generation_failed`, ...).
+    Other(String),
+}
+
+impl JobErrorKind {
+    pub fn parse(kind: &str) -> JobErrorKind {
+        match kind {
+            "invalid_request" => JobErrorKind::InvalidRequest,
+            "context_length_exceeded" => JobErrorKind::ContextLengthExceeded,
+            "invalid_media" => JobErrorKind::InvalidMedia,
+            "media_too_large" => JobErrorKind::MediaTooLarge,
+            "decoder_missing" => JobErrorKind::DecoderMissing,
+            "worker_died" => JobErrorKind::WorkerDied,
+            "worker_crashed" => JobErrorKind::WorkerCrashed,
+            "worker_stopped" => JobErrorKind::WorkerStopped,
+            other => JobErrorKind::Other(other.to_string()),
+        }
+    }
+
+    /// The kind's name, as the worker writes it.
+    pub fn as_str(&self) -> &str {
+        match self {
+            JobErrorKind::InvalidRequest => "invalid_request",
+            JobErrorKind::ContextLengthExceeded => "context_length_exceeded",
+            JobErrorKind::InvalidMedia => "invalid_media",
+            JobErrorKind::MediaTooLarge => "media_too_large",
+            JobErrorKind::DecoderMissing => "decoder_missing",
+            JobErrorKind::WorkerDied => "worker_died",
+            JobErrorKind::WorkerCrashed => "worker_crashed",
+            JobErrorKind::WorkerStopped => "worker_stopped",
+            JobErrorKind::Other(k) => k,
+        }
+    }
+}
+
+impl PartialEq<&str> for JobErrorKind {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
 }
 
 /// The worker process has ended (or is stopping): it takes no more jobs.
@@ -544,7 +601,10 @@ fn dispatch(
     // Dropped: jobs never read learn that from `accepted`.
     j.unread.clear();
     let (kind, message) = if j.stopping {
-        ("worker_stopped", "the model worker was stopped".to_string())
+        (
+            JobErrorKind::WorkerStopped,
+            "the model worker was stopped".to_string(),
+        )
     } else {
         let mut m = format!(
             "the model worker (pid {pid}) ended ({})",
@@ -558,7 +618,7 @@ fn dispatch(
     };
     for (_, tx) in j.senders.drain() {
         let _ = tx.send(JobEvent::Error {
-            kind: kind.into(),
+            kind: kind.clone(),
             message: message.clone(),
         });
     }
@@ -568,11 +628,13 @@ fn dispatch(
 /// sends —, SIGTERM, SIGINT, SIGHUP): a retry can succeed. `worker_crashed` otherwise (a crash
 /// signal such as SIGSEGV or SIGABRT, or an exit of its own): the job it ran may crash the
 /// next worker the same way.
-fn death_kind(status: Option<ExitStatus>) -> &'static str {
+fn death_kind(status: Option<ExitStatus>) -> JobErrorKind {
     use std::os::unix::process::ExitStatusExt;
     match status.and_then(|s| s.signal()) {
-        Some(libc::SIGKILL | libc::SIGTERM | libc::SIGINT | libc::SIGHUP) => "worker_died",
-        _ => "worker_crashed",
+        Some(libc::SIGKILL | libc::SIGTERM | libc::SIGINT | libc::SIGHUP) => {
+            JobErrorKind::WorkerDied
+        }
+        _ => JobErrorKind::WorkerCrashed,
     }
 }
 
@@ -661,7 +723,7 @@ fn route(jobs: &Mutex<Jobs>, v: &Value) {
         ),
         Some("error") => (
             JobEvent::Error {
-                kind: s("type"),
+                kind: JobErrorKind::parse(&s("type")),
                 message: s("message"),
             },
             true,

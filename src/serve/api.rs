@@ -265,7 +265,7 @@ pub fn router(srv: Arc<Server>) -> Router {
         .route("/metrics", get(prometheus))
         .route("/api/tags", get(ollama_tags));
     r = super::generate::routes(r);
-    r = super::media::routes(r);
+    r = super::audio::routes(r);
     let mut r = r
         .fallback(not_found)
         .layer(middleware::from_fn(envelope_rejections))

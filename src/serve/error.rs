@@ -6,6 +6,7 @@ use serde_json::{Value, json};
 
 use super::catalog::Refusal;
 use crate::error::ErrorType;
+use crate::runtime::worker::JobErrorKind;
 
 /// Largest request body accepted (bytes); more is a 413.
 pub const BODY_LIMIT: usize = 8 * 1024 * 1024;
@@ -118,53 +119,60 @@ pub struct RequestId(pub String);
 /// client's to fix (400/413/422, not retryable); a worker killed from outside (`worker_died`:
 /// the OOM killer) can be retried, one that crashed by itself (`worker_crashed`) not (the same
 /// request may crash it again); a stop by the server is a 503.
-pub fn worker_error(kind: &str, message: &str) -> ApiError {
+pub fn worker_error(kind: &JobErrorKind, message: &str) -> ApiError {
     match kind {
-        "invalid_request" => ApiError::bad_request(message).retryable(false),
-        "context_length_exceeded" => ApiError::new(
+        JobErrorKind::InvalidRequest => ApiError::bad_request(message).retryable(false),
+        JobErrorKind::ContextLengthExceeded => ApiError::new(
             StatusCode::BAD_REQUEST,
             ErrorType::ContextLengthExceeded,
             message.to_string(),
         )
         .retryable(false),
-        "invalid_media" => ApiError::new(StatusCode::BAD_REQUEST, ErrorType::InvalidMedia, message)
-            .retryable(false),
-        "media_too_large" => ApiError::new(
+        JobErrorKind::InvalidMedia => {
+            ApiError::new(StatusCode::BAD_REQUEST, ErrorType::InvalidMedia, message)
+                .retryable(false)
+        }
+        JobErrorKind::MediaTooLarge => ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             ErrorType::MediaTooLarge,
             message.to_string(),
         )
         .retryable(false),
-        "decoder_missing" => ApiError::new(
+        JobErrorKind::DecoderMissing => ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             ErrorType::DecoderMissing,
             message.to_string(),
         )
         .retryable(false),
-        "worker_died" => ApiError::new(
+        JobErrorKind::WorkerDied => ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             ErrorType::WorkerFailed,
             format!("the model's worker was killed during the request: {message}"),
         )
         .retryable(true),
-        "worker_crashed" => ApiError::new(
+        JobErrorKind::WorkerCrashed => ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             ErrorType::WorkerFailed,
             format!("the model's worker crashed during the request: {message}"),
         )
         .retryable(false),
-        // Stopped by the server (shutting down, or the model unloaded), not by the client.
-        "worker_stopped" | "cancelled" => ApiError::unavailable(
-            ErrorType::ServiceUnavailable,
-            "the generation was stopped: the server is shutting down or unloaded the model",
-            5,
-        ),
-        _ => {
+        JobErrorKind::WorkerStopped => stopped(),
+        JobErrorKind::Other(kind) => {
             let t = ErrorType::parse(kind).unwrap_or(ErrorType::GenerationFailed);
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, t, message.to_string())
                 .retryable(false)
         }
     }
+}
+
+/// A job the worker answered `cancelled` (its `finish_reason`): stopped by the server
+/// (shutting down, or the model unloaded), not by the client, a 503.
+pub fn stopped() -> ApiError {
+    ApiError::unavailable(
+        ErrorType::ServiceUnavailable,
+        "the generation was stopped: the server is shutting down or unloaded the model",
+        5,
+    )
 }
 
 /// A model that could not be loaded: 503 (retryable) when every loaded model stayed busy,

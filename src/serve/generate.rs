@@ -29,10 +29,10 @@ use std::time::Instant;
 use super::Server;
 
 use super::catalog::Served;
-use super::error::{ApiError, RequestId, blocking, worker_error};
+use super::error::{ApiError, RequestId, blocking, stopped, worker_error};
 use super::pool::CancelGuard;
 use super::request::{Kind, Request, parse};
-use crate::runtime::worker::{JobEvent, JobHandle, TokenLogprob};
+use crate::runtime::worker::{JobErrorKind, JobEvent, JobHandle, TokenLogprob};
 
 static NEXT: AtomicU64 = AtomicU64::new(1);
 
@@ -98,9 +98,9 @@ async fn answer(
             .await?
             .map_err(ApiError::refused)?
     };
-    super::media::check_input(&served, &req.job, req.images > 0)?;
+    super::images::check_input(&served, &req.job, req.images > 0)?;
     if req.images > 0 {
-        super::media::fetch_remote_images(srv, &mut req.job).await?;
+        super::images::fetch_remote_images(srv, &mut req.job).await?;
     }
     // The worker holds prompt and completion to it (generate.py `fit_completion`): an
     // explicit `max_tokens` that does not fit is refused, a default one cut to what fits.
@@ -184,7 +184,7 @@ async fn whole(
             } => {
                 guard.done = true;
                 if finish_reason == "cancelled" {
-                    return Err(worker_error("cancelled", ""));
+                    return Err(stopped());
                 }
                 note_done(srv, &model, prompt_tokens, completion_tokens);
                 let reason = finish(&finish_reason, &tool_calls);
@@ -213,7 +213,7 @@ async fn whole(
         }
     }
     guard.done = true;
-    Err(worker_error("worker_died", "no result"))
+    Err(worker_error(&JobErrorKind::WorkerDied, "no result"))
 }
 
 /// The completions API's own logprobs shape: `tokens`, `token_logprobs`, `top_logprobs`
@@ -344,7 +344,7 @@ fn stream(
                 Some(JobEvent::Done { finish_reason, .. }) if finish_reason == "cancelled" => {
                     st.guard.done = true;
                     st.finished = true;
-                    failed(&srv, worker_error("cancelled", ""), &rid)
+                    failed(&srv, stopped(), &rid)
                 }
                 Some(JobEvent::Done {
                     finish_reason,
@@ -393,7 +393,7 @@ fn stream(
                     st.finished = true;
                     failed(
                         &srv,
-                        worker_error("worker_died", "the event stream ended"),
+                        worker_error(&JobErrorKind::WorkerDied, "the event stream ended"),
                         &rid,
                     )
                 }

@@ -4,13 +4,15 @@
 //! speaks HTTP ([`api`], [`generate`]) and keeps the workers ([`pool`]).
 
 pub mod api;
+pub mod audio;
 pub mod catalog;
 pub mod error;
 pub mod generate;
+pub mod images;
 pub mod jobs;
-pub mod media;
 pub mod metrics;
 pub mod pool;
+pub mod remote;
 pub mod request;
 pub mod routes;
 
@@ -62,7 +64,7 @@ pub struct Config {
 pub enum RemoteImages {
     /// None: such a part is refused (HTTP 400).
     Off,
-    /// Only from public addresses ([`media::is_public`]), connecting directly (no proxy):
+    /// Only from public addresses ([`remote::is_public`]), connecting directly (no proxy):
     /// never this machine, its networks or a cloud metadata service (server-side request
     /// forgery), and every redirect is held to the same rule.
     Public,

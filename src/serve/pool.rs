@@ -13,21 +13,24 @@ use std::time::{Duration, Instant};
 
 use super::Config;
 use super::catalog::Served;
+use crate::catalog::capability::{self, Modality};
 use crate::catalog::loader_files::FilesId;
 use crate::runtime::worker::{Worker, WorkerSpec};
 use crate::runtime::{Backend, PythonEnv, RunError};
 
-/// The library a served model's worker runs: mlx-vlm for a model with the `vision`
-/// capability (requests with and without images), mlx-whisper for a speech-to-text model,
-/// mlx-lm for the rest.
+/// The library a served model's worker runs: that of its one modality
+/// ([`capability::served`]).
 pub fn backend_of(r: &crate::catalog::record::ModelRecord) -> Backend {
-    use crate::catalog::verdict::{Capability, ModelType};
-    if r.model_type == ModelType::Audio {
-        Backend::MlxWhisper
-    } else if r.capabilities.contains(&Capability::Vision) {
-        Backend::MlxVlm
-    } else {
-        Backend::MlxLm
+    backend_for(capability::served(r))
+}
+
+/// The library that runs a modality: mlx-lm for text, mlx-vlm for vision, mlx-whisper for
+/// speech to text (`run` and `serve` alike).
+pub fn backend_for(m: Modality) -> Backend {
+    match m {
+        Modality::Text => Backend::MlxLm,
+        Modality::Vision => Backend::MlxVlm,
+        Modality::Speech => Backend::MlxWhisper,
     }
 }
 

@@ -428,7 +428,7 @@ fn boolean(body: &Value, key: &str) -> Result<Option<bool>, ApiError> {
 
 /// A message's `content`: a string, or a list of parts — `text`, and `image_url` (a base64
 /// data URL, checked here: PNG, JPEG or WebP within the size limit; an http(s) URL is kept as
-/// `{"type": "image_remote", "url"}` for `media::fetch_remote_images`). Text-only content
+/// `{"type": "image_remote", "url"}` for `images::fetch_remote_images`). Text-only content
 /// becomes one string; with images it stays a list of `{"type": "text", "text"}` and
 /// `{"type": "image", "data": BASE64}` parts. `images` counts the images.
 fn content_of(c: &Value, i: usize, images: &mut usize) -> Result<Value, ApiError> {
@@ -460,7 +460,7 @@ fn content_of(c: &Value, i: usize, images: &mut usize) -> Result<Value, ApiError
                                 ))
                             })?;
                         let what = format!("messages[{i}].content[{j}]");
-                        out.push(super::media::image_part(&what, url)?);
+                        out.push(super::images::image_part(&what, url)?);
                         *images += 1;
                         with_images = true;
                     }
