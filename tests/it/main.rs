@@ -25,6 +25,7 @@ mod readonly;
 mod run;
 mod run_edges;
 mod runtime_cache;
+mod scripts;
 mod serve;
 mod targets;
 mod vfs;
