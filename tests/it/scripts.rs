@@ -60,12 +60,15 @@ fn every_script_compiles() {
 fn the_scripts_pass_their_unit_tests() {
     let tmp = tempfile::tempdir().unwrap();
     let shared = tmp.path().join("shared.json");
-    // As a subprocess gets it (`runtime::shared_arg`): a JSON list of [name, source].
-    std::fs::write(
-        &shared,
-        serde_json::to_string(&mlxfs::runtime::SHARED).unwrap(),
-    )
-    .unwrap();
+    // As a subprocess gets it (`runtime::shared_arg`): a JSON list of [name, source], one
+    // argument, which Linux takes up to 128 KiB (MAX_ARG_STRLEN).
+    let arg = serde_json::to_string(&mlxfs::runtime::SHARED).unwrap();
+    assert!(
+        arg.len() < 128 << 10,
+        "the shared modules ({} bytes) no longer fit in one argument",
+        arg.len()
+    );
+    std::fs::write(&shared, arg).unwrap();
     let tests = root().join("tests/it/scripts/test_scripts.py");
     run(Command::new(python3())
         .arg("-B")
