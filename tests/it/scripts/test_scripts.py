@@ -300,8 +300,8 @@ class Events(unittest.TestCase):
 
 
 class Scripts(unittest.TestCase):
-    """Each script started as mlxfs starts it, in a Python without mlx (`-S`: no
-    site-packages): the event protocol, argument handling and exit status."""
+    """Each script started as mlxfs starts it, in a Python without mlx (no site-packages):
+    the event protocol, argument handling and exit status."""
 
     def start(self, script, args, stdin=None):
         """The exit status, stderr and events of `script` with `args` (EVENTS_FD: the events'
@@ -309,7 +309,8 @@ class Scripts(unittest.TestCase):
         ends at the end of its stdin)."""
         r, w = os.pipe()
         args = [a.replace("EVENTS_FD", str(w)) for a in args]
-        p = subprocess.Popen([sys.executable, "-S", "-c", _source(script)] + args, pass_fds=(w,),
+        # -I -S: neither site-packages nor the working folder (an `mlx` folder there) on the path.
+        p = subprocess.Popen([sys.executable, "-I", "-S", "-c", _source(script)] + args, pass_fds=(w,),
                              stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         os.close(w)
         if stdin is not None:
