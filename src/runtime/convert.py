@@ -23,9 +23,8 @@ The rest of the output is mlx-lm's `save`: the index (mlx-lm's, indent 4), `save
 tokenizer's `save_pretrained`, `*.py` and `generation_config.json` copied from the source, and
 `create_model_card`.
 
-`run(request_json, emit, should_stop, shared)`: `shared` is generate.py as a module (imports
-with the BLAS preload, the environment report, the guards against model-supplied code).
-`emit(event_json)` receives:
+`run(request_json, emit, should_stop)`; the imports with the BLAS preload, the environment report
+and the guards against model-supplied code are mlxfs_common's. `emit(event_json)` receives:
   {"event": "env", ...generate.py's env fields, "mlx", "mlx_lm"}      (versions)
   {"event": "plan", "tensors", "bytes", "shards": [{"file", "tensors", "bytes"}]}
   {"event": "progress", "tensors", "bytes"}                         (cumulative, evaluated)
@@ -38,8 +37,8 @@ with the BLAS preload, the environment report, the guards against model-supplied
   {"event": "error", "type", "message"}
       (`missing_dependency`, `remote_code_required`, `load_failed`, `conversion_failed`,
        `InvalidArgumentError`: a quantization that would quantize no layer, `interrupted`)
-As a script: `python -c CONVERT_PY REQUEST_JSON EVENTS_FD GENERATE_PY_SOURCE`, exit 1 after an
-error event (130 when interrupted).
+As a script: `python -c CONVERT_PY REQUEST_JSON EVENTS_FD SHARED` (SHARED: the source of
+`mlxfs_common`, which says how), exit 1 after an error event (130 when interrupted).
 
 Request: {"source", "target" (an empty folder), "mode": "quantize"|"dtype"|"dequantize",
 "bits", "group_size" (null: mlx-lm's default for the mode), "q_mode", "dtype" (null: the
@@ -49,36 +48,31 @@ first shard) equals this run's plan; each shard is written as `.partial-<name>` 
 """
 
 import glob
-import io
 import json
 import os
 import shutil
 import sys
 import time
-import types
+
+if __name__ == "__main__":  # a subprocess: its last argument has the shared modules
+    for _name, _source in json.loads(sys.argv.pop()):  # as `mlxfs_common.install`
+        sys.modules[_name] = __import__("types").ModuleType(_name)
+        exec(compile(_source, _name + ".py", "exec"), sys.modules[_name].__dict__)
+
+import mlxfs_common as common  # noqa: E402
 
 
-class _Interrupted(Exception):
-    pass
+class _Interrupted(KeyboardInterrupt):
+    """`should_stop()` turned true between two tensors: the run ends as on Ctrl-C."""
 
 
-def run(request_json, emit, should_stop, shared):
-    saved_stdin = sys.stdin
-    sys.stdin = io.StringIO("")
-    send = lambda obj: emit(json.dumps(obj))  # noqa: E731
-    try:
-        try:
-            return _run(json.loads(request_json), send, should_stop, shared)
-        except (_Interrupted, KeyboardInterrupt):
-            send({"event": "error", "type": "interrupted", "message": "interrupted"})
-            return "interrupted"
-    finally:
-        sys.stdin = saved_stdin
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except Exception:
-                pass
+def run(request_json, emit, should_stop):
+    def on_interrupt(send, final):
+        send({"event": "error", "type": "interrupted", "message": "interrupted"})
+        return "interrupted"
+
+    return common.run_job(request_json, emit, lambda req, send: _run(req, send, should_stop),
+                          on_interrupt)
 
 
 def _header_offsets(path):
@@ -128,7 +122,7 @@ def _version(mod):
         return None
 
 
-def _run(req, send, should_stop, shared):
+def _run(req, send, should_stop):
     def fail(kind, message):
         send({"event": "error", "type": kind, "message": message})
         return kind
@@ -138,11 +132,11 @@ def _run(req, send, should_stop, shared):
             raise _Interrupted()
 
     started = time.monotonic()
-    missing = shared.check_imports()
+    missing = common.check_imports()
     if missing:
         send(missing)
         return missing["type"]
-    send({"event": "env", **shared.env_info(), "mlx": _version("mlx"), "mlx_lm": _version("mlx-lm")})
+    send({"event": "env", **common.env_info(), "mlx": _version("mlx"), "mlx_lm": _version("mlx-lm")})
     phases = {"imports_s": time.monotonic() - started}
 
     import inspect
@@ -167,8 +161,8 @@ def _run(req, send, should_stop, shared):
                                            tokenizer_config={"trust_remote_code": False},
                                            lazy=True, **kwargs)
     except Exception as e:
-        if shared._needs_remote_code(e):
-            send(shared._remote_code_error(str(src), e))
+        if common.needs_remote_code(e):
+            send(common.remote_code_error(str(src), e))
             return "remote_code_required"
         return fail("load_failed", f"{type(e).__name__}: {e}")
     check_stop()
@@ -375,18 +369,5 @@ def _run(req, send, should_stop, shared):
     return None
 
 
-def _load_shared(source):
-    mod = types.ModuleType("mlxfs_generate")
-    exec(compile(source, "generate.py", "exec"), mod.__dict__)
-    return mod
-
-
 if __name__ == "__main__":
-    _shared = _load_shared(sys.argv[3])
-    _shared.interrupt_once()
-    _emit = _shared.line_writer(int(sys.argv[2]))
-    try:
-        _failed = run(_shared.request_arg(sys.argv[1]), _emit, _shared.interrupted, _shared)
-    except KeyboardInterrupt:
-        _shared.exit_quietly(130)
-    _shared.exit_quietly((130 if _failed == "interrupted" else 1) if _failed else 0)
+    common.main(run)

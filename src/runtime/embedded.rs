@@ -12,7 +12,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyCFunction;
 
 use super::capture::{Captured, Redirect};
-use super::{Event, GENERATE_PY, Handler, PythonEnv, RunError, RunErrorKind, STOP, Script};
+use super::{Event, Handler, PythonEnv, RunError, RunErrorKind, STOP, Script};
 
 /// `sys.version` of the libpython mlxfs is linked with.
 pub fn linked_version() -> String {
@@ -115,10 +115,27 @@ fn run_inner(
             None,
         )
     };
-    let code = CString::new(GENERATE_PY).map_err(nul)?;
-    let convert_code = CString::new(super::convert::CONVERT_PY).map_err(nul)?;
+    let cstr = |s: &str| CString::new(s).map_err(nul);
+    // The shared modules first, in their order (each is in `sys.modules` once created), named
+    // as a subprocess names them (`mlxfs_common.install`); then the script as a module.
+    let mut shared = Vec::new();
+    for (name, source) in script.shared() {
+        shared.push((cstr(source)?, cstr(&format!("{name}.py"))?, cstr(name)?));
+    }
+    let name = match script {
+        Script::Generate => "mlxfs_generate",
+        Script::Convert => "mlxfs_convert",
+    };
+    let (code, file, name) = (
+        cstr(script.source())?,
+        cstr(&format!("{name}.py"))?,
+        cstr(name)?,
+    );
     Python::attach(|py| -> PyResult<()> {
-        let module = PyModule::from_code(py, &code, c"mlxfs_generate.py", c"mlxfs_generate")?;
+        for (code, file, name) in &shared {
+            PyModule::from_code(py, code, file, name)?;
+        }
+        let module = PyModule::from_code(py, &code, &file, &name)?;
         let h = handler.clone();
         let emit = PyCFunction::new_closure(py, None, None, move |args, _kw| -> PyResult<()> {
             let line: String = args.get_item(0)?.extract()?;
@@ -130,16 +147,7 @@ fn run_inner(
         let stop = PyCFunction::new_closure(py, None, None, |_args, _kw| -> PyResult<bool> {
             Ok(STOP.load(std::sync::atomic::Ordering::SeqCst))
         })?;
-        match script {
-            Script::Generate => {
-                module.getattr("run")?.call1((request, emit, stop))?;
-            }
-            Script::Convert => {
-                let conv =
-                    PyModule::from_code(py, &convert_code, c"mlxfs_convert.py", c"mlxfs_convert")?;
-                conv.getattr("run")?.call1((request, emit, stop, module))?;
-            }
-        }
+        module.getattr("run")?.call1((request, emit, stop))?;
         Ok(())
     })
     .or_else(|e| {

@@ -14,13 +14,15 @@ It returns None after a `done` event, or the error type after an `error` event.
 
 Events never travel on stdout: libraries print there (transformers asks "Do you wish to run the
 custom code? [y/N] " without a newline), and such text would merge into an event line. As a
-script, `python -c GENERATE_PY REQUEST_JSON EVENTS_FD` writes the events as JSON lines to the
-file descriptor EVENTS_FD, a pipe of their own, and exits 1 after an `error` event (130 when
-interrupted before a result). mlxfs captures stdout and stderr separately.
+script, `python -c GENERATE_PY REQUEST_JSON EVENTS_FD SHARED` (SHARED: the sources of
+`mlxfs_common` and `mlxfs_audio`, mlxfs_common.py says how) writes the events as JSON lines to
+the file descriptor EVENTS_FD, a pipe of their own, and exits 1 after an `error` event (130
+when interrupted before a result). mlxfs captures stdout and stderr separately.
 
-The helpers `check_imports`, `env_info`, `load_model`, `chat_prompt`, `sampling` and
-`line_writer` are shared with worker.py (the long-lived process of `mlxfs serve`), which runs
-this file as a module.
+The generation itself — `chat_prompt`, `encode`, `sampling`, `fit_completion`, the vision
+helpers and `transcribe` — is also worker.py's (the long-lived process of `mlxfs serve`), which
+imports this file as the module `mlxfs_generate`; what every script shares (imports, the
+environment report, the guards, events and signals) is mlxfs_common.py's.
 
 Nothing a model ships is ever run: `trust_remote_code=False` is passed to mlx-lm and to
 transformers, and a model that needs its own code is a `remote_code_required` error naming the
@@ -32,105 +34,18 @@ import json
 import os
 import sys
 
+if __name__ == "__main__":  # a subprocess: its last argument has the shared modules
+    for _name, _source in json.loads(sys.argv.pop()):  # as `mlxfs_common.install`
+        sys.modules[_name] = __import__("types").ModuleType(_name)
+        exec(compile(_source, _name + ".py", "exec"), sys.modules[_name].__dict__)
 
-def _read_json(path):
-    try:
-        with open(path, encoding="utf-8") as f:
-            value = json.load(f)
-    except (OSError, ValueError):
-        return None
-    return value if isinstance(value, dict) else None
-
-
-def _code_requests(model_path):
-    """What the model's files ask to run, as "file: key = value" strings: config.json's
-    `model_file` (mlx-lm's own custom architectures) and the `AutoTokenizer` entry of an
-    `auto_map` in tokenizer_config.json or config.json (transformers' custom tokenizers).
-    The `auto_map` entries for models are left out: mlx-lm builds models by itself."""
-    out = []
-    cfg = _read_json(os.path.join(model_path, "config.json")) or {}
-    if cfg.get("model_file") is not None:
-        out.append(f"config.json: model_file = {cfg['model_file']}")
-    for name, data in (("tokenizer_config.json", _read_json(os.path.join(model_path, "tokenizer_config.json"))),
-                       ("config.json", cfg)):
-        auto_map = (data or {}).get("auto_map")
-        if isinstance(auto_map, dict):
-            refs = auto_map.get("AutoTokenizer")
-        elif isinstance(auto_map, (list, tuple)) and name == "tokenizer_config.json":
-            refs = auto_map  # the legacy form: [slow, fast]
-        else:
-            refs = None
-        if isinstance(refs, str):
-            refs = [refs]
-        refs = [r for r in (refs or []) if isinstance(r, str)]
-        if refs:
-            out.append(f"{name}: auto_map.AutoTokenizer = {', '.join(refs)}")
-    return out
-
-
-def _needs_remote_code(exc):
-    # transformers (resolve_trust_remote_code) and mlx-lm (load_model, `model_file`) both name
-    # the switch in the error they raise when it is off.
-    return "trust_remote_code" in str(exc)
-
-
-def _remote_code_error(model_path, exc):
-    asks = _code_requests(model_path)
-    if asks:
-        what = "; ".join(asks)
-    else:
-        first = str(exc).strip().splitlines()
-        what = f"{type(exc).__name__}: {first[0] if first else ''}"
-    return {"event": "error", "type": "remote_code_required",
-            "message": f"{model_path} requires executing model-supplied code ({what}); "
-                       "mlxfs never runs code a model ships (trust_remote_code=False)"}
-
-
-def _caches():
-    """Where each library caches, as it resolved it from the environment."""
-    out = {}
-    try:
-        import huggingface_hub.constants as hc
-        for name in ("HF_HOME", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_ASSETS_CACHE",
-                     "HUGGINGFACE_ASSETS_CACHE", "HF_XET_CACHE", "HF_TOKEN_PATH"):
-            if isinstance(getattr(hc, name, None), str):
-                out["huggingface_hub." + name] = getattr(hc, name)
-    except Exception:  # huggingface_hub missing: mlx_lm's import below reports it
-        pass
-    try:
-        if "transformers" not in sys.modules:
-            # mlx-whisper never imports it; importing it here would only print its advice
-            # that PyTorch is missing.
-            raise ImportError
-        import transformers.utils.hub as th
-        for name in ("HF_MODULES_CACHE", "TRANSFORMERS_CACHE", "PYTORCH_TRANSFORMERS_CACHE",
-                     "PYTORCH_PRETRAINED_BERT_CACHE"):
-            if isinstance(getattr(th, name, None), str):
-                out["transformers." + name] = getattr(th, name)
-    except Exception:
-        pass
-    for name in ("XDG_CACHE_HOME", "TORCH_HOME", "HF_DATASETS_CACHE", "HF_METRICS_CACHE"):
-        if os.environ.get(name):
-            out["env." + name] = os.environ[name]
-    return out
+from mlxfs_audio import SAMPLE_RATE, load_audio  # noqa: E402
+from mlxfs_common import (MediaError, Refused, check_imports, code_requests, env_info,  # noqa: E402
+                          load_model, main, needs_remote_code, read_json, remote_code_error, run_job)
 
 
 def run(request_json, emit, should_stop):
-    # No library may ask a question: stdin is empty (the subprocess's is /dev/null already),
-    # and whatever stayed in Python's own buffers is flushed while mlxfs still captures it.
-    saved_stdin = sys.stdin
-    sys.stdin = io.StringIO("")
-    final = []
-
-    def send(obj):
-        # Noted first: a Ctrl-C held back while the line was written is raised by `emit`.
-        if obj.get("event") in ("done", "error"):
-            final.append(obj["event"])
-        emit(json.dumps(obj))
-
-    try:
-        return _run(json.loads(request_json), send, should_stop)
-    except KeyboardInterrupt:
+    def on_interrupt(send, final):
         # Ctrl-C in a subprocess before generation began (imports, loading): the answer of
         # the embedded interpreter, whose stop flag is read once generation begins — an
         # interrupted run with nothing generated.
@@ -138,162 +53,8 @@ def run(request_json, emit, should_stop):
             raise
         send(_interrupted(peak_memory_gb=0.0))
         return None
-    finally:
-        sys.stdin = saved_stdin
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except Exception:
-                pass
 
-
-BLAS = {"blas": None}
-
-
-def _fast_blas():
-    """Load an optimised BLAS into the global symbol scope before mlx is imported, so that
-    mlx's float32 matrix products (`cblas_sgemm`: prompt processing, batched decoding) use it.
-
-    mlx-cpu's Linux wheel bundles the reference BLAS (netlib, `mlx_cpu.libs/libblas-*.so`),
-    about 4 GFLOP/s on one core; OpenBLAS does the same products 10-20x faster. Quantized and
-    half-precision models use mlx's own kernels and gain nothing. `MLXFS_BLAS`: unset or
-    `auto` = the system's OpenBLAS when mlx bundles the reference one; `bundled` = never;
-    a path = that library. Returns the library loaded, or None."""
-    import ctypes
-    import ctypes.util
-    import glob
-    import importlib.util
-    choice = os.environ.get("MLXFS_BLAS", "").strip() or "auto"
-    if choice == "bundled":
-        return None
-    if choice == "auto":
-        try:
-            spec = importlib.util.find_spec("mlx")
-        except (ImportError, ValueError):
-            return None
-        roots = list(spec.submodule_search_locations or []) if spec else []
-        if not any(glob.glob(os.path.join(os.path.dirname(r), "mlx_cpu.libs", "libblas-*.so*"))
-                   for r in roots):
-            return None
-        found = ctypes.util.find_library("openblas")
-        candidates = [found] if found else []
-        candidates += ["libopenblas.so.0", "/usr/lib/x86_64-linux-gnu/libopenblas.so.0",
-                       "/usr/lib/aarch64-linux-gnu/libopenblas.so.0", "/usr/lib64/libopenblas.so.0"]
-    else:
-        candidates = [choice]
-    for lib in candidates:
-        try:
-            ctypes.CDLL(lib, mode=ctypes.RTLD_GLOBAL)
-            return lib
-        except OSError:
-            continue
-    if choice != "auto":
-        print(f"mlxfs: MLXFS_BLAS={choice} could not be loaded; using mlx's own BLAS",
-              file=sys.stderr)
-    return None
-
-
-def _numba_stand_in():
-    """mlx-whisper imports numba when it is imported, only to compile the dynamic time warping
-    of word timestamps (`timing.py`: `@numba.jit` twice), which only serve's
-    `timestamp_granularities[]=word` asks for; numba and llvmlite add about 210 MB to an
-    environment. Without numba, a stand-in whose `jit` leaves a function as it is (plain
-    Python: correct, only slower — about 0.3 s per 30-second window of 224 tokens) is put in
-    this process's `sys.modules`. With numba installed, nothing changes."""
-    try:
-        import numba  # noqa: F401
-        return
-    except ImportError:
-        pass
-    import types
-
-    def jit(*args, **kwargs):
-        if len(args) == 1 and callable(args[0]) and not kwargs:
-            return args[0]
-        return lambda f: f
-
-    stand_in = types.ModuleType("numba")
-    stand_in.jit = jit
-    stand_in.__mlxfs_stand_in__ = True
-    sys.modules["numba"] = stand_in
-
-
-BACKEND_MODULES = {
-    "mlx-lm": ("mlx", "mlx_lm"),
-    # mlx_lm too: its import quiets transformers' advice, and mlx-vlm builds on it.
-    "mlx-vlm": ("mlx", "mlx_lm", "mlx_vlm", "PIL"),
-    "mlx-whisper": ("mlx", "mlx_whisper"),
-}
-
-
-def check_imports(backend="mlx-lm"):
-    """None when mlx and the backend's modules import, else the `missing_dependency` error
-    event (its message: "cannot import <module> (<why>), ...")."""
-    if "mlx" not in sys.modules and BLAS["blas"] is None:
-        try:
-            BLAS["blas"] = _fast_blas()
-        except Exception:  # never a reason not to run
-            BLAS["blas"] = None
-    if backend == "mlx-whisper":
-        _numba_stand_in()
-    missing = []
-    for mod in BACKEND_MODULES.get(backend, BACKEND_MODULES["mlx-lm"]):
-        try:
-            __import__(mod)
-        except ImportError as e:
-            missing.append(f"{mod} ({e})")
-    if missing:
-        return {"event": "error", "type": "missing_dependency",
-                "message": "cannot import " + ", ".join(missing)}
-    return None
-
-
-def env_info():
-    """The interpreter and the caches the libraries resolved: the fields of the `env` event
-    (call it after mlx_lm's import: that quiets transformers' advice "PyTorch was not found")."""
-    caches = _caches()
-    return {
-        "executable": sys.executable,
-        "prefix": sys.prefix,
-        "python": sys.version.split()[0],
-        "hf_home": caches.get("huggingface_hub.HF_HOME", os.environ.get("HF_HOME")),
-        "hub_cache": caches.get("huggingface_hub.HF_HUB_CACHE"),
-        "caches": caches,
-        "offline": os.environ.get("HF_HUB_OFFLINE") == "1",
-        "blas": BLAS["blas"] or "bundled",
-    }
-
-
-def load_model(path):
-    """mlx-lm's load of the folder `path` with every guard against model-supplied code:
-    `(model, tokenizer, None)`, or `(None, None, error_event)` (`remote_code_required`,
-    `load_failed`)."""
-    import inspect
-
-    from mlx_lm import load
-
-    # A tokenizer that needs custom code fails only after mlx-lm has read every weight: ask
-    # transformers first, when a file names such a tokenizer (a fraction of a second).
-    if any("AutoTokenizer" in r for r in _code_requests(path)):
-        try:
-            from transformers import AutoTokenizer
-            AutoTokenizer.from_pretrained(path, trust_remote_code=False)
-        except Exception as e:
-            if _needs_remote_code(e):
-                return None, None, _remote_code_error(path, e)
-            # Anything else: mlx-lm's own load below says it in its words.
-
-    kwargs = {"tokenizer_config": {"trust_remote_code": False}}
-    if "trust_remote_code" in inspect.signature(load).parameters:  # older mlx-lm lacks it
-        kwargs["trust_remote_code"] = False
-    try:
-        model, tokenizer = load(path, **kwargs)
-    except Exception as e:
-        if _needs_remote_code(e):
-            return None, None, _remote_code_error(path, e)
-        return None, None, {"event": "error", "type": "load_failed",
-                            "message": f"{type(e).__name__}: {e}"}
-    return model, tokenizer, None
+    return run_job(request_json, emit, lambda req, send: _run(req, send, should_stop), on_interrupt)
 
 
 def chat_prompt(tokenizer, messages, tools=None):
@@ -311,18 +72,6 @@ def encode(tokenizer, text):
     special = tokenizer.bos_token is None or not text.startswith(tokenizer.bos_token)
     return tokenizer.encode(text, add_special_tokens=special)
 
-
-class Refused(Exception):
-    """A job refused for what it asks (its `kind` is the error type, `message` says why), not
-    failed: the same request fails the same way. `event` is its error event."""
-
-    def __init__(self, kind, message):
-        super().__init__(message)
-        self.kind, self.message = kind, message
-
-    @property
-    def event(self):
-        return {"event": "error", "type": self.kind, "message": self.message}
 
 
 class ContextLengthExceeded(Refused):
@@ -401,6 +150,12 @@ def sampling(req):
         frequency_penalty=req.get("frequency_penalty"))
 
 
+def _fail(send, event):
+    """Send the error event `event`; its type (what `run` returns)."""
+    send(event)
+    return event["type"]
+
+
 def _run(req, send, should_stop):
     backend = req.get("backend") or "mlx-lm"
     if backend == "mlx-vlm":
@@ -408,13 +163,9 @@ def _run(req, send, should_stop):
     if backend == "mlx-whisper":
         return _run_whisper(req, send, should_stop)
 
-    def fail(event):
-        send(event)
-        return event["type"]
-
     missing = check_imports()
     if missing:
-        return fail(missing)
+        return _fail(send, missing)
     send({"event": "env", **env_info()})
 
     from mlx_lm import stream_generate
@@ -422,12 +173,12 @@ def _run(req, send, should_stop):
     path = req["model_path"]
     model, tokenizer, error = load_model(path)
     if error:
-        return fail(error)
+        return _fail(send, error)
     draft_model = None
     if req.get("draft_model"):
         draft_model, error = _load_draft(req["draft_model"], tokenizer)
         if error:
-            return fail(error)
+            return _fail(send, error)
 
     prompt = req["prompt"]
     use_template = req.get("chat_template", True) and getattr(tokenizer, "chat_template", None)
@@ -440,7 +191,7 @@ def _run(req, send, should_stop):
         max_tokens = fit_completion(len(prompt), int(req.get("max_tokens", 256)),
                                     req.get("context_length"), bool(req.get("max_tokens_explicit")))
     except ContextLengthExceeded as e:
-        return fail(e.event)
+        return _fail(send, e.event)
     sampler, processors = sampling(req)
 
     pieces = []
@@ -486,9 +237,9 @@ def _run(req, send, should_stop):
 def _processor_code_requests(model_path):
     """What a vision model's processor files ask to run: `auto_map` entries for a processor,
     an image processor or a tokenizer (transformers loads them only as model-supplied code)."""
-    out = [a for a in _code_requests(model_path)]
+    out = [a for a in code_requests(model_path)]
     for name in ("processor_config.json", "preprocessor_config.json", "tokenizer_config.json"):
-        auto_map = (_read_json(os.path.join(model_path, name)) or {}).get("auto_map")
+        auto_map = (read_json(os.path.join(model_path, name)) or {}).get("auto_map")
         if isinstance(auto_map, dict):
             for key in ("AutoProcessor", "AutoImageProcessor", "AutoFeatureExtractor"):
                 ref = auto_map.get(key)
@@ -509,8 +260,8 @@ def load_vlm(path):
     try:
         model, processor = load(path, trust_remote_code=False)
     except Exception as e:
-        if _needs_remote_code(e):
-            return None, None, _remote_code_error(path, e)
+        if needs_remote_code(e):
+            return None, None, remote_code_error(path, e)
         return None, None, {"event": "error", "type": "load_failed",
                             "message": f"{type(e).__name__}: {e}"}
     return model, processor, None
@@ -607,24 +358,21 @@ def vlm_generate(model, processor, prompt, images, req, on_text, should_stop, na
 
 
 def _run_vlm(req, send, should_stop):
-    def fail(event):
-        send(event)
-        return event["type"]
-
     missing = check_imports("mlx-vlm")
     if missing:
-        return fail(missing)
+        return _fail(send, missing)
     send({"event": "env", **env_info()})
     path = req["model_path"]
     model, processor, error = load_vlm(path)
     if error:
-        return fail(error)
+        return _fail(send, error)
     images = []
     for p in req.get("images") or []:
         try:
             images.append(open_image(p))
         except Exception as e:
-            return fail(_media_error("invalid_media", f"{p}: cannot read the image: {type(e).__name__}: {e}"))
+            return _fail(send, _media_error("invalid_media",
+                                            f"{p}: cannot read the image: {type(e).__name__}: {e}"))
     use_template = bool(req.get("chat_template", True))
     try:
         prompt = vlm_prompt(model, processor, req["prompt"], len(images), use_template)
@@ -632,163 +380,12 @@ def _run_vlm(req, send, should_stop):
                             lambda t: send({"event": "token", "text": t}), should_stop,
                             names=[str(p) for p in req.get("images") or []])
     except Refused as e:
-        return fail(e.event)
+        return _fail(send, e.event)
     except Exception as e:
-        return fail({"event": "error", "type": "generation_failed", "message": f"{type(e).__name__}: {e}"})
+        return _fail(send, {"event": "error", "type": "generation_failed", "message": f"{type(e).__name__}: {e}"})
     send({"event": "done", **done, "chat_template": use_template, "draft_tokens": None})
     return None
 
-
-SAMPLE_RATE = 16000
-# The longest audio a run or a request may hold once decoded (seconds): a header can claim
-# any length (a 64 KB WAV "at 1 Hz" is 9 hours of audio), and Whisper's work and memory grow
-# with it.
-MAX_AUDIO_SECONDS = 2 * 3600
-
-
-def _wav_samples(data):
-    """Mono float32 samples and the rate of a RIFF/WAVE file's bytes (PCM 8/16/24/32-bit,
-    IEEE float 32/64, WAVE_FORMAT_EXTENSIBLE of these), or None when it is another coding."""
-    import struct
-
-    import numpy as np
-
-    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
-        return None
-    pos, fmt, samples = 12, None, None
-    while pos + 8 <= len(data):
-        cid, size = data[pos:pos + 4], struct.unpack("<I", data[pos + 4:pos + 8])[0]
-        body = data[pos + 8:pos + 8 + size]
-        if cid == b"fmt " and len(body) >= 16:
-            code, channels, rate, _, _, bits = struct.unpack("<HHIIHH", body[:16])
-            if code == 0xFFFE and len(body) >= 26:
-                code = struct.unpack("<H", body[24:26])[0]
-            fmt = (code, channels, rate, bits)
-        elif cid == b"data":
-            samples = body
-        pos += 8 + size + (size & 1)
-    if fmt is None or samples is None:
-        return None
-    code, channels, rate, bits = fmt
-    # A header is the file's word only: check it before trusting any size it implies.
-    if not 1 <= channels <= 32:
-        raise MediaError("invalid_media", f"a WAV file with {channels} channels (1 to 32 are read)")
-    if not 4000 <= rate <= 384000:
-        raise MediaError("invalid_media", f"a WAV file at {rate} Hz (4 kHz to 384 kHz are read)")
-    if bits not in (8, 16, 24, 32, 64) or bits // 8 * 8 != bits:
-        raise MediaError("invalid_media", f"a WAV file with {bits}-bit samples")
-    width = bits // 8
-    frames = len(samples) // (width * channels)
-    if frames == 0:
-        raise MediaError("invalid_media", "a WAV file without audio samples")
-    if frames / rate > MAX_AUDIO_SECONDS:
-        raise MediaError("media_too_large", f"{frames / rate / 3600:.1f} hours of audio "
-                         f"(at most {MAX_AUDIO_SECONDS // 3600} hours are transcribed)")
-    n = len(samples) // (width * channels) * (width * channels)
-    raw = samples[:n]
-    if code == 1 and bits == 8:
-        x = (np.frombuffer(raw, np.uint8).astype(np.float32) - 128.0) / 128.0
-    elif code == 1 and bits == 16:
-        x = np.frombuffer(raw, "<i2").astype(np.float32) / 32768.0
-    elif code == 1 and bits == 24:
-        b = np.frombuffer(raw, np.uint8).reshape(-1, 3).astype(np.int32)
-        v = b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16)
-        v = np.where(v >= 1 << 23, v - (1 << 24), v)
-        x = v.astype(np.float32) / float(1 << 23)
-    elif code == 1 and bits == 32:
-        x = np.frombuffer(raw, "<i4").astype(np.float32) / 2147483648.0
-    elif code == 3 and bits in (32, 64):
-        x = np.frombuffer(raw, "<f4" if bits == 32 else "<f8").astype(np.float32)
-    else:
-        return None
-    x = x.reshape(-1, channels).mean(axis=1)
-    return x, rate
-
-
-def _resample(x, rate):
-    import numpy as np
-
-    if rate == SAMPLE_RATE:
-        return x.astype(np.float32)
-    try:
-        from math import gcd
-
-        from scipy.signal import resample_poly
-        g = gcd(rate, SAMPLE_RATE)
-        return resample_poly(x, SAMPLE_RATE // g, rate // g).astype(np.float32)
-    except ImportError:
-        n = int(round(len(x) * SAMPLE_RATE / rate))
-        return np.interp(np.arange(n) * (rate / SAMPLE_RATE), np.arange(len(x)), x).astype(np.float32)
-
-
-def load_audio(src):
-    """16 kHz mono float32 samples of an audio file (a path, or `{"data": base64}`), and the
-    decoder used: WAV with Python alone; other formats with PyAV (`av`, FFmpeg's libraries in
-    a wheel) or else the `ffmpeg` program. Returns (samples, decoder) or raises
-    `MediaError(kind, message)`."""
-    import base64
-    import shutil
-    import subprocess
-
-    import numpy as np
-
-    if isinstance(src, dict):
-        data, name = base64.b64decode(src["data"]), src.get("name") or "the upload"
-    else:
-        with open(src, "rb") as f:
-            data = f.read()
-        name = src
-    try:
-        wav = _wav_samples(data)
-    except MediaError as e:
-        raise MediaError(e.kind, f"{name}: {e.message}")
-    if wav is not None:
-        return _resample(*wav), "wav"
-    try:
-        import av
-    except ImportError:
-        av = None
-    if av is not None:
-        try:
-            with av.open(io.BytesIO(data)) as container:
-                stream = next(s for s in container.streams if s.type == "audio")
-                resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
-                chunks, total = [], 0
-                for frame in container.decode(stream):
-                    for out in resampler.resample(frame):
-                        chunks.append(out.to_ndarray().reshape(-1))
-                        total += len(chunks[-1])
-                    if total > MAX_AUDIO_SECONDS * SAMPLE_RATE:
-                        raise MediaError("media_too_large", f"{name}: more than "
-                                         f"{MAX_AUDIO_SECONDS // 3600} hours of audio")
-                for out in resampler.resample(None):
-                    chunks.append(out.to_ndarray().reshape(-1))
-            return (np.concatenate(chunks) if chunks else np.zeros(0, np.float32)).astype(np.float32), "pyav"
-        except MediaError:
-            raise
-        except Exception as e:
-            raise MediaError("invalid_media", f"{name}: PyAV cannot decode it: {type(e).__name__}: {e}")
-    ffmpeg = shutil.which("ffmpeg")
-    if ffmpeg:
-        p = subprocess.run([ffmpeg, "-nostdin", "-loglevel", "error", "-i", "pipe:0", "-f", "f32le",
-                            "-ac", "1", "-ar", str(SAMPLE_RATE), "pipe:1"],
-                           input=data, capture_output=True)
-        if p.returncode != 0:
-            raise MediaError("invalid_media", f"{name}: ffmpeg cannot decode it: "
-                             + p.stderr.decode(errors="replace").strip()[-500:])
-        x = np.frombuffer(p.stdout, "<f4").astype(np.float32)
-        if len(x) > MAX_AUDIO_SECONDS * SAMPLE_RATE:
-            raise MediaError("media_too_large", f"{name}: more than "
-                             f"{MAX_AUDIO_SECONDS // 3600} hours of audio")
-        return x, "ffmpeg"
-    raise MediaError("decoder_missing",
-                     f"{name} is not PCM WAV, and there is no decoder for it: neither PyAV (the `av` "
-                     "package) in this Python nor the `ffmpeg` program on PATH")
-
-
-class MediaError(Refused):
-    """An image or audio file that cannot be taken (`invalid_media`, `media_too_large`,
-    `decoder_missing`)."""
 
 
 class Stopped(Exception):
@@ -879,27 +476,23 @@ def _run_whisper(req, send, should_stop):
     samples = []
     decoder = None
 
-    def fail(event):
-        send(event)
-        return event["type"]
-
     try:
         missing = check_imports("mlx-whisper")
         if missing:
-            return fail(missing)
+            return _fail(send, missing)
         send({"event": "env", **env_info()})
         try:
             samples, decoder = load_audio(req["audio"])
         except MediaError as e:
-            return fail(_media_error(e.kind, e.message))
+            return _fail(send, _media_error(e.kind, e.message))
         except OSError as e:
-            return fail(_media_error("invalid_media", f"{req['audio']}: {e}"))
+            return _fail(send, _media_error("invalid_media", f"{req['audio']}: {e}"))
         try:
             out = transcribe(req["model_path"], samples, req, should_stop)
         except Stopped:
             raise
         except Exception as e:
-            return fail({"event": "error", "type": "generation_failed", "message": f"{type(e).__name__}: {e}"})
+            return _fail(send, {"event": "error", "type": "generation_failed", "message": f"{type(e).__name__}: {e}"})
     except (Stopped, KeyboardInterrupt):
         send(_interrupted(segments=[], language=None, decoder=decoder,
                           audio_seconds=round(len(samples) / SAMPLE_RATE, 3)))
@@ -945,102 +538,5 @@ def _load_draft(name, tokenizer):
     return draft, None
 
 
-def line_writer(fd):
-    """A function writing one event line (a JSON text, no newline) whole to the descriptor
-    `fd`, a channel of its own, from any thread; `fd` stops being inherited by processes
-    started from here, so that none holds the channel open after this one ends (mlxfs reads
-    it to its end)."""
-    import threading
-
-    os.set_inheritable(fd, False)
-    lock = threading.Lock()
-
-    def write(line):
-        data = (line + "\n").encode()  # ASCII: json.dumps escapes
-        with lock:
-            _SIGINT["writing"] += 1
-            try:
-                while data:
-                    data = data[os.write(fd, data):]
-            finally:
-                _SIGINT["writing"] -= 1
-        # A Ctrl-C that came while the line was written is raised now (`interrupt_once`).
-        if _SIGINT["pending"] and not _SIGINT["writing"] \
-                and threading.current_thread() is threading.main_thread():
-            _SIGINT["pending"] = False
-            raise KeyboardInterrupt
-    return write
-
-
-# `interrupt_once`'s state: lines being written, an interrupt held back until they are, and
-# whether one came at all (`interrupted`: a KeyboardInterrupt a library swallowed — a bare
-# `except:` in an import — still stops the work at its next check).
-_SIGINT = {"writing": 0, "pending": False, "seen": False}
-
-
-def interrupted():
-    """Whether SIGINT came (the subprocess's `should_stop`)."""
-    return _SIGINT["seen"]
-
-
-def interrupt_once():
-    """In a subprocess: SIGINT, SIGTERM and SIGHUP raise KeyboardInterrupt once, and again
-    only after a second, so that a stop that reaches this process twice (Ctrl-C from the
-    terminal to the process group, `kill -TERM -PGID`, a closed terminal's SIGHUP — and
-    forwarded by mlxfs as SIGINT) interrupts once and the `interrupted` answer, with the text
-    so far, is still written (SIGTERM's and SIGHUP's default action would end the process
-    with no answer at all). One that comes while `line_writer` writes a line is raised once
-    the line is whole (a half line would corrupt the event channel)."""
-    import signal
-    import time
-
-    first = []
-
-    def handler(signum, frame):
-        _SIGINT["seen"] = True
-        now = time.monotonic()
-        if first and now - first[0] < 1.0:
-            return
-        first[:] = [now]
-        if _SIGINT["writing"]:
-            _SIGINT["pending"] = True
-            return
-        raise KeyboardInterrupt
-
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, handler)
-
-
-def exit_quietly(code):
-    """End the process with `code` once stdout and stderr are flushed, the stop signals ignored
-    first (the second of a doubled Ctrl-C must not kill it with status -2), and without the
-    interpreter's and the C libraries' shutdown (`os._exit`): OpenBLAS's thread shutdown at
-    exit joins threads that may never answer, and hung `mlxfs run` after its answer."""
-    import signal
-
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, signal.SIG_IGN)
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except Exception:
-            pass
-    os._exit(code)
-
-
-def request_arg(arg):
-    """A subprocess's request: `arg`, or when it is `-` all of stdin (mlxfs sends it there:
-    an argument is at most 128 KiB)."""
-    if arg == "-":
-        return sys.stdin.buffer.read().decode("utf-8")
-    return arg
-
-
 if __name__ == "__main__":
-    interrupt_once()
-    _emit = line_writer(int(sys.argv[2]))
-    try:
-        _failed = run(request_arg(sys.argv[1]), _emit, interrupted)
-    except KeyboardInterrupt:
-        exit_quietly(130)
-    exit_quietly(1 if _failed else 0)
+    main(run)

@@ -30,15 +30,33 @@ use capture::Tee;
 
 use crate::error::{Diagnostic, ErrorType};
 
-/// The generation code both modes run.
+/// The generation code both modes run (`run`'s script, and the module `mlxfs_generate` of
+/// worker.py).
 pub const GENERATE_PY: &str = include_str!("generate.py");
 
-/// The Python code a job runs: generate.py alone, or a script that uses it as a module.
+/// The Python modules the scripts import, as `(name, source)` in the order they import each
+/// other: what every script shares (imports, environment report, guards, events, signals,
+/// the job wrapper), the audio decoding, and generate.py. A script takes a prefix of it
+/// ([`Script::shared`], worker.rs all of it): the embedded interpreter creates them as modules
+/// before the script, a subprocess gets them as its last argument ([`shared_arg`]).
+pub const SHARED: [(&str, &str); 3] = [
+    ("mlxfs_common", include_str!("mlxfs_common.py")),
+    ("mlxfs_audio", include_str!("mlxfs_audio.py")),
+    ("mlxfs_generate", GENERATE_PY),
+];
+
+/// The shared modules as a subprocess's last argument: a JSON list of `[name, source]`
+/// pairs, which the script's `__main__` block puts in `sys.modules` before its imports
+/// (mlxfs_common.py's `install`).
+pub(crate) fn shared_arg(modules: &[(&str, &str)]) -> String {
+    serde_json::to_string(modules).unwrap_or_default()
+}
+
+/// The Python code a job runs: `run(request, emit, should_stop)` of generate.py or of
+/// convert.py.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Script {
-    /// `run(request, emit, should_stop)` of generate.py.
     Generate,
-    /// `run(request, emit, should_stop, shared)` of convert.py, `shared` being generate.py.
     Convert,
 }
 
@@ -47,6 +65,14 @@ impl Script {
         match self {
             Script::Generate => GENERATE_PY,
             Script::Convert => convert::CONVERT_PY,
+        }
+    }
+
+    /// The modules of [`SHARED`] the script imports.
+    fn shared(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            Script::Generate => &SHARED[..2],
+            Script::Convert => &SHARED[..1],
         }
     }
 }
@@ -575,8 +601,8 @@ fn python_child(cmd: &mut Command, fd: std::os::fd::RawFd) {
     }
 }
 
-/// Run generate.py in the venv's Python: the request in argv, the events on a pipe of their
-/// own whose descriptor number is argv[2] (so nothing a library prints can merge into an event
+/// Run generate.py in the venv's Python: the request on stdin, the events on a pipe of their
+/// own whose descriptor number is argv[2], the shared modules in argv[3] (so nothing a library prints can merge into an event
 /// line), stdin `/dev/null` (no library can wait for an answer), stdout captured and never
 /// shown unless the run fails, stderr forwarded live and its tail captured.
 fn subprocess(
@@ -596,10 +622,8 @@ fn subprocess(
     cmd.arg("-c")
         .arg(script.source())
         .arg("-")
-        .arg(fd.to_string());
-    if script == Script::Convert {
-        cmd.arg(GENERATE_PY);
-    }
+        .arg(fd.to_string())
+        .arg(shared_arg(script.shared()));
     cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());

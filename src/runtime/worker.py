@@ -1,13 +1,15 @@
 """The model worker of `mlxfs serve`: one long-lived process per loaded model.
 
-    python -c WORKER_PY EVENTS_FD CONFIG_JSON GENERATE_PY_SOURCE
+    python -c WORKER_PY EVENTS_FD CONFIG_JSON SHARED
 
 CONFIG_JSON is {"model_path": PATH, "backend"?: "mlx-lm"|"mlx-vlm"|"mlx-whisper",
 "prompt_cache_size"?: N, "prompt_cache_bytes"?: N} (mlxfs sets neither cache size yet: the
 defaults below hold). A vision (mlx-vlm) or speech (mlx-whisper) model is run by `MediaWorker`
-(one job at a time; its docstring has its jobs); what follows describes the text worker. GENERATE_PY_SOURCE is generate.py, run here as a
-module for the code both share (imports, the environment report, loading with every guard against
-model-supplied code, the chat template, sampling, the event writer).
+(one job at a time; its docstring has its jobs); what follows describes the text worker. SHARED
+holds the sources of the modules imported here (mlxfs_common.py says how): `mlxfs_common` (imports,
+the environment report, loading with every guard against model-supplied code, the event writer),
+`mlxfs_audio` and `mlxfs_generate`, generate.py (the chat template, sampling, vision,
+transcription).
 
 Events, one JSON line each on the descriptor EVENTS_FD (a pipe of its own; stdout and stderr
 carry whatever libraries print):
@@ -78,8 +80,16 @@ import math
 import os
 import sys
 import threading
-import types
 import uuid
+
+if __name__ == "__main__":  # a subprocess: its last argument has the shared modules
+    for _name, _source in json.loads(sys.argv.pop()):  # as `mlxfs_common.install`
+        sys.modules[_name] = __import__("types").ModuleType(_name)
+        exec(compile(_source, _name + ".py", "exec"), sys.modules[_name].__dict__)
+
+import mlxfs_audio as audio  # noqa: E402
+import mlxfs_common as common  # noqa: E402
+import mlxfs_generate as gen  # noqa: E402
 
 
 # OpenAI's stand-in for a log-probability of minus infinity (and here of one that is not a
@@ -280,13 +290,7 @@ def max_token_chars(tokenizer):
     return longest * shrink if longest > 0 else None
 
 
-def _load_shared(source):
-    mod = types.ModuleType("mlxfs_generate")
-    exec(compile(source, "generate.py", "exec"), mod.__dict__)
-    return mod
-
-
-def _held(text, markers):
+def held_back(text, markers):
     """How many characters at the end of `text` could be the start of one of `markers` (the
     longest end of `text` that begins a marker). Only the places where a marker's first
     character stands are tried, so a long marker costs little (serve bounds their length)."""
@@ -301,6 +305,39 @@ def _held(text, markers):
                 break
             i = text.find(m[0], i + 1)
     return held
+
+
+class StopFilter:
+    """Generated text with stop sequences (`stops`): it ends before the first one, and what
+    could be the start of one is held back until it cannot. `feed` takes each piece and
+    returns what may be let out now; `text` is everything fed, `released` how many of its
+    characters were let out, `stopped` whether a stop sequence came (later pieces are
+    dropped)."""
+
+    def __init__(self, stops):
+        self.stops = [s for s in stops or [] if s]
+        self.text = ""
+        self.released = 0
+        self.stopped = False
+
+    def feed(self, piece, final=False):
+        """`piece` added; the text that may be let out now (with `final`, the generation
+        ended: all that is not cut by a stop sequence)."""
+        if self.stopped:
+            return ""
+        self.text += piece
+        # A stop sequence can only begin in what is not yet let out.
+        hits = [i for i in (self.text.find(s, self.released) for s in self.stops) if i >= 0]
+        if hits:
+            self.stopped = True
+            end = min(hits)
+        elif final:
+            end = len(self.text)
+        else:
+            end = len(self.text) - held_back(self.text[self.released:], self.stops)
+        out = self.text[self.released:end]
+        self.released = end
+        return out
 
 
 class _ToolFilter:
@@ -329,7 +366,7 @@ class _ToolFilter:
                 self.buf = self.buf[i + len(marker):]
                 self.inside = not self.inside
                 continue
-            keep = 0 if final else _held(self.buf, [marker])
+            keep = 0 if final else held_back(self.buf, [marker])
             out, self.buf = self.buf[:len(self.buf) - keep], self.buf[len(self.buf) - keep:]
             if self.inside:
                 self.current += out
@@ -339,6 +376,25 @@ class _ToolFilter:
                 self.calls.append(self.current)  # cut by max_tokens: parsed as it is
                 self.current = ""
             return shown
+
+
+def read_commands(commands, cond, ops):
+    """The command reader of both workers, on a thread of its own from the start: each JSON
+    line of `commands` (another line is skipped) runs `ops[its "op"](command)` (an unknown op
+    nothing) with `cond` held, then wakes the threads waiting on `cond`, so a cancel is seen
+    while a job generates. The end of `commands` ends the process at once (`os._exit(0)`):
+    whoever started it is gone or done with it (also while the model loads)."""
+    for line in commands:
+        try:
+            cmd = json.loads(line)
+        except ValueError:
+            continue
+        op = ops.get(cmd.get("op"))
+        with cond:
+            if op is not None:
+                op(cmd)
+            cond.notify_all()
+    os._exit(0)
 
 
 def _tool_calls(tokenizer, texts, tools):
@@ -391,7 +447,7 @@ class _Job:
         self.id = job["id"]
         self.send = worker.send
         self.tok = worker.tokenizer
-        self.stops = [s for s in job.get("stop") or [] if s]
+        self.stop = StopFilter(job.get("stop"))
         self.k = job.get("logprobs")
         self.tools = job.get("tools")
         self.tool_filter = (_ToolFilter(self.tok.tool_call_start, self.tok.tool_call_end)
@@ -401,8 +457,6 @@ class _Job:
         self.cached_tokens = cached_tokens
         self.token_bytes = worker.token_bytes
         self.tokens = 0
-        self.text = ""       # everything generated
-        self.released = 0    # characters of `text` let out
         self.shown = []      # what was let out, past the tool-call filter
         self.pending = []    # (start, end, entry): logprob entries whose text is not all out
 
@@ -418,21 +472,13 @@ class _Job:
             if finish_reason:
                 self.detokenizer.finalize()
             text = self.detokenizer.last_segment
-        start = len(self.text)
-        self.text += text
+        start = len(self.stop.text)
         if self.k is not None and not eos:
-            self.pending.append((start, len(self.text), self._entry(token, logprobs, start)))
-        end = len(self.text)
-        finish = finish_reason
-        # A stop sequence can only begin in what is not yet let out.
-        hits = [i for i in (self.text.find(s, self.released) for s in self.stops) if i >= 0]
-        if hits:
-            end = min(hits)
-            finish = "stop"
-        elif finish is None:
-            end -= _held(self.text[self.released:], self.stops)
-        piece = self.text[self.released:end]
-        self.released = end
+            self.pending.append((start, start + len(text), self._entry(token, logprobs, start)))
+        piece = self.stop.feed(text, final=finish_reason is not None)
+        hits = self.stop.stopped
+        finish = "stop" if hits else finish_reason
+        end = self.stop.released
         if self.tool_filter:
             piece = self.tool_filter.feed(piece, final=finish is not None)
         self.shown.append(piece)
@@ -504,9 +550,8 @@ DEFAULT_PROMPT_CACHE_BYTES = 2 << 30
 
 
 class Worker:
-    def __init__(self, shared, send, cache_size=DEFAULT_PROMPT_CACHE_SIZE,
+    def __init__(self, send, cache_size=DEFAULT_PROMPT_CACHE_SIZE,
                  cache_bytes=DEFAULT_PROMPT_CACHE_BYTES):
-        self.g = shared
         self.model = self.tokenizer = None
         self.send = send
         self.cond = threading.Condition()
@@ -530,7 +575,7 @@ class Worker:
         self.token_bytes = TokenBytes(tokenizer)
         self.vocab_size = logits_size(model)
         self.max_token_chars = max_token_chars(tokenizer)
-        self.keep_developer = takes_developer(lambda m: self.g.chat_prompt(tokenizer, m),
+        self.keep_developer = takes_developer(lambda m: gen.chat_prompt(tokenizer, m),
                                               getattr(tokenizer, "chat_template", None))
         if self.cache_size > 0 and self.cache_bytes > 0:
             from mlx_lm.models.cache import LRUPromptCache
@@ -570,49 +615,44 @@ class Worker:
                    "completion_tokens": 0, "cached_tokens": 0, "text": "", "tool_calls": None})
 
     def read_commands(self, commands):
-        for line in commands:
-            try:
-                cmd = json.loads(line)
-            except ValueError:
-                continue
-            op = cmd.get("op")
-            with self.cond:
-                if op == "generate":
-                    self.send({"event": "accepted", "id": cmd.get("id")})
-                    self.incoming.append(cmd)
-                elif op == "cancel":
-                    jid = cmd.get("id")
-                    for j in [j for j in self.incoming if j.get("id") == jid]:
-                        self.incoming.remove(j)
-                        self._cancelled_done(jid)
-                    for item in [q for q in self.queue if q[0].get("id") == jid]:
-                        self.queue.remove(item)
-                        self._cancelled_done(jid)
-                    if jid in self.running or jid in self.preparing:
-                        self.cancelled.add(jid)
-                elif op == "exit":
-                    self.exiting = True
-                    for j in list(self.incoming) + [job for job, _ in self.queue]:
-                        self._cancelled_done(j["id"])
-                    self.incoming.clear()
-                    self.queue.clear()
-                self.cond.notify_all()
-        # stdin ended: whoever started this process is gone or done with it.
-        os._exit(0)
+        read_commands(commands, self.cond, {"generate": self._accept, "cancel": self._cancel,
+                                            "exit": self._exit})
+
+    def _accept(self, cmd):
+        self.send({"event": "accepted", "id": cmd.get("id")})
+        self.incoming.append(cmd)
+
+    def _cancel(self, cmd):
+        jid = cmd.get("id")
+        for j in [j for j in self.incoming if j.get("id") == jid]:
+            self.incoming.remove(j)
+            self._cancelled_done(jid)
+        for item in [q for q in self.queue if q[0].get("id") == jid]:
+            self.queue.remove(item)
+            self._cancelled_done(jid)
+        if jid in self.running or jid in self.preparing:
+            self.cancelled.add(jid)
+
+    def _exit(self, cmd):
+        self.exiting = True
+        for j in list(self.incoming) + [job for job, _ in self.queue]:
+            self._cancelled_done(j["id"])
+        self.incoming.clear()
+        self.queue.clear()
 
     def _prompt(self, job):
         """The prompt's token ids, encoded as mlx-lm's stream_generate encodes a text."""
         tok = self.tokenizer
         if job.get("messages") is not None:
             messages = _text_content(job["messages"])
-            prompt = self.g.chat_prompt(tok, messages, job.get("tools"))
+            prompt = gen.chat_prompt(tok, messages, job.get("tools"))
             if prompt is None:  # no chat template: the contents as they are
                 prompt = "\n".join(str(m.get("content") or "") for m in messages)
         elif job.get("prompt") is not None:
             prompt = job["prompt"]
         else:
             raise ValueError("a job needs messages or a prompt")
-        return self.g.encode(tok, prompt)
+        return gen.encode(tok, prompt)
 
     def _prepare(self, job):
         """A job made ready for the batch, on a preparing thread (never the scheduling one: a
@@ -628,15 +668,15 @@ class Worker:
             job["messages"] = as_system(job["messages"], self.keep_developer)
         try:
             ids = self._prompt(job)
-        except self.g.Refused:
+        except common.Refused:
             raise
         except Exception as e:
             what = ("the model's chat template cannot render these messages"
                     if job.get("messages") is not None else "the prompt cannot be encoded")
-            raise self.g.BadRequest(f"{what}: {type(e).__name__}: {e}") from e
+            raise gen.BadRequest(f"{what}: {type(e).__name__}: {e}") from e
         if not ids:
-            raise self.g.BadRequest("the prompt is empty: it gives no token to start from")
-        job["max_tokens"] = self.g.fit_completion(len(ids), int(job.get("max_tokens", 256)),
+            raise gen.BadRequest("the prompt is empty: it gives no token to start from")
+        job["max_tokens"] = gen.fit_completion(len(ids), int(job.get("max_tokens", 256)),
                                                   job.get("context_length"),
                                                   bool(job.get("max_tokens_explicit")))
         # Unchecked, these would crash the process (an index past the logits) or fail the
@@ -647,15 +687,15 @@ class Worker:
         bias = job.get("logit_bias") or {}
         if bias:
             if n is None:
-                raise self.g.BadRequest(unknown.format("logit_bias"))
+                raise gen.BadRequest(unknown.format("logit_bias"))
             for t in bias:
                 if not 0 <= int(t) < n:
-                    raise self.g.BadRequest(f"`logit_bias`: token id {int(t)} is not in this model's "
+                    raise gen.BadRequest(f"`logit_bias`: token id {int(t)} is not in this model's "
                                             f"vocabulary of {n} tokens (ids 0 to {n - 1})")
         k = int(job.get("top_k") or 0)
         if k:
             if n is None:
-                raise self.g.BadRequest(unknown.format("top_k"))
+                raise gen.BadRequest(unknown.format("top_k"))
             if k >= n:
                 job["top_k"] = 0  # the whole vocabulary: no restriction
         return ids
@@ -691,7 +731,7 @@ class Worker:
                 self.cond.notify_all()
 
     def _failed(self, job_id, e):
-        if isinstance(e, self.g.Refused):
+        if isinstance(e, common.Refused):
             self.send({**e.event, "id": job_id})
             return
         self.send({"event": "error", "id": job_id, "type": "generation_failed",
@@ -739,7 +779,7 @@ class Worker:
                 continue
             for job, ids in admit:
                 try:
-                    sampler, processors = self.g.sampling(job)
+                    sampler, processors = gen.sampling(job)
                     cache, n = self._cached(ids)
                     (uid,) = batch.insert([ids[n:]], max_tokens=[int(job.get("max_tokens", 256))],
                                           caches=[cache] if cache is not None else None,
@@ -795,7 +835,7 @@ class Worker:
         try:
             from mlx_lm.models.cache import make_prompt_cache
 
-            sampler, processors = self.g.sampling(job)  # seeds the global random state
+            sampler, processors = gen.sampling(job)  # seeds the global random state
             cache, n = self._cached(ids) if not processors else (None, 0)
             if cache is None:
                 cache, n = make_prompt_cache(self.model), 0
@@ -834,8 +874,7 @@ class MediaWorker:
     transcription {"segments", "language", "audio_seconds", "decoder"}, for a vision job
     {"images": N}."""
 
-    def __init__(self, shared, send, backend):
-        self.g = shared
+    def __init__(self, send, backend):
         self.send = send
         self.backend = backend
         self.model = self.processor = None
@@ -847,30 +886,26 @@ class MediaWorker:
         self.keep_developer = False  # `takes_developer`, once the model is loaded
 
     def read_commands(self, commands):
-        for line in commands:
-            try:
-                cmd = json.loads(line)
-            except ValueError:
-                continue
-            op = cmd.get("op")
-            with self.cond:
-                if op in ("generate", "transcribe"):
-                    self.send({"event": "accepted", "id": cmd.get("id")})
-                    self.queue.append(cmd)
-                elif op == "cancel":
-                    queued = [j for j in self.queue if j.get("id") == cmd.get("id")]
-                    for j in queued:
-                        self.queue.remove(j)
-                        self._done(j["id"], "cancelled", "", 0, 0)
-                    if cmd.get("id") == self.running:
-                        self.cancelled.add(cmd["id"])
-                elif op == "exit":
-                    self.exiting = True
-                    for j in self.queue:
-                        self._done(j["id"], "cancelled", "", 0, 0)
-                    self.queue.clear()
-                self.cond.notify()
-        os._exit(0)
+        read_commands(commands, self.cond, {"generate": self._accept, "transcribe": self._accept,
+                                            "cancel": self._cancel, "exit": self._exit})
+
+    def _accept(self, cmd):
+        self.send({"event": "accepted", "id": cmd.get("id")})
+        self.queue.append(cmd)
+
+    def _cancel(self, cmd):
+        queued = [j for j in self.queue if j.get("id") == cmd.get("id")]
+        for j in queued:
+            self.queue.remove(j)
+            self._done(j["id"], "cancelled", "", 0, 0)
+        if cmd.get("id") == self.running:
+            self.cancelled.add(cmd["id"])
+
+    def _exit(self, cmd):
+        self.exiting = True
+        for j in self.queue:
+            self._done(j["id"], "cancelled", "", 0, 0)
+        self.queue.clear()
 
     def _done(self, job_id, reason, text, prompt_tokens, completion_tokens, media=None):
         self.send({"event": "done", "id": job_id, "finish_reason": reason, "prompt_tokens": prompt_tokens,
@@ -891,7 +926,7 @@ class MediaWorker:
                     self._transcribe(job)
                 else:
                     self._generate(job)
-            except self.g.Refused as e:  # a media error, a bad request, a prompt too long
+            except common.Refused as e:  # a media error, a bad request, a prompt too long
                 self.send({**e.event, "id": job["id"]})
             except Exception as e:
                 self.send({"event": "error", "id": job["id"], "type": "generation_failed",
@@ -911,9 +946,9 @@ class MediaWorker:
                 for p in content:
                     if p.get("type") == "image":
                         try:
-                            images.append(self.g.open_image({"data": p["data"]}))
+                            images.append(gen.open_image({"data": p["data"]}))
                         except Exception as e:
-                            raise self.g.MediaError(
+                            raise common.MediaError(
                                 "invalid_media", f"image {len(images) + 1}: cannot read it: {type(e).__name__}: {e}")
                         parts.append({"type": "image"})
                     elif p.get("type") == "text":
@@ -924,65 +959,50 @@ class MediaWorker:
             prompt = job.get("prompt") or ""
             text = prompt
             if not text:
-                raise self.g.BadRequest("the prompt is empty: it gives no token to start from")
+                raise gen.BadRequest("the prompt is empty: it gives no token to start from")
         else:
             try:
-                text = self.g.vlm_prompt(self.model, self.processor,
+                text = gen.vlm_prompt(self.model, self.processor,
                                          as_system(messages, self.keep_developer), len(images))
             except Exception as e:
-                raise self.g.BadRequest("the model's chat template cannot render these messages: "
+                raise gen.BadRequest("the model's chat template cannot render these messages: "
                                         f"{type(e).__name__}: {e}") from e
         # A prompt over the context is refused by vlm_generate before the model sees any.
         job_id = job["id"]
-        stops = [s for s in job.get("stop") or [] if s]
-        st = {"text": "", "released": 0, "stopped": False}
+        stop = StopFilter(job.get("stop"))
 
-        def release(end):
-            piece = st["text"][st["released"]:end]
-            st["released"] = end
+        def on_text(piece, final=False):
+            piece = stop.feed(piece, final)
             if piece:
                 self.send({"event": "token", "id": job_id, "text": piece})
 
-        def on_text(piece):
-            # Stop sequences: the text ends before the first; what could begin one is held.
-            if st["stopped"]:
-                return
-            st["text"] += piece
-            t = st["text"]
-            hits = [i for i in (t.find(s, st["released"]) for s in stops) if i >= 0]
-            if hits:
-                st["stopped"] = True
-                release(min(hits))
-            else:
-                release(len(t) - _held(t[st["released"]:], stops))
-
         def should_stop():
-            return self.exiting or job_id in self.cancelled or st["stopped"]
+            return self.exiting or job_id in self.cancelled or stop.stopped
 
-        out = self.g.vlm_generate(self.model, self.processor, text, images, job, on_text, should_stop)
-        if st["stopped"]:
+        out = gen.vlm_generate(self.model, self.processor, text, images, job, on_text, should_stop)
+        if stop.stopped:
             reason = "stop"
         else:
-            release(len(st["text"]))
+            on_text("", final=True)
             reason = out["finish_reason"]
             if reason == "interrupted":
                 reason = "cancelled"
             elif reason not in ("stop", "length"):
                 reason = "stop"
-        self._done(job_id, reason, st["text"][:st["released"]], out["prompt_tokens"],
+        self._done(job_id, reason, stop.text[:stop.released], out["prompt_tokens"],
                    out["generation_tokens"], {"images": len(images)})
 
     def _transcribe(self, job):
         if self.backend != "mlx-whisper":
             raise ValueError("this worker does not run a speech-to-text model")
-        samples, decoder = self.g.load_audio(job["audio"])
+        samples, decoder = audio.load_audio(job["audio"])
 
         def should_stop():
             return self.exiting or job["id"] in self.cancelled
 
         try:
-            out = self.g.transcribe(self.model_path, samples, job, should_stop)
-        except self.g.Stopped:
+            out = gen.transcribe(self.model_path, samples, job, should_stop)
+        except gen.Stopped:
             self._done(job["id"], "cancelled", "", 0, 0)
             return
         self._done(job["id"], "stop", out["text"], 0, out["generation_tokens"],
@@ -992,19 +1012,19 @@ class MediaWorker:
 
 def _main_media(config, send, commands):
     backend = config["backend"]
-    worker = MediaWorker(_shared, send, backend)
+    worker = MediaWorker(send, backend)
     worker.model_path = config["model_path"]
     threading.Thread(target=worker.read_commands, args=(commands,), name="commands", daemon=True).start()
-    error = _shared.check_imports(backend)
+    error = common.check_imports(backend)
     info = {}
     if not error:
-        info = _shared.env_info()
+        info = common.env_info()
         if backend == "mlx-vlm":
-            worker.model, worker.processor, error = _shared.load_vlm(config["model_path"])
+            worker.model, worker.processor, error = gen.load_vlm(config["model_path"])
             if not error:
                 processor = worker.processor
                 worker.keep_developer = takes_developer(
-                    lambda m: _shared.vlm_prompt(worker.model, processor, m, 0),
+                    lambda m: gen.vlm_prompt(worker.model, processor, m, 0),
                     getattr(processor, "chat_template", None)
                     or getattr(getattr(processor, "tokenizer", None), "chat_template", None))
                 info["max_token_chars"] = max_token_chars(
@@ -1019,7 +1039,7 @@ def _main_media(config, send, commands):
                 error = {"event": "error", "type": "load_failed", "message": f"{type(e).__name__}: {e}"}
     if error:
         send(error)
-        _shared.exit_quietly(1)  # os._exit: no library's clean-up at exit can hold it
+        common.exit_quietly(1)  # os._exit: no library's clean-up at exit can hold it
     send({"event": "ready", "pid": os.getpid(), **info, "backend": backend,
           "chat_template": backend == "mlx-vlm", "tool_calling": False, "scheduling": "sequential"})
     worker.serve()
@@ -1030,7 +1050,7 @@ def _main_media(config, send, commands):
 def main():
     send_line = None
     try:
-        send_line = _shared.line_writer(int(sys.argv[1]))
+        send_line = common.line_writer(int(sys.argv[1]))
     except (IndexError, ValueError, OSError):
         sys.exit(2)
 
@@ -1049,18 +1069,18 @@ def main():
     if config.get("backend") in ("mlx-vlm", "mlx-whisper"):
         _main_media(config, send, commands)
         return
-    worker = Worker(_shared, send,
+    worker = Worker(send,
                     cache_size=int(config.get("prompt_cache_size", DEFAULT_PROMPT_CACHE_SIZE)),
                     cache_bytes=int(config.get("prompt_cache_bytes", DEFAULT_PROMPT_CACHE_BYTES)))
     # From the start: the end of stdin ends the process even while the model loads.
     threading.Thread(target=worker.read_commands, args=(commands,), name="commands", daemon=True).start()
-    error = _shared.check_imports()
+    error = common.check_imports()
     if not error:
-        info = _shared.env_info()
-        model, tokenizer, error = _shared.load_model(config["model_path"])
+        info = common.env_info()
+        model, tokenizer, error = common.load_model(config["model_path"])
     if error:
         send(error)
-        _shared.exit_quietly(1)  # os._exit: no library's clean-up at exit can hold it
+        common.exit_quietly(1)  # os._exit: no library's clean-up at exit can hold it
     worker.loaded(model, tokenizer)
     send({"event": "ready", "pid": os.getpid(), **info,
           "chat_template": bool(getattr(tokenizer, "chat_template", None)),
@@ -1072,5 +1092,4 @@ def main():
 
 
 if __name__ == "__main__":
-    _shared = _load_shared(sys.argv[3])
     main()

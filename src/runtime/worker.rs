@@ -29,10 +29,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
 use super::capture::{self, Captured, Tee};
-use super::{GENERATE_PY, PythonEnv, RunError, RunErrorKind};
+use super::{PythonEnv, RunError, RunErrorKind, SHARED};
 use crate::error::ErrorType;
 
-/// The worker's code (it runs generate.py, passed in its argv, as a module).
+/// The worker's code (it imports every module of [`SHARED`], passed in its last argument).
 pub const WORKER_PY: &str = include_str!("worker.py");
 
 /// How long [`Drop`] lets a worker finish before SIGKILL.
@@ -334,7 +334,7 @@ impl Worker {
             .arg(WORKER_PY)
             .arg(fd.to_string())
             .arg(config)
-            .arg(GENERATE_PY)
+            .arg(super::shared_arg(&SHARED))
             .envs(super::isolated_env(
                 &spec.cache_dir,
                 spec.offline,

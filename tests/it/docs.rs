@@ -48,16 +48,35 @@ fn every_error_type_is_documented_and_nothing_else() {
 
 #[test]
 fn the_python_side_names_only_documented_types() {
-    // generate.py and convert.py report their errors by name ({"event": "error", "type": ...},
-    // convert.py also through `fail("type", ...)`).
-    for file in ["generate.py", "convert.py"] {
+    // The scripts report their errors by name: {"event": "error", ..., "type": ...} (on one
+    // line: worker.py's tool calls and message parts have a "type" too), convert.py also
+    // through `fail("type", ...)`, the refusals through `MediaError("type", ...)` and
+    // `super().__init__("type", ...)`, generate.py through `_media_error("type", ...)`.
+    for file in [
+        "generate.py",
+        "convert.py",
+        "worker.py",
+        "mlxfs_common.py",
+        "mlxfs_audio.py",
+    ] {
         let py = fs::read_to_string(root().join("src/runtime").join(file)).unwrap();
         let mut names = Vec::new();
-        for marker in ["\"type\": \"", "fail(\""] {
-            let mut rest = py.as_str();
-            while let Some(i) = rest.find(marker) {
-                rest = &rest[i + marker.len()..];
-                names.push(rest.split('"').next().unwrap().to_string());
+        for line in py.lines() {
+            for marker in [
+                "\"type\": \"",
+                "fail(\"",
+                "MediaError(\"",
+                "super().__init__(\"",
+                "_media_error(\"",
+            ] {
+                if marker.starts_with("\"type") && !line.contains("\"event\": \"error\"") {
+                    continue;
+                }
+                let mut rest = line;
+                while let Some(i) = rest.find(marker) {
+                    rest = &rest[i + marker.len()..];
+                    names.push(rest.split('"').next().unwrap().to_string());
+                }
             }
         }
         assert!(!names.is_empty(), "{file} names no error type?");

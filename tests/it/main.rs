@@ -51,6 +51,8 @@ mod run;
 mod run_edges;
 // A model's runtime cache: what inspect finds and how health, show and the mount report it.
 mod runtime_cache;
+// The Python scripts with plain python3, no MLX: they compile, their pure parts, the protocol.
+mod scripts;
 // `serve`: routes, errors, the openai client, workers (needs the venv).
 mod serve;
 // Writers refuse harmful targets (`catalog::target`), one rule for all.

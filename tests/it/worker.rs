@@ -710,6 +710,9 @@ fn tool_calls_are_cut_from_the_text_and_parsed() {
     crate::require!(Python);
     let code = r#"
 import json, sys, types
+for name, source in json.loads(sys.argv[2]):
+    sys.modules[name] = types.ModuleType(name)
+    exec(compile(source, name + ".py", "exec"), sys.modules[name].__dict__)
 m = types.ModuleType("worker")
 exec(sys.argv[1], m.__dict__)
 f = m._ToolFilter("<tool_call>", "</tool_call>")
@@ -726,14 +729,15 @@ assert len(calls) == 1 and calls[0]["type"] == "function", calls
 assert calls[0]["function"] == {"name": "f", "arguments": '{"a": 1}'}, calls
 assert calls[0]["id"].startswith("call_")
 assert m._tool_calls(Tok(), ["not json"], None) is None
-assert m._held("abc <st", ["<stop>", "zz"]) == 3
-assert m._held("abc", ["<stop>"]) == 0
-assert m._held("x<", ["<a", "<<b"]) == 1
+assert m.held_back("abc <st", ["<stop>", "zz"]) == 3
+assert m.held_back("abc", ["<stop>"]) == 0
+assert m.held_back("x<", ["<a", "<<b"]) == 1
 assert m._text_content([{"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "image_url"}, {"type": "text", "text": "b"}]}]) == [{"role": "user", "content": "ab"}]
 print("ok")
 "#;
+    let shared = serde_json::to_string(&mlxfs::runtime::SHARED).unwrap();
     let o = Command::new(crate::support::python::venv_python())
-        .args(["-c", code, mlxfs::runtime::worker::WORKER_PY])
+        .args(["-c", code, mlxfs::runtime::worker::WORKER_PY, &shared])
         .output()
         .unwrap();
     assert!(
