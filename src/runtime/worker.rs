@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -345,6 +346,10 @@ impl Worker {
             .stderr(Stdio::piped());
         // SIGKILL when the starting thread (the dispatcher) ends: mlxfs died.
         super::python_child(&mut cmd, fd);
+        // A process group of its own: a terminal's Ctrl-C (or SIGHUP) goes to the whole
+        // foreground group, and would interrupt the worker in the middle of its streams; the
+        // server takes the signal alone and stops its workers after the drain.
+        cmd.process_group(0);
         let jobs = Arc::new(Mutex::new(Jobs::default()));
         let (ready_tx, ready_rx) = mpsc::channel();
         let python = spec.python.clone();

@@ -862,6 +862,54 @@ fn sigterm_during_a_stream_is_an_error_not_a_finish() {
     assert!(wait_gone(&pids, 10));
 }
 
+/// Ctrl-C in the terminal that runs `serve` goes to its whole process group: the server
+/// drains (a stream in flight finishes within `--shutdown-grace`) and its workers are not
+/// interrupted by the terminal's signal. Before, each worker took it as a KeyboardInterrupt
+/// and every stream was cut with a traceback.
+#[test]
+fn ctrl_c_in_the_terminal_lets_streams_finish() {
+    crate::require!(Python);
+    // A context of a million tokens: the answer is long enough to be in flight at the signal.
+    let (fx, _ws) = with_endless_tiny();
+    let mut s = Served::start_in_own_group(&fx, &["--model", "tiny", "--shutdown-grace", "120"]);
+    let addr = s.addr.clone();
+    let t = std::thread::spawn(move || {
+        let body =
+            json!({"model": "tiny", "messages": [{"role": "user", "content": "Explain FUSE"}],
+            "temperature": 0, "max_tokens": 4000, "stream": true})
+            .to_string();
+        let (_, _, raw) = http(
+            &addr,
+            "POST",
+            "/v1/chat/completions",
+            &[("Content-Type", "application/json")],
+            body.as_bytes(),
+        );
+        String::from_utf8_lossy(&raw).into_owned()
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while health(&s)["queue_depth"].as_u64() == Some(0) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pids = worker_pids(&s);
+    assert_eq!(
+        s.interrupt_group(Duration::from_secs(150)),
+        Some(0),
+        "{}",
+        s.log()
+    );
+    let raw = t.join().unwrap();
+    let tail = &raw[raw.len().saturating_sub(600)..];
+    assert!(
+        raw.contains("\"finish_reason\":\"length\"") || raw.contains("\"finish_reason\":\"stop\""),
+        "the stream did not finish: {tail}"
+    );
+    assert!(!raw.contains("\"error\""), "{tail}");
+    assert!(raw.trim_end().ends_with("data: [DONE]"), "{tail}");
+    assert!(!s.log().contains("KeyboardInterrupt"), "{}", s.log());
+    assert!(wait_gone(&pids, 10));
+}
+
 /// With `--max-loaded` models loaded and busy, a request for another model waits
 /// `--load-wait` and is then answered 503 (retryable); the busy model's answers stay whole.
 #[test]

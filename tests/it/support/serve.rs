@@ -29,6 +29,24 @@ impl Served {
 
     /// Start and wait for the ready line; `Err((exit code, stdout, stderr))` when it exits first.
     pub fn try_start(fx: &Fx, args: &[&str]) -> Result<Served, (Option<i32>, String, String)> {
+        Served::try_start_with(fx, args, |_| {})
+    }
+
+    /// [`Served::start`] as the leader of a process group of its own, as a shell starts a
+    /// command in a terminal: [`Served::interrupt_group`] is then the terminal's Ctrl-C.
+    pub fn start_in_own_group(fx: &Fx, args: &[&str]) -> Served {
+        use std::os::unix::process::CommandExt;
+        Served::try_start_with(fx, args, |c| {
+            c.process_group(0);
+        })
+        .unwrap_or_else(|(code, out, err)| panic!("serve did not start ({code:?}): {out}\n{err}"))
+    }
+
+    fn try_start_with(
+        fx: &Fx,
+        args: &[&str],
+        setup: impl FnOnce(&mut Command),
+    ) -> Result<Served, (Option<i32>, String, String)> {
         let stderr = fx
             .tmp
             .path()
@@ -38,6 +56,7 @@ impl Served {
         if !args.contains(&"--port") {
             c.args(["--port", "0"]);
         }
+        setup(&mut c);
         let mut child = c
             .args(args)
             .stdin(Stdio::null())
@@ -86,14 +105,29 @@ impl Served {
     /// SIGTERM and wait; the exit code.
     pub fn terminate(&mut self) -> Option<i32> {
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(20);
+        self.exit_code(Duration::from_secs(20), "SIGTERM")
+    }
+
+    /// SIGINT to the whole process group of a server started with
+    /// [`Served::start_in_own_group`] (a terminal's Ctrl-C), and wait up to `within`; the exit
+    /// code.
+    pub fn interrupt_group(&mut self, within: Duration) -> Option<i32> {
+        unsafe { libc::killpg(self.child.id() as i32, libc::SIGINT) };
+        self.exit_code(within, "SIGINT to its group")
+    }
+
+    fn exit_code(&mut self, within: Duration, after: &str) -> Option<i32> {
+        let deadline = Instant::now() + within;
         while Instant::now() < deadline {
             if let Ok(Some(st)) = self.child.try_wait() {
                 return st.code();
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("serve did not stop within 20 s of SIGTERM:\n{}", self.log());
+        panic!(
+            "serve did not stop within {within:?} of {after}:\n{}",
+            self.log()
+        );
     }
 }
 
