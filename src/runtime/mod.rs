@@ -601,10 +601,11 @@ fn python_child(cmd: &mut Command, fd: std::os::fd::RawFd) {
     }
 }
 
-/// Run generate.py in the venv's Python: the request on stdin, the events on a pipe of their
-/// own whose descriptor number is argv[2], the shared modules in argv[3] (so nothing a library prints can merge into an event
-/// line), stdin `/dev/null` (no library can wait for an answer), stdout captured and never
-/// shown unless the run fails, stderr forwarded live and its tail captured.
+/// Run a script (generate.py, convert.py) in the venv's Python: the request on stdin (read to
+/// its end, stdin then gives the libraries nothing, so none can wait for an answer), the
+/// events on a pipe of their own whose descriptor number is argv[2] (so nothing a library
+/// prints can merge into an event line), the shared modules in argv[3], stdout captured and
+/// never shown unless the run fails, stderr forwarded live and its tail captured.
 fn subprocess(
     env: &PythonEnv,
     script: Script,

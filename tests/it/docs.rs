@@ -162,3 +162,34 @@ fn every_variable_run_sets_is_documented() {
         );
     }
 }
+
+/// Every file docs/ARCHITECTURE.md's change map ("Where to change what") sends a reader to
+/// exists: a path ending in `.rs` or `.py` is looked up under `src/` (or from the repository's
+/// root when it starts with `tests/` or `scripts/`), a `name.rs` without a folder under `src/`.
+#[test]
+fn the_change_map_names_files_that_exist() {
+    let text = fs::read_to_string(root().join("docs/ARCHITECTURE.md")).unwrap();
+    let start = text
+        .find("## Where to change what")
+        .expect("the change map");
+    let map = &text[start..];
+    let map = &map[..map[3..].find("\n## ").map_or(map.len(), |i| i + 3)];
+    let mut named = 0;
+    for cell in map.split('`').skip(1).step_by(2) {
+        let path = cell.split_whitespace().next().unwrap_or("");
+        if !(path.ends_with(".rs") || path.ends_with(".py")) {
+            continue;
+        }
+        let file = if path.starts_with("tests/") || path.starts_with("scripts/") {
+            root().join(path)
+        } else {
+            root().join("src").join(path)
+        };
+        assert!(
+            file.is_file(),
+            "the change map names {path}, which is not there"
+        );
+        named += 1;
+    }
+    assert!(named >= 20, "only {named} files named");
+}
