@@ -35,7 +35,6 @@ pub mod read;
 pub mod tarfmt;
 pub mod write;
 
-use std::fmt;
 use std::io;
 
 use crate::error::{Diagnostic, ErrorType};
@@ -102,7 +101,8 @@ pub enum ErrorKind {
 }
 
 /// An error of `archive` or `restore`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
 pub struct ArchiveError {
     pub kind: ErrorKind,
     pub message: String,
@@ -149,14 +149,6 @@ impl ArchiveError {
         )
     }
 }
-
-impl fmt::Display for ArchiveError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for ArchiveError {}
 
 impl Diagnostic for ArchiveError {
     fn error_type(&self) -> ErrorType {

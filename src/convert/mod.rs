@@ -15,7 +15,6 @@ pub mod index;
 pub mod mode;
 
 use serde_json::{Value, json};
-use std::fmt;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -30,7 +29,8 @@ use crate::staging::Staging;
 pub use mode::{BITS, DTYPES, Flags, Mode, QMode};
 
 /// An error of `convert`: its `error.type`, the message, what to do, extra JSON fields.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
 pub struct ConvertError {
     pub kind: ErrorType,
     pub message: String,
@@ -84,14 +84,6 @@ impl ConvertError {
         .hint("Run the same command again to convert.")
     }
 }
-
-impl fmt::Display for ConvertError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for ConvertError {}
 
 impl Diagnostic for ConvertError {
     fn error_type(&self) -> ErrorType {

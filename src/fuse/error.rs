@@ -59,7 +59,8 @@ impl MountErrorKind {
 }
 
 /// A mount or unmount failure with what to do about it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
 pub struct MountError {
     pub kind: MountErrorKind,
     pub message: String,
@@ -73,12 +74,6 @@ impl MountError {
             message: message.into(),
             hint: hint.map(str::to_string),
         }
-    }
-}
-
-impl std::fmt::Display for MountError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
     }
 }
 

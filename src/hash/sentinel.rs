@@ -393,16 +393,33 @@ pub fn recalc(ws: &Path) -> Result<String, RecalcError> {
     };
     let (hash, index) = compute_v2(&root, &Excludes::new(&patterns))?;
     let mut raw = s.raw;
-    raw.insert("hash_algorithm".into(), Value::from(HASH_ALGORITHM_V2));
-    raw.insert("content_hash".into(), Value::from(hash.clone()));
-    raw.insert("hash_modified".into(), Value::from(now_iso_utc()));
-    raw.insert("exclude_patterns".into(), Value::from(patterns));
-    raw.insert(
+    let modified = Some(now_iso_utc());
+    insert_hash_keys(&mut raw, &hash, modified, Value::from(patterns), &index);
+    write_atomic(&root, &raw)?;
+    Ok(hash)
+}
+
+/// The content-hash keys in mlx-knife's `update_workspace_hash` order: `hash_algorithm,
+/// content_hash, hash_modified, exclude_patterns, file_index`; a key `s` already holds keeps
+/// its position. `modified: None` leaves `hash_modified` out (a clone's sentinel has it
+/// earlier).
+fn insert_hash_keys(
+    s: &mut Map<String, Value>,
+    hash: &str,
+    modified: Option<String>,
+    patterns: Value,
+    index: &[IndexEntry],
+) {
+    s.insert("hash_algorithm".into(), Value::from(HASH_ALGORITHM_V2));
+    s.insert("content_hash".into(), Value::from(hash));
+    if let Some(m) = modified {
+        s.insert("hash_modified".into(), Value::from(m));
+    }
+    s.insert("exclude_patterns".into(), patterns);
+    s.insert(
         "file_index".into(),
         Value::Array(index.iter().map(index_entry_json).collect()),
     );
-    write_atomic(&root, &raw)?;
-    Ok(hash)
 }
 
 /// Where a new managed workspace came from (the sentinel's provenance keys).
@@ -438,16 +455,8 @@ pub fn write_managed(
     s.insert("operation".into(), Value::from(p.operation));
     s.insert("hash_modified".into(), Value::from(now));
     if let Some((content_hash, index)) = hashed {
-        s.insert("hash_algorithm".into(), Value::from(HASH_ALGORITHM_V2));
-        s.insert("content_hash".into(), Value::from(content_hash.clone()));
-        s.insert(
-            "exclude_patterns".into(),
-            Value::from(DEFAULT_EXCLUDE_PATTERNS.to_vec()),
-        );
-        s.insert(
-            "file_index".into(),
-            Value::Array(index.iter().map(index_entry_json).collect()),
-        );
+        let patterns = Value::from(DEFAULT_EXCLUDE_PATTERNS.to_vec());
+        insert_hash_keys(&mut s, content_hash, None, patterns, index);
     }
     write_atomic(ws, &s)
 }
@@ -479,17 +488,8 @@ pub fn write_converted(
         s.insert((*k).to_string(), v.clone());
     }
     if let Some((content_hash, index)) = hashed {
-        s.insert("hash_algorithm".into(), Value::from(HASH_ALGORITHM_V2));
-        s.insert("content_hash".into(), Value::from(content_hash.clone()));
-        s.insert("hash_modified".into(), Value::from(now));
-        s.insert(
-            "exclude_patterns".into(),
-            Value::from(DEFAULT_EXCLUDE_PATTERNS.to_vec()),
-        );
-        s.insert(
-            "file_index".into(),
-            Value::Array(index.iter().map(index_entry_json).collect()),
-        );
+        let patterns = Value::from(DEFAULT_EXCLUDE_PATTERNS.to_vec());
+        insert_hash_keys(&mut s, content_hash, Some(now), patterns, index);
     }
     write_atomic(ws, &s)
 }

@@ -110,7 +110,8 @@ impl ErrorKind {
 }
 
 /// An error of a hub operation: a kind, a message, what to do next, and extra JSON fields.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
 pub struct HubError {
     pub kind: ErrorKind,
     pub message: String,
@@ -163,14 +164,6 @@ impl HubError {
         }
     }
 }
-
-impl fmt::Display for HubError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for HubError {}
 
 impl Diagnostic for HubError {
     fn error_type(&self) -> ErrorType {
