@@ -319,35 +319,34 @@ impl Engine for PythonEngine {
                     }
                 }
                 Event::Error { kind, message } => s.error = Some((kind, message)),
-                Event::Progress(v) => match v["event"].as_str() {
-                    Some("plan") => {
-                        let n = v["shards"].as_array().map_or(0, Vec::len);
+                Event::Progress(p) => match p {
+                    runtime::Progress::Plan {
+                        tensors,
+                        bytes,
+                        shards: n,
+                    } => {
                         let mut c = c2.lock().unwrap_or_else(|e| e.into_inner());
-                        c.1 = v["tensors"].as_u64().unwrap_or(0);
+                        c.1 = tensors;
                         c.3 = n;
                         *st2.lock().unwrap_or_else(|e| e.into_inner()) = Some((
                             format!(
-                                "Converting {} tensors into {n} shard{}",
-                                v["tensors"].as_u64().unwrap_or(0),
+                                "Converting {tensors} tensors into {n} shard{}",
                                 if n == 1 { "" } else { "s" }
                             ),
-                            v["bytes"].as_u64().unwrap_or(0),
+                            bytes,
                         ));
                     }
-                    Some("progress") => {
-                        d2.store(v["bytes"].as_u64().unwrap_or(0), Ordering::SeqCst);
-                        c2.lock().unwrap_or_else(|e| e.into_inner()).0 =
-                            v["tensors"].as_u64().unwrap_or(0);
+                    runtime::Progress::Done { tensors, bytes } => {
+                        d2.store(bytes, Ordering::SeqCst);
+                        c2.lock().unwrap_or_else(|e| e.into_inner()).0 = tensors;
                     }
-                    Some("shard") => {
+                    runtime::Progress::Shard { file, size, raw } => {
                         c2.lock().unwrap_or_else(|e| e.into_inner()).2 += 1;
-                        n2.lock().unwrap_or_else(|e| e.into_inner()).push((
-                            v["file"].as_str().unwrap_or_default().to_string(),
-                            v["size"].as_u64().unwrap_or(0),
-                        ));
-                        s.shards.push(v);
+                        n2.lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push((file, size));
+                        s.shards.push(raw);
                     }
-                    _ => {}
                 },
                 Event::Token(_) => {}
             }

@@ -185,7 +185,47 @@ pub enum Event {
         message: String,
     },
     /// How far a long job is (`plan`, `progress`, `shard` of convert.py).
-    Progress(Value),
+    Progress(Progress),
+}
+
+/// convert.py's progress events (its docstring is the protocol). A count Python did not send
+/// is 0.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Progress {
+    /// `plan`: what will be written: tensors and bytes in all, and the shards.
+    Plan {
+        tensors: u64,
+        bytes: u64,
+        shards: usize,
+    },
+    /// `progress`: tensors and bytes evaluated so far (cumulative).
+    Done { tensors: u64, bytes: u64 },
+    /// `shard`: one output file written (or kept from an earlier run): its name and size, and
+    /// the event as Python wrote it, for `convert --json`'s `shards`.
+    Shard { file: String, size: u64, raw: Value },
+}
+
+impl Progress {
+    fn parse(v: Value) -> Option<Progress> {
+        let n = |k: &str| v[k].as_u64().unwrap_or(0);
+        Some(match v["event"].as_str()? {
+            "plan" => Progress::Plan {
+                tensors: n("tensors"),
+                bytes: n("bytes"),
+                shards: v["shards"].as_array().map_or(0, Vec::len),
+            },
+            "progress" => Progress::Done {
+                tensors: n("tensors"),
+                bytes: n("bytes"),
+            },
+            "shard" => Progress::Shard {
+                file: v["file"].as_str().unwrap_or_default().to_string(),
+                size: n("size"),
+                raw: v,
+            },
+            _ => return None,
+        })
+    }
 }
 
 /// The `env` event: the interpreter and where the libraries cache (generate.py's
@@ -292,7 +332,7 @@ impl Event {
             "env" => Event::Env(serde_json::from_value(v).ok()?),
             "token" => Event::Token(s("text")),
             "done" => Event::Done(serde_json::from_value(v).ok()?),
-            "plan" | "progress" | "shard" => Event::Progress(v),
+            "plan" | "progress" | "shard" => Event::Progress(Progress::parse(v)?),
             "error" => Event::Error {
                 kind: s("type"),
                 message: s("message"),

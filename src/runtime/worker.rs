@@ -408,6 +408,12 @@ impl Worker {
         self.info["max_token_chars"].as_u64().filter(|n| *n > 0)
     }
 
+    /// The BLAS library the worker loaded for mlx (`"bundled"`: mlx's own; generate.py
+    /// `_fast_blas`).
+    pub fn blas(&self) -> &str {
+        self.info["blas"].as_str().unwrap_or("bundled")
+    }
+
     /// The model can be given `tools`: it has a chat template and its tokenizer a tool-call
     /// format mlx-lm parses (`chat_template` and `tool_calling` at `ready`).
     pub fn tool_calling(&self) -> bool {

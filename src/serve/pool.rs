@@ -331,7 +331,7 @@ impl Pool {
             .iter()
             .filter(|l| l.worker.alive())
             .map(|l| {
-                let blas = l.worker.info()["blas"].as_str().unwrap_or("bundled");
+                let blas = l.worker.blas();
                 (
                     l.id.clone(),
                     l.worker.pid(),
