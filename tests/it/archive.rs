@@ -221,21 +221,12 @@ fn archive_refuses_what_it_cannot_carry() {
     // A dirty workspace: refused, or archived without a content hash.
     let ws = workspace(&fx, "dirty");
     fs::write(ws.join("config.json"), "{\"changed\": 1}").unwrap();
-    let o = with_vars(&fx.vars())
-        .args(["archive", "dirty", out.to_str().unwrap(), "--json"])
-        .out();
+    let archive = |args: &[&str]| with_vars(&fx.vars()).arg("archive").args(args).out();
+    let o = archive(&["dirty", out.to_str().unwrap(), "--json"]);
     assert_eq!(o.status.code(), Some(1));
     assert_eq!(envelope(&o)["error"]["type"], "workspace_modified");
     assert!(!out.exists());
-    let o = with_vars(&fx.vars())
-        .args([
-            "archive",
-            "dirty",
-            out.to_str().unwrap(),
-            "--json",
-            "--allow-dirty",
-        ])
-        .out();
+    let o = archive(&["dirty", out.to_str().unwrap(), "--json", "--allow-dirty"]);
     assert_eq!(
         o.status.code(),
         Some(0),
@@ -249,45 +240,24 @@ fn archive_refuses_what_it_cannot_carry() {
     assert_eq!(r.content_hash, None);
     assert_eq!(tree(&t), tree(&ws));
     // OUT exists: refused without --force; inside the workspace: refused.
-    let o = with_vars(&fx.vars())
-        .args([
-            "archive",
-            "dirty",
-            out.to_str().unwrap(),
-            "--allow-dirty",
-            "--json",
-        ])
-        .out();
+    let o = archive(&["dirty", out.to_str().unwrap(), "--allow-dirty", "--json"]);
     assert_eq!(envelope(&o)["error"]["type"], "InvalidTargetError");
-    let o = with_vars(&fx.vars())
-        .args([
-            "archive",
-            "dirty",
-            out.to_str().unwrap(),
-            "--allow-dirty",
-            "--force",
-            "--json",
-        ])
-        .out();
+    let o = archive(&[
+        "dirty",
+        out.to_str().unwrap(),
+        "--allow-dirty",
+        "--force",
+        "--json",
+    ]);
     assert_eq!(o.status.code(), Some(0));
     let inside = ws.join("self.tar");
-    let o = with_vars(&fx.vars())
-        .args([
-            "archive",
-            "dirty",
-            inside.to_str().unwrap(),
-            "--allow-dirty",
-            "--json",
-        ])
-        .out();
+    let o = archive(&["dirty", inside.to_str().unwrap(), "--allow-dirty", "--json"]);
     assert_eq!(envelope(&o)["error"]["type"], "InvalidTargetError");
     assert!(!inside.exists());
 
     // A hub model is not a workspace.
     fx.hub_model("org/hubby", &good_files());
-    let o = with_vars(&fx.vars())
-        .args(["archive", "org/hubby", "--json"])
-        .out();
+    let o = archive(&["org/hubby", "--json"]);
     assert_eq!(envelope(&o)["error"]["type"], "workspace_not_found");
 
     // A link out of the workspace, a FIFO: refused, naming them; no temp file left.
@@ -330,7 +300,11 @@ struct Craft(Vec<u8>);
 
 impl Craft {
     fn new(m: &Manifest) -> Craft {
-        let text = m.to_bytes();
+        Craft::with_manifest_text(&m.to_bytes())
+    }
+
+    /// A stream that starts with this text as its manifest, whatever it says.
+    fn with_manifest_text(text: &[u8]) -> Craft {
         let mut c = Craft(Vec::new());
         c.data(
             &tarfmt::header_bytes(
@@ -340,7 +314,7 @@ impl Craft {
                     executable: false,
                 },
             ),
-            &text,
+            text,
         );
         c
     }
@@ -610,17 +584,7 @@ fn archive_duplicates_lies_and_truncation_are_refused() {
     let text = String::from_utf8(m.to_bytes())
         .unwrap()
         .replace("org/x", "org/y");
-    let mut c = Craft(Vec::new());
-    c.data(
-        &tarfmt::header_bytes(
-            MANIFEST_NAME,
-            What::File {
-                size: text.len() as u64,
-                executable: false,
-            },
-        ),
-        text.as_bytes(),
-    );
+    let mut c = Craft::with_manifest_text(text.as_bytes());
     for e in &m.entries {
         c.entry(e, &h.bytes_of(e));
     }

@@ -43,6 +43,40 @@ fn unhealthy_reason(files: &[(String, Vec<u8>)]) -> String {
     reason.unwrap()
 }
 
+/// A case of [`reasons_are`]: the files [`with`] writes and drops, and the reason.
+type Unhealthy<'a> = (&'a [(&'a str, &'a [u8])], &'a [&'a str], &'a str);
+
+/// Each case's files make a workspace unhealthy for its reason.
+#[track_caller]
+fn reasons_are(cases: &[Unhealthy]) {
+    for (extra, drop, reason) in cases {
+        let names: Vec<&str> = extra.iter().map(|(n, _)| *n).collect();
+        assert_eq!(
+            unhealthy_reason(&with(extra, drop)),
+            *reason,
+            "{names:?} written, {drop:?} dropped"
+        );
+    }
+}
+
+/// A healthy workspace `m` in a temporary folder of its own (kept while the first lives).
+fn good_m() -> (tempfile::TempDir, std::path::PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let ws = tmp.path().join("m");
+    write_tree(&ws, &good_files());
+    (tmp, ws)
+}
+
+/// The reason of the workspace at `ws`, named `m`.
+fn reason_m(ws: &Path) -> Option<String> {
+    describe_m(ws).record.reason
+}
+
+/// The workspace at `ws`, named `m`, described.
+fn describe_m(ws: &Path) -> mlxfs::catalog::record::Described {
+    describe(&ModelRef::workspace(ws.to_path_buf(), "m".into()))
+}
+
 #[test]
 fn healthy_single_file_model() {
     let (h, reason, msg) = ws_health(&good_files());
@@ -93,22 +127,14 @@ fn a_link_loop_is_named_so() {
 
 #[test]
 fn config_reasons() {
-    assert_eq!(
-        unhealthy_reason(&with(&[], &["config.json"])),
-        "config.json missing"
-    );
-    assert_eq!(
-        unhealthy_reason(&with(&[("config.json", b"{nope")], &[])),
-        "config.json contains invalid JSON"
-    );
-    assert_eq!(
-        unhealthy_reason(&with(&[("config.json", b"{}")], &[])),
-        "config.json is empty or invalid"
-    );
-    assert_eq!(
-        unhealthy_reason(&with(&[("config.json", b"[1]")], &[])),
-        "config.json is empty or invalid"
-    );
+    #[rustfmt::skip]
+    let cases: &[Unhealthy] = &[
+        (&[], &["config.json"], "config.json missing"),
+        (&[("config.json", b"{nope")], &[], "config.json contains invalid JSON"),
+        (&[("config.json", b"{}")], &[], "config.json is empty or invalid"),
+        (&[("config.json", b"[1]")], &[], "config.json is empty or invalid"),
+    ];
+    reasons_are(cases);
 }
 
 fn shard(i: u32, n: u32) -> String {
@@ -132,146 +158,61 @@ fn index_json(shards: &[&str]) -> Vec<u8> {
 fn index_reasons() {
     let w = tiny_weights();
     let (s1, s2) = (shard(1, 2), shard(2, 2));
-    let complete = with(
-        &[
-            (s1.as_str(), &w),
-            (s2.as_str(), &w),
-            ("model.safetensors.index.json", &index_json(&[&s1, &s2])),
-        ],
-        &["model.safetensors"],
-    );
+    let index = index_json(&[&s1, &s2]);
+    let index_name = "model.safetensors.index.json";
+    let weights: &[&str] = &["model.safetensors"];
+    let complete = with(&[(&s1, &w), (&s2, &w), (index_name, &index)], weights);
     let (h, _, msg) = ws_health(&complete);
     assert_eq!(
         (h.as_str(), msg.as_str()),
         ("healthy", "Multi-file model complete")
     );
 
-    let bad_index = with(&[("model.safetensors.index.json", b"{oops")], &[]);
-    assert_eq!(unhealthy_reason(&bad_index), "Invalid index file");
-
-    let empty_map = with(
-        &[("model.safetensors.index.json", br#"{"weight_map": {}}"#)],
-        &[],
-    );
-    assert_eq!(
-        unhealthy_reason(&empty_map),
-        "Empty or invalid weight_map in index"
-    );
-
-    let mismatch = with(
-        &[
-            (s1.as_str(), &w),
-            ("model.safetensors.index.json", &index_json(&[&s1, &s2])),
-        ],
-        &["model.safetensors"],
-    );
-    assert_eq!(
-        unhealthy_reason(&mismatch),
-        "Index/shard mismatch (mlx-vlm #624). Index references 2 shards but found 1 different files. Fix: mlxfs convert <model> <output> --repair-index"
-    );
-
     let sub = format!("sub/{s1}");
-    let missing = with(
-        &[
-            (sub.as_str(), &w),
-            ("model.safetensors.index.json", &index_json(&[&s1, &s2])),
-        ],
-        &["model.safetensors"],
-    );
-    assert_eq!(
-        unhealthy_reason(&missing),
-        format!("Missing weight shards: {s1}, {s2}")
-    );
-
-    let empty = with(
-        &[
-            (s1.as_str(), &w),
-            (s2.as_str(), b""),
-            ("model.safetensors.index.json", &index_json(&[&s1, &s2])),
-        ],
-        &["model.safetensors"],
-    );
-    assert_eq!(
-        unhealthy_reason(&empty),
-        format!("Empty weight shards: {s2}")
-    );
-
     let lfs = b"version https://git-lfs.github.com/spec/v1\noid sha256:abc\nsize 123\n";
-    let pointer = with(
-        &[
-            (s1.as_str(), &w),
-            (s2.as_str(), lfs),
-            ("model.safetensors.index.json", &index_json(&[&s1, &s2])),
-        ],
-        &["model.safetensors"],
+    let mismatch = "Index/shard mismatch (mlx-vlm #624). Index references 2 shards but found 1 different files. Fix: mlxfs convert <model> <output> --repair-index";
+    let (missing, empty, pointer) = (
+        format!("Missing weight shards: {s1}, {s2}"),
+        format!("Empty weight shards: {s2}"),
+        format!("LFS pointers instead of files: {s2}"),
     );
-    assert_eq!(
-        unhealthy_reason(&pointer),
-        format!("LFS pointers instead of files: {s2}")
-    );
+    #[rustfmt::skip]
+    let cases: &[Unhealthy] = &[
+        (&[(index_name, b"{oops")], &[], "Invalid index file"),
+        (&[(index_name, br#"{"weight_map": {}}"#)], &[], "Empty or invalid weight_map in index"),
+        (&[(&s1, &w), (index_name, &index)], weights, mismatch),
+        (&[(&sub, &w), (index_name, &index)], weights, &missing),
+        (&[(&s1, &w), (&s2, b""), (index_name, &index)], weights, &empty),
+        (&[(&s1, &w), (&s2, lfs), (index_name, &index)], weights, &pointer),
+    ];
+    reasons_are(cases);
 
-    let escape = with(
-        &[(
-            "model.safetensors.index.json",
-            &index_json(&["../x.safetensors"]),
-        )],
-        &[],
-    );
+    let escape = with(&[(index_name, &index_json(&["../x.safetensors"]))], &[]);
     assert!(unhealthy_reason(&escape).starts_with("Index references files outside"));
 }
 
 #[test]
 fn weight_reasons_without_index() {
     let w = tiny_weights();
-    let (s1, s3) = (shard(1, 3), shard(3, 3));
-    assert_eq!(
-        unhealthy_reason(&with(
-            &[(s1.as_str(), &w), (shard(2, 4).as_str(), &w)],
-            &["model.safetensors"]
-        )),
-        "Inconsistent shard totals detected"
-    );
-    assert_eq!(
-        unhealthy_reason(&with(
-            &[(s1.as_str(), &w), (s3.as_str(), &w)],
-            &["model.safetensors"]
-        )),
-        "Missing shards by pattern: 2/3 present"
-    );
+    let (s1, s24, s3) = (shard(1, 3), shard(2, 4), shard(3, 3));
     let (a, b) = (shard(1, 2), shard(2, 2));
-    assert_eq!(
-        unhealthy_reason(&with(
-            &[(a.as_str(), &w), (b.as_str(), b"")],
-            &["model.safetensors"]
-        )),
-        format!("Empty shards: {b}")
-    );
-    assert_eq!(
-        unhealthy_reason(&with(
-            &[(a.as_str(), &w), (b.as_str(), &w)],
-            &["model.safetensors"]
-        )),
-        "Safetensors index missing for sharded model"
-    );
-    assert_eq!(
-        unhealthy_reason(&with(&[], &["model.safetensors"])),
-        "No model weights found"
-    );
-    assert_eq!(
-        unhealthy_reason(&with(&[("model.safetensors.partial", b"x")], &[])),
-        "Partial download marker detected"
-    );
-    assert_eq!(
-        unhealthy_reason(&with(&[("model.safetensors", b"")], &[])),
-        "Empty weight files: model.safetensors"
-    );
+    let empty_b = format!("Empty shards: {b}");
     let lfs = b"version https://git-lfs.github.com/spec/v1\noid sha256:abc\nsize 123\n";
-    // A pointer a loader would open is a reason; one in a folder no loader reads is a
-    // warning (`loadable::a_folder_no_loader_reads_may_be_closed`).
-    assert_eq!(
-        unhealthy_reason(&with(&[("tokenizer.model", lfs)], &[])),
-        "LFS pointers instead of files: tokenizer.model"
-    );
+    let weights: &[&str] = &["model.safetensors"];
+    // A pointer a loader would open is a reason (the last case); one in a folder no loader
+    // reads is a warning (`loadable::a_folder_no_loader_reads_may_be_closed`).
+    #[rustfmt::skip]
+    let cases: &[Unhealthy] = &[
+        (&[(&s1, &w), (&s24, &w)], weights, "Inconsistent shard totals detected"),
+        (&[(&s1, &w), (&s3, &w)], weights, "Missing shards by pattern: 2/3 present"),
+        (&[(&a, &w), (&b, b"")], weights, &empty_b),
+        (&[(&a, &w), (&b, &w)], weights, "Safetensors index missing for sharded model"),
+        (&[], weights, "No model weights found"),
+        (&[("model.safetensors.partial", b"x")], &[], "Partial download marker detected"),
+        (&[("model.safetensors", b"")], &[], "Empty weight files: model.safetensors"),
+        (&[("tokenizer.model", lfs)], &[], "LFS pointers instead of files: tokenizer.model"),
+    ];
+    reasons_are(cases);
     assert_eq!(
         ws_health(&with(&[("extra/tokenizer.model", lfs)], &[])).0,
         "healthy"
@@ -288,103 +229,66 @@ fn weight_reasons_without_index() {
 fn truncated_and_absurd_safetensors() {
     let mut truncated = tiny_weights();
     truncated.truncate(truncated.len() - 4);
-    assert!(
-        unhealthy_reason(&with(&[("model.safetensors", &truncated)], &[]))
-            .contains("truncated tensor data")
-    );
     let short_header = safetensors(ST_HDR, 16)[..20].to_vec();
-    assert!(
-        unhealthy_reason(&with(&[("model.safetensors", &short_header)], &[]))
-            .contains("truncated header")
-    );
     let mut absurd = u64::MAX.to_le_bytes().to_vec();
     absurd.extend_from_slice(b"{}");
-    assert!(
-        unhealthy_reason(&with(&[("model.safetensors", &absurd)], &[]))
-            .contains("absurd header length")
-    );
     let not_json = safetensors("not json at all", 0);
-    assert!(
-        unhealthy_reason(&with(&[("model.safetensors", &not_json)], &[]))
-            .contains("not a JSON object")
-    );
+    for (weights, says) in [
+        (truncated, "truncated tensor data"),
+        (short_header, "truncated header"),
+        (absurd, "absurd header length"),
+        (not_json, "not a JSON object"),
+    ] {
+        let reason = unhealthy_reason(&with(&[("model.safetensors", &weights)], &[]));
+        assert!(reason.contains(says), "{reason}");
+    }
 }
 
 #[test]
 fn aux_reasons() {
     let vision = br#"{"model_type": "llava", "quantization": {"bits": 4}}"#;
-    assert_eq!(
-        unhealthy_reason(&with(&[("config.json", vision)], &[])),
-        "Vision model missing preprocessor_config.json or processor_config.json"
-    );
-    assert_eq!(
-        unhealthy_reason(&with(
-            &[("config.json", vision), ("preprocessor_config.json", b"{x")],
-            &[]
-        )),
-        "preprocessor_config.json invalid JSON"
-    );
-    assert_eq!(
-        unhealthy_reason(&with(
-            &[("config.json", vision), ("processor_config.json", b"[]")],
-            &[]
-        )),
-        "processor_config.json invalid"
-    );
-    assert_eq!(
-        unhealthy_reason(&with(&[("tokenizer_config.json", b"{x")], &[])),
-        "tokenizer_config.json contains invalid JSON"
-    );
-    assert_eq!(
-        unhealthy_reason(&with(&[("tokenizer_config.json", b"[]")], &[])),
-        "tokenizer_config.json exists but invalid"
-    );
-    assert_eq!(
-        unhealthy_reason(&with(&[], &["tokenizer.json"])),
-        "tokenizer_config.json present but tokenizer.json missing"
-    );
+    let tok = "tokenizer_config.json";
+    #[rustfmt::skip]
+    let cases: &[Unhealthy] = &[
+        (&[("config.json", vision)], &[], "Vision model missing preprocessor_config.json or processor_config.json"),
+        (&[("config.json", vision), ("preprocessor_config.json", b"{x")], &[], "preprocessor_config.json invalid JSON"),
+        (&[("config.json", vision), ("processor_config.json", b"[]")], &[], "processor_config.json invalid"),
+        (&[(tok, b"{x")], &[], "tokenizer_config.json contains invalid JSON"),
+        (&[(tok, b"[]")], &[], "tokenizer_config.json exists but invalid"),
+        (&[], &["tokenizer.json"], "tokenizer_config.json present but tokenizer.json missing"),
+    ];
+    reasons_are(cases);
 }
 
 #[test]
 fn link_and_name_problems_are_this_models_reason() {
-    let tmp = tempfile::tempdir().unwrap();
-    let ws = tmp.path().join("m");
-    write_tree(&ws, &good_files());
+    let (_tmp, ws) = good_m();
     symlink("gone.bin", ws.join("dangling.bin")).unwrap();
-    let d = describe(&ModelRef::workspace(ws.clone(), "m".into()));
     assert_eq!(
-        d.record.reason.as_deref(),
+        reason_m(&ws).as_deref(),
         Some("Dangling symlinks: dangling.bin")
     );
     fs::remove_file(ws.join("dangling.bin")).unwrap();
 
     symlink("/etc/hostname", ws.join("escape.txt")).unwrap();
-    let d = describe(&ModelRef::workspace(ws.clone(), "m".into()));
     assert_eq!(
-        d.record.reason.as_deref(),
+        reason_m(&ws).as_deref(),
         Some("Symlinks pointing outside the model folder: escape.txt")
     );
     fs::remove_file(ws.join("escape.txt")).unwrap();
 
     // A link inside the workspace is fine.
     symlink("model.safetensors", ws.join("alias.safetensors")).unwrap();
-    assert_eq!(
-        describe(&ModelRef::workspace(ws.clone(), "m".into()))
-            .record
-            .health
-            .as_str(),
-        "healthy"
-    );
+    assert_eq!(describe_m(&ws).record.health.as_str(), "healthy");
 
     // A weight file whose name is not UTF-8 is one the loader globs (`model*.safetensors`):
     // a reason. (The stray-file case is `a_stray_name_that_is_not_utf8_is_a_warning`.)
     use std::os::unix::ffi::OsStrExt;
     let bad = std::ffi::OsStr::from_bytes(b"model-\xff.safetensors");
     fs::write(ws.join(bad), tiny_weights()).unwrap();
-    let d = describe(&ModelRef::workspace(ws.clone(), "m".into()));
     assert_eq!(
-        d.record.reason.as_deref(),
-        Some("File names that are not valid UTF-8: model-\u{fffd}.safetensors"),
+        reason_m(&ws).as_deref(),
+        Some("File names that are not valid UTF-8: model-\u{fffd}.safetensors")
     );
 }
 
@@ -422,32 +326,19 @@ fn hub_snapshot_problems() {
             (r.name, r.health.as_str().to_string(), r.reason)
         })
         .collect();
-    assert_eq!(
-        got,
-        vec![
-            (
-                "org/dangling".to_string(),
-                "unhealthy".to_string(),
-                Some("Dangling symlinks: model.safetensors".to_string())
-            ),
-            (
-                "org/empty".into(),
-                "unhealthy".into(),
-                Some("No snapshots found".into())
-            ),
-            ("org/good".into(), "healthy".into(), None),
-            (
-                "org/nosnaps".into(),
-                "unhealthy".into(),
-                Some("No snapshots directory found".into())
-            ),
-            (
-                "org/partial".into(),
-                "unhealthy".into(),
-                Some("No model weights found".into())
-            ),
-        ]
-    );
+    #[rustfmt::skip]
+    let want = [
+        ("org/dangling", "unhealthy", Some("Dangling symlinks: model.safetensors")),
+        ("org/empty", "unhealthy", Some("No snapshots found")),
+        ("org/good", "healthy", None),
+        ("org/nosnaps", "unhealthy", Some("No snapshots directory found")),
+        ("org/partial", "unhealthy", Some("No model weights found")),
+    ];
+    let want: Vec<(String, String, Option<String>)> = want
+        .iter()
+        .map(|(n, h, r)| (n.to_string(), h.to_string(), r.map(str::to_string)))
+        .collect();
+    assert_eq!(got, want);
 }
 
 #[test]
@@ -559,12 +450,13 @@ fn names(e: ResolveError) -> Vec<String> {
 #[test]
 fn resolution_rules() {
     let fx = Fx::new();
-    fx.hub_model("mlx-community/Llama-3.2-1B-4bit", &good_files());
-    fx.hub_model("mlx-community/Llama-3.2-3B-4bit", &good_files());
-    fx.hub_model("org/whisper-tiny", &good_files());
-    fx.hub_model("org/qwen", &good_files());
-    fx.workspace("qwen", &good_files());
-    fx.workspace("my-llama-ws", &good_files());
+    fx.good_hub_models([
+        "mlx-community/Llama-3.2-1B-4bit",
+        "mlx-community/Llama-3.2-3B-4bit",
+        "org/whisper-tiny",
+        "org/qwen",
+    ]);
+    fx.good_workspaces(["qwen", "my-llama-ws"]);
     let loc = fx.locations();
 
     // Exact beats fuzzy; workspace home first.
@@ -723,13 +615,10 @@ fn hub_cache_reached_through_a_symlink_stays_healthy() {
 
 #[test]
 fn symlink_loops_are_reported_not_followed() {
-    let tmp = tempfile::tempdir().unwrap();
-    let ws = tmp.path().join("m");
-    write_tree(&ws, &good_files());
+    let (_tmp, ws) = good_m();
     symlink("b", ws.join("a")).unwrap();
     symlink("a", ws.join("b")).unwrap();
-    let d = describe(&ModelRef::workspace(ws.clone(), "m".into()));
-    assert_eq!(d.record.reason.as_deref(), Some("Dangling symlinks: a, b"));
+    assert_eq!(reason_m(&ws).as_deref(), Some("Dangling symlinks: a, b"));
     let h = mlxfs::hash::compute_v2(&ws, &mlxfs::hash::Excludes::default_list());
     assert!(
         matches!(h, Err(mlxfs::hash::HashError::SymlinkLoop { .. })),
@@ -755,12 +644,8 @@ fn non_utf8_workspace_folder_is_listed_as_unhealthy() {
 #[test]
 fn hub_alias_names_and_staging_folders() {
     let fx = Fx::new();
-    fx.hub_model("acme/model", &good_files());
-    fx.hub_model("gpt2", &good_files());
-    fx.workspace("acme", &good_files());
-    fx.workspace("gpt2", &good_files());
-    fx.workspace(".mlxfs-staging-x", &good_files());
-    fx.workspace(".mlxk2_temp_0123", &good_files());
+    fx.good_hub_models(["acme/model", "gpt2"]);
+    fx.good_workspaces(["acme", "gpt2", ".mlxfs-staging-x", ".mlxk2_temp_0123"]);
     let loc = fx.locations();
     assert_eq!(resolve("acme@hub/model", &loc).unwrap().name, "acme/model");
     assert_eq!(resolve("gpt2@hub", &loc).unwrap().source, Source::Cache);
@@ -925,12 +810,12 @@ fn template_files_are_looked_up_as_the_disk_answers() {
     files.retain(|(n, _)| n != "tokenizer_config.json");
     write_tree(&ws, &files);
     symlink("gone.jinja", ws.join("chat_template.jinja")).unwrap();
-    let d = describe(&ModelRef::workspace(ws.clone(), "m".into()));
+    let d = describe_m(&ws);
     assert_eq!(d.record.model_type.as_str(), "base");
     fs::write(ws.join("real.jinja"), b"{{ x }}").unwrap();
     fs::remove_file(ws.join("chat_template.jinja")).unwrap();
     symlink("real.jinja", ws.join("chat_template.jinja")).unwrap();
-    let d = describe(&ModelRef::workspace(ws.clone(), "m".into()));
+    let d = describe_m(&ws);
     assert_eq!(d.record.model_type.as_str(), "chat");
 }
 

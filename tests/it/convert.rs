@@ -418,74 +418,23 @@ fn refusals_leave_no_target() {
     fs::write(busy.join("keep.txt"), "mine").unwrap();
     let home_before = tree_state(&fx.ws_home);
 
+    #[rustfmt::skip]
     let cases: &[(&[&str], &str, &str)] = &[
-        (
-            &["org/cached", "out", "--repair-index"],
-            "workspace_not_found",
-            "Source path is in HF cache (read-only)",
-        ),
-        (
-            &["ws", "busy", "--repair-index"],
-            "InvalidTargetError",
-            "Target directory not empty: ",
-        ),
-        (
-            &["ws", "out", "--quantize", "5"],
-            "InvalidArgumentError",
-            "--quantize must be 2, 3, 4, 6, or 8 (got 5)",
-        ),
-        (
-            &["ws", "out", "--repair-index", "--quantize", "4"],
-            "InvalidArgumentError",
-            "--repair-index and --quantize are mutually exclusive",
-        ),
-        (
-            &["ws", "out", "--quantize", "4", "--dtype", "float16"],
-            "InvalidArgumentError",
-            "--quantize and --dtype are mutually exclusive",
-        ),
-        (
-            &["ws", "out"],
-            "InvalidArgumentError",
-            "Must specify conversion mode (--repair-index or --quantize N)",
-        ),
+        (&["org/cached", "out", "--repair-index"], "workspace_not_found", "Source path is in HF cache (read-only)"),
+        (&["ws", "busy", "--repair-index"], "InvalidTargetError", "Target directory not empty: "),
+        (&["ws", "out", "--quantize", "5"], "InvalidArgumentError", "--quantize must be 2, 3, 4, 6, or 8 (got 5)"),
+        (&["ws", "out", "--repair-index", "--quantize", "4"], "InvalidArgumentError", "--repair-index and --quantize are mutually exclusive"),
+        (&["ws", "out", "--quantize", "4", "--dtype", "float16"], "InvalidArgumentError", "--quantize and --dtype are mutually exclusive"),
+        (&["ws", "out"], "InvalidArgumentError", "Must specify conversion mode (--repair-index or --quantize N)"),
         // mlx quantizes in groups of 32, 64 or 128 only (mlx-lm would silently skip layers).
-        (
-            &["float", "out", "--quantize", "4", "--q-group-size", "100"],
-            "InvalidArgumentError",
-            "--q-group-size must be 32, 64 or 128 for affine quantization (got 100)",
-        ),
+        (&["float", "out", "--quantize", "4", "--q-group-size", "100"], "InvalidArgumentError", "--q-group-size must be 32, 64 or 128 for affine quantization (got 100)"),
         // The weights would not change while the result said they did.
-        (
-            &["ws", "out", "--quantize", "8"],
-            "InvalidArgumentError",
-            "is already quantized",
-        ),
-        (
-            &["float", "out", "--dequantize"],
-            "InvalidArgumentError",
-            "is not quantized",
-        ),
-        (
-            &["coded", "out", "--quantize", "4"],
-            "remote_code_required",
-            "requires importing and running a custom module ('custom.py')",
-        ),
-        (
-            &["coded", "out", "--repair-index"],
-            "remote_code_required",
-            "mlxfs refuses to execute it",
-        ),
-        (
-            &["ws", "ws/inner", "--repair-index"],
-            "InvalidTargetError",
-            "inside",
-        ),
-        (
-            &["vision", "out", "--repair-index"],
-            "HealthCheckFailed",
-            "Output workspace failed health check: Vision model missing preprocessor_config.json",
-        ),
+        (&["ws", "out", "--quantize", "8"], "InvalidArgumentError", "is already quantized"),
+        (&["float", "out", "--dequantize"], "InvalidArgumentError", "is not quantized"),
+        (&["coded", "out", "--quantize", "4"], "remote_code_required", "requires importing and running a custom module ('custom.py')"),
+        (&["coded", "out", "--repair-index"], "remote_code_required", "mlxfs refuses to execute it"),
+        (&["ws", "ws/inner", "--repair-index"], "InvalidTargetError", "inside"),
+        (&["vision", "out", "--repair-index"], "HealthCheckFailed", "Output workspace failed health check: Vision model missing preprocessor_config.json"),
     ];
     for (args, kind, text) in cases {
         let (v, o) = convert(&fx, args);

@@ -77,6 +77,39 @@ fn same_answer(fx: &Fx, args: &[&str], by_mount: bool) -> Output {
     live
 }
 
+/// `live` was answered by the mount, the same as `disk` from the disk (`at` names the case).
+#[track_caller]
+fn mount_answered(live: &Output, disk: &Output, at: &str) {
+    assert!(from_mount(live), "{at}: {}", stderr(live));
+    assert_eq!(
+        String::from_utf8_lossy(&live.stdout),
+        String::from_utf8_lossy(&disk.stdout),
+        "{at}"
+    );
+}
+
+/// The test catalog and a mount of it.
+fn mounted_catalog() -> (Fx, Mount) {
+    let fx = catalog();
+    let m = Mount::start(&fx, &[]);
+    (fx, m)
+}
+
+/// `list --json --all` answered by the mount, the same as from the disk (`at` names the case).
+#[track_caller]
+fn all_listed_by_mount(fx: &Fx, at: &str) {
+    let (live, disk) = both(fx, &["list", "--json", "--all"]);
+    mount_answered(&live, &disk, at);
+}
+
+/// `live` was answered from the disk, saying `why`, the same as `disk`.
+#[track_caller]
+fn disk_answered(live: &Output, disk: &Output, why: &str) {
+    assert!(!from_mount(live), "{}", stderr(live));
+    assert!(stderr(live).contains(why), "{}", stderr(live));
+    assert_eq!(live.stdout, disk.stdout);
+}
+
 fn catalog_json(m: &Mount) -> Value {
     serde_json::from_slice(&fs::read(m.p(".mlxfs/catalog.json")).unwrap()).unwrap()
 }
@@ -84,8 +117,7 @@ fn catalog_json(m: &Mount) -> Value {
 #[test]
 fn answers_equal_the_disk_for_every_flag() {
     crate::require!(Fuse);
-    let fx = catalog();
-    let m = Mount::start(&fx, &[]);
+    let (fx, m) = mounted_catalog();
     let c = catalog_json(&m);
     assert_eq!(c["current"], true, "{c}");
     let mut combos: Vec<Vec<&str>> = Vec::new();
@@ -157,8 +189,7 @@ fn answers_equal_the_disk_for_every_flag() {
 #[test]
 fn a_change_just_made_is_in_the_answer() {
     crate::require!(Fuse);
-    let fx = catalog();
-    let m = Mount::start(&fx, &[]);
+    let (fx, m) = mounted_catalog();
     let plain = fx.ws_home.join("plain");
     let mut builds = Vec::new();
     for i in 0..24 {
@@ -187,16 +218,9 @@ fn a_change_just_made_is_in_the_answer() {
             )
             .unwrap(),
         }
-        let (live, disk) = both(&fx, &["list", "--json", "--all"]);
-        assert!(from_mount(&live), "round {i}: {}", stderr(&live));
-        assert_eq!(
-            String::from_utf8_lossy(&live.stdout),
-            String::from_utf8_lossy(&disk.stdout),
-            "round {i}"
-        );
+        all_listed_by_mount(&fx, &format!("round {i}"));
         let (live, disk) = both(&fx, &["health", "--json"]);
-        assert!(from_mount(&live), "round {i}: {}", stderr(&live));
-        assert_eq!(live.stdout, disk.stdout, "round {i}");
+        mount_answered(&live, &disk, &format!("round {i}"));
         builds.push(catalog_json(&m)["build"].as_u64().unwrap());
     }
     // Each round rebuilt at least once.
@@ -210,8 +234,7 @@ fn a_change_just_made_is_in_the_answer() {
 #[test]
 fn other_sources_and_unprovable_mounts_mean_the_disk() {
     crate::require!(Fuse);
-    let fx = catalog();
-    let m = Mount::start(&fx, &[]);
+    let (fx, m) = mounted_catalog();
     // Another catalog: the mount over fx is not asked for it.
     let other = catalog();
     other.workspace("only-here", &good_files());
@@ -243,13 +266,7 @@ fn other_sources_and_unprovable_mounts_mean_the_disk() {
     // cannot prove anything and says why.
     symlink("/etc/hostname", fx.ws_home.join("plain/escape")).unwrap();
     let (live, disk) = both(&fx, &["list", "--json", "--all"]);
-    assert!(!from_mount(&live), "{}", stderr(&live));
-    assert!(
-        stderr(&live).contains("leads out of the watched folders"),
-        "{}",
-        stderr(&live)
-    );
-    assert_eq!(live.stdout, disk.stdout);
+    disk_answered(&live, &disk, "leads out of the watched folders");
     let c = catalog_json(&m);
     assert_eq!(c["current"], false);
     assert!(c.get("list").is_none(), "no data when not current");
@@ -260,8 +277,7 @@ fn other_sources_and_unprovable_mounts_mean_the_disk() {
 #[test]
 fn a_dead_or_hung_daemon_means_the_disk_soon() {
     crate::require!(Fuse);
-    let fx = catalog();
-    let mut m = Mount::start(&fx, &[]);
+    let (fx, mut m) = mounted_catalog();
     let pid = m.pid() as i32;
     // Hung: the daemon stopped. The command waits a bounded time, then reads the disk.
     unsafe { libc::kill(pid, libc::SIGSTOP) };
@@ -269,13 +285,7 @@ fn a_dead_or_hung_daemon_means_the_disk_soon() {
     let (live, disk) = both(&fx, &["list", "--json"]);
     let took = t.elapsed();
     unsafe { libc::kill(pid, libc::SIGCONT) };
-    assert!(!from_mount(&live), "{}", stderr(&live));
-    assert!(
-        stderr(&live).contains("did not answer"),
-        "{}",
-        stderr(&live)
-    );
-    assert_eq!(live.stdout, disk.stdout);
+    disk_answered(&live, &disk, "did not answer");
     assert!(took < Duration::from_secs(10), "{took:?}");
     // Answers again once it runs.
     let (live, _) = both(&fx, &["list", "--json"]);
@@ -299,8 +309,7 @@ fn a_dead_or_hung_daemon_means_the_disk_soon() {
 #[test]
 fn answers_write_nothing() {
     crate::require!(Fuse);
-    let fx = catalog();
-    let m = Mount::start(&fx, &[]);
+    let (fx, m) = mounted_catalog();
     let before = snapshot(fx.tmp.path(), &m.dir);
     for _ in 0..3 {
         let (live, _) = both(&fx, &["list", "--json"]);
@@ -347,13 +356,7 @@ fn a_hard_link_changed_from_outside_is_seen() {
             format!("{{\"model_type\": \"llama\", \"n\": {i}}}")
         };
         fs::write(&outside, cfg).unwrap();
-        let (live, disk) = both(&fx, &["list", "--json", "--all"]);
-        assert!(from_mount(&live), "round {i}: {}", stderr(&live));
-        assert_eq!(
-            String::from_utf8_lossy(&live.stdout),
-            String::from_utf8_lossy(&disk.stdout),
-            "round {i}"
-        );
+        all_listed_by_mount(&fx, &format!("round {i}"));
     }
 }
 
@@ -362,8 +365,7 @@ fn a_hard_link_changed_from_outside_is_seen() {
 #[test]
 fn a_file_system_mounted_inside_is_seen() {
     crate::require!(Fuse, Root);
-    let fx = catalog();
-    let _m = Mount::start(&fx, &[]);
+    let (fx, _m) = mounted_catalog();
     let (live, _) = both(&fx, &["list", "--json"]);
     assert!(from_mount(&live), "{}", stderr(&live));
     let dir = fx.ws_home.join("on-tmpfs");
@@ -373,12 +375,8 @@ fn a_file_system_mounted_inside_is_seen() {
     let t = Tmpfs::new(dir.clone(), "size=1m");
     write_tree(&dir, &good_files());
     let (live, disk) = both(&fx, &["list", "--json"]);
-    assert!(from_mount(&live), "{}", stderr(&live));
+    mount_answered(&live, &disk, "");
     assert!(String::from_utf8_lossy(&disk.stdout).contains("on-tmpfs"));
-    assert_eq!(
-        String::from_utf8_lossy(&live.stdout),
-        String::from_utf8_lossy(&disk.stdout)
-    );
     // Its files now change with events.
     fs::remove_file(dir.join("model.safetensors")).unwrap();
     same_answer(&fx, &["list", "--json", "--all"], true);
@@ -419,12 +417,8 @@ fn re_pointed_source_links() {
     };
     repoint(&hf_link, &other_hf);
     let (live, disk) = both(&fx, &["list", "--json"]);
-    assert!(from_mount(&live), "{}", stderr(&live));
+    mount_answered(&live, &disk, "");
     assert!(String::from_utf8_lossy(&disk.stdout).contains("other/hub-model"));
-    assert_eq!(
-        String::from_utf8_lossy(&live.stdout),
-        String::from_utf8_lossy(&disk.stdout)
-    );
     repoint(&ws_link, &other_home);
     let (live, disk) = both(&fx, &["list", "--json"]);
     assert!(stderr(&live).contains("other sources"), "{}", stderr(&live));
@@ -454,18 +448,10 @@ fn relocated_models_are_watched() {
         write_tree(&away.join(&name), &good_files());
         symlink(away.join(&name), fx.ws_home.join(&name)).unwrap();
         fs::remove_file(away.join(&name).join("model.safetensors")).unwrap();
-        let (live, disk) = both(&fx, &["list", "--json", "--all"]);
-        assert!(from_mount(&live), "round {i}: {}", stderr(&live));
-        assert_eq!(
-            String::from_utf8_lossy(&live.stdout),
-            String::from_utf8_lossy(&disk.stdout),
-            "round {i}"
-        );
+        all_listed_by_mount(&fx, &format!("round {i}"));
         // Changed again after it was answered once.
         write_tree(&away.join(&name), &good_files());
-        let (live, disk) = both(&fx, &["list", "--json", "--all"]);
-        assert!(from_mount(&live), "round {i}: {}", stderr(&live));
-        assert_eq!(live.stdout, disk.stdout, "round {i}");
+        all_listed_by_mount(&fx, &format!("round {i}"));
     }
 }
 
@@ -474,8 +460,7 @@ fn relocated_models_are_watched() {
 #[test]
 fn a_file_system_over_the_mount_is_not_believed() {
     crate::require!(Fuse, Root);
-    let fx = catalog();
-    let m = Mount::start(&fx, &[]);
+    let (fx, m) = mounted_catalog();
     let mut reply = catalog_json(&m);
     assert_eq!(reply["current"], true);
     let status = fs::read(m.p(".mlxfs/status.json")).unwrap();
@@ -491,13 +476,7 @@ fn a_file_system_over_the_mount_is_not_believed() {
     )
     .unwrap();
     let (live, disk) = both(&fx, &["list", "--json"]);
-    assert!(!from_mount(&live), "{}", stderr(&live));
-    assert!(
-        stderr(&live).contains("not a file of the mlxfs mount"),
-        "{}",
-        stderr(&live)
-    );
-    assert_eq!(live.stdout, disk.stdout);
+    disk_answered(&live, &disk, "not a file of the mlxfs mount");
     drop(cover);
 }
 

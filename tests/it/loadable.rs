@@ -292,8 +292,7 @@ fn run_refuses_unreadable_weights_naming_them() {
 fn folders_one_may_list_but_not_enter_are_listed_with_their_reason() {
     crate::require!(Root);
     let fx = Fx::new();
-    let ws = fx.workspace("closed-ws", &good_files());
-    let inner = fx.workspace("closed-inner", &good_files());
+    let [ws, inner] = fx.good_workspaces(["closed-ws", "closed-inner"]);
     fs::create_dir_all(inner.join("extra")).unwrap();
     fs::write(inner.join("extra/notes.txt"), "x").unwrap();
     let repo = fx

@@ -6,7 +6,7 @@
 
 use serde_json::{Value, json};
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::support::cli::*;
@@ -25,11 +25,7 @@ fn run(fx: &Fx, args: &[&str]) -> Command {
 /// A refusal: the envelope's error type and message, with Python never started (`--python`
 /// points at nothing, which would be `python_not_found` had the run got that far).
 fn refused(fx: &Fx, args: &[&str]) -> (String, String) {
-    mlxfs(fx)
-        .arg("run")
-        .args(args)
-        .args(["--json", "--python", "/nonexistent/python"])
-        .refused()
+    run_before_python(fx, args).refused()
 }
 
 const VLM_ARGS: &[&str] = &[
@@ -41,6 +37,85 @@ const VLM_ARGS: &[&str] = &[
     "--max-tokens",
     "12",
 ];
+
+/// `MODEL PROMPT --image IMAGE` and [`VLM_ARGS`].
+fn vlm_args<'a>(model: &'a str, prompt: &'a str, image: &'a Path) -> Vec<&'a str> {
+    [
+        &[model, prompt, "--image", image.to_str().unwrap()][..],
+        VLM_ARGS,
+    ]
+    .concat()
+}
+
+/// `run tiny-vlm "Describe the image." --image IMAGE` (greedy, JSON): the data.
+fn described(fx: &Fx, image: &Path) -> Value {
+    run(fx, &vlm_args("tiny-vlm", "Describe the image.", image)).ok()
+}
+
+/// `run whisper-tiny-mlx --audio CLIP --json`.
+fn transcribe(fx: &Fx, clip: &Path) -> Command {
+    run(
+        fx,
+        &[
+            "whisper-tiny-mlx",
+            "--audio",
+            clip.to_str().unwrap(),
+            "--json",
+        ],
+    )
+}
+
+/// The test images' red.png and a tone.wav of `secs` seconds.
+fn media_files(fx: &Fx, secs: f64) -> (PathBuf, PathBuf) {
+    let png = images(&fx.tmp.path().join("img")).join("red.png");
+    let clip = fx.tmp.path().join("tone.wav");
+    wav(&clip, secs);
+    (png, clip)
+}
+
+/// A catalog with a text model `tiny`, a vision model `tiny-vlm` and a speech model
+/// `whisper-tiny-mlx`.
+fn all_kinds() -> Fx {
+    let fx = Fx::new();
+    crate::support::python::make_tiny(&fx, "tiny", &[]);
+    make_vlm(&fx, "tiny-vlm");
+    make_whisper(&fx, "whisper-tiny-mlx", &[]);
+    fx
+}
+
+/// A catalog with the speech model `whisper-tiny-mlx`, and its folder.
+fn with_whisper() -> (Fx, PathBuf) {
+    let fx = Fx::new();
+    let ws = make_whisper(&fx, "whisper-tiny-mlx", &[]);
+    (fx, ws)
+}
+
+/// `v[key]` is an error `[status, …]` whose item `at` (the type or the message) says `says`.
+#[track_caller]
+fn error_says(v: &Value, key: &str, status: u16, at: usize, says: &str) {
+    assert_eq!(v[key][0], status, "{key}: {v}");
+    assert!(v[key][at].as_str().unwrap().contains(says), "{key}: {v}");
+}
+
+/// `v[key]` is an error `[status, type, …]` of exactly this type.
+#[track_caller]
+fn error_type(v: &Value, key: &str, status: u16, ty: &str) {
+    assert_eq!(v[key][0], status, "{key}: {v}");
+    assert_eq!(v[key][1], ty, "{key}: {v}");
+}
+
+/// Python for [`openai`]: `ask(url, text, **create_args)` sends the image at `url` and `text`
+/// to `tiny-vlm`, giving the answer or `[status, type, message]`.
+const ASK_IMAGE_URL: &str = r#"
+def ask(url, text, **kw):
+    try:
+        r = c.chat.completions.create(model="tiny-vlm", **kw,
+            messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}},
+                                                   {"type": "text", "text": text}]}])
+        return r.choices[0].message.content
+    except openai.APIStatusError as e:
+        return [e.status_code, e.body.get("type"), e.body.get("message")]
+"#;
 
 /// mlx-vlm called directly on the same folder, image and prompt (its own chat template),
 /// greedy: what `run --image` must print.
@@ -64,11 +139,7 @@ print(json.dumps(text))
         .env("HF_HUB_OFFLINE", "1")
         .env("HF_HOME", ws.join(".direct-hf"))
         .succeeds();
-    serde_json::from_slice::<Value>(&o.stdout)
-        .unwrap()
-        .as_str()
-        .unwrap()
-        .to_string()
+    serde_json::from_slice::<String>(&o.stdout).unwrap()
 }
 
 #[test]
@@ -162,10 +233,7 @@ fn run_image_same_text_from_path_name_mount_subprocess_and_mlx_vlm() {
 #[test]
 fn media_refusals_come_before_python_starts() {
     crate::require!(Python);
-    let fx = Fx::new();
-    crate::support::python::make_tiny(&fx, "tiny", &[]);
-    make_vlm(&fx, "tiny-vlm");
-    make_whisper(&fx, "whisper-tiny-mlx", &[]);
+    let fx = all_kinds();
     make_whisper(&fx, "whisper-tiny.en-mlx", &["--english-only"]);
     let img = images(&fx.tmp.path().join("img"));
     let png = img.join("red.png");
@@ -295,8 +363,7 @@ print(json.dumps({"text": r["text"].strip(), "language": r["language"],
 #[test]
 fn run_audio_same_transcript_from_path_name_mount_and_mlx_whisper() {
     crate::require!(Python, Fuse);
-    let fx = Fx::new();
-    let ws = make_whisper(&fx, "whisper-tiny-mlx", &[]);
+    let (fx, ws) = with_whisper();
     // Like the mlx-community conversions: no tokenizer, no processor files.
     assert!(!ws.join("tokenizer.json").exists());
     assert!(!ws.join("preprocessor_config.json").exists());
@@ -367,36 +434,19 @@ fn run_audio_same_transcript_from_path_name_mount_and_mlx_whisper() {
     );
     assert!(String::from_utf8_lossy(&o.stderr).contains("transcribed"));
     // --language and --translate reach the model (the task and language are Whisper's).
-    let tr = run(
-        &fx,
-        &[
-            "whisper-tiny-mlx",
-            "--audio",
-            c,
-            "--json",
-            "--language",
-            "de",
-            "--translate",
-        ],
-    )
-    .ok();
+    let translated = |extra: &[&str]| {
+        let args = ["whisper-tiny-mlx", "--audio", c, "--json"];
+        run(
+            &fx,
+            &[&args[..], &["--language", "de", "--translate"], extra].concat(),
+        )
+        .ok()
+    };
+    let tr = translated(&[]);
     assert_eq!(tr["language"], "de");
     assert_eq!(tr["audio"]["task"], "translate");
     // mlx-knife's spelling, `--translate en`, is the same (and not a prompt word).
-    let tr2 = run(
-        &fx,
-        &[
-            "whisper-tiny-mlx",
-            "--audio",
-            c,
-            "--json",
-            "--language",
-            "de",
-            "--translate",
-            "en",
-        ],
-    )
-    .ok();
+    let tr2 = translated(&["en"]);
     assert_eq!(tr2["text"], tr["text"]);
     assert_eq!(tree_state(&fx.hf_home), before);
 }
@@ -408,8 +458,7 @@ fn run_audio_same_transcript_from_path_name_mount_and_mlx_whisper() {
 fn ctrl_c_stops_a_transcription() {
     use std::os::unix::process::CommandExt;
     crate::require!(Python);
-    let fx = Fx::new();
-    let ws = make_whisper(&fx, "whisper-tiny-mlx", &[]);
+    let (fx, ws) = with_whisper();
     let clip = fx.tmp.path().join("long.wav");
     wav(&clip, 1200.0); // 40 windows
     for (extra, group) in crate::support::python::CTRL_C {
@@ -481,8 +530,7 @@ open(f"{d}/tone-f32.wav", "wb").write(hdr + b"data" + struct.pack("<I", len(data
 #[test]
 fn common_audio_formats_decode_and_a_missing_decoder_is_named() {
     crate::require!(Python);
-    let fx = Fx::new();
-    make_whisper(&fx, "whisper-tiny-mlx", &[]);
+    let (fx, _) = with_whisper();
     let dir = fx.tmp.path().join("audio");
     fs::create_dir_all(&dir).unwrap();
     let clip = dir.join("tone.wav");
@@ -497,11 +545,7 @@ fn common_audio_formats_decode_and_a_missing_decoder_is_named() {
         ("tone-f32.wav", "wav"),
     ] {
         let f = dir.join(file);
-        let v = run(
-            &fx,
-            &["whisper-tiny-mlx", "--audio", f.to_str().unwrap(), "--json"],
-        )
-        .ok();
+        let v = transcribe(&fx, &f).ok();
         assert_eq!(v["audio"]["decoder"], decoder, "{file}: {v}");
         let secs = v["audio"]["seconds"].as_f64().unwrap();
         assert!((secs - 2.0).abs() < 0.15, "{file}: {secs} s");
@@ -531,18 +575,7 @@ fn common_audio_formats_decode_and_a_missing_decoder_is_named() {
     // A file that claims to be FLAC but is not: PyAV's own error, as invalid_media.
     let fake = dir.join("fake.flac");
     fs::write(&fake, b"fLaC\0\0\0\x22not really flac").unwrap();
-    let v = envelope(
-        &run(
-            &fx,
-            &[
-                "whisper-tiny-mlx",
-                "--audio",
-                fake.to_str().unwrap(),
-                "--json",
-            ],
-        )
-        .out(),
-    );
+    let v = envelope(&transcribe(&fx, &fake).out());
     assert_eq!(v["error"]["type"], "invalid_media", "{v}");
     // WAV headers are the file's word only: a sample rate of 1 Hz (a 2 s clip claiming 9
     // hours), no bits per sample, no samples at all — refused, not transcribed for minutes.
@@ -576,13 +609,7 @@ fn common_audio_formats_decode_and_a_missing_decoder_is_named() {
             "without audio samples",
         ),
     ] {
-        let v = envelope(
-            &run(
-                &fx,
-                &["whisper-tiny-mlx", "--audio", f.to_str().unwrap(), "--json"],
-            )
-            .out(),
-        );
+        let v = envelope(&transcribe(&fx, &f).out());
         assert_eq!(v["error"]["type"], want, "{v}");
         assert!(
             v["error"]["message"].as_str().unwrap().contains(text),
@@ -597,33 +624,9 @@ fn offline_media_runs_without_network() {
     let fx = Fx::new();
     make_vlm(&fx, "tiny-vlm");
     make_whisper(&fx, "whisper-tiny-mlx", &[]);
-    let img = images(&fx.tmp.path().join("img"));
-    let clip = fx.tmp.path().join("tone.wav");
-    wav(&clip, 1.0);
-    let online_v = run(
-        &fx,
-        &[
-            &[
-                "tiny-vlm",
-                "Describe.",
-                "--image",
-                img.join("red.png").to_str().unwrap(),
-            ],
-            VLM_ARGS,
-        ]
-        .concat(),
-    )
-    .ok();
-    let online_a = run(
-        &fx,
-        &[
-            "whisper-tiny-mlx",
-            "--audio",
-            clip.to_str().unwrap(),
-            "--json",
-        ],
-    )
-    .ok();
+    let (png, clip) = media_files(&fx, 1.0);
+    let online_v = run(&fx, &vlm_args("tiny-vlm", "Describe.", &png)).ok();
+    let online_a = transcribe(&fx, &clip).ok();
     let before = tree_state(&fx.hf_home);
     let unshared = |args: &[&str]| -> Value {
         let mut c = Command::new("unshare");
@@ -643,18 +646,7 @@ fn offline_media_runs_without_network() {
         assert_eq!(v["data"]["python"]["offline"], true);
         v["data"].clone()
     };
-    let v = unshared(
-        &[
-            &[
-                "tiny-vlm",
-                "Describe.",
-                "--image",
-                img.join("red.png").to_str().unwrap(),
-            ],
-            VLM_ARGS,
-        ]
-        .concat(),
-    );
+    let v = unshared(&vlm_args("tiny-vlm", "Describe.", &png));
     assert_eq!(v["text"], online_v["text"]);
     let a = unshared(&[
         "whisper-tiny-mlx",
@@ -669,40 +661,11 @@ fn offline_media_runs_without_network() {
 #[test]
 fn serve_images_and_transcriptions_through_the_openai_client() {
     crate::require!(Python);
-    let fx = Fx::new();
-    crate::support::python::make_tiny(&fx, "tiny", &[]);
-    make_vlm(&fx, "tiny-vlm");
-    make_whisper(&fx, "whisper-tiny-mlx", &[]);
-    let img = images(&fx.tmp.path().join("img"));
-    let png = img.join("red.png");
-    let clip = fx.tmp.path().join("tone.wav");
-    wav(&clip, 2.0);
+    let fx = all_kinds();
+    let (png, clip) = media_files(&fx, 2.0);
     let before = tree_state(&fx.hf_home);
-    let want_image = run(
-        &fx,
-        &[
-            &[
-                "tiny-vlm",
-                "Describe the image.",
-                "--image",
-                png.to_str().unwrap(),
-            ],
-            VLM_ARGS,
-        ]
-        .concat(),
-    )
-    .ok()["text"]
-        .clone();
-    let want_audio = run(
-        &fx,
-        &[
-            "whisper-tiny-mlx",
-            "--audio",
-            clip.to_str().unwrap(),
-            "--json",
-        ],
-    )
-    .ok();
+    let want_image = described(&fx, &png)["text"].clone();
+    let want_audio = transcribe(&fx, &clip).ok();
     // A stop sequence: two characters from the middle of the text (or one past its end).
     let chars: Vec<char> = want_image.as_str().unwrap().chars().collect();
     let stop: String = if chars.len() >= 4 {
@@ -824,22 +787,10 @@ print(json.dumps(out))
     assert_eq!(v["stop_stream"], cut.as_str(), "{v}");
     assert_eq!(v["logprobs"][0], 422, "{v}");
     assert_eq!(v["text_only"], true);
-    assert_eq!(v["text_model_image"][0], 422, "{v}");
-    assert!(
-        v["text_model_image"][2]
-            .as_str()
-            .unwrap()
-            .contains("cannot take images"),
-        "{v}"
-    );
+    error_says(&v, "text_model_image", 422, 2, "cannot take images");
     assert_eq!(v["whisper_chat"][0], 422, "{v}");
-    assert_eq!(v["remote"][0], 400, "{v}");
-    assert!(
-        v["remote"][2].as_str().unwrap().contains("does not fetch"),
-        "{v}"
-    );
-    assert_eq!(v["bad_image"][0], 400, "{v}");
-    assert_eq!(v["bad_image"][1], "invalid_media", "{v}");
+    error_says(&v, "remote", 400, 2, "does not fetch");
+    error_type(&v, "bad_image", 400, "invalid_media");
     let text = want_audio["text"].as_str().unwrap();
     assert_eq!(v["json"], text, "{v}");
     assert_eq!(v["text"].as_str().unwrap().trim_end(), text, "{v}");
@@ -859,8 +810,7 @@ print(json.dumps(out))
     assert!(v["translation"].is_string());
     assert_eq!(v["text_model_audio"][0], 422, "{v}");
     assert_eq!(v["bad_language"][0], 400, "{v}");
-    assert_eq!(v["not_audio"][0], 400, "{v}");
-    assert_eq!(v["not_audio"][1], "invalid_media", "{v}");
+    error_type(&v, "not_audio", 400, "invalid_media");
     // Word timestamps (issue 25 §2: they were silently dropped): OpenAI's `words`, in order,
     // each within the first 30-second window; segments only when asked for too; refused
     // outside verbose_json and for an unknown granularity. (mlx-whisper seeks by words then:
@@ -877,39 +827,17 @@ print(json.dumps(out))
     }
     assert_eq!(v["both"][0].as_u64(), Some(words.len() as u64), "{v}");
     assert!(v["both"][1].as_u64().unwrap() >= 1, "{v}");
-    assert_eq!(v["words_in_json"][0], 400, "{v}");
-    assert!(
-        v["words_in_json"][2]
-            .as_str()
-            .unwrap()
-            .contains("verbose_json"),
-        "{v}"
-    );
+    error_says(&v, "words_in_json", 400, 2, "verbose_json");
     assert_eq!(v["granularity"][0], 400, "{v}");
     // Form fields that are not honoured are refused, naming them (they were ignored).
-    assert_eq!(v["unknown_field"][0], 400, "{v}");
-    assert!(
-        v["unknown_field"][1]
-            .as_str()
-            .unwrap()
-            .contains("`diarize`"),
-        "{v}"
-    );
+    error_says(&v, "unknown_field", 400, 1, "`diarize`");
     assert_eq!(v["stream_field"][0], 400, "{v}");
     assert_eq!(v["stream_false"], json!([200, null]), "{v}");
     // A prompt over a vision model's context is refused before any token is processed, as
     // a text model's.
-    assert_eq!(v["vlm_long"][0], 400, "{v}");
-    assert_eq!(v["vlm_long"][1], "context_length_exceeded", "{v}");
+    error_type(&v, "vlm_long", 400, "context_length_exceeded");
     // A vision model refuses the sampling fields mlx-vlm is not given.
-    assert_eq!(v["vlm_top_k"][0], 422, "{v}");
-    assert!(
-        v["vlm_top_k"][2]
-            .as_str()
-            .unwrap()
-            .contains("`top_k`, `min_p`"),
-        "{v}"
-    );
+    error_says(&v, "vlm_top_k", 422, 2, "`top_k`, `min_p`");
     // Every worker ran under its model's own isolated cache; the shared cache is untouched.
     let h = get_json(&s.addr, "/health", &[]).1;
     assert!(!h["workers"].as_array().unwrap().is_empty(), "{h}");
@@ -923,21 +851,7 @@ fn serve_fetches_image_urls_only_when_allowed() {
     make_vlm(&fx, "tiny-vlm");
     let img = images(&fx.tmp.path().join("img"));
     let png = img.join("red.png");
-    let want = run(
-        &fx,
-        &[
-            &[
-                "tiny-vlm",
-                "Describe the image.",
-                "--image",
-                png.to_str().unwrap(),
-            ],
-            VLM_ARGS,
-        ]
-        .concat(),
-    )
-    .ok()["text"]
-        .clone();
+    let want = described(&fx, &png)["text"].clone();
     // A file server on loopback (the only kind of address a test may fetch from).
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -971,17 +885,10 @@ fn serve_fetches_image_urls_only_when_allowed() {
     let v = openai(
         &public.url(),
         &format!(
-            r#"
-def ask(url):
-    try:
-        c.chat.completions.create(model="tiny-vlm", max_tokens=4,
-            messages=[{{"role": "user", "content": [{{"type": "image_url", "image_url": {{"url": url}}}},
-                                                    {{"type": "text", "text": "?"}}]}}])
-        return "fetched"
-    except openai.APIStatusError as e:
-        return [e.status_code, e.body.get("type"), e.body.get("message")]
-print(json.dumps([ask(u) for u in ["http://127.0.0.1:{port}/red.png", "http://localhost:{port}/red.png",
-                                   "http://2130706433:{port}/red.png", "http://[::1]:{port}/red.png"]]))
+            r#"{ASK_IMAGE_URL}
+print(json.dumps([ask(u, "?", max_tokens=4) for u in [
+    "http://127.0.0.1:{port}/red.png", "http://localhost:{port}/red.png",
+    "http://2130706433:{port}/red.png", "http://[::1]:{port}/red.png"]]))
 "#
         ),
     );
@@ -1005,27 +912,20 @@ print(json.dumps([ask(u) for u in ["http://127.0.0.1:{port}/red.png", "http://lo
     let v = openai(
         &s.url(),
         &format!(
-            r#"
-def ask(url):
-    try:
-        r = c.chat.completions.create(model="tiny-vlm", max_tokens=12, temperature=0,
-            extra_body={{"repetition_penalty": 1}},
-            messages=[{{"role": "user", "content": [{{"type": "image_url", "image_url": {{"url": url}}}},
-                                                    {{"type": "text", "text": "Describe the image."}}]}}])
-        return r.choices[0].message.content
-    except openai.APIStatusError as e:
-        return [e.status_code, e.body.get("type"), e.body.get("message")]
-print(json.dumps({{"ok": ask("http://127.0.0.1:{port}/red.png"),
-                  "missing": ask("http://127.0.0.1:{port}/nothing.png"),
-                  "gif": ask("http://127.0.0.1:{port}/red.gif")}}))
+            r#"{ASK_IMAGE_URL}
+def describe(url):
+    return ask(url, "Describe the image.", max_tokens=12, temperature=0,
+               extra_body={{"repetition_penalty": 1}})
+print(json.dumps({{"ok": describe("http://127.0.0.1:{port}/red.png"),
+                  "missing": describe("http://127.0.0.1:{port}/nothing.png"),
+                  "gif": describe("http://127.0.0.1:{port}/red.gif")}}))
 "#
         ),
     );
     let _ = files.kill();
     let _ = files.wait();
     assert_eq!(v["ok"], want, "{v}");
-    assert_eq!(v["missing"][0], 400, "{v}");
-    assert_eq!(v["missing"][1], "invalid_media", "{v}");
+    error_type(&v, "missing", 400, "invalid_media");
     assert_eq!(v["gif"][1], "invalid_media", "{v}");
 }
 
@@ -1035,36 +935,9 @@ fn serve_loads_vision_and_speech_models_through_a_mount() {
     let fx = Fx::new();
     make_vlm(&fx, "tiny-vlm");
     let ws = make_whisper(&fx, "whisper-tiny-mlx", &[]);
-    let img = images(&fx.tmp.path().join("img"));
-    let png = img.join("red.png");
-    let clip = fx.tmp.path().join("tone.wav");
-    wav(&clip, 1.0);
-    let want_image = run(
-        &fx,
-        &[
-            &[
-                "tiny-vlm",
-                "Describe the image.",
-                "--image",
-                png.to_str().unwrap(),
-            ],
-            VLM_ARGS,
-        ]
-        .concat(),
-    )
-    .ok()["text"]
-        .clone();
-    let want_audio = run(
-        &fx,
-        &[
-            "whisper-tiny-mlx",
-            "--audio",
-            clip.to_str().unwrap(),
-            "--json",
-        ],
-    )
-    .ok()["text"]
-        .clone();
+    let (png, clip) = media_files(&fx, 1.0);
+    let want_image = described(&fx, &png)["text"].clone();
+    let want_audio = transcribe(&fx, &clip).ok()["text"].clone();
     let m = Mount::start(&fx, &[]);
     let (v, a) = (m.dir.join("tiny-vlm"), m.dir.join("whisper-tiny-mlx"));
     let s = Served::start(

@@ -327,16 +327,14 @@ fn virtual_files_render_the_catalog() {
     assert!(st["read_mode"] == "passthrough" || st["read_mode"] == "daemon");
     // Reading in small pieces gives the same bytes as one read.
     let mut f = fs::File::open(m.p(".mlxfs/models.json")).unwrap();
-    let mut pieces = Vec::new();
     let mut buf = [0u8; 7];
-    loop {
+    let pieces: Vec<u8> = std::iter::from_fn(|| {
         use std::io::Read;
         let n = f.read(&mut buf).unwrap();
-        if n == 0 {
-            break;
-        }
-        pieces.extend_from_slice(&buf[..n]);
-    }
+        (n > 0).then(|| buf[..n].to_vec())
+    })
+    .flatten()
+    .collect();
     assert_eq!(pieces, list.stdout);
 }
 

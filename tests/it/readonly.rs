@@ -69,8 +69,7 @@ fn show_json(fx: &Fx, name: &str) -> Value {
 fn the_catalog_places_the_cache_of_a_workspace_nobody_may_write() {
     crate::require!(Root);
     let fx = Fx::new();
-    let rw = fx.workspace("rw", &good_files());
-    let ro = fx.workspace("ro", &good_files());
+    let [rw, ro] = fx.good_workspaces(["rw", "ro"]);
     let _ro = ReadOnly::new(&ro);
     let c = ModelRef::workspace(rw.clone(), "rw".into()).isolated_cache();
     assert_eq!(

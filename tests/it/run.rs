@@ -173,17 +173,7 @@ fn unhealthy_and_incompatible_models_are_refused_before_python_starts() {
         ("broken", "model_unhealthy"),
         ("torchy", "model_incompatible"),
     ] {
-        let o = mlxfs(&fx)
-            .args([
-                "run",
-                name,
-                "hi",
-                "--json",
-                "--python",
-                "/nonexistent/python",
-            ])
-            .output()
-            .unwrap();
+        let o = run_before_python(&fx, &[name, "hi"]).output().unwrap();
         let v: Value = serde_json::from_slice(&o.stdout).unwrap();
         assert_eq!(v["error"]["type"], kind, "{v}");
     }
@@ -196,10 +186,7 @@ fn empty_prompts_and_bad_numbers_are_refused() {
     let fx = Fx::new();
     fx.workspace("ok", &good_files());
     for (args, stdin) in [(&["ok", ""][..], ""), (&["ok", "-"], " \n\t")] {
-        let mut child = mlxfs(&fx)
-            .arg("run")
-            .args(args)
-            .args(["--json", "--python", "/nonexistent/python"])
+        let mut child = run_before_python(&fx, args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -244,17 +231,7 @@ fn a_pytorch_labelled_checkpoint_is_refused_with_both_ways_out_and_runs_with_for
     assert_eq!(v["data"]["model"]["runtime_compatible"], false);
     // Refused before Python starts (a Python that does not exist is never reached), and the
     // message names both ways out.
-    let o = mlxfs(&fx)
-        .args([
-            "run",
-            "plain",
-            "hi",
-            "--json",
-            "--python",
-            "/nonexistent/python",
-        ])
-        .output()
-        .unwrap();
+    let o = run_before_python(&fx, &["plain", "hi"]).output().unwrap();
     let v = exited(&o, 1);
     assert_eq!(v["error"]["type"], "model_incompatible", "{v}");
     let msg = v["error"]["message"].as_str().unwrap();
@@ -279,16 +256,7 @@ fn a_pytorch_labelled_checkpoint_is_refused_with_both_ways_out_and_runs_with_for
     let mut c: Value = serde_json::from_slice(&fs::read(&cfg).unwrap()).unwrap();
     c["model_file"] = "modeling.py".into();
     fs::write(&cfg, c.to_string()).unwrap();
-    let o = mlxfs(&fx)
-        .args([
-            "run",
-            "plain",
-            "hi",
-            "--json",
-            "--force",
-            "--python",
-            "/nonexistent/python",
-        ])
+    let o = run_before_python(&fx, &["plain", "hi", "--force"])
         .output()
         .unwrap();
     let v = envelope(&o);
@@ -323,32 +291,22 @@ fn workspace_cache_chooses_the_isolated_cache_and_cache_dir_is_its_alias() {
 fn prompt_from_stdin_and_no_stream() {
     crate::require!(Python);
     let (fx, _ws) = with_tiny();
-    let mut child = mlxfs(&fx)
-        .args([
-            "run",
-            "tiny",
-            "-",
-            "--max-tokens",
-            "5",
-            "--no-stream",
-            "--seed",
-            "3",
-            "--python",
-        ])
-        .arg(venv_dir())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"Explain FUSE")
-        .unwrap();
-    let o: Output = child.wait_with_output().unwrap();
+    let o = output_with_stdin(
+        mlxfs(&fx)
+            .args([
+                "run",
+                "tiny",
+                "-",
+                "--max-tokens",
+                "5",
+                "--no-stream",
+                "--seed",
+                "3",
+                "--python",
+            ])
+            .arg(venv_dir()),
+        b"Explain FUSE",
+    );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let o2 = mlxfs(&fx)
         .args([
@@ -416,10 +374,7 @@ fn ctrl_c_stops_generation_cleanly() {
             sent.elapsed()
         );
         assert_eq!(status.code(), Some(130), "{case}: {err}");
-        assert!(
-            err.contains("interrupted") && err.contains("tokens/s"),
-            "{case}: {err}"
-        );
+        says_with_summary(&err, "interrupted", &case);
     }
 }
 
@@ -473,20 +428,12 @@ fn a_prompt_over_128_kib_reaches_a_subprocess() {
     let ws = make_tiny(&fx, "long", &[]);
     break_layers(&ws);
     let prompt = "word ".repeat(40_000);
-    let mut child = mlxfs(&fx)
-        .args(["run", "long", "-", "--json", "--subprocess", "--python"])
-        .arg(venv_dir())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write;
-        let mut input = child.stdin.take().unwrap();
-        input.write_all(prompt.as_bytes()).unwrap();
-    }
-    let o = child.wait_with_output().unwrap();
+    let o = output_with_stdin(
+        mlxfs(&fx)
+            .args(["run", "long", "-", "--json", "--subprocess", "--python"])
+            .arg(venv_dir()),
+        prompt.as_bytes(),
+    );
     let v: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["error"]["type"], "load_failed", "{v}");
 }
@@ -506,6 +453,15 @@ fn run_with(fx: &Fx, model: &str, extra: &[&str], vars: &[(&str, &Path)]) -> Out
     use std::io::Write;
     let _ = child.stdin.take().unwrap().write_all(b"y\ny\ny\n");
     child.wait_with_output().unwrap()
+}
+
+/// stderr `err` says `says`, and has mlxfs's summary (tokens/s); `at` names the case.
+#[track_caller]
+fn says_with_summary(err: &str, says: &str, at: &str) {
+    assert!(
+        err.contains(says) && err.contains("tokens/s"),
+        "{at}: {err}"
+    );
 }
 
 const MODES: [&[&str]; 2] = [&[], &["--subprocess"]];
@@ -542,8 +498,7 @@ fn a_tokenizer_that_needs_custom_code_is_refused_in_both_modes() {
             let o = run_with(&fx, "qwenish", &[&["--json"], mode].concat(), &[]);
             assert_eq!(o.status.code(), Some(1), "{mode:?}");
             let v = envelope(&o);
-            assert_eq!(v["error"]["type"], "remote_code_required", "{mode:?} {v}");
-            let msg = v["error"]["message"].as_str().unwrap();
+            let msg = error_message(&v, "remote_code_required");
             assert!(
                 msg.contains("tokenizer_config.json")
                     && msg.contains("tokenization_qwen.QWenTokenizer"),
@@ -623,10 +578,7 @@ fn what_libraries_print_never_reaches_stdout() {
         assert_eq!(o.stdout, plain.stdout, "{mode:?}");
         // Its stderr is passed on live, and mlxfs's summary starts on a line of its own.
         let err = String::from_utf8_lossy(&o.stderr);
-        assert!(
-            err.contains("stub on stderr, no newline\n") && err.contains("tokens/s"),
-            "{err}"
-        );
+        says_with_summary(&err, "stub on stderr, no newline\n", "");
     }
 }
 
@@ -665,11 +617,10 @@ fn a_failing_python_side_shows_what_it_printed() {
         let o = run_with(&fx, "tiny", mode, &[("PYTHONPATH", &stub)]);
         assert_eq!(o.status.code(), Some(1));
         assert!(o.stdout.is_empty());
-        let err = String::from_utf8_lossy(&o.stderr);
-        assert!(
-            err.contains("run: Error: ValueError")
-                && err.contains("Python's stdout ended with:\n  | MARKER-OUT: said on stdout"),
-            "{err}"
+        stderr_has(&o, "run: Error: ValueError");
+        stderr_has(
+            &o,
+            "Python's stdout ended with:\n  | MARKER-OUT: said on stdout",
         );
     }
 }
@@ -987,15 +938,7 @@ fn a_draft_from_the_catalog_and_drafts_that_cannot_be() {
     // Refused before Python starts (the Python does not exist): a path that is not there, a
     // name that is neither in the catalog nor a hub id.
     for (spec, kind) in [("./nope", "model_not_found"), ("nope", "model_not_found")] {
-        let o = mlxfs(&fx)
-            .args([
-                "run",
-                "tiny",
-                "hi",
-                "--json",
-                "--python",
-                "/nonexistent/python",
-            ])
+        let o = run_before_python(&fx, &["tiny", "hi"])
             .args(["--draft-model", spec])
             .output()
             .unwrap();

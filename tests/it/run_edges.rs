@@ -407,8 +407,7 @@ fn a_prompt_over_the_context_length_is_refused() {
         let v: Value = serde_json::from_slice(&o.stdout)
             .unwrap_or_else(|e| panic!("{e}: {}\n{}", text(&o.stdout), text(&o.stderr)));
         assert_eq!(o.status.code(), Some(1), "{extra:?}");
-        assert_eq!(v["error"]["type"], "context_length_exceeded", "{v}");
-        let m = v["error"]["message"].as_str().unwrap();
+        let m = error_message(&v, "context_length_exceeded");
         assert!(
             m.starts_with("the prompt is ")
                 && m.ends_with(" tokens; this model's context length is 512"),
@@ -434,8 +433,7 @@ fn a_prompt_over_the_context_length_is_refused() {
         .output()
         .unwrap();
     let v: Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(v["error"]["type"], "context_length_exceeded", "{v}");
-    let m = v["error"]["message"].as_str().unwrap();
+    let m = error_message(&v, "context_length_exceeded");
     assert!(
         m.starts_with("the prompt is at least ")
             && m.ends_with("this model's context length is 4096"),

@@ -14,6 +14,12 @@ use crate::support::python::*;
 use crate::support::serve::*;
 use crate::support::*;
 
+/// The header `name` of the answer to `GET path` with these request headers.
+fn get_header(s: &Served, path: &str, headers: &[(&str, &str)], name: &str) -> Option<String> {
+    let (_, hd, _) = http(&s.addr, "GET", path, headers, b"");
+    header(&hd, name).map(str::to_string)
+}
+
 fn header<'a>(h: &'a [(String, String)], k: &str) -> Option<&'a str> {
     h.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str())
 }
@@ -100,14 +106,11 @@ fn the_catalog_routes_errors_and_auth() {
     let (st, _) = get_json(&s.addr, "/v1/models", &[("Authorization", "Bearer nope")]);
     assert_eq!(st, 401);
     // The client's request id is kept.
-    let (_, hd, _) = http(
-        &s.addr,
-        "GET",
-        "/health",
-        &[("X-Request-ID", "abc-123")],
-        b"",
+    let id = [("X-Request-ID", "abc-123")];
+    assert_eq!(
+        get_header(&s, "/health", &id, "x-request-id").as_deref(),
+        Some("abc-123")
     );
-    assert_eq!(header(&hd, "x-request-id"), Some("abc-123"));
 
     // Errors, each with the envelope.
     let chat =
@@ -173,17 +176,8 @@ fn the_catalog_routes_errors_and_auth() {
         "/v1/chat/completions",
         "/v1/audio/transcriptions",
     ] {
-        let mut c = TcpStream::connect(&s.addr).unwrap();
-        c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        write!(c, "POST {route} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cret\r\nContent-Type: application/json\r\nContent-Length: 100000000\r\n\r\n{{").unwrap();
-        let t0 = Instant::now();
-        let mut head = [0u8; 12];
-        c.read_exact(&mut head).unwrap();
-        assert!(
-            t0.elapsed() < Duration::from_secs(5),
-            "{route}: {:?}",
-            t0.elapsed()
-        );
+        let (head, took) = announce_body(&s.addr, route, "s3cret", 100_000_000);
+        assert!(took < Duration::from_secs(5), "{route}: {took:?}");
         assert_eq!(&head, b"HTTP/1.1 413", "{route}");
     }
     // 8 MiB for most routes; chat completions carry images (32 MiB).
@@ -333,6 +327,69 @@ fn run_text(fx: &Fx, model: &str, prompt: &str, max_tokens: u32) -> String {
 
 fn health(s: &Served) -> Value {
     get_json(&s.addr, "/health", &[]).1
+}
+
+/// The tiny model as the workspace `tiny`, served with `--model tiny`.
+fn serving_tiny() -> (Fx, Served) {
+    let fx = Fx::new();
+    make_tiny(&fx, "tiny", &[]);
+    let s = Served::start(&fx, &["--model", "tiny"]);
+    (fx, s)
+}
+
+/// POSTs a JSON `body` to /v1/chat/completions: the status and the raw answer (a stream's
+/// events as sent).
+fn post_chat_raw(addr: &str, body: &str) -> (u16, String) {
+    let (st, _, raw) = http(
+        addr,
+        "POST",
+        "/v1/chat/completions",
+        &[("Content-Type", "application/json")],
+        body.as_bytes(),
+    );
+    (st, String::from_utf8_lossy(&raw).into_owned())
+}
+
+/// Waits (`secs` at the most) until a request is in the server's queue.
+fn wait_queued(s: &Served, secs: u64) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while health(s)["queue_depth"].as_u64() == Some(0) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// `tiny`'s chat request "Explain FUSE" with these `fields`, and `max_tokens` unless null.
+fn explain_fuse(fields: Value, max_tokens: Value) -> Value {
+    let mut b = json!({"model": "tiny", "messages": [{"role": "user", "content": "Explain FUSE"}]});
+    for (k, v) in fields.as_object().unwrap() {
+        b[k] = v.clone();
+    }
+    if !max_tokens.is_null() {
+        b["max_tokens"] = max_tokens;
+    }
+    b
+}
+
+/// Sends the head of a POST to `route` with the key, announcing a body of `length` bytes of
+/// which it sends only `{`: the first 12 bytes of the answer and how long they took.
+fn announce_body(addr: &str, route: &str, key: &str, length: u64) -> ([u8; 12], Duration) {
+    let mut c = TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(c, "POST {route} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\nContent-Length: {length}\r\n\r\n{{").unwrap();
+    let t0 = Instant::now();
+    let mut head = [0u8; 12];
+    c.read_exact(&mut head).unwrap();
+    (head, t0.elapsed())
+}
+
+/// A greedy stream of `tiny`'s answer to "Explain FUSE" (`max_tokens` unless null) started
+/// in a thread of its own, once it is in the server's queue: the thread gives the raw answer.
+fn stream_in_flight(s: &Served, max_tokens: Value) -> std::thread::JoinHandle<String> {
+    let body = explain_fuse(json!({"temperature": 0, "stream": true}), max_tokens);
+    let addr = s.addr.clone();
+    let t = std::thread::spawn(move || post_chat_raw(&addr, &body.to_string()).1);
+    wait_queued(s, 20);
+    t
 }
 
 fn worker_pids(s: &Served) -> Vec<i32> {
@@ -555,14 +612,8 @@ fn workers_concurrency_eviction_failures_and_shutdown() {
             let addr = s.addr.clone();
             let body = chat("tiny", true, 16).to_string();
             std::thread::spawn(move || {
-                let (st, _, raw) = http(
-                    &addr,
-                    "POST",
-                    "/v1/chat/completions",
-                    &[("Content-Type", "application/json")],
-                    body.as_bytes(),
-                );
-                let text: String = String::from_utf8_lossy(&raw)
+                let (st, raw) = post_chat_raw(&addr, &body);
+                let text: String = raw
                     .lines()
                     .filter_map(|l| l.strip_prefix("data: "))
                     .filter(|d| *d != "[DONE]")
@@ -584,13 +635,16 @@ fn workers_concurrency_eviction_failures_and_shutdown() {
     // LRU at --max-loaded 1: loading tiny2 stops tiny's worker.
     let first = worker_pids(&s);
     assert_eq!(first.len(), 1);
-    let (st, v) = post_json(
-        &s.addr,
-        "/v1/chat/completions",
-        &[],
-        &chat("tiny2", false, 4),
-    );
-    assert_eq!(st, 200, "{v}");
+    let answered = || {
+        let (st, v) = post_json(
+            &s.addr,
+            "/v1/chat/completions",
+            &[],
+            &chat("tiny2", false, 4),
+        );
+        assert_eq!(st, 200, "{v}");
+    };
+    answered();
     assert!(
         wait_gone(&first, 40),
         "the least recently used worker was not stopped"
@@ -601,10 +655,7 @@ fn workers_concurrency_eviction_failures_and_shutdown() {
     let addr = s.addr.clone();
     let long = chat("tiny2", false, 0);
     let t = std::thread::spawn(move || post_json(&addr, "/v1/chat/completions", &[], &long));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while health(&s)["queue_depth"].as_u64() == Some(0) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_queued(&s, 30);
     unsafe { libc::kill(pid, libc::SIGKILL) };
     let (st, v) = t.join().unwrap();
     assert_eq!(
@@ -612,13 +663,7 @@ fn workers_concurrency_eviction_failures_and_shutdown() {
         (500, Some("worker_failed")),
         "{v}"
     );
-    let (st, v) = post_json(
-        &s.addr,
-        "/v1/chat/completions",
-        &[],
-        &chat("tiny2", false, 4),
-    );
-    assert_eq!(st, 200, "{v}");
+    answered();
     // A client that goes away cancels its generation.
     {
         let mut c = TcpStream::connect(&s.addr).unwrap();
@@ -755,14 +800,11 @@ fn loads_revisions_and_request_checks() {
         "{v}"
     );
     // CORS `*`: any origin, no credentials.
-    let (_, hd, _) = http(
-        &s.addr,
-        "GET",
-        "/v1/models",
-        &[("Origin", "https://example.test")],
-        b"",
+    let origin = [("Origin", "https://example.test")];
+    assert_eq!(
+        get_header(&s, "/v1/models", &origin, "access-control-allow-origin").as_deref(),
+        Some("*")
     );
-    assert_eq!(header(&hd, "access-control-allow-origin"), Some("*"));
     drop(s);
     // `bearer` in any case; a body announced and never sent is answered, not waited for.
     let s = Served::start(
@@ -792,13 +834,8 @@ fn loads_revisions_and_request_checks() {
         );
     }
     {
-        let mut c = TcpStream::connect(&s.addr).unwrap();
-        c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        write!(c, "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k1\r\nContent-Type: application/json\r\nContent-Length: 5000\r\n\r\n{{").unwrap();
-        let t0 = Instant::now();
-        let mut head = [0u8; 12];
-        c.read_exact(&mut head).unwrap();
-        assert!(t0.elapsed() < Duration::from_secs(10));
+        let (head, took) = announce_body(&s.addr, "/v1/chat/completions", "k1", 5000);
+        assert!(took < Duration::from_secs(10));
         assert!(
             head.starts_with(b"HTTP/1.1 4"),
             "{}",
@@ -807,18 +844,17 @@ fn loads_revisions_and_request_checks() {
     }
     let (st, _) = get_json(&s.addr, "/v1/models", &[("Authorization", "bearer k1")]);
     assert_eq!(st, 200);
-    let (_, hd, _) = http(
-        &s.addr,
-        "GET",
-        "/v1/models",
-        &[
-            ("Authorization", "bearer k1"),
-            ("Origin", "https://example.test"),
-        ],
-        b"",
-    );
+    let auth_and_origin = [
+        ("Authorization", "bearer k1"),
+        ("Origin", "https://example.test"),
+    ];
     assert_eq!(
-        header(&hd, "access-control-allow-origin"),
+        get_header(
+            &s,
+            "/v1/models",
+            &auth_and_origin,
+            "access-control-allow-origin"
+        ),
         None,
         "CORS is off unless asked for"
     );
@@ -831,22 +867,7 @@ fn sigterm_during_a_stream_is_an_error_not_a_finish() {
     crate::require!(Python);
     let fx = with_tiny();
     let mut s = Served::start(&fx, &["--model", "tiny", "--shutdown-grace", "0"]);
-    let addr = s.addr.clone();
-    let t = std::thread::spawn(move || {
-        let body = json!({"model": "tiny", "messages": [{"role": "user", "content": "Explain FUSE"}], "temperature": 0, "stream": true}).to_string();
-        let (_, _, raw) = http(
-            &addr,
-            "POST",
-            "/v1/chat/completions",
-            &[("Content-Type", "application/json")],
-            body.as_bytes(),
-        );
-        String::from_utf8_lossy(&raw).into_owned()
-    });
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while health(&s)["queue_depth"].as_u64() == Some(0) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let t = stream_in_flight(&s, Value::Null);
     let pids = worker_pids(&s);
     assert_eq!(s.terminate(), Some(0), "{}", s.log());
     let raw = t.join().unwrap();
@@ -872,25 +893,7 @@ fn ctrl_c_in_the_terminal_lets_streams_finish() {
     // A context of a million tokens: the answer is long enough to be in flight at the signal.
     let (fx, _ws) = with_endless_tiny();
     let mut s = Served::start_in_own_group(&fx, &["--model", "tiny", "--shutdown-grace", "120"]);
-    let addr = s.addr.clone();
-    let t = std::thread::spawn(move || {
-        let body =
-            json!({"model": "tiny", "messages": [{"role": "user", "content": "Explain FUSE"}],
-            "temperature": 0, "max_tokens": 4000, "stream": true})
-            .to_string();
-        let (_, _, raw) = http(
-            &addr,
-            "POST",
-            "/v1/chat/completions",
-            &[("Content-Type", "application/json")],
-            body.as_bytes(),
-        );
-        String::from_utf8_lossy(&raw).into_owned()
-    });
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while health(&s)["queue_depth"].as_u64() == Some(0) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let t = stream_in_flight(&s, json!(4000));
     let pids = worker_pids(&s);
     assert_eq!(
         s.interrupt_group(Duration::from_secs(150)),
@@ -1192,6 +1195,8 @@ fn bad_requests() -> Vec<(&'static str, Value, u16, &'static str)> {
     };
     let msg = |m: Value| chat(json!({"messages": [m]}));
     let vocab = "not in this model's vocabulary of 384 tokens (ids 0 to 383)";
+    let seed = "`seed` must be a whole number";
+    let max_tokens = "`max_tokens` must be a whole number from 1 to 3000";
     let cases: Vec<((&'static str, Value), u16, &'static str)> = vec![
         (completion(json!({"logit_bias": {"384": 1}})), 400, vocab),
         (chat(json!({"logit_bias": {"999999": 1}})), 400, vocab),
@@ -1218,26 +1223,10 @@ fn bad_requests() -> Vec<(&'static str, Value, u16, &'static str)> {
         ),
         (chat(json!({"n": 2})), 400, "`n` must be 1"),
         (chat(json!({"n": 0})), 400, "`n` must be 1"),
-        (
-            completion(json!({"seed": 1.5})),
-            400,
-            "`seed` must be a whole number",
-        ),
-        (
-            completion(json!({"seed": 1e30})),
-            400,
-            "`seed` must be a whole number",
-        ),
-        (
-            completion(json!({"max_tokens": 0})),
-            400,
-            "`max_tokens` must be a whole number from 1 to 3000",
-        ),
-        (
-            completion(json!({"max_tokens": -1e30})),
-            400,
-            "`max_tokens` must be a whole number from 1 to 3000",
-        ),
+        (completion(json!({"seed": 1.5})), 400, seed),
+        (completion(json!({"seed": 1e30})), 400, seed),
+        (completion(json!({"max_tokens": 0})), 400, max_tokens),
+        (completion(json!({"max_tokens": -1e30})), 400, max_tokens),
         (
             completion(json!({"suffix": "end"})),
             400,
@@ -1263,11 +1252,7 @@ fn bad_requests() -> Vec<(&'static str, Value, u16, &'static str)> {
             422,
             "`tools` cannot be used with this model",
         ),
-        (
-            chat(json!({"max_tokens": 4000})),
-            400,
-            "`max_tokens` must be a whole number from 1 to 3000",
-        ),
+        (chat(json!({"max_tokens": 4000})), 400, max_tokens),
         (
             completion(json!({"top_k": 1_000_001})),
             400,
@@ -1363,10 +1348,7 @@ fn bad_values_never_reach_the_worker_and_harm_no_stream() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while health(&s)["queue_depth"].as_u64() == Some(0) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_queued(&s, 30);
     let mut rounds_during_stream = 0;
     let mut sent = 0u64;
     loop {
@@ -1443,17 +1425,11 @@ fn bad_values_never_reach_the_worker_and_harm_no_stream() {
 #[test]
 fn a_dead_worker_is_replaced_and_retryable_says_the_truth() {
     crate::require!(Python);
-    let fx = Fx::new();
-    make_tiny(&fx, "tiny", &[]);
-    let s = Served::start(&fx, &["--model", "tiny"]);
+    let (_fx, s) = serving_tiny();
     // 0: no `max_tokens`, so the default: as many as the context leaves room for.
     let ask = |max: u32| {
-        let mut b = json!({"model": "tiny", "messages": [{"role": "user", "content": "Explain FUSE"}],
-                           "temperature": 0});
-        if max > 0 {
-            b["max_tokens"] = json!(max);
-        }
-        b
+        let max = if max > 0 { json!(max) } else { Value::Null };
+        explain_fuse(json!({"temperature": 0}), max)
     };
     for round in 0..5 {
         let pid = worker_pids(&s)[0];
@@ -1471,10 +1447,7 @@ fn a_dead_worker_is_replaced_and_retryable_says_the_truth() {
         let addr = s.addr.clone();
         let body = ask(0);
         let t = std::thread::spawn(move || post_json(&addr, "/v1/chat/completions", &[], &body));
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while health(&s)["queue_depth"].as_u64() == Some(0) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        wait_queued(&s, 30);
         std::thread::sleep(Duration::from_millis(100));
         unsafe { libc::kill(pid, signal) };
         let (st, v) = t.join().unwrap();
@@ -1828,19 +1801,9 @@ fn a_changed_model_folder_gets_a_new_worker() {
     let stream = std::thread::spawn(move || {
         let body = json!({"model": "tiny", "messages": [{"role": "user", "content": "Explain FUSE"}],
                           "temperature": 0, "max_tokens": 400, "stream": true});
-        let (st, _, raw) = http(
-            &addr,
-            "POST",
-            "/v1/chat/completions",
-            &[("Content-Type", "application/json")],
-            body.to_string().as_bytes(),
-        );
-        (st, String::from_utf8_lossy(&raw).into_owned())
+        post_chat_raw(&addr, &body.to_string())
     });
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while health(&s)["queue_depth"].as_u64() == Some(0) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_queued(&s, 30);
     std::fs::rename(&tiny, aside.join("old")).unwrap();
     std::fs::rename(aside.join("new"), &tiny).unwrap();
     let new_text = text();
@@ -1893,9 +1856,7 @@ fn a_changed_model_folder_gets_a_new_worker() {
 #[test]
 fn a_prompt_no_encoding_could_fit_is_refused_at_once() {
     crate::require!(Python);
-    let fx = Fx::new();
-    make_tiny(&fx, "tiny", &[]);
-    let s = Served::start(&fx, &["--model", "tiny"]);
+    let (_fx, s) = serving_tiny();
     let big = "The quick brown fox jumps. ".repeat(290_000);
     let small = json!({"model": "tiny", "prompt": "hi", "max_tokens": 3});
     for (route, body) in [
@@ -2159,15 +2120,9 @@ fn the_developer_role_is_decided_by_rendering_the_template() {
 #[test]
 fn max_tokens_beside_the_prompt_one_rule_for_run_and_serve() {
     crate::require!(Python);
-    let fx = Fx::new();
-    make_tiny(&fx, "tiny", &[]);
-    let s = Served::start(&fx, &["--model", "tiny"]);
+    let (fx, s) = serving_tiny();
     let ask = |max_tokens: Value| {
-        let mut b = json!({"model": "tiny", "messages": [{"role": "user", "content": "Explain FUSE"}],
-                           "logit_bias": {"2": -100}});
-        if !max_tokens.is_null() {
-            b["max_tokens"] = max_tokens;
-        }
+        let b = explain_fuse(json!({"logit_bias": {"2": -100}}), max_tokens);
         post_json(&s.addr, "/v1/chat/completions", &[], &b)
     };
     // The default (--max-tokens 4096) is cut to the room the prompt leaves.

@@ -47,6 +47,30 @@ pub fn with_vars(vars: &[(&str, String)]) -> Command {
     c
 }
 
+/// Runs `c` with `input` written whole on its stdin, its stdout and stderr captured.
+pub fn output_with_stdin(c: &mut Command, input: &[u8]) -> Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = c
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// `mlxfs run ARGS --json` with a Python that does not exist: for refusals, which come before
+/// Python starts (reaching it would be a different error).
+pub fn run_before_python(fx: &Fx, args: &[&str]) -> Command {
+    let mut c = mlxfs(fx);
+    c.arg("run")
+        .args(args)
+        .args(["--json", "--python", "/nonexistent/python"]);
+    c
+}
+
 /// [`mlxfs_net`] against the hub at `url` (no retries), run from the fixture's temp dir.
 pub fn against_hub(fx: &Fx, url: &str, network: bool) -> Command {
     let mut c = mlxfs_net(fx, network);
@@ -116,6 +140,13 @@ pub fn error_is(v: &Value, kind: &str, part: &str) {
         v["error"]["message"].as_str().unwrap().contains(part),
         "{v}"
     );
+}
+
+/// The error envelope `v` is of type `kind`: its message.
+#[track_caller]
+pub fn error_message<'a>(v: &'a Value, kind: &str) -> &'a str {
+    assert_eq!(v["error"]["type"], kind, "{v}");
+    v["error"]["message"].as_str().unwrap()
 }
 
 /// What is left on a spawned child's piped stderr, to its end.

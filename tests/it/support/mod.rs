@@ -249,6 +249,16 @@ impl Fx {
         ws
     }
 
+    /// Healthy hub models ([`good_files`]) of these repo ids: their snapshots.
+    pub fn good_hub_models<const N: usize>(&self, repos: [&str; N]) -> [PathBuf; N] {
+        repos.map(|repo| self.hub_model(repo, &good_files()))
+    }
+
+    /// Healthy workspaces ([`good_files`]) of these names.
+    pub fn good_workspaces<const N: usize>(&self, names: [&str; N]) -> [PathBuf; N] {
+        names.map(|name| self.workspace(name, &good_files()))
+    }
+
     /// A healthy workspace whose `model.safetensors` is a relative link to
     /// `weights/model.safetensors`, with a `.DS_Store` beside it (OS junk the mount hides).
     pub fn linked_workspace(&self, name: &str) -> PathBuf {
