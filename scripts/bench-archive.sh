@@ -14,19 +14,12 @@
 # mlxfs archive syncs its output before renaming it into place (tar does not).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/bench-lib.sh
 runs=3 size=1024 cache=300 prebuilt=
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --runs) runs=$2; shift 2 ;;
-    --size-mib) size=$2; shift 2 ;;
-    --cache-mib) cache=$2; shift 2 ;;
-    --bin) prebuilt=$2; shift 2 ;;
-    *) echo "usage: $0 [--runs N] [--size-mib M] [--cache-mib M] [--bin PREBUILT]" >&2; exit 2 ;;
-  esac
-done
+bench_args "[--runs N] [--size-mib M] [--cache-mib M] [--bin PREBUILT]" \
+  --runs=runs --size-mib=size --cache-mib=cache --bin=prebuilt -- "$@"
 die() { echo "bench-archive: $*" >&2; exit 1; }
 log() { echo "bench-archive: $*" >&2; }
-. scripts/bench-lib.sh
 mlxfs_binary "$PWD" "$prebuilt"
 command -v python3 >/dev/null || die "python3 is required"
 

@@ -19,23 +19,13 @@
 #                            [--limit-mib M] [--python VENV] [--bin PREBUILT]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/bench-lib.sh
 runs=3 hidden=1024 layers=30 shards=4 limit= venv=target/test-venv prebuilt= cold=0
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --runs) runs=$2; shift 2 ;;
-    --hidden) hidden=$2; shift 2 ;;
-    --layers) layers=$2; shift 2 ;;
-    --shards) shards=$2; shift 2 ;;
-    --limit-mib) limit=$2; shift 2 ;;
-    --python) venv=$2; shift 2 ;;
-    --bin) prebuilt=$2; shift 2 ;;
-    --cold) cold=1; shift ;;
-    *) echo "usage: $0 [--runs N] [--hidden H] [--layers L] [--shards S] [--limit-mib M] [--python VENV] [--bin PREBUILT]" >&2; exit 2 ;;
-  esac
-done
+bench_args "[--runs N] [--hidden H] [--layers L] [--shards S] [--limit-mib M] [--python VENV] [--bin PREBUILT]" \
+  --runs=runs --hidden=hidden --layers=layers --shards=shards --limit-mib=limit --python=venv \
+  --bin=prebuilt --cold=cold=1 -- "$@"
 die() { echo "bench-convert: $*" >&2; exit 1; }
 log() { echo "bench-convert: $*" >&2; }
-. scripts/bench-lib.sh
 venv=$(cd "$venv" 2>/dev/null && pwd) || die "no venv at --python (scripts/test.sh makes target/test-venv)"
 py=$venv/bin/python
 [ -x "$py" ] || die "no $py"

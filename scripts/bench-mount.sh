@@ -82,6 +82,12 @@
 set -euo pipefail
 shopt -s lastpipe # `… | summarize` stores its results in this shell
 
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+LIB="$REPO/scripts/bench-lib.sh"
+# shellcheck source=scripts/bench-lib.sh
+. "$LIB"
+bench_start bench-mount "$@"
+
 RUNS=5
 DIR=""
 HUB_MODELS=900
@@ -92,28 +98,9 @@ THREADS=""
 ONLY=""
 BIN_ARG=""
 IDLE=65
-CMDLINE="$(printf '%q ' "$0" "$@")"
-CMDLINE="${CMDLINE% }"
-
-die() { echo "bench-mount: $*" >&2; exit 2; }
-log() { echo "bench-mount: $*" >&2; }
-
-while [[ $# -gt 0 ]]; do
-    case "$1" in
-        --runs) [[ $# -ge 2 ]] || die "--runs needs a value"; RUNS="$2"; shift 2 ;;
-        --dir) [[ $# -ge 2 ]] || die "--dir needs a value"; DIR="$2"; shift 2 ;;
-        --hub-models) [[ $# -ge 2 ]] || die "--hub-models needs a value"; HUB_MODELS="$2"; shift 2 ;;
-        --workspaces) [[ $# -ge 2 ]] || die "--workspaces needs a value"; WORKSPACES="$2"; shift 2 ;;
-        --pages) [[ $# -ge 2 ]] || die "--pages needs a value"; PAGES="$2"; shift 2 ;;
-        --madvise) [[ $# -ge 2 ]] || die "--madvise needs a value"; MADVISE="$2"; shift 2 ;;
-        --threads) [[ $# -ge 2 ]] || die "--threads needs a value"; THREADS="$2"; shift 2 ;;
-        --idle) [[ $# -ge 2 && "$2" =~ ^[0-9]+$ ]] || die "--idle needs a number of seconds"; IDLE="$2"; shift 2 ;;
-        --only) [[ $# -ge 2 ]] || die "--only needs a value"; ONLY="$2"; shift 2 ;;
-        --bin) [[ $# -ge 2 ]] || die "--bin needs a value"; BIN_ARG="$2"; shift 2 ;;
-        -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-        *) die "unknown argument: $1 (see --help)" ;;
-    esac
-done
+bench_args help --runs=RUNS --dir=DIR --hub-models=HUB_MODELS --workspaces=WORKSPACES --pages=PAGES \
+    --madvise=MADVISE --threads=THREADS --idle=IDLE --only=ONLY --bin=BIN_ARG -- "$@"
+[[ "$IDLE" =~ ^[0-9]+$ ]] || die "--idle needs a number of seconds"
 for v in "$RUNS" "$HUB_MODELS" "$WORKSPACES" "$PAGES" ${THREADS:+"$THREADS"}; do
     [[ "$v" =~ ^[0-9]+$ ]] || die "not a number: $v"
 done
@@ -147,11 +134,7 @@ want() { [[ -n "${DO[$1]:-}" ]]; } # want MEASURE: was it selected?
 
 abspath() { if [[ -z "$1" || "$1" = /* ]]; then echo "$1"; else echo "$PWD/$1"; fi; }
 DIR="$(abspath "$DIR")" BIN_ARG="$(abspath "$BIN_ARG")"
-REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
-LIB="$REPO/scripts/bench-lib.sh"
-# shellcheck source=scripts/bench-lib.sh
-. "$LIB"
 
 # ---------------------------------------------------------------- tools
 need_apt=()
