@@ -54,6 +54,33 @@ bench_args() {
     done
 }
 
+# release_build [ARGS...]: for the scripts that measure the checkout they stand in (the current
+# directory): scripts/prereqs.sh sourced (what building needs, and ensure_test_venv), then
+# `cargo build --release --quiet ARGS`; sets mlxfs to the binary built.
+release_build() {
+    . scripts/prereqs.sh
+    cargo build --release --quiet "$@"
+    mlxfs=$PWD/target/release/mlxfs
+}
+
+# bench_work_dir MARKER (after bench_start): sets WORK, the folder to work in: DIR when given
+# (made when missing, DIR set to its physical path; refused when it holds anything but has no
+# file MARKER, that is was not made by this script), else a new temporary folder
+# ${TMPDIR:-/tmp}/NAME.XXXXXX (its physical path).
+bench_work_dir() {
+    if [[ -n "$DIR" ]]; then
+        mkdir -p "$DIR"
+        DIR="$(cd "$DIR" && pwd -P)"
+        if [[ -n "$(ls -A "$DIR")" && ! -e "$DIR/$1" ]]; then
+            die "$DIR is not empty and was not made by this script"
+        fi
+        WORK="$DIR"
+    else
+        WORK="$(mktemp -d "${TMPDIR:-/tmp}/$BENCH_NAME.XXXXXX")"
+        WORK="$(cd "$WORK" && pwd -P)"
+    fi
+}
+
 # status_field FILE KEY: print KEY of a mount's .mlxfs/status.json (FILE), e.g.
 # `status_field MNT/.mlxfs/status.json pid`; fails when FILE is unreadable or has no KEY.
 status_field() {

@@ -110,18 +110,11 @@ mlxfs_binary "$ROOT" "$BIN_ARG"
 
 # ---------------------------------------------------------------- work dir
 MARKER=".bench-list-catalog"
+bench_work_dir "$MARKER"
 if [[ -n "$DIR" ]]; then
-    mkdir -p "$DIR"
-    DIR="$(cd "$DIR" && pwd -P)"
-    if [[ -n "$(ls -A "$DIR")" && ! -e "$DIR/$MARKER" ]]; then
-        die "$DIR is not empty and was not made by this script"
-    fi
     rm -rf "${DIR:?}"/n-*
     touch "$DIR/$MARKER"
-    WORK="$DIR"
 else
-    WORK="$(mktemp -d "${TMPDIR:-/tmp}/bench-list.XXXXXX")"
-    WORK="$(cd "$WORK" && pwd -P)"
     trap 'unmount_all; rm -rf "$WORK"' EXIT
 fi
 MOUNTED=""

@@ -156,17 +156,7 @@ mlxfs_binary "$REPO" "$BIN_ARG"
 
 # ---------------------------------------------------------------- work dir, cleanup
 MARKER=".bench-mount-data"
-if [[ -n "$DIR" ]]; then
-    mkdir -p "$DIR"
-    DIR="$(cd "$DIR" && pwd -P)"
-    if [[ -n "$(ls -A "$DIR")" && ! -e "$DIR/$MARKER" ]]; then
-        die "$DIR is not empty and was not made by this script"
-    fi
-    WORK="$DIR"
-else
-    WORK="$(mktemp -d "${TMPDIR:-/tmp}/bench-mount.XXXXXX")"
-    WORK="$(cd "$WORK" && pwd -P)"
-fi
+bench_work_dir "$MARKER"
 [[ "$WORK" != *[[:space:]]* ]] || die "the work dir must not contain white space: $WORK"
 DATA="$WORK/data"
 MNT="$WORK/mnt"

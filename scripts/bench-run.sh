@@ -8,13 +8,11 @@
 #   scripts/bench-run.sh [--runs 5] [--cold]     (--cold: also drop the page cache before runs; root)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-. scripts/bench-lib.sh # bench_args, status_field
+. scripts/bench-lib.sh # bench_args, release_build, status_field
 runs=5 cold=0
 bench_args "[--runs N] [--cold]" --runs=runs --cold=cold=1 -- "$@"
 
-. scripts/prereqs.sh
-cargo build --release --quiet
-mlxfs=$PWD/target/release/mlxfs
+release_build
 ensure_test_venv
 venv=$PWD/target/test-venv
 

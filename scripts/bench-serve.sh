@@ -23,14 +23,12 @@
 # does and what the BLAS does can be told apart.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-. scripts/bench-lib.sh # bench_args
+. scripts/bench-lib.sh # bench_args, release_build
 requests=8 clients="1 4 16" mlxk="" variants=0
 bench_args "[--requests N] [--clients \"1 4 16\"] [--mlxk PATH] [--blas-variants]" \
   --requests=requests --clients=clients --mlxk=mlxk --blas-variants=variants=1 -- "$@"
 
-. scripts/prereqs.sh
-cargo build --release --quiet
-mlxfs=$PWD/target/release/mlxfs
+release_build
 ensure_test_venv
 venv=$PWD/target/test-venv
 
