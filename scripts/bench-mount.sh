@@ -372,6 +372,17 @@ summarize() { # KEY then seconds on stdin, one per line → R/RAW
     R[$key]="${stats%% *}"
     RAW_KEYS+=("$key")
 }
+# summarize_dd_mmap WHEN KIND (WHEN: warm or cold): KIND's dd and mmap rows from its raw files;
+# mmap's checksums must be those of the warm direct read, else the row gets a note.
+summarize_dd_mmap() {
+    local when="$1" kind="$2"
+    if want dd; then summarize "dd_${when}_$kind" <"$OUT/dd_${when}_$kind.times"; fi
+    if want mmap; then
+        awk '{ print $2 }' "$OUT/mmap_${when}_$kind.txt" | summarize "mmap_${when}_$kind"
+        [[ "$(awk '{ print $3 }' "$OUT/mmap_${when}_$kind.txt" "$OUT/mmap_warm_direct.txt" | sort -u | wc -l)" = 1 ]] \
+            || NOTE[mmap_${when}_$kind]="checksums differ from direct's"
+    fi
+}
 # hf KEY [hyperfine options…] COMMAND: median of RUNS hyperfine runs.
 hf() {
     local key="$1"; shift
@@ -476,14 +487,7 @@ if want dd || want mmap; then
             done
         fi
     done
-    for kind in "${KINDS[@]}"; do
-        if want dd; then summarize "dd_warm_$kind" <"$OUT/dd_warm_$kind.times"; fi
-        if want mmap; then
-            awk '{ print $2 }' "$OUT/mmap_warm_$kind.txt" | summarize "mmap_warm_$kind"
-            [[ "$(awk '{ print $3 }' "$OUT/mmap_warm_$kind.txt" "$OUT/mmap_warm_direct.txt" | sort -u | wc -l)" = 1 ]] \
-                || NOTE[mmap_warm_$kind]="checksums differ from direct's"
-        fi
-    done
+    for kind in "${KINDS[@]}"; do summarize_dd_mmap warm "$kind"; done
 fi
 
 # --- warm listings, one file system after the other (ls -lR, cat, then the memory reading)
@@ -588,12 +592,7 @@ if want dd || want mmap || want ls; then
         fi
     done
     for kind in "${KINDS[@]}"; do
-        if want dd; then summarize "dd_cold_$kind" <"$OUT/dd_cold_$kind.times"; fi
-        if want mmap; then
-            awk '{ print $2 }' "$OUT/mmap_cold_$kind.txt" | summarize "mmap_cold_$kind"
-            [[ "$(awk '{ print $3 }' "$OUT/mmap_cold_$kind.txt" "$OUT/mmap_warm_direct.txt" | sort -u | wc -l)" = 1 ]] \
-                || NOTE[mmap_cold_$kind]="checksums differ from direct's"
-        fi
+        summarize_dd_mmap cold "$kind"
         if want ls; then summarize "ls_cold_$kind" <"$OUT/ls_cold_$kind.times"; fi
     done
 fi
