@@ -73,21 +73,17 @@ PY
 (cd "$ws" && find . -type f -print0 | sort -z | xargs -0 sha256sum) > "$work/sums"
 total=$(du -sb --apparent-size "$ws" | cut -f1)
 
-python3 - "$BIN" "$work" "$runs" "$total" <<'PY'
+python3 -B - "$BIN" "$work" "$runs" "$total" <<'PY'
 import os, statistics, subprocess, sys, time, shutil
+sys.path.insert(0, "scripts")
+from bench_timing import timed
 mlxfs, work, runs, total = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 home = os.environ["MLXK_WORKSPACE_HOME"]
 
 def run(argv, cwd=None):
-    """(seconds, peak RSS MiB) of one process."""
+    """(seconds, peak RSS MiB) of one process, after a sync."""
     subprocess.run(["sync"], check=True)
-    t0 = time.perf_counter()
-    p = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, ru = os.wait4(p.pid, 0)
-    dt = time.perf_counter() - t0
-    if os.waitstatus_to_exitcode(status) != 0:
-        sys.exit(f"{argv} failed: {p.stderr.read().decode()}")
-    return dt, ru.ru_maxrss / 1024.0
+    return timed(argv, cwd)
 
 def rm(p):
     if os.path.isdir(p) and not os.path.islink(p):
