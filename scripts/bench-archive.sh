@@ -14,19 +14,12 @@
 # mlxfs archive syncs its output before renaming it into place (tar does not).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/bench-lib.sh
 runs=3 size=1024 cache=300 prebuilt=
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --runs) runs=$2; shift 2 ;;
-    --size-mib) size=$2; shift 2 ;;
-    --cache-mib) cache=$2; shift 2 ;;
-    --bin) prebuilt=$2; shift 2 ;;
-    *) echo "usage: $0 [--runs N] [--size-mib M] [--cache-mib M] [--bin PREBUILT]" >&2; exit 2 ;;
-  esac
-done
+bench_args "[--runs N] [--size-mib M] [--cache-mib M] [--bin PREBUILT]" \
+  --runs=runs --size-mib=size --cache-mib=cache --bin=prebuilt -- "$@"
 die() { echo "bench-archive: $*" >&2; exit 1; }
 log() { echo "bench-archive: $*" >&2; }
-. scripts/bench-lib.sh
 mlxfs_binary "$PWD" "$prebuilt"
 command -v python3 >/dev/null || die "python3 is required"
 
@@ -80,21 +73,17 @@ PY
 (cd "$ws" && find . -type f -print0 | sort -z | xargs -0 sha256sum) > "$work/sums"
 total=$(du -sb --apparent-size "$ws" | cut -f1)
 
-python3 - "$BIN" "$work" "$runs" "$total" <<'PY'
+python3 -B - "$BIN" "$work" "$runs" "$total" <<'PY'
 import os, statistics, subprocess, sys, time, shutil
+sys.path.insert(0, "scripts")
+from bench_timing import timed
 mlxfs, work, runs, total = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 home = os.environ["MLXK_WORKSPACE_HOME"]
 
 def run(argv, cwd=None):
-    """(seconds, peak RSS MiB) of one process."""
+    """(seconds, peak RSS MiB) of one process, after a sync."""
     subprocess.run(["sync"], check=True)
-    t0 = time.perf_counter()
-    p = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, ru = os.wait4(p.pid, 0)
-    dt = time.perf_counter() - t0
-    if os.waitstatus_to_exitcode(status) != 0:
-        sys.exit(f"{argv} failed: {p.stderr.read().decode()}")
-    return dt, ru.ru_maxrss / 1024.0
+    return timed(argv, cwd)
 
 def rm(p):
     if os.path.isdir(p) and not os.path.islink(p):

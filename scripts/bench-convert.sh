@@ -19,23 +19,13 @@
 #                            [--limit-mib M] [--python VENV] [--bin PREBUILT]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/bench-lib.sh
 runs=3 hidden=1024 layers=30 shards=4 limit= venv=target/test-venv prebuilt= cold=0
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --runs) runs=$2; shift 2 ;;
-    --hidden) hidden=$2; shift 2 ;;
-    --layers) layers=$2; shift 2 ;;
-    --shards) shards=$2; shift 2 ;;
-    --limit-mib) limit=$2; shift 2 ;;
-    --python) venv=$2; shift 2 ;;
-    --bin) prebuilt=$2; shift 2 ;;
-    --cold) cold=1; shift ;;
-    *) echo "usage: $0 [--runs N] [--hidden H] [--layers L] [--shards S] [--limit-mib M] [--python VENV] [--bin PREBUILT]" >&2; exit 2 ;;
-  esac
-done
+bench_args "[--runs N] [--hidden H] [--layers L] [--shards S] [--limit-mib M] [--python VENV] [--bin PREBUILT]" \
+  --runs=runs --hidden=hidden --layers=layers --shards=shards --limit-mib=limit --python=venv \
+  --bin=prebuilt --cold=cold=1 -- "$@"
 die() { echo "bench-convert: $*" >&2; exit 1; }
 log() { echo "bench-convert: $*" >&2; }
-. scripts/bench-lib.sh
 venv=$(cd "$venv" 2>/dev/null && pwd) || die "no venv at --python (scripts/test.sh makes target/test-venv)"
 py=$venv/bin/python
 [ -x "$py" ] || die "no $py"
@@ -58,8 +48,10 @@ log "making the model (hidden $hidden, $layers layers, $shards shards, float32)"
 model_bytes=$(du -cb "$ws"/model-*.safetensors | tail -n 1 | cut -f1)
 [ -n "$limit" ] || limit=$(( model_bytes / 4 / 1048576 ))
 
-"$py" - "$BIN" "$py" "$work" "$runs" "$model_bytes" "$cold" <<'PY'
-import os, shutil, statistics, subprocess, sys, time
+"$py" -B - "$BIN" "$py" "$work" "$runs" "$model_bytes" "$cold" <<'PY'
+import os, shutil, statistics, subprocess, sys
+sys.path.insert(0, "scripts")
+from bench_timing import timed
 mlxfs, py, work, runs, model_bytes = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
 cold = sys.argv[6] == "1"
 home = os.environ["MLXK_WORKSPACE_HOME"]
@@ -77,15 +69,9 @@ def drop_caches():
         pass
 
 def run(argv):
-    """(seconds, peak RSS MiB of the process tree) of one process."""
+    """(seconds, peak RSS MiB of the process tree) of one process, after drop_caches."""
     drop_caches()
-    t0 = time.perf_counter()
-    p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, ru = os.wait4(p.pid, 0)
-    dt = time.perf_counter() - t0
-    if os.waitstatus_to_exitcode(status) != 0:
-        sys.exit(f"{argv} failed: {p.stderr.read().decode()[-2000:]}")
-    return dt, ru.ru_maxrss / 1024.0
+    return timed(argv)
 
 def rm(p):
     if os.path.isdir(p):

@@ -22,31 +22,21 @@
 # is taken down. Markdown on stdout, progress on stderr; every mount made is unmounted on exit.
 set -euo pipefail
 
+REPO="$(cd "$(dirname "$0")/.." && pwd)"
+LIB="$REPO/scripts/bench-lib.sh"
+. "$LIB"
+bench_start bench-growth "$@"
+
 SIZES="250,500,1000,5000"
 RUNS=5
 DIR=""
 BIN_ARG=""
-CMDLINE="$(printf '%q ' "$0" "$@")"
-CMDLINE="${CMDLINE% }"
-
-die() { echo "bench-growth: $*" >&2; exit 2; }
-log() { echo "bench-growth: $*" >&2; }
-
-while [[ $# -gt 0 ]]; do
-    case "$1" in
-        --sizes) [[ $# -ge 2 && "$2" =~ ^[0-9]+(,[0-9]+)*$ ]] || die "--sizes needs N,N,…"; SIZES="$2"; shift 2 ;;
-        --runs) [[ $# -ge 2 && "$2" =~ ^[1-9][0-9]*$ ]] || die "--runs needs a number"; RUNS="$2"; shift 2 ;;
-        --dir) [[ $# -ge 2 ]] || die "--dir needs a value"; DIR="$2"; shift 2 ;;
-        --bin) [[ $# -ge 2 ]] || die "--bin needs a value"; BIN_ARG="$(realpath "$2")"; shift 2 ;;
-        -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-        *) die "unknown option $1 (see --help)" ;;
-    esac
-done
+bench_args help --sizes=SIZES --runs=RUNS --dir=DIR --bin=BIN_ARG -- "$@"
+[[ "$SIZES" =~ ^[0-9]+(,[0-9]+)*$ ]] || die "--sizes needs N,N,…"
+[[ "$RUNS" =~ ^[1-9][0-9]*$ ]] || die "--runs needs a number"
+[[ -z "$BIN_ARG" ]] || BIN_ARG="$(realpath "$BIN_ARG")"
 [[ "$(id -u)" = 0 ]] || die "needs root (drop_caches, FUSE mounts)"
 
-REPO="$(cd "$(dirname "$0")/.." && pwd)"
-LIB="$REPO/scripts/bench-lib.sh"
-. "$LIB"
 START_TIME=$SECONDS
 
 need=()

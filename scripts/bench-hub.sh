@@ -11,18 +11,11 @@
 # imports excluded); mlxfs is timed as a whole process — the comparison favours Python.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/bench-lib.sh # bench_args, release_build
 runs=3 size=1024
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --runs) runs=$2; shift 2 ;;
-    --size-mib) size=$2; shift 2 ;;
-    *) echo "usage: $0 [--runs N] [--size-mib M]" >&2; exit 2 ;;
-  esac
-done
+bench_args "[--runs N] [--size-mib M]" --runs=runs --size-mib=size -- "$@"
 
-. scripts/prereqs.sh
-cargo build --release --quiet --bin mlxfs --example fakehub
-mlxfs=$PWD/target/release/mlxfs
+release_build --bin mlxfs --example fakehub
 fakehub=$PWD/target/release/examples/fakehub
 ensure_test_venv
 py=$PWD/target/test-venv/bin/python

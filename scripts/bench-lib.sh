@@ -1,6 +1,85 @@
-# Helpers shared by the benchmark scripts (bench-list.sh, bench-mount.sh, bench-run.sh and the
-# fsctl script bench-mount.sh writes). Source it; it defines functions only. The callers define
-# their own die/log (used by mlxfs_binary).
+# Helpers shared by the benchmark scripts (scripts/bench-*.sh and the fsctl script
+# bench-mount.sh writes). Source it; it defines functions only. mlxfs_binary uses the caller's
+# die/log: bench_start defines them, or the caller does.
+
+# bench_start NAME "$@": the start of a script with a --help (bench-list, bench-mount,
+# bench-growth): defines die (the message on stderr after "NAME: ", exit 2) and log (the same,
+# no exit), and sets CMDLINE to the command line as given, quoted for a shell (for the report).
+bench_start() {
+    BENCH_NAME="$1"
+    shift
+    die() { echo "$BENCH_NAME: $*" >&2; exit 2; }
+    log() { echo "$BENCH_NAME: $*" >&2; }
+    CMDLINE="$(printf '%q ' "$0" "$@")"
+    CMDLINE="${CMDLINE% }"
+}
+
+# bench_args USAGE SPEC... -- "$@": parse a benchmark script's command line. A SPEC is
+# --option=VAR (the option takes a value: VAR=VALUE) or --flag=VAR=WORD (VAR=WORD). USAGE:
+#   - `help` (after bench_start): -h/--help prints the script's header comment (lines 2 up to
+#     `set -euo ...`, without the "# ") and exits 0; a missing value or another argument dies.
+#   - anything else, the usage after the script's name: a missing value or another argument
+#     (-h too) prints "usage: SCRIPT USAGE" and exits 2.
+bench_args() {
+    local usage="$1" spec
+    local -A takes=() sets=()
+    shift
+    while [[ "$1" != -- ]]; do
+        spec="${1#*=}"
+        if [[ "$spec" = *=* ]]; then sets[${1%%=*}]="$spec"; else takes[${1%%=*}]="$spec"; fi
+        shift
+    done
+    shift
+    while [[ $# -gt 0 ]]; do
+        if [[ -n "$1" && -n "${takes[$1]:-}" ]]; then
+            if [[ $# -lt 2 ]]; then
+                [[ "$usage" = help ]] && die "$1 needs a value"
+                echo "usage: $0 $usage" >&2
+                exit 2
+            fi
+            printf -v "${takes[$1]}" '%s' "$2"
+            shift 2
+        elif [[ -n "$1" && -n "${sets[$1]:-}" ]]; then
+            printf -v "${sets[$1]%%=*}" '%s' "${sets[$1]#*=}"
+            shift
+        elif [[ "$usage" != help ]]; then
+            echo "usage: $0 $usage" >&2
+            exit 2
+        elif [[ "$1" = -h || "$1" = --help ]]; then
+            sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
+            exit 0
+        else
+            die "unknown argument: $1 (see --help)"
+        fi
+    done
+}
+
+# release_build [ARGS...]: for the scripts that measure the checkout they stand in (the current
+# directory): scripts/prereqs.sh sourced (what building needs, and ensure_test_venv), then
+# `cargo build --release --quiet ARGS`; sets mlxfs to the binary built.
+release_build() {
+    . scripts/prereqs.sh
+    cargo build --release --quiet "$@"
+    mlxfs=$PWD/target/release/mlxfs
+}
+
+# bench_work_dir MARKER (after bench_start): sets WORK, the folder to work in: DIR when given
+# (made when missing, DIR set to its physical path; refused when it holds anything but has no
+# file MARKER, that is was not made by this script), else a new temporary folder
+# ${TMPDIR:-/tmp}/NAME.XXXXXX (its physical path).
+bench_work_dir() {
+    if [[ -n "$DIR" ]]; then
+        mkdir -p "$DIR"
+        DIR="$(cd "$DIR" && pwd -P)"
+        if [[ -n "$(ls -A "$DIR")" && ! -e "$DIR/$1" ]]; then
+            die "$DIR is not empty and was not made by this script"
+        fi
+        WORK="$DIR"
+    else
+        WORK="$(mktemp -d "${TMPDIR:-/tmp}/$BENCH_NAME.XXXXXX")"
+        WORK="$(cd "$WORK" && pwd -P)"
+    fi
+}
 
 # status_field FILE KEY: print KEY of a mount's .mlxfs/status.json (FILE), e.g.
 # `status_field MNT/.mlxfs/status.json pid`; fails when FILE is unreadable or has no KEY.

@@ -46,6 +46,11 @@
 # Uses hyperfine when installed, else bash timing with `date +%s.%N`.
 set -euo pipefail
 
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=scripts/bench-lib.sh
+. "$ROOT/scripts/bench-lib.sh"
+bench_start bench-list "$@"
+
 MODELS=1000
 WORKSPACES=100
 RUNS=5
@@ -54,26 +59,8 @@ MLXK_ARG=""
 INSTALL_MLXK=""
 BIN_ARG=""
 MOUNT=0
-CMDLINE="$(printf '%q ' "$0" "$@")"
-CMDLINE="${CMDLINE% }"
-
-die() { echo "bench-list: $*" >&2; exit 2; }
-log() { echo "bench-list: $*" >&2; }
-
-while [[ $# -gt 0 ]]; do
-    case "$1" in
-        --models) [[ $# -ge 2 ]] || die "--models needs a value"; MODELS="$2"; shift 2 ;;
-        --workspaces) [[ $# -ge 2 ]] || die "--workspaces needs a value"; WORKSPACES="$2"; shift 2 ;;
-        --runs) [[ $# -ge 2 ]] || die "--runs needs a value"; RUNS="$2"; shift 2 ;;
-        --dir) [[ $# -ge 2 ]] || die "--dir needs a value"; DIR="$2"; shift 2 ;;
-        --mlxk) [[ $# -ge 2 ]] || die "--mlxk needs a value"; MLXK_ARG="$2"; shift 2 ;;
-        --install-mlxk) [[ $# -ge 2 ]] || die "--install-mlxk needs a value"; INSTALL_MLXK="$2"; shift 2 ;;
-        --bin) [[ $# -ge 2 ]] || die "--bin needs a value"; BIN_ARG="$2"; shift 2 ;;
-        --mount) MOUNT=1; shift ;;
-        -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-        *) die "unknown argument: $1 (see --help)" ;;
-    esac
-done
+bench_args help --models=MODELS --workspaces=WORKSPACES --runs=RUNS --dir=DIR --mlxk=MLXK_ARG \
+    --install-mlxk=INSTALL_MLXK --bin=BIN_ARG --mount=MOUNT=1 -- "$@"
 for v in "$MODELS" "$WORKSPACES" "$RUNS"; do
     [[ "$v" =~ ^[0-9]+$ ]] || die "not a number: $v"
 done
@@ -87,11 +74,8 @@ DIR="$(abspath "$DIR")" INSTALL_MLXK="$(abspath "$INSTALL_MLXK")" BIN_ARG="$(abs
 [[ "$MLXK_ARG" != */* ]] || MLXK_ARG="$(abspath "$MLXK_ARG")"
 [[ "${MLXK:-}" != */* ]] || MLXK="$(abspath "$MLXK")"
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 command -v python3 >/dev/null || die "python3 is required"
-# shellcheck source=scripts/bench-lib.sh
-. "$ROOT/scripts/bench-lib.sh"
 
 # ---------------------------------------------------------------- mlxk
 MLXK_BIN="" MLXK_NOTE=""
@@ -126,18 +110,11 @@ mlxfs_binary "$ROOT" "$BIN_ARG"
 
 # ---------------------------------------------------------------- work dir
 MARKER=".bench-list-catalog"
+bench_work_dir "$MARKER"
 if [[ -n "$DIR" ]]; then
-    mkdir -p "$DIR"
-    DIR="$(cd "$DIR" && pwd -P)"
-    if [[ -n "$(ls -A "$DIR")" && ! -e "$DIR/$MARKER" ]]; then
-        die "$DIR is not empty and was not made by this script"
-    fi
     rm -rf "${DIR:?}"/n-*
     touch "$DIR/$MARKER"
-    WORK="$DIR"
 else
-    WORK="$(mktemp -d "${TMPDIR:-/tmp}/bench-list.XXXXXX")"
-    WORK="$(cd "$WORK" && pwd -P)"
     trap 'unmount_all; rm -rf "$WORK"' EXIT
 fi
 MOUNTED=""

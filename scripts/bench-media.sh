@@ -14,13 +14,9 @@
 # MLXFS_BLAS=bundled: the same BLAS as the CLIs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/bench-lib.sh # bench_args
 runs=5
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --runs) runs=$2; shift 2 ;;
-    *) echo "usage: $0 [--runs N]" >&2; exit 2 ;;
-  esac
-done
+bench_args "[--runs N]" --runs=runs -- "$@"
 
 . scripts/prereqs.sh
 command -v ffmpeg >/dev/null || apt-get install -y -q --no-install-recommends ffmpeg >/dev/null

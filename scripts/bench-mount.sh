@@ -82,6 +82,12 @@
 set -euo pipefail
 shopt -s lastpipe # `… | summarize` stores its results in this shell
 
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+LIB="$REPO/scripts/bench-lib.sh"
+# shellcheck source=scripts/bench-lib.sh
+. "$LIB"
+bench_start bench-mount "$@"
+
 RUNS=5
 DIR=""
 HUB_MODELS=900
@@ -92,28 +98,9 @@ THREADS=""
 ONLY=""
 BIN_ARG=""
 IDLE=65
-CMDLINE="$(printf '%q ' "$0" "$@")"
-CMDLINE="${CMDLINE% }"
-
-die() { echo "bench-mount: $*" >&2; exit 2; }
-log() { echo "bench-mount: $*" >&2; }
-
-while [[ $# -gt 0 ]]; do
-    case "$1" in
-        --runs) [[ $# -ge 2 ]] || die "--runs needs a value"; RUNS="$2"; shift 2 ;;
-        --dir) [[ $# -ge 2 ]] || die "--dir needs a value"; DIR="$2"; shift 2 ;;
-        --hub-models) [[ $# -ge 2 ]] || die "--hub-models needs a value"; HUB_MODELS="$2"; shift 2 ;;
-        --workspaces) [[ $# -ge 2 ]] || die "--workspaces needs a value"; WORKSPACES="$2"; shift 2 ;;
-        --pages) [[ $# -ge 2 ]] || die "--pages needs a value"; PAGES="$2"; shift 2 ;;
-        --madvise) [[ $# -ge 2 ]] || die "--madvise needs a value"; MADVISE="$2"; shift 2 ;;
-        --threads) [[ $# -ge 2 ]] || die "--threads needs a value"; THREADS="$2"; shift 2 ;;
-        --idle) [[ $# -ge 2 && "$2" =~ ^[0-9]+$ ]] || die "--idle needs a number of seconds"; IDLE="$2"; shift 2 ;;
-        --only) [[ $# -ge 2 ]] || die "--only needs a value"; ONLY="$2"; shift 2 ;;
-        --bin) [[ $# -ge 2 ]] || die "--bin needs a value"; BIN_ARG="$2"; shift 2 ;;
-        -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-        *) die "unknown argument: $1 (see --help)" ;;
-    esac
-done
+bench_args help --runs=RUNS --dir=DIR --hub-models=HUB_MODELS --workspaces=WORKSPACES --pages=PAGES \
+    --madvise=MADVISE --threads=THREADS --idle=IDLE --only=ONLY --bin=BIN_ARG -- "$@"
+[[ "$IDLE" =~ ^[0-9]+$ ]] || die "--idle needs a number of seconds"
 for v in "$RUNS" "$HUB_MODELS" "$WORKSPACES" "$PAGES" ${THREADS:+"$THREADS"}; do
     [[ "$v" =~ ^[0-9]+$ ]] || die "not a number: $v"
 done
@@ -147,11 +134,7 @@ want() { [[ -n "${DO[$1]:-}" ]]; } # want MEASURE: was it selected?
 
 abspath() { if [[ -z "$1" || "$1" = /* ]]; then echo "$1"; else echo "$PWD/$1"; fi; }
 DIR="$(abspath "$DIR")" BIN_ARG="$(abspath "$BIN_ARG")"
-REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
-LIB="$REPO/scripts/bench-lib.sh"
-# shellcheck source=scripts/bench-lib.sh
-. "$LIB"
 
 # ---------------------------------------------------------------- tools
 need_apt=()
@@ -173,17 +156,7 @@ mlxfs_binary "$REPO" "$BIN_ARG"
 
 # ---------------------------------------------------------------- work dir, cleanup
 MARKER=".bench-mount-data"
-if [[ -n "$DIR" ]]; then
-    mkdir -p "$DIR"
-    DIR="$(cd "$DIR" && pwd -P)"
-    if [[ -n "$(ls -A "$DIR")" && ! -e "$DIR/$MARKER" ]]; then
-        die "$DIR is not empty and was not made by this script"
-    fi
-    WORK="$DIR"
-else
-    WORK="$(mktemp -d "${TMPDIR:-/tmp}/bench-mount.XXXXXX")"
-    WORK="$(cd "$WORK" && pwd -P)"
-fi
+bench_work_dir "$MARKER"
 [[ "$WORK" != *[[:space:]]* ]] || die "the work dir must not contain white space: $WORK"
 DATA="$WORK/data"
 MNT="$WORK/mnt"
@@ -399,6 +372,17 @@ summarize() { # KEY then seconds on stdin, one per line → R/RAW
     R[$key]="${stats%% *}"
     RAW_KEYS+=("$key")
 }
+# summarize_dd_mmap WHEN KIND (WHEN: warm or cold): KIND's dd and mmap rows from its raw files;
+# mmap's checksums must be those of the warm direct read, else the row gets a note.
+summarize_dd_mmap() {
+    local when="$1" kind="$2"
+    if want dd; then summarize "dd_${when}_$kind" <"$OUT/dd_${when}_$kind.times"; fi
+    if want mmap; then
+        awk '{ print $2 }' "$OUT/mmap_${when}_$kind.txt" | summarize "mmap_${when}_$kind"
+        [[ "$(awk '{ print $3 }' "$OUT/mmap_${when}_$kind.txt" "$OUT/mmap_warm_direct.txt" | sort -u | wc -l)" = 1 ]] \
+            || NOTE[mmap_${when}_$kind]="checksums differ from direct's"
+    fi
+}
 # hf KEY [hyperfine options…] COMMAND: median of RUNS hyperfine runs.
 hf() {
     local key="$1"; shift
@@ -503,14 +487,7 @@ if want dd || want mmap; then
             done
         fi
     done
-    for kind in "${KINDS[@]}"; do
-        if want dd; then summarize "dd_warm_$kind" <"$OUT/dd_warm_$kind.times"; fi
-        if want mmap; then
-            awk '{ print $2 }' "$OUT/mmap_warm_$kind.txt" | summarize "mmap_warm_$kind"
-            [[ "$(awk '{ print $3 }' "$OUT/mmap_warm_$kind.txt" "$OUT/mmap_warm_direct.txt" | sort -u | wc -l)" = 1 ]] \
-                || NOTE[mmap_warm_$kind]="checksums differ from direct's"
-        fi
-    done
+    for kind in "${KINDS[@]}"; do summarize_dd_mmap warm "$kind"; done
 fi
 
 # --- warm listings, one file system after the other (ls -lR, cat, then the memory reading)
@@ -615,12 +592,7 @@ if want dd || want mmap || want ls; then
         fi
     done
     for kind in "${KINDS[@]}"; do
-        if want dd; then summarize "dd_cold_$kind" <"$OUT/dd_cold_$kind.times"; fi
-        if want mmap; then
-            awk '{ print $2 }' "$OUT/mmap_cold_$kind.txt" | summarize "mmap_cold_$kind"
-            [[ "$(awk '{ print $3 }' "$OUT/mmap_cold_$kind.txt" "$OUT/mmap_warm_direct.txt" | sort -u | wc -l)" = 1 ]] \
-                || NOTE[mmap_cold_$kind]="checksums differ from direct's"
-        fi
+        summarize_dd_mmap cold "$kind"
         if want ls; then summarize "ls_cold_$kind" <"$OUT/ls_cold_$kind.times"; fi
     done
 fi

@@ -8,19 +8,11 @@
 #   scripts/bench-run.sh [--runs 5] [--cold]     (--cold: also drop the page cache before runs; root)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/bench-lib.sh # bench_args, release_build, status_field
 runs=5 cold=0
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --runs) runs=$2; shift 2 ;;
-    --cold) cold=1; shift ;;
-    *) echo "usage: $0 [--runs N] [--cold]" >&2; exit 2 ;;
-  esac
-done
+bench_args "[--runs N] [--cold]" --runs=runs --cold=cold=1 -- "$@"
 
-. scripts/prereqs.sh
-. scripts/bench-lib.sh # status_field
-cargo build --release --quiet
-mlxfs=$PWD/target/release/mlxfs
+release_build
 ensure_test_venv
 venv=$PWD/target/test-venv
 

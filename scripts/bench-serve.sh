@@ -23,20 +23,12 @@
 # does and what the BLAS does can be told apart.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/bench-lib.sh # bench_args, release_build
 requests=8 clients="1 4 16" mlxk="" variants=0
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --requests) requests=$2; shift 2 ;;
-    --clients) clients=$2; shift 2 ;;
-    --mlxk) mlxk=$2; shift 2 ;;
-    --blas-variants) variants=1; shift ;;
-    *) echo "usage: $0 [--requests N] [--clients \"1 4 16\"] [--mlxk PATH] [--blas-variants]" >&2; exit 2 ;;
-  esac
-done
+bench_args "[--requests N] [--clients \"1 4 16\"] [--mlxk PATH] [--blas-variants]" \
+  --requests=requests --clients=clients --mlxk=mlxk --blas-variants=variants=1 -- "$@"
 
-. scripts/prereqs.sh
-cargo build --release --quiet
-mlxfs=$PWD/target/release/mlxfs
+release_build
 ensure_test_venv
 venv=$PWD/target/test-venv
 

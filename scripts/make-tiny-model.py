@@ -27,11 +27,10 @@ The tokenizer depends only on `--vocab`: models made with different seeds or lay
 it (a draft model for speculative decoding).
 """
 
-import argparse
-import json
-import os
 import sys
-from pathlib import Path
+
+sys.dont_write_bytecode = True  # no scripts/__pycache__ left in the checkout
+from tiny_common import bpe_tokenizer, finish, front_matter, generation_config, parser, save_tokenizer, write_json  # noqa: E402
 
 SENTENCES = [
     "Explain FUSE in one sentence.",
@@ -78,7 +77,7 @@ def scripted(a, config, tok, ids, mx):
     config.update({"hidden_size": hidden, "intermediate_size": hidden * 2, "vocab_size": vocab,
                    "num_attention_heads": heads, "num_key_value_heads": max(1, heads // 2),
                    "tie_word_embeddings": False})
-    (a.out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    write_json(a.out / "config.json", config)
     model = llama.Model(llama.ModelArgs.from_dict(config))
     weights = {k: v.astype(mx.float32) for k, v in tree_flatten(model.parameters())}
     for k in weights:
@@ -99,9 +98,7 @@ def scripted(a, config, tok, ids, mx):
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("out", type=Path)
-    ap.add_argument("--seed", type=int, default=0)
+    ap = parser(__doc__)
     ap.add_argument("--hidden", type=int, default=64)
     ap.add_argument("--layers", type=int, default=2)
     ap.add_argument("--vocab", type=int, default=384, help="BPE vocabulary size (>= 260)")
@@ -121,23 +118,13 @@ def main() -> int:
     import mlx.core as mx
     from mlx.utils import tree_flatten
     from mlx_lm.models import llama, qwen
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     out = a.out
     out.mkdir(parents=True, exist_ok=True)
 
     # Tokenizer: byte-level BPE, deterministic for the fixed sentences.
     specials = ["<unk>", "<s>", "</s>", "<|system|>", "<|user|>", "<|assistant|>"]
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=a.vocab,
-        special_tokens=specials,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(SENTENCES * 4, trainer=trainer)
+    tok = bpe_tokenizer(SENTENCES, specials, a.vocab)
     if a.script:
         from tokenizers import AddedToken
         for piece in a.script:
@@ -147,21 +134,7 @@ def main() -> int:
         # that token, so a script can split a character over two tokens.
         tok.add_tokens([AddedToken(p, special=False, normalized=False) for p in a.script
                         if tok.token_to_id(p) is None])
-    tok.save(str(out / "tokenizer.json"))
-    vocab_size = tok.get_vocab_size()
-    ids = {t: tok.token_to_id(t) for t in specials}
-
-    (out / "tokenizer_config.json").write_text(json.dumps({
-        "tokenizer_class": "PreTrainedTokenizerFast",
-        "bos_token": "<s>",
-        "eos_token": "</s>",
-        "unk_token": "<unk>",
-        "model_max_length": 512,
-        "clean_up_tokenization_spaces": False,
-        "chat_template": TOOL_TEMPLATE if a.tool_template else CHAT_TEMPLATE,
-    }, indent=2) + "\n")
-    (out / "special_tokens_map.json").write_text(json.dumps(
-        {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}, indent=2) + "\n")
+    vocab_size, ids = save_tokenizer(out, tok, specials, 512, TOOL_TEMPLATE if a.tool_template else CHAT_TEMPLATE)
 
     heads = max(1, a.hidden // 16)
     config = {
@@ -182,7 +155,7 @@ def main() -> int:
     }
     if a.model_type == "qwen":
         config.update({"kv_channels": a.hidden // heads, "layer_norm_epsilon": 1e-5})
-    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    write_json(out / "config.json", config)
 
     mx.random.seed(a.seed)
     arch = llama if a.model_type == "llama" else qwen
@@ -216,19 +189,14 @@ def main() -> int:
             mx.save_safetensors(str(out / name), {k: weights[k] for k in keys}, metadata=metadata)
             for k in keys:
                 weight_map[k] = name
-        (out / "model.safetensors.index.json").write_text(json.dumps(
-            {"metadata": {"total_size": total},
-             "weight_map": dict(sorted(weight_map.items()))}, indent=4) + "\n")
+        write_json(out / "model.safetensors.index.json",
+                   {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}, indent=4)
 
-    (out / "generation_config.json").write_text(json.dumps(
-        {"bos_token_id": ids["<s>"], "eos_token_id": ids["</s>"]}, indent=2) + "\n")
-    front = "" if a.no_mlx_marker else "---\nlibrary_name: mlx\ntags:\n- mlx\n- test\n---\n\n"
-    (out / "README.md").write_text(
-        front +
-        f"# tiny-{a.model_type}\n\nA random-weight {a.model_type} ({a.layers} layers, hidden {a.hidden}) made by "
-        "scripts/make-tiny-model.py for tests. It produces noise, deterministically.\n")
-    size = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
-    print(f"tiny model in {out} ({size / 1e6:.1f} MB, vocab {vocab_size})", file=sys.stderr)
+    generation_config(out, ids)
+    front = "" if a.no_mlx_marker else front_matter()
+    finish(out, "model", front +
+           f"# tiny-{a.model_type}\n\nA random-weight {a.model_type} ({a.layers} layers, hidden {a.hidden}) made by "
+           "scripts/make-tiny-model.py for tests. It produces noise, deterministically.\n", f", vocab {vocab_size}")
     return 0
 
 

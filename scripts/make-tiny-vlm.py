@@ -16,10 +16,10 @@ benchmarks). The weights are random: the model describes nothing, deterministica
 differently for different images, since the image's patches enter the prompt.
 """
 
-import argparse
-import json
 import sys
-from pathlib import Path
+
+sys.dont_write_bytecode = True  # no scripts/__pycache__ left in the checkout
+from tiny_common import bpe_tokenizer, finish, front_matter, generation_config, parser, save_tokenizer, write_json  # noqa: E402
 
 SENTENCES = [
     "Describe the image in one sentence.",
@@ -51,10 +51,21 @@ CHAT_TEMPLATE = (
 SPECIALS = ["<unk>", "<s>", "</s>", "[INST]", "[/INST]", "[IMG]", "[IMG_BREAK]", "[IMG_END]"]
 
 
+def tower(model_type, hidden, layers):
+    """The start of a tower's config (text or vision), the keys both have, in their order."""
+    heads = max(1, hidden // 16)
+    return {
+        "model_type": model_type,
+        "hidden_size": hidden,
+        "head_dim": hidden // heads,
+        "num_hidden_layers": layers,
+        "intermediate_size": hidden * 2,
+        "num_attention_heads": heads,
+    }
+
+
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("out", type=Path)
-    ap.add_argument("--seed", type=int, default=0)
+    ap = parser(__doc__)
     ap.add_argument("--hidden", type=int, default=64)
     ap.add_argument("--layers", type=int, default=2)
     ap.add_argument("--vision-hidden", type=int, default=32)
@@ -67,33 +78,12 @@ def main() -> int:
     import mlx.core as mx
     from mlx.utils import tree_flatten
     from mlx_vlm.models import pixtral
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     out = a.out
     out.mkdir(parents=True, exist_ok=True)
 
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=a.vocab, special_tokens=SPECIALS,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                  show_progress=False)
-    tok.train_from_iterator(SENTENCES * 4, trainer=trainer)
-    tok.save(str(out / "tokenizer.json"))
-    vocab = tok.get_vocab_size()
-    ids = {t: tok.token_to_id(t) for t in SPECIALS}
-
-    (out / "tokenizer_config.json").write_text(json.dumps({
-        "tokenizer_class": "PreTrainedTokenizerFast",
-        "bos_token": "<s>",
-        "eos_token": "</s>",
-        "unk_token": "<unk>",
-        "model_max_length": 4096,
-        "clean_up_tokenization_spaces": False,
-        "chat_template": CHAT_TEMPLATE,
-    }, indent=2) + "\n")
-    (out / "special_tokens_map.json").write_text(json.dumps(
-        {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}, indent=2) + "\n")
+    tok = bpe_tokenizer(SENTENCES, SPECIALS, a.vocab)
+    vocab, ids = save_tokenizer(out, tok, SPECIALS, 4096, CHAT_TEMPLATE)
     (out / "chat_template.jinja").write_text(CHAT_TEMPLATE + "\n")
     image_processor = {
         "image_processor_type": "PixtralImageProcessor",
@@ -105,43 +95,31 @@ def main() -> int:
         "image_mean": [0.48145466, 0.4578275, 0.40821073],
         "image_std": [0.26862954, 0.26130258, 0.27577711],
     }
-    (out / "preprocessor_config.json").write_text(json.dumps(image_processor, indent=2) + "\n")
-    (out / "processor_config.json").write_text(json.dumps({
+    write_json(out / "preprocessor_config.json", image_processor)
+    write_json(out / "processor_config.json", {
         "processor_class": "PixtralProcessor",
         "patch_size": a.patch,
         "spatial_merge_size": 1,
         "image_token": "[IMG]",
         "image_break_token": "[IMG_BREAK]",
         "image_end_token": "[IMG_END]",
-    }, indent=2) + "\n")
+    })
 
-    heads = max(1, a.hidden // 16)
-    vheads = max(1, a.vision_hidden // 16)
-    text_config = {
-        "model_type": "mistral",
-        "hidden_size": a.hidden,
-        "head_dim": a.hidden // heads,
-        "num_hidden_layers": a.layers,
-        "intermediate_size": a.hidden * 2,
-        "num_attention_heads": heads,
-        "num_key_value_heads": max(1, heads // 2),
+    text_config = tower("mistral", a.hidden, a.layers)
+    text_config.update({
+        "num_key_value_heads": max(1, text_config["num_attention_heads"] // 2),
         "rms_norm_eps": 1e-5,
         "vocab_size": vocab,
         "rope_theta": 10000.0,
         "max_position_embeddings": 4096,
-    }
-    vision_config = {
-        "model_type": "pixtral",
-        "hidden_size": a.vision_hidden,
-        "head_dim": a.vision_hidden // vheads,
-        "num_hidden_layers": a.vision_layers,
-        "intermediate_size": a.vision_hidden * 2,
-        "num_attention_heads": vheads,
+    })
+    vision_config = tower("pixtral", a.vision_hidden, a.vision_layers)
+    vision_config.update({
         "image_size": a.image_size,
         "patch_size": a.patch,
         "num_channels": 3,
         "rope_theta": 10000.0,
-    }
+    })
     config = {
         "model_type": "pixtral",
         "architectures": ["LlavaForConditionalGeneration"],
@@ -154,7 +132,7 @@ def main() -> int:
         "bos_token_id": ids["<s>"],
         "eos_token_id": ids["</s>"],
     }
-    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    write_json(out / "config.json", config)
 
     mx.random.seed(a.seed)
     cfg = pixtral.ModelConfig.from_dict(config)
@@ -164,15 +142,11 @@ def main() -> int:
     weights = {k: (v * 2.0).astype(mx.float32) if "norm" not in k else v.astype(mx.float32)
                for k, v in tree_flatten(model.parameters())}
     mx.save_safetensors(str(out / "model.safetensors"), weights, metadata={"format": "mlx"})
-    (out / "generation_config.json").write_text(json.dumps(
-        {"bos_token_id": ids["<s>"], "eos_token_id": ids["</s>"]}, indent=2) + "\n")
-    (out / "README.md").write_text(
-        "---\nlibrary_name: mlx\ntags:\n- mlx\n- mlx-vlm\n- test\n---\n\n"
-        f"# tiny-pixtral\n\nA random-weight Pixtral (text {a.layers} layers, hidden {a.hidden}; vision "
-        f"{a.vision_layers} layers, hidden {a.vision_hidden}, {a.patch}-pixel patches) made by "
-        "scripts/make-tiny-vlm.py for tests. It produces noise, deterministically.\n")
-    size = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
-    print(f"tiny vlm in {out} ({size / 1e6:.1f} MB, vocab {vocab})", file=sys.stderr)
+    generation_config(out, ids)
+    finish(out, "vlm", front_matter("mlx-vlm") +
+           f"# tiny-pixtral\n\nA random-weight Pixtral (text {a.layers} layers, hidden {a.hidden}; vision "
+           f"{a.vision_layers} layers, hidden {a.vision_hidden}, {a.patch}-pixel patches) made by "
+           "scripts/make-tiny-vlm.py for tests. It produces noise, deterministically.\n", f", vocab {vocab}")
     return 0
 
 

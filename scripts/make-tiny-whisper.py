@@ -15,16 +15,14 @@ the embedding dominates the size: about 7 MB at `--state 64`. `--state 384 --lay
 weights from decoding for long. The transcript of random weights is noise, deterministically.
 """
 
-import argparse
-import json
 import sys
-from pathlib import Path
+
+sys.dont_write_bytecode = True  # no scripts/__pycache__ left in the checkout
+from tiny_common import finish, front_matter, parser, write_json  # noqa: E402
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("out", type=Path)
-    ap.add_argument("--seed", type=int, default=0)
+    ap = parser(__doc__)
     ap.add_argument("--state", type=int, default=64)
     ap.add_argument("--layers", type=int, default=1)
     ap.add_argument("--text-ctx", type=int, default=64)
@@ -58,7 +56,7 @@ def main() -> int:
         "n_text_head": heads,
         "n_text_layer": a.layers,
     }
-    (out / "config.json").write_text(json.dumps({"model_type": "whisper", **dims}, indent=2) + "\n")
+    write_json(out / "config.json", {"model_type": "whisper", **dims})
     mx.random.seed(a.seed)
     model = whisper.Whisper(whisper.ModelDimensions(**dims), mx.float16)
     # float16, as the mlx-community conversions store them (mlx-whisper decodes in float16
@@ -67,12 +65,9 @@ def main() -> int:
     weights = {k: v.astype(mx.float16) if mx.issubdtype(v.dtype, mx.floating) else v
                for k, v in tree_flatten(model.parameters())}
     mx.save_safetensors(str(out / "weights.safetensors"), weights, metadata={"format": "mlx"})
-    (out / "README.md").write_text(
-        "---\nlibrary_name: mlx\ntags:\n- mlx\n- whisper\n- test\n---\n\n"
-        f"# tiny-whisper\n\nA random-weight Whisper ({a.layers} layer(s), state {a.state}) in mlx-whisper's "
-        "layout, made by scripts/make-tiny-whisper.py for tests. It transcribes noise, deterministically.\n")
-    size = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
-    print(f"tiny whisper in {out} ({size / 1e6:.1f} MB)", file=sys.stderr)
+    finish(out, "whisper", front_matter("whisper") +
+           f"# tiny-whisper\n\nA random-weight Whisper ({a.layers} layer(s), state {a.state}) in mlx-whisper's "
+           "layout, made by scripts/make-tiny-whisper.py for tests. It transcribes noise, deterministically.\n")
     return 0
 
 
