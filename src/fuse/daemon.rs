@@ -41,7 +41,7 @@ pub fn spawn_signal_thread(
             unsafe { libc::sigwait(&set, &mut sig) };
             on_signal();
             std::thread::sleep(Duration::from_millis(900));
-            std::process::exit(0);
+            crate::sys::exit_now(0);
         })
         .map(|_| ())
 }

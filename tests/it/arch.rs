@@ -50,18 +50,6 @@ fn src() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
 }
 
-/// Every `.rs` file below `dir`.
-pub fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    for e in fs::read_dir(dir).unwrap().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            rust_files(&p, out);
-        } else if p.extension().is_some_and(|x| x == "rs") {
-            out.push(p);
-        }
-    }
-}
-
 /// The code of a file without comments (line comments and doc comments).
 fn code(p: &Path) -> String {
     fs::read_to_string(p)
@@ -119,7 +107,7 @@ fn module_of(p: &Path) -> String {
 #[test]
 fn layers_import_only_what_the_architecture_allows() {
     let mut files = Vec::new();
-    rust_files(&src(), &mut files);
+    crate::support::rust_files(&src(), &mut files);
     let mut wrong = Vec::new();
     for f in &files {
         let m = module_of(f);

@@ -99,7 +99,7 @@ fn every_environment_variable_is_documented_and_read_in_one_place() {
     );
     // Outside env.rs nothing reads the environment by itself.
     let mut files = Vec::new();
-    crate::arch::rust_files(&root().join("src"), &mut files);
+    crate::support::rust_files(&root().join("src"), &mut files);
     let mut wrong = Vec::new();
     for f in files {
         if f.ends_with("src/env.rs") {
