@@ -193,3 +193,59 @@ fn the_change_map_names_files_that_exist() {
     }
     assert!(named >= 20, "only {named} files named");
 }
+
+/// docs/ERRORS.md's table of the generation routes' fields agrees with `serve::request::FIELDS`:
+/// every field is named in its kind's row (honoured, no-op, refused), in the column of each
+/// route that takes it (chat, completions; the completions column may say "the same sampling
+/// fields" for those both routes honour).
+#[test]
+fn the_field_table_is_the_field_list() {
+    use mlxfs::serve::request::{FIELDS, Field, Kind};
+    let text = fs::read_to_string(root().join("docs/ERRORS.md")).unwrap();
+    let start = text
+        .find("### The fields of `/v1/chat/completions`")
+        .expect("the field table");
+    let cells = |row: &str| -> [BTreeSet<String>; 2] {
+        let line = text[start..]
+            .lines()
+            .find(|l| l.starts_with(&format!("| {row} |")))
+            .unwrap_or_else(|| panic!("no {row} row"));
+        let cols: Vec<&str> = line.split(" | ").collect();
+        [1, 2].map(|i| {
+            cols[i]
+                .split('`')
+                .skip(1)
+                .step_by(2)
+                .map(str::to_string)
+                .collect()
+        })
+    };
+    let sampling_too = text[start..]
+        .lines()
+        .any(|l| l.starts_with("| honoured |") && l.contains("the same sampling fields"));
+    for (name, kinds, field) in FIELDS {
+        let row = match field {
+            Field::Honoured => "honoured",
+            Field::NoOp { .. } => "no-op",
+            Field::Refused { .. } => "refused",
+        };
+        let [chat, completions] = cells(row);
+        for kind in *kinds {
+            let (col, named) = match kind {
+                Kind::Chat => ("chat", chat.contains(*name)),
+                Kind::Completion => (
+                    "completions",
+                    completions.contains(*name)
+                        || (sampling_too
+                            && matches!(field, Field::Honoured)
+                            && kinds.contains(&Kind::Chat)
+                            && chat.contains(*name)),
+                ),
+            };
+            assert!(
+                named,
+                "docs/ERRORS.md: `{name}` is missing from the {row} row, {col} column"
+            );
+        }
+    }
+}
