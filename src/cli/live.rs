@@ -1,6 +1,6 @@
 //! Answers from a live mount: `list` and `health` over the whole catalog may be answered by a
 //! running mlxfs mount over the same sources (its `.mlxfs/catalog.json`, rendered after the
-//! daemon proved its tree current: `vfs::live`, `fuse/watch.rs`). Only when everything
+//! daemon proved its tree current: `vfs::live`, `vfs/watch.rs`). Only when everything
 //! matches — the mount is this user's, its daemon is the same program with the same user,
 //! groups and mount namespace, its sources are this command's folders, it says it is
 //! current, and its data reads back exactly — is the answer used; anything else, silently,

@@ -271,7 +271,10 @@ pub fn mount(loc: Locations, opts: &MountOptions) -> Result<(), MountError> {
     );
 
     let stop = Arc::new(AtomicBool::new(false));
-    let refresher = super::watch::spawn(vfs.clone(), session.notifier(), stop.clone())
+    let notifier = session.notifier();
+    let sink: crate::vfs::watch::Sink =
+        Box::new(move |changes| send_invalidations(&notifier, changes));
+    let refresher = crate::vfs::watch::spawn(vfs.clone(), sink, stop.clone())
         .map_err(|e| MountError::new(K::MountFailed, e.to_string(), None))?;
     let mut unmounter = session.unmount_callable();
     let sig_dir = dir.clone();
@@ -299,4 +302,17 @@ pub fn mount(loc: Locations, opts: &MountOptions) -> Result<(), MountError> {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     res.map_err(|e| MountError::new(K::SessionFailed, e.to_string(), None))
+}
+
+/// Send the kernel what a refresh changed (the refresher's sink). Errors (e.g. ENOENT for
+/// names the kernel never cached) are expected and ignored.
+fn send_invalidations(notifier: &fuser::Notifier, changes: &[crate::vfs::Invalidation]) {
+    use crate::vfs::Invalidation;
+    use fuser::INodeNo;
+    for c in changes {
+        let _ = match c {
+            Invalidation::Entry { parent, name } => notifier.inval_entry(INodeNo(*parent), name),
+            Invalidation::Inode(ino) => notifier.inval_inode(INodeNo(*ino), 0, 0),
+        };
+    }
 }

@@ -21,7 +21,6 @@ pub mod error;
 pub mod lifecycle;
 pub mod probe;
 pub mod unmount;
-pub mod watch;
 
 use std::ffi::OsStr;
 use std::sync::Arc;

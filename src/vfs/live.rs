@@ -1,5 +1,5 @@
 //! The barrier between a reader of `.mlxfs/catalog.json` and the refresher: "is the tree you
-//! have current?" The refresher owns the inotify descriptor (`fuse/watch.rs`); a FUSE worker
+//! have current?" The refresher owns the inotify descriptor (`vfs/watch.rs`); a FUSE worker
 //! asks through [`Barrier::sync`] and waits, bounded, for [`SyncAnswer`]. No fuser types here.
 
 use std::io::Write;

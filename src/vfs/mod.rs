@@ -20,6 +20,7 @@ pub mod live;
 pub mod reads;
 pub mod render;
 pub mod tree;
+pub mod watch;
 
 use std::cell::RefCell;
 use std::ffi::OsString;

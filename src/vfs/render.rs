@@ -30,7 +30,7 @@ pub struct Renderer {
     files: Mutex<HashMap<(u64, Virtual), Rendered>>,
     /// model folder → (stat signature, hash line).
     hashes: Mutex<HashMap<PathBuf, (u64, String)>>,
-    /// The refresher's end of the barrier, once it runs (`fuse/watch.rs` sets it).
+    /// The refresher's end of the barrier, once it runs (`vfs/watch.rs` sets it).
     pub barrier: OnceLock<Barrier>,
     /// `catalog.json` as last rendered while provably current: (refresher build, content).
     catalog: Mutex<Option<(u64, Rendered)>>,

@@ -1,6 +1,7 @@
 //! Keeping the mount current, and proving it: raw inotify on every folder of the watched
-//! roots, a short debounce, a rescan, and kernel invalidations sent from this thread (never a
-//! FUSE worker). The thread never dies of what it finds on disk: a rescan that fails keeps the
+//! roots, a short debounce, a rescan, and the invalidations handed from this thread (never a
+//! worker of the adapter) to the adapter's [`Sink`]: FUSE sends them to the kernel, and
+//! another adapter (NFS) records them as it needs. The thread never dies of what it finds on disk: a rescan that fails keeps the
 //! previous tree and says so ([`Vfs::refresh`]), and a panic anywhere else in a round is caught
 //! and logged.
 //!
@@ -21,10 +22,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use fuser::{INodeNo, Notifier};
-
-use crate::vfs::live::{Barrier, BarrierRx, SyncAnswer};
-use crate::vfs::{Invalidation, Vfs};
+use super::live::{Barrier, BarrierRx, SyncAnswer};
+use super::{Invalidation, Vfs};
 
 /// Changes arriving within this window are handled by one rescan.
 const DEBOUNCE: Duration = Duration::from_millis(150);
@@ -168,16 +167,10 @@ mod os {
     }
 }
 
-/// Send the kernel what a refresh changed. Errors (e.g. ENOENT for names the kernel never
-/// cached) are expected and ignored.
-pub fn apply(notifier: &Notifier, changes: &[Invalidation]) {
-    for c in changes {
-        let _ = match c {
-            Invalidation::Entry { parent, name } => notifier.inval_entry(INodeNo(*parent), name),
-            Invalidation::Inode(ino) => notifier.inval_inode(INodeNo(*ino), 0, 0),
-        };
-    }
-}
+/// Where a refresh's invalidations go: the adapter's delivery (FUSE: the kernel's entry and
+/// inode caches). Called from the refresher's thread only; it must not block on the adapter's
+/// workers (they may be waiting for this thread's barrier answer).
+pub type Sink = Box<dyn Fn(&[Invalidation]) + Send>;
 
 /// The configured roots: the hub cache, the workspace homes, and the hub models' runtime
 /// caches under mlxfs's state folder (`hf-cache`: its parent holds the daemon's own logs,
@@ -464,7 +457,7 @@ impl Refresher {
     /// Rescan: walk (watch) every root, then build the tree; walk the roots the new tree
     /// brought (a model relocated by a new link) and build again, so that nothing the tree
     /// shows went unwatched while it was built.
-    fn rebuild(&mut self, vfs: &Vfs, notifier: &Notifier) {
+    fn rebuild(&mut self, vfs: &Vfs, sink: &Sink) {
         // Events queued before this point are covered by this rebuild.
         self.drain();
         let changed = std::mem::take(&mut self.changed);
@@ -519,7 +512,7 @@ impl Refresher {
         }
         let mut settled = false;
         for round in 0..3 {
-            apply(notifier, &vfs.refresh_after(changed && round == 0));
+            sink(&vfs.refresh_after(changed && round == 0));
             let now = relocated_roots(vfs, &inside);
             let new: Vec<PathBuf> = now
                 .iter()
@@ -578,10 +571,10 @@ impl Refresher {
     }
 
     /// The barrier: drain, rebuild when anything changed, answer.
-    fn sync(&mut self, vfs: &Vfs, notifier: &Notifier) -> SyncAnswer {
+    fn sync(&mut self, vfs: &Vfs, sink: &Sink) -> SyncAnswer {
         self.drain();
         if self.inotify.is_some() && (self.dirty || self.stale(vfs)) {
-            round(|| self.rebuild(vfs, notifier));
+            round(|| self.rebuild(vfs, sink));
         }
         let unprovable = self.no_inotify.clone().or_else(|| self.unprovable.clone());
         SyncAnswer {
@@ -591,26 +584,23 @@ impl Refresher {
     }
 }
 
-/// Run until `stop` is set: rescan on changes, then invalidate; answer sync requests.
-pub fn spawn(
-    vfs: Arc<Vfs>,
-    notifier: Notifier,
-    stop: Arc<AtomicBool>,
-) -> std::io::Result<JoinHandle<()>> {
+/// Run until `stop` is set: rescan on changes, then hand `sink` the invalidations; answer
+/// sync requests.
+pub fn spawn(vfs: Arc<Vfs>, sink: Sink, stop: Arc<AtomicBool>) -> std::io::Result<JoinHandle<()>> {
     let (barrier, rx) = Barrier::new()?;
     let _ = vfs.renderer.barrier.set(barrier);
     std::thread::Builder::new()
         .name("mlxfs-refresh".into())
-        .spawn(move || run(&vfs, &notifier, &stop, &rx))
+        .spawn(move || run(&vfs, &sink, &stop, &rx))
 }
 
-fn run(vfs: &Vfs, notifier: &Notifier, stop: &AtomicBool, rx: &BarrierRx) {
+fn run(vfs: &Vfs, sink: &Sink, stop: &AtomicBool, rx: &BarrierRx) {
     // The full tree first (the mount started on names only: `Vfs::new_partial`).
-    apply(notifier, &vfs.complete());
+    sink(&vfs.complete());
     let mut r = Refresher::new();
     // What changed between the tree's build and these watches sent no event: one rescan
     // now (walk first, then build), so that nothing waits for the periodic one.
-    round(|| r.rebuild(vfs, notifier));
+    round(|| r.rebuild(vfs, sink));
     while !stop.load(Ordering::Relaxed) {
         let wait = match r.pending_since {
             Some(t) => DEBOUNCE.saturating_sub(t.elapsed()),
@@ -639,7 +629,7 @@ fn run(vfs: &Vfs, notifier: &Notifier, stop: &AtomicBool, rx: &BarrierRx) {
         r.drain();
         let requests = rx.take();
         if !requests.is_empty() {
-            let answer = r.sync(vfs, notifier);
+            let answer = r.sync(vfs, sink);
             for q in requests {
                 let _ = q.send(answer.clone());
             }
@@ -650,7 +640,7 @@ fn run(vfs: &Vfs, notifier: &Notifier, stop: &AtomicBool, rx: &BarrierRx) {
             None => r.last.elapsed() >= PERIODIC,
         };
         if due {
-            round(|| r.rebuild(vfs, notifier));
+            round(|| r.rebuild(vfs, sink));
         }
     }
 }
