@@ -50,9 +50,10 @@ the audio routes. A model that cannot take the input gets HTTP 422.
 Every --model is checked before the port is bound: a name that does not resolve, an
 unhealthy or unrunnable model is an error and nothing listens. With --json one line
 {\"status\":\"success\",\"command\":\"serve\",\"data\":{\"url\":…}} is printed once the server
-listens. SIGINT/SIGTERM stop it: the port closes (new connections are refused; a new
-request on an open connection gets 503), streams get a few seconds, every worker is
-stopped.
+listens. SIGINT/SIGTERM stop it (Ctrl-C in its terminal reaches the server alone, never
+its workers): the port closes (new connections are refused; a new request on an open
+connection gets 503), requests in flight get --shutdown-grace to finish, then every worker
+is stopped.
 
 Examples:
   mlxfs serve

@@ -983,67 +983,27 @@ mod tests {
     /// Every numeric field's message says its real range; integral floats are whole.
     #[test]
     fn numbers_say_their_range() {
-        for (extra, says) in [
+        #[rustfmt::skip]
+        let cases = [
             (json!({"n": 2}), "`n` must be 1 (one choice per request)"),
             (json!({"n": 0}), "`n` must be 1 (one choice per request)"),
             (json!({"n": 1.5}), "`n` must be 1 (one choice per request)"),
-            (
-                json!({"top_k": -1}),
-                "`top_k` must be a whole number from 0 to 1000000",
-            ),
-            (
-                json!({"top_k": 2.5}),
-                "`top_k` must be a whole number from 0 to 1000000",
-            ),
-            (
-                json!({"logprobs": 21}),
-                "`logprobs` must be a whole number from 0 to 20",
-            ),
-            (
-                json!({"logprobs": -1}),
-                "`logprobs` must be a whole number from 0 to 20",
-            ),
-            (
-                json!({"best_of": 0}),
-                "`best_of` must be a whole number from 1 to",
-            ),
-            (
-                json!({"seed": 1.5}),
-                "`seed` must be a whole number from -9223372036854775808 to 18446744073709551615",
-            ),
-            (
-                json!({"seed": 1e30}),
-                "`seed` must be a whole number from -9223372036854775808",
-            ),
-            (
-                json!({"temperature": 2.5}),
-                "`temperature` must be a number from 0 to 2",
-            ),
-            (
-                json!({"temperature": "hot"}),
-                "`temperature` must be a number from 0 to 2",
-            ),
-            (
-                json!({"top_p": 0}),
-                "`top_p` must be a number above 0 and at most 1",
-            ),
-            (
-                json!({"min_p": 1.5}),
-                "`min_p` must be a number from 0 to 1",
-            ),
-            (
-                json!({"repetition_penalty": 0}),
-                "`repetition_penalty` must be a number above 0",
-            ),
-            (
-                json!({"presence_penalty": 3}),
-                "`presence_penalty` must be a number from -2 to 2",
-            ),
-            (
-                json!({"frequency_penalty": -2.5}),
-                "`frequency_penalty` must be a number from -2 to 2",
-            ),
-        ] {
+            (json!({"top_k": -1}), "`top_k` must be a whole number from 0 to 1000000"),
+            (json!({"top_k": 2.5}), "`top_k` must be a whole number from 0 to 1000000"),
+            (json!({"logprobs": 21}), "`logprobs` must be a whole number from 0 to 20"),
+            (json!({"logprobs": -1}), "`logprobs` must be a whole number from 0 to 20"),
+            (json!({"best_of": 0}), "`best_of` must be a whole number from 1 to"),
+            (json!({"seed": 1.5}), "`seed` must be a whole number from -9223372036854775808 to 18446744073709551615"),
+            (json!({"seed": 1e30}), "`seed` must be a whole number from -9223372036854775808"),
+            (json!({"temperature": 2.5}), "`temperature` must be a number from 0 to 2"),
+            (json!({"temperature": "hot"}), "`temperature` must be a number from 0 to 2"),
+            (json!({"top_p": 0}), "`top_p` must be a number above 0 and at most 1"),
+            (json!({"min_p": 1.5}), "`min_p` must be a number from 0 to 1"),
+            (json!({"repetition_penalty": 0}), "`repetition_penalty` must be a number above 0"),
+            (json!({"presence_penalty": 3}), "`presence_penalty` must be a number from -2 to 2"),
+            (json!({"frequency_penalty": -2.5}), "`frequency_penalty` must be a number from -2 to 2"),
+        ];
+        for (extra, says) in cases {
             let e = req(Kind::Completion, extra.clone()).err().unwrap();
             assert!(e.message.starts_with(says), "{extra}: {}", e.message);
         }
